@@ -1,0 +1,186 @@
+"""The ``hwnas`` command: serve the API, submit and follow jobs, download sub-networks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from api.client import ClientError, HwnasClient
+from core.errors import HwnasError
+
+DEFAULT_URL = os.environ.get("HWNAS_URL", "http://127.0.0.1:8000")
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
+
+
+def parse_constraints(items: list[str]) -> dict[str, dict[str, float]]:
+    """``["latency_ms<=2", "accuracy>=0.9"]`` -> ``{"latency_ms": {"max": 2.0}, ...}``."""
+    out: dict[str, dict[str, float]] = {}
+    for item in items:
+        match = _CONSTRAINT.match(item)
+        if not match:
+            raise SystemExit(f"bad constraint {item!r}: write NAME<=VALUE or NAME>=VALUE")
+        name, op, value = match.groups()
+        out.setdefault(name, {})["max" if op == "<=" else "min"] = float(value)
+    return out
+
+
+def parse_objectives(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, _, sense = item.partition("=")
+        if sense not in ("min", "max"):
+            raise SystemExit(f"bad objective {item!r}: write NAME=min or NAME=max")
+        out[name] = sense
+    return out
+
+
+def build_spec(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "supernet": args.supernet, "device": args.device,
+        "objectives": parse_objectives(args.objective or ["accuracy=max", "latency_ms=min"]),
+        "constraints": parse_constraints(args.constraint or []),
+        "budget": {"evaluations": args.budget}, "strategy": args.strategy, "seed": args.seed,
+    }
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    job = HwnasClient(args.url).submit(build_spec(args))
+    print(job["id"])
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    job = HwnasClient(args.url).wait(args.job_id)
+    print(json.dumps({k: job[k] for k in ("id", "status", "message", "error")}))
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    path = HwnasClient(args.url).download(args.job_id, args.subnet, args.format, Path(args.output))
+    print(path)
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    print(format_front(HwnasClient(args.url).pareto(args.job_id)))
+    return 0
+
+
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    from core.settings import get_settings
+    from store.db import upgrade
+
+    upgrade(get_settings().database_url)
+    print("database at head")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Celery worker that serves exactly the given devices (one queue each)."""
+    from core.settings import get_settings
+    from hardware_profiles import get_profile
+    from store.db import check_migrated, make_engine
+    from workers import reaper
+    from workers.celery_app import celery_app
+
+    check_migrated(make_engine(get_settings().database_url))  # refuse an un-migrated DB
+
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    queues = [get_profile(d).queue for d in devices]
+    reaper.SERVED_DEVICES[:] = devices
+    name = args.name or f"hwnas-{'+'.join(devices)}@%h"
+    # Solo pool: one job at a time per worker process, so measurements never overlap.
+    celery_app.worker_main(["worker", "-Q", ",".join(queues), "-P", "solo", "-n", name,
+                            "--loglevel", args.loglevel, "--without-gossip", "--without-mingle"])
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from api.demo import run_demo
+
+    return run_demo(args)
+
+
+def format_front(pareto: dict[str, Any]) -> str:
+    rows = pareto["data"]
+    if not rows:
+        return f"(empty front) {pareto.get('message') or ''}"
+    header = f"{'subnet_id':<48} {'accuracy':>8} {'latency_ms':>10} {'MMACs':>7} {'params':>8}"
+    lines = [header, "-" * len(header)]
+    for p in sorted(rows, key=lambda r: r["latency_ms"] or 0):
+        lines.append(f"{p['subnet_id']:<48} {p['accuracy']:>8.4f} {p['latency_ms']:>10.3f} "
+                     f"{p['macs'] / 1e6:>7.2f} {p['params']:>8d}")
+    return "\n".join(lines)
+
+
+def _add_job_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--supernet", default="fmnist-ofa-cnn")
+    parser.add_argument("--device", default="cpu-1t")
+    parser.add_argument("--objective", action="append", help="NAME=min|max (repeatable)")
+    parser.add_argument("--constraint", action="append", help="NAME<=V or NAME>=V (repeatable)")
+    parser.add_argument("--budget", type=int, default=60)
+    parser.add_argument("--strategy", default="nsga2")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwnas", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+        "serve": (cmd_serve, "run the HTTP API (embedded worker unless HWNAS_BROKER_URL)"),
+        "submit": (cmd_submit, "submit a search job; prints its id"),
+        "wait": (cmd_wait, "follow a job; exits non-zero unless it succeeded"),
+        "pareto": (cmd_pareto, "print a job's Pareto front"),
+        "download": (cmd_download, "download a measured sub-network"),
+        "run": (cmd_run, "start the embedded service, run a real search, export the best"),
+        "db-upgrade": (cmd_db_upgrade, "migrate the database to the newest schema"),
+        "worker": (cmd_worker, "a Celery worker for some devices (distributed mode)"),
+    }
+    for name, (func, help_text) in commands.items():
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(func=func)
+        if name not in ("serve", "db-upgrade", "worker"):
+            p.add_argument("--url", default=DEFAULT_URL)
+    sub.choices["serve"].add_argument("--host", default="127.0.0.1")
+    sub.choices["serve"].add_argument("--port", type=int, default=8000)
+    sub.choices["worker"].add_argument("--devices", required=True,
+                                       help="comma-separated hardware profile ids")
+    sub.choices["worker"].add_argument("--name", default=None)
+    sub.choices["worker"].add_argument("--loglevel", default="info")
+    _add_job_args(sub.choices["submit"])
+    _add_job_args(sub.choices["run"])
+    sub.choices["run"].add_argument("--output-dir", default="out")
+    for name in ("wait", "pareto", "download"):
+        sub.choices[name].add_argument("job_id")
+    sub.choices["download"].add_argument("--subnet", required=True)
+    sub.choices["download"].add_argument("--format", default="onnx")
+    sub.choices["download"].add_argument("-o", "--output", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ClientError, HwnasError) as exc:
+        print(f"hwnas: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

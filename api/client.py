@@ -1,0 +1,76 @@
+"""A small HTTP client for hwnas, used by the CLI and by pipelines."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+class ClientError(RuntimeError):
+    """The service answered with an error; the message is the service's own."""
+
+
+class HwnasClient:
+    def __init__(self, base_url: str, *, timeout: float = 120.0) -> None:
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                detail = body.get("message") or body.get("detail")
+            except ValueError:
+                detail = response.text
+            raise ClientError(f"{method} {path}: {response.status_code}: {detail}")
+        return response
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/jobs", json=spec).json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}").json()
+
+    def pareto(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}/pareto").json()
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def wait(self, job_id: str, *, poll_s: float = 0.5, out: TextIO = sys.stderr,
+             timeout_s: float | None = None) -> dict[str, Any]:
+        """Poll until the job finishes, drawing a progress bar on ``out``."""
+        started = time.monotonic()
+        while True:
+            job = self.job(job_id)
+            _draw(job, out)
+            if job["status"] in FINISHED:
+                out.write("\n")
+                return job
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    def download(self, job_id: str, subnet_id: str, fmt: str, path: Path) -> Path:
+        url = f"/v1/jobs/{job_id}/subnets/{subnet_id}/export"
+        response = self._call("GET", url, params={"format": fmt})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(response.content)
+        return path
+
+
+def _draw(job: dict[str, Any], out: TextIO) -> None:
+    p = job["progress"]
+    width = 30
+    filled = int(width * p["fraction"])
+    bar = "#" * filled + "-" * (width - filled)
+    hv = f" hv {p['hypervolume']:.3f}" if p.get("hypervolume") is not None else ""
+    out.write(f"\r[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} "
+              f"front {p['front_size']}{hv}   ")
+    out.flush()

@@ -1,0 +1,80 @@
+"""``hwnas run``: the README's quick start as one command.
+
+Starts the service in embedded mode (SQLite + in-process worker) on a free local port,
+submits a real search over HTTP, follows it, prints the Pareto front, and downloads the most
+accurate sub-network that meets the constraints as ONNX.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from api.app import create_app
+from api.client import HwnasClient
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BackgroundServer:
+    """uvicorn in a thread, for as long as the ``with`` block lasts."""
+
+    def __init__(self, port: int) -> None:
+        config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the embedded service did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from api.cli import build_spec, format_front
+
+    spec = build_spec(args)
+    if not args.constraint:
+        spec["constraints"] = {"latency_ms": {"max": 1.0}}
+    port = _free_port()
+    with BackgroundServer(port):
+        client = HwnasClient(f"http://127.0.0.1:{port}")
+        job = client.submit(spec)
+        print(f"job {job['id']}: {spec['strategy']} on {spec['supernet']} for device "
+              f"{spec['device']}, constraints {spec['constraints']}, "
+              f"budget {spec['budget']['evaluations']}")
+        job = client.wait(job["id"])
+        pareto = client.pareto(job["id"])
+        print(format_front(pareto))
+        timing = job["timing"]
+        outside = timing["run_seconds"] - timing["eval_seconds"]
+        print(f"status {job['status']}; search wall time {timing['run_seconds']:.1f} s, "
+              f"{outside:.1f} s ({100 * outside / max(timing['run_seconds'], 1e-9):.1f}%) "
+              "outside measurement")
+        if job["status"] != "succeeded" or not pareto["data"]:
+            print(job.get("message") or job.get("error"))
+            return 0 if job["status"] == "succeeded" else 1
+        best = max(pareto["data"], key=lambda p: p["accuracy"])
+        path = Path(args.output_dir) / f"{best['subnet_id']}.onnx"
+        client.download(job["id"], best["subnet_id"], "onnx", path)
+        print(f"best under the constraints: {best['subnet_id']} accuracy {best['accuracy']:.4f} "
+              f"latency {best['latency_ms']:.3f} ms")
+        print(f"exported ONNX: {path.resolve()}")
+    return 0

@@ -1,0 +1,56 @@
+"""The one place where hwnas errors become HTTP answers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from core.errors import (
+    Conflict,
+    HwnasError,
+    InvalidInput,
+    NotFound,
+    ServiceUnavailable,
+    StorageError,
+)
+
+STATUS_OF: dict[type[HwnasError], int] = {
+    InvalidInput: 422,
+    NotFound: 404,
+    Conflict: 409,
+    StorageError: 503,
+    ServiceUnavailable: 503,
+}
+
+
+def status_of(exc: HwnasError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]  # type: ignore[index]
+    return 500
+
+
+async def _hwnas_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HwnasError)
+    body: dict[str, object] = {"detail": str(exc), "error": type(exc).__name__}
+    if isinstance(exc, InvalidInput) and exc.field:
+        body["field"] = exc.field
+    return JSONResponse(body, status_code=status_of(exc))
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """422 whose ``message`` names each offending field and what it allows."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    parts = []
+    for error in errors:
+        location = ".".join(str(p) for p in error["loc"] if p not in ("body", "query", "path"))
+        parts.append(f"{location or 'body'}: {error['msg'].removeprefix('Value error, ')}")
+    clean = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors]
+    return JSONResponse({"detail": clean, "message": "; ".join(parts)}, status_code=422)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HwnasError, _hwnas_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,0 +1,35 @@
+"""What can be searched (supernets) and where (hardware profiles)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import DispatcherDep
+from api.schemas import DevicePublic, SupernetPublic
+from hardware_profiles import list_profiles
+from models.registry import get_supernet, list_supernets
+from workers.objectives import metrics_of
+
+router = APIRouter(tags=["catalog"])
+
+
+@router.get("/supernets", response_model=list[SupernetPublic])
+def read_supernets() -> list[SupernetPublic]:
+    out = []
+    for name in list_supernets():
+        supernet = get_supernet(name)
+        info = supernet.describe()
+        out.append(SupernetPublic(id=name, genes=info["genes"],
+                                  raw_space_size=info["raw_space_size"], space=info["space"],
+                                  metrics=sorted(metrics_of(supernet))))
+    return out
+
+
+@router.get("/devices", response_model=list[DevicePublic])
+def read_devices(dispatcher: DispatcherDep) -> list[DevicePublic]:
+    served = dispatcher.served_devices()
+    return [
+        DevicePublic(id=pid, name=p.name, kind=p.kind, runtime=p.runtime, threads=p.threads,
+                     batch_size=p.batch_size, served=pid in served)
+        for pid, p in sorted(list_profiles().items())
+    ]

@@ -1,0 +1,204 @@
+"""Request and response schemas of the HTTP API (kept apart from the ORM tables)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from core.errors import UnknownName
+from core.settings import get_settings
+from hardware_profiles import list_profiles
+from models.registry import get_supernet, list_supernets
+from search import list_strategies
+from workers.objectives import metrics_of
+
+Sense = Literal["min", "max"]
+
+
+class BoundIn(BaseModel):
+    """A constraint on one metric: ``{"max": 2.0}``, ``{"min": 0.9}`` or both."""
+
+    model_config = ConfigDict(extra="forbid")
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> BoundIn:
+        if self.min is None and self.max is None:
+            raise ValueError("a constraint needs 'min', 'max' or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class BudgetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    evaluations: int = Field(60, description="real measurements the search may spend")
+
+    @field_validator("evaluations")
+    @classmethod
+    def _in_range(cls, value: int) -> int:
+        limit = get_settings().max_budget
+        if not 1 <= value <= limit:
+            raise ValueError(f"must be between 1 and {limit} (HWNAS_MAX_BUDGET), got {value}")
+        return value
+
+
+def _known(kind: str, value: str, known: list[str]) -> str:
+    if value not in known:
+        raise ValueError(str(UnknownName(kind, value, known)))
+    return value
+
+
+class JobCreate(BaseModel):
+    """A search job: which supernet, on which device, for what, under which constraints."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "supernet": "fmnist-ofa-cnn", "device": "cpu-1t",
+        "objectives": {"accuracy": "max", "latency_ms": "min"},
+        "constraints": {"latency_ms": {"max": 2.0}}, "budget": {"evaluations": 60},
+        "strategy": "nsga2", "seed": 0}]})
+
+    supernet: str
+    device: str
+    objectives: dict[str, Sense] = Field(
+        default_factory=lambda: {"accuracy": "max", "latency_ms": "min"})
+    constraints: dict[str, BoundIn] = Field(default_factory=dict)
+    budget: BudgetIn = Field(default_factory=BudgetIn)
+    strategy: str = "nsga2"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("supernet")
+    @classmethod
+    def _supernet(cls, value: str) -> str:
+        return _known("supernet", value, list_supernets())
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return _known("device", value, sorted(list_profiles()))
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        return _known("strategy", value, list_strategies())
+
+    @field_validator("objectives", "constraints")
+    @classmethod
+    def _metrics(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        supernet = info.data.get("supernet")
+        if supernet is None:  # the supernet itself was invalid: reported on its own
+            return value
+        allowed = sorted(metrics_of(get_supernet(supernet)))
+        if info.field_name == "objectives" and not value:
+            raise ValueError(f"give at least one of {', '.join(allowed)}")
+        for name in value:
+            if name not in allowed:
+                raise ValueError(f"unknown metric {name!r}; allowed: {', '.join(allowed)}")
+        return value
+
+
+class Progress(BaseModel):
+    evaluations_done: int
+    budget: int
+    fraction: float
+    front_size: int
+    hypervolume: float | None = Field(
+        None, description="of the current front, normalised to the evaluations' bounding box")
+
+
+class Timing(BaseModel):
+    run_seconds: float
+    eval_seconds: float = Field(description="time inside evaluation calls (measurement)")
+
+
+class JobPublic(BaseModel):
+    id: str
+    url: str
+    status: str
+    supernet: str
+    device: str
+    strategy: str
+    seed: int
+    objectives: dict[str, str]
+    constraints: dict[str, dict[str, float | None]]
+    progress: Progress
+    message: str | None
+    error: str | None
+    attempts: int
+    timing: Timing
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+    offset: int
+    limit: int
+
+
+class EvaluationPublic(BaseModel):
+    subnet_id: str
+    seq: int
+    arch: dict[str, Any]
+    metrics: dict[str, float]
+    details: dict[str, Any]
+    feasible: bool
+    on_front: bool
+    seconds: float
+
+
+class EvaluationsPublic(BaseModel):
+    data: list[EvaluationPublic]
+    count: int
+    offset: int
+    limit: int
+
+
+class ParetoPoint(BaseModel):
+    subnet_id: str
+    arch: dict[str, Any]
+    accuracy: float | None
+    latency_ms: float | None
+    macs: int | None
+    params: int | None
+    metrics: dict[str, float]
+    latency: dict[str, Any] = Field(description="median/IQR/repeats and provenance")
+    export_url: str
+
+
+class ParetoPublic(BaseModel):
+    job_id: str
+    status: str
+    objectives: dict[str, str]
+    data: list[ParetoPoint]
+    message: str | None
+
+
+class SupernetPublic(BaseModel):
+    id: str
+    genes: int
+    raw_space_size: int
+    space: dict[str, list[Any]]
+    metrics: list[str]
+
+
+class DevicePublic(BaseModel):
+    id: str
+    name: str
+    kind: str
+    runtime: str | None
+    threads: int | None
+    batch_size: int
+    served: bool = Field(description="a live worker measures on this device now")

@@ -1,0 +1,55 @@
+"""One error hierarchy for hwnas.
+
+Every error a user can cause or see derives from :class:`HwnasError`. The HTTP layer maps
+each class to a status code in exactly one place (``api/errors.py``); the libraries
+(``search/``, ``models/``, ``hardware_profiles/``) raise these without knowing about HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class HwnasError(Exception):
+    """Root of every hwnas error."""
+
+
+class InvalidInput(HwnasError, ValueError):
+    """A request or argument is malformed; ``field`` names the offending input."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownName(InvalidInput):
+    """A name (supernet, device, strategy, objective, format) is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str], *, field: str | None = None):
+        self.kind = kind
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(
+            f"unknown {kind} {name!r}; known: {', '.join(self.known) or '(none)'}",
+            field=field or kind,
+        )
+
+
+class NotFound(HwnasError, LookupError):
+    """A resource (job, sub-network) does not exist."""
+
+
+class Conflict(HwnasError):
+    """The request is valid but the resource's state forbids it (e.g. export before measured)."""
+
+
+class StorageError(HwnasError):
+    """The database failed; the transaction was rolled back."""
+
+
+class ServiceUnavailable(HwnasError):
+    """A dependency (database schema, broker) is not ready."""
+
+
+class CheckpointMismatch(InvalidInput):
+    """A checkpoint's keys or shapes do not match the chosen supernet."""

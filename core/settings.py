@@ -1,0 +1,38 @@
+"""The one settings object, read from ``HWNAS_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service configuration. Defaults give the embedded mode: SQLite + in-process worker."""
+
+    model_config = SettingsConfigDict(env_prefix="HWNAS_", extra="ignore")
+
+    database_url: str = "sqlite:///./var/hwnas.db"
+    # Empty broker URL: jobs run on the in-process executor (embedded mode).
+    broker_url: str = ""
+    data_dir: Path = Path("./var")
+    # Devices the in-process executor serves (comma separated); empty = every local profile.
+    # Run `alembic upgrade head` at start-up (embedded default); compose migrates in an init step.
+    auto_migrate: bool = True
+    embedded_devices: str = ""
+    embedded_workers: int = 1
+    max_budget: int = 10_000
+    heartbeat_s: float = 5.0
+    stale_after_s: float = 60.0
+    max_attempts: int = 3
+    page_size_max: int = 500
+
+    @property
+    def is_embedded(self) -> bool:
+        return not self.broker_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,110 @@
+"""Export an extracted sub-network: ONNX, TorchScript, or state_dict + architecture JSON.
+
+Each format is a registered writer; the exported file holds the same module the search
+measured (``Supernet.extract`` is deterministic), so its outputs and accuracy match.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+import warnings
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.errors import UnknownName
+
+from .base import Arch, Supernet
+
+Writer = Callable[[nn.Module, torch.Tensor, Path], None]
+_WRITERS: dict[str, tuple[str, Writer]] = {}
+
+
+def register_format(name: str, suffix: str) -> Callable[[Writer], Writer]:
+    def decorate(writer: Writer) -> Writer:
+        _WRITERS[name] = (suffix, writer)
+        return writer
+
+    return decorate
+
+
+def list_formats() -> list[str]:
+    return sorted(_WRITERS)
+
+
+def suffix_of(fmt: str) -> str:
+    return _writer(fmt)[0]
+
+
+def _writer(fmt: str) -> tuple[str, Writer]:
+    try:
+        return _WRITERS[fmt]
+    except KeyError:
+        raise UnknownName("format", fmt, _WRITERS, field="format") from None
+
+
+@register_format("onnx", ".onnx")
+def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    torch.onnx.export(module, (example,), str(path), input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "batch"},
+                                                             "logits": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+
+
+@register_format("torchscript", ".pt")
+def _write_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with torch.no_grad():
+        traced = torch.jit.trace(module, example)
+    traced.save(str(path))
+
+
+@register_format("state_dict", ".zip")
+def _write_state_dict(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("state_dict.pt", buffer.getvalue())
+
+
+def export_subnet(supernet: Supernet, arch: Arch, fmt: str, path: Path,
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Write ``arch`` of ``supernet`` to ``path`` in ``fmt``; returns the path written.
+
+    The architecture JSON (supernet, encoding, genes, input spec, ``extra`` such as the
+    measured metrics) goes into the zip for state_dict, and beside the file otherwise.
+    """
+    _suffix, writer = _writer(fmt)
+    module = supernet.extract(arch).eval()
+    example = supernet.example_input(arch, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    with warnings.catch_warnings():
+        # torch marks TorchScript and its ONNX exporter deprecated; both are still the
+        # formats deployment runtimes load, and the torch.export path needs onnxscript.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        writer(module, example, tmp)
+    card = architecture_card(supernet, arch, extra)
+    if fmt == "state_dict":
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr("architecture.json", json.dumps(card, indent=2))
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2))
+    return path
+
+
+def architecture_card(supernet: Supernet, arch: Arch, extra: dict[str, Any] | None) -> dict:
+    canonical = supernet.canonical(arch)
+    return {
+        "supernet": supernet.name,
+        "subnet_id": supernet.encode(canonical),
+        "arch": canonical,
+        "input": asdict(supernet.input_spec(canonical)),
+        **(extra or {}),
+    }

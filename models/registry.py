@@ -1,0 +1,56 @@
+"""Registry of supernets: ``@register_supernet``, ``list_supernets``, ``create_supernet``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from core.errors import UnknownName
+
+from .base import Supernet
+
+_FACTORIES: dict[str, Callable[..., Supernet]] = {}
+_INSTANCES: dict[str, Supernet] = {}
+
+F = TypeVar("F", bound=Callable[..., Supernet])
+
+
+def register_supernet(name: str) -> Callable[[F], F]:
+    """Register a factory under ``name``; re-registering warns and replaces."""
+
+    def decorate(factory: F) -> F:
+        if name in _FACTORIES:
+            warnings.warn(f"supernet {name!r} registered again; replacing", stacklevel=2)
+            _INSTANCES.pop(name, None)
+        _FACTORIES[name] = factory
+        return factory
+
+    return decorate
+
+
+def list_supernets() -> list[str]:
+    _load_builtins()
+    return sorted(_FACTORIES)
+
+
+def create_supernet(name: str, **kwargs: Any) -> Supernet:
+    """A new supernet instance; unknown names raise an error listing the known ones."""
+    _load_builtins()
+    try:
+        factory = _FACTORIES[name]
+    except KeyError:
+        raise UnknownName("supernet", name, _FACTORIES, field="supernet") from None
+    return factory(**kwargs)
+
+
+def get_supernet(name: str) -> Supernet:
+    """The shared, default-configured instance (weights loaded once per process)."""
+    if name not in _INSTANCES:
+        _INSTANCES[name] = create_supernet(name)
+    return _INSTANCES[name]
+
+
+def _load_builtins() -> None:
+    # Imported lazily so that importing the registry does not load torch models eagerly.
+    from . import fmnist_cnn  # noqa: F401

@@ -1,0 +1,45 @@
+"""Pure search library: spaces, constraints, Pareto tools and ask/tell strategies.
+
+Importing this package registers the built-in strategies (``random``, ``nsga2``).
+"""
+
+from search.base import Strategy, create_strategy, list_strategies, register_strategy
+from search.constraints import (
+    Bound,
+    Constraints,
+    Objectives,
+    Sense,
+    constraint_values,
+    is_feasible,
+    validate_constraints,
+    validate_objectives,
+    violation,
+)
+from search.nsga2 import NSGA2Strategy
+from search.pareto import feasible_front, hypervolume, non_dominated
+from search.random_search import RandomStrategy
+from search.space import Arch, Choice, SearchSpace
+
+__all__ = [
+    "Arch",
+    "Bound",
+    "Choice",
+    "Constraints",
+    "NSGA2Strategy",
+    "Objectives",
+    "RandomStrategy",
+    "SearchSpace",
+    "Sense",
+    "Strategy",
+    "constraint_values",
+    "create_strategy",
+    "feasible_front",
+    "hypervolume",
+    "is_feasible",
+    "list_strategies",
+    "non_dominated",
+    "register_strategy",
+    "validate_constraints",
+    "validate_objectives",
+    "violation",
+]

@@ -1,0 +1,215 @@
+"""The ask/tell contract every search strategy implements, and the strategy registry."""
+
+from __future__ import annotations
+
+import abc
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+
+from core.errors import InvalidInput, UnknownName
+from search.constraints import (
+    Constraints,
+    Objectives,
+    validate_constraints,
+    validate_metrics,
+    validate_objectives,
+    violation,
+)
+from search.pareto import feasible_front
+from search.space import Arch, SearchSpace
+
+__all__ = ["Strategy", "create_strategy", "list_strategies", "register_strategy"]
+
+# Above this many index tuples a space is not enumerated to find its last unseen architectures.
+ENUMERATION_LIMIT = 50_000
+# Uniform draws tried per wanted architecture before falling back to enumeration.
+REJECTION_TRIES = 64
+
+
+def _check_int(value: object, field: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInput(f"{field} must be an int >= {minimum}, got {value!r}", field=field)
+    return value
+
+
+class Strategy(abc.ABC):
+    """Proposes architectures to measure and learns from measured results.
+
+    Call order: construct; optionally :meth:`tell` stored results (resume / warm start, in their
+    original order); then loop ``ask(n)`` -> measure -> ``tell(arch, metrics)`` for each proposal,
+    until ``ask`` returns ``[]`` (budget spent or space exhausted). Tells may arrive in any order
+    and a proposal may be told late. Proposals are deterministic given ``seed`` and the sequence
+    of calls. Not thread-safe: one strategy belongs to one job driver.
+
+    Identity is ``space.key``: ``ask`` never returns a key already told or pending, and telling
+    a key twice raises :class:`InvalidInput`. Every result told counts towards ``budget``.
+    Constraints rank first: a feasible result beats an infeasible one; among infeasible results
+    the smaller :func:`~search.constraints.violation` wins.
+
+    Subclasses implement :meth:`_propose` and may override :meth:`_on_tell`.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: SearchSpace,
+        objectives: Objectives,
+        constraints: Constraints | None = None,
+        seed: int = 0,
+        budget: int,
+    ) -> None:
+        if not isinstance(space, SearchSpace):
+            raise InvalidInput(f"space must be a SearchSpace, got {space!r}", field="space")
+        self.space = space
+        self.objectives = validate_objectives(objectives)
+        self.constraints = validate_constraints(constraints)
+        self.seed = _check_int(seed, "seed", 0)
+        self.budget = _check_int(budget, "budget", 1)
+        self._rng = np.random.default_rng(seed)
+        self._told: dict[str, int] = {}  # key -> index into history
+        self._pending: dict[str, Arch] = {}
+        self._history: list[tuple[Arch, dict[str, float]]] = []
+        self._enumerated: list[tuple[str, Arch]] | None = None
+
+    # ---- public contract -------------------------------------------------------------------
+
+    @property
+    def history(self) -> list[tuple[Arch, dict[str, float]]]:
+        """``(arch, metrics)`` in tell order (a copy)."""
+        return [(dict(a), dict(m)) for a, m in self._history]
+
+    @property
+    def n_told(self) -> int:
+        return len(self._history)
+
+    @property
+    def pending(self) -> list[Arch]:
+        """Architectures asked but not told yet, in ask order."""
+        return [dict(a) for a in self._pending.values()]
+
+    @property
+    def remaining(self) -> int:
+        """Budget left for new proposals (told and pending both count)."""
+        return max(0, self.budget - self.n_told - len(self._pending))
+
+    def ask(self, n: int) -> list[Arch]:
+        """Up to ``n`` new architectures; fewer only when the budget or the space runs out."""
+        n = min(_check_int(n, "n", 0), self.remaining)
+        proposals = self._propose(n) if n else []
+        for arch in proposals:
+            key = self.space.key(arch)
+            if self._is_seen(key):  # a subclass bug, never a user error
+                raise RuntimeError(f"{type(self).__name__} proposed a seen architecture {key}")
+            self._pending[key] = arch
+        return [dict(a) for a in proposals]
+
+    def tell(self, arch: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """Record ``metrics`` (every objective and constrained metric) measured for ``arch``.
+
+        ``arch`` need not have been asked: that is how a job is replayed or warm-started.
+        """
+        normal = self.space.normalize(arch)
+        key = self.space.key(normal)
+        if key in self._told:
+            raise InvalidInput(f"architecture {key} was already told", field="arch")
+        clean = validate_metrics(metrics, [*self.objectives, *self.constraints])
+        was_asked = self._pending.pop(key, None) is not None
+        self._told[key] = len(self._history)
+        self._history.append((normal, clean))
+        self._on_tell(key, normal, clean, was_asked)
+
+    def is_told(self, arch: Mapping[str, Any]) -> bool:
+        return self.space.key(arch) in self._told
+
+    def front(self) -> list[tuple[Arch, dict[str, float]]]:
+        """Feasible non-dominated results told so far (empty when nothing is feasible)."""
+        history = self.history
+        metrics = [m for _, m in history]
+        return [history[i] for i in feasible_front(metrics, self.objectives, self.constraints)]
+
+    def violation(self, metrics: Mapping[str, float]) -> float:
+        return violation(metrics, self.constraints)
+
+    # ---- subclass hooks -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _propose(self, n: int) -> list[Arch]:
+        """``n`` (fewer only if exhausted) architectures with distinct keys, none seen."""
+
+    def _on_tell(  # noqa: B027 - optional hook; stateless strategies need nothing here
+        self, key: str, arch: Arch, metrics: dict[str, float], was_asked: bool
+    ) -> None:
+        """Called after a result is recorded; ``was_asked`` is False for replays."""
+
+    # ---- helpers for subclasses -----------------------------------------------------------
+
+    def _is_seen(self, key: str) -> bool:
+        return key in self._told or key in self._pending
+
+    def _told_metrics(self, key: str) -> dict[str, float] | None:
+        index = self._told.get(key)
+        return None if index is None else self._history[index][1]
+
+    def _sample_unseen(self, n: int, taken: set[str]) -> list[Arch]:
+        """Up to ``n`` uniform architectures unseen and not in ``taken`` (which is updated).
+
+        Rejection sampling first; when draws keep hitting seen keys, small spaces are
+        enumerated so that exhaustion is detected exactly. Spaces larger than
+        ``ENUMERATION_LIMIT`` may return fewer after ``REJECTION_TRIES`` failed draws in a row.
+        """
+        out: list[Arch] = []
+        misses = 0
+        while len(out) < n and misses < REJECTION_TRIES:
+            arch = self.space.sample(self._rng)
+            key = self.space.key(arch)
+            if self._is_seen(key) or key in taken:
+                misses += 1
+                continue
+            misses = 0
+            taken.add(key)
+            out.append(arch)
+        if len(out) < n and self.space.size <= ENUMERATION_LIMIT:
+            out += self._pick_enumerated(n - len(out), taken)
+        return out
+
+    def _pick_enumerated(self, n: int, taken: set[str]) -> list[Arch]:
+        if self._enumerated is None:
+            first: dict[str, Arch] = {}
+            for arch in self.space.enumerate():
+                first.setdefault(self.space.key(arch), arch)
+            self._enumerated = list(first.items())
+        unseen = [(k, a) for k, a in self._enumerated if not self._is_seen(k) and k not in taken]
+        picks = self._rng.permutation(len(unseen))[:n]
+        taken.update(unseen[int(i)][0] for i in picks)
+        return [dict(unseen[int(i)][1]) for i in picks]
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+S = TypeVar("S", bound=type[Strategy])
+
+
+def register_strategy(name: str) -> Callable[[S], S]:
+    """Class decorator registering a :class:`Strategy` under ``name`` (warns on overwrite)."""
+
+    def decorator(cls: S) -> S:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            warnings.warn(f"overwriting strategy {name!r}", stacklevel=2)
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_strategies() -> list[str]:
+    """Registered strategy names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_strategy(name: str, **kwargs: Any) -> Strategy:
+    """Build the strategy registered as ``name`` with the constructor's keyword arguments."""
+    if name not in _REGISTRY:
+        raise UnknownName("strategy", name, _REGISTRY, field="strategy")
+    return _REGISTRY[name](**kwargs)

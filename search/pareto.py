@@ -1,0 +1,115 @@
+"""Pareto dominance, fronts and hypervolume for mixed min/max objectives."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from core.errors import InvalidInput
+from search.constraints import Constraints, Objectives, is_feasible
+
+__all__ = ["feasible_front", "hypervolume", "non_dominated"]
+
+
+def _as_minimisation(points: ArrayLike, senses: Sequence[str]) -> np.ndarray:
+    """Points as a float (n, m) array where smaller is better in every column."""
+    array = np.asarray(points, dtype=float)
+    if array.ndim != 2:
+        raise InvalidInput(f"points must be a 2-D array, got shape {array.shape}", field="points")
+    if len(senses) != array.shape[1]:
+        raise InvalidInput(f"{len(senses)} senses for {array.shape[1]} objectives", field="senses")
+    bad = [s for s in senses if s not in ("min", "max")]
+    if bad:
+        raise InvalidInput(f"sense {bad[0]!r} is not 'min' or 'max'", field="senses")
+    if np.isnan(array).any():
+        raise InvalidInput("points contain NaN", field="points")
+    signs = np.array([1.0 if s == "min" else -1.0 for s in senses])
+    return array * signs
+
+
+def _non_dominated_min(points: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of rows no other row dominates, all objectives minimised."""
+    keep = np.ones(len(points), dtype=bool)
+    for i, point in enumerate(points):
+        # Row j dominates i: no worse everywhere and strictly better somewhere. Equal rows do
+        # not dominate each other, so every copy of a non-dominated point is kept.
+        no_worse = np.all(points <= point, axis=1)
+        better = np.any(points < point, axis=1)
+        keep[i] = not np.any(no_worse & better)
+    return np.flatnonzero(keep)
+
+
+def non_dominated(points: ArrayLike, senses: Sequence[str]) -> np.ndarray:
+    """Indices, ascending, of the non-dominated rows of ``points`` (shape (n, m)).
+
+    ``senses[k]`` is ``"min"`` or ``"max"`` for column k. Duplicates: all equal copies of a
+    non-dominated point are returned (equal points do not dominate each other). O(n^2 m).
+    """
+    array = _as_minimisation(points, senses)
+    if len(array) == 0:
+        return np.zeros(0, dtype=int)
+    return _non_dominated_min(array)
+
+
+def _hypervolume_2d(points: np.ndarray, reference: np.ndarray) -> float:
+    """Exact area dominated by ``points`` (all strictly better than ``reference``): a sweep."""
+    order = np.lexsort((points[:, 1], points[:, 0]))
+    volume, best_y = 0.0, reference[1]
+    for x, y in points[order]:
+        if y < best_y:
+            volume += (reference[0] - x) * (best_y - y)
+            best_y = y
+    return float(volume)
+
+
+def _hypervolume_min(points: np.ndarray, reference: np.ndarray) -> float:
+    """Exact hypervolume by slicing along the last objective (recursive, for small fronts)."""
+    if len(points) == 0:
+        return 0.0
+    if points.shape[1] == 1:
+        return float(reference[0] - points[:, 0].min())
+    if points.shape[1] == 2:
+        return _hypervolume_2d(points, reference)
+    points = points[_non_dominated_min(points)]
+    points = points[np.argsort(points[:, -1], kind="stable")]
+    volume = 0.0
+    for i in range(len(points)):
+        upper = points[i + 1, -1] if i + 1 < len(points) else reference[-1]
+        depth = upper - points[i, -1]
+        if depth > 0:
+            volume += depth * _hypervolume_min(points[: i + 1, :-1], reference[:-1])
+    return volume
+
+
+def hypervolume(points: ArrayLike, senses: Sequence[str], reference: ArrayLike) -> float:
+    """Volume dominated by ``points`` and bounded by ``reference`` (given in the same senses).
+
+    Points not strictly better than the reference in every objective add nothing. Exact: a sweep
+    for 2 objectives, recursive slicing for 3 or more (fine for fronts of a few hundred points).
+    """
+    array = _as_minimisation(points, senses)
+    ref = _as_minimisation(np.asarray(reference, dtype=float)[None, :], senses)[0]
+    if not np.isfinite(ref).all():
+        raise InvalidInput("reference must be finite", field="reference")
+    inside = array[np.all(array < ref, axis=1)]
+    return _hypervolume_min(inside, ref)
+
+
+def feasible_front(
+    metrics_list: Sequence[Mapping[str, float]],
+    objectives: Objectives,
+    constraints: Constraints,
+) -> list[int]:
+    """Indices into ``metrics_list`` of the non-dominated points among the feasible ones."""
+    feasible = [i for i, m in enumerate(metrics_list) if is_feasible(m, constraints)]
+    if not feasible:
+        return []
+    names = list(objectives)
+    missing = [n for i in feasible for n in names if n not in metrics_list[i]]
+    if missing:
+        raise InvalidInput(f"objective {missing[0]!r} is missing from metrics", field="metrics")
+    points = np.array([[metrics_list[i][n] for n in names] for i in feasible], dtype=float)
+    front = non_dominated(points, [objectives[n] for n in names])
+    return [feasible[int(k)] for k in front]

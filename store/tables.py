@@ -1,0 +1,85 @@
+"""SQLAlchemy tables shared by api/ and workers/. The schema itself is made by Alembic."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Enum as SAEnum
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    supernet: Mapped[str] = mapped_column(String(200), index=True)
+    device: Mapped[str] = mapped_column(String(200), index=True)
+    strategy: Mapped[str] = mapped_column(String(100))
+    seed: Mapped[int] = mapped_column(Integer)
+    budget: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[JobStatus] = mapped_column(
+        SAEnum(JobStatus, name="job_status", native_enum=False, length=16), index=True
+    )
+    evaluations_done: Mapped[int] = mapped_column(Integer, default=0)
+    front_size: Mapped[int] = mapped_column(Integer, default=0)
+    hypervolume: Mapped[float | None] = mapped_column(Float, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Seconds spent inside evaluation calls vs the whole run: the search's own overhead.
+    eval_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    run_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Evaluation(Base):
+    """One measured sub-network of one job. (job_id, subnet_id) is unique: never measured twice."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        UniqueConstraint("job_id", "subnet_id", name="uq_evaluations_job_subnet"),
+        UniqueConstraint("job_id", "seq", name="uq_evaluations_job_seq"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    subnet_id: Mapped[str] = mapped_column(String(400))
+    arch: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Provenance and spread of measured values (latency median/IQR/repeats, runtime ...).
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    feasible: Mapped[bool] = mapped_column(Boolean)
+    on_front: Mapped[bool] = mapped_column(Boolean, default=False)
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,68 @@
+"""Catalog endpoints, and bad input answered with messages that name the field."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from .helpers import job_spec
+
+
+def test_health_supernets_devices_and_openapi(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    supernets = client.get("/v1/supernets").json()
+    assert {"fmnist-ofa-cnn"} <= {s["id"] for s in supernets}
+    devices = {d["id"]: d for d in client.get("/v1/devices").json()}
+    assert devices["cpu-1t"]["served"] is True
+    assert devices["cpu-all"]["served"] is False  # this test server serves cpu-1t only
+    assert client.get("/docs").status_code == 200
+
+
+def test_a_job_for_an_unserved_device_waits_and_says_so(client: TestClient) -> None:
+    job = client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()
+    assert job["status"] == "queued"
+    assert "no live worker serves device 'cpu-all'" in job["message"]
+
+
+@pytest.mark.parametrize(("change", "field", "hint"), [
+    ({"supernet": "nope"}, "supernet", "fmnist-ofa-cnn"),
+    ({"device": "tpu-9"}, "device", "cpu-1t"),
+    ({"strategy": "magic"}, "strategy", "nsga2"),
+    ({"objectives": {"flops": "min"}}, "objectives", "latency_ms"),
+    ({"objectives": {"accuracy": "up"}}, "objectives.accuracy", "'min' or 'max'"),
+    ({"objectives": {}}, "objectives", "at least one"),
+    ({"constraints": {"latency_ms": {"maximum": 2}}}, "constraints.latency_ms.maximum",
+     "Extra inputs"),
+    ({"constraints": {"latency_ms": {}}}, "constraints.latency_ms", "'min', 'max'"),
+    ({"constraints": {"latency_ms": {"min": 3, "max": 2}}}, "constraints.latency_ms",
+     "greater than max"),
+    ({"constraints": {"watts": {"max": 2}}}, "constraints", "unknown metric 'watts'"),
+    ({"budget": {"evaluations": 0}}, "budget.evaluations", "between 1 and"),
+    ({"budget": {"evaluations": 10**9}}, "budget.evaluations", "between 1 and"),
+    ({"seed": "abc"}, "seed", "integer"),
+    ({"budget": "lots"}, "budget", ""),
+])
+def test_bad_job_specs_get_422_naming_the_field(client: TestClient, change: dict, field: str,
+                                                hint: str) -> None:
+    response = client.post("/v1/jobs", json=job_spec(**change))
+    assert response.status_code == 422, response.text
+    message = response.json()["message"]
+    assert message.startswith(field) or f"; {field}" in message, message
+    assert hint in message
+
+
+def test_missing_fields_and_unknown_fields_are_422(client: TestClient) -> None:
+    assert client.post("/v1/jobs", json={"device": "cpu-1t"}).status_code == 422
+    response = client.post("/v1/jobs", json=job_spec(colour="red"))
+    assert response.status_code == 422 and "colour" in response.json()["message"]
+
+
+def test_unknown_ids_are_404_and_unknown_format_is_422(client: TestClient) -> None:
+    assert client.get("/v1/jobs/doesnotexist").status_code == 404
+    assert client.get("/v1/jobs/doesnotexist/pareto").status_code == 404
+    assert client.post("/v1/jobs/doesnotexist/cancel").status_code == 404
+    job = client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()
+    missing = client.get(f"/v1/jobs/{job['id']}/subnets/r20-k3e2-k3e2-k3e2/export")
+    assert missing.status_code == 404 and "not measured" in missing.json()["detail"]
+    bad = client.get(f"/v1/jobs/{job['id']}/subnets/x/export", params={"format": "tflite"})
+    assert bad.status_code == 422 and "onnx" in bad.json()["detail"]

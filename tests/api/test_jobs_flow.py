@@ -1,0 +1,113 @@
+"""The HTTP flow end to end against the real app and its real in-process worker."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from core.settings import Settings
+from models.registry import get_supernet
+from search import non_dominated
+
+from .helpers import job_spec, wait_for
+
+
+def test_submit_poll_front_and_export(client: TestClient) -> None:
+    response = client.post("/v1/jobs", json=job_spec(budget={"evaluations": 8}))
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["url"].endswith(f"/v1/jobs/{job['id']}")
+    assert job["status"] in {"queued", "running"}
+
+    job = wait_for(client, job["id"])
+    assert job["status"] == "succeeded", job
+    assert job["progress"]["evaluations_done"] == 8
+    assert job["timing"]["eval_seconds"] <= job["timing"]["run_seconds"]
+
+    evaluations = client.get(f"/v1/jobs/{job['id']}/evaluations?limit=100").json()
+    assert evaluations["count"] == 8
+    ids = [e["subnet_id"] for e in evaluations["data"]]
+    assert len(set(ids)) == 8, "an architecture was measured twice"
+    for e in evaluations["data"]:
+        latency = e["details"]["latency"]
+        assert latency["provenance"] == "measured" and latency["repeats"] > 0
+        assert e["metrics"]["latency_ms"] == latency["median_ms"]
+
+    front = client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"]
+    assert front and all(p["latency_ms"] <= 50.0 for p in front)
+    points = np.array([[p["accuracy"], p["latency_ms"]] for p in front])
+    assert len(non_dominated(points, ["max", "min"])) == len(front)
+    measured = {e["subnet_id"] for e in evaluations["data"] if e["on_front"]}
+    assert {p["subnet_id"] for p in front} == measured
+
+    best = max(front, key=lambda p: p["accuracy"])
+    exported = client.get(f"/v1/jobs/{job['id']}/subnets/{best['subnet_id']}/export",
+                          params={"format": "onnx"})
+    assert exported.status_code == 200
+    session = ort.InferenceSession(exported.content, providers=["CPUExecutionProvider"])
+    supernet = get_supernet("fmnist-ofa-cnn")
+    x = supernet.example_input(best["arch"], 4)
+    with torch.no_grad():
+        expected = supernet.extract(best["arch"])(x).numpy()
+    got = session.run(None, {"input": x.numpy()})[0]
+    assert np.abs(got - expected).max() <= 1e-4
+    for fmt in ("torchscript", "state_dict"):
+        response = client.get(f"/v1/jobs/{job['id']}/subnets/{best['subnet_id']}/export",
+                              params={"format": fmt})
+        assert response.status_code == 200 and len(response.content) > 1000
+    scripted = torch.jit.load(io.BytesIO(client.get(
+        f"/v1/jobs/{job['id']}/subnets/{best['subnet_id']}/export?format=torchscript").content))
+    assert np.abs(scripted(x).detach().numpy() - expected).max() <= 1e-4
+
+
+def test_unmeetable_constraint_succeeds_with_an_empty_front_and_says_why(
+        client: TestClient) -> None:
+    spec = job_spec(constraints={"latency_ms": {"max": 1e-6}}, budget={"evaluations": 3})
+    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+    assert job["status"] == "succeeded"
+    pareto = client.get(f"/v1/jobs/{job['id']}/pareto").json()
+    assert pareto["data"] == []
+    assert "latency_ms" in job["message"] and "closest" in job["message"]
+
+
+def test_cancel_stops_a_running_job(client: TestClient) -> None:
+    job = client.post("/v1/jobs", json=job_spec(budget={"evaluations": 200})).json()
+    wait_for(client, job["id"], until={"running"}, min_evaluations=1)
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    job = wait_for(client, job["id"])
+    assert job["status"] == "cancelled"
+    assert job["progress"]["evaluations_done"] < 200
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
+
+
+def test_a_job_interrupted_by_shutdown_resumes_on_restart(settings: Settings) -> None:
+    budget = 6
+    with TestClient(create_app(settings)) as first:
+        job_id = first.post("/v1/jobs", json=job_spec(budget={"evaluations": budget})).json()["id"]
+        wait_for(first, job_id, until={"running"}, min_evaluations=2)
+    # The server stopped mid-job: the job and its evaluations are in the database.
+    with TestClient(create_app(settings)) as second:
+        stopped = second.get(f"/v1/jobs/{job_id}").json()
+        assert stopped["status"] in {"queued", "running"}
+        assert stopped["progress"]["evaluations_done"] >= 2
+        job = wait_for(second, job_id)
+        evaluations = second.get(f"/v1/jobs/{job_id}/evaluations").json()["data"]
+    assert job["status"] == "succeeded"
+    assert job["attempts"] == 2
+    assert len(evaluations) == budget
+    assert len({e["subnet_id"] for e in evaluations}) == budget
+    assert [e["seq"] for e in evaluations] == list(range(budget))
+
+
+def test_list_jobs_is_paginated(client: TestClient) -> None:
+    ids = [client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()["id"]
+           for _ in range(3)]
+    page = client.get("/v1/jobs", params={"limit": 2}).json()
+    assert page["count"] == 3 and len(page["data"]) == 2
+    rest = client.get("/v1/jobs", params={"limit": 2, "offset": 2}).json()
+    assert {j["id"] for j in page["data"] + rest["data"]} == set(ids)

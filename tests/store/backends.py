@@ -1,0 +1,63 @@
+"""Database backends the store tests run against: SQLite always, PostgreSQL for real.
+
+PostgreSQL tests use a fresh schema-less database per test, created in the local server
+(127.0.0.1:5432, trust auth). In CI (CI=true) a missing server is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+PG_ADMIN_URL = os.environ.get("HWNAS_TEST_PG_ADMIN_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_available() -> bool:
+    try:
+        engine = create_engine(PG_ADMIN_URL)
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+def require_postgres() -> None:
+    if postgres_available():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL is required in CI and not reachable at {PG_ADMIN_URL}")
+    pytest.skip("PostgreSQL not reachable (run scripts/start_services.sh)")
+
+
+@contextmanager
+def temporary_postgres() -> Iterator[str]:
+    """A new empty database; dropped afterwards."""
+    require_postgres()
+    name = f"hwnas_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        with temporary_postgres() as url:
+            yield url

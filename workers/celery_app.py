@@ -1,0 +1,86 @@
+"""The Celery application: one queue per hardware profile, thin tasks, late acks.
+
+A task only names a job; the job's truth lives in the database. Delivery guarantees come
+from there too: ``claim_job``'s row lock and heartbeat lease make a second delivery of the
+same job a no-op while the first worker is alive, and the reaper (``workers.reaper``)
+re-publishes jobs whose worker died or whose message the broker lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from functools import lru_cache
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.settings import get_settings
+from store.db import check_migrated, make_engine, make_session_factory
+
+from .runner import JobRunner
+
+log = logging.getLogger(__name__)
+TASK_RUN_JOB = "hwnas.run_job"
+
+
+def make_celery(broker_url: str) -> Celery:
+    app = Celery("hwnas", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,  # a job's message is acked only after the job returns ...
+        task_reject_on_worker_lost=True,  # ... and redelivered if the worker process dies
+        worker_prefetch_multiplier=1,  # one job at a time: measurements must not overlap
+        task_ignore_result=True,  # results live in the database
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600},
+        task_default_queue="hwnas.default",
+        worker_hijack_root_logger=False,
+    )
+    app.task(name=TASK_RUN_JOB, bind=False)(run_job_task)
+    return app
+
+
+@lru_cache(maxsize=1)
+def _session_factory() -> sessionmaker[Session]:
+    """Per-process database access, opened once at worker start-up."""
+    engine = make_engine(get_settings().database_url)
+    check_migrated(engine)
+    return make_session_factory(engine)
+
+
+@lru_cache(maxsize=1)
+def worker_identity() -> str:
+    return f"celery-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def run_job_task(job_id: str) -> str | None:
+    """Thin task: run the job with the same runner the embedded executor uses."""
+    runner = JobRunner(_session_factory(), get_settings(), worker_identity())
+    status = runner.run(job_id)
+    return status.value if status else None
+
+
+celery_app = make_celery(get_settings().broker_url or "redis://127.0.0.1:6379/0")
+
+
+@worker_process_init.connect
+def _reset_process_state(**_kwargs: object) -> None:
+    _session_factory.cache_clear()
+    worker_identity.cache_clear()
+
+
+@worker_ready.connect
+def _start_reaper(sender: object = None, **_kwargs: object) -> None:
+    from .reaper import start_reaper
+
+    start_reaper(celery_app, _session_factory(), get_settings())
+
+
+@worker_shutdown.connect
+def _stop_reaper(**_kwargs: object) -> None:
+    from .reaper import stop_reaper
+
+    stop_reaper()

@@ -1,0 +1,94 @@
+"""Dispatchers: how a stored job reaches a worker. The runner is the same behind each.
+
+Call order: ``start()`` once when the service starts (resumes unfinished jobs where the
+dispatcher owns the workers), ``dispatch(job_id, device)`` after each job row is committed,
+``stop()`` at shutdown. ``served_devices()`` lists devices a live worker serves now.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.settings import Settings
+from hardware_profiles import is_available, list_profiles
+from store import jobs as q
+from store.db import transaction
+
+from .runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher(ABC):
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def dispatch(self, job_id: str, device: str) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    @abstractmethod
+    def served_devices(self) -> set[str]: ...
+
+
+def local_devices(settings: Settings) -> set[str]:
+    """Profiles this process can measure on (or the configured subset)."""
+    wanted = {d.strip() for d in settings.embedded_devices.split(",") if d.strip()}
+    usable = {pid for pid, profile in list_profiles().items() if is_available(profile)}
+    return usable & wanted if wanted else usable
+
+
+class EmbeddedDispatcher(Dispatcher):
+    """Runs jobs on a thread pool inside this process (the default, single-process mode).
+
+    One process owns the SQLite file, so at start every unfinished job of a served device is
+    resumed at once (a job left ``running`` belonged to a process that died).
+    """
+
+    def __init__(self, factory: sessionmaker[Session], settings: Settings) -> None:
+        self.factory = factory
+        self.settings = settings
+        self.devices = local_devices(settings)
+        self._stop = threading.Event()
+        worker_id = f"embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.runner = JobRunner(factory, settings, worker_id, stop=self._stop)
+        self._pool = ThreadPoolExecutor(max(1, settings.embedded_workers), "hwnas-job")
+        self._futures: set[Future[object]] = set()
+
+    def served_devices(self) -> set[str]:
+        return set(self.devices)
+
+    def start(self) -> None:
+        with transaction(self.factory) as session:
+            pending = q.stale_jobs(session, stale_after_s=0.0, devices=sorted(self.devices))
+        for job in pending:
+            log.info("resuming job %s (%s)", job.id, job.status.value)
+            self._submit(job.id, takeover=True)
+
+    def dispatch(self, job_id: str, device: str) -> None:
+        if device in self.devices:
+            self._submit(job_id, takeover=False)
+            return
+        with transaction(self.factory) as session:
+            q.get_job(session, job_id).message = (
+                f"waiting: no live worker serves device {device!r} "
+                f"(this server serves: {', '.join(sorted(self.devices)) or 'none'})")
+
+    def _submit(self, job_id: str, *, takeover: bool) -> None:
+        future = self._pool.submit(self.runner.run, job_id, takeover=takeover)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+
+    def stop(self) -> None:
+        """Ask running jobs to stop between evaluations (they go back to queued), then wait."""
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)

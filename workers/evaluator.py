@@ -1,0 +1,51 @@
+"""Measures one sub-network for real: quality on validation data, latency on this device."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hardware_profiles import HardwareProfile, measure_latency
+from models.base import Arch, Supernet
+
+BYTES_PER_PARAM = 4  # float32 weights
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one evaluation produced; ``details`` carries provenance and spread."""
+
+    metrics: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class SubnetEvaluator:
+    """Evaluates architectures of one supernet on one hardware profile."""
+
+    def __init__(self, supernet: Supernet, profile: HardwareProfile) -> None:
+        self.supernet = supernet
+        self.profile = profile
+
+    def measure(self, arch: Arch) -> Measurement:
+        started = time.perf_counter()
+        complexity = self.supernet.complexity(arch)
+        module = self.supernet.extract(arch)
+        quality = self.supernet.evaluate(arch, module)
+        example = self.supernet.example_input(arch, self.profile.batch_size)
+        latency = measure_latency(module, example, self.profile)
+        metrics = {
+            **quality,
+            "latency_ms": latency.median_ms,
+            "macs": float(complexity.macs),
+            "params": float(complexity.params),
+            "model_size_mb": complexity.params * BYTES_PER_PARAM / 1e6,
+        }
+        details = {"latency": _json_ready(asdict(latency))}
+        return Measurement(metrics, details, time.perf_counter() - started)
+
+
+def _json_ready(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+            for k, v in values.items()}

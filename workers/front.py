@@ -1,0 +1,75 @@
+"""The Pareto front of a job's measured evaluations, and what to tell a user about it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from search import Bound, feasible_front, hypervolume, violation
+from store.tables import Evaluation
+
+
+@dataclass(frozen=True)
+class FrontSummary:
+    front: list[Evaluation]
+    hypervolume: float | None
+    message: str | None
+
+
+def summarise_front(evaluations: Sequence[Evaluation], objectives: dict[str, str],
+                    constraints: dict[str, Bound]) -> FrontSummary:
+    """Feasible non-dominated evaluations, their normalised hypervolume, and a message.
+
+    The hypervolume is computed in the box the evaluations so far span (each objective
+    scaled to [0, 1], reference at the worst corner): a progress signal, comparable within a
+    job, not across jobs.
+    """
+    if not evaluations:
+        return FrontSummary([], None, None)
+    metrics = [e.metrics for e in evaluations]
+    indices = feasible_front(metrics, objectives, constraints)
+    front = [evaluations[i] for i in indices]
+    if not front:
+        return FrontSummary([], 0.0, _no_feasible_message(evaluations, constraints))
+    return FrontSummary(front, _normalised_hv(metrics, indices, objectives), None)
+
+
+def _normalised_hv(metrics: list[dict[str, float]], indices: list[int],
+                   objectives: dict[str, str]) -> float:
+    names = list(objectives)
+    values = np.array([[m[n] for n in names] for m in metrics], dtype=float)
+    low, high = values.min(0), values.max(0)
+    span = np.where(high > low, high - low, 1.0)
+    scaled = (values - low) / span
+    # Turn every objective into minimisation in [0, 1]; the reference is the worst corner.
+    senses = [objectives[n] for n in names]
+    for j, sense in enumerate(senses):
+        if sense == "max":
+            scaled[:, j] = 1.0 - scaled[:, j]
+    points = scaled[indices]
+    return float(hypervolume(points, ["min"] * len(names), np.ones(len(names))))
+
+
+def _no_feasible_message(evaluations: Sequence[Evaluation], constraints: dict[str, Bound]) -> str:
+    closest = min(evaluations, key=lambda e: violation(e.metrics, constraints))
+    never_met = [name for name, bound in constraints.items()
+                 if not any(_within(e.metrics[name], bound) for e in evaluations)]
+    values = ", ".join(f"{n}={closest.metrics[n]:.4g}" for n in constraints)
+    unmet = ", ".join(f"{n} {_describe(constraints[n])}" for n in never_met) or \
+        "all constraints together"
+    return (f"no measured sub-network met {unmet}; closest: {closest.subnet_id} ({values})")
+
+
+def _within(value: float, bound: Bound) -> bool:
+    return (bound.min is None or value >= bound.min) and (bound.max is None or value <= bound.max)
+
+
+def _describe(bound: Bound) -> str:
+    parts = []
+    if bound.min is not None:
+        parts.append(f">= {bound.min:g}")
+    if bound.max is not None:
+        parts.append(f"<= {bound.max:g}")
+    return " and ".join(parts)

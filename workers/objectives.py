@@ -1,0 +1,21 @@
+"""Metrics a job can optimise or constrain, and the direction each one improves in."""
+
+from __future__ import annotations
+
+from models.base import Supernet
+
+#: Metrics every supernet has: measured latency and counted complexity.
+COMMON_METRICS: dict[str, str] = {
+    "latency_ms": "min",
+    "macs": "min",
+    "params": "min",
+    "model_size_mb": "min",
+}
+#: Direction of metrics supernets report from ``evaluate`` (unknown ones default to max).
+QUALITY_DIRECTIONS: dict[str, str] = {"accuracy": "max", "loss": "min", "error": "min"}
+
+
+def metrics_of(supernet: Supernet) -> dict[str, str]:
+    """Every metric an evaluation on ``supernet`` records, with its natural direction."""
+    quality = {name: QUALITY_DIRECTIONS.get(name, "max") for name in supernet.metrics}
+    return {**quality, **COMMON_METRICS}
