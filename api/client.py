@@ -47,9 +47,14 @@ class HwnasClient:
              timeout_s: float | None = None) -> dict[str, Any]:
         """Poll until the job finishes, drawing a progress bar on ``out``."""
         started = time.monotonic()
+        last = ""
         while True:
             job = self.job(job_id)
-            _draw(job, out)
+            line = _progress_line(job)
+            if line != last:  # redraw only on change: logs of a pipeline stay short
+                out.write(("\r" if out.isatty() else "\n" if last else "") + line)
+                out.flush()
+                last = line
             if job["status"] in FINISHED:
                 out.write("\n")
                 return job
@@ -65,12 +70,11 @@ class HwnasClient:
         return path
 
 
-def _draw(job: dict[str, Any], out: TextIO) -> None:
+def _progress_line(job: dict[str, Any]) -> str:
     p = job["progress"]
     width = 30
     filled = int(width * p["fraction"])
     bar = "#" * filled + "-" * (width - filled)
     hv = f" hv {p['hypervolume']:.3f}" if p.get("hypervolume") is not None else ""
-    out.write(f"\r[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} "
-              f"front {p['front_size']}{hv}   ")
-    out.flush()
+    return (f"[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} "
+            f"front {p['front_size']}{hv}   ")

@@ -44,7 +44,7 @@ def example_input() -> torch.Tensor:
 
 @pytest.fixture
 def fast_profile() -> Callable[..., HardwareProfile]:
-    """``fast_profile(base_id, **changes)``: a validated copy of a shipped profile, fast protocol."""
+    """``fast_profile(base_id, **changes)``: a shipped profile, fast protocol, re-validated."""
 
     def build(base_id: str = "cpu-1t", **changes: Any) -> HardwareProfile:
         fields = get_profile(base_id).model_dump()

@@ -1,0 +1,80 @@
+"""The pipeline CLI against a real `hwnas serve` process (embedded mode, own SQLite file)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import onnx
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "HWNAS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+           "HWNAS_DATA_DIR": str(tmp_path / "data"), "HWNAS_BROKER_URL": "",
+           "HWNAS_EMBEDDED_DEVICES": "cpu-1t"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "hwnas serve exited"
+            assert time.monotonic() < deadline, "hwnas serve did not come up"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def hwnas(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "api.cli", *args, "--url", url],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_submit_wait_download(server: str, tmp_path: Path) -> None:
+    submitted = hwnas(server, "submit", "--budget", "4", "--constraint", "latency_ms<=50")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    waited = hwnas(server, "wait", job_id)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert '"succeeded"' in waited.stdout
+    front = httpx.get(f"{server}/v1/jobs/{job_id}/pareto").json()["data"]
+    target = tmp_path / "model.onnx"
+    downloaded = hwnas(server, "download", job_id, "--subnet", front[0]["subnet_id"],
+                       "--format", "onnx", "-o", str(target))
+    assert downloaded.returncode == 0, downloaded.stderr
+    onnx.checker.check_model(onnx.load(str(target)))
+
+
+def test_wait_exits_non_zero_for_a_job_that_did_not_succeed(server: str) -> None:
+    job_id = hwnas(server, "submit", "--budget", "500").stdout.strip()
+    assert httpx.post(f"{server}/v1/jobs/{job_id}/cancel").status_code == 200
+    assert hwnas(server, "wait", job_id).returncode == 1
+
+
+def test_cli_reports_service_errors_plainly(server: str) -> None:
+    result = hwnas(server, "submit", "--device", "tpu-9")
+    assert result.returncode == 2
+    assert "device" in result.stderr and "cpu-1t" in result.stderr
