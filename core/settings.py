@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     heartbeat_s: float = 5.0
     stale_after_s: float = 60.0
     max_attempts: int = 3
+    # How long a running job waits out an unreachable database before giving up its attempt.
+    db_retry_s: float = 60.0
     page_size_max: int = 500
 
     @property

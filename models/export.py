@@ -7,9 +7,9 @@ measured (``Supernet.extract`` is deterministic), so its outputs and accuracy ma
 from __future__ import annotations
 
 import io
+import json
 import uuid
 import warnings
-import json
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict

@@ -236,7 +236,8 @@ class FmnistOFACNN(Supernet):
             hidden = cin * expand
             out = _conv_out(size, kernel, stride)
             macs += size * size * cin * hidden + out * out * hidden * (kernel * kernel + cout)
-            params += cin * hidden + hidden * kernel * kernel + hidden * cout + 2 * (2 * hidden + cout)
+            params += cin * hidden + hidden * kernel * kernel + hidden * cout
+            params += 2 * (2 * hidden + cout)  # BatchNorm scale and shift
             size, cin = out, cout
         macs += size * size * cin * HEAD_WIDTH + HEAD_WIDTH * NUM_CLASSES
         params += cin * HEAD_WIDTH + 2 * HEAD_WIDTH + HEAD_WIDTH * NUM_CLASSES + NUM_CLASSES

@@ -47,7 +47,8 @@ def list_jobs(session: Session, *, offset: int, limit: int,
     if status is not None:
         query = query.where(Job.status == status)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(Job.created_at.desc(), Job.id).offset(offset).limit(limit))
+    query = query.order_by(Job.created_at.desc(), Job.id).offset(offset).limit(limit)
+    rows = session.scalars(query)
     return list(rows), total
 
 

@@ -11,24 +11,27 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import HwnasError
+from core.errors import HwnasError, StorageError
 from core.settings import Settings
 from hardware_profiles import get_profile
 from models.registry import get_supernet
-from search import Bound, SearchSpace, create_strategy
+from search import Bound, SearchSpace, create_strategy, is_feasible
 from store import jobs as q
 from store.db import transaction
-from store.tables import Evaluation, JobStatus
+from store.tables import JobStatus
 
 from .evaluator import Measurement, SubnetEvaluator
 from .front import summarise_front
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,7 +59,12 @@ def build_plan(spec: dict[str, Any]) -> JobPlan:
 
 
 class JobRunner:
-    """Runs jobs for one worker identity. Thread-safe: each ``run`` uses its own sessions."""
+    """Runs jobs for one worker identity. Thread-safe: each ``run`` uses its own sessions.
+
+    Database steps are retried for ``settings.db_retry_s`` (the database may restart under a
+    running job); past that the error propagates, the heartbeat goes stale, and the reaper
+    hands the job to another attempt.
+    """
 
     def __init__(self, factory: sessionmaker[Session], settings: Settings, worker_id: str,
                  stop: threading.Event | None = None) -> None:
@@ -65,39 +73,86 @@ class JobRunner:
         self.worker_id = worker_id
         self.stop = stop or threading.Event()
 
+    def _db(self, step: Callable[[Session], T]) -> T:
+        """Run ``step`` in one transaction, retrying while the database is unreachable."""
+        deadline = time.monotonic() + self.settings.db_retry_s
+        delay = 0.2
+        while True:
+            try:
+                with transaction(self.factory) as session:
+                    return step(session)
+            except StorageError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def run(self, job_id: str, *, takeover: bool = False) -> JobStatus | None:
         """Run (or resume) ``job_id``; returns its final status, None if not ours to run."""
         stale = 0.0 if takeover else self.settings.stale_after_s
-        with transaction(self.factory) as session:
+
+        def claim(session: Session) -> dict[str, Any] | None:
             job = q.claim_job(session, job_id, self.worker_id, stale_after_s=stale)
-            if job is None:
-                return None
-            spec = dict(job.spec)
+            return None if job is None else dict(job.spec)
+
+        spec = self._db(claim)
+        if spec is None:
+            return None
         started = time.perf_counter()
         try:
             return self._loop(job_id, spec)
+        except StorageError:
+            raise  # the database is gone: leave the job to the reaper, not failed
         except Exception as exc:  # the job fails visibly; the worker lives on
             log.exception("job %s failed", job_id)
             reason = str(exc) if isinstance(exc, HwnasError) else _short_traceback(exc)
-            with transaction(self.factory) as session:
-                q.finish_job(session, job_id, JobStatus.failed, error=reason,
-                             message=f"failed: {reason.splitlines()[-1] if reason else exc}")
+            self._db(lambda s: q.finish_job(s, job_id, JobStatus.failed, error=reason,
+                                            message=f"failed: {reason.splitlines()[-1]}"))
             return JobStatus.failed
         finally:
-            with transaction(self.factory) as session:
-                q.get_job(session, job_id).run_seconds += time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            self._db(lambda s: _add_run_seconds(s, job_id, elapsed))
+
+    @contextmanager
+    def _heartbeat(self, job_id: str) -> Iterator[None]:
+        """Keep the lease fresh from a side thread, also while an evaluation runs.
+
+        Only a dead process stops heartbeating, so ``stale_after_s`` can stay short without
+        a slow evaluation (a loaded machine, a big sub-network) losing its job to the reaper.
+        """
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.settings.heartbeat_s):
+                try:
+                    with transaction(self.factory) as session:
+                        q.heartbeat(session, job_id, self.worker_id)
+                except HwnasError as exc:  # the loop's own checks decide what to do
+                    log.warning("job %s: heartbeat failed: %s", job_id, exc)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{job_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _loop(self, job_id: str, spec: dict[str, Any]) -> JobStatus | None:
+        with self._heartbeat(job_id):
+            return self._search(job_id, spec)
+
+    def _search(self, job_id: str, spec: dict[str, Any]) -> JobStatus | None:
         plan = build_plan(spec)
         done = self._replay(job_id, plan)
         while done < plan.budget:
             if self.stop.is_set():
                 return self._requeue(job_id)
-            with transaction(self.factory) as session:
-                alive = q.heartbeat(session, job_id, self.worker_id)
-                job = q.get_job(session, job_id)
+            alive, cancel = self._db(lambda s: (q.heartbeat(s, job_id, self.worker_id),
+                                                q.get_job(s, job_id).cancel_requested))
             if not alive:
-                return self._cancelled_or_lost(job_id, job.cancel_requested)
+                return self._cancelled_or_lost(job_id, cancel)
             proposals = plan.strategy.ask(1)
             if not proposals:
                 break  # the whole space has been measured
@@ -110,8 +165,7 @@ class JobRunner:
         return self._finish(job_id, plan)
 
     def _replay(self, job_id: str, plan: JobPlan) -> int:
-        with transaction(self.factory) as session:
-            evaluations, _ = q.list_evaluations(session, job_id)
+        evaluations = self._db(lambda s: q.list_evaluations(s, job_id)[0])
         for evaluation in evaluations:
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
         if evaluations:
@@ -121,54 +175,62 @@ class JobRunner:
     def _record(self, job_id: str, plan: JobPlan, arch: dict[str, Any],
                 measurement: Measurement) -> bool:
         """Commit one evaluation; False when another worker took the job over meanwhile."""
-        evaluator = plan.evaluator
-        with transaction(self.factory) as session:
+        supernet = plan.evaluator.supernet
+        canonical = supernet.canonical(arch)
+
+        def record(session: Session) -> bool:
             job = q.get_job(session, job_id, lock=True)
             if job.worker_id != self.worker_id or job.status != JobStatus.running:
                 log.warning("job %s: lease lost; dropping the evaluation in flight", job_id)
                 return False
-            canonical = evaluator.supernet.canonical(arch)
             q.add_evaluation(
-                session, job, subnet_id=evaluator.supernet.encode(canonical), arch=canonical,
-                metrics=measurement.metrics, details=measurement.details,
-                feasible=_feasible(measurement.metrics, plan.constraints),
+                session, job, subnet_id=supernet.encode(canonical), arch=canonical,
+                metrics=measurement.metrics,
+                details={**measurement.details, "worker": self.worker_id},
+                feasible=is_feasible(measurement.metrics, plan.constraints),
                 seconds=measurement.seconds)
             stored, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(stored, plan.objectives, plan.constraints)
             job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
-        return True
+            return True
+
+        return self._db(record)
 
     def _finish(self, job_id: str, plan: JobPlan) -> JobStatus:
-        with transaction(self.factory) as session:
+        def finish(session: Session) -> JobStatus:
             evaluations, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(evaluations, plan.objectives, plan.constraints)
             q.set_front(session, job_id, [e.id for e in summary.front])
             job = q.finish_job(session, job_id, JobStatus.succeeded, message=summary.message)
             job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
-        return JobStatus.succeeded
+            return JobStatus.succeeded
+
+        return self._db(finish)
 
     def _requeue(self, job_id: str) -> None:
-        with transaction(self.factory) as session:
+        def requeue(session: Session) -> None:
             job = q.get_job(session, job_id, lock=True)
             if job.worker_id == self.worker_id and job.status == JobStatus.running:
                 q.requeue(job, "interrupted by a worker shutdown; resumes when a worker restarts")
-        return None
+
+        self._db(requeue)
 
     def _cancelled_or_lost(self, job_id: str, cancel_requested: bool) -> JobStatus | None:
         if not cancel_requested:
             log.warning("job %s: lease lost to another worker", job_id)
             return None
-        with transaction(self.factory) as session:
+
+        def cancel(session: Session) -> JobStatus:
             job = q.get_job(session, job_id)
             q.finish_job(session, job_id, JobStatus.cancelled,
                          message=f"cancelled after {job.evaluations_done} evaluations")
-        return JobStatus.cancelled
+            return JobStatus.cancelled
+
+        return self._db(cancel)
 
 
-def _feasible(metrics: dict[str, float], constraints: dict[str, Bound]) -> bool:
-    from search import is_feasible
-
-    return bool(is_feasible(metrics, constraints))
+def _add_run_seconds(session: Session, job_id: str, seconds: float) -> None:
+    q.get_job(session, job_id).run_seconds += seconds
 
 
 def _short_traceback(exc: BaseException) -> str:
@@ -176,4 +238,4 @@ def _short_traceback(exc: BaseException) -> str:
     return "".join(lines[-6:]).strip()
 
 
-__all__ = ["Evaluation", "JobPlan", "JobRunner", "build_plan"]
+__all__ = ["JobPlan", "JobRunner", "build_plan"]

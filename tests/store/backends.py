@@ -43,7 +43,8 @@ def temporary_postgres() -> Iterator[str]:
     """A new empty database; dropped afterwards."""
     require_postgres()
     name = f"hwnas_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may restart the server while this engine holds a connection
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:

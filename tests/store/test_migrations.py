@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import inspect
 
+from alembic import command
 from core.errors import ServiceUnavailable
 from store.db import alembic_config, check_migrated, make_engine, upgrade
 

@@ -1,0 +1,97 @@
+"""Helpers for distributed-mode tests: real PostgreSQL, real Redis, real worker processes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def require_redis() -> None:
+    try:
+        redis.Redis(REDIS_HOST, REDIS_PORT, socket_timeout=2).ping()
+    except redis.RedisError:
+        if os.environ.get("CI"):
+            pytest.fail("Redis is required in CI and not reachable at 127.0.0.1:6379")
+        pytest.skip("Redis not reachable (run scripts/start_services.sh)")
+
+
+def fresh_broker_url() -> str:
+    """A Redis database of its own for one test (emptied first)."""
+    require_redis()
+    db = random.randint(1, 15)
+    redis.Redis(REDIS_HOST, REDIS_PORT, db=db).flushdb()
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+
+
+def service_env(database_url: str, broker_url: str, data_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HWNAS_DATABASE_URL": database_url,
+        "HWNAS_BROKER_URL": broker_url,
+        "HWNAS_DATA_DIR": str(data_dir),
+        "HWNAS_AUTO_MIGRATE": "false",
+        "HWNAS_HEARTBEAT_S": "1",
+        "HWNAS_STALE_AFTER_S": "6",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class WorkerProcess:
+    """``hwnas worker --devices ...`` as a child process, with its log kept in a file."""
+
+    def __init__(self, env: dict[str, str], devices: str, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "worker", "--devices", devices,
+             "--loglevel", "info", "--name", f"test-{log_path.stem}@%h"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while b"ready." not in self.log_path.read_bytes():
+            assert self.process.poll() is None, f"worker exited: {self.log()}"
+            assert time.monotonic() < deadline, f"worker not ready: {self.log()}"
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no ack, no requeue by the worker itself."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+@contextmanager
+def workers(env: dict[str, str], tmp_path: Path, count: int = 1,
+            devices: str = "cpu-1t") -> Iterator[list[WorkerProcess]]:
+    started = [WorkerProcess(env, devices, tmp_path / f"worker{i}.log") for i in range(count)]
+    try:
+        for worker in started:
+            worker.wait_ready()
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()

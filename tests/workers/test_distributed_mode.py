@@ -1,0 +1,133 @@
+"""Distributed mode for real: PostgreSQL, Redis, Celery worker processes, the HTTP API.
+
+None of these tests uses eager mode. In CI they fail, not skip, when a service is missing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from core.settings import Settings
+from store.db import upgrade
+
+from ..api.helpers import job_spec, wait_for
+from ..store.backends import temporary_postgres
+from .distributed import WorkerProcess, fresh_broker_url, service_env, workers
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A migrated PostgreSQL database, a Redis database, and the API (in this process)."""
+    with temporary_postgres() as database_url:
+        upgrade(database_url)
+        broker_url = fresh_broker_url()
+        env = service_env(database_url, broker_url, tmp_path / "data")
+        settings = Settings(database_url=database_url, broker_url=broker_url,
+                            data_dir=tmp_path / "data", auto_migrate=False)
+        with TestClient(create_app(settings)) as client:
+            yield {"env": env, "client": client, "tmp": tmp_path}
+
+
+def _evaluations(client: TestClient, job_id: str) -> list[dict[str, Any]]:
+    return client.get(f"/v1/jobs/{job_id}/evaluations", params={"limit": 500}).json()["data"]
+
+
+def _assert_complete(client: TestClient, job: dict[str, Any], budget: int) -> list[dict]:
+    assert job["status"] == "succeeded", (job["error"], job["message"])
+    evaluations = _evaluations(client, job["id"])
+    assert len(evaluations) == budget == job["progress"]["evaluations_done"]
+    assert len({e["subnet_id"] for e in evaluations}) == budget, "measured twice"
+    assert [e["seq"] for e in evaluations] == list(range(budget)), "an evaluation was lost"
+    return evaluations
+
+
+def test_http_to_celery_worker_to_postgres_to_export(stack: dict[str, Any]) -> None:
+    client = stack["client"]
+    with workers(stack["env"], stack["tmp"]):
+        job = client.post("/v1/jobs", json=job_spec(budget={"evaluations": 4})).json()
+        job = wait_for(client, job["id"], timeout_s=180)
+        evaluations = _assert_complete(client, job, 4)
+        assert all(e["details"]["worker"].startswith("celery-") for e in evaluations)
+        front = client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"]
+        exported = client.get(f"/v1/jobs/{job['id']}/subnets/{front[0]['subnet_id']}/export")
+        assert exported.status_code == 200 and exported.content[:2] != b""
+        devices = {d["id"]: d["served"] for d in client.get("/v1/devices").json()}
+        assert devices["cpu-1t"] is True and devices["cpu-all"] is False
+
+
+def test_sigkilled_worker_job_is_finished_by_another(stack: dict[str, Any]) -> None:
+    client, budget = stack["client"], 8
+    first = WorkerProcess(stack["env"], "cpu-1t", stack["tmp"] / "victim.log")
+    first.wait_ready()
+    job_id = client.post("/v1/jobs", json=job_spec(budget={"evaluations": budget})).json()["id"]
+    wait_for(client, job_id, until={"running"}, min_evaluations=2, timeout_s=120)
+    first.kill()
+    done_at_kill = client.get(f"/v1/jobs/{job_id}").json()["progress"]["evaluations_done"]
+    assert done_at_kill < budget
+    with workers(stack["env"], stack["tmp"]):
+        job = wait_for(client, job_id, timeout_s=240)
+    evaluations = _assert_complete(client, job, budget)
+    assert job["attempts"] == 2
+    assert len({e["details"]["worker"] for e in evaluations}) == 2
+
+
+def _restart(command: list[str]) -> None:
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+
+def test_redis_restart_mid_job(stack: dict[str, Any]) -> None:
+    client, budget = stack["client"], 6
+    with workers(stack["env"], stack["tmp"]):
+        job_id = client.post("/v1/jobs", json=job_spec(budget={"evaluations": budget})).json()["id"]
+        wait_for(client, job_id, until={"running"}, min_evaluations=1, timeout_s=120)
+        _restart(["bash", "-c", "redis-cli -h 127.0.0.1 shutdown nosave || true; sleep 1; "
+                  "bash scripts/start_services.sh"])
+        job = wait_for(client, job_id, timeout_s=240)
+    _assert_complete(client, job, budget)
+
+
+def test_postgres_restart_mid_job(stack: dict[str, Any]) -> None:
+    client, budget = stack["client"], 6
+    with workers(stack["env"], stack["tmp"]):
+        job_id = client.post("/v1/jobs", json=job_spec(budget={"evaluations": budget})).json()["id"]
+        wait_for(client, job_id, until={"running"}, min_evaluations=1, timeout_s=120)
+        _restart(["bash", "-c", "pg_ctlcluster --skip-systemctl-redirect "
+                  "$(ls /etc/postgresql | head -n1) main restart"])
+        job = _wait_through_outage(client, job_id)
+    _assert_complete(client, job, budget)
+
+
+def _wait_through_outage(client: TestClient, job_id: str, timeout_s: float = 240) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return wait_for(client, job_id, timeout_s=max(1.0, deadline - time.monotonic()))
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def test_two_workers_on_one_queue_never_run_the_same_job(stack: dict[str, Any]) -> None:
+    client, budget = stack["client"], 3
+    with workers(stack["env"], stack["tmp"], count=2):
+        ids = [client.post("/v1/jobs", json=job_spec(budget={"evaluations": budget},
+                                                      seed=seed)).json()["id"]
+               for seed in range(4)]
+        jobs = [wait_for(client, job_id, timeout_s=240) for job_id in ids]
+    used = set()
+    for job in jobs:
+        evaluations = _assert_complete(client, job, budget)
+        assert job["attempts"] == 1
+        runners = {e["details"]["worker"] for e in evaluations}
+        assert len(runners) == 1, f"job {job['id']} ran on {runners}"
+        used |= runners
+    assert len(used) == 2, "both workers should have taken jobs"
