@@ -93,15 +93,15 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """A Celery worker that serves exactly the given devices (one queue each)."""
     from core.settings import get_settings
-    from hardware_profiles import get_profile
     from store.db import check_migrated, make_engine
     from workers import reaper
     from workers.celery_app import celery_app
+    from workers.devices import device_profile
 
     check_migrated(make_engine(get_settings().database_url))  # refuse an un-migrated DB
 
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
-    queues = [get_profile(d).queue for d in devices]
+    queues = [device_profile(d).queue for d in devices]
     reaper.SERVED_DEVICES[:] = devices
     name = args.name or f"hwnas-{'+'.join(devices)}@%h"
     # Solo pool: one job at a time per worker process, so measurements never overlap.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import Request
 
 from api.schemas import EvaluationPublic, JobPublic, ParetoPoint, Progress, Timing
@@ -31,14 +33,14 @@ def evaluation_public(evaluation: Evaluation) -> EvaluationPublic:
         on_front=evaluation.on_front, seconds=evaluation.seconds)
 
 
-def pareto_point(evaluation: Evaluation, request: Request) -> ParetoPoint:
+def pareto_point(evaluation: Evaluation, request: Request, exportable: bool) -> ParetoPoint:
     m = evaluation.metrics
     url = request.url_for("export_subnet", job_id=evaluation.job_id,
-                          subnet_id=evaluation.subnet_id)
+                          subnet_id=quote(evaluation.subnet_id, safe=""))
     return ParetoPoint(
         subnet_id=evaluation.subnet_id, arch=evaluation.arch, accuracy=m.get("accuracy"),
         latency_ms=m.get("latency_ms"),
         macs=int(m["macs"]) if "macs" in m else None,
         params=int(m["params"]) if "params" in m else None,
         metrics=m, latency=evaluation.details.get("latency", {}),
-        export_url=f"{url}?format=onnx")
+        export_url=f"{url}?format=onnx" if exportable else None)

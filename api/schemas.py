@@ -16,9 +16,9 @@ from pydantic import (
 
 from core.errors import UnknownName
 from core.settings import get_settings
-from hardware_profiles import list_profiles
 from models.registry import get_supernet, list_supernets
 from search import list_strategies
+from workers.devices import device_profiles
 from workers.objectives import metrics_of
 
 Sense = Literal["min", "max"]
@@ -59,6 +59,10 @@ def _known(kind: str, value: str, known: list[str]) -> str:
     return value
 
 
+def _default_objectives() -> dict[str, Sense]:
+    return {"accuracy": "max", "latency_ms": "min"}
+
+
 class JobCreate(BaseModel):
     """A search job: which supernet, on which device, for what, under which constraints."""
 
@@ -70,10 +74,9 @@ class JobCreate(BaseModel):
 
     supernet: str
     device: str
-    objectives: dict[str, Sense] = Field(
-        default_factory=lambda: {"accuracy": "max", "latency_ms": "min"})
+    objectives: dict[str, Sense] = Field(default_factory=_default_objectives)
     constraints: dict[str, BoundIn] = Field(default_factory=dict)
-    budget: BudgetIn = Field(default_factory=BudgetIn)
+    budget: BudgetIn = Field(default_factory=lambda: BudgetIn(evaluations=60))
     strategy: str = "nsga2"
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
@@ -84,8 +87,22 @@ class JobCreate(BaseModel):
 
     @field_validator("device")
     @classmethod
-    def _device(cls, value: str) -> str:
-        return _known("device", value, sorted(list_profiles()))
+    def _device(cls, value: str, info: ValidationInfo) -> str:
+        profiles = device_profiles()
+        _known("device", value, sorted(profiles))
+        supernet = info.data.get("supernet")
+        if supernet is None:
+            return value
+        recorded_net, profile = get_supernet(supernet).recorded, profiles[value]
+        fitting = sorted(pid for pid, p in profiles.items()
+                         if (p.kind == "recorded") == recorded_net
+                         and (not recorded_net or p.source == getattr(get_supernet(supernet),
+                                                                      "source", None)))
+        if value not in fitting:
+            kind = "recorded" if recorded_net else "trained"
+            raise ValueError(f"{value!r} ({profile.kind}) cannot evaluate the {kind} supernet "
+                             f"{supernet!r}; devices that can: {', '.join(fitting)}")
+        return value
 
     @field_validator("strategy")
     @classmethod
@@ -175,7 +192,7 @@ class ParetoPoint(BaseModel):
     params: int | None
     metrics: dict[str, float]
     latency: dict[str, Any] = Field(description="median/IQR/repeats and provenance")
-    export_url: str
+    export_url: str | None = Field(description="none for recorded (table-backed) supernets")
 
 
 class ParetoPublic(BaseModel):

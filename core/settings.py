@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     # Run `alembic upgrade head` at start-up (embedded default); compose migrates in an init step.
     auto_migrate: bool = True
     embedded_devices: str = ""
+    # Extra directories of hardware-profile YAML files (comma separated).
+    profile_dirs: str = ""
     embedded_workers: int = 1
     max_budget: int = 10_000
     heartbeat_s: float = 5.0

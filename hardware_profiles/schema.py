@@ -79,6 +79,9 @@ class HardwareProfile(BaseModel):
     queue: str = Field(default="", pattern=r"^\S+$")  # filled in from id when omitted
     recorded_column: str | None = Field(default=None, validate_default=True)
     source: str | None = Field(default=None, validate_default=True)
+    # Recorded profiles only: a pause per lookup standing in for a remote device's measurement
+    # time, so benchmarks can measure the system's own overhead. Never alters a latency value.
+    simulated_delay_ms: float = Field(default=0.0, ge=0.0, le=60_000.0)
     description: str = ""
 
     @model_validator(mode="before")
@@ -129,6 +132,13 @@ class HardwareProfile(BaseModel):
             raise ValueError("float16 needs kind 'cuda'; use bfloat16 or float32 on a CPU")
         if value != "float32" and info.data.get("runtime") == "onnxruntime":
             raise ValueError("runtime 'onnxruntime' supports float32 only")
+        return value
+
+    @field_validator("simulated_delay_ms")
+    @classmethod
+    def _delay_only_for_recorded(cls, value: float, info: ValidationInfo) -> float:
+        if value and info.data.get("kind") != "recorded":
+            raise ValueError("only a 'recorded' profile has a simulated delay")
         return value
 
     @field_validator("recorded_column", "source")

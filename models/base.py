@@ -44,6 +44,8 @@ class Supernet(ABC):
     name: ClassVar[str]
     #: Metrics ``evaluate`` returns (besides macs/params, which ``complexity`` gives).
     metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    #: True for table-backed supernets (see ``models.recorded``): nothing to extract or run.
+    recorded: ClassVar[bool] = False
 
     @abstractmethod
     def space(self) -> dict[str, list[Any]]:

@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -105,7 +105,7 @@ class ElasticCNN(nn.Module):
         self.classifier = nn.Linear(HEAD_WIDTH, NUM_CLASSES)
 
     def _block(self, stage: int, block: int) -> ElasticInvertedResidual:
-        module = self.stages[stage - 1][block - 1]
+        module = cast(nn.ModuleList, self.stages[stage - 1])[block - 1]
         assert isinstance(module, ElasticInvertedResidual)
         return module
 

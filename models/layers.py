@@ -8,6 +8,8 @@ active slice into a static layer, so an extracted sub-network holds only the act
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +38,16 @@ class InvertedResidual(nn.Module):
         y = F.relu(self.depthwise(y))
         y = self.project(y)
         return x + y if self.residual else y
+
+
+def _conv(block: nn.Module) -> nn.Conv2d:
+    """The convolution of a ``conv_bn`` pair."""
+    return cast(nn.Conv2d, cast(nn.Sequential, block)[0])
+
+
+def _norm(block: nn.Module) -> nn.BatchNorm2d:
+    """The BatchNorm of a ``conv_bn`` pair."""
+    return cast(nn.BatchNorm2d, cast(nn.Sequential, block)[1])
 
 
 def _copy_bn(src: nn.BatchNorm2d, dst: nn.BatchNorm2d, channels: int) -> None:
@@ -70,25 +82,25 @@ class ElasticInvertedResidual(nn.Module):
 
     def _dw_weight(self, hidden: int, kernel: int) -> torch.Tensor:
         start = (self.max_kernel - kernel) // 2
-        w = self.depthwise[0].weight
+        w = _conv(self.depthwise).weight
         return w[:hidden, :, start : start + kernel, start : start + kernel]
 
     def forward(self, x: torch.Tensor, hidden: int, kernel: int) -> torch.Tensor:
-        y = F.conv2d(x, self.expand[0].weight[:hidden])
-        y = F.relu(_bn(y, self.expand[1], hidden))
+        y = F.conv2d(x, _conv(self.expand).weight[:hidden])
+        y = F.relu(_bn(y, _norm(self.expand), hidden))
         w = self._dw_weight(hidden, kernel)
         y = F.conv2d(y, w, None, self.stride, kernel // 2, 1, hidden)
-        y = F.relu(_bn(y, self.depthwise[1], hidden))
-        y = F.conv2d(y, self.project[0].weight[:, :hidden])
-        y = _bn(y, self.project[1], self.cout)
+        y = F.relu(_bn(y, _norm(self.depthwise), hidden))
+        y = F.conv2d(y, _conv(self.project).weight[:, :hidden])
+        y = _bn(y, _norm(self.project), self.cout)
         return x + y if self.residual else y
 
     def extract(self, hidden: int, kernel: int) -> InvertedResidual:
         block = InvertedResidual(self.cin, hidden, self.cout, kernel, self.stride)
-        block.expand[0].weight.data.copy_(self.expand[0].weight.data[:hidden])
-        _copy_bn(self.expand[1], block.expand[1], hidden)
-        block.depthwise[0].weight.data.copy_(self._dw_weight(hidden, kernel).data)
-        _copy_bn(self.depthwise[1], block.depthwise[1], hidden)
-        block.project[0].weight.data.copy_(self.project[0].weight.data[:, :hidden])
-        _copy_bn(self.project[1], block.project[1], self.cout)
+        _conv(block.expand).weight.data.copy_(_conv(self.expand).weight.data[:hidden])
+        _copy_bn(_norm(self.expand), _norm(block.expand), hidden)
+        _conv(block.depthwise).weight.data.copy_(self._dw_weight(hidden, kernel).data)
+        _copy_bn(_norm(self.depthwise), _norm(block.depthwise), hidden)
+        _conv(block.project).weight.data.copy_(_conv(self.project).weight.data[:, :hidden])
+        _copy_bn(_norm(self.project), _norm(block.project), self.cout)
         return block

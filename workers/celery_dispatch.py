@@ -8,16 +8,16 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
-from hardware_profiles import get_profile
 from store import jobs as q
 from store.db import transaction
 from store.tables import utcnow
 
+from .devices import device_profile
 from .dispatch import Dispatcher
 
 
 def publish(app: Celery, job_id: str, device: str) -> None:
-    app.send_task("hwnas.run_job", args=[job_id], queue=get_profile(device).queue)
+    app.send_task("hwnas.run_job", args=[job_id], queue=device_profile(device).queue)
 
 
 class CeleryDispatcher(Dispatcher):

@@ -17,10 +17,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
-from hardware_profiles import is_available, list_profiles
 from store import jobs as q
 from store.db import transaction
+from store.tables import JobStatus
 
+from .devices import device_profiles, servable
 from .runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Dispatcher(ABC):
 def local_devices(settings: Settings) -> set[str]:
     """Profiles this process can measure on (or the configured subset)."""
     wanted = {d.strip() for d in settings.embedded_devices.split(",") if d.strip()}
-    usable = {pid for pid, profile in list_profiles().items() if is_available(profile)}
+    usable = {pid for pid, profile in device_profiles().items() if servable(profile)}
     return usable & wanted if wanted else usable
 
 
@@ -62,7 +63,7 @@ class EmbeddedDispatcher(Dispatcher):
         worker_id = f"embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.runner = JobRunner(factory, settings, worker_id, stop=self._stop)
         self._pool = ThreadPoolExecutor(max(1, settings.embedded_workers), "hwnas-job")
-        self._futures: set[Future[object]] = set()
+        self._futures: set[Future[JobStatus | None]] = set()
 
     def served_devices(self) -> set[str]:
         return set(self.devices)

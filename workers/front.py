@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search import Bound, feasible_front, hypervolume, violation
+from search import Bound, feasible_front, hypervolume, validate_objectives, violation
 from store.tables import Evaluation
 
 
@@ -29,7 +29,7 @@ def summarise_front(evaluations: Sequence[Evaluation], objectives: dict[str, str
     if not evaluations:
         return FrontSummary([], None, None)
     metrics = [e.metrics for e in evaluations]
-    indices = feasible_front(metrics, objectives, constraints)
+    indices = feasible_front(metrics, validate_objectives(objectives), constraints)
     front = [evaluations[i] for i in indices]
     if not front:
         return FrontSummary([], 0.0, _no_feasible_message(evaluations, constraints))

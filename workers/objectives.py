@@ -18,4 +18,6 @@ QUALITY_DIRECTIONS: dict[str, str] = {"accuracy": "max", "loss": "min", "error":
 def metrics_of(supernet: Supernet) -> dict[str, str]:
     """Every metric an evaluation on ``supernet`` records, with its natural direction."""
     quality = {name: QUALITY_DIRECTIONS.get(name, "max") for name in supernet.metrics}
+    if supernet.recorded:  # a table gives quality and latency only
+        return {**quality, "latency_ms": "min"}
     return {**quality, **COMMON_METRICS}

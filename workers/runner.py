@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import HwnasError, StorageError
 from core.settings import Settings
-from hardware_profiles import get_profile
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible
 from store import jobs as q
 from store.db import transaction
 from store.tables import JobStatus
 
+from .devices import device_profile
 from .evaluator import Measurement, SubnetEvaluator
 from .front import summarise_front
 
@@ -47,7 +47,7 @@ class JobPlan:
 
 def build_plan(spec: dict[str, Any]) -> JobPlan:
     supernet = get_supernet(spec["supernet"])
-    profile = get_profile(spec["device"])
+    profile = device_profile(spec["device"])
     constraints = {name: Bound(min=b.get("min"), max=b.get("max"))
                    for name, b in spec.get("constraints", {}).items()}
     space = SearchSpace(supernet.space(), canonical=supernet.canonical, encode=supernet.encode)
@@ -148,7 +148,8 @@ class JobRunner:
         done = self._replay(job_id, plan)
         while done < plan.budget:
             if self.stop.is_set():
-                return self._requeue(job_id)
+                self._requeue(job_id)
+                return None
             alive, cancel = self._db(lambda s: (q.heartbeat(s, job_id, self.worker_id),
                                                 q.get_job(s, job_id).cancel_requested))
             if not alive:

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from api.deps import DispatcherDep
 from api.schemas import DevicePublic, SupernetPublic
-from hardware_profiles import list_profiles
 from models.registry import get_supernet, list_supernets
+from workers.devices import device_profiles
 from workers.objectives import metrics_of
 
 router = APIRouter(tags=["catalog"])
@@ -31,5 +31,5 @@ def read_devices(dispatcher: DispatcherDep) -> list[DevicePublic]:
     return [
         DevicePublic(id=pid, name=p.name, kind=p.kind, runtime=p.runtime, threads=p.threads,
                      batch_size=p.batch_size, served=pid in served)
-        for pid, p in sorted(list_profiles().items())
+        for pid, p in sorted(device_profiles().items())
     ]

@@ -68,12 +68,14 @@ def read_evaluations(job_id: str, session: SessionDep, offset: Offset = 0, limit
 def read_pareto(job_id: str, session: SessionDep, request: Request) -> ParetoPublic:
     """Non-dominated measured points that satisfy the constraints (final once succeeded)."""
     job = q.get_job(session, job_id)
+    exportable = not get_supernet(job.supernet).recorded
     rows, _ = q.list_evaluations(session, job_id, front_only=True)
     if job.status != JobStatus.succeeded:
         rows = _current_front(session, job)
     return ParetoPublic(job_id=job.id, status=job.status.value,
                         objectives=job.spec["objectives"],
-                        data=[pareto_point(e, request) for e in rows], message=job.message)
+                        data=[pareto_point(e, request, exportable) for e in rows],
+                        message=job.message)
 
 
 def _current_front(session: Any, job: Any) -> list[Any]:

@@ -88,8 +88,10 @@ def test_redis_restart_mid_job(stack: dict[str, Any]) -> None:
     with workers(stack["env"], stack["tmp"]):
         job_id = client.post("/v1/jobs", json=job_spec(budget={"evaluations": budget})).json()["id"]
         wait_for(client, job_id, until={"running"}, min_evaluations=1, timeout_s=120)
-        _restart(["bash", "-c", "redis-cli -h 127.0.0.1 shutdown nosave || true; sleep 1; "
-                  "bash scripts/start_services.sh"])
+        # Wait for the old server to be gone before starting the new one.
+        _restart(["bash", "-c", "redis-cli -h 127.0.0.1 shutdown nosave || true; "
+                  "for i in $(seq 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || break; "
+                  "sleep 0.2; done; bash scripts/start_services.sh"])
         job = wait_for(client, job_id, timeout_s=240)
     _assert_complete(client, job, budget)
 
