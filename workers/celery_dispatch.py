@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from celery import Celery
@@ -14,6 +15,9 @@ from store.tables import utcnow
 
 from .devices import device_profile
 from .dispatch import Dispatcher
+
+
+log = logging.getLogger(__name__)
 
 
 def publish(app: Celery, job_id: str, device: str) -> None:
@@ -45,14 +49,37 @@ class CeleryDispatcher(Dispatcher):
             if device not in self.served_devices():
                 job.message = (f"waiting: no live worker serves device {device!r}; start one "
                                f"with `hwnas worker --devices {device}`")
-        publish(self.app, job_id, device)
+        self._publish(job_id, device)
+
+    def _publish(self, job_id: str, device: str) -> None:
+        """Publish, retrying once on a fresh connection (the broker may have restarted).
+
+        The job row is already committed, so a broker that stays unreachable loses nothing:
+        the job stays queued and a worker's reaper publishes it again later.
+        """
+        for attempt in (1, 2):
+            try:
+                publish(self.app, job_id, device)
+                return
+            except Exception as exc:  # kombu and redis raise several unrelated types
+                log.warning("publishing job %s failed (attempt %d): %s", job_id, attempt, exc)
+                self.app.pool.force_close_all()
+        with transaction(self.factory) as session:
+            q.get_job(session, job_id).message = (
+                "queued; the broker was unreachable, so the job will be re-published by a "
+                "worker's reaper")
 
     def served_devices(self) -> set[str]:
         """Devices whose queue a live worker consumes (asked of the workers, cached briefly)."""
         when, served = self._served
         if time.monotonic() - when < self._cache_s:
             return served
-        replies = self.app.control.inspect(timeout=1.0).active_queues() or {}
+        try:
+            replies = self.app.control.inspect(timeout=1.0).active_queues() or {}
+        except Exception as exc:  # broker away: report nobody, try again next time
+            log.warning("asking workers for their queues failed: %s", exc)
+            self.app.pool.force_close_all()
+            replies = {}
         served = {queue["name"].removeprefix("hwnas.")
                   for queues in replies.values() for queue in queues}
         self._served = (time.monotonic(), served)
