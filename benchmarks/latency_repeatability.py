@@ -30,8 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu-1t")
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runtime", default=None, help="override the profile's runtime")
     args = parser.parse_args()
     profile = get_profile(args.device)
+    if args.runtime:
+        profile = profile.model_copy(update={"runtime": args.runtime})
     supernet = get_supernet("fmnist-ofa-cnn")
     archs = [smallest_arch(), supernet.decode(MIDDLE), largest_arch()]
     print(f"device {profile.id} ({profile.runtime}, threads {profile.threads}, "
@@ -48,20 +51,24 @@ def main() -> None:
         ts_ratio, ort_ratio = fidelity(supernet, arch, profile, statistics.median(medians))
         print(f"| `{supernet.encode(arch)}` | {statistics.median(medians):.4f} | {cv:.2%} | "
               f"{statistics.median(r.iqr_ms for r in runs):.4f} | "
-              f"{statistics.median(r.repeats for r in runs):.0f} | {ts_ratio:.3f} | "
-              f"{ort_ratio:.3f} |")
+              f"{statistics.median(r.repeats for r in runs):.0f} | {ts_ratio} | {ort_ratio} |")
 
 
-def fidelity(supernet, arch, profile, reported_ms: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """Exported files measured again: TorchScript under the profile, ONNX under ORT."""
+def fidelity(supernet, arch, profile, reported_ms: float) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """Exported files measured again: TorchScript under the profile, ONNX under ORT (CPU)."""
     example = supernet.example_input(arch, profile.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
-        scripted = torch.jit.load(str(export_subnet(supernet, arch, "torchscript",
-                                                    Path(tmp) / "s.pt")))
-        ts = measure_latency(scripted, example, profile).median_ms
+        try:
+            scripted = torch.jit.load(str(export_subnet(supernet, arch, "torchscript",
+                                                        Path(tmp) / "s.pt")))
+            ts = f"{measure_latency(scripted, example, profile).median_ms / reported_ms:.3f}"
+        except Exception as exc:  # e.g. a runtime that cannot take a TorchScript module
+            ts = f"n/a ({type(exc).__name__})"
+        if profile.kind != "cpu":
+            return ts, "n/a (GPU profile)"
         ort_profile = profile.model_copy(update={"runtime": "onnxruntime"})
         ort = measure_latency(supernet.extract(arch), example, ort_profile).median_ms
-    return ts / reported_ms, ort / reported_ms
+    return ts, f"{ort / reported_ms:.3f}"
 
 
 if __name__ == "__main__":

@@ -74,7 +74,12 @@ def _reset_process_state(**_kwargs: object) -> None:
 
 @worker_ready.connect
 def _start_reaper(sender: object = None, **_kwargs: object) -> None:
+    from models.registry import get_supernet, list_supernets
+
     from .reaper import start_reaper
+
+    for name in list_supernets():  # per-process resources: weights and tables, loaded once
+        get_supernet(name)
 
     start_reaper(celery_app, _session_factory(), get_settings())
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
+import threading
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,7 +15,6 @@ from store.tables import utcnow
 
 from .devices import device_profile
 from .dispatch import Dispatcher
-
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +33,25 @@ class CeleryDispatcher(Dispatcher):
         self.factory = factory
         self.app = make_celery(settings.broker_url)
         self._cache_s = cache_s
-        self._served: tuple[float, set[str]] = (0.0, set())
+        self._served: set[str] = set()
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="hwnas-served", daemon=True)
 
     def start(self) -> None:
-        pass  # workers resume jobs themselves (reaper)
+        # Workers resume jobs themselves (reaper). Asking workers which queues they consume
+        # takes a broadcast round-trip, so it runs here in the background, off the requests.
+        self._served = self._ask_workers()
+        self._watcher.start()
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._watcher.is_alive():
+            self._watcher.join(timeout=5)
         self.app.close()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._cache_s):
+            self._served = self._ask_workers()
 
     def dispatch(self, job_id: str, device: str) -> None:
         with transaction(self.factory) as session:
@@ -70,17 +81,15 @@ class CeleryDispatcher(Dispatcher):
                 "worker's reaper")
 
     def served_devices(self) -> set[str]:
-        """Devices whose queue a live worker consumes (asked of the workers, cached briefly)."""
-        when, served = self._served
-        if time.monotonic() - when < self._cache_s:
-            return served
+        """Devices whose queue a live worker consumes (refreshed every few seconds)."""
+        return set(self._served)
+
+    def _ask_workers(self) -> set[str]:
         try:
             replies = self.app.control.inspect(timeout=1.0).active_queues() or {}
         except Exception as exc:  # broker away: report nobody, try again next time
             log.warning("asking workers for their queues failed: %s", exc)
             self.app.pool.force_close_all()
             replies = {}
-        served = {queue["name"].removeprefix("hwnas.")
-                  for queues in replies.values() for queue in queues}
-        self._served = (time.monotonic(), served)
-        return served
+        return {queue["name"].removeprefix("hwnas.")
+                for queues in replies.values() for queue in queues}

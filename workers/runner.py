@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +24,7 @@ from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible
 from store import jobs as q
 from store.db import transaction
-from store.tables import JobStatus
+from store.tables import Job, JobStatus
 
 from .devices import device_profile
 from .evaluator import Measurement, SubnetEvaluator
@@ -146,23 +146,22 @@ class JobRunner:
     def _search(self, job_id: str, spec: dict[str, Any]) -> JobStatus | None:
         plan = build_plan(spec)
         done = self._replay(job_id, plan)
-        while done < plan.budget:
+        lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
+        while lease == "held" and done < plan.budget:
             if self.stop.is_set():
                 self._requeue(job_id)
                 return None
-            alive, cancel = self._db(lambda s: (q.heartbeat(s, job_id, self.worker_id),
-                                                q.get_job(s, job_id).cancel_requested))
-            if not alive:
-                return self._cancelled_or_lost(job_id, cancel)
             proposals = plan.strategy.ask(1)
             if not proposals:
                 break  # the whole space has been measured
             arch = proposals[0]
             measurement = plan.evaluator.measure(arch)
-            if not self._record(job_id, plan, arch, measurement):
-                return None
-            plan.strategy.tell(arch, measurement.metrics)
-            done += 1
+            lease = self._record(job_id, plan, arch, measurement)
+            if lease != "lost":
+                plan.strategy.tell(arch, measurement.metrics)
+                done += 1
+        if lease != "held":
+            return self._cancelled_or_lost(job_id, lease == "cancel")
         return self._finish(job_id, plan)
 
     def _replay(self, job_id: str, plan: JobPlan) -> int:
@@ -174,16 +173,21 @@ class JobRunner:
         return len(evaluations)
 
     def _record(self, job_id: str, plan: JobPlan, arch: dict[str, Any],
-                measurement: Measurement) -> bool:
-        """Commit one evaluation; False when another worker took the job over meanwhile."""
+                measurement: Measurement) -> Lease:
+        """Commit one evaluation (one transaction) and say whether the job is still ours.
+
+        "lost": another worker took the job over, the evaluation is dropped; "cancel": it was
+        stored and cancellation was asked; "held": stored, carry on.
+        """
         supernet = plan.evaluator.supernet
         canonical = supernet.canonical(arch)
 
-        def record(session: Session) -> bool:
+        def record(session: Session) -> Lease:
             job = q.get_job(session, job_id, lock=True)
-            if job.worker_id != self.worker_id or job.status != JobStatus.running:
+            lease = _lease_of(job, self.worker_id)
+            if lease == "lost":
                 log.warning("job %s: lease lost; dropping the evaluation in flight", job_id)
-                return False
+                return lease
             q.add_evaluation(
                 session, job, subnet_id=supernet.encode(canonical), arch=canonical,
                 metrics=measurement.metrics,
@@ -193,7 +197,7 @@ class JobRunner:
             stored, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(stored, plan.objectives, plan.constraints)
             job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
-            return True
+            return lease
 
         return self._db(record)
 
@@ -228,6 +232,19 @@ class JobRunner:
             return JobStatus.cancelled
 
         return self._db(cancel)
+
+
+Lease = Literal["held", "cancel", "lost"]
+
+
+def _lease_of(job: Job, worker_id: str) -> Lease:
+    if job.worker_id != worker_id or job.status != JobStatus.running:
+        return "lost"
+    return "cancel" if job.cancel_requested else "held"
+
+
+def _lease(session: Session, job_id: str, worker_id: str) -> Lease:
+    return _lease_of(q.get_job(session, job_id), worker_id)
 
 
 def _add_run_seconds(session: Session, job_id: str, seconds: float) -> None:

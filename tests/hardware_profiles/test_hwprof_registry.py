@@ -17,7 +17,9 @@ from hardware_profiles import (
     load_profile,
 )
 
-SHIPPED = {"cpu-1t", "cpu-all", "cpu-ort", "cuda-0"}
+LIVE = {"cpu-1t", "cpu-all", "cpu-ort", "cuda-0"}
+# One recorded profile per latency column of the shipped NAS-Bench-201 table.
+SHIPPED = LIVE | {path.stem for path in BUILTIN_DIR.glob("nb201-*.yaml")}
 
 RECORDED_YAML = """\
 id: {id}
@@ -37,6 +39,7 @@ def write(directory: Path, name: str, text: str) -> Path:
 def test_every_shipped_profile_loads_and_is_named_after_its_file() -> None:
     files = sorted(BUILTIN_DIR.glob("*.yaml"))
     assert {path.stem for path in files} == SHIPPED
+    assert len(SHIPPED - LIVE) == 27
     for path in files:
         assert load_profile(path).id == path.stem
     assert set(list_profiles()) == SHIPPED
@@ -49,6 +52,8 @@ def test_shipped_profiles_say_what_they_time() -> None:
     assert profiles["cpu-ort"].runtime == "onnxruntime" and profiles["cpu-ort"].threads == 1
     assert profiles["cuda-0"].runtime == "cuda_graph" and profiles["cuda-0"].batch_size == 1
     assert all(profile.description for profile in profiles.values())
+    recorded = [p for pid, p in profiles.items() if pid not in LIVE]
+    assert all(p.kind == "recorded" and p.source == "nb201" for p in recorded)
 
 
 def test_bad_field_names_file_field_and_expectation(tmp_path: Path) -> None:
