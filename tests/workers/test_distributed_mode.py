@@ -59,8 +59,18 @@ def test_http_to_celery_worker_to_postgres_to_export(stack: dict[str, Any]) -> N
         front = client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"]
         exported = client.get(f"/v1/jobs/{job['id']}/subnets/{front[0]['subnet_id']}/export")
         assert exported.status_code == 200 and exported.content[:2] != b""
-        devices = {d["id"]: d["served"] for d in client.get("/v1/devices").json()}
+        devices = _served_when_seen(client, "cpu-1t")
         assert devices["cpu-1t"] is True and devices["cpu-all"] is False
+
+
+def _served_when_seen(client: TestClient, device: str, timeout_s: float = 20) -> dict:
+    """The API learns which queues workers consume every few seconds, in the background."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        devices = {d["id"]: d["served"] for d in client.get("/v1/devices").json()}
+        if devices[device] or time.monotonic() > deadline:
+            return devices
+        time.sleep(0.5)
 
 
 def test_sigkilled_worker_job_is_finished_by_another(stack: dict[str, Any]) -> None:
