@@ -19,14 +19,22 @@ from core.errors import HwnasError, ServiceUnavailable, StorageError
 ALEMBIC_DIR = Path(__file__).resolve().parents[1] / "alembic"
 
 
+# More connections than the API's thread pool has threads (anyio's default: 40). A request's
+# session is closed by its dependency on another pool thread; with fewer connections than
+# threads, 100 concurrent requests could fill every thread with handlers waiting for a
+# connection while the connections wait for a thread to be released: a deadlock.
+POOL = {"pool_size": 10, "max_overflow": 50, "pool_timeout": 30}
+
+
 def make_engine(url: str) -> Engine:
     """An engine; SQLite gets WAL, foreign keys and a busy timeout for threads."""
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               **POOL)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, **POOL)
 
 
 def _ensure_sqlite_dir(url: str) -> None:

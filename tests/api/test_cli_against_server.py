@@ -78,3 +78,4 @@ def test_cli_reports_service_errors_plainly(server: str) -> None:
     result = hwnas(server, "submit", "--device", "tpu-9")
     assert result.returncode == 2
     assert "device" in result.stderr and "cpu-1t" in result.stderr
+
