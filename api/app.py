@@ -47,8 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             dispatcher.stop()
             engine.dispose()
 
-    app = FastAPI(title="hwnas", version="0.1.0", lifespan=lifespan,
-                  description="Hardware-aware neural architecture search as a service.")
+    app = FastAPI(
+        title="hwnas",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Hardware-aware neural architecture search as a service.",
+    )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router, prefix="/v1")

@@ -42,10 +42,13 @@ def parse_objectives(items: list[str]) -> dict[str, str]:
 
 def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "supernet": args.supernet, "device": args.device,
+        "supernet": args.supernet,
+        "device": args.device,
         "objectives": parse_objectives(args.objective or ["accuracy=max", "latency_ms=min"]),
         "constraints": parse_constraints(args.constraint or []),
-        "budget": {"evaluations": args.budget}, "strategy": args.strategy, "seed": args.seed,
+        "budget": {"evaluations": args.budget},
+        "strategy": args.strategy,
+        "seed": args.seed,
     }
 
 
@@ -105,8 +108,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     reaper.SERVED_DEVICES[:] = devices
     name = args.name or f"hwnas-{'+'.join(devices)}@%h"
     # Solo pool: one job at a time per worker process, so measurements never overlap.
-    celery_app.worker_main(["worker", "-Q", ",".join(queues), "-P", "solo", "-n", name,
-                            "--loglevel", args.loglevel, "--without-gossip", "--without-mingle"])
+    celery_app.worker_main(
+        [
+            "worker",
+            "-Q",
+            ",".join(queues),
+            "-P",
+            "solo",
+            "-n",
+            name,
+            "--loglevel",
+            args.loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     return 0
 
 
@@ -123,8 +139,10 @@ def format_front(pareto: dict[str, Any]) -> str:
     header = f"{'subnet_id':<48} {'accuracy':>8} {'latency_ms':>10} {'MMACs':>7} {'params':>8}"
     lines = [header, "-" * len(header)]
     for p in sorted(rows, key=lambda r: r["latency_ms"] or 0):
-        lines.append(f"{p['subnet_id']:<48} {p['accuracy']:>8.4f} {p['latency_ms']:>10.3f} "
-                     f"{p['macs'] / 1e6:>7.2f} {p['params']:>8d}")
+        lines.append(
+            f"{p['subnet_id']:<48} {p['accuracy']:>8.4f} {p['latency_ms']:>10.3f} "
+            f"{p['macs'] / 1e6:>7.2f} {p['params']:>8d}"
+        )
     return "\n".join(lines)
 
 
@@ -158,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--url", default=DEFAULT_URL)
     sub.choices["serve"].add_argument("--host", default="127.0.0.1")
     sub.choices["serve"].add_argument("--port", type=int, default=8000)
-    sub.choices["worker"].add_argument("--devices", required=True,
-                                       help="comma-separated hardware profile ids")
+    sub.choices["worker"].add_argument(
+        "--devices", required=True, help="comma-separated hardware profile ids"
+    )
     sub.choices["worker"].add_argument("--name", default=None)
     sub.choices["worker"].add_argument("--loglevel", default="info")
     _add_job_args(sub.choices["submit"])

@@ -43,8 +43,14 @@ class HwnasClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
 
-    def wait(self, job_id: str, *, poll_s: float = 0.5, out: TextIO = sys.stderr,
-             timeout_s: float | None = None) -> dict[str, Any]:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        poll_s: float = 0.5,
+        out: TextIO = sys.stderr,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
         """Poll until the job finishes, drawing a progress bar on ``out``."""
         started = time.monotonic()
         last = ""
@@ -76,5 +82,7 @@ def _progress_line(job: dict[str, Any]) -> str:
     filled = int(width * p["fraction"])
     bar = "#" * filled + "-" * (width - filled)
     hv = f" hv {p['hypervolume']:.3f}" if p.get("hypervolume") is not None else ""
-    return (f"[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} "
-            f"front {p['front_size']}{hv}   ")
+    return (
+        f"[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} "
+        f"front {p['front_size']}{hv}   "
+    )

@@ -57,24 +57,30 @@ def run_demo(args: argparse.Namespace) -> int:
     with BackgroundServer(port):
         client = HwnasClient(f"http://127.0.0.1:{port}")
         job = client.submit(spec)
-        print(f"job {job['id']}: {spec['strategy']} on {spec['supernet']} for device "
-              f"{spec['device']}, constraints {spec['constraints']}, "
-              f"budget {spec['budget']['evaluations']}")
+        print(
+            f"job {job['id']}: {spec['strategy']} on {spec['supernet']} for device "
+            f"{spec['device']}, constraints {spec['constraints']}, "
+            f"budget {spec['budget']['evaluations']}"
+        )
         job = client.wait(job["id"])
         pareto = client.pareto(job["id"])
         print(format_front(pareto))
         timing = job["timing"]
         outside = timing["run_seconds"] - timing["eval_seconds"]
-        print(f"status {job['status']}; search wall time {timing['run_seconds']:.1f} s, "
-              f"{outside:.1f} s ({100 * outside / max(timing['run_seconds'], 1e-9):.1f}%) "
-              "outside measurement")
+        print(
+            f"status {job['status']}; search wall time {timing['run_seconds']:.1f} s, "
+            f"{outside:.1f} s ({100 * outside / max(timing['run_seconds'], 1e-9):.1f}%) "
+            "outside measurement"
+        )
         if job["status"] != "succeeded" or not pareto["data"]:
             print(job.get("message") or job.get("error"))
             return 0 if job["status"] == "succeeded" else 1
         best = max(pareto["data"], key=lambda p: p["accuracy"])
         path = Path(args.output_dir) / f"{best['subnet_id']}.onnx"
         client.download(job["id"], best["subnet_id"], "onnx", path)
-        print(f"best under the constraints: {best['subnet_id']} accuracy {best['accuracy']:.4f} "
-              f"latency {best['latency_ms']:.3f} ms")
+        print(
+            f"best under the constraints: {best['subnet_id']} accuracy {best['accuracy']:.4f} "
+            f"latency {best['latency_ms']:.3f} ms"
+        )
         print(f"exported ONNX: {path.resolve()}")
     return 0

@@ -66,11 +66,22 @@ def _default_objectives() -> dict[str, Sense]:
 class JobCreate(BaseModel):
     """A search job: which supernet, on which device, for what, under which constraints."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "supernet": "fmnist-ofa-cnn", "device": "cpu-1t",
-        "objectives": {"accuracy": "max", "latency_ms": "min"},
-        "constraints": {"latency_ms": {"max": 2.0}}, "budget": {"evaluations": 60},
-        "strategy": "nsga2", "seed": 0}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "supernet": "fmnist-ofa-cnn",
+                    "device": "cpu-1t",
+                    "objectives": {"accuracy": "max", "latency_ms": "min"},
+                    "constraints": {"latency_ms": {"max": 2.0}},
+                    "budget": {"evaluations": 60},
+                    "strategy": "nsga2",
+                    "seed": 0,
+                }
+            ]
+        },
+    )
 
     supernet: str
     device: str
@@ -94,14 +105,18 @@ class JobCreate(BaseModel):
         if supernet is None:
             return value
         recorded_net, profile = get_supernet(supernet).recorded, profiles[value]
-        fitting = sorted(pid for pid, p in profiles.items()
-                         if (p.kind == "recorded") == recorded_net
-                         and (not recorded_net or p.source == getattr(get_supernet(supernet),
-                                                                      "source", None)))
+        fitting = sorted(
+            pid
+            for pid, p in profiles.items()
+            if (p.kind == "recorded") == recorded_net
+            and (not recorded_net or p.source == getattr(get_supernet(supernet), "source", None))
+        )
         if value not in fitting:
             kind = "recorded" if recorded_net else "trained"
-            raise ValueError(f"{value!r} ({profile.kind}) cannot evaluate the {kind} supernet "
-                             f"{supernet!r}; devices that can: {', '.join(fitting)}")
+            raise ValueError(
+                f"{value!r} ({profile.kind}) cannot evaluate the {kind} supernet "
+                f"{supernet!r}; devices that can: {', '.join(fitting)}"
+            )
         return value
 
     @field_validator("strategy")
@@ -130,7 +145,8 @@ class Progress(BaseModel):
     fraction: float
     front_size: int
     hypervolume: float | None = Field(
-        None, description="of the current front, normalised to the evaluations' bounding box")
+        None, description="of the current front, normalised to the evaluations' bounding box"
+    )
 
 
 class Timing(BaseModel):

@@ -31,8 +31,9 @@ SPEC = {"supernet": "fmnist-ofa-cnn", "device": "cpu-all", "budget": {"evaluatio
 
 
 def serve(args: list[str], env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -53,9 +54,12 @@ def wrk(url: str, connections: int, seconds: int, script: Path | None) -> dict[s
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale[p99.group(2)],  # type: ignore[union-attr]
-            "errors": float(errors.group(1)) if errors else 0.0,
-            "socket_errors": socket_errors.group(1) if socket_errors else "none"}
+    return {
+        "rps": rps,
+        "p99_ms": float(p99.group(1)) * scale[p99.group(2)],  # type: ignore[union-attr]
+        "errors": float(errors.group(1)) if errors else 0.0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "none",
+    }
 
 
 def main() -> None:
@@ -67,28 +71,53 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         post_lua = Path(tmp) / "post.lua"
         post_lua.write_text(POST_LUA.format(body=json.dumps(SPEC)))
-        env = {**os.environ, "HWNAS_DATABASE_URL": f"sqlite:///{tmp}/load.db",
-               "HWNAS_DATA_DIR": tmp, "HWNAS_BROKER_URL": "", "HWNAS_EMBEDDED_DEVICES": "cpu-1t"}
+        env = {
+            **os.environ,
+            "HWNAS_DATABASE_URL": f"sqlite:///{tmp}/load.db",
+            "HWNAS_DATA_DIR": tmp,
+            "HWNAS_BROKER_URL": "",
+            "HWNAS_EMBEDDED_DEVICES": "cpu-1t",
+        }
         results = {}
-        ours = serve([sys.executable, "-m", "api.cli", "serve", "--port", "8781"], env,
-                     "http://127.0.0.1:8781/healthz")
+        ours = serve(
+            [sys.executable, "-m", "api.cli", "serve", "--port", "8781"],
+            env,
+            "http://127.0.0.1:8781/healthz",
+        )
         try:
             job = httpx.post("http://127.0.0.1:8781/v1/jobs", json=SPEC).json()["id"]
-            results["hwnas GET /v1/jobs/{id}"] = wrk(f"http://127.0.0.1:8781/v1/jobs/{job}",
-                                                     args.connections, args.seconds, None)
-            results["hwnas POST /v1/jobs"] = wrk("http://127.0.0.1:8781/v1/jobs",
-                                                 args.connections, args.seconds, post_lua)
+            results["hwnas GET /v1/jobs/{id}"] = wrk(
+                f"http://127.0.0.1:8781/v1/jobs/{job}", args.connections, args.seconds, None
+            )
+            results["hwnas POST /v1/jobs"] = wrk(
+                "http://127.0.0.1:8781/v1/jobs", args.connections, args.seconds, post_lua
+            )
         finally:
             ours.terminate()
             ours.wait(timeout=60)
-        bare = serve([sys.executable, "-m", "uvicorn", "benchmarks.bare_app:app", "--port",
-                      "8782", "--log-level", "warning", "--app-dir", str(root)], env,
-                     "http://127.0.0.1:8782/")
+        bare = serve(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "benchmarks.bare_app:app",
+                "--port",
+                "8782",
+                "--log-level",
+                "warning",
+                "--app-dir",
+                str(root),
+            ],
+            env,
+            "http://127.0.0.1:8782/",
+        )
         try:
-            results["bare GET"] = wrk("http://127.0.0.1:8782/", args.connections,
-                                      args.seconds, None)
-            results["bare POST"] = wrk("http://127.0.0.1:8782/", args.connections,
-                                       args.seconds, post_lua)
+            results["bare GET"] = wrk(
+                "http://127.0.0.1:8782/", args.connections, args.seconds, None
+            )
+            results["bare POST"] = wrk(
+                "http://127.0.0.1:8782/", args.connections, args.seconds, post_lua
+            )
         finally:
             bare.terminate()
             bare.wait(timeout=60)
@@ -97,8 +126,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         base = results["bare POST" if "POST" in name else "bare GET"]["rps"]
-        print(f"| {name} | {r['rps']:.0f} | {r['rps'] / base:.0%} | {r['p99_ms']:.1f} "
-              f"| {r['errors']:.0f} | {r['socket_errors']} |")
+        print(
+            f"| {name} | {r['rps']:.0f} | {r['rps'] / base:.0%} | {r['p99_ms']:.1f} "
+            f"| {r['errors']:.0f} | {r['socket_errors']} |"
+        )
 
 
 if __name__ == "__main__":

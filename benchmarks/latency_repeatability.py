@@ -37,10 +37,14 @@ def main() -> None:
         profile = profile.model_copy(update={"runtime": args.runtime})
     supernet = get_supernet("fmnist-ofa-cnn")
     archs = [smallest_arch(), supernet.decode(MIDDLE), largest_arch()]
-    print(f"device {profile.id} ({profile.runtime}, threads {profile.threads}, "
-          f"batch {profile.batch_size}), {args.runs} runs each")
-    print("| sub-network | median of medians ms | CV of run medians | median IQR ms "
-          "| repeats/run | TorchScript file / in-memory | ONNX Runtime file / in-memory |")
+    print(
+        f"device {profile.id} ({profile.runtime}, threads {profile.threads}, "
+        f"batch {profile.batch_size}), {args.runs} runs each"
+    )
+    print(
+        "| sub-network | median of medians ms | CV of run medians | median IQR ms "
+        "| repeats/run | TorchScript file / in-memory | ONNX Runtime file / in-memory |"
+    )
     print("|---|---|---|---|---|---|---|")
     for arch in archs:
         module = supernet.extract(arch)
@@ -49,9 +53,11 @@ def main() -> None:
         medians = [r.median_ms for r in runs]
         cv = statistics.stdev(medians) / statistics.mean(medians)
         ts_ratio, ort_ratio = fidelity(supernet, arch, profile, statistics.median(medians))
-        print(f"| `{supernet.encode(arch)}` | {statistics.median(medians):.4f} | {cv:.2%} | "
-              f"{statistics.median(r.iqr_ms for r in runs):.4f} | "
-              f"{statistics.median(r.repeats for r in runs):.0f} | {ts_ratio} | {ort_ratio} |")
+        print(
+            f"| `{supernet.encode(arch)}` | {statistics.median(medians):.4f} | {cv:.2%} | "
+            f"{statistics.median(r.iqr_ms for r in runs):.4f} | "
+            f"{statistics.median(r.repeats for r in runs):.0f} | {ts_ratio} | {ort_ratio} |"
+        )
 
 
 def fidelity(supernet, arch, profile, reported_ms: float) -> tuple[str, str]:  # type: ignore[no-untyped-def]
@@ -59,8 +65,9 @@ def fidelity(supernet, arch, profile, reported_ms: float) -> tuple[str, str]:  #
     example = supernet.example_input(arch, profile.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            scripted = torch.jit.load(str(export_subnet(supernet, arch, "torchscript",
-                                                        Path(tmp) / "s.pt")))
+            scripted = torch.jit.load(
+                str(export_subnet(supernet, arch, "torchscript", Path(tmp) / "s.pt"))
+            )
             ts = f"{measure_latency(scripted, example, profile).median_ms / reported_ms:.3f}"
         except Exception as exc:  # e.g. a runtime that cannot take a TorchScript module
             ts = f"n/a ({type(exc).__name__})"

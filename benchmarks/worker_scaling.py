@@ -35,9 +35,13 @@ simulated_delay_ms: {delay}
 
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "api.cli", *args], env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", *args],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_http(url: str, timeout_s: float = 60) -> None:
@@ -58,23 +62,47 @@ def run_once(n_workers: int, args: argparse.Namespace, tmp: Path) -> float:
         profiles = tmp / "profiles"
         profiles.mkdir(exist_ok=True)
         (profiles / "bench-remote.yaml").write_text(PROFILE.format(delay=args.delay_ms))
-        env = {**os.environ, "HWNAS_DATABASE_URL": database_url,
-               "HWNAS_BROKER_URL": scratch_redis(), "HWNAS_AUTO_MIGRATE": "false",
-               "HWNAS_PROFILE_DIRS": str(profiles), "HWNAS_DATA_DIR": str(tmp / "data")}
+        env = {
+            **os.environ,
+            "HWNAS_DATABASE_URL": database_url,
+            "HWNAS_BROKER_URL": scratch_redis(),
+            "HWNAS_AUTO_MIGRATE": "false",
+            "HWNAS_PROFILE_DIRS": str(profiles),
+            "HWNAS_DATA_DIR": str(tmp / "data"),
+        }
         port = 8765
         processes = [start(["serve", "--port", str(port)], env, tmp / "api.log")]
-        processes += [start(["worker", "--devices", "bench-remote", "--loglevel", "warning",
-                             "--name", f"w{i}@%h"], env, tmp / f"w{i}.log")
-                      for i in range(n_workers)]
+        processes += [
+            start(
+                [
+                    "worker",
+                    "--devices",
+                    "bench-remote",
+                    "--loglevel",
+                    "warning",
+                    "--name",
+                    f"w{i}@%h",
+                ],
+                env,
+                tmp / f"w{i}.log",
+            )
+            for i in range(n_workers)
+        ]
         try:
             url = f"http://127.0.0.1:{port}"
             wait_http(url)
             time.sleep(8)  # let every worker connect to the broker
-            spec = {"supernet": "nb201-cifar10", "device": "bench-remote",
-                    "budget": {"evaluations": args.evaluations}, "strategy": args.strategy}
+            spec = {
+                "supernet": "nb201-cifar10",
+                "device": "bench-remote",
+                "budget": {"evaluations": args.evaluations},
+                "strategy": args.strategy,
+            }
             started = time.perf_counter()
-            ids = [httpx.post(f"{url}/v1/jobs", json=dict(spec, seed=i)).json()["id"]
-                   for i in range(args.jobs)]
+            ids = [
+                httpx.post(f"{url}/v1/jobs", json=dict(spec, seed=i)).json()["id"]
+                for i in range(args.jobs)
+            ]
             while True:
                 states = [httpx.get(f"{url}/v1/jobs/{i}").json()["status"] for i in ids]
                 if all(s in ("succeeded", "failed", "cancelled") for s in states):
@@ -106,13 +134,17 @@ def main() -> None:
             rows.append((n, elapsed))
             print(f"{n} worker(s): {elapsed:.1f} s", file=sys.stderr)
     base = rows[0][1]
-    print(f"{args.jobs} jobs x {args.evaluations} evaluations x {args.delay_ms:g} ms, strategy "
-          f"{args.strategy}; pure delay on one worker = {ideal:.1f} s")
+    print(
+        f"{args.jobs} jobs x {args.evaluations} evaluations x {args.delay_ms:g} ms, strategy "
+        f"{args.strategy}; pure delay on one worker = {ideal:.1f} s"
+    )
     print("| workers | wall s | jobs/hour | speed-up vs 1 | delay share of wall (per worker) |")
     print("|---|---|---|---|---|")
     for n, elapsed in rows:
-        print(f"| {n} | {elapsed:.1f} | {3600 * args.jobs / elapsed:.0f} | {base / elapsed:.2f}x "
-              f"| {ideal / n / elapsed:.0%} |")
+        print(
+            f"| {n} | {elapsed:.1f} | {3600 * args.jobs / elapsed:.0f} | {base / elapsed:.2f}x "
+            f"| {ideal / n / elapsed:.0%} |"
+        )
 
 
 if __name__ == "__main__":

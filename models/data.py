@@ -56,8 +56,9 @@ def load_subset(path: Path = SUBSET_PATH) -> Subset:
 def balanced_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     """``per_class`` random indices of each class, sorted."""
     rng = np.random.default_rng(seed)
-    picks = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
-             for c in np.unique(labels)]
+    picks = [
+        rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in np.unique(labels)
+    ]
     return np.sort(np.concatenate(picks))
 
 

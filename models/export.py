@@ -52,10 +52,16 @@ def _writer(fmt: str) -> tuple[str, Writer]:
 
 @register_format("onnx", ".onnx")
 def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
-    torch.onnx.export(module, (example,), str(path), input_names=["input"],
-                      output_names=["logits"], dynamic_axes={"input": {0: "batch"},
-                                                             "logits": {0: "batch"}},
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        module,
+        (example,),
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
 
 
 @register_format("torchscript", ".pt")
@@ -73,8 +79,9 @@ def _write_state_dict(module: nn.Module, example: torch.Tensor, path: Path) -> N
         archive.writestr("state_dict.pt", buffer.getvalue())
 
 
-def export_subnet(supernet: Supernet, arch: Arch, fmt: str, path: Path,
-                  extra: dict[str, Any] | None = None) -> Path:
+def export_subnet(
+    supernet: Supernet, arch: Arch, fmt: str, path: Path, extra: dict[str, Any] | None = None
+) -> Path:
     """Write ``arch`` of ``supernet`` to ``path`` in ``fmt``; returns the path written.
 
     The architecture JSON (supernet, encoding, genes, input spec, ``extra`` such as the

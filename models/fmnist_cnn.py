@@ -95,9 +95,15 @@ class ElasticCNN(nn.Module):
             blocks = []
             for b in range(max(DEPTHS)):
                 block_in = cin if b == 0 else width
-                blocks.append(ElasticInvertedResidual(
-                    block_in, width, block_in * max(EXPANDS), max(KERNELS), stride if b == 0 else 1
-                ))
+                blocks.append(
+                    ElasticInvertedResidual(
+                        block_in,
+                        width,
+                        block_in * max(EXPANDS),
+                        max(KERNELS),
+                        stride if b == 0 else 1,
+                    )
+                )
             stages.append(nn.ModuleList(blocks))
             cin = width
         self.stages = nn.ModuleList(stages)
@@ -154,12 +160,16 @@ def load_weights(module: nn.Module, path: Path) -> None:
     expected = module.state_dict()
     for key, tensor in expected.items():
         if key not in state:
-            raise CheckpointMismatch(f"{path.name}: missing key {key!r} "
-                                     f"(expected shape {tuple(tensor.shape)})", field="checkpoint")
+            raise CheckpointMismatch(
+                f"{path.name}: missing key {key!r} (expected shape {tuple(tensor.shape)})",
+                field="checkpoint",
+            )
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise CheckpointMismatch(
                 f"{path.name}: key {key!r} has shape {tuple(state[key].shape)}, "
-                f"expected {tuple(tensor.shape)}", field="checkpoint")
+                f"expected {tuple(tensor.shape)}",
+                field="checkpoint",
+            )
     extra = sorted(set(state) - set(expected))
     if extra:
         raise CheckpointMismatch(f"{path.name}: unexpected key {extra[0]!r}", field="checkpoint")
@@ -187,8 +197,9 @@ class FmnistOFACNN(Supernet):
     def validate(self, arch: Arch) -> None:
         for gene, choices in _space().items():
             if arch.get(gene) not in choices:
-                raise InvalidInput(f"gene {gene!r} must be one of {choices}, got "
-                                   f"{arch.get(gene)!r}", field="arch")
+                raise InvalidInput(
+                    f"gene {gene!r} must be one of {choices}, got {arch.get(gene)!r}", field="arch"
+                )
 
     def canonical(self, arch: Arch) -> Arch:
         self.validate(arch)
@@ -209,8 +220,11 @@ class FmnistOFACNN(Supernet):
     def decode(self, encoding: str) -> Arch:
         match = _ENCODING.match(encoding)
         if not match:
-            raise InvalidInput(f"malformed architecture encoding {encoding!r}; expected e.g. "
-                               "'r24-k3e4.k5e2-k7e6-k3e2.k3e4.k5e6'", field="arch")
+            raise InvalidInput(
+                f"malformed architecture encoding {encoding!r}; expected e.g. "
+                "'r24-k3e4.k5e2-k7e6-k3e2.k3e4.k5e6'",
+                field="arch",
+            )
         arch: Arch = {"r": int(match.group(1))}
         for s, group in enumerate(match.group(2)[1:].split("-"), start=1):
             blocks = group.split(".")

@@ -64,8 +64,14 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, channels: int) -> torch.Tensor:
     rm = bn.running_mean[:channels] if bn.running_mean is not None else None
     rv = bn.running_var[:channels] if bn.running_var is not None else None
     return F.batch_norm(
-        x, rm, rv, bn.weight[:channels], bn.bias[:channels],
-        bn.training, bn.momentum if bn.momentum is not None else 0.1, bn.eps,
+        x,
+        rm,
+        rv,
+        bn.weight[:channels],
+        bn.bias[:channels],
+        bn.training,
+        bn.momentum if bn.momentum is not None else 0.1,
+        bn.eps,
     )
 
 

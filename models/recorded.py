@@ -56,20 +56,25 @@ class RecordedSupernet(Supernet):
     def recorded_latency(self, arch: Arch, column: str, source: str) -> float:
         """The recorded latency (ms) of ``arch`` in ``column`` of table ``source``."""
         if source != self.source:
-            raise InvalidInput(f"device records latencies of {source!r}, supernet {self.name!r} "
-                               f"is {self.source!r}", field="device")
+            raise InvalidInput(
+                f"device records latencies of {source!r}, supernet {self.name!r} "
+                f"is {self.source!r}",
+                field="device",
+            )
         row = self.row(arch)
         if column not in row:
             raise InvalidInput(f"{self.name}: no latency column {column!r}", field="device")
         return row[column]
 
     def complexity(self, arch: Arch) -> Complexity:
-        raise InvalidInput(f"{self.name} is recorded: MACs and params are not in its table",
-                           field="objectives")
+        raise InvalidInput(
+            f"{self.name} is recorded: MACs and params are not in its table", field="objectives"
+        )
 
     def extract(self, arch: Arch) -> nn.Module:
-        raise InvalidInput(f"{self.name} is recorded: it has no weights to extract or export",
-                           field="format")
+        raise InvalidInput(
+            f"{self.name} is recorded: it has no weights to extract or export", field="format"
+        )
 
     def input_spec(self, arch: Arch) -> InputSpec:
         raise InvalidInput(f"{self.name} is recorded: it has no model input", field="arch")
@@ -81,8 +86,11 @@ class NB201Supernet(RecordedSupernet):
     source = "nb201"
 
     def __init__(self, *, dataset: str, table: Path = NB201_TABLE) -> None:
-        datasets = {"cifar10": "acc_cifar10_test", "cifar100": "acc_cifar100_test",
-                    "imagenet16-120": "acc_ImageNet16-120_test"}
+        datasets = {
+            "cifar10": "acc_cifar10_test",
+            "cifar100": "acc_cifar100_test",
+            "imagenet16-120": "acc_ImageNet16-120_test",
+        }
         if dataset not in datasets:
             raise InvalidInput(f"dataset must be one of {sorted(datasets)}", field="dataset")
         self.name = f"nb201-{dataset}"  # type: ignore[misc]
@@ -94,8 +102,10 @@ class NB201Supernet(RecordedSupernet):
     def canonical(self, arch: Arch) -> Arch:
         for gene in self.space():
             if arch.get(gene) not in NB201_OPS:
-                raise InvalidInput(f"gene {gene!r} must be one of {NB201_OPS}, got "
-                                   f"{arch.get(gene)!r}", field="arch")
+                raise InvalidInput(
+                    f"gene {gene!r} must be one of {NB201_OPS}, got {arch.get(gene)!r}",
+                    field="arch",
+                )
         return {gene: arch[gene] for gene in self.space()}
 
     def encode(self, arch: Arch) -> str:
@@ -130,4 +140,5 @@ def load_nb201(path: Path) -> dict[str, dict[str, float]]:
 
 for _dataset in ("cifar10", "cifar100", "imagenet16-120"):
     register_supernet(f"nb201-{_dataset}")(
-        lambda dataset=_dataset, **kw: NB201Supernet(dataset=dataset, **kw))
+        lambda dataset=_dataset, **kw: NB201Supernet(dataset=dataset, **kw)
+    )

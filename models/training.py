@@ -52,8 +52,13 @@ def train_supernet(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    optimiser = torch.optim.SGD(module.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
-                                weight_decay=config.weight_decay)
+    optimiser = torch.optim.SGD(
+        module.parameters(),
+        lr=config.lr,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=config.weight_decay,
+    )
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
     total = config.epochs * steps_per_epoch
     step = 0

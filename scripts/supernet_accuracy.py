@@ -24,16 +24,20 @@ def main() -> None:
     rng = random.Random(args.seed)
     space = supernet.space()
     rows = [("smallest", smallest_arch()), ("largest", largest_arch())]
-    rows += [(f"random {i + 1}", {g: rng.choice(c) for g, c in space.items()})
-             for i in range(args.random)]
+    rows += [
+        (f"random {i + 1}", {g: rng.choice(c) for g, c in space.items()})
+        for i in range(args.random)
+    ]
     rows.sort(key=lambda row: supernet.complexity(row[1]).macs)
     print("| sub-network | encoding | accuracy | MMACs | params |")
     print("|---|---|---|---|---|")
     for label, arch in rows:
         c = supernet.complexity(arch)
         accuracy = supernet.evaluate(arch)["accuracy"]
-        print(f"| {label} | `{supernet.encode(arch)}` | {accuracy:.4f} | {c.macs / 1e6:.2f} "
-              f"| {c.params:,} |")
+        print(
+            f"| {label} | `{supernet.encode(arch)}` | {accuracy:.4f} | {c.macs / 1e6:.2f} "
+            f"| {c.params:,} |"
+        )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def write_subset(root: Path, out: Path) -> None:
 def sampler(space: dict[str, list]) -> object:
     def sample(rng: random.Random) -> dict:
         return {gene: rng.choice(choices) for gene, choices in space.items()}
+
     return sample
 
 
@@ -54,9 +55,17 @@ def main() -> None:
     y = torch.as_tensor(labels.astype(np.int64)).to(args.device)
     module = ElasticCNN().to(args.device)
     from models.fmnist_cnn import _space
+
     started = time.perf_counter()
-    train_supernet(module, x, y, largest=largest_arch(), smallest=smallest_arch(),
-                   sample=sampler(_space()), config=TrainConfig(epochs=args.epochs))
+    train_supernet(
+        module,
+        x,
+        y,
+        largest=largest_arch(),
+        smallest=smallest_arch(),
+        sample=sampler(_space()),
+        config=TrainConfig(epochs=args.epochs),
+    )
     print(f"trained in {time.perf_counter() - started:.0f} s on {args.device}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.cpu() for k, v in module.state_dict().items()}, args.out)

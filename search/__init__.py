@@ -1,6 +1,7 @@
 """Pure search library: spaces, constraints, Pareto tools and ask/tell strategies.
 
-Importing this package registers the built-in strategies (``random``, ``nsga2``).
+Importing this package registers the built-in strategies (``random``, ``nsga2``, ``tpe``,
+``linas``).
 """
 
 from search.base import Strategy, create_strategy, list_strategies, register_strategy
@@ -15,7 +16,10 @@ from search.constraints import (
     validate_objectives,
     violation,
 )
+from search.linas import LinasStrategy
 from search.nsga2 import NSGA2Strategy
+from search.optuna_base import OptunaStrategy
+from search.optuna_tpe import TPEStrategy
 from search.pareto import feasible_front, hypervolume, non_dominated
 from search.random_search import RandomStrategy
 from search.space import Arch, Choice, SearchSpace
@@ -25,12 +29,15 @@ __all__ = [
     "Bound",
     "Choice",
     "Constraints",
+    "LinasStrategy",
     "NSGA2Strategy",
     "Objectives",
+    "OptunaStrategy",
     "RandomStrategy",
     "SearchSpace",
     "Sense",
     "Strategy",
+    "TPEStrategy",
     "constraint_values",
     "create_strategy",
     "feasible_front",

@@ -30,8 +30,9 @@ def make_engine(url: str) -> Engine:
     """An engine; SQLite gets WAL, foreign keys and a busy timeout for threads."""
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               **POOL)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **POOL
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, **POOL)
@@ -103,6 +104,11 @@ def check_migrated(engine: Engine) -> None:
 
 
 __all__ = [
-    "HwnasError", "alembic_config", "check_migrated", "make_engine", "make_session_factory",
-    "transaction", "upgrade",
+    "HwnasError",
+    "alembic_config",
+    "check_migrated",
+    "make_engine",
+    "make_session_factory",
+    "transaction",
+    "upgrade",
 ]

@@ -20,10 +20,20 @@ def new_job_id() -> str:
 
 def create_job(session: Session, spec: dict[str, Any]) -> Job:
     job = Job(
-        id=new_job_id(), supernet=spec["supernet"], device=spec["device"],
-        strategy=spec["strategy"], seed=spec["seed"], budget=spec["budget"]["evaluations"],
-        spec=spec, status=JobStatus.queued, evaluations_done=0, front_size=0,
-        cancel_requested=False, attempts=0, eval_seconds=0.0, run_seconds=0.0,
+        id=new_job_id(),
+        supernet=spec["supernet"],
+        device=spec["device"],
+        strategy=spec["strategy"],
+        seed=spec["seed"],
+        budget=spec["budget"]["evaluations"],
+        spec=spec,
+        status=JobStatus.queued,
+        evaluations_done=0,
+        front_size=0,
+        cancel_requested=False,
+        attempts=0,
+        eval_seconds=0.0,
+        run_seconds=0.0,
         created_at=utcnow(),
     )
     session.add(job)
@@ -41,8 +51,9 @@ def get_job(session: Session, job_id: str, *, lock: bool = False) -> Job:
     return job
 
 
-def list_jobs(session: Session, *, offset: int, limit: int,
-              status: JobStatus | None = None) -> tuple[list[Job], int]:
+def list_jobs(
+    session: Session, *, offset: int, limit: int, status: JobStatus | None = None
+) -> tuple[list[Job], int]:
     query = select(Job)
     if status is not None:
         query = query.where(Job.status == status)
@@ -62,8 +73,11 @@ def claim_job(session: Session, job_id: str, worker_id: str, *, stale_after_s: f
     now = utcnow()
     if job.status.finished:
         return None
-    if job.status == JobStatus.running and job.worker_id != worker_id and _alive(job, now,
-                                                                               stale_after_s):
+    if (
+        job.status == JobStatus.running
+        and job.worker_id != worker_id
+        and _alive(job, now, stale_after_s)
+    ):
         return None
     if job.cancel_requested:
         _finish(job, JobStatus.cancelled, now, message="cancelled before it started")
@@ -83,8 +97,9 @@ def _alive(job: Job, now: datetime, stale_after_s: float) -> bool:
     return now - beat < timedelta(seconds=stale_after_s)
 
 
-def stale_jobs(session: Session, *, stale_after_s: float, devices: list[str] | None = None
-               ) -> list[Job]:
+def stale_jobs(
+    session: Session, *, stale_after_s: float, devices: list[str] | None = None
+) -> list[Job]:
     """Unfinished jobs not touched for ``stale_after_s``.
 
     For a running job ``heartbeat_at`` is its worker's last heartbeat; for a queued job it is
@@ -103,9 +118,10 @@ def stale_jobs(session: Session, *, stale_after_s: float, devices: list[str] | N
 def heartbeat(session: Session, job_id: str, worker_id: str) -> bool:
     """Refresh the lease; False when the job was taken over or cancellation was asked."""
     result = session.execute(
-        update(Job).where(Job.id == job_id, Job.worker_id == worker_id,
-                          Job.status == JobStatus.running)
-        .values(heartbeat_at=utcnow()).returning(Job.cancel_requested)
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
+        .values(heartbeat_at=utcnow())
+        .returning(Job.cancel_requested)
     ).first()
     return result is not None and not result[0]
 
@@ -113,7 +129,11 @@ def heartbeat(session: Session, job_id: str, worker_id: str) -> bool:
 def requeue(job: Job, message: str) -> None:
     """Put a job back in the queue (its worker died or stopped); it resumes from storage."""
     job.status, job.worker_id, job.heartbeat_at, job.message = (
-        JobStatus.queued, None, utcnow(), message)
+        JobStatus.queued,
+        None,
+        utcnow(),
+        message,
+    )
 
 
 def request_cancel(session: Session, job_id: str) -> Job:
@@ -126,26 +146,53 @@ def request_cancel(session: Session, job_id: str) -> Job:
     return job
 
 
-def finish_job(session: Session, job_id: str, status: JobStatus, *, message: str | None = None,
-               error: str | None = None) -> Job:
+def finish_job(
+    session: Session,
+    job_id: str,
+    status: JobStatus,
+    *,
+    message: str | None = None,
+    error: str | None = None,
+) -> Job:
     job = get_job(session, job_id, lock=True)
     _finish(job, status, utcnow(), message=message, error=error)
     return job
 
 
-def _finish(job: Job, status: JobStatus, now: datetime, *, message: str | None = None,
-            error: str | None = None) -> None:
+def _finish(
+    job: Job,
+    status: JobStatus,
+    now: datetime,
+    *,
+    message: str | None = None,
+    error: str | None = None,
+) -> None:
     job.status, job.finished_at = status, now
     job.message = message if message is not None else job.message
     job.error = error
 
 
-def add_evaluation(session: Session, job: Job, *, subnet_id: str, arch: dict[str, Any],
-                   metrics: dict[str, float], details: dict[str, Any], feasible: bool,
-                   seconds: float) -> Evaluation:
+def add_evaluation(
+    session: Session,
+    job: Job,
+    *,
+    subnet_id: str,
+    arch: dict[str, Any],
+    metrics: dict[str, float],
+    details: dict[str, Any],
+    feasible: bool,
+    seconds: float,
+) -> Evaluation:
     evaluation = Evaluation(
-        job_id=job.id, seq=job.evaluations_done, subnet_id=subnet_id, arch=arch,
-        metrics=metrics, details=details, feasible=feasible, on_front=False, seconds=seconds,
+        job_id=job.id,
+        seq=job.evaluations_done,
+        subnet_id=subnet_id,
+        arch=arch,
+        metrics=metrics,
+        details=details,
+        feasible=feasible,
+        on_front=False,
+        seconds=seconds,
         created_at=utcnow(),
     )
     session.add(evaluation)
@@ -156,8 +203,14 @@ def add_evaluation(session: Session, job: Job, *, subnet_id: str, arch: dict[str
     return evaluation
 
 
-def list_evaluations(session: Session, job_id: str, *, offset: int = 0, limit: int | None = None,
-                     front_only: bool = False) -> tuple[list[Evaluation], int]:
+def list_evaluations(
+    session: Session,
+    job_id: str,
+    *,
+    offset: int = 0,
+    limit: int | None = None,
+    front_only: bool = False,
+) -> tuple[list[Evaluation], int]:
     query = select(Evaluation).where(Evaluation.job_id == job_id)
     if front_only:
         query = query.where(Evaluation.on_front.is_(True))
@@ -169,14 +222,17 @@ def list_evaluations(session: Session, job_id: str, *, offset: int = 0, limit: i
 
 
 def get_evaluation(session: Session, job_id: str, subnet_id: str) -> Evaluation:
-    evaluation = session.scalars(select(Evaluation).where(
-        Evaluation.job_id == job_id, Evaluation.subnet_id == subnet_id)).one_or_none()
+    evaluation = session.scalars(
+        select(Evaluation).where(Evaluation.job_id == job_id, Evaluation.subnet_id == subnet_id)
+    ).one_or_none()
     if evaluation is None:
         raise NotFound(f"sub-network {subnet_id!r} was not measured in job {job_id}")
     return evaluation
 
 
 def set_front(session: Session, job_id: str, front_ids: list[int]) -> None:
-    session.execute(update(Evaluation).where(Evaluation.job_id == job_id)
-                    .values(on_front=Evaluation.id.in_(front_ids) if front_ids else False))
-
+    session.execute(
+        update(Evaluation)
+        .where(Evaluation.job_id == job_id)
+        .values(on_front=Evaluation.id.in_(front_ids) if front_ids else False)
+    )

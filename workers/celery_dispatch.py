@@ -26,8 +26,9 @@ def publish(app: Celery, job_id: str, device: str) -> None:
 class CeleryDispatcher(Dispatcher):
     """Publishes jobs to their device's queue; workers started by ``hwnas worker`` run them."""
 
-    def __init__(self, factory: sessionmaker[Session], settings: Settings,
-                 cache_s: float = 5.0) -> None:
+    def __init__(
+        self, factory: sessionmaker[Session], settings: Settings, cache_s: float = 5.0
+    ) -> None:
         from .celery_app import make_celery
 
         self.factory = factory
@@ -58,8 +59,10 @@ class CeleryDispatcher(Dispatcher):
             job = q.get_job(session, job_id)
             job.heartbeat_at = utcnow()  # published now; the reaper re-sends only stale ones
             if device not in self.served_devices():
-                job.message = (f"waiting: no live worker serves device {device!r}; start one "
-                               f"with `hwnas worker --devices {device}`")
+                job.message = (
+                    f"waiting: no live worker serves device {device!r}; start one "
+                    f"with `hwnas worker --devices {device}`"
+                )
         self._publish(job_id, device)
 
     def _publish(self, job_id: str, device: str) -> None:
@@ -78,7 +81,8 @@ class CeleryDispatcher(Dispatcher):
         with transaction(self.factory) as session:
             q.get_job(session, job_id).message = (
                 "queued; the broker was unreachable, so the job will be re-published by a "
-                "worker's reaper")
+                "worker's reaper"
+            )
 
     def served_devices(self) -> set[str]:
         """Devices whose queue a live worker consumes (refreshed every few seconds)."""
@@ -91,5 +95,6 @@ class CeleryDispatcher(Dispatcher):
             log.warning("asking workers for their queues failed: %s", exc)
             self.app.pool.force_close_all()
             replies = {}
-        return {queue["name"].removeprefix("hwnas.")
-                for queues in replies.values() for queue in queues}
+        return {
+            queue["name"].removeprefix("hwnas.") for queues in replies.values() for queue in queues
+        }

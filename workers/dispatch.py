@@ -82,7 +82,8 @@ class EmbeddedDispatcher(Dispatcher):
         with transaction(self.factory) as session:
             q.get_job(session, job_id).message = (
                 f"waiting: no live worker serves device {device!r} "
-                f"(this server serves: {', '.join(sorted(self.devices)) or 'none'})")
+                f"(this server serves: {', '.join(sorted(self.devices)) or 'none'})"
+            )
 
     def _submit(self, job_id: str, *, takeover: bool) -> None:
         future = self._pool.submit(self.runner.run, job_id, takeover=takeover)

@@ -45,9 +45,15 @@ class SubnetEvaluator:
         if profile.simulated_delay_ms:
             time.sleep(profile.simulated_delay_ms / 1000.0)  # stands in for a remote device
         metrics = {**supernet.evaluate(arch), "latency_ms": latency}
-        details = {"latency": {"median_ms": latency, "provenance": "recorded",
-                               "profile_id": profile.id, "source": profile.source,
-                               "column": profile.recorded_column}}
+        details = {
+            "latency": {
+                "median_ms": latency,
+                "provenance": "recorded",
+                "profile_id": profile.id,
+                "source": profile.source,
+                "column": profile.recorded_column,
+            }
+        }
         return Measurement(metrics, details, time.perf_counter() - started)
 
     def _run(self, arch: Arch) -> Measurement:
@@ -69,5 +75,7 @@ class SubnetEvaluator:
 
 
 def _json_ready(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
-            for k, v in values.items()}
+    return {
+        k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+        for k, v in values.items()
+    }

@@ -18,8 +18,9 @@ class FrontSummary:
     message: str | None
 
 
-def summarise_front(evaluations: Sequence[Evaluation], objectives: dict[str, str],
-                    constraints: dict[str, Bound]) -> FrontSummary:
+def summarise_front(
+    evaluations: Sequence[Evaluation], objectives: dict[str, str], constraints: dict[str, Bound]
+) -> FrontSummary:
     """Feasible non-dominated evaluations, their normalised hypervolume, and a message.
 
     The hypervolume is computed in the box the evaluations so far span (each objective
@@ -36,8 +37,9 @@ def summarise_front(evaluations: Sequence[Evaluation], objectives: dict[str, str
     return FrontSummary(front, _normalised_hv(metrics, indices, objectives), None)
 
 
-def _normalised_hv(metrics: list[dict[str, float]], indices: list[int],
-                   objectives: dict[str, str]) -> float:
+def _normalised_hv(
+    metrics: list[dict[str, float]], indices: list[int], objectives: dict[str, str]
+) -> float:
     names = list(objectives)
     values = np.array([[m[n] for n in names] for m in metrics], dtype=float)
     low, high = values.min(0), values.max(0)
@@ -54,12 +56,17 @@ def _normalised_hv(metrics: list[dict[str, float]], indices: list[int],
 
 def _no_feasible_message(evaluations: Sequence[Evaluation], constraints: dict[str, Bound]) -> str:
     closest = min(evaluations, key=lambda e: violation(e.metrics, constraints))
-    never_met = [name for name, bound in constraints.items()
-                 if not any(_within(e.metrics[name], bound) for e in evaluations)]
+    never_met = [
+        name
+        for name, bound in constraints.items()
+        if not any(_within(e.metrics[name], bound) for e in evaluations)
+    ]
     values = ", ".join(f"{n}={closest.metrics[n]:.4g}" for n in constraints)
-    unmet = ", ".join(f"{n} {_describe(constraints[n])}" for n in never_met) or \
-        "all constraints together"
-    return (f"no measured sub-network met {unmet}; closest: {closest.subnet_id} ({values})")
+    unmet = (
+        ", ".join(f"{n} {_describe(constraints[n])}" for n in never_met)
+        or "all constraints together"
+    )
+    return f"no measured sub-network met {unmet}; closest: {closest.subnet_id} ({values})"
 
 
 def _within(value: float, bound: Bound) -> bool:

@@ -27,8 +27,9 @@ _thread: threading.Thread | None = None
 SERVED_DEVICES: list[str] = []
 
 
-def reap_once(app: Celery, factory: sessionmaker[Session], settings: Settings,
-              devices: list[str]) -> list[str]:
+def reap_once(
+    app: Celery, factory: sessionmaker[Session], settings: Settings, devices: list[str]
+) -> list[str]:
     """One pass; returns the ids of jobs re-published."""
     from .celery_dispatch import publish
 
@@ -37,10 +38,14 @@ def reap_once(app: Celery, factory: sessionmaker[Session], settings: Settings,
         stale = q.stale_jobs(session, stale_after_s=settings.stale_after_s, devices=devices)
         for job in stale:
             if job.attempts >= settings.max_attempts:
-                q.finish_job(session, job.id, JobStatus.failed,
-                             error=f"gave up after {job.attempts} attempts: its worker kept "
-                                   "dying or losing its lease",
-                             message="failed: too many attempts")
+                q.finish_job(
+                    session,
+                    job.id,
+                    JobStatus.failed,
+                    error=f"gave up after {job.attempts} attempts: its worker kept "
+                    "dying or losing its lease",
+                    message="failed: too many attempts",
+                )
                 continue
             if job.status == JobStatus.running:
                 q.requeue(job, "re-queued: its worker stopped heartbeating")

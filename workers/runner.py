@@ -48,14 +48,23 @@ class JobPlan:
 def build_plan(spec: dict[str, Any]) -> JobPlan:
     supernet = get_supernet(spec["supernet"])
     profile = device_profile(spec["device"])
-    constraints = {name: Bound(min=b.get("min"), max=b.get("max"))
-                   for name, b in spec.get("constraints", {}).items()}
+    constraints = {
+        name: Bound(min=b.get("min"), max=b.get("max"))
+        for name, b in spec.get("constraints", {}).items()
+    }
     space = SearchSpace(supernet.space(), canonical=supernet.canonical, encode=supernet.encode)
     budget = spec["budget"]["evaluations"]
-    strategy = create_strategy(spec["strategy"], space=space, objectives=spec["objectives"],
-                               constraints=constraints, seed=spec["seed"], budget=budget)
-    return JobPlan(budget, spec["objectives"], constraints, SubnetEvaluator(supernet, profile),
-                   strategy)
+    strategy = create_strategy(
+        spec["strategy"],
+        space=space,
+        objectives=spec["objectives"],
+        constraints=constraints,
+        seed=spec["seed"],
+        budget=budget,
+    )
+    return JobPlan(
+        budget, spec["objectives"], constraints, SubnetEvaluator(supernet, profile), strategy
+    )
 
 
 class JobRunner:
@@ -66,8 +75,13 @@ class JobRunner:
     hands the job to another attempt.
     """
 
-    def __init__(self, factory: sessionmaker[Session], settings: Settings, worker_id: str,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        settings: Settings,
+        worker_id: str,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.factory = factory
         self.settings = settings
         self.worker_id = worker_id
@@ -107,8 +121,15 @@ class JobRunner:
         except Exception as exc:  # the job fails visibly; the worker lives on
             log.exception("job %s failed", job_id)
             reason = str(exc) if isinstance(exc, HwnasError) else _short_traceback(exc)
-            self._db(lambda s: q.finish_job(s, job_id, JobStatus.failed, error=reason,
-                                            message=f"failed: {reason.splitlines()[-1]}"))
+            self._db(
+                lambda s: q.finish_job(
+                    s,
+                    job_id,
+                    JobStatus.failed,
+                    error=reason,
+                    message=f"failed: {reason.splitlines()[-1]}",
+                )
+            )
             return JobStatus.failed
         finally:
             elapsed = time.perf_counter() - started
@@ -172,8 +193,9 @@ class JobRunner:
             log.info("job %s: resumed from %d stored evaluations", job_id, len(evaluations))
         return len(evaluations)
 
-    def _record(self, job_id: str, plan: JobPlan, arch: dict[str, Any],
-                measurement: Measurement) -> Lease:
+    def _record(
+        self, job_id: str, plan: JobPlan, arch: dict[str, Any], measurement: Measurement
+    ) -> Lease:
         """Commit one evaluation (one transaction) and say whether the job is still ours.
 
         "lost": another worker took the job over, the evaluation is dropped; "cancel": it was
@@ -189,11 +211,15 @@ class JobRunner:
                 log.warning("job %s: lease lost; dropping the evaluation in flight", job_id)
                 return lease
             q.add_evaluation(
-                session, job, subnet_id=supernet.encode(canonical), arch=canonical,
+                session,
+                job,
+                subnet_id=supernet.encode(canonical),
+                arch=canonical,
                 metrics=measurement.metrics,
                 details={**measurement.details, "worker": self.worker_id},
                 feasible=is_feasible(measurement.metrics, plan.constraints),
-                seconds=measurement.seconds)
+                seconds=measurement.seconds,
+            )
             stored, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(stored, plan.objectives, plan.constraints)
             job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
@@ -227,8 +253,12 @@ class JobRunner:
 
         def cancel(session: Session) -> JobStatus:
             job = q.get_job(session, job_id)
-            q.finish_job(session, job_id, JobStatus.cancelled,
-                         message=f"cancelled after {job.evaluations_done} evaluations")
+            q.finish_job(
+                session,
+                job_id,
+                JobStatus.cancelled,
+                message=f"cancelled after {job.evaluations_done} evaluations",
+            )
             return JobStatus.cancelled
 
         return self._db(cancel)

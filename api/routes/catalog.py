@@ -19,9 +19,15 @@ def read_supernets() -> list[SupernetPublic]:
     for name in list_supernets():
         supernet = get_supernet(name)
         info = supernet.describe()
-        out.append(SupernetPublic(id=name, genes=info["genes"],
-                                  raw_space_size=info["raw_space_size"], space=info["space"],
-                                  metrics=sorted(metrics_of(supernet))))
+        out.append(
+            SupernetPublic(
+                id=name,
+                genes=info["genes"],
+                raw_space_size=info["raw_space_size"],
+                space=info["space"],
+                metrics=sorted(metrics_of(supernet)),
+            )
+        )
     return out
 
 
@@ -29,7 +35,14 @@ def read_supernets() -> list[SupernetPublic]:
 def read_devices(dispatcher: DispatcherDep) -> list[DevicePublic]:
     served = dispatcher.served_devices()
     return [
-        DevicePublic(id=pid, name=p.name, kind=p.kind, runtime=p.runtime, threads=p.threads,
-                     batch_size=p.batch_size, served=pid in served)
+        DevicePublic(
+            id=pid,
+            name=p.name,
+            kind=p.kind,
+            runtime=p.runtime,
+            threads=p.threads,
+            batch_size=p.batch_size,
+            served=pid in served,
+        )
         for pid, p in sorted(device_profiles().items())
     ]

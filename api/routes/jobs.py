@@ -36,12 +36,17 @@ def create_job(body: JobCreate, request: Request, dispatcher: DispatcherDep) -> 
 
 
 @router.get("", response_model=JobsPublic)
-def read_jobs(session: SessionDep, request: Request, offset: Offset = 0, limit: Limit = 50,
-              status_filter: Annotated[JobStatus | None, Query(alias="status")] = None
-              ) -> JobsPublic:
+def read_jobs(
+    session: SessionDep,
+    request: Request,
+    offset: Offset = 0,
+    limit: Limit = 50,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+) -> JobsPublic:
     rows, total = q.list_jobs(session, offset=offset, limit=limit, status=status_filter)
-    return JobsPublic(data=[job_public(j, request) for j in rows], count=total, offset=offset,
-                      limit=limit)
+    return JobsPublic(
+        data=[job_public(j, request) for j in rows], count=total, offset=offset, limit=limit
+    )
 
 
 @router.get("/{job_id}", response_model=JobPublic)
@@ -56,12 +61,14 @@ def cancel_job(job_id: str, session: SessionDep, request: Request) -> JobPublic:
 
 
 @router.get("/{job_id}/evaluations", response_model=EvaluationsPublic)
-def read_evaluations(job_id: str, session: SessionDep, offset: Offset = 0, limit: Limit = 100
-                     ) -> EvaluationsPublic:
+def read_evaluations(
+    job_id: str, session: SessionDep, offset: Offset = 0, limit: Limit = 100
+) -> EvaluationsPublic:
     q.get_job(session, job_id)
     rows, total = q.list_evaluations(session, job_id, offset=offset, limit=limit)
-    return EvaluationsPublic(data=[evaluation_public(e) for e in rows], count=total,
-                             offset=offset, limit=limit)
+    return EvaluationsPublic(
+        data=[evaluation_public(e) for e in rows], count=total, offset=offset, limit=limit
+    )
 
 
 @router.get("/{job_id}/pareto", response_model=ParetoPublic)
@@ -72,10 +79,13 @@ def read_pareto(job_id: str, session: SessionDep, request: Request) -> ParetoPub
     rows, _ = q.list_evaluations(session, job_id, front_only=True)
     if job.status != JobStatus.succeeded:
         rows = _current_front(session, job)
-    return ParetoPublic(job_id=job.id, status=job.status.value,
-                        objectives=job.spec["objectives"],
-                        data=[pareto_point(e, request, exportable) for e in rows],
-                        message=job.message)
+    return ParetoPublic(
+        job_id=job.id,
+        status=job.status.value,
+        objectives=job.spec["objectives"],
+        data=[pareto_point(e, request, exportable) for e in rows],
+        message=job.message,
+    )
 
 
 def _current_front(session: Any, job: Any) -> list[Any]:
@@ -83,24 +93,35 @@ def _current_front(session: Any, job: Any) -> list[Any]:
     from workers.front import summarise_front
 
     evaluations, _ = q.list_evaluations(session, job.id)
-    constraints = {n: Bound(min=b.get("min"), max=b.get("max"))
-                   for n, b in job.spec.get("constraints", {}).items()}
+    constraints = {
+        n: Bound(min=b.get("min"), max=b.get("max"))
+        for n, b in job.spec.get("constraints", {}).items()
+    }
     return summarise_front(evaluations, job.spec["objectives"], constraints).front
 
 
 @router.get("/{job_id}/subnets/{subnet_id}/export", name="export_subnet")
-def export(job_id: str, subnet_id: str, session: SessionDep, settings: SettingsDep,
-           format: str = "onnx") -> FileResponse:
+def export(
+    job_id: str, subnet_id: str, session: SessionDep, settings: SettingsDep, format: str = "onnx"
+) -> FileResponse:
     """The measured sub-network as ONNX, TorchScript or a state_dict zip (+ architecture)."""
     if format not in list_formats():
-        raise InvalidInput(f"format must be one of {', '.join(list_formats())}, got {format!r}",
-                           field="format")
+        raise InvalidInput(
+            f"format must be one of {', '.join(list_formats())}, got {format!r}", field="format"
+        )
     job = q.get_job(session, job_id)
     evaluation = q.get_evaluation(session, job_id, subnet_id)
     path = Path(settings.data_dir) / "exports" / job_id / f"{subnet_id}{suffix_of(format)}"
     if not path.exists():
-        card = {"job_id": job_id, "device": job.device, "metrics": evaluation.metrics,
-                "latency": evaluation.details.get("latency", {})}
+        card = {
+            "job_id": job_id,
+            "device": job.device,
+            "metrics": evaluation.metrics,
+            "latency": evaluation.details.get("latency", {}),
+        }
         export_subnet(get_supernet(job.supernet), evaluation.arch, format, path, extra=card)
-    return FileResponse(path, filename=f"{job.supernet}_{subnet_id}{suffix_of(format)}",
-                        media_type="application/octet-stream")
+    return FileResponse(
+        path,
+        filename=f"{job.supernet}_{subnet_id}{suffix_of(format)}",
+        media_type="application/octet-stream",
+    )

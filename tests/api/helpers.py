@@ -12,17 +12,26 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 
 def job_spec(**overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "supernet": "fmnist-ofa-cnn", "device": "cpu-1t",
+        "supernet": "fmnist-ofa-cnn",
+        "device": "cpu-1t",
         "objectives": {"accuracy": "max", "latency_ms": "min"},
         "constraints": {"latency_ms": {"max": 50.0}},
-        "budget": {"evaluations": 6}, "strategy": "nsga2", "seed": 0,
+        "budget": {"evaluations": 6},
+        "strategy": "nsga2",
+        "seed": 0,
     }
     spec.update(overrides)
     return spec
 
 
-def wait_for(client: TestClient, job_id: str, *, until: set[str] = FINISHED,
-             min_evaluations: int = 0, timeout_s: float = 300.0) -> dict[str, Any]:
+def wait_for(
+    client: TestClient,
+    job_id: str,
+    *,
+    until: set[str] = FINISHED,
+    min_evaluations: int = 0,
+    timeout_s: float = 300.0,
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         job = client.get(f"/v1/jobs/{job_id}").json()

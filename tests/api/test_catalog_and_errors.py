@@ -24,26 +24,36 @@ def test_a_job_for_an_unserved_device_waits_and_says_so(client: TestClient) -> N
     assert "no live worker serves device 'cpu-all'" in job["message"]
 
 
-@pytest.mark.parametrize(("change", "field", "hint"), [
-    ({"supernet": "nope"}, "supernet", "fmnist-ofa-cnn"),
-    ({"device": "tpu-9"}, "device", "cpu-1t"),
-    ({"strategy": "magic"}, "strategy", "nsga2"),
-    ({"objectives": {"flops": "min"}}, "objectives", "latency_ms"),
-    ({"objectives": {"accuracy": "up"}}, "objectives.accuracy", "'min' or 'max'"),
-    ({"objectives": {}}, "objectives", "at least one"),
-    ({"constraints": {"latency_ms": {"maximum": 2}}}, "constraints.latency_ms.maximum",
-     "Extra inputs"),
-    ({"constraints": {"latency_ms": {}}}, "constraints.latency_ms", "'min', 'max'"),
-    ({"constraints": {"latency_ms": {"min": 3, "max": 2}}}, "constraints.latency_ms",
-     "greater than max"),
-    ({"constraints": {"watts": {"max": 2}}}, "constraints", "unknown metric 'watts'"),
-    ({"budget": {"evaluations": 0}}, "budget.evaluations", "between 1 and"),
-    ({"budget": {"evaluations": 10**9}}, "budget.evaluations", "between 1 and"),
-    ({"seed": "abc"}, "seed", "integer"),
-    ({"budget": "lots"}, "budget", ""),
-])
-def test_bad_job_specs_get_422_naming_the_field(client: TestClient, change: dict, field: str,
-                                                hint: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "field", "hint"),
+    [
+        ({"supernet": "nope"}, "supernet", "fmnist-ofa-cnn"),
+        ({"device": "tpu-9"}, "device", "cpu-1t"),
+        ({"strategy": "magic"}, "strategy", "nsga2"),
+        ({"objectives": {"flops": "min"}}, "objectives", "latency_ms"),
+        ({"objectives": {"accuracy": "up"}}, "objectives.accuracy", "'min' or 'max'"),
+        ({"objectives": {}}, "objectives", "at least one"),
+        (
+            {"constraints": {"latency_ms": {"maximum": 2}}},
+            "constraints.latency_ms.maximum",
+            "Extra inputs",
+        ),
+        ({"constraints": {"latency_ms": {}}}, "constraints.latency_ms", "'min', 'max'"),
+        (
+            {"constraints": {"latency_ms": {"min": 3, "max": 2}}},
+            "constraints.latency_ms",
+            "greater than max",
+        ),
+        ({"constraints": {"watts": {"max": 2}}}, "constraints", "unknown metric 'watts'"),
+        ({"budget": {"evaluations": 0}}, "budget.evaluations", "between 1 and"),
+        ({"budget": {"evaluations": 10**9}}, "budget.evaluations", "between 1 and"),
+        ({"seed": "abc"}, "seed", "integer"),
+        ({"budget": "lots"}, "budget", ""),
+    ],
+)
+def test_bad_job_specs_get_422_naming_the_field(
+    client: TestClient, change: dict, field: str, hint: str
+) -> None:
     response = client.post("/v1/jobs", json=job_spec(**change))
     assert response.status_code == 422, response.text
     message = response.json()["message"]

@@ -24,12 +24,19 @@ def _free_port() -> int:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     port = _free_port()
-    env = {**os.environ, "HWNAS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
-           "HWNAS_DATA_DIR": str(tmp_path / "data"), "HWNAS_BROKER_URL": "",
-           "HWNAS_EMBEDDED_DEVICES": "cpu-1t"}
+    env = {
+        **os.environ,
+        "HWNAS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "HWNAS_DATA_DIR": str(tmp_path / "data"),
+        "HWNAS_BROKER_URL": "",
+        "HWNAS_EMBEDDED_DEVICES": "cpu-1t",
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -49,8 +56,12 @@ def server(tmp_path: Path) -> Iterator[str]:
 
 
 def hwnas(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api.cli", *args, "--url", url],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args, "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_submit_wait_download(server: str, tmp_path: Path) -> None:
@@ -62,8 +73,17 @@ def test_submit_wait_download(server: str, tmp_path: Path) -> None:
     assert '"succeeded"' in waited.stdout
     front = httpx.get(f"{server}/v1/jobs/{job_id}/pareto").json()["data"]
     target = tmp_path / "model.onnx"
-    downloaded = hwnas(server, "download", job_id, "--subnet", front[0]["subnet_id"],
-                       "--format", "onnx", "-o", str(target))
+    downloaded = hwnas(
+        server,
+        "download",
+        job_id,
+        "--subnet",
+        front[0]["subnet_id"],
+        "--format",
+        "onnx",
+        "-o",
+        str(target),
+    )
     assert downloaded.returncode == 0, downloaded.stderr
     onnx.checker.check_model(onnx.load(str(target)))
 
@@ -78,4 +98,3 @@ def test_cli_reports_service_errors_plainly(server: str) -> None:
     result = hwnas(server, "submit", "--device", "tpu-9")
     assert result.returncode == 2
     assert "device" in result.stderr and "cpu-1t" in result.stderr
-

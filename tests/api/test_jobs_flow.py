@@ -46,8 +46,9 @@ def test_submit_poll_front_and_export(client: TestClient) -> None:
     assert {p["subnet_id"] for p in front} == measured
 
     best = max(front, key=lambda p: p["accuracy"])
-    exported = client.get(f"/v1/jobs/{job['id']}/subnets/{best['subnet_id']}/export",
-                          params={"format": "onnx"})
+    exported = client.get(
+        f"/v1/jobs/{job['id']}/subnets/{best['subnet_id']}/export", params={"format": "onnx"}
+    )
     assert exported.status_code == 200
     session = ort.InferenceSession(exported.content, providers=["CPUExecutionProvider"])
     supernet = get_supernet("fmnist-ofa-cnn")
@@ -57,16 +58,23 @@ def test_submit_poll_front_and_export(client: TestClient) -> None:
     got = session.run(None, {"input": x.numpy()})[0]
     assert np.abs(got - expected).max() <= 1e-4
     for fmt in ("torchscript", "state_dict"):
-        response = client.get(f"/v1/jobs/{job['id']}/subnets/{best['subnet_id']}/export",
-                              params={"format": fmt})
+        response = client.get(
+            f"/v1/jobs/{job['id']}/subnets/{best['subnet_id']}/export", params={"format": fmt}
+        )
         assert response.status_code == 200 and len(response.content) > 1000
-    scripted = torch.jit.load(io.BytesIO(client.get(
-        f"/v1/jobs/{job['id']}/subnets/{best['subnet_id']}/export?format=torchscript").content))
+    scripted = torch.jit.load(
+        io.BytesIO(
+            client.get(
+                f"/v1/jobs/{job['id']}/subnets/{best['subnet_id']}/export?format=torchscript"
+            ).content
+        )
+    )
     assert np.abs(scripted(x).detach().numpy() - expected).max() <= 1e-4
 
 
 def test_unmeetable_constraint_succeeds_with_an_empty_front_and_says_why(
-        client: TestClient) -> None:
+    client: TestClient,
+) -> None:
     spec = job_spec(constraints={"latency_ms": {"max": 1e-6}}, budget={"evaluations": 3})
     job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
     assert job["status"] == "succeeded"
@@ -105,8 +113,7 @@ def test_a_job_interrupted_by_shutdown_resumes_on_restart(settings: Settings) ->
 
 
 def test_list_jobs_is_paginated(client: TestClient) -> None:
-    ids = [client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()["id"]
-           for _ in range(3)]
+    ids = [client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()["id"] for _ in range(3)]
     page = client.get("/v1/jobs", params={"limit": 2}).json()
     assert page["count"] == 3 and len(page["data"]) == 2
     rest = client.get("/v1/jobs", params={"limit": 2, "offset": 2}).json()

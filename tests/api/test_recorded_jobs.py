@@ -12,9 +12,14 @@ from core.settings import get_settings
 from ..conftest import embedded_settings
 from .helpers import wait_for
 
-SPEC = {"supernet": "nb201-cifar10", "device": "nb201-pixel3",
-        "objectives": {"accuracy": "max", "latency_ms": "min"}, "budget": {"evaluations": 40},
-        "strategy": "nsga2", "seed": 1}
+SPEC = {
+    "supernet": "nb201-cifar10",
+    "device": "nb201-pixel3",
+    "objectives": {"accuracy": "max", "latency_ms": "min"},
+    "budget": {"evaluations": 40},
+    "strategy": "nsga2",
+    "seed": 1,
+}
 
 
 def test_a_recorded_search_is_labelled_recorded_and_not_exportable(tmp_path: Path) -> None:
@@ -40,7 +45,8 @@ def test_profiles_from_hwnas_profile_dirs(tmp_path: Path, monkeypatch) -> None:
     profiles.mkdir()
     (profiles / "remote-phone.yaml").write_text(
         "id: remote-phone\nname: a phone behind a slow link\nkind: recorded\nsource: nb201\n"
-        "recorded_column: lat_ms_pixel2\nsimulated_delay_ms: 5\n")
+        "recorded_column: lat_ms_pixel2\nsimulated_delay_ms: 5\n"
+    )
     monkeypatch.setenv("HWNAS_PROFILE_DIRS", str(profiles))
     get_settings.cache_clear()
     try:

@@ -28,7 +28,8 @@ def sample_archs(net: FmnistOFACNN, n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     space = net.space()
     return [smallest_arch(), largest_arch()] + [
-        {g: rng.choice(c) for g, c in space.items()} for _ in range(n)]
+        {g: rng.choice(c) for g, c in space.items()} for _ in range(n)
+    ]
 
 
 def test_registry_lists_builtin_and_rejects_unknown_names() -> None:
@@ -66,8 +67,7 @@ def test_complexity_matches_an_independent_counter(supernet: FmnistOFACNN) -> No
         assert sum(p.numel() for p in module.parameters()) == counted.params
 
 
-def test_extracted_subnet_equals_the_supernet_in_that_configuration(
-        supernet: FmnistOFACNN) -> None:
+def test_extracted_subnet_equals_the_supernet_in_that_configuration(supernet: FmnistOFACNN) -> None:
     x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     for arch in sample_archs(supernet, 5, seed=2):
         standalone = supernet.module.extract(arch)
@@ -87,14 +87,16 @@ def test_weight_shared_accuracy_spans_a_useful_range(supernet: FmnistOFACNN) -> 
 
 
 def test_onnx_export_matches_pytorch_and_the_reported_accuracy(
-        supernet: FmnistOFACNN, tmp_path) -> None:
+    supernet: FmnistOFACNN, tmp_path
+) -> None:
     arch = sample_archs(supernet, 1, seed=3)[-1]
     path = export_subnet(supernet, arch, "onnx", tmp_path / "subnet.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     subset = data.load_subset()
     x = data.preprocess(subset.val_x, arch["r"])
-    onnx_logits = np.concatenate([session.run(None, {"input": x[i:i + 500].numpy()})[0]
-                                  for i in range(0, len(x), 500)])
+    onnx_logits = np.concatenate(
+        [session.run(None, {"input": x[i : i + 500].numpy()})[0] for i in range(0, len(x), 500)]
+    )
     with torch.no_grad():
         torch_logits = supernet.extract(arch)(x).numpy()
     assert np.abs(onnx_logits - torch_logits).max() <= 1e-4
@@ -108,10 +110,10 @@ def test_torchscript_and_state_dict_exports_load_back(supernet: FmnistOFACNN, tm
     x = supernet.example_input(arch, 2)
     with torch.no_grad():
         expected = supernet.extract(arch)(x)
-    scripted = torch.jit.load(str(export_subnet(supernet, arch, "torchscript",
-                                                tmp_path / "s.pt")))
+    scripted = torch.jit.load(str(export_subnet(supernet, arch, "torchscript", tmp_path / "s.pt")))
     assert (scripted(x) - expected).abs().max().item() <= 1e-5
     import zipfile
+
     with zipfile.ZipFile(export_subnet(supernet, arch, "state_dict", tmp_path / "s.zip")) as z:
         assert set(z.namelist()) == {"state_dict.pt", "architecture.json"}
 

@@ -8,8 +8,10 @@ from core.errors import InvalidInput
 from models.recorded import NB201Supernet
 from models.registry import get_supernet
 
-CELL = ("|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|"
-        "+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|")
+CELL = (
+    "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|"
+    "+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
+)
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from .backends import database_url
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_upgrade_creates_the_schema_and_downgrade_removes_it(backend: str,
-                                                            tmp_path: Path) -> None:
+def test_upgrade_creates_the_schema_and_downgrade_removes_it(backend: str, tmp_path: Path) -> None:
     with database_url(backend, tmp_path) as url:
         engine = make_engine(url)
         with pytest.raises(ServiceUnavailable, match="hwnas db-upgrade"):

@@ -55,9 +55,23 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "worker", "--devices", devices,
-             "--loglevel", "info", "--name", f"test-{log_path.stem}@%h"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "api.cli",
+                "worker",
+                "--devices",
+                devices,
+                "--loglevel",
+                "info",
+                "--name",
+                f"test-{log_path.stem}@%h",
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -85,8 +99,9 @@ class WorkerProcess:
 
 
 @contextmanager
-def workers(env: dict[str, str], tmp_path: Path, count: int = 1,
-            devices: str = "cpu-1t") -> Iterator[list[WorkerProcess]]:
+def workers(
+    env: dict[str, str], tmp_path: Path, count: int = 1, devices: str = "cpu-1t"
+) -> Iterator[list[WorkerProcess]]:
     started = [WorkerProcess(env, devices, tmp_path / f"worker{i}.log") for i in range(count)]
     try:
         for worker in started:

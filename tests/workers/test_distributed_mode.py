@@ -30,8 +30,12 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         upgrade(database_url)
         broker_url = fresh_broker_url()
         env = service_env(database_url, broker_url, tmp_path / "data")
-        settings = Settings(database_url=database_url, broker_url=broker_url,
-                            data_dir=tmp_path / "data", auto_migrate=False)
+        settings = Settings(
+            database_url=database_url,
+            broker_url=broker_url,
+            data_dir=tmp_path / "data",
+            auto_migrate=False,
+        )
         with TestClient(create_app(settings)) as client:
             yield {"env": env, "client": client, "tmp": tmp_path}
 
@@ -99,9 +103,15 @@ def test_redis_restart_mid_job(stack: dict[str, Any]) -> None:
         job_id = client.post("/v1/jobs", json=job_spec(budget={"evaluations": budget})).json()["id"]
         wait_for(client, job_id, until={"running"}, min_evaluations=1, timeout_s=120)
         # Wait for the old server to be gone before starting the new one.
-        _restart(["bash", "-c", "redis-cli -h 127.0.0.1 shutdown nosave || true; "
-                  "for i in $(seq 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || break; "
-                  "sleep 0.2; done; bash scripts/start_services.sh"])
+        _restart(
+            [
+                "bash",
+                "-c",
+                "redis-cli -h 127.0.0.1 shutdown nosave || true; "
+                "for i in $(seq 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || break; "
+                "sleep 0.2; done; bash scripts/start_services.sh",
+            ]
+        )
         job = wait_for(client, job_id, timeout_s=240)
     _assert_complete(client, job, budget)
 
@@ -111,8 +121,14 @@ def test_postgres_restart_mid_job(stack: dict[str, Any]) -> None:
     with workers(stack["env"], stack["tmp"]):
         job_id = client.post("/v1/jobs", json=job_spec(budget={"evaluations": budget})).json()["id"]
         wait_for(client, job_id, until={"running"}, min_evaluations=1, timeout_s=120)
-        _restart(["bash", "-c", "pg_ctlcluster --skip-systemctl-redirect "
-                  "$(ls /etc/postgresql | head -n1) main restart"])
+        _restart(
+            [
+                "bash",
+                "-c",
+                "pg_ctlcluster --skip-systemctl-redirect "
+                "$(ls /etc/postgresql | head -n1) main restart",
+            ]
+        )
         job = _wait_through_outage(client, job_id)
     _assert_complete(client, job, budget)
 
@@ -131,9 +147,12 @@ def _wait_through_outage(client: TestClient, job_id: str, timeout_s: float = 240
 def test_two_workers_on_one_queue_never_run_the_same_job(stack: dict[str, Any]) -> None:
     client, budget = stack["client"], 3
     with workers(stack["env"], stack["tmp"], count=2):
-        ids = [client.post("/v1/jobs", json=job_spec(budget={"evaluations": budget},
-                                                      seed=seed)).json()["id"]
-               for seed in range(4)]
+        ids = [
+            client.post(
+                "/v1/jobs", json=job_spec(budget={"evaluations": budget}, seed=seed)
+            ).json()["id"]
+            for seed in range(4)
+        ]
         jobs = [wait_for(client, job_id, timeout_s=240) for job_id in ids]
     used = set()
     for job in jobs:
