@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from search import Bound, feasible_front, hypervolume, validate_objectives, violation
 from store.tables import Evaluation
+
+
+def constraints_of(spec: dict[str, Any]) -> dict[str, Bound]:
+    """The constraints of a stored job spec as search bounds."""
+    return {
+        name: Bound(min=b.get("min"), max=b.get("max"))
+        for name, b in spec.get("constraints", {}).items()
+    }
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from store.tables import Job, JobStatus
 
 from .devices import device_profile
 from .evaluator import Measurement, SubnetEvaluator
-from .front import summarise_front
+from .front import constraints_of, summarise_front
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,10 +48,7 @@ class JobPlan:
 def build_plan(spec: dict[str, Any]) -> JobPlan:
     supernet = get_supernet(spec["supernet"])
     profile = device_profile(spec["device"])
-    constraints = {
-        name: Bound(min=b.get("min"), max=b.get("max"))
-        for name, b in spec.get("constraints", {}).items()
-    }
+    constraints = constraints_of(spec)
     space = SearchSpace(supernet.space(), canonical=supernet.canonical, encode=supernet.encode)
     budget = spec["budget"]["evaluations"]
     strategy = create_strategy(

@@ -17,6 +17,7 @@ from models.registry import get_supernet
 from store import jobs as q
 from store.db import transaction
 from store.tables import JobStatus
+from workers.front import constraints_of, summarise_front
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 Offset = Annotated[int, Query(ge=0)]
@@ -89,15 +90,8 @@ def read_pareto(job_id: str, session: SessionDep, request: Request) -> ParetoPub
 
 
 def _current_front(session: Any, job: Any) -> list[Any]:
-    from search import Bound
-    from workers.front import summarise_front
-
     evaluations, _ = q.list_evaluations(session, job.id)
-    constraints = {
-        n: Bound(min=b.get("min"), max=b.get("max"))
-        for n, b in job.spec.get("constraints", {}).items()
-    }
-    return summarise_front(evaluations, job.spec["objectives"], constraints).front
+    return summarise_front(evaluations, job.spec["objectives"], constraints_of(job.spec)).front
 
 
 @router.get("/{job_id}/subnets/{subnet_id}/export", name="export_subnet")

@@ -97,38 +97,24 @@ def _restart(command: list[str]) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=120)
 
 
-def test_redis_restart_mid_job(stack: dict[str, Any]) -> None:
+# Each command restarts one service; the Redis one waits for the old server to be gone
+# before starting the new one.
+RESTARTS = {
+    "redis": "redis-cli -h 127.0.0.1 shutdown nosave || true; "
+    "for i in $(seq 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || break; "
+    "sleep 0.2; done; bash scripts/start_services.sh",
+    "postgres": "pg_ctlcluster --skip-systemctl-redirect "
+    "$(ls /etc/postgresql | head -n1) main restart",
+}
+
+
+@pytest.mark.parametrize("service", sorted(RESTARTS))
+def test_service_restart_mid_job(stack: dict[str, Any], service: str) -> None:
     client, budget = stack["client"], 6
     with workers(stack["env"], stack["tmp"]):
         job_id = client.post("/v1/jobs", json=job_spec(budget={"evaluations": budget})).json()["id"]
         wait_for(client, job_id, until={"running"}, min_evaluations=1, timeout_s=120)
-        # Wait for the old server to be gone before starting the new one.
-        _restart(
-            [
-                "bash",
-                "-c",
-                "redis-cli -h 127.0.0.1 shutdown nosave || true; "
-                "for i in $(seq 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || break; "
-                "sleep 0.2; done; bash scripts/start_services.sh",
-            ]
-        )
-        job = wait_for(client, job_id, timeout_s=240)
-    _assert_complete(client, job, budget)
-
-
-def test_postgres_restart_mid_job(stack: dict[str, Any]) -> None:
-    client, budget = stack["client"], 6
-    with workers(stack["env"], stack["tmp"]):
-        job_id = client.post("/v1/jobs", json=job_spec(budget={"evaluations": budget})).json()["id"]
-        wait_for(client, job_id, until={"running"}, min_evaluations=1, timeout_s=120)
-        _restart(
-            [
-                "bash",
-                "-c",
-                "pg_ctlcluster --skip-systemctl-redirect "
-                "$(ls /etc/postgresql | head -n1) main restart",
-            ]
-        )
+        _restart(["bash", "-c", RESTARTS[service]])
         job = _wait_through_outage(client, job_id)
     _assert_complete(client, job, budget)
 
