@@ -53,4 +53,4 @@ def get_supernet(name: str) -> Supernet:
 
 def _load_builtins() -> None:
     # Imported lazily so that importing the registry does not load torch models eagerly.
-    from . import fmnist_cnn, recorded  # noqa: F401
+    from . import fmnist_cnn, ofa_mbv3, ofa_resnet, recorded  # noqa: F401
