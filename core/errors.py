@@ -53,3 +53,7 @@ class ServiceUnavailable(HwnasError):
 
 class CheckpointMismatch(InvalidInput):
     """A checkpoint's keys or shapes do not match the chosen supernet."""
+
+
+class PluginError(HwnasError):
+    """A user supernet plugin could not be loaded (import failed, wrong type, name taken)."""

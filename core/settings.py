@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     embedded_devices: str = ""
     # Extra directories of hardware-profile YAML files (comma separated).
     profile_dirs: str = ""
+    # User validation data: directories a data path may point into (comma separated; empty =
+    # user data paths refused) and the largest tensor file accepted (unpacked size, MiB).
+    data_roots: str = ""
+    max_data_file_mb: float = 256.0
+    # User supernet plugins besides the `hwnas.supernets` entry points: "pkg.module:Class,...".
+    supernet_plugins: str = ""
     embedded_workers: int = 1
     max_budget: int = 10_000
     heartbeat_s: float = 5.0

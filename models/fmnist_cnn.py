@@ -34,6 +34,7 @@ from .base import Arch, Complexity, InputSpec, Supernet
 from .evaluation import accuracy, recalibrate_bn
 from .layers import ElasticInvertedResidual, InvertedResidual, conv_bn
 from .registry import register_supernet
+from .user_data import grey_images, load_user_data
 
 RESOLUTIONS = (20, 24, 28)
 DEPTHS = (1, 2, 3)
@@ -182,9 +183,18 @@ class FmnistOFACNN(Supernet):
     name = "fmnist-ofa-cnn"
     metrics = ("accuracy",)
 
-    def __init__(self, *, weights: Path | None = WEIGHTS_PATH, cache_size: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        weights: Path | None = WEIGHTS_PATH,
+        cache_size: int = 8,
+        validation_data: str | Path | None = None,
+    ) -> None:
         self.module = ElasticCNN().eval()
         self.weights = weights
+        # A user data file (models.user_data): grey images 0..255; without 'calib_inputs' the
+        # shipped calibration set recalibrates BatchNorm, so extraction is unchanged.
+        self.validation_data = validation_data
         if weights is not None:
             load_weights(self.module, weights)
         self._cache: OrderedDict[str, FmnistSubnet] = OrderedDict()
@@ -259,7 +269,12 @@ class FmnistOFACNN(Supernet):
 
     @cached_property
     def _data(self) -> data.Subset:
-        return data.load_subset()
+        shipped = data.load_subset()
+        if self.validation_data is None:
+            return shipped
+        user = load_user_data(self.validation_data, num_classes=NUM_CLASSES)
+        calib = shipped.calib_x if user.calib is None else grey_images(user.calib, "calib_inputs")
+        return data.Subset(grey_images(user.inputs), user.labels.numpy(), calib)
 
     def extract(self, arch: Arch) -> nn.Module:
         """Slice the active weights out and recalibrate BatchNorm on the calibration set.

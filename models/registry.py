@@ -53,4 +53,25 @@ def get_supernet(name: str) -> Supernet:
 
 def _load_builtins() -> None:
     # Imported lazily so that importing the registry does not load torch models eagerly.
-    from . import fmnist_cnn, ofa_mbv3, ofa_resnet, recorded  # noqa: F401
+    from . import fmnist_cnn, ofa_mbv3, ofa_resnet, recorded, text_transformer  # noqa: F401
+
+    _load_plugins_once()
+
+
+_plugins_loaded = False
+
+
+def _load_plugins_once() -> None:
+    """User plugins (entry points, HWNAS_SUPERNET_PLUGINS) after the built-ins; a failing
+    plugin raises PluginError on every use until it is fixed."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    from .plugins import load_plugins
+
+    _plugins_loaded = True  # set first: a plugin module may itself use the registry
+    try:
+        load_plugins()
+    except BaseException:
+        _plugins_loaded = False
+        raise

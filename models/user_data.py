@@ -1,0 +1,205 @@
+"""User validation data given by a path: confined to the data roots, size-limited, no pickle.
+
+A user evaluates a supernet on their own data by naming a tensor file under one of the
+configured data roots (``HWNAS_DATA_ROOTS``, comma separated; none configured = refused):
+
+- ``.npz`` (read with ``numpy.load(allow_pickle=False)``) or ``.pt`` / ``.pth`` (read with
+  ``torch.load(weights_only=True)``, a dict of tensors);
+- keys: ``inputs`` (or ``images`` / ``x``): the samples, first axis N; ``labels`` (or ``y``):
+  N integer class ids; optional ``calib_inputs`` (or ``calib_images`` / ``calib_x``):
+  unlabelled samples for BatchNorm recalibration, for supernets that recalibrate.
+
+What the samples look like is the supernet's business (its docstring says: grey images with
+pixel values 0..255 for ``fmnist-ofa-cnn``, int64 token ids for ``text-transformer-synth``).
+Paths are resolved (symlinks followed) before the root check, so a link out of a root is
+refused; files (and, for zip-based formats, their uncompressed members) larger than
+``HWNAS_MAX_DATA_FILE_MB`` are refused. Directories of images are not supported yet: no image
+decoder (Pillow) is installed with hwnas; convert them to an ``.npz``.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.errors import InvalidInput
+from core.settings import get_settings
+
+FIELD = "validation_data"
+INPUT_KEYS = ("inputs", "images", "x")
+LABEL_KEYS = ("labels", "y")
+CALIB_KEYS = ("calib_inputs", "calib_images", "calib_x")
+SUFFIXES = (".npz", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class UserData:
+    """Validation samples and labels, and optional calibration samples, as tensors."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    calib: torch.Tensor | None
+    source: Path | None
+
+
+def configured_roots() -> list[Path]:
+    """The data roots of the settings (``HWNAS_DATA_ROOTS``), resolved."""
+    text = get_settings().data_roots
+    return [Path(part.strip()).resolve() for part in text.split(",") if part.strip()]
+
+
+def confine(path: str | Path, roots: Sequence[Path]) -> Path:
+    """``path`` resolved, if it exists inside one of ``roots``; relative paths are looked up
+    under each root in order. Anything else is refused without naming the roots."""
+    if not roots:
+        raise InvalidInput(
+            "user data paths are disabled: no data roots are configured (HWNAS_DATA_ROOTS)",
+            field=FIELD,
+        )
+    given = Path(path)
+    candidates = [given] if given.is_absolute() else [Path(root) / given for root in roots]
+    for candidate in candidates:
+        resolved = candidate.resolve()
+        inside = any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
+        if inside and resolved.exists():
+            return resolved
+    raise InvalidInput(
+        f"{str(path)!r} is not an existing file inside the configured data roots "
+        "(HWNAS_DATA_ROOTS)",
+        field=FIELD,
+    )
+
+
+def load_user_data(
+    path: str | Path,
+    *,
+    num_classes: int | None = None,
+    roots: Sequence[Path] | None = None,
+    max_bytes: int | None = None,
+) -> UserData:
+    """Load validation data from ``path`` (see the module docstring for the format); labels
+    must lie in ``0..num_classes-1`` when that is given. Roots and size limit default to the
+    settings."""
+    roots = configured_roots() if roots is None else roots
+    limit = max_bytes if max_bytes is not None else _settings_limit()
+    resolved = confine(path, roots)
+    if resolved.is_dir():
+        raise InvalidInput(
+            f"{resolved.name}: image directories are not supported yet (no image decoder is "
+            "installed); give an .npz or .pt file with 'inputs' and 'labels'",
+            field=FIELD,
+        )
+    if resolved.suffix not in SUFFIXES:
+        raise InvalidInput(
+            f"{resolved.name}: unsupported file type; use one of {', '.join(SUFFIXES)}",
+            field=FIELD,
+        )
+    _check_size(resolved, limit)
+    arrays = _read_npz(resolved) if resolved.suffix == ".npz" else _read_torch(resolved)
+    loaded = _user_data(arrays, resolved)
+    labels = loaded.labels
+    if num_classes is not None and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise InvalidInput(
+            f"{resolved.name}: labels must lie in 0..{num_classes - 1}, found "
+            f"{int(labels.min())}..{int(labels.max())}",
+            field=FIELD,
+        )
+    return loaded
+
+
+def _settings_limit() -> int:
+    return int(get_settings().max_data_file_mb * 1024 * 1024)
+
+
+def _check_size(path: Path, limit: int) -> None:
+    size = path.stat().st_size
+    if zipfile.is_zipfile(path):  # .npz and torch.save files: count the unpacked members
+        with zipfile.ZipFile(path) as archive:
+            size = max(size, sum(info.file_size for info in archive.infolist()))
+    if size > limit:
+        raise InvalidInput(
+            f"{path.name}: {size / 2**20:.1f} MiB is over the limit of {limit / 2**20:.1f} MiB "
+            "(HWNAS_MAX_DATA_FILE_MB)",
+            field=FIELD,
+        )
+
+
+def _read_npz(path: Path) -> dict[str, Any]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InvalidInput(
+            f"{path.name}: not a readable .npz without pickles ({exc})", field=FIELD
+        ) from None
+
+
+def _read_torch(path: Path) -> dict[str, Any]:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for bad files
+        raise InvalidInput(
+            f"{path.name}: refused by torch.load(weights_only=True): {str(exc).splitlines()[0]}",
+            field=FIELD,
+        ) from None
+    if not isinstance(loaded, Mapping):
+        raise InvalidInput(f"{path.name}: expected a dict of tensors", field=FIELD)
+    return dict(loaded)
+
+
+def _pick(arrays: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    for key in keys:
+        if key in arrays:
+            return arrays[key]
+    return None
+
+
+def _tensor(value: Any, what: str, path: Path) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            raise InvalidInput(f"{path.name}: {what} has dtype {value.dtype}", field=FIELD)
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    raise InvalidInput(
+        f"{path.name}: {what} is a {type(value).__name__}, not an array", field=FIELD
+    )
+
+
+def _user_data(arrays: Mapping[str, Any], path: Path) -> UserData:
+    raw_inputs, raw_labels = _pick(arrays, INPUT_KEYS), _pick(arrays, LABEL_KEYS)
+    if raw_inputs is None or raw_labels is None:
+        raise InvalidInput(
+            f"{path.name}: needs keys 'inputs' and 'labels'; found {sorted(arrays)}", field=FIELD
+        )
+    inputs, labels = _tensor(raw_inputs, "inputs", path), _tensor(raw_labels, "labels", path)
+    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise InvalidInput(f"{path.name}: labels must be a 1-D integer array", field=FIELD)
+    if inputs.dim() < 2 or len(inputs) != len(labels) or len(labels) == 0:
+        raise InvalidInput(
+            f"{path.name}: inputs {tuple(inputs.shape)} and labels {tuple(labels.shape)} "
+            "must hold the same number (> 0) of samples",
+            field=FIELD,
+        )
+    raw_calib = _pick(arrays, CALIB_KEYS)
+    calib = None if raw_calib is None else _tensor(raw_calib, "calib_inputs", path)
+    return UserData(inputs, labels.long(), calib, path)
+
+
+def grey_images(images: torch.Tensor, what: str = "inputs") -> np.ndarray:
+    """(N, H, W) or (N, 1, H, W) images with values 0..255 as a float32 (N, H, W) array."""
+    if images.dim() == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.dim() != 3 or images.shape[1] != images.shape[2]:
+        raise InvalidInput(
+            f"{what} must be square grey images (N, H, W) or (N, 1, H, W), "
+            f"got {tuple(images.shape)}",
+            field=FIELD,
+        )
+    return images.float().numpy()

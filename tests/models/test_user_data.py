@@ -1,0 +1,162 @@
+"""User validation data by path: confinement, size limits, no pickles, supernet wiring."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import InvalidInput
+from core.settings import get_settings
+from models import data
+from models.evaluation import accuracy
+from models.fmnist_cnn import smallest_arch
+from models.registry import create_supernet, get_supernet
+from models.text_transformer import synthetic_task
+from models.user_data import load_user_data
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """One configured data root (HWNAS_DATA_ROOTS) under the test's own directory."""
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("HWNAS_DATA_ROOTS", str(root))
+    get_settings.cache_clear()
+    yield root
+    get_settings.cache_clear()
+
+
+def images_and_labels(n: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+def test_npz_and_pt_files_load_as_tensors(root: Path) -> None:
+    x, y = images_and_labels()
+    np.savez(root / "val.npz", images=x, labels=y, calib_images=x[:5])
+    torch.save({"inputs": torch.from_numpy(x), "y": torch.from_numpy(y)}, root / "val.pt")
+    from_npz = load_user_data("val.npz")  # relative paths are looked up under the roots
+    from_pt = load_user_data(root / "val.pt")
+    for loaded in (from_npz, from_pt):
+        assert torch.equal(loaded.inputs, torch.from_numpy(x))
+        assert loaded.labels.dtype == torch.int64 and loaded.labels.tolist() == y.tolist()
+    assert from_npz.calib is not None and from_npz.calib.shape == (5, 28, 28)
+    assert from_pt.calib is None
+
+
+def test_paths_outside_the_roots_are_refused(root: Path, tmp_path: Path) -> None:
+    x, y = images_and_labels()
+    outside = tmp_path / "outside.npz"
+    np.savez(outside, inputs=x, labels=y)
+    (root / "link.npz").symlink_to(outside)
+    for path in (outside, "../outside.npz", "link.npz", root / "missing.npz"):
+        with pytest.raises(InvalidInput, match="inside the configured data roots") as caught:
+            load_user_data(path)
+        assert caught.value.field == "validation_data"
+        if not Path(path).is_absolute():  # the server's layout is not disclosed
+            assert str(root) not in str(caught.value)
+
+
+def test_no_configured_roots_means_no_user_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HWNAS_DATA_ROOTS", raising=False)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(InvalidInput, match="no data roots are configured"):
+            load_user_data(tmp_path / "val.npz")
+    finally:
+        get_settings.cache_clear()
+
+
+def test_files_over_the_size_limit_are_refused(root: Path) -> None:
+    x, y = images_and_labels(50)
+    np.savez_compressed(root / "val.npz", inputs=np.zeros((50, 28, 28), np.uint8), labels=y)
+    small = (root / "val.npz").stat().st_size
+    assert small < 50 * 28 * 28  # compressed: the unpacked size is what counts
+    with pytest.raises(InvalidInput, match="over the limit"):
+        load_user_data("val.npz", max_bytes=50 * 28 * 28)
+    assert len(load_user_data("val.npz", max_bytes=10 * 2**20).labels) == 50
+
+
+def test_pickled_content_is_refused(root: Path) -> None:
+    x, y = images_and_labels()
+    np.savez(root / "objects.npz", inputs=np.array([object()] * 20), labels=y)
+    with pytest.raises(InvalidInput, match="without pickles"):
+        load_user_data("objects.npz")
+    torch.save({"inputs": torch.zeros(2, 3), "labels": functools.partial(print)}, root / "p.pt")
+    with pytest.raises(InvalidInput, match=r"weights_only=True"):
+        load_user_data("p.pt")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"inputs": np.zeros((4, 3))}, "needs keys 'inputs' and 'labels'"),
+        ({"inputs": np.zeros((4, 3)), "labels": np.zeros(4)}, "1-D integer"),
+        ({"inputs": np.zeros((4, 3)), "labels": np.zeros(5, np.int64)}, "same number"),
+        ({"inputs": np.zeros((4, 3)), "labels": np.full(4, 10)}, r"labels must lie in 0\.\.9"),
+    ],
+)
+def test_malformed_files_are_refused_with_a_reason(
+    root: Path, arrays: dict[str, np.ndarray], message: str
+) -> None:
+    np.savez(root / "bad.npz", **arrays)
+    with pytest.raises(InvalidInput, match=message):
+        load_user_data("bad.npz", num_classes=10)
+
+
+def test_image_directories_are_not_supported_yet(root: Path) -> None:
+    (root / "images" / "cat").mkdir(parents=True)
+    with pytest.raises(InvalidInput, match="image directories are not supported yet"):
+        load_user_data("images")
+    (root / "val.csv").write_text("1,2\n")
+    with pytest.raises(InvalidInput, match="unsupported file type"):
+        load_user_data("val.csv")
+
+
+def test_fmnist_supernet_evaluates_on_a_user_file(root: Path) -> None:
+    subset = data.load_subset()
+    x, y = subset.val_x[:300], subset.val_y[:300]
+    np.savez(root / "mine.npz", images=x, labels=y)
+    mine = create_supernet("fmnist-ofa-cnn", validation_data="mine.npz")
+    shipped = get_supernet("fmnist-ofa-cnn")
+    for arch in (smallest_arch(), dict(smallest_arch(), r=28, k1_1=7, e1_1=6)):
+        module = shipped.extract(arch)  # same calibration set: the same sub-network
+        expected = accuracy(module, data.preprocess(x, arch["r"]), torch.from_numpy(y).long())
+        assert mine.evaluate(arch) == {"accuracy": expected}
+        assert torch.equal(mine.extract(arch).head[1].running_mean, module.head[1].running_mean)
+
+
+def test_fmnist_recalibrates_on_the_users_calibration_images(root: Path) -> None:
+    subset = data.load_subset()
+    np.savez(
+        root / "mine.pt.npz",
+        inputs=subset.val_x[:200, None],  # (N, 1, H, W) is accepted too
+        labels=subset.val_y[:200],
+        calib_inputs=subset.val_x[200:400],
+    )
+    mine = create_supernet("fmnist-ofa-cnn", validation_data="mine.pt.npz")
+    arch = smallest_arch()
+    recalibrated = mine.extract(arch).head[1].running_mean
+    assert not torch.equal(
+        recalibrated, get_supernet("fmnist-ofa-cnn").extract(arch).head[1].running_mean
+    )
+    assert 0.5 < mine.evaluate(arch)["accuracy"] <= 1.0
+
+
+def test_text_transformer_evaluates_on_user_token_ids(root: Path) -> None:
+    ids, labels = synthetic_task(64, seed=5, length=24)
+    torch.save(
+        {"inputs": torch.from_numpy(ids).int(), "labels": torch.from_numpy(labels)}, root / "t.pt"
+    )
+    net = create_supernet("text-transformer-synth", validation_data="t.pt")
+    arch = net.decode("e64-h2f128.h4f256")
+    module = net.extract(arch)
+    expected = accuracy(module, torch.from_numpy(ids), torch.from_numpy(labels))
+    assert net.evaluate(arch) == {"accuracy": expected}
