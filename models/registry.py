@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -59,19 +60,24 @@ def _load_builtins() -> None:
 
 
 _plugins_loaded = False
+_plugins_loading = False  # only ever seen True by the loading thread (the lock holds others)
+_plugins_lock = threading.RLock()  # re-entrant: a plugin module may itself use the registry
 
 
 def _load_plugins_once() -> None:
     """User plugins (entry points, HWNAS_SUPERNET_PLUGINS) after the built-ins; a failing
     plugin raises PluginError on every use until it is fixed."""
-    global _plugins_loaded
+    global _plugins_loaded, _plugins_loading
     if _plugins_loaded:
         return
     from .plugins import load_plugins
 
-    _plugins_loaded = True  # set first: a plugin module may itself use the registry
-    try:
-        load_plugins()
-    except BaseException:
-        _plugins_loaded = False
-        raise
+    with _plugins_lock:
+        if _plugins_loaded or _plugins_loading:
+            return
+        _plugins_loading = True
+        try:
+            load_plugins()
+            _plugins_loaded = True
+        finally:
+            _plugins_loading = False

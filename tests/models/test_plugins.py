@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,15 @@ def test_entry_point_name_must_be_the_supernet_name(
         list_supernets()
     with pytest.raises(PluginError):  # still refused on the next use, not half-loaded
         list_supernets()
+
+
+def test_concurrent_first_uses_all_see_the_plugin(
+    fresh_registry: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    package = write_package(site, example_source())
+    write_dist_info(site, package, f"tiny-mlp = {package}.tiny_mlp:TinyMLP")
+    monkeypatch.syspath_prepend(str(site))
+    with ThreadPoolExecutor(4) as pool:
+        listings = list(pool.map(lambda _: list_supernets(), range(8)))
+    assert all("tiny-mlp" in names for names in listings)
