@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from core.errors import UnknownName
+from core.errors import InvalidInput, UnknownName
 
 from .base import Supernet
 
 _FACTORIES: dict[str, Callable[..., Supernet]] = {}
 _INSTANCES: dict[str, Supernet] = {}
+#: Instances bound to a user's validation data, by (name, data path), least recent first.
+_DATA_INSTANCES: OrderedDict[tuple[str, str], Supernet] = OrderedDict()
+DATA_INSTANCES_MAX = 4
+_data_lock = threading.Lock()
 
 F = TypeVar("F", bound=Callable[..., Supernet])
 
@@ -24,6 +30,8 @@ def register_supernet(name: str) -> Callable[[F], F]:
         if name in _FACTORIES:
             warnings.warn(f"supernet {name!r} registered again; replacing", stacklevel=2)
             _INSTANCES.pop(name, None)
+            for key in [key for key in _DATA_INSTANCES if key[0] == name]:
+                del _DATA_INSTANCES[key]
         _FACTORIES[name] = factory
         return factory
 
@@ -45,11 +53,37 @@ def create_supernet(name: str, **kwargs: Any) -> Supernet:
     return factory(**kwargs)
 
 
-def get_supernet(name: str) -> Supernet:
-    """The shared, default-configured instance (weights loaded once per process)."""
-    if name not in _INSTANCES:
-        _INSTANCES[name] = create_supernet(name)
-    return _INSTANCES[name]
+def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
+    """The shared, default-configured instance (weights loaded once per process).
+
+    With ``validation_data`` (a data path, see ``models.user_data``): the instance that
+    measures accuracy on that data, one per (name, path); the ``DATA_INSTANCES_MAX`` most
+    recently used are kept. A job's runner and its export must both ask for it, so that the
+    exported file is the sub-network that was measured (BatchNorm may be recalibrated on the
+    file's calibration samples).
+    """
+    if validation_data is None:
+        if name not in _INSTANCES:
+            _INSTANCES[name] = create_supernet(name)
+        return _INSTANCES[name]
+    key = (name, validation_data)
+    with _data_lock:
+        if key not in _DATA_INSTANCES:
+            if not takes_validation_data(name):
+                raise InvalidInput(
+                    f"supernet {name!r} does not measure accuracy on user data",
+                    field="validation_data",
+                )
+            _DATA_INSTANCES[key] = create_supernet(name, validation_data=validation_data)
+            while len(_DATA_INSTANCES) > DATA_INSTANCES_MAX:
+                _DATA_INSTANCES.popitem(last=False)
+        _DATA_INSTANCES.move_to_end(key)
+        return _DATA_INSTANCES[key]
+
+
+def takes_validation_data(name: str) -> bool:
+    """Whether the supernet ``name`` takes a ``validation_data`` path (its class's keyword)."""
+    return "validation_data" in inspect.signature(type(get_supernet(name))).parameters
 
 
 def _load_builtins() -> None:

@@ -76,16 +76,11 @@ def confine(path: str | Path, roots: Sequence[Path]) -> Path:
     )
 
 
-def load_user_data(
-    path: str | Path,
-    *,
-    num_classes: int | None = None,
-    roots: Sequence[Path] | None = None,
-    max_bytes: int | None = None,
-) -> UserData:
-    """Load validation data from ``path`` (see the module docstring for the format); labels
-    must lie in ``0..num_classes-1`` when that is given. Roots and size limit default to the
-    settings."""
+def check_path(
+    path: str | Path, *, roots: Sequence[Path] | None = None, max_bytes: int | None = None
+) -> Path:
+    """The resolved file ``path`` names, after the cheap checks (root, type, size) that
+    ``load_user_data`` makes before reading: for validating a request up front."""
     roots = configured_roots() if roots is None else roots
     limit = max_bytes if max_bytes is not None else _settings_limit()
     resolved = confine(path, roots)
@@ -101,6 +96,20 @@ def load_user_data(
             field=FIELD,
         )
     _check_size(resolved, limit)
+    return resolved
+
+
+def load_user_data(
+    path: str | Path,
+    *,
+    num_classes: int | None = None,
+    roots: Sequence[Path] | None = None,
+    max_bytes: int | None = None,
+) -> UserData:
+    """Load validation data from ``path`` (see the module docstring for the format); labels
+    must lie in ``0..num_classes-1`` when that is given. Roots and size limit default to the
+    settings."""
+    resolved = check_path(path, roots=roots, max_bytes=max_bytes)
     arrays = _read_npz(resolved) if resolved.suffix == ".npz" else _read_torch(resolved)
     loaded = _user_data(arrays, resolved)
     labels = loaded.labels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 from core.errors import InvalidInput
 from core.settings import get_settings
-from models import data
+from models import data, registry
 from models.evaluation import accuracy
 from models.fmnist_cnn import smallest_arch
 from models.registry import create_supernet, get_supernet
@@ -160,3 +161,22 @@ def test_text_transformer_evaluates_on_user_token_ids(root: Path) -> None:
     module = net.extract(arch)
     expected = accuracy(module, torch.from_numpy(ids), torch.from_numpy(labels))
     assert net.evaluate(arch) == {"accuracy": expected}
+
+
+def test_registry_keeps_one_instance_per_data_path(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "_DATA_INSTANCES", OrderedDict())
+    ids, labels = synthetic_task(8, seed=1)
+    for i in range(registry.DATA_INSTANCES_MAX + 1):
+        np.savez(root / f"t{i}.npz", inputs=ids, labels=labels)
+    first = get_supernet("text-transformer-synth", validation_data="t0.npz")
+    assert get_supernet("text-transformer-synth", validation_data="t0.npz") is first
+    assert first is not get_supernet("text-transformer-synth")
+    for i in range(1, registry.DATA_INSTANCES_MAX + 1):
+        get_supernet("text-transformer-synth", validation_data=f"t{i}.npz")
+    assert len(registry._DATA_INSTANCES) == registry.DATA_INSTANCES_MAX
+    assert get_supernet("text-transformer-synth", validation_data="t0.npz") is not first
+    assert registry.takes_validation_data("fmnist-ofa-cnn")
+    with pytest.raises(InvalidInput, match="does not measure accuracy on user data"):
+        get_supernet("nb201-cifar10", validation_data="t0.npz")
