@@ -13,7 +13,7 @@ from store.db import check_migrated, make_engine, make_session_factory, upgrade
 from workers.dispatch import Dispatcher, EmbeddedDispatcher
 
 from .errors import install_error_handlers
-from .routes import catalog, health, jobs
+from .routes import calibrations, catalog, health, jobs
 
 log = logging.getLogger(__name__)
 
@@ -57,4 +57,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(catalog.router, prefix="/v1")
+    app.include_router(calibrations.router, prefix="/v1")
     return app

@@ -92,3 +92,30 @@ class Evaluation(Base):
     on_front: Mapped[bool] = mapped_column(Boolean, default=False)
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LatencyPredictorRecord(Base):
+    """One fitted latency predictor of one (supernet, device); versions count up from 1.
+
+    ``payload`` is ``LatencyPredictor.to_payload()`` (JSON data, no code); ``metrics`` its
+    cross-validated error; ``measurements`` the measured sub-networks it was fitted on
+    (subnet id, latency and its spread), so it can be refitted or audited later.
+    """
+
+    __tablename__ = "latency_predictors"
+    __table_args__ = (
+        UniqueConstraint("supernet", "device", "version", name="uq_latency_predictors_version"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    supernet: Mapped[str] = mapped_column(String(200), index=True)
+    device: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int] = mapped_column(Integer)
+    n_measurements: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    measurements: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

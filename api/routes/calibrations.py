@@ -1,0 +1,130 @@
+"""Latency-predictor calibrations of a device: run one, list the stored versions.
+
+A calibration runs synchronously inside the POST request, on this process's own device:
+it measures ``n_samples`` sub-networks (about 1-4 s each on the 2-core CPU for the built-in
+supernet: BatchNorm recalibration plus the latency protocol; a table lookup on a recorded
+device), fits, stores and returns the new version. Why not a queued job: the result is one
+small row that the caller wants at once, the run is bounded (``n_samples`` <= 200), and the
+measurements already serialise with running jobs on the device lock. A live device can only
+be calibrated by the process that measures it, i.e. in the embedded mode for a device this
+server serves; in the distributed mode live devices answer 409 (recorded devices, being
+table lookups, can be calibrated anywhere).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import DispatcherDep, FactoryDep, SettingsDep
+from api.presenters import json_response
+from core.errors import Conflict, NotFound, UnknownName
+from hardware_profiles import HardwareProfile
+from hardware_profiles.latency_predictor import DEFAULT_KIND, PREDICTOR_KINDS
+from store import predictors as q
+from store.db import transaction
+from store.tables import LatencyPredictorRecord
+from workers.calibration import MAX_SAMPLES, calibrate
+from workers.devices import device_profile
+
+router = APIRouter(prefix="/devices", tags=["calibrations"])
+
+
+class CalibrationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    supernet: str = Field(description="registered supernet id, e.g. fmnist-ofa-cnn")
+    n_samples: int = Field(50, ge=5, le=MAX_SAMPLES, description="sub-networks to measure")
+    seed: int = Field(0, ge=0, description="seeds the sample and the cross-validation folds")
+    kind: str = Field(DEFAULT_KIND, description=f"predictor kind: {', '.join(PREDICTOR_KINDS)}")
+
+
+class CalibrationPublic(BaseModel):
+    """One stored predictor version; ``metrics`` is its cross-validated error."""
+
+    id: int
+    supernet: str
+    device: str
+    version: int
+    kind: str
+    seed: int
+    n_measurements: int
+    latency_source: str  # measured on the device, or recorded (a table)
+    metrics: dict[str, Any]
+    seconds: float
+    created_at: datetime
+
+
+class CalibrationsPublic(BaseModel):
+    data: list[CalibrationPublic]
+    count: int
+
+
+@router.post(
+    "/{device_id}/calibrations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CalibrationPublic,
+)
+def create_calibration(
+    device_id: str,
+    body: CalibrationCreate,
+    factory: FactoryDep,
+    settings: SettingsDep,
+    dispatcher: DispatcherDep,
+) -> Response:
+    """Measure sampled sub-networks on the device, fit a predictor, store the next version."""
+    profile = _profile(device_id)
+    here = settings.is_embedded and device_id in dispatcher.served_devices()
+    if profile.kind != "recorded" and not here:
+        raise Conflict(
+            f"device {device_id!r} is not measured by this server (it serves: "
+            f"{', '.join(sorted(dispatcher.served_devices())) or 'none'}"
+            f"{'' if settings.is_embedded else ', through remote workers'}); a live device "
+            "is calibrated by the embedded server that measures it"
+        )
+    record = calibrate(
+        factory, body.supernet, device_id, n_samples=body.n_samples, seed=body.seed,
+        kind=body.kind,
+    )  # fmt: skip
+    return json_response(calibration_public(record), status.HTTP_201_CREATED)
+
+
+@router.get("/{device_id}/calibrations", response_model=CalibrationsPublic)
+def read_calibrations(
+    device_id: str,
+    factory: FactoryDep,
+    supernet: Annotated[str | None, Query(description="only this supernet")] = None,
+) -> Response:
+    """Stored predictor versions of the device, newest first per supernet."""
+    _profile(device_id)
+    with transaction(factory) as session:
+        rows = q.list_predictors(session, device_id, supernet)
+    data = [calibration_public(r) for r in rows]
+    return json_response(CalibrationsPublic(data=data, count=len(data)))
+
+
+def _profile(device_id: str) -> HardwareProfile:
+    try:
+        return device_profile(device_id)
+    except UnknownName as exc:
+        raise NotFound(str(exc)) from None
+
+
+def calibration_public(record: LatencyPredictorRecord) -> CalibrationPublic:
+    subnets = record.measurements.get("subnets", [])
+    source = subnets[0].get("provenance", "measured") if subnets else "measured"
+    return CalibrationPublic(
+        id=record.id,
+        supernet=record.supernet,
+        device=record.device,
+        version=record.version,
+        kind=record.kind,
+        seed=record.seed,
+        n_measurements=record.n_measurements,
+        latency_source=source,
+        metrics=record.metrics,
+        seconds=round(record.seconds, 3),
+        created_at=record.created_at,
+    )

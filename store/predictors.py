@@ -1,0 +1,87 @@
+"""Queries on stored latency predictors. Callers own the session (``store.db.transaction``).
+
+Versions count up from 1 per (supernet, device); the latest one is what later jobs reuse.
+Two calibrations finishing at the same moment race for the same version number: the unique
+constraint rejects the second insert, and ``transaction`` reports it as a ``StorageError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.errors import NotFound
+
+from .tables import LatencyPredictorRecord, utcnow
+
+
+def add_predictor(
+    session: Session,
+    *,
+    supernet: str,
+    device: str,
+    payload: dict[str, Any],
+    measurements: dict[str, Any],
+    seed: int,
+    seconds: float,
+) -> LatencyPredictorRecord:
+    """Store a fitted predictor (``LatencyPredictor.to_payload()``) as the next version."""
+    latest = session.scalar(
+        select(func.max(LatencyPredictorRecord.version)).where(
+            LatencyPredictorRecord.supernet == supernet, LatencyPredictorRecord.device == device
+        )
+    )
+    record = LatencyPredictorRecord(
+        supernet=supernet,
+        device=device,
+        version=(latest or 0) + 1,
+        kind=payload["kind"],
+        seed=seed,
+        n_measurements=payload["n_measurements"],
+        metrics=payload["metrics"],
+        payload=payload,
+        measurements=measurements,
+        seconds=seconds,
+        created_at=utcnow(),
+    )
+    session.add(record)
+    session.flush()
+    return record
+
+
+def latest_predictor(session: Session, supernet: str, device: str) -> LatencyPredictorRecord | None:
+    """The newest version for (supernet, device), or None if it was never calibrated."""
+    query = (
+        select(LatencyPredictorRecord)
+        .where(LatencyPredictorRecord.supernet == supernet, LatencyPredictorRecord.device == device)
+        .order_by(LatencyPredictorRecord.version.desc())
+        .limit(1)
+    )
+    return session.scalars(query).one_or_none()
+
+
+def get_predictor(
+    session: Session, supernet: str, device: str, version: int
+) -> LatencyPredictorRecord:
+    query = select(LatencyPredictorRecord).where(
+        LatencyPredictorRecord.supernet == supernet,
+        LatencyPredictorRecord.device == device,
+        LatencyPredictorRecord.version == version,
+    )
+    record = session.scalars(query).one_or_none()
+    if record is None:
+        raise NotFound(f"no latency predictor version {version} for {supernet!r} on {device!r}")
+    return record
+
+
+def list_predictors(
+    session: Session, device: str, supernet: str | None = None
+) -> list[LatencyPredictorRecord]:
+    """Every version for ``device`` (optionally one supernet), newest first."""
+    query = select(LatencyPredictorRecord).where(LatencyPredictorRecord.device == device)
+    if supernet is not None:
+        query = query.where(LatencyPredictorRecord.supernet == supernet)
+    order = (LatencyPredictorRecord.supernet, LatencyPredictorRecord.version.desc())
+    return list(session.scalars(query.order_by(*order)))

@@ -1,0 +1,94 @@
+"""Stored latency predictors: versions per (supernet, device), latest reused, on every backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect
+
+from alembic import command
+from core.errors import NotFound, StorageError
+from store import predictors as q
+from store.db import alembic_config, make_engine, make_session_factory, transaction, upgrade
+from store.tables import LatencyPredictorRecord
+
+from .backends import database_url
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def payload(kind: str = "lut", n: int = 10, within: float = 0.9) -> dict[str, Any]:
+    metrics = {"n": n, "within_10pct": within, "spearman": 0.97, "mape": 0.04}
+    return {"format": 1, "kind": kind, "params": {"coef": [0.1, 0.2]}, "features": {},
+            "n_measurements": n, "metrics": metrics}  # fmt: skip
+
+
+def store(factory: Any, supernet: str, device: str, **kw: Any) -> LatencyPredictorRecord:
+    with transaction(factory) as session:
+        return q.add_predictor(
+            session, supernet=supernet, device=device, payload=payload(**kw),
+            measurements={"subnets": []}, seed=0, seconds=1.5,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_versions_count_up_per_pair_and_the_latest_is_reused(backend: str, tmp_path: Path) -> None:
+    with database_url(backend, tmp_path) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        first = store(factory, "fmnist-ofa-cnn", "cpu-1t", n=10)
+        second = store(factory, "fmnist-ofa-cnn", "cpu-1t", kind="ridge", n=50)
+        other = store(factory, "fmnist-ofa-cnn", "cpu-ort")
+        assert (first.version, second.version, other.version) == (1, 2, 1)
+        with transaction(factory) as session:
+            latest = q.latest_predictor(session, "fmnist-ofa-cnn", "cpu-1t")
+            assert latest is not None and latest.version == 2 and latest.kind == "ridge"
+            assert latest.payload["metrics"]["n"] == 50 and latest.metrics["spearman"] == 0.97
+            assert q.latest_predictor(session, "nb201-cifar10", "cpu-1t") is None
+            versions = [r.version for r in q.list_predictors(session, "cpu-1t")]
+            assert versions == [2, 1]
+            assert q.list_predictors(session, "cpu-1t", "nb201-cifar10") == []
+            assert q.get_predictor(session, "fmnist-ofa-cnn", "cpu-ort", 1).id == other.id
+            with pytest.raises(NotFound, match="version 3"):
+                q.get_predictor(session, "fmnist-ofa-cnn", "cpu-ort", 3)
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_version_number_is_never_stored_twice(backend: str, tmp_path: Path) -> None:
+    with database_url(backend, tmp_path) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        store(factory, "fmnist-ofa-cnn", "cpu-1t")
+        with pytest.raises(StorageError), transaction(factory) as session:
+            session.add(
+                LatencyPredictorRecord(
+                    supernet="fmnist-ofa-cnn",
+                    device="cpu-1t",
+                    version=1,
+                    kind="lut",
+                    seed=0,
+                    n_measurements=10,
+                    metrics={},
+                    payload={},
+                    measurements={},
+                    seconds=0.0,
+                )  # fmt: skip
+            )
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_migration_0002_adds_and_removes_the_table(backend: str, tmp_path: Path) -> None:
+    with database_url(backend, tmp_path) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        assert "latency_predictors" in inspect(engine).get_table_names()
+        command.downgrade(alembic_config(url), "0001")
+        tables = set(inspect(engine).get_table_names())
+        assert "latency_predictors" not in tables and {"jobs", "evaluations"} <= tables
+        engine.dispose()
