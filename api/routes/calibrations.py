@@ -1,9 +1,10 @@
 """Latency-predictor calibrations of a device: run one, list the stored versions.
 
 A calibration runs synchronously inside the POST request, on this process's own device:
-it measures ``n_samples`` sub-networks (about 1-4 s each on the 2-core CPU for the built-in
-supernet: BatchNorm recalibration plus the latency protocol; a table lookup on a recorded
-device), fits, stores and returns the new version. Why not a queued job: the result is one
+it measures ``n_samples`` sub-networks (for the built-in supernet mostly ``extract``'s
+BatchNorm recalibration: 3 s each seen on the 2-core CPU at load average 6, 15-35 s at load
+10; a table lookup on a recorded device), fits, stores and returns the new version: clients
+must allow a long request. Why not a queued job: the result is one
 small row that the caller wants at once, the run is bounded (``n_samples`` <= 200), and the
 measurements already serialise with running jobs on the device lock. A live device can only
 be calibrated by the process that measures it, i.e. in the embedded mode for a device this
