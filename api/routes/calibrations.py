@@ -17,11 +17,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session, sessionmaker
 
-from api.deps import DispatcherDep, FactoryDep, SettingsDep
-from api.presenters import json_response
+from api.deps import DispatcherDep, SettingsDep
 from core.errors import Conflict, NotFound, UnknownName
 from hardware_profiles import HardwareProfile
 from hardware_profiles.latency_predictor import DEFAULT_KIND, PREDICTOR_KINDS
@@ -71,10 +71,10 @@ class CalibrationsPublic(BaseModel):
 def create_calibration(
     device_id: str,
     body: CalibrationCreate,
-    factory: FactoryDep,
+    request: Request,
     settings: SettingsDep,
     dispatcher: DispatcherDep,
-) -> Response:
+) -> CalibrationPublic:
     """Measure sampled sub-networks on the device, fit a predictor, store the next version."""
     profile = _profile(device_id)
     here = settings.is_embedded and device_id in dispatcher.served_devices()
@@ -86,24 +86,30 @@ def create_calibration(
             "is calibrated by the embedded server that measures it"
         )
     record = calibrate(
-        factory, body.supernet, device_id, n_samples=body.n_samples, seed=body.seed,
+        _factory(request), body.supernet, device_id, n_samples=body.n_samples, seed=body.seed,
         kind=body.kind,
     )  # fmt: skip
-    return json_response(calibration_public(record), status.HTTP_201_CREATED)
+    return calibration_public(record)
 
 
 @router.get("/{device_id}/calibrations", response_model=CalibrationsPublic)
 def read_calibrations(
     device_id: str,
-    factory: FactoryDep,
+    request: Request,
     supernet: Annotated[str | None, Query(description="only this supernet")] = None,
-) -> Response:
+) -> CalibrationsPublic:
     """Stored predictor versions of the device, newest first per supernet."""
     _profile(device_id)
-    with transaction(factory) as session:
+    with transaction(_factory(request)) as session:
         rows = q.list_predictors(session, device_id, supernet)
     data = [calibration_public(r) for r in rows]
-    return json_response(CalibrationsPublic(data=data, count=len(data)))
+    return CalibrationsPublic(data=data, count=len(data))
+
+
+def _factory(request: Request) -> sessionmaker[Session]:
+    # Read here rather than through api.deps, whose factory dependency is being reworked.
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
 
 
 def _profile(device_id: str) -> HardwareProfile:
