@@ -1,15 +1,19 @@
 """Search quality against the true Pareto front of NAS-Bench-201 (accuracy vs device latency).
 
-For every (device, strategy, budget, seed) the strategy runs its ask/tell loop against a table
-lookup; the hypervolume of what it measured is divided by the hypervolume of the true front
-(all 15,625 architectures) for two reference points:
+For every (device, strategy, budget, seed) the strategy runs its ask/tell loop through the
+protocol a user's job uses: the recorded supernet ``nb201-<dataset>`` (models/recorded.py), its
+search space (``SearchSpace(supernet.space(), canonical=..., encode=...)`` as in
+workers/runner.py), the recorded device profile ``nb201-<device>`` and
+``workers.evaluator.SubnetEvaluator`` for every measurement. The hypervolume of what it
+measured is divided by the hypervolume of the true front (all 15,625 rows of the supernet's
+table, read only to score) for two reference points:
 
 - ``worst``: (min accuracy, max latency), the corner of the whole table;
 - ``tight``: (90th-percentile accuracy, median latency), which only credits the accurate and
   fast region and so separates strategies far better.
 
 Overhead is wall time minus the time spent inside the lookups, per evaluation. Every run
-asserts that no architecture was measured twice. Pure numpy + the search library (no torch)::
+asserts that no architecture was measured twice::
 
     .venv/bin/python benchmarks/search_quality.py --seeds 10 --out BENCHMARKS.search.md
 """
@@ -17,10 +21,12 @@ asserts that no architecture was measured twice. Pure numpy + the search library
 from __future__ import annotations
 
 import argparse
-import csv
+import gzip
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -33,12 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from hardware_profiles import get_profile  # noqa: E402
+from models.recorded import NB201Supernet  # noqa: E402
 from search import SearchSpace, Strategy, create_strategy, hypervolume  # noqa: E402
 from search.base import register_strategy  # noqa: E402
+from search.linas import LinasStrategy  # noqa: E402
 from search.space import Arch  # noqa: E402
+from workers.evaluator import SubnetEvaluator  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "bench-data" / "nb201" / "nb201_acc_latency_merged.csv"
-DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
+DATASETS = ("cifar10", "cifar100", "imagenet16-120")
 # GPU, CPU, phones, edge board, FPGA, ASIC.
 DEFAULT_DEVICES = (
     "1080ti_1",
@@ -49,43 +59,56 @@ DEFAULT_DEVICES = (
     "fpga",
     "eyeriss",
 )
-OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-EDGES = tuple(f"e{i}" for i in range(6))
 OBJECTIVES = {"accuracy": "max", "latency_ms": "min"}
 SENSES = ("max", "min")
 
 
 @dataclass(frozen=True)
 class Table:
-    """Every NB201 architecture as op indices (N, 6), its accuracy and its latency per device."""
+    """The recorded supernet, and every row's accuracy and latency per device (to score)."""
 
-    ops: np.ndarray
+    supernet: NB201Supernet
     accuracy: np.ndarray
     latency: dict[str, np.ndarray]
 
 
-def parse_arch_str(arch_str: str) -> tuple[int, ...]:
-    """``|op~0|+|op~0|op~1|+...`` -> op indices of edges e0..e5 in string order."""
-    tokens = [t for t in arch_str.replace("+", "|").split("|") if t]
-    return tuple(OPS.index(token.split("~")[0]) for token in tokens)
+def profile_id(device: str) -> str:
+    """Table column suffix (``1080ti_1``) -> recorded profile id (``nb201-1080ti-1``)."""
+    return "nb201-" + device.replace("_", "-")
 
 
 def load_table(path: Path, dataset: str, devices: Sequence[str]) -> Table:
-    """Read the merged CSV (the one place that knows its layout; swap it for a recorded one)."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    missing = [d for d in devices if f"lat_ms_{d}" not in rows[0]]
+    """The recorded supernet on ``path`` (``.csv`` or ``.csv.gz``) and its scoring columns."""
+    supernet = NB201Supernet(dataset=dataset, table=_gzipped(path))
+    rows = list(supernet.rows.values())
+    columns = {d: get_profile(profile_id(d)).recorded_column for d in devices}
+    missing = [d for d, c in columns.items() if c not in rows[0]]
     if missing:
-        raise SystemExit(f"unknown device(s) {missing}; columns: {list(rows[0])}")
+        raise SystemExit(f"no latency column for device(s) {missing}")
     return Table(
-        ops=np.array([parse_arch_str(r["arch_str"]) for r in rows], dtype=int),
-        accuracy=np.array([float(r[f"acc_{dataset}_test"]) for r in rows]),
-        latency={d: np.array([float(r[f"lat_ms_{d}"]) for r in rows]) for d in devices},
+        supernet=supernet,
+        accuracy=np.array([r[supernet.accuracy_column] for r in rows]),
+        latency={d: np.array([r[str(c)] for r in rows]) for d, c in columns.items()},
     )
 
 
-def nb201_space() -> SearchSpace:
-    return SearchSpace({edge: list(OPS) for edge in EDGES})
+def _gzipped(path: Path) -> Path:
+    """The recorded supernet reads gzipped tables: compress a plain CSV into a temp file."""
+    if path.suffix == ".gz":
+        return path
+    stat = path.stat()
+    target = Path(tempfile.gettempdir()) / f"hwnas-{path.stem}-{stat.st_size}-{stat.st_mtime_ns}.gz"
+    if not target.exists():
+        partial = target.with_suffix(f".{os.getpid()}.part")
+        with open(path, "rb") as source, gzip.open(partial, "wb", compresslevel=1) as sink:
+            shutil.copyfileobj(source, sink)
+        partial.replace(target)  # atomic: parallel workers never read a half-written file
+    return target
+
+
+def supernet_space(supernet: NB201Supernet) -> SearchSpace:
+    """The space a job on this supernet searches (as workers/runner.py builds it)."""
+    return SearchSpace(supernet.space(), canonical=supernet.canonical, encode=supernet.encode)
 
 
 def references(accuracy: np.ndarray, latency: np.ndarray) -> dict[str, np.ndarray]:
@@ -104,24 +127,25 @@ class Run:
     hv: dict[str, float]  # reference name -> found / true hypervolume
     overhead_ms: float  # per evaluation
     duplicates: int
+    # metric -> last hyperparameter selection of a predictor-guided strategy (LOO RMSE, tau)
+    predictor: dict[str, dict[str, float]]
 
 
 def run_one(table: Table, device: str, strategy: str, budget: int, seed: int, batch: int) -> Run:
-    """One ask/tell loop against the table; only the lookups count as evaluation time."""
-    space = nb201_space()
-    row_of = {tuple(int(i) for i in ops): row for row, ops in enumerate(table.ops)}
+    """One ask/tell loop; only the evaluator's calls count as evaluation time."""
+    space = supernet_space(table.supernet)
+    evaluator = SubnetEvaluator(table.supernet, get_profile(profile_id(device)))
     latency = table.latency[device]
     spent = 0.0
 
     def evaluate(arch: dict) -> dict[str, float]:
         nonlocal spent
         start = time.perf_counter()
-        row = row_of[space.to_indices(arch)]
-        metrics = {"accuracy": float(table.accuracy[row]), "latency_ms": float(latency[row])}
+        metrics = evaluator.measure(arch).metrics
         spent += time.perf_counter() - start
-        return metrics
+        return {name: metrics[name] for name in OBJECTIVES}
 
-    keys, found, wall = _search(space, strategy, budget, seed, batch, evaluate)
+    keys, found, wall, predictor = _search(space, strategy, budget, seed, batch, evaluate)
     duplicates = len(keys) - len(set(keys))
     assert duplicates == 0, f"{strategy} measured {duplicates} architectures twice"
     overhead_ms = 1000 * (wall - spent) / len(keys)
@@ -129,7 +153,7 @@ def run_one(table: Table, device: str, strategy: str, budget: int, seed: int, ba
         name: hypervolume(found, SENSES, ref) / hypervolume(_front(table, device), SENSES, ref)
         for name, ref in references(table.accuracy, latency).items()
     }
-    return Run(device, strategy, budget, seed, hv, overhead_ms, duplicates)
+    return Run(device, strategy, budget, seed, hv, overhead_ms, duplicates, predictor)
 
 
 def _search(
@@ -139,8 +163,9 @@ def _search(
     seed: int,
     batch: int,
     evaluate: Callable[[dict], dict[str, float]],
-) -> tuple[list[str], np.ndarray, float]:
-    """Keys and (accuracy, latency) points in measurement order, and the loop's wall time."""
+) -> tuple[list[str], np.ndarray, float, dict[str, dict[str, float]]]:
+    """Keys and (accuracy, latency) points in measurement order, the loop's wall time, and
+    the strategy's last predictor selection per metric (empty for unguided strategies)."""
     start = time.perf_counter()
     searcher = create_strategy(
         strategy, space=space, objectives=OBJECTIVES, seed=seed, budget=budget
@@ -153,7 +178,11 @@ def _search(
             searcher.tell(arch, metrics)
             keys.append(space.key(arch))
             points.append((metrics["accuracy"], metrics["latency_ms"]))
-    return keys, np.array(points), time.perf_counter() - start
+    wall = time.perf_counter() - start
+    predictor = {
+        entry["metric"]: entry for entry in getattr(searcher, "predictor_report", [])
+    }  # the last selection per metric wins
+    return keys, np.array(points), wall, predictor
 
 
 _FRONTS: dict[tuple[int, str], np.ndarray] = {}
@@ -266,6 +295,14 @@ class DynastLinas(Strategy):
 _MAPE = "neg_mean_absolute_percentage_error"
 
 
+@register_strategy("linas-uniform")
+class LinasUniform(LinasStrategy):
+    """``linas`` with ``level_power=1``: epsilon levels uniform over the front (comparison)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs, level_power=1.0)  # type: ignore[arg-type]
+
+
 def _nsga2_survivors(scores: np.ndarray, size: int) -> np.ndarray:
     """Indices of the best ``size`` rows: non-dominated fronts, then crowding distance."""
     remaining = np.arange(len(scores))
@@ -353,7 +390,7 @@ def report(runs: list[Run], args: argparse.Namespace, elapsed: float) -> str:
                 f"{tight.min():.3f} | {worst.mean():.4f} ± {worst.std():.4f} | "
                 f"{overhead:.1f} | {dups} |"
             )
-    lines += ["", *_per_device(runs, args)]
+    lines += ["", *_per_device(runs, args), "", *_predictors(runs, args)]
     return "\n".join(lines) + "\n"
 
 
@@ -378,6 +415,32 @@ def _per_device(runs: list[Run], args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _predictors(runs: list[Run], args: argparse.Namespace) -> list[str]:
+    """Leave-one-out error of the last predictor selection of each guided run, averaged."""
+    lines = [
+        "Predictor validation (last hyperparameter selection of each run; leave-one-out on the "
+        "told results; RMSE on the predictor's transformed scale, unitless):",
+        "",
+        "| strategy | budget | metric | results | LOO Kendall tau | LOO RMSE | transform |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
+    for strategy in args.strategies:
+        for budget in args.budgets:
+            group = [r for r in runs if (r.strategy, r.budget) == (strategy, budget)]
+            for metric in OBJECTIVES:
+                entries = [r.predictor[metric] for r in group if metric in r.predictor]
+                if not entries:
+                    continue
+                transforms = sorted({str(e["transform"]) for e in entries})
+                lines.append(
+                    f"| {strategy} | {budget} | {metric} | "
+                    f"{np.mean([e['n_train'] for e in entries]):.0f} | "
+                    f"{np.mean([e['loo_kendall_tau'] for e in entries]):.3f} | "
+                    f"{np.mean([e['loo_rmse'] for e in entries]):.3f} | {', '.join(transforms)} |"
+                )
+    return lines if len(lines) > 4 else []
+
+
 def _machine() -> str:
     model = platform.processor() or platform.machine()
     try:
@@ -392,7 +455,7 @@ def _machine() -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--dataset", choices=DATASETS, default="cifar10")
+    parser.add_argument("--dataset", type=str.lower, choices=DATASETS, default="cifar10")
     parser.add_argument("--devices", nargs="+", default=list(DEFAULT_DEVICES))
     parser.add_argument("--budgets", nargs="+", type=int, default=[50, 100, 200])
     parser.add_argument("--seeds", type=int, default=10)

@@ -31,6 +31,7 @@ The pool is the whole space when it has at most ``pool_size`` index tuples (NAS-
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ from core.errors import InvalidInput
 from search.base import Strategy, register_strategy
 from search.constraints import Constraints, Objectives
 from search.space import Arch, SearchSpace
-from search.surrogate import FeatureMap, PairwiseRidge, predict
+from search.surrogate import FeatureMap, PairwiseRidge
 
 __all__ = ["LinasStrategy"]
 
@@ -83,6 +84,15 @@ class LinasStrategy(Strategy):
       leave-one-out selection gives them no weight when they do not help).
     - ``reselect_every``: told results between two hyperparameter selections (default 10);
       predictors are re-fitted on all results at every ask regardless.
+    - ``level_power``: epsilon levels are R_d values raised to this power (default 2: dense at
+      strict bounds, i.e. the fast end of an accuracy/latency front; 1: uniform over the
+      front, which measured better in the accurate-and-fast middle and worse at the extremes).
+    - ``features``: optional ``features(arch) -> list of floats``, cheap "free" numbers known
+      before measuring (e.g. ``log`` MACs and params from ``supernet.complexity``, FBNetV3's
+      idea). Every predictor gets them as a dense linear kernel term whose prior share is
+      selected by leave-one-out (0 when they do not help). Called once per candidate of the
+      enumerated pool (once in total), or per candidate of every sampled pool (large spaces:
+      ``pool_size`` calls per ask, so the function must be cheap), and cached for told results.
 
     :attr:`predictor_report` lists, per hyperparameter selection and metric, the number of
     results, the chosen transform and prior, and the leave-one-out RMSE and Kendall tau.
@@ -100,6 +110,8 @@ class LinasStrategy(Strategy):
         pool_size: int = 20_000,
         interactions: bool = True,
         reselect_every: int = 10,
+        features: Callable[[Arch], Sequence[float]] | None = None,
+        level_power: float = LEVEL_POWER,
     ) -> None:
         super().__init__(
             space=space, objectives=objectives, constraints=constraints, seed=seed, budget=budget
@@ -112,6 +124,21 @@ class LinasStrategy(Strategy):
         if not isinstance(interactions, bool):
             raise InvalidInput("interactions must be a bool", field="interactions")
         self.interactions = interactions
+        if (
+            isinstance(level_power, bool)
+            or not isinstance(level_power, int | float)
+            or not 0.25 <= level_power <= 4.0
+        ):
+            raise InvalidInput(
+                f"level_power must be a number in [0.25, 4], got {level_power!r}",
+                field="level_power",
+            )
+        self.level_power = float(level_power)
+        if features is not None and not callable(features):
+            raise InvalidInput(
+                "features must be callable (arch -> list of floats)", field="features"
+            )
+        self._free = _FreeFeatures(space, features) if features is not None else None
         self.predictor_report: list[dict[str, Any]] = []
         self._cards = [len(space.choices(name)) for name in space.names]
         self._features = FeatureMap(self._cards, interactions=interactions)
@@ -156,7 +183,8 @@ class LinasStrategy(Strategy):
         active = self._features.active(np.array(self._told_idx))
         for name, model in self._models.items():
             values = np.array([metrics[name] for _, metrics in self._history])
-            model.fit(active, values, select=select)
+            extra = self._extra(self._told_idx, remember=True)
+            model.fit(active, values, extra=extra, select=select)
             if select:
                 self.predictor_report.append(
                     {"n_told": self.n_told, "metric": name, **model.report}
@@ -173,10 +201,10 @@ class LinasStrategy(Strategy):
     # ---- guided proposals ------------------------------------------------------------------
 
     def _propose_guided(self, n: int, taken: set[str]) -> list[Arch]:
+        pool = self._get_pool()  # first: free features are standardised over the pool
         self._fit()
-        pool = self._get_pool()
         predictions = {
-            name: predict(model.weights(), pool.active) for name, model in self._models.items()
+            name: model.predict(pool.active, pool.extra) for name, model in self._models.items()
         }
         violation = self._predicted_violation(predictions)
         primary = self._primary()
@@ -209,7 +237,7 @@ class LinasStrategy(Strategy):
         levels = self._levels
         self._levels = (self._levels + self._level_steps) % 1.0
         excess = np.zeros(len(rows))
-        levels = levels**LEVEL_POWER
+        levels = levels**self.level_power
         for name, level in zip(others, levels, strict=False):
             values = predictions[name]
             spread = float(np.std(values)) or 1.0
@@ -249,7 +277,7 @@ class LinasStrategy(Strategy):
         if self.space.size <= self.pool_size:
             grids = np.meshgrid(*[np.arange(c) for c in self._cards], indexing="ij")
             indices = np.column_stack([g.ravel() for g in grids]).astype(np.int64)
-            self._pool = pool = _Pool(indices, self._features.active(indices), self._cards)
+            self._pool = pool = self._make_pool(indices)
         else:
             pool = self._sampled_pool()
         pool.close(self._told_idx)
@@ -269,7 +297,17 @@ class LinasStrategy(Strategy):
         if mutants:
             draws = np.vstack([draws, np.array(mutants, dtype=np.int64)])
         indices = np.unique(draws, axis=0)
-        return _Pool(indices, self._features.active(indices), self._cards)
+        return self._make_pool(indices)
+
+    def _make_pool(self, indices: np.ndarray) -> _Pool:
+        pool = _Pool(indices, self._features.active(indices), self._cards)
+        pool.extra = self._extra(indices)
+        return pool
+
+    def _extra(
+        self, indices: Sequence[Sequence[int]] | np.ndarray, *, remember: bool = False
+    ) -> np.ndarray | None:
+        return None if self._free is None else self._free(indices, remember=remember)
 
 
 class _Pool:
@@ -283,6 +321,7 @@ class _Pool:
         self.indices = indices
         self.active = active
         self.open = np.ones(len(indices), dtype=bool)
+        self.extra: np.ndarray | None = None  # free features of the rows, if any
         self._radix: np.ndarray | None = None
         self._row_of: dict[tuple[int, ...], int] = {}
         if float(np.prod(np.array(cards, dtype=float))) < 2.0**62:
@@ -305,3 +344,53 @@ class _Pool:
             row = self._row_of.get(tuple(idx))
             if row is not None:
                 self.open[row] = False
+
+
+class _FreeFeatures:
+    """The caller's ``features(arch)`` per index tuple: cached, checked and standardised.
+
+    Centre and scale come from the first call, the first candidate pool (the strategy builds
+    it before fitting), so that told results and candidates share one scale.
+    """
+
+    def __init__(self, space: SearchSpace, function: Callable[[Arch], Sequence[float]]) -> None:
+        self.space = space
+        self.function = function
+        self.cache: dict[tuple[int, ...], np.ndarray] = {}
+        self.width: int | None = None
+        self.center: np.ndarray | None = None
+        self.scale: np.ndarray | None = None
+
+    def raw(self, indices: tuple[int, ...], remember: bool) -> np.ndarray:
+        vector = self.cache.get(indices)
+        if vector is None:
+            arch = self.space.from_indices(indices)
+            try:
+                vector = np.asarray(self.function(arch), dtype=float).ravel()
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(
+                    f"features({arch}) is not a list of numbers: {exc}", field="features"
+                ) from None
+            if self.width is None:
+                self.width = len(vector)
+            if len(vector) != self.width or not np.isfinite(vector).all():
+                raise InvalidInput(
+                    f"features({arch}) gave {vector.tolist()}, "
+                    f"expected {self.width} finite numbers",
+                    field="features",
+                )
+            if remember:
+                self.cache[indices] = vector
+        return vector
+
+    def __call__(
+        self, indices: Sequence[Sequence[int]] | np.ndarray, *, remember: bool = False
+    ) -> np.ndarray:
+        """Standardised features of index tuples; ``remember`` caches them (told results)."""
+        rows = [tuple(int(i) for i in row) for row in indices]
+        matrix = np.array([self.raw(row, remember) for row in rows], dtype=float)
+        matrix = matrix.reshape(len(rows), -1)
+        if self.center is None or self.scale is None:
+            spread = matrix.std(axis=0)
+            self.center, self.scale = matrix.mean(axis=0), np.where(spread > 0, spread, 1.0)
+        return (matrix - self.center) / self.scale

@@ -11,7 +11,9 @@ Hyperparameters are picked on a small grid by exact leave-one-out (LOO) error: t
 transform (normal scores of the ranks, robust to heavy tails such as the 10 %-accuracy cells
 that are disconnected; or standardised values, better for additive metrics such as latency),
 the interaction share of the prior variance, and the noise share. :attr:`PairwiseRidge.report`
-publishes the LOO error and the LOO Kendall tau of the chosen fit.
+publishes the LOO error and the LOO Kendall tau of the chosen fit. Optional dense "extra"
+features (cheap per-architecture numbers such as MACs and params) join the kernel as a linear
+term with their own prior share, also picked by LOO (0 when they do not help).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ IntArray = NDArray[np.int64]
 # additive, which rho = 0 captures.
 RHO_GRID = (0.0, 0.3, 0.6)
 NOISE_GRID = (0.02, 0.1, 0.3)
+# Prior-variance share of dense extra features (e.g. MACs and params from a supernet's
+# complexity, FBNetV3's "free" features), when the caller provides any. 0 keeps them out.
+EXTRA_GRID = (0.0, 0.3, 0.6)
 
 
 def _probit(p: FloatArray) -> FloatArray:
@@ -138,6 +143,7 @@ class _Fit:
     noise: float  # noise variance, in units of the transformed target's variance
     loo_rmse: float  # on the transformed scale
     loo_tau: float  # LOO predictions against the measured values
+    eta: float = 0.0  # share of the prior variance on the dense extra features
 
 
 class PairwiseRidge:
@@ -154,6 +160,8 @@ class PairwiseRidge:
         self._fit: _Fit | None = None
         self._told = np.zeros(0)
         self._weights = np.zeros(features.n_features)
+        self._extra: FloatArray | None = None
+        self._extra_weights = np.zeros(0)
 
     @property
     def report(self) -> dict[str, Any]:
@@ -167,29 +175,57 @@ class PairwiseRidge:
             "loo_kendall_tau": self._fit.loo_tau,
             "interaction_share": self._fit.rho,
             "noise_share": self._fit.noise,
+            "extra_share": self._fit.eta,
         }
 
     @property
     def loo_tau(self) -> float:
         return self._fit.loo_tau if self._fit else float("nan")
 
-    def fit(self, active: IntArray, values: FloatArray, *, select: bool = True) -> None:
-        """Condition on told results: ``active`` feature ids (n, n_active), raw metric values."""
+    def fit(
+        self,
+        active: IntArray,
+        values: FloatArray,
+        *,
+        extra: FloatArray | None = None,
+        select: bool = True,
+    ) -> None:
+        """Condition on told results: ``active`` feature ids (n, n_active), raw metric values.
+
+        ``extra``: optional dense features (n, d) on a unit scale (e.g. standardised MACs and
+        params); their share of the prior variance is selected by LOO with the rest.
+        """
         active = np.asarray(active, dtype=np.int64)
         self._told = np.asarray(values, dtype=float)
+        self._extra = None
+        if extra is not None and np.shape(extra)[1] > 0:
+            self._extra = np.asarray(extra, dtype=float).reshape(len(active), -1)
         matches = self._matches(active)
         if select or self._fit is None:
             self._fit = self._select(matches)
         z = TRANSFORMS[self._fit.transform][0](self._told)
-        system = self._kernel(matches, self._fit.rho) + self._fit.noise * np.eye(len(z))
-        dual = np.linalg.solve(system, z)
+        system = self._kernel(matches, self._fit.rho, self._fit.eta)
+        dual = np.linalg.solve(system + self._fit.noise * np.eye(len(z)), z)
         # Posterior mean weights: prior variances times X^T dual, X one-hot via active ids.
         scattered = np.bincount(
             active.ravel(),
             weights=np.repeat(dual, active.shape[1]),
             minlength=self.features.n_features,
         )
-        self._weights = self._prior_variances(self._fit.rho) * scattered
+        keep = 1.0 - self._fit.eta
+        self._weights = keep * self._prior_variances(self._fit.rho) * scattered
+        self._extra_weights = np.zeros(0)
+        if self._extra is not None:
+            self._extra_weights = self._fit.eta / self._extra.shape[1] * (self._extra.T @ dual)
+
+    def predict(self, active: IntArray, extra: FloatArray | None = None) -> FloatArray:
+        """Posterior means of candidates (active ids; their extra features if fitted with any)."""
+        out = predict(self._weights, active)
+        if len(self._extra_weights):
+            if extra is None:
+                raise ValueError("this fit used extra features: pass them for the candidates")
+            out = out + np.asarray(extra, dtype=float) @ self._extra_weights
+        return out
 
     def weights(self) -> FloatArray:
         """Posterior mean weights of the last fit."""
@@ -219,9 +255,15 @@ class PairwiseRidge:
             return 1.0 / self.features.n_genes, 0.0
         return (1.0 - rho) / self.features.n_genes, rho / n_pair
 
-    def _kernel(self, matches: tuple[FloatArray, FloatArray], rho: float) -> FloatArray:
+    def _kernel(
+        self, matches: tuple[FloatArray, FloatArray], rho: float, eta: float = 0.0
+    ) -> FloatArray:
         main, pair = self._shares(rho)
-        return np.asarray(main * matches[0] + pair * matches[1], dtype=float)
+        kernel = np.asarray(main * matches[0] + pair * matches[1], dtype=float)
+        if self._extra is None or eta == 0.0:
+            return kernel
+        dense = self._extra @ self._extra.T / self._extra.shape[1]
+        return (1.0 - eta) * kernel + eta * dense
 
     def _select(self, matches: tuple[FloatArray, FloatArray]) -> _Fit:
         """Lowest LOO error per transform; transforms then compete on LOO Kendall tau.
@@ -231,20 +273,23 @@ class PairwiseRidge:
         """
         n = len(self._told)
         rhos = RHO_GRID if self.features.pairs else (0.0,)
+        etas = EXTRA_GRID if self._extra is not None else (0.0,)
         inverses = {
-            (rho, noise): np.linalg.inv(self._kernel(matches, rho) + noise * np.eye(n))
-            for rho, noise in itertools.product(rhos, NOISE_GRID)
+            (rho, noise, eta): np.linalg.inv(self._kernel(matches, rho, eta) + noise * np.eye(n))
+            for rho, noise, eta in itertools.product(rhos, NOISE_GRID, etas)
         }
         best: _Fit | None = None
         for name, (transform, _) in TRANSFORMS.items():
             z = transform(self._told)
             candidates = []
-            for (rho, noise), inverse in inverses.items():
+            for (rho, noise, eta), inverse in inverses.items():
                 # Exact LOO residuals of kernel ridge: (K^-1 z)_i / (K^-1)_ii.
                 residual = (inverse @ z) / np.diag(inverse)
-                candidates.append((float(np.sqrt(np.mean(residual**2))), rho, noise, residual))
-            rmse, rho, noise, residual = min(candidates, key=lambda c: c[0])
-            fit = _Fit(name, rho, noise, rmse, kendall_tau(z - residual, self._told))
+                rmse = float(np.sqrt(np.mean(residual**2)))
+                candidates.append((rmse, rho, noise, eta, residual))
+            rmse, rho, noise, eta, residual = min(candidates, key=lambda c: c[0])
+            tau = kendall_tau(z - residual, self._told)
+            fit = _Fit(name, rho, noise, rmse, tau, eta)
             if best is None or fit.loo_tau > best.loo_tau:
                 best = fit
         assert best is not None

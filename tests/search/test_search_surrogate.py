@@ -84,3 +84,28 @@ def test_bounds_map_onto_the_prediction_scale_monotonically() -> None:
     model, _ = _fit(values)
     scaled = [model.scale(limit) for limit in (-1.0, 10.0, 100.0, 1e6)]
     assert scaled == sorted(scaled)
+
+
+def test_extra_features_are_used_when_they_explain_the_metric() -> None:
+    # A per-architecture number no gene or gene pair explains, handed over as a free feature
+    # (as MACs would be): the LOO selection gives it a share and predictions follow it.
+    indices = all_indices()
+    rng = np.random.default_rng(3)
+    free = rng.normal(size=len(indices))
+    target = 2.0 * free + 0.1 * indices[:, 0]
+    features = FeatureMap([4] * 4)
+    active = features.active(indices)
+    train = rng.choice(len(indices), 80, replace=False)
+    model = PairwiseRidge(features)
+    model.fit(active[train], target[train], extra=free[train, None])
+    assert model.report["extra_share"] > 0
+    assert model.report["loo_kendall_tau"] > 0.8
+    predictions = model.predict(active, free[:, None])
+    assert kendall_tau(predictions[::3], target[::3]) > 0.8
+    with pytest.raises(ValueError, match="extra"):
+        model.predict(active)  # fitted with extra features: candidates need them too
+
+    plain = PairwiseRidge(features)
+    plain.fit(active[train], target[train])
+    assert plain.report["extra_share"] == 0.0
+    assert kendall_tau(plain.predict(active)[::3], target[::3]) < 0.5
