@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from core.settings import Settings, get_settings
@@ -32,7 +33,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(app_settings.database_url)
+        # Handlers run on this many threads; each holds one connection while it runs, the
+        # embedded workers hold one each plus one for their heartbeat.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = app_settings.api_threads
+        connections = app_settings.api_threads + 2 * app_settings.embedded_workers + 2
+        engine = make_engine(app_settings.database_url, connections)
         if app_settings.auto_migrate:
             upgrade(app_settings.database_url)
         check_migrated(engine)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from api.client import ClientError, HwnasClient
-from core.errors import HwnasError
+from core.errors import HwnasError, InvalidInput
+from core.settings import get_settings
 
 DEFAULT_URL = os.environ.get("HWNAS_URL", "http://127.0.0.1:8000")
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
@@ -55,9 +56,22 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
-
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    settings = get_settings()
+    if settings.api_processes > 1 and settings.is_embedded:
+        raise InvalidInput(
+            "HWNAS_API_PROCESSES > 1 needs the distributed mode (HWNAS_BROKER_URL set): "
+            "in the embedded mode one process owns the in-process worker and its database",
+            field="HWNAS_API_PROCESSES",
+        )
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=settings.api_processes,
+        access_log=settings.access_log,
+        log_level="info",
+    )
     return 0
 
 
@@ -85,7 +99,6 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
-    from core.settings import get_settings
     from store.db import upgrade
 
     upgrade(get_settings().database_url)
@@ -95,7 +108,6 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """A Celery worker that serves exactly the given devices (one queue each)."""
-    from core.settings import get_settings
     from store.db import check_migrated, make_engine
     from workers import reaper
     from workers.celery_app import celery_app

@@ -1,33 +1,37 @@
-"""Typed dependencies: settings, a database session per request, the dispatcher."""
+"""Typed dependencies: settings, the session factory, the dispatcher.
+
+They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency on the thread
+pool, one hop each. Handlers that touch the database are plain ``def`` functions that open
+their own ``transaction(factory)``, so a request costs one thread-pool hop and its session
+opens and closes on the same thread (a generator dependency would close it on another).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
-from store.db import transaction
 from workers.dispatch import Dispatcher
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with transaction(request.app.state.session_factory) as session:
-        yield session
+async def get_session_factory(request: Request) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     dispatcher: Dispatcher = request.app.state.dispatcher
     return dispatcher
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+FactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]

@@ -1,29 +1,51 @@
-"""Turn stored rows into response schemas."""
+"""Turn stored rows into response schemas, and schemas into responses."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import Request
+from fastapi import Request, Response
+from pydantic import BaseModel
 
 from api.schemas import EvaluationPublic, JobPublic, ParetoPoint, Progress, Timing
+from store.jobs import JobRow
 from store.tables import Evaluation, Job
 
 
-def job_public(job: Job, request: Request) -> JobPublic:
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    """Serialise an already-validated schema once, in pydantic's Rust core.
+
+    Returning a model from a route would make FastAPI validate it again against the route's
+    ``response_model`` before dumping it (the routes keep ``response_model`` for the docs).
+    """
+    return Response(model.model_dump_json(), status_code, media_type="application/json")
+
+
+def job_url(request: Request, job_id: str) -> str:
+    """The job's address as the client reached the API (proxy root path included).
+
+    Built directly: ``request.url_for`` walks the routers on every call, which costs as
+    much as the database read of a GET.
+    """
+    return f"{str(request.base_url).rstrip('/')}/v1/jobs/{job_id}"
+
+
+def job_public(job: Job | JobRow, request: Request) -> JobPublic:
     spec = job.spec
     return JobPublic(
         id=job.id,
-        url=str(request.url_for("read_job", job_id=job.id)),
+        url=job_url(request, job.id),
         status=job.status.value,
         supernet=job.supernet,
         device=job.device,
         strategy=job.strategy,
         seed=job.seed,
+        warm_start=spec.get("warm_start", True),
         objectives=spec["objectives"],
         constraints=spec.get("constraints", {}),
         progress=Progress(
             evaluations_done=job.evaluations_done,
+            evaluations_reused=job.evaluations_reused,
             budget=job.budget,
             fraction=round(job.evaluations_done / job.budget, 4),
             front_size=job.front_size,

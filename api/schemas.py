@@ -16,7 +16,8 @@ from pydantic import (
 
 from core.errors import UnknownName
 from core.settings import get_settings
-from models.registry import get_supernet, list_supernets
+from models.registry import get_supernet, list_supernets, takes_validation_data
+from models.user_data import check_path
 from search import list_strategies
 from workers.devices import device_profiles
 from workers.objectives import metrics_of
@@ -90,6 +91,17 @@ class JobCreate(BaseModel):
     budget: BudgetIn = Field(default_factory=lambda: BudgetIn(evaluations=60))
     strategy: str = "nsga2"
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    warm_start: bool = Field(
+        True,
+        description="reuse earlier jobs' measurements of this supernet on this device: they "
+        "join the job's evaluations (marked reused_from) and guide the search; the budget "
+        "counts new measurements only",
+    )
+    validation_data: str | None = Field(
+        None,
+        description="a .npz or .pt file under HWNAS_DATA_ROOTS ('inputs', 'labels', optional "
+        "'calib_inputs') to measure accuracy on instead of the supernet's own validation data",
+    )
 
     @field_validator("supernet")
     @classmethod
@@ -124,6 +136,17 @@ class JobCreate(BaseModel):
     def _strategy(cls, value: str) -> str:
         return _known("strategy", value, list_strategies())
 
+    @field_validator("validation_data")
+    @classmethod
+    def _validation_data(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        check_path(value)  # confined to the data roots, known type, under the size limit
+        supernet = info.data.get("supernet")
+        if supernet is not None and not takes_validation_data(supernet):
+            raise ValueError(f"supernet {supernet!r} does not measure accuracy on user data")
+        return value
+
     @field_validator("objectives", "constraints")
     @classmethod
     def _metrics(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
@@ -140,7 +163,8 @@ class JobCreate(BaseModel):
 
 
 class Progress(BaseModel):
-    evaluations_done: int
+    evaluations_done: int = Field(description="measured by this job; the budget counts these")
+    evaluations_reused: int = Field(0, description="copied from earlier jobs (warm start)")
     budget: int
     fraction: float
     front_size: int
@@ -162,6 +186,7 @@ class JobPublic(BaseModel):
     device: str
     strategy: str
     seed: int
+    warm_start: bool
     objectives: dict[str, str]
     constraints: dict[str, dict[str, float | None]]
     progress: Progress

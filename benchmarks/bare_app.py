@@ -1,12 +1,21 @@
-"""The baseline for benchmarks/api_load.py: a bare ASGI app under the same uvicorn.
+"""Baselines for benchmarks/api_load.py, served by the same uvicorn as hwnas.
+
+``app``: a raw ASGI callable (no framework, no database): the ceiling uvicorn gives any
+Python HTTP service on this machine. ``fastapi_app``: FastAPI with the same two routes as
+the hwnas endpoints under test, each answering a fixed object (POST validates a small
+body) from an ``async`` handler (FastAPI's fastest path: no thread-pool hop), so the ratio
+to it prices what hwnas itself adds: the database, validation of a job spec, dispatch, the
+response schema.
 
 GET answers a fixed JSON object; POST reads the body and answers 202 with a fixed object.
-No framework, no database: the ceiling this machine gives any Python HTTP service.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from fastapi import FastAPI, Response
+from pydantic import BaseModel
 
 BODY = b'{"id":"0123456789abcdef0123456789abcdef","status":"queued"}'
 
@@ -27,3 +36,22 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": BODY})
+
+
+fastapi_app = FastAPI()
+
+
+class Spec(BaseModel):
+    supernet: str
+    device: str
+    budget: dict[str, int]
+
+
+@fastapi_app.get("/v1/jobs/{job_id}")
+async def get_job(job_id: str) -> Response:
+    return Response(BODY, media_type="application/json")
+
+
+@fastapi_app.post("/v1/jobs", status_code=202)
+async def post_job(spec: Spec) -> Response:
+    return Response(BODY, status_code=202, media_type="application/json")

@@ -97,6 +97,8 @@ def run_once(n_workers: int, args: argparse.Namespace, tmp: Path) -> float:
                 "device": "bench-remote",
                 "budget": {"evaluations": args.evaluations},
                 "strategy": args.strategy,
+                # every job measures its full budget: the figure is the system's throughput
+                "warm_start": False,
             }
             started = time.perf_counter()
             ids = [

@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     # How long a running job waits out an unreachable database before giving up its attempt.
     db_retry_s: float = 60.0
     page_size_max: int = 500
+    # Warm start: at most this many earlier measurements of the same supernet on the same
+    # device are reused by a new job (0 turns warm starts off for every job).
+    warm_start_max: int = 2000
+    # Threads the API runs request handlers on (each holds one DB connection while it runs).
+    # A few more than the cores is enough: handlers wait on the database, not on Python.
+    api_threads: int = 16
+    # uvicorn processes for `hwnas serve` (distributed mode only: the embedded worker and
+    # its SQLite file belong to one process). uvicorn's per-request access log is on by
+    # default; HWNAS_ACCESS_LOG=false turns it off (its cost: BENCHMARKS.md).
+    api_processes: int = 1
+    access_log: bool = True
 
     @property
     def is_embedded(self) -> bool:

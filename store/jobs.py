@@ -4,22 +4,37 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound
 
 from .tables import Evaluation, Job, JobStatus, utcnow
 
+JOBS = cast(Table, Job.__table__)
+# What the API reads: a Core row of the jobs table, with the same attribute names as ``Job``
+# (typed columns: enums, JSON, datetimes). Building ORM objects costs ~4x the query itself on
+# SQLite, and read paths never change what they read.
+JobRow = Row[Any]
+# Built once: constructing a statement per call (bind coercion, cache key) costs more than
+# running it. Parameters are passed at execution.
+_INSERT_JOB = insert(JOBS).returning(*JOBS.c)
+_READ_JOB = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
+
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def create_job(session: Session, spec: dict[str, Any]) -> Job:
-    job = Job(
+def create_job(
+    session: Session | Connection, spec: dict[str, Any], *, message: str | None = None
+) -> JobRow:
+    """A queued job. ``heartbeat_at`` of a queued job is when it was (last) published: now,
+    since the caller publishes it right after this transaction commits."""
+    now = utcnow()
+    values = dict(
         id=new_job_id(),
         supernet=spec["supernet"],
         device=spec["device"],
@@ -29,16 +44,22 @@ def create_job(session: Session, spec: dict[str, Any]) -> Job:
         spec=spec,
         status=JobStatus.queued,
         evaluations_done=0,
+        evaluations_reused=0,
         front_size=0,
         cancel_requested=False,
         attempts=0,
         eval_seconds=0.0,
         run_seconds=0.0,
-        created_at=utcnow(),
+        message=message,
+        hypervolume=None,
+        error=None,
+        worker_id=None,
+        heartbeat_at=now,
+        created_at=now,
+        started_at=None,
+        finished_at=None,
     )
-    session.add(job)
-    session.flush()
-    return job
+    return session.execute(_INSERT_JOB, values).one()
 
 
 def get_job(session: Session, job_id: str, *, lock: bool = False) -> Job:
@@ -51,16 +72,23 @@ def get_job(session: Session, job_id: str, *, lock: bool = False) -> Job:
     return job
 
 
+def read_job(session: Session | Connection, job_id: str) -> JobRow:
+    """The job as a read-only row (the API's reads); ``get_job`` for one to change."""
+    row = session.execute(_READ_JOB, {"job_id": job_id}).first()
+    if row is None:
+        raise NotFound(f"job {job_id!r} not found")
+    return row
+
+
 def list_jobs(
-    session: Session, *, offset: int, limit: int, status: JobStatus | None = None
-) -> tuple[list[Job], int]:
-    query = select(Job)
+    session: Session | Connection, *, offset: int, limit: int, status: JobStatus | None = None
+) -> tuple[list[JobRow], int]:
+    query = select(JOBS)
     if status is not None:
-        query = query.where(Job.status == status)
+        query = query.where(JOBS.c.status == status)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    query = query.order_by(Job.created_at.desc(), Job.id).offset(offset).limit(limit)
-    rows = session.scalars(query)
-    return list(rows), total
+    query = query.order_by(JOBS.c.created_at.desc(), JOBS.c.id).offset(offset).limit(limit)
+    return list(session.execute(query)), total
 
 
 def claim_job(session: Session, job_id: str, worker_id: str, *, stale_after_s: float) -> Job | None:
@@ -182,10 +210,12 @@ def add_evaluation(
     details: dict[str, Any],
     feasible: bool,
     seconds: float,
+    reused: bool = False,
 ) -> Evaluation:
+    """Store one evaluation; ``reused``: copied from an earlier job, not measured here."""
     evaluation = Evaluation(
         job_id=job.id,
-        seq=job.evaluations_done,
+        seq=job.evaluations_done + job.evaluations_reused,
         subnet_id=subnet_id,
         arch=arch,
         metrics=metrics,
@@ -196,7 +226,10 @@ def add_evaluation(
         created_at=utcnow(),
     )
     session.add(evaluation)
-    job.evaluations_done += 1
+    if reused:
+        job.evaluations_reused += 1
+    else:
+        job.evaluations_done += 1
     job.eval_seconds += seconds
     job.heartbeat_at = utcnow()
     session.flush()
@@ -219,6 +252,36 @@ def list_evaluations(
     if limit is not None:
         query = query.limit(limit)
     return list(session.scalars(query)), total
+
+
+def prior_evaluations(
+    session: Session,
+    *,
+    supernet: str,
+    device: str,
+    validation_data: str | None,
+    exclude_job: str,
+    limit: int,
+) -> list[Evaluation]:
+    """Measurements of ``supernet`` on ``device`` (accuracy on ``validation_data``) made by
+    other jobs: one per sub-network, the most recent, at most ``limit``. Copies
+    (``details.reused_from``) are skipped: the original is what counts."""
+    query = (
+        select(Evaluation, Job.spec)
+        .join(Job, Job.id == Evaluation.job_id)
+        .where(Job.supernet == supernet, Job.device == device, Job.id != exclude_job)
+        .order_by(Evaluation.id.desc())
+        .execution_options(yield_per=500)
+    )
+    found: dict[str, Evaluation] = {}
+    for evaluation, spec in session.execute(query):
+        if spec.get("validation_data") != validation_data:
+            continue
+        if "reused_from" not in evaluation.details:
+            found.setdefault(evaluation.subnet_id, evaluation)
+            if len(found) >= limit:
+                break
+    return list(found.values())
 
 
 def get_evaluation(session: Session, job_id: str, subnet_id: str) -> Evaluation:

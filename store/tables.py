@@ -54,7 +54,10 @@ class Job(Base):
     status: Mapped[JobStatus] = mapped_column(
         SAEnum(JobStatus, name="job_status", native_enum=False, length=16), index=True
     )
+    # Measured by this job (what the budget counts) / copied from earlier jobs on the same
+    # supernet and device (warm start; free). Evaluation ``seq`` runs over both.
     evaluations_done: Mapped[int] = mapped_column(Integer, default=0)
+    evaluations_reused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     front_size: Mapped[int] = mapped_column(Integer, default=0)
     hypervolume: Mapped[float | None] = mapped_column(Float, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)

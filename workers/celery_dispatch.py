@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import Settings
 from store import jobs as q
 from store.db import transaction
-from store.tables import utcnow
 
 from .devices import device_profile
 from .dispatch import Dispatcher
@@ -54,15 +53,17 @@ class CeleryDispatcher(Dispatcher):
         while not self._stop.wait(self._cache_s):
             self._served = self._ask_workers()
 
+    def waiting_message(self, device: str) -> str | None:
+        if device in self.served_devices():
+            return None
+        return (
+            f"waiting: no live worker serves device {device!r}; start one "
+            f"with `hwnas worker --devices {device}`"
+        )
+
     def dispatch(self, job_id: str, device: str) -> None:
-        with transaction(self.factory) as session:
-            job = q.get_job(session, job_id)
-            job.heartbeat_at = utcnow()  # published now; the reaper re-sends only stale ones
-            if device not in self.served_devices():
-                job.message = (
-                    f"waiting: no live worker serves device {device!r}; start one "
-                    f"with `hwnas worker --devices {device}`"
-                )
+        # The row says it was published at creation (heartbeat_at); the reaper re-sends only
+        # queued jobs whose stamp is stale, so a lost publish is repaired, not repeated.
         self._publish(job_id, device)
 
     def _publish(self, job_id: str, device: str) -> None:

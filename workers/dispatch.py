@@ -1,8 +1,11 @@
 """Dispatchers: how a stored job reaches a worker. The runner is the same behind each.
 
 Call order: ``start()`` once when the service starts (resumes unfinished jobs where the
-dispatcher owns the workers), ``dispatch(job_id, device)`` after each job row is committed,
-``stop()`` at shutdown. ``served_devices()`` lists devices a live worker serves now.
+dispatcher owns the workers), ``waiting_message(device)`` while a new job row is written (it
+says why the job will wait, if it will), ``dispatch(job_id, device)`` after the row is
+committed, ``stop()`` at shutdown. ``served_devices()`` lists devices a live worker serves now.
+``dispatch`` touches the database only when publishing fails, so a submission costs one
+transaction.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class Dispatcher(ABC):
     @abstractmethod
     def served_devices(self) -> set[str]: ...
 
+    @abstractmethod
+    def waiting_message(self, device: str) -> str | None:
+        """Why a new job for ``device`` will stay queued (nobody serves it), else None."""
+
 
 def local_devices(settings: Settings) -> set[str]:
     """Profiles this process can measure on (or the configured subset)."""
@@ -75,15 +82,17 @@ class EmbeddedDispatcher(Dispatcher):
             log.info("resuming job %s (%s)", job.id, job.status.value)
             self._submit(job.id, takeover=True)
 
+    def waiting_message(self, device: str) -> str | None:
+        if device in self.devices:
+            return None
+        return (
+            f"waiting: no live worker serves device {device!r} "
+            f"(this server serves: {', '.join(sorted(self.devices)) or 'none'})"
+        )
+
     def dispatch(self, job_id: str, device: str) -> None:
         if device in self.devices:
             self._submit(job_id, takeover=False)
-            return
-        with transaction(self.factory) as session:
-            q.get_job(session, job_id).message = (
-                f"waiting: no live worker serves device {device!r} "
-                f"(this server serves: {', '.join(sorted(self.devices)) or 'none'})"
-            )
 
     def _submit(self, job_id: str, *, takeover: bool) -> None:
         future = self._pool.submit(self.runner.run, job_id, takeover=takeover)

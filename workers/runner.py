@@ -24,7 +24,7 @@ from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible
 from store import jobs as q
 from store.db import transaction
-from store.tables import Job, JobStatus
+from store.tables import Evaluation, Job, JobStatus
 
 from .devices import device_profile
 from .evaluator import Measurement, SubnetEvaluator
@@ -45,8 +45,10 @@ class JobPlan:
     strategy: Any
 
 
-def build_plan(spec: dict[str, Any]) -> JobPlan:
-    supernet = get_supernet(spec["supernet"])
+def build_plan(spec: dict[str, Any], reused: int = 0) -> JobPlan:
+    """The plan of a job; ``reused``: evaluations copied from earlier jobs, which the
+    strategy is told on top of the ``budget`` it may measure."""
+    supernet = get_supernet(spec["supernet"], validation_data=spec.get("validation_data"))
     profile = device_profile(spec["device"])
     constraints = constraints_of(spec)
     space = SearchSpace(supernet.space(), canonical=supernet.canonical, encode=supernet.encode)
@@ -57,7 +59,7 @@ def build_plan(spec: dict[str, Any]) -> JobPlan:
         objectives=spec["objectives"],
         constraints=constraints,
         seed=spec["seed"],
-        budget=budget,
+        budget=budget + reused,
     )
     return JobPlan(
         budget, spec["objectives"], constraints, SubnetEvaluator(supernet, profile), strategy
@@ -162,8 +164,16 @@ class JobRunner:
             return self._search(job_id, spec)
 
     def _search(self, job_id: str, spec: dict[str, Any]) -> JobStatus | None:
-        plan = build_plan(spec)
-        done = self._replay(job_id, plan)
+        stored = self._db(lambda s: q.list_evaluations(s, job_id)[0])
+        if not stored and spec.get("warm_start", True) and self.settings.warm_start_max > 0:
+            stored = self._warm_start(job_id, spec)
+        reused = sum("reused_from" in e.details for e in stored)
+        plan = build_plan(spec, reused)
+        for evaluation in stored:  # replay: the strategy continues where the job stopped
+            plan.strategy.tell(evaluation.arch, evaluation.metrics)
+        done = len(stored) - reused
+        if done:
+            log.info("job %s: resumed after %d measured evaluations", job_id, done)
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
         while lease == "held" and done < plan.budget:
             if self.stop.is_set():
@@ -182,13 +192,54 @@ class JobRunner:
             return self._cancelled_or_lost(job_id, lease == "cancel")
         return self._finish(job_id, plan)
 
-    def _replay(self, job_id: str, plan: JobPlan) -> int:
-        evaluations = self._db(lambda s: q.list_evaluations(s, job_id)[0])
-        for evaluation in evaluations:
-            plan.strategy.tell(evaluation.arch, evaluation.metrics)
-        if evaluations:
-            log.info("job %s: resumed from %d stored evaluations", job_id, len(evaluations))
-        return len(evaluations)
+    def _warm_start(self, job_id: str, spec: dict[str, Any]) -> list[Evaluation]:
+        """Copy earlier measurements of this supernet on this device into the job.
+
+        They join its evaluations (``details.reused_from`` names the job that measured
+        them, ``seconds`` is 0) and the strategy is told them before its first ask, so it
+        neither measures them again nor ignores what they show. Only measurements holding
+        every metric this job's objectives and constraints need, and accuracy measured on
+        the same validation data, are taken.
+        """
+        constraints = constraints_of(spec)
+        needed = set(spec["objectives"]) | set(constraints)
+
+        def copy(session: Session) -> list[Evaluation]:
+            job = q.get_job(session, job_id, lock=True)
+            if _lease_of(job, self.worker_id) != "held":
+                return []
+            prior = q.prior_evaluations(
+                session,
+                supernet=spec["supernet"],
+                device=spec["device"],
+                validation_data=spec.get("validation_data"),
+                exclude_job=job_id,
+                limit=self.settings.warm_start_max,
+            )
+            for evaluation in [e for e in prior if needed <= set(e.metrics)]:
+                q.add_evaluation(
+                    session,
+                    job,
+                    subnet_id=evaluation.subnet_id,
+                    arch=evaluation.arch,
+                    metrics=evaluation.metrics,
+                    details={**evaluation.details, "reused_from": evaluation.job_id},
+                    feasible=is_feasible(evaluation.metrics, constraints),
+                    seconds=0.0,
+                    reused=True,
+                )
+            stored, _ = q.list_evaluations(session, job_id)
+            if stored:
+                summary = summarise_front(stored, spec["objectives"], constraints)
+                job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
+                job.message = (
+                    f"warm start: {len(stored)} earlier measurements of {spec['supernet']} "
+                    f"on {spec['device']} reused"
+                )
+                log.info("job %s: %s", job_id, job.message)
+            return stored
+
+        return self._db(copy)
 
     def _record(
         self, job_id: str, plan: JobPlan, arch: dict[str, Any], measurement: Measurement

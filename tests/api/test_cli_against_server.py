@@ -14,6 +14,9 @@ import httpx
 import onnx
 import pytest
 
+from api.cli import main
+from core.settings import get_settings
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -98,3 +101,14 @@ def test_cli_reports_service_errors_plainly(server: str) -> None:
     result = hwnas(server, "submit", "--device", "tpu-9")
     assert result.returncode == 2
     assert "device" in result.stderr and "cpu-1t" in result.stderr
+
+
+def test_serve_refuses_several_processes_in_embedded_mode(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HWNAS_API_PROCESSES", "2")
+    monkeypatch.setenv("HWNAS_BROKER_URL", "")
+    get_settings.cache_clear()
+    try:
+        assert main(["serve", "--port", "1"]) == 2
+    finally:
+        get_settings.cache_clear()
+    assert "HWNAS_API_PROCESSES > 1 needs the distributed mode" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+"""JobCreate.validation_data: a user data path, checked when the job is posted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from api.schemas import JobCreate
+from core.settings import get_settings
+
+from .helpers import job_spec
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = tmp_path / "data"
+    root.mkdir()
+    np.savez(root / "val.npz", inputs=np.zeros((4, 28, 28), np.uint8), labels=np.arange(4))
+    monkeypatch.setenv("HWNAS_DATA_ROOTS", str(root))
+    get_settings.cache_clear()
+    yield root
+    get_settings.cache_clear()
+
+
+def test_absent_by_default_and_accepted_inside_the_roots(root: Path) -> None:
+    assert JobCreate.model_validate(job_spec()).validation_data is None
+    job = JobCreate.model_validate(job_spec(validation_data="val.npz"))
+    assert job.validation_data == "val.npz"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"validation_data": "/etc/passwd"}, "inside the configured data roots"),
+        ({"validation_data": "../outside.npz"}, "inside the configured data roots"),
+        ({"validation_data": "."}, "image directories are not supported yet"),
+        (
+            {
+                "supernet": "nb201-cifar10",
+                "device": "nb201-pixel3",
+                "validation_data": "val.npz",
+            },
+            "does not measure accuracy on user data",
+        ),
+    ],
+)
+def test_refused_with_a_message_naming_the_field(root: Path, change: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as caught:
+        JobCreate.model_validate(job_spec(**change))
+    assert caught.value.errors()[0]["loc"] == ("validation_data",)

@@ -1,0 +1,119 @@
+"""Warm start: a job reuses earlier measurements of the same supernet on the same device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+import models
+from api.app import create_app
+from core.settings import get_settings
+
+from ..api.helpers import wait_for
+from ..conftest import embedded_settings
+
+SPEC: dict[str, Any] = {
+    "supernet": "nb201-cifar10",
+    "device": "nb201-pixel3",
+    "objectives": {"accuracy": "max", "latency_ms": "min"},
+    "budget": {"evaluations": 25},
+    "strategy": "random",
+    "seed": 1,
+}
+
+
+def _evaluations(client: TestClient, job_id: str) -> list[dict[str, Any]]:
+    return client.get(f"/v1/jobs/{job_id}/evaluations", params={"limit": 500}).json()["data"]
+
+
+def _front(client: TestClient, job_id: str) -> list[dict[str, Any]]:
+    front: list[dict[str, Any]] = client.get(f"/v1/jobs/{job_id}/pareto").json()["data"]
+    assert front
+    return front
+
+
+def test_a_second_job_on_the_same_pair_reuses_and_never_remeasures(tmp_path: Path) -> None:
+    with TestClient(create_app(embedded_settings(tmp_path, embedded_devices=""))) as client:
+        first = wait_for(client, client.post("/v1/jobs", json=SPEC).json()["id"])
+        assert first["progress"]["evaluations_reused"] == 0
+        measured_first = {e["subnet_id"]: e for e in _evaluations(client, first["id"])}
+
+        spec = dict(SPEC, seed=2, budget={"evaluations": 10})
+        second = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        progress = second["progress"]
+        assert (progress["evaluations_done"], progress["evaluations_reused"]) == (10, 25)
+        evaluations = _evaluations(client, second["id"])
+        assert [e["seq"] for e in evaluations] == list(range(35))
+        reused = [e for e in evaluations if "reused_from" in e["details"]]
+        new = [e for e in evaluations if "reused_from" not in e["details"]]
+        assert len(reused) == 25 and len(new) == 10
+        assert all(e["details"]["reused_from"] == first["id"] for e in reused)
+        assert all(e["seconds"] == 0.0 for e in reused)
+        for e in reused:  # the copy is the earlier measurement, unchanged
+            assert e["metrics"] == measured_first[e["subnet_id"]]["metrics"]
+        # never a duplicate: nothing measured again, in the job or across the two jobs
+        assert len({e["subnet_id"] for e in evaluations}) == 35
+        assert not {e["subnet_id"] for e in new} & set(measured_first)
+        # the front is drawn from both: each of the first job's front points is kept or beaten
+        for a in _front(client, first["id"]):
+            assert any(
+                b["accuracy"] >= a["accuracy"] and b["latency_ms"] <= a["latency_ms"]
+                for b in _front(client, second["id"])
+            )
+
+        third = dict(SPEC, seed=3, budget={"evaluations": 5}, warm_start=False)
+        cold = wait_for(client, client.post("/v1/jobs", json=third).json()["id"])
+        assert cold["warm_start"] is False
+        assert (cold["progress"]["evaluations_done"], cold["progress"]["evaluations_reused"]) == (
+            5,
+            0,
+        )
+        assert all("reused_from" not in e["details"] for e in _evaluations(client, cold["id"]))
+
+
+def test_warm_start_takes_only_the_same_supernet_and_device(tmp_path: Path) -> None:
+    with TestClient(create_app(embedded_settings(tmp_path, embedded_devices=""))) as client:
+        wait_for(
+            client, client.post("/v1/jobs", json=dict(SPEC, budget={"evaluations": 8})).json()["id"]
+        )
+        other_device = dict(SPEC, device="nb201-fpga", budget={"evaluations": 4})
+        job = wait_for(client, client.post("/v1/jobs", json=other_device).json()["id"])
+        assert job["progress"]["evaluations_reused"] == 0
+        other_net = dict(SPEC, supernet="nb201-cifar100", budget={"evaluations": 4})
+        job = wait_for(client, client.post("/v1/jobs", json=other_net).json()["id"])
+        assert job["progress"]["evaluations_reused"] == 0
+
+
+def test_accuracy_on_other_validation_data_is_not_reused(tmp_path: Path, monkeypatch) -> None:
+    """A job measuring accuracy on user data neither reuses nor lends to jobs on other data."""
+    shipped = np.load(Path(models.__file__).parent / "data" / "fmnist_subset.npz")
+    root = tmp_path / "user-data"
+    root.mkdir()
+    np.savez(root / "val40.npz", inputs=shipped["val_x"][:40], labels=shipped["val_y"][:40])
+    monkeypatch.setenv("HWNAS_DATA_ROOTS", str(root))
+    get_settings.cache_clear()
+    spec = {
+        "supernet": "fmnist-ofa-cnn",
+        "device": "cpu-1t",
+        "objectives": {"accuracy": "max", "latency_ms": "min"},
+        "strategy": "random",
+        "budget": {"evaluations": 2},
+        "validation_data": "val40.npz",
+    }
+    try:
+        with TestClient(create_app(embedded_settings(tmp_path))) as client:
+            on_user_data = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+            stored = _evaluations(client, on_user_data["id"])
+            accuracies = [e["metrics"]["accuracy"] for e in stored]
+            assert all(abs(a * 40 - round(a * 40)) < 1e-6 for a in accuracies)  # k / 40 images
+            shipped_data = dict(spec, validation_data=None, budget={"evaluations": 1})
+            job = wait_for(client, client.post("/v1/jobs", json=shipped_data).json()["id"])
+            assert job["progress"]["evaluations_reused"] == 0
+            same_data = dict(spec, seed=5, budget={"evaluations": 1})
+            job = wait_for(client, client.post("/v1/jobs", json=same_data).json()["id"])
+            assert job["progress"]["evaluations_reused"] == 2
+    finally:
+        get_settings.cache_clear()
