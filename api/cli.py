@@ -164,7 +164,7 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objective", action="append", help="NAME=min|max (repeatable)")
     parser.add_argument("--constraint", action="append", help="NAME<=V or NAME>=V (repeatable)")
     parser.add_argument("--budget", type=int, default=60)
-    parser.add_argument("--strategy", default="nsga2")
+    parser.add_argument("--strategy", default="linas")
     parser.add_argument("--seed", type=int, default=0)
 
 

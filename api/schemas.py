@@ -77,7 +77,7 @@ class JobCreate(BaseModel):
                     "objectives": {"accuracy": "max", "latency_ms": "min"},
                     "constraints": {"latency_ms": {"max": 2.0}},
                     "budget": {"evaluations": 60},
-                    "strategy": "nsga2",
+                    "strategy": "linas",
                     "seed": 0,
                 }
             ]
@@ -89,7 +89,7 @@ class JobCreate(BaseModel):
     objectives: dict[str, Sense] = Field(default_factory=_default_objectives)
     constraints: dict[str, BoundIn] = Field(default_factory=dict)
     budget: BudgetIn = Field(default_factory=lambda: BudgetIn(evaluations=60))
-    strategy: str = "nsga2"
+    strategy: str = "linas"
     seed: int = Field(0, ge=0, le=2**31 - 1)
     warm_start: bool = Field(
         True,

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     max_data_file_mb: float = 256.0
     # User supernet plugins besides the `hwnas.supernets` entry points: "pkg.module:Class,...".
     supernet_plugins: str = ""
+    # Weights users bring for supernets that take them: "name=/path/to/file,...", loaded with
+    # torch.load(weights_only=True) by the supernet (e.g. Once-for-All's published
+    # state_dict for ofa_mbv3_d234_e346_k357_w1.0). Set by the operator, like the data roots.
+    supernet_checkpoints: str = ""
     embedded_workers: int = 1
     max_budget: int = 10_000
     heartbeat_s: float = 5.0

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from core.errors import InvalidInput, UnknownName
+from core.settings import get_settings
 
 from .base import Supernet
 
@@ -64,7 +65,7 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
     """
     if validation_data is None:
         if name not in _INSTANCES:
-            _INSTANCES[name] = create_supernet(name)
+            _INSTANCES[name] = create_supernet(name, **configured_weights(name))
         return _INSTANCES[name]
     key = (name, validation_data)
     with _data_lock:
@@ -74,11 +75,36 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
                     f"supernet {name!r} does not measure accuracy on user data",
                     field="validation_data",
                 )
-            _DATA_INSTANCES[key] = create_supernet(name, validation_data=validation_data)
+            _DATA_INSTANCES[key] = create_supernet(
+                name, validation_data=validation_data, **configured_weights(name)
+            )
             while len(_DATA_INSTANCES) > DATA_INSTANCES_MAX:
                 _DATA_INSTANCES.popitem(last=False)
         _DATA_INSTANCES.move_to_end(key)
         return _DATA_INSTANCES[key]
+
+
+#: The keyword a supernet class takes its weights file by, in order of preference.
+WEIGHTS_KEYWORDS = ("checkpoint", "weights")
+
+
+def configured_weights(name: str) -> dict[str, str]:
+    """The weights file ``HWNAS_SUPERNET_CHECKPOINTS`` names for ``name``, as the keyword its
+    class takes ({} when none is configured)."""
+    text = get_settings().supernet_checkpoints
+    entries = dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+    path = {k.strip(): v.strip() for k, v in entries.items()}.get(name)
+    if not path:
+        return {}
+    # Factories may take **kwargs: the keywords are those of the class they build.
+    parameters = inspect.signature(type(create_supernet(name))).parameters
+    for keyword in WEIGHTS_KEYWORDS:
+        if keyword in parameters:
+            return {keyword: path}
+    raise InvalidInput(
+        f"HWNAS_SUPERNET_CHECKPOINTS names supernet {name!r}, which takes no weights file",
+        field="HWNAS_SUPERNET_CHECKPOINTS",
+    )
 
 
 def takes_validation_data(name: str) -> bool:

@@ -135,7 +135,9 @@ def test_two_workers_on_one_queue_never_run_the_same_job(stack: dict[str, Any]) 
     with workers(stack["env"], stack["tmp"], count=2):
         ids = [
             client.post(
-                "/v1/jobs", json=job_spec(budget={"evaluations": budget}, seed=seed)
+                # cold starts: this test is about who runs a job, not what it may reuse
+                "/v1/jobs",
+                json=job_spec(budget={"evaluations": budget}, seed=seed, warm_start=False),
             ).json()["id"]
             for seed in range(4)
         ]

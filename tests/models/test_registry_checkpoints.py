@@ -1,0 +1,51 @@
+"""HWNAS_SUPERNET_CHECKPOINTS: the service's supernet instances load the operator's weights."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.errors import CheckpointMismatch, InvalidInput
+from core.settings import get_settings
+from models import registry
+from models.registry import configured_weights, create_supernet, get_supernet
+
+NAME = "text-transformer-synth"
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    def set_checkpoints(value: str) -> None:
+        monkeypatch.setenv("HWNAS_SUPERNET_CHECKPOINTS", value)
+        get_settings.cache_clear()
+        registry._INSTANCES.pop(NAME, None)
+
+    yield set_checkpoints
+    monkeypatch.delenv("HWNAS_SUPERNET_CHECKPOINTS", raising=False)
+    get_settings.cache_clear()
+    registry._INSTANCES.pop(NAME, None)
+
+
+def test_the_shared_instance_loads_the_configured_file(configure, tmp_path: Path) -> None:
+    trained = create_supernet(NAME).module.state_dict()
+    trained = {k: v + 0.25 if v.is_floating_point() else v for k, v in trained.items()}
+    path = tmp_path / "trained.pt"
+    torch.save(trained, path)
+    configure(f"fmnist-ofa-cnn=/elsewhere.pt, {NAME}={path}")
+    assert configured_weights(NAME) == {"weights": str(path)}
+    loaded = get_supernet(NAME).module.state_dict()
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+
+
+def test_a_bad_file_or_a_supernet_without_weights_is_refused(configure, tmp_path: Path) -> None:
+    path = tmp_path / "wrong.pt"
+    torch.save({"embedding.weight": torch.zeros(3, 3)}, path)
+    configure(f"{NAME}={path}")
+    with pytest.raises(CheckpointMismatch):
+        get_supernet(NAME)
+    configure("nb201-cifar10=/some/file.pt")
+    with pytest.raises(InvalidInput, match="takes no weights file"):
+        configured_weights("nb201-cifar10")
