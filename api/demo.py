@@ -12,11 +12,15 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from api.app import create_app
 from api.client import HwnasClient
+from hardware_profiles import measure_latency
+from models.registry import get_supernet
+from workers.devices import device_profile
 
 
 def _free_port() -> int:
@@ -47,12 +51,35 @@ class BackgroundServer:
         self.thread.join(timeout=60)
 
 
+def _midway_latency(spec: dict[str, Any]) -> float:
+    """A latency limit that splits this machine's range: the geometric mean of the smallest
+    and the largest sub-network's latency, measured now on the job's device.
+
+    A fixed number would be out of reach on a slower or busier machine (an empty front, no
+    export) and meaningless on a faster one.
+    """
+    supernet = get_supernet(spec["supernet"])
+    profile = device_profile(spec["device"])
+    space = supernet.space()
+    ends = []
+    for pick in (0, -1):
+        arch = supernet.canonical({gene: choices[pick] for gene, choices in space.items()})
+        module = supernet.extract(arch)
+        ends.append(measure_latency(module, supernet.example_input(arch), profile).median_ms)
+    limit = float(f"{(ends[0] * ends[1]) ** 0.5:.2g}")
+    print(
+        f"latency limit {limit} ms: between the smallest ({ends[0]:.2f} ms) and the largest "
+        f"({ends[1]:.2f} ms) sub-network, measured now on {spec['device']}"
+    )
+    return limit
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from api.cli import build_spec, format_front
 
     spec = build_spec(args)
     if not args.constraint:
-        spec["constraints"] = {"latency_ms": {"max": 1.0}}
+        spec["constraints"] = {"latency_ms": {"max": _midway_latency(spec)}}
     port = _free_port()
     with BackgroundServer(port):
         client = HwnasClient(f"http://127.0.0.1:{port}")

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     api_threads: int = 16
     # uvicorn processes for `hwnas serve` (distributed mode only: the embedded worker and
     # its SQLite file belong to one process). uvicorn's per-request access log is on by
-    # default; HWNAS_ACCESS_LOG=false turns it off (its cost: BENCHMARKS.md).
+    # default; HWNAS_ACCESS_LOG=false turns it off.
     api_processes: int = 1
     access_log: bool = True
 
