@@ -11,6 +11,7 @@ from core.errors import (
     HwnasError,
     InvalidInput,
     NotFound,
+    PluginError,
     ServiceUnavailable,
     StorageError,
 )
@@ -21,6 +22,8 @@ STATUS_OF: dict[type[HwnasError], int] = {
     Conflict: 409,
     StorageError: 503,
     ServiceUnavailable: 503,
+    # the operator's plugin configuration is broken: a server fault, with its message shown
+    PluginError: 500,
 }
 
 
