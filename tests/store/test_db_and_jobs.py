@@ -49,7 +49,12 @@ def test_created_job_reads_back_as_a_row_with_typed_columns(backend: str, tmp_pa
 
 def test_sqlite_writers_from_many_threads_all_commit(tmp_path: Path) -> None:
     """32 threads insert at once with SQLite's own busy timeout at 0: without the writer
-    queue most of them would fail with 'database is locked'."""
+    queue most of them would fail with 'database is locked'.
+
+    The 32 connections are opened (and their connect-time PRAGMAs run) before the writes
+    start: a connection being opened can hold SQLite's lock for an instant, which the
+    service's 30 s busy timeout absorbs but a timeout of 0 would report as a failed write.
+    """
     url = f"sqlite:///{tmp_path}/w.db"
     upgrade(url)
     engine = make_engine(url, connections=32)
@@ -61,7 +66,9 @@ def test_sqlite_writers_from_many_threads_all_commit(tmp_path: Path) -> None:
 
     def write() -> None:
         try:
-            start.wait()
+            with engine.connect() as connection:  # all 32 open at once, then back to the pool
+                connection.exec_driver_sql("SELECT 1")
+                start.wait()
             for _ in range(5):
                 with transaction(factory) as session:
                     q.create_job(session, SPEC)
