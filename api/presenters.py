@@ -7,9 +7,16 @@ from urllib.parse import quote
 from fastapi import Request, Response
 from pydantic import BaseModel
 
-from api.schemas import EvaluationPublic, JobPublic, ParetoPoint, Progress, Timing
+from api.schemas import (
+    CalibrationPublic,
+    EvaluationPublic,
+    JobPublic,
+    ParetoPoint,
+    Progress,
+    Timing,
+)
 from store.jobs import JobRow
-from store.tables import Evaluation, Job
+from store.tables import Evaluation, Job, LatencyPredictorRecord
 
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:
@@ -91,4 +98,22 @@ def pareto_point(evaluation: Evaluation, request: Request, exportable: bool) -> 
         metrics=m,
         latency=evaluation.details.get("latency", {}),
         export_url=f"{url}?format=onnx" if exportable else None,
+    )
+
+
+def calibration_public(record: LatencyPredictorRecord) -> CalibrationPublic:
+    subnets = record.measurements.get("subnets", [])
+    source = subnets[0].get("provenance", "measured") if subnets else "measured"
+    return CalibrationPublic(
+        id=record.id,
+        supernet=record.supernet,
+        device=record.device,
+        version=record.version,
+        kind=record.kind,
+        seed=record.seed,
+        n_measurements=record.n_measurements,
+        latency_source=source,
+        metrics=record.metrics,
+        seconds=round(record.seconds, 3),
+        created_at=record.created_at,
     )

@@ -16,9 +16,11 @@ from pydantic import (
 
 from core.errors import UnknownName
 from core.settings import get_settings
+from hardware_profiles.latency_predictor import DEFAULT_KIND, PREDICTOR_KINDS
 from models.registry import get_supernet, list_supernets, takes_validation_data
 from models.user_data import check_path
 from search import list_strategies
+from workers.calibration import MAX_SAMPLES
 from workers.devices import device_profiles
 from workers.objectives import metrics_of
 
@@ -260,3 +262,32 @@ class DevicePublic(BaseModel):
     threads: int | None
     batch_size: int
     served: bool = Field(description="a live worker measures on this device now")
+
+
+class CalibrationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    supernet: str = Field(description="registered supernet id, e.g. fmnist-ofa-cnn")
+    n_samples: int = Field(50, ge=5, le=MAX_SAMPLES, description="sub-networks to measure")
+    seed: int = Field(0, ge=0, description="seeds the sample and the cross-validation folds")
+    kind: str = Field(DEFAULT_KIND, description=f"predictor kind: {', '.join(PREDICTOR_KINDS)}")
+
+
+class CalibrationPublic(BaseModel):
+    """One stored predictor version; ``metrics`` is its cross-validated error."""
+
+    id: int
+    supernet: str
+    device: str
+    version: int
+    kind: str
+    seed: int
+    n_measurements: int
+    latency_source: str  # measured on the device, or recorded (a table)
+    metrics: dict[str, Any]
+    seconds: float
+    created_at: datetime
+
+
+class CalibrationsPublic(BaseModel):
+    data: list[CalibrationPublic]
+    count: int

@@ -107,7 +107,7 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
-        raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+        raise _storage_error(exc) from exc
     except BaseException:
         session.rollback()
         raise
@@ -138,7 +138,11 @@ def _core(factory: sessionmaker[Session], *, begin: bool) -> Iterator[Connection
         with engine.begin() if begin else engine.connect() as connection:
             yield connection
     except SQLAlchemyError as exc:
-        raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+        raise _storage_error(exc) from exc
+
+
+def _storage_error(exc: SQLAlchemyError) -> StorageError:
+    return StorageError(f"database error: {exc.__class__.__name__}: {exc}")
 
 
 def alembic_config(url: str) -> Config:

@@ -228,10 +228,8 @@ class JobRunner:
                     seconds=0.0,
                     reused=True,
                 )
-            stored, _ = q.list_evaluations(session, job_id)
+            stored = _refresh_progress(session, job, spec["objectives"], constraints)
             if stored:
-                summary = summarise_front(stored, spec["objectives"], constraints)
-                job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
                 job.message = (
                     f"warm start: {len(stored)} earlier measurements of {spec['supernet']} "
                     f"on {spec['device']} reused"
@@ -268,9 +266,7 @@ class JobRunner:
                 feasible=is_feasible(measurement.metrics, plan.constraints),
                 seconds=measurement.seconds,
             )
-            stored, _ = q.list_evaluations(session, job_id)
-            summary = summarise_front(stored, plan.objectives, plan.constraints)
-            job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
+            _refresh_progress(session, job, plan.objectives, plan.constraints)
             return lease
 
         return self._db(record)
@@ -319,6 +315,16 @@ def _lease_of(job: Job, worker_id: str) -> Lease:
     if job.worker_id != worker_id or job.status != JobStatus.running:
         return "lost"
     return "cancel" if job.cancel_requested else "held"
+
+
+def _refresh_progress(
+    session: Session, job: Job, objectives: dict[str, str], constraints: dict[str, Bound]
+) -> list[Evaluation]:
+    """The job's stored evaluations, after setting its front size and hypervolume from them."""
+    stored, _ = q.list_evaluations(session, job.id)
+    summary = summarise_front(stored, objectives, constraints)
+    job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
+    return stored
 
 
 def _lease(session: Session, job_id: str, worker_id: str) -> Lease:

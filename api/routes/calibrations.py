@@ -14,53 +14,21 @@ table lookups, can be calibrated anywhere).
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session, sessionmaker
+from fastapi import APIRouter, Query, status
 
-from api.deps import DispatcherDep, SettingsDep
+from api.deps import DispatcherDep, FactoryDep, SettingsDep
+from api.presenters import calibration_public
+from api.schemas import CalibrationCreate, CalibrationPublic, CalibrationsPublic
 from core.errors import Conflict, NotFound, UnknownName
 from hardware_profiles import HardwareProfile
-from hardware_profiles.latency_predictor import DEFAULT_KIND, PREDICTOR_KINDS
 from store import predictors as q
 from store.db import transaction
-from store.tables import LatencyPredictorRecord
-from workers.calibration import MAX_SAMPLES, calibrate
+from workers.calibration import calibrate
 from workers.devices import device_profile
 
 router = APIRouter(prefix="/devices", tags=["calibrations"])
-
-
-class CalibrationCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    supernet: str = Field(description="registered supernet id, e.g. fmnist-ofa-cnn")
-    n_samples: int = Field(50, ge=5, le=MAX_SAMPLES, description="sub-networks to measure")
-    seed: int = Field(0, ge=0, description="seeds the sample and the cross-validation folds")
-    kind: str = Field(DEFAULT_KIND, description=f"predictor kind: {', '.join(PREDICTOR_KINDS)}")
-
-
-class CalibrationPublic(BaseModel):
-    """One stored predictor version; ``metrics`` is its cross-validated error."""
-
-    id: int
-    supernet: str
-    device: str
-    version: int
-    kind: str
-    seed: int
-    n_measurements: int
-    latency_source: str  # measured on the device, or recorded (a table)
-    metrics: dict[str, Any]
-    seconds: float
-    created_at: datetime
-
-
-class CalibrationsPublic(BaseModel):
-    data: list[CalibrationPublic]
-    count: int
 
 
 @router.post(
@@ -71,7 +39,7 @@ class CalibrationsPublic(BaseModel):
 def create_calibration(
     device_id: str,
     body: CalibrationCreate,
-    request: Request,
+    factory: FactoryDep,
     settings: SettingsDep,
     dispatcher: DispatcherDep,
 ) -> CalibrationPublic:
@@ -86,30 +54,23 @@ def create_calibration(
             "is calibrated by the embedded server that measures it"
         )
     record = calibrate(
-        _factory(request), body.supernet, device_id, n_samples=body.n_samples, seed=body.seed,
-        kind=body.kind,
-    )  # fmt: skip
+        factory, body.supernet, device_id, n_samples=body.n_samples, seed=body.seed, kind=body.kind
+    )
     return calibration_public(record)
 
 
 @router.get("/{device_id}/calibrations", response_model=CalibrationsPublic)
 def read_calibrations(
     device_id: str,
-    request: Request,
+    factory: FactoryDep,
     supernet: Annotated[str | None, Query(description="only this supernet")] = None,
 ) -> CalibrationsPublic:
     """Stored predictor versions of the device, newest first per supernet."""
     _profile(device_id)
-    with transaction(_factory(request)) as session:
+    with transaction(factory) as session:
         rows = q.list_predictors(session, device_id, supernet)
     data = [calibration_public(r) for r in rows]
     return CalibrationsPublic(data=data, count=len(data))
-
-
-def _factory(request: Request) -> sessionmaker[Session]:
-    # Read here rather than through api.deps, whose factory dependency is being reworked.
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    return factory
 
 
 def _profile(device_id: str) -> HardwareProfile:
@@ -117,21 +78,3 @@ def _profile(device_id: str) -> HardwareProfile:
         return device_profile(device_id)
     except UnknownName as exc:
         raise NotFound(str(exc)) from None
-
-
-def calibration_public(record: LatencyPredictorRecord) -> CalibrationPublic:
-    subnets = record.measurements.get("subnets", [])
-    source = subnets[0].get("provenance", "measured") if subnets else "measured"
-    return CalibrationPublic(
-        id=record.id,
-        supernet=record.supernet,
-        device=record.device,
-        version=record.version,
-        kind=record.kind,
-        seed=record.seed,
-        n_measurements=record.n_measurements,
-        latency_source=source,
-        metrics=record.metrics,
-        seconds=round(record.seconds, 3),
-        created_at=record.created_at,
-    )
