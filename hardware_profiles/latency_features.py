@@ -9,6 +9,9 @@ A predictor for one (supernet, device) sees an architecture through an :class:`A
 - ``ordinal``: the index of each active gene's choice, -1 where inactive (for tree models).
 - ``complexity``: MACs and params from ``supernet.complexity`` where the supernet has them
   (free to compute, no model built); absent for recorded (table) supernets.
+- ``input_size``: the number of input elements of one sample (``supernet.input_spec``), e.g.
+  channels x height x width: compute in a convolutional network grows with it in every layer
+  (Once-for-All's lookup tables are keyed by input size); absent for recorded supernets.
 
 Pure numpy: no torch, no database, so a search strategy can call it in its inner loop.
 """
@@ -42,6 +45,8 @@ class SupernetLike(Protocol):
 
     def complexity(self, arch: Arch) -> Any: ...
 
+    def input_spec(self, arch: Arch) -> Any: ...
+
 
 @dataclass(frozen=True)
 class Features:
@@ -50,12 +55,23 @@ class Features:
     onehot: FloatArray
     ordinal: FloatArray
     complexity: FloatArray | None
+    input_size: FloatArray | None = None
+
+    def rows(self, index: np.ndarray) -> Features:
+        """The features of the rows ``index`` (a subset, e.g. a cross-validation fold)."""
+        return Features(
+            self.onehot[index],
+            self.ordinal[index],
+            None if self.complexity is None else self.complexity[index],
+            None if self.input_size is None else self.input_size[index],
+        )
 
 
 class ArchEncoder:
     """Turns architectures of one search space into :class:`Features`.
 
-    ``complexity`` returns an object with ``macs`` and ``params`` (or None: no such features).
+    ``complexity`` returns an object with ``macs`` and ``params`` (or None: no such features);
+    ``input_size`` the number of input elements of one sample (or None).
     :meth:`spec` is the JSON description a stored predictor keeps, so that loading it against
     a changed search space fails loudly instead of predicting from misaligned columns.
     """
@@ -65,18 +81,25 @@ class ArchEncoder:
         space: Mapping[str, Sequence[Any]],
         canonical: Callable[[Arch], Arch],
         complexity: Callable[[Arch], Any] | None = None,
+        input_size: Callable[[Arch], float] | None = None,
     ) -> None:
         self.genes = list(space)
         self.choices = [list(space[g]) for g in self.genes]
         self.canonical = canonical
         self.complexity = complexity
+        self.input_size = input_size
         self._offsets = np.cumsum([0] + [len(c) for c in self.choices])
         self._index = [{v: i for i, v in enumerate(c)} for c in self.choices]
 
     @classmethod
     def from_supernet(cls, supernet: SupernetLike) -> ArchEncoder:
-        complexity = None if supernet.recorded else supernet.complexity
-        return cls(supernet.space(), supernet.canonical, complexity)
+        if supernet.recorded:
+            return cls(supernet.space(), supernet.canonical)
+
+        def input_size(arch: Arch) -> float:
+            return float(np.prod(supernet.input_spec(arch).shape[1:]))
+
+        return cls(supernet.space(), supernet.canonical, supernet.complexity, input_size)
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -99,6 +122,7 @@ class ArchEncoder:
         onehot = np.zeros((len(archs), int(self._offsets[-1])))
         ordinal = np.full((len(archs), len(self.genes)), -1.0)
         cplx = np.zeros((len(archs), 2)) if self.complexity is not None else None
+        size = np.zeros(len(archs)) if self.input_size is not None else None
         for row, arch in enumerate(archs):
             canonical = self.canonical(arch)
             for g, index in self._active_choices(canonical):
@@ -107,7 +131,9 @@ class ArchEncoder:
             if cplx is not None and self.complexity is not None:
                 c = self.complexity(canonical)
                 cplx[row] = np.array([c.macs, c.params], dtype=float) / _COMPLEXITY_SCALE
-        return Features(onehot, ordinal, cplx)
+            if size is not None and self.input_size is not None:
+                size[row] = self.input_size(canonical)
+        return Features(onehot, ordinal, cplx, size)
 
     def _active_choices(self, canonical: Arch) -> list[tuple[int, int]]:
         active = []

@@ -9,6 +9,12 @@ predictor is data, never pickled code, and predicting needs numpy only.
   cost over the *active* genes, fitted (not measured block by block) by ridge regression with
   relative-error weights; then a learned multiplicative correction from MACs and params
   (compute grows with the input resolution, which a purely additive table cannot express).
+- ``scaled-lut``: the same table, but each choice's cost is per input element (a block's
+  compute grows with the input size: the cost is multiplied by the sample's input size relative
+  to the fitted sample's mean), plus a fixed cost per active gene (operator dispatch, which does
+  not grow with the input); then the same correction. Needs two numbers per choice less data
+  than a table keyed by (choice, input size), and reduces to ``lut`` where the input size is
+  fixed or unknown.
 - ``ridge``: ridge regression of log latency on the active one-hot genes plus MACs and params.
 - ``gbrt``: gradient-boosted regression trees (scikit-learn) on the gene choices plus MACs and
   params, log latency; the trees are exported to arrays and evaluated here.
@@ -18,6 +24,7 @@ Regularisation strengths are chosen per fit by exact leave-one-out error (ridge)
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -100,6 +107,29 @@ class LookupTable:
         return table * np.maximum(1.0 + _apply(correction, x), 0.05)
 
 
+class ScaledLookupTable:
+    """Per-choice costs scaled by the input size, a cost per active gene, the correction."""
+
+    @staticmethod
+    def _design(features: Features, reference: float) -> FloatArray:
+        size = features.input_size
+        scale = np.ones(len(features.onehot)) if size is None else size / reference
+        return np.hstack([features.onehot * scale[:, None], features.onehot.sum(1)[:, None]])
+
+    @staticmethod
+    def fit(features: Features, latency_ms: FloatArray, seed: int) -> dict[str, Any]:
+        size = features.input_size
+        reference = 1.0 if size is None else float(np.mean(size))
+        x = ScaledLookupTable._design(features, reference)
+        params = LookupTable.fit(replace(features, onehot=x), latency_ms, seed)
+        return {**params, "input_reference": reference}
+
+    @staticmethod
+    def predict(params: dict[str, Any], features: Features) -> FloatArray:
+        x = ScaledLookupTable._design(features, params["input_reference"])
+        return LookupTable.predict(params, replace(features, onehot=x))
+
+
 def _regressor_inputs(features: Features, base: FloatArray) -> FloatArray:
     if features.complexity is None:
         return base
@@ -177,6 +207,7 @@ def _tree_predict(tree: dict[str, list[Any]], x: FloatArray) -> FloatArray:
 
 MODEL_KINDS: dict[str, type[ModelKind]] = {
     "lut": LookupTable,
+    "scaled-lut": ScaledLookupTable,
     "ridge": LogRidge,
     "gbrt": BoostedTrees,
 }

@@ -38,7 +38,7 @@ __all__ = [
 PAYLOAD_FORMAT = 1
 PREDICTOR_KINDS = tuple(MODEL_KINDS)
 # Chosen by benchmarks/latency_predictor.py (see BENCHMARKS.md, "Latency predictors").
-DEFAULT_KIND = "lut"
+DEFAULT_KIND = "scaled-lut"
 MIN_MEASUREMENTS = 5
 # Cross-validation folds (leave-one-out below this many measurements).
 FOLDS = 10
@@ -144,8 +144,8 @@ def cross_validate(kind: str, features: Features, y: FloatArray, *, seed: int) -
     for fold in range(folds):
         held = order[fold::folds]
         kept = np.setdiff1d(order, held)
-        params = model.fit(_rows(features, kept), y[kept], seed)
-        predicted[held] = model.predict(params, _rows(features, held))
+        params = model.fit(features.rows(kept), y[kept], seed)
+        predicted[held] = model.predict(params, features.rows(held))
     method = "leave-one-out" if folds == n else f"{folds}-fold"
     return {**validation_metrics(predicted, y), "method": method}
 
@@ -176,8 +176,3 @@ def _ranks(values: FloatArray) -> FloatArray:
     ranks[order] = np.arange(len(values), dtype=float)
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     return np.asarray(np.bincount(inverse, weights=ranks)[inverse] / counts[inverse])
-
-
-def _rows(features: Features, index: np.ndarray) -> Features:
-    complexity = None if features.complexity is None else features.complexity[index]
-    return Features(features.onehot[index], features.ordinal[index], complexity)

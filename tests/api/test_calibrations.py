@@ -25,7 +25,7 @@ def test_a_recorded_device_is_calibrated_versioned_and_reused(client: TestClient
     assert first.status_code == 201, first.text
     created = first.json()
     assert created["version"] == 1 and created["n_measurements"] == 30
-    assert created["latency_source"] == "recorded" and created["kind"] == "lut"
+    assert created["latency_source"] == "recorded" and created["kind"] == "scaled-lut"
     assert set(created["metrics"]) == METRICS and created["metrics"]["n"] == 30
     second = client.post(RECORDED, json={**body, "n_samples": 40, "kind": "ridge"}).json()
     assert second["version"] == 2 and second["kind"] == "ridge"

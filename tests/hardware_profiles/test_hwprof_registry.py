@@ -17,7 +17,7 @@ from hardware_profiles import (
     load_profile,
 )
 
-LIVE = {"cpu-1t", "cpu-all", "cpu-ort", "cuda-0"}
+LIVE = {"cpu-1t", "cpu-all", "cpu-ort", "cpu-ts", "cuda-0"}
 # One recorded profile per latency column of the shipped NAS-Bench-201 table.
 SHIPPED = LIVE | {path.stem for path in BUILTIN_DIR.glob("nb201-*.yaml")}
 
@@ -50,6 +50,7 @@ def test_shipped_profiles_say_what_they_time() -> None:
     assert profiles["cpu-1t"].threads == 1 and profiles["cpu-1t"].runtime == "torch_eager"
     assert profiles["cpu-all"].threads is None
     assert profiles["cpu-ort"].runtime == "onnxruntime" and profiles["cpu-ort"].threads == 1
+    assert profiles["cpu-ts"].runtime == "torchscript" and profiles["cpu-ts"].threads == 1
     assert profiles["cuda-0"].runtime == "cuda_graph" and profiles["cuda-0"].batch_size == 1
     assert all(profile.description for profile in profiles.values())
     recorded = [p for pid, p in profiles.items() if pid not in LIVE]
@@ -104,7 +105,7 @@ def test_unknown_device_lists_known_ids() -> None:
         get_profile("tpu-v9")
     assert exc.value.field == "device"
     assert exc.value.known == sorted(SHIPPED)
-    assert "unknown device 'tpu-v9'; known: cpu-1t, cpu-all, cpu-ort, cuda-0" in str(exc.value)
+    assert "unknown device 'tpu-v9'; known: cpu-1t, cpu-all, cpu-ort, cpu-ts, cuda-0" in str(exc.value)
 
 
 def test_extra_directories_add_profiles(tmp_path: Path) -> None:

@@ -82,7 +82,8 @@ def test_every_kind_fits_and_reports_cross_validated_metrics(
     assert validation_metrics(predicted, latency)["spearman"] > 0.8
 
 
-def test_lookup_table_learns_an_additive_cost_table(encoder: ArchEncoder) -> None:
+@pytest.mark.parametrize("kind", ["lut", "scaled-lut"])  # no input size: scaled = plain
+def test_lookup_table_learns_an_additive_cost_table(encoder: ArchEncoder, kind: str) -> None:
     def table_latency(arch: dict[str, Any]) -> float:  # exactly additive over active genes
         arch = canonical(arch)
         blocks = sum(0.1 if arch[f"k{b}"] == 3 else 0.3 for b in range(1, arch["depth"] + 1))
@@ -90,10 +91,41 @@ def test_lookup_table_learns_an_additive_cost_table(encoder: ArchEncoder) -> Non
 
     archs = toy_archs(40)
     train, held_out = archs[:20], archs[20:]
-    predictor = fit_latency_predictor(encoder, train, [table_latency(a) for a in train], kind="lut")
+    predictor = fit_latency_predictor(encoder, train, [table_latency(a) for a in train], kind=kind)
     truth = [table_latency(a) for a in held_out]
     metrics = validation_metrics(predictor.predict(encoder, held_out), truth)
     assert metrics["within_10pct"] == 1.0 and metrics["spearman"] > 0.95
+
+
+def test_scaled_table_learns_costs_that_grow_with_the_input_size() -> None:
+    space = {**SPACE, "res": [16, 24, 32]}
+
+    def canonical_res(arch: dict[str, Any]) -> dict[str, Any]:
+        return {**canonical(arch), "res": arch["res"]}
+
+    def input_size(arch: dict[str, Any]) -> float:
+        return 3.0 * arch["res"] ** 2
+
+    def latency(arch: dict[str, Any]) -> float:
+        # Per active gene: a fixed dispatch cost + compute per input element (per-choice rate).
+        arch = canonical_res(arch)
+        pixels = input_size(arch) / 1000.0
+        rate = {3: 0.05, 5: 0.12}
+        blocks = sum(rate[arch[f"k{b}"]] for b in range(1, arch["depth"] + 1))
+        active = 3 + arch["depth"]  # depth, width, res and one kernel per block
+        return 0.05 * active + pixels * (blocks + 0.01 * arch["width"])
+
+    rng = random.Random(0)
+    archs = [canonical_res({g: rng.choice(c) for g, c in space.items()}) for _ in range(120)]
+    scaled = ArchEncoder(space, canonical_res, None, input_size)
+    train, held_out = archs[:40], archs[40:]
+    truth = [latency(a) for a in held_out]
+    results = {}
+    for kind in ("lut", "scaled-lut"):
+        predictor = fit_latency_predictor(scaled, train, [latency(a) for a in train], kind=kind)
+        results[kind] = validation_metrics(predictor.predict(scaled, held_out), truth)
+    assert results["scaled-lut"]["within_10pct"] == 1.0 and results["scaled-lut"]["mape"] < 0.01
+    assert results["lut"]["mape"] > 5 * results["scaled-lut"]["mape"]  # additive cannot
 
 
 def test_payload_is_json_and_round_trips(encoder: ArchEncoder) -> None:
