@@ -24,9 +24,12 @@ class Settings(BaseSettings):
     # Extra directories of hardware-profile YAML files (comma separated).
     profile_dirs: str = ""
     # User validation data: directories a data path may point into (comma separated; empty =
-    # user data paths refused) and the largest tensor file accepted (unpacked size, MiB).
+    # user data paths refused), the largest tensor file accepted (unpacked size, MiB; for an
+    # image directory, the images' total size) and the most images an image directory may
+    # hold (decoded images stay in memory: 192 KiB each at the OFA supernets' 256 x 256 RGB).
     data_roots: str = ""
     max_data_file_mb: float = 256.0
+    max_data_images: int = 10_000
     # User supernet plugins besides the `hwnas.supernets` entry points: "pkg.module:Class,...".
     supernet_plugins: str = ""
     # Weights users bring for supernets that take them: "name=/path/to/file,...", loaded with

@@ -11,8 +11,9 @@ from an exported file.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -30,12 +31,55 @@ class Complexity:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What an exported sub-network expects: shape (batch 1) and how to preprocess."""
+    """What an exported sub-network expects: shape (batch 1) and how to preprocess.
+
+    ``mean`` and ``std`` hold one value per channel (``x = (pixel - mean[c]) / std[c]``), or
+    one value for every channel; the layout names the scale they apply to (``RGB/255``:
+    pixel values divided by 255 first). A plain float is accepted and kept as a 1-tuple, so
+    plugins written when the spec held one float still work. For an ``NCHW`` layout each
+    must have 1 or ``shape[1]`` values.
+    """
 
     shape: tuple[int, ...]
-    mean: float
-    std: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     layout: str = "NCHW"
+
+    def __post_init__(self) -> None:
+        channels = self.shape[1] if self._is_nchw() else None
+        for name in ("mean", "std"):
+            values = _per_channel(name, getattr(self, name), channels)
+            object.__setattr__(self, name, values)  # frozen: normalised once, here
+        if any(value <= 0 for value in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    def _is_nchw(self) -> bool:
+        return self.layout.partition(":")[0] == "NCHW" and len(self.shape) == 4
+
+
+def _per_channel(
+    name: str, value: float | Sequence[float], channels: int | None
+) -> tuple[float, ...]:
+    values = (float(value),) if isinstance(value, int | float) else tuple(map(float, value))
+    if not values or (channels is not None and len(values) not in (1, channels)):
+        expected = "at least 1 value" if channels is None else "1 value"
+        if channels not in (None, 1):
+            expected += f" or {channels} (one per channel)"
+        raise ValueError(f"{name} must have {expected}, got {values}")
+    return values
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """How a supernet takes a directory of images (see ``models.user_images``).
+
+    Every image is converted to Pillow mode ``mode`` (``"L"``: grey, stored as (H, W);
+    ``"RGB"``: stored as (3, H, W)), its shorter side resized to ``size`` and the centre
+    ``size x size`` kept, as uint8 pixel values 0..255: the tensor ``evaluate`` reads.
+    """
+
+    mode: Literal["L", "RGB"]
+    size: int
 
 
 class Supernet(ABC):
@@ -78,6 +122,11 @@ class Supernet(ABC):
     @abstractmethod
     def input_spec(self, arch: Arch) -> InputSpec:
         """Input shape and preprocessing of the extracted sub-network."""
+
+    def image_format(self) -> ImageFormat | None:
+        """How a directory of images given as validation data becomes input tensors; None
+        (the default) means the supernet reads tensor files only."""
+        return None
 
     def example_input(self, arch: Arch, batch_size: int = 1) -> torch.Tensor:
         """A deterministic input of the right shape, for latency measurement and export."""

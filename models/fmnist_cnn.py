@@ -30,7 +30,7 @@ from torch import nn
 from core.errors import CheckpointMismatch, InvalidInput
 
 from . import data
-from .base import Arch, Complexity, InputSpec, Supernet
+from .base import Arch, Complexity, ImageFormat, InputSpec, Supernet
 from .evaluation import accuracy, recalibrate_bn
 from .layers import ElasticInvertedResidual, InvertedResidual, conv_bn
 from .registry import register_supernet
@@ -192,8 +192,9 @@ class FmnistOFACNN(Supernet):
     ) -> None:
         self.module = ElasticCNN().eval()
         self.weights = weights
-        # A user data file (models.user_data): grey images 0..255; without 'calib_inputs' the
-        # shipped calibration set recalibrates BatchNorm, so extraction is unchanged.
+        # User data (models.user_data): grey images 0..255, a file or an image directory;
+        # without calibration images the shipped calibration set recalibrates BatchNorm, so
+        # extraction is unchanged.
         self.validation_data = validation_data
         if weights is not None:
             load_weights(self.module, weights)
@@ -272,7 +273,9 @@ class FmnistOFACNN(Supernet):
         shipped = data.load_subset()
         if self.validation_data is None:
             return shipped
-        user = load_user_data(self.validation_data, num_classes=NUM_CLASSES)
+        user = load_user_data(
+            self.validation_data, num_classes=NUM_CLASSES, image_format=self.image_format()
+        )
         calib = shipped.calib_x if user.calib is None else grey_images(user.calib, "calib_inputs")
         return data.Subset(grey_images(user.inputs), user.labels.numpy(), calib)
 
@@ -307,7 +310,13 @@ class FmnistOFACNN(Supernet):
 
     def input_spec(self, arch: Arch) -> InputSpec:
         r = self.canonical(arch)["r"]
-        return InputSpec(shape=(1, 1, r, r), mean=data.MEAN, std=data.STD)
+        return InputSpec(
+            shape=(1, 1, r, r), mean=(data.MEAN,), std=(data.STD,), layout="NCHW:L/255"
+        )
+
+    def image_format(self) -> ImageFormat:
+        """Grey, 28 x 28 (Fashion-MNIST's own size; ``evaluate`` resizes to ``r``)."""
+        return ImageFormat(mode="L", size=data.NATIVE_RESOLUTION)
 
 
 @register_supernet(FmnistOFACNN.name)

@@ -27,7 +27,7 @@ from torch import nn
 
 from core.errors import CheckpointMismatch, InvalidInput
 
-from .base import Arch, InputSpec, Supernet
+from .base import Arch, ImageFormat, InputSpec, Supernet
 from .evaluation import predict, recalibrate_bn
 
 if TYPE_CHECKING:
@@ -289,8 +289,8 @@ class OFASupernet(Supernet):
     Without ``checkpoint`` the weights are a seeded random initialisation: architecture,
     MACs, params and latency are real, accuracy is meaningless. With a checkpoint (a
     state_dict of the ``ofa`` package's supernet, bare or as ``{"state_dict": ...}``) the
-    weights are Once-for-All's. ``validation_data`` is a user data file (see
-    :mod:`models.user_data`): RGB images 0..255, and ``calib_inputs`` to recalibrate
+    weights are Once-for-All's. ``validation_data`` is a user data file or image directory
+    (see :mod:`models.user_data`): RGB images 0..255, and calibration images to recalibrate
     BatchNorm per sub-network (Once-for-All's sub-networks need it).
     """
 
@@ -363,13 +363,16 @@ class OFASupernet(Supernet):
         from .user_data import load_user_data  # reads the settings: only when data is given
 
         assert self.validation_data is not None
-        return load_user_data(self.validation_data)
+        return load_user_data(
+            self.validation_data, num_classes=self.num_classes, image_format=self.image_format()
+        )
 
     def evaluate(self, arch: Arch, module: nn.Module | None = None) -> dict[str, float]:
         if self.validation_data is None:
             raise InvalidInput(
                 f"{self.name} has no validation data: give ImageNet-style validation images "
-                "(validation_data=<file under HWNAS_DATA_ROOTS>) to measure accuracy",
+                "(validation_data=<file or image directory under HWNAS_DATA_ROOTS>) to measure "
+                "accuracy",
                 field="validation_data",
             )
         arch = self.canonical(arch)
@@ -383,10 +386,14 @@ class OFASupernet(Supernet):
 
     def input_spec(self, arch: Arch) -> InputSpec:
         r = self.canonical(arch)["r"]
-        # InputSpec holds one mean/std; ImageNet's are per channel, so the spec describes the
-        # tensor the network takes (already normalised) and the layout names the recipe.
-        recipe = f"mean={list(IMAGENET_MEAN)},std={list(IMAGENET_STD)}"
-        return InputSpec(shape=(1, 3, r, r), mean=0.0, std=1.0, layout=f"NCHW:RGB/255:{recipe}")
+        return InputSpec(
+            shape=(1, 3, r, r), mean=IMAGENET_MEAN, std=IMAGENET_STD, layout="NCHW:RGB/255"
+        )
+
+    def image_format(self) -> ImageFormat:
+        """RGB, stored at the evaluation resize of the largest resolution (256 for 224), so
+        that ``imagenet_preprocess`` crops the largest input without upsampling."""
+        return ImageFormat(mode="RGB", size=math.ceil(max(self.space()["r"]) / CROP))
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

@@ -321,7 +321,7 @@ class TextTransformerSupernet(Supernet):
         return {"accuracy": accuracy(module, ids.long(), self._data.labels)}
 
     def input_spec(self, arch: Arch) -> InputSpec:
-        return InputSpec(shape=(1, MAX_LEN), mean=0.0, std=1.0, layout="NL:int64-token-ids")
+        return InputSpec(shape=(1, MAX_LEN), mean=(0.0,), std=(1.0,), layout="NL:int64-token-ids")
 
     def example_input(self, arch: Arch, batch_size: int = 1) -> torch.Tensor:
         generator = torch.Generator().manual_seed(0)

@@ -1,20 +1,24 @@
 """User validation data given by a path: confined to the data roots, size-limited, no pickle.
 
-A user evaluates a supernet on their own data by naming a tensor file under one of the
-configured data roots (``HWNAS_DATA_ROOTS``, comma separated; none configured = refused):
+A user evaluates a supernet on their own data by naming a tensor file or an image directory
+under one of the configured data roots (``HWNAS_DATA_ROOTS``, comma separated; none
+configured = refused):
 
 - ``.npz`` (read with ``numpy.load(allow_pickle=False)``) or ``.pt`` / ``.pth`` (read with
   ``torch.load(weights_only=True)``, a dict of tensors);
 - keys: ``inputs`` (or ``images`` / ``x``): the samples, first axis N; ``labels`` (or ``y``):
   N integer class ids; optional ``calib_inputs`` (or ``calib_images`` / ``calib_x``):
-  unlabelled samples for BatchNorm recalibration, for supernets that recalibrate.
+  unlabelled samples for BatchNorm recalibration, for supernets that recalibrate;
+- or a directory of images, ``<dir>/<class name>/<images>`` with optional ``classes.txt``
+  and ``_calib/`` (see :mod:`models.user_images`), for supernets that declare an
+  :class:`~models.base.ImageFormat` (``Supernet.image_format``); the caller passes it.
 
 What the samples look like is the supernet's business (its docstring says: grey images with
 pixel values 0..255 for ``fmnist-ofa-cnn``, int64 token ids for ``text-transformer-synth``).
 Paths are resolved (symlinks followed) before the root check, so a link out of a root is
 refused; files (and, for zip-based formats, their uncompressed members) larger than
-``HWNAS_MAX_DATA_FILE_MB`` are refused. Directories of images are not supported yet: no image
-decoder (Pillow) is installed with hwnas; convert them to an ``.npz``.
+``HWNAS_MAX_DATA_FILE_MB`` are refused, as are image directories whose images add up to more
+than that or number more than ``HWNAS_MAX_DATA_IMAGES``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import torch
 from core.errors import InvalidInput
 from core.settings import get_settings
 
-FIELD = "validation_data"
+from .base import ImageFormat
+from .user_images import FIELD, ImageFolder, read_images, scan_images
+
 INPUT_KEYS = ("inputs", "images", "x")
 LABEL_KEYS = ("labels", "y")
 CALIB_KEYS = ("calib_inputs", "calib_images", "calib_x")
@@ -70,32 +76,28 @@ def confine(path: str | Path, roots: Sequence[Path]) -> Path:
         if inside and resolved.exists():
             return resolved
     raise InvalidInput(
-        f"{str(path)!r} is not an existing file inside the configured data roots "
+        f"{str(path)!r} is not an existing file or directory inside the configured data roots "
         "(HWNAS_DATA_ROOTS)",
         field=FIELD,
     )
 
 
 def check_path(
-    path: str | Path, *, roots: Sequence[Path] | None = None, max_bytes: int | None = None
+    path: str | Path,
+    *,
+    roots: Sequence[Path] | None = None,
+    max_bytes: int | None = None,
+    max_images: int | None = None,
 ) -> Path:
-    """The resolved file ``path`` names, after the cheap checks (root, type, size) that
-    ``load_user_data`` makes before reading: for validating a request up front."""
+    """The resolved file or directory ``path`` names, after the checks that need no decoding
+    (root, type, size; for a directory its layout and limits): for validating a request up
+    front. Roots and limits default to the settings."""
     roots = configured_roots() if roots is None else roots
-    limit = max_bytes if max_bytes is not None else _settings_limit()
     resolved = confine(path, roots)
     if resolved.is_dir():
-        raise InvalidInput(
-            f"{resolved.name}: image directories are not supported yet (no image decoder is "
-            "installed); give an .npz or .pt file with 'inputs' and 'labels'",
-            field=FIELD,
-        )
-    if resolved.suffix not in SUFFIXES:
-        raise InvalidInput(
-            f"{resolved.name}: unsupported file type; use one of {', '.join(SUFFIXES)}",
-            field=FIELD,
-        )
-    _check_size(resolved, limit)
+        _scan(resolved, roots, max_bytes, max_images)
+    else:
+        _check_file(resolved, _limit(max_bytes))
     return resolved
 
 
@@ -103,15 +105,29 @@ def load_user_data(
     path: str | Path,
     *,
     num_classes: int | None = None,
+    image_format: ImageFormat | None = None,
     roots: Sequence[Path] | None = None,
     max_bytes: int | None = None,
+    max_images: int | None = None,
 ) -> UserData:
     """Load validation data from ``path`` (see the module docstring for the format); labels
-    must lie in ``0..num_classes-1`` when that is given. Roots and size limit default to the
-    settings."""
-    resolved = check_path(path, roots=roots, max_bytes=max_bytes)
-    arrays = _read_npz(resolved) if resolved.suffix == ".npz" else _read_torch(resolved)
-    loaded = _user_data(arrays, resolved)
+    must lie in ``0..num_classes-1`` when that is given. A directory of images is read only
+    when the caller gives the ``image_format`` its supernet declares."""
+    roots = configured_roots() if roots is None else roots
+    resolved = confine(path, roots)
+    if resolved.is_dir():
+        if image_format is None:
+            raise InvalidInput(
+                f"{resolved.name}: a directory, but this supernet does not take images; "
+                f"give a tensor file ({', '.join(SUFFIXES)}) with 'inputs' and 'labels'",
+                field=FIELD,
+            )
+        folder = _scan(resolved, roots, max_bytes, max_images)
+        loaded = _from_folder(folder, image_format, _limit(max_bytes), num_classes)
+    else:
+        _check_file(resolved, _limit(max_bytes))
+        arrays = _read_npz(resolved) if resolved.suffix == ".npz" else _read_torch(resolved)
+        loaded = _user_data(arrays, resolved)
     labels = loaded.labels
     if num_classes is not None and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise InvalidInput(
@@ -120,6 +136,44 @@ def load_user_data(
             field=FIELD,
         )
     return loaded
+
+
+def _limit(max_bytes: int | None) -> int:
+    return max_bytes if max_bytes is not None else _settings_limit()
+
+
+def _scan(
+    root: Path, roots: Sequence[Path], max_bytes: int | None, max_images: int | None
+) -> ImageFolder:
+    count = max_images if max_images is not None else get_settings().max_data_images
+    return scan_images(root, roots=roots, max_bytes=_limit(max_bytes), max_images=count)
+
+
+def _from_folder(
+    folder: ImageFolder, image_format: ImageFormat, limit: int, num_classes: int | None
+) -> UserData:
+    if num_classes is not None and len(folder.classes) > num_classes:
+        raise InvalidInput(
+            f"{folder.root.name}: {len(folder.classes)} class directories, but the supernet "
+            f"predicts {num_classes} classes",
+            field=FIELD,
+        )
+    # One read for both, so that the size limit holds for everything read.
+    pixels = read_images(folder.samples + folder.calib, image_format, max_bytes=limit)
+    count = len(folder.samples)
+    calib = pixels[count:] if folder.calib else None
+    labels = torch.tensor(folder.labels, dtype=torch.int64)
+    return UserData(pixels[:count], labels, calib, folder.root)
+
+
+def _check_file(resolved: Path, limit: int) -> None:
+    if resolved.suffix not in SUFFIXES:
+        raise InvalidInput(
+            f"{resolved.name}: unsupported file type; use one of {', '.join(SUFFIXES)}, "
+            "or a directory of images",
+            field=FIELD,
+        )
+    _check_size(resolved, limit)
 
 
 def _settings_limit() -> int:

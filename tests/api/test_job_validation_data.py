@@ -37,7 +37,7 @@ def test_absent_by_default_and_accepted_inside_the_roots(root: Path) -> None:
     [
         ({"validation_data": "/etc/passwd"}, "inside the configured data roots"),
         ({"validation_data": "../outside.npz"}, "inside the configured data roots"),
-        ({"validation_data": "."}, "image directories are not supported yet"),
+        ({"validation_data": "."}, "no class sub-directories"),  # a directory of images
         (
             {
                 "supernet": "nb201-cifar10",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -102,7 +103,13 @@ def test_onnx_export_matches_pytorch_and_the_reported_accuracy(
     assert np.abs(onnx_logits - torch_logits).max() <= 1e-4
     onnx_accuracy = float((onnx_logits.argmax(1) == subset.val_y).mean())
     assert onnx_accuracy == pytest.approx(supernet.evaluate(arch)["accuracy"], abs=1e-9)
-    assert (tmp_path / "subnet.json").exists()
+    card = json.loads((tmp_path / "subnet.json").read_text())
+    assert card["input"] == {
+        "shape": [1, 1, arch["r"], arch["r"]],
+        "mean": [data.MEAN],
+        "std": [data.STD],
+        "layout": "NCHW:L/255",
+    }
 
 
 def test_torchscript_and_state_dict_exports_load_back(supernet: FmnistOFACNN, tmp_path) -> None:

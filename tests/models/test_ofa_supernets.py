@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from core.errors import CheckpointMismatch, InvalidInput
 from core.settings import get_settings
 from models.base import Supernet
 from models.export import export_subnet
-from models.ofa_common import OFASupernet
+from models.ofa_common import IMAGENET_MEAN, IMAGENET_STD, OFASupernet
 from models.ofa_mbv3 import OFAMobileNetV3
 from models.ofa_resnet import OFAResNet50
 from models.registry import create_supernet, list_supernets
@@ -120,6 +121,14 @@ def test_onnx_export_runs_under_onnxruntime_with_equal_outputs(
         torch_logits = supernet.extract(arch)(x).numpy()
     assert onnx_logits.shape == (2, 1000)
     assert np.abs(onnx_logits - torch_logits).max() <= 1e-4
+    spec = supernet.input_spec(arch)
+    assert (spec.mean, spec.std) == (IMAGENET_MEAN, IMAGENET_STD)  # per channel, RGB order
+    assert json.loads((tmp_path / "subnet.json").read_text())["input"] == {
+        "shape": [1, 3, 132, 132],
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "layout": "NCHW:RGB/255",
+    }
 
 
 # --- weights --------------------------------------------------------------------------------

@@ -112,9 +112,9 @@ def test_malformed_files_are_refused_with_a_reason(
         load_user_data("bad.npz", num_classes=10)
 
 
-def test_image_directories_are_not_supported_yet(root: Path) -> None:
-    (root / "images" / "cat").mkdir(parents=True)
-    with pytest.raises(InvalidInput, match="image directories are not supported yet"):
+def test_directories_need_an_image_format_and_other_files_a_known_type(root: Path) -> None:
+    (root / "images" / "cat").mkdir(parents=True)  # read by models.user_images (its own tests)
+    with pytest.raises(InvalidInput, match="a directory, but this supernet does not take images"):
         load_user_data("images")
     (root / "val.csv").write_text("1,2\n")
     with pytest.raises(InvalidInput, match="unsupported file type"):

@@ -1,0 +1,247 @@
+"""User validation data as a directory of images (the ImageFolder layout), decoded with Pillow.
+
+Layout of a data directory ``<dir>``:
+
+- ``<dir>/<class name>/<images>``: labelled images, at any depth below the class directory.
+  Labels index the class names in sorted order, or in the order of ``<dir>/classes.txt``
+  (one name per line, blank lines ignored) when that file exists; it must name exactly the
+  class directories. Labels must be the model's class ids, so give every class the model
+  predicts in its order (ImageNet's sorted synset directories ``n01440764, ...`` are).
+- ``<dir>/_calib/<images>`` (optional, any depth): unlabelled images for BatchNorm
+  recalibration. ``_calib`` is reserved: it is never a class.
+
+Images are the files ending in one of ``EXTENSIONS`` (any case), decoded only by the Pillow
+plugins of those formats; other files (``classes.txt``, READMEs) and names starting with
+``.`` are ignored. A file that does not decode is refused with its path in the message.
+
+Limits: every directory and image is resolved (symlinks followed) and must lie inside a data
+root, so a link out of the roots is refused; the images' total size on disk is at most
+``HWNAS_MAX_DATA_FILE_MB``, their number (calibration images included) at most
+``HWNAS_MAX_DATA_IMAGES``; an image of more than ``MAX_PIXELS`` pixels is refused from its
+header, before it is decoded (decompression bombs).
+
+Conversion, as the supernet declares (:class:`models.base.ImageFormat`): the first frame is
+converted to Pillow mode ``L`` or ``RGB`` (alpha dropped), its shorter side resized to
+``size`` (Pillow's bilinear filter, antialiased when shrinking; an image already
+``size x size`` is not resampled) and the centre ``size x size`` kept, as uint8: (N, H, W)
+for ``L``, (N, 3, H, W) for ``RGB``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.errors import InvalidInput
+
+from .base import ImageFormat
+
+FIELD = "validation_data"
+CALIB_DIR = "_calib"
+CLASSES_FILE = "classes.txt"
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+#: Pillow decodes by content, not by name: only these plugins (the formats above) may run.
+PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "PPM", "TIFF")
+#: Largest image (width x height) decoded; 40 MP is above any camera photo, and below
+#: Pillow's own bomb threshold (~89 MP), whose warning would not stop the decoding.
+MAX_PIXELS = 40_000_000
+_MAX_CLASSES_FILE = 2**20
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An image found by a scan: its resolved path, and the name messages give it."""
+
+    path: Path
+    name: str
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """What a scan found: class names, labelled images, calibration images."""
+
+    root: Path
+    classes: tuple[str, ...]
+    samples: tuple[ImageFile, ...]
+    labels: tuple[int, ...]
+    calib: tuple[ImageFile, ...]
+
+
+class _Scan:
+    """Walks a data directory, checking confinement and the count and size limits."""
+
+    def __init__(self, root: Path, roots: Sequence[Path], max_bytes: int, max_images: int):
+        self.root, self.roots = root, [Path(r).resolve() for r in roots]
+        self.max_bytes, self.max_images = max_bytes, max_images
+        self.count = self.bytes = 0
+
+    def name(self, path: Path) -> str:
+        return f"{self.root.name}/{path.relative_to(self.root).as_posix()}"
+
+    def resolved(self, path: Path) -> Path:
+        real = path.resolve()
+        if not any(real.is_relative_to(root) for root in self.roots):
+            raise InvalidInput(
+                f"{self.name(path)} resolves outside the configured data roots (HWNAS_DATA_ROOTS)",
+                field=FIELD,
+            )
+        return real
+
+    def images(self, top: Path) -> Iterator[ImageFile]:
+        """Image files under ``top``, resolved, in a fixed order (files, then sub-directories,
+        each sorted by name); a directory reached twice (link cycles) is walked once."""
+        stack, seen = [top], set()
+        while stack:
+            current = stack.pop()
+            real = self.resolved(current)
+            if real in seen:
+                continue
+            seen.add(real)
+            subdirs = []
+            for entry in sorted(current.iterdir()):
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    subdirs.append(entry)
+                elif entry.suffix.lower() in EXTENSIONS:
+                    yield self.count_in(entry)
+            stack.extend(reversed(subdirs))
+
+    def count_in(self, path: Path) -> ImageFile:
+        real = self.resolved(path)
+        if not real.is_file():
+            raise InvalidInput(f"{self.name(path)} is not a readable file", field=FIELD)
+        self.count, self.bytes = self.count + 1, self.bytes + real.stat().st_size
+        if self.count > self.max_images:
+            raise InvalidInput(
+                f"{self.root.name}: more than {self.max_images} images (HWNAS_MAX_DATA_IMAGES)",
+                field=FIELD,
+            )
+        if self.bytes > self.max_bytes:
+            raise InvalidInput(
+                f"{self.root.name}: the images are over the limit of "
+                f"{self.max_bytes / 2**20:.1f} MiB in all (HWNAS_MAX_DATA_FILE_MB)",
+                field=FIELD,
+            )
+        return ImageFile(real, self.name(path))
+
+
+def scan_images(
+    root: Path, *, roots: Sequence[Path], max_bytes: int, max_images: int
+) -> ImageFolder:
+    """The layout of the (resolved) data directory ``root``, checked without decoding."""
+    scan = _Scan(root, roots, max_bytes, max_images)
+    classes = _class_names(scan)
+    samples: list[ImageFile] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        found = list(scan.images(root / name))
+        if not found:
+            raise InvalidInput(
+                f"{scan.name(root / name)}: class {name!r} has no images ({', '.join(EXTENSIONS)})",
+                field=FIELD,
+            )
+        samples += found
+        labels += [label] * len(found)
+    calib: tuple[ImageFile, ...] = ()
+    if (root / CALIB_DIR).is_dir():
+        calib = tuple(scan.images(root / CALIB_DIR))
+        if not calib:
+            raise InvalidInput(f"{scan.name(root / CALIB_DIR)} holds no images", field=FIELD)
+    return ImageFolder(root, classes, tuple(samples), tuple(labels), calib)
+
+
+def _class_names(scan: _Scan) -> tuple[str, ...]:
+    root = scan.root
+    present = sorted(
+        entry.name
+        for entry in root.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".") and entry.name != CALIB_DIR
+    )
+    if not present:
+        raise InvalidInput(
+            f"{root.name}: no class sub-directories; expected <dir>/<class name>/<images>",
+            field=FIELD,
+        )
+    if not (root / CLASSES_FILE).is_file():
+        return tuple(present)
+    listed = _read_classes_file(scan, root / CLASSES_FILE)
+    if len(set(listed)) != len(listed) or set(listed) != set(present):
+        missing, extra = sorted(set(present) - set(listed)), sorted(set(listed) - set(present))
+        raise InvalidInput(
+            f"{scan.name(root / CLASSES_FILE)} must name each class directory once; "
+            f"not listed: {missing[:5]}, without a directory: {extra[:5]}",
+            field=FIELD,
+        )
+    return tuple(listed)
+
+
+def _read_classes_file(scan: _Scan, path: Path) -> list[str]:
+    with scan.resolved(path).open("rb") as handle:
+        raw = handle.read(_MAX_CLASSES_FILE + 1)
+    try:
+        if len(raw) > _MAX_CLASSES_FILE:
+            raise ValueError("over 1 MiB")
+        text = raw.decode("utf-8")
+    except ValueError as exc:
+        raise InvalidInput(f"{scan.name(path)}: not a UTF-8 list ({exc})", field=FIELD) from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_images(
+    images: Sequence[ImageFile], image_format: ImageFormat, *, max_bytes: int
+) -> torch.Tensor:
+    """Decode ``images`` (from :func:`scan_images`) into one uint8 tensor, reading at most
+    ``max_bytes`` in all (a file may have grown since the scan)."""
+    size, rgb = image_format.size, image_format.mode == "RGB"
+    out = torch.empty((len(images), *((3,) if rgb else ()), size, size), dtype=torch.uint8)
+    left = max_bytes
+    for i, image in enumerate(images):
+        with image.path.open("rb") as handle:
+            data = handle.read(left + 1)
+        left -= len(data)
+        if left < 0:
+            raise InvalidInput(
+                f"{image.name}: the images are over the limit of {max_bytes / 2**20:.1f} MiB "
+                "in all (HWNAS_MAX_DATA_FILE_MB)",
+                field=FIELD,
+            )
+        pixels = _decode(data, image_format, image.name)
+        out[i] = torch.from_numpy(pixels.transpose(2, 0, 1) if rgb else pixels)
+    return out
+
+
+def _decode(data: bytes, image_format: ImageFormat, name: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise InvalidInput(
+                    f"{name}: {image.width}x{image.height} pixels is over the limit of "
+                    f"{MAX_PIXELS} pixels",
+                    field=FIELD,
+                )
+            fitted = _fit(image.convert(image_format.mode), image_format.size)
+    except InvalidInput:
+        raise
+    except Exception as exc:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInput(f"{name}: not a readable image ({reason})", field=FIELD) from None
+    return np.array(fitted, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
+
+
+def _fit(image: Image.Image, size: int) -> Image.Image:
+    """Shorter side resized to ``size`` (sizes as in ``imagenet_preprocess``), centre crop."""
+    width, height = image.size
+    if (width, height) == (size, size):
+        return image
+    short = min(width, height)
+    width, height = size * width // short, size * height // short
+    image = image.resize((width, height), Image.Resampling.BILINEAR)
+    left, top = (width - size) // 2, (height - size) // 2
+    return image.crop((left, top, left + size, top + size))

@@ -1,0 +1,212 @@
+"""User validation data as a directory of images: layout, conversion, limits, supernet wiring."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.errors import InvalidInput
+from core.settings import get_settings
+from models import data, registry, user_images
+from models.base import ImageFormat
+from models.fmnist_cnn import smallest_arch
+from models.ofa_mbv3 import OFAMobileNetV3
+from models.registry import create_supernet, get_supernet
+from models.user_data import check_path, load_user_data
+
+GREY8 = ImageFormat(mode="L", size=8)
+RGB10 = ImageFormat(mode="RGB", size=10)
+#: Fashion-MNIST's class names in label order; sorted, they are in another order.
+FMNIST_CLASSES = "T-shirt_top Trouser Pullover Dress Coat Sandal Shirt Sneaker Bag Ankle_boot"
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """One configured data root (HWNAS_DATA_ROOTS) under the test's own directory."""
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("HWNAS_DATA_ROOTS", str(root))
+    get_settings.cache_clear()
+    yield root
+    get_settings.cache_clear()
+
+
+def write_image(path: Path, pixels: np.ndarray | tuple[int, ...], size: int = 12) -> Path:
+    """An image file (format from the suffix): ``pixels`` as an array, or one solid colour."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(pixels, tuple):
+        shape = (size, size, len(pixels)) if len(pixels) > 1 else (size, size)
+        pixels = np.full(shape, pixels, np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def image_tree(top: Path, counts: dict[str, int]) -> Path:
+    """``counts[name]`` grey images in ``top/name``, image i solid with value i."""
+    for name, count in counts.items():
+        for i in range(count):
+            write_image(top / name / f"{i}.png", (i,))
+    return top
+
+
+def test_labels_follow_sorted_class_directories_or_classes_txt(root: Path) -> None:
+    image_tree(root / "set", {"b": 2, "a": 1, "c": 1, "_calib": 1})
+    (root / "set" / "b" / "README.txt").write_text("not an image: ignored")
+    write_image(root / "set" / "b" / ".hidden.png", (9,))  # hidden: ignored
+    write_image(root / "set" / "a" / "deeper" / "more.PNG", (9,))  # any depth, any case
+    loaded = load_user_data("set", image_format=GREY8)
+    assert loaded.labels.tolist() == [0, 0, 1, 1, 2]  # a (2 images), b (2), c (1)
+    assert loaded.inputs.shape == (5, 8, 8) and loaded.inputs.dtype == torch.uint8
+    (root / "set" / "classes.txt").write_text("c\nb\n\na\n")
+    assert load_user_data("set", image_format=GREY8).labels.tolist() == [0, 1, 1, 2, 2]
+    (root / "set" / "classes.txt").write_text("c\nb\nd\n")
+    with pytest.raises(InvalidInput, match=r"not listed: \['a'\], without a directory: \['d'\]"):
+        load_user_data("set", image_format=GREY8)
+
+
+def test_images_are_converted_resized_and_centre_cropped(root: Path) -> None:
+    write_image(root / "set" / "x" / "solid.png", (200, 100, 50), size=40)
+    thirds = np.zeros((10, 30, 3), np.uint8)  # red | green | blue, 10 x 30
+    thirds[:, :10, 0] = thirds[:, 10:20, 1] = thirds[:, 20:, 2] = 255
+    write_image(root / "set" / "y" / "thirds.bmp", thirds)
+    rgb = load_user_data("set", image_format=RGB10).inputs
+    assert rgb.shape == (2, 3, 10, 10)
+    assert rgb[0].flatten(1).tolist() == [[200] * 100, [100] * 100, [50] * 100]
+    assert rgb[1].flatten(1).tolist() == [[0] * 100, [255] * 100, [0] * 100]  # the middle
+    grey = load_user_data("set", image_format=GREY8).inputs
+    assert grey.shape == (2, 8, 8)
+    assert grey[0].unique().tolist() == [124]  # ITU-R 601-2 luma of (200, 100, 50)
+
+
+def test_calibration_images_come_from_the_calib_directory(root: Path) -> None:
+    image_tree(root / "set", {"a": 2, "b": 1})
+    write_image(root / "set" / "_calib" / "one.jpg", (40,))
+    write_image(root / "set" / "_calib" / "nested" / "two.gif", (80,))
+    loaded = load_user_data("set", image_format=GREY8)
+    assert loaded.calib is not None and loaded.calib.shape == (2, 8, 8)
+    assert loaded.calib[1].unique().tolist() == [80]  # lossless GIF, after the flat file
+    assert len(loaded.labels) == 3  # _calib is not a class
+    for path in (root / "set" / "_calib").rglob("*.*"):
+        path.unlink()
+    with pytest.raises(InvalidInput, match="_calib holds no images"):
+        load_user_data("set", image_format=GREY8)
+
+
+def test_a_file_that_does_not_decode_is_refused_by_name(root: Path) -> None:
+    image_tree(root / "set", {"a": 1})
+    (root / "set" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(InvalidInput, match=r"set/a/broken\.png: not a readable image"):
+        load_user_data("set", image_format=GREY8)
+    (root / "set" / "a" / "broken.png").unlink()
+    (root / "set" / "a" / "script.jpg").write_bytes(b"#!/bin/sh\necho hi\n")
+    with pytest.raises(InvalidInput, match=r"set/a/script\.jpg: not a readable image"):
+        load_user_data("set", image_format=GREY8)
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image_tree(root / "set", {"a": 1})
+    write_image(root / "set" / "a" / "big.png", (1,), size=13)  # the other is 12 x 12
+    monkeypatch.setattr(user_images, "MAX_PIXELS", 150)
+    with pytest.raises(InvalidInput, match=r"big\.png: 13x13 pixels is over the limit of 150"):
+        load_user_data("set", image_format=GREY8)
+
+
+def test_links_out_of_the_roots_are_refused(root: Path, tmp_path: Path) -> None:
+    image_tree(root / "set", {"a": 1, "b": 1})
+    outside = image_tree(tmp_path / "elsewhere", {"x": 1})
+    (root / "set" / "a" / "link.png").symlink_to(outside / "x" / "0.png")
+    with pytest.raises(InvalidInput, match=r"set/a/link\.png resolves outside") as caught:
+        check_path("set")
+    assert str(tmp_path) not in str(caught.value)  # the server's layout is not disclosed
+    (root / "set" / "a" / "link.png").unlink()
+    (root / "set" / "c").symlink_to(outside / "x", target_is_directory=True)
+    with pytest.raises(InvalidInput, match=r"set/c resolves outside"):
+        load_user_data("set", image_format=GREY8)
+    (root / "set" / "c").unlink()
+    (root / "set" / "c").symlink_to(root / "set" / "b", target_is_directory=True)  # inside
+    (root / "set" / "b" / "loop").symlink_to(root / "set" / "b", target_is_directory=True)
+    assert load_user_data("set", image_format=GREY8).labels.tolist() == [0, 1, 2]
+
+
+def test_count_and_total_size_limits(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image_tree(root / "set", {"a": 2, "_calib": 1})
+    total = sum(path.stat().st_size for path in (root / "set").rglob("*.png"))
+    assert check_path("set", max_images=3, max_bytes=total) == (root / "set").resolve()
+    with pytest.raises(InvalidInput, match=r"more than 2 images \(HWNAS_MAX_DATA_IMAGES\)"):
+        load_user_data("set", image_format=GREY8, max_images=2)
+    with pytest.raises(InvalidInput, match=r"over the limit .* \(HWNAS_MAX_DATA_FILE_MB\)"):
+        load_user_data("set", image_format=GREY8, max_bytes=total - 1)
+    monkeypatch.setenv("HWNAS_MAX_DATA_IMAGES", "2")
+    get_settings.cache_clear()
+    with pytest.raises(InvalidInput, match="more than 2 images"):
+        check_path("set")  # what the API runs when a job is posted
+
+
+def test_layouts_without_images_are_refused_with_a_reason(root: Path) -> None:
+    (root / "flat").mkdir()
+    write_image(root / "flat" / "0.png", (1,))
+    with pytest.raises(InvalidInput, match="no class sub-directories"):
+        check_path("flat")
+    (root / "flat" / "cat").mkdir()
+    (root / "flat" / "cat" / "notes.txt").write_text("no images here")
+    with pytest.raises(InvalidInput, match=r"class 'cat' has no images \(\.png"):
+        check_path("flat")
+
+
+def test_supernets_that_take_no_images_refuse_a_directory(root: Path) -> None:
+    image_tree(root / "set", {"a": 1})
+    net = create_supernet("text-transformer-synth", validation_data="set")
+    with pytest.raises(InvalidInput, match="a directory, but this supernet does not take images"):
+        net.evaluate(net.decode("e64-h2f128"))
+    assert net.image_format() is None
+    fmnist = create_supernet("fmnist-ofa-cnn", validation_data="set")
+    assert fmnist.image_format() == ImageFormat("L", 28)
+    image_tree(root / "eleven", {f"c{i:02d}": 1 for i in range(11)})
+    with pytest.raises(InvalidInput, match="11 class directories, but the supernet predicts 10"):
+        load_user_data("eleven", num_classes=10, image_format=GREY8)
+
+
+def test_fmnist_accuracy_on_png_files_equals_the_same_samples_as_npz(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "_DATA_INSTANCES", OrderedDict())
+    subset = data.load_subset()
+    names = FMNIST_CLASSES.split()
+    picks = np.concatenate([np.flatnonzero(subset.val_y == c)[:15] for c in range(10)])
+    for i in picks:  # class-major, file names in index order: the order the reader keeps
+        write_image(root / "fm" / names[subset.val_y[i]] / f"{i:05d}.png", subset.val_x[i])
+    (root / "fm" / "classes.txt").write_text("\n".join(names) + "\n")
+    np.savez(root / "fm.npz", inputs=subset.val_x[picks], labels=subset.val_y[picks])
+    from_pngs = get_supernet("fmnist-ofa-cnn", validation_data="fm")
+    from_npz = get_supernet("fmnist-ofa-cnn", validation_data="fm.npz")
+    for arch in (smallest_arch(), dict(smallest_arch(), r=28, k1_1=7, e1_1=6)):
+        accuracy = from_pngs.evaluate(arch)["accuracy"]
+        assert accuracy == from_npz.evaluate(arch)["accuracy"]
+        assert 0.5 < accuracy <= 1.0
+
+
+def test_ofa_evaluates_and_recalibrates_on_an_image_directory(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for i, label in enumerate((3, 3, 7)):  # class directories "003", "007": labels 0, 1
+        pixels = rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)
+        write_image(root / "in" / f"{label:03d}" / f"{i}.png", pixels)
+    write_image(root / "in" / "_calib" / "c.jpg", rng.integers(0, 256, (64, 64, 3), np.uint8))
+    net = OFAMobileNetV3(validation_data="in")
+    assert net.image_format() == ImageFormat("RGB", 256)
+    loaded = load_user_data("in", image_format=net.image_format())
+    assert loaded.inputs.shape == (3, 3, 256, 256) and loaded.calib is not None
+    np.savez(root / "in.npz", inputs=loaded.inputs, labels=loaded.labels, calib_inputs=loaded.calib)
+    same = OFAMobileNetV3(validation_data="in.npz")
+    arch = {g: c[0] for g, c in net.space().items()}
+    assert net.evaluate(arch) == same.evaluate(arch)
+    means = [n.extract(arch).first_conv.bn.running_mean for n in (net, same)]  # type: ignore
+    assert torch.equal(means[0], means[1])
+    assert not torch.equal(means[0], net.module.first_conv.bn.running_mean)  # type: ignore
