@@ -105,7 +105,8 @@ def test_unknown_device_lists_known_ids() -> None:
         get_profile("tpu-v9")
     assert exc.value.field == "device"
     assert exc.value.known == sorted(SHIPPED)
-    assert "unknown device 'tpu-v9'; known: cpu-1t, cpu-all, cpu-ort, cpu-ts, cuda-0" in str(exc.value)
+    known = "known: cpu-1t, cpu-all, cpu-ort, cpu-ts, cuda-0"
+    assert f"unknown device 'tpu-v9'; {known}" in str(exc.value)
 
 
 def test_extra_directories_add_profiles(tmp_path: Path) -> None:
