@@ -4,7 +4,13 @@ Importing this package registers the built-in strategies (``random``, ``nsga2``,
 ``linas``).
 """
 
-from search.base import Strategy, create_strategy, list_strategies, register_strategy
+from search.base import (
+    Strategy,
+    create_strategy,
+    list_strategies,
+    register_strategy,
+    strategy_class,
+)
 from search.constraints import (
     Bound,
     Constraints,
@@ -46,6 +52,7 @@ __all__ = [
     "list_strategies",
     "non_dominated",
     "register_strategy",
+    "strategy_class",
     "validate_constraints",
     "validate_objectives",
     "violation",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -49,8 +49,12 @@ class Strategy(abc.ABC):
     Constraints rank first: a feasible result beats an infeasible one; among infeasible results
     the smaller :func:`~search.constraints.violation` wins.
 
-    Subclasses implement :meth:`_propose` and may override :meth:`_on_tell`.
+    Subclasses implement :meth:`_propose` and may override :meth:`_on_tell`. A subclass that
+    takes a ``prior`` option (``{metric: predict(archs) -> values}``, e.g. a calibrated latency
+    predictor) sets :attr:`accepts_prior`.
     """
+
+    accepts_prior: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -206,6 +210,13 @@ def register_strategy(name: str) -> Callable[[S], S]:
 def list_strategies() -> list[str]:
     """Registered strategy names, sorted."""
     return sorted(_REGISTRY)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The class registered as ``name`` (to ask what it accepts before building it)."""
+    if name not in _REGISTRY:
+        raise UnknownName("strategy", name, _REGISTRY, field="strategy")
+    return _REGISTRY[name]
 
 
 def create_strategy(name: str, **kwargs: Any) -> Strategy:

@@ -31,7 +31,7 @@ The pool is the whole space when it has at most ``pool_size`` index tuples (NAS-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from threadpoolctl import ThreadpoolController
 
 from core.errors import InvalidInput
 from search.base import Strategy, register_strategy
-from search.constraints import Constraints, Objectives
+from search.constraints import Constraints, Objectives, violation
 from search.space import Arch, SearchSpace
 from search.surrogate import FeatureMap, PairwiseRidge
 
@@ -50,6 +50,9 @@ __all__ = ["LinasStrategy"]
 # 10 % to 87 %). Measured: power 1 leaves that end thin (worst-corner hypervolume below
 # random's at 100 evaluations), power 3 starves the middle of the front.
 LEVEL_POWER = 2.0
+
+# Uniform candidates drawn per initial proposal when a prior screens them for feasibility.
+PRIOR_DRAWS = 32
 
 # Small dense linear algebra runs several times faster on one BLAS thread than on many,
 # especially when other processes share the cores; the limit applies only inside ask().
@@ -93,10 +96,19 @@ class LinasStrategy(Strategy):
       selected by leave-one-out (0 when they do not help). Called once per candidate of the
       enumerated pool (once in total), or per candidate of every sampled pool (large spaces:
       ``pool_size`` calls per ask, so the function must be cheap), and cached for told results.
+    - ``prior``: ``{metric: predict(archs) -> values}``, predictions of a constrained metric
+      available before measuring anything (e.g. the latency predictor calibrated on the
+      device earlier). Used where the strategy has no data of its own yet: each initial
+      proposal is drawn uniformly among ``PRIOR_DRAWS`` candidates that the prior predicts to
+      satisfy the constraints on its metrics (any candidate when none is predicted to), so a
+      tight constraint does not waste the initial budget on infeasible architectures. From
+      then on the strategy's own predictors, fitted on measurements, decide.
 
     :attr:`predictor_report` lists, per hyperparameter selection and metric, the number of
     results, the chosen transform and prior, and the leave-one-out RMSE and Kendall tau.
     """
+
+    accepts_prior = True
 
     def __init__(
         self,
@@ -112,6 +124,7 @@ class LinasStrategy(Strategy):
         reselect_every: int = 10,
         features: Callable[[Arch], Sequence[float]] | None = None,
         level_power: float = LEVEL_POWER,
+        prior: Mapping[str, Callable[[Sequence[Arch]], Sequence[float]]] | None = None,
     ) -> None:
         super().__init__(
             space=space, objectives=objectives, constraints=constraints, seed=seed, budget=budget
@@ -139,6 +152,7 @@ class LinasStrategy(Strategy):
                 "features must be callable (arch -> list of floats)", field="features"
             )
         self._free = _FreeFeatures(space, features) if features is not None else None
+        self._prior = self._check_prior(prior or {})
         self.predictor_report: list[dict[str, Any]] = []
         self._cards = [len(space.choices(name)) for name in space.names]
         self._features = FeatureMap(self._cards, interactions=interactions)
@@ -163,7 +177,8 @@ class LinasStrategy(Strategy):
     def _propose(self, n: int) -> list[Arch]:
         taken: set[str] = set()
         n_random = n if self.n_told < 2 else min(n, max(0, self.n_initial - self._n_seen()))
-        out = self._sample_unseen(n_random, taken)
+        out = self._sample_screened(n_random, taken) if self._prior else []
+        out += self._sample_unseen(n_random - len(out), taken)
         if self._pool is not None:
             self._pool.close([self.space.to_indices(a) for a in out])
         if len(out) < n:
@@ -173,6 +188,39 @@ class LinasStrategy(Strategy):
 
     def _n_seen(self) -> int:
         return self.n_told + len(self._pending)
+
+    # ---- prior -----------------------------------------------------------------------------
+
+    def _check_prior(
+        self, prior: Mapping[str, Callable[[Sequence[Arch]], Sequence[float]]]
+    ) -> dict[str, Callable[[Sequence[Arch]], Sequence[float]]]:
+        """The prior's entries that can screen candidates: callables of constrained metrics."""
+        for name, predict in prior.items():
+            if not callable(predict):
+                raise InvalidInput(f"prior[{name!r}] must be callable", field="prior")
+        return {name: prior[name] for name in prior if name in self.constraints}
+
+    def _sample_screened(self, n: int, taken: set[str]) -> list[Arch]:
+        """Up to ``n`` unseen uniform architectures the prior predicts to be feasible."""
+        out: list[Arch] = []
+        bounds = {name: self.constraints[name] for name in self._prior}
+        for _ in range(n):
+            candidates = self._sample_unseen(PRIOR_DRAWS, set(taken))
+            if not candidates:
+                break
+            predicted = {
+                name: np.asarray(predict(candidates), dtype=float)
+                for name, predict in self._prior.items()
+            }
+            feasible = [
+                arch
+                for row, arch in enumerate(candidates)
+                if violation({m: float(v[row]) for m, v in predicted.items()}, bounds) == 0.0
+            ]
+            pick = feasible[0] if feasible else candidates[0]
+            taken.add(self.space.key(pick))
+            out.append(pick)
+        return out
 
     # ---- predictors ------------------------------------------------------------------------
 

@@ -38,6 +38,11 @@ from store.tables import LatencyPredictorRecord
 from .devices import device_profile
 
 MAX_SAMPLES = 200
+# A stored predictor steers a search only if its own cross-validation says it ranks and
+# scales latencies well enough (benchmarks/latency_prior.py: a predictor with held-out rank
+# correlation below 0 made the screened proposals less feasible than uniform ones).
+PRIOR_MIN_SPEARMAN = 0.8
+PRIOR_MIN_WITHIN_10PCT = 0.5
 # Draws per wanted architecture before giving up on finding new ones (tiny spaces).
 _DRAWS_PER_SAMPLE = 50
 
@@ -145,6 +150,15 @@ class PredictedLatency:
 
     def __call__(self, archs: Sequence[Arch]) -> FloatArray:
         return self.predictor.predict(self.encoder, archs)
+
+    @property
+    def trustworthy(self) -> bool:
+        """Whether the cross-validated error of the fit allows steering a search with it."""
+        metrics = self.predictor.metrics
+        return (
+            metrics.get("spearman", 0.0) >= PRIOR_MIN_SPEARMAN
+            and metrics.get("within_10pct", 0.0) >= PRIOR_MIN_WITHIN_10PCT
+        )
 
     @property
     def provenance(self) -> dict[str, Any]:

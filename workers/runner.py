@@ -21,11 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.errors import HwnasError, StorageError
 from core.settings import Settings
 from models.registry import get_supernet
-from search import Bound, SearchSpace, create_strategy, is_feasible
+from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
 from store import jobs as q
 from store.db import transaction
 from store.tables import Evaluation, Job, JobStatus
 
+from .calibration import PredictedLatency, latency_predictor_for
 from .devices import device_profile
 from .evaluator import Measurement, SubnetEvaluator
 from .front import constraints_of, summarise_front
@@ -45,14 +46,20 @@ class JobPlan:
     strategy: Any
 
 
-def build_plan(spec: dict[str, Any], reused: int = 0) -> JobPlan:
+def build_plan(
+    spec: dict[str, Any], reused: int = 0, latency_prior: PredictedLatency | None = None
+) -> JobPlan:
     """The plan of a job; ``reused``: evaluations copied from earlier jobs, which the
-    strategy is told on top of the ``budget`` it may measure."""
+    strategy is told on top of the ``budget`` it may measure; ``latency_prior``: a stored
+    latency predictor of the pair, given to strategies that take a prior."""
     supernet = get_supernet(spec["supernet"], validation_data=spec.get("validation_data"))
     profile = device_profile(spec["device"])
     constraints = constraints_of(spec)
     space = SearchSpace(supernet.space(), canonical=supernet.canonical, encode=supernet.encode)
     budget = spec["budget"]["evaluations"]
+    options: dict[str, Any] = {}
+    if latency_prior is not None and strategy_class(spec["strategy"]).accepts_prior:
+        options["prior"] = {"latency_ms": latency_prior}
     strategy = create_strategy(
         spec["strategy"],
         space=space,
@@ -60,6 +67,7 @@ def build_plan(spec: dict[str, Any], reused: int = 0) -> JobPlan:
         constraints=constraints,
         seed=spec["seed"],
         budget=budget + reused,
+        **options,
     )
     return JobPlan(
         budget, spec["objectives"], constraints, SubnetEvaluator(supernet, profile), strategy
@@ -168,7 +176,7 @@ class JobRunner:
         if not stored and spec.get("warm_start", True) and self.settings.warm_start_max > 0:
             stored = self._warm_start(job_id, spec)
         reused = sum("reused_from" in e.details for e in stored)
-        plan = build_plan(spec, reused)
+        plan = build_plan(spec, reused, self._latency_prior(job_id, spec))
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
         done = len(stored) - reused
@@ -191,6 +199,27 @@ class JobRunner:
         if lease != "held":
             return self._cancelled_or_lost(job_id, lease == "cancel")
         return self._finish(job_id, plan)
+
+    def _latency_prior(self, job_id: str, spec: dict[str, Any]) -> PredictedLatency | None:
+        """The latest latency predictor calibrated for the job's pair, when the job
+        constrains latency and the predictor's cross-validation makes it trustworthy (the
+        strategy screens its first proposals with it)."""
+        if "latency_ms" not in (spec.get("constraints") or {}):
+            return None
+        try:
+            prior = latency_predictor_for(self.factory, spec["supernet"], spec["device"])
+        except HwnasError as exc:  # e.g. fitted on a search space that has changed since
+            log.warning("job %s: stored latency predictor not used: %s", job_id, exc)
+            return None
+        if prior is None:
+            return None
+        if not prior.trustworthy:
+            log.info("job %s: latency predictor v%d not used (cross-validated %s)", job_id,
+                     prior.version, prior.predictor.metrics)  # fmt: skip
+            return None
+        log.info("job %s: latency prior = predictor v%d of %s on %s", job_id,
+                 prior.version, prior.supernet, prior.device)  # fmt: skip
+        return prior
 
     def _warm_start(self, job_id: str, spec: dict[str, Any]) -> list[Evaluation]:
         """Copy earlier measurements of this supernet on this device into the job.

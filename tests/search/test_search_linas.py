@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from core.errors import InvalidInput
 from search import (
     Bound,
     LinasStrategy,
@@ -228,3 +229,34 @@ def test_free_features_must_be_finite_numbers(bad: Callable[[dict], object]) -> 
     with pytest.raises(ValueError, match="features") as excinfo:
         run(strategy, synthetic())
     assert getattr(excinfo.value, "field", None) == "features"
+
+
+def test_a_prior_screens_the_initial_proposals_for_feasibility() -> None:
+    measure = synthetic()
+    lat = [measure(a)["lat"] for a in cell_space().enumerate()]
+    limit = float(np.quantile(lat, 0.1))  # one architecture in ten is feasible
+
+    def prior(archs: list[dict]) -> list[float]:  # an exact latency predictor
+        return [measure(a)["lat"] for a in archs]
+
+    calls: list[int] = []
+
+    def counted(archs: list[dict]) -> list[float]:
+        calls.append(len(archs))
+        return prior(archs)
+
+    def initial(**options: object) -> list[dict]:
+        strategy = LinasStrategy(
+            space=cell_space(), objectives=OBJECTIVES, constraints={"lat": Bound(max=limit)},
+            seed=3, budget=40, n_initial=12, **options,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return strategy.ask(12)
+
+    screened = initial(prior={"lat": counted, "acc": prior})  # acc: not constrained, unused
+    assert all(measure(a)["lat"] <= limit for a in screened)
+    assert len(calls) == 12  # one screening call per initial proposal
+    plain = sum(measure(a)["lat"] <= limit for a in initial())
+    assert plain <= 4  # uniform draws: ~1.2 of 12 expected
+    assert len({str(sorted(a.items())) for a in screened}) == 12
+    with pytest.raises(InvalidInput, match="must be callable"):
+        initial(prior={"lat": 3})

@@ -1,0 +1,86 @@
+"""A job that constrains latency screens its first proposals with the pair's calibration."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from hardware_profiles.latency_predictor import ArchEncoder, fit_latency_predictor
+from models.registry import get_supernet
+from workers.calibration import PredictedLatency, latency_predictor_for
+from workers.runner import build_plan
+
+from ..api.helpers import wait_for
+from ..conftest import embedded_settings
+
+DEVICE, COLUMN = "nb201-1080ti-1", "lat_ms_1080ti_1"
+BUDGET = 20  # linas: min(20, max(4, 20 // 5)) = 4 initial proposals
+
+
+def _spec(limit: float, seed: int) -> dict[str, Any]:
+    return {
+        "supernet": "nb201-cifar10",
+        "device": DEVICE,
+        "objectives": {"accuracy": "max", "latency_ms": "min"},
+        "constraints": {"latency_ms": {"max": limit}},
+        "budget": {"evaluations": BUDGET},
+        "strategy": "linas",
+        "warm_start": False,
+        "seed": seed,
+    }
+
+
+def _first_feasible(client: TestClient, job_id: str, limit: float, n: int) -> int:
+    evaluations = client.get(f"/v1/jobs/{job_id}/evaluations", params={"limit": n}).json()
+    return sum(e["metrics"]["latency_ms"] <= limit for e in evaluations["data"][:n])
+
+
+def test_initial_proposals_use_the_stored_latency_predictor(tmp_path: Path) -> None:
+    supernet = get_supernet("nb201-cifar10")
+    latencies = np.array([row[COLUMN] for row in supernet.rows.values()])
+    limit = float(np.quantile(latencies, 0.15))  # 15 % of the cells are feasible
+    seeds = range(1, 4)
+    with TestClient(create_app(embedded_settings(tmp_path, embedded_devices=""))) as client:
+        before = [wait_for(client, client.post("/v1/jobs", json=_spec(limit, s)).json()["id"])
+                  for s in seeds]  # fmt: skip
+        calibration = client.post(
+            f"/v1/devices/{DEVICE}/calibrations",
+            json={"supernet": "nb201-cifar10", "n_samples": 50, "seed": 0},
+        )
+        assert calibration.status_code == 201, calibration.text
+        after = [wait_for(client, client.post("/v1/jobs", json=_spec(limit, s)).json()["id"])
+                 for s in seeds]  # fmt: skip
+        n_initial = 4
+        plain = sum(_first_feasible(client, job["id"], limit, n_initial) for job in before)
+        screened = sum(_first_feasible(client, job["id"], limit, n_initial) for job in after)
+        factory = client.app.state.session_factory  # type: ignore[attr-defined]
+        prior = latency_predictor_for(factory, "nb201-cifar10", DEVICE)
+    assert all(job["status"] == "succeeded" for job in before + after)
+    # 12 initial proposals each way: uniform ones are feasible ~15 % of the time (~2 of 12)
+    assert plain <= 5, plain
+    assert screened >= 10, screened
+    # The plan hands the predictor to strategies that take a prior, and only to those.
+    assert prior is not None
+    assert build_plan(_spec(limit, 1), 0, prior).strategy._prior
+    assert not hasattr(build_plan({**_spec(limit, 1), "strategy": "nsga2"}, 0, prior).strategy,
+                       "_prior")  # fmt: skip
+
+
+def test_only_a_predictor_that_cross_validates_well_steers_a_search() -> None:
+    supernet = get_supernet("nb201-cifar10")
+    encoder = ArchEncoder.from_supernet(supernet)
+    archs = [supernet.decode(k) for k in sorted(supernet.rows)[:30]]
+    fitted = fit_latency_predictor(encoder, archs, [1.0 + i for i in range(30)])
+
+    def bound(metrics: dict[str, float]) -> PredictedLatency:
+        predictor = replace(fitted, metrics={**fitted.metrics, **metrics})
+        return PredictedLatency("nb201-cifar10", DEVICE, 1, predictor, encoder)
+
+    assert bound({"spearman": 0.9, "within_10pct": 0.8}).trustworthy
+    assert not bound({"spearman": 0.3, "within_10pct": 0.8}).trustworthy  # ranks badly
+    assert not bound({"spearman": 0.9, "within_10pct": 0.1}).trustworthy  # scales badly
