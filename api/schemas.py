@@ -143,10 +143,15 @@ class JobCreate(BaseModel):
     def _validation_data(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return value
-        check_path(value)  # confined to the data roots, known type, under the size limit
+        path = check_path(value)  # confined to the data roots, known type, under the size limit
         supernet = info.data.get("supernet")
         if supernet is not None and not takes_validation_data(supernet):
             raise ValueError(f"supernet {supernet!r} does not measure accuracy on user data")
+        if supernet is not None and path.is_dir() and get_supernet(supernet).image_format() is None:
+            raise ValueError(
+                f"{path.name} is a directory of images, but supernet {supernet!r} reads tensor "
+                "files only (.npz or .pt)"
+            )
         return value
 
     @field_validator("objectives", "constraints")

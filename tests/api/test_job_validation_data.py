@@ -32,6 +32,18 @@ def test_absent_by_default_and_accepted_inside_the_roots(root: Path) -> None:
     assert job.validation_data == "val.npz"
 
 
+def test_an_image_directory_is_refused_for_a_supernet_that_reads_tokens(root: Path) -> None:
+    from PIL import Image
+
+    (root / "images" / "cat").mkdir(parents=True)
+    Image.new("L", (28, 28)).save(root / "images" / "cat" / "0.png")
+    assert JobCreate.model_validate(job_spec(validation_data="images")).validation_data
+    text = {"supernet": "text-transformer-synth", "objectives": {"accuracy": "max"}}
+    with pytest.raises(ValidationError, match="reads tensor files only") as caught:
+        JobCreate.model_validate(job_spec(**text, validation_data="images"))
+    assert caught.value.errors()[0]["loc"] == ("validation_data",)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
