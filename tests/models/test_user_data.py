@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +18,6 @@ from models.fmnist_cnn import smallest_arch
 from models.registry import create_supernet, get_supernet
 from models.text_transformer import synthetic_task
 from models.user_data import load_user_data
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """One configured data root (HWNAS_DATA_ROOTS) under the test's own directory."""
-    root = tmp_path / "data"
-    root.mkdir()
-    monkeypatch.setenv("HWNAS_DATA_ROOTS", str(root))
-    get_settings.cache_clear()
-    yield root
-    get_settings.cache_clear()
 
 
 def images_and_labels(n: int = 20) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +23,6 @@ GREY8 = ImageFormat(mode="L", size=8)
 RGB10 = ImageFormat(mode="RGB", size=10)
 #: Fashion-MNIST's class names in label order; sorted, they are in another order.
 FMNIST_CLASSES = "T-shirt_top Trouser Pullover Dress Coat Sandal Shirt Sneaker Bag Ankle_boot"
-
-
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """One configured data root (HWNAS_DATA_ROOTS) under the test's own directory."""
-    root = tmp_path / "data"
-    root.mkdir()
-    monkeypatch.setenv("HWNAS_DATA_ROOTS", str(root))
-    get_settings.cache_clear()
-    yield root
-    get_settings.cache_clear()
 
 
 def write_image(path: Path, pixels: np.ndarray | tuple[int, ...], size: int = 12) -> Path:
