@@ -31,7 +31,7 @@ from hardware_profiles.latency_predictor import (
 )
 from models.registry import get_supernet
 from search import Bound, LinasStrategy, SearchSpace
-from workers.calibration import PRIOR_MIN_SPEARMAN, PRIOR_MIN_WITHIN_10PCT
+from workers.calibration import trusted_as_prior
 
 SUPERNET = "nb201-cifar10"
 CALIBRATION = 50
@@ -97,7 +97,7 @@ def main() -> None:
         held = validation_metrics(predictor.predict(encoder, archs[CALIBRATION:]),
                                   truth[CALIBRATION:])  # fmt: skip
         cv = predictor.metrics
-        used = cv["spearman"] >= PRIOR_MIN_SPEARMAN and cv["within_10pct"] >= PRIOR_MIN_WITHIN_10PCT
+        used = trusted_as_prior(cv)
         quality = (f"{held['within_10pct']:.0%} / {held['spearman']:.3f} (CV "
                    f"{cv['within_10pct']:.0%} / {cv['spearman']:.3f}: service "
                    f"{'uses it' if used else 'would not use it'})")  # fmt: skip

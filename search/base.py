@@ -221,6 +221,4 @@ def strategy_class(name: str) -> type[Strategy]:
 
 def create_strategy(name: str, **kwargs: Any) -> Strategy:
     """Build the strategy registered as ``name`` with the constructor's keyword arguments."""
-    if name not in _REGISTRY:
-        raise UnknownName("strategy", name, _REGISTRY, field="strategy")
-    return _REGISTRY[name](**kwargs)
+    return strategy_class(name)(**kwargs)

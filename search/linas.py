@@ -39,7 +39,7 @@ from threadpoolctl import ThreadpoolController
 
 from core.errors import InvalidInput
 from search.base import Strategy, register_strategy
-from search.constraints import Constraints, Objectives, violation
+from search.constraints import Constraints, Objectives, is_feasible
 from search.space import Arch, SearchSpace
 from search.surrogate import FeatureMap, PairwiseRidge
 
@@ -215,7 +215,7 @@ class LinasStrategy(Strategy):
             feasible = [
                 arch
                 for row, arch in enumerate(candidates)
-                if violation({m: float(v[row]) for m, v in predicted.items()}, bounds) == 0.0
+                if is_feasible({m: float(v[row]) for m, v in predicted.items()}, bounds)
             ]
             pick = feasible[0] if feasible else candidates[0]
             taken.add(self.space.key(pick))

@@ -134,6 +134,14 @@ def measure_one(supernet: Supernet, profile: HardwareProfile, arch: Arch) -> dic
     }
 
 
+def trusted_as_prior(metrics: dict[str, Any]) -> bool:
+    """Whether a predictor with these cross-validated ``metrics`` may steer a search."""
+    return (
+        metrics.get("spearman", 0.0) >= PRIOR_MIN_SPEARMAN
+        and metrics.get("within_10pct", 0.0) >= PRIOR_MIN_WITHIN_10PCT
+    )
+
+
 @dataclass(frozen=True)
 class PredictedLatency:
     """A stored predictor bound to its supernet: ``predict(archs) -> latency ms`` (predicted).
@@ -154,11 +162,7 @@ class PredictedLatency:
     @property
     def trustworthy(self) -> bool:
         """Whether the cross-validated error of the fit allows steering a search with it."""
-        metrics = self.predictor.metrics
-        return (
-            metrics.get("spearman", 0.0) >= PRIOR_MIN_SPEARMAN
-            and metrics.get("within_10pct", 0.0) >= PRIOR_MIN_WITHIN_10PCT
-        )
+        return trusted_as_prior(self.predictor.metrics)
 
     @property
     def provenance(self) -> dict[str, Any]:
