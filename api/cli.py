@@ -70,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=settings.api_processes,
         access_log=settings.access_log,
+        loop=settings.serve_loop,
         log_level="info",
     )
     return 0

@@ -28,20 +28,35 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
     return Response(model.model_dump_json(), status_code, media_type="application/json")
 
 
-def job_url(request: Request, job_id: str) -> str:
-    """The job's address as the client reached the API (proxy root path included).
+def api_base(request: Request) -> str:
+    """The API's base URL as the client reached it (proxy root path included, no final /).
 
-    Built directly: ``request.url_for`` walks the routers on every call, which costs as
-    much as the database read of a GET.
+    Job URLs are built on it directly: ``request.url_for`` walks the routers on every call,
+    which costs as much as the database read of a GET. It is remembered per way of reaching
+    the API (scheme, server, root path, Host header), since building it parses a URL.
     """
-    return f"{str(request.base_url).rstrip('/')}/v1/jobs/{job_id}"
+    scope = request.scope
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    server = scope.get("server")
+    key = (scope["scheme"], tuple(server) if server else None, scope.get("root_path", ""), host)
+    base = _BASE_URLS.get(key)
+    if base is None:
+        if len(_BASE_URLS) >= _BASE_URLS_MAX:  # Host headers are the client's: stay bounded
+            _BASE_URLS.clear()
+        base = _BASE_URLS[key] = str(request.base_url).rstrip("/")
+    return base
 
 
-def job_public(job: Job | JobRow, request: Request) -> JobPublic:
+_BASE_URLS: dict[tuple[object, ...], str] = {}
+_BASE_URLS_MAX = 256
+
+
+def job_public(job: Job | JobRow, base: str) -> JobPublic:
+    """The job's public form; ``base`` is ``api_base(request)``."""
     spec = job.spec
     return JobPublic(
         id=job.id,
-        url=job_url(request, job.id),
+        url=f"{base}/v1/jobs/{job.id}",
         status=job.status.value,
         supernet=job.supernet,
         device=job.device,

@@ -36,6 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import scratch_postgres, scratch_redis  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 POST_LUA = """wrk.method = "POST"
 wrk.body = '{body}'
@@ -114,7 +115,7 @@ def wrk(url: str, connections: int, seconds: int, script: Path | None) -> dict[s
 
 
 def uvicorn_flags(args: argparse.Namespace) -> list[str]:
-    flags = ["--workers", str(args.processes), "--log-level", "warning"]
+    flags = ["--workers", str(args.processes), "--log-level", "warning", "--loop", args.loop]
     return flags + ([] if args.access_log else ["--no-access-log"])
 
 
@@ -127,7 +128,14 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="uvicorn processes, each app")
     parser.add_argument("--access-log", action="store_true", help="uvicorn's access log on")
     parser.add_argument("--think-ms", type=int, default=100, help="paced clients' pause")
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="every server's loop (auto: hwnas's default for that many processes)",
+    )
     args = parser.parse_args()
+    args.loop = Settings(api_loop=args.loop, api_processes=args.processes).serve_loop
     if args.mode == "embedded" and args.processes > 1:
         parser.error("--processes > 1 needs --mode distributed (see HWNAS_API_PROCESSES)")
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -139,6 +147,7 @@ def main() -> None:
             "HWNAS_EMBEDDED_DEVICES": "cpu-1t",
             "HWNAS_API_PROCESSES": str(args.processes),
             "HWNAS_ACCESS_LOG": str(args.access_log).lower(),
+            "HWNAS_API_LOOP": args.loop,
             "PYTHONPATH": str(ROOT),
         }
         if args.mode == "embedded":
@@ -202,7 +211,7 @@ def report(rounds: dict[tuple[str, str], list[dict[str, Any]]], args: argparse.N
 
     print(
         f"mode {args.mode}; wrk -t2 -c{args.connections} -d{args.seconds}s x {args.rounds} "
-        f"rounds (medians); uvicorn processes {args.processes}, access log "
+        f"rounds (medians); uvicorn processes {args.processes}, loop {args.loop}, access log "
         f"{'on' if args.access_log else 'off'}"
     )
     print(

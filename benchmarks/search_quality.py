@@ -452,13 +452,19 @@ def _machine() -> str:
     return f"{os.cpu_count()} CPU cores ({model})"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """The protocol's options (table, dataset, devices, budgets, seeds), shared by the
+    benchmarks that score on it."""
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--dataset", type=str.lower, choices=DATASETS, default="cifar10")
     parser.add_argument("--devices", nargs="+", default=list(DEFAULT_DEVICES))
     parser.add_argument("--budgets", nargs="+", type=int, default=[50, 100, 200])
     parser.add_argument("--seeds", type=int, default=10)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    protocol_arguments(parser)
     parser.add_argument(
         "--strategies", nargs="+", default=["random", "nsga2", "tpe", "linas", "dynast-linas"]
     )

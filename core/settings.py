@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -55,10 +56,24 @@ class Settings(BaseSettings):
     # default; HWNAS_ACCESS_LOG=false turns it off.
     api_processes: int = 1
     access_log: bool = True
+    # uvicorn's event loop for `hwnas serve`: "asyncio", "uvloop", or "auto" (the default:
+    # asyncio for one process, uvloop for more). One process, 100 clients keeping it busy:
+    # uvloop served some connections seconds late (p99 1.2 s, 2 s client timeouts), asyncio
+    # served all in turn (p99 97 ms) at the same throughput. Several processes: asyncio does
+    # not set TCP_NODELAY on the socket uvicorn shares between them (Nagle + delayed ACKs,
+    # 2,250 req/s for a bare app against 15,260 on uvloop). BENCHMARKS.md, API under load.
+    api_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
     @property
     def is_embedded(self) -> bool:
         return not self.broker_url
+
+    @property
+    def serve_loop(self) -> Literal["asyncio", "uvloop"]:
+        """The event loop ``hwnas serve`` runs (``api_loop`` with "auto" resolved)."""
+        if self.api_loop != "auto":
+            return self.api_loop
+        return "uvloop" if self.api_processes > 1 else "asyncio"
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ JOBS = cast(Table, Job.__table__)
 JobRow = Row[Any]
 # Built once: constructing a statement per call (bind coercion, cache key) costs more than
 # running it. Parameters are passed at execution.
-_INSERT_JOB = insert(JOBS).returning(*JOBS.c)
+_INSERT_JOBS = insert(JOBS).returning(*JOBS.c, sort_by_parameter_order=True)
 _READ_JOB = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
 
 
@@ -33,8 +33,20 @@ def create_job(
 ) -> JobRow:
     """A queued job. ``heartbeat_at`` of a queued job is when it was (last) published: now,
     since the caller publishes it right after this transaction commits."""
+    return create_jobs(session, [(spec, message)])[0]
+
+
+def create_jobs(
+    connection: Session | Connection, submissions: list[tuple[dict[str, Any], str | None]]
+) -> list[JobRow]:
+    """``create_job`` for each (spec, message), in one statement; rows in the same order."""
     now = utcnow()
-    values = dict(
+    values = [_new_job_values(spec, message, now) for spec, message in submissions]
+    return list(connection.execute(_INSERT_JOBS, values).all())
+
+
+def _new_job_values(spec: dict[str, Any], message: str | None, now: datetime) -> dict[str, Any]:
+    return dict(
         id=new_job_id(),
         supernet=spec["supernet"],
         device=spec["device"],
@@ -59,7 +71,6 @@ def create_job(
         started_at=None,
         finished_at=None,
     )
-    return session.execute(_INSERT_JOB, values).one()
 
 
 def get_job(session: Session, job_id: str, *, lock: bool = False) -> Job:

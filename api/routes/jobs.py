@@ -7,15 +7,22 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
+from sqlalchemy import Connection
 
-from api.deps import DispatcherDep, FactoryDep, SettingsDep
-from api.presenters import evaluation_public, job_public, json_response, pareto_point
+from api.deps import FactoryDep, SettingsDep, dispatcher_of, loop_reads, submitter
+from api.presenters import (
+    api_base,
+    evaluation_public,
+    job_public,
+    json_response,
+    pareto_point,
+)
 from api.schemas import EvaluationsPublic, JobCreate, JobPublic, JobsPublic, ParetoPublic
 from core.errors import InvalidInput
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet
 from store import jobs as q
-from store.db import reading, transaction, writing
+from store.db import reading, transaction
 from store.tables import JobStatus
 from workers.front import constraints_of, summarise_front
 
@@ -25,16 +32,15 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
-def create_job(
-    body: JobCreate, request: Request, factory: FactoryDep, dispatcher: DispatcherDep
-) -> Response:
-    """Store the job, then hand it to a worker of its device. Answers 202 at once."""
+async def create_job(body: JobCreate, request: Request) -> Response:
+    """Store the job, then hand it to a worker of its device. Answers 202 at once.
+
+    Stored and dispatched by ``api.submissions.JobSubmitter`` (batched commits, committed
+    before dispatch, so a worker always finds the row it is told about)."""
     spec: dict[str, Any] = body.model_dump(mode="json")
-    with writing(factory) as connection:
-        job = q.create_job(connection, spec, message=dispatcher.waiting_message(body.device))
-    # Committed before dispatch, so a worker always finds the row it is told about.
-    dispatcher.dispatch(job.id, job.device)
-    return json_response(job_public(job, request), status.HTTP_202_ACCEPTED)
+    message = dispatcher_of(request).waiting_message(body.device)
+    job = await submitter(request).submit(spec, message)
+    return json_response(job_public(job, api_base(request)), status.HTTP_202_ACCEPTED)
 
 
 @router.get("", response_model=JobsPublic)
@@ -45,17 +51,25 @@ def read_jobs(
     limit: Limit = 50,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
 ) -> Response:
+    """A page of jobs. On the thread pool: counting and sorting a large table takes long
+    enough (~0.1 s for 20,000 jobs) that it must not hold the event loop."""
     with reading(factory) as connection:
         rows, total = q.list_jobs(connection, offset=offset, limit=limit, status=status_filter)
-    data = [job_public(j, request) for j in rows]
+    base = api_base(request)
+    data = [job_public(j, base) for j in rows]
     return json_response(JobsPublic(data=data, count=total, offset=offset, limit=limit))
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def read_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
-    with reading(factory) as connection:
-        job = q.read_job(connection, job_id)
-    return json_response(job_public(job, request))
+async def read_job(job_id: str, request: Request) -> Response:
+    """The job (what pollers ask for): read on the event loop, see ``store.db.LoopReads``."""
+    body = await loop_reads(request).cached(_job_json, job_id, api_base(request))
+    return Response(body, media_type="application/json")
+
+
+def _job_json(connection: Connection, job_id: str, base: str) -> bytes:
+    """The job's JSON body, as ``json_response(job_public(...))`` writes it."""
+    return job_public(q.read_job(connection, job_id), base).model_dump_json().encode()
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
@@ -63,7 +77,7 @@ def cancel_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
     """Cancel a queued job at once; a running one stops after its evaluation in flight."""
     with transaction(factory) as session:
         job = q.request_cancel(session, job_id)
-    return json_response(job_public(job, request))
+    return json_response(job_public(job, api_base(request)))
 
 
 @router.get("/{job_id}/evaluations", response_model=EvaluationsPublic)

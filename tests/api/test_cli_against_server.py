@@ -15,7 +15,7 @@ import onnx
 import pytest
 
 from api.cli import main
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 
 
 def _free_port() -> int:
@@ -112,3 +112,16 @@ def test_serve_refuses_several_processes_in_embedded_mode(monkeypatch, capsys) -
     finally:
         get_settings.cache_clear()
     assert "HWNAS_API_PROCESSES > 1 needs the distributed mode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("loop", "processes", "served"),
+    [
+        ("auto", 1, "asyncio"),  # fair to 100 busy clients
+        ("auto", 2, "uvloop"),  # asyncio leaves Nagle on for a socket shared by processes
+        ("asyncio", 4, "asyncio"),
+        ("uvloop", 1, "uvloop"),
+    ],
+)
+def test_serve_picks_its_event_loop(loop: str, processes: int, served: str) -> None:
+    assert Settings(api_loop=loop, api_processes=processes).serve_loop == served

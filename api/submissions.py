@@ -1,0 +1,111 @@
+"""Job submissions: stored in batches by one writer thread, then dispatched.
+
+``POST /v1/jobs`` awaits ``JobSubmitter.submit`` on the event loop. Submissions wait in a
+list on the loop; whenever no batch is being written, the waiting ones (up to
+``max_batch``) go to the writer thread as one batch: one multi-row INSERT, one commit. The
+requests are answered as soon as their rows are committed, and the batch's jobs go on to a
+second thread that hands them to the dispatcher in order: a worker always finds the row it
+is told about, and a slow publish (a broker that is away) delays neither the answers nor
+the next batch. While a batch is written, new submissions gather for the next one, so
+under load the commit and the thread hops are shared by many requests; alone, a submission
+costs one hop there and back, as a thread-pool handler did. On SQLite the API's own
+inserts then take the file's one write slot one batch at a time instead of one request at
+a time (the embedded workers' writes still come in between).
+
+A batch whose transaction fails fails every request in it (none of it was stored). A
+dispatch that raises is logged; its job is stored and stays queued (the embedded
+dispatcher resumes queued jobs at start, Celery's reaper re-publishes them). A request
+cancelled before its batch was written (client gone) stores nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.errors import ServiceUnavailable
+from store import jobs as q
+from store.db import writing
+from store.jobs import JobRow
+from workers.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+Waiting = tuple[dict[str, Any], str | None, "asyncio.Future[JobRow]"]
+
+
+class JobSubmitter:
+    """Group commit for new jobs (see the module's docstring); used from one event loop."""
+
+    def __init__(
+        self, factory: sessionmaker[Session], dispatcher: Dispatcher, *, max_batch: int = 256
+    ) -> None:
+        self._factory = factory
+        self._dispatcher = dispatcher
+        self._max_batch = max_batch
+        self._writer = ThreadPoolExecutor(1, "hwnas-submit")
+        self._dispatching = ThreadPoolExecutor(1, "hwnas-dispatch")
+        self._waiting: list[Waiting] = []
+        self._in_flight: asyncio.Future[list[JobRow]] | None = None
+        self._closed = False
+
+    async def submit(self, spec: dict[str, Any], message: str | None) -> JobRow:
+        """Store a queued job for ``spec``; its row once committed (dispatch follows)."""
+        if self._closed:
+            raise ServiceUnavailable("the API is shutting down: submit the job again")
+        future: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
+        self._waiting.append((spec, message, future))
+        if self._in_flight is None:
+            self._flush()
+        return await future
+
+    async def aclose(self) -> None:
+        """Store and dispatch everything submitted so far, then stop both threads."""
+        self._closed = True
+        while self._in_flight is not None:
+            await asyncio.wait([self._in_flight])
+        self._writer.shutdown(wait=True)
+        self._dispatching.shutdown(wait=True)
+
+    def _flush(self) -> None:
+        waiting = [item for item in self._waiting if not item[2].cancelled()]
+        batch, self._waiting = waiting[: self._max_batch], waiting[self._max_batch :]
+        if not batch:
+            self._in_flight = None
+            return
+        pairs = [(spec, message) for spec, message, _ in batch]
+        flight = asyncio.get_running_loop().run_in_executor(self._writer, self._store, pairs)
+        self._in_flight = flight
+        flight.add_done_callback(lambda done: self._settle(batch, done))
+
+    def _store(self, pairs: list[tuple[dict[str, Any], str | None]]) -> list[JobRow]:
+        """On the writer thread: one transaction for the batch, then its dispatch queued."""
+        with writing(self._factory) as connection:
+            rows = q.create_jobs(connection, pairs)
+        self._dispatching.submit(self._dispatch, rows)
+        return rows
+
+    def _dispatch(self, rows: list[JobRow]) -> None:
+        for row in rows:
+            try:
+                self._dispatcher.dispatch(row.id, row.device)
+            except Exception:
+                log.exception("job %s is stored and queued but its dispatch failed", row.id)
+
+    def _settle(self, batch: list[Waiting], done: asyncio.Future[list[JobRow]]) -> None:
+        error = done.exception()
+        rows = [] if error is not None else done.result()
+        for index, (_, _, future) in enumerate(batch):
+            if future.done():  # the request was cancelled (client gone) meanwhile
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(rows[index])
+        self._in_flight = None
+        if self._waiting:
+            self._flush()

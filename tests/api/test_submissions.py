@@ -1,0 +1,188 @@
+"""The group-commit submitter behind POST /v1/jobs: batches, commit before dispatch, and
+what a failing batch, a failing or slow dispatch and a cancelled request do."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from api.submissions import JobSubmitter
+from core.errors import ServiceUnavailable, StorageError
+from store import jobs as q
+from store.db import make_engine, make_session_factory, upgrade
+from workers.dispatch import Dispatcher
+
+from .helpers import job_spec
+
+
+class CheckingDispatcher(Dispatcher):
+    """Records dispatches; each job's row must already be committed (read on another
+    connection); device ``unplugged`` raises, as a broker that refuses a publish would;
+    device ``slow`` waits until ``release`` is set, as a broker that is away."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self.dispatched: list[str] = []
+        self.uncommitted: list[str] = []
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+
+    def dispatch(self, job_id: str, device: str) -> None:
+        if device == "slow":
+            assert self.release.wait(timeout=60)
+        with self.engine.connect() as connection:
+            found = connection.execute(select(q.JOBS.c.id).where(q.JOBS.c.id == job_id)).first()
+        with self.lock:
+            if found is None:
+                self.uncommitted.append(job_id)
+            if device == "unplugged":
+                raise ConnectionError("broker refused the publish")
+            self.dispatched.append(job_id)
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def served_devices(self) -> set[str]:
+        return set()
+
+    def waiting_message(self, device: str) -> str | None:
+        return None
+
+
+def _spec(**overrides: Any) -> dict[str, Any]:
+    spec = job_spec(**overrides)
+    spec.update(warm_start=True, validation_data=None)
+    return spec
+
+
+def _stored(url: str) -> int:
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        count = connection.execute(select(func.count()).select_from(q.JOBS)).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path}/submit.db"
+    upgrade(url)
+    return url
+
+
+def test_concurrent_submissions_share_commits_and_each_is_dispatched_once(url: str) -> None:
+    dispatcher = CheckingDispatcher(url)
+    submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
+    batches: list[int] = []
+    store = submitter._store
+
+    def counting(pairs: list[Any]) -> Any:
+        batches.append(len(pairs))
+        return store(pairs)
+
+    submitter._store = counting  # type: ignore[method-assign]
+
+    async def scenario() -> list[Any]:
+        rows = await asyncio.gather(*(submitter.submit(_spec(seed=i), None) for i in range(60)))
+        await submitter.aclose()
+        return rows
+
+    rows = asyncio.run(scenario())
+    assert [row.seed for row in rows] == list(range(60))  # each request gets its own row
+    assert len({row.id for row in rows}) == 60 and _stored(url) == 60
+    assert sorted(dispatcher.dispatched) == sorted(row.id for row in rows)
+    assert dispatcher.uncommitted == []  # committed before dispatched
+    assert sum(batches) == 60 and len(batches) < 60, batches  # shared: 1 + the rest
+
+
+def test_a_failing_batch_fails_all_its_requests_and_stores_none_of_them(url: str) -> None:
+    dispatcher = CheckingDispatcher(url)
+    submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
+    broken = _spec()
+    broken["supernet"] = None  # NOT NULL column: the batch's transaction fails
+
+    async def scenario() -> list[Any]:
+        results = await asyncio.gather(
+            submitter.submit(_spec(seed=1), None),
+            submitter.submit(_spec(seed=2), None),
+            submitter.submit(broken, None),
+            return_exceptions=True,
+        )
+        after = await submitter.submit(_spec(seed=3), None)  # the next batch is fine
+        await submitter.aclose()
+        return [*results, after]
+
+    first, second, third, after = asyncio.run(scenario())
+    # The first submission goes alone (no batch in flight); the two behind it share one.
+    assert first.seed == 1
+    assert isinstance(second, StorageError) and isinstance(third, StorageError)
+    assert after.seed == 3
+    assert _stored(url) == 2 and len(dispatcher.dispatched) == 2
+
+
+def test_a_failing_dispatch_is_logged_and_its_job_stays_stored(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatcher = CheckingDispatcher(url)
+    submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
+
+    async def scenario() -> list[Any]:
+        rows = [await submitter.submit(_spec(device=d), None) for d in ("unplugged", "cpu-1t")]
+        await submitter.aclose()
+        return rows
+
+    unplugged, fine = asyncio.run(scenario())
+    assert unplugged.device == "unplugged"  # accepted: its row is committed, queued
+    assert dispatcher.dispatched == [fine.id] and _stored(url) == 2
+    assert f"job {unplugged.id} is stored and queued but its dispatch failed" in caplog.text
+
+
+def test_a_slow_dispatch_delays_neither_the_answer_nor_the_next_batch(url: str) -> None:
+    dispatcher = CheckingDispatcher(url)
+    submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
+
+    async def scenario() -> None:
+        slow = await asyncio.wait_for(submitter.submit(_spec(device="slow"), None), 30)
+        after = await asyncio.wait_for(submitter.submit(_spec(seed=9), None), 30)
+        assert dispatcher.dispatched == []  # both answered while the first publish hangs
+        dispatcher.release.set()
+        await submitter.aclose()  # waits for the dispatches, in order
+        assert dispatcher.dispatched == [slow.id, after.id]
+
+    asyncio.run(scenario())
+
+
+def test_a_request_cancelled_before_its_batch_stores_nothing(url: str) -> None:
+    dispatcher = CheckingDispatcher(url)
+    submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(submitter.submit(_spec(seed=1), None))
+        gone = asyncio.ensure_future(submitter.submit(_spec(seed=2), None))
+        await asyncio.sleep(0)  # the first is being written, the second waits behind it
+        gone.cancel()
+        assert (await first).seed == 1
+        await submitter.aclose()
+
+    asyncio.run(scenario())
+    assert _stored(url) == 1 and len(dispatcher.dispatched) == 1
+
+
+def test_closing_stores_what_was_submitted_and_refuses_more(url: str) -> None:
+    dispatcher = CheckingDispatcher(url)
+    submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
+
+    async def scenario() -> None:
+        pending = [asyncio.ensure_future(submitter.submit(_spec(seed=i), None)) for i in range(5)]
+        await asyncio.sleep(0)  # all five are waiting or in flight
+        await submitter.aclose()
+        assert all(task.done() for task in pending)
+        with pytest.raises(ServiceUnavailable, match="shutting down"):
+            await submitter.submit(_spec(), None)
+
+    asyncio.run(scenario())
+    assert _stored(url) == 5 and len(dispatcher.dispatched) == 5
