@@ -74,6 +74,18 @@ def build_plan(
     )
 
 
+class _RunClock:
+    """Wall time of one run of a job, added to its ``run_seconds`` in the same transaction
+    that ends the run, so a reader never sees a finished job whose timing lacks it."""
+
+    def __init__(self) -> None:
+        self._started = time.perf_counter()
+        self.booked = False
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._started
+
+
 class JobRunner:
     """Runs jobs for one worker identity. Thread-safe: each ``run`` uses its own sessions.
 
@@ -120,27 +132,42 @@ class JobRunner:
         spec = self._db(claim)
         if spec is None:
             return None
-        started = time.perf_counter()
+        clock = _RunClock()
         try:
-            return self._loop(job_id, spec)
+            return self._loop(job_id, spec, clock)
         except StorageError:
             raise  # the database is gone: leave the job to the reaper, not failed
         except Exception as exc:  # the job fails visibly; the worker lives on
             log.exception("job %s failed", job_id)
             reason = str(exc) if isinstance(exc, HwnasError) else _short_traceback(exc)
-            self._db(
+            self._end(
+                job_id,
+                clock,
                 lambda s: q.finish_job(
                     s,
                     job_id,
                     JobStatus.failed,
                     error=reason,
                     message=f"failed: {reason.splitlines()[-1]}",
-                )
+                ),
             )
             return JobStatus.failed
         finally:
-            elapsed = time.perf_counter() - started
-            self._db(lambda s: _add_run_seconds(s, job_id, elapsed))
+            if not clock.booked:  # lease lost, or the database gone: book what ran
+                self._db(lambda s: _add_run_seconds(s, job_id, clock.elapsed()))
+
+    def _end(self, job_id: str, clock: _RunClock, step: Callable[[Session], T]) -> T:
+        """Run the step that ends this run of the job, booking the run's wall time in the
+        same transaction (``elapsed`` is taken from the start, so a retry books it once)."""
+
+        def ending(session: Session) -> T:
+            result = step(session)
+            _add_run_seconds(session, job_id, clock.elapsed())
+            return result
+
+        result = self._db(ending)
+        clock.booked = True
+        return result
 
     @contextmanager
     def _heartbeat(self, job_id: str) -> Iterator[None]:
@@ -167,11 +194,11 @@ class JobRunner:
             done.set()
             thread.join()
 
-    def _loop(self, job_id: str, spec: dict[str, Any]) -> JobStatus | None:
+    def _loop(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
         with self._heartbeat(job_id):
-            return self._search(job_id, spec)
+            return self._search(job_id, spec, clock)
 
-    def _search(self, job_id: str, spec: dict[str, Any]) -> JobStatus | None:
+    def _search(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
         stored = self._db(lambda s: q.list_evaluations(s, job_id)[0])
         if not stored and spec.get("warm_start", True) and self.settings.warm_start_max > 0:
             stored = self._warm_start(job_id, spec)
@@ -185,7 +212,7 @@ class JobRunner:
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
         while lease == "held" and done < plan.budget:
             if self.stop.is_set():
-                self._requeue(job_id)
+                self._requeue(job_id, clock)
                 return None
             proposals = plan.strategy.ask(1)
             if not proposals:
@@ -197,8 +224,8 @@ class JobRunner:
                 plan.strategy.tell(arch, measurement.metrics)
                 done += 1
         if lease != "held":
-            return self._cancelled_or_lost(job_id, lease == "cancel")
-        return self._finish(job_id, plan)
+            return self._cancelled_or_lost(job_id, clock, lease == "cancel")
+        return self._finish(job_id, plan, clock)
 
     def _latency_prior(self, job_id: str, spec: dict[str, Any]) -> PredictedLatency | None:
         """The latest latency predictor calibrated for the job's pair, when the job
@@ -300,7 +327,7 @@ class JobRunner:
 
         return self._db(record)
 
-    def _finish(self, job_id: str, plan: JobPlan) -> JobStatus:
+    def _finish(self, job_id: str, plan: JobPlan, clock: _RunClock) -> JobStatus:
         def finish(session: Session) -> JobStatus:
             evaluations, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(evaluations, plan.objectives, plan.constraints)
@@ -309,17 +336,19 @@ class JobRunner:
             job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
             return JobStatus.succeeded
 
-        return self._db(finish)
+        return self._end(job_id, clock, finish)
 
-    def _requeue(self, job_id: str) -> None:
+    def _requeue(self, job_id: str, clock: _RunClock) -> None:
         def requeue(session: Session) -> None:
             job = q.get_job(session, job_id, lock=True)
             if job.worker_id == self.worker_id and job.status == JobStatus.running:
                 q.requeue(job, "interrupted by a worker shutdown; resumes when a worker restarts")
 
-        self._db(requeue)
+        self._end(job_id, clock, requeue)
 
-    def _cancelled_or_lost(self, job_id: str, cancel_requested: bool) -> JobStatus | None:
+    def _cancelled_or_lost(
+        self, job_id: str, clock: _RunClock, cancel_requested: bool
+    ) -> JobStatus | None:
         if not cancel_requested:
             log.warning("job %s: lease lost to another worker", job_id)
             return None
@@ -334,7 +363,7 @@ class JobRunner:
             )
             return JobStatus.cancelled
 
-        return self._db(cancel)
+        return self._end(job_id, clock, cancel)
 
 
 Lease = Literal["held", "cancel", "lost"]

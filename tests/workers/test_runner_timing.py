@@ -1,0 +1,80 @@
+"""A run's wall time is booked in the transaction that ends the run: no reader ever sees a
+finished job whose ``run_seconds`` lacks it (a poller used to catch ``run_seconds == 0``
+between the commit marking the job succeeded and the one adding the time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from api.schemas import JobCreate
+from store import jobs as q
+from store.db import make_engine, make_session_factory, transaction, upgrade
+from store.tables import Job, JobStatus
+from workers.runner import JobRunner
+
+from ..conftest import embedded_settings
+
+SPEC: dict[str, Any] = {
+    "supernet": "nb201-cifar10",
+    "device": "nb201-pixel3",
+    "objectives": {"accuracy": "max", "latency_ms": "min"},
+    "budget": {"evaluations": 6},
+    "strategy": "random",
+    "seed": 3,
+}
+
+
+def _run_watching_commits(
+    tmp_path: Path, spec: dict[str, Any]
+) -> tuple[JobStatus | None, list[tuple[JobStatus, float, float]]]:
+    """Run one job; (its final status, (status, run_seconds, eval_seconds) after each commit)."""
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    with transaction(factory) as session:
+        (row,) = q.create_jobs(session, [(JobCreate(**spec).model_dump(mode="json"), None)])
+    seen: list[tuple[JobStatus, float, float]] = []
+    columns = select(Job.status, Job.run_seconds, Job.eval_seconds).where(Job.id == row.id)
+
+    def after_commit(_session: Session) -> None:  # read as another connection would
+        with engine.connect() as reader:
+            status, run_s, eval_s = reader.execute(columns).one()
+            seen.append((JobStatus(status), run_s, eval_s))
+
+    event.listen(factory, "after_commit", after_commit)
+    try:
+        status = JobRunner(factory, settings, "worker-1").run(row.id)
+    finally:
+        event.remove(factory, "after_commit", after_commit)
+        engine.dispose()
+    return status, seen
+
+
+def test_the_commit_that_finishes_a_job_carries_its_run_time(tmp_path: Path) -> None:
+    status, seen = _run_watching_commits(tmp_path, SPEC)
+    assert status is JobStatus.succeeded
+    finished = [s for s in seen if s[0].finished]
+    assert finished, seen
+    for _, run_s, eval_s in finished:  # from the very first commit that shows it finished
+        assert run_s > 0.0 and run_s >= eval_s
+    assert seen[-1][0] is JobStatus.succeeded  # nothing changes the row after that commit
+    assert seen[-1][1] == finished[0][1]
+
+
+def test_a_failed_job_carries_its_run_time_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the evaluator blew up")
+
+    monkeypatch.setattr("workers.runner.SubnetEvaluator.measure", broken)
+    status, seen = _run_watching_commits(tmp_path, SPEC)
+    assert status is JobStatus.failed
+    finished = [s for s in seen if s[0].finished]
+    assert finished and all(s[0] is JobStatus.failed and s[1] > 0.0 for s in finished)
