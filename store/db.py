@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -20,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from alembic import command
 from core.errors import HwnasError, ServiceUnavailable, StorageError
 
+log = logging.getLogger(__name__)
 ALEMBIC_DIR = Path(__file__).resolve().parents[1] / "alembic"
 T = TypeVar("T")
 
@@ -168,11 +172,18 @@ class LoopReads(ABC):
     @abstractmethod
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T: ...
 
-    async def cached(self, fn: Callable[..., T], *args: Any) -> T:
-        """Like calling it, but an implementation may answer from a result it read before
-        if it knows the database has not changed since. ``fn``'s result must not be changed
-        by the caller, and ``args`` must be hashable."""
-        return await self(fn, *args)
+    async def cached(self, fn: Callable[..., T], job_id: str, *args: Any) -> T:
+        """``fn(connection, job_id, *args)``, where ``fn`` reads job ``job_id``'s row and
+        nothing else; an implementation may answer from a result it read before if it
+        knows that row has not changed since. The caller must not change the result, and
+        ``args`` must be hashable."""
+        return await self(fn, job_id, *args)
+
+    def forget(self, job_id: str) -> None:
+        """This process has just changed job ``job_id``: drop what ``cached`` holds of it
+        (callable from any thread). Implementations whose memo learns of every commit by
+        itself need nothing here."""
+        del job_id
 
     @abstractmethod
     async def aclose(self) -> None: ...
@@ -215,9 +226,9 @@ class _InlineSQLiteReads(LoopReads):
         with self._lock:
             return self._read(fn, args, memo=False)
 
-    async def cached(self, fn: Callable[..., T], *args: Any) -> T:
+    async def cached(self, fn: Callable[..., T], job_id: str, *args: Any) -> T:
         with self._lock:
-            return self._read(fn, args, memo=True)
+            return self._read(fn, (job_id, *args), memo=True)
 
     def _read(self, fn: Callable[..., T], args: tuple[Any, ...], *, memo: bool) -> T:
         try:
@@ -271,18 +282,36 @@ class _AsyncDriverReads(LoopReads):
     function runs through ``AsyncConnection.run_sync`` (the loop waits on the socket).
 
     Not fast: one caller alone waits 1.4 ms per read here against 0.8 ms for the sync
-    engine (SQLAlchemy's greenlet bridge, psycopg's async waits). Under 100 clients it still
-    served more polls than the thread-pool path (601 against 514 req/s, 2 processes,
-    BENCHMARKS.md), and it holds no thread while PostgreSQL answers."""
+    engine (SQLAlchemy's greenlet bridge, psycopg's async waits), so ``cached`` keeps a
+    memo of each job's read, dropped when PostgreSQL says that job changed: a trigger
+    (migration 0004) sends ``NOTIFY hwnas_job_changed, '<job id>'`` for every updated or
+    deleted jobs row, delivered when its transaction commits, and a listener task on its
+    own connection pops that job's entries. The memo is used only while the listener is
+    connected (after a reconnect it starts empty: what changed in the gap was not heard).
+    A read that a notification overtook is not kept (``_generation``), so a result read
+    before a commit never outlives that commit's notification. Between a commit and the
+    notification's arrival (a socket hop on the same host) a poller may get the previous
+    body; this process's own writes call ``forget`` at once.
+    """
 
     dialect = "postgresql"
+    CACHE_MAX = 4096
+    RECONNECT_S = (0.5, 5.0)  # first and longest wait before listening again
+    LISTENER_NAME = "hwnas-job-listener"  # its application_name in pg_stat_activity
 
     def __init__(self, url: str, connections: int = 10) -> None:
+        from sqlalchemy.engine import make_url
         from sqlalchemy.ext.asyncio import create_async_engine
 
         self._engine = create_async_engine(
             url, pool_pre_ping=True, pool_size=connections, max_overflow=connections
         )
+        self._conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
+        self._memo: dict[str, dict[tuple[Any, ...], Any]] = {}  # job id -> (fn, *args) -> result
+        self._generation = 0  # bumped by every notification and forget
+        self._listening = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -291,7 +320,67 @@ class _AsyncDriverReads(LoopReads):
         except SQLAlchemyError as exc:
             raise _storage_error(exc) from exc
 
+    async def cached(self, fn: Callable[..., T], job_id: str, *args: Any) -> T:
+        if self._listener is None:
+            self._loop = asyncio.get_running_loop()
+            self._listener = self._loop.create_task(self._listen())
+        key = (fn, *args)
+        held = self._memo.get(job_id)
+        if self._listening and held is not None and key in held:
+            hit: T = held[key]
+            return hit
+        generation = self._generation
+        result = await self(fn, job_id, *args)
+        if self._listening and generation == self._generation:
+            if len(self._memo) >= self.CACHE_MAX:
+                self._memo.clear()
+            self._memo.setdefault(job_id, {})[key] = result
+        return result
+
+    def forget(self, job_id: str) -> None:
+        """Scheduled on the loop, which alone touches the memo: a request that arrives after
+        the caller's response went out is served after it."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to forget
+                self._loop.call_soon_threadsafe(self._forget_now, job_id)
+
+    def _forget_now(self, job_id: str) -> None:
+        self._generation += 1
+        self._memo.pop(job_id, None)
+
+    def _drop_all(self) -> None:
+        self._listening = False
+        self._generation += 1
+        self._memo.clear()
+
+    async def _listen(self) -> None:
+        """Keep a LISTEN connection; while it is up, each notification forgets its job."""
+        import psycopg
+
+        wait = self.RECONNECT_S[0]
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, application_name=self.LISTENER_NAME
+                ) as connection:
+                    await connection.execute("LISTEN hwnas_job_changed")
+                    self._drop_all()  # nothing heard before this point is trusted
+                    self._listening, wait = True, self.RECONNECT_S[0]
+                    async for notification in connection.notifies():
+                        self._forget_now(notification.payload)
+            except psycopg.Error as exc:
+                log.warning("job-change listener lost (%s); memo off, retry in %.1f s", exc, wait)
+            finally:
+                self._drop_all()
+            await asyncio.sleep(wait)
+            wait = min(2 * wait, self.RECONNECT_S[1])
+
     async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         await self._engine.dispose()
 
 

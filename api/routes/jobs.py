@@ -77,6 +77,7 @@ def cancel_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
     """Cancel a queued job at once; a running one stops after its evaluation in flight."""
     with transaction(factory) as session:
         job = q.request_cancel(session, job_id)
+    loop_reads(request).forget(job_id)
     return json_response(job_public(job, api_base(request)))
 
 

@@ -1,9 +1,12 @@
-"""Reads on the event loop (``store.db.LoopReads``): the same rows as the thread-pool path,
-never stale, and the SQLite memo only while no other connection has committed."""
+"""Reads on the event loop (``store.db.LoopReads``): the same rows as the thread-pool path;
+the SQLite memo only while no other connection has committed; the PostgreSQL memo per job,
+dropped by the job's change notification, and off while its listener is down."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,10 @@ def test_loop_reads_match_the_thread_path_and_see_every_commit(
                 for done in (1, 2, 3):  # plain and memoised reads both see each commit
                     _set_done(url, job_id, done)
                     assert (await reads(q.read_job, job_id)).evaluations_done == done
-                    assert (await reads.cached(q.read_job, job_id)).evaluations_done == done
+                    if backend == "sqlite":  # PRAGMA data_version: at once
+                        assert (await reads.cached(q.read_job, job_id)).evaluations_done == done
+                    else:  # NOTIFY: once the notification has crossed the socket
+                        await _until(lambda n=done: _done(reads, q.read_job, job_id, n))
 
                 with pytest.raises(NotFound):
                     await reads.cached(q.read_job, "no-such-job")
@@ -160,3 +166,148 @@ def test_a_broken_connection_is_a_storage_error_then_replaced(
             await reads.aclose()
 
     asyncio.run(scenario())
+
+
+@pytest.fixture
+def postgres_job(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """A migrated scratch PostgreSQL database with two jobs: (url, job id, other job id)."""
+    with database_url("postgresql", tmp_path) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        with transaction(make_session_factory(engine)) as session:
+            ids = [q.create_job(session, SPEC).id for _ in range(2)]
+        engine.dispose()
+        yield url, ids[0], ids[1]
+
+
+class _Counted:
+    """``q.read_job`` that counts the reads reaching the database."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, connection: Connection, job_id: str) -> Any:
+        self.calls += 1
+        return q.read_job(connection, job_id)
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, "not within the timeout"
+        await asyncio.sleep(0.01)
+
+
+async def _memo_live(reads: Any, read: _Counted, job_id: str) -> bool:
+    """True once a repeated read is answered without the database (the listener is up)."""
+    await reads.cached(read, job_id)
+    before = read.calls
+    await reads.cached(read, job_id)
+    return read.calls == before
+
+
+def test_postgres_memo_is_dropped_per_job_by_notifications(
+    postgres_job: tuple[str, str, str],
+) -> None:
+    url, job_id, other_id = postgres_job
+    read = _Counted()
+
+    async def scenario() -> None:
+        reads = make_loop_reads(url)
+        try:
+            await _until(lambda: _memo_live(reads, read, job_id))
+            await reads.cached(read, other_id)
+            calls = read.calls
+
+            _set_done(url, other_id, 7)  # another job's commit keeps this job's memo
+            await _until(lambda: _done(reads, read, other_id, 7))
+            assert read.calls == calls + 1
+            await reads.cached(read, job_id)
+            assert read.calls == calls + 1
+
+            _set_done(url, job_id, 3)  # this job's commit is seen, shortly after it
+            await _until(lambda: _done(reads, read, job_id, 3))
+            calls = read.calls
+            assert (await reads.cached(read, job_id)).evaluations_done == 3
+            assert read.calls == calls  # and memoised again
+
+            await asyncio.to_thread(reads.forget, job_id)  # this process's own write
+            await reads.cached(read, job_id)
+            assert read.calls == calls + 1
+        finally:
+            await reads.aclose()
+
+    asyncio.run(scenario())
+
+
+async def _done(reads: Any, read: Callable[..., Any], job_id: str, done: int) -> bool:
+    return bool((await reads.cached(read, job_id)).evaluations_done == done)
+
+
+def test_postgres_read_overtaken_by_a_notification_is_not_kept(
+    postgres_job: tuple[str, str, str],
+) -> None:
+    url, job_id, _ = postgres_job
+    read = _Counted()
+
+    async def scenario() -> None:
+        reads = make_loop_reads(url)
+        try:
+            await _until(lambda: _memo_live(reads, read, job_id))
+
+            def overtaken(connection: Connection, wanted: str) -> Any:
+                reads.forget(wanted)  # lands on the loop while this query waits on the socket
+                return read(connection, wanted)
+
+            reads.forget(job_id)
+            await asyncio.sleep(0)
+            await reads.cached(overtaken, job_id)
+            calls = read.calls
+            await reads.cached(overtaken, job_id)  # the first result was not kept
+            assert read.calls == calls + 1
+        finally:
+            await reads.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_postgres_memo_is_off_while_the_listener_is_down(
+    postgres_job: tuple[str, str, str],
+) -> None:
+    url, job_id, _ = postgres_job
+    read = _Counted()
+    admin = make_engine(url)
+
+    def kill_listener() -> int:
+        with admin.begin() as connection:
+            return len(
+                connection.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'hwnas-job-listener' AND datname = current_database()"
+                ).all()
+            )
+
+    async def scenario() -> None:
+        reads = make_loop_reads(url)
+        try:
+            await _until(lambda: _memo_live(reads, read, job_id))
+            assert kill_listener() == 1
+            await _until(lambda: _not_memoised(reads, read, job_id))
+            _set_done(url, job_id, 5)  # a commit nobody hears: the listener is down
+            assert (await reads.cached(read, job_id)).evaluations_done == 5
+            await _until(lambda: _memo_live(reads, read, job_id))  # it reconnects
+            assert (await reads.cached(read, job_id)).evaluations_done == 5
+            _set_done(url, job_id, 6)  # and hears commits again
+            await _until(lambda: _done(reads, read, job_id, 6))
+        finally:
+            await reads.aclose()
+            admin.dispose()
+
+    asyncio.run(scenario())
+
+
+async def _not_memoised(reads: Any, read: _Counted, job_id: str) -> bool:
+    before = read.calls
+    await reads.cached(read, job_id)
+    await reads.cached(read, job_id)
+    return read.calls == before + 2
