@@ -90,11 +90,10 @@ class JobSubmitter:
         return rows
 
     def _dispatch(self, rows: list[JobRow]) -> None:
-        for row in rows:
-            try:
-                self._dispatcher.dispatch(row.id, row.device)
-            except Exception:
-                log.exception("job %s is stored and queued but its dispatch failed", row.id)
+        try:
+            self._dispatcher.dispatch_many([(row.id, row.device) for row in rows])
+        except Exception:  # dispatch_many logs its own; this thread must outlive anything
+            log.exception("dispatching %d stored jobs failed; they stay queued", len(rows))
 
     def _settle(self, batch: list[Waiting], done: asyncio.Future[list[JobRow]]) -> None:
         error = done.exception()

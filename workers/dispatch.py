@@ -15,6 +15,7 @@ import os
 import threading
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,6 +37,16 @@ class Dispatcher(ABC):
 
     @abstractmethod
     def dispatch(self, job_id: str, device: str) -> None: ...
+
+    def dispatch_many(self, jobs: Sequence[tuple[str, str]]) -> None:
+        """``dispatch`` each (job id, device) in order; a failure is logged and the rest go
+        on (the job stays queued; a reaper or the next start picks it up). Implementations
+        may send them together."""
+        for job_id, device in jobs:
+            try:
+                self.dispatch(job_id, device)
+            except Exception:
+                log.exception("job %s is stored and queued but its dispatch failed", job_id)
 
     @abstractmethod
     def stop(self) -> None: ...

@@ -16,6 +16,15 @@ import pytest
 import redis
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+# Each command restarts one service; the Redis one waits for the old server to be gone
+# before starting the new one.
+RESTARTS = {
+    "redis": "redis-cli -h 127.0.0.1 shutdown nosave || true; "
+    "for i in $(seq 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || break; "
+    "sleep 0.2; done; bash scripts/start_services.sh",
+    "postgres": "pg_ctlcluster --skip-systemctl-redirect "
+    "$(ls /etc/postgresql | head -n1) main restart",
+}
 
 
 def require_redis() -> None:
@@ -25,6 +34,11 @@ def require_redis() -> None:
         if os.environ.get("CI"):
             pytest.fail("Redis is required in CI and not reachable at 127.0.0.1:6379")
         pytest.skip("Redis not reachable (run scripts/start_services.sh)")
+
+
+def restart(service: str) -> None:
+    """Restart the local ``service`` ("redis" or "postgres") and wait until it is back."""
+    subprocess.run(["bash", "-c", RESTARTS[service]], check=True, capture_output=True, timeout=120)
 
 
 def fresh_broker_url() -> str:

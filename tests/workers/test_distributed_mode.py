@@ -5,7 +5,6 @@ None of these tests uses eager mode. In CI they fail, not skip, when a service i
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from store.db import upgrade
 
 from ..api.helpers import job_spec, wait_for
 from ..store.backends import temporary_postgres
-from .distributed import WorkerProcess, fresh_broker_url, service_env, workers
+from .distributed import RESTARTS, WorkerProcess, fresh_broker_url, restart, service_env, workers
 
 
 @pytest.fixture
@@ -93,28 +92,13 @@ def test_sigkilled_worker_job_is_finished_by_another(stack: dict[str, Any]) -> N
     assert len({e["details"]["worker"] for e in evaluations}) == 2
 
 
-def _restart(command: list[str]) -> None:
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-
-# Each command restarts one service; the Redis one waits for the old server to be gone
-# before starting the new one.
-RESTARTS = {
-    "redis": "redis-cli -h 127.0.0.1 shutdown nosave || true; "
-    "for i in $(seq 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || break; "
-    "sleep 0.2; done; bash scripts/start_services.sh",
-    "postgres": "pg_ctlcluster --skip-systemctl-redirect "
-    "$(ls /etc/postgresql | head -n1) main restart",
-}
-
-
 @pytest.mark.parametrize("service", sorted(RESTARTS))
 def test_service_restart_mid_job(stack: dict[str, Any], service: str) -> None:
     client, budget = stack["client"], 6
     with workers(stack["env"], stack["tmp"]):
         job_id = client.post("/v1/jobs", json=job_spec(budget={"evaluations": budget})).json()["id"]
         wait_for(client, job_id, until={"running"}, min_evaluations=1, timeout_s=120)
-        _restart(["bash", "-c", RESTARTS[service]])
+        restart(service)
         job = _wait_through_outage(client, job_id)
     _assert_complete(client, job, budget)
 
