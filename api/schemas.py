@@ -16,6 +16,7 @@ from pydantic import (
 
 from core.errors import UnknownName
 from core.settings import get_settings
+from hardware_profiles import HardwareProfile
 from hardware_profiles.latency_predictor import DEFAULT_KIND, PREDICTOR_KINDS
 from models.registry import get_supernet, list_supernets, takes_validation_data
 from models.user_data import check_path
@@ -118,14 +119,17 @@ class JobCreate(BaseModel):
         supernet = info.data.get("supernet")
         if supernet is None:
             return value
-        recorded_net, profile = get_supernet(supernet).recorded, profiles[value]
-        fitting = sorted(
-            pid
-            for pid, p in profiles.items()
-            if (p.kind == "recorded") == recorded_net
-            and (not recorded_net or p.source == getattr(get_supernet(supernet), "source", None))
-        )
-        if value not in fitting:
+        net = get_supernet(supernet)
+        recorded_net, source = net.recorded, getattr(net, "source", None)
+
+        def fits(p: HardwareProfile) -> bool:
+            return (p.kind == "recorded") == recorded_net and (
+                not recorded_net or p.source == source
+            )
+
+        profile = profiles[value]
+        if not fits(profile):  # the list of those that fit only for the message
+            fitting = sorted(pid for pid, p in profiles.items() if fits(p))
             kind = "recorded" if recorded_net else "trained"
             raise ValueError(
                 f"{value!r} ({profile.kind}) cannot evaluate the {kind} supernet "
