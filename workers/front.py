@@ -36,14 +36,25 @@ def summarise_front(
     scaled to [0, 1], reference at the worst corner): a progress signal, comparable within a
     job, not across jobs.
     """
-    if not evaluations:
-        return FrontSummary([], None, None)
-    metrics = [e.metrics for e in evaluations]
-    indices = feasible_front(metrics, validate_objectives(objectives), constraints)
-    front = [evaluations[i] for i in indices]
-    if not front:
+    indices, hypervolume_ = front_of_metrics(
+        [e.metrics for e in evaluations], objectives, constraints
+    )
+    if evaluations and not indices:
         return FrontSummary([], 0.0, _no_feasible_message(evaluations, constraints))
-    return FrontSummary(front, _normalised_hv(metrics, indices, objectives), None)
+    return FrontSummary([evaluations[i] for i in indices], hypervolume_, None)
+
+
+def front_of_metrics(
+    metrics: Sequence[dict[str, float]], objectives: dict[str, str], constraints: dict[str, Bound]
+) -> tuple[list[int], float | None]:
+    """``summarise_front`` on the metrics alone: the front's indices and the normalised
+    hypervolume (None without evaluations, 0.0 when none is feasible)."""
+    if not metrics:
+        return [], None
+    indices = feasible_front(list(metrics), validate_objectives(objectives), constraints)
+    if not indices:
+        return [], 0.0
+    return indices, _normalised_hv(list(metrics), indices, objectives)
 
 
 def _normalised_hv(

@@ -29,7 +29,7 @@ from store.tables import Evaluation, Job, JobStatus
 from .calibration import PredictedLatency, latency_predictor_for
 from .devices import device_profile
 from .evaluator import Measurement, SubnetEvaluator
-from .front import constraints_of, summarise_front
+from .front import constraints_of, front_of_metrics, summarise_front
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -284,7 +284,8 @@ class JobRunner:
                     seconds=0.0,
                     reused=True,
                 )
-            stored = _refresh_progress(session, job, spec["objectives"], constraints)
+            _refresh_progress(session, job, spec["objectives"], constraints)
+            stored, _ = q.list_evaluations(session, job_id)
             if stored:
                 job.message = (
                     f"warm start: {len(stored)} earlier measurements of {spec['supernet']} "
@@ -377,12 +378,12 @@ def _lease_of(job: Job, worker_id: str) -> Lease:
 
 def _refresh_progress(
     session: Session, job: Job, objectives: dict[str, str], constraints: dict[str, Bound]
-) -> list[Evaluation]:
-    """The job's stored evaluations, after setting its front size and hypervolume from them."""
-    stored, _ = q.list_evaluations(session, job.id)
-    summary = summarise_front(stored, objectives, constraints)
-    job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
-    return stored
+) -> None:
+    """Set the job's front size and hypervolume from its stored evaluations' metrics (read
+    alone: this runs after every evaluation)."""
+    metrics = q.evaluation_metrics(session, job.id)
+    front, job.hypervolume = front_of_metrics(metrics, objectives, constraints)
+    job.front_size = len(front)
 
 
 def _lease(session: Session, job_id: str, worker_id: str) -> Lease:

@@ -1,0 +1,68 @@
+"""The progress a job shows while it runs (front size, hypervolume) is the summary of its
+stored evaluations, also when no evaluation meets the constraints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from api.schemas import JobCreate
+from store import jobs as q
+from store.db import make_engine, make_session_factory, transaction, upgrade
+from store.tables import JobStatus
+from workers.front import constraints_of, summarise_front
+from workers.runner import JobRunner
+
+from ..conftest import embedded_settings
+
+SPEC: dict[str, Any] = {
+    "supernet": "nb201-cifar10",
+    "device": "nb201-pixel3",
+    "objectives": {"accuracy": "max", "latency_ms": "min"},
+    "budget": {"evaluations": 12},
+    "strategy": "random",
+    "seed": 5,
+}
+
+
+@pytest.mark.parametrize(
+    "constraints", [{}, {"latency_ms": {"max": 1e-6}}], ids=["free", "nothing-feasible"]
+)
+def test_progress_is_the_summary_of_the_stored_evaluations(
+    tmp_path: Path, constraints: dict[str, Any]
+) -> None:
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    spec = JobCreate(**SPEC, constraints=constraints).model_dump(mode="json")
+    with transaction(factory) as session:
+        (row,) = q.create_jobs(session, [(spec, None)])
+    checked: list[int] = []
+
+    def after_commit(_session: Session) -> None:  # what a poller sees after each commit
+        with Session(engine) as reader:
+            job = q.get_job(reader, row.id)
+            evaluations, total = q.list_evaluations(reader, row.id)
+            summary = summarise_front(evaluations, spec["objectives"], constraints_of(spec))
+            assert (job.front_size, job.hypervolume) == (len(summary.front), summary.hypervolume)
+            if job.status is JobStatus.running and total:
+                checked.append(total)
+
+    event.listen(factory, "after_commit", after_commit)
+    try:
+        assert JobRunner(factory, settings, "worker-1").run(row.id) is JobStatus.succeeded
+    finally:
+        event.remove(factory, "after_commit", after_commit)
+    assert sorted(set(checked)) == list(range(1, 13))  # after every evaluation
+    with Session(engine) as reader:
+        job = q.get_job(reader, row.id)
+        if constraints:
+            assert (job.front_size, job.hypervolume) == (0, 0.0)
+        else:
+            assert job.front_size >= 1 and 0.0 < job.hypervolume <= 1.0
+    engine.dispose()
