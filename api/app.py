@@ -11,6 +11,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from core.settings import Settings, get_settings
+from models.registry import get_supernet, list_supernets
 from store.db import (
     check_migrated,
     make_engine,
@@ -34,6 +35,19 @@ def make_dispatcher(app_settings: Settings, factory) -> Dispatcher:  # type: ign
     from workers.celery_dispatch import CeleryDispatcher
 
     return CeleryDispatcher(factory, app_settings)
+
+
+def _preload_supernets() -> None:
+    """Build every registered supernet's shared instance now (0.5 s here, most of it the
+    NAS-Bench-201 table), not in the first request that names it: a job submission's
+    validation runs on the event loop, which held every other request for 0.7 s the first
+    time (measured by benchmarks/worker_scaling.py's first POST). A supernet that cannot be
+    built is left to fail its own requests, with their usual error."""
+    for name in list_supernets():
+        try:
+            get_supernet(name)
+        except Exception as exc:
+            log.warning("supernet %s not preloaded: %s", name, exc)
 
 
 def _freeze_startup_objects() -> None:
@@ -70,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.submitter = submitter = JobSubmitter(factory, dispatcher)
             # What was accepted is stored and dispatched before the dispatcher stops.
             stack.push_async_callback(submitter.aclose)
+            _preload_supernets()
             _freeze_startup_objects()
             stack.callback(gc.unfreeze)
             yield

@@ -1,0 +1,34 @@
+"""Start-up builds every registered supernet, so the first job submission naming one does
+not hold the event loop for it; one that cannot be built does not stop the service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from models import registry
+from models.registry import list_supernets
+
+from ..conftest import embedded_settings
+
+
+def test_start_up_builds_each_supernet_once_and_survives_a_broken_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    list_supernets()  # built-ins and plugins registered
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    monkeypatch.setattr(registry, "_INSTANCES", {})
+
+    def broken(**_kwargs: Any) -> Any:
+        raise RuntimeError("weights missing")
+
+    registry._FACTORIES["broken-probe"] = broken
+    with TestClient(create_app(embedded_settings(tmp_path))) as client:
+        built = set(registry._INSTANCES)  # before any request
+        assert built == set(list_supernets()) - {"broken-probe"}
+        assert "supernet broken-probe not preloaded: weights missing" in caplog.text
+        assert client.get("/healthz").status_code == 200
