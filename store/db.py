@@ -368,7 +368,7 @@ class _AsyncDriverReads(LoopReads):
                     self._listening, wait = True, self.RECONNECT_S[0]
                     async for notification in connection.notifies():
                         self._forget_now(notification.payload)
-            except psycopg.Error as exc:
+            except Exception as exc:  # any failure: memo off, listen again; only cancel ends it
                 log.warning("job-change listener lost (%s); memo off, retry in %.1f s", exc, wait)
             finally:
                 self._drop_all()
