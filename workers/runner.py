@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,6 +44,9 @@ class JobPlan:
     constraints: dict[str, Bound]
     evaluator: SubnetEvaluator
     strategy: Any
+    # The metrics of the job's stored evaluations, in order: the runner holding the lease is
+    # their only writer, so progress is computed from this list, not read back each time.
+    metrics: list[dict[str, float]] = field(default_factory=list)
 
 
 def build_plan(
@@ -206,6 +209,7 @@ class JobRunner:
         plan = build_plan(spec, reused, self._latency_prior(job_id, spec))
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
+            plan.metrics.append(evaluation.metrics)
         done = len(stored) - reused
         if done:
             log.info("job %s: resumed after %d measured evaluations", job_id, done)
@@ -284,7 +288,9 @@ class JobRunner:
                     seconds=0.0,
                     reused=True,
                 )
-            _refresh_progress(session, job, spec["objectives"], constraints)
+            _set_progress(
+                job, q.evaluation_metrics(session, job_id), spec["objectives"], constraints
+            )
             stored, _ = q.list_evaluations(session, job_id)
             if stored:
                 job.message = (
@@ -323,10 +329,14 @@ class JobRunner:
                 feasible=is_feasible(measurement.metrics, plan.constraints),
                 seconds=measurement.seconds,
             )
-            _refresh_progress(session, job, plan.objectives, plan.constraints)
+            metrics = [*plan.metrics, measurement.metrics]
+            _set_progress(job, metrics, plan.objectives, plan.constraints)
             return lease
 
-        return self._db(record)
+        lease = self._db(record)
+        if lease != "lost":
+            plan.metrics.append(measurement.metrics)
+        return lease
 
     def _finish(self, job_id: str, plan: JobPlan, clock: _RunClock) -> JobStatus:
         def finish(session: Session) -> JobStatus:
@@ -376,12 +386,13 @@ def _lease_of(job: Job, worker_id: str) -> Lease:
     return "cancel" if job.cancel_requested else "held"
 
 
-def _refresh_progress(
-    session: Session, job: Job, objectives: dict[str, str], constraints: dict[str, Bound]
+def _set_progress(
+    job: Job,
+    metrics: list[dict[str, float]],
+    objectives: dict[str, str],
+    constraints: dict[str, Bound],
 ) -> None:
-    """Set the job's front size and hypervolume from its stored evaluations' metrics (read
-    alone: this runs after every evaluation)."""
-    metrics = q.evaluation_metrics(session, job.id)
+    """Set the job's front size and hypervolume from its evaluations' metrics (in order)."""
     front, job.hypervolume = front_of_metrics(metrics, objectives, constraints)
     job.front_size = len(front)
 

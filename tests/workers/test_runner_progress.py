@@ -1,5 +1,6 @@
 """The progress a job shows while it runs (front size, hypervolume) is the summary of its
-stored evaluations, also when no evaluation meets the constraints."""
+stored evaluations after every commit: cold, after a warm start, and when no evaluation
+meets the constraints."""
 
 from __future__ import annotations
 
@@ -39,30 +40,49 @@ def test_progress_is_the_summary_of_the_stored_evaluations(
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
-    spec = JobCreate(**SPEC, constraints=constraints).model_dump(mode="json")
-    with transaction(factory) as session:
-        (row,) = q.create_jobs(session, [(spec, None)])
-    checked: list[int] = []
+    runner = JobRunner(factory, settings, "worker-1")
 
-    def after_commit(_session: Session) -> None:  # what a poller sees after each commit
+    def run_checking(seed: int) -> Any:
+        """Run a job; after each of its commits, its progress must match its evaluations."""
+        spec = JobCreate(**{**SPEC, "seed": seed, "constraints": constraints}).model_dump(
+            mode="json"
+        )
+        with transaction(factory) as session:
+            (row,) = q.create_jobs(session, [(spec, None)])
+        checked: list[int] = []
+
+        def after_commit(_session: Session) -> None:  # what a poller sees after each commit
+            with Session(engine) as reader:
+                job = q.get_job(reader, row.id)
+                evaluations, total = q.list_evaluations(reader, row.id)
+                summary = summarise_front(evaluations, spec["objectives"], constraints_of(spec))
+                assert (job.front_size, job.hypervolume) == (
+                    len(summary.front),
+                    summary.hypervolume,
+                )
+                if job.status is JobStatus.running and total:
+                    checked.append(total)
+
+        event.listen(factory, "after_commit", after_commit)
+        try:
+            assert runner.run(row.id) is JobStatus.succeeded
+        finally:
+            event.remove(factory, "after_commit", after_commit)
         with Session(engine) as reader:
             job = q.get_job(reader, row.id)
-            evaluations, total = q.list_evaluations(reader, row.id)
-            summary = summarise_front(evaluations, spec["objectives"], constraints_of(spec))
-            assert (job.front_size, job.hypervolume) == (len(summary.front), summary.hypervolume)
-            if job.status is JobStatus.running and total:
-                checked.append(total)
+            reused = job.evaluations_reused
+            # after the warm start's copy (if any), then after every evaluation
+            assert sorted(set(checked)) == [reused] * bool(reused) + list(
+                range(reused + 1, reused + 13)
+            )
+            return job.front_size, job.hypervolume, reused
 
-    event.listen(factory, "after_commit", after_commit)
-    try:
-        assert JobRunner(factory, settings, "worker-1").run(row.id) is JobStatus.succeeded
-    finally:
-        event.remove(factory, "after_commit", after_commit)
-    assert sorted(set(checked)) == list(range(1, 13))  # after every evaluation
-    with Session(engine) as reader:
-        job = q.get_job(reader, row.id)
+    cold = run_checking(seed=5)
+    warm = run_checking(seed=6)  # a second job on the pair starts from the first's 12
+    assert (cold[2], warm[2]) == (0, 12)
+    for front_size, hypervolume, _ in (cold, warm):
         if constraints:
-            assert (job.front_size, job.hypervolume) == (0, 0.0)
+            assert (front_size, hypervolume) == (0, 0.0)
         else:
-            assert job.front_size >= 1 and 0.0 < job.hypervolume <= 1.0
+            assert front_size >= 1 and 0.0 < hypervolume <= 1.0
     engine.dispose()
