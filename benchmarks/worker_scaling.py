@@ -55,6 +55,22 @@ def wait_http(url: str, timeout_s: float = 60) -> None:
     raise RuntimeError("API did not start")
 
 
+def wait_workers(broker_url: str, n_workers: int, timeout_s: float = 120) -> None:
+    """Until every worker answers a broadcast ping (started and consuming), so the timed
+    part starts with all of them ready (a fixed sleep left one still booting at times)."""
+    from workers.celery_app import make_celery
+
+    app = make_celery(broker_url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(app.control.ping(timeout=1.0) or []) < n_workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{n_workers} workers did not all answer a ping")
+    finally:
+        app.close()
+    time.sleep(1)  # let the start-up burst (imports, first queries) settle on the 2 cores
+
+
 def run_once(n_workers: int, args: argparse.Namespace, tmp: Path) -> float:
     """Seconds from the first submit until every job has succeeded."""
     with scratch_postgres() as database_url:
@@ -91,7 +107,7 @@ def run_once(n_workers: int, args: argparse.Namespace, tmp: Path) -> float:
         try:
             url = f"http://127.0.0.1:{port}"
             wait_http(url)
-            time.sleep(8)  # let every worker connect to the broker
+            wait_workers(env["HWNAS_BROKER_URL"], n_workers)
             spec = {
                 "supernet": "nb201-cifar10",
                 "device": "bench-remote",
