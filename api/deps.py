@@ -7,9 +7,8 @@ opens and closes on the same thread (a generator dependency would close it on an
 
 The two hot routes, polling a job and submitting one, are ``async`` and reach the app's
 parts through the plain accessors at the end (``loop_reads``, ``submitter``,
-``dispatcher_of``), not
-``Depends``: FastAPI solves each dependency on every request, ~100 us apiece measured
-in-process, a quarter of a whole job poll.
+``dispatcher_of``), not ``Depends``: FastAPI solves each dependency on every request,
+~100 us apiece measured in-process, a quarter of a whole job poll.
 """
 
 from __future__ import annotations

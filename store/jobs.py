@@ -265,12 +265,6 @@ def list_evaluations(
     return list(session.scalars(query)), total
 
 
-def evaluation_metrics(session: Session, job_id: str) -> list[dict[str, float]]:
-    """The metrics of each of the job's evaluations, in order (no other column is read)."""
-    query = select(Evaluation.metrics).where(Evaluation.job_id == job_id).order_by(Evaluation.seq)
-    return list(session.scalars(query))
-
-
 def prior_evaluations(
     session: Session,
     *,

@@ -51,10 +51,11 @@ def front_of_metrics(
     hypervolume (None without evaluations, 0.0 when none is feasible)."""
     if not metrics:
         return [], None
-    indices = feasible_front(list(metrics), validate_objectives(objectives), constraints)
+    rows = list(metrics)
+    indices = feasible_front(rows, validate_objectives(objectives), constraints)
     if not indices:
         return [], 0.0
-    return indices, _normalised_hv(list(metrics), indices, objectives)
+    return indices, _normalised_hv(rows, indices, objectives)
 
 
 def _normalised_hv(

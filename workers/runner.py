@@ -288,10 +288,9 @@ class JobRunner:
                     seconds=0.0,
                     reused=True,
                 )
-            _set_progress(
-                job, q.evaluation_metrics(session, job_id), spec["objectives"], constraints
-            )
             stored, _ = q.list_evaluations(session, job_id)
+            metrics = [e.metrics for e in stored]
+            _set_progress(job, metrics, spec["objectives"], constraints)
             if stored:
                 job.message = (
                     f"warm start: {len(stored)} earlier measurements of {spec['supernet']} "
