@@ -109,7 +109,8 @@ class NB201Supernet(RecordedSupernet):
         return {gene: arch[gene] for gene in self.space()}
 
     def encode(self, arch: Arch) -> str:
-        ops = [self.canonical(arch)[f"e{i}"] for i in range(len(NB201_EDGES))]
+        cell = self.canonical(arch)
+        ops = [cell[f"e{i}"] for i in range(len(NB201_EDGES))]
         nodes: list[list[str]] = [[], [], []]
         for op, (source, node) in zip(ops, NB201_EDGES, strict=True):
             nodes[node].append(f"{op}~{source}")

@@ -29,15 +29,36 @@ def _as_minimisation(points: ArrayLike, senses: Sequence[str]) -> np.ndarray:
     return array * signs
 
 
-def _non_dominated_min(points: np.ndarray) -> np.ndarray:
-    """Indices (ascending) of rows no other row dominates, all objectives minimised."""
-    keep = np.ones(len(points), dtype=bool)
-    for i, point in enumerate(points):
-        # Row j dominates i: no worse everywhere and strictly better somewhere. Equal rows do
-        # not dominate each other, so every copy of a non-dominated point is kept.
-        no_worse = np.all(points <= point, axis=1)
-        better = np.any(points < point, axis=1)
-        keep[i] = not np.any(no_worse & better)
+def _non_dominated_min(points: np.ndarray, block: int = 256) -> np.ndarray:
+    """Indices (ascending) of rows no other row dominates, all objectives minimised.
+
+    Row j dominates i: no worse everywhere and strictly better somewhere. Equal rows do not
+    dominate each other, so every copy of a non-dominated point is kept. Compared a block of
+    rows against all rows at a time (at most ``block`` x n x m booleans).
+    """
+    if len(points) and points.shape[1] == 2:
+        return _non_dominated_2d(points)
+    keep = np.empty(len(points), dtype=bool)
+    for start in range(0, len(points), block):
+        rows = points[start : start + block, None, :]  # (b, 1, m) against (n, m)
+        no_worse = np.all(points <= rows, axis=2)
+        better = np.any(points < rows, axis=2)
+        keep[start : start + block] = ~np.any(no_worse & better, axis=1)
+    return np.flatnonzero(keep)
+
+
+def _non_dominated_2d(points: np.ndarray) -> np.ndarray:
+    """``_non_dominated_min`` for two objectives in O(n log n): sorted by (x, y), a row is
+    dominated by a row of smaller x with y no worse, or by one of equal x with smaller y."""
+    order = np.lexsort((points[:, 1], points[:, 0]))
+    x, y = points[order, 0], points[order, 1]
+    starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])  # first row of each equal-x group
+    group = np.cumsum(np.r_[True, x[1:] != x[:-1]]) - 1
+    running = np.minimum.accumulate(y)
+    before = np.r_[np.inf, running[starts[1:] - 1]][group]  # best y among smaller x
+    dominated = (before <= y) | (y[starts][group] < y)
+    keep = np.zeros(len(points), dtype=bool)
+    keep[order] = ~dominated
     return np.flatnonzero(keep)
 
 

@@ -140,6 +140,24 @@ def writing(factory: sessionmaker[Session]) -> Iterator[Connection]:
 
 
 @contextmanager
+def one_statement_writing(factory: sessionmaker[Session]) -> Iterator[Session | Connection]:
+    """Where a store write that is one statement on PostgreSQL runs (``store.jobs``' functions
+    say which): there, a bare connection in autocommit, so the statement commits as it runs,
+    with no BEGIN and COMMIT round trips; elsewhere (where it takes several statements) a
+    ``transaction``. The body must issue that one write, nothing else."""
+    engine: Engine = factory.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        with transaction(factory) as session:
+            yield session
+        return
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
+    except SQLAlchemyError as exc:
+        raise _storage_error(exc) from exc
+
+
+@contextmanager
 def _core(factory: sessionmaker[Session], *, begin: bool) -> Iterator[Connection]:
     engine: Engine = factory.kw["bind"]
     try:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, false, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound
@@ -14,6 +14,7 @@ from core.errors import Conflict, NotFound
 from .tables import Evaluation, Job, JobStatus, utcnow
 
 JOBS = cast(Table, Job.__table__)
+EVALUATIONS = cast(Table, Evaluation.__table__)
 # What the API reads: a Core row of the jobs table, with the same attribute names as ``Job``
 # (typed columns: enums, JSON, datetimes). Building ORM objects costs ~4x the query itself on
 # SQLite, and read paths never change what they read.
@@ -245,6 +246,103 @@ def add_evaluation(
     job.heartbeat_at = utcnow()
     session.flush()
     return evaluation
+
+
+# A running job's next evaluation, for the worker holding its lease: the UPDATE takes the
+# row lock and checks the lease in one statement (its WHERE is re-checked under the lock), so
+# recording an evaluation is two statements and a commit, with no ORM objects.
+_BOOK_EVALUATION = (
+    update(JOBS)
+    .where(
+        JOBS.c.id == bindparam("b_job_id"),
+        JOBS.c.worker_id == bindparam("b_worker_id"),
+        JOBS.c.status == JobStatus.running,
+    )
+    .values(
+        evaluations_done=JOBS.c.evaluations_done + 1,
+        eval_seconds=JOBS.c.eval_seconds + bindparam("b_seconds"),
+        heartbeat_at=bindparam("b_now"),
+        front_size=bindparam("b_front_size"),
+        hypervolume=bindparam("b_hypervolume"),
+    )
+    .returning(JOBS.c.cancel_requested, JOBS.c.evaluations_done, JOBS.c.evaluations_reused)
+)
+_INSERT_EVALUATION = insert(EVALUATIONS)
+_EVALUATION_VALUES = ("subnet_id", "arch", "metrics", "details", "feasible")
+_BOOKED = _BOOK_EVALUATION.cte("booked")
+# PostgreSQL: both in one statement (a data-modifying CTE), atomic by itself.
+_RECORD_EVALUATION_PG = select(_BOOKED.c.cancel_requested).add_cte(
+    insert(EVALUATIONS)
+    .from_select(
+        ["job_id", "seq", *_EVALUATION_VALUES, "on_front", "seconds", "created_at"],
+        select(
+            bindparam("b_job_id", type_=EVALUATIONS.c.job_id.type),
+            _BOOKED.c.evaluations_done - 1 + _BOOKED.c.evaluations_reused,
+            *[bindparam(f"b_{c}", type_=EVALUATIONS.c[c].type) for c in _EVALUATION_VALUES],
+            false(),
+            bindparam("b_seconds", type_=EVALUATIONS.c.seconds.type),
+            bindparam("b_now", type_=EVALUATIONS.c.created_at.type),
+        ),
+    )
+    .cte("added")
+)
+
+
+def record_evaluation(
+    connection: Session | Connection,
+    job_id: str,
+    worker_id: str,
+    *,
+    subnet_id: str,
+    arch: dict[str, Any],
+    metrics: dict[str, float],
+    details: dict[str, Any],
+    feasible: bool,
+    seconds: float,
+    front_size: int,
+    hypervolume: float | None,
+) -> bool | None:
+    """Store one measured evaluation of a job that ``worker_id`` runs, with the job's new
+    progress (``front_size``, ``hypervolume``: the caller's summary including this one).
+
+    Returns None, storing nothing, when the job is no longer running under this worker
+    (taken over, finished or deleted); else whether cancellation has been asked. On
+    PostgreSQL this is one statement, atomic by itself (the caller may run it in autocommit:
+    one round trip); elsewhere two, which the caller runs in a transaction.
+    """
+    params = {
+        "b_job_id": job_id,
+        "b_worker_id": worker_id,
+        "b_seconds": seconds,
+        "b_now": utcnow(),
+        "b_front_size": front_size,
+        "b_hypervolume": hypervolume,
+        "b_subnet_id": subnet_id,
+        "b_arch": arch,
+        "b_metrics": metrics,
+        "b_details": details,
+        "b_feasible": feasible,
+    }
+    bind = connection if isinstance(connection, Connection) else connection.get_bind()
+    if bind.dialect.name == "postgresql":
+        cancel_requested = connection.execute(_RECORD_EVALUATION_PG, params).scalar()
+        return None if cancel_requested is None else bool(cancel_requested)
+    booked = connection.execute(_BOOK_EVALUATION, params).first()
+    if booked is None:
+        return None
+    cancel_requested, done, reused = booked
+    connection.execute(
+        _INSERT_EVALUATION,
+        {
+            "job_id": job_id,
+            "seq": done - 1 + reused,
+            **{c: params[f"b_{c}"] for c in _EVALUATION_VALUES},
+            "on_front": False,
+            "seconds": seconds,
+            "created_at": params["b_now"],
+        },
+    )
+    return bool(cancel_requested)
 
 
 def list_evaluations(

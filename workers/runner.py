@@ -12,10 +12,11 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import HwnasError, StorageError
@@ -23,7 +24,7 @@ from core.settings import Settings
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
 from store import jobs as q
-from store.db import transaction
+from store.db import one_statement_writing, transaction
 from store.tables import Evaluation, Job, JobStatus
 
 from .calibration import PredictedLatency, latency_predictor_for
@@ -109,13 +110,18 @@ class JobRunner:
         self.worker_id = worker_id
         self.stop = stop or threading.Event()
 
-    def _db(self, step: Callable[[Session], T]) -> T:
-        """Run ``step`` in one transaction, retrying while the database is unreachable."""
+    def _db(
+        self,
+        step: Callable[[Any], T],
+        opener: Callable[[sessionmaker[Session]], AbstractContextManager[Any]] = transaction,
+    ) -> T:
+        """Run ``step`` in one transaction (or what ``opener`` opens), retrying while the
+        database is unreachable."""
         deadline = time.monotonic() + self.settings.db_retry_s
         delay = 0.2
         while True:
             try:
-                with transaction(self.factory) as session:
+                with opener(self.factory) as session:
                     return step(session)
             except StorageError as exc:
                 if time.monotonic() > deadline:
@@ -311,28 +317,29 @@ class JobRunner:
         """
         supernet = plan.evaluator.supernet
         canonical = supernet.canonical(arch)
+        metrics = [*plan.metrics, measurement.metrics]
+        front, hypervolume = front_of_metrics(metrics, plan.objectives, plan.constraints)
 
-        def record(session: Session) -> Lease:
-            job = q.get_job(session, job_id, lock=True)
-            lease = _lease_of(job, self.worker_id)
-            if lease == "lost":
-                log.warning("job %s: lease lost; dropping the evaluation in flight", job_id)
-                return lease
-            q.add_evaluation(
-                session,
-                job,
+        def record(connection: Session | Connection) -> Lease:
+            cancel_requested = q.record_evaluation(
+                connection,
+                job_id,
+                self.worker_id,
                 subnet_id=supernet.encode(canonical),
                 arch=canonical,
                 metrics=measurement.metrics,
                 details={**measurement.details, "worker": self.worker_id},
                 feasible=is_feasible(measurement.metrics, plan.constraints),
                 seconds=measurement.seconds,
+                front_size=len(front),
+                hypervolume=hypervolume,
             )
-            metrics = [*plan.metrics, measurement.metrics]
-            _set_progress(job, metrics, plan.objectives, plan.constraints)
-            return lease
+            if cancel_requested is None:
+                log.warning("job %s: lease lost; dropping the evaluation in flight", job_id)
+                return "lost"
+            return "cancel" if cancel_requested else "held"
 
-        lease = self._db(record)
+        lease = self._db(record, opener=one_statement_writing)
         if lease != "lost":
             plan.metrics.append(measurement.metrics)
         return lease

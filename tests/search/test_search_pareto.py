@@ -39,6 +39,30 @@ def test_non_dominated_edge_cases() -> None:
         non_dominated([[1, float("nan")]], ["min", "min"])
 
 
+def _dominated_by_definition(points: np.ndarray, i: int) -> bool:
+    """Some other row is no worse everywhere and strictly better somewhere (minimised)."""
+    return any(
+        bool(np.all(q <= points[i]) and np.any(q < points[i])) for q in np.delete(points, i, 0)
+    )
+
+
+@pytest.mark.parametrize("objectives", [1, 2, 3])
+def test_non_dominated_matches_the_definition_with_ties_and_infinities(objectives: int) -> None:
+    """Two objectives take a sort-based path, others a blocked pairwise one: both must keep
+    exactly the rows the definition keeps (small integer grids make ties and copies)."""
+    rng = np.random.default_rng(objectives)
+    for n in (1, 2, 3, 7, 40, 300):
+        for points in (
+            rng.integers(0, 4, (n, objectives)).astype(float),
+            rng.random((n, objectives)),
+            np.where(
+                rng.random((n, objectives)) < 0.1, np.inf, rng.integers(0, 3, (n, objectives))
+            ),
+        ):
+            expected = [i for i in range(n) if not _dominated_by_definition(points, i)]
+            assert list(non_dominated(points, ["min"] * objectives)) == expected
+
+
 def test_hypervolume_2d_hand_computed() -> None:
     points = [[1, 3], [2, 2], [3, 1]]
     # Staircase under reference (4, 4): 3*1 + 2*1 + 1*1.

@@ -11,7 +11,7 @@ from sqlalchemy import event
 
 from core.errors import NotFound
 from store import jobs as q
-from store.db import make_engine, make_session_factory, transaction, upgrade
+from store.db import make_engine, make_session_factory, one_statement_writing, transaction, upgrade
 from store.tables import JobStatus
 
 from .backends import database_url
@@ -111,3 +111,57 @@ def test_sqlite_write_slot_is_released_by_rollback_and_by_close(tmp_path: Path) 
     with transaction(factory) as s:
         assert q.list_jobs(s, offset=0, limit=1)[1] == 1
     engine.dispose()
+
+
+def _record(factory: Any, job_id: str, worker_id: str, n: int) -> bool | None:
+    with one_statement_writing(factory) as connection:
+        return q.record_evaluation(
+            connection,
+            job_id,
+            worker_id,
+            subnet_id=f"net-{n}",
+            arch={"d": n},
+            metrics={"accuracy": 0.5 + n / 100, "latency_ms": 1.0 + n},
+            details={"worker": worker_id},
+            feasible=True,
+            seconds=0.25,
+            front_size=n + 1,
+            hypervolume=n / 10,
+        )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_record_evaluation_books_the_job_with_it_under_the_lease_only(
+    backend: str, tmp_path: Path
+) -> None:
+    """One write (one statement on PostgreSQL) stores the evaluation and the job's counters
+    and progress together, and only while the worker holds the job; cancellation is seen."""
+    with database_url(backend, tmp_path) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        with transaction(factory) as session:
+            job_id = q.create_job(session, SPEC).id
+        assert _record(factory, job_id, "w1", 0) is None  # queued: nobody's lease
+        with transaction(factory) as session:
+            assert q.claim_job(session, job_id, "w1", stale_after_s=60) is not None
+        assert [_record(factory, job_id, "w1", n) for n in range(3)] == [False] * 3
+        assert _record(factory, job_id, "w2", 9) is None  # not w2's job
+        with transaction(factory) as session:
+            q.request_cancel(session, job_id)
+        assert _record(factory, job_id, "w1", 3) is True  # stored; cancellation asked
+        with transaction(factory) as session:
+            job = q.get_job(session, job_id)
+            evaluations, total = q.list_evaluations(session, job_id)
+            assert (job.evaluations_done, job.front_size, job.hypervolume) == (4, 4, 0.3)
+            assert job.eval_seconds == pytest.approx(1.0) and job.heartbeat_at is not None
+            assert total == 4 and [e.seq for e in evaluations] == [0, 1, 2, 3]
+            assert [e.subnet_id for e in evaluations] == ["net-0", "net-1", "net-2", "net-3"]
+            assert evaluations[3].arch == {"d": 3} and evaluations[3].metrics["latency_ms"] == 4
+            assert evaluations[3].details == {"worker": "w1"} and evaluations[3].feasible
+            q.finish_job(session, job_id, JobStatus.cancelled)
+        assert _record(factory, job_id, "w1", 4) is None  # finished: nothing stored
+        with transaction(factory) as session:
+            assert q.list_evaluations(session, job_id)[1] == 4
+            assert q.get_job(session, job_id).evaluations_done == 4
+        engine.dispose()
