@@ -1,0 +1,211 @@
+"""Where the tight-reference hypervolume is lost on NAS-Bench-201, and how much a better
+accuracy predictor could win back (issue 4's diagnosis; prints Markdown tables).
+
+    python benchmarks/nb201_ceiling.py [--data CSV] [--seeds 3] [--budget 100]
+
+1. Per device: the tight box (accuracy above the 90th percentile, latency below the median:
+   the tight reference of ``search_quality.py``), how many cells it holds, how many of them
+   are on the true front, and how many of a ``linas`` run's measurements land in the box.
+2. Kendall tau of accuracy predictions among the top 10 % of cells (where the tight front
+   lives): ridge on the features ``linas`` uses (one-hot genes + gene pairs) and on
+   "sub-term" features of each cell's computation (every sub-expression of the cell written
+   as sums and compositions of its operations, a Weisfeiler-Lehman-like bag), fitted on 100
+   random cells and on all 15,625; against a ceiling for any predictor that sees only the
+   architecture: isomorphic cells (here: cells whose ``computation`` is the same expression)
+   compute the same function but were trained separately, so predicting a cell by the mean
+   of its isomorphs (leave-one-out) shows how far the architecture determines the accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import kendalltau
+from sklearn.linear_model import RidgeCV
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.search_quality import (  # noqa: E402
+    DEFAULT_DATA,
+    DEFAULT_DEVICES,
+    OBJECTIVES,
+    load_table,
+    references,
+    supernet_space,
+)
+from models.recorded import NB201_EDGES, NB201_OPS  # noqa: E402
+from search import create_strategy, non_dominated  # noqa: E402
+
+# Edge e<i> = NB201_EDGES[i] = (input node, cell node - 1); node 0 is the cell's input.
+_EDGES = [(source, node + 1) for source, node in NB201_EDGES]
+
+
+def computation(cell: dict[str, str]) -> str | None:
+    """The cell's output as an expression of its input ``x`` (None: constant zero).
+
+    ``none`` drops a term, ``skip_connect`` is the identity, other operations wrap their
+    input; sums are flattened and sorted. Isomorphic cells give the same string.
+    """
+    nodes: list[str | None] = ["x", None, None, None]
+    for target in (1, 2, 3):
+        terms: list[str] = []
+        for i, (source, node) in enumerate(_EDGES):
+            op, value = cell[f"e{i}"], nodes[source]
+            if node != target or op == "none" or value is None:
+                continue
+            if op != "skip_connect":
+                terms.append(f"{op}({value})")
+            elif value.startswith("+["):
+                terms += _top_level_terms(value)  # an identity edge carries a sum: flatten
+            else:
+                terms.append(value)
+        if terms:
+            nodes[target] = terms[0] if len(terms) == 1 else "+[" + "|".join(sorted(terms)) + "]"
+    return nodes[3]
+
+
+def _top_level_terms(total: str) -> list[str]:
+    """The terms of a ``+[a|b|...]`` sum, nested brackets kept whole."""
+    terms, depth, part = [], 0, ""
+    for char in total[2:-1] + "|":
+        depth += char in "(["
+        depth -= char in ")]"
+        if char == "|" and depth == 0:
+            terms.append(part)
+            part = ""
+        else:
+            part += char
+    return terms
+
+
+def subterms(expression: str | None) -> set[str]:
+    """Every sub-expression of ``computation``'s string (itself included)."""
+    if expression is None:
+        return set()
+    found = {expression}
+    if expression.startswith("+["):
+        for term in _top_level_terms(expression):
+            found |= subterms(term)
+    elif "(" in expression:
+        found |= subterms(expression[expression.index("(") + 1 : -1])
+    return found
+
+
+def box_table(table, space, devices: list[str], seeds: int, budget: int) -> list[str]:
+    rows = list(table.supernet.rows)
+    position = {key: i for i, key in enumerate(rows)}
+    lines = [
+        f"| device | cells in the tight box | of them on the front | linas's {budget} "
+        "measurements in the box (per seed) | front cells found |",
+        "|---|---|---|---|---|",
+    ]
+    for device in devices:
+        accuracy, latency = table.accuracy, table.latency[device]
+        tight = references(accuracy, latency)["tight"]
+        box = (accuracy > tight[0]) & (latency < tight[1])
+        inside = np.flatnonzero(box)
+        front = set(inside[non_dominated(np.c_[accuracy[inside], latency[inside]], ["max", "min"])])
+        hits, found = [], []
+        for seed in range(seeds):
+            strategy = create_strategy(
+                "linas", space=space, objectives=OBJECTIVES, seed=seed, budget=budget
+            )
+            measured = []
+            while proposals := strategy.ask(1):
+                i = position[table.supernet.encode(proposals[0])]
+                strategy.tell(proposals[0], {"accuracy": accuracy[i], "latency_ms": latency[i]})
+                measured.append(i)
+            hits.append(int(box[measured].sum()))
+            found.append(len(front & set(measured)))
+        lines.append(
+            f"| {device} | {box.sum()} | {len(front)} | {', '.join(map(str, hits))} "
+            f"| {', '.join(map(str, found))} |"
+        )
+    return lines
+
+
+def predictor_table(table) -> list[str]:
+    cells = [table.supernet.decode(key) for key in table.supernet.rows]
+    accuracy = table.accuracy
+    top = np.flatnonzero(accuracy > np.percentile(accuracy, 90))
+    classes: dict[str | None, list[int]] = defaultdict(list)
+    expressions = [computation(cell) for cell in cells]
+    for i, expression in enumerate(expressions):
+        classes[expression].append(i)
+    truth, loo = [], []
+    for i in top:
+        others = [j for j in classes[expressions[i]] if j != i]
+        if others:
+            truth.append(accuracy[i])
+            loo.append(accuracy[others].mean())
+    onehot = np.array(
+        [
+            [float(cell[f"e{e}"] == op) for e in range(len(_EDGES)) for op in NB201_OPS]
+            for cell in cells
+        ]
+    )
+    pairs = [
+        (a, b)
+        for a in range(onehot.shape[1])
+        for b in range(a + 1, onehot.shape[1])
+        if a // len(NB201_OPS) != b // len(NB201_OPS)
+    ]
+    linas_like = np.c_[onehot, np.stack([onehot[:, a] * onehot[:, b] for a, b in pairs], 1)]
+    vocabulary: dict[str, int] = {}
+    bags = [subterms(e) for e in expressions]
+    for bag in bags:
+        for term in sorted(bag):
+            vocabulary.setdefault(term, len(vocabulary))
+    bag_features = np.zeros((len(cells), len(vocabulary)))
+    for i, bag in enumerate(bags):
+        bag_features[i, [vocabulary[t] for t in bag]] = 1.0
+    lines = [
+        f"{len(classes)} classes of cells computing the same expression among {len(cells)} cells; {len(top)} cells in "
+        f"the top 10 %, {len(truth)} of them with an isomorph.",
+        "",
+        "| accuracy predictor | Kendall tau in the top 10 %, fitted on 100 random cells "
+        "(5 draws) | fitted on all cells |",
+        "|---|---|---|",
+        f"| mean of the cell's isomorphs (leave-one-out; ceiling) | - | "
+        f"{kendalltau(loo, truth)[0]:.3f} (cells with an isomorph) |",
+    ]
+    rng = np.random.default_rng(0)
+    for name, features in (
+        ("ridge, one-hot genes + gene pairs (linas's features)", linas_like),
+        (f"ridge, {len(vocabulary)} sub-term indicators", bag_features),
+    ):
+        small = []
+        for _ in range(5):
+            train = rng.choice(len(cells), 100, replace=False)
+            model = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(features[train], accuracy[train])
+            small.append(kendalltau(model.predict(features[top]), accuracy[top])[0])
+        full = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(features, accuracy)
+        lines.append(
+            f"| {name} | {np.mean(small):.3f} ({min(small):.3f} to {max(small):.3f}) "
+            f"| {kendalltau(full.predict(features[top]), accuracy[top])[0]:.3f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget", type=int, default=100)
+    args = parser.parse_args()
+    devices = list(DEFAULT_DEVICES)
+    table = load_table(args.data, "cifar10", devices)
+    space = supernet_space(table.supernet)
+    print("\n".join(box_table(table, space, devices, args.seeds, args.budget)))
+    print()
+    print("\n".join(predictor_table(table)))
+
+
+if __name__ == "__main__":
+    main()
