@@ -166,8 +166,8 @@ def predictor_table(table) -> list[str]:
     for i, bag in enumerate(bags):
         bag_features[i, [vocabulary[t] for t in bag]] = 1.0
     lines = [
-        f"{len(classes)} classes of cells computing the same expression among {len(cells)} cells; {len(top)} cells in "
-        f"the top 10 %, {len(truth)} of them with an isomorph.",
+        f"{len(classes)} classes of cells computing the same expression among {len(cells)} "
+        f"cells; {len(top)} cells in the top 10 %, {len(truth)} of them with an isomorph.",
         "",
         "| accuracy predictor | Kendall tau in the top 10 %, fitted on 100 random cells "
         "(5 draws) | fitted on all cells |",
