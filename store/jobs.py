@@ -249,8 +249,8 @@ def add_evaluation(
 
 
 # A running job's next evaluation, for the worker holding its lease: the UPDATE takes the
-# row lock and checks the lease in one statement (its WHERE is re-checked under the lock), so
-# recording an evaluation is two statements and a commit, with no ORM objects.
+# row lock and checks the lease in one statement (its WHERE is re-checked under the lock) and
+# returns what the INSERT needs; no ORM objects. On PostgreSQL both run as one statement.
 _BOOK_EVALUATION = (
     update(JOBS)
     .where(
