@@ -257,6 +257,7 @@ _BOOK_EVALUATION = (
         JOBS.c.id == bindparam("b_job_id"),
         JOBS.c.worker_id == bindparam("b_worker_id"),
         JOBS.c.status == JobStatus.running,
+        JOBS.c.evaluations_done == bindparam("b_done"),
     )
     .values(
         evaluations_done=JOBS.c.evaluations_done + 1,
@@ -293,6 +294,7 @@ def record_evaluation(
     job_id: str,
     worker_id: str,
     *,
+    done: int,
     subnet_id: str,
     arch: dict[str, Any],
     metrics: dict[str, float],
@@ -309,10 +311,16 @@ def record_evaluation(
     (taken over, finished or deleted); else whether cancellation has been asked. On
     PostgreSQL this is one statement, atomic by itself (the caller may run it in autocommit:
     one round trip); elsewhere two, which the caller runs in a transaction.
+
+    ``done``: the job's measured evaluations before this one, as the caller counts them.
+    The write applies only at that count, so a retry after a lost commit acknowledgement
+    (the connection dropped after the database committed) does not store the evaluation a
+    second time: it finds the count one higher and answers as the first write did.
     """
     params = {
         "b_job_id": job_id,
         "b_worker_id": worker_id,
+        "b_done": done,
         "b_seconds": seconds,
         "b_now": utcnow(),
         "b_front_size": front_size,
@@ -326,10 +334,12 @@ def record_evaluation(
     bind = connection if isinstance(connection, Connection) else connection.get_bind()
     if bind.dialect.name == "postgresql":
         cancel_requested = connection.execute(_RECORD_EVALUATION_PG, params).scalar()
-        return None if cancel_requested is None else bool(cancel_requested)
+        if cancel_requested is None:
+            return _already_recorded(connection, job_id, worker_id, done)
+        return bool(cancel_requested)
     booked = connection.execute(_BOOK_EVALUATION, params).first()
     if booked is None:
-        return None
+        return _already_recorded(connection, job_id, worker_id, done)
     cancel_requested, done, reused = booked
     connection.execute(
         _INSERT_EVALUATION,
@@ -343,6 +353,23 @@ def record_evaluation(
         },
     )
     return bool(cancel_requested)
+
+
+def _already_recorded(
+    connection: Session | Connection, job_id: str, worker_id: str, done: int
+) -> bool | None:
+    """After a refused ``record_evaluation``: whether cancellation was asked if the job is
+    still this worker's and counts ``done + 1`` (this evaluation was stored by an earlier
+    try), None otherwise (the lease is gone)."""
+    row = connection.execute(_READ_JOB, {"job_id": job_id}).first()
+    if (
+        row is None
+        or row.worker_id != worker_id
+        or row.status is not JobStatus.running
+        or row.evaluations_done != done + 1
+    ):
+        return None
+    return bool(row.cancel_requested)
 
 
 def list_evaluations(

@@ -229,7 +229,7 @@ class JobRunner:
                 break  # the whole space has been measured
             arch = proposals[0]
             measurement = plan.evaluator.measure(arch)
-            lease = self._record(job_id, plan, arch, measurement)
+            lease = self._record(job_id, plan, arch, measurement, done)
             if lease != "lost":
                 plan.strategy.tell(arch, measurement.metrics)
                 done += 1
@@ -308,7 +308,12 @@ class JobRunner:
         return self._db(copy)
 
     def _record(
-        self, job_id: str, plan: JobPlan, arch: dict[str, Any], measurement: Measurement
+        self,
+        job_id: str,
+        plan: JobPlan,
+        arch: dict[str, Any],
+        measurement: Measurement,
+        done: int,
     ) -> Lease:
         """Commit one evaluation (one transaction) and say whether the job is still ours.
 
@@ -325,6 +330,7 @@ class JobRunner:
                 connection,
                 job_id,
                 self.worker_id,
+                done=done,
                 subnet_id=supernet.encode(canonical),
                 arch=canonical,
                 metrics=measurement.metrics,

@@ -114,11 +114,13 @@ def test_sqlite_write_slot_is_released_by_rollback_and_by_close(tmp_path: Path) 
 
 
 def _record(factory: Any, job_id: str, worker_id: str, n: int) -> bool | None:
+    """Store evaluation ``n`` (the job's measured count before it is ``n``)."""
     with one_statement_writing(factory) as connection:
         return q.record_evaluation(
             connection,
             job_id,
             worker_id,
+            done=n,
             subnet_id=f"net-{n}",
             arch={"d": n},
             metrics={"accuracy": 0.5 + n / 100, "latency_ms": 1.0 + n},
@@ -135,7 +137,8 @@ def test_record_evaluation_books_the_job_with_it_under_the_lease_only(
     backend: str, tmp_path: Path
 ) -> None:
     """One write (one statement on PostgreSQL) stores the evaluation and the job's counters
-    and progress together, and only while the worker holds the job; cancellation is seen."""
+    and progress together, only while the worker holds the job and only once per count (a
+    retry is answered, not stored again); cancellation is seen."""
     with database_url(backend, tmp_path) as url:
         upgrade(url)
         engine = make_engine(url)
@@ -146,7 +149,10 @@ def test_record_evaluation_books_the_job_with_it_under_the_lease_only(
         with transaction(factory) as session:
             assert q.claim_job(session, job_id, "w1", stale_after_s=60) is not None
         assert [_record(factory, job_id, "w1", n) for n in range(3)] == [False] * 3
-        assert _record(factory, job_id, "w2", 9) is None  # not w2's job
+        # a retry of evaluation 2 (its commit's acknowledgement lost): answered, not stored
+        assert _record(factory, job_id, "w1", 2) is False
+        assert _record(factory, job_id, "w1", 1) is None  # a count that is not ours: refused
+        assert _record(factory, job_id, "w2", 3) is None  # not w2's job
         with transaction(factory) as session:
             q.request_cancel(session, job_id)
         assert _record(factory, job_id, "w1", 3) is True  # stored; cancellation asked
@@ -161,6 +167,7 @@ def test_record_evaluation_books_the_job_with_it_under_the_lease_only(
             assert evaluations[3].details == {"worker": "w1"} and evaluations[3].feasible
             q.finish_job(session, job_id, JobStatus.cancelled)
         assert _record(factory, job_id, "w1", 4) is None  # finished: nothing stored
+        assert _record(factory, job_id, "w1", 3) is None  # nor a retry once finished
         with transaction(factory) as session:
             assert q.list_evaluations(session, job_id)[1] == 4
             assert q.get_job(session, job_id).evaluations_done == 4
