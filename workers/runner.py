@@ -315,7 +315,8 @@ class JobRunner:
         measurement: Measurement,
         done: int,
     ) -> Lease:
-        """Commit one evaluation (one transaction) and say whether the job is still ours.
+        """Store one evaluation (one write, ``store.jobs.record_evaluation``; ``done``: the
+        job's measured evaluations before it) and say whether the job is still ours.
 
         "lost": another worker took the job over, the evaluation is dropped; "cancel": it was
         stored and cancellation was asked; "held": stored, carry on.
