@@ -212,7 +212,7 @@ def _finish(
     job.error = error
 
 
-def add_evaluation(
+def add_reused_evaluation(
     session: Session,
     job: Job,
     *,
@@ -221,10 +221,9 @@ def add_evaluation(
     metrics: dict[str, float],
     details: dict[str, Any],
     feasible: bool,
-    seconds: float,
-    reused: bool = False,
 ) -> Evaluation:
-    """Store one evaluation; ``reused``: copied from an earlier job, not measured here."""
+    """Store an evaluation copied from an earlier job (warm start): not measured here, so it
+    counts as reused and took no evaluation time. Measured ones: ``record_evaluation``."""
     evaluation = Evaluation(
         job_id=job.id,
         seq=job.evaluations_done + job.evaluations_reused,
@@ -234,15 +233,11 @@ def add_evaluation(
         details=details,
         feasible=feasible,
         on_front=False,
-        seconds=seconds,
+        seconds=0.0,
         created_at=utcnow(),
     )
     session.add(evaluation)
-    if reused:
-        job.evaluations_reused += 1
-    else:
-        job.evaluations_done += 1
-    job.eval_seconds += seconds
+    job.evaluations_reused += 1
     job.heartbeat_at = utcnow()
     session.flush()
     return evaluation
@@ -340,12 +335,12 @@ def record_evaluation(
     booked = connection.execute(_BOOK_EVALUATION, params).first()
     if booked is None:
         return _already_recorded(connection, job_id, worker_id, done)
-    cancel_requested, done, reused = booked
+    cancel_requested, measured, reused = booked  # counts with this evaluation
     connection.execute(
         _INSERT_EVALUATION,
         {
             "job_id": job_id,
-            "seq": done - 1 + reused,
+            "seq": measured - 1 + reused,
             **{c: params[f"b_{c}"] for c in _EVALUATION_VALUES},
             "on_front": False,
             "seconds": seconds,

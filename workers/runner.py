@@ -283,7 +283,7 @@ class JobRunner:
                 limit=self.settings.warm_start_max,
             )
             for evaluation in [e for e in prior if needed <= set(e.metrics)]:
-                q.add_evaluation(
+                q.add_reused_evaluation(
                     session,
                     job,
                     subnet_id=evaluation.subnet_id,
@@ -291,8 +291,6 @@ class JobRunner:
                     metrics=evaluation.metrics,
                     details={**evaluation.details, "reused_from": evaluation.job_id},
                     feasible=is_feasible(evaluation.metrics, constraints),
-                    seconds=0.0,
-                    reused=True,
                 )
             stored, _ = q.list_evaluations(session, job_id)
             metrics = [e.metrics for e in stored]
