@@ -14,6 +14,15 @@ accuracy predictor could win back (issue 4's diagnosis; prints Markdown tables).
    architecture: isomorphic cells (here: cells whose ``computation`` is the same expression)
    compute the same function but were trained separately, so predicting a cell by the mean
    of its isomorphs (leave-one-out) shows how far the architecture determines the accuracy.
+3. What ``linas``'s proposals would reach with better predictors: the tight and worst-corner
+   hypervolume ratios of runs whose predictions of accuracy and/or latency are replaced by
+   the table's values, exact or with a fixed Gaussian error per cell (a predictor that is
+   wrong by the same amount on every ask). An error of 0.13 points of accuracy is about
+   the spread between isomorphs, i.e. roughly the best an architecture-only predictor can
+   do (part 2); 0.3 points is about the spread of the top 10 % itself.
+4. How additive each device's latency is: the mean relative error, among cells within 30 %
+   below the median latency (where the tight front lies), of a least-squares fit of latency
+   on one-hot genes (a per-edge cost of each operation) fitted on all 15,625 cells.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import kendalltau
@@ -40,7 +50,8 @@ from benchmarks.search_quality import (  # noqa: E402
     supernet_space,
 )
 from models.recorded import NB201_EDGES, NB201_OPS  # noqa: E402
-from search import create_strategy, non_dominated  # noqa: E402
+from search import create_strategy, hypervolume, non_dominated  # noqa: E402
+from search.linas import LinasStrategy  # noqa: E402
 
 # Edge e<i> = NB201_EDGES[i] = (input node, cell node - 1); node 0 is the cell's input.
 _EDGES = [(source, node + 1) for source, node in NB201_EDGES]
@@ -193,11 +204,126 @@ def predictor_table(table) -> list[str]:
     return lines
 
 
+class _Known:
+    """Stands in for a fitted predictor: fixed values for every row of the enumerated pool."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        self.report: dict[str, float] = {}
+        self.loo_tau = float("nan")
+
+    def fit(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def predict(self, active: object, extra: object = None) -> np.ndarray:
+        return self.values
+
+
+class _InformedLinas(LinasStrategy):
+    """``linas`` whose predictions of some metrics are the truth plus a fixed error per cell.
+
+    ``truth``: metric -> (value per enumerated pool row, error standard deviation). Accuracy
+    stays the primary objective (as ``linas`` picks it on NAS-Bench-201: its predictor has
+    the lower leave-one-out tau).
+    """
+
+    def __init__(self, *, truth: dict[str, tuple[np.ndarray, float]], **options: Any) -> None:
+        super().__init__(**options)
+        noise = np.random.default_rng(10_000 + self.seed)
+        self._known = {
+            name: _Known(values + noise.normal(0.0, error, len(values)))
+            for name, (values, error) in truth.items()
+        }
+
+    def _fit(self) -> None:
+        super()._fit()
+        self._models.update(self._known)  # type: ignore[arg-type]
+
+    def _primary(self) -> str:
+        return "accuracy"
+
+
+def informed_table(table, space, devices: list[str], seeds: int, budget: int) -> list[str]:
+    position = {key: i for i, key in enumerate(table.supernet.rows)}
+    cards = [len(space.choices(name)) for name in space.names]
+    grids = np.meshgrid(*[np.arange(c) for c in cards], indexing="ij")  # linas's pool order
+    pool = np.column_stack([g.ravel() for g in grids])
+    rows = np.array([position[space.key(space.from_indices(row.tolist()))] for row in pool])
+    variants: list[tuple[str, dict[str, float]]] = [
+        ("linas as it is (both predictors fitted)", {}),
+        ("accuracy exact", {"accuracy": 0.0}),
+        ("accuracy + 0.13 points error", {"accuracy": 0.0013}),
+        ("accuracy + 0.3 points error", {"accuracy": 0.003}),
+        ("latency exact", {"latency_ms": 0.0}),
+        ("latency exact, accuracy + 0.3 points error", {"latency_ms": 0.0, "accuracy": 0.003}),
+        ("both exact", {"latency_ms": 0.0, "accuracy": 0.0}),
+    ]
+    lines = [
+        f"| linas's predictions at {budget} evaluations | HV ratio tight (mean, min) "
+        f"| HV ratio worst (mean) | {' | '.join(devices)} |",
+        "|---|---|---|" + "---|" * len(devices),
+    ]
+    for label, errors in variants:
+        tight: dict[str, list[float]] = {device: [] for device in devices}
+        worst: list[float] = []
+        for device in devices:
+            accuracy, latency = table.accuracy, table.latency[device]
+            values = {"accuracy": accuracy[rows], "latency_ms": latency[rows]}
+            truth = {name: (values[name], error) for name, error in errors.items()}
+            refs = references(accuracy, latency)
+            everything = np.c_[accuracy, latency]
+            for seed in range(seeds):
+                strategy = _InformedLinas(
+                    truth=truth, space=space, objectives=OBJECTIVES, seed=seed, budget=budget
+                )
+                points = []
+                while proposals := strategy.ask(1):
+                    i = position[table.supernet.encode(proposals[0])]
+                    strategy.tell(proposals[0], {"accuracy": accuracy[i], "latency_ms": latency[i]})
+                    points.append((accuracy[i], latency[i]))
+                found = np.array(points)
+                ratio = {
+                    name: hypervolume(found, ("max", "min"), ref)
+                    / hypervolume(everything, ("max", "min"), ref)
+                    for name, ref in refs.items()
+                }
+                tight[device].append(ratio["tight"])
+                worst.append(ratio["worst"])
+        every = [value for values in tight.values() for value in values]
+        lines.append(
+            f"| {label} | {np.mean(every):.3f} ({min(every):.3f}) | {np.mean(worst):.4f} | "
+            + " | ".join(f"{np.mean(tight[device]):.3f}" for device in devices)
+            + " |"
+        )
+    return lines
+
+
+def additivity_table(table, devices: list[str]) -> list[str]:
+    cells = [table.supernet.decode(key) for key in table.supernet.rows]
+    onehot = np.array(
+        [[float(cell[f"e{e}"] == op) for e in range(len(_EDGES)) for op in NB201_OPS] + [1.0]
+         for cell in cells]
+    )  # fmt: skip
+    lines = ["| device | additive latency fit on all cells: mean relative error near the median |",
+             "|---|---|"]  # fmt: skip
+    for device in devices:
+        latency = table.latency[device]
+        weights = np.linalg.lstsq(onehot, latency, rcond=None)[0]
+        ratio = latency / np.median(latency)
+        band = (ratio > 0.7) & (ratio <= 1.0)
+        error = np.abs(onehot[band] @ weights / latency[band] - 1.0).mean()
+        lines.append(f"| {device} | {100 * error:.1f} % |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument(
+        "--informed-seeds", type=int, default=5, help="seeds per device in the third table"
+    )
     args = parser.parse_args()
     devices = list(DEFAULT_DEVICES)
     table = load_table(args.data, "cifar10", devices)
@@ -205,6 +331,10 @@ def main() -> None:
     print("\n".join(box_table(table, space, devices, args.seeds, args.budget)))
     print()
     print("\n".join(predictor_table(table)))
+    print()
+    print("\n".join(informed_table(table, space, devices, args.informed_seeds, args.budget)))
+    print()
+    print("\n".join(additivity_table(table, devices)))
 
 
 if __name__ == "__main__":
