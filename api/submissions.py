@@ -2,7 +2,7 @@
 
 ``POST /v1/jobs`` awaits ``JobSubmitter.submit`` on the event loop. Submissions wait in a
 list on the loop; whenever no batch is being written, the waiting ones (up to
-``max_batch``) go to the writer thread as one batch: one multi-row INSERT, one commit. The
+``max_batch``) go to the writer thread as one batch: one INSERT (executemany), one commit. The
 requests are answered as soon as their rows are committed, and the batch's jobs go on to a
 second thread that hands them to the dispatcher in order: a worker always finds the row it
 is told about, and a slow publish (a broker that is away) delays neither the answers nor

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 from fastapi.testclient import TestClient
 
@@ -14,6 +16,8 @@ from core.settings import Settings
 from models.registry import get_supernet
 from search import non_dominated
 
+from ..conftest import embedded_settings
+from ..store.backends import database_url, set_timezone
 from .helpers import job_spec, wait_for
 
 
@@ -118,3 +122,23 @@ def test_list_jobs_is_paginated(client: TestClient) -> None:
     assert page["count"] == 3 and len(page["data"]) == 2
     rest = client.get("/v1/jobs", params={"limit": 2, "offset": 2}).json()
     assert {j["id"] for j in page["data"] + rest["data"]} == set(ids)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_submitted_job_answers_as_it_reads_back(backend: str, tmp_path: Path) -> None:
+    """POST's body is made from the row the submitter inserted, not one read back: it must
+    be, byte for byte, what a GET of the job answers (no worker serves the device, so the
+    job stays queued in between, with a message saying why). PostgreSQL answers in a zone
+    other than UTC here, which a row made in UTC would not show."""
+    with database_url(backend, tmp_path) as url:
+        if backend == "postgresql":
+            set_timezone(url, "America/New_York")
+        settings = embedded_settings(tmp_path, database_url=url, embedded_devices="none")
+        with TestClient(create_app(settings)) as client:
+            for spec in (job_spec(), job_spec(seed=7, constraints={"latency_ms": {"max": 5}})):
+                posted = client.post("/v1/jobs", json=spec)
+                assert posted.status_code == 202, posted.text
+                got = client.get(f"/v1/jobs/{posted.json()['id']}")
+                assert posted.json() == got.json()
+                assert posted.content == got.content
+                assert got.json()["message"].startswith("waiting")

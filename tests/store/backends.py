@@ -63,3 +63,14 @@ def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     else:
         with temporary_postgres() as url:
             yield url
+
+
+def set_timezone(url: str, zone: str) -> None:
+    """Make ``zone`` the ``TimeZone`` of new sessions on the PostgreSQL database at ``url``
+    (where it answers timestamps): a zone other than the usual UTC shows which one a row
+    carries."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        name = connection.execute(text("SELECT current_database()")).scalar_one()
+        connection.execute(text(f"ALTER DATABASE \"{name}\" SET timezone TO '{zone}'"))
+    engine.dispose()

@@ -11,10 +11,18 @@ from sqlalchemy import event
 
 from core.errors import NotFound
 from store import jobs as q
-from store.db import make_engine, make_session_factory, one_statement_writing, transaction, upgrade
+from store.db import (
+    make_engine,
+    make_session_factory,
+    one_statement_writing,
+    reading,
+    transaction,
+    upgrade,
+    writing,
+)
 from store.tables import JobStatus
 
-from .backends import database_url
+from .backends import database_url, set_timezone
 
 SPEC: dict[str, Any] = {
     "supernet": "fmnist-ofa-cnn",
@@ -44,6 +52,37 @@ def test_created_job_reads_back_as_a_row_with_typed_columns(backend: str, tmp_pa
         assert row.message == "waiting: nobody serves cpu-1t"
         assert row.heartbeat_at is not None  # published at creation: the reaper's clock
         assert (total, [r.id for r in rows]) == (1, [created.id])
+        engine.dispose()
+
+
+def _typed(row: Any) -> dict[str, tuple[type, str]]:
+    """Each column's type and repr: ``==`` alone takes 0 for 0.0, a str enum for its value
+    and one instant in two time zones as equal, where a response would show them apart."""
+    return {name: (type(value), repr(value)) for name, value in row._mapping.items()}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_created_rows_are_the_rows_read_back(backend: str, tmp_path: Path) -> None:
+    """``create_jobs`` makes its rows from what it inserted, not by reading them back: they
+    must be what a read gives, column by column, time zones and types included."""
+    specs = [dict(SPEC, seed=seed, constraints={"latency_ms": {"max": 5.0}}) for seed in (1, 2)]
+    with database_url(backend, tmp_path) as url:
+        if backend == "postgresql":
+            set_timezone(url, "Asia/Kolkata")  # not UTC: a row made in UTC would show it
+        upgrade(url)
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        with writing(factory) as connection:  # as the API's submitter stores a batch
+            created = q.create_jobs(connection, [(specs[0], "waiting"), (specs[1], None)])
+        with transaction(factory) as session:  # and one at a time, in a session
+            created.append(q.create_job(session, SPEC))
+        with reading(factory) as connection:
+            read = [q.read_job(connection, row.id) for row in created]
+        assert [_typed(row) for row in created] == [_typed(row) for row in read]
+        assert {(type(row), row._fields) for row in created + read} == {
+            (type(read[0]), read[0]._fields)
+        }
+        assert [row.seed for row in created] == [1, 2, 3]
         engine.dispose()
 
 
