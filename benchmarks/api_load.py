@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -135,6 +136,10 @@ def main() -> None:
         help="every server's loop (auto: hwnas's default for that many processes)",
     )
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        parser.error(
+            "needs wrk (the load tool) on PATH: Debian's package `wrk` (apt-get install wrk)"
+        )
     args.loop = Settings(api_loop=args.loop, api_processes=args.processes).serve_loop
     if args.mode == "embedded" and args.processes > 1:
         parser.error("--processes > 1 needs --mode distributed (see HWNAS_API_PROCESSES)")

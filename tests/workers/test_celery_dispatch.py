@@ -1,17 +1,20 @@
-"""Publishing jobs to their device's Celery queue on the real Redis: a batch goes out
-together and in order; a batch that fails is published again one job at a time; a Redis
-restart does not stop the dispatcher."""
+"""Publishing jobs to their device's Celery queue on the real Redis: the message is the one
+Celery's ``send_task`` would send; a batch goes out together and in order; a batch that
+fails is published again one job at a time; a Redis restart does not stop the dispatcher."""
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from kombu import Connection
 
 from store.db import make_engine, make_session_factory, upgrade
-from workers.celery_dispatch import CeleryDispatcher
+from workers.celery_dispatch import CeleryDispatcher, publish
 from workers.devices import device_profile
 
 from ..conftest import embedded_settings
@@ -45,6 +48,54 @@ def _queued(broker_url: str, device: str) -> list[tuple[str, list[Any]]]:
             message.ack()
         queue.close()
     return found
+
+
+# Fresh per message: the task id (also root_id and correlation_id) and kombu's delivery tag.
+PER_MESSAGE = {"id", "root_id", "correlation_id", "delivery_tag"}
+
+
+def _raw_messages(broker_url: str, device: str) -> list[dict[str, Any]]:
+    """The messages in ``device``'s queue as stored in Redis, ids blanked, oldest first."""
+    client = redis.Redis.from_url(broker_url)
+    try:
+        raw = client.lrange(device_profile(device).queue, 0, -1)
+    finally:
+        client.close()
+    messages = []
+    for text in reversed(raw):  # kombu LPUSHes and its consumers pop from the right
+        message = json.loads(text)
+        for part in (message["headers"], message["properties"]):
+            for key in PER_MESSAGE & part.keys():
+                part[key] = "<fresh>"
+        message["body"] = base64.b64decode(message["body"]).decode()
+        messages.append(message)
+    return messages
+
+
+def test_the_message_is_the_one_celerys_send_task_sends(dispatcher: Any) -> None:
+    """``publish`` bypasses ``send_task`` for speed; a worker must not see a difference
+    (a newer Celery that changes its message would fail here, not in production)."""
+    app, url = dispatcher.app, dispatcher.app.conf.broker_url
+    app.send_task(
+        "hwnas.run_job",
+        args=["job-a"],
+        queue=device_profile("cpu-1t").queue,
+        ignore_result=True,  # the app's task_ignore_result, which publish states
+    )
+    publish(app, "job-a", "cpu-1t")  # alone: acquires a producer, retry policy
+    with app.producer_or_acquire() as producer, producer.batch():
+        publish(app, "job-a", "cpu-1t", producer, queue=device_profile("cpu-1t").queue)
+    celerys, alone, batched = _raw_messages(url, "cpu-1t")
+    # send_task also leaks its repr options into the transport properties; nothing reads them
+    for key in ("argsrepr", "kwargsrepr"):
+        assert celerys["properties"].pop(key, None) in (None, "['job-a']", "{}")
+    assert alone == celerys
+    assert batched == celerys
+    assert celerys["headers"]["task"] == "hwnas.run_job"
+    assert celerys["properties"]["delivery_info"] == {
+        "exchange": "",
+        "routing_key": device_profile("cpu-1t").queue,
+    }
 
 
 def test_a_batch_reaches_each_device_queue_in_order(dispatcher: Any) -> None:
