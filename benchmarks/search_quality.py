@@ -131,8 +131,18 @@ class Run:
     predictor: dict[str, dict[str, float]]
 
 
-def run_one(table: Table, device: str, strategy: str, budget: int, seed: int, batch: int) -> Run:
-    """One ask/tell loop; only the evaluator's calls count as evaluation time."""
+def run_one(
+    table: Table,
+    device: str,
+    strategy: str,
+    budget: int,
+    seed: int,
+    batch: int,
+    hints: Sequence[tuple[dict, dict[str, float]]] = (),
+) -> Run:
+    """One ask/tell loop; only the evaluator's calls count as evaluation time. ``hints``:
+    (arch, metrics) given to ``Strategy.hint`` before the first ask (as a job is given other
+    devices' measurements)."""
     space = supernet_space(table.supernet)
     evaluator = SubnetEvaluator(table.supernet, get_profile(profile_id(device)))
     latency = table.latency[device]
@@ -145,7 +155,7 @@ def run_one(table: Table, device: str, strategy: str, budget: int, seed: int, ba
         spent += time.perf_counter() - start
         return {name: metrics[name] for name in OBJECTIVES}
 
-    keys, found, wall, predictor = _search(space, strategy, budget, seed, batch, evaluate)
+    keys, found, wall, predictor = _search(space, strategy, budget, seed, batch, evaluate, hints)
     duplicates = len(keys) - len(set(keys))
     assert duplicates == 0, f"{strategy} measured {duplicates} architectures twice"
     overhead_ms = 1000 * (wall - spent) / len(keys)
@@ -163,6 +173,7 @@ def _search(
     seed: int,
     batch: int,
     evaluate: Callable[[dict], dict[str, float]],
+    hints: Sequence[tuple[dict, dict[str, float]]] = (),
 ) -> tuple[list[str], np.ndarray, float, dict[str, dict[str, float]]]:
     """Keys and (accuracy, latency) points in measurement order, the loop's wall time, and
     the strategy's last predictor selection per metric (empty for unguided strategies)."""
@@ -170,6 +181,8 @@ def _search(
     searcher = create_strategy(
         strategy, space=space, objectives=OBJECTIVES, seed=seed, budget=budget
     )
+    for arch, metrics in hints:
+        searcher.hint(arch, metrics)
     keys: list[str] = []
     points: list[tuple[float, float]] = []
     while proposals := searcher.ask(batch):

@@ -49,7 +49,8 @@ class Strategy(abc.ABC):
     Constraints rank first: a feasible result beats an infeasible one; among infeasible results
     the smaller :func:`~search.constraints.violation` wins.
 
-    Subclasses implement :meth:`_propose` and may override :meth:`_on_tell`. A subclass that
+    Subclasses implement :meth:`_propose` and may override :meth:`_on_tell` and
+    :meth:`_on_hint` (metrics known without a measurement, see :meth:`hint`). A subclass that
     takes a ``prior`` option (``{metric: predict(archs) -> values}``, e.g. a calibrated latency
     predictor) sets :attr:`accepts_prior`.
     """
@@ -125,6 +126,27 @@ class Strategy(abc.ABC):
         self._history.append((normal, clean))
         self._on_tell(key, normal, clean, was_asked)
 
+    def hint(self, arch: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """Metrics of ``arch`` known without measuring it for this search, e.g. its accuracy
+        measured by a job on another device (accuracy does not depend on the device).
+
+        A hint is not a result: the architecture stays unmeasured and may still be proposed
+        (what the hint lacks, such as latency on this device, is measured then); it counts
+        toward neither the budget nor the front. Only metrics this search uses (objectives
+        and constraints) are kept, each must be a finite number; a later hint of the same
+        architecture replaces the earlier one. Strategies that model metrics learn from
+        hints (``linas``: its predictor of each hinted metric trains on them until the
+        architecture is told); the others ignore them.
+        """
+        normal = self.space.normalize(arch)
+        used = list(dict.fromkeys([*self.objectives, *self.constraints]))
+        if not isinstance(metrics, Mapping):
+            raise InvalidInput(f"metrics must be a mapping, got {metrics!r}", field="metrics")
+        known = [name for name in used if name in metrics]
+        if known:
+            clean = validate_metrics({name: metrics[name] for name in known}, known)
+            self._on_hint(self.space.key(normal), normal, clean)
+
     def is_told(self, arch: Mapping[str, Any]) -> bool:
         return self.space.key(arch) in self._told
 
@@ -147,6 +169,11 @@ class Strategy(abc.ABC):
         self, key: str, arch: Arch, metrics: dict[str, float], was_asked: bool
     ) -> None:
         """Called after a result is recorded; ``was_asked`` is False for replays."""
+
+    def _on_hint(  # noqa: B027 - optional hook; strategies without models ignore hints
+        self, key: str, arch: Arch, metrics: dict[str, float]
+    ) -> None:
+        """Called with a hint's metrics (only those this search uses, at least one)."""
 
     # ---- helpers for subclasses -----------------------------------------------------------
 

@@ -416,17 +416,25 @@ def prior_evaluations(
     validation_data: str | None,
     exclude_job: str,
     limit: int,
+    other_devices: bool = False,
+    before: datetime | None = None,
 ) -> list[Evaluation]:
     """Measurements of ``supernet`` on ``device`` (accuracy on ``validation_data``) made by
     other jobs: one per sub-network, the most recent, at most ``limit``. Copies
-    (``details.reused_from``) are skipped: the original is what counts."""
+    (``details.reused_from``) are skipped: the original is what counts.
+
+    ``other_devices``: measurements on every device but ``device`` instead (for the metrics
+    that do not depend on the device); ``before``: only those recorded before that time."""
+    on_device = Job.device != device if other_devices else Job.device == device
     query = (
         select(Evaluation, Job.spec)
         .join(Job, Job.id == Evaluation.job_id)
-        .where(Job.supernet == supernet, Job.device == device, Job.id != exclude_job)
+        .where(Job.supernet == supernet, on_device, Job.id != exclude_job)
         .order_by(Evaluation.id.desc())
         .execution_options(yield_per=500)
     )
+    if before is not None:
+        query = query.where(Evaluation.created_at < before)
     found: dict[str, Evaluation] = {}
     for evaluation, spec in session.execute(query):
         if spec.get("validation_data") != validation_data:

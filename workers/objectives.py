@@ -13,6 +13,14 @@ COMMON_METRICS: dict[str, str] = {
 }
 #: Direction of metrics supernets report from ``evaluate`` (unknown ones default to max).
 QUALITY_DIRECTIONS: dict[str, str] = {"accuracy": "max", "loss": "min", "error": "min"}
+#: Metrics that depend on the device measured on. The others (quality on the validation data,
+#: counted complexity) are the same for a sub-network on every device.
+DEVICE_METRICS: frozenset[str] = frozenset({"latency_ms"})
+
+
+def device_independent(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics of a measurement that hold on any device."""
+    return {name: value for name, value in metrics.items() if name not in DEVICE_METRICS}
 
 
 def metrics_of(supernet: Supernet) -> dict[str, str]:

@@ -31,6 +31,7 @@ from .calibration import PredictedLatency, latency_predictor_for
 from .devices import device_profile
 from .evaluator import Measurement, SubnetEvaluator
 from .front import constraints_of, front_of_metrics, summarise_front
+from .objectives import device_independent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -213,6 +214,8 @@ class JobRunner:
             stored = self._warm_start(job_id, spec)
         reused = sum("reused_from" in e.details for e in stored)
         plan = build_plan(spec, reused, self._latency_prior(job_id, spec))
+        if spec.get("warm_start", True) and self.settings.warm_start_max > 0:
+            self._hint_from_other_devices(job_id, spec, plan)
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
             plan.metrics.append(evaluation.metrics)
@@ -305,6 +308,40 @@ class JobRunner:
 
         return self._db(copy)
 
+    def _hint_from_other_devices(self, job_id: str, spec: dict[str, Any], plan: JobPlan) -> int:
+        """Give the strategy what other devices' jobs measured of this supernet that holds
+        on this device too: accuracy (on the same validation data) and counted complexity,
+        not latency (``Strategy.hint``: it guides the predictors, measures nothing, counts
+        toward nothing). Only measurements recorded before this job was created, so a job
+        resumed later is given the same hints and proposes the same architectures."""
+
+        def read(session: Session) -> list[Evaluation]:
+            return q.prior_evaluations(
+                session,
+                supernet=spec["supernet"],
+                device=spec["device"],
+                validation_data=spec.get("validation_data"),
+                exclude_job=job_id,
+                limit=self.settings.warm_start_max,
+                other_devices=True,
+                before=q.get_job(session, job_id).created_at,
+            )
+
+        hinted = 0
+        for evaluation in reversed(self._db(read)):  # oldest first
+            metrics = device_independent(evaluation.metrics)
+            try:
+                if metrics and not plan.strategy.is_told(evaluation.arch):
+                    plan.strategy.hint(evaluation.arch, metrics)
+                    hinted += 1
+            except HwnasError as exc:  # e.g. measured before the supernet's space changed
+                log.info("job %s: hint from job %s skipped: %s", job_id, evaluation.job_id, exc)
+        if hinted:
+            note = f"search guided by {hinted} sub-networks' accuracy measured on other devices"
+            self._db(lambda session: _add_message(q.get_job(session, job_id), note))
+            log.info("job %s: %s", job_id, note)
+        return hinted
+
     def _record(
         self,
         job_id: str,
@@ -389,6 +426,12 @@ class JobRunner:
 
 
 Lease = Literal["held", "cancel", "lost"]
+
+
+def _add_message(job: Job, note: str) -> None:
+    """Append ``note`` to the job's message once (a resumed run adds it again)."""
+    if note not in (job.message or ""):
+        job.message = f"{job.message}; {note}" if job.message else note
 
 
 def _lease_of(job: Job, worker_id: str) -> Lease:

@@ -183,6 +183,38 @@ def test_tell_twice_and_bad_tells_raise(name: str) -> None:
 
 
 @parametrize_strategies
+def test_hints_count_for_nothing_and_their_architectures_stay_open(name: str) -> None:
+    # Every architecture of a small space hinted with its accuracy alone: the strategy still
+    # measures its whole budget, may propose hinted architectures, and the front holds only
+    # what was told.
+    space = toy_space(genes=3, choices=3)
+    measure = toy_metrics(space)
+    strategy = make(name, space, budget=27)
+    cells = [space.from_indices(list(c)) for c in np.ndindex(3, 3, 3)]
+    for arch in cells:
+        strategy.hint(arch, {"acc": measure(arch)["acc"], "unused": 1.0})
+    assert (strategy.n_told, strategy.remaining, strategy.front()) == (0, 27, [])
+    proposals = drive(strategy, batch=3)
+    assert len({space.key(a) for a in proposals}) == 27 == strategy.n_told
+
+
+@parametrize_strategies
+def test_bad_hints_raise_and_hints_of_unused_metrics_are_ignored(name: str) -> None:
+    space = toy_space()
+    strategy = make(name, space)
+    arch = space.from_indices([0] * 5)
+    with pytest.raises(InvalidInput, match="acc"):
+        strategy.hint(arch, {"acc": float("nan")})
+    with pytest.raises(InvalidInput, match="mapping"):
+        strategy.hint(arch, [("acc", 1.0)])  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput) as excinfo:
+        strategy.hint({**arch, "g0": 17}, {"acc": 1.0})
+    assert excinfo.value.field == "g0"
+    strategy.hint(arch, {"energy": 3.0})  # no metric of this search: nothing to learn
+    assert strategy.remaining == 40 and not strategy.is_told(arch)
+
+
+@parametrize_strategies
 def test_constrained_front_is_feasible_and_non_empty(name: str) -> None:
     strategy = make(name, toy_space(), budget=40)
     drive(strategy)

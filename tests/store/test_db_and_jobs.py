@@ -211,3 +211,47 @@ def test_record_evaluation_books_the_job_with_it_under_the_lease_only(
             assert q.list_evaluations(session, job_id)[1] == 4
             assert q.get_job(session, job_id).evaluations_done == 4
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_prior_evaluations_on_other_devices_and_before_a_time(backend: str, tmp_path: Path) -> None:
+    """What a job on cpu-1t may take from other devices: originals only (no copies), not its
+    own device's, and with ``before`` only what was recorded before that time."""
+    with database_url(backend, tmp_path) as url:
+        upgrade(url)
+        if backend == "postgresql":  # times compared across zones: rows read in IST
+            set_timezone(url, "Asia/Kolkata")
+        factory = make_session_factory(make_engine(url))
+
+        def add(session: Any, job: Any, subnet: str, copied: bool = False) -> None:
+            details = {"reused_from": "x"} if copied else {}
+            q.add_reused_evaluation(
+                session, job, subnet_id=subnet, arch={"k": subnet},
+                metrics={"accuracy": 0.5}, details=details, feasible=True,
+            )  # fmt: skip
+            job.evaluations_reused += 1
+
+        with transaction(factory) as session:
+            on_gpu = q.create_job(session, dict(SPEC, device="cuda-0"))
+            on_cpu = q.create_job(session, SPEC)
+        with transaction(factory) as session:
+            add(session, q.get_job(session, on_gpu.id), "a")
+            add(session, q.get_job(session, on_gpu.id), "b", copied=True)
+            add(session, q.get_job(session, on_cpu.id), "c")
+        with transaction(factory) as session:
+            later = q.create_job(session, SPEC)
+        with transaction(factory) as session:
+            add(session, q.get_job(session, on_gpu.id), "d")
+
+        def subnets(**kwargs: Any) -> set[str]:
+            with transaction(factory) as session:
+                found = q.prior_evaluations(
+                    session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
+                    exclude_job="none", limit=100, **kwargs,
+                )  # fmt: skip
+                return {e.subnet_id for e in found}
+
+        assert subnets() == {"c"}
+        assert subnets(other_devices=True) == {"a", "d"}
+        assert subnets(other_devices=True, before=later.created_at) == {"a"}
+        assert subnets(other_devices=True, before=on_cpu.created_at) == set()

@@ -117,3 +117,39 @@ def test_accuracy_on_other_validation_data_is_not_reused(tmp_path: Path, monkeyp
             assert job["progress"]["evaluations_reused"] == 2
     finally:
         get_settings.cache_clear()
+
+
+def test_other_devices_measurements_guide_a_job_but_are_not_reused(tmp_path: Path) -> None:
+    """Accuracy does not depend on the device: a job on fpga is hinted with what a job on
+    pixel3 measured (Strategy.hint), yet measures its own budget and copies nothing."""
+    with TestClient(create_app(embedded_settings(tmp_path, embedded_devices=""))) as client:
+        first = wait_for(
+            client, client.post("/v1/jobs", json=dict(SPEC, budget={"evaluations": 8})).json()["id"]
+        )
+        assert "other devices" not in (first["message"] or "")
+        on_fpga = dict(SPEC, device="nb201-fpga", strategy="linas", budget={"evaluations": 5})
+        job = wait_for(client, client.post("/v1/jobs", json=on_fpga).json()["id"])
+        assert (
+            job["message"] == "search guided by 8 sub-networks' accuracy measured on other devices"
+        )
+        assert (job["progress"]["evaluations_done"], job["progress"]["evaluations_reused"]) == (
+            5,
+            0,
+        )
+        evaluations = _evaluations(client, job["id"])
+        assert len(evaluations) == 5 and all("reused_from" not in e["details"] for e in evaluations)
+
+        cold = wait_for(
+            client, client.post("/v1/jobs", json=dict(on_fpga, warm_start=False)).json()["id"]
+        )
+        assert cold["message"] is None
+        # Back on pixel3: the first job's 8 are reused (same device), the sub-networks the
+        # two fpga jobs measured (the same seed: partly the same ones) are hints.
+        on_fpga_ids = {e["subnet_id"] for j in (job, cold) for e in _evaluations(client, j["id"])}
+        spec = dict(SPEC, seed=4, budget={"evaluations": 2})
+        again = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        assert again["progress"]["evaluations_reused"] == 8
+        assert again["message"] == (
+            "warm start: 8 earlier measurements of nb201-cifar10 on nb201-pixel3 reused; "
+            f"search guided by {len(on_fpga_ids)} sub-networks' accuracy measured on other devices"
+        )
