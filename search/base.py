@@ -135,8 +135,9 @@ class Strategy(abc.ABC):
         toward neither the budget nor the front. Only metrics this search uses (objectives
         and constraints) are kept, each must be a finite number; a later hint of the same
         architecture replaces the earlier one. Strategies that model metrics learn from
-        hints (``linas``: its predictor of each hinted metric trains on them until the
-        architecture is told); the others ignore them.
+        hints (``linas``: its predictor of each hinted metric trains on them, and a hinted
+        value stands in for the prediction of its own architecture, until that architecture
+        is told); the others ignore them.
         """
         normal = self.space.normalize(arch)
         used = list(dict.fromkeys([*self.objectives, *self.constraints]))

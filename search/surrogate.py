@@ -77,19 +77,19 @@ def standard_scores(values: FloatArray) -> FloatArray:
     return (values - np.mean(values)) / (spread if spread > 0 else 1.0)
 
 
-def _rank_scale(told: FloatArray, limit: float) -> float:
-    """Where ``limit`` falls on the normal-score scale of ``told`` (continuity-corrected)."""
-    share = (np.sum(told <= limit) + 0.5) / (len(told) + 1)
-    return float(_probit(np.array([share]))[0])
+def _rank_scale(told: FloatArray, limits: FloatArray) -> FloatArray:
+    """Where ``limits`` fall on the normal-score scale of ``told`` (continuity-corrected)."""
+    below = np.searchsorted(np.sort(told), limits, side="right")
+    return np.asarray(_probit((below + 0.5) / (len(told) + 1)), dtype=float)
 
 
-def _linear_scale(told: FloatArray, limit: float) -> float:
+def _linear_scale(told: FloatArray, limits: FloatArray) -> FloatArray:
     spread = float(np.std(told))
-    return (limit - float(np.mean(told))) / (spread if spread > 0 else 1.0)
+    return (limits - float(np.mean(told))) / (spread if spread > 0 else 1.0)
 
 
 # name -> (transform of the told values, position of a raw value on that scale)
-TRANSFORMS: dict[str, tuple[Callable[[FloatArray], FloatArray], Callable[..., float]]] = {
+TRANSFORMS: dict[str, tuple[Callable[[FloatArray], FloatArray], Callable[..., FloatArray]]] = {
     "rank": (normal_scores, _rank_scale),
     "linear": (standard_scores, _linear_scale),
 }
@@ -233,8 +233,12 @@ class PairwiseRidge:
 
     def scale(self, limit: float) -> float:
         """``limit`` (a raw metric value) on the scale the predictions are on."""
+        return float(self.scale_all(np.array([limit], dtype=float))[0])
+
+    def scale_all(self, values: FloatArray) -> FloatArray:
+        """Raw metric values on the scale the predictions are on."""
         assert self._fit is not None, "fit first"
-        return TRANSFORMS[self._fit.transform][1](self._told, limit)
+        return TRANSFORMS[self._fit.transform][1](self._told, np.asarray(values, dtype=float))
 
     def _matches(self, active: IntArray) -> tuple[FloatArray, FloatArray]:
         """How many genes, and how many gene pairs, every two told results share."""

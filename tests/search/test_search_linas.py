@@ -299,3 +299,34 @@ def test_a_told_result_replaces_the_hint_of_the_same_architecture() -> None:
     indices, values = strategy._training_set("acc")
     assert len(indices) == 1 and values.tolist() == [measure(arch)["acc"]]
     assert strategy._training_set("lat")[0] == indices  # latency was never hinted
+
+
+def test_a_hinted_value_replaces_the_prediction_of_its_own_architecture() -> None:
+    # Accuracy is a random number per cell, which no predictor can learn; every cell is
+    # hinted, so the first guided proposal (after 4 random ones) is the best cell left.
+    space = SearchSpace({f"e{i}": list(range(4)) for i in range(4)})
+    cells = [space.from_indices(list(c)) for c in np.ndindex(4, 4, 4, 4)]
+    accuracy = np.random.default_rng(7).random(len(cells))
+    for seed in range(3):
+        strategy = create_strategy(
+            "linas", space=space, objectives={"acc": "max"}, budget=5, seed=seed
+        )
+        for arch, value in zip(cells, accuracy, strict=True):
+            strategy.hint(arch, {"acc": float(value)})
+        proposals = []
+        while asked := strategy.ask(1):
+            proposals.append(space.key(asked[0]))
+            strategy.tell(asked[0], {"acc": float(accuracy[cells.index(asked[0])])})
+        left = [i for i, arch in enumerate(cells) if space.key(arch) not in proposals[:4]]
+        assert proposals[4] == space.key(cells[max(left, key=lambda i: accuracy[i])])
+
+
+@pytest.mark.parametrize("cards", [[3, 3, 3], [2**40, 2**40, 3]])  # codes; dictionary fallback
+def test_pool_finds_the_rows_of_index_tuples(cards: list[int]) -> None:
+    from search.linas import _Pool
+
+    indices = np.array([[0, 1, 2], [2, 2, 2], [1, 0, 0], [0, 0, 1]])
+    pool = _Pool(indices, np.zeros((4, 1), dtype=int), cards)
+    rows, found = pool.rows_of([(1, 0, 0), (2, 1, 0), (0, 1, 2), (2, 2, 2)])
+    assert rows.tolist() == [2, 0, 1] and found == [0, 2, 3]
+    assert pool.rows_of([])[0].tolist() == []
