@@ -277,14 +277,7 @@ class JobRunner:
             job = q.get_job(session, job_id, lock=True)
             if _lease_of(job, self.worker_id) != "held":
                 return []
-            prior = q.prior_evaluations(
-                session,
-                supernet=spec["supernet"],
-                device=spec["device"],
-                validation_data=spec.get("validation_data"),
-                exclude_job=job_id,
-                limit=self.settings.warm_start_max,
-            )
+            prior = _earlier_measurements(session, job_id, spec, self.settings.warm_start_max)
             for evaluation in [e for e in prior if needed <= set(e.metrics)]:
                 q.add_reused_evaluation(
                     session,
@@ -316,16 +309,11 @@ class JobRunner:
         resumed later is given the same hints and proposes the same architectures."""
 
         def read(session: Session) -> list[Evaluation]:
-            return q.prior_evaluations(
-                session,
-                supernet=spec["supernet"],
-                device=spec["device"],
-                validation_data=spec.get("validation_data"),
-                exclude_job=job_id,
-                limit=self.settings.warm_start_max,
-                other_devices=True,
-                before=q.get_job(session, job_id).created_at,
-            )
+            created = q.get_job(session, job_id).created_at
+            return _earlier_measurements(
+                session, job_id, spec, self.settings.warm_start_max, other_devices=True,
+                before=created,
+            )  # fmt: skip
 
         hinted = 0
         for evaluation in reversed(self._db(read)):  # oldest first
@@ -426,6 +414,22 @@ class JobRunner:
 
 
 Lease = Literal["held", "cancel", "lost"]
+
+
+def _earlier_measurements(
+    session: Session, job_id: str, spec: dict[str, Any], limit: int, **where: Any
+) -> list[Evaluation]:
+    """Other jobs' measurements of the job's supernet, accuracy on its validation data
+    (``store.jobs.prior_evaluations``; ``where``: its device and time filters)."""
+    return q.prior_evaluations(
+        session,
+        supernet=spec["supernet"],
+        device=spec["device"],
+        validation_data=spec.get("validation_data"),
+        exclude_job=job_id,
+        limit=limit,
+        **where,
+    )
 
 
 def _add_message(job: Job, note: str) -> None:
