@@ -379,7 +379,9 @@ class LinasStrategy(Strategy):
         return pool
 
     def _sampled_pool(self) -> _Pool:
-        """Uniform draws plus every one-gene mutant of the feasible measured front."""
+        """Uniform draws plus every one-gene mutant of the feasible measured front, plus the
+        hinted architectures not told yet (their hinted values are known, see
+        ``_put_hinted_values``)."""
         draws = np.column_stack([self._rng.integers(c, size=self.pool_size) for c in self._cards])
         front = [self.space.to_indices(arch) for arch, _ in self.front()]
         mutants = [
@@ -387,6 +389,12 @@ class LinasStrategy(Strategy):
             for idx in front
             for g, cards in enumerate(self._cards)
             for c in range(cards)
+        ]
+        mutants += [
+            indices
+            for hints in self._hints.values()
+            for key, (indices, _) in hints.items()
+            if key not in self._told
         ]
         if mutants:
             draws = np.vstack([draws, np.array(mutants, dtype=np.int64)])

@@ -330,3 +330,21 @@ def test_pool_finds_the_rows_of_index_tuples(cards: list[int]) -> None:
     rows, found = pool.rows_of([(1, 0, 0), (2, 1, 0), (0, 1, 2), (2, 2, 2)])
     assert rows.tolist() == [2, 0, 1] and found == [0, 2, 3]
     assert pool.rows_of([])[0].tolist() == []
+
+
+def test_hinted_architectures_join_a_sampled_pool() -> None:
+    # 4**20 architectures, pools of 50 draws: one hinted architecture far better than any
+    # other is not among the draws, yet the first guided proposal is that one.
+    space = SearchSpace({f"g{i}": [0, 1, 2, 3] for i in range(20)})
+    star = space.from_indices([3, 1] * 10)
+    strategy = create_strategy(
+        "linas", space=space, objectives={"acc": "max"}, budget=6, pool_size=50, n_initial=4
+    )
+    strategy.hint(star, {"acc": 100.0})
+    proposals = []
+    while asked := strategy.ask(1):
+        arch = asked[0]
+        proposals.append(space.key(arch))
+        value = 100.0 if arch == star else sum(space.to_indices(arch)) / 60.0
+        strategy.tell(arch, {"acc": float(value)})
+    assert proposals[4] == space.key(star)
