@@ -98,7 +98,7 @@ class JobCreate(BaseModel):
         True,
         description="reuse earlier jobs' measurements of this supernet on this device: they "
         "join the job's evaluations (marked reused_from) and guide the search; the budget "
-        "counts new measurements only. Measurements on other devices guide the search too, "
+        "counts new measurements only. Measurements on other devices guide linas too, "
         "by their device-independent metrics (accuracy on the same validation data, counted "
         "complexity), but are not results: those sub-networks are measured here if chosen",
     )

@@ -50,12 +50,15 @@ class Strategy(abc.ABC):
     the smaller :func:`~search.constraints.violation` wins.
 
     Subclasses implement :meth:`_propose` and may override :meth:`_on_tell` and
-    :meth:`_on_hint` (metrics known without a measurement, see :meth:`hint`). A subclass that
+    :meth:`_on_hint` (metrics known without a measurement, see :meth:`hint`; such a subclass
+    sets :attr:`uses_hints`). A subclass that
     takes a ``prior`` option (``{metric: predict(archs) -> values}``, e.g. a calibrated latency
     predictor) sets :attr:`accepts_prior`.
     """
 
     accepts_prior: ClassVar[bool] = False
+    #: Whether :meth:`hint` informs this strategy (its ``_on_hint`` learns from hints).
+    uses_hints: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -126,7 +129,7 @@ class Strategy(abc.ABC):
         self._history.append((normal, clean))
         self._on_tell(key, normal, clean, was_asked)
 
-    def hint(self, arch: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    def hint(self, arch: Mapping[str, Any], metrics: Mapping[str, float]) -> bool:
         """Metrics of ``arch`` known without measuring it for this search, e.g. its accuracy
         measured by a job on another device (accuracy does not depend on the device).
 
@@ -134,19 +137,25 @@ class Strategy(abc.ABC):
         (what the hint lacks, such as latency on this device, is measured then); it counts
         toward neither the budget nor the front. Only metrics this search uses (objectives
         and constraints) are kept, each must be a finite number; a later hint of the same
-        architecture replaces the earlier one. Strategies that model metrics learn from
-        hints (``linas``: its predictor of each hinted metric trains on them, and a hinted
-        value stands in for the prediction of its own architecture, until that architecture
-        is told); the others ignore them.
+        architecture replaces the earlier one's values of the metrics it holds. Strategies
+        that model metrics (:attr:`uses_hints`) learn from hints (``linas``: its predictor of
+        each hinted metric trains on them, and a hinted value stands in for the prediction
+        of its own architecture, until that architecture is told); the others ignore them.
+        Returns whether the hint was kept (False: no metric of this search, or a strategy
+        that does not use hints).
         """
         normal = self.space.normalize(arch)
         used = list(dict.fromkeys([*self.objectives, *self.constraints]))
         if not isinstance(metrics, Mapping):
             raise InvalidInput(f"metrics must be a mapping, got {metrics!r}", field="metrics")
         known = [name for name in used if name in metrics]
-        if known:
-            clean = validate_metrics({name: metrics[name] for name in known}, known)
-            self._on_hint(self.space.key(normal), normal, clean)
+        if not known:
+            return False
+        clean = validate_metrics({name: metrics[name] for name in known}, known)
+        if not self.uses_hints:
+            return False
+        self._on_hint(self.space.key(normal), normal, clean)
+        return True
 
     def is_told(self, arch: Mapping[str, Any]) -> bool:
         return self.space.key(arch) in self._told

@@ -7,9 +7,13 @@ milliseconds and lets every single proposal use every result told so far:
 
 1. ``n_initial`` uniform architectures (told results, e.g. a replay, count towards them).
 2. Every ask re-fits one :class:`~search.surrogate.PairwiseRidge` per objective and per
-   constrained metric on all told results (hyperparameters are re-selected by leave-one-out
-   error every ``reselect_every`` results; each selection is appended to
-   :attr:`LinasStrategy.predictor_report`).
+   constrained metric on all told results, plus the hints of that metric (``hint``: values
+   known from elsewhere, e.g. accuracy measured on another device) for architectures not
+   told (hyperparameters are re-selected by leave-one-out error every ``reselect_every``
+   results; each selection is appended to :attr:`LinasStrategy.predictor_report`). A
+   hinted value stands in for the prediction of its own architecture, and hinted
+   architectures join a sampled pool. Many accuracy hints can make accuracy the better
+   predicted objective, and so latency the primary one below.
 3. Each proposal solves one epsilon-constraint problem on the predictions: the *primary*
    objective (the one whose predictor has the lowest leave-one-out Kendall tau, i.e. the
    hardest to predict, typically accuracy) is optimised, every other objective must lie
@@ -26,7 +30,8 @@ and with posterior means) kept chasing the fast-and-accurate corner, where the a
 predictor is most often over-optimistic. See BENCHMARKS.md for the measurements.
 
 The pool is the whole space when it has at most ``pool_size`` index tuples (NAS-Bench-201:
-15,625), else ``pool_size`` uniform draws plus every one-gene mutant of the measured front.
+15,625), else ``pool_size`` uniform draws plus every one-gene mutant of the measured front
+and every hinted architecture not told.
 """
 
 from __future__ import annotations
@@ -113,6 +118,7 @@ class LinasStrategy(Strategy):
     """
 
     accepts_prior = True
+    uses_hints = True
 
     def __init__(
         self,

@@ -215,7 +215,7 @@ class JobRunner:
         reused = sum("reused_from" in e.details for e in stored)
         plan = build_plan(spec, reused, self._latency_prior(job_id, spec))
         if spec.get("warm_start", True) and self.settings.warm_start_max > 0:
-            self._hint_from_other_devices(job_id, spec, plan)
+            self._hint_from_other_devices(job_id, spec, plan, {e.subnet_id for e in stored})
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
             plan.metrics.append(evaluation.metrics)
@@ -301,12 +301,19 @@ class JobRunner:
 
         return self._db(copy)
 
-    def _hint_from_other_devices(self, job_id: str, spec: dict[str, Any], plan: JobPlan) -> int:
+    def _hint_from_other_devices(
+        self, job_id: str, spec: dict[str, Any], plan: JobPlan, stored: set[str]
+    ) -> int:
         """Give the strategy what other devices' jobs measured of this supernet that holds
         on this device too: accuracy (on the same validation data) and counted complexity,
         not latency (``Strategy.hint``: it guides the predictors, measures nothing, counts
-        toward nothing). Only measurements recorded before this job was created, so a job
-        resumed later is given the same hints and proposes the same architectures."""
+        toward nothing), for sub-networks not among the job's ``stored`` ones. Only for
+        strategies that use hints, and only measurements recorded before this job was
+        created, so that a resumed job is normally given the same hints and proposes the
+        same architectures (a measurement committed late, or a deleted job, can change
+        them)."""
+        if not plan.strategy.uses_hints:
+            return 0
 
         def read(session: Session) -> list[Evaluation]:
             created = q.get_job(session, job_id).created_at
@@ -315,20 +322,25 @@ class JobRunner:
                 before=created,
             )  # fmt: skip
 
-        hinted = 0
+        hinted: set[str] = set()
+        kept: set[str] = set()  # the metrics hinted
+        used = set(plan.objectives) | set(plan.constraints)
         for evaluation in reversed(self._db(read)):  # oldest first
             metrics = device_independent(evaluation.metrics)
+            if evaluation.subnet_id in stored or not used & set(metrics):
+                continue
             try:
-                if metrics and not plan.strategy.is_told(evaluation.arch):
-                    plan.strategy.hint(evaluation.arch, metrics)
-                    hinted += 1
+                if plan.strategy.hint(evaluation.arch, metrics):
+                    hinted.add(evaluation.subnet_id)
+                    kept |= used & set(metrics)
             except HwnasError as exc:  # e.g. measured before the supernet's space changed
                 log.info("job %s: hint from job %s skipped: %s", job_id, evaluation.job_id, exc)
         if hinted:
-            note = f"search guided by {hinted} sub-networks' accuracy measured on other devices"
+            names = ", ".join(sorted(kept))
+            note = f"search guided by {len(hinted)} sub-networks' {names} measured on other devices"
             self._db(lambda session: _add_message(q.get_job(session, job_id), note))
             log.info("job %s: %s", job_id, note)
-        return hinted
+        return len(hinted)
 
     def _record(
         self,

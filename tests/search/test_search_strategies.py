@@ -192,7 +192,8 @@ def test_hints_count_for_nothing_and_their_architectures_stay_open(name: str) ->
     strategy = make(name, space, budget=27)
     cells = [space.from_indices(list(c)) for c in np.ndindex(3, 3, 3)]
     for arch in cells:
-        strategy.hint(arch, {"acc": measure(arch)["acc"], "unused": 1.0})
+        kept = strategy.hint(arch, {"acc": measure(arch)["acc"], "unused": 1.0})
+        assert kept is strategy.uses_hints
     assert (strategy.n_told, strategy.remaining, strategy.front()) == (0, 27, [])
     proposals = drive(strategy, batch=3)
     assert len({space.key(a) for a in proposals}) == 27 == strategy.n_told
@@ -210,7 +211,7 @@ def test_bad_hints_raise_and_hints_of_unused_metrics_are_ignored(name: str) -> N
     with pytest.raises(InvalidInput) as excinfo:
         strategy.hint({**arch, "g0": 17}, {"acc": 1.0})
     assert excinfo.value.field == "g0"
-    strategy.hint(arch, {"energy": 3.0})  # no metric of this search: nothing to learn
+    assert strategy.hint(arch, {"energy": 3.0}) is False  # no metric of this search
     assert strategy.remaining == 40 and not strategy.is_told(arch)
 
 

@@ -6,11 +6,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 import models
 from api.app import create_app
+from api.schemas import JobCreate
 from core.settings import get_settings
+from search import LinasStrategy
+from store import jobs as q
+from store.db import make_engine, make_session_factory, transaction, upgrade
+from store.tables import JobStatus
+from workers.runner import JobRunner
 
 from ..api.helpers import wait_for
 from ..conftest import embedded_settings
@@ -143,13 +150,67 @@ def test_other_devices_measurements_guide_a_job_but_are_not_reused(tmp_path: Pat
             client, client.post("/v1/jobs", json=dict(on_fpga, warm_start=False)).json()["id"]
         )
         assert cold["message"] is None
+        # A strategy that ignores hints is not given any (nor told it was).
+        blind = dict(on_fpga, strategy="random", seed=9)
+        unhinted = wait_for(client, client.post("/v1/jobs", json=blind).json()["id"])
+        assert "other devices" not in unhinted["message"]  # its own device's warm start only
         # Back on pixel3: the first job's 8 are reused (same device), the sub-networks the
-        # two fpga jobs measured (the same seed: partly the same ones) are hints.
-        on_fpga_ids = {e["subnet_id"] for j in (job, cold) for e in _evaluations(client, j["id"])}
-        spec = dict(SPEC, seed=4, budget={"evaluations": 2})
+        # fpga jobs measured (partly the same ones) are hints, less those reused here.
+        reused = {e["subnet_id"] for e in _evaluations(client, first["id"])}
+        on_fpga_ids = {
+            e["subnet_id"] for j in (job, cold, unhinted) for e in _evaluations(client, j["id"])
+        } - reused
+        spec = dict(SPEC, strategy="linas", seed=4, budget={"evaluations": 2})
         again = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
         assert again["progress"]["evaluations_reused"] == 8
         assert again["message"] == (
             "warm start: 8 earlier measurements of nb201-cifar10 on nb201-pixel3 reused; "
             f"search guided by {len(on_fpga_ids)} sub-networks' accuracy measured on other devices"
         )
+
+
+def test_hints_are_what_other_devices_measured_before_the_job_was_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job resumed after more measurements on other devices gets the same hints, so it
+    proposes what it would have proposed."""
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    runner = JobRunner(factory, settings, "worker-1")
+    hinted: list[list[str]] = []
+    original = LinasStrategy.hint
+
+    def recording(self: LinasStrategy, arch: Any, metrics: Any) -> bool:
+        hinted[-1].append(self.space.key(arch))
+        return original(self, arch, metrics)
+
+    monkeypatch.setattr(LinasStrategy, "hint", recording)
+
+    def create(**overrides: Any) -> str:
+        spec = JobCreate(**{**SPEC, **overrides}).model_dump(mode="json")
+        with transaction(factory) as session:
+            return q.create_jobs(session, [(spec, None)])[0].id
+
+    def run(job_id: str) -> None:
+        hinted.append([])
+        assert runner.run(job_id) == JobStatus.succeeded
+
+    run(create(budget={"evaluations": 6}))  # on pixel3, before the fpga job exists
+    on_fpga = create(device="nb201-fpga", strategy="linas", budget={"evaluations": 3})
+    run(create(seed=8, budget={"evaluations": 6}))  # on pixel3, after it was created
+    run(on_fpga)
+    first_hints = hinted[-1]
+    assert len(first_hints) == 6  # the first pixel3 job's only
+    with transaction(factory) as session:  # as if the worker died after its first evaluation
+        job = q.get_job(session, on_fpga)
+        evaluations, _ = q.list_evaluations(session, on_fpga)
+        for evaluation in evaluations[1:]:
+            session.delete(evaluation)
+        job.status, job.evaluations_done, job.worker_id = JobStatus.queued, 1, None
+        kept = [e.subnet_id for e in evaluations]
+    run(on_fpga)
+    assert hinted[-1] == first_hints
+    with transaction(factory) as session:
+        again = [e.subnet_id for e in q.list_evaluations(session, on_fpga)[0]]
+    assert again == kept  # the same proposals after the resume
