@@ -348,3 +348,27 @@ def test_hinted_architectures_join_a_sampled_pool() -> None:
         value = 100.0 if arch == star else sum(space.to_indices(arch)) / 60.0
         strategy.tell(arch, {"acc": float(value)})
     assert proposals[4] == space.key(star)
+
+
+def test_hints_beyond_the_cap_drop_the_oldest_and_a_late_hint_refits() -> None:
+    from search.linas import MAX_HINTS
+
+    strategy = make(budget=30)
+    assert isinstance(strategy, LinasStrategy)
+    measure = synthetic()
+    space = strategy.space
+    cells = [space.from_indices(list(c)) for c in np.ndindex(*(CHOICES,) * GENES)]
+    for arch in cells[: MAX_HINTS + 1]:
+        strategy.hint(arch, {"acc": measure(arch)["acc"]})
+    indices, _ = strategy._training_set("acc")
+    assert len(indices) == MAX_HINTS and space.to_indices(cells[0]) not in indices
+    run_until = 12
+    while strategy.n_told < run_until:
+        arch = strategy.ask(1)[0]
+        strategy.tell(arch, measure(arch))
+    strategy.ask(1)  # fitted on 12 results and the hints
+    fitted = strategy._fitted_at
+    strategy.hint(cells[0], {"acc": 1e3})  # arriving mid-search: the next ask refits
+    strategy.ask(1)
+    assert strategy._fitted_at != fitted
+    assert strategy._training_set("acc")[1][-1] == 1e3
