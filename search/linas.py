@@ -273,9 +273,13 @@ class LinasStrategy(Strategy):
             self._selected_at = self.n_told
         self._fitted_at = (self.n_told, self._n_hints)
 
+    def _open_hints(self, name: str) -> list[tuple[tuple[int, ...], float]]:
+        """(indices, value) of the hints of ``name`` for architectures not told (yet)."""
+        return [pair for key, pair in self._hints[name].items() if key not in self._told]
+
     def _training_set(self, name: str) -> tuple[list[tuple[int, ...]], np.ndarray]:
         """Told results, then the hints of ``name`` for architectures not told (yet)."""
-        hinted = [pair for key, pair in self._hints[name].items() if key not in self._told]
+        hinted = self._open_hints(name)
         indices = self._told_idx + [idx for idx, _ in hinted]
         values = [metrics[name] for _, metrics in self._history] + [v for _, v in hinted]
         return indices, np.array(values)
@@ -319,7 +323,7 @@ class LinasStrategy(Strategy):
         from another device, tight hypervolume 0.612 -> 0.663 at 50 evaluations, 0.766 ->
         0.785 at 100 (10 seeds, 7 devices) against using hints as training data alone."""
         for name, model in self._models.items():
-            hinted = [pair for key, pair in self._hints[name].items() if key not in self._told]
+            hinted = self._open_hints(name)
             if hinted:
                 rows, found = pool.rows_of([indices for indices, _ in hinted])
                 values = np.array([hinted[i][1] for i in found], dtype=float)
@@ -396,12 +400,7 @@ class LinasStrategy(Strategy):
             for g, cards in enumerate(self._cards)
             for c in range(cards)
         ]
-        mutants += [
-            indices
-            for hints in self._hints.values()
-            for key, (indices, _) in hints.items()
-            if key not in self._told
-        ]
+        mutants += [indices for name in self._hints for indices, _ in self._open_hints(name)]
         if mutants:
             draws = np.vstack([draws, np.array(mutants, dtype=np.int64)])
         indices = np.unique(draws, axis=0)
@@ -432,6 +431,7 @@ class _Pool:
         self.extra: np.ndarray | None = None  # free features of the rows, if any
         self._radix: np.ndarray | None = None
         self._order: np.ndarray | None = None  # argsort of the codes, made by ``rows_of``
+        self._sorted: np.ndarray | None = None  # the codes in that order
         self._row_of: dict[tuple[int, ...], int] = {}
         if float(np.prod(np.array(cards, dtype=float))) < 2.0**62:
             self._radix = np.cumprod([1, *cards[:0:-1]])[::-1].astype(np.int64)
@@ -448,28 +448,20 @@ class _Pool:
         if not tuples:
             return np.zeros(0, dtype=int), []
         if self._radix is not None:
-            if self._order is None:
+            if self._order is None or self._sorted is None:
                 self._order = np.argsort(self._codes, kind="stable")
+                self._sorted = self._codes[self._order]
             codes = np.array(tuples, dtype=np.int64) @ self._radix
-            sorted_codes = self._codes[self._order]
-            at = np.minimum(np.searchsorted(sorted_codes, codes), len(sorted_codes) - 1)
-            hit = sorted_codes[at] == codes
+            at = np.minimum(np.searchsorted(self._sorted, codes), len(self._sorted) - 1)
+            hit = self._sorted[at] == codes
             return self._order[at[hit]], np.flatnonzero(hit).tolist()
         rows = [self._row_of.get(tuple(idx)) for idx in tuples]
         found = [i for i, row in enumerate(rows) if row is not None]
         return np.array([rows[i] for i in found], dtype=int), found
 
     def close(self, tuples: list[tuple[int, ...]]) -> None:
-        if not tuples:
-            return
-        if self._radix is not None:
-            codes = np.array(tuples, dtype=np.int64) @ self._radix
-            self.open[np.isin(self._codes, codes)] = False
-            return
-        for idx in tuples:
-            row = self._row_of.get(tuple(idx))
-            if row is not None:
-                self.open[row] = False
+        """Mark those index tuples' rows (pool rows are distinct tuples) as taken."""
+        self.open[self.rows_of(tuples)[0]] = False
 
 
 class _FreeFeatures:

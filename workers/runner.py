@@ -210,11 +210,12 @@ class JobRunner:
 
     def _search(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
         stored = self._db(lambda s: q.list_evaluations(s, job_id)[0])
-        if not stored and spec.get("warm_start", True) and self.settings.warm_start_max > 0:
+        warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
+        if not stored and warm:
             stored = self._warm_start(job_id, spec)
         reused = sum("reused_from" in e.details for e in stored)
         plan = build_plan(spec, reused, self._latency_prior(job_id, spec))
-        if spec.get("warm_start", True) and self.settings.warm_start_max > 0:
+        if warm:
             self._hint_from_other_devices(job_id, spec, plan, {e.subnet_id for e in stored})
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
@@ -303,7 +304,7 @@ class JobRunner:
 
     def _hint_from_other_devices(
         self, job_id: str, spec: dict[str, Any], plan: JobPlan, stored: set[str]
-    ) -> int:
+    ) -> None:
         """Give the strategy what other devices' jobs measured of this supernet that holds
         on this device too: accuracy (on the same validation data) and counted complexity,
         not latency (``Strategy.hint``: it guides the predictors, measures nothing, counts
@@ -313,7 +314,7 @@ class JobRunner:
         same architectures (a measurement committed late, or a deleted job, can change
         them)."""
         if not plan.strategy.uses_hints:
-            return 0
+            return
 
         def read(session: Session) -> list[Evaluation]:
             created = q.get_job(session, job_id).created_at
@@ -327,12 +328,13 @@ class JobRunner:
         used = set(plan.objectives) | set(plan.constraints)
         for evaluation in reversed(self._db(read)):  # oldest first
             metrics = device_independent(evaluation.metrics)
-            if evaluation.subnet_id in stored or not used & set(metrics):
+            shared = used & set(metrics)
+            if evaluation.subnet_id in stored or not shared:
                 continue
             try:
                 if plan.strategy.hint(evaluation.arch, metrics):
                     hinted.add(evaluation.subnet_id)
-                    kept |= used & set(metrics)
+                    kept |= shared
             except HwnasError as exc:  # e.g. measured before the supernet's space changed
                 log.info("job %s: hint from job %s skipped: %s", job_id, evaluation.job_id, exc)
         if hinted:
@@ -340,7 +342,6 @@ class JobRunner:
             note = f"search guided by {len(hinted)} sub-networks' {names} measured on other devices"
             self._db(lambda session: _add_message(q.get_job(session, job_id), note))
             log.info("job %s: %s", job_id, note)
-        return len(hinted)
 
     def _record(
         self,
