@@ -21,6 +21,7 @@ from store.db import (
 )
 from workers.dispatch import Dispatcher, EmbeddedDispatcher
 
+from .bodies import document_json_bodies
 from .errors import install_error_handlers
 from .routes import calibrations, catalog, health, jobs
 from .submissions import JobSubmitter
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Hardware-aware neural architecture search as a service.",
     )
     install_error_handlers(app)
+    document_json_bodies(app)
     # Jobs first: routes are matched in order, and job polls are most of the traffic.
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(health.router)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import Connection
 
+from api.bodies import json_body, json_body_doc
 from api.deps import FactoryDep, SettingsDep, dispatcher_of, loop_reads, submitter
 from api.presenters import (
     api_base,
@@ -31,12 +32,18 @@ Offset = Annotated[int, Query(ge=0)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
-async def create_job(body: JobCreate, request: Request) -> Response:
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    openapi_extra=json_body_doc(JobCreate),
+)
+async def create_job(request: Request) -> Response:
     """Store the job, then hand it to a worker of its device. Answers 202 at once.
 
     Stored and dispatched by ``api.submissions.JobSubmitter`` (batched commits, committed
     before dispatch, so a worker always finds the row it is told about)."""
+    body = await json_body(request, JobCreate)  # not a parameter: see api.bodies
     spec: dict[str, Any] = body.model_dump(mode="json")
     message = dispatcher_of(request).waiting_message(body.device)
     job = await submitter(request).submit(spec, message)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
+
+from api.schemas import JobCreate
 
 from .helpers import job_spec
 
@@ -76,3 +80,62 @@ def test_unknown_ids_are_404_and_unknown_format_is_422(client: TestClient) -> No
     assert missing.status_code == 404 and "not measured" in missing.json()["detail"]
     bad = client.get(f"/v1/jobs/{job['id']}/subnets/x/export", params={"format": "tflite"})
     assert bad.status_code == 422 and "onnx" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "hint"),
+    [
+        (b'{"supernet": ', "application/json", "body: Invalid JSON: EOF while parsing"),
+        (b"[1, 2]", "application/json", "body: Input should be an object"),
+        (b"", "application/json", "body: Field required"),
+        (None, None, "Content-Type: application/json"),
+        (None, "text/plain", "Content-Type: application/json"),
+        (None, "application/jsonx", "Content-Type: application/json"),
+    ],
+)
+def test_a_job_body_that_is_not_a_json_object_gets_422_saying_why(
+    client: TestClient, content: bytes | None, content_type: str | None, hint: str
+) -> None:
+    body = json.dumps(job_spec(device="cpu-all")).encode() if content is None else content
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/v1/jobs", content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    message = response.json()["message"]
+    assert message.startswith("body: ") and hint in message, message
+    assert response.json()["detail"][0]["loc"][0] == "body"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON", "application/x+json"]
+)
+def test_json_content_types_with_parameters_or_a_json_suffix_are_accepted(
+    client: TestClient, content_type: str
+) -> None:
+    body = json.dumps(job_spec(device="cpu-all")).encode()
+    response = client.post("/v1/jobs", content=body, headers={"content-type": content_type})
+    assert response.status_code == 202, response.text
+
+
+def test_openapi_documents_the_job_body_read_from_raw_bytes(client: TestClient) -> None:
+    """POST /v1/jobs reads its body itself (api.bodies): the schema must still say what it is."""
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/v1/jobs"]["post"]
+    schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert post["requestBody"]["required"] is True
+    assert schema == {"$ref": "#/components/schemas/JobCreate"}
+    assert "422" in post["responses"] and "HTTPValidationError" in spec["components"]["schemas"]
+    components = spec["components"]["schemas"]
+    job_create = components["JobCreate"]
+    assert set(job_create["properties"]) == set(JobCreate.model_fields)
+    assert job_create["required"] == ["supernet", "device"]
+    for ref in _refs(job_create):  # every nested model is there too (BoundIn, BudgetIn)
+        assert ref.removeprefix("#/components/schemas/") in components, ref
+
+
+def _refs(schema: object) -> list[str]:
+    if isinstance(schema, dict):
+        own = [schema["$ref"]] if "$ref" in schema else []
+        return own + [r for value in schema.values() for r in _refs(value)]
+    if isinstance(schema, list):
+        return [r for value in schema for r in _refs(value)]
+    return []
