@@ -139,3 +139,27 @@ def _refs(schema: object) -> list[str]:
     if isinstance(schema, list):
         return [r for value in schema for r in _refs(value)]
     return []
+
+
+@pytest.mark.parametrize(
+    ("prefix", "encoding"), [(b"\xef\xbb\xbf", "utf-8"), (b"", "utf-16"), (b"", "utf-32")]
+)
+def test_a_job_body_with_a_byte_order_mark_or_in_utf16_is_read(
+    client: TestClient, prefix: bytes, encoding: str
+) -> None:
+    """As FastAPI's body path (the standard library's json) read them; pydantic alone does not."""
+    body = prefix + json.dumps(job_spec(device="cpu-all")).encode(encoding)
+    response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 202, response.text
+    bad = prefix + json.dumps(job_spec(device="cpu-all", seed=-1)).encode(encoding)
+    response = client.post("/v1/jobs", content=bad, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["message"].startswith("seed:")
+
+
+def test_a_body_that_is_not_utf8_json_is_422_not_a_server_error(client: TestClient) -> None:
+    response = client.post(
+        "/v1/jobs",
+        content=b'{"supernet": "\xff\xfe"}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422 and "Invalid JSON" in response.json()["message"]
