@@ -8,9 +8,10 @@ itself. ``json_body`` reads the bytes once and validates them in pydantic's core
 ``body``, as FastAPI raises them, so ``api.errors`` answers them the same way. Differences
 from FastAPI's path, all 422 answers: invalid JSON is pydantic's error (its message gives
 line and column; FastAPI gave "JSON decode error" with the offset as a location), and a
-body that is not UTF-8 or nests too deep is 422 ``json_invalid`` where FastAPI answered 400. A route that uses
-it declares ``openapi_extra=json_body_doc(Model)``, and ``document_json_bodies`` puts those
-models among the OpenAPI components, as a declared body parameter would.
+body that is not UTF-8 or nests too deep is 422 ``json_invalid`` where FastAPI answered 400.
+A route that uses it declares ``openapi_extra=json_body_doc(Model)``, and
+``document_json_bodies`` puts those models among the OpenAPI components, as a declared body
+parameter would.
 """
 
 from __future__ import annotations
