@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint services bench clean
+.PHONY: install run test lint clean
 
 install: $(STAMP)
 

@@ -152,11 +152,19 @@ def format_front(pareto: dict[str, Any]) -> str:
     header = f"{'subnet_id':<48} {'accuracy':>8} {'latency_ms':>10} {'MMACs':>7} {'params':>8}"
     lines = [header, "-" * len(header)]
     for p in sorted(rows, key=lambda r: r["latency_ms"] or 0):
+        mmacs = None if p["macs"] is None else p["macs"] / 1e6
         lines.append(
-            f"{p['subnet_id']:<48} {p['accuracy']:>8.4f} {p['latency_ms']:>10.3f} "
-            f"{p['macs'] / 1e6:>7.2f} {p['params']:>8d}"
+            f"{p['subnet_id']:<48} {_cell(p['accuracy'], 8, '.4f')} "
+            f"{_cell(p['latency_ms'], 10, '.3f')} {_cell(mmacs, 7, '.2f')} "
+            f"{_cell(p['params'], 8, 'd')}"
         )
     return "\n".join(lines)
+
+
+def _cell(value: float | None, width: int, spec: str) -> str:
+    """``value`` right-aligned in ``width``; '-' where the supernet has no such number
+    (recorded supernets report no MACs or params)."""
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
 
 def _add_job_args(parser: argparse.ArgumentParser) -> None:
@@ -185,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (func, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(func=func)
-        if name not in ("serve", "db-upgrade", "worker"):
+        if name not in ("serve", "db-upgrade", "worker", "run"):  # run starts its own
             p.add_argument("--url", default=DEFAULT_URL)
     sub.choices["serve"].add_argument("--host", default="127.0.0.1")
     sub.choices["serve"].add_argument("--port", type=int, default=8000)

@@ -35,10 +35,16 @@ def status_of(exc: HwnasError) -> int:
 
 
 async def _hwnas_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Every error answer has ``message`` (what a person reads, naming the field where one
+    is at fault), like the 422s of request validation below; ``detail`` and ``error`` (the
+    exception's class) are there too."""
     assert isinstance(exc, HwnasError)
-    body: dict[str, object] = {"detail": str(exc), "error": type(exc).__name__}
+    detail = str(exc)
+    body: dict[str, object] = {"detail": detail, "error": type(exc).__name__, "message": detail}
     if isinstance(exc, InvalidInput) and exc.field:
         body["field"] = exc.field
+        if not detail.startswith(exc.field):
+            body["message"] = f"{exc.field}: {detail}"
     return JSONResponse(body, status_code=status_of(exc))
 
 

@@ -105,7 +105,9 @@ class JobCreate(BaseModel):
     validation_data: str | None = Field(
         None,
         description="a .npz or .pt file under HWNAS_DATA_ROOTS ('inputs', 'labels', optional "
-        "'calib_inputs') to measure accuracy on instead of the supernet's own validation data",
+        "'calib_inputs'), or a directory of images there (<dir>/<class name>/<images>, "
+        "optional classes.txt and _calib/), to measure accuracy on instead of the supernet's "
+        "own validation data",
     )
 
     @field_validator("supernet")

@@ -44,7 +44,6 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     # How long a running job waits out an unreachable database before giving up its attempt.
     db_retry_s: float = 60.0
-    page_size_max: int = 500
     # Warm start: at most this many earlier measurements of the same supernet on the same
     # device are reused by a new job (0 turns warm starts off for every job).
     warm_start_max: int = 2000

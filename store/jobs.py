@@ -189,6 +189,22 @@ def heartbeat(session: Session, job_id: str, worker_id: str) -> bool:
     return result is not None and not result[0]
 
 
+def fail_exhausted(session: Session, job: Job, max_attempts: int) -> bool:
+    """Fail ``job`` if it has been claimed ``max_attempts`` times without finishing (its
+    worker kept dying or losing its lease: a job that crashes whoever runs it must stop
+    being retried); True if it was failed."""
+    if job.attempts < max_attempts:
+        return False
+    finish_job(
+        session,
+        job.id,
+        JobStatus.failed,
+        error=f"gave up after {job.attempts} attempts: its worker kept dying or losing its lease",
+        message="failed: too many attempts",
+    )
+    return True
+
+
 def requeue(job: Job, message: str) -> None:
     """Put a job back in the queue (its worker died or stopped); it resumes from storage."""
     job.status, job.worker_id, job.heartbeat_at, job.message = (

@@ -87,8 +87,18 @@ class EmbeddedDispatcher(Dispatcher):
         return set(self.devices)
 
     def start(self) -> None:
+        """Resume every unfinished job of a served device, except one left ``running`` (its
+        process died mid-job) that has been claimed ``max_attempts`` times: it is failed,
+        so a job that crashes the server is not retried at every start. A job a shutdown
+        put back in the queue is resumed whatever its count."""
         with transaction(self.factory) as session:
-            pending = q.stale_jobs(session, stale_after_s=0.0, devices=sorted(self.devices))
+            stale = q.stale_jobs(session, stale_after_s=0.0, devices=sorted(self.devices))
+            pending = [
+                job
+                for job in stale
+                if job.status != JobStatus.running
+                or not q.fail_exhausted(session, job, self.settings.max_attempts)
+            ]
         for job in pending:
             log.info("resuming job %s (%s)", job.id, job.status.value)
             self._submit(job.id, takeover=True)

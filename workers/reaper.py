@@ -37,15 +37,7 @@ def reap_once(
     with transaction(factory) as session:
         stale = q.stale_jobs(session, stale_after_s=settings.stale_after_s, devices=devices)
         for job in stale:
-            if job.attempts >= settings.max_attempts:
-                q.finish_job(
-                    session,
-                    job.id,
-                    JobStatus.failed,
-                    error=f"gave up after {job.attempts} attempts: its worker kept "
-                    "dying or losing its lease",
-                    message="failed: too many attempts",
-                )
+            if q.fail_exhausted(session, job, settings.max_attempts):
                 continue
             if job.status == JobStatus.running:
                 q.requeue(job, "re-queued: its worker stopped heartbeating")

@@ -80,6 +80,9 @@ def test_unknown_ids_are_404_and_unknown_format_is_422(client: TestClient) -> No
     assert missing.status_code == 404 and "not measured" in missing.json()["detail"]
     bad = client.get(f"/v1/jobs/{job['id']}/subnets/x/export", params={"format": "tflite"})
     assert bad.status_code == 422 and "onnx" in bad.json()["detail"]
+    # errors raised by handlers carry a message too, as request-validation 422s do
+    assert bad.json()["message"].startswith("format") and "onnx" in bad.json()["message"]
+    assert "not found" in client.get("/v1/jobs/doesnotexist").json()["message"]
 
 
 @pytest.mark.parametrize(

@@ -125,3 +125,15 @@ def test_serve_refuses_several_processes_in_embedded_mode(monkeypatch, capsys) -
 )
 def test_serve_picks_its_event_loop(loop: str, processes: int, served: str) -> None:
     assert Settings(api_loop=loop, api_processes=processes).serve_loop == served
+
+
+def test_the_front_table_of_a_recorded_supernet_shows_dashes_for_macs_and_params() -> None:
+    """Recorded supernets (NAS-Bench-201 tables) report no MACs or params: None in the API."""
+    from api.cli import format_front
+
+    point = {"subnet_id": "|nor_conv_3x3~0|+|skip_connect~0|none~1|", "accuracy": 0.9312}
+    pareto = {"data": [{**point, "latency_ms": 2.5, "macs": None, "params": None}]}
+    lines = format_front(pareto).splitlines()
+    assert lines[2].split() == [point["subnet_id"], "0.9312", "2.500", "-", "-"]
+    measured = {**pareto["data"][0], "macs": 1_500_000, "params": 12_345}
+    assert format_front({"data": [measured]}).splitlines()[2].split()[-2:] == ["1.50", "12345"]
