@@ -21,6 +21,7 @@ from store.db import (
 )
 from workers.dispatch import Dispatcher, EmbeddedDispatcher
 
+from .auth import parse_api_keys, require_api_keys
 from .bodies import document_json_bodies
 from .errors import install_error_handlers
 from .routes import calibrations, catalog, health, jobs
@@ -98,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     document_json_bodies(app)
+    if keys := parse_api_keys(app_settings.api_keys):
+        require_api_keys(app, keys)
     # Jobs first: routes are matched in order, and job polls are most of the traffic.
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(health.router)

@@ -16,6 +16,7 @@ from core.errors import HwnasError, InvalidInput
 from core.settings import get_settings
 
 DEFAULT_URL = os.environ.get("HWNAS_URL", "http://127.0.0.1:8000")
+DEFAULT_API_KEY = os.environ.get("HWNAS_API_KEY")
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -77,25 +78,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    job = HwnasClient(args.url).submit(build_spec(args))
+    job = _client(args).submit(build_spec(args))
     print(job["id"])
     return 0
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    job = HwnasClient(args.url).wait(args.job_id)
+    job = _client(args).wait(args.job_id)
     print(json.dumps({k: job[k] for k in ("id", "status", "message", "error")}))
     return 0 if job["status"] == "succeeded" else 1
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    path = HwnasClient(args.url).download(args.job_id, args.subnet, args.format, Path(args.output))
+    path = _client(args).download(args.job_id, args.subnet, args.format, Path(args.output))
     print(path)
     return 0
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
-    print(format_front(HwnasClient(args.url).pareto(args.job_id)))
+    print(format_front(_client(args).pareto(args.job_id)))
     return 0
 
 
@@ -143,6 +144,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from api.demo import run_demo
 
     return run_demo(args)
+
+
+def _client(args: argparse.Namespace) -> HwnasClient:
+    return HwnasClient(args.url, api_key=args.api_key)
 
 
 def format_front(pareto: dict[str, Any]) -> str:
@@ -195,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name not in ("serve", "db-upgrade", "worker", "run"):  # run starts its own
             p.add_argument("--url", default=DEFAULT_URL)
+            p.add_argument(
+                "--api-key", default=DEFAULT_API_KEY, help="default: $HWNAS_API_KEY (if set)"
+            )
     sub.choices["serve"].add_argument("--host", default="127.0.0.1")
     sub.choices["serve"].add_argument("--port", type=int, default=8000)
     sub.choices["worker"].add_argument(

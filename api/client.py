@@ -17,8 +17,13 @@ class ClientError(RuntimeError):
 
 
 class HwnasClient:
-    def __init__(self, base_url: str, *, timeout: float = 120.0) -> None:
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+    """``api_key``: sent as ``Authorization: Bearer`` (for a service with HWNAS_API_KEYS)."""
+
+    def __init__(
+        self, base_url: str, *, timeout: float = 120.0, api_key: str | None = None
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self.http.request(method, path, **kwargs)

@@ -17,7 +17,9 @@ from typing import Any
 import uvicorn
 
 from api.app import create_app
+from api.auth import parse_api_keys
 from api.client import HwnasClient
+from core.settings import get_settings
 from hardware_profiles import measure_latency
 from models.registry import get_supernet
 from workers.devices import device_profile
@@ -82,7 +84,8 @@ def run_demo(args: argparse.Namespace) -> int:
         spec["constraints"] = {"latency_ms": {"max": _midway_latency(spec)}}
     port = _free_port()
     with BackgroundServer(port):
-        client = HwnasClient(f"http://127.0.0.1:{port}")
+        keys = parse_api_keys(get_settings().api_keys)  # its own server: any of them
+        client = HwnasClient(f"http://127.0.0.1:{port}", api_key=keys[0].decode() if keys else None)
         job = client.submit(spec)
         print(
             f"job {job['id']}: {spec['strategy']} on {spec['supernet']} for device "

@@ -14,11 +14,13 @@ from core.errors import (
     PluginError,
     ServiceUnavailable,
     StorageError,
+    Unauthenticated,
 )
 
 STATUS_OF: dict[type[HwnasError], int] = {
     InvalidInput: 422,
     NotFound: 404,
+    Unauthenticated: 401,
     Conflict: 409,
     StorageError: 503,
     ServiceUnavailable: 503,
@@ -35,17 +37,22 @@ def status_of(exc: HwnasError) -> int:
 
 
 async def _hwnas_error(_request: Request, exc: Exception) -> JSONResponse:
-    """Every error answer has ``message`` (what a person reads, naming the field where one
-    is at fault), like the 422s of request validation below; ``detail`` and ``error`` (the
-    exception's class) are there too."""
     assert isinstance(exc, HwnasError)
+    return error_response(exc)
+
+
+def error_response(exc: HwnasError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The answer to ``exc`` (also for the ASGI middleware of ``api.auth``, which runs
+    outside FastAPI's exception handlers). Every error answer has ``message`` (what a person
+    reads, naming the field where one is at fault), like the 422s of request validation
+    below; ``detail`` and ``error`` (the exception's class) are there too."""
     detail = str(exc)
     body: dict[str, object] = {"detail": detail, "error": type(exc).__name__, "message": detail}
     if isinstance(exc, InvalidInput) and exc.field:
         body["field"] = exc.field
         if not detail.startswith(exc.field):
             body["message"] = f"{exc.field}: {detail}"
-    return JSONResponse(body, status_code=status_of(exc))
+    return JSONResponse(body, status_code=status_of(exc), headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

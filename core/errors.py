@@ -39,6 +39,10 @@ class NotFound(HwnasError, LookupError):
     """A resource (job, sub-network) does not exist."""
 
 
+class Unauthenticated(HwnasError):
+    """The request carries no valid API key (only when the operator configured keys)."""
+
+
 class Conflict(HwnasError):
     """The request is valid but the resource's state forbids it (e.g. export before measured)."""
 

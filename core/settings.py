@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # torch.load(weights_only=True) by the supernet (e.g. Once-for-All's published
     # state_dict for ofa_mbv3_d234_e346_k357_w1.0). Set by the operator, like the data roots.
     supernet_checkpoints: str = ""
+    # API keys (comma separated): when set, every API request but /healthz and the docs must
+    # send "Authorization: Bearer <one of them>"; empty = no authentication (the embedded
+    # default, on 127.0.0.1). The CLI and client send HWNAS_API_KEY.
+    api_keys: str = ""
     embedded_workers: int = 1
     max_budget: int = 10_000
     heartbeat_s: float = 5.0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,21 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
+    with _serving(tmp_path) as url:
+        yield url
+
+
+API_KEY = "cli-test-key-0123456789"
+
+
+@pytest.fixture
+def secured_server(tmp_path: Path) -> Iterator[str]:
+    with _serving(tmp_path, HWNAS_API_KEYS=API_KEY) as url:
+        yield url
+
+
+@contextmanager
+def _serving(tmp_path: Path, **extra_env: str) -> Iterator[str]:
     port = _free_port()
     env = {
         **os.environ,
@@ -33,6 +49,7 @@ def server(tmp_path: Path) -> Iterator[str]:
         "HWNAS_DATA_DIR": str(tmp_path / "data"),
         "HWNAS_BROKER_URL": "",
         "HWNAS_EMBEDDED_DEVICES": "cpu-1t",
+        **extra_env,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
@@ -58,13 +75,23 @@ def server(tmp_path: Path) -> Iterator[str]:
         process.wait(timeout=60)
 
 
-def hwnas(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def hwnas(url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *args, "--url", url],
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, **env},
     )
+
+
+def test_the_cli_sends_the_api_key_a_secured_server_asks_for(secured_server: str) -> None:
+    refused = hwnas(secured_server, "submit", "--device", "cpu-all", HWNAS_API_KEY="")
+    assert refused.returncode == 2 and "401" in refused.stderr and "API key" in refused.stderr
+    by_flag = hwnas(secured_server, "submit", "--device", "cpu-all", "--api-key", API_KEY)
+    assert by_flag.returncode == 0, by_flag.stderr
+    by_env = hwnas(secured_server, "pareto", by_flag.stdout.strip(), HWNAS_API_KEY=API_KEY)
+    assert by_env.returncode == 0, by_env.stderr
 
 
 def test_submit_wait_download(server: str, tmp_path: Path) -> None:

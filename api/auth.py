@@ -1,0 +1,102 @@
+"""API keys: who may call the API. Off unless the operator sets ``HWNAS_API_KEYS``.
+
+With keys set, every request except the health check and the API's own documentation must
+carry ``Authorization: Bearer <key>`` with one of them; any other gets 401 (through
+``api.errors``, with ``WWW-Authenticate: Bearer``). Keys are compared in constant time. A
+plain ASGI middleware rather than a FastAPI dependency: it costs a header scan per request,
+where a dependency is solved per request (~100 us, see ``api.deps``); without keys it is
+not installed at all (the embedded default, listening on 127.0.0.1). Keys are shared
+secrets for a service behind TLS (a proxy's), not user accounts: every key may do
+everything.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from core.errors import InvalidInput, Unauthenticated
+
+from .errors import error_response
+
+OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+MIN_KEY_LENGTH = 16
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hwnas"'}
+_SCHEME = "apiKey"
+
+
+def parse_api_keys(value: str) -> list[bytes]:
+    """``HWNAS_API_KEYS`` (comma separated) as bytes; a short key is refused at start-up."""
+    keys = [key.strip() for key in value.split(",") if key.strip()]
+    for key in keys:
+        if len(key) < MIN_KEY_LENGTH or not (key.isascii() and key.isprintable()) or " " in key:
+            raise InvalidInput(
+                f"every API key must be at least {MIN_KEY_LENGTH} printable ASCII characters, "
+                "no spaces "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
+                field="HWNAS_API_KEYS",
+            )
+    return [key.encode() for key in keys]
+
+
+class ApiKeyMiddleware:
+    """Lets a request through only with a valid key (``OPEN_PATHS`` always)."""
+
+    def __init__(self, app: ASGIApp, keys: list[bytes]) -> None:
+        if not keys:
+            raise ValueError("ApiKeyMiddleware needs at least one key")
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _path(scope) in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        problem = self._problem(scope)
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        await error_response(Unauthenticated(problem), headers=_CHALLENGE)(scope, receive, send)
+
+    def _problem(self, scope: Scope) -> str | None:
+        """Why the request may not pass, or None if it may."""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                token = token.strip()
+                if scheme.lower() != b"bearer" or not token:
+                    return "the Authorization header must be 'Bearer <API key>'"
+                # every key compared (no early exit): the time taken says nothing of which
+                if sum(hmac.compare_digest(token, key) for key in self.keys) == 0:
+                    return "the API key is not valid"
+                return None
+        return "send an API key: the header 'Authorization: Bearer <key>' (HWNAS_API_KEYS)"
+
+
+def _path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def require_api_keys(app: FastAPI, keys: list[bytes]) -> None:
+    """Install the middleware and say so in the OpenAPI document (a bearer scheme on every
+    operation outside ``OPEN_PATHS``)."""
+    app.add_middleware(ApiKeyMiddleware, keys=keys)
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            schemes = spec.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes[_SCHEME] = {"type": "http", "scheme": "bearer", "description": __doc__}
+            for path, operations in spec.get("paths", {}).items():
+                if path not in OPEN_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{_SCHEME: []}]
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,82 @@
+"""API keys (HWNAS_API_KEYS): off by default; when set, every API call needs one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.client import ClientError, HwnasClient
+from core.errors import InvalidInput
+
+from ..conftest import embedded_settings
+from .helpers import job_spec
+
+KEYS = ("k" * 16, "another-key-0123456789")
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[TestClient]:
+    settings = embedded_settings(tmp_path, api_keys=",".join(KEYS))
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_without_a_valid_key_every_api_call_is_401(secured: TestClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789"}, {"Authorization": "k"}):
+        for method, path in (("GET", "/v1/jobs"), ("GET", "/v1/devices"), ("POST", "/v1/jobs")):
+            response = secured.request(method, path, headers=headers, json=job_spec())
+            assert response.status_code == 401, (headers, path, response.text)
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            body = response.json()
+            assert body["error"] == "Unauthenticated" and body["message"], body
+    assert "send an API key" in secured.get("/v1/jobs").json()["message"]
+    assert (
+        "not valid"
+        in secured.get("/v1/jobs", headers={"Authorization": "Bearer x"}).json()["message"]
+    )
+
+
+def test_any_configured_key_opens_the_api_and_health_and_docs_stay_open(
+    secured: TestClient,
+) -> None:
+    for key in KEYS:
+        headers = {"Authorization": f"bearer {key}"}  # the scheme is case-insensitive
+        job = secured.post("/v1/jobs", json=job_spec(device="cpu-all"), headers=headers)
+        assert job.status_code == 202, job.text
+        polled = secured.get(f"/v1/jobs/{job.json()['id']}", headers=headers)
+        assert polled.status_code == 200
+    for path in ("/healthz", "/docs", "/openapi.json"):
+        assert secured.get(path).status_code == 200, path
+
+
+def test_openapi_says_which_operations_need_a_key(secured: TestClient) -> None:
+    spec = secured.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert spec["paths"]["/v1/jobs"]["post"]["security"] == [{"apiKey": []}]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
+
+
+def test_the_client_sends_its_key(secured: TestClient) -> None:
+    """HwnasClient (and so the CLI, which passes --api-key / $HWNAS_API_KEY) authenticates."""
+    client = HwnasClient("http://testserver", api_key=KEYS[1])
+    secured.headers = client.http.headers  # the client's own headers, served in-process
+    client.http = secured
+    assert client.submit(job_spec(device="cpu-all"))["status"] == "queued"
+    del secured.headers["authorization"]
+    with pytest.raises(ClientError, match="401"):
+        client.submit(job_spec(device="cpu-all"))
+
+
+def test_no_keys_means_no_authentication(client: TestClient) -> None:
+    assert client.get("/v1/jobs").status_code == 200
+    assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})
+
+
+@pytest.mark.parametrize("keys", ["short", "ok-length-but-has space-in-it", "k" * 15 + ",x"])
+def test_weak_or_malformed_keys_are_refused_at_start_up(tmp_path: Path, keys: str) -> None:
+    with pytest.raises(InvalidInput, match="at least 16 printable ASCII characters, no spaces"):
+        create_app(embedded_settings(tmp_path, api_keys=keys))
