@@ -110,10 +110,10 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """A Celery worker that serves exactly the given devices (one queue each)."""
+    from hardware_profiles.configured import device_profile
     from store.db import check_migrated, make_engine
     from workers import reaper
     from workers.celery_app import celery_app
-    from workers.devices import device_profile
 
     check_migrated(make_engine(get_settings().database_url))  # refuse an un-migrated DB
 

@@ -21,8 +21,8 @@ from api.auth import parse_api_keys
 from api.client import HwnasClient
 from core.settings import get_settings
 from hardware_profiles import measure_latency
+from hardware_profiles.configured import device_profile
 from models.registry import get_supernet
-from workers.devices import device_profile
 
 
 def _free_port() -> int:

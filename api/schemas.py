@@ -17,13 +17,13 @@ from pydantic import (
 from core.errors import UnknownName
 from core.settings import get_settings
 from hardware_profiles import HardwareProfile
+from hardware_profiles.configured import device_profiles
 from hardware_profiles.latency_predictor import DEFAULT_KIND, PREDICTOR_KINDS
+from models.metrics import metrics_of
 from models.registry import get_supernet, list_supernets, takes_validation_data
 from models.user_data import check_path
 from search import list_strategies
 from workers.calibration import MAX_SAMPLES
-from workers.devices import device_profiles
-from workers.objectives import metrics_of
 
 Sense = Literal["min", "max"]
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import InvalidInput
 from hardware_profiles import HardwareProfile, measure_latency
+from hardware_profiles.configured import device_profile
 from hardware_profiles.latency_features import FloatArray
 from hardware_profiles.latency_predictor import (
     DEFAULT_KIND,
@@ -34,8 +35,6 @@ from models.registry import get_supernet
 from store import predictors as q
 from store.db import transaction
 from store.tables import LatencyPredictorRecord
-
-from .devices import device_profile
 
 MAX_SAMPLES = 200
 # A stored predictor steers a search only if its own cross-validation says it ranks and

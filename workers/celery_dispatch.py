@@ -13,11 +13,11 @@ from kombu.utils.uuid import uuid
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
+from hardware_profiles.configured import device_profile
 from store import jobs as q
 from store.db import transaction
 
 from .celery_app import TASK_RUN_JOB, make_celery
-from .devices import device_profile
 from .dispatch import Dispatcher
 
 log = logging.getLogger(__name__)

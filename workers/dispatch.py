@@ -21,11 +21,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
+from hardware_profiles.configured import device_profiles, servable
 from store import jobs as q
 from store.db import transaction
 from store.tables import JobStatus
 
-from .devices import device_profiles, servable
 from .runner import JobRunner
 
 log = logging.getLogger(__name__)

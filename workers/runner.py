@@ -21,17 +21,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import HwnasError, StorageError
 from core.settings import Settings
+from hardware_profiles.configured import device_profile
+from models.metrics import device_independent
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
 from store import jobs as q
 from store.db import one_statement_writing, transaction
+from store.front import constraints_of, front_of_metrics, summarise_front
 from store.tables import Evaluation, Job, JobStatus
 
 from .calibration import PredictedLatency, latency_predictor_for
-from .devices import device_profile
 from .evaluator import Measurement, SubnetEvaluator
-from .front import constraints_of, front_of_metrics, summarise_front
-from .objectives import device_independent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

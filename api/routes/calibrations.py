@@ -23,10 +23,10 @@ from api.presenters import calibration_public
 from api.schemas import CalibrationCreate, CalibrationPublic, CalibrationsPublic
 from core.errors import Conflict, NotFound, UnknownName
 from hardware_profiles import HardwareProfile
+from hardware_profiles.configured import device_profile
 from store import predictors as q
 from store.db import transaction
 from workers.calibration import calibrate
-from workers.devices import device_profile
 
 router = APIRouter(prefix="/devices", tags=["calibrations"])
 

@@ -6,9 +6,9 @@ from fastapi import APIRouter
 
 from api.deps import DispatcherDep
 from api.schemas import DevicePublic, SupernetPublic
+from hardware_profiles.configured import device_profiles
+from models.metrics import metrics_of
 from models.registry import get_supernet, list_supernets
-from workers.devices import device_profiles
-from workers.objectives import metrics_of
 
 router = APIRouter(tags=["catalog"])
 

@@ -24,8 +24,8 @@ from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet
 from store import jobs as q
 from store.db import reading, transaction
+from store.front import constraints_of, summarise_front
 from store.tables import JobStatus
-from workers.front import constraints_of, summarise_front
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 Offset = Annotated[int, Query(ge=0)]

@@ -13,9 +13,9 @@ import pytest
 import redis
 from kombu import Connection
 
+from hardware_profiles.configured import device_profile
 from store.db import make_engine, make_session_factory, upgrade
 from workers.celery_dispatch import CeleryDispatcher, publish
-from workers.devices import device_profile
 
 from ..conftest import embedded_settings
 from .distributed import fresh_broker_url, restart

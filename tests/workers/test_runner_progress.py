@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from api.schemas import JobCreate
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
+from store.front import constraints_of, summarise_front
 from store.tables import JobStatus
-from workers.front import constraints_of, summarise_front
 from workers.runner import JobRunner
 
 from ..conftest import embedded_settings

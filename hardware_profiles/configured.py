@@ -1,9 +1,12 @@
-"""Hardware profiles as the service sees them: built-ins plus ``HWNAS_PROFILE_DIRS``."""
+"""Hardware profiles as the service is configured: built-ins plus ``HWNAS_PROFILE_DIRS``
+(the API validates job devices against them; workers measure on them)."""
 
 from __future__ import annotations
 
 from core.settings import get_settings
-from hardware_profiles import HardwareProfile, get_profile, is_available, list_profiles
+
+from .registry import get_profile, is_available, list_profiles
+from .schema import HardwareProfile
 
 
 def _extra_dirs() -> list[str]:

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from search import Bound, feasible_front, hypervolume, validate_objectives, violation
-from store.tables import Evaluation
+
+from .tables import Evaluation
 
 
 def constraints_of(spec: dict[str, Any]) -> dict[str, Bound]:
