@@ -1,8 +1,9 @@
 """API keys: who may call the API. Off unless the operator sets ``HWNAS_API_KEYS``.
 
-With keys set, every request except the health check and the API's own documentation must
-carry ``Authorization: Bearer <key>`` with one of them; any other gets 401 (through
-``api.errors``, with ``WWW-Authenticate: Bearer``). Keys are compared in constant time. A
+With keys set, every request (HTTP or WebSocket) except the health check and the API's own
+documentation (``OPEN_PATHS``) must carry ``Authorization: Bearer <key>`` with one of them;
+any other HTTP request gets 401 (through ``api.errors``, with ``WWW-Authenticate: Bearer``),
+a WebSocket is closed with code 1008. Keys are compared in constant time. A
 plain ASGI middleware rather than a FastAPI dependency: it costs a header scan per request,
 where a dependency is solved per request (~100 us, see ``api.deps``); without keys it is
 not installed at all (the embedded default, listening on 127.0.0.1). Keys are shared
@@ -26,6 +27,8 @@ OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", 
 MIN_KEY_LENGTH = 16
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hwnas"'}
 _SCHEME = "apiKey"
+_DOC = "One of the server's HWNAS_API_KEYS, sent as 'Authorization: Bearer <key>'."
+_UNAUTHENTICATED = {"description": "no API key, or not one of the server's"}
 
 
 def parse_api_keys(value: str) -> list[bytes]:
@@ -52,14 +55,17 @@ class ApiKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _path(scope) in OPEN_PATHS:
+        if scope["type"] == "lifespan" or _path(scope) in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         problem = self._problem(scope)
         if problem is None:
             await self.app(scope, receive, send)
-            return
-        await error_response(Unauthenticated(problem), headers=_CHALLENGE)(scope, receive, send)
+        elif scope["type"] == "websocket":  # none today; one added later is covered too
+            await send({"type": "websocket.close", "code": 1008, "reason": problem})
+        else:
+            response = error_response(Unauthenticated(problem), headers=_CHALLENGE)
+            await response(scope, receive, send)
 
     def _problem(self, scope: Scope) -> str | None:
         """Why the request may not pass, or None if it may."""
@@ -92,11 +98,12 @@ def require_api_keys(app: FastAPI, keys: list[bytes]) -> None:
         if app.openapi_schema is None:
             spec = build()
             schemes = spec.setdefault("components", {}).setdefault("securitySchemes", {})
-            schemes[_SCHEME] = {"type": "http", "scheme": "bearer", "description": __doc__}
+            schemes[_SCHEME] = {"type": "http", "scheme": "bearer", "description": _DOC}
             for path, operations in spec.get("paths", {}).items():
                 if path not in OPEN_PATHS:
                     for operation in operations.values():
                         operation["security"] = [{_SCHEME: []}]
+                        operation.setdefault("responses", {})["401"] = _UNAUTHENTICATED
         return app.openapi_schema or build()
 
     app.openapi = openapi  # type: ignore[method-assign]

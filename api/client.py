@@ -22,6 +22,8 @@ class HwnasClient:
     def __init__(
         self, base_url: str, *, timeout: float = 120.0, api_key: str | None = None
     ) -> None:
+        if api_key and not (api_key.isascii() and api_key.isprintable()):
+            raise ClientError("an API key is printable ASCII (the server refuses others)")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
 

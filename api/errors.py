@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from core.errors import (
     Conflict,
@@ -43,9 +44,10 @@ async def _hwnas_error(_request: Request, exc: Exception) -> JSONResponse:
 
 def error_response(exc: HwnasError, headers: dict[str, str] | None = None) -> JSONResponse:
     """The answer to ``exc`` (also for the ASGI middleware of ``api.auth``, which runs
-    outside FastAPI's exception handlers). Every error answer has ``message`` (what a person
-    reads, naming the field where one is at fault), like the 422s of request validation
-    below; ``detail`` and ``error`` (the exception's class) are there too."""
+    outside FastAPI's exception handlers). Every JSON error answer has ``message`` (what a
+    person reads, naming the field where one is at fault), like the 422s of request
+    validation and the framework's 404/405 below; ``detail`` and ``error`` (the exception's
+    class) are there too. An unhandled exception is a plain-text 500."""
     detail = str(exc)
     body: dict[str, object] = {"detail": detail, "error": type(exc).__name__, "message": detail}
     if isinstance(exc, InvalidInput) and exc.field:
@@ -67,6 +69,14 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": clean, "message": "; ".join(parts)}, status_code=422)
 
 
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    """The framework's own errors (no such path: 404, wrong method: 405), with a message."""
+    assert isinstance(exc, HTTPException)
+    body = {"detail": exc.detail, "message": str(exc.detail)}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(HwnasError, _hwnas_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

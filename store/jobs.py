@@ -173,7 +173,7 @@ def stale_jobs(
         Job.status.in_([JobStatus.queued, JobStatus.running]),
         or_(Job.heartbeat_at.is_(None), Job.heartbeat_at <= cutoff),
     )
-    if devices:
+    if devices is not None:  # an empty list: no device, no job
         query = query.where(Job.device.in_(devices))
     return list(session.scalars(query.order_by(Job.created_at)))
 
@@ -192,9 +192,12 @@ def heartbeat(session: Session, job_id: str, worker_id: str) -> bool:
 def fail_exhausted(session: Session, job: Job, max_attempts: int) -> bool:
     """Fail ``job`` if it has been claimed ``max_attempts`` times without finishing (its
     worker kept dying or losing its lease: a job that crashes whoever runs it must stop
-    being retried); True if it was failed."""
+    being retried), or cancel it if that was asked; True if it was finished here."""
     if job.attempts < max_attempts:
         return False
+    if job.cancel_requested:  # what the user asked for, rather than a failure
+        _finish(job, JobStatus.cancelled, utcnow(), message="cancelled (its worker had died)")
+        return True
     finish_job(
         session,
         job.id,

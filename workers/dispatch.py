@@ -91,6 +91,8 @@ class EmbeddedDispatcher(Dispatcher):
         process died mid-job) that has been claimed ``max_attempts`` times: it is failed,
         so a job that crashes the server is not retried at every start. A job a shutdown
         put back in the queue is resumed whatever its count."""
+        if not self.devices:  # serves nothing: other servers' jobs are not ours to touch
+            return
         with transaction(self.factory) as session:
             stale = q.stale_jobs(session, stale_after_s=0.0, devices=sorted(self.devices))
             pending = [

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from api.app import create_app
 from api.client import ClientError, HwnasClient
@@ -57,6 +58,7 @@ def test_openapi_says_which_operations_need_a_key(secured: TestClient) -> None:
     spec = secured.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
     assert spec["paths"]["/v1/jobs"]["post"]["security"] == [{"apiKey": []}]
+    assert "401" in spec["paths"]["/v1/jobs"]["post"]["responses"]
     assert "security" not in spec["paths"]["/healthz"]["get"]
 
 
@@ -80,3 +82,14 @@ def test_no_keys_means_no_authentication(client: TestClient) -> None:
 def test_weak_or_malformed_keys_are_refused_at_start_up(tmp_path: Path, keys: str) -> None:
     with pytest.raises(InvalidInput, match="at least 16 printable ASCII characters, no spaces"):
         create_app(embedded_settings(tmp_path, api_keys=keys))
+
+
+def test_a_websocket_without_a_key_is_closed_as_a_policy_violation(secured: TestClient) -> None:
+    with pytest.raises(WebSocketDisconnect) as closed, secured.websocket_connect("/v1/anything"):
+        pass
+    assert closed.value.code == 1008 and "API key" in closed.value.reason
+
+
+def test_a_key_the_server_could_never_accept_is_refused_by_the_client() -> None:
+    with pytest.raises(ClientError, match="printable ASCII"):
+        HwnasClient("http://127.0.0.1:1", api_key="clé-0123456789abcdef")

@@ -83,6 +83,10 @@ def test_unknown_ids_are_404_and_unknown_format_is_422(client: TestClient) -> No
     # errors raised by handlers carry a message too, as request-validation 422s do
     assert bad.json()["message"].startswith("format") and "onnx" in bad.json()["message"]
     assert "not found" in client.get("/v1/jobs/doesnotexist").json()["message"]
+    # and so do the framework's own: no such path, no such method
+    assert client.get("/v1/nothing-here").json() == {"detail": "Not Found", "message": "Not Found"}
+    wrong = client.delete("/v1/jobs")
+    assert wrong.status_code == 405 and wrong.json()["message"] == "Method Not Allowed"
 
 
 @pytest.mark.parametrize(

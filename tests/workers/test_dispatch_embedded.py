@@ -33,13 +33,8 @@ def test_start_fails_a_job_left_running_too_often_and_resumes_the_others(
     spec = JobCreate(**SPEC).model_dump(mode="json")
     states = {"crashing": (JobStatus.running, 3), "crashed": (JobStatus.running, 2)}
     states |= {"requeued": (JobStatus.queued, 7), "new": (JobStatus.queued, 0)}
-    ids = {}
-    with transaction(factory) as session:
-        rows = q.create_jobs(session, [(spec, None)] * len(states))
-        for (name, (status, attempts)), row in zip(states.items(), rows, strict=True):
-            job = q.get_job(session, row.id)
-            job.status, job.attempts, job.worker_id = status, attempts, "a-dead-process"
-            ids[name] = row.id
+    states["cancelled"] = (JobStatus.running, 3)  # crashing too, but its user cancelled it
+    ids = _jobs(factory, spec, states)
     dispatcher = EmbeddedDispatcher(factory, settings)
     resumed: list[str] = []
     dispatcher._submit = lambda job_id, takeover: resumed.append(job_id)  # type: ignore[method-assign]
@@ -50,4 +45,38 @@ def test_start_fails_a_job_left_running_too_often_and_resumes_the_others(
         assert crashing.status == JobStatus.failed
         assert crashing.error is not None and "gave up after 3 attempts" in crashing.error
         assert q.get_job(session, ids["requeued"]).status == JobStatus.queued
+        assert q.get_job(session, ids["cancelled"]).status == JobStatus.cancelled
     dispatcher.stop()
+
+
+def test_a_server_that_serves_no_device_touches_no_job(tmp_path: Path) -> None:
+    """No usable device (a GPU profile on a machine without one): other servers' jobs are
+    neither resumed nor failed here."""
+    settings = embedded_settings(tmp_path, embedded_devices="cuda-0", max_attempts=1)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = JobCreate(**SPEC).model_dump(mode="json")
+    ids = _jobs(factory, spec, {"running": (JobStatus.running, 5), "queued": (JobStatus.queued, 0)})
+    dispatcher = EmbeddedDispatcher(factory, settings)
+    assert dispatcher.served_devices() == set()
+    resumed: list[str] = []
+    dispatcher._submit = lambda job_id, takeover: resumed.append(job_id)  # type: ignore[method-assign]
+    dispatcher.start()
+    assert resumed == []
+    with transaction(factory) as session:
+        assert q.get_job(session, ids["running"]).status == JobStatus.running
+    dispatcher.stop()
+
+
+def _jobs(factory: Any, spec: dict[str, Any], states: dict[str, tuple[JobStatus, int]]) -> dict:
+    """One job per state (status, attempts), as a process that died left them; ids by name.
+    The one called "cancelled" has a cancel request."""
+    ids = {}
+    with transaction(factory) as session:
+        rows = q.create_jobs(session, [(spec, None)] * len(states))
+        for (name, (status, attempts)), row in zip(states.items(), rows, strict=True):
+            job = q.get_job(session, row.id)
+            job.status, job.attempts, job.worker_id = status, attempts, "a-dead-process"
+            job.cancel_requested = name == "cancelled"
+            ids[name] = row.id
+    return ids
