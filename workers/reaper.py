@@ -4,7 +4,9 @@ Runs as a thread inside every Celery worker, for the devices that worker serves.
 re-published when it is ``queued`` (its message may have been lost: Redis here keeps no
 data across a restart) or ``running`` with a heartbeat older than ``stale_after_s`` (its
 worker died). Duplicate messages are harmless: ``claim_job`` lets one worker at a time in.
-A job that has been claimed ``max_attempts`` times is failed with the reason.
+A job left ``running`` by a dead worker after ``max_attempts`` claims is failed with the
+reason (a job that kills whoever runs it stops there); one a shutdown put back in the queue
+is re-published whatever its count, as the embedded server resumes it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ def reap_once(
     with transaction(factory) as session:
         stale = q.stale_jobs(session, stale_after_s=settings.stale_after_s, devices=devices)
         for job in stale:
-            if q.fail_exhausted(session, job, settings.max_attempts):
+            # Only a job left running counts against its attempts here: one a worker gave
+            # back on a clean shutdown (queued) is re-published whatever its count.
+            if job.status == JobStatus.running and q.fail_exhausted(
+                session, job, settings.max_attempts
+            ):
                 continue
             if job.status == JobStatus.running:
                 q.requeue(job, "re-queued: its worker stopped heartbeating")

@@ -1,38 +1,41 @@
-"""The reaper gives up on a job claimed ``max_attempts`` times (re-publishing is covered by
-the distributed-mode tests, against a real worker)."""
+"""The reaper gives up on a job left running after ``max_attempts`` claims, and re-publishes
+one a clean shutdown gave back (re-publishing after a worker's death is also covered by the
+distributed-mode tests, against a real worker)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import redis
 from celery import Celery
 
 from api.schemas import JobCreate
+from hardware_profiles.configured import device_profile
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.tables import JobStatus
 from workers.reaper import reap_once
 
 from ..conftest import embedded_settings
+from .distributed import fresh_broker_url
 
 
-def test_a_stale_job_claimed_max_attempts_times_is_failed_not_republished(
-    tmp_path: Path,
-) -> None:
+def test_an_exhausted_running_job_is_failed_a_given_back_one_republished(tmp_path: Path) -> None:
     settings = embedded_settings(tmp_path, max_attempts=2, stale_after_s=0.0)
     upgrade(settings.database_url)
     factory = make_session_factory(make_engine(settings.database_url))
     spec = JobCreate(supernet="nb201-cifar10", device="nb201-pixel3").model_dump(mode="json")
     with transaction(factory) as session:
-        running, queued = q.create_jobs(session, [(spec, None)] * 2)
-        q.get_job(session, running.id).status = JobStatus.running
-        for row in (running, queued):
+        running, given_back = q.create_jobs(session, [(spec, None)] * 2)
+        q.get_job(session, running.id).status = JobStatus.running  # its worker died
+        for row in (running, given_back):
             q.get_job(session, row.id).attempts = 2
-    # a broker that cannot be reached: publishing anything would raise
-    app = Celery(broker="redis://127.0.0.1:1/0")
-    assert reap_once(app, factory, settings, ["nb201-pixel3"]) == []
+    broker = fresh_broker_url()
+    assert reap_once(Celery(broker=broker), factory, settings, ["nb201-pixel3"]) == [given_back.id]
     with transaction(factory) as session:
-        for row in (running, queued):
-            job = q.get_job(session, row.id)
-            assert job.status == JobStatus.failed
-            assert job.error is not None and "gave up after 2 attempts" in job.error
+        failed = q.get_job(session, running.id)
+        assert failed.status == JobStatus.failed
+        assert failed.error is not None and "gave up after 2 attempts" in failed.error
+        assert q.get_job(session, given_back.id).status == JobStatus.queued
+    queue = device_profile("nb201-pixel3").queue
+    assert redis.Redis.from_url(broker).llen(queue) == 1  # the given-back job, published once
