@@ -190,21 +190,25 @@ def heartbeat(session: Session, job_id: str, worker_id: str) -> bool:
 
 
 def fail_exhausted(session: Session, job: Job, max_attempts: int) -> bool:
-    """Fail ``job`` if it has been claimed ``max_attempts`` times without finishing (its
-    worker kept dying or losing its lease: a job that crashes whoever runs it must stop
-    being retried), or cancel it if that was asked; True if it was finished here."""
-    if job.attempts < max_attempts:
+    """Finish ``job`` if a dead worker (or process) left it ``running`` after
+    ``max_attempts`` claims: failed with the reason (a job that crashes whoever runs it must
+    stop being retried), or cancelled if its user asked for that; True if it was finished
+    here. A job a shutdown put back in the queue is never finished here, whatever its count.
+    """
+    if job.status != JobStatus.running or job.attempts < max_attempts:
         return False
+    job = get_job(session, job.id, lock=True)
     if job.cancel_requested:  # what the user asked for, rather than a failure
         _finish(job, JobStatus.cancelled, utcnow(), message="cancelled (its worker had died)")
-        return True
-    finish_job(
-        session,
-        job.id,
-        JobStatus.failed,
-        error=f"gave up after {job.attempts} attempts: its worker kept dying or losing its lease",
-        message="failed: too many attempts",
-    )
+    else:
+        _finish(
+            job,
+            JobStatus.failed,
+            utcnow(),
+            message="failed: too many attempts",
+            error=f"gave up after {job.attempts} attempts: its worker kept dying or losing "
+            "its lease",
+        )
     return True
 
 

@@ -95,12 +95,8 @@ class EmbeddedDispatcher(Dispatcher):
             return
         with transaction(self.factory) as session:
             stale = q.stale_jobs(session, stale_after_s=0.0, devices=sorted(self.devices))
-            pending = [
-                job
-                for job in stale
-                if job.status != JobStatus.running
-                or not q.fail_exhausted(session, job, self.settings.max_attempts)
-            ]
+            max_attempts = self.settings.max_attempts
+            pending = [job for job in stale if not q.fail_exhausted(session, job, max_attempts)]
         for job in pending:
             log.info("resuming job %s (%s)", job.id, job.status.value)
             self._submit(job.id, takeover=True)

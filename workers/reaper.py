@@ -39,11 +39,7 @@ def reap_once(
     with transaction(factory) as session:
         stale = q.stale_jobs(session, stale_after_s=settings.stale_after_s, devices=devices)
         for job in stale:
-            # Only a job left running counts against its attempts here: one a worker gave
-            # back on a clean shutdown (queued) is re-published whatever its count.
-            if job.status == JobStatus.running and q.fail_exhausted(
-                session, job, settings.max_attempts
-            ):
+            if q.fail_exhausted(session, job, settings.max_attempts):
                 continue
             if job.status == JobStatus.running:
                 q.requeue(job, "re-queued: its worker stopped heartbeating")
