@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.errors import InvalidInput, Unauthenticated
 
 from .errors import error_response
+from .openapi_doc import amend_openapi
 
 OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 MIN_KEY_LENGTH = 16
@@ -92,18 +93,14 @@ def require_api_keys(app: FastAPI, keys: list[bytes]) -> None:
     """Install the middleware and say so in the OpenAPI document (a bearer scheme on every
     operation outside ``OPEN_PATHS``)."""
     app.add_middleware(ApiKeyMiddleware, keys=keys)
-    build = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            spec = build()
-            schemes = spec.setdefault("components", {}).setdefault("securitySchemes", {})
-            schemes[_SCHEME] = {"type": "http", "scheme": "bearer", "description": _DOC}
-            for path, operations in spec.get("paths", {}).items():
-                if path not in OPEN_PATHS:
-                    for operation in operations.values():
-                        operation["security"] = [{_SCHEME: []}]
-                        operation.setdefault("responses", {})["401"] = _UNAUTHENTICATED
-        return app.openapi_schema or build()
+    def amend(spec: dict[str, Any]) -> None:
+        schemes = spec.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes[_SCHEME] = {"type": "http", "scheme": "bearer", "description": _DOC}
+        for path, operations in spec.get("paths", {}).items():
+            if path not in OPEN_PATHS:
+                for operation in operations.values():
+                    operation["security"] = [{_SCHEME: []}]
+                    operation.setdefault("responses", {})["401"] = _UNAUTHENTICATED
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend_openapi(app, amend)

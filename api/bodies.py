@@ -23,6 +23,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from .openapi_doc import amend_openapi
+
 Model = TypeVar("Model", bound=BaseModel)
 
 _DOCUMENTED: dict[str, type[BaseModel]] = {}
@@ -98,15 +100,12 @@ def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
 
 def document_json_bodies(app: FastAPI) -> None:
     """Add the models of ``json_body_doc`` routes to ``app``'s OpenAPI components."""
-    build = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schemas = build().setdefault("components", {}).setdefault("schemas", {})
-            for name, model in _DOCUMENTED.items():
-                schema = model.model_json_schema(ref_template=_SCHEMA_REF)
-                schemas.update(schema.pop("$defs", {}))
-                schemas[name] = schema
-        return app.openapi_schema or build()
+    def amend(spec: dict[str, Any]) -> None:
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        for name, model in _DOCUMENTED.items():
+            schema = model.model_json_schema(ref_template=_SCHEMA_REF)
+            schemas.update(schema.pop("$defs", {}))
+            schemas[name] = schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend_openapi(app, amend)
