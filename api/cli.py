@@ -89,6 +89,27 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return 0 if job["status"] == "succeeded" else 1
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Queue a calibration; with ``--no-wait`` print its job id, else follow the job and
+    print the predictor version it stored (exit 1 unless it succeeded)."""
+    client = _client(args)
+    body = {"supernet": args.supernet, "n_samples": args.samples, "seed": args.seed}
+    if args.kind:
+        body["kind"] = args.kind
+    job = client.calibrate(args.device, body)
+    if args.no_wait:
+        print(job["id"])
+        return 0
+    job = client.wait(job["id"])
+    if job["status"] != "succeeded":
+        print(json.dumps({k: job[k] for k in ("id", "status", "message", "error")}))
+        return 1
+    (stored,) = client.calibrations(args.device, job_id=job["id"])
+    keys = ("device", "supernet", "version", "kind", "n_measurements", "metrics", "job_id")
+    print(json.dumps({k: stored[k] for k in keys}))
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     path = _client(args).download(args.job_id, args.subnet, args.format, Path(args.output))
     print(path)
@@ -191,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "wait": (cmd_wait, "follow a job; exits non-zero unless it succeeded"),
         "pareto": (cmd_pareto, "print a job's Pareto front"),
         "download": (cmd_download, "download a measured sub-network"),
+        "calibrate": (cmd_calibrate, "fit a device's latency predictor (a job on its queue)"),
         "run": (cmd_run, "start the embedded service, run a real search, export the best"),
         "db-upgrade": (cmd_db_upgrade, "migrate the database to the newest schema"),
         "worker": (cmd_worker, "a Celery worker for some devices (distributed mode)"),
@@ -213,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_args(sub.choices["submit"])
     _add_job_args(sub.choices["run"])
     sub.choices["run"].add_argument("--output-dir", default="out")
+    calibrate = sub.choices["calibrate"]
+    calibrate.add_argument("device", help="hardware profile id")
+    calibrate.add_argument("--supernet", default="fmnist-ofa-cnn")
+    calibrate.add_argument("--samples", type=int, default=50, help="sub-networks to measure")
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--kind", default=None, help="predictor kind (default: the server's)")
+    calibrate.add_argument("--no-wait", action="store_true", help="print the job id and exit")
     for name in ("wait", "pareto", "download"):
         sub.choices[name].add_argument("job_id")
     sub.choices["download"].add_argument("--subnet", required=True)

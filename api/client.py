@@ -75,6 +75,19 @@ class HwnasClient:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
             time.sleep(poll_s)
 
+    def calibrate(self, device: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Queue a calibration of ``device`` (``supernet``, ``n_samples``, ``seed``,
+        ``kind``); the job, which ``wait`` follows like a search."""
+        return self._call("POST", f"/v1/devices/{device}/calibrations", json=body).json()
+
+    def calibrations(
+        self, device: str, *, supernet: str | None = None, job_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Stored predictor versions of ``device`` (newest first per supernet)."""
+        params = {k: v for k, v in (("supernet", supernet), ("job_id", job_id)) if v}
+        url = f"/v1/devices/{device}/calibrations"
+        return list(self._call("GET", url, params=params).json()["data"])
+
     def download(self, job_id: str, subnet_id: str, fmt: str, path: Path) -> Path:
         url = f"/v1/jobs/{job_id}/subnets/{subnet_id}/export"
         response = self._call("GET", url, params={"format": fmt})
@@ -89,7 +102,5 @@ def _progress_line(job: dict[str, Any]) -> str:
     filled = int(width * p["fraction"])
     bar = "#" * filled + "-" * (width - filled)
     hv = f" hv {p['hypervolume']:.3f}" if p.get("hypervolume") is not None else ""
-    return (
-        f"[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} "
-        f"front {p['front_size']}{hv}   "
-    )
+    front = "" if job.get("kind") == "calibration" else f"front {p['front_size']}{hv}"
+    return f"[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} {front}   "

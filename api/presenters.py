@@ -57,6 +57,7 @@ def job_public(job: Job | JobRow, base: str) -> JobPublic:
     return JobPublic(
         id=job.id,
         url=f"{base}/v1/jobs/{job.id}",
+        kind=job.kind.value,
         status=job.status.value,
         supernet=job.supernet,
         device=job.device,
@@ -125,6 +126,7 @@ def calibration_public(record: LatencyPredictorRecord) -> CalibrationPublic:
         device=record.device,
         version=record.version,
         kind=record.kind,
+        job_id=record.job_id,
         seed=record.seed,
         n_measurements=record.n_measurements,
         latency_source=source,

@@ -16,14 +16,13 @@ from pydantic import (
 
 from core.errors import UnknownName
 from core.settings import get_settings
-from hardware_profiles import HardwareProfile
-from hardware_profiles.configured import device_profiles
+from hardware_profiles.configured import check_measures, device_profiles
 from hardware_profiles.latency_predictor import DEFAULT_KIND, PREDICTOR_KINDS
+from hardware_profiles.latency_sample import MAX_SAMPLES
 from models.metrics import metrics_of
 from models.registry import get_supernet, list_supernets, takes_validation_data
 from models.user_data import check_path
 from search import list_strategies
-from workers.calibration import MAX_SAMPLES
 
 Sense = Literal["min", "max"]
 
@@ -118,27 +117,10 @@ class JobCreate(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str, info: ValidationInfo) -> str:
-        profiles = device_profiles()
-        _known("device", value, sorted(profiles))
+        _known("device", value, sorted(device_profiles()))
         supernet = info.data.get("supernet")
-        if supernet is None:
-            return value
-        net = get_supernet(supernet)
-        recorded_net, source = net.recorded, getattr(net, "source", None)
-
-        def fits(p: HardwareProfile) -> bool:
-            return (p.kind == "recorded") == recorded_net and (
-                not recorded_net or p.source == source
-            )
-
-        profile = profiles[value]
-        if not fits(profile):  # the list of those that fit only for the message
-            fitting = sorted(pid for pid, p in profiles.items() if fits(p))
-            kind = "recorded" if recorded_net else "trained"
-            raise ValueError(
-                f"{value!r} ({profile.kind}) cannot evaluate the {kind} supernet "
-                f"{supernet!r}; devices that can: {', '.join(fitting)}"
-            )
+        if supernet is not None:
+            check_measures(value, get_supernet(supernet))
         return value
 
     @field_validator("strategy")
@@ -196,6 +178,10 @@ class Timing(BaseModel):
 class JobPublic(BaseModel):
     id: str
     url: str
+    kind: str = Field(
+        description="'search', or 'calibration' (POST /v1/devices/{id}/calibrations: "
+        "measures `budget` sampled sub-networks and fits the device's latency predictor)"
+    )
     status: str
     supernet: str
     device: str
@@ -284,6 +270,16 @@ class CalibrationCreate(BaseModel):
     seed: int = Field(0, ge=0, description="seeds the sample and the cross-validation folds")
     kind: str = Field(DEFAULT_KIND, description=f"predictor kind: {', '.join(PREDICTOR_KINDS)}")
 
+    @field_validator("supernet")
+    @classmethod
+    def _supernet(cls, value: str) -> str:
+        return _known("supernet", value, list_supernets())
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        return _known("predictor kind", value, list(PREDICTOR_KINDS))
+
 
 class CalibrationPublic(BaseModel):
     """One stored predictor version; ``metrics`` is its cross-validated error."""
@@ -293,6 +289,7 @@ class CalibrationPublic(BaseModel):
     device: str
     version: int
     kind: str
+    job_id: str | None = Field(description="the calibration job that fitted it")
     seed: int
     n_measurements: int
     latency_source: str  # measured on the device, or recorded (a table)

@@ -53,15 +53,6 @@ def sample_archs(supernet: Any, n: int, seed: int) -> list[dict[str, Any]]:
     return archs
 
 
-def timing_module(supernet: Any, arch: dict[str, Any]) -> Any:
-    """The sub-network's module without BatchNorm recalibration (3 s each on this machine).
-
-    ``supernet.extract`` re-estimates BatchNorm statistics for accuracy; the statistics are
-    numbers in the same operators of the same shapes, so the timed computation is the same.
-    """
-    return supernet.module.extract(arch)
-
-
 def measure_one(module: Any, example: Any, profile: Any, clock: str) -> float:
     """Median latency (ms) by the profile's runtime and protocol, timed with ``clock``.
 
@@ -98,7 +89,7 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     repeats: dict[str, list[float]] = {d: [] for d in args.devices}
     started = time.perf_counter()
     for i, arch in enumerate(archs + archs[:NOISE_REPEATS]):
-        module, example = timing_module(supernet, arch), supernet.example_input(arch, 1)
+        module, example = supernet.timing_module(arch), supernet.example_input(arch, 1)
         for device, profile in profiles.items():
             into = latencies if i < len(archs) else repeats
             into[device].append(measure_one(module, example, profile, args.clock))

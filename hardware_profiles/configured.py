@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from core.errors import InvalidInput
 from core.settings import get_settings
 
 from .registry import get_profile, is_available, list_profiles
@@ -24,3 +25,27 @@ def device_profile(profile_id: str) -> HardwareProfile:
 def servable(profile: HardwareProfile) -> bool:
     """Whether a worker in this process can evaluate on ``profile`` (recorded: a lookup)."""
     return profile.kind == "recorded" or is_available(profile)
+
+
+def measures(profile: HardwareProfile, supernet: object) -> bool:
+    """Whether ``profile`` gives latencies of ``supernet``: a recorded profile those of the
+    recorded supernets built on its table, a live one those of trained (not recorded) ones."""
+    recorded = bool(getattr(supernet, "recorded", False))
+    if profile.kind == "recorded":
+        return recorded and getattr(supernet, "source", None) == profile.source
+    return not recorded
+
+
+def check_measures(device_id: str, supernet: object, *, field: str = "device") -> None:
+    """``InvalidInput`` naming the devices that can, unless ``device_id`` measures ``supernet``."""
+    profiles = device_profiles()
+    profile = profiles[device_id]
+    if measures(profile, supernet):
+        return
+    fitting = sorted(pid for pid, p in profiles.items() if measures(p, supernet))
+    kind = "recorded" if getattr(supernet, "recorded", False) else "trained"
+    raise InvalidInput(
+        f"{device_id!r} ({profile.kind}) cannot evaluate the {kind} supernet "
+        f"{getattr(supernet, 'name', supernet)!r}; devices that can: {', '.join(fitting)}",
+        field=field,
+    )

@@ -115,6 +115,13 @@ class Supernet(ABC):
     def extract(self, arch: Arch) -> nn.Module:
         """A standalone module holding only the active weights, in eval mode."""
 
+    def timing_module(self, arch: Arch) -> nn.Module:
+        """A module that computes what ``extract(arch)`` computes, as fast, for latency
+        measurement only (calibrations). The default is ``extract`` itself; a supernet whose
+        ``extract`` does work that changes no operator or shape (BatchNorm recalibration:
+        new statistics, same kernels) may skip it here."""
+        return self.extract(arch)
+
     @abstractmethod
     def evaluate(self, arch: Arch, module: nn.Module | None = None) -> dict[str, float]:
         """Measured quality metrics (e.g. accuracy in [0, 1]) on the validation data."""

@@ -289,6 +289,13 @@ class FmnistOFACNN(Supernet):
         with self._lock:
             return self._extract(key)
 
+    def timing_module(self, arch: Arch) -> nn.Module:
+        """``extract`` without the BatchNorm recalibration (new statistics in the same
+        kernels): for latency measurement only; not cached."""
+        arch = self.decode(self.encode(arch))
+        with self._lock, torch.no_grad():
+            return self.module.extract(arch).eval()
+
     def _extract(self, key: str) -> nn.Module:
         if key in self._cache:
             self._cache.move_to_end(key)

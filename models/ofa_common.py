@@ -337,6 +337,13 @@ class OFASupernet(Supernet):
                     f"gene {gene!r} must be one of {choices}, got {arch.get(gene)!r}", field="arch"
                 )
 
+    def timing_module(self, arch: Arch) -> nn.Module:
+        """``extract`` without the BatchNorm recalibration (new statistics in the same
+        kernels): for latency measurement only; not cached."""
+        arch = self.decode(self.encode(arch))
+        with self._lock, torch.no_grad():
+            return self.module.extract(arch).eval()
+
     def extract(self, arch: Arch) -> nn.Module:
         """The active weights as a standalone module; deterministic, cached per encoding.
 

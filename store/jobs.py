@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound
 
-from .tables import Evaluation, Job, JobStatus, utcnow
+from .tables import Evaluation, Job, JobKind, JobStatus, utcnow
 
 JOBS = cast(Table, Job.__table__)
 EVALUATIONS = cast(Table, Evaluation.__table__)
@@ -72,6 +72,7 @@ def _now_as_read(connection: Session | Connection) -> datetime:
 def _new_job_values(spec: dict[str, Any], message: str | None, now: datetime) -> dict[str, Any]:
     return dict(
         id=new_job_id(),
+        kind=JobKind(spec.get("kind", JobKind.search)),
         supernet=spec["supernet"],
         device=spec["device"],
         strategy=spec["strategy"],
@@ -116,11 +117,18 @@ def read_job(session: Session | Connection, job_id: str) -> JobRow:
 
 
 def list_jobs(
-    session: Session | Connection, *, offset: int, limit: int, status: JobStatus | None = None
+    session: Session | Connection,
+    *,
+    offset: int,
+    limit: int,
+    status: JobStatus | None = None,
+    kind: JobKind | None = None,
 ) -> tuple[list[JobRow], int]:
     query = select(JOBS)
     if status is not None:
         query = query.where(JOBS.c.status == status)
+    if kind is not None:
+        query = query.where(JOBS.c.kind == kind)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     query = query.order_by(JOBS.c.created_at.desc(), JOBS.c.id).offset(offset).limit(limit)
     return list(session.execute(query)), total
@@ -443,8 +451,10 @@ def prior_evaluations(
     before: datetime | None = None,
 ) -> list[Evaluation]:
     """Measurements of ``supernet`` on ``device`` (accuracy on ``validation_data``) made by
-    other jobs: one per sub-network, the most recent, at most ``limit``. Copies
-    (``details.reused_from``) are skipped: the original is what counts.
+    other search jobs: one per sub-network, the most recent, at most ``limit``. Copies
+    (``details.reused_from``) are skipped: the original is what counts; so are calibration
+    jobs' measurements (latency only, a uniform sample: they would shadow a search's full
+    measurement of the same sub-network and fill the ``limit`` with what a search cannot use).
 
     ``other_devices``: measurements on every device but ``device`` instead (for the metrics
     that do not depend on the device); ``before``: only those recorded before that time."""
@@ -452,7 +462,9 @@ def prior_evaluations(
     query = (
         select(Evaluation, Job.spec)
         .join(Job, Job.id == Evaluation.job_id)
-        .where(Job.supernet == supernet, on_device, Job.id != exclude_job)
+        .where(
+            Job.supernet == supernet, on_device, Job.id != exclude_job, Job.kind == JobKind.search
+        )
         .order_by(Evaluation.id.desc())
         .execution_options(yield_per=500)
     )

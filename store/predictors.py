@@ -26,8 +26,10 @@ def add_predictor(
     measurements: dict[str, Any],
     seed: int,
     seconds: float,
+    job_id: str | None = None,
 ) -> LatencyPredictorRecord:
-    """Store a fitted predictor (``LatencyPredictor.to_payload()``) as the next version."""
+    """Store a fitted predictor (``LatencyPredictor.to_payload()``) as the next version;
+    ``job_id``: the calibration job that fitted it."""
     latest = session.scalar(
         select(func.max(LatencyPredictorRecord.version)).where(
             LatencyPredictorRecord.supernet == supernet, LatencyPredictorRecord.device == device
@@ -45,6 +47,7 @@ def add_predictor(
         measurements=measurements,
         seconds=seconds,
         created_at=utcnow(),
+        job_id=job_id,
     )
     session.add(record)
     session.flush()
@@ -77,11 +80,14 @@ def get_predictor(
 
 
 def list_predictors(
-    session: Session, device: str, supernet: str | None = None
+    session: Session, device: str, supernet: str | None = None, job_id: str | None = None
 ) -> list[LatencyPredictorRecord]:
-    """Every version for ``device`` (optionally one supernet), newest first."""
+    """Every version for ``device`` (optionally one supernet, or the one a job fitted),
+    newest first per supernet."""
     query = select(LatencyPredictorRecord).where(LatencyPredictorRecord.device == device)
     if supernet is not None:
         query = query.where(LatencyPredictorRecord.supernet == supernet)
+    if job_id is not None:
+        query = query.where(LatencyPredictorRecord.job_id == job_id)
     order = (LatencyPredictorRecord.supernet, LatencyPredictorRecord.version.desc())
     return list(session.scalars(query.order_by(*order)))

@@ -37,6 +37,14 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
+class JobKind(enum.StrEnum):
+    """What a job does: a search (the product), or a calibration (measure a uniform sample of
+    sub-networks on the device and fit its latency predictor: ``workers.calibration``)."""
+
+    search = "search"
+    calibration = "calibration"
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
 
@@ -45,6 +53,12 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[JobKind] = mapped_column(
+        SAEnum(JobKind, name="job_kind", native_enum=False, length=16),
+        index=True,
+        default=JobKind.search,
+        server_default=JobKind.search.value,
+    )
     supernet: Mapped[str] = mapped_column(String(200), index=True)
     device: Mapped[str] = mapped_column(String(200), index=True)
     strategy: Mapped[str] = mapped_column(String(100))
@@ -122,3 +136,10 @@ class LatencyPredictorRecord(Base):
     measurements: Mapped[dict[str, Any]] = mapped_column(JSON)
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The calibration job that measured and fitted it (None: fitted before calibrations
+    # were jobs, or its job row is gone).
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", name="fk_latency_predictors_job_id", ondelete="SET NULL"),
+        index=True,
+        nullable=True,
+    )

@@ -1,136 +1,93 @@
-"""Calibration: measure sampled sub-networks on a device, fit a latency predictor, store it.
+"""Calibration: fit and store a device's latency predictor; hand stored ones to searches.
 
-``calibrate`` is the whole job (sample -> measure with the device's real protocol -> fit and
-cross-validate -> store the next version); ``latency_predictor_for`` hands the latest stored
-version of a (supernet, device) pair to a search as ``predict_latency(archs) -> ndarray``.
-
-Live devices are measured with ``hardware_profiles.measure_latency`` (the profile's runtime
-and protocol, one measurement per device at a time, so a calibration and a running job never
-time on the same device at once); recorded devices are looked up in their table, as jobs do.
+A calibration is a job (``JobKind.calibration``, queued by ``POST
+/v1/devices/{id}/calibrations``) on the device's queue, run by a worker of that device like a
+search (``JobRunner._calibrate``: lease, heartbeat, each measurement committed as it
+completes, a resumed job measures only what is missing): it measures the seeded uniform
+sample of ``hardware_profiles.latency_sample`` with ``SubnetEvaluator.measure_latency`` (the
+device's real protocol, one measurement per device at a time; a table lookup on recorded
+devices), then ``fit_predictor`` and ``save_predictor`` store the pair's next version.
+``latency_predictor_for`` hands the latest stored version of a (supernet, device) pair to a
+search as ``predict_latency(archs) -> ndarray``.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import InvalidInput
-from hardware_profiles import HardwareProfile, measure_latency
-from hardware_profiles.configured import device_profile
 from hardware_profiles.latency_features import FloatArray
 from hardware_profiles.latency_predictor import (
-    DEFAULT_KIND,
     ArchEncoder,
     LatencyPredictor,
     fit_latency_predictor,
 )
-from models.base import Arch, Supernet
-from models.recorded import RecordedSupernet
+from models.base import Arch
 from models.registry import get_supernet
 from store import predictors as q
 from store.db import transaction
-from store.tables import LatencyPredictorRecord
+from store.tables import Evaluation, LatencyPredictorRecord
 
-MAX_SAMPLES = 200
 # A stored predictor steers a search only if its own cross-validation says it ranks and
 # scales latencies well enough (benchmarks/latency_prior.py: a predictor with held-out rank
 # correlation below 0 made the screened proposals less feasible than uniform ones).
 PRIOR_MIN_SPEARMAN = 0.8
 PRIOR_MIN_WITHIN_10PCT = 0.5
-# Draws per wanted architecture before giving up on finding new ones (tiny spaces).
-_DRAWS_PER_SAMPLE = 50
 
 
-def calibrate(
-    factory: sessionmaker[Session],
-    supernet_name: str,
-    device_id: str,
-    *,
-    n_samples: int,
-    seed: int,
-    kind: str = DEFAULT_KIND,
-) -> LatencyPredictorRecord:
-    """Measure ``n_samples`` sampled sub-networks on ``device_id``, fit, store a new version."""
-    supernet, profile = get_supernet(supernet_name), device_profile(device_id)
-    check_pair(supernet, profile)
-    started = time.perf_counter()
-    archs = sample_archs(supernet, n_samples, seed)
-    measured = [measure_one(supernet, profile, arch) for arch in archs]
-    encoder = ArchEncoder.from_supernet(supernet)
-    latencies = [m["latency_ms"] for m in measured]
-    predictor = fit_latency_predictor(encoder, archs, latencies, kind=kind, seed=seed)
-    with transaction(factory) as session:
-        return q.add_predictor(
-            session,
-            supernet=supernet_name,
-            device=device_id,
-            payload=predictor.to_payload(),
-            measurements={"subnets": measured},
-            seed=seed,
-            seconds=time.perf_counter() - started,
-        )
-
-
-def check_pair(supernet: Supernet, profile: HardwareProfile) -> None:
-    """Raise ``InvalidInput`` unless ``profile`` can give latencies of ``supernet``."""
-    if profile.kind == "recorded":
-        source = getattr(supernet, "source", None)
-        if source != profile.source:
-            raise InvalidInput(
-                f"device {profile.id!r} is recorded from table {profile.source!r}; supernet "
-                f"{supernet.name!r} has no latencies there",
-                field="supernet",
-            )
-    elif supernet.recorded:
-        raise InvalidInput(
-            f"supernet {supernet.name!r} is recorded (a table): it has no sub-networks to "
-            f"measure on live device {profile.id!r}",
-            field="supernet",
-        )
-
-
-def sample_archs(supernet: Supernet, n: int, seed: int) -> list[Arch]:
-    """``n`` distinct canonical architectures, each gene drawn uniformly (seeded)."""
-    if not 1 <= n <= MAX_SAMPLES:
-        raise InvalidInput(f"n_samples must be in 1..{MAX_SAMPLES}, got {n}", field="n_samples")
-    rng = random.Random(seed)
-    space = supernet.space()
-    found: dict[str, Arch] = {}
-    for _ in range(n * _DRAWS_PER_SAMPLE):
-        arch = supernet.canonical({gene: rng.choice(c) for gene, c in space.items()})
-        found.setdefault(supernet.encode(arch), arch)
-        if len(found) == n:
-            return list(found.values())
-    raise InvalidInput(
-        f"found only {len(found)} distinct architectures of {supernet.name!r}", field="n_samples"
+def fit_predictor(spec: dict[str, Any], measured: Sequence[Evaluation]) -> LatencyPredictor:
+    """Fit the calibration job's predictor kind on its ``measured`` evaluations (in sample
+    order); ``metrics`` of the result is its cross-validated error."""
+    encoder = ArchEncoder.from_supernet(get_supernet(spec["supernet"]))
+    latencies = [e.metrics["latency_ms"] for e in measured]
+    return fit_latency_predictor(
+        encoder,
+        [e.arch for e in measured],
+        latencies,
+        kind=spec["predictor_kind"],
+        seed=spec["seed"],
     )
 
 
-def measure_one(supernet: Supernet, profile: HardwareProfile, arch: Arch) -> dict[str, Any]:
-    """Latency of one sub-network on ``profile``, with its provenance and spread."""
-    subnet_id = supernet.encode(arch)
-    if isinstance(supernet, RecordedSupernet):
-        assert profile.recorded_column is not None and profile.source is not None
-        latency = supernet.recorded_latency(arch, profile.recorded_column, profile.source)
-        if profile.simulated_delay_ms:
-            time.sleep(profile.simulated_delay_ms / 1000.0)  # as SubnetEvaluator does
-        return {"subnet_id": subnet_id, "latency_ms": latency, "provenance": "recorded"}
-    module = supernet.extract(arch)
-    stats = measure_latency(module, supernet.example_input(arch, profile.batch_size), profile)
-    return {
-        "subnet_id": subnet_id,
-        "latency_ms": stats.median_ms,
-        "iqr_ms": stats.iqr_ms,
-        "repeats": stats.repeats,
-        "rel_ci": stats.rel_ci,
-        "provenance": "measured",
-        "runtime": stats.runtime,
-    }
+def save_predictor(
+    session: Session,
+    job_id: str,
+    spec: dict[str, Any],
+    measured: Sequence[Evaluation],
+    predictor: LatencyPredictor,
+    fit_seconds: float,
+) -> LatencyPredictorRecord:
+    """Store ``predictor`` as the pair's next version, with the measurements it was fitted
+    on (sub-network, latency, spread and provenance); ``seconds``: measuring plus fitting."""
+    subnets = [
+        {"subnet_id": e.subnet_id, "latency_ms": e.metrics["latency_ms"],
+         "provenance": "measured", **e.details.get("latency", {})}
+        for e in measured
+    ]  # fmt: skip
+    return q.add_predictor(
+        session,
+        supernet=spec["supernet"],
+        device=spec["device"],
+        payload=predictor.to_payload(),
+        measurements={"subnets": subnets},
+        seed=spec["seed"],
+        seconds=sum(e.seconds for e in measured) + fit_seconds,
+        job_id=job_id,
+    )
+
+
+def summary(record: LatencyPredictorRecord) -> str:
+    """One line on a stored predictor for its job's message."""
+    m = record.metrics
+    method = m.get("method", "held-out")
+    return (
+        f"latency predictor v{record.version} ({record.kind}) of {record.supernet} on "
+        f"{record.device} stored: {m.get('within_10pct', 0.0):.0%} of {method} predictions "
+        f"within 10 %, Spearman {m.get('spearman', 0.0):.3f}"
+    )
 
 
 def trusted_as_prior(metrics: dict[str, Any]) -> bool:

@@ -36,7 +36,22 @@ class SubnetEvaluator:
             return self._look_up(self.supernet, arch)
         return self._run(arch)
 
-    def _look_up(self, supernet: RecordedSupernet, arch: Arch) -> Measurement:
+    def measure_latency(self, arch: Arch) -> Measurement:
+        """Latency of ``arch`` only (a calibration's measurement): no quality evaluation, the
+        supernet's ``timing_module``; counted complexity alongside, which costs nothing."""
+        if isinstance(self.supernet, RecordedSupernet):
+            return self._look_up(self.supernet, arch, quality=False)
+        started = time.perf_counter()
+        module = self.supernet.timing_module(arch)
+        example = self.supernet.example_input(arch, self.profile.batch_size)
+        latency = measure_latency(module, example, self.profile)
+        metrics = {"latency_ms": latency.median_ms, **self._complexity(arch)}
+        details = {"latency": _json_ready(asdict(latency))}
+        return Measurement(metrics, details, time.perf_counter() - started)
+
+    def _look_up(
+        self, supernet: RecordedSupernet, arch: Arch, *, quality: bool = True
+    ) -> Measurement:
         started = time.perf_counter()
         profile = self.profile
         if profile.recorded_column is None or profile.source is None:
@@ -44,7 +59,7 @@ class SubnetEvaluator:
         latency = supernet.recorded_latency(arch, profile.recorded_column, profile.source)
         if profile.simulated_delay_ms:
             time.sleep(profile.simulated_delay_ms / 1000.0)  # stands in for a remote device
-        metrics = {**supernet.evaluate(arch), "latency_ms": latency}
+        metrics = {**(supernet.evaluate(arch) if quality else {}), "latency_ms": latency}
         details = {
             "latency": {
                 "median_ms": latency,
@@ -58,20 +73,21 @@ class SubnetEvaluator:
 
     def _run(self, arch: Arch) -> Measurement:
         started = time.perf_counter()
-        complexity = self.supernet.complexity(arch)
         module = self.supernet.extract(arch)
         quality = self.supernet.evaluate(arch, module)
         example = self.supernet.example_input(arch, self.profile.batch_size)
         latency = measure_latency(module, example, self.profile)
-        metrics = {
-            **quality,
-            "latency_ms": latency.median_ms,
+        metrics = {**quality, "latency_ms": latency.median_ms, **self._complexity(arch)}
+        details = {"latency": _json_ready(asdict(latency))}
+        return Measurement(metrics, details, time.perf_counter() - started)
+
+    def _complexity(self, arch: Arch) -> dict[str, float]:
+        complexity = self.supernet.complexity(arch)
+        return {
             "macs": float(complexity.macs),
             "params": float(complexity.params),
             "model_size_mb": complexity.params * BYTES_PER_PARAM / 1e6,
         }
-        details = {"latency": _json_ready(asdict(latency))}
-        return Measurement(metrics, details, time.perf_counter() - started)
 
 
 def _json_ready(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The job runner: turns a stored job into an ask/tell search loop over real measurements.
+"""The job runner: turns a stored job into an ask/tell search loop over real measurements
+(or, for a calibration job, the measurements of a uniform sample and the predictor's fit).
 
 The same ``JobRunner.run`` is called by the embedded executor and by the Celery task. Every
 evaluation is committed as it completes and a fresh strategy is rebuilt from the stored
@@ -22,15 +23,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.errors import HwnasError, StorageError
 from core.settings import Settings
 from hardware_profiles.configured import device_profile
+from hardware_profiles.latency_sample import sample_archs
 from models.metrics import device_independent
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
 from store import jobs as q
 from store.db import one_statement_writing, transaction
 from store.front import constraints_of, front_of_metrics, summarise_front
-from store.tables import Evaluation, Job, JobStatus
+from store.tables import Evaluation, Job, JobKind, JobStatus
 
-from .calibration import PredictedLatency, latency_predictor_for
+from .calibration import (
+    PredictedLatency,
+    fit_predictor,
+    latency_predictor_for,
+    save_predictor,
+    summary,
+)
 from .evaluator import Measurement, SubnetEvaluator
 
 log = logging.getLogger(__name__)
@@ -205,8 +213,10 @@ class JobRunner:
             thread.join()
 
     def _loop(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
+        bodies = {JobKind.search: self._search, JobKind.calibration: self._calibrate}
+        body = bodies[JobKind(spec.get("kind", JobKind.search))]
         with self._heartbeat(job_id):
-            return self._search(job_id, spec, clock)
+            return body(job_id, spec, clock)
 
     def _search(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
         stored = self._db(lambda s: q.list_evaluations(s, job_id)[0])
@@ -240,6 +250,42 @@ class JobRunner:
         if lease != "held":
             return self._cancelled_or_lost(job_id, clock, lease == "cancel")
         return self._finish(job_id, plan, clock)
+
+    def _calibrate(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
+        """Measure the calibration's uniform sample (each measurement committed as it
+        completes; a resumed job measures only what is missing), then fit the predictor and
+        store it with the job's end, in one transaction, while the job is still ours."""
+        supernet = get_supernet(spec["supernet"])
+        evaluator = SubnetEvaluator(supernet, device_profile(spec["device"]))
+        sample = sample_archs(supernet, spec["budget"]["evaluations"], spec["seed"])
+        stored = {e.subnet_id for e in self._db(lambda s: q.list_evaluations(s, job_id)[0])}
+        done = len(stored)
+        lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
+        for arch in (a for a in sample if supernet.encode(a) not in stored):
+            if lease != "held":
+                break
+            if self.stop.is_set():
+                self._requeue(job_id, clock)
+                return None
+            measurement = evaluator.measure_latency(arch)
+            lease = self._store(job_id, done, supernet.encode(arch), arch, measurement)
+            if lease != "lost":
+                done += 1
+        if lease != "held":
+            return self._cancelled_or_lost(job_id, clock, lease == "cancel")
+        measured = self._db(lambda s: q.list_evaluations(s, job_id)[0])
+        started = time.perf_counter()
+        predictor = fit_predictor(spec, measured)
+        fit_seconds = time.perf_counter() - started
+
+        def finish(session: Session) -> JobStatus | None:
+            if _lease_of(q.get_job(session, job_id, lock=True), self.worker_id) == "lost":
+                return None  # taken over meanwhile: its new runner stores the predictor
+            record = save_predictor(session, job_id, spec, measured, predictor, fit_seconds)
+            q.finish_job(session, job_id, JobStatus.succeeded, message=summary(record))
+            return JobStatus.succeeded
+
+        return self._end(job_id, clock, finish)
 
     def _latency_prior(self, job_id: str, spec: dict[str, Any]) -> PredictedLatency | None:
         """The latest latency predictor calibrated for the job's pair, when the job
@@ -361,6 +407,34 @@ class JobRunner:
         canonical = supernet.canonical(arch)
         metrics = [*plan.metrics, measurement.metrics]
         front, hypervolume = front_of_metrics(metrics, plan.objectives, plan.constraints)
+        lease = self._store(
+            job_id,
+            done,
+            supernet.encode(canonical),
+            canonical,
+            measurement,
+            feasible=is_feasible(measurement.metrics, plan.constraints),
+            front_size=len(front),
+            hypervolume=hypervolume,
+        )
+        if lease != "lost":
+            plan.metrics.append(measurement.metrics)
+        return lease
+
+    def _store(
+        self,
+        job_id: str,
+        done: int,
+        subnet_id: str,
+        arch: dict[str, Any],
+        measurement: Measurement,
+        *,
+        feasible: bool = True,
+        front_size: int = 0,
+        hypervolume: float | None = None,
+    ) -> Lease:
+        """One write (``store.jobs.record_evaluation``) of a canonical ``arch``'s
+        measurement with the job's new progress; the lease as ``_record`` says."""
 
         def record(connection: Session | Connection) -> Lease:
             cancel_requested = q.record_evaluation(
@@ -368,13 +442,13 @@ class JobRunner:
                 job_id,
                 self.worker_id,
                 done=done,
-                subnet_id=supernet.encode(canonical),
-                arch=canonical,
+                subnet_id=subnet_id,
+                arch=arch,
                 metrics=measurement.metrics,
                 details={**measurement.details, "worker": self.worker_id},
-                feasible=is_feasible(measurement.metrics, plan.constraints),
+                feasible=feasible,
                 seconds=measurement.seconds,
-                front_size=len(front),
+                front_size=front_size,
                 hypervolume=hypervolume,
             )
             if cancel_requested is None:
@@ -382,10 +456,7 @@ class JobRunner:
                 return "lost"
             return "cancel" if cancel_requested else "held"
 
-        lease = self._db(record, opener=one_statement_writing)
-        if lease != "lost":
-            plan.metrics.append(measurement.metrics)
-        return lease
+        return self._db(record, opener=one_statement_writing)
 
     def _finish(self, job_id: str, plan: JobPlan, clock: _RunClock) -> JobStatus:
         def finish(session: Session) -> JobStatus:

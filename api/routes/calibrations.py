@@ -1,62 +1,52 @@
-"""Latency-predictor calibrations of a device: run one, list the stored versions.
+"""Latency-predictor calibrations of a device: queue one, list the stored versions.
 
-A calibration runs synchronously inside the POST request, on this process's own device:
-it measures ``n_samples`` sub-networks (for the built-in supernet mostly ``extract``'s
-BatchNorm recalibration: 3 s each seen on the 2-core CPU at load average 6, 15-35 s at load
-10; a table lookup on a recorded device), fits, stores and returns the new version: clients
-must allow a long request. Why not a queued job: the result is one
-small row that the caller wants at once, the run is bounded (``n_samples`` <= 200), and the
-measurements already serialise with running jobs on the device lock. A live device can only
-be calibrated by the process that measures it, i.e. in the embedded mode for a device this
-server serves; in the distributed mode live devices answer 409 (recorded devices, being
-table lookups, can be calibrated anywhere).
+A calibration is a job (kind ``calibration``) on the device's queue, so the process that
+measures is a worker of that device, in the embedded and the distributed mode alike: it
+measures ``n_samples`` sampled sub-networks with the device's protocol, fits the predictor
+and stores the next version (``workers.calibration``). The POST answers 202 with the job at
+once, as ``POST /v1/jobs`` does; the job is polled, cancelled and resumed like a search, and
+the version it stored is listed here with its ``job_id``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import DispatcherDep, FactoryDep, SettingsDep
-from api.presenters import calibration_public
-from api.schemas import CalibrationCreate, CalibrationPublic, CalibrationsPublic
-from core.errors import Conflict, NotFound, UnknownName
+from api.deps import FactoryDep, dispatcher_of, submitter
+from api.presenters import api_base, calibration_public, job_public, json_response
+from api.schemas import CalibrationCreate, CalibrationsPublic, JobPublic
+from core.errors import NotFound, UnknownName
 from hardware_profiles import HardwareProfile
-from hardware_profiles.configured import device_profile
+from hardware_profiles.configured import check_measures, device_profile
+from hardware_profiles.latency_sample import sample_archs
+from models.registry import get_supernet
 from store import predictors as q
 from store.db import transaction
-from workers.calibration import calibrate
+from store.tables import JobKind
 
 router = APIRouter(prefix="/devices", tags=["calibrations"])
+SAMPLING = "uniform"  # a calibration job's strategy: every gene drawn uniformly
 
 
 @router.post(
     "/{device_id}/calibrations",
-    status_code=status.HTTP_201_CREATED,
-    response_model=CalibrationPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
 )
-def create_calibration(
-    device_id: str,
-    body: CalibrationCreate,
-    factory: FactoryDep,
-    settings: SettingsDep,
-    dispatcher: DispatcherDep,
-) -> CalibrationPublic:
-    """Measure sampled sub-networks on the device, fit a predictor, store the next version."""
-    profile = _profile(device_id)
-    here = settings.is_embedded and device_id in dispatcher.served_devices()
-    if profile.kind != "recorded" and not here:
-        raise Conflict(
-            f"device {device_id!r} is not measured by this server (it serves: "
-            f"{', '.join(sorted(dispatcher.served_devices())) or 'none'}"
-            f"{'' if settings.is_embedded else ', through remote workers'}); a live device "
-            "is calibrated by the embedded server that measures it"
-        )
-    record = calibrate(
-        factory, body.supernet, device_id, n_samples=body.n_samples, seed=body.seed, kind=body.kind
-    )
-    return calibration_public(record)
+async def create_calibration(device_id: str, body: CalibrationCreate, request: Request) -> Response:
+    """Queue a calibration job: a worker of the device measures sampled sub-networks, fits
+    a latency predictor and stores it as the pair's next version. Answers 202 with the job;
+    poll ``GET /v1/jobs/{id}``, then find the version by ``?job_id=`` below."""
+    _profile(device_id)
+    spec = await run_in_threadpool(
+        calibration_spec, device_id, body
+    )  # loads the supernet: off the loop
+    message = dispatcher_of(request).waiting_message(device_id)
+    job = await submitter(request).submit(spec, message)
+    return json_response(job_public(job, api_base(request)), status.HTTP_202_ACCEPTED)
 
 
 @router.get("/{device_id}/calibrations", response_model=CalibrationsPublic)
@@ -64,13 +54,35 @@ def read_calibrations(
     device_id: str,
     factory: FactoryDep,
     supernet: Annotated[str | None, Query(description="only this supernet")] = None,
+    job_id: Annotated[str | None, Query(description="only the version this job fitted")] = None,
 ) -> CalibrationsPublic:
     """Stored predictor versions of the device, newest first per supernet."""
     _profile(device_id)
     with transaction(factory) as session:
-        rows = q.list_predictors(session, device_id, supernet)
+        rows = q.list_predictors(session, device_id, supernet, job_id)
     data = [calibration_public(r) for r in rows]
     return CalibrationsPublic(data=data, count=len(data))
+
+
+def calibration_spec(device_id: str, body: CalibrationCreate) -> dict[str, Any]:
+    """The calibration job's stored spec, checked: shaped like a search's where the two
+    share a meaning (``budget.evaluations``: the measurements; no objectives or constraints;
+    never warm-started), plus the predictor kind to fit."""
+    supernet = get_supernet(body.supernet)
+    check_measures(device_id, supernet, field="supernet")
+    sample_archs(supernet, body.n_samples, body.seed)  # a space too small for it fails now
+    return {
+        "kind": JobKind.calibration.value,
+        "supernet": body.supernet,
+        "device": device_id,
+        "strategy": SAMPLING,
+        "seed": body.seed,
+        "budget": {"evaluations": body.n_samples},
+        "objectives": {},
+        "constraints": {},
+        "warm_start": False,
+        "predictor_kind": body.kind,
+    }
 
 
 def _profile(device_id: str) -> HardwareProfile:

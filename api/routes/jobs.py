@@ -1,4 +1,6 @@
-"""Search jobs: submit, poll, list, cancel, read evaluations and the front, export."""
+"""Jobs: submit a search, poll, list, cancel, read evaluations and the front, export.
+
+Calibration jobs (``api.routes.calibrations``) are polled, listed and cancelled here too."""
 
 from __future__ import annotations
 
@@ -19,13 +21,13 @@ from api.presenters import (
     pareto_point,
 )
 from api.schemas import EvaluationsPublic, JobCreate, JobPublic, JobsPublic, ParetoPublic
-from core.errors import InvalidInput
+from core.errors import Conflict, InvalidInput
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet
 from store import jobs as q
 from store.db import reading, transaction
 from store.front import constraints_of, summarise_front
-from store.tables import JobStatus
+from store.tables import JobKind, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 Offset = Annotated[int, Query(ge=0)]
@@ -57,11 +59,14 @@ def read_jobs(
     offset: Offset = 0,
     limit: Limit = 50,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    kind: Annotated[JobKind | None, Query(description="search or calibration")] = None,
 ) -> Response:
     """A page of jobs. On the thread pool: counting and sorting a large table takes long
     enough (~0.1 s for 20,000 jobs) that it must not hold the event loop."""
     with reading(factory) as connection:
-        rows, total = q.list_jobs(connection, offset=offset, limit=limit, status=status_filter)
+        rows, total = q.list_jobs(
+            connection, offset=offset, limit=limit, status=status_filter, kind=kind
+        )
     base = api_base(request)
     data = [job_public(j, base) for j in rows]
     return json_response(JobsPublic(data=data, count=total, offset=offset, limit=limit))
@@ -104,6 +109,11 @@ def read_pareto(job_id: str, factory: FactoryDep, request: Request) -> Response:
     """Non-dominated measured points that satisfy the constraints (final once succeeded)."""
     with transaction(factory) as session:
         job = q.read_job(session, job_id)
+        if job.kind == JobKind.calibration:
+            raise Conflict(
+                f"job {job_id!r} is a calibration: it has no Pareto front; the predictor it "
+                f"fitted is listed at /v1/devices/{job.device}/calibrations?job_id={job_id}"
+            )
         if job.status == JobStatus.succeeded:
             rows, _ = q.list_evaluations(session, job_id, front_only=True)
         else:

@@ -1,7 +1,9 @@
-"""Device calibrations through the service: fit, store versions, list them, reuse the latest."""
+"""Device calibrations through the service: a job on the device's queue that measures a
+uniform sample, fits, stores a version naming the job; listed, filtered, reused."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,28 +16,63 @@ from models.registry import get_supernet
 from workers.calibration import latency_predictor_for
 
 from ..conftest import embedded_settings
+from .helpers import job_spec, wait_for
 
-RECORDED = "/v1/devices/nb201-1080ti-1/calibrations"
+DEVICE = "nb201-1080ti-1"
+RECORDED = f"/v1/devices/{DEVICE}/calibrations"
 METRICS = {"n", "within_10pct", "spearman", "mape", "method"}
 
 
-def test_a_recorded_device_is_calibrated_versioned_and_reused(client: TestClient) -> None:
+@pytest.fixture
+def recorded_client(tmp_path: Path) -> Iterator[TestClient]:
+    """An embedded server whose in-process worker serves the recorded device."""
+    with TestClient(create_app(embedded_settings(tmp_path, embedded_devices=DEVICE))) as client:
+        yield client
+
+
+def _calibrate(client: TestClient, url: str, body: dict[str, object]) -> dict[str, object]:
+    """POST a calibration, wait for its job to succeed, return the version it stored."""
+    response = client.post(url, json=body)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["kind"] == "calibration" and job["strategy"] == "uniform"
+    assert job["progress"]["budget"] == body["n_samples"] and job["objectives"] == {}
+    job = wait_for(client, job["id"], until={"succeeded"}, timeout_s=120)
+    listed = client.get(url, params={"job_id": job["id"]}).json()["data"]
+    assert len(listed) == 1 and listed[0]["job_id"] == job["id"]
+    assert f"latency predictor v{listed[0]['version']} " in job["message"]
+    return listed[0]
+
+
+def test_a_recorded_device_is_calibrated_by_a_job_versioned_and_reused(
+    recorded_client: TestClient,
+) -> None:
+    client = recorded_client
     body = {"supernet": "nb201-cifar10", "n_samples": 30, "seed": 1}
-    first = client.post(RECORDED, json=body)
-    assert first.status_code == 201, first.text
-    created = first.json()
+    created = _calibrate(client, RECORDED, body)
     assert created["version"] == 1 and created["n_measurements"] == 30
     assert created["latency_source"] == "recorded" and created["kind"] == "scaled-lut"
     assert set(created["metrics"]) == METRICS and created["metrics"]["n"] == 30
-    second = client.post(RECORDED, json={**body, "n_samples": 40, "kind": "ridge"}).json()
+    second = _calibrate(client, RECORDED, {**body, "n_samples": 40, "kind": "ridge"})
     assert second["version"] == 2 and second["kind"] == "ridge"
+
+    # The job's evaluations are the sample's latencies, each sub-network once.
+    evaluations = client.get(f"/v1/jobs/{created['job_id']}/evaluations").json()["data"]
+    assert len({e["subnet_id"] for e in evaluations}) == 30
+    assert all(set(e["metrics"]) == {"latency_ms"} for e in evaluations)
+    assert {e["details"]["latency"]["provenance"] for e in evaluations} == {"recorded"}
+    pareto = client.get(f"/v1/jobs/{created['job_id']}/pareto")
+    assert pareto.status_code == 409 and "calibration" in pareto.json()["detail"]
+    kinds = {j["id"]: j["kind"] for j in client.get("/v1/jobs").json()["data"]}
+    assert set(kinds.values()) == {"calibration"} and len(kinds) == 2
+    assert client.get("/v1/jobs", params={"kind": "search"}).json()["count"] == 0
 
     listed = client.get(RECORDED, params={"supernet": "nb201-cifar10"}).json()
     assert listed["count"] == 2 and [c["version"] for c in listed["data"]] == [2, 1]
     assert client.get(RECORDED, params={"supernet": "fmnist-ofa-cnn"}).json()["count"] == 0
 
     factory = client.app.state.session_factory  # type: ignore[attr-defined]
-    predicted = latency_predictor_for(factory, "nb201-cifar10", "nb201-1080ti-1")
+    predicted = latency_predictor_for(factory, "nb201-cifar10", DEVICE)
     assert predicted is not None and predicted.version == 2
     assert predicted.provenance["provenance"] == "predicted"
     supernet = get_supernet("nb201-cifar10")
@@ -43,6 +80,12 @@ def test_a_recorded_device_is_calibrated_versioned_and_reused(client: TestClient
     latency = predicted(archs)
     assert isinstance(latency, np.ndarray) and latency.shape == (5,) and np.all(latency > 0)
     assert latency_predictor_for(factory, "nb201-cifar10", "nb201-pixel3") is None
+
+    # A search on the same pair is not warm-started from the calibrations' measurements
+    # (latency only: a search that needs accuracy cannot use them).
+    search = job_spec(supernet="nb201-cifar10", device=DEVICE, constraints={}, strategy="random")
+    job = wait_for(client, client.post("/v1/jobs", json=search).json()["id"], until={"succeeded"})
+    assert job["progress"]["evaluations_reused"] == 0 and job["kind"] == "search"
 
 
 def test_bad_calibration_requests_say_what_is_wrong(client: TestClient) -> None:
@@ -52,14 +95,23 @@ def test_bad_calibration_requests_say_what_is_wrong(client: TestClient) -> None:
     too_many = client.post(RECORDED, json={**body, "n_samples": 500})
     assert too_many.status_code == 422 and "n_samples" in too_many.json()["message"]
     no_supernet = client.post(RECORDED, json={**body, "supernet": "nope"})
-    assert no_supernet.status_code == 422 and no_supernet.json()["field"] == "supernet"
+    assert no_supernet.status_code == 422 and "supernet" in no_supernet.json()["message"]
     mixed = client.post(RECORDED, json={**body, "supernet": "fmnist-ofa-cnn"})
-    assert mixed.status_code == 422 and "recorded" in mixed.json()["detail"]
+    assert mixed.status_code == 422 and mixed.json()["field"] == "supernet"
+    assert "cannot evaluate the trained supernet" in mixed.json()["detail"]
     kind = client.post(RECORDED, json={**body, "kind": "oracle"})
-    assert kind.status_code == 422 and kind.json()["field"] == "kind"
-    # This server serves cpu-1t only (conftest): it cannot measure cpu-ort for a calibration.
-    elsewhere = client.post("/v1/devices/cpu-ort/calibrations", json={"supernet": "fmnist-ofa-cnn"})
-    assert elsewhere.status_code == 409 and "cpu-1t" in elsewhere.json()["detail"]
+    assert kind.status_code == 422 and "predictor kind" in kind.json()["message"]
+    assert client.get("/v1/jobs").json()["count"] == 0  # nothing was queued
+
+
+def test_a_calibration_for_a_device_nobody_serves_waits_and_says_why(client: TestClient) -> None:
+    # This server serves cpu-1t only (conftest): a cpu-ort calibration waits for a worker.
+    response = client.post("/v1/devices/cpu-ort/calibrations", json={"supernet": "fmnist-ofa-cnn"})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "queued" and "no live worker serves device 'cpu-ort'" in job["message"]
+    cancelled = client.post(f"/v1/jobs/{job['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled"
 
 
 def test_a_live_device_is_calibrated_with_real_measurements(
@@ -78,13 +130,15 @@ def test_a_live_device_is_calibrated_with_real_measurements(
     try:
         settings = embedded_settings(tmp_path, embedded_devices="cpu-quick")
         with TestClient(create_app(settings)) as client:
+            url = "/v1/devices/cpu-quick/calibrations"
             body = {"supernet": "fmnist-ofa-cnn", "n_samples": 5, "seed": 3}
-            response = client.post("/v1/devices/cpu-quick/calibrations", json=body)
-            assert response.status_code == 201, response.text
-            created = response.json()
+            created = _calibrate(client, url, body)
             assert created["latency_source"] == "measured" and created["n_measurements"] == 5
             assert created["metrics"]["method"] == "leave-one-out"
-            listed = client.get("/v1/devices/cpu-quick/calibrations").json()
-            assert [c["id"] for c in listed["data"]] == [created["id"]]
+            assert [c["id"] for c in client.get(url).json()["data"]] == [created["id"]]
+            evaluations = client.get(f"/v1/jobs/{created['job_id']}/evaluations").json()["data"]
+            assert {"latency_ms", "macs", "params"} <= set(evaluations[0]["metrics"])
+            assert "accuracy" not in evaluations[0]["metrics"]  # latency only: not evaluated
+            assert all(e["details"]["latency"]["repeats"] >= 3 for e in evaluations)
     finally:
         get_settings.cache_clear()

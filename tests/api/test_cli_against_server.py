@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -116,6 +117,19 @@ def test_submit_wait_download(server: str, tmp_path: Path) -> None:
     )
     assert downloaded.returncode == 0, downloaded.stderr
     onnx.checker.check_model(onnx.load(str(target)))
+
+
+def test_calibrate_follows_the_job_and_prints_the_stored_version(server: str) -> None:
+    done = hwnas(server, "calibrate", "cpu-1t", "--samples", "5", "--seed", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    stored = json.loads(done.stdout)
+    assert (stored["device"], stored["version"], stored["n_measurements"]) == ("cpu-1t", 1, 5)
+    assert stored["kind"] == "scaled-lut" and stored["job_id"]
+    queued = hwnas(server, "calibrate", "cpu-ort", "--no-wait")  # nobody serves cpu-ort
+    job = httpx.get(f"{server}/v1/jobs/{queued.stdout.strip()}").json()
+    assert job["kind"] == "calibration" and job["status"] == "queued"
+    refused = hwnas(server, "calibrate", "cpu-1t", "--kind", "oracle")
+    assert refused.returncode == 2 and "predictor kind" in refused.stderr
 
 
 def test_wait_exits_non_zero_for_a_job_that_did_not_succeed(server: str) -> None:

@@ -110,6 +110,21 @@ def test_extracted_subnets_match_the_supernet_and_their_counts(name: str) -> Non
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_the_timing_module_runs_what_extract_gives(name: str) -> None:
+    """What calibrations time (``timing_module``) has the extracted sub-network's layers,
+    parameter shapes and output shape, ready to run (eval mode)."""
+    net = with_weights(name)
+    for arch in sample_archs(net, seed=2)[:2]:
+        timed, extracted = net.timing_module(arch), net.extract(arch)
+        assert not timed.training
+        assert [type(m) for m in timed.modules()] == [type(m) for m in extracted.modules()]
+        assert [p.shape for p in timed.parameters()] == [p.shape for p in extracted.parameters()]
+        x = net.example_input(arch, 1)
+        with torch.no_grad():
+            assert timed(x).shape == extracted(x).shape
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_onnx_export_runs_under_onnxruntime_with_equal_outputs(name: str, tmp_path: Path) -> None:
     net = with_weights(name)
     for i, arch in enumerate(sample_archs(net, seed=1)):

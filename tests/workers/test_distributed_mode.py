@@ -52,7 +52,9 @@ def _assert_complete(client: TestClient, job: dict[str, Any], budget: int) -> li
     return evaluations
 
 
-def test_http_to_celery_worker_to_postgres_to_export(stack: dict[str, Any]) -> None:
+def test_http_to_celery_worker_to_postgres_to_export_and_calibration(
+    stack: dict[str, Any],
+) -> None:
     client = stack["client"]
     with workers(stack["env"], stack["tmp"]):
         job = client.post("/v1/jobs", json=job_spec(budget={"evaluations": 4})).json()
@@ -64,6 +66,16 @@ def test_http_to_celery_worker_to_postgres_to_export(stack: dict[str, Any]) -> N
         assert exported.status_code == 200 and exported.content[:2] != b""
         devices = _served_when_seen(client, "cpu-1t")
         assert devices["cpu-1t"] is True and devices["cpu-all"] is False
+
+        # A calibration of the live device is a job the device's worker measures.
+        url = "/v1/devices/cpu-1t/calibrations"
+        calibration = client.post(url, json={"supernet": "fmnist-ofa-cnn", "n_samples": 5})
+        assert calibration.status_code == 202, calibration.text
+        calibration = wait_for(client, calibration.json()["id"], timeout_s=180)
+        measured = _assert_complete(client, calibration, 5)
+        assert all(e["details"]["worker"].startswith("celery-") for e in measured)
+        (stored,) = client.get(url, params={"job_id": calibration["id"]}).json()["data"]
+        assert stored["latency_source"] == "measured" and stored["n_measurements"] == 5
 
 
 def _served_when_seen(client: TestClient, device: str, timeout_s: float = 20) -> dict:

@@ -52,7 +52,8 @@ def test_initial_proposals_use_the_stored_latency_predictor(tmp_path: Path) -> N
             f"/v1/devices/{DEVICE}/calibrations",
             json={"supernet": "nb201-cifar10", "n_samples": 50, "seed": 0},
         )
-        assert calibration.status_code == 201, calibration.text
+        assert calibration.status_code == 202, calibration.text
+        wait_for(client, calibration.json()["id"], until={"succeeded"})
         after = [wait_for(client, client.post("/v1/jobs", json=_spec(limit, s)).json()["id"])
                  for s in seeds]  # fmt: skip
         n_initial = 4

@@ -1,0 +1,86 @@
+"""A calibration job run by the job runner: stopped part-way it goes back to the queue,
+and resumed by another worker it measures only what is missing of the same sample, then
+stores one predictor version naming the job."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from api.routes.calibrations import calibration_spec
+from api.schemas import CalibrationCreate
+from hardware_profiles.latency_sample import sample_archs
+from models.registry import get_supernet
+from store import jobs as q
+from store import predictors as p
+from store.db import make_engine, make_session_factory, transaction, upgrade
+from store.tables import JobKind, JobStatus
+from workers.evaluator import Measurement, SubnetEvaluator
+from workers.runner import JobRunner
+
+from ..conftest import embedded_settings
+
+DEVICE, N = "nb201-pixel3", 12
+
+
+def test_a_stopped_calibration_resumes_without_measuring_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    body = CalibrationCreate(supernet="nb201-cifar10", n_samples=N, seed=4)
+    spec = calibration_spec(DEVICE, body)
+    with transaction(factory) as session:
+        (row,) = q.create_jobs(session, [(spec, None)])
+    assert row.kind == JobKind.calibration
+
+    measured: list[str] = []
+    stop = threading.Event()
+    original = SubnetEvaluator.measure_latency
+
+    def counting(self: SubnetEvaluator, arch: dict[str, object]) -> Measurement:
+        measured.append(self.supernet.encode(arch))
+        if len(measured) == 5:
+            stop.set()  # the first worker shuts down after its 5th measurement
+        return original(self, arch)
+
+    monkeypatch.setattr(SubnetEvaluator, "measure_latency", counting)
+    assert JobRunner(factory, settings, "worker-1", stop=stop).run(row.id) is None
+    with transaction(factory) as session:
+        job = q.get_job(session, row.id)
+        assert (job.status, job.evaluations_done) == (JobStatus.queued, 5)
+        assert p.list_predictors(session, DEVICE) == []
+
+    assert JobRunner(factory, settings, "worker-2").run(row.id) == JobStatus.succeeded
+    supernet = get_supernet("nb201-cifar10")
+    sample = [supernet.encode(a) for a in sample_archs(supernet, N, 4)]
+    assert measured == sample  # the seeded sample, in order, each sub-network once
+    with transaction(factory) as session:
+        evaluations, total = q.list_evaluations(session, row.id)
+        assert total == N and [e.subnet_id for e in evaluations] == sample
+        assert [e.details["worker"] for e in evaluations] == ["worker-1"] * 5 + ["worker-2"] * 7
+        (record,) = p.list_predictors(session, DEVICE)
+        assert (record.job_id, record.version, record.n_measurements) == (row.id, 1, N)
+        assert [s["subnet_id"] for s in record.measurements["subnets"]] == sample
+        job = q.get_job(session, row.id)
+        assert job.status == JobStatus.succeeded and job.attempts == 2
+        assert job.message.startswith("latency predictor v1 (scaled-lut) of nb201-cifar10")
+
+
+def test_a_calibration_whose_fit_fails_fails_with_the_reason(tmp_path: Path) -> None:
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    # Fewer measurements than the predictor's cross-validation needs: refused at the fit.
+    spec = {**calibration_spec(DEVICE, CalibrationCreate(supernet="nb201-cifar10")),
+            "budget": {"evaluations": 2}}  # fmt: skip
+    with transaction(factory) as session:
+        (row,) = q.create_jobs(session, [(spec, None)])
+    assert JobRunner(factory, settings, "worker-1").run(row.id) == JobStatus.failed
+    with transaction(factory) as session:
+        job = q.get_job(session, row.id)
+        assert job.evaluations_done == 2 and "need >=" in (job.error or "")
+        assert p.list_predictors(session, DEVICE) == []
