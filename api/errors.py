@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,6 +20,8 @@ from core.errors import (
     StorageError,
     Unauthenticated,
 )
+
+log = logging.getLogger(__name__)
 
 STATUS_OF: dict[type[HwnasError], int] = {
     InvalidInput: 422,
@@ -47,7 +52,7 @@ def error_response(exc: HwnasError, headers: dict[str, str] | None = None) -> JS
     outside FastAPI's exception handlers). Every JSON error answer has ``message`` (what a
     person reads, naming the field where one is at fault), like the 422s of request
     validation and the framework's 404/405 below; ``detail`` and ``error`` (the exception's
-    class) are there too. An unhandled exception is a plain-text 500."""
+    class) are there too; so does a 500 of an unhandled exception (``_unhandled``)."""
     detail = str(exc)
     body: dict[str, object] = {"detail": detail, "error": type(exc).__name__, "message": detail}
     if isinstance(exc, InvalidInput) and exc.field:
@@ -76,7 +81,20 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    """A bug, not the client's fault: 500 in the same JSON shape, with a reference to find
+    the traceback in the server's log; the exception's own text (which may hold internals)
+    is not sent. Starlette calls this from its outermost middleware and re-raises after."""
+    reference = uuid.uuid4().hex[:12]
+    log.error("unhandled error %s in %s %s", reference, request.method, request.url.path,
+              exc_info=exc)  # fmt: skip
+    message = f"internal server error (reference {reference} in the server's log)"
+    body = {"detail": message, "error": "InternalServerError", "message": message}
+    return JSONResponse(body, status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(HwnasError, _hwnas_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unhandled)

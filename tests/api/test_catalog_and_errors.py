@@ -7,7 +7,9 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from api.schemas import JobCreate
+from core.settings import Settings
 
 from .helpers import job_spec
 
@@ -170,3 +172,22 @@ def test_a_body_that_is_not_utf8_json_is_422_not_a_server_error(client: TestClie
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 422 and "Invalid JSON" in response.json()["message"]
+
+
+def test_an_unhandled_error_is_a_json_500_with_a_reference_in_the_log(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings)
+
+    def broken() -> None:
+        raise RuntimeError("secret internals: password=hunter2")
+
+    app.add_api_route("/v1/broken", broken)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/v1/broken")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error"] == "InternalServerError" and "hunter2" not in response.text
+    reference = body["message"].split("reference ")[1].split(" ")[0]
+    logged = [r for r in caplog.records if reference in r.getMessage()]
+    assert logged and "hunter2" in str(logged[0].exc_info[1])  # type: ignore[index]
