@@ -103,4 +103,5 @@ def _progress_line(job: dict[str, Any]) -> str:
     bar = "#" * filled + "-" * (width - filled)
     hv = f" hv {p['hypervolume']:.3f}" if p.get("hypervolume") is not None else ""
     front = "" if job.get("kind") == "calibration" else f"front {p['front_size']}{hv}"
-    return f"[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} {front}   "
+    waiting = f" ({job['message']})" if job["status"] == "queued" and job.get("message") else ""
+    return f"[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} {front}{waiting}   "

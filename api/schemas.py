@@ -17,7 +17,7 @@ from pydantic import (
 from core.errors import UnknownName
 from core.settings import get_settings
 from hardware_profiles.configured import check_measures, device_profiles
-from hardware_profiles.latency_predictor import DEFAULT_KIND, PREDICTOR_KINDS
+from hardware_profiles.latency_predictor import DEFAULT_KIND, MIN_MEASUREMENTS, PREDICTOR_KINDS
 from hardware_profiles.latency_sample import MAX_SAMPLES
 from models.metrics import metrics_of
 from models.registry import get_supernet, list_supernets, takes_validation_data
@@ -266,8 +266,12 @@ class DevicePublic(BaseModel):
 class CalibrationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     supernet: str = Field(description="registered supernet id, e.g. fmnist-ofa-cnn")
-    n_samples: int = Field(50, ge=5, le=MAX_SAMPLES, description="sub-networks to measure")
-    seed: int = Field(0, ge=0, description="seeds the sample and the cross-validation folds")
+    n_samples: int = Field(
+        50, ge=MIN_MEASUREMENTS, le=MAX_SAMPLES, description="sub-networks to measure"
+    )
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="seeds the sample and the cross-validation folds"
+    )
     kind: str = Field(DEFAULT_KIND, description=f"predictor kind: {', '.join(PREDICTOR_KINDS)}")
 
     @field_validator("supernet")

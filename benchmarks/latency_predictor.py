@@ -34,23 +34,13 @@ from hardware_profiles.latency_predictor import (
     fit_latency_predictor,
     validation_metrics,
 )
+from hardware_profiles.latency_sample import sample_archs
 from hardware_profiles.runners import device_lock, prepare, resolved_threads
 from models.registry import get_supernet
 
 SUPERNET = "fmnist-ofa-cnn"
 TRAIN_SIZES = (10, 20, 50)
 NOISE_REPEATS = 30
-
-
-def sample_archs(supernet: Any, n: int, seed: int) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    space, seen, archs = supernet.space(), set(), []
-    while len(archs) < n:
-        arch = supernet.canonical({g: rng.choice(c) for g, c in space.items()})
-        if supernet.encode(arch) not in seen:
-            seen.add(supernet.encode(arch))
-            archs.append(arch)
-    return archs
 
 
 def measure_one(module: Any, example: Any, profile: Any, clock: str) -> float:

@@ -141,5 +141,6 @@ class LatencyPredictorRecord(Base):
     job_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", name="fk_latency_predictors_job_id", ondelete="SET NULL"),
         index=True,
+        unique=True,  # one version per calibration job
         nullable=True,
     )

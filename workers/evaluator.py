@@ -42,10 +42,11 @@ class SubnetEvaluator:
         if isinstance(self.supernet, RecordedSupernet):
             return self._look_up(self.supernet, arch, quality=False)
         started = time.perf_counter()
+        complexity = self._complexity(arch)
         module = self.supernet.timing_module(arch)
         example = self.supernet.example_input(arch, self.profile.batch_size)
         latency = measure_latency(module, example, self.profile)
-        metrics = {"latency_ms": latency.median_ms, **self._complexity(arch)}
+        metrics = {"latency_ms": latency.median_ms, **complexity}
         details = {"latency": _json_ready(asdict(latency))}
         return Measurement(metrics, details, time.perf_counter() - started)
 
@@ -73,11 +74,12 @@ class SubnetEvaluator:
 
     def _run(self, arch: Arch) -> Measurement:
         started = time.perf_counter()
+        complexity = self._complexity(arch)  # first: an invalid architecture fails at once
         module = self.supernet.extract(arch)
         quality = self.supernet.evaluate(arch, module)
         example = self.supernet.example_input(arch, self.profile.batch_size)
         latency = measure_latency(module, example, self.profile)
-        metrics = {**quality, "latency_ms": latency.median_ms, **self._complexity(arch)}
+        metrics = {**quality, "latency_ms": latency.median_ms, **complexity}
         details = {"latency": _json_ready(asdict(latency))}
         return Measurement(metrics, details, time.perf_counter() - started)
 

@@ -158,18 +158,20 @@ class JobRunner:
         except Exception as exc:  # the job fails visibly; the worker lives on
             log.exception("job %s failed", job_id)
             reason = str(exc) if isinstance(exc, HwnasError) else _short_traceback(exc)
-            self._end(
-                job_id,
-                clock,
-                lambda s: q.finish_job(
-                    s,
+
+            def fail(session: Session) -> JobStatus | None:
+                if _lease_of(q.get_job(session, job_id, lock=True), self.worker_id) == "lost":
+                    return None  # another worker runs it now: not this run's to end
+                q.finish_job(
+                    session,
                     job_id,
                     JobStatus.failed,
                     error=reason,
                     message=f"failed: {reason.splitlines()[-1]}",
-                ),
-            )
-            return JobStatus.failed
+                )
+                return JobStatus.failed
+
+            return self._end(job_id, clock, fail)
         finally:
             if not clock.booked:  # lease lost, or the database gone: book what ran
                 self._db(lambda s: _add_run_seconds(s, job_id, clock.elapsed()))
@@ -279,8 +281,18 @@ class JobRunner:
         fit_seconds = time.perf_counter() - started
 
         def finish(session: Session) -> JobStatus | None:
-            if _lease_of(q.get_job(session, job_id, lock=True), self.worker_id) == "lost":
+            lease = _lease_of(q.get_job(session, job_id, lock=True), self.worker_id)
+            if lease == "lost":
                 return None  # taken over meanwhile: its new runner stores the predictor
+            if lease == "cancel":  # asked while fitting: the user's word wins, nothing stored
+                q.finish_job(
+                    session,
+                    job_id,
+                    JobStatus.cancelled,
+                    message=f"cancelled after {len(measured)} measurements, before storing "
+                    "the predictor",
+                )
+                return JobStatus.cancelled
             record = save_predictor(session, job_id, spec, measured, predictor, fit_seconds)
             q.finish_job(session, job_id, JobStatus.succeeded, message=summary(record))
             return JobStatus.succeeded

@@ -26,7 +26,8 @@ def upgrade() -> None:
         batch.create_index(batch.f('ix_jobs_kind'), ['kind'], unique=False)
     with op.batch_alter_table('latency_predictors') as batch:
         batch.add_column(sa.Column('job_id', sa.String(length=32), nullable=True))
-        batch.create_index(batch.f('ix_latency_predictors_job_id'), ['job_id'], unique=False)
+        # unique: a calibration job stores one version (NULLs, the older rows, stay distinct)
+        batch.create_index(batch.f('ix_latency_predictors_job_id'), ['job_id'], unique=True)
         batch.create_foreign_key(
             'fk_latency_predictors_job_id', 'jobs', ['job_id'], ['id'], ondelete='SET NULL'
         )
@@ -37,6 +38,12 @@ def downgrade() -> None:
         batch.drop_constraint('fk_latency_predictors_job_id', type_='foreignkey')
         batch.drop_index(batch.f('ix_latency_predictors_job_id'))
         batch.drop_column('job_id')
+    # The code before this revision would take calibration jobs for searches (and fail
+    # them): they go, with their measurements; the predictors they stored stay.
+    op.execute(
+        "DELETE FROM evaluations WHERE job_id IN (SELECT id FROM jobs WHERE kind = 'calibration')"
+    )
+    op.execute("DELETE FROM jobs WHERE kind = 'calibration'")
     with op.batch_alter_table('jobs') as batch:
         batch.drop_index(batch.f('ix_jobs_kind'))
         batch.drop_column('kind')

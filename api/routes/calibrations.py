@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
+from api.bodies import json_body, json_body_doc
 from api.deps import FactoryDep, dispatcher_of, submitter
 from api.presenters import api_base, calibration_public, job_public, json_response
 from api.schemas import CalibrationCreate, CalibrationsPublic, JobPublic
@@ -35,15 +36,16 @@ SAMPLING = "uniform"  # a calibration job's strategy: every gene drawn uniformly
     "/{device_id}/calibrations",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
+    openapi_extra=json_body_doc(CalibrationCreate),
 )
-async def create_calibration(device_id: str, body: CalibrationCreate, request: Request) -> Response:
+async def create_calibration(device_id: str, request: Request) -> Response:
     """Queue a calibration job: a worker of the device measures sampled sub-networks, fits
     a latency predictor and stores it as the pair's next version. Answers 202 with the job;
     poll ``GET /v1/jobs/{id}``, then find the version by ``?job_id=`` below."""
     _profile(device_id)
-    spec = await run_in_threadpool(
-        calibration_spec, device_id, body
-    )  # loads the supernet: off the loop
+    body = await json_body(request, CalibrationCreate)  # read as POST /v1/jobs reads its body
+    # Off the event loop: the first use of a supernet loads it.
+    spec = await run_in_threadpool(calibration_spec, device_id, body)
     message = dispatcher_of(request).waiting_message(device_id)
     job = await submitter(request).submit(spec, message)
     return json_response(job_public(job, api_base(request)), status.HTTP_202_ACCEPTED)

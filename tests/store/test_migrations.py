@@ -7,12 +7,20 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from alembic import command
 from core.errors import ServiceUnavailable
-from store.db import alembic_config, check_migrated, make_engine, upgrade
-from store.tables import Base
+from store import jobs
+from store.db import (
+    alembic_config,
+    check_migrated,
+    make_engine,
+    make_session_factory,
+    transaction,
+    upgrade,
+)
+from store.tables import Base, Evaluation
 
 from .backends import database_url
 
@@ -46,3 +54,37 @@ def test_the_migrated_schema_is_the_one_the_tables_declare(backend: str, tmp_pat
             differences = compare_metadata(context, Base.metadata)
         engine.dispose()
     assert differences == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_downgrading_below_calibration_jobs_removes_them_and_keeps_searches(
+    backend: str, tmp_path: Path
+) -> None:
+    with database_url(backend, tmp_path) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        search = {
+            "supernet": "nb201-cifar10",
+            "device": "nb201-pixel3",
+            "strategy": "random",
+            "seed": 0,
+            "budget": {"evaluations": 5},
+            "objectives": {"accuracy": "max"},
+        }
+        calibration = {**search, "kind": "calibration", "strategy": "uniform", "objectives": {}}
+        with transaction(factory) as session:
+            kept, gone = jobs.create_jobs(session, [(search, None), (calibration, None)])
+        for job_id in (kept.id, gone.id):
+            with engine.begin() as connection:
+                connection.execute(
+                    Evaluation.__table__.insert(),  # type: ignore[attr-defined]
+                    {"job_id": job_id, "seq": 0, "subnet_id": "a", "arch": {}, "metrics": {},
+                     "details": {}, "feasible": True, "on_front": False, "seconds": 0.0},
+                )  # fmt: skip
+        command.downgrade(alembic_config(url), "0004")
+        with engine.connect() as connection:
+            ids = [row[0] for row in connection.execute(text("SELECT id FROM jobs"))]
+            owners = [row[0] for row in connection.execute(text("SELECT job_id FROM evaluations"))]
+        assert ids == [kept.id] and owners == [kept.id]
+        engine.dispose()

@@ -10,6 +10,7 @@ from sqlalchemy import inspect
 
 from alembic import command
 from core.errors import NotFound, StorageError
+from store import jobs
 from store import predictors as q
 from store.db import alembic_config, make_engine, make_session_factory, transaction, upgrade
 from store.tables import LatencyPredictorRecord
@@ -92,3 +93,38 @@ def test_migration_0002_adds_and_removes_the_table(backend: str, tmp_path: Path)
         tables = set(inspect(engine).get_table_names())
         assert "latency_predictors" not in tables and {"jobs", "evaluations"} <= tables
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_calibration_job_stores_at_most_one_version(backend: str, tmp_path: Path) -> None:
+    with database_url(backend, tmp_path) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        with transaction(factory) as session:
+            (job,) = jobs.create_jobs(session, [(calibration_job_spec(), None)])
+
+        def by_job() -> LatencyPredictorRecord:
+            with transaction(factory) as session:
+                return q.add_predictor(
+                    session, supernet="nb201-cifar10", device="nb201-pixel3",
+                    payload=payload(), measurements={"subnets": []}, seed=0, seconds=1.0,
+                    job_id=job.id,
+                )  # fmt: skip
+
+        assert by_job().job_id == job.id
+        with pytest.raises(StorageError):
+            by_job()
+        store(factory, "nb201-cifar10", "nb201-pixel3")  # no job: any number of them
+        store(factory, "nb201-cifar10", "nb201-pixel3")
+        with transaction(factory) as session:
+            assert len(q.list_predictors(session, "nb201-pixel3")) == 3
+            assert len(q.list_predictors(session, "nb201-pixel3", job_id=job.id)) == 1
+        engine.dispose()
+
+
+def calibration_job_spec() -> dict[str, Any]:
+    return {"kind": "calibration", "supernet": "nb201-cifar10", "device": "nb201-pixel3",
+            "strategy": "uniform", "seed": 0, "budget": {"evaluations": 10},
+            "objectives": {}, "constraints": {}, "warm_start": False,
+            "predictor_kind": "lut"}  # fmt: skip

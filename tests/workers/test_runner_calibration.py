@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,8 @@ from store import jobs as q
 from store import predictors as p
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.tables import JobKind, JobStatus
+from workers import runner as runner_module
+from workers.calibration import fit_predictor
 from workers.evaluator import Measurement, SubnetEvaluator
 from workers.runner import JobRunner
 
@@ -84,3 +87,47 @@ def test_a_calibration_whose_fit_fails_fails_with_the_reason(tmp_path: Path) -> 
         job = q.get_job(session, row.id)
         assert job.evaluations_done == 2 and "need >=" in (job.error or "")
         assert p.list_predictors(session, DEVICE) == []
+
+
+def _queued_calibration(tmp_path: Path) -> tuple[Any, Any, str]:
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = calibration_spec(DEVICE, CalibrationCreate(supernet="nb201-cifar10", n_samples=8))
+    with transaction(factory) as session:
+        (row,) = q.create_jobs(session, [(spec, None)])
+    return settings, factory, row.id
+
+
+def test_a_cancel_asked_while_fitting_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, factory, job_id = _queued_calibration(tmp_path)
+
+    def cancel_then_fit(spec: dict[str, Any], measured: Any) -> Any:
+        with transaction(factory) as session:
+            q.request_cancel(session, job_id)
+        return fit_predictor(spec, measured)
+
+    monkeypatch.setattr(runner_module, "fit_predictor", cancel_then_fit)
+    assert JobRunner(factory, settings, "worker-1").run(job_id) == JobStatus.cancelled
+    with transaction(factory) as session:
+        assert q.get_job(session, job_id).evaluations_done == 8
+        assert p.list_predictors(session, DEVICE) == []
+
+
+def test_a_fit_that_fails_after_a_takeover_leaves_the_new_runners_job_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, factory, job_id = _queued_calibration(tmp_path)
+
+    def taken_over_then_broken(spec: dict[str, Any], measured: Any) -> Any:
+        with transaction(factory) as session:  # worker-2 takes the job (worker-1 seemed dead)
+            assert q.claim_job(session, job_id, "worker-2", stale_after_s=0.0) is not None
+        raise RuntimeError("the fit broke")
+
+    monkeypatch.setattr(runner_module, "fit_predictor", taken_over_then_broken)
+    assert JobRunner(factory, settings, "worker-1").run(job_id) is None
+    with transaction(factory) as session:
+        job = q.get_job(session, job_id)
+        assert (job.status, job.worker_id, job.error) == (JobStatus.running, "worker-2", None)
