@@ -154,6 +154,7 @@ def claim_job(session: Session, job_id: str, worker_id: str, *, stale_after_s: f
         _finish(job, JobStatus.cancelled, now, message="cancelled before it started")
         return None
     job.status, job.worker_id, job.heartbeat_at = JobStatus.running, worker_id, now
+    job.message = None  # what the queue said (waiting, interrupted); the run adds its notes
     job.attempts += 1
     job.started_at = job.started_at or now
     return job

@@ -33,6 +33,8 @@ from store.front import constraints_of, front_of_metrics, summarise_front
 from store.tables import Evaluation, Job, JobKind, JobStatus
 
 from .calibration import (
+    PRIOR_MIN_SPEARMAN,
+    PRIOR_MIN_WITHIN_10PCT,
     PredictedLatency,
     fit_predictor,
     latency_predictor_for,
@@ -226,6 +228,11 @@ class JobRunner:
         if not stored and warm:
             stored = self._warm_start(job_id, spec)
         reused = sum("reused_from" in e.details for e in stored)
+        if reused:  # said again by a resumed run: a claim clears the queue's message
+            supernet, device = spec["supernet"], spec["device"]
+            note = f"warm start: {reused} earlier measurements of {supernet} on {device} reused"
+            self._db(lambda session: _add_message(q.get_job(session, job_id), note))
+            log.info("job %s: %s", job_id, note)
         plan = build_plan(spec, reused, self._latency_prior(job_id, spec))
         if warm:
             self._hint_from_other_devices(job_id, spec, plan, {e.subnet_id for e in stored})
@@ -301,9 +308,12 @@ class JobRunner:
 
     def _latency_prior(self, job_id: str, spec: dict[str, Any]) -> PredictedLatency | None:
         """The latest latency predictor calibrated for the job's pair, when the job
-        constrains latency and the predictor's cross-validation makes it trustworthy (the
-        strategy screens its first proposals with it)."""
+        constrains latency, its strategy takes a prior and the predictor's cross-validation
+        makes it trustworthy (the strategy screens its first proposals with it). The job's
+        message says which version was used, or why the stored one was not."""
         if "latency_ms" not in (spec.get("constraints") or {}):
+            return None
+        if not strategy_class(spec["strategy"]).accepts_prior:
             return None
         try:
             prior = latency_predictor_for(self.factory, spec["supernet"], spec["device"])
@@ -312,13 +322,19 @@ class JobRunner:
             return None
         if prior is None:
             return None
-        if not prior.trustworthy:
-            log.info("job %s: latency predictor v%d not used (cross-validated %s)", job_id,
-                     prior.version, prior.predictor.metrics)  # fmt: skip
-            return None
-        log.info("job %s: latency prior = predictor v%d of %s on %s", job_id,
-                 prior.version, prior.supernet, prior.device)  # fmt: skip
-        return prior
+        metrics = prior.predictor.metrics
+        if prior.trustworthy:
+            note = f"first proposals screened with latency predictor v{prior.version}"
+        else:
+            note = (
+                f"latency predictor v{prior.version} not used: cross-validated "
+                f"{metrics.get('within_10pct', 0.0):.0%} within 10 %, Spearman "
+                f"{metrics.get('spearman', 0.0):.2f} (a prior needs >= "
+                f"{PRIOR_MIN_WITHIN_10PCT:.0%} and >= {PRIOR_MIN_SPEARMAN})"
+            )
+        self._db(lambda session: _add_message(q.get_job(session, job_id), note))
+        log.info("job %s: %s", job_id, note)
+        return prior if prior.trustworthy else None
 
     def _warm_start(self, job_id: str, spec: dict[str, Any]) -> list[Evaluation]:
         """Copy earlier measurements of this supernet on this device into the job.
@@ -350,12 +366,6 @@ class JobRunner:
             stored, _ = q.list_evaluations(session, job_id)
             metrics = [e.metrics for e in stored]
             _set_progress(job, metrics, spec["objectives"], constraints)
-            if stored:
-                job.message = (
-                    f"warm start: {len(stored)} earlier measurements of {spec['supernet']} "
-                    f"on {spec['device']} reused"
-                )
-                log.info("job %s: %s", job_id, job.message)
             return stored
 
         return self._db(copy)
@@ -475,8 +485,10 @@ class JobRunner:
             evaluations, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(evaluations, plan.objectives, plan.constraints)
             q.set_front(session, job_id, [e.id for e in summary.front])
-            job = q.finish_job(session, job_id, JobStatus.succeeded, message=summary.message)
+            job = q.finish_job(session, job_id, JobStatus.succeeded)
             job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
+            if summary.message:  # nothing feasible: said first, the run's notes after it
+                job.message = "; ".join(m for m in (summary.message, job.message) if m)
             return JobStatus.succeeded
 
         return self._end(job_id, clock, finish)

@@ -52,6 +52,9 @@ def test_created_job_reads_back_as_a_row_with_typed_columns(backend: str, tmp_pa
         assert row.message == "waiting: nobody serves cpu-1t"
         assert row.heartbeat_at is not None  # published at creation: the reaper's clock
         assert (total, [r.id for r in rows]) == (1, [created.id])
+        with transaction(factory) as session:  # a worker takes it: the queue's word is stale
+            claimed = q.claim_job(session, created.id, "worker-1", stale_after_s=10.0)
+            assert claimed is not None and claimed.message is None
         engine.dispose()
 
 

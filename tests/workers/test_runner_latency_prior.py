@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from hardware_profiles.latency_predictor import ArchEncoder, fit_latency_predictor
 from models.registry import get_supernet
-from workers.calibration import PredictedLatency, latency_predictor_for
+from store.db import transaction
+from store.predictors import add_predictor
+from workers.calibration import PredictedLatency, latency_predictor_for, trusted_as_prior
 from workers.runner import build_plan
 
 from ..api.helpers import wait_for
@@ -62,6 +64,8 @@ def test_initial_proposals_use_the_stored_latency_predictor(tmp_path: Path) -> N
         factory = client.app.state.session_factory  # type: ignore[attr-defined]
         prior = latency_predictor_for(factory, "nb201-cifar10", DEVICE)
     assert all(job["status"] == "succeeded" for job in before + after)
+    assert all("screened with latency predictor v1" in job["message"] for job in after)
+    assert not any("latency predictor" in (job["message"] or "") for job in before)
     # 12 initial proposals each way: uniform ones are feasible ~15 % of the time (~2 of 12)
     assert plain <= 5, plain
     assert screened >= 10, screened
@@ -85,3 +89,21 @@ def test_only_a_predictor_that_cross_validates_well_steers_a_search() -> None:
     assert bound({"spearman": 0.9, "within_10pct": 0.8}).trustworthy
     assert not bound({"spearman": 0.3, "within_10pct": 0.8}).trustworthy  # ranks badly
     assert not bound({"spearman": 0.9, "within_10pct": 0.1}).trustworthy  # scales badly
+
+
+def test_a_job_says_why_the_stored_predictor_did_not_steer_it(tmp_path: Path) -> None:
+    supernet = get_supernet("nb201-cifar10")
+    encoder = ArchEncoder.from_supernet(supernet)
+    archs = [supernet.decode(k) for k in sorted(supernet.rows)[:30]]
+    noise = np.random.default_rng(0).uniform(1.0, 2.0, size=30)  # latencies unrelated to archs
+    fitted = fit_latency_predictor(encoder, archs, list(noise))
+    assert not trusted_as_prior(fitted.metrics)
+    with TestClient(create_app(embedded_settings(tmp_path, embedded_devices=DEVICE))) as client:
+        factory = client.app.state.session_factory  # type: ignore[attr-defined]
+        with transaction(factory) as session:
+            add_predictor(session, supernet="nb201-cifar10", device=DEVICE,
+                          payload=fitted.to_payload(), measurements={"subnets": []}, seed=0,
+                          seconds=1.0)  # fmt: skip
+        job = wait_for(client, client.post("/v1/jobs", json=_spec(1.0, 1)).json()["id"])
+    assert job["status"] == "succeeded"
+    assert "latency predictor v1 not used: cross-validated" in job["message"]
