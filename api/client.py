@@ -60,12 +60,17 @@ class HwnasClient:
     ) -> dict[str, Any]:
         """Poll until the job finishes, drawing a progress bar on ``out``."""
         started = time.monotonic()
-        last = ""
+        last = last_note = ""
         while True:
             job = self.job(job_id)
+            note = job["message"] if job["status"] == "queued" and job.get("message") else ""
+            if note and note != last_note:  # why it waits: once, on a line of its own
+                out.write(("\n" if last else "") + note + "\n")
+                last, last_note = "", note
             line = _progress_line(job)
             if line != last:  # redraw only on change: logs of a pipeline stay short
-                out.write(("\r" if out.isatty() else "\n" if last else "") + line)
+                redraw = "\r\x1b[K" if out.isatty() else "\n" if last else ""
+                out.write(redraw + line)
                 out.flush()
                 last = line
             if job["status"] in FINISHED:
@@ -103,5 +108,4 @@ def _progress_line(job: dict[str, Any]) -> str:
     bar = "#" * filled + "-" * (width - filled)
     hv = f" hv {p['hypervolume']:.3f}" if p.get("hypervolume") is not None else ""
     front = "" if job.get("kind") == "calibration" else f"front {p['front_size']}{hv}"
-    waiting = f" ({job['message']})" if job["status"] == "queued" and job.get("message") else ""
-    return f"[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} {front}{waiting}   "
+    return f"[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} {front}"

@@ -129,6 +129,11 @@ class Strategy(abc.ABC):
         self._history.append((normal, clean))
         self._on_tell(key, normal, clean, was_asked)
 
+    def prior_proposals_left(self) -> int:
+        """How many of the coming proposals a ``prior`` will screen (0 without one; see
+        :attr:`accepts_prior`)."""
+        return 0
+
     def hint(self, arch: Mapping[str, Any], metrics: Mapping[str, float]) -> bool:
         """Metrics of ``arch`` known without measuring it for this search, e.g. its accuracy
         measured by a job on another device (accuracy does not depend on the device).

@@ -216,6 +216,10 @@ class LinasStrategy(Strategy):
     def _n_seen(self) -> int:
         return self.n_told + len(self._pending)
 
+    def prior_proposals_left(self) -> int:
+        """The initial (uniform) proposals still to come: the prior screens each of them."""
+        return max(0, self.n_initial - self._n_seen()) if self._prior else 0
+
     # ---- prior -----------------------------------------------------------------------------
 
     def _check_prior(

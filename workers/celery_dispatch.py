@@ -16,6 +16,7 @@ from core.settings import Settings
 from hardware_profiles.configured import device_profile
 from store import jobs as q
 from store.db import transaction
+from store.tables import JobStatus
 
 from .celery_app import TASK_RUN_JOB, make_celery
 from .dispatch import Dispatcher
@@ -148,10 +149,12 @@ class CeleryDispatcher(Dispatcher):
                 # command (kombu's force_close_all() would close the pool for good).
                 log.warning("publishing job %s failed (attempt %d): %s", job_id, attempt, exc)
         with transaction(self.factory) as session:
-            q.get_job(session, job_id).message = (
-                "queued; the broker was unreachable, so the job will be re-published by a "
-                "worker's reaper"
-            )
+            job = q.get_job(session, job_id, lock=True)
+            if job.status == JobStatus.queued:  # a worker may have it already (a batch's part)
+                job.message = (
+                    "queued; the broker was unreachable, so the job will be re-published by a "
+                    "worker's reaper"
+                )
 
     def served_devices(self) -> set[str]:
         """Devices whose queue a live worker consumes (refreshed every few seconds)."""

@@ -162,8 +162,18 @@ class JobRunner:
             reason = str(exc) if isinstance(exc, HwnasError) else _short_traceback(exc)
 
             def fail(session: Session) -> JobStatus | None:
-                if _lease_of(q.get_job(session, job_id, lock=True), self.worker_id) == "lost":
+                lease = _lease_of(q.get_job(session, job_id, lock=True), self.worker_id)
+                if lease == "lost":
                     return None  # another worker runs it now: not this run's to end
+                if lease == "cancel":  # the user asked to stop: that is how it ends
+                    q.finish_job(
+                        session,
+                        job_id,
+                        JobStatus.cancelled,
+                        error=reason,
+                        message="cancelled (its run had failed meanwhile; see error)",
+                    )
+                    return JobStatus.cancelled
                 q.finish_job(
                     session,
                     job_id,
@@ -230,15 +240,22 @@ class JobRunner:
         reused = sum("reused_from" in e.details for e in stored)
         if reused:  # said again by a resumed run: a claim clears the queue's message
             supernet, device = spec["supernet"], spec["device"]
-            note = f"warm start: {reused} earlier measurements of {supernet} on {device} reused"
-            self._db(lambda session: _add_message(q.get_job(session, job_id), note))
-            log.info("job %s: %s", job_id, note)
-        plan = build_plan(spec, reused, self._latency_prior(job_id, spec))
+            self._note(
+                job_id,
+                f"warm start: {reused} earlier measurements of {supernet} on {device} reused",
+            )
+        prior = self._latency_prior(job_id, spec)
+        plan = build_plan(spec, reused, prior)
         if warm:
             self._hint_from_other_devices(job_id, spec, plan, {e.subnet_id for e in stored})
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
             plan.metrics.append(evaluation.metrics)
+        if prior is not None and (screened := plan.strategy.prior_proposals_left()):
+            self._note(
+                job_id,
+                f"{screened} uniform proposals screened with latency predictor v{prior.version}",
+            )
         done = len(stored) - reused
         if done:
             log.info("job %s: resumed after %d measured evaluations", job_id, done)
@@ -306,6 +323,17 @@ class JobRunner:
 
         return self._end(job_id, clock, finish)
 
+    def _note(self, job_id: str, note: str) -> None:
+        """Add ``note`` to the job's message (once), if the job is still this run's."""
+
+        def add(session: Session) -> None:
+            job = q.get_job(session, job_id, lock=True)
+            if _lease_of(job, self.worker_id) != "lost":
+                _add_message(job, note)
+
+        self._db(add)
+        log.info("job %s: %s", job_id, note)
+
     def _latency_prior(self, job_id: str, spec: dict[str, Any]) -> PredictedLatency | None:
         """The latest latency predictor calibrated for the job's pair, when the job
         constrains latency, its strategy takes a prior and the predictor's cross-validation
@@ -318,23 +346,19 @@ class JobRunner:
         try:
             prior = latency_predictor_for(self.factory, spec["supernet"], spec["device"])
         except HwnasError as exc:  # e.g. fitted on a search space that has changed since
-            log.warning("job %s: stored latency predictor not used: %s", job_id, exc)
+            self._note(job_id, f"stored latency predictor not used: {exc}")
             return None
-        if prior is None:
-            return None
+        if prior is None or prior.trustworthy:
+            return prior  # the search says how many proposals it screens (``_search``)
         metrics = prior.predictor.metrics
-        if prior.trustworthy:
-            note = f"first proposals screened with latency predictor v{prior.version}"
-        else:
-            note = (
-                f"latency predictor v{prior.version} not used: cross-validated "
-                f"{metrics.get('within_10pct', 0.0):.0%} within 10 %, Spearman "
-                f"{metrics.get('spearman', 0.0):.2f} (a prior needs >= "
-                f"{PRIOR_MIN_WITHIN_10PCT:.0%} and >= {PRIOR_MIN_SPEARMAN})"
-            )
-        self._db(lambda session: _add_message(q.get_job(session, job_id), note))
-        log.info("job %s: %s", job_id, note)
-        return prior if prior.trustworthy else None
+        self._note(
+            job_id,
+            f"latency predictor v{prior.version} not used: cross-validated "
+            f"{metrics.get('within_10pct', 0.0):.0%} within 10 %, Spearman "
+            f"{metrics.get('spearman', 0.0):.2f} (a prior needs >= "
+            f"{PRIOR_MIN_WITHIN_10PCT:.0%} and >= {PRIOR_MIN_SPEARMAN})",
+        )
+        return None
 
     def _warm_start(self, job_id: str, spec: dict[str, Any]) -> list[Evaluation]:
         """Copy earlier measurements of this supernet on this device into the job.
@@ -407,9 +431,10 @@ class JobRunner:
                 log.info("job %s: hint from job %s skipped: %s", job_id, evaluation.job_id, exc)
         if hinted:
             names = ", ".join(sorted(kept))
-            note = f"search guided by {len(hinted)} sub-networks' {names} measured on other devices"
-            self._db(lambda session: _add_message(q.get_job(session, job_id), note))
-            log.info("job %s: %s", job_id, note)
+            self._note(
+                job_id,
+                f"search guided by {len(hinted)} sub-networks' {names} measured on other devices",
+            )
 
     def _record(
         self,
@@ -480,8 +505,10 @@ class JobRunner:
 
         return self._db(record, opener=one_statement_writing)
 
-    def _finish(self, job_id: str, plan: JobPlan, clock: _RunClock) -> JobStatus:
-        def finish(session: Session) -> JobStatus:
+    def _finish(self, job_id: str, plan: JobPlan, clock: _RunClock) -> JobStatus | None:
+        def finish(session: Session) -> JobStatus | None:
+            if _lease_of(q.get_job(session, job_id, lock=True), self.worker_id) == "lost":
+                return None  # taken over meanwhile: the new run finishes it
             evaluations, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(evaluations, plan.objectives, plan.constraints)
             q.set_front(session, job_id, [e.id for e in summary.front])

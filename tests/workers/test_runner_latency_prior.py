@@ -58,13 +58,19 @@ def test_initial_proposals_use_the_stored_latency_predictor(tmp_path: Path) -> N
         wait_for(client, calibration.json()["id"], until={"succeeded"})
         after = [wait_for(client, client.post("/v1/jobs", json=_spec(limit, s)).json()["id"])
                  for s in seeds]  # fmt: skip
+        # Warm-started from those ~120 measurements: more than its initial proposals, so the
+        # predictor screens none, and the job does not claim it did.
+        warm = {**_spec(limit, 9), "warm_start": True}
+        warmed = wait_for(client, client.post("/v1/jobs", json=warm).json()["id"])
         n_initial = 4
         plain = sum(_first_feasible(client, job["id"], limit, n_initial) for job in before)
         screened = sum(_first_feasible(client, job["id"], limit, n_initial) for job in after)
         factory = client.app.state.session_factory  # type: ignore[attr-defined]
         prior = latency_predictor_for(factory, "nb201-cifar10", DEVICE)
     assert all(job["status"] == "succeeded" for job in before + after)
-    assert all("screened with latency predictor v1" in job["message"] for job in after)
+    assert all("4 uniform proposals screened with latency predictor v1" in job["message"]
+               for job in after)  # fmt: skip
+    assert warmed["message"].startswith("warm start: ") and "screened" not in warmed["message"]
     assert not any("latency predictor" in (job["message"] or "") for job in before)
     # 12 initial proposals each way: uniform ones are feasible ~15 % of the time (~2 of 12)
     assert plain <= 5, plain

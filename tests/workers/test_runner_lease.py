@@ -1,0 +1,64 @@
+"""A run that lost its job to another worker (its lease went stale, the reaper or an
+embedded restart handed it on) neither ends the job nor writes in its message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from api.schemas import JobCreate
+from store import jobs as q
+from store.db import make_engine, make_session_factory, transaction, upgrade
+from store.tables import JobStatus
+from workers.runner import JobPlan, JobRunner, _RunClock
+
+from ..conftest import embedded_settings
+
+SPEC = {"supernet": "nb201-cifar10", "device": "nb201-pixel3", "strategy": "random",
+        "objectives": {"accuracy": "max", "latency_ms": "min"},
+        "budget": {"evaluations": 5}, "seed": 2}  # fmt: skip
+
+
+def _queued(tmp_path: Path) -> tuple[Any, Any, str]:
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = JobCreate(**SPEC).model_dump(mode="json")
+    with transaction(factory) as session:
+        (row,) = q.create_jobs(session, [(spec, None)])
+    return settings, factory, row.id
+
+
+def _take_over(factory: Any, job_id: str) -> None:
+    with transaction(factory) as session:
+        assert q.claim_job(session, job_id, "worker-2", stale_after_s=0.0) is not None
+
+
+def test_a_search_taken_over_before_it_finishes_is_left_to_the_new_run(tmp_path: Path) -> None:
+    settings, factory, job_id = _queued(tmp_path)
+
+    class TakenOver(JobRunner):
+        def _finish(self, job_id: str, plan: JobPlan, clock: _RunClock) -> JobStatus | None:
+            _take_over(self.factory, job_id)  # worker-1 stalled; worker-2 has the job now
+            return super()._finish(job_id, plan, clock)
+
+    assert TakenOver(factory, settings, "worker-1").run(job_id) is None
+    with transaction(factory) as session:
+        job = q.get_job(session, job_id)
+        assert (job.status, job.worker_id, job.finished_at) == (JobStatus.running, "worker-2", None)
+
+
+def test_a_run_that_lost_its_job_writes_no_note(tmp_path: Path) -> None:
+    settings, factory, job_id = _queued(tmp_path)
+    with transaction(factory) as session:
+        q.claim_job(session, job_id, "worker-1", stale_after_s=0.0)
+    runner = JobRunner(factory, settings, "worker-1")
+    runner._note(job_id, "first note")
+    _take_over(factory, job_id)
+    runner._note(job_id, "a stale run's note")
+    with transaction(factory) as session:
+        assert q.get_job(session, job_id).message is None  # the claim cleared the first
+        q.get_job(session, job_id).message = "worker-2's note"
+    runner._note(job_id, "a stale run's note")
+    with transaction(factory) as session:
+        assert q.get_job(session, job_id).message == "worker-2's note"
