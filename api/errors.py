@@ -84,10 +84,11 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     """A bug, not the client's fault: 500 in the same JSON shape, with a reference to find
     the traceback in the server's log; the exception's own text (which may hold internals)
-    is not sent. Starlette calls this from its outermost middleware and re-raises after."""
+    is not sent. Starlette calls this from its outermost middleware and re-raises after, so
+    the server logs the traceback right below this line (not repeated here)."""
     reference = uuid.uuid4().hex[:12]
-    log.error("unhandled error %s in %s %s", reference, request.method, request.url.path,
-              exc_info=exc)  # fmt: skip
+    log.error("unhandled error %s in %s %s: %s: %s", reference, request.method,
+              request.url.path, type(exc).__name__, exc)  # fmt: skip
     message = f"internal server error (reference {reference} in the server's log)"
     body = {"detail": message, "error": "InternalServerError", "message": message}
     return JSONResponse(body, status_code=500)
