@@ -8,6 +8,7 @@ from fastapi import Request, Response
 from pydantic import BaseModel
 
 from api.schemas import (
+    CalibrationOfJob,
     CalibrationPublic,
     EvaluationPublic,
     JobPublic,
@@ -16,7 +17,7 @@ from api.schemas import (
     Timing,
 )
 from store.jobs import JobRow
-from store.tables import Evaluation, Job, LatencyPredictorRecord
+from store.tables import Evaluation, Job, JobKind, LatencyPredictorRecord
 
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:
@@ -54,6 +55,13 @@ _BASE_URLS_MAX = 256
 def job_public(job: Job | JobRow, base: str) -> JobPublic:
     """The job's public form; ``base`` is ``api_base(request)``."""
     spec = job.spec
+    calibration = None
+    if job.kind == JobKind.calibration:
+        calibration = CalibrationOfJob(
+            predictor_kind=spec["predictor_kind"],
+            n_samples=job.budget,
+            predictors_url=f"{base}/v1/devices/{job.device}/calibrations?job_id={job.id}",
+        )
     return JobPublic(
         id=job.id,
         url=f"{base}/v1/jobs/{job.id}",
@@ -74,6 +82,7 @@ def job_public(job: Job | JobRow, base: str) -> JobPublic:
             front_size=job.front_size,
             hypervolume=job.hypervolume,
         ),
+        calibration=calibration,
         message=job.message,
         error=job.error,
         attempts=job.attempts,

@@ -175,6 +175,16 @@ class Timing(BaseModel):
     eval_seconds: float = Field(description="time inside evaluation calls (measurement)")
 
 
+class CalibrationOfJob(BaseModel):
+    """What a calibration job fits, and where the version it stores is listed."""
+
+    predictor_kind: str
+    n_samples: int
+    predictors_url: str = Field(
+        description="GET: the predictor version this job stored (none until it succeeds)"
+    )
+
+
 class JobPublic(BaseModel):
     id: str
     url: str
@@ -191,6 +201,7 @@ class JobPublic(BaseModel):
     objectives: dict[str, str]
     constraints: dict[str, dict[str, float | None]]
     progress: Progress
+    calibration: CalibrationOfJob | None = Field(None, description="calibration jobs only")
     message: str | None
     error: str | None
     attempts: int

@@ -37,8 +37,14 @@ def _calibrate(client: TestClient, url: str, body: dict[str, object]) -> dict[st
     job = response.json()
     assert job["kind"] == "calibration" and job["strategy"] == "uniform"
     assert job["progress"]["budget"] == body["n_samples"] and job["objectives"] == {}
+    kind = body.get("kind", "scaled-lut")
+    assert job["calibration"] == {
+        "predictor_kind": kind,
+        "n_samples": body["n_samples"],
+        "predictors_url": f"http://testserver{url}?job_id={job['id']}",
+    }
     job = wait_for(client, job["id"], until={"succeeded"}, timeout_s=120)
-    listed = client.get(url, params={"job_id": job["id"]}).json()["data"]
+    listed = client.get(job["calibration"]["predictors_url"]).json()["data"]
     assert len(listed) == 1 and listed[0]["job_id"] == job["id"]
     assert f"latency predictor v{listed[0]['version']} " in job["message"]
     return listed[0]
@@ -86,6 +92,7 @@ def test_a_recorded_device_is_calibrated_by_a_job_versioned_and_reused(
     search = job_spec(supernet="nb201-cifar10", device=DEVICE, constraints={}, strategy="random")
     job = wait_for(client, client.post("/v1/jobs", json=search).json()["id"], until={"succeeded"})
     assert job["progress"]["evaluations_reused"] == 0 and job["kind"] == "search"
+    assert job["calibration"] is None
 
 
 def test_bad_calibration_requests_say_what_is_wrong(client: TestClient) -> None:
