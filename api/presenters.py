@@ -60,7 +60,7 @@ def job_public(job: Job | JobRow, base: str) -> JobPublic:
         calibration = CalibrationOfJob(
             predictor_kind=spec["predictor_kind"],
             n_samples=job.budget,
-            predictors_url=f"{base}/v1/devices/{job.device}/calibrations?job_id={job.id}",
+            predictors_url=f"{base}{predictors_path(job)}",
         )
     return JobPublic(
         id=job.id,
@@ -93,6 +93,11 @@ def job_public(job: Job | JobRow, base: str) -> JobPublic:
         started_at=job.started_at,
         finished_at=job.finished_at,
     )
+
+
+def predictors_path(job: Job | JobRow) -> str:
+    """Where the latency predictor a calibration job stored is listed (relative to the API)."""
+    return f"/v1/devices/{job.device}/calibrations?job_id={job.id}"
 
 
 def evaluation_public(evaluation: Evaluation) -> EvaluationPublic:

@@ -16,8 +16,9 @@ from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.bodies import json_body, json_body_doc
-from api.deps import FactoryDep, dispatcher_of, submitter
-from api.presenters import api_base, calibration_public, job_public, json_response
+from api.deps import FactoryDep
+from api.presenters import calibration_public
+from api.routes.jobs import accept_job
 from api.schemas import CalibrationCreate, CalibrationsPublic, JobPublic
 from core.errors import NotFound, UnknownName
 from hardware_profiles import HardwareProfile
@@ -46,9 +47,7 @@ async def create_calibration(device_id: str, request: Request) -> Response:
     body = await json_body(request, CalibrationCreate)  # read as POST /v1/jobs reads its body
     # Off the event loop: the first use of a supernet loads it.
     spec = await run_in_threadpool(calibration_spec, device_id, body)
-    message = dispatcher_of(request).waiting_message(device_id)
-    job = await submitter(request).submit(spec, message)
-    return json_response(job_public(job, api_base(request)), status.HTTP_202_ACCEPTED)
+    return await accept_job(request, spec)
 
 
 @router.get("/{device_id}/calibrations", response_model=CalibrationsPublic)

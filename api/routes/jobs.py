@@ -19,6 +19,7 @@ from api.presenters import (
     job_public,
     json_response,
     pareto_point,
+    predictors_path,
 )
 from api.schemas import EvaluationsPublic, JobCreate, JobPublic, JobsPublic, ParetoPublic
 from core.errors import Conflict, InvalidInput
@@ -46,8 +47,13 @@ async def create_job(request: Request) -> Response:
     Stored and dispatched by ``api.submissions.JobSubmitter`` (batched commits, committed
     before dispatch, so a worker always finds the row it is told about)."""
     body = await json_body(request, JobCreate)  # not a parameter: see api.bodies
-    spec: dict[str, Any] = body.model_dump(mode="json")
-    message = dispatcher_of(request).waiting_message(body.device)
+    return await accept_job(request, body.model_dump(mode="json"))
+
+
+async def accept_job(request: Request, spec: dict[str, Any]) -> Response:
+    """Store a job of any kind (``spec``: JSON data naming its device), dispatch it, and
+    answer 202 with it; the job says why it will wait if nobody serves its device."""
+    message = dispatcher_of(request).waiting_message(spec["device"])
     job = await submitter(request).submit(spec, message)
     return json_response(job_public(job, api_base(request)), status.HTTP_202_ACCEPTED)
 
@@ -112,7 +118,7 @@ def read_pareto(job_id: str, factory: FactoryDep, request: Request) -> Response:
         if job.kind == JobKind.calibration:
             raise Conflict(
                 f"job {job_id!r} is a calibration: it has no Pareto front; the predictor it "
-                f"fitted is listed at /v1/devices/{job.device}/calibrations?job_id={job_id}"
+                f"fitted is listed at {predictors_path(job)}"
             )
         if job.status == JobStatus.succeeded:
             rows, _ = q.list_evaluations(session, job_id, front_only=True)
