@@ -162,7 +162,7 @@ class JobRunner:
             reason = str(exc) if isinstance(exc, HwnasError) else _short_traceback(exc)
 
             def fail(session: Session) -> JobStatus | None:
-                lease = _lease_of(q.get_job(session, job_id, lock=True), self.worker_id)
+                lease = _lease(session, job_id, self.worker_id, lock=True)
                 if lease == "lost":
                     return None  # another worker runs it now: not this run's to end
                 if lease == "cancel":  # the user asked to stop: that is how it ends
@@ -287,14 +287,15 @@ class JobRunner:
         stored = {e.subnet_id for e in self._db(lambda s: q.list_evaluations(s, job_id)[0])}
         done = len(stored)
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
-        for arch in (a for a in sample if supernet.encode(a) not in stored):
+        missing = [(key, arch) for arch in sample if (key := supernet.encode(arch)) not in stored]
+        for subnet_id, arch in missing:
             if lease != "held":
                 break
             if self.stop.is_set():
                 self._requeue(job_id, clock)
                 return None
             measurement = evaluator.measure_latency(arch)
-            lease = self._store(job_id, done, supernet.encode(arch), arch, measurement)
+            lease = self._store(job_id, done, subnet_id, arch, measurement)
             if lease != "lost":
                 done += 1
         if lease != "held":
@@ -305,7 +306,7 @@ class JobRunner:
         fit_seconds = time.perf_counter() - started
 
         def finish(session: Session) -> JobStatus | None:
-            lease = _lease_of(q.get_job(session, job_id, lock=True), self.worker_id)
+            lease = _lease(session, job_id, self.worker_id, lock=True)
             if lease == "lost":
                 return None  # taken over meanwhile: its new runner stores the predictor
             if lease == "cancel":  # asked while fitting: the user's word wins, nothing stored
@@ -507,7 +508,7 @@ class JobRunner:
 
     def _finish(self, job_id: str, plan: JobPlan, clock: _RunClock) -> JobStatus | None:
         def finish(session: Session) -> JobStatus | None:
-            if _lease_of(q.get_job(session, job_id, lock=True), self.worker_id) == "lost":
+            if _lease(session, job_id, self.worker_id, lock=True) == "lost":
                 return None  # taken over meanwhile: the new run finishes it
             evaluations, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(evaluations, plan.objectives, plan.constraints)
@@ -590,8 +591,10 @@ def _set_progress(
     job.front_size = len(front)
 
 
-def _lease(session: Session, job_id: str, worker_id: str) -> Lease:
-    return _lease_of(q.get_job(session, job_id), worker_id)
+def _lease(session: Session, job_id: str, worker_id: str, *, lock: bool = False) -> Lease:
+    """The job's lease for ``worker_id``; ``lock``: hold the row until the transaction ends,
+    for a step that changes the job only if the lease allows it."""
+    return _lease_of(q.get_job(session, job_id, lock=lock), worker_id)
 
 
 def _add_run_seconds(session: Session, job_id: str, seconds: float) -> None:
