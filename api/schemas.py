@@ -290,6 +290,15 @@ class CalibrationCreate(BaseModel):
     def _supernet(cls, value: str) -> str:
         return _known("supernet", value, list_supernets())
 
+    @field_validator("n_samples")
+    @classmethod
+    def _within_budget(cls, value: int) -> int:
+        """A calibration's measurements are its budget: the operator's cap holds for it too."""
+        limit = get_settings().max_budget
+        if value > limit:
+            raise ValueError(f"must be at most {limit} (HWNAS_MAX_BUDGET), got {value}")
+        return value
+
     @field_validator("kind")
     @classmethod
     def _kind(cls, value: str) -> str:

@@ -115,6 +115,23 @@ def test_bad_calibration_requests_say_what_is_wrong(client: TestClient) -> None:
     assert client.get("/v1/jobs").json()["count"] == 0  # nothing was queued
 
 
+def test_the_operators_budget_cap_bounds_a_calibrations_samples(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HWNAS_MAX_BUDGET", "20")
+    get_settings.cache_clear()
+    try:
+        body = {"supernet": "nb201-cifar10", "n_samples": 21}
+        over = client.post(RECORDED, json=body)
+        assert over.status_code == 422, over.text
+        assert "at most 20 (HWNAS_MAX_BUDGET)" in over.json()["message"]
+        search = client.post("/v1/jobs", json=job_spec(budget={"evaluations": 21}))
+        assert "between 1 and 20 (HWNAS_MAX_BUDGET)" in search.json()["message"]
+        assert client.get("/v1/jobs").json()["count"] == 0
+    finally:
+        get_settings.cache_clear()
+
+
 def test_a_calibration_for_a_device_nobody_serves_waits_and_says_why(client: TestClient) -> None:
     # This server serves cpu-1t only (conftest): a cpu-ort calibration waits for a worker.
     response = client.post("/v1/devices/cpu-ort/calibrations", json={"supernet": "fmnist-ofa-cnn"})
