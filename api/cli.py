@@ -64,6 +64,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "in the embedded mode one process owns the in-process worker and its database",
             field="HWNAS_API_PROCESSES",
         )
+    if settings.is_embedded:
+        from workers.dispatch import local_devices
+
+        local_devices(settings)  # a device name that is no profile stops here, not in uvicorn
     uvicorn.run(
         "api.app:create_app",
         factory=True,

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.errors import UnknownName
 from core.settings import Settings
 from hardware_profiles.configured import device_profiles, servable
 from store import jobs as q
@@ -59,11 +60,29 @@ class Dispatcher(ABC):
         """Why a new job for ``device`` will stay queued (nobody serves it), else None."""
 
 
+NO_DEVICES = "none"  # HWNAS_EMBEDDED_DEVICES=none: an embedded server that runs no jobs
+
+
 def local_devices(settings: Settings) -> set[str]:
-    """Profiles this process can measure on (or the configured subset)."""
+    """Profiles this process can measure on, or those of them ``HWNAS_EMBEDDED_DEVICES``
+    names. A name that is no profile stops the start (a typo would leave every job queued);
+    a profile this machine cannot run (a GPU one without a GPU) is left out with a warning."""
     wanted = {d.strip() for d in settings.embedded_devices.split(",") if d.strip()}
-    usable = {pid for pid, profile in device_profiles().items() if servable(profile)}
-    return usable & wanted if wanted else usable
+    profiles = device_profiles()
+    usable = {pid for pid, profile in profiles.items() if servable(profile)}
+    if not wanted:
+        return usable
+    if wanted == {NO_DEVICES}:
+        return set()
+    for name in sorted(wanted):
+        if name not in profiles:
+            raise UnknownName("device", name, profiles, field="HWNAS_EMBEDDED_DEVICES")
+    if wanted - usable:
+        log.warning(
+            "HWNAS_EMBEDDED_DEVICES: not served, this machine cannot run them: %s",
+            ", ".join(sorted(wanted - usable)),
+        )
+    return wanted & usable
 
 
 class EmbeddedDispatcher(Dispatcher):

@@ -155,6 +155,18 @@ def test_serve_refuses_several_processes_in_embedded_mode(monkeypatch, capsys) -
     assert "HWNAS_API_PROCESSES > 1 needs the distributed mode" in capsys.readouterr().err
 
 
+def test_serve_refuses_an_embedded_device_that_is_no_profile(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HWNAS_EMBEDDED_DEVICES", "cpu-1t,cpu-lt")
+    monkeypatch.setenv("HWNAS_BROKER_URL", "")
+    get_settings.cache_clear()
+    try:
+        assert main(["serve", "--port", "1"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "unknown device 'cpu-lt'" in err and "cpu-1t" in err
+
+
 @pytest.mark.parametrize(
     ("loop", "processes", "served"),
     [

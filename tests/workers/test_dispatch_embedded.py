@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from api.schemas import JobCreate
+from core.errors import UnknownName
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.tables import JobStatus
-from workers.dispatch import EmbeddedDispatcher
+from workers.dispatch import EmbeddedDispatcher, local_devices
 
 from ..conftest import embedded_settings
 
@@ -80,3 +84,22 @@ def _jobs(factory: Any, spec: dict[str, Any], states: dict[str, tuple[JobStatus,
             job.cancel_requested = name == "cancelled"
             ids[name] = row.id
     return ids
+
+
+def test_the_embedded_devices_setting_names_profiles(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def served(names: str) -> set[str]:
+        return local_devices(embedded_settings(tmp_path, embedded_devices=names))
+
+    everything = served("")
+    assert {"cpu-1t", "nb201-pixel3"} <= everything
+    assert served("none") == set()
+    assert served(" cpu-1t , nb201-pixel3 ") == {"cpu-1t", "nb201-pixel3"}
+    if "cuda-0" not in everything:  # a machine without a GPU: named, yet not served
+        with caplog.at_level(logging.WARNING, logger="workers.dispatch"):
+            assert served("cpu-1t,cuda-0") == {"cpu-1t"}
+        assert "cannot run them: cuda-0" in caplog.text
+    with pytest.raises(UnknownName, match="unknown device 'cpu-lt'") as raised:
+        served("cpu-1t,cpu-lt")
+    assert raised.value.field == "HWNAS_EMBEDDED_DEVICES"
