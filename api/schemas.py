@@ -25,12 +25,14 @@ from models.user_data import check_path
 from search import list_strategies
 
 Sense = Literal["min", "max"]
+# Request bodies: JSON types as declared (no "5" for 5, no "yes" for true) and finite numbers.
+STRICT_INPUT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class BoundIn(BaseModel):
     """A constraint on one metric: ``{"max": 2.0}``, ``{"min": 0.9}`` or both."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
     min: float | None = None
     max: float | None = None
 
@@ -44,7 +46,7 @@ class BoundIn(BaseModel):
 
 
 class BudgetIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
     evaluations: int = Field(60, description="real measurements the search may spend")
 
     @field_validator("evaluations")
@@ -70,7 +72,7 @@ class JobCreate(BaseModel):
     """A search job: which supernet, on which device, for what, under which constraints."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        **STRICT_INPUT,
         json_schema_extra={
             "examples": [
                 {
@@ -275,7 +277,7 @@ class DevicePublic(BaseModel):
 
 
 class CalibrationCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
     supernet: str = Field(description="registered supernet id, e.g. fmnist-ofa-cnn")
     n_samples: int = Field(
         50, ge=MIN_MEASUREMENTS, le=MAX_SAMPLES, description="sub-networks to measure"

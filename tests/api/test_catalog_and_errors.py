@@ -55,6 +55,11 @@ def test_a_job_for_an_unserved_device_waits_and_says_so(client: TestClient) -> N
         ({"budget": {"evaluations": 10**9}}, "budget.evaluations", "between 1 and"),
         ({"seed": "abc"}, "seed", "integer"),
         ({"budget": "lots"}, "budget", ""),
+        # JSON types as declared: nothing a user got wrong is coerced into something else
+        ({"seed": "42"}, "seed", "valid integer"),
+        ({"budget": {"evaluations": True}}, "budget.evaluations", "valid integer"),
+        ({"warm_start": "off"}, "warm_start", "valid boolean"),
+        ({"constraints": {"latency_ms": {"max": "5"}}}, "constraints.latency_ms.max", "number"),
     ],
 )
 def test_bad_job_specs_get_422_naming_the_field(
@@ -65,6 +70,19 @@ def test_bad_job_specs_get_422_naming_the_field(
     message = response.json()["message"]
     assert message.startswith(field) or f"; {field}" in message, message
     assert hint in message
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_bounds_are_422_not_a_failed_job(client: TestClient, literal: str) -> None:
+    """Python's JSON reader takes NaN and Infinity, which JSON does not have; neither is a
+    bound (a job stored with one failed when it ran, and its spec was not JSON)."""
+    body = json.dumps(job_spec()).replace('{"max": 50.0}', '{"max": ' + literal + "}")
+    assert literal in body
+    response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    finite = client.post("/v1/jobs", json=job_spec(constraints={"latency_ms": {"max": 1e308}}))
+    assert finite.status_code == 202, finite.text
+    assert client.get("/v1/jobs").json()["count"] == 1
 
 
 def test_missing_fields_and_unknown_fields_are_422(client: TestClient) -> None:
