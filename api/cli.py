@@ -13,7 +13,7 @@ from typing import Any
 
 from api.client import ClientError, HwnasClient
 from core.errors import HwnasError, InvalidInput
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 
 DEFAULT_URL = os.environ.get("HWNAS_URL", "http://127.0.0.1:8000")
 DEFAULT_API_KEY = os.environ.get("HWNAS_API_KEY")
@@ -64,10 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "in the embedded mode one process owns the in-process worker and its database",
             field="HWNAS_API_PROCESSES",
         )
-    if settings.is_embedded:
-        from workers.dispatch import local_devices
-
-        local_devices(settings)  # a device name that is no profile stops here, not in uvicorn
+    _check_before_serving(settings)
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -79,6 +76,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="info",
     )
     return 0
+
+
+def _check_before_serving(settings: Settings) -> None:
+    """What would stop the app's start-up, checked here, so it is one line and an exit
+    code of 2 (uvicorn prints a traceback per process, and its supervisor of several
+    processes exits 0 when they fail to start)."""
+    from store.db import check_migrated, make_engine, upgrade
+    from workers.dispatch import local_devices
+
+    if settings.is_embedded:
+        local_devices(settings)  # a device name that is no profile
+    if settings.auto_migrate:
+        upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        check_migrated(engine)
+    finally:
+        engine.dispose()
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -135,17 +150,32 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """A Celery worker that serves exactly the given devices (one queue each)."""
-    from hardware_profiles.configured import device_profile
+    from hardware_profiles.configured import device_profile, named_devices, servable
     from store.db import check_migrated, make_engine
     from workers import reaper
     from workers.celery_app import celery_app
 
+    if get_settings().is_embedded:
+        raise InvalidInput(
+            "a worker needs the broker the API publishes to: set HWNAS_BROKER_URL "
+            "(e.g. redis://127.0.0.1:6379/0), and HWNAS_DATABASE_URL to the API's database",
+            field="HWNAS_BROKER_URL",
+        )
+    devices = named_devices(args.devices, field="--devices")
+    if not devices:
+        raise InvalidInput("--devices names no device", field="--devices")
+    profiles = [device_profile(d) for d in devices]
+    if missing := [p.id for p in profiles if not servable(p)]:
+        raise InvalidInput(
+            f"this machine cannot run {', '.join(missing)} (its runtime or device is not "
+            "available here): a worker for them would fail every job it takes",
+            field="--devices",
+        )
     check_migrated(make_engine(get_settings().database_url))  # refuse an un-migrated DB
-
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
-    queues = [device_profile(d).queue for d in devices]
+    queues = [p.queue for p in profiles]
     reaper.SERVED_DEVICES[:] = devices
-    name = args.name or f"hwnas-{'+'.join(devices)}@%h"
+    label = "+".join(devices) if len(devices) <= 3 else f"{len(devices)}-devices"
+    name = args.name or f"hwnas-{label}@%h"
     # Solo pool: one job at a time per worker process, so measurements never overlap.
     celery_app.worker_main(
         [
@@ -232,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["serve"].add_argument("--host", default="127.0.0.1")
     sub.choices["serve"].add_argument("--port", type=int, default=8000)
     sub.choices["worker"].add_argument(
-        "--devices", required=True, help="comma-separated hardware profile ids"
+        "--devices",
+        required=True,
+        help="comma-separated hardware profile ids or patterns (nb201-* for every recorded "
+        "NAS-Bench-201 device)",
     )
     sub.choices["worker"].add_argument("--name", default=None)
     sub.choices["worker"].add_argument("--loglevel", default="info")

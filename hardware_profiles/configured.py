@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from core.errors import InvalidInput
+from fnmatch import fnmatchcase
+
+from core.errors import InvalidInput, UnknownName
 from core.settings import get_settings
 
 from .registry import get_profile, is_available, list_profiles
@@ -20,6 +22,22 @@ def device_profiles() -> dict[str, HardwareProfile]:
 
 def device_profile(profile_id: str) -> HardwareProfile:
     return get_profile(profile_id, _extra_dirs())
+
+
+def named_devices(names: str, *, field: str) -> list[str]:
+    """The profile ids a comma-separated list names, in order, once each; an entry may be a
+    shell-style pattern (``nb201-*``). An entry that names no profile is an error (a typo
+    would leave a device's jobs waiting for a worker that never takes them)."""
+    profiles = sorted(device_profiles())
+    chosen: list[str] = []
+    for entry in (e.strip() for e in names.split(",")):
+        if not entry:
+            continue
+        matched = [pid for pid in profiles if fnmatchcase(pid, entry)]
+        if not matched:
+            raise UnknownName("device", entry, profiles, field=field)
+        chosen.extend(pid for pid in matched if pid not in chosen)
+    return chosen
 
 
 def servable(profile: HardwareProfile) -> bool:

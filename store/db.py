@@ -436,9 +436,11 @@ def check_migrated(engine: Engine) -> None:
     except SQLAlchemyError as exc:
         raise ServiceUnavailable(f"cannot reach the database: {exc}") from exc
     if current != head:
+        where = engine.url.render_as_string(hide_password=True)
         raise ServiceUnavailable(
-            f"database schema is at revision {current or '(none)'}, code needs {head}: "
-            "run `hwnas db-upgrade` (alembic upgrade head) first"
+            f"database schema of {where} is at revision {current or '(none)'}, code needs "
+            f"{head}: run `hwnas db-upgrade` (alembic upgrade head) first, or check "
+            "HWNAS_DATABASE_URL"
         )
 
 

@@ -19,7 +19,9 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
-from store.db import check_migrated, make_engine, make_session_factory
+from store import jobs as q
+from store.db import check_migrated, make_engine, make_session_factory, transaction
+from store.tables import JobStatus
 
 from .runner import JobRunner
 
@@ -56,10 +58,33 @@ def worker_identity() -> str:
     return f"celery-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+class CeleryShutdown:
+    """The runner's stop signal in a Celery worker: set once Celery's signal handlers began
+    a warm (``should_stop``) or cold (``should_terminate``) shutdown. The solo pool runs the
+    job on the main thread, where those handlers run too, so the job sees it after the
+    evaluation in flight and goes back to the queue instead of holding the worker up."""
+
+    def is_set(self) -> bool:
+        from celery.worker import state
+
+        flags = (state.should_stop, state.should_terminate)  # exit codes; 0 means set too
+        return any(flag is not None and flag is not False for flag in flags)
+
+
 def run_job_task(job_id: str) -> str | None:
-    """Thin task: run the job with the same runner the embedded executor uses."""
-    runner = JobRunner(_session_factory(), get_settings(), worker_identity())
+    """Thin task: run the job with the same runner the embedded executor uses. A job a
+    shutdown interrupted is published again at once, for another worker of its device (or
+    this one, restarted), so it does not wait for a reaper."""
+    factory = _session_factory()
+    runner = JobRunner(factory, get_settings(), worker_identity(), stop=CeleryShutdown())
     status = runner.run(job_id)
+    if status == JobStatus.queued:
+        from .celery_dispatch import publish
+
+        with transaction(factory) as session:
+            device = q.get_job(session, job_id).device
+        publish(celery_app, job_id, device)
+        log.info("job %s: interrupted by the shutdown and published again", job_id)
     return status.value if status else None
 
 
@@ -81,7 +106,7 @@ def _start_reaper(sender: object = None, **_kwargs: object) -> None:
     for name in list_supernets():  # per-process resources: weights and tables, loaded once
         get_supernet(name)
 
-    start_reaper(celery_app, _session_factory(), get_settings())
+    start_reaper(celery_app, _session_factory(), get_settings(), worker_identity())
 
 
 @worker_shutdown.connect

@@ -18,6 +18,7 @@ from store import jobs as q
 from store.db import transaction
 from store.tables import JobStatus
 
+from . import presence
 from .celery_app import TASK_RUN_JOB, make_celery
 from .dispatch import Dispatcher
 
@@ -83,6 +84,7 @@ class CeleryDispatcher(Dispatcher):
     ) -> None:
         self.factory = factory
         self.app = make_celery(settings.broker_url)
+        self._presence = presence.redis_of(settings.broker_url)
         self._cache_s = cache_s
         self._served: set[str] = set()
         self._stop = threading.Event()
@@ -98,6 +100,8 @@ class CeleryDispatcher(Dispatcher):
         self._stop.set()
         if self._watcher.is_alive():
             self._watcher.join(timeout=5)
+        if self._presence is not None:
+            self._presence.close()
         self.app.close()
 
     def _watch(self) -> None:
@@ -161,11 +165,15 @@ class CeleryDispatcher(Dispatcher):
         return set(self._served)
 
     def _ask_workers(self) -> set[str]:
+        """What live workers announce in Redis (``workers.presence``: also while they run a
+        job); on another broker, the queues workers that are free to answer consume."""
         try:
+            if self._presence is not None:
+                return presence.served_devices(self._presence)
             replies = self.app.control.inspect(timeout=1.0).active_queues() or {}
         except Exception as exc:  # broker away: report nobody, try again next time
-            log.warning("asking workers for their queues failed: %s", exc)
-            replies = {}
+            log.warning("asking workers for their devices failed: %s", exc)
+            return set()
         return {
             queue["name"].removeprefix("hwnas.") for queues in replies.values() for queue in queues
         }

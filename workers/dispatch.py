@@ -20,9 +20,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import UnknownName
 from core.settings import Settings
-from hardware_profiles.configured import device_profiles, servable
+from hardware_profiles.configured import device_profiles, named_devices, servable
 from store import jobs as q
 from store.db import transaction
 from store.tables import JobStatus
@@ -65,18 +64,15 @@ NO_DEVICES = "none"  # HWNAS_EMBEDDED_DEVICES=none: an embedded server that runs
 
 def local_devices(settings: Settings) -> set[str]:
     """Profiles this process can measure on, or those of them ``HWNAS_EMBEDDED_DEVICES``
-    names. A name that is no profile stops the start (a typo would leave every job queued);
-    a profile this machine cannot run (a GPU one without a GPU) is left out with a warning."""
-    wanted = {d.strip() for d in settings.embedded_devices.split(",") if d.strip()}
-    profiles = device_profiles()
-    usable = {pid for pid, profile in profiles.items() if servable(profile)}
+    names (ids or patterns such as ``nb201-*``). A name that is no profile stops the start
+    (a typo would leave every job queued); a profile this machine cannot run (a GPU one
+    without a GPU) is left out with a warning."""
+    usable = {pid for pid, profile in device_profiles().items() if servable(profile)}
+    if settings.embedded_devices.strip() == NO_DEVICES:
+        return set()
+    wanted = set(named_devices(settings.embedded_devices, field="HWNAS_EMBEDDED_DEVICES"))
     if not wanted:
         return usable
-    if wanted == {NO_DEVICES}:
-        return set()
-    for name in sorted(wanted):
-        if name not in profiles:
-            raise UnknownName("device", name, profiles, field="HWNAS_EMBEDDED_DEVICES")
     if wanted - usable:
         log.warning(
             "HWNAS_EMBEDDED_DEVICES: not served, this machine cannot run them: %s",

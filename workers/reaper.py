@@ -1,4 +1,5 @@
-"""The reaper: re-publishes jobs that lost their worker or their broker message.
+"""The reaper: re-publishes jobs that lost their worker or their broker message, and
+announces the worker's devices (``workers.presence``) at every pass.
 
 Runs as a thread inside every Celery worker, for the devices that worker serves. A job is
 re-published when it is ``queued`` (its message may have been lost: Redis here keeps no
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 
+import redis
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,9 +25,12 @@ from store import jobs as q
 from store.db import transaction
 from store.tables import JobStatus, utcnow
 
+from . import presence
+
 log = logging.getLogger(__name__)
 _stop = threading.Event()
 _thread: threading.Thread | None = None
+_presence: tuple[redis.Redis, str] | None = None  # the key to withdraw at the stop
 SERVED_DEVICES: list[str] = []
 
 
@@ -52,14 +57,30 @@ def reap_once(
     return [job_id for job_id, _ in republished]
 
 
-def start_reaper(app: Celery, factory: sessionmaker[Session], settings: Settings) -> None:
-    global _thread
+def start_reaper(
+    app: Celery, factory: sessionmaker[Session], settings: Settings, identity: str
+) -> None:
+    """Start the thread: announce the devices now, then every ``heartbeat_s`` announce
+    them again and reap."""
+    global _thread, _presence
     if _thread is not None or not SERVED_DEVICES:
         return
     _stop.clear()
+    client = presence.redis_of(settings.broker_url)
+    _presence = None if client is None else (client, identity)
+    ttl_s = presence.ttl_of(settings.heartbeat_s)
+
+    def announce() -> None:
+        if client is not None:
+            try:
+                presence.announce(client, identity, SERVED_DEVICES, ttl_s)
+            except redis.RedisError as exc:  # broker away: the API sees the key expire
+                log.warning("announcing this worker's devices failed: %s", exc)
 
     def loop() -> None:
+        announce()
         while not _stop.wait(settings.heartbeat_s):
+            announce()
             try:
                 reap_once(app, factory, settings, SERVED_DEVICES)
             except HwnasError as exc:  # database briefly away: try again next period
@@ -72,6 +93,16 @@ def start_reaper(app: Celery, factory: sessionmaker[Session], settings: Settings
 
 
 def stop_reaper() -> None:
-    global _thread
+    """Stop the thread and withdraw the announcement (the API stops listing the devices)."""
+    global _thread, _presence
     _stop.set()
+    if _thread is not None:
+        _thread.join(timeout=5)
     _thread = None
+    if _presence is not None:
+        client, identity = _presence
+        _presence = None
+        try:
+            presence.withdraw(client, identity)
+        except redis.RedisError as exc:  # the key expires on its own
+            log.warning("withdrawing this worker's devices failed: %s", exc)

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
@@ -101,6 +101,16 @@ class _RunClock:
         return time.perf_counter() - self._started
 
 
+class StopSignal(Protocol):
+    """Set when the worker is shutting down (``threading.Event`` in the embedded mode;
+    ``workers.celery_app`` gives one that reads Celery's shutdown state)."""
+
+    def is_set(self) -> bool: ...
+
+
+SHUTDOWN_REQUEUED = "interrupted by a worker shutdown; resumes when a worker takes it again"
+
+
 class JobRunner:
     """Runs jobs for one worker identity. Thread-safe: each ``run`` uses its own sessions.
 
@@ -114,7 +124,7 @@ class JobRunner:
         factory: sessionmaker[Session],
         settings: Settings,
         worker_id: str,
-        stop: threading.Event | None = None,
+        stop: StopSignal | None = None,
     ) -> None:
         self.factory = factory
         self.settings = settings
@@ -142,7 +152,8 @@ class JobRunner:
                 delay = min(delay * 2, 5.0)
 
     def run(self, job_id: str, *, takeover: bool = False) -> JobStatus | None:
-        """Run (or resume) ``job_id``; returns its final status, None if not ours to run."""
+        """Run (or resume) ``job_id``; returns its final status, ``queued`` if a shutdown
+        interrupted it (it resumes from storage), None if it was not ours to run."""
         stale = 0.0 if takeover else self.settings.stale_after_s
 
         def claim(session: Session) -> dict[str, Any] | None:
@@ -174,6 +185,9 @@ class JobRunner:
                         message="cancelled (its run had failed meanwhile; see error)",
                     )
                     return JobStatus.cancelled
+                if self.stop.is_set():  # e.g. a second Ctrl+C raising inside the evaluation
+                    q.requeue(q.get_job(session, job_id), SHUTDOWN_REQUEUED)
+                    return JobStatus.queued
                 q.finish_job(
                     session,
                     job_id,
@@ -262,8 +276,7 @@ class JobRunner:
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
         while lease == "held" and done < plan.budget:
             if self.stop.is_set():
-                self._requeue(job_id, clock)
-                return None
+                return self._requeue(job_id, clock)
             proposals = plan.strategy.ask(1)
             if not proposals:
                 break  # the whole space has been measured
@@ -292,8 +305,7 @@ class JobRunner:
             if lease != "held":
                 break
             if self.stop.is_set():
-                self._requeue(job_id, clock)
-                return None
+                return self._requeue(job_id, clock)
             measurement = evaluator.measure_latency(arch)
             lease = self._store(job_id, done, subnet_id, arch, measurement)
             if lease != "lost":
@@ -521,13 +533,15 @@ class JobRunner:
 
         return self._end(job_id, clock, finish)
 
-    def _requeue(self, job_id: str, clock: _RunClock) -> None:
-        def requeue(session: Session) -> None:
+    def _requeue(self, job_id: str, clock: _RunClock) -> JobStatus | None:
+        def requeue(session: Session) -> JobStatus | None:
             job = q.get_job(session, job_id, lock=True)
             if job.worker_id == self.worker_id and job.status == JobStatus.running:
-                q.requeue(job, "interrupted by a worker shutdown; resumes when a worker restarts")
+                q.requeue(job, SHUTDOWN_REQUEUED)
+                return JobStatus.queued
+            return None
 
-        self._end(job_id, clock, requeue)
+        return self._end(job_id, clock, requeue)
 
     def _cancelled_or_lost(
         self, job_id: str, clock: _RunClock, cancel_requested: bool

@@ -16,6 +16,7 @@ from hardware_profiles import (
     list_profiles,
     load_profile,
 )
+from hardware_profiles.configured import named_devices
 
 LIVE = {"cpu-1t", "cpu-all", "cpu-ort", "cpu-ts", "cuda-0"}
 # One recorded profile per latency column of the shipped NAS-Bench-201 table.
@@ -134,3 +135,16 @@ def test_availability(tmp_path: Path) -> None:
     assert is_available(profiles["cuda-0"]) == torch.cuda.is_available()
     write(tmp_path, "phone.yaml", RECORDED_YAML.format(id="phone"))
     assert not is_available(get_profile("phone", extra_dirs=[tmp_path]))
+
+
+def test_a_device_list_takes_ids_and_patterns_and_refuses_what_names_nothing() -> None:
+    recorded = named_devices("nb201-*", field="--devices")
+    assert len(recorded) == 27 and all(pid.startswith("nb201-") for pid in recorded)
+    assert named_devices(" cpu-1t , cpu-*,cpu-1t", field="f")[:1] == ["cpu-1t"]
+    assert sorted(named_devices("cpu-1t,cpu-*", field="f")) == sorted(
+        {"cpu-1t", *named_devices("cpu-*", field="f")}
+    )
+    assert named_devices(" , ", field="f") == []
+    with pytest.raises(UnknownName, match="unknown device 'gpu-\\*'") as raised:
+        named_devices("cpu-1t,gpu-*", field="--devices")
+    assert raised.value.field == "--devices"

@@ -5,6 +5,8 @@ None of these tests uses eager mode. In CI they fail, not skip, when a service i
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,3 +148,54 @@ def test_two_workers_on_one_queue_never_run_the_same_job(stack: dict[str, Any]) 
         assert len(runners) == 1, f"job {job['id']} ran on {runners}"
         used |= runners
     assert len(used) == 2, "both workers should have taken jobs"
+
+
+def test_a_busy_worker_still_serves_its_device(stack: dict[str, Any]) -> None:
+    """A solo worker cannot answer Celery's broadcast while it runs a job; its device must
+    not look unserved then (new jobs were told to start a worker they had)."""
+    client = stack["client"]
+    with workers(stack["env"], stack["tmp"]):
+        assert _served_when_seen(client, "cpu-1t")["cpu-1t"] is True
+        spec = job_spec(budget={"evaluations": 40}, warm_start=False)
+        running = client.post("/v1/jobs", json=spec).json()["id"]
+        wait_for(client, running, until={"running"}, timeout_s=120)
+        time.sleep(6)  # past the API's refresh of who serves what (every 5 s)
+        devices = {d["id"]: d["served"] for d in client.get("/v1/devices").json()}
+        waiting = client.post("/v1/jobs", json={**spec, "seed": 1}).json()
+        assert client.get(f"/v1/jobs/{running}").json()["status"] == "running"
+        assert devices["cpu-1t"] is True and devices["cpu-all"] is False
+        assert waiting["status"] == "queued" and waiting["message"] is None
+        assert client.get("/healthz").json()["devices_served"] == ["cpu-1t"]
+        for job_id in (running, waiting["id"]):
+            client.post(f"/v1/jobs/{job_id}/cancel")
+            wait_for(client, job_id, until={"cancelled"}, timeout_s=120)
+    # A worker that stopped withdraws its devices at once.
+    assert _served_when_seen(client, "cpu-all", timeout_s=8)["cpu-1t"] is False
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [(signal.SIGTERM,), (signal.SIGTERM, signal.SIGQUIT), (signal.SIGINT, signal.SIGINT)],
+    ids=["warm", "warm-then-cold", "ctrl-c-twice"],
+)
+def test_a_stopped_worker_hands_its_job_back(stack: dict[str, Any], signals: tuple) -> None:
+    """A shutdown interrupts the job after the evaluation in flight and puts it back in
+    the queue, published again; a second signal (cold shutdown) does not fail it."""
+    client, budget = stack["client"], 8
+    first = WorkerProcess(stack["env"], "cpu-1t", stack["tmp"] / "stopped.log")
+    first.wait_ready()
+    spec = job_spec(budget={"evaluations": budget}, warm_start=False)
+    job_id = client.post("/v1/jobs", json=spec).json()["id"]
+    wait_for(client, job_id, until={"running"}, min_evaluations=1, timeout_s=120)
+    for sig in signals:
+        os.killpg(first.process.pid, sig)
+        time.sleep(0.3)
+    first.process.wait(timeout=60)  # it stops after the evaluation in flight, not the job
+    first.stop()
+    handed_back = client.get(f"/v1/jobs/{job_id}").json()
+    assert handed_back["status"] == "queued", (handed_back, first.log())
+    assert handed_back["progress"]["evaluations_done"] < budget
+    assert "interrupted by a worker shutdown" in handed_back["message"]
+    with workers(stack["env"], stack["tmp"]):  # the message published again reaches it
+        job = wait_for(client, job_id, timeout_s=240)
+    _assert_complete(client, job, budget)

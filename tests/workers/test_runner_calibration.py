@@ -51,7 +51,7 @@ def test_a_stopped_calibration_resumes_without_measuring_twice(
         return original(self, arch)
 
     monkeypatch.setattr(SubnetEvaluator, "measure_latency", counting)
-    assert JobRunner(factory, settings, "worker-1", stop=stop).run(row.id) is None
+    assert JobRunner(factory, settings, "worker-1", stop=stop).run(row.id) == JobStatus.queued
     with transaction(factory) as session:
         job = q.get_job(session, row.id)
         assert (job.status, job.evaluations_done) == (JobStatus.queued, 5)

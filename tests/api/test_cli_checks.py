@@ -1,0 +1,61 @@
+"""What `hwnas serve` and `hwnas worker` refuse before starting anything: one line on
+stderr and exit code 2, not a traceback per process or a worker that fails every job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api.cli import main
+from core.settings import get_settings
+from hardware_profiles.configured import device_profile, servable
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """Settings read afresh from the environment this test sets (a database of its own)."""
+    monkeypatch.setenv("HWNAS_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
+    monkeypatch.setenv("HWNAS_BROKER_URL", "redis://127.0.0.1:6379/15")
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_a_worker_needs_a_broker(env: pytest.MonkeyPatch, capsys) -> None:
+    env.setenv("HWNAS_BROKER_URL", "")
+    get_settings.cache_clear()
+    assert "set HWNAS_BROKER_URL" in _refused(["worker", "--devices", "cpu-1t"], capsys)
+
+
+def test_a_worker_refuses_devices_it_could_not_serve(env: pytest.MonkeyPatch, capsys) -> None:
+    assert "unknown device 'cpu-lt'" in _refused(["worker", "--devices", "cpu-1t,cpu-lt"], capsys)
+    assert "unknown device 'nb301-*'" in _refused(["worker", "--devices", "nb301-*"], capsys)
+    assert "names no device" in _refused(["worker", "--devices", " , "], capsys)
+    if not servable(device_profile("cuda-0")):  # the machines tests run on have no GPU
+        err = _refused(["worker", "--devices", "cpu-1t,cuda-0"], capsys)
+        assert "this machine cannot run cuda-0" in err
+
+
+def test_a_worker_refuses_an_unmigrated_database_and_names_it(
+    env: pytest.MonkeyPatch, tmp_path: Path, capsys
+) -> None:
+    err = _refused(["worker", "--devices", "nb201-*"], capsys)  # the pattern is fine
+    assert "fresh.db is at revision (none)" in err and "hwnas db-upgrade" in err
+
+
+def test_serve_refuses_an_unmigrated_database_before_starting_processes(
+    env: pytest.MonkeyPatch, capsys
+) -> None:
+    """Several uvicorn processes that fail to start left their supervisor exiting 0."""
+    env.setenv("HWNAS_AUTO_MIGRATE", "false")
+    env.setenv("HWNAS_API_PROCESSES", "2")
+    get_settings.cache_clear()
+    err = _refused(["serve", "--port", "1"], capsys)
+    assert "fresh.db is at revision (none)" in err and "hwnas db-upgrade" in err
