@@ -108,7 +108,9 @@ class JobCreate(BaseModel):
         description="a .npz or .pt file under HWNAS_DATA_ROOTS ('inputs', 'labels', optional "
         "'calib_inputs'), or a directory of images there (<dir>/<class name>/<images>, "
         "optional classes.txt and _calib/), to measure accuracy on instead of the supernet's "
-        "own validation data",
+        "own validation data (required when the supernet has none and the job names "
+        "accuracy)",
+        validate_default=True,
     )
 
     @field_validator("supernet")
@@ -134,6 +136,7 @@ class JobCreate(BaseModel):
     @classmethod
     def _validation_data(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
+            _check_quality_measurable(info.data)
             return value
         path = check_path(value)  # confined to the data roots, known type, under the size limit
         supernet = info.data.get("supernet")
@@ -159,6 +162,23 @@ class JobCreate(BaseModel):
             if name not in allowed:
                 raise ValueError(f"unknown metric {name!r}; allowed: {', '.join(allowed)}")
         return value
+
+
+def _check_quality_measurable(job: dict[str, Any]) -> None:
+    """A job that names a quality metric of a supernet with no validation data of its own
+    (the OFA supernets) must bring some: refused now, not failed at its first evaluation."""
+    if "supernet" not in job:  # invalid: reported on its own
+        return
+    supernet = get_supernet(job["supernet"])
+    named = set(job.get("objectives", {})) | set(job.get("constraints", {}))
+    quality = sorted(named & set(supernet.metrics))
+    if quality and not supernet.has_validation_data():
+        raise ValueError(
+            f"supernet {supernet.name!r} has no validation data of its own, so it cannot "
+            f"measure {', '.join(quality)}: give validation_data (a file or image directory "
+            f"under HWNAS_DATA_ROOTS), or leave {', '.join(quality)} out of the objectives "
+            "and constraints (latency, MACs, params and size need no data)"
+        )
 
 
 class Progress(BaseModel):

@@ -141,6 +141,12 @@ class Supernet(ABC):
         generator = torch.Generator().manual_seed(0)
         return torch.randn(shape, generator=generator)
 
+    def has_validation_data(self) -> bool:
+        """Whether ``evaluate`` has data to measure quality on (the supernet's own or the
+        user's). A supernet that ships none says False until it is given some, so a job
+        that needs its quality metrics is refused at submission."""
+        return True
+
     def describe(self) -> dict[str, Any]:
         """Public summary: name, genes and their choices, search-space size."""
         space = self.space()

@@ -374,6 +374,9 @@ class OFASupernet(Supernet):
             self.validation_data, num_classes=self.num_classes, image_format=self.image_format()
         )
 
+    def has_validation_data(self) -> bool:
+        return self.validation_data is not None
+
     def evaluate(self, arch: Arch, module: nn.Module | None = None) -> dict[str, float]:
         if self.validation_data is None:
             raise InvalidInput(

@@ -84,9 +84,9 @@ def build_plan(
         budget=budget + reused,
         **options,
     )
-    return JobPlan(
-        budget, spec["objectives"], constraints, SubnetEvaluator(supernet, profile), strategy
-    )
+    named = set(spec["objectives"]) | set(constraints)
+    evaluator = SubnetEvaluator(supernet, profile, quality=bool(named & set(supernet.metrics)))
+    return JobPlan(budget, spec["objectives"], constraints, evaluator, strategy)
 
 
 class _RunClock:

@@ -64,3 +64,22 @@ def test_refused_with_a_message_naming_the_field(root: Path, change: dict, messa
     with pytest.raises(ValidationError, match=message) as caught:
         JobCreate.model_validate(job_spec(**change))
     assert caught.value.errors()[0]["loc"] == ("validation_data",)
+
+
+OFA = "ofa_mbv3_d234_e346_k357_w1.0"  # no validation data of its own
+
+
+def test_a_supernet_without_data_of_its_own_needs_it_only_for_quality() -> None:
+    accuracy = job_spec(supernet=OFA, objectives={"accuracy": "max", "latency_ms": "min"})
+    with pytest.raises(ValidationError, match="no validation data of its own") as caught:
+        JobCreate.model_validate(accuracy)
+    assert caught.value.errors()[0]["loc"] == ("validation_data",)
+    constrained = job_spec(
+        supernet=OFA,
+        objectives={"latency_ms": "min"},
+        constraints={"accuracy": {"min": 0.7}},
+    )
+    with pytest.raises(ValidationError, match="cannot measure accuracy"):
+        JobCreate.model_validate(constrained)
+    latency_only = job_spec(supernet=OFA, objectives={"latency_ms": "min", "macs": "min"})
+    assert JobCreate.model_validate(latency_only).validation_data is None

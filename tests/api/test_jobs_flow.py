@@ -87,6 +87,29 @@ def test_unmeetable_constraint_succeeds_with_an_empty_front_and_says_why(
     assert "latency_ms" in job["message"] and "closest" in job["message"]
 
 
+@pytest.mark.parametrize("supernet", ["fmnist-ofa-cnn", "ofa_mbv3_d234_e346_k357_w1.0"])
+def test_a_job_that_names_no_quality_metric_measures_none(
+    client: TestClient, supernet: str
+) -> None:
+    """Latency and counted complexity only: no accuracy evaluation, so a supernet with no
+    validation data of its own (OFA, random weights here) can be searched for speed."""
+    spec = job_spec(
+        supernet=supernet,
+        objectives={"latency_ms": "min", "macs": "min"},
+        constraints={},
+        budget={"evaluations": 2},
+        strategy="random",
+        warm_start=False,
+    )
+    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+    assert job["status"] == "succeeded", job
+    evaluations = client.get(f"/v1/jobs/{job['id']}/evaluations").json()["data"]
+    assert len(evaluations) == 2
+    for evaluation in evaluations:
+        assert "accuracy" not in evaluation["metrics"]
+        assert evaluation["metrics"]["latency_ms"] > 0 and evaluation["metrics"]["macs"] > 0
+
+
 def test_cancel_stops_a_running_job(client: TestClient) -> None:
     job = client.post("/v1/jobs", json=job_spec(budget={"evaluations": 200})).json()
     wait_for(client, job["id"], until={"running"}, min_evaluations=1)
