@@ -249,8 +249,12 @@ def finish_job(
     message: str | None = None,
     error: str | None = None,
 ) -> Job:
+    """End a job its run holds. ``message`` (the outcome: why it failed or was cancelled)
+    leads the notes the run left on the job (warm start, hints, prior), which stay."""
     job = get_job(session, job_id, lock=True)
-    _finish(job, status, utcnow(), message=message, error=error)
+    notes = job.message if job.status == JobStatus.running else None
+    outcome = "; ".join(m for m in (message, notes) if m) or None
+    _finish(job, status, utcnow(), message=outcome, error=error)
     return job
 
 

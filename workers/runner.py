@@ -272,7 +272,7 @@ class JobRunner:
             )
         done = len(stored) - reused
         if done:
-            log.info("job %s: resumed after %d measured evaluations", job_id, done)
+            self._note(job_id, f"resumed after {_count(done, 'measured evaluation')}")
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
         while lease == "held" and done < plan.budget:
             if self.stop.is_set():
@@ -326,8 +326,8 @@ class JobRunner:
                     session,
                     job_id,
                     JobStatus.cancelled,
-                    message=f"cancelled after {len(measured)} measurements, before storing "
-                    "the predictor",
+                    message=f"cancelled after {_count(len(measured), 'measurement')}, before "
+                    "storing the predictor",
                 )
                 return JobStatus.cancelled
             record = save_predictor(session, job_id, spec, measured, predictor, fit_seconds)
@@ -525,10 +525,9 @@ class JobRunner:
             evaluations, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(evaluations, plan.objectives, plan.constraints)
             q.set_front(session, job_id, [e.id for e in summary.front])
-            job = q.finish_job(session, job_id, JobStatus.succeeded)
+            # nothing feasible (summary.message): said first, the run's notes after it
+            job = q.finish_job(session, job_id, JobStatus.succeeded, message=summary.message)
             job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
-            if summary.message:  # nothing feasible: said first, the run's notes after it
-                job.message = "; ".join(m for m in (summary.message, job.message) if m)
             return JobStatus.succeeded
 
         return self._end(job_id, clock, finish)
@@ -556,7 +555,7 @@ class JobRunner:
                 session,
                 job_id,
                 JobStatus.cancelled,
-                message=f"cancelled after {job.evaluations_done} evaluations",
+                message=f"cancelled after {_count(job.evaluations_done, 'evaluation')}",
             )
             return JobStatus.cancelled
 
@@ -564,6 +563,10 @@ class JobRunner:
 
 
 Lease = Literal["held", "cancel", "lost"]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _earlier_measurements(

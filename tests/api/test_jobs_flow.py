@@ -165,3 +165,18 @@ def test_a_submitted_job_answers_as_it_reads_back(backend: str, tmp_path: Path) 
                 assert posted.json() == got.json()
                 assert posted.content == got.content
                 assert got.json()["message"].startswith("waiting")
+
+
+def test_a_cancelled_run_keeps_its_notes_after_the_outcome(client: TestClient) -> None:
+    """The outcome leads; what the run noted before (here, the warm start) stays."""
+    first = job_spec(budget={"evaluations": 2}, strategy="random")
+    wait_for(client, client.post("/v1/jobs", json=first).json()["id"])
+    job = client.post("/v1/jobs", json=job_spec(budget={"evaluations": 200})).json()
+    wait_for(client, job["id"], until={"running"}, min_evaluations=1)
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+    job = wait_for(client, job["id"])
+    assert job["status"] == "cancelled"
+    outcome, *notes = job["message"].split("; ")
+    done = job["progress"]["evaluations_done"]
+    assert outcome == f"cancelled after {done} evaluation{'' if done == 1 else 's'}"
+    assert notes and notes[0].startswith("warm start: 2 earlier measurements")
