@@ -193,7 +193,10 @@ class Progress(BaseModel):
 
 
 class Timing(BaseModel):
-    run_seconds: float
+    run_seconds: float = Field(
+        description="wall time of the job's runs so far; grows while it runs (at every "
+        "heartbeat), so a run cut short loses at most one heartbeat's worth"
+    )
     eval_seconds: float = Field(description="time inside evaluation calls (measurement)")
 
 

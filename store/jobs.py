@@ -187,15 +187,17 @@ def stale_jobs(
     return list(session.scalars(query.order_by(Job.created_at)))
 
 
-def heartbeat(session: Session, job_id: str, worker_id: str) -> bool:
-    """Refresh the lease; False when the job was taken over or cancellation was asked."""
+def heartbeat(session: Session, job_id: str, worker_id: str, run_seconds: float = 0.0) -> bool:
+    """Refresh the lease and add ``run_seconds`` (the run's wall time since its last
+    booking) to the job's; False when the job is no longer this worker's running job
+    (nothing is changed then)."""
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
-        .values(heartbeat_at=utcnow())
-        .returning(Job.cancel_requested)
+        .values(heartbeat_at=utcnow(), run_seconds=Job.run_seconds + run_seconds)
+        .returning(Job.id)
     ).first()
-    return result is not None and not result[0]
+    return result is not None
 
 
 def fail_exhausted(session: Session, job: Job, max_attempts: int) -> bool:

@@ -90,15 +90,23 @@ def build_plan(
 
 
 class _RunClock:
-    """Wall time of one run of a job, added to its ``run_seconds`` in the same transaction
+    """Wall time of one run of a job, booked into its ``run_seconds`` as the run goes (each
+    heartbeat adds what passed since the last booking, so a running job's time grows and a
+    killed run loses at most one heartbeat's worth) and, for the rest, in the transaction
     that ends the run, so a reader never sees a finished job whose timing lacks it."""
 
     def __init__(self) -> None:
-        self._started = time.perf_counter()
-        self.booked = False
+        self._lock = threading.Lock()  # one booking at a time: the heartbeat thread books too
+        self._booked_until = time.perf_counter()
+        self.booked = False  # the run's end (and the rest of its time) is committed
 
-    def elapsed(self) -> float:
-        return time.perf_counter() - self._started
+    def book(self, write: Callable[[float], bool]) -> None:
+        """Book the seconds since the last booking with ``write(seconds)``, which returns
+        True once they are committed; if it returns False or raises, they stay unbooked."""
+        with self._lock:
+            now = time.perf_counter()
+            if write(now - self._booked_until):
+                self._booked_until = now
 
 
 class StopSignal(Protocol):
@@ -200,23 +208,28 @@ class JobRunner:
             return self._end(job_id, clock, fail)
         finally:
             if not clock.booked:  # lease lost, or the database gone: book what ran
-                self._db(lambda s: _add_run_seconds(s, job_id, clock.elapsed()))
+                self._end(job_id, clock, lambda session: None)
 
     def _end(self, job_id: str, clock: _RunClock, step: Callable[[Session], T]) -> T:
-        """Run the step that ends this run of the job, booking the run's wall time in the
-        same transaction (``elapsed`` is taken from the start, so a retry books it once)."""
+        """Run the step that ends this run of the job, booking the rest of the run's wall
+        time in the same transaction."""
+        ended: list[T] = []
 
-        def ending(session: Session) -> T:
-            result = step(session)
-            _add_run_seconds(session, job_id, clock.elapsed())
-            return result
+        def write(seconds: float) -> bool:
+            def ending(session: Session) -> T:
+                result = step(session)
+                _add_run_seconds(session, job_id, seconds)
+                return result
 
-        result = self._db(ending)
+            ended.append(self._db(ending))
+            return True
+
+        clock.book(write)
         clock.booked = True
-        return result
+        return ended[0]
 
     @contextmanager
-    def _heartbeat(self, job_id: str) -> Iterator[None]:
+    def _heartbeat(self, job_id: str, clock: _RunClock) -> Iterator[None]:
         """Keep the lease fresh from a side thread, also while an evaluation runs.
 
         Only a dead process stops heartbeating, so ``stale_after_s`` can stay short without
@@ -226,11 +239,7 @@ class JobRunner:
 
         def beat() -> None:
             while not done.wait(self.settings.heartbeat_s):
-                try:
-                    with transaction(self.factory) as session:
-                        q.heartbeat(session, job_id, self.worker_id)
-                except HwnasError as exc:  # the loop's own checks decide what to do
-                    log.warning("job %s: heartbeat failed: %s", job_id, exc)
+                clock.book(lambda seconds: self._beat(job_id, seconds))
 
         thread = threading.Thread(target=beat, name=f"heartbeat-{job_id[:8]}", daemon=True)
         thread.start()
@@ -240,10 +249,20 @@ class JobRunner:
             done.set()
             thread.join()
 
+    def _beat(self, job_id: str, seconds: float) -> bool:
+        """One heartbeat, booking ``seconds`` of run time; False if nothing was written (the
+        job is not this run's any more, or the database failed: the run's end books them)."""
+        try:
+            with transaction(self.factory) as session:
+                return q.heartbeat(session, job_id, self.worker_id, seconds)
+        except HwnasError as exc:  # the loop's own checks decide what to do
+            log.warning("job %s: heartbeat failed: %s", job_id, exc)
+            return False
+
     def _loop(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
         bodies = {JobKind.search: self._search, JobKind.calibration: self._calibrate}
         body = bodies[JobKind(spec.get("kind", JobKind.search))]
-        with self._heartbeat(job_id):
+        with self._heartbeat(job_id, clock):
             return body(job_id, spec, clock)
 
     def _search(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:

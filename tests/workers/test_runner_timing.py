@@ -4,6 +4,7 @@ between the commit marking the job succeeded and the one adding the time)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from api.schemas import JobCreate
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.tables import Job, JobStatus
+from workers.evaluator import SubnetEvaluator
 from workers.runner import JobRunner
 
 from ..conftest import embedded_settings
@@ -30,10 +32,10 @@ SPEC: dict[str, Any] = {
 
 
 def _run_watching_commits(
-    tmp_path: Path, spec: dict[str, Any]
+    tmp_path: Path, spec: dict[str, Any], **settings_: Any
 ) -> tuple[JobStatus | None, list[tuple[JobStatus, float, float]]]:
     """Run one job; (its final status, (status, run_seconds, eval_seconds) after each commit)."""
-    settings = embedded_settings(tmp_path)
+    settings = embedded_settings(tmp_path, **settings_)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
@@ -78,3 +80,26 @@ def test_a_failed_job_carries_its_run_time_too(
     assert status is JobStatus.failed
     finished = [s for s in seen if s[0].finished]
     assert finished and all(s[0] is JobStatus.failed and s[1] > 0.0 for s in finished)
+
+
+def test_a_running_jobs_time_grows_with_its_heartbeats_and_is_booked_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pollers see run_seconds grow while the job runs (a killed run loses at most one
+    heartbeat's worth); the heartbeat thread and the run's end never book the same time."""
+    measure = SubnetEvaluator.measure
+
+    def slow(self: SubnetEvaluator, arch: Any) -> Any:
+        time.sleep(0.15)
+        return measure(self, arch)
+
+    monkeypatch.setattr(SubnetEvaluator, "measure", slow)
+    started = time.perf_counter()
+    status, seen = _run_watching_commits(tmp_path, SPEC, heartbeat_s=0.05)
+    wall = time.perf_counter() - started
+    assert status is JobStatus.succeeded
+    running = [run_s for state, run_s, _ in seen if state is JobStatus.running]
+    assert running and max(running) > 0.3, running  # booked by heartbeats mid-run
+    assert running == sorted(running)
+    final = seen[-1][1]
+    assert 6 * 0.15 < final <= wall, (final, wall)
