@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -25,11 +26,23 @@ def parse_constraints(items: list[str]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for item in items:
         match = _CONSTRAINT.match(item)
-        if not match:
-            raise SystemExit(f"bad constraint {item!r}: write NAME<=VALUE or NAME>=VALUE")
-        name, op, value = match.groups()
-        out.setdefault(name, {})["max" if op == "<=" else "min"] = float(value)
+        bound = _finite(match.group(3)) if match else None
+        if match is None or bound is None:
+            raise InvalidInput(
+                f"bad constraint {item!r}: write NAME<=VALUE or NAME>=VALUE with a finite number",
+                field="--constraint",
+            )
+        name, op, _ = match.groups()
+        out.setdefault(name, {})["max" if op == "<=" else "min"] = bound
     return out
+
+
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def parse_objectives(items: list[str]) -> dict[str, str]:
@@ -37,13 +50,15 @@ def parse_objectives(items: list[str]) -> dict[str, str]:
     for item in items:
         name, _, sense = item.partition("=")
         if sense not in ("min", "max"):
-            raise SystemExit(f"bad objective {item!r}: write NAME=min or NAME=max")
+            raise InvalidInput(
+                f"bad objective {item!r}: write NAME=min or NAME=max", field="--objective"
+            )
         out[name] = sense
     return out
 
 
 def build_spec(args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    spec = {
         "supernet": args.supernet,
         "device": args.device,
         "objectives": parse_objectives(args.objective or ["accuracy=max", "latency_ms=min"]),
@@ -51,7 +66,11 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         "budget": {"evaluations": args.budget},
         "strategy": args.strategy,
         "seed": args.seed,
+        "warm_start": not args.no_warm_start,
     }
+    if args.validation_data:
+        spec["validation_data"] = args.validation_data
+    return spec
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -103,9 +122,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    job = _client(args).wait(args.job_id)
+    client = _client(args)
+    try:
+        job = client.wait(args.job_id, timeout_s=args.timeout)
+    except TimeoutError as exc:
+        print(f"hwnas: {exc}", file=sys.stderr)
+        job = client.job(args.job_id)
     print(json.dumps({k: job[k] for k in ("id", "status", "message", "error")}))
     return 0 if job["status"] == "succeeded" else 1
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job = _client(args).cancel(args.job_id)
+    print(json.dumps({k: job[k] for k in ("id", "status", "message")}))
+    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -209,12 +239,13 @@ def format_front(pareto: dict[str, Any]) -> str:
     rows = pareto["data"]
     if not rows:
         return f"(empty front) {pareto.get('message') or ''}"
-    header = f"{'subnet_id':<48} {'accuracy':>8} {'latency_ms':>10} {'MMACs':>7} {'params':>8}"
+    ids = max(48, *(len(r["subnet_id"]) for r in rows))
+    header = f"{'subnet_id':<{ids}} {'accuracy':>8} {'latency_ms':>10} {'MMACs':>7} {'params':>8}"
     lines = [header, "-" * len(header)]
     for p in sorted(rows, key=lambda r: r["latency_ms"] or 0):
         mmacs = None if p["macs"] is None else p["macs"] / 1e6
         lines.append(
-            f"{p['subnet_id']:<48} {_cell(p['accuracy'], 8, '.4f')} "
+            f"{p['subnet_id']:<{ids}} {_cell(p['accuracy'], 8, '.4f')} "
             f"{_cell(p['latency_ms'], 10, '.3f')} {_cell(mmacs, 7, '.2f')} "
             f"{_cell(p['params'], 8, 'd')}"
         )
@@ -235,6 +266,12 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--strategy", default="linas")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-warm-start", action="store_true", help="measure everything anew (no reuse)"
+    )
+    parser.add_argument(
+        "--validation-data", default=None, help="a file or image directory under the data roots"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve": (cmd_serve, "run the HTTP API (embedded worker unless HWNAS_BROKER_URL)"),
         "submit": (cmd_submit, "submit a search job; prints its id"),
         "wait": (cmd_wait, "follow a job; exits non-zero unless it succeeded"),
+        "cancel": (cmd_cancel, "cancel a job (a running one stops after its evaluation)"),
         "pareto": (cmd_pareto, "print a job's Pareto front"),
         "download": (cmd_download, "download a measured sub-network"),
         "calibrate": (cmd_calibrate, "fit a device's latency predictor (a job on its queue)"),
@@ -279,8 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--kind", default=None, help="predictor kind (default: the server's)")
     calibrate.add_argument("--no-wait", action="store_true", help="print the job id and exit")
-    for name in ("wait", "pareto", "download"):
+    for name in ("wait", "cancel", "pareto", "download"):
         sub.choices[name].add_argument("job_id")
+    sub.choices["wait"].add_argument(
+        "--timeout", type=float, default=None, help="give up after this many seconds (exit 1)"
+    )
     sub.choices["download"].add_argument("--subnet", required=True)
     sub.choices["download"].add_argument("--format", default="onnx")
     sub.choices["download"].add_argument("-o", "--output", required=True)
@@ -288,12 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 1 the job did not succeed (``wait``, ``calibrate``); 2 an error
+    (bad arguments, the service refused the request or could not be reached)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except (ClientError, HwnasError) as exc:
         print(f"hwnas: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `hwnas pareto JOB | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,11 @@ class HwnasClient:
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self.http.request(method, path, **kwargs)
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:  # refused, timed out, name not resolved, cut off
+            where = self.http.base_url
+            raise ClientError(f"{method} {path}: cannot reach hwnas at {where}: {exc}") from exc
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -49,6 +53,16 @@ class HwnasClient:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def jobs(self, *, offset: int = 0, limit: int = 50, **filters: str) -> dict[str, Any]:
+        """A page of jobs, newest first (``filters``: ``status``, ``kind``)."""
+        params = {"offset": offset, "limit": limit, **filters}
+        return self._call("GET", "/v1/jobs", params=params).json()
+
+    def evaluations(self, job_id: str, *, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        """A page of the job's evaluations, in the order they were measured."""
+        params = {"offset": offset, "limit": limit}
+        return self._call("GET", f"/v1/jobs/{job_id}/evaluations", params=params).json()
 
     def wait(
         self,

@@ -117,6 +117,15 @@ def test_submit_wait_download(server: str, tmp_path: Path) -> None:
     )
     assert downloaded.returncode == 0, downloaded.stderr
     onnx.checker.check_model(onnx.load(str(target)))
+    # A reader that leaves early (head) is no error.
+    piped = subprocess.run(
+        f"{sys.executable} -m api.cli pareto {job_id} --url {server} | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.stdout.startswith("subnet_id") and piped.stderr == "", piped.stderr
 
 
 def test_calibrate_follows_the_job_and_prints_the_stored_version(server: str) -> None:
@@ -134,8 +143,23 @@ def test_calibrate_follows_the_job_and_prints_the_stored_version(server: str) ->
 
 def test_wait_exits_non_zero_for_a_job_that_did_not_succeed(server: str) -> None:
     job_id = hwnas(server, "submit", "--budget", "500").stdout.strip()
-    assert httpx.post(f"{server}/v1/jobs/{job_id}/cancel").status_code == 200
+    cancelled = hwnas(server, "cancel", job_id)
+    assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["id"] == job_id
     assert hwnas(server, "wait", job_id).returncode == 1
+    again = hwnas(server, "cancel", job_id)  # finished already: the service says so
+    assert again.returncode == 2 and "409" in again.stderr
+
+
+def test_wait_gives_up_after_its_timeout_and_submit_sends_its_options(server: str) -> None:
+    queued = hwnas(server, "submit", "--device", "cpu-ort", "--no-warm-start")  # not served
+    assert queued.returncode == 0, queued.stderr
+    job_id = queued.stdout.strip()
+    assert httpx.get(f"{server}/v1/jobs/{job_id}").json()["warm_start"] is False
+    waited = hwnas(server, "wait", job_id, "--timeout", "1")
+    assert waited.returncode == 1 and "still queued after 1.0 s" in waited.stderr
+    assert json.loads(waited.stdout)["status"] == "queued"
+    outside = hwnas(server, "submit", "--validation-data", "/etc/passwd")
+    assert outside.returncode == 2 and "validation_data" in outside.stderr
 
 
 def test_cli_reports_service_errors_plainly(server: str) -> None:

@@ -59,3 +59,15 @@ def test_serve_refuses_an_unmigrated_database_before_starting_processes(
     get_settings.cache_clear()
     err = _refused(["serve", "--port", "1"], capsys)
     assert "fresh.db is at revision (none)" in err and "hwnas db-upgrade" in err
+
+
+@pytest.mark.parametrize("bound", ["latency_ms<=.", "latency_ms<=1e999", "latency_ms=2"])
+def test_a_bad_constraint_is_an_error_with_exit_code_2(bound: str, capsys) -> None:
+    err = _refused(["submit", "--constraint", bound, "--url", "http://127.0.0.1:1"], capsys)
+    assert f"bad constraint {bound!r}" in err and "finite number" in err
+
+
+def test_an_unreachable_service_is_an_error_not_a_traceback(capsys) -> None:
+    err = _refused(["pareto", "some-job", "--url", "http://127.0.0.1:1"], capsys)
+    assert err.startswith("hwnas: GET /v1/jobs/some-job/pareto: cannot reach hwnas at")
+    assert "Traceback" not in err
