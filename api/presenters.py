@@ -67,6 +67,7 @@ def job_public(job: Job | JobRow, base: str) -> JobPublic:
         url=f"{base}/v1/jobs/{job.id}",
         kind=job.kind.value,
         status=job.status.value,
+        cancel_requested=bool(job.cancel_requested),
         supernet=job.supernet,
         device=job.device,
         strategy=job.strategy,

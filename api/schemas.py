@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +26,15 @@ from models.user_data import check_path
 from search import list_strategies
 
 Sense = Literal["min", "max"]
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """SQLite reads timestamps back naive (stored in UTC), PostgreSQL in its session's time
+    zone: answers always say UTC, with the offset written out."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 # Request bodies: JSON types as declared (no "5" for 5, no "yes" for true) and finite numbers.
 STRICT_INPUT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -218,6 +228,9 @@ class JobPublic(BaseModel):
         "measures `budget` sampled sub-networks and fits the device's latency predictor)"
     )
     status: str
+    cancel_requested: bool = Field(
+        description="a cancel was asked; a running job stops after its evaluation in flight"
+    )
     supernet: str
     device: str
     strategy: str
@@ -231,9 +244,9 @@ class JobPublic(BaseModel):
     error: str | None
     attempts: int
     timing: Timing
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
 
 
 class JobsPublic(BaseModel):
@@ -285,8 +298,16 @@ class SupernetPublic(BaseModel):
     id: str
     genes: int
     raw_space_size: int
+    space_size: int | None = Field(
+        None, description="distinct sub-networks (genes of inactive blocks collapsed), if known"
+    )
     space: dict[str, list[Any]]
     metrics: list[str]
+    has_validation_data: bool = Field(
+        description="it has validation data of its own; if not, a job that names accuracy "
+        "must give validation_data"
+    )
+    note: str | None = Field(None, description="what its numbers mean, e.g. random weights")
 
 
 class DevicePublic(BaseModel):
@@ -344,7 +365,7 @@ class CalibrationPublic(BaseModel):
     latency_source: str  # measured on the device, or recorded (a table)
     metrics: dict[str, Any]
     seconds: float
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class CalibrationsPublic(BaseModel):

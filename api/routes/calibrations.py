@@ -24,7 +24,7 @@ from core.errors import NotFound, UnknownName
 from hardware_profiles import HardwareProfile
 from hardware_profiles.configured import check_measures, device_profile
 from hardware_profiles.latency_sample import sample_archs
-from models.registry import get_supernet
+from models.registry import get_supernet, list_supernets
 from store import predictors as q
 from store.db import transaction
 from store.tables import JobKind
@@ -59,6 +59,8 @@ def read_calibrations(
 ) -> CalibrationsPublic:
     """Stored predictor versions of the device, newest first per supernet."""
     _profile(device_id)
+    if supernet is not None and supernet not in list_supernets():
+        raise UnknownName("supernet", supernet, list_supernets())  # 422, naming the known
     with transaction(factory) as session:
         rows = q.list_predictors(session, device_id, supernet, job_id)
     data = [calibration_public(r) for r in rows]

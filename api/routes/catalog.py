@@ -24,8 +24,11 @@ def read_supernets() -> list[SupernetPublic]:
                 id=name,
                 genes=info["genes"],
                 raw_space_size=info["raw_space_size"],
+                space_size=info.get("space_size"),
                 space=info["space"],
                 metrics=sorted(metrics_of(supernet)),
+                has_validation_data=supernet.has_validation_data(),
+                note=info.get("note"),
             )
         )
     return out

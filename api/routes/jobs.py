@@ -152,6 +152,11 @@ def export(
     with transaction(factory) as session:
         job = q.read_job(session, job_id)
         evaluation = q.get_evaluation(session, job_id, subnet_id)
+    if get_supernet(job.supernet).recorded:
+        raise Conflict(
+            f"job {job_id!r} searched {job.supernet!r}, a recorded table: it has no weights, "
+            "so its sub-networks cannot be exported"
+        )
     path = Path(settings.data_dir) / "exports" / job_id / f"{subnet_id}{suffix_of(format)}"
     if not path.exists():
         card = {

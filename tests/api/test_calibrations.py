@@ -110,6 +110,8 @@ def test_bad_calibration_requests_say_what_is_wrong(client: TestClient) -> None:
     assert kind.status_code == 422 and "predictor kind" in kind.json()["message"]
     seed = client.post(RECORDED, json={**body, "seed": 2**31})  # a jobs.seed is 32 bits
     assert seed.status_code == 422 and "seed" in seed.json()["message"]
+    listed = client.get(RECORDED, params={"supernet": "nope"})
+    assert listed.status_code == 422 and "nb201-cifar10" in listed.json()["message"]
     not_json = client.post(RECORDED, content=b"{", headers={"content-type": "application/json"})
     assert not_json.status_code == 422 and "Invalid JSON" in not_json.json()["message"]
     assert client.get("/v1/jobs").json()["count"] == 0  # nothing was queued

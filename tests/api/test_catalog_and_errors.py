@@ -18,6 +18,11 @@ def test_health_supernets_devices_and_openapi(client: TestClient) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     supernets = client.get("/v1/supernets").json()
     assert {"fmnist-ofa-cnn"} <= {s["id"] for s in supernets}
+    by_id = {s["id"]: s for s in supernets}
+    ofa = by_id["ofa_mbv3_d234_e346_k357_w1.0"]  # no checkpoint configured in tests
+    assert ofa["has_validation_data"] is False and "random weights" in ofa["note"]
+    assert 0 < ofa["space_size"] < ofa["raw_space_size"]
+    assert by_id["fmnist-ofa-cnn"]["has_validation_data"] is True
     devices = {d["id"]: d for d in client.get("/v1/devices").json()}
     assert devices["cpu-1t"]["served"] is True
     assert devices["cpu-all"]["served"] is False  # this test server serves cpu-1t only

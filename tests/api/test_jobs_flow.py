@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,9 @@ def test_a_job_that_names_no_quality_metric_measures_none(
 def test_cancel_stops_a_running_job(client: TestClient) -> None:
     job = client.post("/v1/jobs", json=job_spec(budget={"evaluations": 200})).json()
     wait_for(client, job["id"], until={"running"}, min_evaluations=1)
-    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    assert job["cancel_requested"] is False
+    asked = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert asked.status_code == 200 and asked.json()["cancel_requested"] is True
     job = wait_for(client, job["id"])
     assert job["status"] == "cancelled"
     assert job["progress"]["evaluations_done"] < 200
@@ -165,6 +168,9 @@ def test_a_submitted_job_answers_as_it_reads_back(backend: str, tmp_path: Path) 
                 assert posted.json() == got.json()
                 assert posted.content == got.content
                 assert got.json()["message"].startswith("waiting")
+                created = datetime.fromisoformat(got.json()["created_at"])
+                assert got.json()["created_at"].endswith("Z")  # in UTC, and says so
+                assert abs((datetime.now(UTC) - created).total_seconds()) < 60
 
 
 def test_a_cancelled_run_keeps_its_notes_after_the_outcome(client: TestClient) -> None:

@@ -30,7 +30,8 @@ def test_a_recorded_search_is_labelled_recorded_and_not_exportable(tmp_path: Pat
         assert front and all(p["latency"]["provenance"] == "recorded" for p in front)
         assert all(p["export_url"] is None for p in front)
         exported = client.get(f"/v1/jobs/{job['id']}/subnets/{front[0]['subnet_id']}/export")
-        assert exported.status_code == 422 and "no weights" in exported.json()["detail"]
+        assert exported.status_code == 409 and "no weights" in exported.json()["detail"]
+        assert "field" not in exported.json()  # nothing the caller sent was wrong
 
 
 def test_recorded_and_live_devices_do_not_mix(client: TestClient) -> None:
