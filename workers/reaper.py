@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import HwnasError
 from core.settings import Settings
+from hardware_profiles.configured import device_profile
 from store import jobs as q
 from store.db import transaction
 from store.tables import JobStatus, utcnow
@@ -35,12 +36,23 @@ SERVED_DEVICES: list[str] = []
 
 
 def reap_once(
-    app: Celery, factory: sessionmaker[Session], settings: Settings, devices: list[str]
+    app: Celery,
+    factory: sessionmaker[Session],
+    settings: Settings,
+    devices: list[str],
+    broker: redis.Redis | None = None,
 ) -> list[str]:
-    """One pass; returns the ids of jobs re-published."""
+    """One pass; returns the ids of jobs re-published.
+
+    ``broker``: the broker's Redis, to look at the device queues. A queued job waiting its
+    turn is re-published only while its device's queue is empty: the queue then holds no
+    message for it (lost with a Redis restart, or never sent). Otherwise every pass would
+    add one more message per waiting job, and a backlog's queue would grow by its size
+    every ``stale_after_s`` (each extra message a no-op claim for the worker)."""
     from .celery_dispatch import publish
 
     republished = []
+    waiting: dict[str, bool] = {}  # device -> its queue holds messages
     with transaction(factory) as session:
         stale = q.stale_jobs(session, stale_after_s=settings.stale_after_s, devices=devices)
         for job in stale:
@@ -49,12 +61,22 @@ def reap_once(
             if job.status == JobStatus.running:
                 q.requeue(job, "re-queued: its worker stopped heartbeating")
             else:
+                if job.device not in waiting:
+                    waiting[job.device] = _queue_holds_messages(broker, job.device)
+                if waiting[job.device]:
+                    continue  # its message is probably there: the worker gets to it
                 job.heartbeat_at = utcnow()  # re-published now
             republished.append((job.id, job.device))
     for job_id, device in republished:
         publish(app, job_id, device)
         log.info("reaper: re-published job %s", job_id)
     return [job_id for job_id, _ in republished]
+
+
+def _queue_holds_messages(broker: redis.Redis | None, device: str) -> bool:
+    if broker is None:  # another kind of broker: re-publish, duplicates are harmless
+        return False
+    return bool(broker.llen(device_profile(device).queue))
 
 
 def start_reaper(
@@ -82,7 +104,7 @@ def start_reaper(
         while not _stop.wait(settings.heartbeat_s):
             announce()
             try:
-                reap_once(app, factory, settings, SERVED_DEVICES)
+                reap_once(app, factory, settings, SERVED_DEVICES, client)
             except HwnasError as exc:  # database briefly away: try again next period
                 log.warning("reaper: %s", exc)
             except Exception:

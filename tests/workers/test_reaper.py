@@ -39,3 +39,26 @@ def test_an_exhausted_running_job_is_failed_a_given_back_one_republished(tmp_pat
         assert q.get_job(session, given_back.id).status == JobStatus.queued
     queue = device_profile("nb201-pixel3").queue
     assert redis.Redis.from_url(broker).llen(queue) == 1  # the given-back job, published once
+
+
+def test_waiting_jobs_are_published_again_only_when_their_queue_lost_them(
+    tmp_path: Path,
+) -> None:
+    """A backlog waiting its turn must not gain a message per job at every pass."""
+    settings = embedded_settings(tmp_path, stale_after_s=0.0)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = JobCreate(supernet="nb201-cifar10", device="nb201-pixel3").model_dump(mode="json")
+    with transaction(factory) as session:
+        ids = sorted(row.id for row in q.create_jobs(session, [(spec, None)] * 3))
+    broker_url = fresh_broker_url()
+    app, broker = Celery(broker=broker_url), redis.Redis.from_url(broker_url)
+    queue = device_profile("nb201-pixel3").queue
+
+    def reap() -> list[str]:
+        return sorted(reap_once(app, factory, settings, ["nb201-pixel3"], broker))
+
+    assert reap() == ids and broker.llen(queue) == 3  # no message anywhere: published
+    assert reap() == [] and broker.llen(queue) == 3  # their messages wait in the queue
+    broker.delete(queue)  # as a Redis restart without persistence leaves it
+    assert reap() == ids and broker.llen(queue) == 3
