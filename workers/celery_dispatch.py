@@ -85,6 +85,7 @@ class CeleryDispatcher(Dispatcher):
         self.factory = factory
         self.app = make_celery(settings.broker_url)
         self._presence = presence.redis_of(settings.broker_url)
+        self._broker_error: str | None = None  # from the last time workers were asked
         self._cache_s = cache_s
         self._served: set[str] = set()
         self._stop = threading.Event()
@@ -109,6 +110,11 @@ class CeleryDispatcher(Dispatcher):
             self._served = self._ask_workers()
 
     def waiting_message(self, device: str) -> str | None:
+        if self._broker_error is not None:
+            return (
+                "waiting: the broker is unreachable; the job is stored and a worker's reaper "
+                "publishes it once the broker is back"
+            )
         if device in self.served_devices():
             return None
         return (
@@ -164,16 +170,24 @@ class CeleryDispatcher(Dispatcher):
         """Devices whose queue a live worker consumes (refreshed every few seconds)."""
         return set(self._served)
 
+    def problems(self) -> list[str]:
+        error = self._broker_error
+        return [] if error is None else [f"broker unreachable: {error}"]
+
     def _ask_workers(self) -> set[str]:
         """What live workers announce in Redis (``workers.presence``: also while they run a
         job); on another broker, the queues workers that are free to answer consume."""
         try:
             if self._presence is not None:
-                return presence.served_devices(self._presence)
+                served = presence.served_devices(self._presence)
+                self._broker_error = None
+                return served
             replies = self.app.control.inspect(timeout=1.0).active_queues() or {}
         except Exception as exc:  # broker away: report nobody, try again next time
             log.warning("asking workers for their devices failed: %s", exc)
+            self._broker_error = str(exc) or type(exc).__name__
             return set()
+        self._broker_error = None
         return {
             queue["name"].removeprefix("hwnas.") for queues in replies.values() for queue in queues
         }

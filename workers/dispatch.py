@@ -58,6 +58,10 @@ class Dispatcher(ABC):
     def waiting_message(self, device: str) -> str | None:
         """Why a new job for ``device`` will stay queued (nobody serves it), else None."""
 
+    def problems(self) -> list[str]:
+        """What keeps jobs from reaching workers now (e.g. the broker is unreachable)."""
+        return []
+
 
 NO_DEVICES = "none"  # HWNAS_EMBEDDED_DEVICES=none: an embedded server that runs no jobs
 

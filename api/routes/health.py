@@ -11,7 +11,14 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz")
 def healthz(factory: FactoryDep, dispatcher: DispatcherDep) -> dict[str, object]:
-    """Liveness and readiness: the database answers and which devices are served."""
+    """Liveness and readiness: the database answers (else 503), which devices are served,
+    and what keeps jobs from reaching workers (``problems``; the status is then
+    "degraded": jobs are still accepted and stored, and dispatched once it clears)."""
     with reading(factory) as connection:
         connection.execute(text("SELECT 1"))
-    return {"status": "ok", "devices_served": sorted(dispatcher.served_devices())}
+    problems = dispatcher.problems()
+    return {
+        "status": "degraded" if problems else "ok",
+        "devices_served": sorted(dispatcher.served_devices()),
+        "problems": problems,
+    }

@@ -15,6 +15,7 @@ from kombu import Connection
 
 from hardware_profiles.configured import device_profile
 from store.db import make_engine, make_session_factory, upgrade
+from workers import presence
 from workers.celery_dispatch import CeleryDispatcher, publish
 
 from ..conftest import embedded_settings
@@ -135,3 +136,29 @@ def test_publishing_and_asking_work_again_after_a_redis_restart(dispatcher: Any)
     # job-a went down with the old server (shutdown nosave); the rest all arrived
     assert [args for _, args in _queued(url, "cpu-1t")] == [["job-b"], ["job-c"], ["job-e"]]
     assert [args for _, args in _queued(url, "cpu-all")] == [["job-d"]]
+
+
+def test_who_serves_what_comes_from_the_workers_announcements(dispatcher: Any) -> None:
+    client = redis.Redis.from_url(dispatcher.app.conf.broker_url)
+    presence.announce(client, "celery-a", ["cpu-1t", "nb201-pixel3"], ttl_s=10)
+    presence.announce(client, "celery-b", ["cpu-ort"], ttl_s=10)
+    dispatcher._served = dispatcher._ask_workers()
+    assert dispatcher.served_devices() == {"cpu-1t", "nb201-pixel3", "cpu-ort"}
+    assert dispatcher.waiting_message("cpu-1t") is None and dispatcher.problems() == []
+    assert "no live worker serves device 'cpu-all'" in dispatcher.waiting_message("cpu-all")
+    presence.withdraw(client, "celery-a")
+    assert dispatcher._ask_workers() == {"cpu-ort"}
+
+
+def test_an_unreachable_broker_is_a_problem_a_new_job_is_told_of(tmp_path: Path) -> None:
+    settings = embedded_settings(tmp_path, broker_url="redis://127.0.0.1:1/0")  # nobody there
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    dispatcher = CeleryDispatcher(factory, settings)
+    try:
+        assert dispatcher._ask_workers() == set()
+        (problem,) = dispatcher.problems()
+        assert problem.startswith("broker unreachable")
+        assert "the broker is unreachable" in dispatcher.waiting_message("cpu-1t")
+    finally:
+        dispatcher.app.close()
