@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from api.client import ClientError, HwnasClient
 from core.errors import HwnasError, InvalidInput
 from core.settings import Settings, get_settings
@@ -336,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (ClientError, HwnasError) as exc:
         print(f"hwnas: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # the HWNAS_* settings (read on first use)
+        problems = "; ".join(
+            f"HWNAS_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"hwnas: bad settings: {problems}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `hwnas pareto JOB | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit

@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,6 +67,15 @@ class Settings(BaseSettings):
     # not set TCP_NODELAY on the socket uvicorn shares between them (Nagle + delayed ACKs,
     # 2,250 req/s for a bare app against 15,260 on uvloop). BENCHMARKS.md, API under load.
     api_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_is_a_url(cls, value: str) -> str:
+        """kombu reads a string without a scheme as an AMQP host name and retries it for
+        minutes; a typo such as ``redis//host`` is refused at once instead."""
+        if value and "://" not in value:
+            raise ValueError(f"must be a URL such as redis://127.0.0.1:6379/0, got {value!r}")
+        return value
 
     @property
     def is_embedded(self) -> bool:

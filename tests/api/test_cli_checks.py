@@ -71,3 +71,10 @@ def test_an_unreachable_service_is_an_error_not_a_traceback(capsys) -> None:
     err = _refused(["pareto", "some-job", "--url", "http://127.0.0.1:1"], capsys)
     assert err.startswith("hwnas: GET /v1/jobs/some-job/pareto: cannot reach hwnas at")
     assert "Traceback" not in err
+
+
+def test_a_broker_url_without_a_scheme_is_refused_by_name(env: pytest.MonkeyPatch, capsys) -> None:
+    env.setenv("HWNAS_BROKER_URL", "redis//127.0.0.1:6379/9")
+    get_settings.cache_clear()
+    err = _refused(["worker", "--devices", "cpu-1t"], capsys)
+    assert err.startswith("hwnas: bad settings: HWNAS_BROKER_URL: Value error, must be a URL")
