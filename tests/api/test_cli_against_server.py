@@ -16,8 +16,7 @@ import httpx
 import onnx
 import pytest
 
-from api.cli import main
-from core.settings import Settings, get_settings
+from core.settings import Settings
 
 
 def _free_port() -> int:
@@ -166,29 +165,6 @@ def test_cli_reports_service_errors_plainly(server: str) -> None:
     result = hwnas(server, "submit", "--device", "tpu-9")
     assert result.returncode == 2
     assert "device" in result.stderr and "cpu-1t" in result.stderr
-
-
-def test_serve_refuses_several_processes_in_embedded_mode(monkeypatch, capsys) -> None:
-    monkeypatch.setenv("HWNAS_API_PROCESSES", "2")
-    monkeypatch.setenv("HWNAS_BROKER_URL", "")
-    get_settings.cache_clear()
-    try:
-        assert main(["serve", "--port", "1"]) == 2
-    finally:
-        get_settings.cache_clear()
-    assert "HWNAS_API_PROCESSES > 1 needs the distributed mode" in capsys.readouterr().err
-
-
-def test_serve_refuses_an_embedded_device_that_is_no_profile(monkeypatch, capsys) -> None:
-    monkeypatch.setenv("HWNAS_EMBEDDED_DEVICES", "cpu-1t,cpu-lt")
-    monkeypatch.setenv("HWNAS_BROKER_URL", "")
-    get_settings.cache_clear()
-    try:
-        assert main(["serve", "--port", "1"]) == 2
-    finally:
-        get_settings.cache_clear()
-    err = capsys.readouterr().err
-    assert "unknown device 'cpu-lt'" in err and "cpu-1t" in err
 
 
 @pytest.mark.parametrize(

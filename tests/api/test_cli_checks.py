@@ -78,3 +78,19 @@ def test_a_broker_url_without_a_scheme_is_refused_by_name(env: pytest.MonkeyPatc
     get_settings.cache_clear()
     err = _refused(["worker", "--devices", "cpu-1t"], capsys)
     assert err.startswith("hwnas: bad settings: HWNAS_BROKER_URL: Value error, must be a URL")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("HWNAS_API_PROCESSES", "2", "HWNAS_API_PROCESSES > 1 needs the distributed mode"),
+        ("HWNAS_EMBEDDED_DEVICES", "cpu-1t,cpu-lt", "unknown device 'cpu-lt'; known: cpu-1t"),
+    ],
+)
+def test_serve_refuses_an_embedded_server_it_could_not_run(
+    env: pytest.MonkeyPatch, capsys, setting: str, value: str, says: str
+) -> None:
+    env.setenv("HWNAS_BROKER_URL", "")
+    env.setenv(setting, value)
+    get_settings.cache_clear()
+    assert says in _refused(["serve", "--port", "1"], capsys)
