@@ -61,18 +61,13 @@ def _validate_other_encoding(raw: bytes, model: type[Model], error: ValidationEr
     FastAPI's path did. Only for bodies pydantic could not parse, so it costs nothing
     otherwise; the first error stands if the standard library cannot parse it either."""
     try:
-        data = json.loads(raw, parse_constant=_not_json)
+        data = json.loads(raw)
     except (ValueError, RecursionError):
         raise _invalid(error.errors(include_url=False)) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise _invalid(exc.errors(include_url=False)) from None
-
-
-def _not_json(literal: str) -> Any:
-    """NaN and Infinity, which the standard library reads but JSON does not have."""
-    raise ValueError(f"{literal} is not JSON")
 
 
 def _is_json(content_type: str | None) -> bool:

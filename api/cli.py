@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from api.client import ClientError, HwnasClient
 from core.errors import HwnasError, InvalidInput
 from core.settings import Settings, get_settings
@@ -208,14 +206,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     reaper.SERVED_DEVICES[:] = devices
     label = "+".join(devices) if len(devices) <= 3 else f"{len(devices)}-devices"
     name = args.name or f"hwnas-{label}@%h"
-    # Solo pool: one job at a time per worker process, so measurements never overlap.
+    # The app's pool (worker_pool): solo, one job at a time, so measurements never overlap.
     celery_app.worker_main(
         [
             "worker",
             "-Q",
             ",".join(queues),
-            "-P",
-            "solo",
             "-n",
             name,
             "--loglevel",
@@ -338,12 +334,6 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (ClientError, HwnasError) as exc:
         print(f"hwnas: {exc}", file=sys.stderr)
-        return 2
-    except ValidationError as exc:  # the HWNAS_* settings (read on first use)
-        problems = "; ".join(
-            f"HWNAS_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        print(f"hwnas: bad settings: {problems}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `hwnas pareto JOB | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit

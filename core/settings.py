@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import InvalidInput
 
 
 class Settings(BaseSettings):
@@ -91,4 +93,13 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; a bad value is ``InvalidInput`` naming its
+    variable (the CLI prints it on one line, the API refuses to start with it)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"HWNAS_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        ]
+        field = problems[0].partition(":")[0]
+        raise InvalidInput(f"bad settings: {'; '.join(problems)}", field=field) from None

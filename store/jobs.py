@@ -187,6 +187,12 @@ def stale_jobs(
     return list(session.scalars(query.order_by(Job.created_at)))
 
 
+def count_queued(session: Session, device: str) -> int:
+    """Jobs of ``device`` waiting in the queue."""
+    query = select(func.count()).where(Job.device == device, Job.status == JobStatus.queued)
+    return int(session.scalar(query) or 0)
+
+
 def heartbeat(session: Session, job_id: str, worker_id: str, run_seconds: float = 0.0) -> bool:
     """Refresh the lease and add ``run_seconds`` (the run's wall time since its last
     booking) to the job's; False when the job is no longer this worker's running job
@@ -223,8 +229,13 @@ def fail_exhausted(session: Session, job: Job, max_attempts: int) -> bool:
     return True
 
 
-def requeue(job: Job, message: str) -> None:
-    """Put a job back in the queue (its worker died or stopped); it resumes from storage."""
+def requeue(job: Job, message: str, *, handed_back: bool = False) -> None:
+    """Put a job back in the queue (its worker died or stopped); it resumes from storage.
+    ``handed_back``: its own run gave it back at a shutdown; that run does not count as an
+    attempt (``attempts`` counts runs that did not end cleanly), so redeploys never add
+    up to a job failed as "too many attempts"."""
+    if handed_back:
+        job.attempts = max(0, job.attempts - 1)
     job.status, job.worker_id, job.heartbeat_at, job.message = (
         JobStatus.queued,
         None,

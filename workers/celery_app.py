@@ -15,6 +15,7 @@ import uuid
 from functools import lru_cache
 
 from celery import Celery
+from celery.concurrency import solo
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +36,8 @@ def make_celery(broker_url: str) -> Celery:
         task_acks_late=True,  # a job's message is acked only after the job returns ...
         task_reject_on_worker_lost=True,  # ... and redelivered if the worker process dies
         worker_prefetch_multiplier=1,  # one job at a time: measurements must not overlap
+        worker_pool=f"{__name__}:SoloPool",  # ... on the main thread (Celery's solo pool)
+        worker_concurrency=1,
         task_ignore_result=True,  # results live in the database
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 3600},
@@ -56,6 +59,16 @@ def _session_factory() -> sessionmaker[Session]:
 @lru_cache(maxsize=1)
 def worker_identity() -> str:
     return f"celery-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class SoloPool(solo.TaskPool):
+    """Celery's solo pool (one job at a time, on the worker's main thread) without the cold
+    shutdown's attempt to kill the running task: the solo pool cannot kill it, so a second
+    Ctrl+C raised NotImplementedError at a random point inside the job. The runner sees the
+    shutdown (``CeleryShutdown``) and hands the job back after the evaluation in flight."""
+
+    def terminate_job(self, pid: object, signal: object = None) -> None:
+        log.warning("cold shutdown: the job goes back to the queue after its evaluation")
 
 
 class CeleryShutdown:

@@ -13,19 +13,25 @@ the broadcast (``workers.celery_dispatch``).
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from urllib.parse import urlsplit
 
 import redis
 
+log = logging.getLogger(__name__)
 PREFIX = "hwnas:worker:"
 REDIS_SCHEMES = ("redis", "rediss")
 
 
 def redis_of(broker_url: str) -> redis.Redis | None:
-    """A client of the broker's Redis database, or None for another kind of broker."""
-    if urlsplit(broker_url).scheme not in REDIS_SCHEMES:
+    """A client of the broker's Redis database, or None for another kind of broker. The
+    URL's query (kombu's transport options, which redis-py does not take) is left out."""
+    parts = urlsplit(broker_url)
+    if parts.scheme not in REDIS_SCHEMES:
         return None
-    return redis.Redis.from_url(broker_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    plain = parts._replace(query="").geturl()
+    return redis.Redis.from_url(plain, socket_timeout=2.0, socket_connect_timeout=2.0)
 
 
 def ttl_of(heartbeat_s: float) -> int:
@@ -47,7 +53,47 @@ def served_devices(client: redis.Redis) -> set[str]:
     if not keys:
         return set()
     served: set[str] = set()
-    for value in client.mget(keys):
-        if value is not None:  # expired between the scan and the read
-            served.update(json.loads(value))
+    for key, value in zip(keys, client.mget(keys), strict=True):
+        if value is None:  # expired between the scan and the read
+            continue
+        try:
+            devices = json.loads(value)
+        except ValueError:  # not written by a worker: not a reason to call the broker away
+            log.warning("ignoring %r: not a list of devices", key)
+            continue
+        served.update(str(device) for device in devices)
     return served
+
+
+class Announcer:
+    """A worker's announcement kept fresh by a thread of its own (a slow pass of the reaper
+    must not let the key expire under a live worker); ``stop`` withdraws it."""
+
+    def __init__(
+        self, client: redis.Redis, identity: str, devices: list[str], heartbeat_s: float
+    ) -> None:
+        self.client, self.identity, self.devices = client, identity, list(devices)
+        self.interval_s, self.ttl_s = heartbeat_s, ttl_of(heartbeat_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="hwnas-presence", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                announce(self.client, self.identity, self.devices, self.ttl_s)
+            except redis.RedisError as exc:  # broker away: the API sees the key expire
+                log.warning("announcing this worker's devices failed: %s", exc)
+            if self._stop.wait(self.interval_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            withdraw(self.client, self.identity)
+        except redis.RedisError as exc:  # the key expires on its own
+            log.warning("withdrawing this worker's devices failed: %s", exc)
+        self.client.close()

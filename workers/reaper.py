@@ -1,13 +1,13 @@
-"""The reaper: re-publishes jobs that lost their worker or their broker message, and
-announces the worker's devices (``workers.presence``) at every pass.
+"""The reaper: re-publishes jobs that lost their worker or their broker message. Started
+with the worker's announcement of its devices (``workers.presence``), stopped with it.
 
 Runs as a thread inside every Celery worker, for the devices that worker serves. A job is
-re-published when it is ``queued`` (its message may have been lost: Redis here keeps no
-data across a restart) or ``running`` with a heartbeat older than ``stale_after_s`` (its
-worker died). Duplicate messages are harmless: ``claim_job`` lets one worker at a time in.
-A job left ``running`` by a dead worker after ``max_attempts`` claims is failed with the
-reason (a job that kills whoever runs it stops there); one a shutdown put back in the queue
-is re-published whatever its count, as the embedded server resumes it.
+re-published when it is ``queued`` and its device's queue is missing messages (lost: Redis
+here keeps no data across a restart), or ``running`` with a heartbeat older than
+``stale_after_s`` (its worker died). Duplicate messages are harmless: ``claim_job`` lets
+one worker at a time in. A job left ``running`` by a dead worker after ``max_attempts``
+claims is failed with the reason (a job that kills whoever runs it stops there); a run
+that handed its job back at a shutdown is not counted.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from . import presence
 log = logging.getLogger(__name__)
 _stop = threading.Event()
 _thread: threading.Thread | None = None
-_presence: tuple[redis.Redis, str] | None = None  # the key to withdraw at the stop
+_announcer: presence.Announcer | None = None
 SERVED_DEVICES: list[str] = []
 
 
@@ -44,15 +44,16 @@ def reap_once(
 ) -> list[str]:
     """One pass; returns the ids of jobs re-published.
 
-    ``broker``: the broker's Redis, to look at the device queues. A queued job waiting its
-    turn is re-published only while its device's queue is empty: the queue then holds no
-    message for it (lost with a Redis restart, or never sent). Otherwise every pass would
-    add one more message per waiting job, and a backlog's queue would grow by its size
-    every ``stale_after_s`` (each extra message a no-op claim for the worker)."""
+    ``broker``: the broker's Redis, to look at the device queues. Queued jobs waiting their
+    turn are re-published only when their device's queue holds fewer messages than the
+    device has queued jobs, i.e. some message is missing (lost with a Redis restart, or
+    never sent). Re-publishing at every pass instead grew a backlog's queue by its size
+    every ``stale_after_s`` (each extra message a no-op claim for the worker); waiting for
+    an empty queue instead could leave a lost job behind a device that never runs dry."""
     from .celery_dispatch import publish
 
     republished = []
-    waiting: dict[str, bool] = {}  # device -> its queue holds messages
+    covered: dict[str, bool] = {}  # device -> its queue holds a message per queued job
     with transaction(factory) as session:
         stale = q.stale_jobs(session, stale_after_s=settings.stale_after_s, devices=devices)
         for job in stale:
@@ -61,10 +62,10 @@ def reap_once(
             if job.status == JobStatus.running:
                 q.requeue(job, "re-queued: its worker stopped heartbeating")
             else:
-                if job.device not in waiting:
-                    waiting[job.device] = _queue_holds_messages(broker, job.device)
-                if waiting[job.device]:
-                    continue  # its message is probably there: the worker gets to it
+                if job.device not in covered:
+                    covered[job.device] = _messages_cover(session, broker, job.device)
+                if covered[job.device]:
+                    continue  # its message is there: the worker gets to it
                 job.heartbeat_at = utcnow()  # re-published now
             republished.append((job.id, job.device))
     for job_id, device in republished:
@@ -73,36 +74,35 @@ def reap_once(
     return [job_id for job_id, _ in republished]
 
 
-def _queue_holds_messages(broker: redis.Redis | None, device: str) -> bool:
-    if broker is None:  # another kind of broker: re-publish, duplicates are harmless
+def _messages_cover(session: Session, broker: redis.Redis | None, device: str) -> bool:
+    """Whether ``device``'s queue holds at least one message per queued job of the device.
+    Unknown (another kind of broker, Redis away) counts as no: duplicates are harmless."""
+    if broker is None:
         return False
-    return bool(broker.llen(device_profile(device).queue))
+    try:
+        messages = int(broker.llen(device_profile(device).queue))
+    except redis.RedisError as exc:
+        log.warning("reaper: cannot read the queue of %s: %s", device, exc)
+        return False
+    return messages >= q.count_queued(session, device)
 
 
 def start_reaper(
     app: Celery, factory: sessionmaker[Session], settings: Settings, identity: str
 ) -> None:
-    """Start the thread: announce the devices now, then every ``heartbeat_s`` announce
-    them again and reap."""
-    global _thread, _presence
+    """Start the reaper's thread (a pass every ``heartbeat_s``) and, on a Redis broker, the
+    announcement of the worker's devices (``workers.presence.Announcer``)."""
+    global _thread, _announcer
     if _thread is not None or not SERVED_DEVICES:
         return
     _stop.clear()
     client = presence.redis_of(settings.broker_url)
-    _presence = None if client is None else (client, identity)
-    ttl_s = presence.ttl_of(settings.heartbeat_s)
-
-    def announce() -> None:
-        if client is not None:
-            try:
-                presence.announce(client, identity, SERVED_DEVICES, ttl_s)
-            except redis.RedisError as exc:  # broker away: the API sees the key expire
-                log.warning("announcing this worker's devices failed: %s", exc)
+    if client is not None:
+        _announcer = presence.Announcer(client, identity, SERVED_DEVICES, settings.heartbeat_s)
+        _announcer.start()
 
     def loop() -> None:
-        announce()
         while not _stop.wait(settings.heartbeat_s):
-            announce()
             try:
                 reap_once(app, factory, settings, SERVED_DEVICES, client)
             except HwnasError as exc:  # database briefly away: try again next period
@@ -116,15 +116,11 @@ def start_reaper(
 
 def stop_reaper() -> None:
     """Stop the thread and withdraw the announcement (the API stops listing the devices)."""
-    global _thread, _presence
+    global _thread, _announcer
     _stop.set()
     if _thread is not None:
         _thread.join(timeout=5)
     _thread = None
-    if _presence is not None:
-        client, identity = _presence
-        _presence = None
-        try:
-            presence.withdraw(client, identity)
-        except redis.RedisError as exc:  # the key expires on its own
-            log.warning("withdrawing this worker's devices failed: %s", exc)
+    if _announcer is not None:
+        _announcer.stop()
+        _announcer = None

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import HwnasError, StorageError
@@ -193,8 +193,10 @@ class JobRunner:
                         message="cancelled (its run had failed meanwhile; see error)",
                     )
                     return JobStatus.cancelled
-                if self.stop.is_set():  # e.g. a second Ctrl+C raising inside the evaluation
-                    q.requeue(q.get_job(session, job_id), SHUTDOWN_REQUEUED)
+                if self.stop.is_set():  # failed while shutting down: it may be the shutdown
+                    cause = reason.splitlines()[-1]
+                    message = f"{SHUTDOWN_REQUEUED} (its run had raised: {cause})"
+                    q.requeue(q.get_job(session, job_id), message, handed_back=True)
                     return JobStatus.queued
                 q.finish_job(
                     session,
@@ -555,7 +557,7 @@ class JobRunner:
         def requeue(session: Session) -> JobStatus | None:
             job = q.get_job(session, job_id, lock=True)
             if job.worker_id == self.worker_id and job.status == JobStatus.running:
-                q.requeue(job, SHUTDOWN_REQUEUED)
+                q.requeue(job, SHUTDOWN_REQUEUED, handed_back=True)
                 return JobStatus.queued
             return None
 
@@ -634,7 +636,11 @@ def _lease(session: Session, job_id: str, worker_id: str, *, lock: bool = False)
 
 
 def _add_run_seconds(session: Session, job_id: str, seconds: float) -> None:
-    q.get_job(session, job_id).run_seconds += seconds
+    """An increment in SQL: a run that lost its job books its time while the new owner's
+    heartbeats book theirs (a read-add-write would erase theirs)."""
+    session.execute(
+        update(Job).where(Job.id == job_id).values(run_seconds=Job.run_seconds + seconds)
+    )
 
 
 def _short_traceback(exc: BaseException) -> str:

@@ -79,12 +79,13 @@ def test_bad_job_specs_get_422_naming_the_field(
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_bounds_are_422_not_a_failed_job(client: TestClient, literal: str) -> None:
-    """Python's JSON reader takes NaN and Infinity, which JSON does not have; neither is a
+    """pydantic's JSON reader takes NaN and Infinity, which JSON does not have; neither is a
     bound (a job stored with one failed when it ran, and its spec was not JSON)."""
     body = json.dumps(job_spec()).replace('{"max": 50.0}', '{"max": ' + literal + "}")
     assert literal in body
     response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
+    assert "finite number" in response.json()["message"]
     finite = client.post("/v1/jobs", json=job_spec(constraints={"latency_ms": {"max": 1e308}}))
     assert finite.status_code == 202, finite.text
     assert client.get("/v1/jobs").json()["count"] == 1

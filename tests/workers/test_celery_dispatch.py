@@ -31,7 +31,7 @@ def dispatcher(tmp_path: Path) -> Any:
     factory = make_session_factory(make_engine(settings.database_url))
     dispatcher = CeleryDispatcher(factory, settings)
     yield dispatcher
-    dispatcher.app.close()
+    dispatcher.stop()
 
 
 def _queued(broker_url: str, device: str) -> list[tuple[str, list[Any]]]:
@@ -161,4 +161,4 @@ def test_an_unreachable_broker_is_a_problem_a_new_job_is_told_of(tmp_path: Path)
         assert problem.startswith("broker unreachable")
         assert "the broker is unreachable" in dispatcher.waiting_message("cpu-1t")
     finally:
-        dispatcher.app.close()
+        dispatcher.stop()

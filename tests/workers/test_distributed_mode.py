@@ -199,3 +199,4 @@ def test_a_stopped_worker_hands_its_job_back(stack: dict[str, Any], signals: tup
     with workers(stack["env"], stack["tmp"]):  # the message published again reaches it
         job = wait_for(client, job_id, timeout_s=240)
     _assert_complete(client, job, budget)
+    assert job["attempts"] == 1  # a run handed back is no attempt

@@ -44,7 +44,8 @@ def test_an_exhausted_running_job_is_failed_a_given_back_one_republished(tmp_pat
 def test_waiting_jobs_are_published_again_only_when_their_queue_lost_them(
     tmp_path: Path,
 ) -> None:
-    """A backlog waiting its turn must not gain a message per job at every pass."""
+    """A backlog waiting its turn must not gain a message per job at every pass, and a
+    message lost from a queue that never runs dry is made good."""
     settings = embedded_settings(tmp_path, stale_after_s=0.0)
     upgrade(settings.database_url)
     factory = make_session_factory(make_engine(settings.database_url))
@@ -62,3 +63,6 @@ def test_waiting_jobs_are_published_again_only_when_their_queue_lost_them(
     assert reap() == [] and broker.llen(queue) == 3  # their messages wait in the queue
     broker.delete(queue)  # as a Redis restart without persistence leaves it
     assert reap() == ids and broker.llen(queue) == 3
+    broker.rpop(queue)  # one message lost while the others wait (the oldest, kombu pops right)
+    assert reap() == ids and broker.llen(queue) == 5  # all again: which one is unknown
+    assert reap() == [] and broker.llen(queue) == 5

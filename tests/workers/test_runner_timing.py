@@ -32,9 +32,10 @@ SPEC: dict[str, Any] = {
 
 
 def _run_watching_commits(
-    tmp_path: Path, spec: dict[str, Any], **settings_: Any
+    tmp_path: Path, spec: dict[str, Any], clock: list[float] | None = None, **settings_: Any
 ) -> tuple[JobStatus | None, list[tuple[JobStatus, float, float]]]:
-    """Run one job; (its final status, (status, run_seconds, eval_seconds) after each commit)."""
+    """Run one job; (its final status, (status, run_seconds, eval_seconds) after each commit).
+    ``clock``: gets the wall time of the run itself appended."""
     settings = embedded_settings(tmp_path, **settings_)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -51,7 +52,10 @@ def _run_watching_commits(
 
     event.listen(factory, "after_commit", after_commit)
     try:
+        started = time.perf_counter()
         status = JobRunner(factory, settings, "worker-1").run(row.id)
+        if clock is not None:
+            clock.append(time.perf_counter() - started)
     finally:
         event.remove(factory, "after_commit", after_commit)
         engine.dispose()
@@ -90,16 +94,17 @@ def test_a_running_jobs_time_grows_with_its_heartbeats_and_is_booked_once(
     measure = SubnetEvaluator.measure
 
     def slow(self: SubnetEvaluator, arch: Any) -> Any:
-        time.sleep(0.15)
+        time.sleep(0.3)
         return measure(self, arch)
 
     monkeypatch.setattr(SubnetEvaluator, "measure", slow)
-    started = time.perf_counter()
-    status, seen = _run_watching_commits(tmp_path, SPEC, heartbeat_s=0.05)
-    wall = time.perf_counter() - started
+    clock: list[float] = []
+    status, seen = _run_watching_commits(tmp_path, SPEC, clock, heartbeat_s=0.2)
     assert status is JobStatus.succeeded
     running = [run_s for state, run_s, _ in seen if state is JobStatus.running]
-    assert running and max(running) > 0.3, running  # booked by heartbeats mid-run
+    assert running and max(running) > 0.6, running  # booked by heartbeats mid-run
     assert running == sorted(running)
-    final = seen[-1][1]
-    assert 6 * 0.15 < final <= wall, (final, wall)
+    final, (wall,) = seen[-1][1], clock
+    # Booked once: what the run took, less only its set-up before its clock starts (~0.03
+    # s here); a heartbeat's 0.2 s booked twice, or lost, would show.
+    assert 6 * 0.3 < final <= wall and wall - final < 0.15, (final, wall)
