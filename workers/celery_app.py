@@ -17,8 +17,10 @@ from functools import lru_cache
 from celery import Celery
 from celery.concurrency import solo
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.errors import NotFound
 from core.settings import get_settings
 from store import jobs as q
 from store.db import check_migrated, make_engine, make_session_factory, transaction
@@ -90,7 +92,16 @@ def run_job_task(job_id: str) -> str | None:
     this one, restarted), so it does not wait for a reaper."""
     factory = _session_factory()
     runner = JobRunner(factory, get_settings(), worker_identity(), stop=CeleryShutdown())
-    status = runner.run(job_id)
+    try:
+        status = runner.run(job_id)
+    except NotFound:  # a message from an API on another database: not this worker's to run
+        where = make_url(get_settings().database_url).render_as_string(hide_password=True)
+        log.error(
+            "job %s is not in %s: is HWNAS_DATABASE_URL the same as the API's? (message dropped)",
+            job_id,
+            where,
+        )
+        return None
     if status == JobStatus.queued:
         from .celery_dispatch import publish
 

@@ -1,0 +1,35 @@
+"""The Celery task outside a worker: a message naming a job its database lacks is dropped
+with a log line that says which database was looked in."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.settings import get_settings
+from store.db import upgrade
+from workers import celery_app
+
+
+@pytest.fixture
+def worker_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    upgrade(url)
+    monkeypatch.setenv("HWNAS_DATABASE_URL", url)
+    get_settings.cache_clear()
+    celery_app._session_factory.cache_clear()
+    yield url
+    get_settings.cache_clear()
+    celery_app._session_factory.cache_clear()
+
+
+def test_a_job_from_another_database_is_dropped_saying_where_it_looked(
+    worker_settings: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="workers.celery_app"):
+        assert celery_app.run_job_task("0123456789abcdef") is None
+    assert f"job 0123456789abcdef is not in {worker_settings}" in caplog.text
+    assert "HWNAS_DATABASE_URL" in caplog.text
