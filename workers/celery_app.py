@@ -16,7 +16,12 @@ from functools import lru_cache
 
 from celery import Celery
 from celery.concurrency import solo
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -131,6 +136,15 @@ def _start_reaper(sender: object = None, **_kwargs: object) -> None:
         get_supernet(name)
 
     start_reaper(celery_app, _session_factory(), get_settings(), worker_identity())
+
+
+@worker_shutting_down.connect
+def _withdraw_devices(**_kwargs: object) -> None:
+    """Sent by Celery's handler of a warm or cold shutdown signal, before the job in flight
+    ends (a cold shutdown never reaches ``worker_shutdown``)."""
+    from .reaper import withdraw_soon
+
+    withdraw_soon()
 
 
 @worker_shutdown.connect

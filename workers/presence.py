@@ -67,7 +67,8 @@ def served_devices(client: redis.Redis) -> set[str]:
 
 class Announcer:
     """A worker's announcement kept fresh by a thread of its own (a slow pass of the reaper
-    must not let the key expire under a live worker); ``stop`` withdraws it."""
+    must not let the key expire under a live worker). Once told to stop, the thread
+    withdraws it: ``stop_soon`` is safe from a signal handler, ``stop`` also waits."""
 
     def __init__(
         self, client: redis.Redis, identity: str, devices: list[str], heartbeat_s: float
@@ -81,19 +82,22 @@ class Announcer:
         self._thread.start()
 
     def _loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 announce(self.client, self.identity, self.devices, self.ttl_s)
             except redis.RedisError as exc:  # broker away: the API sees the key expire
                 log.warning("announcing this worker's devices failed: %s", exc)
-            if self._stop.wait(self.interval_s):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+            self._stop.wait(self.interval_s)
         try:
             withdraw(self.client, self.identity)
         except redis.RedisError as exc:  # the key expires on its own
             log.warning("withdrawing this worker's devices failed: %s", exc)
+
+    def stop_soon(self) -> None:
+        """A worker that begins to shut down takes no new job: its devices stop counting."""
+        self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
         self.client.close()

@@ -114,6 +114,12 @@ def start_reaper(
     _thread.start()
 
 
+def withdraw_soon() -> None:
+    """Stop announcing the worker's devices (its shutdown began; from the signal handler)."""
+    if _announcer is not None:
+        _announcer.stop_soon()
+
+
 def stop_reaper() -> None:
     """Stop the thread and withdraw the announcement (the API stops listing the devices)."""
     global _thread, _announcer

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -192,6 +193,8 @@ def test_a_stopped_worker_hands_its_job_back(stack: dict[str, Any], signals: tup
         time.sleep(0.3)
     first.process.wait(timeout=60)  # it stops after the evaluation in flight, not the job
     first.stop()
+    broker = redis.Redis.from_url(stack["env"]["HWNAS_BROKER_URL"])
+    assert broker.keys("hwnas:worker:*") == []  # its devices withdrawn, cold shutdown too
     handed_back = client.get(f"/v1/jobs/{job_id}").json()
     assert handed_back["status"] == "queued", (handed_back, first.log())
     assert handed_back["progress"]["evaluations_done"] < budget
