@@ -4,7 +4,7 @@ A calibration is a job (``JobKind.calibration``, queued by ``POST
 /v1/devices/{id}/calibrations``) on the device's queue, run by a worker of that device like a
 search (``JobRunner._calibrate``: lease, heartbeat, each measurement committed as it
 completes, a resumed job measures only what is missing): it measures the seeded uniform
-sample of ``hardware_profiles.latency_sample`` with ``SubnetEvaluator.measure_latency`` (the
+sample of ``hardware_profiles.latency_sample`` with a latency-only ``SubnetEvaluator`` (the
 device's real protocol, one measurement per device at a time; a table lookup on recorded
 devices), then ``fit_predictor`` and ``save_predictor`` store the pair's next version.
 ``latency_predictor_for`` hands the latest stored version of a (supernet, device) pair to a

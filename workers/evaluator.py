@@ -28,7 +28,8 @@ class SubnetEvaluator:
 
     def __init__(self, supernet: Supernet, profile: HardwareProfile, quality: bool = True) -> None:
         """``quality``: evaluate the supernet's quality metrics (accuracy) too; a job whose
-        objectives and constraints name none skips them, and their validation data."""
+        objectives and constraints name none skips them, and their validation data, and a
+        calibration measures latency only."""
         self.supernet = supernet
         self.profile = profile
         self.quality = quality
@@ -37,23 +38,7 @@ class SubnetEvaluator:
         """Measure ``arch``: for real, or by table lookup for a recorded supernet."""
         if isinstance(self.supernet, RecordedSupernet):
             return self._look_up(self.supernet, arch, quality=self.quality)
-        if not self.quality:
-            return self.measure_latency(arch)
         return self._run(arch)
-
-    def measure_latency(self, arch: Arch) -> Measurement:
-        """Latency of ``arch`` only (a calibration's measurement): no quality evaluation, the
-        supernet's ``timing_module``; counted complexity alongside, which costs nothing."""
-        if isinstance(self.supernet, RecordedSupernet):
-            return self._look_up(self.supernet, arch, quality=False)
-        started = time.perf_counter()
-        complexity = self._complexity(arch)
-        module = self.supernet.timing_module(arch)
-        example = self.supernet.example_input(arch, self.profile.batch_size)
-        latency = measure_latency(module, example, self.profile)
-        metrics = {"latency_ms": latency.median_ms, **complexity}
-        details = {"latency": _json_ready(asdict(latency))}
-        return Measurement(metrics, details, time.perf_counter() - started)
 
     def _look_up(
         self, supernet: RecordedSupernet, arch: Arch, *, quality: bool = True
@@ -78,10 +63,15 @@ class SubnetEvaluator:
         return Measurement(metrics, details, time.perf_counter() - started)
 
     def _run(self, arch: Arch) -> Measurement:
+        """Extract (BatchNorm recalibrated), evaluate and time ``arch``; without quality
+        metrics, time the supernet's ``timing_module`` (same kernels, no recalibration)."""
         started = time.perf_counter()
         complexity = self._complexity(arch)  # first: an invalid architecture fails at once
-        module = self.supernet.extract(arch)
-        quality = self.supernet.evaluate(arch, module)
+        if self.quality:
+            module = self.supernet.extract(arch)
+            quality = self.supernet.evaluate(arch, module)
+        else:
+            module, quality = self.supernet.timing_module(arch), {}
         example = self.supernet.example_input(arch, self.profile.batch_size)
         latency = measure_latency(module, example, self.profile)
         metrics = {**quality, "latency_ms": latency.median_ms, **complexity}

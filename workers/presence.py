@@ -3,11 +3,12 @@
 Celery's ``inspect().active_queues()`` broadcast is answered by a worker's main thread, and
 in the solo pool that thread runs the job: a busy worker never answered, so the API called
 its device unserved (and told users to start a worker they had) for as long as a job ran.
-Instead, each worker's background thread (``workers.reaper``, alive while a job runs) keeps
-one key per worker process, ``hwnas:worker:<identity>``, holding its devices, with a time to
-live of a few heartbeats; the API reads the keys. A worker that dies stops renewing its
-key, which expires; one that stops cleanly deletes it. Brokers other than Redis fall back to
-the broadcast (``workers.celery_dispatch``).
+Instead, each worker process keeps one key, ``hwnas:worker:<identity>``, holding its
+devices, renewed every heartbeat by a thread of its own (``Announcer``, started with the
+reaper; alive while a job runs), with a time to live of a few heartbeats; the API reads the
+keys. A worker that dies stops renewing its key, which expires; one whose shutdown begins
+deletes it. Brokers other than Redis fall back to the broadcast
+(``workers.celery_dispatch``).
 """
 
 from __future__ import annotations

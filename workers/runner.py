@@ -316,7 +316,7 @@ class JobRunner:
         completes; a resumed job measures only what is missing), then fit the predictor and
         store it with the job's end, in one transaction, while the job is still ours."""
         supernet = get_supernet(spec["supernet"])
-        evaluator = SubnetEvaluator(supernet, device_profile(spec["device"]))
+        evaluator = SubnetEvaluator(supernet, device_profile(spec["device"]), quality=False)
         sample = sample_archs(supernet, spec["budget"]["evaluations"], spec["seed"])
         stored = {e.subnet_id for e in self._db(lambda s: q.list_evaluations(s, job_id)[0])}
         done = len(stored)
@@ -327,7 +327,7 @@ class JobRunner:
                 break
             if self.stop.is_set():
                 return self._requeue(job_id, clock)
-            measurement = evaluator.measure_latency(arch)
+            measurement = evaluator.measure(arch)
             lease = self._store(job_id, done, subnet_id, arch, measurement)
             if lease != "lost":
                 done += 1

@@ -42,7 +42,7 @@ def test_a_stopped_calibration_resumes_without_measuring_twice(
 
     measured: list[str] = []
     stop = threading.Event()
-    original = SubnetEvaluator.measure_latency
+    original = SubnetEvaluator.measure
 
     def counting(self: SubnetEvaluator, arch: dict[str, object]) -> Measurement:
         measured.append(self.supernet.encode(arch))
@@ -50,7 +50,7 @@ def test_a_stopped_calibration_resumes_without_measuring_twice(
             stop.set()  # the first worker shuts down after its 5th measurement
         return original(self, arch)
 
-    monkeypatch.setattr(SubnetEvaluator, "measure_latency", counting)
+    monkeypatch.setattr(SubnetEvaluator, "measure", counting)
     assert JobRunner(factory, settings, "worker-1", stop=stop).run(row.id) == JobStatus.queued
     with transaction(factory) as session:
         job = q.get_job(session, row.id)
