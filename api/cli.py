@@ -128,13 +128,20 @@ def cmd_wait(args: argparse.Namespace) -> int:
     except TimeoutError as exc:
         print(f"hwnas: {exc}", file=sys.stderr)
         job = client.job(args.job_id)
-    print(json.dumps({k: job[k] for k in ("id", "status", "message", "error")}))
+    _print_job(job)
     return 0 if job["status"] == "succeeded" else 1
+
+
+def _print_job(
+    job: dict[str, Any], keys: tuple[str, ...] = ("id", "status", "message", "error")
+) -> None:
+    """The job's outcome as one JSON line on stdout, for pipelines."""
+    print(json.dumps({k: job[k] for k in keys}))
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     job = _client(args).cancel(args.job_id)
-    print(json.dumps({k: job[k] for k in ("id", "status", "message")}))
+    _print_job(job, keys=("id", "status", "message"))
     return 0
 
 
@@ -151,7 +158,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return 0
     job = client.wait(job["id"])
     if job["status"] != "succeeded":
-        print(json.dumps({k: job[k] for k in ("id", "status", "message", "error")}))
+        _print_job(job)
         return 1
     (stored,) = client.calibrations(args.device, job_id=job["id"])
     keys = ("device", "supernet", "version", "kind", "n_measurements", "metrics", "job_id")
