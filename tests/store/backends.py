@@ -13,7 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from store.db import make_engine, make_session_factory, upgrade
 
 PG_ADMIN_URL = os.environ.get(
     "HWNAS_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -63,6 +66,21 @@ def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     else:
         with temporary_postgres() as url:
             yield url
+
+
+@contextmanager
+def migrated_database(
+    backend: str, tmp_path: Path
+) -> Iterator[tuple[str, Engine, sessionmaker[Session]]]:
+    """A fresh database of ``backend`` at the schema's head: its URL, an engine (disposed
+    afterwards) and a session factory on it."""
+    with database_url(backend, tmp_path) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            yield url, engine, make_session_factory(engine)
+        finally:
+            engine.dispose()
 
 
 def set_timezone(url: str, zone: str) -> None:

@@ -22,7 +22,7 @@ from store.db import (
 )
 from store.tables import JobStatus
 
-from .backends import database_url, set_timezone
+from .backends import database_url, migrated_database, set_timezone
 
 SPEC: dict[str, Any] = {
     "supernet": "fmnist-ofa-cnn",
@@ -37,10 +37,7 @@ SPEC: dict[str, Any] = {
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_created_job_reads_back_as_a_row_with_typed_columns(backend: str, tmp_path: Path) -> None:
-    with database_url(backend, tmp_path) as url:
-        upgrade(url)
-        engine = make_engine(url)
-        factory = make_session_factory(engine)
+    with migrated_database(backend, tmp_path) as (url, engine, factory):
         with transaction(factory) as session:
             created = q.create_job(session, SPEC, message="waiting: nobody serves cpu-1t")
         with transaction(factory) as session:
@@ -55,7 +52,6 @@ def test_created_job_reads_back_as_a_row_with_typed_columns(backend: str, tmp_pa
         with transaction(factory) as session:  # a worker takes it: the queue's word is stale
             claimed = q.claim_job(session, created.id, "worker-1", stale_after_s=10.0)
             assert claimed is not None and claimed.message is None
-        engine.dispose()
 
 
 def _typed(row: Any) -> dict[str, tuple[type, str]]:
@@ -181,10 +177,7 @@ def test_record_evaluation_books_the_job_with_it_under_the_lease_only(
     """One write (one statement on PostgreSQL) stores the evaluation and the job's counters
     and progress together, only while the worker holds the job and only once per count (a
     retry is answered, not stored again); cancellation is seen."""
-    with database_url(backend, tmp_path) as url:
-        upgrade(url)
-        engine = make_engine(url)
-        factory = make_session_factory(engine)
+    with migrated_database(backend, tmp_path) as (url, engine, factory):
         with transaction(factory) as session:
             job_id = q.create_job(session, SPEC).id
         assert _record(factory, job_id, "w1", 0) is None  # queued: nobody's lease
@@ -213,7 +206,6 @@ def test_record_evaluation_books_the_job_with_it_under_the_lease_only(
         with transaction(factory) as session:
             assert q.list_evaluations(session, job_id)[1] == 4
             assert q.get_job(session, job_id).evaluations_done == 4
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -16,13 +16,12 @@ from store.db import (
     alembic_config,
     check_migrated,
     make_engine,
-    make_session_factory,
     transaction,
     upgrade,
 )
 from store.tables import Base, Evaluation
 
-from .backends import database_url
+from .backends import database_url, migrated_database
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -60,10 +59,7 @@ def test_the_migrated_schema_is_the_one_the_tables_declare(backend: str, tmp_pat
 def test_downgrading_below_calibration_jobs_removes_them_and_keeps_searches(
     backend: str, tmp_path: Path
 ) -> None:
-    with database_url(backend, tmp_path) as url:
-        upgrade(url)
-        engine = make_engine(url)
-        factory = make_session_factory(engine)
+    with migrated_database(backend, tmp_path) as (url, engine, factory):
         search = {
             "supernet": "nb201-cifar10",
             "device": "nb201-pixel3",
@@ -87,4 +83,3 @@ def test_downgrading_below_calibration_jobs_removes_them_and_keeps_searches(
             ids = [row[0] for row in connection.execute(text("SELECT id FROM jobs"))]
             owners = [row[0] for row in connection.execute(text("SELECT job_id FROM evaluations"))]
         assert ids == [kept.id] and owners == [kept.id]
-        engine.dispose()

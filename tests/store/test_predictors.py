@@ -12,10 +12,10 @@ from alembic import command
 from core.errors import NotFound, StorageError
 from store import jobs
 from store import predictors as q
-from store.db import alembic_config, make_engine, make_session_factory, transaction, upgrade
+from store.db import alembic_config, make_engine, transaction, upgrade
 from store.tables import LatencyPredictorRecord
 
-from .backends import database_url
+from .backends import database_url, migrated_database
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -36,10 +36,7 @@ def store(factory: Any, supernet: str, device: str, **kw: Any) -> LatencyPredict
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_versions_count_up_per_pair_and_the_latest_is_reused(backend: str, tmp_path: Path) -> None:
-    with database_url(backend, tmp_path) as url:
-        upgrade(url)
-        engine = make_engine(url)
-        factory = make_session_factory(engine)
+    with migrated_database(backend, tmp_path) as (url, engine, factory):
         first = store(factory, "fmnist-ofa-cnn", "cpu-1t", n=10)
         second = store(factory, "fmnist-ofa-cnn", "cpu-1t", kind="ridge", n=50)
         other = store(factory, "fmnist-ofa-cnn", "cpu-ort")
@@ -55,15 +52,11 @@ def test_versions_count_up_per_pair_and_the_latest_is_reused(backend: str, tmp_p
             assert q.get_predictor(session, "fmnist-ofa-cnn", "cpu-ort", 1).id == other.id
             with pytest.raises(NotFound, match="version 3"):
                 q.get_predictor(session, "fmnist-ofa-cnn", "cpu-ort", 3)
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_version_number_is_never_stored_twice(backend: str, tmp_path: Path) -> None:
-    with database_url(backend, tmp_path) as url:
-        upgrade(url)
-        engine = make_engine(url)
-        factory = make_session_factory(engine)
+    with migrated_database(backend, tmp_path) as (url, engine, factory):
         store(factory, "fmnist-ofa-cnn", "cpu-1t")
         with pytest.raises(StorageError), transaction(factory) as session:
             session.add(
@@ -80,7 +73,6 @@ def test_a_version_number_is_never_stored_twice(backend: str, tmp_path: Path) ->
                     seconds=0.0,
                 )  # fmt: skip
             )
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -97,10 +89,7 @@ def test_migration_0002_adds_and_removes_the_table(backend: str, tmp_path: Path)
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_calibration_job_stores_at_most_one_version(backend: str, tmp_path: Path) -> None:
-    with database_url(backend, tmp_path) as url:
-        upgrade(url)
-        engine = make_engine(url)
-        factory = make_session_factory(engine)
+    with migrated_database(backend, tmp_path) as (url, engine, factory):
         with transaction(factory) as session:
             (job,) = jobs.create_jobs(session, [(calibration_job_spec(), None)])
 
@@ -120,7 +109,6 @@ def test_a_calibration_job_stores_at_most_one_version(backend: str, tmp_path: Pa
         with transaction(factory) as session:
             assert len(q.list_predictors(session, "nb201-pixel3")) == 3
             assert len(q.list_predictors(session, "nb201-pixel3", job_id=job.id)) == 1
-        engine.dispose()
 
 
 def calibration_job_spec() -> dict[str, Any]:
