@@ -24,10 +24,14 @@ from workers.dispatch import Dispatcher, EmbeddedDispatcher
 from .auth import parse_api_keys, require_api_keys
 from .bodies import document_json_bodies
 from .errors import install_error_handlers
+from .hot_routes import HotRoutes
 from .routes import calibrations, catalog, health, jobs
 from .submissions import JobSubmitter
 
 log = logging.getLogger(__name__)
+
+# polls of a job and job submissions: most requests (api.hot_routes)
+HOT_ENDPOINTS = (jobs.read_job, jobs.create_job)
 
 
 def make_dispatcher(app_settings: Settings, factory) -> Dispatcher:  # type: ignore[no-untyped-def]
@@ -61,7 +65,9 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> FastAPI:
+    """The app; ``hot_routes=False`` leaves every request to FastAPI's routing (the tests
+    compare the two ways, see ``api.hot_routes``)."""
     app_settings = settings or get_settings()
 
     @asynccontextmanager
@@ -99,11 +105,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     document_json_bodies(app)
-    if keys := parse_api_keys(app_settings.api_keys):
-        require_api_keys(app, keys)
     # Jobs first: routes are matched in order, and job polls are most of the traffic.
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(health.router)
     app.include_router(catalog.router, prefix="/v1")
     app.include_router(calibrations.router, prefix="/v1")
+    if hot_routes:
+        app.add_middleware(HotRoutes, api=app, endpoints=HOT_ENDPOINTS)
+    if keys := parse_api_keys(app_settings.api_keys):
+        require_api_keys(app, keys)  # added last: the outermost, so it runs first
     return app

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.errors import InvalidInput, Unauthenticated
 
 from .errors import error_response
+from .hot_routes import route_path
 from .openapi_doc import amend_openapi
 
 OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -56,7 +57,7 @@ class ApiKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or _path(scope) in OPEN_PATHS:
+        if scope["type"] == "lifespan" or route_path(scope) in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         problem = self._problem(scope)
@@ -81,12 +82,6 @@ class ApiKeyMiddleware:
                     return "the API key is not valid"
                 return None
         return "send an API key: the header 'Authorization: Bearer <key>' (HWNAS_API_KEYS)"
-
-
-def _path(scope: Scope) -> str:
-    path: str = scope["path"]
-    root = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def require_api_keys(app: FastAPI, keys: list[bytes]) -> None:

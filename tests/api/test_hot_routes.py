@@ -1,0 +1,176 @@
+"""api.hot_routes: the hot routes answer exactly as FastAPI's routing answers them.
+
+Each test runs the same requests through the app with its hot routes and through the same
+app built without them (``create_app(hot_routes=False)``), on one database, and compares
+status, headers and body."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
+from starlette.requests import Request
+from starlette.routing import compile_path
+
+from api.app import HOT_ENDPOINTS, create_app
+from api.hot_routes import HotRoutes, hot_routes_of
+from api.routes import jobs as jobs_routes
+from core.settings import Settings
+
+from .helpers import job_spec
+
+# fields a new job gets from the moment and order it was stored in
+_NEW_JOB = re.compile(r'"(id|url|created_at)":"[^"]*"')
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"embedded_devices": "none"})  # nothing runs jobs
+
+
+@pytest.fixture
+def both(settings: Settings) -> Iterator[tuple[TestClient, TestClient]]:
+    """(hot, plain) clients of two apps on one database; errors answered, not raised."""
+    hot = TestClient(create_app(settings), raise_server_exceptions=False)
+    plain = TestClient(create_app(settings, hot_routes=False), raise_server_exceptions=False)
+    with hot, plain:
+        yield hot, plain
+
+
+def _same(hot: httpx.Response, plain: httpx.Response, *, new_job: bool = False) -> None:
+    def body(response: httpx.Response) -> str:
+        text = response.text
+        return _NEW_JOB.sub(r'"\1":"..."', text) if new_job else text
+
+    assert hot.status_code == plain.status_code, (hot.text, plain.text)
+    if new_job:  # its length may differ with its time stamp
+        assert list(hot.headers.keys()) == list(plain.headers.keys())
+        assert hot.headers["content-type"] == plain.headers["content-type"]
+    else:
+        assert hot.headers.items() == plain.headers.items()
+    assert body(hot) == body(plain)
+
+
+def test_a_job_poll_is_the_same_byte_for_byte(
+    both: tuple[TestClient, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    routed = []  # whether the app's router saw each poll (it marks the scope)
+    real = jobs_routes.loop_reads
+
+    def spy(request: Request) -> Any:
+        routed.append("router" in request.scope)
+        return real(request)
+
+    monkeypatch.setattr(jobs_routes, "loop_reads", spy)
+    hot, plain = both
+    job = plain.post("/v1/jobs", json=job_spec()).json()
+    _same(hot.get(f"/v1/jobs/{job['id']}"), plain.get(f"/v1/jobs/{job['id']}"))
+    _same(hot.get(f"/v1/jobs/{job['id']}?x=1"), plain.get(f"/v1/jobs/{job['id']}?x=1"))
+    assert routed == [False, True, False, True]
+
+
+def test_a_submission_is_answered_the_same(both: tuple[TestClient, TestClient]) -> None:
+    hot, plain = both
+    answers = [client.post("/v1/jobs", json=job_spec(seed=3)) for client in (hot, plain)]
+    assert answers[0].status_code == 202
+    _same(*answers, new_job=True)
+    stored = hot.get(answers[0].json()["url"].removeprefix("http://testserver")).json()
+    assert stored == answers[0].json()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/v1/jobs/no-such-job", {}),
+        ("GET", "/v1/jobs/", {}),
+        ("HEAD", "/v1/jobs/no-such-job", {}),
+        ("POST", "/v1/jobs", {"content": b"{not json"}),
+        ("POST", "/v1/jobs", {"content": b""}),
+        ("POST", "/v1/jobs", {"content": json.dumps(job_spec()).encode()}),  # no content type
+        ("POST", "/v1/jobs", {"json": job_spec(supernet="no-such-supernet")}),
+        ("POST", "/v1/jobs", {"json": job_spec(budget={"evaluations": float("nan")})}),
+        ("PUT", "/v1/jobs", {"json": job_spec()}),
+        ("DELETE", "/v1/jobs/abc", {}),
+    ],
+)
+def test_errors_are_the_apps_own(
+    both: tuple[TestClient, TestClient], method: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    hot, plain = both
+    if "json" in kwargs:  # httpx refuses NaN in json=; send the text Python writes
+        kwargs = {"content": json.dumps(kwargs["json"]).encode(), "headers": _JSON}
+    _same(hot.request(method, path, **kwargs), plain.request(method, path, **kwargs))
+
+
+_JSON = {"content-type": "application/json"}
+
+
+def test_an_unexpected_error_is_a_500_in_the_same_shape(
+    both: tuple[TestClient, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Broken:
+        async def cached(self, *_args: object) -> bytes:
+            raise RuntimeError("a bug")
+
+    monkeypatch.setattr(jobs_routes, "loop_reads", lambda _request: Broken())
+    hot, plain = both
+    answers = [client.get("/v1/jobs/abc") for client in (hot, plain)]
+    assert [a.status_code for a in answers] == [500, 500]
+    messages = [a.json()["message"] for a in answers]
+    assert all(m.startswith("internal server error (reference ") for m in messages)
+    assert answers[0].headers.items() == answers[1].headers.items()
+
+
+def test_behind_a_proxy_root_path_the_job_url_keeps_it(settings: Settings) -> None:
+    with TestClient(create_app(settings), root_path="/hwnas") as client:
+        job = client.post("/v1/jobs", json=job_spec()).json()
+        assert job["url"] == f"http://testserver/hwnas/v1/jobs/{job['id']}"
+        assert client.get(f"/v1/jobs/{job['id']}").json() == job
+
+
+def test_api_keys_are_checked_before_a_hot_route(settings: Settings) -> None:
+    key = "k" * 20
+    with TestClient(create_app(settings.model_copy(update={"api_keys": key}))) as client:
+        assert client.get("/v1/jobs/abc").status_code == 401
+        assert client.post("/v1/jobs", json=job_spec()).status_code == 401
+        headers = {"Authorization": f"Bearer {key}"}
+        assert client.post("/v1/jobs", json=job_spec(), headers=headers).status_code == 202
+
+
+def test_each_hot_route_is_the_first_route_to_match_its_paths(settings: Settings) -> None:
+    """Starlette answers with the first route that matches; a hot route answered before the
+    app's routing must not take a request an earlier route would have answered."""
+    app = create_app(settings)
+    hot = hot_routes_of(app, HOT_ENDPOINTS)
+    assert {route.endpoint for route in hot} == set(HOT_ENDPOINTS)
+    for route in hot:
+        path = route.pattern.pattern.removeprefix("^").removesuffix("$")
+        path = re.sub(r"\(\?P<\w+>[^)]*\)", "some-id", path)
+        for method in route.methods:
+            first = next(
+                context
+                for context in iter_route_contexts(app.routes)
+                if context.path
+                and method in (context.methods or ())
+                and compile_path(context.path)[0].match(path)
+            )
+            assert first.endpoint is route.endpoint, (method, path, first.path)
+
+
+def test_hot_endpoints_must_exist_and_be_async(settings: Settings) -> None:
+    app = create_app(settings)
+
+    async def not_routed() -> None: ...
+
+    def blocking() -> None: ...
+
+    with pytest.raises(ValueError, match="no route for hot endpoints"):
+        HotRoutes(app, api=app, endpoints=[not_routed])
+    with pytest.raises(ValueError, match="must be async"):
+        HotRoutes(app, api=app, endpoints=[blocking])
