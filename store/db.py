@@ -309,7 +309,8 @@ class _AsyncDriverReads(LoopReads):
     A read that a notification overtook is not kept (``_generation``), so a result read
     before a commit never outlives that commit's notification. Between a commit and the
     notification's arrival (a socket hop on the same host) a poller may get the previous
-    body; this process's own writes call ``forget`` at once.
+    body; this process's own writes call ``forget`` at once. While listening, callers that
+    miss the memo for the same read at the same time share one read (``_read_once``).
     """
 
     dialect = "postgresql"
@@ -327,6 +328,8 @@ class _AsyncDriverReads(LoopReads):
         self._conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
         self._memo: dict[str, dict[tuple[Any, ...], Any]] = {}  # job id -> (fn, *args) -> result
         self._generation = 0  # bumped by every notification and forget
+        # reads in flight: (job id, fn, *args) -> (generation they began in, the read)
+        self._flights: dict[tuple[Any, ...], tuple[int, asyncio.Future[Any]]] = {}
         self._listening = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -347,12 +350,35 @@ class _AsyncDriverReads(LoopReads):
         if self._listening and held is not None and key in held:
             hit: T = held[key]
             return hit
+        if not self._listening:  # no memo, and no joining a read that a commit overtook
+            return await self(fn, job_id, *args)
         generation = self._generation
-        result = await self(fn, job_id, *args)
-        if self._listening and generation == self._generation:
+        flight = self._flights.get((job_id, *key))
+        if flight is None or flight[0] != generation:  # none, or begun before a change
+            read = asyncio.ensure_future(self._read_once(fn, job_id, args, generation))
+            read.add_done_callback(_retrieved)  # all its callers may have gone
+            flight = self._flights[(job_id, *key)] = (generation, read)
+        result: T = await asyncio.shield(flight[1])
+        return result
+
+    async def _read_once(
+        self, fn: Callable[..., T], job_id: str, args: tuple[Any, ...], generation: int
+    ) -> T:
+        """One read that every caller missing the memo for the same job, function and
+        arguments meanwhile waits for: when 100 pollers of a job miss at once (the memo is
+        empty after a start, a notification or a reconnect), the database is read once,
+        not 100 times through a pool of 20, the last of them waiting ~100 ms. A caller
+        that arrives after a notification does not join a read begun before it."""
+        flight = (job_id, fn, *args)
+        try:
+            result = await self(fn, job_id, *args)
+        finally:
+            if self._flights.get(flight, (None, None))[1] is asyncio.current_task():
+                del self._flights[flight]
+        if self._listening and generation == self._generation:  # no change meanwhile
             if len(self._memo) >= self.CACHE_MAX:
                 self._memo.clear()
-            self._memo.setdefault(job_id, {})[key] = result
+            self._memo.setdefault(job_id, {})[(fn, *args)] = result
         return result
 
     def forget(self, job_id: str) -> None:
@@ -400,6 +426,12 @@ class _AsyncDriverReads(LoopReads):
                 await self._listener
             self._listener = None
         await self._engine.dispose()
+
+
+def _retrieved(read: asyncio.Future[Any]) -> None:
+    """Take a finished read's exception, so that none is logged as never retrieved."""
+    if not read.cancelled():
+        read.exception()
 
 
 _LOOP_READS: dict[str, Callable[[str], LoopReads]] = {

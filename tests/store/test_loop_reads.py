@@ -271,6 +271,46 @@ def test_postgres_read_overtaken_by_a_notification_is_not_kept(
     asyncio.run(scenario())
 
 
+def test_postgres_pollers_missing_at_once_share_one_read(
+    postgres_job: tuple[str, str, str],
+) -> None:
+    """100 pollers that miss the memo together cost one read; one that comes after a
+    change (here this process's own write) does not join a read begun before it."""
+    url, job_id, _ = postgres_job
+    read = _Counted()
+
+    async def scenario() -> None:
+        reads = make_loop_reads(url)
+        try:
+            await _until(lambda: _memo_live(reads, read, job_id))
+            calls = read.calls
+            reads.forget(job_id)
+            await asyncio.sleep(0)  # the forget lands
+            rows = await asyncio.gather(*(reads.cached(read, job_id) for _ in range(100)))
+            assert read.calls == calls + 1 and len({id(row) for row in rows}) == 1
+
+            reads.forget(job_id)
+            await asyncio.sleep(0)
+            first = asyncio.ensure_future(reads.cached(read, job_id))
+            await asyncio.sleep(0)  # its read has begun
+            reads.forget(job_id)
+            await asyncio.sleep(0)
+            second = await reads.cached(read, job_id)
+            assert read.calls == calls + 3 and second is not await first
+
+            reads.forget(job_id)
+            await asyncio.sleep(0)
+            gone = asyncio.ensure_future(reads.cached(read, job_id))
+            await asyncio.sleep(0)
+            gone.cancel()  # the first caller leaves: the others still get the read
+            assert (await reads.cached(read, job_id)).id == job_id
+            assert read.calls == calls + 4
+        finally:
+            await reads.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_postgres_memo_is_off_while_the_listener_is_down(
     postgres_job: tuple[str, str, str],
 ) -> None:
