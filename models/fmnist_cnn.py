@@ -16,8 +16,6 @@ and strides 1, 2, 2 -> 1x1 conv to 128 -> global average pool -> linear to 10 cl
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
@@ -34,6 +32,7 @@ from .base import Arch, Complexity, ImageFormat, InputSpec, Supernet
 from .evaluation import accuracy, recalibrate_bn
 from .layers import ElasticInvertedResidual, InvertedResidual, conv_bn
 from .registry import register_supernet
+from .sliced import SlicedSupernet
 from .user_data import grey_images, load_user_data
 
 RESOLUTIONS = (20, 24, 28)
@@ -177,7 +176,7 @@ def load_weights(module: nn.Module, path: Path) -> None:
     module.load_state_dict(state)
 
 
-class FmnistOFACNN(Supernet):
+class FmnistOFACNN(SlicedSupernet):
     """The built-in Fashion-MNIST supernet, trained with the sandwich rule (see scripts/)."""
 
     name = "fmnist-ofa-cnn"
@@ -198,9 +197,7 @@ class FmnistOFACNN(Supernet):
         self.validation_data = validation_data
         if weights is not None:
             load_weights(self.module, weights)
-        self._cache: OrderedDict[str, FmnistSubnet] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()  # the API and the job threads share this instance
+        self._init_slices(cache_size)
 
     def space(self) -> dict[str, list[Any]]:
         return _space()
@@ -279,34 +276,10 @@ class FmnistOFACNN(Supernet):
         calib = shipped.calib_x if user.calib is None else grey_images(user.calib, "calib_inputs")
         return data.Subset(grey_images(user.inputs), user.labels.numpy(), calib)
 
-    def extract(self, arch: Arch) -> nn.Module:
-        """Slice the active weights out and recalibrate BatchNorm on the calibration set.
-
-        Deterministic (fixed calibration data and order), so the module ``evaluate`` measured
-        is the module that gets exported. Results are cached per encoding.
-        """
-        key = self.encode(arch)
-        with self._lock:
-            return self._extract(key)
-
-    def timing_module(self, arch: Arch) -> nn.Module:
-        """``extract`` without the BatchNorm recalibration (new statistics in the same
-        kernels): for latency measurement only; not cached."""
-        arch = self.decode(self.encode(arch))
-        with self._lock, torch.no_grad():
-            return self.module.extract(arch).eval()
-
-    def _extract(self, key: str) -> nn.Module:
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        arch = self.decode(key)
-        subnet = self.module.extract(arch)
+    def recalibrate(self, subnet: nn.Module, arch: Arch) -> None:
+        """BatchNorm statistics from the calibration set (the user's calibration images, or
+        the shipped ones), in a fixed order: deterministic."""
         recalibrate_bn(subnet, data.preprocess(self._data.calib_x, arch["r"]))
-        self._cache[key] = subnet
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return subnet
 
     def evaluate(self, arch: Arch, module: nn.Module | None = None) -> dict[str, float]:
         arch = self.canonical(arch)

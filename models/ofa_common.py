@@ -13,7 +13,6 @@ and shape is checked before anything is copied (:func:`load_checkpoint`).
 from __future__ import annotations
 
 import math
-import threading
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -27,8 +26,9 @@ from torch import nn
 
 from core.errors import CheckpointMismatch, InvalidInput
 
-from .base import Arch, ImageFormat, InputSpec, Supernet
+from .base import Arch, ImageFormat, InputSpec
 from .evaluation import predict, recalibrate_bn
+from .sliced import SlicedSupernet
 
 if TYPE_CHECKING:
     from .user_data import UserData
@@ -283,7 +283,7 @@ class ElasticNet(nn.Module):
     def extract(self, arch: Arch) -> nn.Module: ...
 
 
-class OFASupernet(Supernet):
+class OFASupernet(SlicedSupernet):
     """Shared plumbing of the Once-for-All supernets: weights, evaluation, caching.
 
     Without ``checkpoint`` the weights are a seeded random initialisation: architecture,
@@ -310,9 +310,7 @@ class OFASupernet(Supernet):
         self.validation_data = validation_data
         self.num_classes = num_classes
         self.seed = seed
-        self._cache: OrderedDict[str, nn.Module] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
+        self._init_slices(cache_size)
         if self.checkpoint is not None:
             _ = self.module  # a bad checkpoint is refused now, not at the first evaluation
 
@@ -337,33 +335,11 @@ class OFASupernet(Supernet):
                     f"gene {gene!r} must be one of {choices}, got {arch.get(gene)!r}", field="arch"
                 )
 
-    def timing_module(self, arch: Arch) -> nn.Module:
-        """``extract`` without the BatchNorm recalibration (new statistics in the same
-        kernels): for latency measurement only; not cached."""
-        arch = self.decode(self.encode(arch))
-        with self._lock, torch.no_grad():
-            return self.module.extract(arch).eval()
-
-    def extract(self, arch: Arch) -> nn.Module:
-        """The active weights as a standalone module; deterministic, cached per encoding.
-
-        BatchNorm is recalibrated on the validation data's calibration images when there are
-        any; otherwise the running statistics of the checkpoint are kept.
-        """
-        key = self.encode(arch)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-            arch = self.decode(key)
-            with torch.no_grad():
-                subnet = self.module.extract(arch).eval()
-            if self.validation_data is not None and self._data.calib is not None:
-                recalibrate_bn(subnet, imagenet_preprocess(self._data.calib, arch["r"]))
-            self._cache[key] = subnet
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-            return subnet
+    def recalibrate(self, subnet: nn.Module, arch: Arch) -> None:
+        """On the validation data's calibration images when there are any; otherwise the
+        running statistics of the checkpoint are kept."""
+        if self.validation_data is not None and self._data.calib is not None:
+            recalibrate_bn(subnet, imagenet_preprocess(self._data.calib, arch["r"]))
 
     @cached_property
     def _data(self) -> UserData:
