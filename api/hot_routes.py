@@ -16,7 +16,12 @@ parameter conversion, so the two ways cannot drift apart), with a ``Request`` on
 scope. An exception the endpoint raises is answered by the app's own handler for it
 (``api.errors``), looked up as Starlette's exception middleware looks it up; one with no
 handler goes on to the server-error middleware, as from a route. Everything else goes to
-the app unchanged. The OpenAPI document still comes from the routes themselves.
+the app unchanged, and so is every request while FastAPI's own OpenTelemetry is on (a
+tracer, meter or logger provider is configured), so that its spans and metrics name the
+route. The OpenAPI document still comes from the routes themselves. Route settings that
+only FastAPI's routing applies (dependencies, a body size limit) and exception handlers
+keyed by status code or not ``async`` are refused when the middleware is built, rather
+than silently skipped.
 
 A hot route must be the first of the app's routes to match its paths (Starlette answers
 with the first match): the jobs router is included first, and a test checks it.
@@ -67,6 +72,11 @@ def hot_routes_of(api: FastAPI, endpoints: Iterable[Callable[..., Any]]) -> list
     routes = []
     for context in iter_route_contexts(api.routes):
         if context.endpoint in wanted and context.path and context.methods:
+            if context.dependencies or getattr(context, "max_body_size", None) is not None:
+                raise ValueError(  # they would be skipped here, auth above all
+                    f"hot route {context.path} has dependencies or a body limit: "
+                    "they run in FastAPI's routing only"
+                )
             pattern, _, convertors = compile_path(context.path)
             routes.append(
                 HotRoute(frozenset(context.methods), pattern, convertors, context.endpoint)
@@ -91,13 +101,23 @@ class HotRoutes:
         self.app = app
         self.routes = hot_routes_of(api, endpoints)
         self.handlers = api.exception_handlers
+        if not all(isinstance(k, type) for k in self.handlers) or not all(
+            inspect.iscoroutinefunction(h) for h in self.handlers.values()
+        ):
+            raise ValueError(
+                "hot routes look exception handlers up by class and await them: "
+                "register async handlers by exception class only"
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        # With FastAPI's OpenTelemetry on (a provider configured), the request goes the
+        # whole way, so that its span and metrics name the route.
+        if scope["type"] == "http" and scope.get("fastapi.telemetry") is None:
             for route in self.routes:
                 params = route.path_params(scope)
                 if params is not None:
-                    request = Request({**scope, "path_params": params}, receive)
+                    scope["path_params"], scope["endpoint"] = params, route.endpoint
+                    request = Request(scope, receive)
                     response = await self._answer(route, request)
                     await response(scope, receive, send)
                     return

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -314,7 +315,9 @@ class _AsyncDriverReads(LoopReads):
     """
 
     dialect = "postgresql"
-    CACHE_MAX = 4096
+    CACHE_MAX = 4096  # jobs
+    PER_JOB_MAX = 16  # reads of one job (one per base URL the job's pollers use)
+    JOIN_S = 0.25  # a read older than this is not joined (a read takes ~2 ms)
     RECONNECT_S = (0.5, 5.0)  # first and longest wait before listening again
     LISTENER_NAME = "hwnas-job-listener"  # its application_name in pg_stat_activity
 
@@ -328,8 +331,8 @@ class _AsyncDriverReads(LoopReads):
         self._conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
         self._memo: dict[str, dict[tuple[Any, ...], Any]] = {}  # job id -> (fn, *args) -> result
         self._generation = 0  # bumped by every notification and forget
-        # reads in flight: (job id, fn, *args) -> (generation they began in, the read)
-        self._flights: dict[tuple[Any, ...], tuple[int, asyncio.Future[Any]]] = {}
+        # reads in flight: (job id, fn, *args) -> (generation and time they began in, read)
+        self._flights: dict[tuple[Any, ...], tuple[int, float, asyncio.Future[Any]]] = {}
         self._listening = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -352,13 +355,18 @@ class _AsyncDriverReads(LoopReads):
             return hit
         if not self._listening:  # no memo, and no joining a read that a commit overtook
             return await self(fn, job_id, *args)
-        generation = self._generation
+        generation, now = self._generation, time.monotonic()
         flight = self._flights.get((job_id, *key))
-        if flight is None or flight[0] != generation:  # none, or begun before a change
+        if (  # none; begun before a change; stuck (each caller waited alone before); over
+            flight is None
+            or flight[0] != generation
+            or now - flight[1] > self.JOIN_S
+            or flight[2].done()
+        ):
             read = asyncio.ensure_future(self._read_once(fn, job_id, args, generation))
             read.add_done_callback(_retrieved)  # all its callers may have gone
-            flight = self._flights[(job_id, *key)] = (generation, read)
-        result: T = await asyncio.shield(flight[1])
+            flight = self._flights[(job_id, *key)] = (generation, now, read)
+        result: T = await asyncio.shield(flight[2])
         return result
 
     async def _read_once(
@@ -373,12 +381,15 @@ class _AsyncDriverReads(LoopReads):
         try:
             result = await self(fn, job_id, *args)
         finally:
-            if self._flights.get(flight, (None, None))[1] is asyncio.current_task():
+            if self._flights.get(flight, (None, None, None))[2] is asyncio.current_task():
                 del self._flights[flight]
         if self._listening and generation == self._generation:  # no change meanwhile
             if len(self._memo) >= self.CACHE_MAX:
                 self._memo.clear()
-            self._memo.setdefault(job_id, {})[(fn, *args)] = result
+            held = self._memo.setdefault(job_id, {})
+            if len(held) >= self.PER_JOB_MAX:  # one per base URL: clients choose the Host
+                held.clear()
+            held[(fn, *args)] = result
         return result
 
     def forget(self, job_id: str) -> None:

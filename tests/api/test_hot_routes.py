@@ -6,6 +6,7 @@ status, headers and body."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter, Depends, FastAPI, Response
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.requests import Request
@@ -174,3 +176,53 @@ def test_hot_endpoints_must_exist_and_be_async(settings: Settings) -> None:
         HotRoutes(app, api=app, endpoints=[not_routed])
     with pytest.raises(ValueError, match="must be async"):
         HotRoutes(app, api=app, endpoints=[blocking])
+
+
+def test_route_settings_only_routing_applies_are_refused() -> None:
+    """Dependencies and body limits run in FastAPI's routing only; a hot route would skip
+    them (an API-key dependency above all), so such a route cannot be made hot."""
+
+    async def endpoint(request: Request) -> None: ...
+
+    async def dependency() -> None: ...
+
+    for settings in ({"dependencies": [Depends(dependency)]}, {"max_body_size": 10}):
+        router = APIRouter()
+        router.add_api_route("/x", endpoint, methods=["GET"])
+        api = FastAPI()
+        api.include_router(router, **settings)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="dependencies or a body limit"):
+            hot_routes_of(api, [endpoint])
+
+
+def test_exception_handlers_by_status_code_or_not_async_are_refused(settings: Settings) -> None:
+    async def by_code(request: Request, exc: Exception) -> Response:
+        return Response(status_code=404)
+
+    def blocking(request: Request, exc: Exception) -> Response:
+        return Response(status_code=500)
+
+    for key, handler in ((404, by_code), (KeyError, blocking)):
+        app = create_app(settings)
+        app.add_exception_handler(key, handler)
+        with pytest.raises(ValueError, match="exception handlers"):
+            HotRoutes(app, api=app, endpoints=HOT_ENDPOINTS)
+
+
+def test_with_fastapis_telemetry_on_every_request_takes_the_routing(settings: Settings) -> None:
+    """FastAPI marks the scope when its OpenTelemetry is on; the route is then named in the
+    request's span and metrics only if the routing answers it."""
+    app = create_app(settings)
+    passed: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        passed.append(scope["path"])
+
+    hot = HotRoutes(inner, api=app, endpoints=HOT_ENDPOINTS)
+    scope = {"type": "http", "method": "GET", "path": "/v1/jobs/abc", "root_path": ""}
+
+    async def call() -> None:
+        await hot({**scope, "fastapi.telemetry": object()}, None, None)  # type: ignore[arg-type]
+
+    asyncio.run(call())
+    assert passed == ["/v1/jobs/abc"]

@@ -311,6 +311,41 @@ def test_postgres_pollers_missing_at_once_share_one_read(
     asyncio.run(scenario())
 
 
+def test_postgres_a_stuck_read_is_not_joined_and_the_memo_per_job_is_bounded(
+    postgres_job: tuple[str, str, str],
+) -> None:
+    """A poller does not wait on a shared read older than ``JOIN_S`` (before sharing, each
+    poller waited for its own read only); a job polled under many base URLs keeps at most
+    ``PER_JOB_MAX`` bodies."""
+    url, job_id, _ = postgres_job
+    read = _Counted()
+    stuck = [True]
+
+    def slow_once(connection: Connection, wanted: str, base: str) -> Any:
+        if stuck.pop() if stuck else False:
+            connection.exec_driver_sql("SELECT pg_sleep(1.5)")
+        return read(connection, wanted)
+
+    async def scenario() -> None:
+        reads = make_loop_reads(url)
+        try:
+            await _until(lambda: _memo_live(reads, read, job_id))
+            first = asyncio.ensure_future(reads.cached(slow_once, job_id, "http://a"))
+            await asyncio.sleep(reads.JOIN_S + 0.1)
+            started = time.monotonic()
+            await reads.cached(slow_once, job_id, "http://a")
+            assert time.monotonic() - started < 1.0 and not first.done()
+            await first
+
+            for n in range(3 * reads.PER_JOB_MAX):
+                await reads.cached(slow_once, job_id, f"http://host-{n}")
+            assert len(reads._memo[job_id]) <= reads.PER_JOB_MAX
+        finally:
+            await reads.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_postgres_memo_is_off_while_the_listener_is_down(
     postgres_job: tuple[str, str, str],
 ) -> None:
