@@ -198,6 +198,22 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) 
         await asyncio.sleep(0.01)
 
 
+def _with_live_memo(
+    url: str, job_id: str, read: _Counted, steps: Callable[[Any], Awaitable[None]]
+) -> None:
+    """``steps(reads)`` on fresh PostgreSQL loop reads, once their memo is live."""
+
+    async def scenario() -> None:
+        reads = make_loop_reads(url)
+        try:
+            await _until(lambda: _memo_live(reads, read, job_id))
+            await steps(reads)
+        finally:
+            await reads.aclose()
+
+    asyncio.run(scenario())
+
+
 async def _memo_live(reads: Any, read: _Counted, job_id: str) -> bool:
     """True once a repeated read is answered without the database (the listener is up)."""
     await reads.cached(read, job_id)
@@ -212,32 +228,27 @@ def test_postgres_memo_is_dropped_per_job_by_notifications(
     url, job_id, other_id = postgres_job
     read = _Counted()
 
-    async def scenario() -> None:
-        reads = make_loop_reads(url)
-        try:
-            await _until(lambda: _memo_live(reads, read, job_id))
-            await reads.cached(read, other_id)
-            calls = read.calls
+    async def steps(reads: Any) -> None:
+        await reads.cached(read, other_id)
+        calls = read.calls
 
-            _set_done(url, other_id, 7)  # another job's commit keeps this job's memo
-            await _until(lambda: _done(reads, read, other_id, 7))
-            assert read.calls == calls + 1
-            await reads.cached(read, job_id)
-            assert read.calls == calls + 1
+        _set_done(url, other_id, 7)  # another job's commit keeps this job's memo
+        await _until(lambda: _done(reads, read, other_id, 7))
+        assert read.calls == calls + 1
+        await reads.cached(read, job_id)
+        assert read.calls == calls + 1
 
-            _set_done(url, job_id, 3)  # this job's commit is seen, shortly after it
-            await _until(lambda: _done(reads, read, job_id, 3))
-            calls = read.calls
-            assert (await reads.cached(read, job_id)).evaluations_done == 3
-            assert read.calls == calls  # and memoised again
+        _set_done(url, job_id, 3)  # this job's commit is seen, shortly after it
+        await _until(lambda: _done(reads, read, job_id, 3))
+        calls = read.calls
+        assert (await reads.cached(read, job_id)).evaluations_done == 3
+        assert read.calls == calls  # and memoised again
 
-            await asyncio.to_thread(reads.forget, job_id)  # this process's own write
-            await reads.cached(read, job_id)
-            assert read.calls == calls + 1
-        finally:
-            await reads.aclose()
+        await asyncio.to_thread(reads.forget, job_id)  # this process's own write
+        await reads.cached(read, job_id)
+        assert read.calls == calls + 1
 
-    asyncio.run(scenario())
+    _with_live_memo(url, job_id, read, steps)
 
 
 async def _done(reads: Any, read: Callable[..., Any], job_id: str, done: int) -> bool:
@@ -250,25 +261,20 @@ def test_postgres_read_overtaken_by_a_notification_is_not_kept(
     url, job_id, _ = postgres_job
     read = _Counted()
 
-    async def scenario() -> None:
-        reads = make_loop_reads(url)
-        try:
-            await _until(lambda: _memo_live(reads, read, job_id))
+    async def steps(reads: Any) -> None:
 
-            def overtaken(connection: Connection, wanted: str) -> Any:
-                reads.forget(wanted)  # lands on the loop while this query waits on the socket
-                return read(connection, wanted)
+        def overtaken(connection: Connection, wanted: str) -> Any:
+            reads.forget(wanted)  # lands on the loop while this query waits on the socket
+            return read(connection, wanted)
 
-            reads.forget(job_id)
-            await asyncio.sleep(0)
-            await reads.cached(overtaken, job_id)
-            calls = read.calls
-            await reads.cached(overtaken, job_id)  # the first result was not kept
-            assert read.calls == calls + 1
-        finally:
-            await reads.aclose()
+        reads.forget(job_id)
+        await asyncio.sleep(0)
+        await reads.cached(overtaken, job_id)
+        calls = read.calls
+        await reads.cached(overtaken, job_id)  # the first result was not kept
+        assert read.calls == calls + 1
 
-    asyncio.run(scenario())
+    _with_live_memo(url, job_id, read, steps)
 
 
 def test_postgres_pollers_missing_at_once_share_one_read(
@@ -279,36 +285,31 @@ def test_postgres_pollers_missing_at_once_share_one_read(
     url, job_id, _ = postgres_job
     read = _Counted()
 
-    async def scenario() -> None:
-        reads = make_loop_reads(url)
-        try:
-            await _until(lambda: _memo_live(reads, read, job_id))
-            calls = read.calls
-            reads.forget(job_id)
-            await asyncio.sleep(0)  # the forget lands
-            rows = await asyncio.gather(*(reads.cached(read, job_id) for _ in range(100)))
-            assert read.calls == calls + 1 and len({id(row) for row in rows}) == 1
+    async def steps(reads: Any) -> None:
+        calls = read.calls
+        reads.forget(job_id)
+        await asyncio.sleep(0)  # the forget lands
+        rows = await asyncio.gather(*(reads.cached(read, job_id) for _ in range(100)))
+        assert read.calls == calls + 1 and len({id(row) for row in rows}) == 1
 
-            reads.forget(job_id)
-            await asyncio.sleep(0)
-            first = asyncio.ensure_future(reads.cached(read, job_id))
-            await asyncio.sleep(0)  # its read has begun
-            reads.forget(job_id)
-            await asyncio.sleep(0)
-            second = await reads.cached(read, job_id)
-            assert read.calls == calls + 3 and second is not await first
+        reads.forget(job_id)
+        await asyncio.sleep(0)
+        first = asyncio.ensure_future(reads.cached(read, job_id))
+        await asyncio.sleep(0)  # its read has begun
+        reads.forget(job_id)
+        await asyncio.sleep(0)
+        second = await reads.cached(read, job_id)
+        assert read.calls == calls + 3 and second is not await first
 
-            reads.forget(job_id)
-            await asyncio.sleep(0)
-            gone = asyncio.ensure_future(reads.cached(read, job_id))
-            await asyncio.sleep(0)
-            gone.cancel()  # the first caller leaves: the others still get the read
-            assert (await reads.cached(read, job_id)).id == job_id
-            assert read.calls == calls + 4
-        finally:
-            await reads.aclose()
+        reads.forget(job_id)
+        await asyncio.sleep(0)
+        gone = asyncio.ensure_future(reads.cached(read, job_id))
+        await asyncio.sleep(0)
+        gone.cancel()  # the first caller leaves: the others still get the read
+        assert (await reads.cached(read, job_id)).id == job_id
+        assert read.calls == calls + 4
 
-    asyncio.run(scenario())
+    _with_live_memo(url, job_id, read, steps)
 
 
 def test_postgres_a_stuck_read_is_not_joined_and_the_memo_per_job_is_bounded(
@@ -326,24 +327,19 @@ def test_postgres_a_stuck_read_is_not_joined_and_the_memo_per_job_is_bounded(
             connection.exec_driver_sql("SELECT pg_sleep(1.5)")
         return read(connection, wanted)
 
-    async def scenario() -> None:
-        reads = make_loop_reads(url)
-        try:
-            await _until(lambda: _memo_live(reads, read, job_id))
-            first = asyncio.ensure_future(reads.cached(slow_once, job_id, "http://a"))
-            await asyncio.sleep(reads.JOIN_S + 0.1)
-            started = time.monotonic()
-            await reads.cached(slow_once, job_id, "http://a")
-            assert time.monotonic() - started < 1.0 and not first.done()
-            await first
+    async def steps(reads: Any) -> None:
+        first = asyncio.ensure_future(reads.cached(slow_once, job_id, "http://a"))
+        await asyncio.sleep(reads.JOIN_S + 0.1)
+        started = time.monotonic()
+        await reads.cached(slow_once, job_id, "http://a")
+        assert time.monotonic() - started < 1.0 and not first.done()
+        await first
 
-            for n in range(3 * reads.PER_JOB_MAX):
-                await reads.cached(slow_once, job_id, f"http://host-{n}")
-            assert len(reads._memo[job_id]) <= reads.PER_JOB_MAX
-        finally:
-            await reads.aclose()
+        for n in range(3 * reads.PER_JOB_MAX):
+            await reads.cached(slow_once, job_id, f"http://host-{n}")
+        assert len(reads._memo[job_id]) <= reads.PER_JOB_MAX
 
-    asyncio.run(scenario())
+    _with_live_memo(url, job_id, read, steps)
 
 
 def test_postgres_memo_is_off_while_the_listener_is_down(
@@ -362,23 +358,20 @@ def test_postgres_memo_is_off_while_the_listener_is_down(
                 ).all()
             )
 
-    async def scenario() -> None:
-        reads = make_loop_reads(url)
-        try:
-            await _until(lambda: _memo_live(reads, read, job_id))
-            assert kill_listener() == 1
-            await _until(lambda: _not_memoised(reads, read, job_id))
-            _set_done(url, job_id, 5)  # a commit nobody hears: the listener is down
-            assert (await reads.cached(read, job_id)).evaluations_done == 5
-            await _until(lambda: _memo_live(reads, read, job_id))  # it reconnects
-            assert (await reads.cached(read, job_id)).evaluations_done == 5
-            _set_done(url, job_id, 6)  # and hears commits again
-            await _until(lambda: _done(reads, read, job_id, 6))
-        finally:
-            await reads.aclose()
-            admin.dispose()
+    async def steps(reads: Any) -> None:
+        assert kill_listener() == 1
+        await _until(lambda: _not_memoised(reads, read, job_id))
+        _set_done(url, job_id, 5)  # a commit nobody hears: the listener is down
+        assert (await reads.cached(read, job_id)).evaluations_done == 5
+        await _until(lambda: _memo_live(reads, read, job_id))  # it reconnects
+        assert (await reads.cached(read, job_id)).evaluations_done == 5
+        _set_done(url, job_id, 6)  # and hears commits again
+        await _until(lambda: _done(reads, read, job_id, 6))
 
-    asyncio.run(scenario())
+    try:
+        _with_live_memo(url, job_id, read, steps)
+    finally:
+        admin.dispose()
 
 
 async def _not_memoised(reads: Any, read: _Counted, job_id: str) -> bool:
