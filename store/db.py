@@ -307,7 +307,7 @@ class _AsyncDriverReads(LoopReads):
     deleted jobs row, delivered when its transaction commits, and a listener task on its
     own connection pops that job's entries. The memo is used only while the listener is
     connected (after a reconnect it starts empty: what changed in the gap was not heard).
-    A read that a notification overtook is not kept (``_generation``), so a result read
+    A read that a notification overtook is not kept (``_version``), so a result read
     before a commit never outlives that commit's notification. Between a commit and the
     notification's arrival (a socket hop on the same host) a poller may get the previous
     body; this process's own writes call ``forget`` at once. While listening, callers that
@@ -318,6 +318,7 @@ class _AsyncDriverReads(LoopReads):
     CACHE_MAX = 4096  # jobs
     PER_JOB_MAX = 16  # reads of one job (one per base URL the job's pollers use)
     JOIN_S = 0.25  # a read older than this is not joined (a read takes ~2 ms)
+    CHANGES_MAX = 65536  # jobs whose changes are counted (then all start again)
     RECONNECT_S = (0.5, 5.0)  # first and longest wait before listening again
     LISTENER_NAME = "hwnas-job-listener"  # its application_name in pg_stat_activity
 
@@ -330,9 +331,15 @@ class _AsyncDriverReads(LoopReads):
         )
         self._conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
         self._memo: dict[str, dict[tuple[Any, ...], Any]] = {}  # job id -> (fn, *args) -> result
-        self._generation = 0  # bumped by every notification and forget
-        # reads in flight: (job id, fn, *args) -> (generation and time they began in, read)
-        self._flights: dict[tuple[Any, ...], tuple[int, float, asyncio.Future[Any]]] = {}
+        # A job's version: (epoch, changes). The epoch moves when the whole memo goes (a
+        # lost listener); a job's count of changes with each notification or forget of it,
+        # so one job's commits do not stop the reads of the others from being memoised.
+        self._epoch = 0
+        self._changes: dict[str, int] = {}
+        # reads in flight: (job id, fn, *args) -> (job version and time they began at, read)
+        self._flights: dict[
+            tuple[Any, ...], tuple[tuple[int, int], float, asyncio.Future[Any]]
+        ] = {}
         self._listening = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -355,22 +362,22 @@ class _AsyncDriverReads(LoopReads):
             return hit
         if not self._listening:  # no memo, and no joining a read that a commit overtook
             return await self(fn, job_id, *args)
-        generation, now = self._generation, time.monotonic()
+        version, now = self._version(job_id), time.monotonic()
         flight = self._flights.get((job_id, *key))
-        if (  # none; begun before a change; stuck (each caller waited alone before); over
+        if (  # none; begun before this job changed; too old to wait on (stuck?); over
             flight is None
-            or flight[0] != generation
+            or flight[0] != version
             or now - flight[1] > self.JOIN_S
             or flight[2].done()
         ):
-            read = asyncio.ensure_future(self._read_once(fn, job_id, args, generation))
+            read = asyncio.ensure_future(self._read_once(fn, job_id, args, version))
             read.add_done_callback(_retrieved)  # all its callers may have gone
-            flight = self._flights[(job_id, *key)] = (generation, now, read)
+            flight = self._flights[(job_id, *key)] = (version, now, read)
         result: T = await asyncio.shield(flight[2])
         return result
 
     async def _read_once(
-        self, fn: Callable[..., T], job_id: str, args: tuple[Any, ...], generation: int
+        self, fn: Callable[..., T], job_id: str, args: tuple[Any, ...], version: tuple[int, int]
     ) -> T:
         """One read that every caller missing the memo for the same job, function and
         arguments meanwhile waits for: when 100 pollers of a job miss at once (the memo is
@@ -383,7 +390,7 @@ class _AsyncDriverReads(LoopReads):
         finally:
             if self._flights.get(flight, (None, None, None))[2] is asyncio.current_task():
                 del self._flights[flight]
-        if self._listening and generation == self._generation:  # no change meanwhile
+        if self._listening and version == self._version(job_id):  # no change meanwhile
             if len(self._memo) >= self.CACHE_MAX:
                 self._memo.clear()
             held = self._memo.setdefault(job_id, {})
@@ -399,13 +406,19 @@ class _AsyncDriverReads(LoopReads):
             with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to forget
                 self._loop.call_soon_threadsafe(self._forget_now, job_id)
 
+    def _version(self, job_id: str) -> tuple[int, int]:
+        return self._epoch, self._changes.get(job_id, 0)
+
     def _forget_now(self, job_id: str) -> None:
-        self._generation += 1
+        if len(self._changes) >= self.CHANGES_MAX and job_id not in self._changes:
+            self._changes.clear()  # bounded: every job's version moves on with the epoch
+            self._epoch += 1
+        self._changes[job_id] = self._changes.get(job_id, 0) + 1
         self._memo.pop(job_id, None)
 
     def _drop_all(self) -> None:
         self._listening = False
-        self._generation += 1
+        self._epoch += 1
         self._memo.clear()
 
     async def _listen(self) -> None:
