@@ -315,7 +315,7 @@ class _AsyncDriverReads(LoopReads):
     """
 
     dialect = "postgresql"
-    CACHE_MAX = 4096  # jobs
+    CACHE_MAX = 4096  # reads memoised, all jobs together
     PER_JOB_MAX = 16  # reads of one job (one per base URL the job's pollers use)
     JOIN_S = 0.25  # a read older than this is not joined (a read takes ~2 ms)
     CHANGES_MAX = 65536  # jobs whose changes are counted (then all start again)
@@ -331,6 +331,7 @@ class _AsyncDriverReads(LoopReads):
         )
         self._conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
         self._memo: dict[str, dict[tuple[Any, ...], Any]] = {}  # job id -> (fn, *args) -> result
+        self._entries = 0  # results in _memo
         # A job's version: (epoch, changes). The epoch moves when the whole memo goes (a
         # lost listener); a job's count of changes with each notification or forget of it,
         # so one job's commits do not stop the reads of the others from being memoised.
@@ -385,19 +386,31 @@ class _AsyncDriverReads(LoopReads):
         not 100 times through a pool of 20, the last of them waiting ~100 ms. A caller
         that arrives after a notification does not join a read begun before it."""
         flight = (job_id, fn, *args)
+        current = False  # still the read callers join (a newer one replaces a stuck one)
         try:
             result = await self(fn, job_id, *args)
         finally:
             if self._flights.get(flight, (None, None, None))[2] is asyncio.current_task():
                 del self._flights[flight]
-        if self._listening and version == self._version(job_id):  # no change meanwhile
-            if len(self._memo) >= self.CACHE_MAX:
-                self._memo.clear()
-            held = self._memo.setdefault(job_id, {})
-            if len(held) >= self.PER_JOB_MAX:  # one per base URL: clients choose the Host
-                held.clear()
-            held[(fn, *args)] = result
+                current = True
+        if current and self._listening and version == self._version(job_id):  # unchanged
+            self._keep(job_id, (fn, *args), result)
         return result
+
+    def _keep(self, job_id: str, key: tuple[Any, ...], result: Any) -> None:
+        """Memoise; at most ``CACHE_MAX`` reads in all and ``PER_JOB_MAX`` of one job (one
+        per base URL its pollers use, which the client's Host header chooses)."""
+        held = self._memo.setdefault(job_id, {})
+        if key not in held:
+            if self._entries >= self.CACHE_MAX:
+                self._memo.clear()
+                self._entries = 0
+                held = self._memo.setdefault(job_id, {})
+            elif len(held) >= self.PER_JOB_MAX:
+                self._entries -= len(held)
+                held.clear()
+            self._entries += 1
+        held[key] = result
 
     def forget(self, job_id: str) -> None:
         """Scheduled on the loop, which alone touches the memo: a request that arrives after
@@ -414,12 +427,13 @@ class _AsyncDriverReads(LoopReads):
             self._changes.clear()  # bounded: every job's version moves on with the epoch
             self._epoch += 1
         self._changes[job_id] = self._changes.get(job_id, 0) + 1
-        self._memo.pop(job_id, None)
+        self._entries -= len(self._memo.pop(job_id, {}))
 
     def _drop_all(self) -> None:
         self._listening = False
         self._epoch += 1
         self._memo.clear()
+        self._entries = 0
 
     async def _listen(self) -> None:
         """Keep a LISTEN connection; while it is up, each notification forgets its job."""

@@ -80,9 +80,15 @@ def read_jobs(
 
 @router.get("/{job_id}", response_model=JobPublic)
 async def read_job(job_id: str, request: Request) -> Response:
-    """The job (what pollers ask for): read on the event loop, see ``store.db.LoopReads``."""
-    body = await loop_reads(request).cached(_job_json, job_id, api_base(request))
+    """The job (what pollers ask for): read on the event loop, see ``store.db.LoopReads``.
+    Memoised unless the base URL is long: bodies hold it, and the client's Host chooses it."""
+    base, reads = api_base(request), loop_reads(request)
+    read = reads.cached if len(base) <= MEMO_BASE_MAX else reads
+    body = await read(_job_json, job_id, base)
     return Response(body, media_type="application/json")
+
+
+MEMO_BASE_MAX = 256  # characters
 
 
 def _job_json(connection: Connection, job_id: str, base: str) -> bytes:

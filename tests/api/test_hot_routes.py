@@ -226,3 +226,33 @@ def test_with_fastapis_telemetry_on_every_request_takes_the_routing(settings: Se
 
     asyncio.run(call())
     assert passed == ["/v1/jobs/abc"]
+
+
+def test_a_poll_under_a_long_host_is_read_not_memoised(
+    both: tuple[TestClient, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Job bodies hold the base URL, which the client's Host header chooses: memoising
+    them under any Host would let a client fill the server's memory."""
+    ways: list[str] = []
+    real = jobs_routes.loop_reads
+
+    class Spy:
+        def __init__(self, reads: Any) -> None:
+            self.reads = reads
+
+        async def __call__(self, *args: Any) -> Any:
+            ways.append("read")
+            return await self.reads(*args)
+
+        async def cached(self, *args: Any) -> Any:
+            ways.append("memo")
+            return await self.reads.cached(*args)
+
+    monkeypatch.setattr(jobs_routes, "loop_reads", lambda request: Spy(real(request)))
+    hot, _ = both
+    job = hot.post("/v1/jobs", json=job_spec()).json()
+    host = "h" * 300 + ".example"
+    polled = hot.get(f"/v1/jobs/{job['id']}", headers={"host": host}).json()
+    assert polled["url"] == f"http://{host}/v1/jobs/{job['id']}"
+    hot.get(f"/v1/jobs/{job['id']}")
+    assert ways == ["read", "memo"]

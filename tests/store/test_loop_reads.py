@@ -318,13 +318,14 @@ def test_postgres_pollers_missing_at_once_share_one_read(
     _with_live_memo(url, job_id, read, steps)
 
 
-def test_postgres_a_stuck_read_is_not_joined_and_the_memo_per_job_is_bounded(
+def test_postgres_a_stuck_read_is_not_joined_and_the_memo_is_bounded(
     postgres_job: tuple[str, str, str],
 ) -> None:
     """A poller does not wait on a shared read older than ``JOIN_S`` (before sharing, each
-    poller waited for its own read only); a job polled under many base URLs keeps at most
-    ``PER_JOB_MAX`` bodies."""
-    url, job_id, _ = postgres_job
+    poller waited for its own read only), and the replaced read is not memoised; a job
+    polled under many base URLs keeps at most ``PER_JOB_MAX`` bodies, all jobs together
+    ``CACHE_MAX``."""
+    url, job_id, other_id = postgres_job
     read = _Counted()
     stuck = [True]
 
@@ -337,13 +338,20 @@ def test_postgres_a_stuck_read_is_not_joined_and_the_memo_per_job_is_bounded(
         first = asyncio.ensure_future(reads.cached(slow_once, job_id, "http://a"))
         await asyncio.sleep(reads.JOIN_S + 0.1)
         started = time.monotonic()
-        await reads.cached(slow_once, job_id, "http://a")
+        second = await reads.cached(slow_once, job_id, "http://a")
         assert time.monotonic() - started < 1.0 and not first.done()
-        await first
+        assert await first is not second  # the replaced read, older, is not memoised:
+        assert reads._memo[job_id][(slow_once, "http://a")] is second
 
         for n in range(3 * reads.PER_JOB_MAX):
             await reads.cached(slow_once, job_id, f"http://host-{n}")
         assert len(reads._memo[job_id]) <= reads.PER_JOB_MAX
+        reads.CACHE_MAX = 10  # and at most CACHE_MAX in all
+        for n in range(8):
+            for job in (job_id, other_id):
+                await reads.cached(slow_once, job, f"http://other-{n}")
+        sizes = [len(held) for held in reads._memo.values()]
+        assert sum(sizes) == reads._entries <= 10
 
     _with_live_memo(url, job_id, read, steps)
 
