@@ -307,7 +307,8 @@ class _AsyncDriverReads(LoopReads):
     deleted jobs row, delivered when its transaction commits, and a listener task on its
     own connection pops that job's entries. The memo is used only while the listener is
     connected (after a reconnect it starts empty: what changed in the gap was not heard).
-    A read that a notification overtook is not kept (``_version``), so a result read
+    A read that a notification of its job overtook is not kept (``_version``, one per job:
+    running jobs' commits do not stop other jobs' reads from being kept), so a result read
     before a commit never outlives that commit's notification. Between a commit and the
     notification's arrival (a socket hop on the same host) a poller may get the previous
     body; this process's own writes call ``forget`` at once. While listening, callers that
