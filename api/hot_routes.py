@@ -130,8 +130,7 @@ class HotRoutes:
             handler = self._handler_for(exc)
             if handler is None:
                 raise
-            answer = handler(request, exc)
-            response = await answer if inspect.isawaitable(answer) else answer
+            response = await handler(request, exc)  # async: checked when built
         return response
 
     def _handler_for(self, exc: Exception) -> Callable[..., Any] | None:
