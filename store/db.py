@@ -306,7 +306,9 @@ class _AsyncDriverReads(LoopReads):
     (migration 0004) sends ``NOTIFY hwnas_job_changed, '<job id>'`` for every updated or
     deleted jobs row, delivered when its transaction commits, and a listener task on its
     own connection pops that job's entries. The memo is used only while the listener is
-    connected (after a reconnect it starts empty: what changed in the gap was not heard).
+    connected (after a reconnect it starts empty: what changed in the gap was not heard);
+    a listener that hears nothing for ``CHECK_S`` asks its connection for an answer, so one
+    that died without a word (a vanished peer, a frozen server) turns the memo off.
     A read that a notification of its job overtook is not kept (``_version``, one per job:
     running jobs' commits do not stop other jobs' reads from being kept), so a result read
     before a commit never outlives that commit's notification. Between a commit and the
@@ -321,6 +323,7 @@ class _AsyncDriverReads(LoopReads):
     JOIN_S = 0.25  # a read older than this is not joined (a read takes ~2 ms)
     CHANGES_MAX = 65536  # jobs whose changes are counted (then all start again)
     RECONNECT_S = (0.5, 5.0)  # first and longest wait before listening again
+    CHECK_S = 10.0  # without a notification this long, the listener's connection is checked
     LISTENER_NAME = "hwnas-job-listener"  # its application_name in pg_stat_activity
 
     def __init__(self, url: str, connections: int = 10) -> None:
@@ -444,13 +447,22 @@ class _AsyncDriverReads(LoopReads):
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, application_name=self.LISTENER_NAME
+                    self._conninfo,
+                    autocommit=True,
+                    application_name=self.LISTENER_NAME,
+                    **_KEEPALIVES,
                 ) as connection:
                     await connection.execute("LISTEN hwnas_job_changed")
                     self._drop_all()  # nothing heard before this point is trusted
                     self._listening, wait = True, self.RECONNECT_S[0]
-                    async for notification in connection.notifies():
-                        self._forget_now(notification.payload)
+                    while True:
+                        async for notification in connection.notifies(timeout=self.CHECK_S):
+                            self._forget_now(notification.payload)
+                        # Quiet for a while: a connection that died without a word (a
+                        # peer gone, a frozen server) would leave the memo on for good.
+                        # (psycopg >= 3.2.4 keeps what arrives meanwhile for the next
+                        # notifies().)
+                        await asyncio.wait_for(connection.execute("SELECT 1"), self.CHECK_S)
             except Exception as exc:  # any failure: memo off, listen again; only cancel ends it
                 log.warning("job-change listener lost (%s); memo off, retry in %.1f s", exc, wait)
             finally:
@@ -465,6 +477,15 @@ class _AsyncDriverReads(LoopReads):
                 await self._listener
             self._listener = None
         await self._engine.dispose()
+
+
+# libpq's TCP keepalives for the listener: a peer that is gone is noticed in ~30 s
+_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 15,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 
 def _retrieved(read: asyncio.Future[Any]) -> None:

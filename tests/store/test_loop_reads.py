@@ -5,6 +5,8 @@ dropped by the job's change notification, and off while its listener is down."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -393,3 +395,39 @@ async def _not_memoised(reads: Any, read: _Counted, job_id: str) -> bool:
     await reads.cached(read, job_id)
     await reads.cached(read, job_id)
     return read.calls == before + 2
+
+
+def test_postgres_memo_goes_off_when_the_listener_stops_answering(
+    postgres_job: tuple[str, str, str],
+) -> None:
+    """A listener connection that dies without a word (here its server process is frozen
+    with SIGSTOP; a vanished peer looks the same) would leave the memo on and deaf: after
+    ``CHECK_S`` without a notification the listener asks, gets no answer, and drops it."""
+    url, job_id, _ = postgres_job
+    read = _Counted()
+    admin = make_engine(url)
+
+    def listener_pid() -> int:
+        with admin.begin() as connection:
+            return int(
+                connection.exec_driver_sql(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                    "'hwnas-job-listener' AND datname = current_database()"
+                ).scalar_one()
+            )
+
+    async def steps(reads: Any) -> None:
+        pid = listener_pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await _until(lambda: _not_memoised(reads, read, job_id), timeout_s=10)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await _until(lambda: _memo_live(reads, read, job_id))  # and it listens again
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("store.db._AsyncDriverReads.CHECK_S", 0.5)
+        try:
+            _with_live_memo(url, job_id, read, steps)
+        finally:
+            admin.dispose()
