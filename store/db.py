@@ -368,7 +368,8 @@ class _AsyncDriverReads(LoopReads):
         if not self._listening:  # no memo, and no joining a read that a commit overtook
             return await self(fn, job_id, *args)
         version, now = self._version(job_id), time.monotonic()
-        flight = self._flights.get((job_id, *key))
+        flight_key = (job_id, *key)
+        flight = self._flights.get(flight_key)
         if (  # none; begun before this job changed; too old to wait on (stuck?); over
             flight is None
             or flight[0] != version
@@ -377,7 +378,7 @@ class _AsyncDriverReads(LoopReads):
         ):
             read = asyncio.ensure_future(self._read_once(fn, job_id, args, version))
             read.add_done_callback(_retrieved)  # all its callers may have gone
-            flight = self._flights[(job_id, *key)] = (version, now, read)
+            flight = self._flights[flight_key] = (version, now, read)
         result: T = await asyncio.shield(flight[2])
         return result
 
