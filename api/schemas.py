@@ -131,10 +131,12 @@ class JobCreate(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str, info: ValidationInfo) -> str:
-        _known("device", value, sorted(device_profiles()))
+        profiles = device_profiles()
+        if value not in profiles:  # sorted only for the error, which lists them
+            _known("device", value, sorted(profiles))
         supernet = info.data.get("supernet")
         if supernet is not None:
-            check_measures(value, get_supernet(supernet))
+            check_measures(value, get_supernet(supernet), profiles=profiles)
         return value
 
     @field_validator("strategy")

@@ -50,7 +50,7 @@ class JobSubmitter:
         self._writer = ThreadPoolExecutor(1, "hwnas-submit")
         self._dispatching = ThreadPoolExecutor(1, "hwnas-dispatch")
         self._waiting: list[Waiting] = []
-        self._in_flight: asyncio.Future[list[JobRow]] | None = None
+        self._in_flight: asyncio.Future[None] | None = None
         self._closed = False
 
     async def submit(self, spec: dict[str, Any], message: str | None) -> JobRow:
@@ -77,13 +77,24 @@ class JobSubmitter:
         if not batch:
             self._in_flight = None
             return
-        pairs = [(spec, message) for spec, message, _ in batch]
-        flight = asyncio.get_running_loop().run_in_executor(self._writer, self._store, pairs)
-        self._in_flight = flight
-        flight.add_done_callback(lambda done: self._settle(batch, done))
+        loop = asyncio.get_running_loop()
+        self._in_flight = loop.create_future()
+        self._writer.submit(self._write, loop, batch)
+
+    def _write(self, loop: asyncio.AbstractEventLoop, batch: list[Waiting]) -> None:
+        """On the writer thread: the batch stored, then settled on the loop straight from
+        here. (``run_in_executor`` would settle it a turn of the loop later: its future's
+        callbacks run a turn after the future is done, under load milliseconds.)"""
+        rows: list[JobRow] = []
+        error: Exception | None = None
+        try:
+            rows = self._store([(spec, message) for spec, message, _ in batch])
+        except Exception as exc:  # the batch's requests are answered with it
+            error = exc
+        loop.call_soon_threadsafe(self._settle, batch, rows, error)
 
     def _store(self, pairs: list[tuple[dict[str, Any], str | None]]) -> list[JobRow]:
-        """On the writer thread: one transaction for the batch, then its dispatch queued."""
+        """One transaction for the batch, then its dispatch queued."""
         with writing(self._factory) as connection:
             rows = q.create_jobs(connection, pairs)
         self._dispatching.submit(self._dispatch, rows)
@@ -95,9 +106,7 @@ class JobSubmitter:
         except Exception:  # dispatch_many logs its own; this thread must outlive anything
             log.exception("dispatching %d stored jobs failed; they stay queued", len(rows))
 
-    def _settle(self, batch: list[Waiting], done: asyncio.Future[list[JobRow]]) -> None:
-        error = done.exception()
-        rows = [] if error is not None else done.result()
+    def _settle(self, batch: list[Waiting], rows: list[JobRow], error: Exception | None) -> None:
         for index, (_, _, future) in enumerate(batch):
             if future.done():  # the request was cancelled (client gone) meanwhile
                 continue
@@ -105,6 +114,8 @@ class JobSubmitter:
                 future.set_exception(error)
             else:
                 future.set_result(rows[index])
+        if self._in_flight is not None:
+            self._in_flight.set_result(None)
         self._in_flight = None
         if self._waiting:
             self._flush()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
 from core.errors import InvalidInput, UnknownName
@@ -54,9 +55,16 @@ def measures(profile: HardwareProfile, supernet: object) -> bool:
     return not recorded
 
 
-def check_measures(device_id: str, supernet: object, *, field: str = "device") -> None:
-    """``InvalidInput`` naming the devices that can, unless ``device_id`` measures ``supernet``."""
-    profiles = device_profiles()
+def check_measures(
+    device_id: str,
+    supernet: object,
+    *,
+    field: str = "device",
+    profiles: Mapping[str, HardwareProfile] | None = None,
+) -> None:
+    """``InvalidInput`` naming the devices that can, unless ``device_id`` measures ``supernet``
+    (``profiles``: ``device_profiles()``, when the caller has it already)."""
+    profiles = device_profiles() if profiles is None else profiles
     profile = profiles[device_id]
     if measures(profile, supernet):
         return

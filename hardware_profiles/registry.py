@@ -36,6 +36,8 @@ def load_profile(path: str | Path) -> HardwareProfile:
 
 def list_profiles(extra_dirs: Iterable[str | Path] = ()) -> dict[str, HardwareProfile]:
     """All profiles by id: the built-ins, then each of ``extra_dirs``; duplicate ids raise."""
+    if isinstance(extra_dirs, (list, tuple)) and not extra_dirs:
+        return dict(_builtins_by_id())  # a copy: the caller may change it
     found: dict[str, tuple[Path, HardwareProfile]] = dict(_builtin_profiles())
     for directory in extra_dirs:
         for path in _profile_files(Path(directory)):
@@ -69,6 +71,11 @@ def _builtin_profiles() -> tuple[tuple[str, tuple[Path, HardwareProfile]], ...]:
     for path in _profile_files(BUILTIN_DIR):
         _add(found, path, load_profile(path))
     return tuple(found.items())
+
+
+@lru_cache(maxsize=1)
+def _builtins_by_id() -> dict[str, HardwareProfile]:
+    return {profile_id: profile for profile_id, (_, profile) in _builtin_profiles()}
 
 
 def _profile_files(directory: Path) -> list[Path]:

@@ -117,6 +117,16 @@ def test_extra_directories_add_profiles(tmp_path: Path) -> None:
     assert "phone" not in list_profiles()
 
 
+def test_the_builtins_come_as_a_new_dict_each_time(tmp_path: Path) -> None:
+    """Without extra directories the built-ins are served from memory: a caller that
+    changes its copy changes nobody else's, and they are the ones a scan finds."""
+    first = list_profiles()
+    first.pop("cpu-1t")
+    first["phone"] = first["cpu-all"]
+    assert set(list_profiles([])) == SHIPPED == set(list_profiles(()))
+    assert list_profiles() == list_profiles([tmp_path])  # an empty extra directory
+
+
 def test_duplicate_ids_raise(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", RECORDED_YAML.format(id="cpu-1t"))
     with pytest.raises(InvalidInput, match=r"a\.yaml: id: 'cpu-1t' is already defined by .*cpu-1t"):
