@@ -78,26 +78,47 @@ class JobSubmitter:
             self._in_flight = None
             return
         loop = asyncio.get_running_loop()
-        self._in_flight = loop.create_future()
-        self._writer.submit(self._write, loop, batch)
+        try:
+            self._writer.submit(self._write, loop, batch)
+        except RuntimeError as exc:  # the writer is shut down (the interpreter is exiting)
+            self._in_flight = None
+            refused = ServiceUnavailable("the API is shutting down: submit the job again")
+            refused.__cause__ = exc
+            self._settle(batch, [], refused)
+            return
+        self._in_flight = loop.create_future()  # settled by _settle, on this loop, later
 
     def _write(self, loop: asyncio.AbstractEventLoop, batch: list[Waiting]) -> None:
         """On the writer thread: the batch stored, then settled on the loop straight from
         here. (``run_in_executor`` would settle it a turn of the loop later: its future's
-        callbacks run a turn after the future is done, under load milliseconds.)"""
+        callbacks run a turn after the future is done, under load milliseconds.) The batch
+        is settled whatever happens, so its requests and the next batch never hang."""
         rows: list[JobRow] = []
         error: Exception | None = None
         try:
             rows = self._store([(spec, message) for spec, message, _ in batch])
         except Exception as exc:  # the batch's requests are answered with it
             error = exc
-        loop.call_soon_threadsafe(self._settle, batch, rows, error)
+        except BaseException as exc:  # answered too, then let go on
+            log.error("storing %d submitted jobs was interrupted: %r", len(batch), exc)
+            error = ServiceUnavailable("storing the job was interrupted: submit it again")
+            raise
+        finally:
+            try:
+                loop.call_soon_threadsafe(self._settle, batch, rows, error)
+            except RuntimeError:  # the loop is closed: nobody is left to answer
+                log.warning("%d job submissions not answered: the event loop closed", len(batch))
 
     def _store(self, pairs: list[tuple[dict[str, Any], str | None]]) -> list[JobRow]:
         """One transaction for the batch, then its dispatch queued."""
         with writing(self._factory) as connection:
             rows = q.create_jobs(connection, pairs)
-        self._dispatching.submit(self._dispatch, rows)
+        try:
+            self._dispatching.submit(self._dispatch, rows)
+        except RuntimeError:  # shut down (interpreter exit): stored, so answered as such
+            log.warning(
+                "%d stored jobs not dispatched (shutting down): they stay queued", len(rows)
+            )
         return rows
 
     def _dispatch(self, rows: list[JobRow]) -> None:
@@ -107,15 +128,17 @@ class JobSubmitter:
             log.exception("dispatching %d stored jobs failed; they stay queued", len(rows))
 
     def _settle(self, batch: list[Waiting], rows: list[JobRow], error: Exception | None) -> None:
-        for index, (_, _, future) in enumerate(batch):
-            if future.done():  # the request was cancelled (client gone) meanwhile
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(rows[index])
-        if self._in_flight is not None:
-            self._in_flight.set_result(None)
-        self._in_flight = None
-        if self._waiting:
-            self._flush()
+        try:
+            for index, (_, _, future) in enumerate(batch):
+                if future.done():  # the request was cancelled (client gone) meanwhile
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(rows[index])
+        finally:  # the next batch goes, whatever happened to this one's answers
+            if self._in_flight is not None and not self._in_flight.done():
+                self._in_flight.set_result(None)
+            self._in_flight = None
+            if self._waiting:
+                self._flush()

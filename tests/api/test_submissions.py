@@ -186,3 +186,75 @@ def test_closing_stores_what_was_submitted_and_refuses_more(url: str) -> None:
 
     asyncio.run(scenario())
     assert _stored(url) == 5 and len(dispatcher.dispatched) == 5
+
+
+class Interrupted(BaseException):
+    """Not an ``Exception``: what a writer thread might meet beyond database errors."""
+
+
+def test_an_interrupted_batch_is_answered_and_the_next_one_goes(url: str) -> None:
+    dispatcher = CheckingDispatcher(url)
+    submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
+    store = submitter._store
+
+    def interrupted_once(pairs: list[Any]) -> Any:
+        if pairs[0][0]["seed"] == 1:
+            raise Interrupted("the writer was interrupted")
+        return store(pairs)
+
+    submitter._store = interrupted_once  # type: ignore[method-assign]
+
+    async def scenario() -> list[Any]:
+        first = await asyncio.wait_for(
+            asyncio.gather(submitter.submit(_spec(seed=1), None), return_exceptions=True), 10
+        )
+        after = await asyncio.wait_for(submitter.submit(_spec(seed=2), None), 10)
+        await asyncio.wait_for(submitter.aclose(), 10)
+        return [*first, after]
+
+    first, after = asyncio.run(scenario())
+    assert isinstance(first, ServiceUnavailable) and "interrupted" in str(first)
+    assert after.seed == 2 and _stored(url) == 1 and dispatcher.dispatched == [after.id]
+
+
+def test_a_writer_that_refuses_work_fails_that_batch_only(url: str) -> None:
+    """A thread pool refuses new work at interpreter exit: the batch is answered 503, and the
+    submitter is not left waiting for a batch that never started."""
+    dispatcher = CheckingDispatcher(url)
+    submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
+    writer_submit = submitter._writer.submit
+    refusals = [RuntimeError("cannot schedule new futures after interpreter shutdown")]
+
+    def refusing_once(*args: Any) -> Any:
+        if refusals:
+            raise refusals.pop()
+        return writer_submit(*args)
+
+    submitter._writer.submit = refusing_once  # type: ignore[method-assign]
+
+    async def scenario() -> Any:
+        with pytest.raises(ServiceUnavailable, match="shutting down"):
+            await asyncio.wait_for(submitter.submit(_spec(seed=1), None), 10)
+        after = await asyncio.wait_for(submitter.submit(_spec(seed=2), None), 10)
+        await asyncio.wait_for(submitter.aclose(), 10)
+        return after
+
+    after = asyncio.run(scenario())
+    assert after.seed == 2 and _stored(url) == 1
+
+
+def test_stored_jobs_are_answered_as_stored_when_dispatch_is_shut_down(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatcher = CheckingDispatcher(url)
+    submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
+    submitter._dispatching.shutdown(wait=True)
+
+    async def scenario() -> Any:
+        row = await asyncio.wait_for(submitter.submit(_spec(seed=1), None), 10)
+        await asyncio.wait_for(submitter.aclose(), 10)
+        return row
+
+    row = asyncio.run(scenario())
+    assert row.seed == 1 and _stored(url) == 1 and dispatcher.dispatched == []
+    assert "1 stored jobs not dispatched (shutting down)" in caplog.text
