@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.errors import InvalidInput, Unauthenticated
+from core.settings import comma_list
 
 from .errors import error_response
 from .hot_routes import route_path
@@ -35,12 +36,12 @@ _UNAUTHENTICATED = {"description": "no API key, or not one of the server's"}
 
 def parse_api_keys(value: str) -> list[bytes]:
     """``HWNAS_API_KEYS`` (comma separated) as bytes; a short key is refused at start-up."""
-    keys = [key.strip() for key in value.split(",") if key.strip()]
+    keys = comma_list(value)
     for key in keys:
         if len(key) < MIN_KEY_LENGTH or not (key.isascii() and key.isprintable()) or " " in key:
             raise InvalidInput(
-                f"every API key must be at least {MIN_KEY_LENGTH} printable ASCII characters, "
-                "no spaces "
+                f"HWNAS_API_KEYS: every key must be at least {MIN_KEY_LENGTH} printable ASCII "
+                "characters, no spaces "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
                 field="HWNAS_API_KEYS",
             )

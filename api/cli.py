@@ -101,9 +101,11 @@ def _check_before_serving(settings: Settings) -> None:
     """What would stop the app's start-up, checked here, so it is one line and an exit
     code of 2 (uvicorn prints a traceback per process, and its supervisor of several
     processes exits 0 when they fail to start)."""
+    from api.auth import parse_api_keys
     from store.db import check_migrated, make_engine, upgrade
     from workers.dispatch import local_devices
 
+    parse_api_keys(settings.api_keys)  # a bad key would fail each process's start-up
     if settings.is_embedded:
         local_devices(settings)  # a device name that is no profile
     if settings.auto_migrate:
@@ -122,14 +124,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
-        job = client.wait(args.job_id, timeout_s=args.timeout)
-    except TimeoutError as exc:
-        print(f"hwnas: {exc}", file=sys.stderr)
-        job = client.job(args.job_id)
+    job = _follow(_client(args), args.job_id, args.timeout)
     _print_job(job)
     return 0 if job["status"] == "succeeded" else 1
+
+
+def _follow(client: HwnasClient, job_id: str, timeout_s: float | None) -> dict[str, Any]:
+    """The job once finished, or as it stands when ``timeout_s`` ran out (said on stderr)."""
+    try:
+        return client.wait(job_id, timeout_s=timeout_s)
+    except TimeoutError as exc:
+        print(f"hwnas: {exc}", file=sys.stderr)
+        return client.job(job_id)
 
 
 def _print_job(
@@ -156,7 +162,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.no_wait:
         print(job["id"])
         return 0
-    job = client.wait(job["id"])
+    job = _follow(client, job["id"], args.timeout)
     if job["status"] != "succeeded":
         _print_job(job)
         return 1
@@ -324,9 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--no-wait", action="store_true", help="print the job id and exit")
     for name in ("wait", "cancel", "pareto", "download"):
         sub.choices[name].add_argument("job_id")
-    sub.choices["wait"].add_argument(
-        "--timeout", type=float, default=None, help="give up after this many seconds (exit 1)"
-    )
+    for name in ("wait", "calibrate"):
+        sub.choices[name].add_argument(
+            "--timeout", type=float, default=None, help="give up after this many seconds (exit 1)"
+        )
     sub.choices["download"].add_argument("--subnet", required=True)
     sub.choices["download"].add_argument("--format", default="onnx")
     sub.choices["download"].add_argument("-o", "--output", required=True)

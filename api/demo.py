@@ -76,12 +76,20 @@ def _midway_latency(spec: dict[str, Any]) -> float:
     return limit
 
 
+def _default_constraints(spec: dict[str, Any]) -> dict[str, Any]:
+    """The midway latency limit; none for a recorded table (nothing to measure here)."""
+    if get_supernet(spec["supernet"]).recorded:
+        print(f"no latency limit: {spec['supernet']} is a recorded table (give --constraint)")
+        return {}
+    return {"latency_ms": {"max": _midway_latency(spec)}}
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from api.cli import build_spec, format_front
 
     spec = build_spec(args)
     if not args.constraint:
-        spec["constraints"] = {"latency_ms": {"max": _midway_latency(spec)}}
+        spec["constraints"] = _default_constraints(spec)
     port = _free_port()
     with BackgroundServer(port):
         keys = parse_api_keys(get_settings().api_keys)  # its own server: any of them
@@ -105,12 +113,30 @@ def run_demo(args: argparse.Namespace) -> int:
         if job["status"] != "succeeded" or not pareto["data"]:
             print(job.get("message") or job.get("error"))
             return 0 if job["status"] == "succeeded" else 1
-        best = max(pareto["data"], key=lambda p: p["accuracy"])
+        best = best_point(pareto["data"], spec["objectives"])
+        values = ", ".join(f"{name} {best['metrics'][name]:.4g}" for name in spec["objectives"])
+        print(
+            f"best under the constraints by {next(iter(spec['objectives']))}: "
+            f"{best['subnet_id']} ({values})"
+        )
+        if best.get("export_url") is None:
+            print(f"nothing to export: {spec['supernet']} is a recorded table, not weights")
+            return 0
         path = Path(args.output_dir) / f"{best['subnet_id']}.onnx"
         client.download(job["id"], best["subnet_id"], "onnx", path)
-        print(
-            f"best under the constraints: {best['subnet_id']} accuracy {best['accuracy']:.4f} "
-            f"latency {best['latency_ms']:.3f} ms"
-        )
         print(f"exported ONNX: {path.resolve()}")
     return 0
+
+
+def best_point(points: list[dict[str, Any]], objectives: dict[str, str]) -> dict[str, Any]:
+    """The front's best point on the job's first objective (its own direction); the next
+    objectives break ties in order."""
+
+    def key(point: dict[str, Any]) -> tuple[float, ...]:
+        metrics = point["metrics"]
+        return tuple(
+            metrics[name] if direction == "max" else -metrics[name]
+            for name, direction in objectives.items()
+        )
+
+    return max(points, key=key)

@@ -103,3 +103,9 @@ def get_settings() -> Settings:
         ]
         field = problems[0].partition(":")[0]
         raise InvalidInput(f"bad settings: {'; '.join(problems)}", field=field) from None
+
+
+def comma_list(text: str) -> list[str]:
+    """A comma-separated setting's entries, stripped, empty ones dropped (``"a, b,"`` is
+    ``["a", "b"]``): every list-valued ``HWNAS_*`` setting is read this way."""
+    return [part.strip() for part in text.split(",") if part.strip()]

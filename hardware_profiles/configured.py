@@ -7,14 +7,14 @@ from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
 from core.errors import InvalidInput, UnknownName
-from core.settings import get_settings
+from core.settings import comma_list, get_settings
 
 from .registry import get_profile, is_available, list_profiles
 from .schema import HardwareProfile
 
 
 def _extra_dirs() -> list[str]:
-    return [d for d in get_settings().profile_dirs.split(",") if d.strip()]
+    return comma_list(get_settings().profile_dirs)
 
 
 def device_profiles() -> dict[str, HardwareProfile]:

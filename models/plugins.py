@@ -21,7 +21,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from core.errors import PluginError
-from core.settings import get_settings
+from core.settings import comma_list, get_settings
 
 from .base import Supernet
 
@@ -37,7 +37,7 @@ def load_plugins(*, specs: Sequence[str] | None = None, group: str = GROUP) -> l
     Idempotent: a plugin already registered from the same origin is skipped.
     """
     if specs is None:
-        specs = [s.strip() for s in get_settings().supernet_plugins.split(",") if s.strip()]
+        specs = comma_list(get_settings().supernet_plugins)
     found: list[tuple[str | None, str]] = [
         (point.name, point.value) for point in entry_points(group=group)
     ]

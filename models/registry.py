@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from core.errors import InvalidInput, UnknownName
-from core.settings import get_settings
+from core.settings import comma_list, get_settings
 
 from .base import Supernet
 
@@ -92,14 +92,14 @@ def configured_weights(name: str) -> dict[str, str]:
     """The weights file ``HWNAS_SUPERNET_CHECKPOINTS`` names for ``name``, as the keyword its
     class takes ({} when none is configured)."""
     text = get_settings().supernet_checkpoints
-    entries = dict(item.split("=", 1) for item in text.split(",") if "=" in item)
-    path = {k.strip(): v.strip() for k, v in entries.items()}.get(name)
+    entries = (item.split("=", 1) for item in comma_list(text) if "=" in item)
+    path = {key.strip(): value.strip() for key, value in entries}.get(name)
     if not path:
         return {}
     # Factories may take **kwargs: the keywords are those of the class they build.
-    parameters = inspect.signature(type(create_supernet(name))).parameters
+    keywords = init_keywords(type(create_supernet(name)))
     for keyword in WEIGHTS_KEYWORDS:
-        if keyword in parameters:
+        if keyword in keywords:
             return {keyword: path}
     raise InvalidInput(
         f"HWNAS_SUPERNET_CHECKPOINTS names supernet {name!r}, which takes no weights file",
@@ -109,7 +109,31 @@ def configured_weights(name: str) -> dict[str, str]:
 
 def takes_validation_data(name: str) -> bool:
     """Whether the supernet ``name`` takes a ``validation_data`` path (its class's keyword)."""
-    return "validation_data" in inspect.signature(type(get_supernet(name))).parameters
+    return "validation_data" in init_keywords(type(get_supernet(name)))
+
+
+def init_keywords(cls: type) -> set[str]:
+    """The keywords ``cls(...)`` accepts by name. An ``__init__`` that takes ``**kwargs``
+    is taken to hand them on to the next ``__init__`` up the class's MRO (``super().
+    __init__(**kwargs)``), whose names count too, up to one without ``**kwargs``."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        names.update(p.name for p in parameters if p.kind not in _NOT_BY_NAME)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            break
+    names.discard("self")
+    return names
+
+
+_NOT_BY_NAME = (
+    inspect.Parameter.POSITIONAL_ONLY,
+    inspect.Parameter.VAR_POSITIONAL,
+    inspect.Parameter.VAR_KEYWORD,
+)
 
 
 def _load_builtins() -> None:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from core.errors import InvalidInput
-from core.settings import get_settings
+from core.settings import comma_list, get_settings
 
 from .base import ImageFormat
 from .user_images import FIELD, ImageFolder, read_images, scan_images
@@ -57,7 +57,7 @@ class UserData:
 def configured_roots() -> list[Path]:
     """The data roots of the settings (``HWNAS_DATA_ROOTS``), resolved."""
     text = get_settings().data_roots
-    return [Path(part.strip()).resolve() for part in text.split(",") if part.strip()]
+    return [Path(part).resolve() for part in comma_list(text)]
 
 
 def confine(path: str | Path, roots: Sequence[Path]) -> Path:

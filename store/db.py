@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -327,7 +327,6 @@ class _AsyncDriverReads(LoopReads):
     LISTENER_NAME = "hwnas-job-listener"  # its application_name in pg_stat_activity
 
     def __init__(self, url: str, connections: int = 10) -> None:
-        from sqlalchemy.engine import make_url
         from sqlalchemy.ext.asyncio import create_async_engine
 
         self._engine = create_async_engine(
@@ -516,8 +515,16 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str) -> None:
-    """``alembic upgrade head`` on ``url``."""
-    command.upgrade(alembic_config(url), "head")
+    """``alembic upgrade head`` on ``url`` (a SQLite file's folder is made first, as
+    ``make_engine`` does); a database it cannot reach is ``ServiceUnavailable``."""
+    if url.startswith("sqlite"):
+        _ensure_sqlite_dir(url)
+    try:
+        command.upgrade(alembic_config(url), "head")
+    except SQLAlchemyError as exc:
+        where = make_url(url).render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise ServiceUnavailable(f"cannot migrate the database {where}: {reason}") from exc
 
 
 def check_migrated(engine: Engine) -> None:

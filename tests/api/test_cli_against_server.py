@@ -136,6 +136,9 @@ def test_calibrate_follows_the_job_and_prints_the_stored_version(server: str) ->
     queued = hwnas(server, "calibrate", "cpu-ort", "--no-wait")  # nobody serves cpu-ort
     job = httpx.get(f"{server}/v1/jobs/{queued.stdout.strip()}").json()
     assert job["kind"] == "calibration" and job["status"] == "queued"
+    waited = hwnas(server, "calibrate", "cpu-ort", "--seed", "3", "--timeout", "1")
+    assert waited.returncode == 1 and "still queued after 1.0 s" in waited.stderr
+    assert json.loads(waited.stdout)["status"] == "queued"
     refused = hwnas(server, "calibrate", "cpu-1t", "--kind", "oracle")
     assert refused.returncode == 2 and "predictor kind" in refused.stderr
 

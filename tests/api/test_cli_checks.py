@@ -94,3 +94,36 @@ def test_serve_refuses_an_embedded_server_it_could_not_run(
     env.setenv(setting, value)
     get_settings.cache_clear()
     assert says in _refused(["serve", "--port", "1"], capsys)
+
+
+def test_serve_refuses_a_bad_api_key_before_starting_processes(
+    env: pytest.MonkeyPatch, capsys
+) -> None:
+    """Each of several uvicorn processes would otherwise fail its start-up on the key."""
+    env.setenv("HWNAS_API_KEYS", "a-fine-key-of-enough-length-123,short")
+    env.setenv("HWNAS_API_PROCESSES", "2")
+    get_settings.cache_clear()
+    err = _refused(["serve", "--port", "1"], capsys)
+    assert err.startswith("hwnas: ") and "HWNAS_API_KEYS" in err and "Traceback" not in err
+
+
+def test_db_upgrade_makes_the_folder_of_a_new_sqlite_file(
+    env: pytest.MonkeyPatch, tmp_path: Path, capsys
+) -> None:
+    """The default database is ./var/hwnas.db: a fresh directory has no ./var."""
+    path = tmp_path / "not" / "yet" / "hwnas.db"
+    env.setenv("HWNAS_DATABASE_URL", f"sqlite:///{path}")
+    get_settings.cache_clear()
+    assert main(["db-upgrade"]) == 0
+    assert capsys.readouterr().out == "database at head\n" and path.is_file()
+
+
+@pytest.mark.parametrize("command", [["db-upgrade"], ["serve", "--port", "1"]])
+def test_an_unreachable_database_is_one_line_that_hides_the_password(
+    env: pytest.MonkeyPatch, capsys, command: list[str]
+) -> None:
+    env.setenv("HWNAS_DATABASE_URL", "postgresql+psycopg://hwnas:s3cret@127.0.0.1:1/hwnas")
+    get_settings.cache_clear()
+    err = _refused(command, capsys)
+    assert err.startswith("hwnas: cannot migrate the database postgresql+psycopg://hwnas:***@")
+    assert "s3cret" not in err and "Traceback" not in err and err.count("\n") == 1

@@ -83,3 +83,11 @@ def test_a_supernet_without_data_of_its_own_needs_it_only_for_quality() -> None:
         JobCreate.model_validate(constrained)
     latency_only = job_spec(supernet=OFA, objectives={"latency_ms": "min", "macs": "min"})
     assert JobCreate.model_validate(latency_only).validation_data is None
+
+
+@pytest.mark.parametrize("supernet", [OFA, "ofa_mbv3_d234_e346_k357_w1.2", "ofa_resnet50"])
+def test_a_supernet_without_data_of_its_own_takes_the_users(root: Path, supernet: str) -> None:
+    """MobileNetV3's class takes ``validation_data`` through ``**kwargs`` (to the OFA base
+    class); it was once read as not taking it, so such jobs could never be posted."""
+    spec = job_spec(supernet=supernet, objectives={"accuracy": "max", "latency_ms": "min"})
+    assert JobCreate.model_validate({**spec, "validation_data": "val.npz"}).validation_data

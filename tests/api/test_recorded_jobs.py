@@ -48,7 +48,9 @@ def test_profiles_from_hwnas_profile_dirs(tmp_path: Path, monkeypatch) -> None:
         "id: remote-phone\nname: a phone behind a slow link\nkind: recorded\nsource: nb201\n"
         "recorded_column: lat_ms_pixel2\nsimulated_delay_ms: 5\n"
     )
-    monkeypatch.setenv("HWNAS_PROFILE_DIRS", str(profiles))
+    (tmp_path / "none-here").mkdir()
+    # a space after the comma, as in every other list setting
+    monkeypatch.setenv("HWNAS_PROFILE_DIRS", f"{tmp_path / 'none-here'}, {profiles}")
     get_settings.cache_clear()
     try:
         with TestClient(create_app(embedded_settings(tmp_path, embedded_devices=""))) as client:

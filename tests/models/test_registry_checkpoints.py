@@ -49,3 +49,29 @@ def test_a_bad_file_or_a_supernet_without_weights_is_refused(configure, tmp_path
     configure("nb201-cifar10=/some/file.pt")
     with pytest.raises(InvalidInput, match="takes no weights file"):
         configured_weights("nb201-cifar10")
+
+
+@pytest.mark.parametrize("supernet", ["ofa_mbv3_d234_e346_k357_w1.0", "ofa_resnet50"])
+def test_a_class_that_hands_keywords_to_its_base_takes_the_file(configure, supernet: str) -> None:
+    """MobileNetV3 names only ``width_mult`` and passes ``**kwargs`` to the OFA base class,
+    whose ``checkpoint`` is the keyword (only the keyword is checked: no file is read)."""
+    configure(f"{supernet}=/ckpt/ofa.pth")
+    assert configured_weights(supernet) == {"checkpoint": "/ckpt/ofa.pth"}
+
+
+def test_init_keywords_follow_kwargs_up_the_hierarchy_and_stop_without_them() -> None:
+    class Base:
+        def __init__(self, *, checkpoint: str = "", seed: int = 0) -> None: ...
+
+    class Passes(Base):
+        def __init__(self, size: int = 1, *args: int, **kwargs: object) -> None:
+            super().__init__(**kwargs)
+
+    class Inherits(Passes): ...
+
+    class Stops(Base):
+        def __init__(self, *, size: int = 1) -> None:
+            super().__init__()
+
+    assert registry.init_keywords(Inherits) == {"size", "checkpoint", "seed"}
+    assert registry.init_keywords(Stops) == {"size"}

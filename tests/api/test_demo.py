@@ -1,0 +1,69 @@
+"""`hwnas run` (api/demo.py) beyond the default job `make run` shows: objectives without a
+quality metric, and a recorded supernet that has nothing to export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from api.demo import best_point
+
+
+def _point(subnet_id: str, **metrics: float) -> dict[str, object]:
+    return {"subnet_id": subnet_id, "metrics": metrics}
+
+
+def test_the_best_point_is_best_on_the_first_objective_in_its_direction() -> None:
+    front = [
+        _point("fast", accuracy=0.80, latency_ms=1.0, macs=5.0),
+        _point("accurate", accuracy=0.90, latency_ms=3.0, macs=9.0),
+        _point("fast-too", accuracy=0.85, latency_ms=1.0, macs=4.0),
+    ]
+    assert best_point(front, {"accuracy": "max", "latency_ms": "min"})["subnet_id"] == "accurate"
+    # latency first: a tie between two points is broken by the next objective (macs, min)
+    assert best_point(front, {"latency_ms": "min", "macs": "min"})["subnet_id"] == "fast-too"
+
+
+def _hwnas_run(tmp_path: Path, devices: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "HWNAS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "HWNAS_DATA_DIR": str(tmp_path / "data"),
+        "HWNAS_BROKER_URL": "",
+        "HWNAS_EMBEDDED_DEVICES": devices,
+        "HWNAS_API_KEYS": "",
+    }
+    command = [sys.executable, "-m", "api.cli", "run", "--strategy", "random", *args]
+    return subprocess.run(
+        [*command, "--output-dir", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_objectives_without_accuracy_pick_and_export_by_the_first(tmp_path: Path) -> None:
+    run = _hwnas_run(
+        tmp_path, "cpu-1t", "--objective", "latency_ms=min", "--objective", "macs=min",
+        "--budget", "4",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "best under the constraints by latency_ms: " in run.stdout
+    assert "accuracy" not in run.stdout.split("best under")[1]
+    (exported,) = (tmp_path / "out").glob("*.onnx")
+    assert f"exported ONNX: {exported}" in run.stdout
+
+
+def test_a_recorded_supernet_searches_without_a_limit_and_exports_nothing(tmp_path: Path) -> None:
+    run = _hwnas_run(
+        tmp_path, "nb201-*", "--supernet", "nb201-cifar10", "--device", "nb201-pixel3",
+        "--budget", "12",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "no latency limit: nb201-cifar10 is a recorded table" in run.stdout
+    assert "best under the constraints by accuracy: " in run.stdout
+    assert "nothing to export: nb201-cifar10 is a recorded table" in run.stdout
+    assert not (tmp_path / "out").exists()
