@@ -1,10 +1,12 @@
 """The group-commit submitter behind POST /v1/jobs: batches, commit before dispatch, and
-what a failing batch, a failing or slow dispatch and a cancelled request do."""
+what a failing batch, a failing or slow dispatch and a cancelled request do. Most run on
+SQLite and on PostgreSQL (the distributed mode's database)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from store import jobs as q
 from store.db import make_engine, make_session_factory, upgrade
 from workers.dispatch import Dispatcher
 
+from ..store.backends import database_url
 from .helpers import job_spec
 
 
@@ -67,24 +70,34 @@ def _stored(url: str) -> int:
     return int(count)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database_url(request.param, tmp_path) as url:
+        upgrade(url)
+        yield url
+
+
 @pytest.fixture
-def url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path) -> str:
+    """For what depends on the writer thread's internals, not on the database."""
     url = f"sqlite:///{tmp_path}/submit.db"
     upgrade(url)
     return url
 
 
-def test_concurrent_submissions_share_commits_and_each_is_dispatched_once(url: str) -> None:
+def test_concurrent_submissions_share_commits_and_each_is_dispatched_once(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dispatcher = CheckingDispatcher(url)
     submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
     batches: list[int] = []
-    store = submitter._store
+    create_jobs = q.create_jobs
 
-    def counting(pairs: list[Any]) -> Any:
+    def counting(connection: Any, pairs: list[Any]) -> Any:
         batches.append(len(pairs))
-        return store(pairs)
+        return create_jobs(connection, pairs)
 
-    submitter._store = counting  # type: ignore[method-assign]
+    monkeypatch.setattr(q, "create_jobs", counting)  # what both kinds of writes call
 
     async def scenario() -> list[Any]:
         rows = await asyncio.gather(*(submitter.submit(_spec(seed=i), None) for i in range(60)))
@@ -198,7 +211,8 @@ class Interrupted(BaseException):
     """Not an ``Exception``: what a writer thread might meet beyond database errors."""
 
 
-def test_an_interrupted_batch_is_answered_and_the_next_one_goes(url: str) -> None:
+def test_an_interrupted_batch_is_answered_and_the_next_one_goes(sqlite_url: str) -> None:
+    url = sqlite_url
     dispatcher = CheckingDispatcher(url)
     submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
     store = submitter._store
@@ -223,9 +237,10 @@ def test_an_interrupted_batch_is_answered_and_the_next_one_goes(url: str) -> Non
     assert after.seed == 2 and _stored(url) == 1 and dispatcher.dispatched == [after.id]
 
 
-def test_a_writer_that_refuses_work_fails_that_batch_only(url: str) -> None:
+def test_a_writer_that_refuses_work_fails_that_batch_only(sqlite_url: str) -> None:
     """A thread pool refuses new work at interpreter exit: the batch is answered 503, and the
     submitter is not left waiting for a batch that never started."""
+    url = sqlite_url
     dispatcher = CheckingDispatcher(url)
     submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
     writer_submit = submitter._writer.submit
