@@ -8,6 +8,7 @@ accurate sub-network that meets the constraints as ONNX.
 from __future__ import annotations
 
 import argparse
+import math
 import socket
 import threading
 import time
@@ -113,10 +114,11 @@ def run_demo(args: argparse.Namespace) -> int:
         if job["status"] != "succeeded" or not pareto["data"]:
             print(job.get("message") or job.get("error"))
             return 0 if job["status"] == "succeeded" else 1
-        best = best_point(pareto["data"], spec["objectives"])
-        values = ", ".join(f"{name} {best['metrics'][name]:.4g}" for name in spec["objectives"])
+        objectives = pareto["objectives"]
+        best = best_point(pareto["data"], objectives)
+        values = ", ".join(_shown(name, best["metrics"].get(name)) for name in objectives)
         print(
-            f"best under the constraints by {next(iter(spec['objectives']))}: "
+            f"best under the constraints by {next(iter(objectives))}: "
             f"{best['subnet_id']} ({values})"
         )
         if best.get("export_url") is None:
@@ -130,13 +132,26 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def best_point(points: list[dict[str, Any]], objectives: dict[str, str]) -> dict[str, Any]:
     """The front's best point on the job's first objective (its own direction); the next
-    objectives break ties in order."""
+    objectives break ties in order, and a point without a value counts as the worst."""
 
     def key(point: dict[str, Any]) -> tuple[float, ...]:
         metrics = point["metrics"]
         return tuple(
-            metrics[name] if direction == "max" else -metrics[name]
+            -math.inf
+            if metrics.get(name) is None
+            else metrics[name]
+            if direction == "max"
+            else -metrics[name]
             for name, direction in objectives.items()
         )
 
     return max(points, key=key)
+
+
+def _shown(name: str, value: float | None) -> str:
+    """An objective's value as the front's table shows it."""
+    if value is None:
+        return f"{name} -"
+    units = {"latency_ms": f"{value:.3f} ms", "macs": f"{value / 1e6:.2f} MMACs"}
+    default = f"{value:,.0f}" if name == "params" else f"{value:.4f}"
+    return f"{name} {units.get(name, default)}"

@@ -113,20 +113,32 @@ def takes_validation_data(name: str) -> bool:
 
 
 def init_keywords(cls: type) -> set[str]:
-    """The keywords ``cls(...)`` accepts by name. An ``__init__`` that takes ``**kwargs``
-    is taken to hand them on to the next ``__init__`` up the class's MRO (``super().
-    __init__(**kwargs)``), whose names count too, up to one without ``**kwargs``."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or klass is object:
-            continue
-        parameters = inspect.signature(init).parameters.values()
-        names.update(p.name for p in parameters if p.kind not in _NOT_BY_NAME)
+    """The keywords ``cls(...)`` accepts by name: its signature's, and where that takes
+    ``**kwargs``, those of the ``__init__`` methods further up the class's MRO (taken to
+    receive them through ``super().__init__(**kwargs)``), up to one without ``**kwargs``
+    or one whose signature cannot be read."""
+    try:
+        parameters = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):  # a signature Python cannot read (some C classes)
+        return set()
+    names = _by_name(parameters)
+    owner = next((k for k in cls.__mro__ if "__init__" in vars(k)), object)
+    for klass in cls.__mro__[cls.__mro__.index(owner) + 1 :]:
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
             break
-    names.discard("self")
+        init = vars(klass).get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            parameters = list(inspect.signature(init).parameters.values())[1:]  # no self
+        except (TypeError, ValueError):
+            break
+        names |= _by_name(parameters)
     return names
+
+
+def _by_name(parameters: list[inspect.Parameter]) -> set[str]:
+    return {p.name for p in parameters if p.kind not in _NOT_BY_NAME}
 
 
 _NOT_BY_NAME = (

@@ -17,8 +17,9 @@ from typing import Any, ClassVar, TypeVar
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
@@ -516,15 +517,26 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """``alembic upgrade head`` on ``url`` (a SQLite file's folder is made first, as
-    ``make_engine`` does); a database it cannot reach is ``ServiceUnavailable``."""
-    if url.startswith("sqlite"):
-        _ensure_sqlite_dir(url)
+    ``make_engine`` does). A database it cannot reach or migrate (no server, no driver, a
+    revision this code does not know, a folder it cannot make) is ``ServiceUnavailable``."""
     try:
+        if url.startswith("sqlite"):
+            _ensure_sqlite_dir(url)
         command.upgrade(alembic_config(url), "head")
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, CommandError, ImportError, OSError) as exc:
+        raise _database_problem("cannot migrate", url, exc) from exc
+
+
+def _database_problem(action: str, url: str, exc: BaseException) -> ServiceUnavailable:
+    """One line: what failed, on which database (password hidden), and the first line of
+    why (the driver's own message where there is one)."""
+    try:
         where = make_url(url).render_as_string(hide_password=True)
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise ServiceUnavailable(f"cannot migrate the database {where}: {reason}") from exc
+    except ArgumentError:
+        where = "of HWNAS_DATABASE_URL (not a database URL)"
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = lines[0] if lines else type(exc).__name__
+    return ServiceUnavailable(f"{action} the database {where}: {reason}")
 
 
 def check_migrated(engine: Engine) -> None:
@@ -534,7 +546,8 @@ def check_migrated(engine: Engine) -> None:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as exc:
-        raise ServiceUnavailable(f"cannot reach the database: {exc}") from exc
+        url = engine.url.render_as_string(hide_password=True)
+        raise _database_problem("cannot reach", url, exc) from exc
     if current != head:
         where = engine.url.render_as_string(hide_password=True)
         raise ServiceUnavailable(

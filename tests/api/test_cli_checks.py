@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from api.cli import main
 from core.settings import get_settings
@@ -127,3 +128,45 @@ def test_an_unreachable_database_is_one_line_that_hides_the_password(
     err = _refused(command, capsys)
     assert err.startswith("hwnas: cannot migrate the database postgresql+psycopg://hwnas:***@")
     assert "s3cret" not in err and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("pg:/hwnas:s3cret@host/db", "of HWNAS_DATABASE_URL (not a database URL)"),
+        ("postgresql+asyncpg://hwnas:s3cret@127.0.0.1:1/x", "No module named 'asyncpg'"),
+        ("sqlite:////dev/null/hwnas.db", "File exists"),  # /dev/null is no folder
+    ],
+)
+def test_a_database_it_cannot_migrate_is_one_line(
+    env: pytest.MonkeyPatch, capsys, url: str, says: str
+) -> None:
+    env.setenv("HWNAS_DATABASE_URL", url)
+    get_settings.cache_clear()
+    err = _refused(["db-upgrade"], capsys)
+    assert err.startswith("hwnas: cannot migrate the database ") and says in err
+    assert "s3cret" not in err and err.count("\n") == 1
+
+
+def test_a_revision_this_code_does_not_know_is_one_line(
+    env: pytest.MonkeyPatch, tmp_path: Path, capsys
+) -> None:
+    """A database migrated by newer code (then this code started against it)."""
+    assert main(["db-upgrade"]) == 0
+    engine = create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'ffff0000'"))
+    engine.dispose()
+    err = _refused(["db-upgrade"], capsys)
+    assert "cannot migrate the database sqlite:///" in err and "'ffff0000'" in err
+
+
+def test_an_unreachable_database_without_migrating_is_one_line_too(
+    env: pytest.MonkeyPatch, capsys
+) -> None:
+    env.setenv("HWNAS_DATABASE_URL", "postgresql+psycopg://hwnas:s3cret@127.0.0.1:1/hwnas")
+    env.setenv("HWNAS_AUTO_MIGRATE", "false")
+    get_settings.cache_clear()
+    err = _refused(["serve", "--port", "1"], capsys)
+    assert err.startswith("hwnas: cannot reach the database postgresql+psycopg://hwnas:***@")
+    assert "s3cret" not in err and err.count("\n") == 1

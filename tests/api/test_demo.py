@@ -24,6 +24,9 @@ def test_the_best_point_is_best_on_the_first_objective_in_its_direction() -> Non
     assert best_point(front, {"accuracy": "max", "latency_ms": "min"})["subnet_id"] == "accurate"
     # latency first: a tie between two points is broken by the next objective (macs, min)
     assert best_point(front, {"latency_ms": "min", "macs": "min"})["subnet_id"] == "fast-too"
+    # a point without the objective's value (stored before that metric existed) is the worst
+    older = [_point("old", macs=1.0), *front]
+    assert best_point(older, {"latency_ms": "min", "macs": "min"})["subnet_id"] == "fast-too"
 
 
 def _hwnas_run(tmp_path: Path, devices: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,11 +51,12 @@ def _hwnas_run(tmp_path: Path, devices: str, *args: str) -> subprocess.Completed
 def test_objectives_without_accuracy_pick_and_export_by_the_first(tmp_path: Path) -> None:
     run = _hwnas_run(
         tmp_path, "cpu-1t", "--objective", "latency_ms=min", "--objective", "macs=min",
-        "--budget", "4",
+        "--budget", "4", "--constraint", "latency_ms<=1000",  # a limit every network meets
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "best under the constraints by latency_ms: " in run.stdout
-    assert "accuracy" not in run.stdout.split("best under")[1]
+    best = run.stdout.split("best under")[1]
+    assert "accuracy" not in best and " ms, macs " in best and " MMACs)" in best
     (exported,) = (tmp_path / "out").glob("*.onnx")
     assert f"exported ONNX: {exported}" in run.stdout
 
