@@ -24,14 +24,20 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.Monk
     get_settings.cache_clear()
 
 
+def _set(env: pytest.MonkeyPatch, **values: str) -> None:
+    """These ``HWNAS_*`` variables for what follows, the settings read afresh."""
+    for name, value in values.items():
+        env.setenv(name, value)
+    get_settings.cache_clear()
+
+
 def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     assert main(argv) == 2
     return capsys.readouterr().err
 
 
 def test_a_worker_needs_a_broker(env: pytest.MonkeyPatch, capsys) -> None:
-    env.setenv("HWNAS_BROKER_URL", "")
-    get_settings.cache_clear()
+    _set(env, HWNAS_BROKER_URL="")
     assert "set HWNAS_BROKER_URL" in _refused(["worker", "--devices", "cpu-1t"], capsys)
 
 
@@ -55,9 +61,7 @@ def test_serve_refuses_an_unmigrated_database_before_starting_processes(
     env: pytest.MonkeyPatch, capsys
 ) -> None:
     """Several uvicorn processes that fail to start left their supervisor exiting 0."""
-    env.setenv("HWNAS_AUTO_MIGRATE", "false")
-    env.setenv("HWNAS_API_PROCESSES", "2")
-    get_settings.cache_clear()
+    _set(env, HWNAS_AUTO_MIGRATE="false", HWNAS_API_PROCESSES="2")
     err = _refused(["serve", "--port", "1"], capsys)
     assert "fresh.db is at revision (none)" in err and "hwnas db-upgrade" in err
 
@@ -75,8 +79,7 @@ def test_an_unreachable_service_is_an_error_not_a_traceback(capsys) -> None:
 
 
 def test_a_broker_url_without_a_scheme_is_refused_by_name(env: pytest.MonkeyPatch, capsys) -> None:
-    env.setenv("HWNAS_BROKER_URL", "redis//127.0.0.1:6379/9")
-    get_settings.cache_clear()
+    _set(env, HWNAS_BROKER_URL="redis//127.0.0.1:6379/9")
     err = _refused(["worker", "--devices", "cpu-1t"], capsys)
     assert err.startswith("hwnas: bad settings: HWNAS_BROKER_URL: Value error, must be a URL")
 
@@ -91,9 +94,7 @@ def test_a_broker_url_without_a_scheme_is_refused_by_name(env: pytest.MonkeyPatc
 def test_serve_refuses_an_embedded_server_it_could_not_run(
     env: pytest.MonkeyPatch, capsys, setting: str, value: str, says: str
 ) -> None:
-    env.setenv("HWNAS_BROKER_URL", "")
-    env.setenv(setting, value)
-    get_settings.cache_clear()
+    _set(env, HWNAS_BROKER_URL="", **{setting: value})
     assert says in _refused(["serve", "--port", "1"], capsys)
 
 
@@ -101,9 +102,7 @@ def test_serve_refuses_a_bad_api_key_before_starting_processes(
     env: pytest.MonkeyPatch, capsys
 ) -> None:
     """Each of several uvicorn processes would otherwise fail its start-up on the key."""
-    env.setenv("HWNAS_API_KEYS", "a-fine-key-of-enough-length-123,short")
-    env.setenv("HWNAS_API_PROCESSES", "2")
-    get_settings.cache_clear()
+    _set(env, HWNAS_API_KEYS="a-fine-key-of-enough-length-123,short", HWNAS_API_PROCESSES="2")
     err = _refused(["serve", "--port", "1"], capsys)
     assert err.startswith("hwnas: ") and "HWNAS_API_KEYS" in err and "Traceback" not in err
 
@@ -113,8 +112,7 @@ def test_db_upgrade_makes_the_folder_of_a_new_sqlite_file(
 ) -> None:
     """The default database is ./var/hwnas.db: a fresh directory has no ./var."""
     path = tmp_path / "not" / "yet" / "hwnas.db"
-    env.setenv("HWNAS_DATABASE_URL", f"sqlite:///{path}")
-    get_settings.cache_clear()
+    _set(env, HWNAS_DATABASE_URL=f"sqlite:///{path}")
     assert main(["db-upgrade"]) == 0
     assert capsys.readouterr().out == "database at head\n" and path.is_file()
 
@@ -123,8 +121,7 @@ def test_db_upgrade_makes_the_folder_of_a_new_sqlite_file(
 def test_an_unreachable_database_is_one_line_that_hides_the_password(
     env: pytest.MonkeyPatch, capsys, command: list[str]
 ) -> None:
-    env.setenv("HWNAS_DATABASE_URL", "postgresql+psycopg://hwnas:s3cret@127.0.0.1:1/hwnas")
-    get_settings.cache_clear()
+    _set(env, HWNAS_DATABASE_URL="postgresql+psycopg://hwnas:s3cret@127.0.0.1:1/hwnas")
     err = _refused(command, capsys)
     assert err.startswith("hwnas: cannot migrate the database postgresql+psycopg://hwnas:***@")
     assert "s3cret" not in err and "Traceback" not in err and err.count("\n") == 1
@@ -141,8 +138,7 @@ def test_an_unreachable_database_is_one_line_that_hides_the_password(
 def test_a_database_it_cannot_migrate_is_one_line(
     env: pytest.MonkeyPatch, capsys, url: str, says: str
 ) -> None:
-    env.setenv("HWNAS_DATABASE_URL", url)
-    get_settings.cache_clear()
+    _set(env, HWNAS_DATABASE_URL=url)
     err = _refused(["db-upgrade"], capsys)
     assert err.startswith("hwnas: cannot migrate the database ") and says in err
     assert "s3cret" not in err and err.count("\n") == 1
@@ -164,9 +160,11 @@ def test_a_revision_this_code_does_not_know_is_one_line(
 def test_an_unreachable_database_without_migrating_is_one_line_too(
     env: pytest.MonkeyPatch, capsys
 ) -> None:
-    env.setenv("HWNAS_DATABASE_URL", "postgresql+psycopg://hwnas:s3cret@127.0.0.1:1/hwnas")
-    env.setenv("HWNAS_AUTO_MIGRATE", "false")
-    get_settings.cache_clear()
+    _set(
+        env,
+        HWNAS_DATABASE_URL="postgresql+psycopg://hwnas:s3cret@127.0.0.1:1/hwnas",
+        HWNAS_AUTO_MIGRATE="false",
+    )
     err = _refused(["serve", "--port", "1"], capsys)
     assert err.startswith("hwnas: cannot reach the database postgresql+psycopg://hwnas:***@")
     assert "s3cret" not in err and err.count("\n") == 1
