@@ -6,18 +6,25 @@ from fastapi import APIRouter
 
 from api.deps import DispatcherDep
 from api.schemas import DevicePublic, SupernetPublic
+from core.errors import HwnasError
 from hardware_profiles.configured import device_profiles
 from models.metrics import metrics_of
-from models.registry import get_supernet, list_supernets
+from models.registry import create_supernet, get_supernet, list_supernets
 
 router = APIRouter(tags=["catalog"])
 
 
 @router.get("/supernets", response_model=list[SupernetPublic])
 def read_supernets() -> list[SupernetPublic]:
+    """Every registered supernet. One that cannot be built as configured (its weights file
+    does not load) is listed as its class describes it, with a note saying why: the others
+    stay listed, and its own jobs are refused with that error."""
     out = []
     for name in list_supernets():
-        supernet = get_supernet(name)
+        try:
+            supernet, problem = get_supernet(name), None
+        except HwnasError as exc:
+            supernet, problem = create_supernet(name), f"not usable as configured: {exc}"
         info = supernet.describe()
         out.append(
             SupernetPublic(
@@ -28,7 +35,7 @@ def read_supernets() -> list[SupernetPublic]:
                 space=info["space"],
                 metrics=sorted(metrics_of(supernet)),
                 has_validation_data=supernet.has_validation_data(),
-                note=info.get("note"),
+                note=problem or info.get("note"),
             )
         )
     return out

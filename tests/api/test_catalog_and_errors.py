@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.schemas import JobCreate
-from core.settings import Settings
+from core.settings import Settings, get_settings
+from models import registry
 
+from ..conftest import embedded_settings
 from .helpers import job_spec
 
 
@@ -215,3 +219,28 @@ def test_an_unhandled_error_is_a_json_500_with_a_reference_in_the_log(
     reference = body["message"].split("reference ")[1].split(" ")[0]
     logged = [r for r in caplog.records if reference in r.getMessage()]
     assert logged and "RuntimeError: secret internals" in logged[0].getMessage()
+
+
+def test_a_supernet_whose_weights_do_not_load_is_listed_with_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One bad entry of HWNAS_SUPERNET_CHECKPOINTS once failed the whole catalog (422)."""
+    name = "text-transformer-synth"
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"embedding.weight": torch.zeros(3, 3)}, wrong)
+    monkeypatch.setenv("HWNAS_SUPERNET_CHECKPOINTS", f"{name}={wrong}")
+    get_settings.cache_clear()
+    monkeypatch.delitem(registry._INSTANCES, name, raising=False)
+    try:
+        with TestClient(create_app(embedded_settings(tmp_path))) as client:
+            listed = client.get("/v1/supernets")
+            assert listed.status_code == 200
+            by_id = {s["id"]: s for s in listed.json()}
+            assert by_id[name]["note"].startswith("not usable as configured: ")
+            assert by_id["fmnist-ofa-cnn"]["note"] is None
+            spec = job_spec(supernet=name, objectives={"latency_ms": "min"}, constraints={})
+            refused = client.post("/v1/jobs", json=spec)
+            assert refused.status_code == 422, refused.text
+    finally:
+        get_settings.cache_clear()
+        registry._INSTANCES.pop(name, None)
