@@ -285,6 +285,17 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    """A duration argument: a finite number of seconds, not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwnas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -332,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument("job_id")
     for name in ("wait", "calibrate"):
         sub.choices[name].add_argument(
-            "--timeout", type=float, default=None, help="give up after this many seconds (exit 1)"
+            "--timeout", type=_seconds, help="give up after this many seconds (exit 1)"
         )
     sub.choices["download"].add_argument("--subnet", required=True)
     sub.choices["download"].add_argument("--format", default="onnx")
@@ -352,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `hwnas pareto JOB | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 0
+    except OSError as exc:  # a local file it cannot write (download -o to a folder, ...)
+        print(f"hwnas: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

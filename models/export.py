@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import uuid
 import warnings
 import zipfile
@@ -79,6 +80,13 @@ def _write_state_dict(module: nn.Module, example: torch.Tensor, path: Path) -> N
         archive.writestr("state_dict.pt", buffer.getvalue())
 
 
+#: One export at a time per process: ``torch.onnx.export`` and ``torch.jit.trace`` keep
+#: process-global state (ONNX's "exporting" flag, the tracer's), and so does
+#: ``warnings.catch_warnings``. Two at once (the API serves downloads from a thread pool)
+#: failed: "GLOBALS.in_onnx_export must be False", "Graphs differed across invocations".
+_EXPORTING = threading.Lock()
+
+
 def export_subnet(
     supernet: Supernet, arch: Arch, fmt: str, path: Path, extra: dict[str, Any] | None = None
 ) -> Path:
@@ -92,7 +100,7 @@ def export_subnet(
     example = supernet.example_input(arch, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    with warnings.catch_warnings():
+    with _EXPORTING, warnings.catch_warnings():
         # torch marks TorchScript and its ONNX exporter deprecated; both are still the
         # formats deployment runtimes load, and the torch.export path needs onnxscript.
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -31,7 +31,7 @@ from store.front import constraints_of, summarise_front
 from store.tables import JobKind, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]  # the databases' largest OFFSET
 Limit = Annotated[int, Query(ge=1, le=500)]
 
 

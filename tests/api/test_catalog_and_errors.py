@@ -244,3 +244,11 @@ def test_a_supernet_whose_weights_do_not_load_is_listed_with_why(
     finally:
         get_settings.cache_clear()
         registry._INSTANCES.pop(name, None)
+
+
+def test_an_offset_beyond_what_a_database_can_skip_is_422(client: TestClient) -> None:
+    """It reached SQLite as an integer too large for it: a 500."""
+    assert client.get(f"/v1/jobs?offset={2**63 - 1}").status_code == 200
+    for path in ("/v1/jobs", "/v1/jobs/some-job/evaluations"):
+        response = client.get(f"{path}?offset={2**63}")
+        assert response.status_code == 422 and "offset" in response.json()["message"]

@@ -116,6 +116,10 @@ def test_submit_wait_download(server: str, tmp_path: Path) -> None:
     )
     assert downloaded.returncode == 0, downloaded.stderr
     onnx.checker.check_model(onnx.load(str(target)))
+    subnet = front[0]["subnet_id"]
+    into_a_folder = hwnas(server, "download", job_id, "--subnet", subnet, "-o", str(tmp_path))
+    assert into_a_folder.returncode == 2 and into_a_folder.stderr.startswith("hwnas: ")
+    assert "Is a directory" in into_a_folder.stderr and "Traceback" not in into_a_folder.stderr
     # A reader that leaves early (head) is no error.
     piped = subprocess.run(
         f"{sys.executable} -m api.cli pareto {job_id} --url {server} | head -n 1",

@@ -168,3 +168,10 @@ def test_an_unreachable_database_without_migrating_is_one_line_too(
     err = _refused(["serve", "--port", "1"], capsys)
     assert err.startswith("hwnas: cannot reach the database postgresql+psycopg://hwnas:***@")
     assert "s3cret" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("seconds", ["-1", "nan", "soon"])
+def test_a_timeout_that_is_no_duration_is_an_argument_error(seconds: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["wait", "some-job", "--timeout", seconds, "--url", "http://127.0.0.1:1"])
+    assert exited.value.code == 2 and "is not a number of seconds" in capsys.readouterr().err

@@ -1,0 +1,52 @@
+"""models.export: exports from several threads at once (the API serves downloads from a
+thread pool) each write a whole, loadable file."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import onnx
+import torch
+
+from models.export import export_subnet
+from models.registry import get_supernet
+
+
+def test_exports_from_many_threads_at_once_all_succeed(tmp_path: Path) -> None:
+    supernet = get_supernet("fmnist-ofa-cnn")
+    rng = random.Random(0)
+    space = supernet.space()
+    archs = [
+        supernet.canonical({gene: rng.choice(choices) for gene, choices in space.items()})
+        for _ in range(2)
+    ]
+    # each format of each of two sub-networks, three times over (the same sub-network's
+    # download asked for by several clients at once)
+    jobs = [(fmt, arch) for arch in archs for fmt in ("onnx", "torchscript")] * 3
+    start = threading.Barrier(len(jobs))
+    errors: list[BaseException] = []
+    paths: list[Path] = []
+
+    def export(index: int, fmt: str, arch: dict) -> None:
+        start.wait()
+        try:
+            suffix = ".onnx" if fmt == "onnx" else ".pt"
+            paths.append(export_subnet(supernet, arch, fmt, tmp_path / f"{index}{suffix}"))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=export, args=(i, fmt, arch)) for i, (fmt, arch) in enumerate(jobs)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == [] and len(paths) == len(jobs)
+    for path in paths:
+        if path.suffix == ".onnx":
+            onnx.checker.check_model(onnx.load(str(path)))
+        else:
+            torch.jit.load(str(path))
