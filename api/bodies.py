@@ -23,6 +23,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from core.errors import PayloadTooLarge
+
 from .openapi_doc import amend_openapi
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -32,9 +34,15 @@ _SCHEMA_REF = "#/components/schemas/{model}"
 _ERRORS = "HTTPValidationError"
 
 
+#: The largest body ``json_body`` reads (a job's is a few hundred bytes); a larger one is
+#: refused with 413 before it is read whole.
+MAX_BODY_BYTES = 1 << 20
+
+
 async def json_body(request: Request, model: type[Model]) -> Model:
-    """The request's JSON body as ``model``; 422 (``RequestValidationError``) otherwise."""
-    raw = await request.body()
+    """The request's JSON body as ``model``; 422 (``RequestValidationError``) otherwise,
+    413 (``PayloadTooLarge``) over ``MAX_BODY_BYTES``."""
+    raw = await _read_capped(request)
     if not raw:
         raise _invalid([{"type": "missing", "loc": (), "msg": "Field required"}])
     if not _is_json(request.headers.get("content-type")):
@@ -53,6 +61,26 @@ async def json_body(request: Request, model: type[Model]) -> Model:
         if any(error["type"] == "json_invalid" for error in exc.errors()):
             return _validate_other_encoding(raw, model, exc)
         raise _invalid(exc.errors(include_url=False)) from None
+
+
+async def _read_capped(request: Request) -> bytes:
+    """The body's bytes, read no further than ``MAX_BODY_BYTES`` (its declared length is
+    checked first; a chunked body is counted as it arrives)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES // 1024} KiB")
 
 
 def _validate_other_encoding(raw: bytes, model: type[Model], error: ValidationError) -> Model:

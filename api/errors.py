@@ -15,6 +15,7 @@ from core.errors import (
     HwnasError,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     PluginError,
     ServiceUnavailable,
     StorageError,
@@ -28,6 +29,7 @@ STATUS_OF: dict[type[HwnasError], int] = {
     NotFound: 404,
     Unauthenticated: 401,
     Conflict: 409,
+    PayloadTooLarge: 413,
     StorageError: 503,
     ServiceUnavailable: 503,
     # the operator's plugin configuration is broken: a server fault, with its message shown

@@ -55,6 +55,10 @@ class ServiceUnavailable(HwnasError):
     """A dependency (database schema, broker) is not ready."""
 
 
+class PayloadTooLarge(HwnasError):
+    """A request body over the size the API reads."""
+
+
 class CheckpointMismatch(InvalidInput):
     """A checkpoint's keys or shapes do not match the chosen supernet."""
 

@@ -22,3 +22,8 @@ def healthz(factory: FactoryDep, dispatcher: DispatcherDep) -> dict[str, object]
         "devices_served": sorted(dispatcher.served_devices()),
         "problems": problems,
     }
+
+
+# HEAD as load balancers ask it: the same checks and status, no body (undocumented: the
+# OpenAPI schema would list the operation twice).
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,29 @@ def test_an_offset_beyond_what_a_database_can_skip_is_422(client: TestClient) ->
     for path in ("/v1/jobs", "/v1/jobs/some-job/evaluations"):
         response = client.get(f"{path}?offset={2**63}")
         assert response.status_code == 422 and "offset" in response.json()["message"]
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read_whole(client: TestClient) -> None:
+    """A declared length over the limit is refused at once; a chunked body (no length) is
+    counted as it arrives. Either way the answer is 413 in the usual error shape."""
+    from api.bodies import MAX_BODY_BYTES
+
+    spec = json.dumps(job_spec()).encode()
+    padded = spec[:-1] + b',"pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    headers = {"Content-Type": "application/json"}
+    declared = client.post("/v1/jobs", content=padded, headers=headers)
+    assert declared.status_code == 413
+    assert declared.json()["error"] == "PayloadTooLarge" and "KiB" in declared.json()["message"]
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(padded), 65536):
+            yield padded[start : start + 65536]
+
+    chunked = client.post("/v1/devices/cpu-1t/calibrations", content=chunks(), headers=headers)
+    assert chunked.status_code == 413, chunked.text
+    assert client.post("/v1/jobs", content=spec, headers=headers).status_code == 202
+
+
+def test_health_answers_head_as_load_balancers_ask(client: TestClient) -> None:
+    response = client.head("/healthz")
+    assert response.status_code == 200 and response.content == b""
