@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -527,7 +527,7 @@ def upgrade(url: str) -> None:
         raise _database_problem("cannot migrate", url, exc) from exc
 
 
-def _database_problem(action: str, url: str, exc: BaseException) -> ServiceUnavailable:
+def _database_problem(action: str, url: str | URL, exc: BaseException) -> ServiceUnavailable:
     """One line: what failed, on which database (password hidden), and the first line of
     why (the driver's own message where there is one)."""
     try:
@@ -546,8 +546,7 @@ def check_migrated(engine: Engine) -> None:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as exc:
-        url = engine.url.render_as_string(hide_password=True)
-        raise _database_problem("cannot reach", url, exc) from exc
+        raise _database_problem("cannot reach", engine.url, exc) from exc
     if current != head:
         where = engine.url.render_as_string(hide_password=True)
         raise ServiceUnavailable(
