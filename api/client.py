@@ -91,6 +91,8 @@ class HwnasClient:
                 out.write("\n")
                 return job
             if timeout_s is not None and time.monotonic() - started > timeout_s:
+                out.write("\n" if last else "")  # the bar's line ends before what follows
+                out.flush()
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
             time.sleep(poll_s)
 

@@ -2,20 +2,22 @@
 
 ``POST /v1/jobs`` awaits ``JobSubmitter.submit`` on the event loop. Submissions wait in a
 list on the loop; whenever no batch is being written, the waiting ones (up to
-``max_batch``) go to the writer thread as one batch: one INSERT (executemany), one commit. The
-requests are answered as soon as their rows are committed, and the batch's jobs go on to a
-second thread that hands them to the dispatcher in order: a worker always finds the row it
-is told about, and a slow publish (a broker that is away) delays neither the answers nor
-the next batch. While a batch is written, new submissions gather for the next one, so
-under load the commit and the thread hops are shared by many requests; alone, a submission
-costs one hop there and back, as a thread-pool handler did. On SQLite the API's own
-inserts then take the file's one write slot one batch at a time instead of one request at
-a time (the embedded workers' writes still come in between).
+``max_batch``) go to the writer thread as one batch: on PostgreSQL one INSERT statement in
+autocommit, on a connection the thread keeps (one round trip); elsewhere one executemany
+and one commit. The requests are answered as soon as their rows are committed, and the
+batch's jobs go on to a second thread that hands them to the dispatcher in order: a worker
+always finds the row it is told about, and a slow publish (a broker that is away) delays
+neither the answers nor the next batch. While a batch is written, new submissions gather
+for the next one, so under load the commit and the thread hops are shared by many
+requests; alone, a submission costs one hop there and back, as a thread-pool handler did.
+On SQLite the API's own inserts then take the file's one write slot one batch at a time
+instead of one request at a time (the embedded workers' writes still come in between).
 
-A batch whose transaction fails fails every request in it (none of it was stored). A
-dispatch that raises is logged; its job is stored and stays queued (the embedded
-dispatcher resumes queued jobs at start, Celery's reaper re-publishes them). A request
-cancelled before its batch was written (client gone) stores nothing.
+A batch whose write fails fails every request in it (none of it was stored); a batch whose
+connection dropped is first written once more on a new one. A dispatch that raises is
+logged; its job is stored and stays queued (the embedded dispatcher resumes queued jobs at
+start, Celery's reaper re-publishes them). A request cancelled before its batch was written
+(client gone) stores nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import ServiceUnavailable
 from store import jobs as q
-from store.db import writing
+from store.db import HeldConnectionWriter
 from store.jobs import JobRow
 from workers.dispatch import Dispatcher
 
@@ -44,7 +46,7 @@ class JobSubmitter:
     def __init__(
         self, factory: sessionmaker[Session], dispatcher: Dispatcher, *, max_batch: int = 256
     ) -> None:
-        self._factory = factory
+        self._store_batch = HeldConnectionWriter(factory)  # used on the writer thread only
         self._dispatcher = dispatcher
         self._max_batch = max_batch
         self._writer = ThreadPoolExecutor(1, "hwnas-submit")
@@ -69,6 +71,7 @@ class JobSubmitter:
         while self._in_flight is not None:
             await asyncio.wait([self._in_flight])
         self._writer.shutdown(wait=True)
+        self._store_batch.close()  # the writer thread has ended
         self._dispatching.shutdown(wait=True)
 
     def _flush(self) -> None:
@@ -110,9 +113,9 @@ class JobSubmitter:
                 log.warning("%d job submissions not answered: the event loop closed", len(batch))
 
     def _store(self, pairs: list[tuple[dict[str, Any], str | None]]) -> list[JobRow]:
-        """One transaction for the batch, then its dispatch queued."""
-        with writing(self._factory) as connection:
-            rows = q.create_jobs(connection, pairs)
+        """The batch stored (one statement on PostgreSQL, on a held connection: one round
+        trip; a transaction elsewhere), then its dispatch queued."""
+        rows = self._store_batch.write(q.NewJobs(pairs).insert)
         try:
             self._dispatching.submit(self._dispatch, rows)
         except RuntimeError:  # shut down (interpreter exit): stored, so answered as such

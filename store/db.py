@@ -19,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
@@ -157,6 +157,61 @@ def one_statement_writing(factory: sessionmaker[Session]) -> Iterator[Session | 
             yield connection
     except SQLAlchemyError as exc:
         raise _storage_error(exc) from exc
+
+
+class HeldConnectionWriter:
+    """``one_statement_writing`` for one thread that writes often: on PostgreSQL the
+    connection is kept between writes, so a write is its one round trip. (A checkout from
+    the pool costs a second: the pre-ping.) Under the API's load each round trip waits for
+    the GIL as well.
+
+    A write that meets a dropped connection (the database restarted, or ended the session)
+    runs once more on a new connection, checked out (and pinged) from the pool. So ``write``
+    must be idempotent: the first try may have committed before the connection dropped.
+    After any error the connection is let go; database errors are ``StorageError``.
+    Elsewhere each write is a ``writing`` transaction. Not thread-safe: one thread writes,
+    and the same thread (or one after it) closes.
+    """
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self._factory = factory
+        self._engine: Engine = factory.kw["bind"]
+        self._held = self._engine.dialect.name == "postgresql"
+        self._connection: Connection | None = None
+
+    def write(self, write: Callable[[Connection], T]) -> T:
+        if not self._held:
+            with writing(self._factory) as connection:
+                return write(connection)
+        try:
+            return self._write_held(write)
+        except SQLAlchemyError as exc:
+            if not (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+                raise _storage_error(exc) from exc
+            log.warning("database connection dropped (%s); writing again on a new one", exc.orig)
+        try:
+            return self._write_held(write)
+        except SQLAlchemyError as exc:
+            raise _storage_error(exc) from exc
+
+    def _write_held(self, write: Callable[[Connection], T]) -> T:
+        try:
+            if self._connection is None:
+                self._connection = self._engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT"
+                )
+            result = write(self._connection)
+            self._connection.commit()  # ends SQLAlchemy's block; in autocommit no round trip
+            return result
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                connection.close()
 
 
 @contextmanager

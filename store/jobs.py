@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, bindparam, false, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Table,
+    bindparam,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import result_tuple
 from sqlalchemy.orm import Session
 
@@ -26,6 +39,17 @@ _INSERT_JOBS = insert(JOBS)
 # Makes rows of the jobs table's columns, as ``select(JOBS)`` gives them, from values.
 _JOB_COLUMNS = tuple(JOBS.c.keys())
 _job_row = result_tuple(_JOB_COLUMNS)
+# PostgreSQL: a batch of new jobs as one statement, whatever its size. The rows travel as one
+# JSON array (one text parameter: json.dumps in C, where psycopg would quote every element
+# of per-column arrays in Python), which json_populate_recordset turns into rows of the
+# table's own type. One statement commits by itself, so the caller may run it in autocommit:
+# one round trip. ON CONFLICT: the same batch sent again (a retry after a dropped
+# connection that had committed it) stores nothing twice; ids are random 128-bit values.
+_INSERT_JOBS_FROM_JSON = text(
+    f"INSERT INTO {JOBS.name} ({', '.join(_JOB_COLUMNS)}) "
+    f"SELECT {', '.join(_JOB_COLUMNS)} FROM json_populate_recordset(NULL::{JOBS.name}, :rows) "
+    "ON CONFLICT (id) DO NOTHING"
+)
 _READ_JOB = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
 
 
@@ -44,28 +68,69 @@ def create_job(
 def create_jobs(
     connection: Session | Connection, submissions: list[tuple[dict[str, Any], str | None]]
 ) -> list[JobRow]:
-    """``create_job`` for each (spec, message), in one executemany; rows in the same order.
+    """``create_job`` for each (spec, message), as one write (``NewJobs.insert``)."""
+    return NewJobs(submissions).insert(connection)
+
+
+class NewJobs:
+    """A batch of new queued jobs, one per (spec, message), and their write.
+
+    ``insert`` is one statement on PostgreSQL (``_INSERT_JOBS_FROM_JSON``): the caller may
+    run it in autocommit, and may run it again on another connection after a dropped one
+    (``store.db.HeldConnectionWriter``): the rows (ids, times) are made at the first call,
+    and a second inserts the same ones, or nothing where the first had committed them.
+    Elsewhere it is one executemany, which the caller runs in a transaction. (psycopg's
+    executemany is a pipeline, but it waits on the socket about 30 times per batch, by
+    strace, and each wait gives up the GIL, which the API's busy event loop then holds for
+    up to the 5 ms switch interval.)
 
     The rows are made from the inserted values, equal to what ``read_job`` gives (types and
     time zones included), so ``spec`` must be JSON data (``model_dump(mode="json")``); the
     row holds that same dict. Not read back: INSERT ... RETURNING of a batch is one long
     multi-row statement per batch size, which psycopg converts afresh each time; per job in
-    batches of 10-50 it took 2.3-2.9x the time of this one cached statement on PostgreSQL,
+    batches of 10-50 it took 2.3-2.9x the time of one cached statement on PostgreSQL,
     1.4-1.6x on SQLite (issue 5).
     """
-    now = _now_as_read(connection)
-    values = [_new_job_values(spec, message, now) for spec, message in submissions]
-    connection.execute(_INSERT_JOBS, values)
-    return [_job_row([row[name] for name in _JOB_COLUMNS]) for row in values]
+
+    def __init__(self, submissions: list[tuple[dict[str, Any], str | None]]) -> None:
+        self._submissions = submissions
+        self._values: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._submissions)
+
+    def insert(self, connection: Session | Connection) -> list[JobRow]:
+        """Insert the batch; its rows, in the order of the submissions."""
+        if self._values is None:
+            now = _now_as_read(connection)
+            self._values = [_new_job_values(spec, note, now) for spec, note in self._submissions]
+        values = self._values
+        if _dialect(connection) == "postgresql":
+            rows = json.dumps(values, default=_json_timestamp)
+            connection.execute(_INSERT_JOBS_FROM_JSON, {"rows": rows})
+        else:
+            connection.execute(_INSERT_JOBS, values)
+        return [_job_row([row[name] for name in _JOB_COLUMNS]) for row in values]
+
+
+def _json_timestamp(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()  # with its offset: a timestamptz keeps the instant
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def _dialect(connection: Session | Connection) -> str:
+    bind = connection if isinstance(connection, Connection) else connection.connection()
+    return bind.dialect.name
 
 
 def _now_as_read(connection: Session | Connection) -> datetime:
     """Now, as a read of a timestamp column gives it back: SQLite keeps no time zone (its
     rows read back naive, in UTC); psycopg answers in the session's ``TimeZone``."""
     now = utcnow()
-    bind = connection if isinstance(connection, Connection) else connection.connection()
-    if bind.dialect.name == "sqlite":
+    if _dialect(connection) == "sqlite":
         return now.replace(tzinfo=None)
+    bind = connection if isinstance(connection, Connection) else connection.connection()
     return now.astimezone(bind.connection.driver_connection.info.timezone)  # type: ignore[union-attr]
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from api.client import HwnasClient
+import pytest
+
+from api.client import HwnasClient, _progress_line
 
 WAITING = "waiting: no live worker serves device 'cpu-ort'; start one with `hwnas worker`"
 
@@ -51,3 +53,11 @@ def test_wait_in_a_pipeline_log_writes_one_line_per_change() -> None:
     Scripted(states).wait("j1", poll_s=0, out=out)
     lines = out.getvalue().splitlines()
     assert lines[0] == WAITING and len(lines) == 4 and "\r" not in out.getvalue()
+
+
+def test_a_wait_that_times_out_ends_its_bar_line_first() -> None:
+    """``hwnas: ... still queued`` follows on stderr: on a line of its own."""
+    out = Terminal()
+    with pytest.raises(TimeoutError, match="still queued after 0 s"):
+        Scripted([_job("queued", 0)]).wait("j1", poll_s=0, out=out, timeout_s=0)
+    assert out.getvalue() == "\r\x1b[K" + _progress_line(_job("queued", 0)) + "\n"

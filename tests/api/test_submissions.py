@@ -19,7 +19,7 @@ from store import jobs as q
 from store.db import make_engine, make_session_factory, upgrade
 from workers.dispatch import Dispatcher
 
-from ..store.backends import database_url
+from ..store.backends import database_url, end_other_sessions
 from .helpers import job_spec
 
 
@@ -91,13 +91,13 @@ def test_concurrent_submissions_share_commits_and_each_is_dispatched_once(
     dispatcher = CheckingDispatcher(url)
     submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
     batches: list[int] = []
-    create_jobs = q.create_jobs
+    insert = q.NewJobs.insert
 
-    def counting(connection: Any, pairs: list[Any]) -> Any:
-        batches.append(len(pairs))
-        return create_jobs(connection, pairs)
+    def counting(batch: q.NewJobs, connection: Any) -> Any:
+        batches.append(len(batch))
+        return insert(batch, connection)
 
-    monkeypatch.setattr(q, "create_jobs", counting)  # what both kinds of writes call
+    monkeypatch.setattr(q.NewJobs, "insert", counting)  # what both kinds of writes call
 
     async def scenario() -> list[Any]:
         rows = await asyncio.gather(*(submitter.submit(_spec(seed=i), None) for i in range(60)))
@@ -135,6 +135,31 @@ def test_a_failing_batch_fails_all_its_requests_and_stores_none_of_them(url: str
     assert isinstance(second, StorageError) and isinstance(third, StorageError)
     assert after.seed == 3
     assert _stored(url) == 2 and len(dispatcher.dispatched) == 2
+
+
+def test_a_batch_whose_connection_dropped_is_stored_on_a_new_one(tmp_path: Path) -> None:
+    """PostgreSQL restarted between two batches: the writer's held connection is gone, and
+    the second batch is written again on a new one (not failed with a 503)."""
+    with database_url("postgresql", tmp_path) as url:
+        upgrade(url)
+        dispatcher = CheckingDispatcher(url)
+        submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
+
+        async def scenario() -> list[Any]:
+            first = await submitter.submit(_spec(seed=1), None)
+            for _ in range(500):  # its dispatch (which reads it back) done first
+                if dispatcher.dispatched:
+                    break
+                await asyncio.sleep(0.01)
+            end_other_sessions(url)
+            second = await submitter.submit(_spec(seed=2), None)
+            await submitter.aclose()
+            return [first, second]
+
+        rows = asyncio.run(scenario())
+        assert [row.seed for row in rows] == [1, 2] and _stored(url) == 2
+        assert sorted(dispatcher.dispatched) == sorted(row.id for row in rows)
+        dispatcher.engine.dispose()
 
 
 def test_a_failing_dispatch_is_logged_and_its_job_stays_stored(

@@ -92,3 +92,18 @@ def set_timezone(url: str, zone: str) -> None:
         name = connection.execute(text("SELECT current_database()")).scalar_one()
         connection.execute(text(f"ALTER DATABASE \"{name}\" SET timezone TO '{zone}'"))
     engine.dispose()
+
+
+def end_other_sessions(url: str) -> None:
+    """End every other session on the PostgreSQL database at ``url``, as a restart of the
+    server would: held connections find theirs dropped at their next statement."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        ended = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert ended >= 1, "no other session to end"
