@@ -14,7 +14,9 @@ On SQLite the API's own inserts then take the file's one write slot one batch at
 instead of one request at a time (the embedded workers' writes still come in between).
 
 A batch whose write fails fails every request in it (none of it was stored); a batch whose
-connection dropped is first written once more on a new one. A dispatch that raises is
+connection dropped is first written once more on a new one. (If that finds no database,
+the first try may have committed: the requests then fail although their jobs are stored,
+the uncertainty of any commit whose answer was lost.) A dispatch that raises is
 logged; its job is stored and stays queued (the embedded dispatcher resumes queued jobs at
 start, Celery's reaper re-publishes them). A request cancelled before its batch was written
 (client gone) stores nothing.

@@ -42,12 +42,17 @@ _job_row = result_tuple(_JOB_COLUMNS)
 # PostgreSQL: a batch of new jobs as one statement, whatever its size. The rows travel as one
 # JSON array (one text parameter: json.dumps in C, where psycopg would quote every element
 # of per-column arrays in Python), which json_populate_recordset turns into rows of the
-# table's own type. One statement commits by itself, so the caller may run it in autocommit:
-# one round trip. ON CONFLICT: the same batch sent again (a retry after a dropped
-# connection that had committed it) stores nothing twice; ids are random 128-bit values.
+# table's own type. ``spec`` travels as its own JSON text, a string in that array, cast back
+# to ``json`` as a parameter of that type would be: the json type checks its syntax only,
+# where decoding its strings would refuse some that it stores (a lone surrogate escape, as
+# in a file name that is not UTF-8). One statement commits by itself, so the caller may run
+# it in autocommit: one round trip. ON CONFLICT: the same batch sent again (a retry after a
+# dropped connection that had committed it) stores nothing twice; ids are random 128-bit.
+_SPEC_FROM_TEXT = "(spec #>> '{}')::json"
 _INSERT_JOBS_FROM_JSON = text(
-    f"INSERT INTO {JOBS.name} ({', '.join(_JOB_COLUMNS)}) "
-    f"SELECT {', '.join(_JOB_COLUMNS)} FROM json_populate_recordset(NULL::{JOBS.name}, :rows) "
+    f"INSERT INTO {JOBS.name} ({', '.join(_JOB_COLUMNS)}) SELECT "
+    + ", ".join(_SPEC_FROM_TEXT if name == "spec" else name for name in _JOB_COLUMNS)
+    + f" FROM json_populate_recordset(NULL::{JOBS.name}, :rows) "
     "ON CONFLICT (id) DO NOTHING"
 )
 _READ_JOB = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
@@ -106,7 +111,8 @@ class NewJobs:
             self._values = [_new_job_values(spec, note, now) for spec, note in self._submissions]
         values = self._values
         if _dialect(connection) == "postgresql":
-            rows = json.dumps(values, default=_json_timestamp)
+            documents = [{**row, "spec": json.dumps(row["spec"])} for row in values]
+            rows = json.dumps(documents, default=_json_timestamp)
             connection.execute(_INSERT_JOBS_FROM_JSON, {"rows": rows})
         else:
             connection.execute(_INSERT_JOBS, values)

@@ -1,17 +1,20 @@
-"""Engines and job queries: concurrent SQLite writers queue instead of failing, read rows."""
+"""Engines and job queries: concurrent SQLite writers queue instead of failing, read rows;
+the submitter's held connection writes a batch once, even across a dropped connection."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import Connection, Text, event, func, select
 
-from core.errors import NotFound
+from core.errors import NotFound, StorageError
 from store import jobs as q
 from store.db import (
+    HeldConnectionWriter,
     make_engine,
     make_session_factory,
     one_statement_writing,
@@ -22,7 +25,7 @@ from store.db import (
 )
 from store.tables import JobStatus
 
-from .backends import database_url, migrated_database, set_timezone
+from .backends import database_url, end_other_sessions, migrated_database, set_timezone
 
 SPEC: dict[str, Any] = {
     "supernet": "fmnist-ofa-cnn",
@@ -83,6 +86,23 @@ def test_created_rows_are_the_rows_read_back(backend: str, tmp_path: Path) -> No
         }
         assert [row.seed for row in created] == [1, 2, 3]
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_spec_is_stored_as_its_json_text(backend: str, tmp_path: Path) -> None:
+    """Any JSON data the API accepts: a lone surrogate (a file name that is not UTF-8, as
+    Python decodes it), other scripts, quotes, backslashes, a line separator."""
+    strings = "val\udcff.npz", '数据 \u2028 "q" \\ x', ""
+    spec = dict(SPEC, validation_data=strings[0], notes={"a": list(strings), "n": [1.5, -0.0]})
+    with migrated_database(backend, tmp_path) as (_url, engine, factory):
+        writer = HeldConnectionWriter(factory)
+        (created,) = writer.write(q.NewJobs([(spec, None)]).insert)
+        writer.close()
+        with engine.connect() as connection:
+            read = q.read_job(connection, created.id)
+            stored = connection.execute(select(func.cast(q.JOBS.c.spec, Text))).scalar_one()
+        assert _typed(read) == _typed(created) and read.spec == spec
+        assert stored == json.dumps(spec)  # as SQLAlchemy's JSON type would send it
 
 
 def test_sqlite_writers_from_many_threads_all_commit(tmp_path: Path) -> None:
@@ -250,3 +270,79 @@ def test_prior_evaluations_on_other_devices_and_before_a_time(backend: str, tmp_
         assert subnets(other_devices=True) == {"a", "d"}
         assert subnets(other_devices=True, before=later.created_at) == {"a"}
         assert subnets(other_devices=True, before=on_cpu.created_at) == set()
+
+
+# HeldConnectionWriter (the API submitter's writes) and the batch write it runs,
+# NewJobs.insert: one connection kept on PostgreSQL, a write run once more after the
+# connection dropped, stored once whatever happened to the first try.
+
+
+def _batch(*seeds: int) -> q.NewJobs:
+    return q.NewJobs([(dict(SPEC, seed=seed), None) for seed in seeds])
+
+
+def _stored(connection: Connection) -> list[int]:
+    return sorted(connection.execute(select(q.JOBS.c.seed)).scalars())
+
+
+class CountedInsert:
+    """A batch's write, counting its tries."""
+
+    def __init__(self, batch: q.NewJobs) -> None:
+        self.batch = batch
+        self.tries = 0
+
+    def __call__(self, connection: Connection) -> list[q.JobRow]:
+        self.tries += 1
+        return self.batch.insert(connection)
+
+
+def test_writes_share_one_connection_and_a_dropped_one_is_written_again(tmp_path: Path) -> None:
+    with migrated_database("postgresql", tmp_path) as (url, engine, factory):
+        checkouts: list[object] = []
+        event.listen(engine.pool, "checkout", lambda *args: checkouts.append(args[0]))
+        writer = HeldConnectionWriter(factory)
+        first = [writer.write(_batch(seed).insert) for seed in (1, 2, 3)]
+        assert [rows[0].seed for rows in first] == [1, 2, 3]
+        assert len(checkouts) == 1  # held: no checkout (and no pre-ping) per write
+
+        end_other_sessions(url)
+        again = CountedInsert(_batch(4, 5))
+        rows = writer.write(again)
+        assert again.tries == 2 and [row.seed for row in rows] == [4, 5]
+        assert len(checkouts) == 2
+        writer.close()
+        with engine.connect() as connection:
+            assert _stored(connection) == [1, 2, 3, 4, 5]
+
+
+def test_a_batch_written_again_after_it_was_committed_is_stored_once(tmp_path: Path) -> None:
+    """The case a retry cannot tell apart: the first try committed, then the connection
+    dropped before the answer came back."""
+    with migrated_database("postgresql", tmp_path) as (_url, engine, _factory):
+        batch = _batch(1, 2)
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        with autocommit.connect() as connection:
+            first = batch.insert(connection)
+        with autocommit.connect() as connection:
+            second = batch.insert(connection)
+            assert _stored(connection) == [1, 2]
+        with engine.connect() as connection:
+            read = [q.read_job(connection, row.id) for row in first]
+        assert read == second  # the retry answers the rows the first try stored
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_failing_write_is_not_tried_again_and_the_next_one_goes(
+    backend: str, tmp_path: Path
+) -> None:
+    with migrated_database(backend, tmp_path) as (_url, engine, factory):
+        writer = HeldConnectionWriter(factory)
+        broken = CountedInsert(q.NewJobs([(dict(SPEC, supernet=None), None)]))  # NOT NULL
+        with pytest.raises(StorageError, match="supernet"):
+            writer.write(broken)
+        assert broken.tries == 1
+        assert [row.seed for row in writer.write(_batch(6).insert)] == [6]
+        writer.close()
+        with engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(q.JOBS)).scalar() == 1

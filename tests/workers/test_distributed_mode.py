@@ -115,7 +115,13 @@ def test_service_restart_mid_job(stack: dict[str, Any], service: str) -> None:
         wait_for(client, job_id, until={"running"}, min_evaluations=1, timeout_s=120)
         restart(service)
         job = _wait_through_outage(client, job_id)
+        # The API goes on taking jobs: the restart dropped its submitter's connection
+        # (PostgreSQL) or its broker connection (Redis).
+        after = client.post("/v1/jobs", json=job_spec(budget={"evaluations": 2}, warm_start=False))
+        assert after.status_code == 202, after.text
+        later = wait_for(client, after.json()["id"], timeout_s=120)
     _assert_complete(client, job, budget)
+    _assert_complete(client, later, 2)
 
 
 def _wait_through_outage(client: TestClient, job_id: str, timeout_s: float = 240) -> dict:
