@@ -36,7 +36,7 @@ from core.errors import InvalidInput
 from core.settings import comma_list, get_settings
 
 from .base import ImageFormat
-from .user_images import FIELD, ImageFolder, read_images, scan_images
+from .user_images import FIELD, ImageFolder, lookup_errors, read_images, scan_images
 
 INPUT_KEYS = ("inputs", "images", "x")
 LABEL_KEYS = ("labels", "y")
@@ -71,9 +71,14 @@ def confine(path: str | Path, roots: Sequence[Path]) -> Path:
     given = Path(path)
     candidates = [given] if given.is_absolute() else [Path(root) / given for root in roots]
     for candidate in candidates:
-        resolved = candidate.resolve()
-        inside = any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
-        if inside and resolved.exists():
+        with lookup_errors(str(path)):
+            resolved = candidate.resolve()
+            inside = any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
+            found = inside and resolved.exists()
+            regular = found and (resolved.is_file() or resolved.is_dir())
+        if found and not regular:  # a FIFO, a socket, a device: a reader could block forever
+            raise InvalidInput(f"{str(path)!r} is not a regular file or a directory", field=FIELD)
+        if found:
             return resolved
     raise InvalidInput(
         f"{str(path)!r} is not an existing file or directory inside the configured data roots "

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,21 @@ class ImageFolder:
     calib: tuple[ImageFile, ...]
 
 
+@contextmanager
+def lookup_errors(given: str) -> Iterator[None]:
+    """Path look-ups (resolve, stat) inside: a name the system refuses (too long) or a loop
+    of symbolic links is the request's error, named by what the user gave (not by where it
+    was looked up)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop
+        reason = (
+            exc.strerror if isinstance(exc, OSError) and exc.strerror else "a symbolic link loop"
+        )
+        shown = given if len(given) <= 200 else given[:200] + "..."
+        raise InvalidInput(f"{shown!r} cannot be looked up: {reason}", field=FIELD) from None
+
+
 class _Scan:
     """Walks a data directory, checking confinement and the count and size limits."""
 
@@ -85,7 +101,8 @@ class _Scan:
         return f"{self.root.name}/{path.relative_to(self.root).as_posix()}"
 
     def resolved(self, path: Path) -> Path:
-        real = path.resolve()
+        with lookup_errors(self.name(path)):
+            real = path.resolve()
         if not any(real.is_relative_to(root) for root in self.roots):
             raise InvalidInput(
                 f"{self.name(path)} resolves outside the configured data roots (HWNAS_DATA_ROOTS)",

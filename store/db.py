@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
-from core.errors import HwnasError, ServiceUnavailable, StorageError
+from core.errors import HwnasError, InvalidInput, ServiceUnavailable, StorageError
 
 log = logging.getLogger(__name__)
 ALEMBIC_DIR = Path(__file__).resolve().parents[1] / "alembic"
@@ -224,8 +224,19 @@ def _core(factory: sessionmaker[Session], *, begin: bool) -> Iterator[Connection
         raise _storage_error(exc) from exc
 
 
-def _storage_error(exc: Exception) -> StorageError:
-    return StorageError(f"database error: {exc.__class__.__name__}: {exc}")
+def _storage_error(exc: Exception) -> HwnasError:
+    """What a request is told of a database error: its class and the driver's first line.
+    (SQLAlchemy's text adds the statement and its parameters: for the log, which keeps the
+    chained exception, not for a client.) A NUL byte in a text value, which PostgreSQL
+    cannot store and psycopg refuses before sending, is the request's error: ids come from
+    URLs, and ``%00`` is a valid escape there."""
+    cause = getattr(exc, "orig", None) or exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    if "NUL (0x00)" in first:
+        return InvalidInput("text values cannot contain NUL (0x00) characters")
+    return StorageError(
+        f"database error: {exc.__class__.__name__}: {first or type(cause).__name__}"
+    )
 
 
 class LoopReads(ABC):

@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy import Enum as SAEnum
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
 
 def utcnow() -> datetime:
@@ -86,6 +86,16 @@ class Job(Base):
     # Seconds spent inside evaluation calls vs the whole run: the search's own overhead.
     eval_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     run_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+    @validates("message", "error")
+    def _storable(self, _key: str, text: str | None) -> str | None:
+        """Notes and errors quote user input (file names, exception text). A NUL or a lone
+        surrogate (Python's reading of a file name that is not UTF-8) cannot be stored as
+        PostgreSQL text: they are kept as escapes, so the write that ends a job with such
+        an error does not fail in turn (which left the job running until it was reaped)."""
+        if text is None or (text.isascii() and "\x00" not in text):
+            return text
+        return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 class Evaluation(Base):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -49,6 +50,25 @@ def test_paths_outside_the_roots_are_refused(root: Path, tmp_path: Path) -> None
         assert caught.value.field == "validation_data"
         if not Path(path).is_absolute():  # the server's layout is not disclosed
             assert str(root) not in str(caught.value)
+
+
+def test_paths_that_cannot_be_looked_up_or_read_are_refused(root: Path) -> None:
+    """Before, a name too long for the system and a loop of links were 500s, and a FIFO
+    blocked the check (on the API's event loop) until something wrote to it."""
+    (root / "loop_a").symlink_to(root / "loop_b")
+    (root / "loop_b").symlink_to(root / "loop_a")
+    os.mkfifo(root / "fifo.npz")
+    refused = {
+        "a" * 300: "cannot be looked up: File name too long",
+        "a/" * 3000: "cannot be looked up: File name too long",
+        "loop_a": "cannot be looked up: a symbolic link loop",
+        "loop_a/val.npz": "cannot be looked up: a symbolic link loop",
+        "fifo.npz": "is not a regular file or a directory",
+    }
+    for path, reason in refused.items():
+        with pytest.raises(InvalidInput, match=reason) as caught:
+            load_user_data(path)
+        assert caught.value.field == "validation_data" and str(root) not in str(caught.value)
 
 
 def test_no_configured_roots_means_no_user_paths(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Text, event, func, select
 
-from core.errors import NotFound, StorageError
+from core.errors import InvalidInput, NotFound, StorageError
 from store import jobs as q
 from store.db import (
     HeldConnectionWriter,
@@ -103,6 +103,36 @@ def test_a_spec_is_stored_as_its_json_text(backend: str, tmp_path: Path) -> None
             stored = connection.execute(select(func.cast(q.JOBS.c.spec, Text))).scalar_one()
         assert _typed(read) == _typed(created) and read.spec == spec
         assert stored == json.dumps(spec)  # as SQLAlchemy's JSON type would send it
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_error_quoting_any_text_ends_the_job(backend: str, tmp_path: Path) -> None:
+    """A failure naming a file that is not UTF-8 (a lone surrogate, as Python reads it) or
+    holding a NUL: PostgreSQL text takes neither, and the job stayed running until reaped."""
+    with migrated_database(backend, tmp_path) as (_url, _engine, factory):
+        with transaction(factory) as session:
+            job_id = q.create_job(session, SPEC).id
+        with transaction(factory) as session:
+            q.finish_job(session, job_id, JobStatus.failed, message="failed: bad\udcff.npz",
+                         error="x\x00y 数据")  # fmt: skip
+        with reading(factory) as connection:
+            row = q.read_job(connection, job_id)
+        assert row.status is JobStatus.failed
+        assert (row.message, row.error) == ("failed: bad\\udcff.npz", "x\\x00y 数据")
+
+
+def test_database_errors_tell_the_client_no_sql_and_a_nul_is_the_requests_error(
+    tmp_path: Path,
+) -> None:
+    """``/v1/jobs/%00``: psycopg refuses a NUL in a text parameter; that was a 503 whose
+    message carried the statement (as every database error's did)."""
+    with migrated_database("postgresql", tmp_path) as (_url, _engine, factory):
+        with pytest.raises(InvalidInput, match="NUL"), reading(factory) as connection:
+            q.read_job(connection, "a\x00b")
+        with pytest.raises(StorageError) as caught, transaction(factory) as session:
+            q.create_job(session, dict(SPEC, supernet=None))
+        assert "supernet" in str(caught.value) and "[SQL" not in str(caught.value)
+        assert "\n" not in str(caught.value)
 
 
 def test_sqlite_writers_from_many_threads_all_commit(tmp_path: Path) -> None:
