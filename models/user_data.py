@@ -198,13 +198,21 @@ def _check_size(path: Path, limit: int) -> None:
         )
 
 
+def _reason(exc: BaseException) -> str:
+    """An error's first line; for a system error only its reason (its text names the path,
+    inside the data roots, which a job's error would show)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def _read_npz(path: Path) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise InvalidInput(
-            f"{path.name}: not a readable .npz without pickles ({exc})", field=FIELD
+            f"{path.name}: not a readable .npz without pickles ({_reason(exc)})", field=FIELD
         ) from None
 
 
@@ -213,7 +221,7 @@ def _read_torch(path: Path) -> dict[str, Any]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for bad files
         raise InvalidInput(
-            f"{path.name}: refused by torch.load(weights_only=True): {str(exc).splitlines()[0]}",
+            f"{path.name}: refused by torch.load(weights_only=True): {_reason(exc)}",
             field=FIELD,
         ) from None
     if not isinstance(loaded, Mapping):

@@ -120,11 +120,13 @@ class _Scan:
             if real in seen:
                 continue
             seen.add(real)
+            with lookup_errors(self.name(current)):  # e.g. a directory it may not read
+                listed = [(e, e.is_dir()) for e in sorted(current.iterdir())]
             subdirs = []
-            for entry in sorted(current.iterdir()):
+            for entry, is_dir in listed:
                 if entry.name.startswith("."):
                     continue
-                if entry.is_dir():
+                if is_dir:
                     subdirs.append(entry)
                 elif entry.suffix.lower() in EXTENSIONS:
                     yield self.count_in(entry)
@@ -176,11 +178,12 @@ def scan_images(
 
 def _class_names(scan: _Scan) -> tuple[str, ...]:
     root = scan.root
-    present = sorted(
-        entry.name
-        for entry in root.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".") and entry.name != CALIB_DIR
-    )
+    with lookup_errors(root.name):
+        present = sorted(
+            entry.name
+            for entry in root.iterdir()
+            if entry.is_dir() and not entry.name.startswith(".") and entry.name != CALIB_DIR
+        )
     if not present:
         raise InvalidInput(
             f"{root.name}: no class sub-directories; expected <dir>/<class name>/<images>",
@@ -200,7 +203,7 @@ def _class_names(scan: _Scan) -> tuple[str, ...]:
 
 
 def _read_classes_file(scan: _Scan, path: Path) -> list[str]:
-    with scan.resolved(path).open("rb") as handle:
+    with lookup_errors(scan.name(path)), scan.resolved(path).open("rb") as handle:
         raw = handle.read(_MAX_CLASSES_FILE + 1)
     try:
         if len(raw) > _MAX_CLASSES_FILE:
@@ -220,7 +223,7 @@ def read_images(
     out = torch.empty((len(images), *((3,) if rgb else ()), size, size), dtype=torch.uint8)
     left = max_bytes
     for i, image in enumerate(images):
-        with image.path.open("rb") as handle:
+        with lookup_errors(image.name), image.path.open("rb") as handle:
             data = handle.read(left + 1)
         left -= len(data)
         if left < 0:

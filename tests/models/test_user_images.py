@@ -97,6 +97,35 @@ def test_a_file_that_does_not_decode_is_refused_by_name(root: Path) -> None:
         load_user_data("set", image_format=GREY8)
 
 
+def test_a_directory_or_file_it_may_not_read_is_refused_by_name(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Permission denied (these tests run as root, whom modes do not stop, so the system's
+    refusal is raised here as the system would): a 422 naming the user's path, not a 500
+    whose text holds the data roots."""
+    image_tree(root / "set", {"a": 1, "b": 1})
+    listing, opening = Path.iterdir, Path.open
+
+    def refuse(denied: Path, real):  # type: ignore[no-untyped-def]
+        def call(self: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if self == denied:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self, *args, **kwargs)
+
+        return call
+
+    for denied, method, real, shown in (
+        (root / "set", "iterdir", listing, "'set'"),
+        (root / "set" / "b", "iterdir", listing, "set/b"),
+        (root / "set" / "a" / "0.png", "open", opening, "set/a/0.png"),
+    ):
+        monkeypatch.setattr(Path, method, refuse(denied.resolve(), real))
+        with pytest.raises(InvalidInput, match="cannot be looked up: Permission denied") as caught:
+            load_user_data("set", image_format=GREY8)
+        assert shown in str(caught.value) and str(root) not in str(caught.value)
+        monkeypatch.setattr(Path, method, real)
+
+
 def test_images_over_the_pixel_limit_are_refused_before_decoding(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
