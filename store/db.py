@@ -230,13 +230,18 @@ def _storage_error(exc: Exception) -> HwnasError:
     chained exception, not for a client.) A NUL byte in a text value, which PostgreSQL
     cannot store and psycopg refuses before sending, is the request's error: ids come from
     URLs, and ``%00`` is a valid escape there."""
-    cause = getattr(exc, "orig", None) or exc
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-    if "NUL (0x00)" in first:
+    reason = _first_line(exc)
+    if "NUL (0x00)" in reason:
         return InvalidInput("text values cannot contain NUL (0x00) characters")
-    return StorageError(
-        f"database error: {exc.__class__.__name__}: {first or type(cause).__name__}"
-    )
+    return StorageError(f"database error: {exc.__class__.__name__}: {reason}")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of the driver's message (SQLAlchemy's ``orig``), else of ``exc``'s;
+    the class name of an error without text."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
 
 
 class LoopReads(ABC):
@@ -600,9 +605,7 @@ def _database_problem(action: str, url: str | URL, exc: BaseException) -> Servic
         where = make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         where = "of HWNAS_DATABASE_URL (not a database URL)"
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    reason = lines[0] if lines else type(exc).__name__
-    return ServiceUnavailable(f"{action} the database {where}: {reason}")
+    return ServiceUnavailable(f"{action} the database {where}: {_first_line(exc)}")
 
 
 def check_migrated(engine: Engine) -> None:

@@ -125,18 +125,21 @@ def _json_timestamp(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
+def _bind(connection: Session | Connection) -> Connection:
+    return connection if isinstance(connection, Connection) else connection.connection()
+
+
 def _dialect(connection: Session | Connection) -> str:
-    bind = connection if isinstance(connection, Connection) else connection.connection()
-    return bind.dialect.name
+    return _bind(connection).dialect.name
 
 
 def _now_as_read(connection: Session | Connection) -> datetime:
     """Now, as a read of a timestamp column gives it back: SQLite keeps no time zone (its
     rows read back naive, in UTC); psycopg answers in the session's ``TimeZone``."""
     now = utcnow()
-    if _dialect(connection) == "sqlite":
+    bind = _bind(connection)
+    if bind.dialect.name == "sqlite":
         return now.replace(tzinfo=None)
-    bind = connection if isinstance(connection, Connection) else connection.connection()
     return now.astimezone(bind.connection.driver_connection.info.timezone)  # type: ignore[union-attr]
 
 
@@ -469,8 +472,7 @@ def record_evaluation(
         "b_details": details,
         "b_feasible": feasible,
     }
-    bind = connection if isinstance(connection, Connection) else connection.get_bind()
-    if bind.dialect.name == "postgresql":
+    if _dialect(connection) == "postgresql":
         cancel_requested = connection.execute(_RECORD_EVALUATION_PG, params).scalar()
         if cancel_requested is None:
             return _already_recorded(connection, job_id, worker_id, done)
