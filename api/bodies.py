@@ -12,6 +12,12 @@ body that is not UTF-8 or nests too deep is 422 ``json_invalid`` where FastAPI a
 A route that uses it declares ``openapi_extra=json_body_doc(Model)``, and
 ``document_json_bodies`` puts those models among the OpenAPI components, as a declared body
 parameter would.
+
+A validator that reads files (a job's ``validation_data``: a directory of images is walked)
+must not run on the event loop, where every other request would wait for the disk. Such a
+validator asks ``files_checked_later(info)`` first: on the loop it answers True and the
+validator skips its check; ``json_body`` then validates the whole body again on a worker
+thread, where it answers False. Bodies that name no file (nearly all) never leave the loop.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, ValidationInfo
+from starlette.concurrency import run_in_threadpool
 
 from core.errors import PayloadTooLarge
 
@@ -55,11 +62,40 @@ async def json_body(request: Request, model: type[Model]) -> Model:
                 }
             ]
         )
+    on_loop = {_FILES_LATER: True}
     try:
-        return model.model_validate_json(raw)
+        body = _validate(raw, model, on_loop)
+    except RequestValidationError:
+        if not on_loop.get(_SKIPPED):
+            raise
+    else:
+        if not on_loop.get(_SKIPPED):
+            return body
+    # A file check was skipped: its answer (and the full list of errors) from a thread.
+    return await run_in_threadpool(_validate, raw, model, {})
+
+
+#: ``json_body``'s validation context keys (see ``files_checked_later``).
+_FILES_LATER, _SKIPPED = "hwnas_files_later", "hwnas_file_check_skipped"
+
+
+def files_checked_later(info: ValidationInfo) -> bool:
+    """For a validator that reads files: True when it runs on the event loop from
+    ``json_body``, which then validates the body again on a worker thread (where this is
+    False); the validator then returns its value unchecked. False outside ``json_body``."""
+    context = info.context
+    if isinstance(context, dict) and context.get(_FILES_LATER):
+        context[_SKIPPED] = True
+        return True
+    return False
+
+
+def _validate(raw: bytes, model: type[Model], context: dict[str, Any]) -> Model:
+    try:
+        return model.model_validate_json(raw, context=context)
     except ValidationError as exc:
         if any(error["type"] == "json_invalid" for error in exc.errors()):
-            return _validate_other_encoding(raw, model, exc)
+            return _validate_other_encoding(raw, model, exc, context)
         raise _invalid(exc.errors(include_url=False)) from None
 
 
@@ -83,7 +119,9 @@ def _too_large() -> PayloadTooLarge:
     return PayloadTooLarge(f"the request body is over {MAX_BODY_BYTES // 1024} KiB")
 
 
-def _validate_other_encoding(raw: bytes, model: type[Model], error: ValidationError) -> Model:
+def _validate_other_encoding(
+    raw: bytes, model: type[Model], error: ValidationError, context: dict[str, Any]
+) -> Model:
     """pydantic parses bare UTF-8 only; the standard library also reads a body that starts
     with a UTF-8 byte order mark (some Windows clients send one) or is UTF-16/32, as
     FastAPI's path did. Only for bodies pydantic could not parse, so it costs nothing
@@ -93,7 +131,7 @@ def _validate_other_encoding(raw: bytes, model: type[Model], error: ValidationEr
     except (ValueError, RecursionError):
         raise _invalid(error.errors(include_url=False)) from None
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise _invalid(exc.errors(include_url=False)) from None
 

@@ -33,7 +33,14 @@ def parse_constraints(items: list[str]) -> dict[str, dict[str, float]]:
                 field="--constraint",
             )
         name, op, _ = match.groups()
-        out.setdefault(name, {})["max" if op == "<=" else "min"] = bound
+        side = "max" if op == "<=" else "min"
+        if side in out.setdefault(name, {}):  # the last one would have won, silently
+            raise InvalidInput(
+                f"bad constraint {item!r}: {name}{op} is given twice "
+                f"({out[name][side]:g} and {bound:g}); give each bound once",
+                field="--constraint",
+            )
+        out[name][side] = bound
     return out
 
 

@@ -12,6 +12,10 @@ import httpx
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 
+#: How the service begins a job's message that says why the job is not progressing.
+WAITING = "waiting:"
+
+
 class ClientError(RuntimeError):
     """The service answered with an error; the message is the service's own."""
 
@@ -77,7 +81,9 @@ class HwnasClient:
         last = last_note = ""
         while True:
             job = self.job(job_id)
-            note = job["message"] if job["status"] == "queued" and job.get("message") else ""
+            message = job.get("message") or ""
+            waits = job["status"] == "queued" or message.startswith(WAITING)
+            note = message if waits else ""  # a running job waits when its worker died
             if note and note != last_note:  # why it waits: once, on a line of its own
                 out.write(("\n" if last else "") + note + "\n")
                 last, last_note = "", note

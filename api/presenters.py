@@ -16,8 +16,9 @@ from api.schemas import (
     Progress,
     Timing,
 )
-from store.jobs import JobRow
-from store.tables import Evaluation, Job, JobKind, LatencyPredictorRecord
+from store.jobs import JobRow, worker_lost_at
+from store.tables import Evaluation, Job, JobKind, LatencyPredictorRecord, utcnow
+from workers.dispatch import Dispatcher
 
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:
@@ -52,8 +53,9 @@ _BASE_URLS: dict[tuple[object, ...], str] = {}
 _BASE_URLS_MAX = 256
 
 
-def job_public(job: Job | JobRow, base: str) -> JobPublic:
-    """The job's public form; ``base`` is ``api_base(request)``."""
+def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPublic:
+    """The job's public form; ``base`` is ``api_base(request)``; ``note`` (``stall_note``)
+    comes first in its message."""
     spec = job.spec
     calibration = None
     if job.kind == JobKind.calibration:
@@ -84,7 +86,7 @@ def job_public(job: Job | JobRow, base: str) -> JobPublic:
             hypervolume=job.hypervolume,
         ),
         calibration=calibration,
-        message=job.message,
+        message=with_note(note, job.message),
         error=job.error,
         attempts=job.attempts,
         timing=Timing(
@@ -94,6 +96,26 @@ def job_public(job: Job | JobRow, base: str) -> JobPublic:
         started_at=job.started_at,
         finished_at=job.finished_at,
     )
+
+
+def stall_note(job: Job | JobRow, stale_after_s: float, dispatcher: Dispatcher) -> str | None:
+    """For a running job whose worker stopped heartbeating: since when, and what happens
+    next (a queued job's message says why it waits; a running one would otherwise say
+    nothing until a reaper of its device re-queues it). None for every other job."""
+    beat = worker_lost_at(job, utcnow(), stale_after_s)
+    if beat is None:
+        return None
+    next_step = dispatcher.waiting_reason(job.device) or (
+        f"a worker of device {job.device!r} picks it up again"
+    )
+    return (
+        f"waiting: its worker stopped heartbeating at {beat:%Y-%m-%d %H:%M:%S} UTC; "
+        f"{next_step}; it resumes where it stopped"
+    )
+
+
+def with_note(note: str | None, message: str | None) -> str | None:
+    return "; ".join(part for part in (note, message) if part) or None
 
 
 def predictors_path(job: Job | JobRow) -> str:

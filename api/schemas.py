@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from api.bodies import files_checked_later
 from core.errors import UnknownName
 from core.settings import get_settings
 from hardware_profiles.configured import check_measures, device_profiles
@@ -150,6 +151,8 @@ class JobCreate(BaseModel):
         if value is None:
             _check_quality_measurable(info.data)
             return value
+        if files_checked_later(info):  # not on the event loop: see api.bodies
+            return value
         path = check_path(value)  # confined to the data roots, known type, under the size limit
         supernet = info.data.get("supernet")
         if supernet is not None and not takes_validation_data(supernet):
@@ -200,7 +203,10 @@ class Progress(BaseModel):
     fraction: float
     front_size: int
     hypervolume: float | None = Field(
-        None, description="of the current front, normalised to the evaluations' bounding box"
+        None,
+        description="of the current front, normalised to the bounding box of the job's "
+        "evaluations so far (infeasible ones included): a progress signal that can fall when "
+        "a new evaluation widens the box; not comparable across jobs",
     )
 
 

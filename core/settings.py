@@ -6,7 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError, field_validator
+from pydantic import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import InvalidInput
@@ -32,8 +39,8 @@ class Settings(BaseSettings):
     # image directory, the images' total size) and the most images an image directory may
     # hold (decoded images stay in memory: 192 KiB each at the OFA supernets' 256 x 256 RGB).
     data_roots: str = ""
-    max_data_file_mb: float = 256.0
-    max_data_images: int = 10_000
+    max_data_file_mb: PositiveFloat = 256.0
+    max_data_images: PositiveInt = 10_000
     # User supernet plugins besides the `hwnas.supernets` entry points: "pkg.module:Class,...".
     supernet_plugins: str = ""
     # Weights users bring for supernets that take them: "name=/path/to/file,...", loaded with
@@ -44,23 +51,23 @@ class Settings(BaseSettings):
     # send "Authorization: Bearer <one of them>"; empty = no authentication (the embedded
     # default, on 127.0.0.1). The CLI and client send HWNAS_API_KEY.
     api_keys: str = ""
-    embedded_workers: int = 1
-    max_budget: int = 10_000
-    heartbeat_s: float = 5.0
-    stale_after_s: float = 60.0
-    max_attempts: int = 3
+    embedded_workers: PositiveInt = 1
+    max_budget: PositiveInt = 10_000
+    heartbeat_s: PositiveFloat = 5.0
+    stale_after_s: NonNegativeFloat = 60.0  # 0: every running job counts as orphaned
+    max_attempts: PositiveInt = 3
     # How long a running job waits out an unreachable database before giving up its attempt.
-    db_retry_s: float = 60.0
+    db_retry_s: NonNegativeFloat = 60.0
     # Warm start: at most this many earlier measurements of the same supernet on the same
     # device are reused by a new job (0 turns warm starts off for every job).
-    warm_start_max: int = 2000
+    warm_start_max: NonNegativeInt = 2000
     # Threads the API runs request handlers on (each holds one DB connection while it runs).
     # A few more than the cores is enough: handlers wait on the database, not on Python.
-    api_threads: int = 16
+    api_threads: PositiveInt = 16
     # uvicorn processes for `hwnas serve` (distributed mode only: the embedded worker and
     # its SQLite file belong to one process). uvicorn's per-request access log is on by
     # default; HWNAS_ACCESS_LOG=false turns it off.
-    api_processes: int = 1
+    api_processes: PositiveInt = 1
     access_log: bool = True
     # uvicorn's event loop for `hwnas serve`: "asyncio", "uvloop", or "auto" (the default:
     # asyncio for one process, uvloop for more). One process, 100 clients keeping it busy:

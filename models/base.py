@@ -10,11 +10,13 @@ from an exported file.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -147,6 +149,24 @@ class Supernet(ABC):
         that needs its quality metrics is refused at submission."""
         return True
 
+    def quality_inputs(self) -> Sequence[Any]:
+        """What ``evaluate``'s metrics depend on besides the architecture: the weights (a
+        module or a state dict) and the validation data (arrays or tensors), as loaded.
+        ``fingerprint`` hashes them. Empty (the default) for a supernet whose metrics depend
+        on nothing else, such as a recorded table; a plugin with weights or data should
+        override it, or jobs reuse measurements made with other ones."""
+        return ()
+
+    def fingerprint(self) -> str | None:
+        """A hash of ``quality_inputs`` (None when there are none), computed once per
+        instance: jobs reuse each other's measurements only when theirs are equal, so a
+        new checkpoint or a changed data file is not mixed with what the old ones gave."""
+        if "_fingerprint" not in self.__dict__:
+            inputs = self.quality_inputs()
+            self.__dict__["_fingerprint"] = digest(inputs) if inputs else None
+        fingerprint: str | None = self.__dict__["_fingerprint"]
+        return fingerprint
+
     def describe(self) -> dict[str, Any]:
         """Public summary: name, genes and their choices, search-space size."""
         space = self.space()
@@ -154,3 +174,27 @@ class Supernet(ABC):
         for choices in space.values():
             size *= len(choices)
         return {"name": self.name, "space": space, "genes": len(space), "raw_space_size": size}
+
+
+def digest(parts: Iterable[Any]) -> str:
+    """A short hash of modules (their state dicts), state dicts, tensors and arrays, by
+    names, dtypes, shapes and bytes; None entries are skipped."""
+    hasher = hashlib.blake2b(digest_size=12)
+
+    def add(part: Any) -> None:
+        if isinstance(part, nn.Module):
+            part = part.state_dict()
+        if isinstance(part, Mapping):
+            for name in sorted(part):
+                hasher.update(str(name).encode())
+                add(part[name])
+            return
+        tensor = torch.as_tensor(np.asarray(part) if not torch.is_tensor(part) else part)
+        tensor = tensor.detach().cpu().contiguous()
+        hasher.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+    for part in parts:
+        if part is not None:
+            add(part)
+    return hasher.hexdigest()

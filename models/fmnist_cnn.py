@@ -16,6 +16,7 @@ and strides 1, 2, 2 -> 1x1 conv to 128 -> global average pool -> linear to 10 cl
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
@@ -275,6 +276,9 @@ class FmnistOFACNN(SlicedSupernet):
         )
         calib = shipped.calib_x if user.calib is None else grey_images(user.calib, "calib_inputs")
         return data.Subset(grey_images(user.inputs), user.labels.numpy(), calib)
+
+    def quality_inputs(self) -> Sequence[Any]:
+        return (self.module, self._data.val_x, self._data.val_y, self._data.calib_x)
 
     def recalibrate(self, subnet: nn.Module, arch: Arch) -> None:
         """BatchNorm statistics from the calibration set (the user's calibration images, or

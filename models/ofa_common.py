@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -352,6 +352,11 @@ class OFASupernet(SlicedSupernet):
 
     def has_validation_data(self) -> bool:
         return self.validation_data is not None
+
+    def quality_inputs(self) -> Sequence[Any]:
+        if self.validation_data is None:
+            return (self.module,)
+        return (self.module, self._data.inputs, self._data.labels, self._data.calib)
 
     def evaluate(self, arch: Arch, module: nn.Module | None = None) -> dict[str, float]:
         if self.validation_data is None:

@@ -13,11 +13,13 @@ from core.errors import InvalidInput, UnknownName
 from core.settings import comma_list, get_settings
 
 from .base import Supernet
+from .user_data import data_signature
 
 _FACTORIES: dict[str, Callable[..., Supernet]] = {}
 _INSTANCES: dict[str, Supernet] = {}
-#: Instances bound to a user's validation data, by (name, data path), least recent first.
-_DATA_INSTANCES: OrderedDict[tuple[str, str], Supernet] = OrderedDict()
+#: Instances bound to a user's validation data, by (name, data path), least recent first,
+#: with the data's signature when they were made (``models.user_data.data_signature``).
+_DATA_INSTANCES: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Supernet]] = OrderedDict()
 DATA_INSTANCES_MAX = 4
 _data_lock = threading.Lock()
 
@@ -58,30 +60,34 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
     """The shared, default-configured instance (weights loaded once per process).
 
     With ``validation_data`` (a data path, see ``models.user_data``): the instance that
-    measures accuracy on that data, one per (name, path); the ``DATA_INSTANCES_MAX`` most
-    recently used are kept. A job's runner and its export must both ask for it, so that the
-    exported file is the sub-network that was measured (BatchNorm may be recalibrated on the
-    file's calibration samples).
+    measures accuracy on that data, one per (name, path), made again when the data changed
+    on disk (its ``data_signature``); the ``DATA_INSTANCES_MAX`` most recently used are
+    kept. A job's runner and its export must both ask for it, so that the exported file is
+    the sub-network that was measured (BatchNorm may be recalibrated on the file's
+    calibration samples).
     """
     if validation_data is None:
         if name not in _INSTANCES:
             _INSTANCES[name] = create_supernet(name, **configured_weights(name))
         return _INSTANCES[name]
     key = (name, validation_data)
+    signature = data_signature(validation_data)  # outside the lock: it may walk a directory
     with _data_lock:
-        if key not in _DATA_INSTANCES:
+        held = _DATA_INSTANCES.get(key)
+        if held is None or held[0] != signature:  # never loaded, or the data changed since
             if not takes_validation_data(name):
                 raise InvalidInput(
                     f"supernet {name!r} does not measure accuracy on user data",
                     field="validation_data",
                 )
-            _DATA_INSTANCES[key] = create_supernet(
+            instance = create_supernet(
                 name, validation_data=validation_data, **configured_weights(name)
             )
+            _DATA_INSTANCES[key] = held = (signature, instance)
             while len(_DATA_INSTANCES) > DATA_INSTANCES_MAX:
                 _DATA_INSTANCES.popitem(last=False)
         _DATA_INSTANCES.move_to_end(key)
-        return _DATA_INSTANCES[key]
+        return held[1]
 
 
 #: The keyword a supernet class takes its weights file by, in order of preference.

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
@@ -306,6 +307,9 @@ class TextTransformerSupernet(Supernet):
             return load_user_data(self.validation_data, num_classes=NUM_CLASSES)
         ids, labels = synthetic_task(self.validation_size, seed=10_000)
         return UserData(torch.from_numpy(ids), torch.from_numpy(labels), None, None)
+
+    def quality_inputs(self) -> Sequence[Any]:
+        return (self.module, self._data.inputs, self._data.labels)
 
     def evaluate(self, arch: Arch, module: nn.Module | None = None) -> dict[str, float]:
         module = module if module is not None else self.extract(arch)

@@ -23,6 +23,7 @@ than that or number more than ``HWNAS_MAX_DATA_IMAGES``.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,7 +63,9 @@ def configured_roots() -> list[Path]:
 
 def confine(path: str | Path, roots: Sequence[Path]) -> Path:
     """``path`` resolved, if it exists inside one of ``roots``; relative paths are looked up
-    under each root in order. Anything else is refused without naming the roots."""
+    under each root in order (a root where the look-up fails is passed over; its error is
+    the answer if no root holds the path). Anything else is refused without naming the
+    roots."""
     if not roots:
         raise InvalidInput(
             "user data paths are disabled: no data roots are configured (HWNAS_DATA_ROOTS)",
@@ -70,21 +73,54 @@ def confine(path: str | Path, roots: Sequence[Path]) -> Path:
         )
     given = Path(path)
     candidates = [given] if given.is_absolute() else [Path(root) / given for root in roots]
+    unreadable: InvalidInput | None = None  # a root where the look-up failed: others may hold it
     for candidate in candidates:
-        with lookup_errors(str(path)):
-            resolved = candidate.resolve()
-            inside = any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
-            found = inside and resolved.exists()
-            regular = found and (resolved.is_file() or resolved.is_dir())
+        try:
+            with lookup_errors(str(path)):
+                resolved = candidate.resolve()
+                inside = any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
+                found = inside and resolved.exists()
+                regular = found and (resolved.is_file() or resolved.is_dir())
+        except InvalidInput as exc:
+            unreadable = unreadable or exc
+            continue
         if found and not regular:  # a FIFO, a socket, a device: a reader could block forever
             raise InvalidInput(f"{str(path)!r} is not a regular file or a directory", field=FIELD)
         if found:
             return resolved
+    if unreadable is not None:
+        raise unreadable
     raise InvalidInput(
         f"{str(path)!r} is not an existing file or directory inside the configured data roots "
         "(HWNAS_DATA_ROOTS)",
         field=FIELD,
     )
+
+
+def data_signature(path: str | Path, roots: Sequence[Path] | None = None) -> tuple[Any, ...]:
+    """What changes when the data ``path`` names changes: a file's size, modification time
+    and inode; for a directory, those of every file under it. Data loaded before is stale
+    when its signature differs. ``()`` where the path cannot be looked up (loading it then
+    says why)."""
+    try:
+        resolved = confine(path, configured_roots() if roots is None else roots)
+    except InvalidInput:
+        return ()
+    if not resolved.is_dir():
+        return _stat_of(resolved)
+    entries = []
+    for folder, _, files in os.walk(resolved):
+        for name in sorted(files):
+            entries.append((folder, name, *_stat_of(Path(folder) / name)))
+    return tuple(sorted(entries))
+
+
+def _stat_of(path: Path) -> tuple[Any, ...]:
+    try:
+        found = path.stat()
+    except OSError as exc:  # a broken link: what loading the folder would say
+        return (exc.errno,)
+    return found.st_size, found.st_mtime_ns, found.st_ino
 
 
 def check_path(
@@ -179,6 +215,18 @@ def _check_file(resolved: Path, limit: int) -> None:
             field=FIELD,
         )
     _check_size(resolved, limit)
+    if resolved.suffix == ".npz":
+        _check_npz_is_a_zip(resolved)
+
+
+def _check_npz_is_a_zip(path: Path) -> None:
+    """numpy reads any other file as a pickle, and refuses it with advice to load it
+    unsafely: a text file named .npz is answered for what it is."""
+    if not zipfile.is_zipfile(path):
+        raise InvalidInput(
+            f"{path.name}: not a .npz file (numpy.savez writes a zip archive of .npy arrays)",
+            field=FIELD,
+        )
 
 
 def _settings_limit() -> int:
@@ -207,12 +255,16 @@ def _reason(exc: BaseException) -> str:
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
+    _check_npz_is_a_zip(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        reason = _reason(exc)
+        if "pickle" in reason:  # numpy's own words advise loading it unsafely
+            reason = "it holds object arrays, which need pickles: save numeric arrays"
         raise InvalidInput(
-            f"{path.name}: not a readable .npz without pickles ({_reason(exc)})", field=FIELD
+            f"{path.name}: not a readable .npz without pickles ({reason})", field=FIELD
         ) from None
 
 

@@ -14,6 +14,12 @@ the interaction share of the prior variance, and the noise share. :attr:`Pairwis
 publishes the LOO error and the LOO Kendall tau of the chosen fit. Optional dense "extra"
 features (cheap per-architecture numbers such as MACs and params) join the kernel as a linear
 term with their own prior share, also picked by LOO (0 when they do not help).
+
+A warm-started job can bring a couple of thousand told results, and hints more: the grid's
+LOO selection (18 inverses of ``n x n``) looks at no more than ``SELECT_MAX`` of them, evenly
+spread, and a fit that extends the previous one's rows (the usual case: one result more)
+reuses its gene matches and extends its Cholesky factor (``O(n^2)`` instead of ``O(n^3)``).
+The fit itself always conditions on every told result.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.linalg import cho_solve, cholesky, solve_triangular
 
 __all__ = ["FeatureMap", "PairwiseRidge", "kendall_tau", "normal_scores", "standard_scores"]
 
@@ -39,6 +46,9 @@ NOISE_GRID = (0.02, 0.1, 0.3)
 # Prior-variance share of dense extra features (e.g. MACs and params from a supernet's
 # complexity, FBNetV3's "free" features), when the caller provides any. 0 keeps them out.
 EXTRA_GRID = (0.0, 0.3, 0.6)
+# Rows the hyperparameter selection looks at: its cost grows as the cube of this, 18 times
+# over (18 grid points). Past it, an evenly spaced subsample of the training rows.
+SELECT_MAX = 400
 
 
 def _probit(p: FloatArray) -> FloatArray:
@@ -144,6 +154,19 @@ class _Fit:
     loo_rmse: float  # on the transformed scale
     loo_tau: float  # LOO predictions against the measured values
     eta: float = 0.0  # share of the prior variance on the dense extra features
+    n_select: int = 0  # rows the selection looked at (all of them up to SELECT_MAX)
+
+
+@dataclass(frozen=True)
+class _Factored:
+    """What the next fit may reuse of the last one: its rows (feature ids and extra
+    features), their gene matches, and the Cholesky factor for its hyperparameters."""
+
+    active: IntArray
+    extra: FloatArray | None
+    matches: tuple[FloatArray, FloatArray]
+    key: tuple[float, float, float]  # (rho, noise, eta)
+    factor: FloatArray
 
 
 class PairwiseRidge:
@@ -162,6 +185,7 @@ class PairwiseRidge:
         self._weights = np.zeros(features.n_features)
         self._extra: FloatArray | None = None
         self._extra_weights = np.zeros(0)
+        self._last: _Factored | None = None
 
     @property
     def report(self) -> dict[str, Any]:
@@ -170,6 +194,7 @@ class PairwiseRidge:
             return {}
         return {
             "n_train": len(self._told),
+            "n_select": self._fit.n_select,
             "transform": self._fit.transform,
             "loo_rmse": self._fit.loo_rmse,
             "loo_kendall_tau": self._fit.loo_tau,
@@ -200,23 +225,27 @@ class PairwiseRidge:
         self._extra = None
         if extra is not None and np.shape(extra)[1] > 0:
             self._extra = np.asarray(extra, dtype=float).reshape(len(active), -1)
-        matches = self._matches(active)
+        kept = self._kept_rows(active)
+        matches = self._matches(active, kept)
         if select or self._fit is None:
             self._fit = self._select(matches)
-        z = TRANSFORMS[self._fit.transform][0](self._told)
-        system = self._kernel(matches, self._fit.rho, self._fit.eta)
-        dual = np.linalg.solve(system + self._fit.noise * np.eye(len(z)), z)
+        fit = self._fit
+        key = (fit.rho, fit.noise, fit.eta)
+        factor = self._factor(matches, key, kept)
+        z = TRANSFORMS[fit.transform][0](self._told)
+        dual = cho_solve((factor, True), z)
+        self._last = _Factored(active, self._extra, matches, key, factor)
         # Posterior mean weights: prior variances times X^T dual, X one-hot via active ids.
         scattered = np.bincount(
             active.ravel(),
             weights=np.repeat(dual, active.shape[1]),
             minlength=self.features.n_features,
         )
-        keep = 1.0 - self._fit.eta
-        self._weights = keep * self._prior_variances(self._fit.rho) * scattered
+        keep = 1.0 - fit.eta
+        self._weights = keep * self._prior_variances(fit.rho) * scattered
         self._extra_weights = np.zeros(0)
         if self._extra is not None:
-            self._extra_weights = self._fit.eta / self._extra.shape[1] * (self._extra.T @ dual)
+            self._extra_weights = fit.eta / self._extra.shape[1] * (self._extra.T @ dual)
 
     def predict(self, active: IntArray, extra: FloatArray | None = None) -> FloatArray:
         """Posterior means of candidates (active ids; their extra features if fitted with any)."""
@@ -240,11 +269,36 @@ class PairwiseRidge:
         assert self._fit is not None, "fit first"
         return TRANSFORMS[self._fit.transform][1](self._told, np.asarray(values, dtype=float))
 
-    def _matches(self, active: IntArray) -> tuple[FloatArray, FloatArray]:
-        """How many genes, and how many gene pairs, every two told results share."""
-        same = active[:, None, :] == active[None, :, :]
-        genes = self.features.n_genes
-        return same[:, :, :genes].sum(axis=2).astype(float), same[:, :, genes:].sum(axis=2)
+    def _kept_rows(self, active: IntArray) -> int:
+        """How many leading rows (features and extra features) this fit shares with the
+        last one: their gene matches and Cholesky factor are still valid."""
+        last = self._last
+        if last is None or (last.extra is None) != (self._extra is None):
+            return 0
+        m = min(len(active), len(last.active))
+        same = np.all(active[:m] == last.active[:m], axis=1)
+        if self._extra is not None and last.extra is not None:
+            if self._extra.shape[1] != last.extra.shape[1]:
+                return 0
+            same &= np.all(self._extra[:m] == last.extra[:m], axis=1)
+        return m if same.all() else int(np.argmin(same))
+
+    def _matches(self, active: IntArray, kept: int = 0) -> tuple[FloatArray, FloatArray]:
+        """How many genes, and how many gene pairs, every two told results share (those of
+        the first ``kept`` rows with each other are the last fit's)."""
+        n, genes = len(active), self.features.n_genes
+        counts = (np.zeros((n, n)), np.zeros((n, n)))
+        if kept and self._last is not None:
+            for new, old in zip(counts, self._last.matches, strict=True):
+                new[:kept, :kept] = old[:kept, :kept]
+        if kept == n:
+            return counts
+        for k in range(active.shape[1]):  # one column at a time: no (n, n, n_active) array
+            column = active[:, k]
+            counts[0 if k < genes else 1][kept:] += column[kept:, None] == column[None, :]
+        for count in counts:
+            count[:kept, kept:] = count[kept:, :kept].T
+        return counts
 
     def _prior_variances(self, rho: float) -> FloatArray:
         main, pair = self._shares(rho)
@@ -260,31 +314,67 @@ class PairwiseRidge:
         return (1.0 - rho) / self.features.n_genes, rho / n_pair
 
     def _kernel(
-        self, matches: tuple[FloatArray, FloatArray], rho: float, eta: float = 0.0
+        self,
+        matches: tuple[FloatArray, FloatArray],
+        rho: float,
+        eta: float = 0.0,
+        extra: FloatArray | None = None,
     ) -> FloatArray:
+        """The prior covariance of the rows ``matches`` describes (``extra``: their dense
+        features, by default the fit's)."""
+        extra = self._extra if extra is None else extra
         main, pair = self._shares(rho)
         kernel = np.asarray(main * matches[0] + pair * matches[1], dtype=float)
-        if self._extra is None or eta == 0.0:
+        if extra is None or eta == 0.0:
             return kernel
-        dense = self._extra @ self._extra.T / self._extra.shape[1]
+        dense = extra @ extra.T / extra.shape[1]
         return (1.0 - eta) * kernel + eta * dense
+
+    def _factor(
+        self, matches: tuple[FloatArray, FloatArray], key: tuple[float, float, float], kept: int
+    ) -> FloatArray:
+        """Lower Cholesky factor of kernel + noise: the last fit's, extended by the rows
+        after its ``kept`` leading ones, where it had the same hyperparameters."""
+        rho, noise, eta = key
+        system = self._kernel(matches, rho, eta)
+        system[np.diag_indices_from(system)] += noise
+        last = self._last
+        if last is None or last.key != key or not kept:
+            return np.asarray(cholesky(system, lower=True), dtype=float)
+        top = last.factor[:kept, :kept]  # the leading block's factor is the factor's corner
+        if kept == len(system):
+            return np.asarray(top, dtype=float)
+        left = solve_triangular(top, system[:kept, kept:], lower=True).T
+        rest = cholesky(system[kept:, kept:] - left @ left.T, lower=True)
+        n = len(system)
+        factor = np.zeros((n, n))
+        factor[:kept, :kept], factor[kept:, :kept], factor[kept:, kept:] = top, left, rest
+        return factor
 
     def _select(self, matches: tuple[FloatArray, FloatArray]) -> _Fit:
         """Lowest LOO error per transform; transforms then compete on LOO Kendall tau.
 
         Errors of different transforms are on different scales, hence the rank correlation
         of the LOO predictions with the measured values as the tie-breaker between them.
+        Past ``SELECT_MAX`` rows, on an evenly spaced subsample of them.
         """
-        n = len(self._told)
+        told, extra = self._told, self._extra
+        if len(told) > SELECT_MAX:
+            rows = np.unique(np.linspace(0, len(told) - 1, SELECT_MAX).round().astype(np.int64))
+            matches = (matches[0][np.ix_(rows, rows)], matches[1][np.ix_(rows, rows)])
+            told, extra = told[rows], None if extra is None else extra[rows]
+        n = len(told)
         rhos = RHO_GRID if self.features.pairs else (0.0,)
-        etas = EXTRA_GRID if self._extra is not None else (0.0,)
+        etas = EXTRA_GRID if extra is not None else (0.0,)
         inverses = {
-            (rho, noise, eta): np.linalg.inv(self._kernel(matches, rho, eta) + noise * np.eye(n))
+            (rho, noise, eta): np.linalg.inv(
+                self._kernel(matches, rho, eta, extra) + noise * np.eye(n)
+            )
             for rho, noise, eta in itertools.product(rhos, NOISE_GRID, etas)
         }
         best: _Fit | None = None
         for name, (transform, _) in TRANSFORMS.items():
-            z = transform(self._told)
+            z = transform(told)
             candidates = []
             for (rho, noise, eta), inverse in inverses.items():
                 # Exact LOO residuals of kernel ridge: (K^-1 z)_i / (K^-1)_ii.
@@ -292,8 +382,8 @@ class PairwiseRidge:
                 rmse = float(np.sqrt(np.mean(residual**2)))
                 candidates.append((rmse, rho, noise, eta, residual))
             rmse, rho, noise, eta, residual = min(candidates, key=lambda c: c[0])
-            tau = kendall_tau(z - residual, self._told)
-            fit = _Fit(name, rho, noise, rmse, tau, eta)
+            tau = kendall_tau(z - residual, told)
+            fit = _Fit(name, rho, noise, rmse, tau, eta, n)
             if best is None or fit.loo_tau > best.loo_tau:
                 best = fit
         assert best is not None

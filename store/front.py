@@ -34,8 +34,9 @@ def summarise_front(
     """Feasible non-dominated evaluations, their normalised hypervolume, and a message.
 
     The hypervolume is computed in the box the evaluations so far span (each objective
-    scaled to [0, 1], reference at the worst corner): a progress signal, comparable within a
-    job, not across jobs.
+    scaled to [0, 1], reference at the worst corner): a progress signal, not comparable
+    across jobs, and not monotone within one: an evaluation that widens the box (a new
+    extreme, feasible or not) rescales the others and can lower it.
     """
     indices, hypervolume_ = front_of_metrics(
         [e.metrics for e in evaluations], objectives, constraints

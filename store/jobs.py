@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
     Row,
     Table,
+    Text,
     bindparam,
     false,
     func,
@@ -20,10 +22,12 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import result_tuple
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound
+from search import Bound, is_feasible
 
 from .tables import Evaluation, Job, JobKind, JobStatus, utcnow
 
@@ -208,8 +212,17 @@ def list_jobs(
     return list(session.execute(query)), total
 
 
-def claim_job(session: Session, job_id: str, worker_id: str, *, stale_after_s: float) -> Job | None:
-    """Mark a job running for ``worker_id`` if nobody else holds a live lease on it.
+def claim_job(
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    *,
+    stale_after_s: float,
+    takeover_from: str | None = None,
+) -> Job | None:
+    """Mark a job running for ``worker_id`` if nobody else holds a live lease on it;
+    ``takeover_from``: a worker known to be gone (its process ended), whose lease is taken
+    however fresh its heartbeat, if that worker still holds it.
 
     The row lock makes two workers racing for the same job serialise here; the loser sees a
     fresh heartbeat and backs off. A finished job is never claimed again.
@@ -220,7 +233,7 @@ def claim_job(session: Session, job_id: str, worker_id: str, *, stale_after_s: f
         return None
     if (
         job.status == JobStatus.running
-        and job.worker_id != worker_id
+        and job.worker_id not in (worker_id, takeover_from)
         and _alive(job, now, stale_after_s)
     ):
         return None
@@ -234,13 +247,26 @@ def claim_job(session: Session, job_id: str, worker_id: str, *, stale_after_s: f
     return job
 
 
-def _alive(job: Job, now: datetime, stale_after_s: float) -> bool:
-    beat = job.heartbeat_at
-    if beat is None:
-        return False
-    if beat.tzinfo is None:  # SQLite returns naive datetimes
-        beat = beat.replace(tzinfo=now.tzinfo)
-    return now - beat < timedelta(seconds=stale_after_s)
+def _alive(job: Job | JobRow, now: datetime, stale_after_s: float) -> bool:
+    beat = last_heartbeat(job)
+    return beat is not None and now - beat < timedelta(seconds=stale_after_s)
+
+
+def last_heartbeat(job: Job | JobRow) -> datetime | None:
+    """``heartbeat_at`` as an aware UTC time (SQLite returns naive datetimes)."""
+    beat: datetime | None = job.heartbeat_at
+    if beat is not None and beat.tzinfo is None:
+        beat = beat.replace(tzinfo=UTC)
+    return beat
+
+
+def worker_lost_at(job: Job | JobRow, now: datetime, stale_after_s: float) -> datetime | None:
+    """For a running job whose worker has not heartbeated for ``stale_after_s`` (it died, or
+    cannot reach the database), the last heartbeat; None otherwise. A reaper of the job's
+    device re-queues such a job (``stale_jobs``)."""
+    if job.status != JobStatus.running or _alive(job, now, stale_after_s):
+        return None
+    return last_heartbeat(job)
 
 
 def stale_jobs(
@@ -258,6 +284,14 @@ def stale_jobs(
     )
     if devices is not None:  # an empty list: no device, no job
         query = query.where(Job.device.in_(devices))
+    return list(session.scalars(query.order_by(Job.created_at)))
+
+
+def unfinished_jobs(session: Session, devices: list[str]) -> list[Job]:
+    """Queued and running jobs of ``devices``, oldest first."""
+    query = select(Job).where(
+        Job.status.in_([JobStatus.queued, JobStatus.running]), Job.device.in_(devices)
+    )
     return list(session.scalars(query.order_by(Job.created_at)))
 
 
@@ -358,35 +392,31 @@ def _finish(
     job.error = error
 
 
-def add_reused_evaluation(
-    session: Session,
-    job: Job,
-    *,
-    subnet_id: str,
-    arch: dict[str, Any],
-    metrics: dict[str, float],
-    details: dict[str, Any],
-    feasible: bool,
-) -> Evaluation:
-    """Store an evaluation copied from an earlier job (warm start): not measured here, so it
-    counts as reused and took no evaluation time. Measured ones: ``record_evaluation``."""
-    evaluation = Evaluation(
-        job_id=job.id,
-        seq=job.evaluations_done + job.evaluations_reused,
-        subnet_id=subnet_id,
-        arch=arch,
-        metrics=metrics,
-        details=details,
-        feasible=feasible,
-        on_front=False,
-        seconds=0.0,
-        created_at=utcnow(),
+def add_reused_evaluations(
+    session: Session, job: Job, copies: Sequence[Evaluation], constraints: dict[str, Bound]
+) -> None:
+    """Store evaluations copied from earlier jobs (warm start), in one flush: not measured
+    here, so they count as reused and took no evaluation time; ``details.reused_from``
+    names the job that measured each. Measured ones: ``record_evaluation``."""
+    now, first = utcnow(), job.evaluations_done + job.evaluations_reused
+    session.add_all(
+        Evaluation(
+            job_id=job.id,
+            seq=first + k,
+            subnet_id=original.subnet_id,
+            arch=original.arch,
+            metrics=original.metrics,
+            details={**original.details, REUSED_FROM: original.job_id},
+            feasible=is_feasible(original.metrics, constraints),
+            on_front=False,
+            seconds=0.0,
+            created_at=now,
+        )
+        for k, original in enumerate(copies)
     )
-    session.add(evaluation)
-    job.evaluations_reused += 1
-    job.heartbeat_at = utcnow()
+    job.evaluations_reused += len(copies)
+    job.heartbeat_at = now
     session.flush()
-    return evaluation
 
 
 # A running job's next evaluation, for the worker holding its lease: the UPDATE takes the
@@ -403,6 +433,7 @@ _BOOK_EVALUATION = (
     .values(
         evaluations_done=JOBS.c.evaluations_done + 1,
         eval_seconds=JOBS.c.eval_seconds + bindparam("b_seconds"),
+        run_seconds=JOBS.c.run_seconds + bindparam("b_run_seconds"),
         heartbeat_at=bindparam("b_now"),
         front_size=bindparam("b_front_size"),
         hypervolume=bindparam("b_hypervolume"),
@@ -444,9 +475,11 @@ def record_evaluation(
     seconds: float,
     front_size: int,
     hypervolume: float | None,
+    run_seconds: float = 0.0,
 ) -> bool | None:
     """Store one measured evaluation of a job that ``worker_id`` runs, with the job's new
-    progress (``front_size``, ``hypervolume``: the caller's summary including this one).
+    progress (``front_size``, ``hypervolume``: the caller's summary including this one) and
+    ``run_seconds`` more of run time (the run's wall time since it last booked some).
 
     Returns None, storing nothing, when the job is no longer running under this worker
     (taken over, finished or deleted); else whether cancellation has been asked. On
@@ -463,6 +496,7 @@ def record_evaluation(
         "b_worker_id": worker_id,
         "b_done": done,
         "b_seconds": seconds,
+        "b_run_seconds": run_seconds,
         "b_now": utcnow(),
         "b_front_size": front_size,
         "b_hypervolume": hypervolume,
@@ -530,6 +564,15 @@ def list_evaluations(
     return list(session.scalars(query)), total
 
 
+#: The details key naming the job a warm start copied an evaluation from.
+REUSED_FROM = "reused_from"
+#: Most job ids ``prior_evaluations`` puts in one IN list (SQLite allows 32,766 parameters).
+_IN_LIST_MAX = 5000
+#: The spec's key for the fingerprint of what a search job's supernet measured with (its
+#: weights and validation data: ``Supernet.fingerprint``), written at the job's first run.
+MEASURED_WITH = "measured_with"
+
+
 def prior_evaluations(
     session: Session,
     *,
@@ -538,6 +581,7 @@ def prior_evaluations(
     validation_data: str | None,
     exclude_job: str,
     limit: int,
+    measured_with: str | None = None,
     other_devices: bool = False,
     before: datetime | None = None,
 ) -> list[Evaluation]:
@@ -547,25 +591,49 @@ def prior_evaluations(
     jobs' measurements (latency only, a uniform sample: they would shadow a search's full
     measurement of the same sub-network and fill the ``limit`` with what a search cannot use).
 
-    ``other_devices``: measurements on every device but ``device`` instead (for the metrics
-    that do not depend on the device); ``before``: only those recorded before that time."""
+    ``measured_with``: only jobs whose supernet measured with the same weights and data
+    (``spec.measured_with``, a ``Supernet.fingerprint``; None matches jobs that recorded
+    none, as a recorded table's do). ``other_devices``: measurements on every device but
+    ``device`` instead (for the metrics that do not depend on the device); ``before``: only
+    those recorded before that time."""
     on_device = Job.device != device if other_devices else Job.device == device
+    jobs = select(Job.id, Job.spec).where(
+        Job.supernet == supernet, on_device, Job.id != exclude_job, Job.kind == JobKind.search
+    )
+    # The specs are compared here, not by the database's JSON operators: a spec may hold a
+    # lone surrogate escape (a file name that is not UTF-8), which PostgreSQL's json
+    # operators refuse for the whole document, and SQLite's driver refuses as a parameter.
+    matching = [
+        job_id
+        for job_id, spec in session.execute(jobs)
+        if spec.get("validation_data") == validation_data
+        and spec.get(MEASURED_WITH) == measured_with
+    ]
+    if not matching:
+        return []
+    # Copies are left out by the database: every warm-started job adds one of each row it
+    # reused, so they outnumber the originals by the jobs run on the pair (reading them as
+    # objects made a backlog of jobs drain ever more slowly). By the JSON text, for the
+    # reason above: a key, unlike a string value, is a quote before the colon.
+    copy = sql_cast(Evaluation.details, Text).like(f'%"{REUSED_FROM}":%')
     query = (
-        select(Evaluation, Job.spec)
-        .join(Job, Job.id == Evaluation.job_id)
-        .where(
-            Job.supernet == supernet, on_device, Job.id != exclude_job, Job.kind == JobKind.search
-        )
+        select(Evaluation)
+        .where(~copy)
         .order_by(Evaluation.id.desc())
         .execution_options(yield_per=500)
     )
+    if len(matching) <= _IN_LIST_MAX:
+        query = query.where(Evaluation.job_id.in_(matching))
+    else:  # beyond what one IN list should carry: the jobs' filter again, ids checked here
+        query = query.join(Job, Job.id == Evaluation.job_id).where(
+            Job.supernet == supernet, on_device, Job.kind == JobKind.search
+        )
     if before is not None:
         query = query.where(Evaluation.created_at < before)
+    ids = set(matching)
     found: dict[str, Evaluation] = {}
-    for evaluation, spec in session.execute(query):
-        if spec.get("validation_data") != validation_data:
-            continue
-        if "reused_from" not in evaluation.details:
+    for evaluation in session.scalars(query):
+        if evaluation.job_id in ids:
             found.setdefault(evaluation.subnet_id, evaluation)
             if len(found) >= limit:
                 break

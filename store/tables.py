@@ -25,6 +25,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def storable_text(text: str) -> str:
+    """``text`` as a job's message or error stores it: a NUL or a lone surrogate as an
+    escape (``\\x00``, ``\\udcff``), everything else unchanged."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 class JobStatus(enum.StrEnum):
     queued = "queued"
     running = "running"
@@ -93,9 +101,7 @@ class Job(Base):
         surrogate (Python's reading of a file name that is not UTF-8) cannot be stored as
         PostgreSQL text: they are kept as escapes, so the write that ends a job with such
         an error does not fail in turn (which left the job running until it was reaped)."""
-        if text is None or (text.isascii() and "\x00" not in text):
-            return text
-        return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+        return None if text is None else storable_text(text)
 
 
 class Evaluation(Base):

@@ -109,16 +109,16 @@ class CeleryDispatcher(Dispatcher):
         while not self._stop.wait(self._cache_s):
             self._served = self._ask_workers()
 
-    def waiting_message(self, device: str) -> str | None:
+    def waiting_reason(self, device: str) -> str | None:
         if self._broker_error is not None:
             return (
-                "waiting: the broker is unreachable; the job is stored and a worker's reaper "
+                "the broker is unreachable; the job is stored and a worker's reaper "
                 "publishes it once the broker is back"
             )
         if device in self.served_devices():
             return None
         return (
-            f"waiting: no live worker serves device {device!r}; start one "
+            f"no live worker serves device {device!r}; start one "
             f"with `hwnas worker --devices {device}`"
         )
 

@@ -1,17 +1,18 @@
 """Dispatchers: how a stored job reaches a worker. The runner is the same behind each.
 
 Call order: ``start()`` once when the service starts (resumes unfinished jobs where the
-dispatcher owns the workers), ``waiting_message(device)`` while a new job row is written (it
-says why the job will wait, if it will), ``dispatch(job_id, device)`` after the row is
-committed, ``stop()`` at shutdown. ``served_devices()`` lists devices a live worker serves now.
-``dispatch`` touches the database only when publishing fails, so a submission costs one
-transaction.
+dispatcher owns the workers), ``waiting_message(device)`` while a new job row is written
+(it says why the job will wait, if it will; ``waiting_reason`` is the why alone),
+``dispatch(job_id, device)`` after the row is committed, ``stop()`` at shutdown.
+``served_devices()`` lists devices a live worker serves now. ``dispatch`` touches the
+database only when publishing fails, so a submission costs one transaction.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -24,7 +25,7 @@ from core.settings import Settings
 from hardware_profiles.configured import device_profiles, named_devices, servable
 from store import jobs as q
 from store.db import transaction
-from store.tables import JobStatus
+from store.tables import JobStatus, utcnow
 
 from .runner import JobRunner
 
@@ -55,8 +56,13 @@ class Dispatcher(ABC):
     def served_devices(self) -> set[str]: ...
 
     @abstractmethod
+    def waiting_reason(self, device: str) -> str | None:
+        """Why a job for ``device`` would wait now (nobody serves it), else None."""
+
     def waiting_message(self, device: str) -> str | None:
-        """Why a new job for ``device`` will stay queued (nobody serves it), else None."""
+        """A new job's message: ``waiting: <reason>``, or None where it will not wait."""
+        reason = self.waiting_reason(device)
+        return None if reason is None else f"waiting: {reason}"
 
     def problems(self) -> list[str]:
         """What keeps jobs from reaching workers now (e.g. the broker is unreachable)."""
@@ -64,6 +70,7 @@ class Dispatcher(ABC):
 
 
 NO_DEVICES = "none"  # HWNAS_EMBEDDED_DEVICES=none: an embedded server that runs no jobs
+EMBEDDED = "embedded"  # first part of an embedded server's worker id: embedded:host:pid:tag
 
 
 def local_devices(settings: Settings) -> set[str]:
@@ -88,8 +95,12 @@ def local_devices(settings: Settings) -> set[str]:
 class EmbeddedDispatcher(Dispatcher):
     """Runs jobs on a thread pool inside this process (the default, single-process mode).
 
-    One process owns the SQLite file, so at start every unfinished job of a served device is
-    resumed at once (a job left ``running`` belonged to a process that died).
+    At start, and every ``stale_after_s`` after, it queues here every unfinished job of a
+    served device that no live process runs: queued jobs, and running ones whose worker is
+    gone (an embedded server of this host whose process has ended, or any worker that has
+    not heartbeated for ``stale_after_s``). A running job another live server holds (a
+    second server on the same database, e.g. ``hwnas run`` beside ``hwnas serve``) is left
+    to it, and taken over only if that server dies.
     """
 
     def __init__(self, factory: sessionmaker[Session], settings: Settings) -> None:
@@ -97,47 +108,105 @@ class EmbeddedDispatcher(Dispatcher):
         self.settings = settings
         self.devices = local_devices(settings)
         self._stop = threading.Event()
-        worker_id = f"embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        worker_id = f"{EMBEDDED}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.runner = JobRunner(factory, settings, worker_id, stop=self._stop)
         self._pool = ThreadPoolExecutor(max(1, settings.embedded_workers), "hwnas-job")
         self._futures: set[Future[JobStatus | None]] = set()
+        self._mine: set[str] = set()  # jobs submitted to the pool and not ended yet
+        self._submitting = threading.Lock()
+        self._watcher = threading.Thread(target=self._watch, name="hwnas-orphans", daemon=True)
 
     def served_devices(self) -> set[str]:
         return set(self.devices)
 
     def start(self) -> None:
-        """Resume every unfinished job of a served device, except one left ``running`` (its
-        process died mid-job) that has been claimed ``max_attempts`` times: it is failed,
-        so a job that crashes the server is not retried at every start. A job a shutdown
-        put back in the queue is resumed whatever its count."""
+        """Resume the orphaned jobs (see the class), except one left ``running`` that has
+        been claimed ``max_attempts`` times: it is failed, so a job that crashes the server
+        is not retried at every start. A job a shutdown put back in the queue is resumed
+        whatever its count. Then look again every ``stale_after_s``."""
         if not self.devices:  # serves nothing: other servers' jobs are not ours to touch
             return
-        with transaction(self.factory) as session:
-            stale = q.stale_jobs(session, stale_after_s=0.0, devices=sorted(self.devices))
-            max_attempts = self.settings.max_attempts
-            pending = [job for job in stale if not q.fail_exhausted(session, job, max_attempts)]
-        for job in pending:
-            log.info("resuming job %s (%s)", job.id, job.status.value)
-            self._submit(job.id, takeover=True)
+        self._resume_orphans()
+        self._watcher.start()
 
-    def waiting_message(self, device: str) -> str | None:
+    def _watch(self) -> None:
+        interval = max(self.settings.stale_after_s, self.settings.heartbeat_s)
+        while not self._stop.wait(interval):
+            try:
+                self._resume_orphans()
+            except Exception as exc:  # the database may be away for a while: next time
+                log.warning("looking for orphaned jobs failed: %s", exc)
+
+    def _resume_orphans(self) -> None:
+        now, max_attempts = utcnow(), self.settings.max_attempts
+        orphans: list[tuple[str, str | None]] = []  # (job id, the gone worker to take from)
+        with transaction(self.factory) as session:
+            for job in q.unfinished_jobs(session, sorted(self.devices)):
+                if job.id in self._mine:
+                    continue
+                running = job.status == JobStatus.running
+                ended = running and self._ended_here(job.worker_id)
+                silent = running and q.worker_lost_at(job, now, self.settings.stale_after_s)
+                if running and not (ended or silent):
+                    continue  # another live server runs it
+                if q.fail_exhausted(session, job, max_attempts):
+                    continue
+                orphans.append((job.id, job.worker_id if ended else None))
+        for job_id, gone in orphans:
+            log.info("resuming job %s", job_id)
+            # A silent worker's lease is checked again when the job is claimed (later, if
+            # the pool is busy): it is taken only if that worker is still silent then.
+            self._submit(job_id, takeover_from=gone)
+
+    @staticmethod
+    def _ended_here(worker_id: str | None) -> bool:
+        """Whether ``worker_id`` is an embedded server of this host whose process has ended
+        (a host name shared by separate process namespaces, e.g. containers, would fool it;
+        such set-ups run the distributed mode)."""
+        kind, _, rest = (worker_id or "").partition(":")
+        host, _, rest = rest.partition(":")
+        pid = rest.partition(":")[0]
+        if kind != EMBEDDED or host != socket.gethostname() or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)  # signal 0: is there such a process? (PermissionError: yes)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    def waiting_reason(self, device: str) -> str | None:
         if device in self.devices:
             return None
         return (
-            f"waiting: no live worker serves device {device!r} "
+            f"no live worker serves device {device!r} "
             f"(this server serves: {', '.join(sorted(self.devices)) or 'none'})"
         )
 
     def dispatch(self, job_id: str, device: str) -> None:
         if device in self.devices:
-            self._submit(job_id, takeover=False)
+            self._submit(job_id)
 
-    def _submit(self, job_id: str, *, takeover: bool) -> None:
-        future = self._pool.submit(self.runner.run, job_id, takeover=takeover)
+    def _submit(self, job_id: str, *, takeover_from: str | None = None) -> None:
+        """Queue the job on the pool, once: the watcher may find a job the submitter is
+        about to dispatch."""
+        with self._submitting:
+            if job_id in self._mine:
+                return
+            self._mine.add(job_id)
+        future = self._pool.submit(self.runner.run, job_id, takeover_from=takeover_from)
         self._futures.add(future)
-        future.add_done_callback(self._futures.discard)
+
+        def ended(done: Future[JobStatus | None]) -> None:
+            self._futures.discard(done)
+            self._mine.discard(job_id)
+
+        future.add_done_callback(ended)
 
     def stop(self) -> None:
         """Ask running jobs to stop between evaluations (they go back to queued), then wait."""
         self._stop.set()
+        if self._watcher.is_alive():
+            self._watcher.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)

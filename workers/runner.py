@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import HwnasError, StorageError
+from core.errors import HwnasError, InvalidInput, StorageError
 from core.settings import Settings
 from hardware_profiles.configured import device_profile
 from hardware_profiles.latency_sample import sample_archs
@@ -30,7 +30,7 @@ from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_cl
 from store import jobs as q
 from store.db import one_statement_writing, transaction
 from store.front import constraints_of, front_of_metrics, summarise_front
-from store.tables import Evaluation, Job, JobKind, JobStatus
+from store.tables import Evaluation, Job, JobKind, JobStatus, storable_text
 
 from .calibration import (
     PRIOR_MIN_SPEARMAN,
@@ -159,13 +159,20 @@ class JobRunner:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def run(self, job_id: str, *, takeover: bool = False) -> JobStatus | None:
+    def run(self, job_id: str, *, takeover_from: str | None = None) -> JobStatus | None:
         """Run (or resume) ``job_id``; returns its final status, ``queued`` if a shutdown
-        interrupted it (it resumes from storage), None if it was not ours to run."""
-        stale = 0.0 if takeover else self.settings.stale_after_s
+        interrupted it (it resumes from storage), None if it was not ours to run.
+        ``takeover_from``: a worker known to be gone, whose lease on the job is taken even
+        if its heartbeat is fresh (``store.jobs.claim_job``)."""
 
         def claim(session: Session) -> dict[str, Any] | None:
-            job = q.claim_job(session, job_id, self.worker_id, stale_after_s=stale)
+            job = q.claim_job(
+                session,
+                job_id,
+                self.worker_id,
+                stale_after_s=self.settings.stale_after_s,
+                takeover_from=takeover_from,
+            )
             return None if job is None else dict(job.spec)
 
         spec = self._db(claim)
@@ -268,6 +275,7 @@ class JobRunner:
             return body(job_id, spec, clock)
 
     def _search(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
+        spec = self._measured_with(job_id, spec)
         stored = self._db(lambda s: q.list_evaluations(s, job_id)[0])
         warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
         if not stored and warm:
@@ -303,13 +311,38 @@ class JobRunner:
                 break  # the whole space has been measured
             arch = proposals[0]
             measurement = plan.evaluator.measure(arch)
-            lease = self._record(job_id, plan, arch, measurement, done)
+            lease = self._record(job_id, plan, arch, measurement, done, clock)
             if lease != "lost":
                 plan.strategy.tell(arch, measurement.metrics)
                 done += 1
         if lease != "held":
             return self._cancelled_or_lost(job_id, clock, lease == "cancel")
         return self._finish(job_id, plan, clock)
+
+    def _measured_with(self, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """The job's spec with ``measured_with``: the fingerprint of what its supernet
+        measures with (weights, validation data; ``Supernet.fingerprint``), recorded at the
+        job's first run. Warm starts and hints reuse only measurements made with the same.
+        A resumed run whose supernet measures with something else now fails the job: its
+        measurements would mix the two."""
+        supernet = get_supernet(spec["supernet"], validation_data=spec.get("validation_data"))
+        now = supernet.fingerprint()
+        if q.MEASURED_WITH in spec:
+            if spec[q.MEASURED_WITH] != now:
+                raise InvalidInput(
+                    f"the weights or validation data of {spec['supernet']} changed since this "
+                    "job began measuring (another checkpoint, or a data file changed on "
+                    "disk); its measurements would mix the two: submit it again"
+                )
+            return spec
+
+        def record(session: Session) -> None:
+            job = q.get_job(session, job_id, lock=True)
+            if _lease_of(job, self.worker_id) == "held":
+                job.spec = {**job.spec, q.MEASURED_WITH: now}
+
+        self._db(record)
+        return {**spec, q.MEASURED_WITH: now}
 
     def _calibrate(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
         """Measure the calibration's uniform sample (each measurement committed as it
@@ -328,7 +361,7 @@ class JobRunner:
             if self.stop.is_set():
                 return self._requeue(job_id, clock)
             measurement = evaluator.measure(arch)
-            lease = self._store(job_id, done, subnet_id, arch, measurement)
+            lease = self._store(job_id, done, subnet_id, arch, measurement, clock)
             if lease != "lost":
                 done += 1
         if lease != "held":
@@ -411,16 +444,8 @@ class JobRunner:
             if _lease_of(job, self.worker_id) != "held":
                 return []
             prior = _earlier_measurements(session, job_id, spec, self.settings.warm_start_max)
-            for evaluation in [e for e in prior if needed <= set(e.metrics)]:
-                q.add_reused_evaluation(
-                    session,
-                    job,
-                    subnet_id=evaluation.subnet_id,
-                    arch=evaluation.arch,
-                    metrics=evaluation.metrics,
-                    details={**evaluation.details, "reused_from": evaluation.job_id},
-                    feasible=is_feasible(evaluation.metrics, constraints),
-                )
+            usable = [e for e in prior if needed <= set(e.metrics)]
+            q.add_reused_evaluations(session, job, usable, constraints)
             stored, _ = q.list_evaluations(session, job_id)
             metrics = [e.metrics for e in stored]
             _set_progress(job, metrics, spec["objectives"], constraints)
@@ -477,6 +502,7 @@ class JobRunner:
         arch: dict[str, Any],
         measurement: Measurement,
         done: int,
+        clock: _RunClock,
     ) -> Lease:
         """Store one evaluation (one write, ``store.jobs.record_evaluation``; ``done``: the
         job's measured evaluations before it) and say whether the job is still ours.
@@ -494,6 +520,7 @@ class JobRunner:
             supernet.encode(canonical),
             canonical,
             measurement,
+            clock,
             feasible=is_feasible(measurement.metrics, plan.constraints),
             front_size=len(front),
             hypervolume=hypervolume,
@@ -509,15 +536,18 @@ class JobRunner:
         subnet_id: str,
         arch: dict[str, Any],
         measurement: Measurement,
+        clock: _RunClock,
         *,
         feasible: bool = True,
         front_size: int = 0,
         hypervolume: float | None = None,
     ) -> Lease:
         """One write (``store.jobs.record_evaluation``) of a canonical ``arch``'s
-        measurement with the job's new progress; the lease as ``_record`` says."""
+        measurement with the job's new progress, booking the run's time so far with it (so
+        a run killed later never shows less run time than evaluation time); the lease as
+        ``_record`` says."""
 
-        def record(connection: Session | Connection) -> Lease:
+        def record(connection: Session | Connection, run_seconds: float) -> Lease:
             cancel_requested = q.record_evaluation(
                 connection,
                 job_id,
@@ -529,6 +559,7 @@ class JobRunner:
                 details={**measurement.details, "worker": self.worker_id},
                 feasible=feasible,
                 seconds=measurement.seconds,
+                run_seconds=run_seconds,
                 front_size=front_size,
                 hypervolume=hypervolume,
             )
@@ -537,7 +568,15 @@ class JobRunner:
                 return "lost"
             return "cancel" if cancel_requested else "held"
 
-        return self._db(record, opener=one_statement_writing)
+        leases: list[Lease] = []
+
+        def write(run_seconds: float) -> bool:
+            lease = self._db(lambda c: record(c, run_seconds), opener=one_statement_writing)
+            leases.append(lease)
+            return lease != "lost"  # stored: its run time is booked
+
+        clock.book(write)
+        return leases[-1]
 
     def _finish(self, job_id: str, plan: JobPlan, clock: _RunClock) -> JobStatus | None:
         def finish(session: Session) -> JobStatus | None:
@@ -600,6 +639,7 @@ def _earlier_measurements(
         supernet=spec["supernet"],
         device=spec["device"],
         validation_data=spec.get("validation_data"),
+        measured_with=spec.get(q.MEASURED_WITH),
         exclude_job=job_id,
         limit=limit,
         **where,
@@ -607,8 +647,9 @@ def _earlier_measurements(
 
 
 def _add_message(job: Job, note: str) -> None:
-    """Append ``note`` to the job's message once (a resumed run adds it again)."""
-    if note not in (job.message or ""):
+    """Append ``note`` to the job's message once (a resumed run adds it again; the message
+    holds it as stored, escapes included)."""
+    if storable_text(note) not in (job.message or ""):
         job.message = f"{job.message}; {note}" if job.message else note
 
 

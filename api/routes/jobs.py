@@ -20,15 +20,18 @@ from api.presenters import (
     json_response,
     pareto_point,
     predictors_path,
+    stall_note,
+    with_note,
 )
 from api.schemas import EvaluationsPublic, JobCreate, JobPublic, JobsPublic, ParetoPublic
 from core.errors import Conflict, InvalidInput
+from models.base import Supernet
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet
 from store import jobs as q
 from store.db import reading, transaction
 from store.front import constraints_of, summarise_front
-from store.tables import JobKind, JobStatus
+from store.tables import Job, JobKind, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]  # the databases' largest OFFSET
@@ -74,7 +77,7 @@ def read_jobs(
             connection, offset=offset, limit=limit, status=status_filter, kind=kind
         )
     base = api_base(request)
-    data = [job_public(j, base) for j in rows]
+    data = [job_public(j, base, _stall_note(request, j)) for j in rows]
     return json_response(JobsPublic(data=data, count=total, offset=offset, limit=limit))
 
 
@@ -84,16 +87,32 @@ async def read_job(job_id: str, request: Request) -> Response:
     Memoised unless the base URL is long: bodies hold it, and the client's Host chooses it."""
     base, reads = api_base(request), loop_reads(request)
     read = reads.cached if len(base) <= MEMO_BASE_MAX else reads
-    body = await read(_job_json, job_id, base)
+    body, job = await read(_job_json, job_id, base)
+    note = _stall_note(request, job)  # depends on the time: never memoised
+    if note is not None:
+        body = _job_json_of(job, base, note)
     return Response(body, media_type="application/json")
 
 
 MEMO_BASE_MAX = 256  # characters
 
 
-def _job_json(connection: Connection, job_id: str, base: str) -> bytes:
-    """The job's JSON body, as ``json_response(job_public(...))`` writes it."""
-    return job_public(q.read_job(connection, job_id), base).model_dump_json().encode()
+def _job_json(connection: Connection, job_id: str, base: str) -> tuple[bytes, q.JobRow]:
+    """The job's JSON body, as ``json_response(job_public(...))`` writes it, and its row."""
+    job = q.read_job(connection, job_id)
+    return _job_json_of(job, base, None), job
+
+
+def _job_json_of(job: q.JobRow, base: str, note: str | None) -> bytes:
+    return job_public(job, base, note).model_dump_json().encode()
+
+
+def _stall_note(request: Request, job: Job | q.JobRow) -> str | None:
+    """``stall_note`` with this app's settings and dispatcher."""
+    if job.status != JobStatus.running:  # most polls: nothing more to look at
+        return None
+    stale_after_s = request.app.state.settings.stale_after_s
+    return stall_note(job, stale_after_s, dispatcher_of(request))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
@@ -102,7 +121,7 @@ def cancel_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
     with transaction(factory) as session:
         job = q.request_cancel(session, job_id)
     loop_reads(request).forget(job_id)
-    return json_response(job_public(job, api_base(request)))
+    return json_response(job_public(job, api_base(request), _stall_note(request, job)))
 
 
 @router.get("/{job_id}/evaluations", response_model=EvaluationsPublic)
@@ -136,7 +155,7 @@ def read_pareto(job_id: str, factory: FactoryDep, request: Request) -> Response:
         status=job.status.value,
         objectives=job.spec["objectives"],
         data=[pareto_point(e, request, exportable) for e in rows],
-        message=job.message,
+        message=with_note(_stall_note(request, job), job.message),
     )
     return json_response(front)
 
@@ -172,9 +191,28 @@ def export(
             "latency": evaluation.details.get("latency", {}),
         }
         supernet = get_supernet(job.supernet, validation_data=job.spec.get("validation_data"))
+        _check_measured_with(job, supernet)
         export_subnet(supernet, evaluation.arch, format, path, extra=card)
     return FileResponse(
         path,
         filename=f"{job.supernet}_{subnet_id}{suffix_of(format)}",
         media_type="application/octet-stream",
     )
+
+
+def _check_measured_with(job: q.JobRow, supernet: Supernet) -> None:
+    """An export is the network the job measured only with the same weights and data
+    (``workers.runner``'s ``measured_with``): 409 where they changed or cannot be read."""
+    data = job.spec.get("validation_data")
+    try:
+        now = supernet.fingerprint()
+    except InvalidInput as exc:
+        raise Conflict(
+            f"job {job.id!r} measured on validation data {data!r}, which cannot be read now: {exc}"
+        ) from None
+    if q.MEASURED_WITH in job.spec and job.spec[q.MEASURED_WITH] != now:
+        raise Conflict(
+            f"job {job.id!r} measured with other weights or validation data than "
+            f"{job.supernet} has now (another checkpoint, or {data or 'its data'} changed on "
+            "disk): the export would not be the network that was measured"
+        )

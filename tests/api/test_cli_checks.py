@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from api.cli import main
+from api.cli import main, parse_constraints
 from core.settings import get_settings
 from hardware_profiles.configured import device_profile, servable
 
@@ -72,6 +72,14 @@ def test_a_bad_constraint_is_an_error_with_exit_code_2(bound: str, capsys) -> No
     assert f"bad constraint {bound!r}" in err and "finite number" in err
 
 
+def test_a_bound_given_twice_is_an_error_not_the_last_one(capsys) -> None:
+    args = ["submit", "--constraint", "latency_ms<=1", "--constraint", "latency_ms<=3"]
+    err = _refused([*args, "--url", "http://127.0.0.1:1"], capsys)
+    assert "latency_ms<= is given twice (1 and 3)" in err
+    both = parse_constraints(["latency_ms<=3", "latency_ms>=1"])
+    assert both == {"latency_ms": {"max": 3.0, "min": 1.0}}
+
+
 def test_an_unreachable_service_is_an_error_not_a_traceback(capsys) -> None:
     err = _refused(["pareto", "some-job", "--url", "http://127.0.0.1:1"], capsys)
     assert err.startswith("hwnas: GET /v1/jobs/some-job/pareto: cannot reach hwnas at")
@@ -96,6 +104,21 @@ def test_serve_refuses_an_embedded_server_it_could_not_run(
 ) -> None:
     _set(env, HWNAS_BROKER_URL="", **{setting: value})
     assert says in _refused(["serve", "--port", "1"], capsys)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("HWNAS_API_THREADS", "0"), ("HWNAS_MAX_BUDGET", "0"), ("HWNAS_HEARTBEAT_S", "-1"),
+     ("HWNAS_STALE_AFTER_S", "-1"), ("HWNAS_WARM_START_MAX", "-5")],
+)  # fmt: skip
+def test_a_number_out_of_its_range_stops_the_start(
+    env: pytest.MonkeyPatch, capsys, setting: str, value: str
+) -> None:
+    """No request handler threads hung every request (and the shutdown); a budget limit of
+    0 refused every job."""
+    _set(env, **{setting: value})
+    err = _refused(["serve", "--port", "1"], capsys)
+    assert err.startswith(f"hwnas: bad settings: {setting}: Input should be greater than")
 
 
 def test_serve_refuses_a_bad_api_key_before_starting_processes(

@@ -55,6 +55,18 @@ def test_wait_in_a_pipeline_log_writes_one_line_per_change() -> None:
     assert lines[0] == WAITING and len(lines) == 4 and "\r" not in out.getvalue()
 
 
+def test_wait_says_once_that_a_running_jobs_worker_died_and_when_it_goes_on() -> None:
+    died = "waiting: its worker stopped heartbeating at 2026-12-06 03:00:00 UTC; ..."
+    states = [_job("running", 1, "warm start: 2"), _job("running", 1, f"{died}; warm start: 2"),
+              _job("running", 1, f"{died}; warm start: 2"), _job("running", 2, "warm start: 2"),
+              _job("succeeded", 4)]  # fmt: skip
+    out = io.StringIO()
+    Scripted(states).wait("j1", poll_s=0, out=out)
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if "warm start" in line] == [f"{died}; warm start: 2"]
+    assert len(lines) == 5 and lines[2] == lines[0]  # 1/4, the note, 1/4 again, 2/4, 4/4
+
+
 def test_a_wait_that_times_out_ends_its_bar_line_first() -> None:
     """``hwnas: ... still queued`` follows on stderr: on a line of its own."""
     out = Terminal()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+import api.schemas
 from api.schemas import JobCreate
 from core.settings import get_settings
+from models.user_data import check_path
 
 from .helpers import job_spec
 
@@ -91,3 +95,56 @@ def test_a_supernet_without_data_of_its_own_takes_the_users(root: Path, supernet
     class); it was once read as not taking it, so such jobs could never be posted."""
     spec = job_spec(supernet=supernet, objectives={"accuracy": "max", "latency_ms": "min"})
     assert JobCreate.model_validate({**spec, "validation_data": "val.npz"}).validation_data
+
+
+def test_the_file_check_of_a_post_leaves_the_event_loop_free(
+    root: Path, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walking a large image directory (or slow storage) must not stall other requests:
+    while one POST's check of validation_data is held, /healthz still answers."""
+    entered, release = threading.Event(), threading.Event()
+
+    def held_check(value: str) -> Path:
+        entered.set()
+        release.wait(10)
+        return check_path(value)
+
+    monkeypatch.setattr(api.schemas, "check_path", held_check)
+    answers: dict[str, int] = {}
+
+    def post() -> None:
+        spec = job_spec(validation_data="/etc/passwd")  # refused once the check runs
+        answers["post"] = client.post("/v1/jobs", json=spec).status_code
+
+    def health() -> None:
+        answers["healthz"] = client.get("/healthz").status_code
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    try:
+        assert entered.wait(10)
+        checker = threading.Thread(target=health)
+        checker.start()
+        checker.join(5)
+        answered_while_held = "healthz" in answers
+    finally:
+        release.set()
+        poster.join(10)
+    checker.join(10)
+    assert answered_while_held
+    assert answers == {"healthz": 200, "post": 422}
+
+
+def test_a_post_with_validation_data_lists_every_error(root: Path, client: TestClient) -> None:
+    """The file check runs apart from the others (api.bodies); its error and theirs are
+    answered together, as for any other body."""
+    spec = job_spec(validation_data="/etc/passwd", strategy="no-such-strategy")
+    answer = client.post("/v1/jobs", json=spec)
+    assert answer.status_code == 422
+    fields = [error["loc"] for error in answer.json()["detail"]]
+    assert ["body", "strategy"] in fields and ["body", "validation_data"] in fields
+    accepted = client.post(
+        "/v1/jobs", json=job_spec(validation_data="val.npz", budget={"evaluations": 1})
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["status"] in {"queued", "running", "succeeded"}

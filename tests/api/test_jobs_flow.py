@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+import api.presenters
 from api.app import create_app
 from core.settings import Settings
 from models.registry import get_supernet
@@ -193,3 +194,43 @@ def test_a_cancelled_run_keeps_its_notes_after_the_outcome(client: TestClient) -
     done = job["progress"]["evaluations_done"]
     assert outcome == f"cancelled after {done} evaluation{'' if done == 1 else 's'}"
     assert notes and notes[0].startswith("warm start: 2 earlier measurements")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_running_job_whose_worker_went_silent_says_so(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running job whose worker stopped heartbeating (killed) says since when and what
+    happens next, in every answer that shows the job, although its row has not changed
+    (a memoised poll included); once a worker heartbeats it again, the note is gone."""
+    with database_url(backend, tmp_path) as url:
+        settings = embedded_settings(tmp_path, database_url=url, embedded_devices="none")
+        factory = make_session_factory(make_engine(url))
+        with TestClient(create_app(settings)) as client:
+            job_id = client.post("/v1/jobs", json=job_spec()).json()["id"]
+            with transaction(factory) as session:
+                assert q.claim_job(session, job_id, "worker-a", stale_after_s=0.0)
+            polled = client.get(f"/v1/jobs/{job_id}").json()
+            assert polled["status"] == "running" and polled["message"] is None
+            beat = datetime.now(UTC)
+            later = beat + timedelta(seconds=settings.stale_after_s + 1)
+            monkeypatch.setattr(api.presenters, "utcnow", lambda: later)
+            answers = {
+                "poll": client.get(f"/v1/jobs/{job_id}").json(),
+                "list": client.get("/v1/jobs").json()["data"][0],
+                "front": client.get(f"/v1/jobs/{job_id}/pareto").json(),
+                "cancel": client.post(f"/v1/jobs/{job_id}/cancel").json(),
+            }
+            for where, answer in answers.items():
+                message = answer["message"] or ""
+                assert message.startswith("waiting: its worker stopped heartbeating at "), where
+                assert "no live worker serves device 'cpu-1t'" in message, where
+                assert message.endswith("it resumes where it stopped"), where
+            stamp = message.removeprefix("waiting: its worker stopped heartbeating at ")[:19]
+            assert (
+                abs((datetime.fromisoformat(stamp).replace(tzinfo=UTC) - beat).total_seconds()) < 5
+            )
+            with transaction(factory) as session:
+                assert q.heartbeat(session, job_id, "worker-a")
+            monkeypatch.setattr(api.presenters, "utcnow", lambda: datetime.now(UTC))
+            assert client.get(f"/v1/jobs/{job_id}").json()["message"] is None

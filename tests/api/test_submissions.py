@@ -52,7 +52,7 @@ class CheckingDispatcher(Dispatcher):
     def served_devices(self) -> set[str]:
         return set()
 
-    def waiting_message(self, device: str) -> str | None:
+    def waiting_reason(self, device: str) -> str | None:
         return None
 
 

@@ -18,7 +18,7 @@ from models.evaluation import accuracy
 from models.fmnist_cnn import smallest_arch
 from models.registry import create_supernet, get_supernet
 from models.text_transformer import synthetic_task
-from models.user_data import load_user_data
+from models.user_data import check_path, confine, load_user_data
 
 
 def images_and_labels(n: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +98,13 @@ def test_files_over_the_size_limit_are_refused(root: Path) -> None:
 def test_pickled_content_is_refused(root: Path) -> None:
     x, y = images_and_labels()
     np.savez(root / "objects.npz", inputs=np.array([object()] * 20), labels=y)
-    with pytest.raises(InvalidInput, match="without pickles"):
+    with pytest.raises(InvalidInput, match="without pickles") as caught:
         load_user_data("objects.npz")
+    assert "object arrays" in str(caught.value) and "unsafe" not in str(caught.value)
+    (root / "text.npz").write_text("inputs,labels\n1,2\n")
+    for check in (load_user_data, check_path):  # refused at submission, and when read
+        with pytest.raises(InvalidInput, match=r"text.npz: not a \.npz file \(numpy.savez"):
+            check("text.npz")
     torch.save({"inputs": torch.zeros(2, 3), "labels": functools.partial(print)}, root / "p.pt")
     with pytest.raises(InvalidInput, match=r"weights_only=True"):
         load_user_data("p.pt")
@@ -190,3 +195,65 @@ def test_registry_keeps_one_instance_per_data_path(
     assert registry.takes_validation_data("fmnist-ofa-cnn")
     with pytest.raises(InvalidInput, match="does not measure accuracy on user data"):
         get_supernet("nb201-cifar10", validation_data="t0.npz")
+
+
+def test_a_root_that_cannot_be_looked_up_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative path is looked up under each root in turn: the one a look-up fails in
+    (permission denied, a link loop) does not hide the next; its error is the answer only
+    when no root holds the path."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    (second / "x").mkdir(parents=True)
+    first.mkdir()
+    x, y = images_and_labels()
+    np.savez(second / "x" / "val.npz", inputs=x, labels=y)
+    resolve = Path.resolve
+
+    def denied_in_first(self: Path, strict: bool = False) -> Path:
+        if self.is_relative_to(first) and self != first:
+            raise PermissionError(13, "Permission denied", str(self))
+        return resolve(self, strict)
+
+    monkeypatch.setattr(Path, "resolve", denied_in_first)
+    assert confine("x/val.npz", [first, second]) == second / "x" / "val.npz"
+    with pytest.raises(InvalidInput, match="'x/gone.npz' cannot be looked up: Permission denied"):
+        confine("x/gone.npz", [first, second])
+
+
+def test_a_data_file_changed_on_disk_is_loaded_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instance bound to a data path measured on what the file held when it was first
+    read: after the file changed (same name), a new one reads it, and its fingerprint (what
+    warm starts match on) differs; the same bytes written again give the same fingerprint."""
+    monkeypatch.setattr(registry, "_DATA_INSTANCES", OrderedDict())
+    x, y = images_and_labels()
+    np.savez(root / "v.npz", inputs=x, labels=y)
+    first = get_supernet("fmnist-ofa-cnn", validation_data="v.npz")
+    arch = smallest_arch()
+    before, print_before = first.evaluate(arch), first.fingerprint()
+    np.savez(root / "v.npz", inputs=x[:1], labels=y[:1])
+    second = get_supernet("fmnist-ofa-cnn", validation_data="v.npz")
+    assert second is not first and second.fingerprint() != print_before
+    assert len(second._data.val_y) == 1 and first.evaluate(arch) == before  # each its own
+    assert len(registry._DATA_INSTANCES) == 1  # the stale one is not kept beside it
+    np.savez(root / "v.npz", inputs=x, labels=y)
+    assert get_supernet("fmnist-ofa-cnn", validation_data="v.npz").fingerprint() == print_before
+    assert get_supernet("fmnist-ofa-cnn").fingerprint() not in (None, print_before)
+
+
+def test_images_in_a_directory_changed_on_disk_are_read_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    monkeypatch.setattr(registry, "_DATA_INSTANCES", OrderedDict())
+    for label in ("a", "b"):
+        (root / "imgs" / label).mkdir(parents=True)
+        Image.new("L", (28, 28), 40).save(root / "imgs" / label / "0.png")
+    first = get_supernet("fmnist-ofa-cnn", validation_data="imgs").fingerprint()
+    assert get_supernet("fmnist-ofa-cnn", validation_data="imgs").fingerprint() == first
+    Image.new("L", (28, 28), 200).save(root / "imgs" / "b" / "0.png")  # rewritten in place
+    os.utime(root / "imgs" / "b" / "0.png", ns=(1, 1))  # even with an older time
+    assert get_supernet("fmnist-ofa-cnn", validation_data="imgs").fingerprint() != first

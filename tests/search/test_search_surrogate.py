@@ -109,3 +109,64 @@ def test_extra_features_are_used_when_they_explain_the_metric() -> None:
     plain.fit(active[train], target[train])
     assert plain.report["extra_share"] == 0.0
     assert kendall_tau(plain.predict(active)[::3], target[::3]) < 0.5
+
+
+def _fresh_fit(features: FeatureMap, kept: PairwiseRidge, active: np.ndarray, values: np.ndarray,
+               extra: np.ndarray | None) -> PairwiseRidge:  # fmt: skip
+    """A model that has seen nothing before, with ``kept``'s hyperparameters."""
+    fresh = PairwiseRidge(features)
+    fresh._fit = kept._fit
+    fresh.fit(active, values, extra=extra, select=False)
+    return fresh
+
+
+@pytest.mark.parametrize("with_extra", [False, True])
+def test_a_fit_that_extends_the_last_one_equals_a_fresh_fit(
+    with_extra: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Told results one at a time (the last fit's matches and factor reused), rows that
+    change in the middle (hints taken away), extra features that change: each fit is what
+    a model that saw nothing before gives, to rounding."""
+    rng = np.random.default_rng(3)
+    features = FeatureMap([3, 4, 2, 5])
+    indices = rng.integers(0, [3, 4, 2, 5], (90, 4))
+    values = indices @ np.array([1.0, -0.5, 0.3, 0.2]) + rng.normal(0, 0.3, 90)
+    extra = rng.normal(size=(90, 2)) if with_extra else None
+    import search.surrogate as surrogate
+
+    factored: list[int] = []  # the size of each Cholesky factorisation the model did
+    cholesky = surrogate.cholesky
+    monkeypatch.setattr(
+        surrogate, "cholesky", lambda a, **kw: (factored.append(len(a)), cholesky(a, **kw))[1]
+    )
+    model = PairwiseRidge(features)
+    orders = [list(range(n)) for n in range(30, 60)]  # one more each time
+    orders += [list(range(40)) + list(range(70, 90)), list(range(40)) + [5, 80, 81]]
+    for step, rows in enumerate(orders):
+        part = None if extra is None else extra[rows] * (1.0 if step < 31 else 2.0)
+        model.fit(features.active(indices[rows]), values[rows], extra=part, select=step % 10 == 0)
+        fresh = _fresh_fit(features, model, features.active(indices[rows]), values[rows], part)
+        np.testing.assert_allclose(model.weights(), fresh.weights(), rtol=0, atol=1e-10)
+        if extra is not None:
+            np.testing.assert_allclose(model._extra_weights, fresh._extra_weights, atol=1e-10)
+    # fresh fits factorise their n rows; the model, one more row each time, mostly 1 x 1
+    assert factored.count(1) >= 20, factored
+
+
+def test_selection_looks_at_a_bounded_subsample_and_the_fit_at_every_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past SELECT_MAX rows the 18 inverses are of SELECT_MAX rows, not all of them."""
+    import search.surrogate as surrogate
+
+    monkeypatch.setattr(surrogate, "SELECT_MAX", 40)
+    rng = np.random.default_rng(4)
+    features = FeatureMap([4, 4, 4])
+    indices = rng.integers(0, 4, (100, 3))
+    values = indices @ np.array([1.0, 0.5, -1.0]) + rng.normal(0, 0.1, 100)
+    model = PairwiseRidge(features)
+    model.fit(features.active(indices), values)
+    assert model.report["n_select"] == 40 and model.report["n_train"] == 100
+    assert model.report["loo_kendall_tau"] > 0.8
+    fresh = _fresh_fit(features, model, features.active(indices), values, None)
+    np.testing.assert_allclose(model.weights(), fresh.weights(), atol=1e-10)

@@ -23,7 +23,7 @@ from store.db import (
     upgrade,
     writing,
 )
-from store.tables import JobStatus
+from store.tables import Evaluation, JobStatus, utcnow
 
 from .backends import database_url, end_other_sessions, migrated_database, set_timezone
 
@@ -269,20 +269,30 @@ def test_prior_evaluations_on_other_devices_and_before_a_time(backend: str, tmp_
         factory = make_session_factory(make_engine(url))
 
         def add(session: Any, job: Any, subnet: str, copied: bool = False) -> None:
-            details = {"reused_from": "x"} if copied else {}
-            q.add_reused_evaluation(
-                session, job, subnet_id=subnet, arch={"k": subnet},
-                metrics={"accuracy": 0.5}, details=details, feasible=True,
+            measured = Evaluation(
+                job_id=job.id, seq=job.evaluations_done + job.evaluations_reused,
+                subnet_id=subnet, arch={"k": subnet}, metrics={"accuracy": 0.5}, details={},
+                feasible=True, on_front=False, seconds=0.0, created_at=utcnow(),
             )  # fmt: skip
-            job.evaluations_reused += 1
+            if copied:  # a warm start's copy of it (reused_from: this job)
+                q.add_reused_evaluations(session, job, [measured], {})
+            else:
+                session.add(measured)
+                job.evaluations_done += 1
+                session.flush()
 
         with transaction(factory) as session:
             on_gpu = q.create_job(session, dict(SPEC, device="cuda-0"))
             on_cpu = q.create_job(session, SPEC)
+            own_data = q.create_job(session, dict(SPEC, validation_data="v.npz"))
+            # a file name that is not UTF-8: PostgreSQL's json operators refuse the document
+            odd_name = q.create_job(session, dict(SPEC, validation_data="w\udcff.npz"))
         with transaction(factory) as session:
             add(session, q.get_job(session, on_gpu.id), "a")
             add(session, q.get_job(session, on_gpu.id), "b", copied=True)
             add(session, q.get_job(session, on_cpu.id), "c")
+            add(session, q.get_job(session, own_data.id), "e")  # accuracy on other data
+            add(session, q.get_job(session, odd_name.id), "f")
         with transaction(factory) as session:
             later = q.create_job(session, SPEC)
         with transaction(factory) as session:
@@ -291,12 +301,15 @@ def test_prior_evaluations_on_other_devices_and_before_a_time(backend: str, tmp_
         def subnets(**kwargs: Any) -> set[str]:
             with transaction(factory) as session:
                 found = q.prior_evaluations(
-                    session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
-                    exclude_job="none", limit=100, **kwargs,
+                    session, supernet=SPEC["supernet"], device="cpu-1t",
+                    exclude_job="none", limit=100, **{"validation_data": None, **kwargs},
                 )  # fmt: skip
                 return {e.subnet_id for e in found}
 
         assert subnets() == {"c"}
+        assert subnets(validation_data="v.npz") == {"e"}
+        assert subnets(validation_data="w\udcff.npz") == {"f"}
+        assert subnets(measured_with="another") == set()
         assert subnets(other_devices=True) == {"a", "d"}
         assert subnets(other_devices=True, before=later.created_at) == {"a"}
         assert subnets(other_devices=True, before=on_cpu.created_at) == set()

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +19,7 @@ from api.schemas import JobCreate
 from core.errors import UnknownName
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
-from store.tables import JobStatus
+from store.tables import JobStatus, utcnow
 from workers.dispatch import EmbeddedDispatcher, local_devices
 
 from ..conftest import embedded_settings
@@ -41,7 +48,7 @@ def test_start_fails_a_job_left_running_too_often_and_resumes_the_others(
     ids = _jobs(factory, spec, states)
     dispatcher = EmbeddedDispatcher(factory, settings)
     resumed: list[str] = []
-    dispatcher._submit = lambda job_id, takeover: resumed.append(job_id)  # type: ignore[method-assign]
+    dispatcher._submit = lambda job_id, takeover_from=None: resumed.append(job_id)  # type: ignore[method-assign]
     dispatcher.start()
     assert sorted(resumed) == sorted(ids[n] for n in ("crashed", "requeued", "new"))
     with transaction(factory) as session:
@@ -64,7 +71,7 @@ def test_a_server_that_serves_no_device_touches_no_job(tmp_path: Path) -> None:
     dispatcher = EmbeddedDispatcher(factory, settings)
     assert dispatcher.served_devices() == set()
     resumed: list[str] = []
-    dispatcher._submit = lambda job_id, takeover: resumed.append(job_id)  # type: ignore[method-assign]
+    dispatcher._submit = lambda job_id, takeover_from=None: resumed.append(job_id)  # type: ignore[method-assign]
     dispatcher.start()
     assert resumed == []
     with transaction(factory) as session:
@@ -81,9 +88,54 @@ def _jobs(factory: Any, spec: dict[str, Any], states: dict[str, tuple[JobStatus,
         for (name, (status, attempts)), row in zip(states.items(), rows, strict=True):
             job = q.get_job(session, row.id)
             job.status, job.attempts, job.worker_id = status, attempts, "a-dead-process"
+            job.heartbeat_at = utcnow() - timedelta(hours=1)  # silent since it died
             job.cancel_requested = name == "cancelled"
             ids[name] = row.id
     return ids
+
+
+def test_a_job_another_live_server_runs_is_left_to_it(tmp_path: Path) -> None:
+    """A second embedded server on the same database (``hwnas run`` beside ``hwnas
+    serve``) does not take a running job from a live one; it takes at once the job of one
+    whose process on this host has ended, and later one whose worker went silent."""
+    settings = embedded_settings(
+        tmp_path, embedded_devices="nb201-pixel3", stale_after_s=0.5, heartbeat_s=0.2
+    )
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = JobCreate(**SPEC).model_dump(mode="json")
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    host = socket.gethostname()
+    holders = {
+        "live here": f"embedded:{host}:{os.getpid()}:abc",
+        "ended here": f"embedded:{host}:{ended.stdout.strip()}:def",
+        "live elsewhere": f"embedded:another-host:{ended.stdout.strip()}:ghi",
+    }
+    ids = {}
+    with transaction(factory) as session:
+        for name, holder in holders.items():
+            job = q.get_job(session, q.create_jobs(session, [(spec, None)])[0].id)
+            job.status, job.worker_id, job.attempts = JobStatus.running, holder, 1
+            job.heartbeat_at = utcnow() + timedelta(seconds=1.5)  # heartbeating for now
+            ids[name] = job.id
+    dispatcher = EmbeddedDispatcher(factory, settings)
+    resumed: list[tuple[str, str | None]] = []
+    dispatcher._submit = lambda job_id, takeover_from=None: resumed.append((job_id, takeover_from))  # type: ignore[method-assign]
+    dispatcher.start()
+    try:
+        assert resumed == [(ids["ended here"], holders["ended here"])]
+        deadline = time.monotonic() + 10  # the others go silent: taken by a later look
+        while len({job_id for job_id, _ in resumed}) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert {job_id for job_id, _ in resumed} == set(ids.values())
+        with transaction(factory) as session:
+            job = q.create_jobs(session, [(spec, None)])[0]  # queued by another server
+        while (job.id, None) not in resumed and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (job.id, None) in resumed
+    finally:
+        dispatcher.stop()
 
 
 def test_the_embedded_devices_setting_names_profiles(
@@ -103,3 +155,39 @@ def test_the_embedded_devices_setting_names_profiles(
     with pytest.raises(UnknownName, match="unknown device 'cpu-lt'") as raised:
         served("cpu-1t,cpu-lt")
     assert raised.value.field == "HWNAS_EMBEDDED_DEVICES"
+
+
+def test_a_job_found_twice_is_queued_on_the_pool_once(tmp_path: Path) -> None:
+    """The watcher may find a queued job between the submitter's commit and its dispatch:
+    two runs of one job under one worker id would both be let in."""
+    settings = embedded_settings(tmp_path, embedded_devices="nb201-pixel3", embedded_workers=2)
+    upgrade(settings.database_url)
+    dispatcher = EmbeddedDispatcher(
+        make_session_factory(make_engine(settings.database_url)), settings
+    )
+    release, runs = threading.Event(), []
+
+    def run(job_id: str, takeover_from: str | None = None) -> None:
+        runs.append(job_id)
+        release.wait(10)
+
+    dispatcher.runner.run = run  # type: ignore[method-assign]
+    dispatcher.dispatch("job-1", "nb201-pixel3")
+    dispatcher._submit("job-1")
+    release.set()
+    dispatcher.stop()
+    assert runs == ["job-1"]
+
+
+def test_a_gone_workers_lease_is_taken_only_from_that_worker(tmp_path: Path) -> None:
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = JobCreate(**SPEC).model_dump(mode="json")
+    with transaction(factory) as session:
+        job_id = q.create_jobs(session, [(spec, None)])[0].id
+        assert q.claim_job(session, job_id, "server-b", stale_after_s=60)  # b runs it, live
+    with transaction(factory) as session:  # a process that saw "server-a" gone comes late
+        assert q.claim_job(session, job_id, "c", stale_after_s=60, takeover_from="a") is None
+        taken = q.claim_job(session, job_id, "c", stale_after_s=60, takeover_from="server-b")
+        assert taken is not None and taken.worker_id == "c"

@@ -37,6 +37,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             broker_url=broker_url,
             data_dir=tmp_path / "data",
             auto_migrate=False,
+            stale_after_s=float(env["HWNAS_STALE_AFTER_S"]),  # as its workers
         )
         with TestClient(create_app(settings)) as client:
             yield {"env": env, "client": client, "tmp": tmp_path}
@@ -44,6 +45,15 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 def _evaluations(client: TestClient, job_id: str) -> list[dict[str, Any]]:
     return client.get(f"/v1/jobs/{job_id}/evaluations", params={"limit": 500}).json()["data"]
+
+
+def _message_when(client: TestClient, job_id: str, part: str, timeout_s: float) -> str:
+    """The job's message once it holds ``part``."""
+    deadline = time.monotonic() + timeout_s
+    while part not in (message := client.get(f"/v1/jobs/{job_id}").json()["message"] or ""):
+        assert time.monotonic() < deadline, f"no {part!r} after {timeout_s} s: {message!r}"
+        time.sleep(0.5)
+    return message
 
 
 def _assert_complete(client: TestClient, job: dict[str, Any], budget: int) -> list[dict]:
@@ -100,6 +110,10 @@ def test_sigkilled_worker_job_is_finished_by_another(stack: dict[str, Any]) -> N
     first.kill()
     done_at_kill = client.get(f"/v1/jobs/{job_id}").json()["progress"]["evaluations_done"]
     assert done_at_kill < budget
+    # Until a worker of its device starts, the job says its worker died and what to do.
+    said = _message_when(client, job_id, "no live worker serves device 'cpu-1t'", 60)
+    assert said.startswith("waiting: its worker stopped heartbeating at "), said
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
     with workers(stack["env"], stack["tmp"]):
         job = wait_for(client, job_id, timeout_s=240)
     evaluations = _assert_complete(client, job, budget)

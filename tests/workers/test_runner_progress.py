@@ -15,8 +15,8 @@ from api.schemas import JobCreate
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.front import constraints_of, summarise_front
-from store.tables import JobStatus
-from workers.runner import JobRunner
+from store.tables import Job, JobStatus, storable_text
+from workers.runner import JobRunner, _add_message
 
 from ..conftest import embedded_settings
 
@@ -86,3 +86,15 @@ def test_progress_is_the_summary_of_the_stored_evaluations(
         else:
             assert front_size >= 1 and 0.0 < hypervolume <= 1.0
     engine.dispose()
+
+
+@pytest.mark.parametrize("note", ["warm start: 3 earlier measurements", "data bad\udcff.npz x\x00"])
+def test_a_note_is_added_to_the_message_once(note: str) -> None:
+    """A resumed run says its notes again; the message keeps one of each, also for a note
+    the message can only hold escaped (a lone surrogate or a NUL)."""
+    job = Job(message="waiting: interrupted")
+    job.message = None  # a claim clears the queue's message
+    for _ in range(3):
+        _add_message(job, note)
+        _add_message(job, "resumed")
+    assert job.message == f"{storable_text(note)}; resumed"

@@ -4,6 +4,7 @@ between the commit marking the job succeeded and the one adding the time)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,26 @@ def test_a_running_jobs_time_grows_with_its_heartbeats_and_is_booked_once(
     # Booked once: what the run took, less only its set-up before its clock starts (~0.03
     # s here); a heartbeat's 0.2 s booked twice, or lost, would show.
     assert 6 * 0.3 < final <= wall and wall - final < 0.15, (final, wall)
+
+
+def test_each_evaluation_books_the_run_time_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed between two heartbeats lost the time since the last one, while the
+    evaluations committed meanwhile kept theirs: ``run_seconds`` could end below
+    ``eval_seconds`` (and ``hwnas run`` showed negative time outside measurement). Each
+    evaluation's commit now books the run's time so far, heartbeat or not."""
+    measure = SubnetEvaluator.measure
+
+    def slow(self: SubnetEvaluator, arch: Any) -> Any:
+        measured = measure(self, arch)
+        time.sleep(0.05)
+        return dataclasses.replace(measured, seconds=0.05)  # all of it was the measurement
+
+    monkeypatch.setattr(SubnetEvaluator, "measure", slow)
+    status, seen = _run_watching_commits(tmp_path, SPEC, heartbeat_s=3600.0)  # no heartbeat
+    assert status is JobStatus.succeeded
+    running = [(run_s, eval_s) for state, run_s, eval_s in seen if state is JobStatus.running]
+    measured = [(run_s, eval_s) for run_s, eval_s in running if eval_s > 0]
+    assert len(measured) >= 6, seen
+    assert all(run_s >= eval_s for run_s, eval_s in measured), measured

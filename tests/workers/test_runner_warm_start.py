@@ -13,6 +13,8 @@ import models
 from api.app import create_app
 from api.schemas import JobCreate
 from core.settings import get_settings
+from models.fmnist_cnn import FmnistOFACNN
+from models.registry import get_supernet
 from search import LinasStrategy
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
@@ -29,6 +31,14 @@ SPEC: dict[str, Any] = {
     "budget": {"evaluations": 25},
     "strategy": "random",
     "seed": 1,
+}
+
+FMNIST: dict[str, Any] = {  # two real measurements on the built-in supernet
+    "supernet": "fmnist-ofa-cnn",
+    "device": "cpu-1t",
+    "objectives": {"accuracy": "max", "latency_ms": "min"},
+    "strategy": "random",
+    "budget": {"evaluations": 2},
 }
 
 
@@ -102,14 +112,7 @@ def test_accuracy_on_other_validation_data_is_not_reused(tmp_path: Path, monkeyp
     np.savez(root / "val40.npz", inputs=shipped["val_x"][:40], labels=shipped["val_y"][:40])
     monkeypatch.setenv("HWNAS_DATA_ROOTS", str(root))
     get_settings.cache_clear()
-    spec = {
-        "supernet": "fmnist-ofa-cnn",
-        "device": "cpu-1t",
-        "objectives": {"accuracy": "max", "latency_ms": "min"},
-        "strategy": "random",
-        "budget": {"evaluations": 2},
-        "validation_data": "val40.npz",
-    }
+    spec = dict(FMNIST, validation_data="val40.npz")
     try:
         with TestClient(create_app(embedded_settings(tmp_path))) as client:
             on_user_data = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
@@ -122,8 +125,50 @@ def test_accuracy_on_other_validation_data_is_not_reused(tmp_path: Path, monkeyp
             same_data = dict(spec, seed=5, budget={"evaluations": 1})
             job = wait_for(client, client.post("/v1/jobs", json=same_data).json()["id"])
             assert job["progress"]["evaluations_reused"] == 2
+            (root / "val40.npz").unlink()  # an export needs the data (BatchNorm, fingerprint)
+            url = f"/v1/jobs/{on_user_data['id']}/subnets/{stored[0]['subnet_id']}/export"
+            export = client.get(url, params={"format": "torchscript"})
+            assert export.status_code == 409, export.text
+            assert (
+                "measured on validation data 'val40.npz', which cannot be read now"
+                in (export.json()["message"])
+            )
     finally:
         get_settings.cache_clear()
+
+
+def test_measurements_made_with_other_weights_or_data_are_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job records what its supernet measured with (``Supernet.fingerprint``: weights and
+    validation data). After the checkpoint changed (simulated: another fingerprint), a new
+    job reuses nothing measured before, a job that began before fails on resuming instead
+    of mixing the two, and an export of a point measured before is refused."""
+    spec = FMNIST
+    settings = embedded_settings(tmp_path)
+    factory = make_session_factory(make_engine(settings.database_url))
+    with TestClient(create_app(settings)) as client:
+        before = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        subnet = _evaluations(client, before["id"])[0]["subnet_id"]
+        with transaction(factory) as session:
+            recorded = q.get_job(session, before["id"]).spec[q.MEASURED_WITH]
+        assert recorded == get_supernet("fmnist-ofa-cnn").fingerprint() is not None
+        again = wait_for(client, client.post("/v1/jobs", json=dict(spec, seed=4)).json()["id"])
+        assert again["progress"]["evaluations_reused"] == 2  # same weights: reused
+
+        monkeypatch.setattr(FmnistOFACNN, "fingerprint", lambda self: "other-weights")
+        after = wait_for(client, client.post("/v1/jobs", json=dict(spec, seed=5)).json()["id"])
+        assert after["progress"]["evaluations_reused"] == 0
+        began = {**JobCreate(**spec).model_dump(mode="json"), q.MEASURED_WITH: recorded}
+        with transaction(factory) as session:  # began under the old weights, then stopped
+            job_id = q.create_jobs(session, [(began, None)])[0].id
+        assert JobRunner(factory, settings, "worker-2").run(job_id) == JobStatus.failed
+        failed = client.get(f"/v1/jobs/{job_id}").json()
+        assert "changed since this job began measuring" in failed["error"]
+        url = f"/v1/jobs/{before['id']}/subnets/{subnet}/export"
+        export = client.get(url, params={"format": "onnx"})
+        assert export.status_code == 409, export.text
+        assert "not be the network that was measured" in export.json()["message"]
 
 
 def test_other_devices_measurements_guide_a_job_but_are_not_reused(tmp_path: Path) -> None:
