@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
+    Field,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -53,8 +54,9 @@ class Settings(BaseSettings):
     api_keys: str = ""
     embedded_workers: PositiveInt = 1
     max_budget: PositiveInt = 10_000
-    heartbeat_s: PositiveFloat = 5.0
-    stale_after_s: NonNegativeFloat = 60.0  # 0: every running job counts as orphaned
+    heartbeat_s: Annotated[float, Field(gt=0, le=86_400)] = 5.0
+    # 0: every running job counts as orphaned
+    stale_after_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 60.0
     max_attempts: PositiveInt = 3
     # How long a running job waits out an unreachable database before giving up its attempt.
     db_retry_s: NonNegativeFloat = 60.0

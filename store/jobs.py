@@ -23,7 +23,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.engine import result_tuple
+from sqlalchemy.engine import CursorResult, result_tuple
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound
@@ -178,8 +178,8 @@ def _new_job_values(spec: dict[str, Any], message: str | None, now: datetime) ->
 
 def get_job(session: Session, job_id: str, *, lock: bool = False) -> Job:
     query = select(Job).where(Job.id == job_id)
-    if lock:
-        query = query.with_for_update()
+    if lock:  # and the row as locked, not as this session loaded it before
+        query = query.with_for_update().execution_options(populate_existing=True)
     job = session.scalars(query).one_or_none()
     if job is None:
         raise NotFound(f"job {job_id!r} not found")
@@ -224,30 +224,53 @@ def claim_job(
     ``takeover_from``: a worker known to be gone (its process ended), whose lease is taken
     however fresh its heartbeat, if that worker still holds it.
 
-    The row lock makes two workers racing for the same job serialise here; the loser sees a
-    fresh heartbeat and backs off. A finished job is never claimed again.
+    Two workers racing for the same job serialise here: on PostgreSQL the row lock makes the
+    loser see a fresh heartbeat and back off. SQLite has no row lock (the read is not
+    locked), so the claim itself is an UPDATE conditional on the row as read: the loser's
+    waits for the winner's commit, then matches nothing. A finished job is never claimed
+    again.
     """
     job = get_job(session, job_id, lock=True)
     now = utcnow()
     if job.status.finished:
         return None
+    takes_from = {worker_id} | ({takeover_from} if takeover_from is not None else set())
     if (
         job.status == JobStatus.running
-        and job.worker_id not in (worker_id, takeover_from)
-        and _alive(job, now, stale_after_s)
+        and job.worker_id not in takes_from
+        and lease_alive(job, now, stale_after_s)
     ):
         return None
     if job.cancel_requested:
         _finish(job, JobStatus.cancelled, now, message="cancelled before it started")
         return None
-    job.status, job.worker_id, job.heartbeat_at = JobStatus.running, worker_id, now
-    job.message = None  # what the queue said (waiting, interrupted); the run adds its notes
-    job.attempts += 1
-    job.started_at = job.started_at or now
+    holder = JOBS.c.worker_id
+    claimed = session.execute(
+        update(JOBS)
+        .where(
+            JOBS.c.id == job_id,
+            JOBS.c.status == job.status,
+            holder.is_(None) if job.worker_id is None else holder == job.worker_id,
+            JOBS.c.attempts == job.attempts,
+        )
+        .values(
+            status=JobStatus.running,
+            worker_id=worker_id,
+            heartbeat_at=now,
+            message=None,  # what the queue said (waiting, interrupted); the run adds its notes
+            attempts=JOBS.c.attempts + 1,
+            started_at=func.coalesce(JOBS.c.started_at, now),
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    if cast(CursorResult[Any], claimed).rowcount != 1:
+        return None  # another worker claimed it since it was read
+    session.expire(job)
     return job
 
 
-def _alive(job: Job | JobRow, now: datetime, stale_after_s: float) -> bool:
+def lease_alive(job: Job | JobRow, now: datetime, stale_after_s: float) -> bool:
+    """Whether the job's last heartbeat (or publication) is younger than ``stale_after_s``."""
     beat = last_heartbeat(job)
     return beat is not None and now - beat < timedelta(seconds=stale_after_s)
 
@@ -264,7 +287,7 @@ def worker_lost_at(job: Job | JobRow, now: datetime, stale_after_s: float) -> da
     """For a running job whose worker has not heartbeated for ``stale_after_s`` (it died, or
     cannot reach the database), the last heartbeat; None otherwise. A reaper of the job's
     device re-queues such a job (``stale_jobs``)."""
-    if job.status != JobStatus.running or _alive(job, now, stale_after_s):
+    if job.status != JobStatus.running or lease_alive(job, now, stale_after_s):
         return None
     return last_heartbeat(job)
 
@@ -615,7 +638,8 @@ def prior_evaluations(
     # reused, so they outnumber the originals by the jobs run on the pair (reading them as
     # objects made a backlog of jobs drain ever more slowly). By the JSON text, for the
     # reason above: a key, unlike a string value, is a quote before the colon.
-    copy = sql_cast(Evaluation.details, Text).like(f'%"{REUSED_FROM}":%')
+    key = REUSED_FROM.replace("_", "\\_")  # "_" alone matches any character
+    copy = sql_cast(Evaluation.details, Text).like(f'%"{key}":%', escape="\\")
     query = (
         select(Evaluation)
         .where(~copy)

@@ -146,7 +146,7 @@ class EmbeddedDispatcher(Dispatcher):
                     continue
                 running = job.status == JobStatus.running
                 ended = running and self._ended_here(job.worker_id)
-                silent = running and q.worker_lost_at(job, now, self.settings.stale_after_s)
+                silent = running and not q.lease_alive(job, now, self.settings.stale_after_s)
                 if running and not (ended or silent):
                     continue  # another live server runs it
                 if q.fail_exhausted(session, job, max_attempts):

@@ -389,3 +389,37 @@ def test_a_failing_write_is_not_tried_again_and_the_next_one_goes(
         writer.close()
         with engine.connect() as connection:
             assert connection.execute(select(func.count()).select_from(q.JOBS)).scalar() == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_servers_claiming_one_job_at_once_one_gets_it(backend: str, tmp_path: Path) -> None:
+    """Two processes (two engines) claim a queued job; the second reads it before the first
+    commits. SQLite has no row lock: both claims used to succeed and both servers ran it."""
+    with migrated_database(backend, tmp_path) as (url, _engine, factory):
+        with transaction(factory) as session:
+            job_id = q.create_job(session, SPEC).id
+        other_engine = make_engine(url)  # as another process has
+        first, second = factory(), make_session_factory(other_engine)()
+        try:
+            assert q.claim_job(first, job_id, "server-a", stale_after_s=60) is not None
+            answers: list[bool] = []
+
+            def claim() -> None:
+                answers.append(
+                    q.claim_job(second, job_id, "server-b", stale_after_s=60) is not None
+                )
+                second.commit()
+
+            racer = threading.Thread(target=claim)
+            racer.start()
+            racer.join(1)  # it waits for the first claim's commit (or has read before it)
+            first.commit()
+            racer.join(30)
+            assert answers == [False]
+        finally:
+            first.close()
+            second.close()
+            other_engine.dispose()
+        with transaction(factory) as session:
+            job = q.get_job(session, job_id)
+            assert (job.worker_id, job.attempts) == ("server-a", 1)
