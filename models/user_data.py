@@ -108,10 +108,11 @@ def data_signature(path: str | Path, roots: Sequence[Path] | None = None) -> tup
         return ()
     if not resolved.is_dir():
         return _stat_of(resolved)
-    entries = []
-    for folder, _, files in os.walk(resolved):
-        for name in sorted(files):
-            entries.append((folder, name, *_stat_of(Path(folder) / name)))
+    entries = [
+        (folder, name, *_stat_of(Path(folder) / name))
+        for folder, _, files in os.walk(resolved)
+        for name in files
+    ]
     return tuple(sorted(entries))
 
 
@@ -214,28 +215,28 @@ def _check_file(resolved: Path, limit: int) -> None:
             "or a directory of images",
             field=FIELD,
         )
-    _check_size(resolved, limit)
-    if resolved.suffix == ".npz":
-        _check_npz_is_a_zip(resolved)
+    zipped = zipfile.is_zipfile(resolved)
+    _check_size(resolved, limit, zipped)
+    if resolved.suffix == ".npz" and not zipped:
+        raise _not_an_npz(resolved)
 
 
-def _check_npz_is_a_zip(path: Path) -> None:
-    """numpy reads any other file as a pickle, and refuses it with advice to load it
-    unsafely: a text file named .npz is answered for what it is."""
-    if not zipfile.is_zipfile(path):
-        raise InvalidInput(
-            f"{path.name}: not a .npz file (numpy.savez writes a zip archive of .npy arrays)",
-            field=FIELD,
-        )
+def _not_an_npz(path: Path) -> InvalidInput:
+    """For a .npz that is not a zip: numpy reads any other file as a pickle, and refuses it
+    with advice to load it unsafely; a text file named .npz is answered for what it is."""
+    return InvalidInput(
+        f"{path.name}: not a .npz file (numpy.savez writes a zip archive of .npy arrays)",
+        field=FIELD,
+    )
 
 
 def _settings_limit() -> int:
     return int(get_settings().max_data_file_mb * 1024 * 1024)
 
 
-def _check_size(path: Path, limit: int) -> None:
+def _check_size(path: Path, limit: int, zipped: bool) -> None:
     size = path.stat().st_size
-    if zipfile.is_zipfile(path):  # .npz and torch.save files: count the unpacked members
+    if zipped:  # .npz and torch.save files: count the unpacked members
         with zipfile.ZipFile(path) as archive:
             size = max(size, sum(info.file_size for info in archive.infolist()))
     if size > limit:
@@ -255,7 +256,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
-    _check_npz_is_a_zip(path)
+    if not zipfile.is_zipfile(path):
+        raise _not_an_npz(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}

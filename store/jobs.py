@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import (
     Connection,
     Row,
+    Select,
     Table,
     Text,
     bindparam,
@@ -301,21 +302,19 @@ def stale_jobs(
     when it was last (re-)published, so a job waiting behind another is not re-sent often.
     """
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
-    query = select(Job).where(
-        Job.status.in_([JobStatus.queued, JobStatus.running]),
-        or_(Job.heartbeat_at.is_(None), Job.heartbeat_at <= cutoff),
-    )
-    if devices is not None:  # an empty list: no device, no job
-        query = query.where(Job.device.in_(devices))
+    query = _unfinished(devices).where(or_(Job.heartbeat_at.is_(None), Job.heartbeat_at <= cutoff))
     return list(session.scalars(query.order_by(Job.created_at)))
 
 
 def unfinished_jobs(session: Session, devices: list[str]) -> list[Job]:
     """Queued and running jobs of ``devices``, oldest first."""
-    query = select(Job).where(
-        Job.status.in_([JobStatus.queued, JobStatus.running]), Job.device.in_(devices)
-    )
-    return list(session.scalars(query.order_by(Job.created_at)))
+    return list(session.scalars(_unfinished(devices).order_by(Job.created_at)))
+
+
+def _unfinished(devices: list[str] | None) -> Select[Job]:
+    """Queued and running jobs, of ``devices`` where given (an empty list: no job)."""
+    query = select(Job).where(Job.status.in_([JobStatus.queued, JobStatus.running]))
+    return query if devices is None else query.where(Job.device.in_(devices))
 
 
 def count_queued(session: Session, device: str) -> int:

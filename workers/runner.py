@@ -24,6 +24,7 @@ from core.errors import HwnasError, InvalidInput, StorageError
 from core.settings import Settings
 from hardware_profiles.configured import device_profile
 from hardware_profiles.latency_sample import sample_archs
+from models.base import Supernet
 from models.metrics import device_independent
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
@@ -62,12 +63,16 @@ class JobPlan:
 
 
 def build_plan(
-    spec: dict[str, Any], reused: int = 0, latency_prior: PredictedLatency | None = None
+    spec: dict[str, Any],
+    reused: int = 0,
+    latency_prior: PredictedLatency | None = None,
+    supernet: Supernet | None = None,
 ) -> JobPlan:
     """The plan of a job; ``reused``: evaluations copied from earlier jobs, which the
     strategy is told on top of the ``budget`` it may measure; ``latency_prior``: a stored
-    latency predictor of the pair, given to strategies that take a prior."""
-    supernet = get_supernet(spec["supernet"], validation_data=spec.get("validation_data"))
+    latency predictor of the pair, given to strategies that take a prior; ``supernet``: the
+    job's (``job_supernet``), where the caller has it already."""
+    supernet = supernet or job_supernet(spec)
     profile = device_profile(spec["device"])
     constraints = constraints_of(spec)
     space = SearchSpace(supernet.space(), canonical=supernet.canonical, encode=supernet.encode)
@@ -87,6 +92,11 @@ def build_plan(
     named = set(spec["objectives"]) | set(constraints)
     evaluator = SubnetEvaluator(supernet, profile, quality=bool(named & set(supernet.metrics)))
     return JobPlan(budget, spec["objectives"], constraints, evaluator, strategy)
+
+
+def job_supernet(spec: dict[str, Any]) -> Supernet:
+    """The supernet a search job measures with (bound to its validation data, if any)."""
+    return get_supernet(spec["supernet"], validation_data=spec.get("validation_data"))
 
 
 class _RunClock:
@@ -275,20 +285,20 @@ class JobRunner:
             return body(job_id, spec, clock)
 
     def _search(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
-        spec = self._measured_with(job_id, spec)
+        supernet = job_supernet(spec)  # once: with user data, a look-up stats its files
+        spec = self._measured_with(job_id, spec, supernet.fingerprint())
         stored = self._db(lambda s: q.list_evaluations(s, job_id)[0])
         warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
         if not stored and warm:
             stored = self._warm_start(job_id, spec)
-        reused = sum("reused_from" in e.details for e in stored)
+        reused = sum(q.REUSED_FROM in e.details for e in stored)
         if reused:  # said again by a resumed run: a claim clears the queue's message
-            supernet, device = spec["supernet"], spec["device"]
+            name, device = spec["supernet"], spec["device"]
             self._note(
-                job_id,
-                f"warm start: {reused} earlier measurements of {supernet} on {device} reused",
+                job_id, f"warm start: {reused} earlier measurements of {name} on {device} reused"
             )
         prior = self._latency_prior(job_id, spec)
-        plan = build_plan(spec, reused, prior)
+        plan = build_plan(spec, reused, prior, supernet)
         if warm:
             self._hint_from_other_devices(job_id, spec, plan, {e.subnet_id for e in stored})
         for evaluation in stored:  # replay: the strategy continues where the job stopped
@@ -319,14 +329,12 @@ class JobRunner:
             return self._cancelled_or_lost(job_id, clock, lease == "cancel")
         return self._finish(job_id, plan, clock)
 
-    def _measured_with(self, job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-        """The job's spec with ``measured_with``: the fingerprint of what its supernet
-        measures with (weights, validation data; ``Supernet.fingerprint``), recorded at the
-        job's first run. Warm starts and hints reuse only measurements made with the same.
-        A resumed run whose supernet measures with something else now fails the job: its
-        measurements would mix the two."""
-        supernet = get_supernet(spec["supernet"], validation_data=spec.get("validation_data"))
-        now = supernet.fingerprint()
+    def _measured_with(self, job_id: str, spec: dict[str, Any], now: str | None) -> dict[str, Any]:
+        """The job's spec with ``measured_with``: ``now``, the fingerprint of what its
+        supernet measures with (weights, validation data; ``Supernet.fingerprint``), recorded
+        at the job's first run. Warm starts and hints reuse only measurements made with the
+        same. A resumed run whose supernet measures with something else now fails the job:
+        its measurements would mix the two."""
         if q.MEASURED_WITH in spec:
             if spec[q.MEASURED_WITH] != now:
                 raise InvalidInput(
