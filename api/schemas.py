@@ -22,7 +22,12 @@ from hardware_profiles.configured import check_measures, device_profiles
 from hardware_profiles.latency_predictor import DEFAULT_KIND, MIN_MEASUREMENTS, PREDICTOR_KINDS
 from hardware_profiles.latency_sample import MAX_SAMPLES
 from models.metrics import metrics_of
-from models.registry import get_supernet, list_supernets, takes_validation_data
+from models.registry import (
+    check_validation_data,
+    get_supernet,
+    list_supernets,
+    takes_validation_data,
+)
 from models.user_data import check_path
 from search import list_strategies
 
@@ -162,6 +167,8 @@ class JobCreate(BaseModel):
                 f"{path.name} is a directory of images, but supernet {supernet!r} reads tensor "
                 "files only (.npz or .pt)"
             )
+        if supernet is not None:  # its contents: keys, shapes, labels, as evaluate needs them
+            check_validation_data(supernet, value)
         return value
 
     @field_validator("objectives", "constraints")

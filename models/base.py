@@ -149,6 +149,15 @@ class Supernet(ABC):
         that needs its quality metrics is refused at submission."""
         return True
 
+    def check_data(self) -> None:
+        """Raise ``InvalidInput`` (field ``validation_data``) when ``evaluate`` could not
+        measure on this instance's validation data: keys, shapes, dtypes, label or value
+        ranges; without running a network. A job naming a data file is checked at
+        submission this way, on an instance made with ``validation_data`` alone (no
+        weights), so a bad file is a 422 and not a job that fails in a worker's queue later.
+        The default checks nothing."""
+        return None
+
     def quality_inputs(self) -> Sequence[Any]:
         """What ``evaluate``'s metrics depend on besides the architecture: the weights (a
         module or a state dict) and the validation data (arrays or tensors), as loaded.

@@ -277,6 +277,9 @@ class FmnistOFACNN(SlicedSupernet):
         calib = shipped.calib_x if user.calib is None else grey_images(user.calib, "calib_inputs")
         return data.Subset(grey_images(user.inputs), user.labels.numpy(), calib)
 
+    def check_data(self) -> None:
+        _ = self._data  # loading checks the labels' range and the images' shape
+
     def quality_inputs(self) -> Sequence[Any]:
         return (self.module, self._data.val_x, self._data.val_y, self._data.calib_x)
 

@@ -255,13 +255,7 @@ def imagenet_preprocess(images: torch.Tensor, resolution: int) -> torch.Tensor:
     ``resolution``: shorter side resized to ``ceil(resolution / 0.875)`` (bilinear, antialiased;
     Once-for-All used Pillow's, so accuracies can differ slightly), centre crop, ImageNet
     normalisation."""
-    if images.dim() == 4 and images.shape[1] != 3 and images.shape[3] == 3:
-        images = images.permute(0, 3, 1, 2)
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise InvalidInput(
-            f"inputs must be RGB images (N, 3, H, W) with values 0..255, got {tuple(images.shape)}",
-            field="validation_data",
-        )
+    images = channels_first(images)
     size, (height, width) = math.ceil(resolution / CROP), images.shape[2:]
     short = min(height, width)  # the shorter side becomes ``size``, as in torchvision's Resize
     shape = (size * height // short, size * width // short)
@@ -271,6 +265,20 @@ def imagenet_preprocess(images: torch.Tensor, resolution: int) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def channels_first(images: torch.Tensor, what: str = "inputs") -> torch.Tensor:
+    """RGB images as (N, 3, H, W), from that layout or (N, H, W, 3); ``InvalidInput``
+    naming ``what`` for any other shape."""
+    if images.dim() == 4 and images.shape[1] != 3 and images.shape[3] == 3:
+        images = images.permute(0, 3, 1, 2)
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise InvalidInput(
+            f"{what} must be RGB images (N, 3, H, W) or (N, H, W, 3) with values 0..255, "
+            f"got {tuple(images.shape)}",
+            field="validation_data",
+        )
+    return images
 
 
 class ElasticNet(nn.Module):
@@ -352,6 +360,12 @@ class OFASupernet(SlicedSupernet):
 
     def has_validation_data(self) -> bool:
         return self.validation_data is not None
+
+    def check_data(self) -> None:
+        if self.validation_data is not None:
+            channels_first(self._data.inputs)
+            if self._data.calib is not None:
+                channels_first(self._data.calib, "calib_inputs")
 
     def quality_inputs(self) -> Sequence[Any]:
         if self.validation_data is None:

@@ -13,7 +13,7 @@ from core.errors import InvalidInput, UnknownName
 from core.settings import comma_list, get_settings
 
 from .base import Supernet
-from .user_data import data_signature
+from .user_data import configured_roots, confine, data_signature
 
 _FACTORIES: dict[str, Callable[..., Supernet]] = {}
 _INSTANCES: dict[str, Supernet] = {}
@@ -88,6 +88,51 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
                 _DATA_INSTANCES.popitem(last=False)
         _DATA_INSTANCES.move_to_end(key)
         return held[1]
+
+
+#: Data checked by ``check_validation_data``: (name, path) -> the data's signature then.
+_CHECKED: OrderedDict[tuple[str, str], tuple[Any, ...]] = OrderedDict()
+CHECKED_MAX = 64
+
+
+def check_validation_data(name: str, validation_data: str) -> None:
+    """Raise ``InvalidInput`` when supernet ``name`` could not measure on the data at
+    ``validation_data`` (its ``Supernet.check_data``), without its weights: the data is
+    read on an instance made with it alone, or on the instance ``get_supernet`` holds for
+    it. A (name, path) that passed is not read again until its ``data_signature``
+    changes. A supernet class that does not override ``check_data`` is not checked, nor is
+    a directory of images (its layout is ``check_path``'s): decoding thousands of images
+    would hold a submission for seconds to minutes; a bad image fails the job instead."""
+    if type(get_supernet(name)).check_data is Supernet.check_data:
+        return
+    if confine(validation_data, configured_roots()).is_dir():
+        return
+    key = (name, validation_data)
+    signature = data_signature(validation_data)
+    with _data_lock:
+        if _CHECKED.get(key) == signature:
+            _CHECKED.move_to_end(key)
+            return
+        held = _DATA_INSTANCES.get(key)
+    try:
+        if held is not None and held[0] == signature:  # loaded for a job: read already
+            instance = held[1]
+        else:
+            instance = create_supernet(name, validation_data=validation_data)
+        instance.check_data()
+    except InvalidInput:
+        raise
+    except Exception as exc:  # a plugin's check that breaks is the user's to see
+        raise InvalidInput(
+            f"supernet {name!r} could not check the validation data: "
+            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}",
+            field="validation_data",
+        ) from exc
+    with _data_lock:
+        _CHECKED[key] = signature
+        _CHECKED.move_to_end(key)
+        while len(_CHECKED) > CHECKED_MAX:
+            _CHECKED.popitem(last=False)
 
 
 #: The keyword a supernet class takes its weights file by, in order of preference.

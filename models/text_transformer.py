@@ -313,6 +313,10 @@ class TextTransformerSupernet(Supernet):
 
     def evaluate(self, arch: Arch, module: nn.Module | None = None) -> dict[str, float]:
         module = module if module is not None else self.extract(arch)
+        self.check_data()
+        return {"accuracy": accuracy(module, self._data.inputs.long(), self._data.labels)}
+
+    def check_data(self) -> None:
         ids = self._data.inputs
         if ids.is_floating_point() or ids.dim() != 2 or ids.shape[1] > MAX_LEN:
             raise InvalidInput(
@@ -321,8 +325,10 @@ class TextTransformerSupernet(Supernet):
                 field="validation_data",
             )
         if int(ids.min()) < 0 or int(ids.max()) >= VOCAB:
-            raise InvalidInput(f"token ids must lie in 0..{VOCAB - 1}", field="validation_data")
-        return {"accuracy": accuracy(module, ids.long(), self._data.labels)}
+            raise InvalidInput(
+                f"token ids must lie in 0..{VOCAB - 1}, found {int(ids.min())}..{int(ids.max())}",
+                field="validation_data",
+            )
 
     def input_spec(self, arch: Arch) -> InputSpec:
         return InputSpec(shape=(1, MAX_LEN), mean=(0.0,), std=(1.0,), layout="NL:int64-token-ids")

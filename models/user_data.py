@@ -294,12 +294,26 @@ def _tensor(value: Any, what: str, path: Path) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biuf":
             raise InvalidInput(f"{path.name}: {what} has dtype {value.dtype}", field=FIELD)
-        return torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    raise InvalidInput(
-        f"{path.name}: {what} is a {type(value).__name__}, not an array", field=FIELD
-    )
+        tensor = torch.from_numpy(np.ascontiguousarray(value))
+    elif isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu()
+        if tensor.dtype not in _REAL:
+            raise InvalidInput(f"{path.name}: {what} has dtype {tensor.dtype}", field=FIELD)
+    else:
+        raise InvalidInput(
+            f"{path.name}: {what} is a {type(value).__name__}, not an array", field=FIELD
+        )
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        # A network fed NaN answers something: the job would report a meaningless accuracy.
+        raise InvalidInput(f"{path.name}: {what} holds NaN or infinite values", field=FIELD)
+    return tensor
+
+
+#: Tensor dtypes a tensor file's arrays may have: numpy's kinds "biuf", as torch spells them.
+_REAL = frozenset(
+    (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+    + (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+)
 
 
 def _user_data(arrays: Mapping[str, Any], path: Path) -> UserData:

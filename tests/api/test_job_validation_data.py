@@ -93,8 +93,13 @@ def test_a_supernet_without_data_of_its_own_needs_it_only_for_quality() -> None:
 def test_a_supernet_without_data_of_its_own_takes_the_users(root: Path, supernet: str) -> None:
     """MobileNetV3's class takes ``validation_data`` through ``**kwargs`` (to the OFA base
     class); it was once read as not taking it, so such jobs could never be posted."""
+    images = np.zeros((2, 3, 32, 32), np.uint8)  # RGB, as Once-for-All's networks take
+    np.savez(root / "rgb.npz", inputs=images, labels=np.arange(2))
     spec = job_spec(supernet=supernet, objectives={"accuracy": "max", "latency_ms": "min"})
-    assert JobCreate.model_validate({**spec, "validation_data": "val.npz"}).validation_data
+    assert JobCreate.model_validate({**spec, "validation_data": "rgb.npz"}).validation_data
+    with pytest.raises(ValidationError, match="inputs must be RGB images") as caught:
+        JobCreate.model_validate({**spec, "validation_data": "val.npz"})  # grey
+    assert caught.value.errors()[0]["loc"] == ("validation_data",)
 
 
 def test_the_file_check_of_a_post_leaves_the_event_loop_free(
@@ -148,3 +153,17 @@ def test_a_post_with_validation_data_lists_every_error(root: Path, client: TestC
     )
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["status"] in {"queued", "running", "succeeded"}
+
+
+def test_a_file_whose_contents_cannot_be_measured_is_refused_at_submission(
+    root: Path, client: TestClient
+) -> None:
+    """Its keys, shapes and labels are read when the job is posted (on a worker thread, as
+    the path check): a 422 naming the file's problem, not a job that fails in the queue."""
+    np.savez(root / "bad.npz", inputs=np.zeros((4, 28, 28), np.uint8), labels=np.arange(8, 12))
+    answer = client.post("/v1/jobs", json=job_spec(validation_data="bad.npz"))
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["body", "validation_data"]
+    assert "bad.npz: labels must lie in 0..9, found 8..11" in error["msg"]
+    assert client.get("/v1/jobs").json()["data"] == []  # nothing was stored

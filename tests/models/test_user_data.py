@@ -257,3 +257,115 @@ def test_images_in_a_directory_changed_on_disk_are_read_again(
     Image.new("L", (28, 28), 200).save(root / "imgs" / "b" / "0.png")  # rewritten in place
     os.utime(root / "imgs" / "b" / "0.png", ns=(1, 1))  # even with an older time
     assert get_supernet("fmnist-ofa-cnn", validation_data="imgs").fingerprint() != first
+
+
+OFA = "ofa_mbv3_d234_e346_k357_w1.0"
+TEXT = "text-transformer-synth"
+
+
+def rgb(n: int = 4, size: int = 32) -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, (n, 3, size, size), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("supernet", "arrays", "message"),
+    [
+        ("fmnist-ofa-cnn", {"inputs": np.zeros((4, 28, 30)), "labels": np.arange(4)}, "square"),
+        ("fmnist-ofa-cnn", {"inputs": np.zeros((4, 28, 28)), "labels": np.arange(7, 11)}, "0..9"),
+        (
+            "fmnist-ofa-cnn",
+            {"inputs": np.full((4, 28, 28), np.nan), "labels": np.arange(4)},
+            "inputs holds NaN or infinite values",
+        ),
+        (
+            "fmnist-ofa-cnn",
+            {"inputs": np.zeros((4, 28, 28)), "labels": np.arange(4), "calib_inputs": np.zeros(3)},
+            "calib_inputs must be square grey images",
+        ),
+        (OFA, {"inputs": np.zeros((4, 28, 28)), "labels": np.arange(4)}, "inputs must be RGB"),
+        (
+            OFA,
+            {"inputs": rgb(), "labels": np.arange(4), "calib_inputs": np.zeros((2, 28, 28))},
+            "calib_inputs must be RGB",
+        ),
+        (OFA, {"inputs": rgb(), "labels": np.full(4, 1000)}, r"0\.\.999"),
+        (TEXT, {"inputs": np.zeros((4, 8)), "labels": np.arange(4)}, "integer token ids"),
+        (TEXT, {"inputs": np.full((4, 8), 10**6), "labels": np.arange(4)}, "token ids must lie"),
+    ],
+)
+def test_check_data_refuses_what_evaluate_could_not_measure(
+    root: Path, monkeypatch: pytest.MonkeyPatch, supernet: str, arrays: dict, message: str
+) -> None:
+    """A job's data file is checked at submission (``registry.check_validation_data``):
+    what its first evaluation would fail on is refused then, with the same reason."""
+    monkeypatch.setattr(registry, "_CHECKED", OrderedDict())
+    np.savez(root / "bad.npz", **arrays)
+    with pytest.raises(InvalidInput, match=message) as caught:
+        registry.check_validation_data(supernet, "bad.npz")
+    assert caught.value.field == "validation_data"
+
+
+@pytest.mark.parametrize(
+    ("supernet", "arrays"),
+    [
+        ("fmnist-ofa-cnn", {"inputs": np.zeros((4, 1, 28, 28)), "labels": np.arange(4)}),
+        (OFA, {"inputs": rgb().transpose(0, 2, 3, 1), "labels": np.arange(4)}),  # NHWC
+        (TEXT, {"inputs": np.ones((4, 8), np.int32), "labels": np.arange(4) % 2}),
+    ],
+)
+def test_check_data_passes_what_evaluate_measures(
+    root: Path, monkeypatch: pytest.MonkeyPatch, supernet: str, arrays: dict
+) -> None:
+    monkeypatch.setattr(registry, "_CHECKED", OrderedDict())
+    np.savez(root / "good.npz", **arrays)
+    registry.check_validation_data(supernet, "good.npz")
+    net = create_supernet(supernet, validation_data="good.npz")
+    smallest = net.decode(net.encode({g: c[0] for g, c in net.space().items()}))
+    assert 0.0 <= net.evaluate(smallest)["accuracy"] <= 1.0  # what passed is measurable
+
+
+def test_checked_data_is_read_again_only_when_it_changed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "_CHECKED", OrderedDict())
+    monkeypatch.setattr(registry, "_DATA_INSTANCES", OrderedDict())
+    x, y = images_and_labels()
+    np.savez(root / "v.npz", inputs=x, labels=y)
+    made: list[str] = []
+    create = registry.create_supernet
+
+    def counted(name: str, **kwargs: object) -> object:
+        made.append(name)
+        return create(name, **kwargs)
+
+    monkeypatch.setattr(registry, "create_supernet", counted)
+    registry.check_validation_data("fmnist-ofa-cnn", "v.npz")
+    registry.check_validation_data("fmnist-ofa-cnn", "v.npz")
+    assert made == ["fmnist-ofa-cnn"]  # the second check read nothing
+    np.savez(root / "v.npz", inputs=x, labels=np.full(len(y), 12))  # changed: checked again
+    with pytest.raises(InvalidInput, match=r"labels must lie in 0\.\.9, found 12\.\.12"):
+        registry.check_validation_data("fmnist-ofa-cnn", "v.npz")
+    np.savez(root / "v.npz", inputs=x, labels=y)
+    held = get_supernet("fmnist-ofa-cnn", validation_data="v.npz")  # as a job's runner does
+    made.clear()
+    registry.check_validation_data("fmnist-ofa-cnn", "v.npz")
+    assert made == [] and "_data" in vars(held)  # the job's instance was checked: one read
+
+
+def test_a_plugin_check_that_breaks_is_answered_as_its_data_error(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "_CHECKED", OrderedDict())
+    x, y = images_and_labels()
+    np.savez(root / "v.npz", inputs=x, labels=y)
+    fmnist = type(get_supernet("fmnist-ofa-cnn"))
+
+    def broken(self: object) -> None:
+        raise RuntimeError("shape mismatch in my check\nsecond line")
+
+    monkeypatch.setattr(fmnist, "check_data", broken)
+    with pytest.raises(
+        InvalidInput,
+        match="could not check the validation data: RuntimeError: shape mismatch in my check$",
+    ):
+        registry.check_validation_data("fmnist-ofa-cnn", "v.npz")
