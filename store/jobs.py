@@ -13,7 +13,6 @@ from sqlalchemy import (
     Row,
     Select,
     Table,
-    Text,
     bindparam,
     false,
     func,
@@ -23,7 +22,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import CursorResult, result_tuple
 from sqlalchemy.orm import Session
 
@@ -431,6 +429,7 @@ def add_reused_evaluations(
             details={**original.details, REUSED_FROM: original.job_id},
             feasible=is_feasible(original.metrics, constraints),
             on_front=False,
+            reused=True,
             seconds=0.0,
             created_at=now,
         )
@@ -469,11 +468,12 @@ _BOOKED = _BOOK_EVALUATION.cte("booked")
 _RECORD_EVALUATION_PG = select(_BOOKED.c.cancel_requested).add_cte(
     insert(EVALUATIONS)
     .from_select(
-        ["job_id", "seq", *_EVALUATION_VALUES, "on_front", "seconds", "created_at"],
+        ["job_id", "seq", *_EVALUATION_VALUES, "on_front", "reused", "seconds", "created_at"],
         select(
             bindparam("b_job_id", type_=EVALUATIONS.c.job_id.type),
             _BOOKED.c.evaluations_done - 1 + _BOOKED.c.evaluations_reused,
             *[bindparam(f"b_{c}", type_=EVALUATIONS.c[c].type) for c in _EVALUATION_VALUES],
+            false(),
             false(),
             bindparam("b_seconds", type_=EVALUATIONS.c.seconds.type),
             bindparam("b_now", type_=EVALUATIONS.c.created_at.type),
@@ -544,6 +544,7 @@ def record_evaluation(
             "seq": measured - 1 + reused,
             **{c: params[f"b_{c}"] for c in _EVALUATION_VALUES},
             "on_front": False,
+            "reused": False,
             "seconds": seconds,
             "created_at": params["b_now"],
         },
@@ -609,9 +610,10 @@ def prior_evaluations(
 ) -> list[Evaluation]:
     """Measurements of ``supernet`` on ``device`` (accuracy on ``validation_data``) made by
     other search jobs: one per sub-network, the most recent, at most ``limit``. Copies
-    (``details.reused_from``) are skipped: the original is what counts; so are calibration
-    jobs' measurements (latency only, a uniform sample: they would shadow a search's full
-    measurement of the same sub-network and fill the ``limit`` with what a search cannot use).
+    (``reused``; ``details.reused_from`` names their origin) are skipped: the original is
+    what counts; so are calibration jobs' measurements (latency only, a uniform sample:
+    they would shadow a search's full measurement of the same sub-network and fill the
+    ``limit`` with what a search cannot use).
 
     ``measured_with``: only jobs whose supernet measured with the same weights and data
     (``spec.measured_with``, a ``Supernet.fingerprint``; None matches jobs that recorded
@@ -633,15 +635,12 @@ def prior_evaluations(
     ]
     if not matching:
         return []
-    # Copies are left out by the database: every warm-started job adds one of each row it
-    # reused, so they outnumber the originals by the jobs run on the pair (reading them as
-    # objects made a backlog of jobs drain ever more slowly). By the JSON text, for the
-    # reason above: a key, unlike a string value, is a quote before the colon.
-    key = REUSED_FROM.replace("_", "\\_")  # "_" alone matches any character
-    copy = sql_cast(Evaluation.details, Text).like(f'%"{key}":%', escape="\\")
+    # Copies are left out by the database, through the index on (job_id, reused): every
+    # warm-started job adds one of each row it reused, so they outnumber the originals by
+    # the jobs run on the pair (reading them made a backlog of jobs drain ever more slowly).
     query = (
         select(Evaluation)
-        .where(~copy)
+        .where(Evaluation.reused.is_(False))
         .order_by(Evaluation.id.desc())
         .execution_options(yield_per=500)
     )

@@ -12,10 +12,12 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
@@ -111,6 +113,8 @@ class Evaluation(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "subnet_id", name="uq_evaluations_job_subnet"),
         UniqueConstraint("job_id", "seq", name="uq_evaluations_job_seq"),
+        # A warm start reads a job's originals only (store.jobs.prior_evaluations).
+        Index("ix_evaluations_job_reused", "job_id", "reused"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -123,6 +127,8 @@ class Evaluation(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     feasible: Mapped[bool] = mapped_column(Boolean)
     on_front: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Copied from an earlier job by a warm start (details.reused_from names that job).
+    reused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -291,7 +291,7 @@ class JobRunner:
         warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
         if not stored and warm:
             stored = self._warm_start(job_id, spec)
-        reused = sum(q.REUSED_FROM in e.details for e in stored)
+        reused = sum(e.reused for e in stored)
         if reused:  # said again by a resumed run: a claim clears the queue's message
             name, device = spec["supernet"], spec["device"]
             self._note(

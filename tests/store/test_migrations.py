@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,46 @@ def test_downgrading_below_calibration_jobs_removes_them_and_keeps_searches(
             ids = [row[0] for row in connection.execute(text("SELECT id FROM jobs"))]
             owners = [row[0] for row in connection.execute(text("SELECT job_id FROM evaluations"))]
         assert ids == [kept.id] and owners == [kept.id]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrading_to_the_reused_flag_marks_the_copies_stored_before(
+    backend: str, tmp_path: Path
+) -> None:
+    """Revision 0006's flag is set on the warm-start copies already stored: those whose
+    details have the key ``reused_from``, however odd the rest of their text (a lone
+    surrogate escape, which PostgreSQL's json operators refuse), and no others."""
+    with migrated_database(backend, tmp_path) as (url, engine, factory):
+        spec = {"supernet": "nb201-cifar10", "device": "nb201-pixel3", "strategy": "random",
+                "seed": 0, "budget": {"evaluations": 5}}  # fmt: skip
+        with transaction(factory) as session:
+            [job] = jobs.create_jobs(session, [(spec, None)])
+        command.downgrade(alembic_config(url), "0005")
+        details = {
+            "copy": {"reused_from": "j1", "file": "w\udcff.npz"},
+            "original": {"note": "reused_from: a value, not the key", "file": "w\udcff.npz"},
+            "plain": {},
+        }
+        with engine.begin() as connection:
+            for seq, (subnet, detail) in enumerate(details.items()):
+                connection.execute(
+                    text(
+                        "INSERT INTO evaluations (job_id, seq, subnet_id, arch, metrics, "
+                        "details, feasible, on_front, seconds, created_at) VALUES (:job, :seq, "
+                        ":subnet, '{}', '{}', :details, true, false, 0, CURRENT_TIMESTAMP)"
+                    ),
+                    {
+                        "job": job.id,
+                        "seq": seq,
+                        "subnet": subnet,
+                        "details": json.dumps(detail),
+                    },  # fmt: skip
+                )
+        upgrade(url)
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT subnet_id, reused FROM evaluations"))
+            flags = {subnet: bool(reused) for subnet, reused in rows}
+        assert flags == {"copy": True, "original": False, "plain": False}
+        command.downgrade(alembic_config(url), "0005")  # and back: the column goes
+        columns = {c["name"] for c in inspect(engine).get_columns("evaluations")}
+        assert "reused" not in columns and "details" in columns
