@@ -16,11 +16,12 @@ from pydantic import (
 )
 
 from api.bodies import files_checked_later
-from core.errors import UnknownName
+from core.errors import HwnasError, InvalidInput, UnknownName
 from core.settings import get_settings
 from hardware_profiles.configured import check_measures, device_profiles
 from hardware_profiles.latency_predictor import DEFAULT_KIND, MIN_MEASUREMENTS, PREDICTOR_KINDS
 from hardware_profiles.latency_sample import MAX_SAMPLES
+from models.base import Supernet
 from models.metrics import metrics_of
 from models.registry import (
     check_validation_data,
@@ -30,6 +31,7 @@ from models.registry import (
 )
 from models.user_data import check_path
 from search import list_strategies
+from search.space import SearchSpace
 
 Sense = Literal["min", "max"]
 
@@ -132,7 +134,9 @@ class JobCreate(BaseModel):
     @field_validator("supernet")
     @classmethod
     def _supernet(cls, value: str) -> str:
-        return _known("supernet", value, list_supernets())
+        _known("supernet", value, list_supernets())
+        usable_supernet(value)  # else the other fields' checks would each fail with its error
+        return value
 
     @field_validator("device")
     @classmethod
@@ -184,6 +188,28 @@ class JobCreate(BaseModel):
             if name not in allowed:
                 raise ValueError(f"unknown metric {name!r}; allowed: {', '.join(allowed)}")
         return value
+
+
+#: Supernets whose space() was checked, with the instance checked.
+_spaces_checked: dict[str, Supernet] = {}
+
+
+def usable_supernet(name: str) -> Supernet:
+    """``name``'s shared instance; ``InvalidInput`` on ``supernet`` saying why it cannot be
+    searched: it cannot be built as configured (``models.registry.get_supernet``), or its
+    ``space()`` is not a search space (a gene without choices, a choice of another type
+    than int, float, bool or str: what a job's run would fail on)."""
+    supernet = get_supernet(name)
+    if _spaces_checked.get(name) is not supernet:
+        try:
+            SearchSpace(supernet.space())
+        except Exception as exc:  # a plugin's space() may raise anything
+            reason = str(exc) if isinstance(exc, HwnasError) else f"{type(exc).__name__}: {exc}"
+            raise InvalidInput(
+                f"supernet {name!r} has no valid search space: {reason}", field="supernet"
+            ) from None
+        _spaces_checked[name] = supernet
+    return supernet
 
 
 def _check_quality_measurable(job: dict[str, Any]) -> None:
@@ -349,7 +375,9 @@ class CalibrationCreate(BaseModel):
     @field_validator("supernet")
     @classmethod
     def _supernet(cls, value: str) -> str:
-        return _known("supernet", value, list_supernets())
+        _known("supernet", value, list_supernets())
+        usable_supernet(value)
+        return value
 
     @field_validator("n_samples")
     @classmethod

@@ -155,8 +155,9 @@ def smallest_arch() -> Arch:
     return {name: min(choices) for name, choices in _space().items()}
 
 
-def load_weights(module: nn.Module, path: Path) -> None:
+def load_weights(module: nn.Module, path: str | Path) -> None:
     """Load a state_dict safely (no pickled code); mismatches name the first bad key."""
+    path = Path(path)  # HWNAS_SUPERNET_CHECKPOINTS gives a str
     state = torch.load(path, map_location="cpu", weights_only=True)
     expected = module.state_dict()
     for key, tensor in expected.items():

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import logging
+import os
 import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from core.errors import InvalidInput, UnknownName
+from core.errors import HwnasError, InvalidInput, UnknownName
 from core.settings import comma_list, get_settings
 
 from .base import Supernet
@@ -24,6 +26,7 @@ DATA_INSTANCES_MAX = 4
 _data_lock = threading.Lock()
 
 F = TypeVar("F", bound=Callable[..., Supernet])
+log = logging.getLogger(__name__)
 
 
 def register_supernet(name: str) -> Callable[[F], F]:
@@ -47,13 +50,33 @@ def list_supernets() -> list[str]:
 
 
 def create_supernet(name: str, **kwargs: Any) -> Supernet:
-    """A new supernet instance; unknown names raise an error listing the known ones."""
+    """A new supernet instance; unknown names raise an error listing the known ones. A
+    factory that fails with anything but an ``HwnasError`` (a plugin's ``FileNotFoundError``
+    for its weights, ``load_state_dict``'s ``RuntimeError``) is answered as ``InvalidInput``
+    on ``supernet`` with the error's type and first line; its traceback is logged."""
+    factory = _factory(name)
+    try:
+        return factory(**kwargs)
+    except HwnasError:
+        raise
+    except Exception as exc:
+        log.warning("supernet %r could not be built", name, exc_info=True)
+        raise InvalidInput(
+            f"supernet {name!r} could not be built: {type(exc).__name__}: {_first_line(exc)}",
+            field="supernet",
+        ) from exc
+
+
+def _factory(name: str) -> Callable[..., Supernet]:
     _load_builtins()
     try:
-        factory = _FACTORIES[name]
+        return _FACTORIES[name]
     except KeyError:
         raise UnknownName("supernet", name, _FACTORIES, field="supernet") from None
-    return factory(**kwargs)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0]
 
 
 def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
@@ -68,7 +91,7 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
     """
     if validation_data is None:
         if name not in _INSTANCES:
-            _INSTANCES[name] = create_supernet(name, **configured_weights(name))
+            _INSTANCES[name] = _default_instance(name)
         return _INSTANCES[name]
     key = (name, validation_data)
     signature = data_signature(validation_data)  # outside the lock: it may walk a directory
@@ -90,6 +113,38 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
         return held[1]
 
 
+#: Supernets whose default instance failed: name -> (the weights file's state then, error).
+_FAILED: dict[str, tuple[tuple[Any, ...], HwnasError]] = {}
+
+
+def _default_instance(name: str) -> Supernet:
+    """``name``'s instance with its configured weights. When that fails, the error is kept
+    and raised again without building anew until the weights file changes on disk: the
+    catalog and every submission naming it ask (a checkpoint may take seconds to read)."""
+    weights = configured_weights(name)
+    state = tuple(_file_state(path) for path in weights.values())
+    failed = _FAILED.get(name)
+    if failed is not None and failed[0] == state:
+        raise failed[1].with_traceback(None)
+    try:
+        instance = create_supernet(name, **weights)
+    except UnknownName:
+        raise
+    except HwnasError as exc:
+        _FAILED[name] = (state, exc)
+        raise
+    _FAILED.pop(name, None)
+    return instance
+
+
+def _file_state(path: str) -> tuple[Any, ...]:
+    try:
+        found = os.stat(path)
+    except OSError as exc:
+        return (exc.errno,)
+    return found.st_size, found.st_mtime_ns, found.st_ino
+
+
 #: Data checked by ``check_validation_data``: (name, path) -> the data's signature then.
 _CHECKED: OrderedDict[tuple[str, str], tuple[Any, ...]] = OrderedDict()
 CHECKED_MAX = 64
@@ -103,7 +158,7 @@ def check_validation_data(name: str, validation_data: str) -> None:
     changes. A supernet class that does not override ``check_data`` is not checked, nor is
     a directory of images (its layout is ``check_path``'s): decoding thousands of images
     would hold a submission for seconds to minutes; a bad image fails the job instead."""
-    if type(get_supernet(name)).check_data is Supernet.check_data:
+    if _class_of(name).check_data is Supernet.check_data:
         return
     if confine(validation_data, configured_roots()).is_dir():
         return
@@ -148,7 +203,7 @@ def configured_weights(name: str) -> dict[str, str]:
     if not path:
         return {}
     # Factories may take **kwargs: the keywords are those of the class they build.
-    keywords = init_keywords(type(create_supernet(name)))
+    keywords = init_keywords(_class_of(name))
     for keyword in WEIGHTS_KEYWORDS:
         if keyword in keywords:
             return {keyword: path}
@@ -160,7 +215,17 @@ def configured_weights(name: str) -> dict[str, str]:
 
 def takes_validation_data(name: str) -> bool:
     """Whether the supernet ``name`` takes a ``validation_data`` path (its class's keyword)."""
-    return "validation_data" in init_keywords(type(get_supernet(name)))
+    return "validation_data" in init_keywords(_class_of(name))
+
+
+def _class_of(name: str) -> type[Supernet]:
+    """The class ``name``'s factory builds: the factory itself when it is a class (plugins,
+    most built-ins); otherwise the type of the shared instance, or of one made for this."""
+    factory = _factory(name)
+    if isinstance(factory, type):
+        return factory
+    held = _INSTANCES.get(name)
+    return type(held) if held is not None else type(create_supernet(name))
 
 
 def init_keywords(cls: type) -> set[str]:

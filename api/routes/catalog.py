@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from api.deps import DispatcherDep
-from api.schemas import DevicePublic, SupernetPublic
+from api.schemas import DevicePublic, SupernetPublic, usable_supernet
 from core.errors import HwnasError
 from hardware_profiles.configured import device_profiles
+from models.base import Supernet
 from models.metrics import metrics_of
-from models.registry import create_supernet, get_supernet, list_supernets
+from models.registry import create_supernet, list_supernets
 
 router = APIRouter(tags=["catalog"])
 
@@ -19,26 +22,38 @@ def read_supernets() -> list[SupernetPublic]:
     """Every registered supernet. One that cannot be built as configured (its weights file
     does not load) is listed as its class describes it, with a note saying why: the others
     stay listed, and its own jobs are refused with that error."""
-    out = []
-    for name in list_supernets():
-        try:
-            supernet, problem = get_supernet(name), None
-        except HwnasError as exc:
-            supernet, problem = create_supernet(name), f"not usable as configured: {exc}"
-        info = supernet.describe()
-        out.append(
-            SupernetPublic(
-                id=name,
-                genes=info["genes"],
-                raw_space_size=info["raw_space_size"],
-                space_size=info.get("space_size"),
-                space=info["space"],
-                metrics=sorted(metrics_of(supernet)),
-                has_validation_data=supernet.has_validation_data(),
-                note=problem or info.get("note"),
-            )
-        )
-    return out
+    return [_listed(name) for name in list_supernets()]
+
+
+def _listed(name: str) -> SupernetPublic:
+    try:
+        supernet, problem = usable_supernet(name), None
+    except HwnasError as exc:
+        problem = f"not usable as configured: {exc}"
+        try:  # described as its class is, without the weights that failed
+            supernet = create_supernet(name)
+            return _public(name, supernet, supernet.describe(), problem)
+        except Exception:  # not even that: named, with the reason
+            return SupernetPublic(
+                id=name, genes=0, raw_space_size=0, space_size=None, space={}, metrics=[],
+                has_validation_data=False, note=problem,
+            )  # fmt: skip
+    return _public(name, supernet, supernet.describe(), None)
+
+
+def _public(
+    name: str, supernet: Supernet, info: dict[str, Any], problem: str | None
+) -> SupernetPublic:
+    return SupernetPublic(
+        id=name,
+        genes=info["genes"],
+        raw_space_size=info["raw_space_size"],
+        space_size=info.get("space_size"),
+        space=info["space"],
+        metrics=sorted(metrics_of(supernet)),
+        has_validation_data=supernet.has_validation_data(),
+        note=problem or info.get("note"),
+    )
 
 
 @router.get("/devices", response_model=list[DevicePublic])

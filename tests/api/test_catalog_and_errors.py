@@ -14,6 +14,7 @@ from api.app import create_app
 from api.schemas import JobCreate
 from core.settings import Settings, get_settings
 from models import registry
+from models.text_transformer import TextTransformerSupernet
 
 from ..conftest import embedded_settings
 from .helpers import job_spec
@@ -279,3 +280,58 @@ def test_a_body_over_the_limit_is_413_before_it_is_read_whole(client: TestClient
 def test_health_answers_head_as_load_balancers_ask(client: TestClient) -> None:
     response = client.head("/healthz")
     assert response.status_code == 200 and response.content == b""
+
+
+class _NotBuilt(TextTransformerSupernet):
+    """A plugin whose constructor fails with a plain Python error (its weights file)."""
+
+    name = "test-not-built"
+
+    def __init__(self, **kwargs: object) -> None:
+        raise FileNotFoundError(2, "No such file or directory", "/ckpt/mine.pt")
+
+
+class _NoChoices(TextTransformerSupernet):
+    """A plugin whose space has a gene without choices (checked when a job runs, before)."""
+
+    name = "test-no-choices"
+
+    def space(self) -> dict[str, list[object]]:
+        return {**super().space(), "extra": []}
+
+
+def test_a_plugin_that_cannot_be_built_or_searched_is_listed_and_refused_with_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a 500 for the whole catalog and for its jobs; a broken space was a job that
+    failed in the worker. Now: listed with a note, and a job naming it is one 422 on
+    ``supernet`` (not the same error under every field that looks the supernet up)."""
+    for plugin in (_NotBuilt, _NoChoices):
+        monkeypatch.setitem(registry._FACTORIES, plugin.name, plugin)
+    monkeypatch.setattr(registry, "_FAILED", {})
+    try:
+        with TestClient(create_app(embedded_settings(tmp_path))) as client:
+            listed = client.get("/v1/supernets")
+            assert listed.status_code == 200, listed.text
+            by_id = {s["id"]: s for s in listed.json()}
+            assert by_id[_NotBuilt.name]["note"] == (
+                "not usable as configured: supernet 'test-not-built' could not be built: "
+                "FileNotFoundError: [Errno 2] No such file or directory: '/ckpt/mine.pt'"
+            )
+            assert by_id[_NotBuilt.name]["space"] == {}
+            assert by_id[_NoChoices.name]["note"] == (
+                "not usable as configured: supernet 'test-no-choices' has no valid search "
+                "space: gene 'extra': choices must be a non-empty list"
+            )
+            assert by_id[_NoChoices.name]["genes"] == len(_NoChoices().space())  # as its class is
+            assert by_id["fmnist-ofa-cnn"]["note"] is None
+            for plugin in (_NotBuilt, _NoChoices):
+                spec = job_spec(supernet=plugin.name, objectives={"accuracy": "max"})
+                refused = client.post("/v1/jobs", json=spec)
+                assert refused.status_code == 422, refused.text
+                [error] = refused.json()["detail"]
+                assert error["loc"] == ["body", "supernet"]
+                assert by_id[plugin.name]["note"].endswith(error["msg"].split(", ", 1)[1])
+    finally:
+        for plugin in (_NotBuilt, _NoChoices):
+            registry._INSTANCES.pop(plugin.name, None)

@@ -12,6 +12,7 @@ from core.errors import CheckpointMismatch, InvalidInput
 from core.settings import get_settings
 from models import registry
 from models.registry import configured_weights, create_supernet, get_supernet
+from models.text_transformer import TextTransformerSupernet
 
 NAME = "text-transformer-synth"
 
@@ -75,3 +76,60 @@ def test_init_keywords_follow_kwargs_up_the_hierarchy_and_stop_without_them() ->
 
     assert registry.init_keywords(Inherits) == {"size", "checkpoint", "seed"}
     assert registry.init_keywords(Stops) == {"size"}
+
+
+def test_the_built_in_cnn_names_the_first_mismatching_key(tmp_path: Path) -> None:
+    """HWNAS_SUPERNET_CHECKPOINTS gives a str: its message once failed on ``path.name``."""
+    path = tmp_path / "other.pt"
+    torch.save(create_supernet(NAME).module.state_dict(), path)
+    with pytest.raises(CheckpointMismatch, match=r"^other\.pt: missing key '.+' \(expected shape"):
+        create_supernet("fmnist-ofa-cnn", weights=str(path))
+
+
+class Broken(TextTransformerSupernet):
+    """A plugin whose constructor fails as plain Python code does with a bad weights file."""
+
+    name = "test-broken-weights"
+    built = 0
+
+    def __init__(self, *, weights: str | None = None, **kwargs: object) -> None:
+        type(self).built += 1
+        if weights is not None:
+            raise RuntimeError(f"Error(s) in loading state_dict from {weights}\nsize mismatch")
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_plugin_that_fails_to_build_is_an_input_error_kept_until_its_file_changes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Not a 500 in the catalog and the submissions: ``InvalidInput`` on ``supernet`` with
+    the error's type and first line; asked again, the same error without reading the file
+    again, until the file changed on disk."""
+    monkeypatch.setitem(registry._FACTORIES, Broken.name, Broken)
+    monkeypatch.setattr(registry, "_FAILED", {})
+    monkeypatch.setattr(Broken, "built", 0)
+    path = tmp_path / "w.pt"
+    path.write_bytes(b"first")
+    monkeypatch.setenv("HWNAS_SUPERNET_CHECKPOINTS", f"{Broken.name}={path}")
+    get_settings.cache_clear()
+    try:
+        for _ in range(3):
+            with pytest.raises(InvalidInput) as caught:
+                get_supernet(Broken.name)
+            assert caught.value.field == "supernet"
+            assert str(caught.value) == (
+                f"supernet {Broken.name!r} could not be built: RuntimeError: "
+                f"Error(s) in loading state_dict from {path}"
+            )
+        assert Broken.built == 1
+        path.write_bytes(b"second, longer")
+        with pytest.raises(InvalidInput, match="could not be built"):
+            get_supernet(Broken.name)
+        assert Broken.built == 2
+        monkeypatch.delenv("HWNAS_SUPERNET_CHECKPOINTS")
+        get_settings.cache_clear()
+        assert isinstance(get_supernet(Broken.name), Broken)  # configured without: built
+        assert Broken.built == 3 and Broken.name not in registry._FAILED
+    finally:
+        get_settings.cache_clear()
+        registry._INSTANCES.pop(Broken.name, None)
