@@ -70,11 +70,12 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "objectives": parse_objectives(args.objective or ["accuracy=max", "latency_ms=min"]),
         "constraints": parse_constraints(args.constraint or []),
-        "budget": {"evaluations": args.budget},
         "strategy": args.strategy,
         "seed": args.seed,
         "warm_start": not args.no_warm_start,
     }
+    if args.budget is not None:  # else the server's default (60, or its cap when lower)
+        spec["budget"] = {"evaluations": args.budget}
     if args.validation_data:
         spec["validation_data"] = args.validation_data
     return spec
@@ -162,7 +163,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """Queue a calibration; with ``--no-wait`` print its job id, else follow the job and
     print the predictor version it stored (exit 1 unless it succeeded)."""
     client = _client(args)
-    body = {"supernet": args.supernet, "n_samples": args.samples, "seed": args.seed}
+    body = {"supernet": args.supernet, "seed": args.seed}
+    if args.samples is not None:  # else the server's default (50, or its cap when lower)
+        body["n_samples"] = args.samples
     if args.kind:
         body["kind"] = args.kind
     job = client.calibrate(args.device, body)
@@ -281,7 +284,9 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu-1t")
     parser.add_argument("--objective", action="append", help="NAME=min|max (repeatable)")
     parser.add_argument("--constraint", action="append", help="NAME<=V or NAME>=V (repeatable)")
-    parser.add_argument("--budget", type=int, default=60)
+    parser.add_argument(
+        "--budget", type=int, help="new measurements (default: 60, or the server's cap if lower)"
+    )
     parser.add_argument("--strategy", default="linas")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -342,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = sub.choices["calibrate"]
     calibrate.add_argument("device", help="hardware profile id")
     calibrate.add_argument("--supernet", default="fmnist-ofa-cnn")
-    calibrate.add_argument("--samples", type=int, default=50, help="sub-networks to measure")
+    calibrate.add_argument(
+        "--samples", type=int, help="sub-networks to measure (default: 50, or the server's cap)"
+    )
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--kind", default=None, help="predictor kind (default: the server's)")
     calibrate.add_argument("--no-wait", action="store_true", help="print the job id and exit")

@@ -99,7 +99,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(
             f"job {job['id']}: {spec['strategy']} on {spec['supernet']} for device "
             f"{spec['device']}, constraints {spec['constraints']}, "
-            f"budget {spec['budget']['evaluations']}"
+            f"budget {job['progress']['budget']}"
         )
         job = client.wait(job["id"])
         pareto = client.pareto(job["id"])

@@ -63,9 +63,23 @@ class BoundIn(BaseModel):
         return self
 
 
+#: A search's budget and a calibration's sample when the request gives none; an operator's
+#: lower HWNAS_MAX_BUDGET lowers them (a default over the cap would refuse every such body).
+DEFAULT_EVALUATIONS, DEFAULT_SAMPLES = 60, 50
+
+
+def _capped(default: int) -> int:
+    return min(default, get_settings().max_budget)
+
+
 class BudgetIn(BaseModel):
     model_config = STRICT_INPUT
-    evaluations: int = Field(60, description="real measurements the search may spend")
+    evaluations: int = Field(
+        default_factory=lambda: _capped(DEFAULT_EVALUATIONS),
+        validate_default=True,
+        description=f"real measurements the search may spend (default {DEFAULT_EVALUATIONS}, "
+        "or HWNAS_MAX_BUDGET when that is lower)",
+    )
 
     @field_validator("evaluations")
     @classmethod
@@ -110,7 +124,7 @@ class JobCreate(BaseModel):
     device: str
     objectives: dict[str, Sense] = Field(default_factory=_default_objectives)
     constraints: dict[str, BoundIn] = Field(default_factory=dict)
-    budget: BudgetIn = Field(default_factory=lambda: BudgetIn(evaluations=60))
+    budget: BudgetIn = Field(default_factory=BudgetIn)
     strategy: str = "linas"
     seed: int = Field(0, ge=0, le=2**31 - 1)
     warm_start: bool = Field(
@@ -365,7 +379,12 @@ class CalibrationCreate(BaseModel):
     model_config = STRICT_INPUT
     supernet: str = Field(description="registered supernet id, e.g. fmnist-ofa-cnn")
     n_samples: int = Field(
-        50, ge=MIN_MEASUREMENTS, le=MAX_SAMPLES, description="sub-networks to measure"
+        default_factory=lambda: _capped(DEFAULT_SAMPLES),
+        validate_default=True,
+        ge=MIN_MEASUREMENTS,
+        le=MAX_SAMPLES,
+        description=f"sub-networks to measure (default {DEFAULT_SAMPLES}, or HWNAS_MAX_BUDGET "
+        "when that is lower)",
     )
     seed: int = Field(
         0, ge=0, le=2**31 - 1, description="seeds the sample and the cross-validation folds"

@@ -134,6 +134,40 @@ def test_the_operators_budget_cap_bounds_a_calibrations_samples(
         get_settings.cache_clear()
 
 
+def test_defaults_over_the_operators_cap_are_lowered_to_it(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body without a budget (or with ``"budget": {}``), or a calibration without
+    ``n_samples``, once ran its default (60, 50) whatever the cap; a cap below 60 also made
+    every search body without a budget one error about a 60 it never sent, hiding the
+    others. The defaults are now the cap where it is lower, and checked like given values."""
+    monkeypatch.setenv("HWNAS_MAX_BUDGET", "7")
+    get_settings.cache_clear()
+    try:
+        spec = {"supernet": "nb201-cifar10", "device": "nb201-pixel3"}
+        for body in (spec, {**spec, "budget": {}}):
+            queued = client.post("/v1/jobs", json=body)
+            assert queued.status_code == 202, queued.text
+            assert queued.json()["progress"]["budget"] == 7
+        calibration = client.post(RECORDED, json={"supernet": "nb201-cifar10"})
+        assert calibration.status_code == 202, calibration.text
+        assert calibration.json()["progress"]["budget"] == 7
+        wrong = client.post("/v1/jobs", json={**spec, "device": "cpu-1t", "colour": "red"})
+        assert wrong.status_code == 422
+        fields = {tuple(error["loc"]) for error in wrong.json()["detail"]}
+        assert fields == {("body", "device"), ("body", "colour")}  # the real errors, both
+    finally:
+        get_settings.cache_clear()
+    monkeypatch.setenv("HWNAS_MAX_BUDGET", "3")  # below a calibration's least sample
+    get_settings.cache_clear()
+    try:
+        refused = client.post(RECORDED, json={"supernet": "nb201-cifar10"})
+        assert refused.status_code == 422
+        assert "n_samples" in refused.json()["message"]
+    finally:
+        get_settings.cache_clear()
+
+
 def test_a_calibration_for_a_device_nobody_serves_waits_and_says_why(client: TestClient) -> None:
     # This server serves cpu-1t only (conftest): a cpu-ort calibration waits for a worker.
     response = client.post("/v1/devices/cpu-ort/calibrations", json={"supernet": "fmnist-ofa-cnn"})
