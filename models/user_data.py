@@ -71,6 +71,10 @@ def confine(path: str | Path, roots: Sequence[Path]) -> Path:
             "user data paths are disabled: no data roots are configured (HWNAS_DATA_ROOTS)",
             field=FIELD,
         )
+    if not str(path).strip():  # Path("") is ".": the root itself, walked as images
+        raise InvalidInput(
+            "empty: name a file or image directory under the data roots", field=FIELD
+        )
     given = Path(path)
     candidates = [given] if given.is_absolute() else [Path(root) / given for root in roots]
     unreadable: InvalidInput | None = None  # a root where the look-up failed: others may hold it
@@ -249,10 +253,12 @@ def _check_size(path: Path, limit: int, zipped: bool) -> None:
 
 def _reason(exc: BaseException) -> str:
     """An error's first line; for a system error only its reason (its text names the path,
-    inside the data roots, which a job's error would show)."""
+    inside the data roots, which a job's error would show); for a KeyError or MemoryError,
+    whose text alone says little ("101"), its type too."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
+    line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"{type(exc).__name__}: {line}" if isinstance(exc, KeyError | MemoryError) else line
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
@@ -261,7 +267,8 @@ def _read_npz(path: Path) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, MemoryError) as exc:
+        # MemoryError: an array whose header declares more than the zip holds (or than fits)
         reason = _reason(exc)
         if "pickle" in reason:  # numpy's own words advise loading it unsafely
             reason = "it holds object arrays, which need pickles: save numeric arrays"
@@ -274,8 +281,9 @@ def _read_torch(path: Path) -> dict[str, Any]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for bad files
+        hint = "" if zipfile.is_zipfile(path) else " (not the zip archive torch.save writes)"
         raise InvalidInput(
-            f"{path.name}: refused by torch.load(weights_only=True): {_reason(exc)}",
+            f"{path.name}: refused by torch.load(weights_only=True): {_reason(exc)}{hint}",
             field=FIELD,
         ) from None
     if not isinstance(loaded, Mapping):
@@ -294,6 +302,8 @@ def _tensor(value: Any, what: str, path: Path) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biuf":
             raise InvalidInput(f"{path.name}: {what} has dtype {value.dtype}", field=FIELD)
+        if value.dtype == np.uint64 and value.size and value.max() > np.iinfo(np.int64).max:
+            raise InvalidInput(f"{path.name}: {what} holds values over 2**63 - 1", field=FIELD)
         tensor = torch.from_numpy(np.ascontiguousarray(value))
     elif isinstance(value, torch.Tensor):
         tensor = value.detach().cpu()
@@ -333,6 +343,12 @@ def _user_data(arrays: Mapping[str, Any], path: Path) -> UserData:
         )
     raw_calib = _pick(arrays, CALIB_KEYS)
     calib = None if raw_calib is None else _tensor(raw_calib, "calib_inputs", path)
+    if calib is not None and (calib.dim() < 2 or len(calib) == 0):
+        raise InvalidInput(
+            f"{path.name}: calib_inputs {tuple(calib.shape)} holds no samples; leave it out "
+            "when there are none",
+            field=FIELD,
+        )
     return UserData(inputs, labels.long(), calib, path)
 
 

@@ -251,6 +251,8 @@ def _decode(data: bytes, image_format: ImageFormat, name: str) -> np.ndarray:
         raise
     except Exception as exc:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "BytesIO" in reason:  # Pillow names its buffer: "cannot identify image file <...>"
+            reason = "not a format Pillow identifies"
         raise InvalidInput(f"{name}: not a readable image ({reason})", field=FIELD) from None
     return np.array(fitted, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -117,6 +119,14 @@ def test_pickled_content_is_refused(root: Path) -> None:
         ({"inputs": np.zeros((4, 3)), "labels": np.zeros(4)}, "1-D integer"),
         ({"inputs": np.zeros((4, 3)), "labels": np.zeros(5, np.int64)}, "same number"),
         ({"inputs": np.zeros((4, 3)), "labels": np.full(4, 10)}, r"labels must lie in 0\.\.9"),
+        (  # once read as negative numbers, wrapped by the conversion to int64
+            {"inputs": np.zeros((4, 3)), "labels": np.full(4, 2**63, np.uint64)},
+            r"labels holds values over 2\*\*63 - 1",
+        ),
+        (
+            {"inputs": np.zeros((4, 3)), "labels": np.arange(4), "calib_inputs": np.zeros((0, 3))},
+            r"calib_inputs \(0, 3\) holds no samples",
+        ),
     ],
 )
 def test_malformed_files_are_refused_with_a_reason(
@@ -279,7 +289,11 @@ def rgb(n: int = 4, size: int = 32) -> np.ndarray:
         ),
         (
             "fmnist-ofa-cnn",
-            {"inputs": np.zeros((4, 28, 28)), "labels": np.arange(4), "calib_inputs": np.zeros(3)},
+            {
+                "inputs": np.zeros((4, 28, 28)),
+                "labels": np.arange(4),
+                "calib_inputs": np.ones((3, 5)),
+            },
             "calib_inputs must be square grey images",
         ),
         (OFA, {"inputs": np.zeros((4, 28, 28)), "labels": np.arange(4)}, "inputs must be RGB"),
@@ -369,3 +383,28 @@ def test_a_plugin_check_that_breaks_is_answered_as_its_data_error(
         match="could not check the validation data: RuntimeError: shape mismatch in my check$",
     ):
         registry.check_validation_data("fmnist-ofa-cnn", "v.npz")
+
+
+def test_files_that_lie_or_are_not_what_they_are_named_are_refused_with_a_reason(
+    root: Path,
+) -> None:
+    """An array whose header declares more than any memory holds was a MemoryError with a
+    traceback in the job; a text file named .pt was "refused by torch.load: 101"; an empty
+    path was the data root itself, walked as an image directory."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**11, 28, 28)}
+    )
+    labels = io.BytesIO()
+    np.save(labels, np.arange(4))
+    with zipfile.ZipFile(root / "liar.npz", "w") as archive:
+        archive.writestr("inputs.npy", header.getvalue() + bytes(16))
+        archive.writestr("labels.npy", labels.getvalue())
+    with pytest.raises(InvalidInput, match=r"liar\.npz: not a readable \.npz .*MemoryError"):
+        load_user_data("liar.npz")
+    (root / "text.pt").write_text("hello, not a tensor file\n")
+    with pytest.raises(InvalidInput, match=r"not the zip archive torch\.save writes"):
+        load_user_data("text.pt")
+    for empty in ("", "  "):
+        with pytest.raises(InvalidInput, match="empty: name a file or image directory"):
+            check_path(empty)
