@@ -105,13 +105,13 @@ def stall_note(job: Job | JobRow, stale_after_s: float, dispatcher: Dispatcher) 
     beat = worker_lost_at(job, utcnow(), stale_after_s)
     if beat is None:
         return None
+    lost = f"waiting: its worker stopped heartbeating at {beat:%Y-%m-%d %H:%M:%S} UTC"
+    if job.cancel_requested:  # asked while its worker was alive, which died before it ended
+        return f"{lost}; cancel it again to end it now"
     next_step = dispatcher.waiting_reason(job.device) or (
         f"a worker of device {job.device!r} picks it up again"
     )
-    return (
-        f"waiting: its worker stopped heartbeating at {beat:%Y-%m-%d %H:%M:%S} UTC; "
-        f"{next_step}; it resumes where it stopped"
-    )
+    return f"{lost}; {next_step}; it resumes where it stopped"
 
 
 def with_note(note: str | None, message: str | None) -> str | None:

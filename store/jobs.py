@@ -241,7 +241,9 @@ def claim_job(
     ):
         return None
     if job.cancel_requested:
-        _finish(job, JobStatus.cancelled, now, message="cancelled before it started")
+        done = job.evaluations_done
+        outcome = f"cancelled after {_evaluations(done)}" if job.started_at else None
+        _finish(job, JobStatus.cancelled, now, message=outcome or "cancelled before it started")
         return None
     holder = JOBS.c.worker_id
     claimed = session.execute(
@@ -372,14 +374,31 @@ def requeue(job: Job, message: str, *, handed_back: bool = False) -> None:
     )
 
 
-def request_cancel(session: Session, job_id: str) -> Job:
+def request_cancel(session: Session, job_id: str, *, stale_after_s: float | None = None) -> Job:
+    """Ask a job to stop: a queued one is cancelled now, a running one by its worker after
+    the evaluation in flight. With ``stale_after_s``: a running job whose worker has not
+    heartbeated for that long (it died) is cancelled now too; nobody would honour the
+    request until a worker took the job again. Should its worker be alive after all, its
+    next write finds the job finished and it stops."""
     job = get_job(session, job_id, lock=True)
     if job.status.finished:
         raise Conflict(f"job {job_id} already {job.status.value}")
     job.cancel_requested = True
+    now = utcnow()
     if job.status == JobStatus.queued:
-        _finish(job, JobStatus.cancelled, utcnow(), message="cancelled while queued")
+        _finish(job, JobStatus.cancelled, now, message="cancelled while queued")
+    elif stale_after_s is not None and (lost := worker_lost_at(job, now, stale_after_s)):
+        outcome = (
+            f"cancelled after {_evaluations(job.evaluations_done)}; its worker had stopped "
+            f"heartbeating at {lost:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        notes = job.message  # the run's: warm start, hints, prior
+        _finish(job, JobStatus.cancelled, now, message="; ".join(m for m in (outcome, notes) if m))
     return job
+
+
+def _evaluations(count: int) -> str:
+    return f"{count} evaluation{'' if count == 1 else 's'}"
 
 
 def finish_job(

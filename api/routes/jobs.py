@@ -117,9 +117,11 @@ def _stall_note(request: Request, job: Job | q.JobRow) -> str | None:
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
-    """Cancel a queued job at once; a running one stops after its evaluation in flight."""
+    """Cancel a queued job at once; a running one stops after its evaluation in flight, or
+    at once when its worker has stopped heartbeating (HWNAS_STALE_AFTER_S)."""
+    stale_after_s = request.app.state.settings.stale_after_s  # a dead worker's: ended now
     with transaction(factory) as session:
-        job = q.request_cancel(session, job_id)
+        job = q.request_cancel(session, job_id, stale_after_s=stale_after_s)
     loop_reads(request).forget(job_id)
     return json_response(job_public(job, api_base(request), _stall_note(request, job)))
 

@@ -219,7 +219,6 @@ def test_a_running_job_whose_worker_went_silent_says_so(
                 "poll": client.get(f"/v1/jobs/{job_id}").json(),
                 "list": client.get("/v1/jobs").json()["data"][0],
                 "front": client.get(f"/v1/jobs/{job_id}/pareto").json(),
-                "cancel": client.post(f"/v1/jobs/{job_id}/cancel").json(),
             }
             for where, answer in answers.items():
                 message = answer["message"] or ""
@@ -234,3 +233,39 @@ def test_a_running_job_whose_worker_went_silent_says_so(
                 assert q.heartbeat(session, job_id, "worker-a")
             monkeypatch.setattr(api.presenters, "utcnow", lambda: datetime.now(UTC))
             assert client.get(f"/v1/jobs/{job_id}").json()["message"] is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_cancelling_a_job_whose_worker_died_ends_it_at_once(backend: str, tmp_path: Path) -> None:
+    """Nobody would honour the request until a worker took the job again (its message said
+    it "resumes"); the cancel ends it, keeping what was measured and the run's notes. A
+    worker that was only slow finds the job ended at its next write. A job asked to cancel
+    while its worker lived, which then died, says to cancel again; a claim ends it as
+    cancelled after what it measured, not "before it started"."""
+    with database_url(backend, tmp_path) as url:
+        settings = embedded_settings(
+            tmp_path, database_url=url, embedded_devices="none", stale_after_s=0.0
+        )
+        factory = make_session_factory(make_engine(url))
+        with TestClient(create_app(settings)) as client:
+            died, asked = (client.post("/v1/jobs", json=job_spec()).json()["id"] for _ in "ab")
+            with transaction(factory) as session:
+                for job_id in (died, asked):
+                    assert q.claim_job(session, job_id, "worker-a", stale_after_s=0.0)
+                q.get_job(session, died).message = "warm start: 3 earlier measurements reused"
+                q.request_cancel(session, asked)  # while its worker lived (no staleness)
+            cancelled = client.post(f"/v1/jobs/{died}/cancel").json()
+            assert cancelled["status"] == "cancelled"
+            outcome, notes = cancelled["message"].split("; its worker had stopped ")
+            assert outcome == "cancelled after 0 evaluations"
+            assert notes.endswith(" UTC; warm start: 3 earlier measurements reused")
+            with transaction(factory) as session:  # the slow worker's next write: refused
+                assert q.heartbeat(session, died, "worker-a") is False
+            said = client.get(f"/v1/jobs/{asked}").json()
+            assert said["status"] == "running" and said["cancel_requested"]
+            assert said["message"].endswith("UTC; cancel it again to end it now")
+            with transaction(factory) as session:
+                assert q.claim_job(session, asked, "worker-b", stale_after_s=0.0) is None
+            ended = client.get(f"/v1/jobs/{asked}").json()
+            assert ended["status"] == "cancelled"
+            assert ended["message"] == "cancelled after 0 evaluations"
