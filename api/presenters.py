@@ -17,7 +17,7 @@ from api.schemas import (
     Timing,
 )
 from store.jobs import JobRow, worker_lost_at
-from store.tables import Evaluation, Job, JobKind, LatencyPredictorRecord, utcnow
+from store.tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
 from workers.dispatch import Dispatcher
 
 
@@ -100,8 +100,14 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
 
 def stall_note(job: Job | JobRow, stale_after_s: float, dispatcher: Dispatcher) -> str | None:
     """For a running job whose worker stopped heartbeating: since when, and what happens
-    next (a queued job's message says why it waits; a running one would otherwise say
-    nothing until a reaper of its device re-queues it). None for every other job."""
+    next (it would otherwise say nothing until a reaper of its device re-queues it). For a
+    queued job that no live worker serves now, why it waits, unless its message says so
+    already (it was stored at submission: a job re-queued by a shutdown said it "resumes",
+    and went on saying so after a restart that no longer serves its device). None for
+    every other job."""
+    if job.status == JobStatus.queued:
+        reason = dispatcher.waiting_reason(job.device)
+        return None if reason is None or reason in (job.message or "") else f"waiting: {reason}"
     beat = worker_lost_at(job, utcnow(), stale_after_s)
     if beat is None:
         return None

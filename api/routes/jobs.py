@@ -109,7 +109,7 @@ def _job_json_of(job: q.JobRow, base: str, note: str | None) -> bytes:
 
 def _stall_note(request: Request, job: Job | q.JobRow) -> str | None:
     """``stall_note`` with this app's settings and dispatcher."""
-    if job.status != JobStatus.running:  # most polls: nothing more to look at
+    if job.status.finished:  # most polls: nothing more to look at
         return None
     stale_after_s = request.app.state.settings.stale_after_s
     return stall_note(job, stale_after_s, dispatcher_of(request))

@@ -269,3 +269,21 @@ def test_cancelling_a_job_whose_worker_died_ends_it_at_once(backend: str, tmp_pa
             ended = client.get(f"/v1/jobs/{asked}").json()
             assert ended["status"] == "cancelled"
             assert ended["message"] == "cancelled after 0 evaluations"
+
+
+def test_a_queued_job_says_why_it_waits_now_not_only_at_submission(tmp_path: Path) -> None:
+    """A job a shutdown put back in the queue said it "resumes when a worker takes it
+    again", and went on saying so after a restart that no longer served its device."""
+    settings = embedded_settings(tmp_path, embedded_devices="none")
+    factory = make_session_factory(make_engine(settings.database_url))
+    with TestClient(create_app(settings)) as client:
+        job_id = client.post("/v1/jobs", json=job_spec()).json()["id"]
+        waiting = "waiting: no live worker serves device 'cpu-1t'"
+        assert client.get(f"/v1/jobs/{job_id}").json()["message"].startswith(waiting)
+        with transaction(factory) as session:  # as the shutdown of an earlier server left it
+            q.get_job(session, job_id).message = "interrupted by a worker shutdown"
+        for answer in (client.get(f"/v1/jobs/{job_id}"), client.get("/v1/jobs")):
+            job = answer.json()
+            message = (job["data"][0] if "data" in job else job)["message"]
+            assert message.startswith(waiting), message
+            assert message.endswith("; interrupted by a worker shutdown")
