@@ -7,8 +7,9 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from core.errors import (
     Conflict,
@@ -83,6 +84,15 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _client_gone(request: Request, _exc: Exception) -> Response:
+    """The client closed the connection before its whole body arrived: nobody reads an
+    answer, and it is no server error (it was logged as an unhandled one, with a traceback,
+    which monitoring counts as a 500)."""
+    log.info("client disconnected during %s %s before its body arrived", request.method,
+             request.url.path)  # fmt: skip
+    return Response(status_code=400)
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     """A bug, not the client's fault: 500 in the same JSON shape, with a reference to find
     the traceback in the server's log; the exception's own text (which may hold internals)
@@ -100,4 +110,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(HwnasError, _hwnas_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unhandled)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -335,3 +338,35 @@ def test_a_plugin_that_cannot_be_built_or_searched_is_listed_and_refused_with_wh
     finally:
         for plugin in (_NotBuilt, _NoChoices):
             registry._INSTANCES.pop(plugin.name, None)
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/devices/cpu-1t/calibrations"])
+def test_a_client_gone_before_its_body_arrived_is_no_server_error(
+    client: TestClient, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """It was logged as an unhandled error with a traceback (a 500 to monitoring)."""
+    app = client.app
+    received = [
+        {"type": "http.request", "body": b'{"supernet": "fmn', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return received.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000"),
+                    (b"host", b"127.0.0.1")],
+    }  # fmt: skip
+    caplog.set_level(logging.INFO)
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("client disconnected during POST" in r.getMessage() for r in caplog.records)
