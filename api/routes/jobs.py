@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
 
 from api.bodies import json_body, json_body_doc
 from api.deps import FactoryDep, SettingsDep, dispatcher_of, loop_reads, submitter
@@ -168,24 +170,39 @@ def _current_front(session: Any, job: Any) -> list[Any]:
 
 
 @router.get("/{job_id}/subnets/{subnet_id}/export", name="export_subnet")
-def export(
-    job_id: str, subnet_id: str, factory: FactoryDep, settings: SettingsDep, format: str = "onnx"
+async def export(
+    job_id: str,
+    subnet_id: str,
+    factory: FactoryDep,
+    settings: SettingsDep,
+    request: Request,
+    format: str = "onnx",
 ) -> FileResponse:
-    """The measured sub-network as ONNX, TorchScript or a state_dict zip (+ architecture)."""
+    """The measured sub-network as ONNX, TorchScript or a state_dict zip (+ architecture).
+
+    A file not exported before is written on a thread of its own (one at a time: exports
+    keep process-wide state, see ``models.export``): waiting exports wait here, not on the
+    API's threads, which a burst of them held while other requests queued behind."""
     if format not in list_formats():
         raise InvalidInput(
             f"format must be one of {', '.join(list_formats())}, got {format!r}", field="format"
         )
-    with transaction(factory) as session:
-        job = q.read_job(session, job_id)
-        evaluation = q.get_evaluation(session, job_id, subnet_id)
+
+    def read() -> tuple[q.JobRow, Any]:
+        with transaction(factory) as session:
+            return q.read_job(session, job_id), q.get_evaluation(session, job_id, subnet_id)
+
+    job, evaluation = await run_in_threadpool(read)
     if get_supernet(job.supernet).recorded:
         raise Conflict(
             f"job {job_id!r} searched {job.supernet!r}, a recorded table: it has no weights, "
             "so its sub-networks cannot be exported"
         )
     path = Path(settings.data_dir) / "exports" / job_id / f"{subnet_id}{suffix_of(format)}"
-    if not path.exists():
+
+    def write() -> None:
+        if path.exists():  # written while this one waited
+            return
         card = {
             "job_id": job_id,
             "device": job.device,
@@ -195,11 +212,23 @@ def export(
         supernet = get_supernet(job.supernet, validation_data=job.spec.get("validation_data"))
         _check_measured_with(job, supernet)
         export_subnet(supernet, evaluation.arch, format, path, extra=card)
+
+    if not path.exists():
+        await anyio.to_thread.run_sync(write, limiter=_export_limiter(request))
     return FileResponse(
         path,
         filename=f"{job.supernet}_{subnet_id}{suffix_of(format)}",
         media_type="application/octet-stream",
     )
+
+
+def _export_limiter(request: Request) -> anyio.CapacityLimiter:
+    """The app's one thread for writing exports (made on the event loop, on first use)."""
+    state = request.app.state
+    if getattr(state, "export_limiter", None) is None:
+        state.export_limiter = anyio.CapacityLimiter(1)
+    limiter: anyio.CapacityLimiter = state.export_limiter
+    return limiter
 
 
 def _check_measured_with(job: q.JobRow, supernet: Supernet) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -287,3 +290,48 @@ def test_a_queued_job_says_why_it_waits_now_not_only_at_submission(tmp_path: Pat
             message = (job["data"][0] if "data" in job else job)["message"]
             assert message.startswith(waiting), message
             assert message.endswith("; interrupted by a worker shutdown")
+
+
+def test_exports_waiting_for_their_turn_hold_no_api_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exports are written one at a time; those waiting held the API's threads, and other
+    requests queued behind them for seconds. With one API thread, while one export is held
+    and another waits, the catalog still answers; both exports then arrive."""
+    import api.routes.jobs
+
+    entered, release = threading.Event(), threading.Event()
+    write = api.routes.jobs.export_subnet
+
+    def held(*args: Any, **kwargs: Any) -> Path:
+        entered.set()
+        release.wait(20)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(api.routes.jobs, "export_subnet", held)
+    settings = embedded_settings(tmp_path, api_threads=1)
+    with TestClient(create_app(settings)) as client:
+        spec = job_spec(budget={"evaluations": 1}, strategy="random", constraints={})
+        job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        [point] = client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"]
+        url = f"/v1/jobs/{job['id']}/subnets/{point['subnet_id']}/export"
+        codes: dict[str, int] = {}
+
+        def download(fmt: str) -> None:
+            codes[fmt] = client.get(url, params={"format": fmt}).status_code
+
+        downloads = [threading.Thread(target=download, args=(f,)) for f in ("onnx", "state_dict")]
+        for thread in downloads:
+            thread.start()
+        try:
+            assert entered.wait(20)
+            time.sleep(0.2)  # the second is waiting for its turn by now
+            started = time.perf_counter()
+            assert client.get("/v1/devices").status_code == 200
+            assert client.get("/v1/jobs").status_code == 200
+            answered_in = time.perf_counter() - started
+        finally:
+            release.set()
+            for thread in downloads:
+                thread.join(30)
+        assert answered_in < 5 and codes == {"onnx": 200, "state_dict": 200}
