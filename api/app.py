@@ -23,7 +23,7 @@ from workers.dispatch import Dispatcher, EmbeddedDispatcher
 
 from .auth import parse_api_keys, require_api_keys
 from .bodies import document_json_bodies
-from .errors import install_error_handlers
+from .errors import document_error_answers, install_error_handlers
 from .hot_routes import HotRoutes
 from .routes import calibrations, catalog, health, jobs
 from .submissions import JobSubmitter
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
     )
     install_error_handlers(app)
     document_json_bodies(app)
+    document_error_answers(app)
     # Jobs first: routes are matched in order, and job polls are most of the traffic.
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(health.router)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -22,6 +24,8 @@ from core.errors import (
     StorageError,
     Unauthenticated,
 )
+
+from .openapi_doc import amend_openapi
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,61 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     message = f"internal server error (reference {reference} in the server's log)"
     body = {"detail": message, "error": "InternalServerError", "message": message}
     return JSONResponse(body, status_code=500)
+
+
+class ErrorAnswer(BaseModel):
+    """The body of every error answer but request validation's 422 (whose ``detail`` is
+    the list of FastAPI's ``HTTPValidationError``) and ``/healthz``'s 503."""
+
+    detail: str = Field(description="what went wrong")
+    message: str = Field(description="what a person reads; a 422 names the field at fault")
+    error: str | None = Field(
+        None, description="the error's class (absent on the framework's own 404 and 405)"
+    )
+    field: str | None = Field(None, description="the input at fault (a 422)")
+
+
+_MEANING = {
+    404: "no such job, sub-network, device or path",
+    409: "valid, but the job's state forbids it (finished, a calibration, a recorded table, "
+    "weights or data changed since it measured)",
+    413: "the body is over 1 MiB",
+    422: "the request is invalid",
+    500: "a bug: the answer gives a reference to the traceback in the server's log",
+    503: "the database does not answer or is not migrated",
+}
+
+
+def error_answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=`` for the errors it may answer besides 422 and the 500 and
+    503 every route may (``document_error_answers`` adds those)."""
+    return {code: {"model": ErrorAnswer, "description": _MEANING[code]} for code in codes}
+
+
+def document_error_answers(app: FastAPI) -> None:
+    """Every operation's OpenAPI answers: 500 and 503 with ``ErrorAnswer``, and a 422 that
+    is either FastAPI's validation list or an ``ErrorAnswer`` (raised by a route itself,
+    ``InvalidInput``: its ``detail`` is a string). ``/healthz`` answers its own 503."""
+    ref = {"$ref": "#/components/schemas/ErrorAnswer"}
+
+    def amend(spec: dict[str, Any]) -> None:
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault("ErrorAnswer", ErrorAnswer.model_json_schema())
+        for path, item in spec.get("paths", {}).items():
+            for operation in item.values():
+                answers = operation.setdefault("responses", {})
+                codes = (500,) if path == "/healthz" else (500, 503)
+                for code in codes:
+                    answers.setdefault(
+                        str(code),
+                        {"description": _MEANING[code],
+                         "content": {"application/json": {"schema": ref}}},
+                    )  # fmt: skip
+                body = answers.get("422", {}).get("content", {}).get("application/json")
+                if body is not None and "schema" in body and body["schema"] != ref:
+                    body["schema"] = {"anyOf": [body["schema"], ref]}
+
+    amend_openapi(app, amend)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.bodies import json_body, json_body_doc
 from api.deps import FactoryDep
+from api.errors import error_answers
 from api.presenters import calibration_public
 from api.routes.jobs import accept_job
 from api.schemas import CalibrationCreate, CalibrationsPublic, JobPublic
@@ -37,6 +38,7 @@ SAMPLING = "uniform"  # a calibration job's strategy: every gene drawn uniformly
     "/{device_id}/calibrations",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
+    responses=error_answers(404, 413),
     openapi_extra=json_body_doc(CalibrationCreate),
 )
 async def create_calibration(device_id: str, request: Request) -> Response:
@@ -50,7 +52,9 @@ async def create_calibration(device_id: str, request: Request) -> Response:
     return await accept_job(request, spec)
 
 
-@router.get("/{device_id}/calibrations", response_model=CalibrationsPublic)
+@router.get(
+    "/{device_id}/calibrations", response_model=CalibrationsPublic, responses=error_answers(404)
+)
 def read_calibrations(
     device_id: str,
     factory: FactoryDep,

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.bodies import json_body, json_body_doc
 from api.deps import FactoryDep, SettingsDep, dispatcher_of, loop_reads, submitter
+from api.errors import error_answers
 from api.presenters import (
     api_base,
     evaluation_public,
@@ -44,6 +45,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
+    responses=error_answers(413),
     openapi_extra=json_body_doc(JobCreate),
 )
 async def create_job(request: Request) -> Response:
@@ -83,7 +85,7 @@ def read_jobs(
     return json_response(JobsPublic(data=data, count=total, offset=offset, limit=limit))
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=error_answers(404))
 async def read_job(job_id: str, request: Request) -> Response:
     """The job (what pollers ask for): read on the event loop, see ``store.db.LoopReads``.
     Memoised unless the base URL is long: bodies hold it, and the client's Host chooses it."""
@@ -117,7 +119,7 @@ def _stall_note(request: Request, job: Job | q.JobRow) -> str | None:
     return stall_note(job, stale_after_s, dispatcher_of(request))
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=error_answers(404, 409))
 def cancel_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
     """Cancel a queued job at once; a running one stops after its evaluation in flight, or
     at once when its worker has stopped heartbeating (HWNAS_STALE_AFTER_S)."""
@@ -128,7 +130,7 @@ def cancel_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
     return json_response(job_public(job, api_base(request), _stall_note(request, job)))
 
 
-@router.get("/{job_id}/evaluations", response_model=EvaluationsPublic)
+@router.get("/{job_id}/evaluations", response_model=EvaluationsPublic, responses=error_answers(404))
 def read_evaluations(
     job_id: str, factory: FactoryDep, offset: Offset = 0, limit: Limit = 100
 ) -> Response:
@@ -139,7 +141,7 @@ def read_evaluations(
     return json_response(EvaluationsPublic(data=data, count=total, offset=offset, limit=limit))
 
 
-@router.get("/{job_id}/pareto", response_model=ParetoPublic)
+@router.get("/{job_id}/pareto", response_model=ParetoPublic, responses=error_answers(404, 409))
 def read_pareto(job_id: str, factory: FactoryDep, request: Request) -> Response:
     """Non-dominated measured points that satisfy the constraints (final once succeeded)."""
     with transaction(factory) as session:
@@ -169,14 +171,27 @@ def _current_front(session: Any, job: Any) -> list[Any]:
     return summarise_front(evaluations, job.spec["objectives"], constraints_of(job.spec)).front
 
 
-@router.get("/{job_id}/subnets/{subnet_id}/export", name="export_subnet")
+@router.get(
+    "/{job_id}/subnets/{subnet_id}/export",
+    name="export_subnet",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "the file (Content-Disposition names it)",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        **error_answers(404, 409),
+    },
+)
 async def export(
     job_id: str,
     subnet_id: str,
     factory: FactoryDep,
     settings: SettingsDep,
     request: Request,
-    format: str = "onnx",
+    format: Annotated[str, Query(json_schema_extra={"enum": list_formats()})] = "onnx",
 ) -> FileResponse:
     """The measured sub-network as ONNX, TorchScript or a state_dict zip (+ architecture).
 

@@ -22,6 +22,7 @@ def test_start_up_builds_each_supernet_once_and_survives_a_broken_one(
     list_supernets()  # built-ins and plugins registered
     monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
     monkeypatch.setattr(registry, "_INSTANCES", {})
+    monkeypatch.setattr(registry, "_FAILED", {})
 
     def broken(**_kwargs: Any) -> Any:
         raise RuntimeError("weights missing")
@@ -30,5 +31,6 @@ def test_start_up_builds_each_supernet_once_and_survives_a_broken_one(
     with TestClient(create_app(embedded_settings(tmp_path))) as client:
         built = set(registry._INSTANCES)  # before any request
         assert built == set(list_supernets()) - {"broken-probe"}
-        assert "supernet broken-probe not preloaded: weights missing" in caplog.text
+        said = "could not be built: RuntimeError: weights missing"  # the class, not a traceback
+        assert f"supernet broken-probe not preloaded: supernet 'broken-probe' {said}" in caplog.text
         assert client.get("/healthz").status_code == 200
