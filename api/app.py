@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
             stack.callback(engine.dispose)
             if app_settings.auto_migrate:
                 upgrade(app_settings.database_url)
-            check_migrated(engine)
+            app.state.schema_head = check_migrated(engine)
             factory = make_session_factory(engine)
             app.state.settings, app.state.session_factory = app_settings, factory
             app.state.loop_reads = reads = make_loop_reads(app_settings.database_url)

@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -608,8 +608,9 @@ def _database_problem(action: str, url: str | URL, exc: BaseException) -> Servic
     return ServiceUnavailable(f"{action} the database {where}: {_first_line(exc)}")
 
 
-def check_migrated(engine: Engine) -> None:
-    """Refuse to run against a database whose schema is not at Alembic's head."""
+def check_migrated(engine: Engine) -> str:
+    """Refuse to run against a database whose schema is not at Alembic's head; that head
+    revision otherwise."""
     head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
     try:
         with engine.connect() as connection:
@@ -623,6 +624,22 @@ def check_migrated(engine: Engine) -> None:
             f"{head}: run `hwnas db-upgrade` (alembic upgrade head) first, or check "
             "HWNAS_DATABASE_URL"
         )
+    assert head is not None  # the scripts have a head: the check above passed
+    return head
+
+
+def schema_revision(connection: Connection) -> str | None:
+    """The revision the connected database's schema is at; None where it has none (no
+    ``alembic_version`` table, say a SQLite file replaced under a running server)."""
+    try:
+        revision: str | None = connection.execute(
+            text("SELECT version_num FROM alembic_version")
+        ).scalar()
+    except DBAPIError as exc:  # the driver's own text: no such table, or another failure
+        if "alembic_version" in str(exc.orig):
+            return None
+        raise
+    return revision
 
 
 __all__ = [
@@ -630,6 +647,7 @@ __all__ = [
     "LoopReads",
     "alembic_config",
     "check_migrated",
+    "schema_revision",
     "make_engine",
     "make_loop_reads",
     "make_session_factory",

@@ -13,14 +13,17 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from alembic import command
 from api.app import create_app
 from api.errors import ErrorAnswer
 from api.schemas import JobCreate
 from core.settings import Settings, get_settings
 from models import registry
 from models.text_transformer import TextTransformerSupernet
+from store.db import alembic_config
 
 from ..conftest import embedded_settings
+from ..store.backends import database_url
 from .helpers import job_spec
 
 
@@ -403,3 +406,23 @@ def test_openapi_documents_every_error_answer_the_routes_give(client: TestClient
     for answer in answers:
         assert answer.status_code in (404, 409, 422), answer.text
         ErrorAnswer.model_validate(answer.json())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_health_is_503_when_the_schema_under_the_server_changed(
+    backend: str, tmp_path: Path
+) -> None:
+    """It ran ``SELECT 1``: ok while every other request failed on a database whose schema
+    was gone (a SQLite file replaced) or downgraded."""
+    with database_url(backend, tmp_path) as url:
+        settings = embedded_settings(tmp_path, database_url=url, embedded_devices="none")
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/healthz").status_code == 200
+            command.downgrade(alembic_config(url), "0005")
+            answer = client.get("/healthz")
+            assert answer.status_code == 503
+            assert answer.json()["message"].startswith(
+                "the database's schema is at revision 0005, this server runs on "
+            )
+            command.upgrade(alembic_config(url), "head")
+            assert client.get("/healthz").status_code == 200
