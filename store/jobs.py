@@ -635,8 +635,9 @@ def prior_evaluations(
     ``limit`` with what a search cannot use).
 
     ``measured_with``: only jobs whose supernet measured with the same weights and data
-    (``spec.measured_with``, a ``Supernet.fingerprint``; None matches jobs that recorded
-    none, as a recorded table's do). ``other_devices``: measurements on every device but
+    (``spec.measured_with``, a ``Supernet.fingerprint``), whatever path named the data
+    (``./v.npz`` and ``v.npz`` alike); None matches jobs that recorded none, as a recorded
+    table's do, with the same ``validation_data``. ``other_devices``: measurements on every device but
     ``device`` instead (for the metrics that do not depend on the device); ``before``: only
     those recorded before that time."""
     on_device = Job.device != device if other_devices else Job.device == device
@@ -649,8 +650,10 @@ def prior_evaluations(
     matching = [
         job_id
         for job_id, spec in session.execute(jobs)
-        if spec.get("validation_data") == validation_data
-        and spec.get(MEASURED_WITH) == measured_with
+        if spec.get(MEASURED_WITH) == measured_with
+        # a fingerprint is the weights' and data's content, whatever path named the data;
+        # without one (a recorded table, a plugin that gives none), the path is all there is
+        and (measured_with is not None or spec.get("validation_data") == validation_data)
     ]
     if not matching:
         return []

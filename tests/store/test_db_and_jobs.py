@@ -287,12 +287,17 @@ def test_prior_evaluations_on_other_devices_and_before_a_time(backend: str, tmp_
             own_data = q.create_job(session, dict(SPEC, validation_data="v.npz"))
             # a file name that is not UTF-8: PostgreSQL's json operators refuse the document
             odd_name = q.create_job(session, dict(SPEC, validation_data="w\udcff.npz"))
+            # the same content named by another path: its fingerprint says so
+            printed = q.create_job(
+                session, dict(SPEC, validation_data="./v.npz", measured_with="fp")
+            )
         with transaction(factory) as session:
             add(session, q.get_job(session, on_gpu.id), "a")
             add(session, q.get_job(session, on_gpu.id), "b", copied=True)
             add(session, q.get_job(session, on_cpu.id), "c")
             add(session, q.get_job(session, own_data.id), "e")  # accuracy on other data
             add(session, q.get_job(session, odd_name.id), "f")
+            add(session, q.get_job(session, printed.id), "g")
         with transaction(factory) as session:
             later = q.create_job(session, SPEC)
         with transaction(factory) as session:
@@ -310,6 +315,8 @@ def test_prior_evaluations_on_other_devices_and_before_a_time(backend: str, tmp_
         assert subnets(validation_data="v.npz") == {"e"}
         assert subnets(validation_data="w\udcff.npz") == {"f"}
         assert subnets(measured_with="another") == set()
+        assert subnets(validation_data="v.npz", measured_with="fp") == {"g"}
+        assert subnets(validation_data=None, measured_with="fp") == {"g"}
         assert subnets(other_devices=True) == {"a", "d"}
         assert subnets(other_devices=True, before=later.created_at) == {"a"}
         assert subnets(other_devices=True, before=on_cpu.created_at) == set()
