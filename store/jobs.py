@@ -637,9 +637,9 @@ def prior_evaluations(
     ``measured_with``: only jobs whose supernet measured with the same weights and data
     (``spec.measured_with``, a ``Supernet.fingerprint``), whatever path named the data
     (``./v.npz`` and ``v.npz`` alike); None matches jobs that recorded none, as a recorded
-    table's do, with the same ``validation_data``. ``other_devices``: measurements on every device but
-    ``device`` instead (for the metrics that do not depend on the device); ``before``: only
-    those recorded before that time."""
+    table's do, with the same ``validation_data``. ``other_devices``: measurements on every
+    device but ``device`` instead (for the metrics that do not depend on the device);
+    ``before``: only those recorded before that time."""
     on_device = Job.device != device if other_devices else Job.device == device
     jobs = select(Job.id, Job.spec).where(
         Job.supernet == supernet, on_device, Job.id != exclude_job, Job.kind == JobKind.search

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.errors import InvalidInput
+from core.errors import HwnasError, InvalidInput
 from hardware_profiles import HardwareProfile, measure_latency
 from models.base import Arch, Supernet
 from models.recorded import RecordedSupernet
@@ -64,16 +66,24 @@ class SubnetEvaluator:
 
     def _run(self, arch: Arch) -> Measurement:
         """Extract (BatchNorm recalibrated), evaluate and time ``arch``; without quality
-        metrics, time the supernet's ``timing_module`` (same kernels, no recalibration)."""
+        metrics, time the supernet's ``timing_module`` (same kernels, no recalibration).
+        An error that is not hwnas's own is noted with the step it came from (a plugin's
+        shape error otherwise names only torch's frames)."""
         started = time.perf_counter()
-        complexity = self._complexity(arch)  # first: an invalid architecture fails at once
+        supernet, batch = self.supernet, self.profile.batch_size
+        with _step("counting MACs and params of", supernet, arch):
+            complexity = self._complexity(arch)  # first: an invalid architecture fails at once
         if self.quality:
-            module = self.supernet.extract(arch)
-            quality = self.supernet.evaluate(arch, module)
+            with _step("extracting", supernet, arch):
+                module = supernet.extract(arch)
+            with _step("evaluating on the validation data", supernet, arch):
+                quality = supernet.evaluate(arch, module)
         else:
-            module, quality = self.supernet.timing_module(arch), {}
-        example = self.supernet.example_input(arch, self.profile.batch_size)
-        latency = measure_latency(module, example, self.profile)
+            with _step("extracting (timing_module)", supernet, arch):
+                module, quality = supernet.timing_module(arch), {}
+        with _step(f"timing, on example_input of batch {batch},", supernet, arch):
+            example = supernet.example_input(arch, batch)
+            latency = measure_latency(module, example, self.profile)
         metrics = {**quality, "latency_ms": latency.median_ms, **complexity}
         details = {"latency": _json_ready(asdict(latency))}
         return Measurement(metrics, details, time.perf_counter() - started)
@@ -85,6 +95,21 @@ class SubnetEvaluator:
             "params": float(complexity.params),
             "model_size_mb": complexity.params * BYTES_PER_PARAM / 1e6,
         }
+
+
+@contextmanager
+def _step(doing: str, supernet: Supernet, arch: Arch) -> Iterator[None]:
+    try:
+        yield
+    except HwnasError:
+        raise  # says what it is about already
+    except Exception as exc:
+        try:
+            which = supernet.encode(arch)
+        except Exception:  # the architecture itself may be what failed
+            which = repr(arch)
+        exc.add_note(f"while {doing} sub-network {which} of {supernet.name}")
+        raise
 
 
 def _json_ready(values: dict[str, Any]) -> dict[str, Any]:

@@ -195,7 +195,7 @@ class JobRunner:
             raise  # the database is gone: leave the job to the reaper, not failed
         except Exception as exc:  # the job fails visibly; the worker lives on
             log.exception("job %s failed", job_id)
-            reason = str(exc) if isinstance(exc, HwnasError) else _short_traceback(exc)
+            reason, said = _failure(exc)
 
             def fail(session: Session) -> JobStatus | None:
                 lease = _lease(session, job_id, self.worker_id, lock=True)
@@ -211,8 +211,7 @@ class JobRunner:
                     )
                     return JobStatus.cancelled
                 if self.stop.is_set():  # failed while shutting down: it may be the shutdown
-                    cause = reason.splitlines()[-1]
-                    message = f"{SHUTDOWN_REQUEUED} (its run had raised: {cause})"
+                    message = f"{SHUTDOWN_REQUEUED} (its run had raised: {said})"
                     q.requeue(q.get_job(session, job_id), message, handed_back=True)
                     return JobStatus.queued
                 q.finish_job(
@@ -220,7 +219,7 @@ class JobRunner:
                     job_id,
                     JobStatus.failed,
                     error=reason,
-                    message=f"failed: {reason.splitlines()[-1]}",
+                    message=f"failed: {said}",
                 )
                 return JobStatus.failed
 
@@ -692,9 +691,28 @@ def _add_run_seconds(session: Session, job_id: str, seconds: float) -> None:
     )
 
 
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """A failed run's ``error`` and the line its message gives. hwnas's own errors are their
+    text; others a short traceback, and their type, first line and notes (the step of the
+    evaluation, ``workers.evaluator``)."""
+    if isinstance(exc, HwnasError):
+        return str(exc), (str(exc).splitlines() or [type(exc).__name__])[-1]
+    first = (str(exc).splitlines() or [""])[0]
+    notes = "; ".join(getattr(exc, "__notes__", ()))
+    said = f"{type(exc).__name__}: {first}" + (f" ({notes})" if notes else "")
+    return _short_traceback(exc), said
+
+
 def _short_traceback(exc: BaseException) -> str:
-    lines = traceback.format_exception(exc)
-    return "".join(lines[-6:]).strip()
+    """The exception with the last two frames outside installed packages (hwnas's, a
+    plugin's) and the last two overall: a plugin's error inside torch names its line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if "site-packages" not in f.filename]
+    kept = own[-2:] + [f for f in frames[-2:] if f not in own[-2:]]
+    listed = traceback.format_list(kept)
+    return "".join(
+        ["Traceback (last frames):\n", *listed, *traceback.format_exception_only(exc)]
+    ).strip()
 
 
 __all__ = ["JobPlan", "JobRunner", "build_plan"]

@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient
 import api.presenters
 from api.app import create_app
 from core.settings import Settings
+from models import registry
+from models.fmnist_cnn import FmnistOFACNN
 from models.registry import get_supernet
 from search import non_dominated
 from store import jobs as q
@@ -335,3 +337,34 @@ def test_exports_waiting_for_their_turn_hold_no_api_thread(
             for thread in downloads:
                 thread.join(30)
         assert answered_in < 5 and codes == {"onnx": 200, "state_dict": 200}
+
+
+class _FlatInput(FmnistOFACNN):
+    """A plugin whose example input has the wrong shape: torch's error is all it raises."""
+
+    name = "test-flat-input"
+
+    def example_input(self, arch: dict[str, Any], batch_size: int = 1) -> torch.Tensor:
+        return torch.zeros(batch_size, 784)
+
+
+def test_a_plugin_error_says_which_step_of_which_sub_network_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job said only torch's message, and its error held six frames inside torch."""
+    monkeypatch.setitem(registry._FACTORIES, _FlatInput.name, _FlatInput)
+    try:
+        with TestClient(create_app(embedded_settings(tmp_path))) as client:
+            spec = job_spec(supernet=_FlatInput.name, objectives={"latency_ms": "min"})
+            job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+    finally:
+        registry._INSTANCES.pop(_FlatInput.name, None)
+    assert job["status"] == "failed"
+    assert job["message"].startswith("failed: RuntimeError: ")
+    assert job["message"].endswith(
+        "(while timing, on example_input of batch 1, sub-network "
+        f"{job['message'].split('sub-network ')[1].split(' ')[0]} of test-flat-input)"
+    )
+    error = job["error"]
+    assert error.startswith("Traceback (last frames):") and "site-packages" in error
+    assert "fmnist_cnn.py" in error  # the supernet's own frame, not only torch's
