@@ -110,10 +110,12 @@ def _check_before_serving(settings: Settings) -> None:
     code of 2 (uvicorn prints a traceback per process, and its supervisor of several
     processes exits 0 when they fail to start)."""
     from api.auth import parse_api_keys
+    from models.registry import list_supernets
     from store.db import check_migrated, make_engine, upgrade
     from workers.dispatch import local_devices
 
     parse_api_keys(settings.api_keys)  # a bad key would fail each process's start-up
+    list_supernets()  # loads the plugins: one that does not load is a PluginError now
     if settings.is_embedded:
         local_devices(settings)  # a device name that is no profile
     if settings.auto_migrate:

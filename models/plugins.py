@@ -8,8 +8,9 @@ Two ways to name a plugin, both pointing at a :class:`~models.base.Supernet` sub
 
 The class is the factory: ``create_supernet(name, **kw)`` calls ``MyNet(**kw)``. Plugins are
 loaded once per process, after the built-in supernets, the first time the registry is used.
-A plugin that cannot be imported, is not a concrete Supernet subclass, or takes a name that is
-already registered raises :class:`~core.errors.PluginError` naming the plugin.
+A plugin that cannot be imported, is not a concrete Supernet subclass, or takes a name that
+another class registered raises :class:`~core.errors.PluginError` naming the plugin; the same
+class named twice (by an entry point and the setting) is registered once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def load_plugins(*, specs: Sequence[str] | None = None, group: str = GROUP) -> l
     """Register every plugin of the entry-point ``group`` and of ``specs`` (default: the
     ``HWNAS_SUPERNET_PLUGINS`` setting); returns the names registered by this call.
 
-    Idempotent: a plugin already registered from the same origin is skipped.
+    Idempotent: a class already registered under its name is skipped.
     """
     if specs is None:
         specs = comma_list(get_settings().supernet_plugins)
@@ -79,8 +80,8 @@ def _register(cls: type[Supernet], expected_name: str | None, origin: str) -> bo
     name = cls.name
     if expected_name is not None and expected_name != name:
         raise PluginError(f"{origin}: entry point name must equal the class's name {name!r}")
-    if _ORIGINS.get(name) == origin and name in _FACTORIES:
-        return False
+    if _FACTORIES.get(name) is cls:  # the same class named again (an entry point and the
+        return False  # setting, while moving from one to the other): registered once
     if name in _FACTORIES:
         taken_by = _ORIGINS.get(name, "hwnas itself")
         raise PluginError(f"{origin}: supernet name {name!r} is already registered by {taken_by}")

@@ -130,6 +130,19 @@ def test_serve_refuses_a_bad_api_key_before_starting_processes(
     assert err.startswith("hwnas: ") and "HWNAS_API_KEYS" in err and "Traceback" not in err
 
 
+def test_serve_refuses_a_plugin_that_does_not_load_in_one_line(
+    env: pytest.MonkeyPatch, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It printed uvicorn's traceback of the app's start-up (67 lines), the reason last."""
+    from models import registry
+
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    _set(env, HWNAS_SUPERNET_PLUGINS="no_such_module_here.nets:Net")
+    err = _refused(["serve", "--port", "1"], capsys)
+    assert err.startswith("hwnas: plugin 'no_such_module_here.nets:Net': cannot import")
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
 def test_db_upgrade_makes_the_folder_of_a_new_sqlite_file(
     env: pytest.MonkeyPatch, tmp_path: Path, capsys
 ) -> None:

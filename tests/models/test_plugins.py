@@ -154,6 +154,21 @@ def test_two_plugins_cannot_share_a_name(
         plugins.load_plugins(specs=specs)
 
 
+def test_one_class_named_by_an_entry_point_and_the_setting_is_registered_once(
+    fresh_registry: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As while moving a plugin from the setting to a package: it stopped the server."""
+    site = tmp_path / "site"
+    package = write_package(site, example_source())
+    write_dist_info(site, package, f"tiny-mlp = {package}.tiny_mlp:TinyMLP")
+    monkeypatch.syspath_prepend(str(site))
+    spec = f"{package}.tiny_mlp:TinyMLP"
+    monkeypatch.setenv("HWNAS_SUPERNET_PLUGINS", f"{spec},{spec}")
+    get_settings.cache_clear()
+    assert "tiny-mlp" in list_supernets()
+    assert plugins.load_plugins() == []
+
+
 def test_entry_point_name_must_be_the_supernet_name(
     fresh_registry: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
