@@ -191,8 +191,14 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
-    print(format_front(_client(args).pareto(args.job_id)))
-    return 0
+    """The front as it stands; exit code 1 once the job ended without succeeding (failed or
+    cancelled: the front is what it measured before), as ``wait`` says."""
+    pareto = _client(args).pareto(args.job_id)
+    print(format_front(pareto))
+    if pareto["status"] not in ("failed", "cancelled"):
+        return 0
+    print(f"hwnas: job {args.job_id} {pareto['status']}: {pareto['message']}", file=sys.stderr)
+    return 1
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -368,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done; 1 the job did not succeed (``wait``, ``calibrate``); 2 an error
+    """Exit codes: 0 done; 1 the job did not succeed (``wait``, ``calibrate``, ``pareto``
+    of an ended job; ``wait`` also when it timed out); 2 an error
     (bad arguments, the service refused the request or could not be reached)."""
     args = build_parser().parse_args(argv)
     try:

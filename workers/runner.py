@@ -316,8 +316,14 @@ class JobRunner:
             if self.stop.is_set():
                 return self._requeue(job_id, clock)
             proposals = plan.strategy.ask(1)
-            if not proposals:
-                break  # the whole space has been measured
+            if not proposals:  # the whole space has been measured
+                self._note(
+                    job_id,
+                    f"search space exhausted: every distinct sub-network of {spec['supernet']} "
+                    f"was measured ({_count(done, 'new measurement')} of a budget of "
+                    f"{plan.budget})",
+                )
+                break
             arch = proposals[0]
             measurement = plan.evaluator.measure(arch)
             lease = self._record(job_id, plan, arch, measurement, done, clock)

@@ -152,6 +152,8 @@ def test_wait_exits_non_zero_for_a_job_that_did_not_succeed(server: str) -> None
     cancelled = hwnas(server, "cancel", job_id)
     assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["id"] == job_id
     assert hwnas(server, "wait", job_id).returncode == 1
+    front = hwnas(server, "pareto", job_id)  # what it measured, and that it did not succeed
+    assert front.returncode == 1 and f"job {job_id} cancelled: cancelled" in front.stderr
     again = hwnas(server, "cancel", job_id)  # finished already: the service says so
     assert again.returncode == 2 and "409" in again.stderr
 
@@ -163,6 +165,7 @@ def test_wait_gives_up_after_its_timeout_and_submit_sends_its_options(server: st
     assert httpx.get(f"{server}/v1/jobs/{job_id}").json()["warm_start"] is False
     waited = hwnas(server, "wait", job_id, "--timeout", "1")
     assert waited.returncode == 1 and "still queued after 1.0 s" in waited.stderr
+    assert hwnas(server, "pareto", job_id).returncode == 0  # not ended: its front so far
     assert json.loads(waited.stdout)["status"] == "queued"
     outside = hwnas(server, "submit", "--validation-data", "/etc/passwd")
     assert outside.returncode == 2 and "validation_data" in outside.stderr

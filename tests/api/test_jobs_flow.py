@@ -368,3 +368,33 @@ def test_a_plugin_error_says_which_step_of_which_sub_network_failed(
     error = job["error"]
     assert error.startswith("Traceback (last frames):") and "site-packages" in error
     assert "fmnist_cnn.py" in error  # the supernet's own frame, not only torch's
+
+
+class _TwoNetworks(FmnistOFACNN):
+    """A space of two distinct sub-networks (resolution only)."""
+
+    name = "test-two-networks"
+
+    def space(self) -> dict[str, list[Any]]:
+        full = super().space()
+        return {gene: choices[:2] if gene == "r" else choices[:1] for gene, choices in full.items()}
+
+
+def test_a_budget_larger_than_the_space_says_the_space_was_exhausted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(registry._FACTORIES, _TwoNetworks.name, _TwoNetworks)
+    try:
+        with TestClient(create_app(embedded_settings(tmp_path))) as client:
+            spec = job_spec(
+                supernet=_TwoNetworks.name, objectives={"latency_ms": "min"},
+                budget={"evaluations": 5}, strategy="random", constraints={},
+            )  # fmt: skip
+            job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+    finally:
+        registry._INSTANCES.pop(_TwoNetworks.name, None)
+    assert job["status"] == "succeeded" and job["progress"]["evaluations_done"] == 2
+    assert job["message"] == (
+        "search space exhausted: every distinct sub-network of test-two-networks was "
+        "measured (2 new measurements of a budget of 5)"
+    )
