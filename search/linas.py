@@ -424,8 +424,9 @@ class LinasStrategy(Strategy):
 class _Pool:
     """Candidate index tuples, their active feature ids, and which ones are still open.
 
-    Rows are found by a mixed-radix code of their index tuple (one vectorised ``isin``);
-    spaces too large for 63-bit codes fall back to a dictionary.
+    Rows are found by a code of their index tuple, sorted once (one vectorised
+    ``searchsorted``): its mixed-radix number where that fits 63 bits, else a 64-bit hash
+    (spaces of 40+ genes: OFA's), whose hits are checked against the tuples themselves.
     """
 
     def __init__(self, indices: np.ndarray, active: np.ndarray, cards: list[int]) -> None:
@@ -433,15 +434,17 @@ class _Pool:
         self.active = active
         self.open = np.ones(len(indices), dtype=bool)
         self.extra: np.ndarray | None = None  # free features of the rows, if any
-        self._radix: np.ndarray | None = None
         self._order: np.ndarray | None = None  # argsort of the codes, made by ``rows_of``
         self._sorted: np.ndarray | None = None  # the codes in that order
-        self._row_of: dict[tuple[int, ...], int] = {}
-        if float(np.prod(np.array(cards, dtype=float))) < 2.0**62:
+        self._exact = float(np.prod(np.array(cards, dtype=float))) < 2.0**62
+        if self._exact:
             self._radix = np.cumprod([1, *cards[:0:-1]])[::-1].astype(np.int64)
+        else:  # odd multipliers, fixed: the codes wrap around modulo 2**64
+            self._radix = (
+                np.random.default_rng(0).integers(1, 2**62, size=len(cards), dtype=np.int64) | 1
+            )
+        with np.errstate(over="ignore"):
             self._codes = indices @ self._radix
-        else:
-            self._row_of = {tuple(int(i) for i in row): k for k, row in enumerate(indices)}
 
     def open_rows(self) -> np.ndarray:
         return np.flatnonzero(self.open)
@@ -451,17 +454,18 @@ class _Pool:
         ``tuples``."""
         if not tuples:
             return np.zeros(0, dtype=int), []
-        if self._radix is not None:
-            if self._order is None or self._sorted is None:
-                self._order = np.argsort(self._codes, kind="stable")
-                self._sorted = self._codes[self._order]
-            codes = np.array(tuples, dtype=np.int64) @ self._radix
-            at = np.minimum(np.searchsorted(self._sorted, codes), len(self._sorted) - 1)
-            hit = self._sorted[at] == codes
-            return self._order[at[hit]], np.flatnonzero(hit).tolist()
-        rows = [self._row_of.get(tuple(idx)) for idx in tuples]
-        found = [i for i, row in enumerate(rows) if row is not None]
-        return np.array([rows[i] for i in found], dtype=int), found
+        if self._order is None or self._sorted is None:
+            self._order = np.argsort(self._codes, kind="stable")
+            self._sorted = self._codes[self._order]
+        asked = np.array(tuples, dtype=np.int64)
+        with np.errstate(over="ignore"):
+            codes = asked @ self._radix
+        at = np.minimum(np.searchsorted(self._sorted, codes), len(self._sorted) - 1)
+        hit = self._sorted[at] == codes
+        rows = self._order[at]
+        if not self._exact:  # a hash: a hit is the tuple itself only if its indices agree
+            hit &= (self.indices[rows] == asked).all(axis=1)
+        return rows[hit], np.flatnonzero(hit).tolist()
 
     def close(self, tuples: list[tuple[int, ...]]) -> None:
         """Mark those index tuples' rows (pool rows are distinct tuples) as taken."""

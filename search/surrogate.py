@@ -127,6 +127,11 @@ class FeatureMap:
         sizes = [self.cardinalities[g] * self.cardinalities[h] for g, h in self.pairs]
         self.pair_offsets = self.n_main + np.cumsum((0, *sizes[:-1])) if sizes else np.zeros(0)
         self.n_features = self.n_main + int(sum(sizes))
+        # the pairs as arrays: ``active`` computes every pair's id in one step
+        self._first = np.array([g for g, _ in self.pairs], dtype=np.int64)
+        self._second = np.array([h for _, h in self.pairs], dtype=np.int64)
+        self._second_cards = np.asarray(self.cardinalities, dtype=np.int64)[self._second]
+        self._pair_offsets = np.asarray(self.pair_offsets, dtype=np.int64)
 
     @property
     def n_genes(self) -> int:
@@ -139,11 +144,18 @@ class FeatureMap:
     def active(self, indices: IntArray) -> IntArray:
         """Feature ids (n, n_active) of index tuples (n, genes): genes first, then pairs."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1, self.n_genes)
-        cols = [indices + self.main_offsets[None, :]]
-        for k, (g, h) in enumerate(self.pairs):
-            pair_id = indices[:, g] * self.cardinalities[h] + indices[:, h]
-            cols.append((self.pair_offsets[k] + pair_id)[:, None])
-        return np.concatenate(cols, axis=1).astype(np.int64)
+        out = np.empty((len(indices), self.n_active), dtype=np.intp)  # as indexing takes
+        out[:, : self.n_genes] = indices + self.main_offsets[None, :]
+        step = block_rows(self.n_active)
+        for start in range(0, len(indices) if self.pairs else 0, step):
+            # by blocks of rows, whose temporaries stay in cache; each pair's id is
+            # first * cards(second) + second, after the pair's offset
+            block = indices[start : start + step]
+            ids = block[:, self._first] * self._second_cards
+            ids += block[:, self._second]
+            ids += self._pair_offsets
+            out[start : start + step, self.n_genes :] = ids
+        return out
 
 
 @dataclass(frozen=True)
@@ -391,5 +403,18 @@ class PairwiseRidge:
 
 
 def predict(weights: FloatArray, active: IntArray) -> FloatArray:
-    """Predictions for candidates given by their active feature ids, on the fit's scale."""
-    return np.asarray(weights[active].sum(axis=1), dtype=float)
+    """Predictions for candidates given by their active feature ids, on the fit's scale;
+    by blocks of rows, so the gathered weights stay in cache (whole, a pool of a 46-gene
+    space gathered 173 MB per metric per proposal). Each row sums as it would whole."""
+    out = np.empty(len(active), dtype=float)
+    step = block_rows(active.shape[1] if active.ndim == 2 else 1)
+    for start in range(0, len(active), step):
+        rows = slice(start, start + step)
+        out[rows] = weights[active[rows]].sum(axis=1)
+    return out
+
+
+def block_rows(width: int) -> int:
+    """Rows of ``width`` feature ids per block: about 256k ids (2 MB of weights gathered),
+    so small feature sets (NAS-Bench-201's 21) go in one or two blocks."""
+    return max(64, (1 << 18) // max(width, 1))
