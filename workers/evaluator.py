@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.errors import HwnasError, InvalidInput
+from core.errors import HwnasError, InvalidInput, PluginError
 from hardware_profiles import HardwareProfile, measure_latency
 from models.base import Arch, Supernet
 from models.recorded import RecordedSupernet
@@ -78,6 +78,7 @@ class SubnetEvaluator:
                 module = supernet.extract(arch)
             with _step("evaluating on the validation data", supernet, arch):
                 quality = supernet.evaluate(arch, module)
+            _check_metrics(supernet, quality)
         else:
             with _step("extracting (timing_module)", supernet, arch):
                 module, quality = supernet.timing_module(arch), {}
@@ -95,6 +96,17 @@ class SubnetEvaluator:
             "params": float(complexity.params),
             "model_size_mb": complexity.params * BYTES_PER_PARAM / 1e6,
         }
+
+
+def _check_metrics(supernet: Supernet, quality: dict[str, float]) -> None:
+    """A plugin's ``evaluate`` must give the metrics its class declares: a job naming one
+    it left out failed later, saying only that the objective was missing."""
+    missing = [name for name in supernet.metrics if name not in quality]
+    if missing:
+        raise PluginError(
+            f"{supernet.name}: evaluate() returned {sorted(quality)}, but the class declares "
+            f"metrics {list(supernet.metrics)}; missing: {', '.join(missing)}"
+        )
 
 
 @contextmanager

@@ -398,3 +398,28 @@ def test_a_budget_larger_than_the_space_says_the_space_was_exhausted(
         "search space exhausted: every distinct sub-network of test-two-networks was "
         "measured (2 new measurements of a budget of 5)"
     )
+
+
+class _WrongMetricName(FmnistOFACNN):
+    name = "test-wrong-metric"
+
+    def evaluate(self, arch: dict[str, Any], module: Any = None) -> dict[str, float]:
+        return {"acc": super().evaluate(arch, module)["accuracy"]}
+
+
+def test_a_plugin_whose_evaluate_leaves_out_a_declared_metric_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It failed saying only "objective 'accuracy' is missing from metrics"."""
+    monkeypatch.setitem(registry._FACTORIES, _WrongMetricName.name, _WrongMetricName)
+    try:
+        with TestClient(create_app(embedded_settings(tmp_path))) as client:
+            spec = job_spec(supernet=_WrongMetricName.name, budget={"evaluations": 2})
+            job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+    finally:
+        registry._INSTANCES.pop(_WrongMetricName.name, None)
+    assert job["status"] == "failed"
+    assert job["message"] == (
+        "failed: test-wrong-metric: evaluate() returned ['acc'], but the class declares "
+        "metrics ['accuracy']; missing: accuracy"
+    )

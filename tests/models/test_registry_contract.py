@@ -12,6 +12,7 @@ table lookup.
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -83,6 +84,17 @@ def test_complexity_is_counted_or_clearly_refused(name: str) -> None:
         else:
             counted = net.complexity(arch)
             assert isinstance(counted, Complexity) and counted.macs > 0 and counted.params > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_evaluate_gives_every_metric_the_class_declares(name: str) -> None:
+    """A job names the declared metrics; one that ``evaluate`` leaves out failed it."""
+    net = get_supernet(name)
+    if not net.has_validation_data():
+        pytest.skip(f"{name} has no validation data of its own")
+    got = net.evaluate(sample_archs(net)[0])
+    assert set(net.metrics) <= set(got), f"evaluate gave {sorted(got)}, declared {net.metrics}"
+    assert all(isinstance(v, float) and math.isfinite(v) for v in got.values()), got
 
 
 @pytest.mark.parametrize("name", NAMES)
