@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import threading
 import uuid
 import warnings
@@ -99,17 +100,24 @@ def export_subnet(
     module = supernet.extract(arch).eval()
     example = supernet.example_input(arch, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    with _EXPORTING, warnings.catch_warnings():
-        # torch marks TorchScript and its ONNX exporter deprecated; both are still the
-        # formats deployment runtimes load, and the torch.export path needs onnxscript.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        writer(module, example, tmp)
+    # Written under its own name in a folder of its own, then moved: TorchScript names the
+    # archive's root folder after the file (it was "<name>.pt.1a2b3c4d" inside).
+    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    scratch.mkdir()
+    tmp = scratch / path.name
     card = architecture_card(supernet, arch, extra)
-    if fmt == "state_dict":
-        with zipfile.ZipFile(tmp, "a") as archive:
-            archive.writestr("architecture.json", json.dumps(card, indent=2))
-    tmp.replace(path)
+    try:
+        with _EXPORTING, warnings.catch_warnings():
+            # torch marks TorchScript and its ONNX exporter deprecated; both are still the
+            # formats deployment runtimes load, and the torch.export path needs onnxscript.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            writer(module, example, tmp)
+        if fmt == "state_dict":
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr("architecture.json", json.dumps(card, indent=2))
+        tmp.replace(path)
+    finally:  # a failed export leaves nothing behind
+        shutil.rmtree(scratch, ignore_errors=True)
     path.with_suffix(".json").write_text(json.dumps(card, indent=2))
     return path
 

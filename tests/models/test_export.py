@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import onnx
+import pytest
 import torch
 
 from models.export import export_subnet
@@ -50,3 +51,27 @@ def test_exports_from_many_threads_at_once_all_succeed(tmp_path: Path) -> None:
             onnx.checker.check_model(onnx.load(str(path)))
         else:
             torch.jit.load(str(path))
+
+
+def test_a_torchscript_archive_is_named_after_its_file_and_a_failure_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its root folder was named after the temporary file ("<name>.pt.1a2b3c4d")."""
+    import zipfile
+
+    import models.export
+
+    supernet = get_supernet("fmnist-ofa-cnn")
+    arch = supernet.canonical({gene: choices[0] for gene, choices in supernet.space().items()})
+    path = export_subnet(supernet, arch, "torchscript", tmp_path / "r24-small.pt")
+    roots = {name.split("/")[0] for name in zipfile.ZipFile(path).namelist()}
+    assert roots == {"r24-small"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r24-small.json", "r24-small.pt"]
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("exporter failed")
+
+    monkeypatch.setitem(models.export._WRITERS, "onnx", (".onnx", broken))
+    with pytest.raises(RuntimeError, match="exporter failed"):
+        export_subnet(supernet, arch, "onnx", tmp_path / "r24-small.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r24-small.json", "r24-small.pt"]
