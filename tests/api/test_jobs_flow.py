@@ -339,6 +339,19 @@ def test_exports_waiting_for_their_turn_hold_no_api_thread(
         assert answered_in < 5 and codes == {"onnx": 200, "state_dict": 200}
 
 
+def _plugin_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin: type, **spec: Any
+) -> dict[str, Any]:
+    """``plugin`` registered for this test, and a job of it run to its end."""
+    monkeypatch.setitem(registry._FACTORIES, plugin.name, plugin)
+    try:
+        with TestClient(create_app(embedded_settings(tmp_path))) as client:
+            body = job_spec(supernet=plugin.name, **spec)
+            return wait_for(client, client.post("/v1/jobs", json=body).json()["id"])
+    finally:
+        registry._INSTANCES.pop(plugin.name, None)
+
+
 class _FlatInput(FmnistOFACNN):
     """A plugin whose example input has the wrong shape: torch's error is all it raises."""
 
@@ -352,13 +365,7 @@ def test_a_plugin_error_says_which_step_of_which_sub_network_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The job said only torch's message, and its error held six frames inside torch."""
-    monkeypatch.setitem(registry._FACTORIES, _FlatInput.name, _FlatInput)
-    try:
-        with TestClient(create_app(embedded_settings(tmp_path))) as client:
-            spec = job_spec(supernet=_FlatInput.name, objectives={"latency_ms": "min"})
-            job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
-    finally:
-        registry._INSTANCES.pop(_FlatInput.name, None)
+    job = _plugin_job(tmp_path, monkeypatch, _FlatInput, objectives={"latency_ms": "min"})
     assert job["status"] == "failed"
     assert job["message"].startswith("failed: RuntimeError: ")
     assert job["message"].endswith(
@@ -383,16 +390,10 @@ class _TwoNetworks(FmnistOFACNN):
 def test_a_budget_larger_than_the_space_says_the_space_was_exhausted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(registry._FACTORIES, _TwoNetworks.name, _TwoNetworks)
-    try:
-        with TestClient(create_app(embedded_settings(tmp_path))) as client:
-            spec = job_spec(
-                supernet=_TwoNetworks.name, objectives={"latency_ms": "min"},
-                budget={"evaluations": 5}, strategy="random", constraints={},
-            )  # fmt: skip
-            job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
-    finally:
-        registry._INSTANCES.pop(_TwoNetworks.name, None)
+    job = _plugin_job(
+        tmp_path, monkeypatch, _TwoNetworks, objectives={"latency_ms": "min"},
+        budget={"evaluations": 5}, strategy="random", constraints={},
+    )  # fmt: skip
     assert job["status"] == "succeeded" and job["progress"]["evaluations_done"] == 2
     assert job["message"] == (
         "search space exhausted: every distinct sub-network of test-two-networks was "
@@ -411,13 +412,7 @@ def test_a_plugin_whose_evaluate_leaves_out_a_declared_metric_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It failed saying only "objective 'accuracy' is missing from metrics"."""
-    monkeypatch.setitem(registry._FACTORIES, _WrongMetricName.name, _WrongMetricName)
-    try:
-        with TestClient(create_app(embedded_settings(tmp_path))) as client:
-            spec = job_spec(supernet=_WrongMetricName.name, budget={"evaluations": 2})
-            job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
-    finally:
-        registry._INSTANCES.pop(_WrongMetricName.name, None)
+    job = _plugin_job(tmp_path, monkeypatch, _WrongMetricName, budget={"evaluations": 2})
     assert job["status"] == "failed"
     assert job["message"] == (
         "failed: test-wrong-metric: evaluate() returned ['acc'], but the class declares "

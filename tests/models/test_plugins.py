@@ -61,6 +61,18 @@ def write_dist_info(site: Path, package: str, entry: str) -> None:
     (info / "entry_points.txt").write_text(f"[hwnas.supernets]\n{entry}\n")
 
 
+def installed_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry_name: str = "tiny-mlp"
+) -> str:
+    """The worked example as an installed distribution whose entry point ``entry_name``
+    names its class, importable for this test; returns the package's name."""
+    site = tmp_path / "site"
+    package = write_package(site, example_source())
+    write_dist_info(site, package, f"{entry_name} = {package}.tiny_mlp:TinyMLP")
+    monkeypatch.syspath_prepend(str(site))
+    return package
+
+
 def round_trip(name: str, tmp_path: Path) -> None:
     """Create, sample, extract, evaluate and export without a job."""
     net = create_supernet(name, seed=0)
@@ -82,10 +94,7 @@ def round_trip(name: str, tmp_path: Path) -> None:
 def test_entry_point_plugin_is_listed_and_round_trips(
     fresh_registry: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = tmp_path / "site"
-    package = write_package(site, example_source())
-    write_dist_info(site, package, f"tiny-mlp = {package}.tiny_mlp:TinyMLP")
-    monkeypatch.syspath_prepend(str(site))
+    installed_example(tmp_path, monkeypatch)
     assert "tiny-mlp" in list_supernets()
     round_trip("tiny-mlp", tmp_path)
     assert plugins.load_plugins() == []  # idempotent: already registered from that origin
@@ -158,10 +167,7 @@ def test_one_class_named_by_an_entry_point_and_the_setting_is_registered_once(
     fresh_registry: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As while moving a plugin from the setting to a package: it stopped the server."""
-    site = tmp_path / "site"
-    package = write_package(site, example_source())
-    write_dist_info(site, package, f"tiny-mlp = {package}.tiny_mlp:TinyMLP")
-    monkeypatch.syspath_prepend(str(site))
+    package = installed_example(tmp_path, monkeypatch)
     spec = f"{package}.tiny_mlp:TinyMLP"
     monkeypatch.setenv("HWNAS_SUPERNET_PLUGINS", f"{spec},{spec}")
     get_settings.cache_clear()
@@ -172,10 +178,7 @@ def test_one_class_named_by_an_entry_point_and_the_setting_is_registered_once(
 def test_entry_point_name_must_be_the_supernet_name(
     fresh_registry: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = tmp_path / "site"
-    package = write_package(site, example_source())
-    write_dist_info(site, package, f"other-name = {package}.tiny_mlp:TinyMLP")
-    monkeypatch.syspath_prepend(str(site))
+    installed_example(tmp_path, monkeypatch, entry_name="other-name")
     with pytest.raises(PluginError, match="hwnas.supernets:other-name.*'tiny-mlp'"):
         list_supernets()
     with pytest.raises(PluginError):  # still refused on the next use, not half-loaded
@@ -185,10 +188,7 @@ def test_entry_point_name_must_be_the_supernet_name(
 def test_concurrent_first_uses_all_see_the_plugin(
     fresh_registry: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = tmp_path / "site"
-    package = write_package(site, example_source())
-    write_dist_info(site, package, f"tiny-mlp = {package}.tiny_mlp:TinyMLP")
-    monkeypatch.syspath_prepend(str(site))
+    installed_example(tmp_path, monkeypatch)
     with ThreadPoolExecutor(4) as pool:
         listings = list(pool.map(lambda _: list_supernets(), range(8)))
     assert all("tiny-mlp" in names for names in listings)
