@@ -17,6 +17,7 @@ from store.db import (
     make_engine,
     make_loop_reads,
     make_session_factory,
+    schema_revisions,
     upgrade,
 )
 from workers.dispatch import Dispatcher, EmbeddedDispatcher
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
             if app_settings.auto_migrate:
                 upgrade(app_settings.database_url)
             app.state.schema_head = check_migrated(engine)
+            app.state.schema_known = schema_revisions(app_settings.database_url)
             factory = make_session_factory(engine)
             app.state.settings, app.state.session_factory = app_settings, factory
             app.state.loop_reads = reads = make_loop_reads(app_settings.database_url)

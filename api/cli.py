@@ -197,7 +197,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     print(format_front(pareto))
     if pareto["status"] not in ("failed", "cancelled"):
         return 0
-    print(f"hwnas: job {args.job_id} {pareto['status']}: {pareto['message']}", file=sys.stderr)
+    why = f": {pareto['message']}" if pareto.get("message") else ""
+    print(f"hwnas: job {args.job_id} {pareto['status']}{why}", file=sys.stderr)
     return 1
 
 

@@ -6,6 +6,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,6 +37,8 @@ def register_supernet(name: str) -> Callable[[F], F]:
         if name in _FACTORIES:
             warnings.warn(f"supernet {name!r} registered again; replacing", stacklevel=2)
             _INSTANCES.pop(name, None)
+            _CLASSES.pop(name, None)
+            _FAILED.pop(name, None)
             for key in [key for key in _DATA_INSTANCES if key[0] == name]:
                 del _DATA_INSTANCES[key]
         _FACTORIES[name] = factory
@@ -62,8 +65,7 @@ def create_supernet(name: str, **kwargs: Any) -> Supernet:
     except Exception as exc:
         log.warning("supernet %r could not be built", name, exc_info=True)
         raise InvalidInput(
-            f"supernet {name!r} could not be built: {type(exc).__name__}: {_first_line(exc)}",
-            field="supernet",
+            f"supernet {name!r} could not be built: {_reason(exc)}", field="supernet"
         ) from exc
 
 
@@ -77,6 +79,15 @@ def _factory(name: str) -> Callable[..., Supernet]:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [""])[0]
+
+
+def _reason(exc: BaseException) -> str:
+    """The error's class and first line; a system error's file by its name only (the
+    catalog and a 422 show it to API clients, not the operator's directories)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        named = f": {os.path.basename(os.fsdecode(exc.filename))}" if exc.filename else ""
+        return f"{type(exc).__name__}: {exc.strerror}{named}"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
@@ -113,28 +124,45 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
         return held[1]
 
 
-#: Supernets whose default instance failed: name -> (the weights file's state then, error).
-_FAILED: dict[str, tuple[tuple[Any, ...], HwnasError]] = {}
+#: Supernets whose default instance failed: name -> (the weights file's state then, when
+#: to try again, the error's class, text and field). The error itself is not kept: its
+#: traceback would keep whatever the failed build had loaded (a checkpoint) alive.
+_FAILED: dict[str, tuple[tuple[Any, ...], float, type[HwnasError], str, str | None]] = {}
+#: How long a failed build is answered from ``_FAILED`` before it is tried again (a cause
+#: other than the weights file, say a file system that was away, may have cleared).
+FAILED_RETRY_S = 30.0
+_monotonic = time.monotonic  # the tests move this clock
 
 
 def _default_instance(name: str) -> Supernet:
-    """``name``'s instance with its configured weights. When that fails, the error is kept
-    and raised again without building anew until the weights file changes on disk: the
-    catalog and every submission naming it ask (a checkpoint may take seconds to read)."""
+    """``name``'s instance with its configured weights. When that fails, the error is
+    answered again without building anew for ``FAILED_RETRY_S``, or until the weights file
+    changes on disk: the catalog and every submission naming it ask (a checkpoint may take
+    seconds to read)."""
     weights = configured_weights(name)
     state = tuple(_file_state(path) for path in weights.values())
     failed = _FAILED.get(name)
-    if failed is not None and failed[0] == state:
-        raise failed[1].with_traceback(None)
+    if failed is not None and failed[0] == state and _monotonic() < failed[1]:
+        raise _renewed(*failed[2:])
     try:
         instance = create_supernet(name, **weights)
     except UnknownName:
         raise
     except HwnasError as exc:
-        _FAILED[name] = (state, exc)
+        field = exc.field if isinstance(exc, InvalidInput) else None
+        _FAILED[name] = (state, _monotonic() + FAILED_RETRY_S, type(exc), str(exc), field)
         raise
     _FAILED.pop(name, None)
     return instance
+
+
+def _renewed(cls: type[HwnasError], text: str, field: str | None) -> HwnasError:
+    """A new error like the one kept (raised from several threads, one object would share
+    its traceback between them)."""
+    try:
+        return cls(text, field=field) if issubclass(cls, InvalidInput) else cls(text)  # type: ignore[call-arg]
+    except TypeError:  # a class of other arguments (none such is kept today)
+        return InvalidInput(text, field=field or "supernet")
 
 
 def _file_state(path: str) -> tuple[Any, ...]:
@@ -169,11 +197,15 @@ def check_validation_data(name: str, validation_data: str) -> None:
             _CHECKED.move_to_end(key)
             return
         held = _DATA_INSTANCES.get(key)
-    try:
-        if held is not None and held[0] == signature:  # loaded for a job: read already
-            instance = held[1]
-        else:
+    if held is not None and held[0] == signature:  # loaded for a job: read already
+        instance = held[1]
+    else:
+        try:
             instance = create_supernet(name, validation_data=validation_data)
+        except HwnasError as exc:  # it needs its weights, say: the job's worker checks
+            log.info("supernet %r: the data check needs an instance: %s", name, exc)
+            return
+    try:
         instance.check_data()
     except InvalidInput:
         raise
@@ -219,13 +251,23 @@ def takes_validation_data(name: str) -> bool:
 
 
 def _class_of(name: str) -> type[Supernet]:
-    """The class ``name``'s factory builds: the factory itself when it is a class (plugins,
-    most built-ins); otherwise the type of the shared instance, or of one made for this."""
+    """The class ``name``'s factory builds: the factory itself when it is a class
+    (plugins); otherwise the type of the shared instance, or of one made for this, once
+    (the built-ins' factories are functions: a supernet whose configured weights fail
+    would otherwise be built anew at every look-up)."""
     factory = _factory(name)
     if isinstance(factory, type):
         return factory
     held = _INSTANCES.get(name)
-    return type(held) if held is not None else type(create_supernet(name))
+    if held is not None:
+        return type(held)
+    if name not in _CLASSES:
+        _CLASSES[name] = type(create_supernet(name))
+    return _CLASSES[name]
+
+
+#: The classes of function factories, found by ``_class_of`` (cleared when re-registered).
+_CLASSES: dict[str, type[Supernet]] = {}
 
 
 def init_keywords(cls: type) -> set[str]:

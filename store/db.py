@@ -628,6 +628,13 @@ def check_migrated(engine: Engine) -> str:
     return head
 
 
+def schema_revisions(url: str) -> frozenset[str]:
+    """Every revision this code's migrations know (a database at another one was migrated
+    by a newer version)."""
+    script = ScriptDirectory.from_config(alembic_config(url))
+    return frozenset(revision.revision for revision in script.walk_revisions())
+
+
 def schema_revision(connection: Connection) -> str | None:
     """The revision the connected database's schema is at; None where it has none (no
     ``alembic_version`` table, say a SQLite file replaced under a running server)."""
@@ -648,6 +655,7 @@ __all__ = [
     "alembic_config",
     "check_migrated",
     "schema_revision",
+    "schema_revisions",
     "make_engine",
     "make_loop_reads",
     "make_session_factory",

@@ -243,7 +243,9 @@ def claim_job(
     if job.cancel_requested:
         done = job.evaluations_done
         outcome = f"cancelled after {_evaluations(done)}" if job.started_at else None
-        _finish(job, JobStatus.cancelled, now, message=outcome or "cancelled before it started")
+        notes = job.message if job.started_at else None  # its run's (a queued one's: why)
+        said = "; ".join(m for m in (outcome or "cancelled before it started", notes) if m)
+        _finish(job, JobStatus.cancelled, now, message=said)
         return None
     holder = JOBS.c.worker_id
     claimed = session.execute(

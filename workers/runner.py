@@ -9,6 +9,9 @@ evaluations on each (re)start, so a crash costs at most the evaluation in flight
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -28,6 +31,7 @@ from models.base import Supernet
 from models.metrics import device_independent
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
+from search.base import ENUMERATION_LIMIT, REJECTION_TRIES
 from store import jobs as q
 from store.db import one_statement_writing, transaction
 from store.front import constraints_of, front_of_metrics, summarise_front
@@ -316,13 +320,8 @@ class JobRunner:
             if self.stop.is_set():
                 return self._requeue(job_id, clock)
             proposals = plan.strategy.ask(1)
-            if not proposals:  # the whole space has been measured
-                self._note(
-                    job_id,
-                    f"search space exhausted: every distinct sub-network of {spec['supernet']} "
-                    f"was measured ({_count(done, 'new measurement')} of a budget of "
-                    f"{plan.budget})",
-                )
+            if not proposals:  # the space has been measured, all of it or nearly
+                self._note(job_id, _exhausted(spec["supernet"], plan, done))
                 break
             arch = proposals[0]
             measurement = plan.evaluator.measure(arch)
@@ -638,6 +637,20 @@ class JobRunner:
 Lease = Literal["held", "cancel", "lost"]
 
 
+def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:
+    """Why a job stopped before its budget: the strategy had nothing new to propose. A
+    space of up to ``ENUMERATION_LIMIT`` is known to be measured whole; a larger one only
+    gave no new sub-network in ``REJECTION_TRIES`` random draws in a row."""
+    spent = f"{_count(done, 'new measurement')} of a budget of {plan.budget}"
+    if plan.strategy.space.size <= ENUMERATION_LIMIT:
+        every = f"every distinct sub-network of {supernet}"
+        return f"search space exhausted: {every} was measured ({spent})"
+    return (
+        f"search stopped early: {REJECTION_TRIES} random draws in a row found no sub-network "
+        f"of {supernet} not measured yet ({spent})"
+    )
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -710,15 +723,30 @@ def _failure(exc: BaseException) -> tuple[str, str]:
 
 
 def _short_traceback(exc: BaseException) -> str:
-    """The exception with the last two frames outside installed packages (hwnas's, a
-    plugin's) and the last two overall: a plugin's error inside torch names its line."""
+    """The exception with the last two frames outside the libraries a network runs in
+    (hwnas's, a plugin's, wherever it is installed) and the last two overall: a plugin's
+    error inside torch names its line."""
     frames = traceback.extract_tb(exc.__traceback__)
-    own = [f for f in frames if "site-packages" not in f.filename]
+    libraries = _library_folders()
+    own = [f for f in frames if not f.filename.startswith(libraries)]
     kept = own[-2:] + [f for f in frames[-2:] if f not in own[-2:]]
     listed = traceback.format_list(kept)
     return "".join(
         ["Traceback (last frames):\n", *listed, *traceback.format_exception_only(exc)]
     ).strip()
+
+
+#: Libraries whose frames a job's error leaves out unless they are the last ones.
+LIBRARIES = ("torch", "numpy", "scipy", "sklearn", "onnx", "onnxruntime")
+
+
+def _library_folders() -> tuple[str, ...]:
+    folders = [sysconfig.get_paths()["stdlib"]]
+    for name in LIBRARIES:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path:
+            folders.append(os.path.dirname(path) + os.sep)
+    return tuple(folders)
 
 
 __all__ = ["JobPlan", "JobRunner", "build_plan"]

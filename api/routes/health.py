@@ -13,18 +13,25 @@ router = APIRouter(tags=["health"])
 def healthz(factory: FactoryDep, dispatcher: DispatcherDep, request: Request) -> dict[str, object]:
     """Liveness and readiness: the database answers with the schema this server started on
     (else 503: a SQLite file replaced under it answered ``SELECT 1`` from a new, empty file
-    while every other request failed), which devices are served, and what keeps jobs from
-    reaching workers (``problems``; the status is then "degraded": jobs are still accepted
-    and stored, and dispatched once it clears)."""
+    while every other request failed; a schema a newer version migrated is a problem, not
+    a 503, so that a rolling upgrade does not take every old server out at once), which
+    devices are served, and what keeps jobs from reaching workers (``problems``; the
+    status is then "degraded": jobs are still accepted and stored, and dispatched once it
+    clears)."""
     with reading(factory) as connection:
         revision = schema_revision(connection)
-    head = request.app.state.schema_head
-    if revision != head:
+    head, known = request.app.state.schema_head, request.app.state.schema_known
+    problems = dispatcher.problems()
+    if revision != head and (revision is None or revision in known):
         raise ServiceUnavailable(
             f"the database's schema is at revision {revision or '(none)'}, this server runs "
             f"on {head}: was it replaced or downgraded? Check HWNAS_DATABASE_URL"
         )
-    problems = dispatcher.problems()
+    if revision != head:  # a newer version migrated it (a rolling upgrade): still serving
+        problems.append(
+            f"the database's schema is at revision {revision}, newer than this server's "
+            f"{head}: replace this server with the version that migrated it"
+        )
     return {
         "status": "degraded" if problems else "ok",
         "devices_served": sorted(dispatcher.served_devices()),

@@ -27,7 +27,7 @@ from api.presenters import (
     with_note,
 )
 from api.schemas import EvaluationsPublic, JobCreate, JobPublic, JobsPublic, ParetoPublic
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict, HwnasError, InvalidInput
 from models.base import Supernet
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet
@@ -155,7 +155,10 @@ def read_pareto(job_id: str, factory: FactoryDep, request: Request) -> Response:
             rows, _ = q.list_evaluations(session, job_id, front_only=True)
         else:
             rows = _current_front(session, job)
-    exportable = not get_supernet(job.supernet).recorded
+    try:
+        exportable = not get_supernet(job.supernet).recorded
+    except HwnasError:  # its supernet cannot be built now: the stored front still reads
+        exportable = False
     front = ParetoPublic(
         job_id=job.id,
         status=job.status.value,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from alembic import command
 from api.app import create_app
@@ -20,7 +21,7 @@ from api.schemas import JobCreate
 from core.settings import Settings, get_settings
 from models import registry
 from models.text_transformer import TextTransformerSupernet
-from store.db import alembic_config
+from store.db import alembic_config, make_engine
 
 from ..conftest import embedded_settings
 from ..store.backends import database_url
@@ -323,7 +324,7 @@ def test_a_plugin_that_cannot_be_built_or_searched_is_listed_and_refused_with_wh
             by_id = {s["id"]: s for s in listed.json()}
             assert by_id[_NotBuilt.name]["note"] == (
                 "not usable as configured: supernet 'test-not-built' could not be built: "
-                "FileNotFoundError: [Errno 2] No such file or directory: '/ckpt/mine.pt'"
+                "FileNotFoundError: No such file or directory: mine.pt"  # not the folders
             )
             assert by_id[_NotBuilt.name]["space"] == {}
             assert by_id[_NoChoices.name]["note"] == (
@@ -413,7 +414,8 @@ def test_health_is_503_when_the_schema_under_the_server_changed(
     backend: str, tmp_path: Path
 ) -> None:
     """It ran ``SELECT 1``: ok while every other request failed on a database whose schema
-    was gone (a SQLite file replaced) or downgraded."""
+    was gone (a SQLite file replaced) or downgraded. One a newer version migrated is
+    degraded, not down: a rolling upgrade would take every old server out at once."""
     with database_url(backend, tmp_path) as url:
         settings = embedded_settings(tmp_path, database_url=url, embedded_devices="none")
         with TestClient(create_app(settings)) as client:
@@ -426,3 +428,14 @@ def test_health_is_503_when_the_schema_under_the_server_changed(
             )
             command.upgrade(alembic_config(url), "head")
             assert client.get("/healthz").status_code == 200
+            engine = make_engine(url)
+            with engine.begin() as connection:  # as a newer version's migration leaves it
+                head = connection.execute(text("SELECT version_num FROM alembic_version"))
+                head = head.scalar()
+                connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+            newer = client.get("/healthz")  # a rolling upgrade: served, and said
+            assert newer.status_code == 200 and newer.json()["status"] == "degraded"
+            assert "revision 9999, newer than this server's" in newer.json()["problems"][0]
+            with engine.begin() as connection:
+                connection.execute(text("UPDATE alembic_version SET version_num = :h"), {"h": head})
+            engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,14 +123,21 @@ def test_a_plugin_that_fails_to_build_is_an_input_error_kept_until_its_file_chan
                 f"Error(s) in loading state_dict from {path}"
             )
         assert Broken.built == 1
+        # kept as text: the error's traceback would keep what the build had loaded alive
+        assert not any(isinstance(part, BaseException) for part in registry._FAILED[Broken.name])
+        later = time.monotonic() + registry.FAILED_RETRY_S + 1
+        monkeypatch.setattr(registry, "_monotonic", lambda: later)
+        with pytest.raises(InvalidInput, match="could not be built"):
+            get_supernet(Broken.name)  # kept no longer: built again
+        assert Broken.built == 2
         path.write_bytes(b"second, longer")
         with pytest.raises(InvalidInput, match="could not be built"):
             get_supernet(Broken.name)
-        assert Broken.built == 2
+        assert Broken.built == 3
         monkeypatch.delenv("HWNAS_SUPERNET_CHECKPOINTS")
         get_settings.cache_clear()
         assert isinstance(get_supernet(Broken.name), Broken)  # configured without: built
-        assert Broken.built == 3 and Broken.name not in registry._FAILED
+        assert Broken.built == 4 and Broken.name not in registry._FAILED
     finally:
         get_settings.cache_clear()
         registry._INSTANCES.pop(Broken.name, None)

@@ -8,6 +8,7 @@ import os
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -408,3 +409,24 @@ def test_files_that_lie_or_are_not_what_they_are_named_are_refused_with_a_reason
     for empty in ("", "  "):
         with pytest.raises(InvalidInput, match="empty: name a file or image directory"):
             check_path(empty)
+
+
+def test_a_supernet_that_cannot_be_built_without_its_weights_is_left_to_its_worker(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check builds an instance with the data alone; one whose class requires its
+    weights refused every job naming data (422 on supernet) though its worker would run it."""
+    from models.fmnist_cnn import FmnistOFACNN
+
+    class NeedsWeights(FmnistOFACNN):
+        name = "test-needs-weights"
+
+        def __init__(self, *, weights: str, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+
+    monkeypatch.setitem(registry._FACTORIES, NeedsWeights.name, NeedsWeights)
+    monkeypatch.setattr(registry, "_CHECKED", OrderedDict())
+    x, y = images_and_labels()
+    np.savez(root / "v.npz", inputs=x, labels=np.full(len(y), 12))  # its worker would refuse
+    registry.check_validation_data(NeedsWeights.name, "v.npz")  # not checked here: no error
+    assert (NeedsWeights.name, "v.npz") not in registry._CHECKED

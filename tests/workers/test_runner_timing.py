@@ -132,3 +132,21 @@ def test_each_evaluation_books_the_run_time_before_it(
     measured = [(run_s, eval_s) for run_s, eval_s in running if eval_s > 0]
     assert len(measured) >= 6, seen
     assert all(run_s >= eval_s for run_s, eval_s in measured), measured
+
+
+def test_a_failed_jobs_traceback_keeps_a_pip_installed_plugins_frames() -> None:
+    """Frames were left out by "site-packages" in their path: a plugin installed with pip
+    (as docs/plugins.md says) lost its own, and torch's were all that was left."""
+    import torch
+
+    from workers.runner import _short_traceback
+
+    source = "def forward():\n    return torch.nn.Conv2d(1, 1, 3)(torch.zeros(1, 784))\n"
+    namespace: dict[str, object] = {"torch": torch}
+    exec(compile(source, "/venv/lib/python3.11/site-packages/my_plugin/net.py", "exec"), namespace)
+    try:
+        namespace["forward"]()  # type: ignore[operator]
+    except RuntimeError as exc:
+        error = _short_traceback(exc)
+    assert "site-packages/my_plugin/net.py" in error and "in forward" in error
+    assert "/torch/nn/modules/conv.py" in error  # where it was raised
