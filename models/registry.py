@@ -85,7 +85,10 @@ def _reason(exc: BaseException) -> str:
     """The error's class and first line; a system error's file by its name only (the
     catalog and a 422 show it to API clients, not the operator's directories)."""
     if isinstance(exc, OSError) and exc.strerror:
-        named = f": {os.path.basename(os.fsdecode(exc.filename))}" if exc.filename else ""
+        filename = exc.filename
+        named = ""
+        if isinstance(filename, str | bytes | os.PathLike):
+            named = f": {os.path.basename(os.fsdecode(filename))}"
         return f"{type(exc).__name__}: {exc.strerror}{named}"
     return f"{type(exc).__name__}: {_first_line(exc)}"
 
@@ -142,8 +145,11 @@ def _default_instance(name: str) -> Supernet:
     weights = configured_weights(name)
     state = tuple(_file_state(path) for path in weights.values())
     failed = _FAILED.get(name)
-    if failed is not None and failed[0] == state and _monotonic() < failed[1]:
-        raise _renewed(*failed[2:])
+    if failed is not None and failed[0] == state:
+        if _monotonic() < failed[1]:
+            raise _renewed(*failed[2:])
+        # this caller builds again; the others meanwhile are answered as before
+        _FAILED[name] = (state, _monotonic() + FAILED_RETRY_S, *failed[2:])
     try:
         instance = create_supernet(name, **weights)
     except UnknownName:
@@ -199,11 +205,15 @@ def check_validation_data(name: str, validation_data: str) -> None:
         held = _DATA_INSTANCES.get(key)
     if held is not None and held[0] == signature:  # loaded for a job: read already
         instance = held[1]
+    elif _needs_more_than_data(_factory(name)):  # its weights, say: the job's worker checks
+        return
     else:
         try:
             instance = create_supernet(name, validation_data=validation_data)
-        except HwnasError as exc:  # it needs its weights, say: the job's worker checks
-            log.info("supernet %r: the data check needs an instance: %s", name, exc)
+        except InvalidInput as exc:
+            if exc.field == "validation_data":  # a class that reads its data when built
+                raise
+            log.info("supernet %r: the data check could not build it: %s", name, exc)
             return
     try:
         instance.check_data()
@@ -211,8 +221,7 @@ def check_validation_data(name: str, validation_data: str) -> None:
         raise
     except Exception as exc:  # a plugin's check that breaks is the user's to see
         raise InvalidInput(
-            f"supernet {name!r} could not check the validation data: "
-            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}",
+            f"supernet {name!r} could not check the validation data: {_reason(exc)}",
             field="validation_data",
         ) from exc
     with _data_lock:
@@ -220,6 +229,16 @@ def check_validation_data(name: str, validation_data: str) -> None:
         _CHECKED.move_to_end(key)
         while len(_CHECKED) > CHECKED_MAX:
             _CHECKED.popitem(last=False)
+
+
+def _needs_more_than_data(factory: Callable[..., Supernet]) -> bool:
+    """Whether ``factory(validation_data=...)`` lacks an argument the factory requires."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = (p for p in parameters if p.default is p.empty and p.name != "validation_data")
+    return any(p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in required)
 
 
 #: The keyword a supernet class takes its weights file by, in order of preference.

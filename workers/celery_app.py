@@ -25,7 +25,7 @@ from celery.signals import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import HwnasError, NotFound
+from core.errors import NotFound
 from core.settings import get_settings
 from store import jobs as q
 from store.db import check_migrated, make_engine, make_session_factory, transaction
@@ -135,7 +135,7 @@ def _start_reaper(sender: object = None, **_kwargs: object) -> None:
     for name in list_supernets():  # per-process resources: weights and tables, loaded once
         try:
             get_supernet(name)
-        except HwnasError as exc:  # its own jobs fail with this; the reaper must start
+        except Exception as exc:  # its own jobs fail with this; the reaper must start
             log.warning("supernet %s not preloaded: %s", name, exc)
 
     start_reaper(celery_app, _session_factory(), get_settings(), worker_identity())

@@ -727,8 +727,7 @@ def _short_traceback(exc: BaseException) -> str:
     (hwnas's, a plugin's, wherever it is installed) and the last two overall: a plugin's
     error inside torch names its line."""
     frames = traceback.extract_tb(exc.__traceback__)
-    libraries = _library_folders()
-    own = [f for f in frames if not f.filename.startswith(libraries)]
+    own = [f for f in frames if not _in_a_library(f.filename)]
     kept = own[-2:] + [f for f in frames[-2:] if f not in own[-2:]]
     listed = traceback.format_list(kept)
     return "".join(
@@ -740,13 +739,19 @@ def _short_traceback(exc: BaseException) -> str:
 LIBRARIES = ("torch", "numpy", "scipy", "sklearn", "onnx", "onnxruntime")
 
 
-def _library_folders() -> tuple[str, ...]:
-    folders = [sysconfig.get_paths()["stdlib"]]
+def _in_a_library(filename: str) -> bool:
+    """Whether a frame's file is one of ``LIBRARIES``' or the standard library's; not what
+    is installed beside them (without a virtual environment, as in the Docker image,
+    site-packages is a folder of the standard library's: a plugin installed there is kept)."""
     for name in LIBRARIES:
         path = getattr(sys.modules.get(name), "__file__", None)
-        if path:
-            folders.append(os.path.dirname(path) + os.sep)
-    return tuple(folders)
+        if path and filename.startswith(os.path.dirname(path) + os.sep):
+            return True
+    stdlib = sysconfig.get_paths()["stdlib"] + os.sep
+    if not filename.startswith(stdlib):
+        return False
+    inside = filename[len(stdlib) :]
+    return not inside.startswith(("site-packages" + os.sep, "dist-packages" + os.sep))
 
 
 __all__ = ["JobPlan", "JobRunner", "build_plan"]

@@ -259,6 +259,7 @@ def test_cancelling_a_job_whose_worker_died_ends_it_at_once(backend: str, tmp_pa
                     assert q.claim_job(session, job_id, "worker-a", stale_after_s=0.0)
                 q.get_job(session, died).message = "warm start: 3 earlier measurements reused"
                 q.request_cancel(session, asked)  # while its worker lived (no staleness)
+                q.get_job(session, asked).message = "hints: 4 sub-networks"  # its run's note
             cancelled = client.post(f"/v1/jobs/{died}/cancel").json()
             assert cancelled["status"] == "cancelled"
             outcome, notes = cancelled["message"].split("; its worker had stopped ")
@@ -268,12 +269,14 @@ def test_cancelling_a_job_whose_worker_died_ends_it_at_once(backend: str, tmp_pa
                 assert q.heartbeat(session, died, "worker-a") is False
             said = client.get(f"/v1/jobs/{asked}").json()
             assert said["status"] == "running" and said["cancel_requested"]
-            assert said["message"].endswith("UTC; cancel it again to end it now")
+            assert said["message"].endswith(
+                "UTC; cancel it again to end it now; hints: 4 sub-networks"
+            )
             with transaction(factory) as session:
                 assert q.claim_job(session, asked, "worker-b", stale_after_s=0.0) is None
             ended = client.get(f"/v1/jobs/{asked}").json()
             assert ended["status"] == "cancelled"
-            assert ended["message"] == "cancelled after 0 evaluations"
+            assert ended["message"] == "cancelled after 0 evaluations; hints: 4 sub-networks"
 
 
 def test_a_queued_job_says_why_it_waits_now_not_only_at_submission(tmp_path: Path) -> None:

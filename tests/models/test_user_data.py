@@ -430,3 +430,28 @@ def test_a_supernet_that_cannot_be_built_without_its_weights_is_left_to_its_work
     np.savez(root / "v.npz", inputs=x, labels=np.full(len(y), 12))  # its worker would refuse
     registry.check_validation_data(NeedsWeights.name, "v.npz")  # not checked here: no error
     assert (NeedsWeights.name, "v.npz") not in registry._CHECKED
+
+
+def test_a_supernet_that_reads_its_data_when_built_is_refused_then(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building the check's instance is the check for such a class: its data error is the
+    answer (422), not a reason to leave the check to the worker."""
+    from models.fmnist_cnn import FmnistOFACNN
+
+    class Eager(FmnistOFACNN):
+        name = "test-eager-data"
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            _ = self._data
+
+        def check_data(self) -> None:
+            pass
+
+    monkeypatch.setitem(registry._FACTORIES, Eager.name, Eager)
+    monkeypatch.setattr(registry, "_CHECKED", OrderedDict())
+    x, y = images_and_labels()
+    np.savez(root / "v.npz", inputs=x, labels=np.full(len(y), 12))
+    with pytest.raises(InvalidInput, match=r"labels must lie in 0\.\.9"):
+        registry.check_validation_data(Eager.name, "v.npz")

@@ -5,6 +5,7 @@ between the commit marking the job succeeded and the one adding the time)."""
 from __future__ import annotations
 
 import dataclasses
+import sysconfig
 import time
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,14 @@ def test_each_evaluation_books_the_run_time_before_it(
     assert all(run_s >= eval_s for run_s, eval_s in measured), measured
 
 
-def test_a_failed_jobs_traceback_keeps_a_pip_installed_plugins_frames() -> None:
+@pytest.mark.parametrize(
+    "site",
+    [
+        "/venv/lib/python3.11/site-packages",  # a virtual environment's
+        sysconfig.get_paths()["stdlib"] + "/site-packages",  # a system Python's (Docker image)
+    ],
+)
+def test_a_failed_jobs_traceback_keeps_a_pip_installed_plugins_frames(site: str) -> None:
     """Frames were left out by "site-packages" in their path: a plugin installed with pip
     (as docs/plugins.md says) lost its own, and torch's were all that was left."""
     import torch
@@ -143,10 +151,29 @@ def test_a_failed_jobs_traceback_keeps_a_pip_installed_plugins_frames() -> None:
 
     source = "def forward():\n    return torch.nn.Conv2d(1, 1, 3)(torch.zeros(1, 784))\n"
     namespace: dict[str, object] = {"torch": torch}
-    exec(compile(source, "/venv/lib/python3.11/site-packages/my_plugin/net.py", "exec"), namespace)
+    exec(compile(source, f"{site}/my_plugin/net.py", "exec"), namespace)
     try:
         namespace["forward"]()  # type: ignore[operator]
     except RuntimeError as exc:
         error = _short_traceback(exc)
-    assert "site-packages/my_plugin/net.py" in error and "in forward" in error
+    assert f"{site}/my_plugin/net.py" in error and "in forward" in error
     assert "/torch/nn/modules/conv.py" in error  # where it was raised
+
+
+def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measured() -> None:
+    """A space over ENUMERATION_LIMIT is not enumerated: 64 misses in a row do not prove
+    every sub-network was measured, and the job does not claim it."""
+    from types import SimpleNamespace
+
+    from search.base import ENUMERATION_LIMIT
+    from workers.runner import _exhausted
+
+    def plan(size: int) -> object:
+        return SimpleNamespace(
+            budget=10, strategy=SimpleNamespace(space=SimpleNamespace(size=size))
+        )
+
+    small, large = _exhausted("net", plan(2), 2), _exhausted("net", plan(ENUMERATION_LIMIT + 1), 7)
+    assert small.startswith("search space exhausted: every distinct sub-network of net")
+    assert large.startswith("search stopped early: 64 random draws in a row found no")
+    assert large.endswith("(7 new measurements of a budget of 10)")
