@@ -16,7 +16,7 @@ from api.schemas import (
     Progress,
     Timing,
 )
-from store.jobs import JobRow, worker_lost_at
+from store.jobs import JobRow, with_notes, worker_lost_at
 from store.tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
 from workers.dispatch import Dispatcher
 
@@ -86,7 +86,7 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
             hypervolume=job.hypervolume,
         ),
         calibration=calibration,
-        message=with_note(note, job.message),
+        message=with_notes(note, job.message),
         error=job.error,
         attempts=job.attempts,
         timing=Timing(
@@ -118,10 +118,6 @@ def stall_note(job: Job | JobRow, stale_after_s: float, dispatcher: Dispatcher) 
         f"a worker of device {job.device!r} picks it up again"
     )
     return f"{lost}; {next_step}; it resumes where it stopped"
-
-
-def with_note(note: str | None, message: str | None) -> str | None:
-    return "; ".join(part for part in (note, message) if part) or None
 
 
 def predictors_path(job: Job | JobRow) -> str:

@@ -65,3 +65,9 @@ class CheckpointMismatch(InvalidInput):
 
 class PluginError(HwnasError):
     """A user supernet plugin could not be loaded (import failed, wrong type, name taken)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s text ("" when it has none): what a message quotes of an
+    error whose later lines (a traceback, a driver's SQL) are not for the reader."""
+    return (str(exc).splitlines() or [""])[0]

@@ -10,13 +10,14 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
-from core.errors import HwnasError, InvalidInput, UnknownName
+from core.errors import HwnasError, InvalidInput, UnknownName, first_line
 from core.settings import comma_list, get_settings
 
 from .base import Supernet
-from .user_data import configured_roots, confine, data_signature
+from .user_data import configured_roots, confine, data_signature, file_state
 
 _FACTORIES: dict[str, Callable[..., Supernet]] = {}
 _INSTANCES: dict[str, Supernet] = {}
@@ -77,10 +78,6 @@ def _factory(name: str) -> Callable[..., Supernet]:
         raise UnknownName("supernet", name, _FACTORIES, field="supernet") from None
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [""])[0]
-
-
 def _reason(exc: BaseException) -> str:
     """The error's class and first line; a system error's file by its name only (the
     catalog and a 422 show it to API clients, not the operator's directories)."""
@@ -90,7 +87,7 @@ def _reason(exc: BaseException) -> str:
         if isinstance(filename, str | bytes | os.PathLike):
             named = f": {os.path.basename(os.fsdecode(filename))}"
         return f"{type(exc).__name__}: {exc.strerror}{named}"
-    return f"{type(exc).__name__}: {_first_line(exc)}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
@@ -143,7 +140,7 @@ def _default_instance(name: str) -> Supernet:
     changes on disk: the catalog and every submission naming it ask (a checkpoint may take
     seconds to read)."""
     weights = configured_weights(name)
-    state = tuple(_file_state(path) for path in weights.values())
+    state = tuple(file_state(Path(path)) for path in weights.values())
     failed = _FAILED.get(name)
     if failed is not None and failed[0] == state:
         if _monotonic() < failed[1]:
@@ -169,14 +166,6 @@ def _renewed(cls: type[HwnasError], text: str, field: str | None) -> HwnasError:
         return cls(text, field=field) if issubclass(cls, InvalidInput) else cls(text)  # type: ignore[call-arg]
     except TypeError:  # a class of other arguments (none such is kept today)
         return InvalidInput(text, field=field or "supernet")
-
-
-def _file_state(path: str) -> tuple[Any, ...]:
-    try:
-        found = os.stat(path)
-    except OSError as exc:
-        return (exc.errno,)
-    return found.st_size, found.st_mtime_ns, found.st_ino
 
 
 #: Data checked by ``check_validation_data``: (name, path) -> the data's signature then.

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, first_line
 from core.settings import comma_list, get_settings
 
 from .base import ImageFormat
@@ -111,16 +111,18 @@ def data_signature(path: str | Path, roots: Sequence[Path] | None = None) -> tup
     except InvalidInput:
         return ()
     if not resolved.is_dir():
-        return _stat_of(resolved)
+        return file_state(resolved)
     entries = [
-        (folder, name, *_stat_of(Path(folder) / name))
+        (folder, name, *file_state(Path(folder) / name))
         for folder, _, files in os.walk(resolved)
         for name in files
     ]
     return tuple(sorted(entries))
 
 
-def _stat_of(path: Path) -> tuple[Any, ...]:
+def file_state(path: Path) -> tuple[Any, ...]:
+    """Size, modification time and inode of ``path`` (what tells a rewritten file), or the
+    error number of a look-up that fails."""
     try:
         found = path.stat()
     except OSError as exc:  # a broken link: what loading the folder would say
@@ -257,7 +259,7 @@ def _reason(exc: BaseException) -> str:
     whose text alone says little ("101"), its type too."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    line = first_line(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {line}" if isinstance(exc, KeyError | MemoryError) else line
 
 

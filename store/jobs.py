@@ -242,9 +242,9 @@ def claim_job(
         return None
     if job.cancel_requested:
         done = job.evaluations_done
-        outcome = f"cancelled after {_evaluations(done)}" if job.started_at else None
+        outcome = f"cancelled after {counted(done, 'evaluation')}" if job.started_at else None
         notes = job.message if job.started_at else None  # its run's (a queued one's: why)
-        said = "; ".join(m for m in (outcome or "cancelled before it started", notes) if m)
+        said = with_notes(outcome or "cancelled before it started", notes)
         _finish(job, JobStatus.cancelled, now, message=said)
         return None
     holder = JOBS.c.worker_id
@@ -390,17 +390,25 @@ def request_cancel(session: Session, job_id: str, *, stale_after_s: float | None
     if job.status == JobStatus.queued:
         _finish(job, JobStatus.cancelled, now, message="cancelled while queued")
     elif stale_after_s is not None and (lost := worker_lost_at(job, now, stale_after_s)):
+        done = counted(job.evaluations_done, "evaluation")
         outcome = (
-            f"cancelled after {_evaluations(job.evaluations_done)}; its worker had stopped "
-            f"heartbeating at {lost:%Y-%m-%d %H:%M:%S} UTC"
+            f"cancelled after {done}; its worker had stopped heartbeating at "
+            f"{lost:%Y-%m-%d %H:%M:%S} UTC"
         )
-        notes = job.message  # the run's: warm start, hints, prior
-        _finish(job, JobStatus.cancelled, now, message="; ".join(m for m in (outcome, notes) if m))
+        # with the run's notes: warm start, hints, prior
+        _finish(job, JobStatus.cancelled, now, message=with_notes(outcome, job.message))
     return job
 
 
-def _evaluations(count: int) -> str:
-    return f"{count} evaluation{'' if count == 1 else 's'}"
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: "1 evaluation", "3 evaluations"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def with_notes(outcome: str | None, notes: str | None) -> str | None:
+    """A job's message: what happened first, then what its run noted (warm start, hints,
+    a latency prior); None when neither says anything."""
+    return "; ".join(part for part in (outcome, notes) if part) or None
 
 
 def finish_job(
@@ -415,7 +423,7 @@ def finish_job(
     leads the notes the run left on the job (warm start, hints, prior), which stay."""
     job = get_job(session, job_id, lock=True)
     notes = job.message if job.status == JobStatus.running else None
-    outcome = "; ".join(m for m in (message, notes) if m) or None
+    outcome = with_notes(message, notes)
     _finish(job, status, utcnow(), message=outcome, error=error)
     return job
 

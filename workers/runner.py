@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import HwnasError, InvalidInput, StorageError
+from core.errors import HwnasError, InvalidInput, StorageError, first_line
 from core.settings import Settings
 from hardware_profiles.configured import device_profile
 from hardware_profiles.latency_sample import sample_archs
@@ -314,7 +314,7 @@ class JobRunner:
             )
         done = len(stored) - reused
         if done:
-            self._note(job_id, f"resumed after {_count(done, 'measured evaluation')}")
+            self._note(job_id, f"resumed after {q.counted(done, 'measured evaluation')}")
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
         while lease == "held" and done < plan.budget:
             if self.stop.is_set():
@@ -392,7 +392,7 @@ class JobRunner:
                     session,
                     job_id,
                     JobStatus.cancelled,
-                    message=f"cancelled after {_count(len(measured), 'measurement')}, before "
+                    message=f"cancelled after {q.counted(len(measured), 'measurement')}, before "
                     "storing the predictor",
                 )
                 return JobStatus.cancelled
@@ -627,7 +627,7 @@ class JobRunner:
                 session,
                 job_id,
                 JobStatus.cancelled,
-                message=f"cancelled after {_count(job.evaluations_done, 'evaluation')}",
+                message=f"cancelled after {q.counted(job.evaluations_done, 'evaluation')}",
             )
             return JobStatus.cancelled
 
@@ -641,7 +641,7 @@ def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:
     """Why a job stopped before its budget: the strategy had nothing new to propose. A
     space of up to ``ENUMERATION_LIMIT`` is known to be measured whole; a larger one only
     gave no new sub-network in ``REJECTION_TRIES`` random draws in a row."""
-    spent = f"{_count(done, 'new measurement')} of a budget of {plan.budget}"
+    spent = f"{q.counted(done, 'new measurement')} of a budget of {plan.budget}"
     if plan.strategy.space.size <= ENUMERATION_LIMIT:
         every = f"every distinct sub-network of {supernet}"
         return f"search space exhausted: {every} was measured ({spent})"
@@ -649,10 +649,6 @@ def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:
         f"search stopped early: {REJECTION_TRIES} random draws in a row found no sub-network "
         f"of {supernet} not measured yet ({spent})"
     )
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _earlier_measurements(
@@ -716,9 +712,8 @@ def _failure(exc: BaseException) -> tuple[str, str]:
     evaluation, ``workers.evaluator``)."""
     if isinstance(exc, HwnasError):
         return str(exc), (str(exc).splitlines() or [type(exc).__name__])[-1]
-    first = (str(exc).splitlines() or [""])[0]
     notes = "; ".join(getattr(exc, "__notes__", ()))
-    said = f"{type(exc).__name__}: {first}" + (f" ({notes})" if notes else "")
+    said = f"{type(exc).__name__}: {first_line(exc)}" + (f" ({notes})" if notes else "")
     return _short_traceback(exc), said
 
 

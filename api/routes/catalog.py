@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from api.deps import DispatcherDep
@@ -32,18 +30,17 @@ def _listed(name: str) -> SupernetPublic:
         problem = f"not usable as configured: {exc}"
         try:  # described as its class is, without the weights that failed
             supernet = create_supernet(name)
-            return _public(name, supernet, supernet.describe(), problem)
+            return _public(name, supernet, problem)
         except Exception:  # not even that: named, with the reason
             return SupernetPublic(
                 id=name, genes=0, raw_space_size=0, space_size=None, space={}, metrics=[],
                 has_validation_data=False, note=problem,
             )  # fmt: skip
-    return _public(name, supernet, supernet.describe(), None)
+    return _public(name, supernet, None)
 
 
-def _public(
-    name: str, supernet: Supernet, info: dict[str, Any], problem: str | None
-) -> SupernetPublic:
+def _public(name: str, supernet: Supernet, problem: str | None) -> SupernetPublic:
+    info = supernet.describe()
     return SupernetPublic(
         id=name,
         genes=info["genes"],

@@ -24,7 +24,6 @@ from api.presenters import (
     pareto_point,
     predictors_path,
     stall_note,
-    with_note,
 )
 from api.schemas import EvaluationsPublic, JobCreate, JobPublic, JobsPublic, ParetoPublic
 from core.errors import Conflict, HwnasError, InvalidInput
@@ -164,7 +163,7 @@ def read_pareto(job_id: str, factory: FactoryDep, request: Request) -> Response:
         status=job.status.value,
         objectives=job.spec["objectives"],
         data=[pareto_point(e, request, exportable) for e in rows],
-        message=with_note(_stall_note(request, job), job.message),
+        message=q.with_notes(_stall_note(request, job), job.message),
     )
     return json_response(front)
 
