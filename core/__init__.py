@@ -1,1 +1,1 @@
-"""Pieces every layer shares: the settings object and the error hierarchy."""
+"""Pieces every layer shares: the settings object, the error hierarchy, the tracing lock."""

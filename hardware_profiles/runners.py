@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 
 from core.errors import InvalidInput
+from core.tracing import TRACING
 
 from .protocol import LatencyStats, measure
 from .registry import is_available
@@ -67,7 +68,8 @@ def prepare(
             field="device",
         )
     module, inputs = _placed(model, example_input, profile)
-    with _known_deprecations():
+    # TRACING: the TorchScript and ONNX Runtime builders trace, as exports do (core.tracing).
+    with TRACING, _known_deprecations():
         return builder(module, inputs, profile)
 
 

@@ -40,14 +40,23 @@ class InputSpec:
     pixel values divided by 255 first). A plain float is accepted and kept as a 1-tuple, so
     plugins written when the spec held one float still work. For an ``NCHW`` layout each
     must have 1 or ``shape[1]`` values.
+
+    ``variable_axes``: axes besides the batch (0) whose size an input may have smaller than
+    ``shape`` says, such as a sequence's length; the exported ONNX file takes any size there
+    (named ``dim<axis>``), while latency and MACs are those of ``shape``.
     """
 
     shape: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     layout: str = "NCHW"
+    variable_axes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if any(not 0 < axis < len(self.shape) for axis in self.variable_axes):
+            raise ValueError(
+                f"variable_axes must name axes 1..{len(self.shape) - 1}, got {self.variable_axes}"
+            )
         channels = self.shape[1] if self._is_nchw() else None
         for name in ("mean", "std"):
             values = _per_channel(name, getattr(self, name), channels)

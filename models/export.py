@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import threading
 import uuid
 import warnings
 import zipfile
@@ -22,10 +21,13 @@ import torch
 from torch import nn
 
 from core.errors import UnknownName
+from core.tracing import TRACING
 
 from .base import Arch, Supernet
 
-Writer = Callable[[nn.Module, torch.Tensor, Path], None]
+#: (module, example input, path, the input's axes of variable size: 0, the batch, and the
+#: spec's ``variable_axes``)
+Writer = Callable[[nn.Module, torch.Tensor, Path, tuple[int, ...]], None]
 _WRITERS: dict[str, tuple[str, Writer]] = {}
 
 
@@ -53,39 +55,39 @@ def _writer(fmt: str) -> tuple[str, Writer]:
 
 
 @register_format("onnx", ".onnx")
-def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+def _write_onnx(
+    module: nn.Module, example: torch.Tensor, path: Path, variable: tuple[int, ...]
+) -> None:
+    axes = {axis: "batch" if axis == 0 else f"dim{axis}" for axis in variable}
     torch.onnx.export(
         module,
         (example,),
         str(path),
         input_names=["input"],
         output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        dynamic_axes={"input": axes, "logits": {0: "batch"}},
         opset_version=17,
         dynamo=False,
     )
 
 
 @register_format("torchscript", ".pt")
-def _write_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+def _write_torchscript(
+    module: nn.Module, example: torch.Tensor, path: Path, _variable: tuple[int, ...]
+) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(module, example)
     traced.save(str(path))
 
 
 @register_format("state_dict", ".zip")
-def _write_state_dict(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+def _write_state_dict(
+    module: nn.Module, _example: torch.Tensor, path: Path, _variable: tuple[int, ...]
+) -> None:
     buffer = io.BytesIO()
     torch.save(module.state_dict(), buffer)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("state_dict.pt", buffer.getvalue())
-
-
-#: One export at a time per process: ``torch.onnx.export`` and ``torch.jit.trace`` keep
-#: process-global state (ONNX's "exporting" flag, the tracer's), and so does
-#: ``warnings.catch_warnings``. Two at once (the API serves downloads from a thread pool)
-#: failed: "GLOBALS.in_onnx_export must be False", "Graphs differed across invocations".
-_EXPORTING = threading.Lock()
 
 
 def export_subnet(
@@ -107,11 +109,11 @@ def export_subnet(
     tmp = scratch / path.name
     card = architecture_card(supernet, arch, extra)
     try:
-        with _EXPORTING, warnings.catch_warnings():
+        with TRACING, warnings.catch_warnings():  # one tracer at a time: core.tracing
             # torch marks TorchScript and its ONNX exporter deprecated; both are still the
             # formats deployment runtimes load, and the torch.export path needs onnxscript.
             warnings.simplefilter("ignore", DeprecationWarning)
-            writer(module, example, tmp)
+            writer(module, example, tmp, (0, *supernet.input_spec(arch).variable_axes))
         if fmt == "state_dict":
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr("architecture.json", json.dumps(card, indent=2))

@@ -725,9 +725,21 @@ def _short_traceback(exc: BaseException) -> str:
     own = [f for f in frames if not _in_a_library(f.filename)]
     kept = own[-2:] + [f for f in frames[-2:] if f not in own[-2:]]
     listed = traceback.format_list(kept)
-    return "".join(
-        ["Traceback (last frames):\n", *listed, *traceback.format_exception_only(exc)]
-    ).strip()
+    said = _clipped("".join(traceback.format_exception_only(exc)).strip())
+    return "".join(["Traceback (last frames):\n", *listed, said])
+
+
+#: How much of an exception's own text a job's error keeps (the log has all of it): torch's
+#: tracer check puts both graphs in its message, 100 KB that every poll of the job carried.
+ERROR_LINES, ERROR_CHARS = 30, 4_000
+
+
+def _clipped(text: str) -> str:
+    lines = text.splitlines()
+    kept = "\n".join(lines[:ERROR_LINES])[:ERROR_CHARS]
+    if kept == text:
+        return text
+    return f"{kept}\n... ({len(text) - len(kept):,} more characters: see the worker's log)"
 
 
 #: Libraries whose frames a job's error leaves out unless they are the last ones.

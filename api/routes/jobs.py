@@ -27,6 +27,7 @@ from api.presenters import (
 )
 from api.schemas import EvaluationsPublic, JobCreate, JobPublic, JobsPublic, ParetoPublic
 from core.errors import Conflict, HwnasError, InvalidInput
+from hardware_profiles import device_lock
 from models.base import Supernet
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet
@@ -226,9 +227,13 @@ async def export(
             "metrics": evaluation.metrics,
             "latency": evaluation.details.get("latency", {}),
         }
-        supernet = get_supernet(job.supernet, validation_data=job.spec.get("validation_data"))
-        _check_measured_with(job, supernet)
-        export_subnet(supernet, evaluation.arch, format, path, extra=card)
+        # Not while this process times a sub-network on the CPU (the embedded mode's worker
+        # runs here): building the file (BatchNorm recalibration, tracing) would load the
+        # cores being timed. It waits for the measurement in flight, at most its time cap.
+        with device_lock("cpu"):
+            supernet = get_supernet(job.supernet, validation_data=job.spec.get("validation_data"))
+            _check_measured_with(job, supernet)
+            export_subnet(supernet, evaluation.arch, format, path, extra=card)
 
     if not path.exists():
         await anyio.to_thread.run_sync(write, limiter=_export_limiter(request))

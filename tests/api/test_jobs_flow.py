@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 import api.presenters
 from api.app import create_app
 from core.settings import Settings
+from hardware_profiles import device_lock
 from models import registry
 from models.fmnist_cnn import FmnistOFACNN
 from models.registry import get_supernet
@@ -340,6 +341,25 @@ def test_exports_waiting_for_their_turn_hold_no_api_thread(
             for thread in downloads:
                 thread.join(30)
         assert answered_in < 5 and codes == {"onnx": 200, "state_dict": 200}
+
+
+def test_an_export_waits_for_the_cpu_timing_in_flight(client: TestClient) -> None:
+    """In the embedded mode the worker times sub-networks in the API's process: an export
+    (BatchNorm recalibration, tracing) ran beside a timing and loaded its cores, and a
+    TorchScript trace beside the cpu-ts runner's failed both ("Graphs differed across
+    invocations"). The export now waits while a CPU measurement holds the device."""
+    spec = job_spec(budget={"evaluations": 1}, strategy="random", constraints={})
+    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+    [point] = client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"]
+    url = f"/v1/jobs/{job['id']}/subnets/{point['subnet_id']}/export"
+    codes: list[int] = []
+    download = threading.Thread(target=lambda: codes.append(client.get(url).status_code))
+    with device_lock("cpu"):  # as measure_latency holds it
+        download.start()
+        download.join(1.5)
+        assert download.is_alive() and codes == []
+    download.join(60)
+    assert codes == [200]
 
 
 def _plugin_job(

@@ -15,6 +15,7 @@ from torch import nn
 
 import hardware_profiles.runners as runners
 from core.errors import InvalidInput
+from core.tracing import TRACING
 from hardware_profiles import (
     RUNTIME_BUILDERS,
     HardwareProfile,
@@ -154,6 +155,24 @@ def test_measurements_on_one_device_never_overlap(fast_profile: ProfileFactory) 
         for worker in workers:
             worker.join()
     assert most[0] == 1
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnxruntime"])
+def test_a_runner_that_traces_waits_for_an_export_tracing_meanwhile(
+    runtime: str, fast_profile: ProfileFactory, tiny_net: nn.Module, example_input: torch.Tensor
+) -> None:
+    """torch's tracer is process state: a download traced beside the cpu-ts runner in the
+    embedded server and failed both job and download ("Graphs differed across invocations")."""
+    profile = fast_profile("cpu-1t", runtime=runtime)
+    done = threading.Event()
+    runner = threading.Thread(
+        target=lambda: (prepare(tiny_net, example_input, profile), done.set())
+    )
+    with TRACING:  # as models.export holds it while it traces
+        runner.start()
+        assert not done.wait(1.0)
+    runner.join(60)
+    assert done.is_set()
 
 
 def test_device_locks_are_per_device() -> None:

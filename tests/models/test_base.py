@@ -36,3 +36,10 @@ def test_lengths_are_checked_against_the_channels(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         InputSpec(shape=shape, mean=mean, std=std)
+
+
+def test_variable_axes_name_axes_after_the_batch() -> None:
+    assert InputSpec(shape=(1, 32), mean=0.0, std=1.0, variable_axes=(1,)).variable_axes == (1,)  # type: ignore[arg-type]
+    for axes in [(0,), (2,)]:
+        with pytest.raises(ValueError, match="variable_axes must name axes 1..1"):
+            InputSpec(shape=(1, 32), mean=0.0, std=1.0, variable_axes=axes)  # type: ignore[arg-type]

@@ -75,3 +75,23 @@ def test_a_torchscript_archive_is_named_after_its_file_and_a_failure_leaves_noth
     with pytest.raises(RuntimeError, match="exporter failed"):
         export_subnet(supernet, arch, "onnx", tmp_path / "r24-small.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r24-small.json", "r24-small.pt"]
+
+
+def test_an_export_traces_under_the_process_tracing_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The latency runners that trace take the same lock (core.tracing)."""
+    import models.export
+    from core.tracing import TRACING
+
+    held: list[bool] = []
+
+    def writer(_module: object, _example: object, path: Path, *_rest: object) -> None:
+        held.append(TRACING.locked())
+        path.write_bytes(b"x")
+
+    monkeypatch.setitem(models.export._WRITERS, "onnx", (".onnx", writer))
+    supernet = get_supernet("fmnist-ofa-cnn")
+    arch = supernet.canonical({gene: choices[0] for gene, choices in supernet.space().items()})
+    export_subnet(supernet, arch, "onnx", tmp_path / "a.onnx")
+    assert held == [True] and not TRACING.locked()

@@ -123,15 +123,19 @@ def test_extracted_subnet_equals_the_supernet_in_that_configuration(
             assert kept == full if arch == largest_arch() else kept < full
 
 
+@pytest.mark.parametrize("length", [MAX_LEN, 20, 1])
 def test_onnx_and_torchscript_exports_match_pytorch(
-    supernet: TextTransformerSupernet, tmp_path: Path
+    supernet: TextTransformerSupernet, tmp_path: Path, length: int
 ) -> None:
+    """At any length up to MAX_LEN: validation data of 20 tokens is accepted, and the ONNX
+    file took 32 only, so its accuracy could not be reproduced from the file."""
     arch = sample_archs(supernet, 1, seed=3)[-1]
-    ids = token_ids(5, MAX_LEN, seed=1)
+    ids = token_ids(5, length, seed=1)
     with torch.no_grad():
         expected = supernet.extract(arch)(ids)
     path = export_subnet(supernet, arch, "onnx", tmp_path / "subnet.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", "dim1"]
     onnx_logits = session.run(None, {"input": ids.numpy()})[0]
     assert np.abs(onnx_logits - expected.numpy()).max() <= 1e-5
     scripted = torch.jit.load(str(export_subnet(supernet, arch, "torchscript", tmp_path / "s.pt")))

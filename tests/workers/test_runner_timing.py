@@ -160,6 +160,25 @@ def test_a_failed_jobs_traceback_keeps_a_pip_installed_plugins_frames(site: str)
     assert "/torch/nn/modules/conv.py" in error  # where it was raised
 
 
+def test_a_failed_jobs_error_keeps_the_head_of_a_long_exception_text() -> None:
+    """torch's tracer check puts both graphs in its message: a job's error was 100 KB."""
+    from workers.runner import ERROR_CHARS, ERROR_LINES, _short_traceback
+
+    graphs = "\n".join(f"  %{i} : Tensor = aten::conv2d(%x, %w{i})" for i in range(3000))
+    try:
+        raise RuntimeError(f"Tracing failed sanity checks!\nGraphs differed:\n{graphs}")
+    except RuntimeError as exc:
+        error = _short_traceback(exc)
+    said = error.split("RuntimeError: ", 1)[1]
+    assert said.startswith("Tracing failed sanity checks!\nGraphs differed:\n  %0 : Tensor")
+    assert len(said.splitlines()) <= ERROR_LINES + 1 and len(said) < ERROR_CHARS + 100
+    assert said.endswith("more characters: see the worker's log)")
+    try:
+        raise RuntimeError("short\ntwo lines")
+    except RuntimeError as exc:
+        assert _short_traceback(exc).endswith("RuntimeError: short\ntwo lines")
+
+
 def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measured() -> None:
     """A space over ENUMERATION_LIMIT is not enumerated: 64 misses in a row do not prove
     every sub-network was measured, and the job does not claim it."""
