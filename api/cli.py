@@ -16,7 +16,8 @@ from api.client import ClientError, HwnasClient
 from core.errors import HwnasError, InvalidInput
 from core.settings import Settings, get_settings
 
-DEFAULT_URL = os.environ.get("HWNAS_URL", "http://127.0.0.1:8000")
+_URL = "http://127.0.0.1:8000"
+DEFAULT_URL = os.environ.get("HWNAS_URL", _URL)
 DEFAULT_API_KEY = os.environ.get("HWNAS_API_KEY")
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 
@@ -53,12 +54,18 @@ def _finite(text: str) -> float | None:
 
 
 def parse_objectives(items: list[str]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for item in items:
         name, _, sense = item.partition("=")
         if sense not in ("min", "max"):
             raise InvalidInput(
                 f"bad objective {item!r}: write NAME=min or NAME=max", field="--objective"
+            )
+        if name in out:  # the last one would have won, silently
+            raise InvalidInput(
+                f"bad objective {item!r}: {name} is given twice ({name}={out[name]} and "
+                f"{item}); give each objective once",
+                field="--objective",
             )
         out[name] = sense
     return out
@@ -133,10 +140,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Exit code of ``wait`` and ``pareto`` for a search that succeeded but whose every
+#: measured sub-network broke a constraint: there is nothing to download.
+NOTHING_FEASIBLE = 3
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
     job = _follow(_client(args), args.job_id, args.timeout)
     _print_job(job)
-    return 0 if job["status"] == "succeeded" else 1
+    if job["status"] != "succeeded":
+        return 1
+    empty = job.get("kind") != "calibration" and not job["progress"]["front_size"]
+    return NOTHING_FEASIBLE if empty else 0
 
 
 def _follow(client: HwnasClient, job_id: str, timeout_s: float | None) -> dict[str, Any]:
@@ -157,7 +172,7 @@ def _print_job(
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     job = _client(args).cancel(args.job_id)
-    _print_job(job, keys=("id", "status", "message"))
+    _print_job(job, keys=("id", "status", "cancel_requested", "message"))
     return 0
 
 
@@ -180,26 +195,54 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return 1
     (stored,) = client.calibrations(args.device, job_id=job["id"])
     keys = ("device", "supernet", "version", "kind", "n_measurements", "metrics", "job_id")
-    print(json.dumps({k: stored[k] for k in keys}))
+    print(json.dumps({k: stored[k] for k in (*keys, "steers_searches")}))
+    if not stored["steers_searches"]:  # stored, but searches will pass it over
+        print(
+            f"hwnas: predictor v{stored['version']} cross-validated too poorly to screen a "
+            "search's proposals; searches keep to the newest version that does, if any "
+            "(more --samples, or another --kind, may do better)",
+            file=sys.stderr,
+        )
     return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    path = _client(args).download(args.job_id, args.subnet, args.format, Path(args.output))
-    print(path)
+    """The file; its path on stdout, unless stdout is where the file went (``-o -``)."""
+    client = _client(args)
+    if args.output == "-":
+        client.download(args.job_id, args.subnet, args.format, sys.stdout.buffer)
+        return 0
+    path = client.download(args.job_id, args.subnet, args.format, Path(args.output))
+    if path is not None and path.is_file() and not _is_stdout(path):
+        print(path)
     return 0
+
+
+def _is_stdout(path: Path) -> bool:
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):  # stdout closed or not a file
+        return False
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     """The front as it stands; exit code 1 once the job ended without succeeding (failed or
-    cancelled: the front is what it measured before), as ``wait`` says."""
+    cancelled: the front is what it measured before), as ``wait`` says; 3 when it succeeded
+    with nothing feasible; a note on stderr while it still runs."""
     pareto = _client(args).pareto(args.job_id)
-    print(format_front(pareto))
-    if pareto["status"] not in ("failed", "cancelled"):
+    print(json.dumps(pareto) if args.json else format_front(pareto))
+    status, message = pareto["status"], pareto.get("message") or ""
+    if status in ("queued", "running"):
+        print(f"hwnas: job {args.job_id} is {status}: the front so far", file=sys.stderr)
         return 0
-    why = f": {pareto['message']}" if pareto.get("message") else ""
-    print(f"hwnas: job {args.job_id} {pareto['status']}{why}", file=sys.stderr)
-    return 1
+    if status in ("failed", "cancelled"):  # its message begins with that word, or says more
+        said = message if message.startswith(status) else f"{status}: {message}".rstrip(": ")
+        print(f"hwnas: job {args.job_id} {said}", file=sys.stderr)
+        return 1
+    if not pareto["data"]:
+        print(f"hwnas: job {args.job_id} found nothing feasible: {message}", file=sys.stderr)
+        return NOTHING_FEASIBLE
+    return 0
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -265,21 +308,53 @@ def _client(args: argparse.Namespace) -> HwnasClient:
     return HwnasClient(args.url, api_key=args.api_key)
 
 
+#: The front table's columns every job has: (heading, the point's value, width, format).
+_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any], int, str]] = [
+    ("accuracy", lambda p: p["accuracy"], 8, ".4f"),
+    ("latency_ms", lambda p: p["latency_ms"], 10, ".3f"),
+    ("MMACs", lambda p: None if p["macs"] is None else p["macs"] / 1e6, 7, ".2f"),
+    ("params", lambda p: p["params"], 8, "d"),
+]
+
+
 def format_front(pareto: dict[str, Any]) -> str:
+    """The front as a table: the usual columns, then any other metric the job's objectives
+    name (``model_size_mb``, a plugin's); best first by the first objective."""
     rows = pareto["data"]
     if not rows:
         return f"(empty front) {pareto.get('message') or ''}"
+    objectives: dict[str, str] = pareto.get("objectives") or {}
+    shown = {"accuracy", "latency_ms", "macs", "params"}
+    columns = _COLUMNS + [
+        (name, lambda p, name=name: p["metrics"].get(name), max(10, len(name)), ".4g")
+        for name in objectives
+        if name not in shown
+    ]
     ids = max(48, *(len(r["subnet_id"]) for r in rows))
-    header = f"{'subnet_id':<{ids}} {'accuracy':>8} {'latency_ms':>10} {'MMACs':>7} {'params':>8}"
+    header = " ".join([f"{'subnet_id':<{ids}}", *(f"{h:>{w}}" for h, _, w, _ in columns)])
     lines = [header, "-" * len(header)]
-    for p in sorted(rows, key=lambda r: r["latency_ms"] or 0):
-        mmacs = None if p["macs"] is None else p["macs"] / 1e6
-        lines.append(
-            f"{p['subnet_id']:<{ids}} {_cell(p['accuracy'], 8, '.4f')} "
-            f"{_cell(p['latency_ms'], 10, '.3f')} {_cell(mmacs, 7, '.2f')} "
-            f"{_cell(p['params'], 8, 'd')}"
-        )
+    for p in sorted(rows, key=best_first(objectives)):
+        cells = (_cell(value(p), width, spec) for _, value, width, spec in columns)
+        lines.append(" ".join([f"{p['subnet_id']:<{ids}}", *cells]))
     return "\n".join(lines)
+
+
+def best_first(objectives: dict[str, str]) -> Callable[[dict[str, Any]], tuple[float, ...]]:
+    """Sort key that puts the best point first: the first objective in its direction, the
+    next ones breaking ties in order; a point without a value counts as the worst."""
+
+    def key(point: dict[str, Any]) -> tuple[float, ...]:
+        metrics = point["metrics"]
+        return tuple(
+            math.inf
+            if metrics.get(name) is None
+            else -metrics[name]
+            if sense == "max"
+            else metrics[name]
+            for name, sense in objectives.items()
+        )
+
+    return key
 
 
 def _cell(value: float | None, width: int, spec: str) -> str:
@@ -289,15 +364,23 @@ def _cell(value: float | None, width: int, spec: str) -> str:
 
 
 def _add_job_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--supernet", default="fmnist-ofa-cnn")
-    parser.add_argument("--device", default="cpu-1t")
-    parser.add_argument("--objective", action="append", help="NAME=min|max (repeatable)")
+    parser.add_argument(
+        "--supernet", default="fmnist-ofa-cnn", help="(default: %(default)s; GET /v1/supernets)"
+    )
+    parser.add_argument(
+        "--device", default="cpu-1t", help="(default: %(default)s; GET /v1/devices)"
+    )
+    parser.add_argument(
+        "--objective",
+        action="append",
+        help="NAME=min|max (repeatable; default: accuracy=max and latency_ms=min)",
+    )
     parser.add_argument("--constraint", action="append", help="NAME<=V or NAME>=V (repeatable)")
     parser.add_argument(
         "--budget", type=int, help="new measurements (default: 60, or the server's cap if lower)"
     )
-    parser.add_argument("--strategy", default="linas")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy", default="linas", help="linas (default), random, nsga2 or tpe")
+    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument(
         "--no-warm-start", action="store_true", help="measure everything anew (no reuse)"
     )
@@ -318,7 +401,13 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hwnas", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="hwnas",
+        description="hwnas: serve the API, submit and follow jobs, download sub-networks.",
+        epilog="exit codes: 0 done; 1 the job did not succeed (or the wait timed out); 2 an "
+        "error (bad arguments, a request refused, a service not reached); 3 a search that "
+        "succeeded with nothing feasible; 130 interrupted",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "serve": (cmd_serve, "run the HTTP API (embedded worker unless HWNAS_BROKER_URL)"),
@@ -336,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(func=func)
         if name not in ("serve", "db-upgrade", "worker", "run"):  # run starts its own
-            p.add_argument("--url", default=DEFAULT_URL)
+            p.add_argument(
+                "--url", default=DEFAULT_URL, help=f"the service (default: $HWNAS_URL or {_URL})"
+            )
             p.add_argument(
                 "--api-key", default=DEFAULT_API_KEY, help="default: $HWNAS_API_KEY (if set)"
             )
@@ -368,19 +459,38 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument(
             "--timeout", type=_seconds, help="give up after this many seconds (exit 1)"
         )
-    sub.choices["download"].add_argument("--subnet", required=True)
-    sub.choices["download"].add_argument("--format", default="onnx")
-    sub.choices["download"].add_argument("-o", "--output", required=True)
+    sub.choices["pareto"].add_argument(
+        "--json", action="store_true", help="the front as the API's JSON, for scripts"
+    )
+    sub.choices["download"].add_argument(
+        "--subnet", required=True, help="a subnet_id of the job's front (hwnas pareto)"
+    )
+    sub.choices["download"].add_argument(
+        "--format", default="onnx", help="onnx (default), torchscript or state_dict"
+    )
+    sub.choices["download"].add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="a file (replaced once the download is whole), a folder (the file gets the "
+        "service's name for it), or - for stdout",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 1 the job did not succeed (``wait``, ``calibrate``, ``pareto``
     of an ended job; ``wait`` also when it timed out); 2 an error
-    (bad arguments, the service refused the request or could not be reached)."""
+    (bad arguments, the service refused the request or could not be reached, or answered
+    what is not hwnas's); 3 a search succeeded with nothing feasible (``wait``, ``pareto``)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:  # Ctrl+C: a job followed goes on in the service
+        job = getattr(args, "job_id", None)
+        going_on = f"; job {job} goes on (hwnas cancel {job} stops it)" if job else ""
+        print(f"\nhwnas: interrupted{going_on}", file=sys.stderr)
+        return 130
     except (ClientError, HwnasError) as exc:
         print(f"hwnas: {exc}", file=sys.stderr)
         return 2

@@ -1,11 +1,20 @@
-"""A small HTTP client for hwnas, used by the CLI and by pipelines."""
+"""A small HTTP client for hwnas, used by the CLI and by pipelines.
+
+Every failure is a :class:`ClientError` (or one of its kinds) that says what went wrong and
+carries what a pipeline branches on: ``status`` (None when no answer came), the service's
+``error`` class and ``field``, and ``transient`` (worth trying again). ``wait`` rides out a
+service that restarts or is briefly unreachable (a job survives that: it resumes).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import httpx
 
@@ -15,58 +24,169 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 #: How the service begins a job's message that says why the job is not progressing.
 WAITING = "waiting:"
 
+#: Answers worth asking again: the service or a proxy in front of it is (re)starting.
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
 
 class ClientError(RuntimeError):
-    """The service answered with an error; the message is the service's own."""
+    """A request hwnas refused, or that got no usable answer.
+
+    ``status``: the HTTP status, None when no answer came; ``error``: the service's error
+    class (``NotFound``, ``Conflict``, ``InvalidInput``, ...) and ``field`` the request field
+    at fault, when the service said; ``body``: its JSON answer, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        field: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.error, self.field, self.body = status, error, field, body
+
+    @property
+    def transient(self) -> bool:
+        """Worth trying again later: no answer, or a 502/503/504 (database or service down)."""
+        return self.status is None or self.status in TRANSIENT_STATUSES
+
+
+class Unreachable(ClientError):
+    """No answer: the connection was refused or cut, the name did not resolve, or nothing
+    came back in time."""
+
+
+class WaitTimeout(ClientError, TimeoutError):
+    """``wait`` gave up: the job had not finished within ``timeout_s``."""
 
 
 class HwnasClient:
-    """``api_key``: sent as ``Authorization: Bearer`` (for a service with HWNAS_API_KEYS)."""
+    """``api_key``: sent as ``Authorization: Bearer`` (for a service with HWNAS_API_KEYS);
+    ``timeout``: seconds one request may take (``wait`` gives each poll no more than the
+    time it has left)."""
 
     def __init__(
         self, base_url: str, *, timeout: float = 120.0, api_key: str | None = None
     ) -> None:
         if api_key and not (api_key.isascii() and api_key.isprintable()):
             raise ClientError("an API key is printable ASCII (the server refuses others)")
+        if not base_url.startswith(("http://", "https://")):
+            raise ClientError(
+                f"the service's URL {base_url!r} needs its scheme: http://{base_url} or "
+                f"https://{base_url}"
+            )
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def close(self) -> None:
+        """Close the connections it keeps (``with HwnasClient(...) as client:`` does this)."""
+        self.http.close()
+
+    def __enter__(self) -> HwnasClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _call(
+        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        if timeout is not None:  # else the client's own (a TestClient takes none)
+            kwargs["timeout"] = timeout
         try:
             response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:  # refused, timed out, name not resolved, cut off
-            where = self.http.base_url
-            raise ClientError(f"{method} {path}: cannot reach hwnas at {where}: {exc}") from exc
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-                detail = body.get("message") or body.get("detail")
-            except ValueError:
-                detail = response.text
-            raise ClientError(f"{method} {path}: {response.status_code}: {detail}")
+        except httpx.HTTPError as exc:
+            raise self._unreachable(method, path, exc) from exc
+        _raise_for_error(method, path, response)
         return response
 
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", "/v1/jobs", json=spec).json()
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._call(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            raise ClientError(
+                f"{method} {path}: {self.http.base_url} answered {response.status_code} with "
+                f"{kind}, not hwnas's JSON: is that the hwnas service's URL?",
+                status=response.status_code,
+            ) from None
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/jobs/{job_id}").json()
+    def _unreachable(self, method: str, path: str, exc: httpx.HTTPError) -> Unreachable:
+        where = self.http.base_url
+        if isinstance(exc, httpx.TimeoutException):
+            why = f"no answer from hwnas at {where} in time ({type(exc).__name__})"
+        else:
+            why = f"cannot reach hwnas at {where}: {exc}"
+        return Unreachable(f"{method} {path}: {why}")
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Submit a search job (the body of ``POST /v1/jobs``); the job as stored (queued)."""
+        return dict(self._json("POST", "/v1/jobs", json=spec))
+
+    def job(self, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """The job's state now: status, progress, timing, message, error."""
+        return dict(self._json("GET", f"/v1/jobs/{job_id}", timeout=timeout))
 
     def pareto(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/jobs/{job_id}/pareto").json()
+        """The job's front as it stands (``status`` says whether the job has ended)."""
+        return dict(self._json("GET", f"/v1/jobs/{job_id}/pareto"))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
+        """Cancel a job; a ``ClientError`` with status 409 if it had already ended."""
+        return dict(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
 
-    def jobs(self, *, offset: int = 0, limit: int = 50, **filters: str) -> dict[str, Any]:
-        """A page of jobs, newest first (``filters``: ``status``, ``kind``)."""
-        params = {"offset": offset, "limit": limit, **filters}
-        return self._call("GET", "/v1/jobs", params=params).json()
+    def jobs(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        status: str | None = None,
+        kind: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of jobs, newest first, of one ``status`` and ``kind`` if given: ``data``
+        and ``count``, the number of all that match. ``iter_jobs`` reads every page."""
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        params.update({k: v for k, v in (("status", status), ("kind", kind)) if v is not None})
+        return dict(self._json("GET", "/v1/jobs", params=params))
+
+    def iter_jobs(
+        self, *, page: int = 200, status: str | None = None, kind: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every job of that ``status`` and ``kind``, newest first, a page at a time (a job
+        submitted meanwhile moves the pages: one may then be seen twice)."""
+        yield from self._pages(
+            lambda offset: self.jobs(offset=offset, limit=page, status=status, kind=kind)
+        )
 
     def evaluations(self, job_id: str, *, offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        """A page of the job's evaluations, in the order they were measured."""
+        """One page of the job's evaluations, in the order they were measured: ``data`` and
+        ``count`` (all of them). ``iter_evaluations`` reads every page."""
         params = {"offset": offset, "limit": limit}
-        return self._call("GET", f"/v1/jobs/{job_id}/evaluations", params=params).json()
+        return dict(self._json("GET", f"/v1/jobs/{job_id}/evaluations", params=params))
+
+    def iter_evaluations(self, job_id: str, *, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Every evaluation of the job, in the order they were measured."""
+        yield from self._pages(lambda offset: self.evaluations(job_id, offset=offset, limit=page))
+
+    @staticmethod
+    def _pages(read: Callable[[int], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        offset = 0
+        while True:
+            answer = read(offset)
+            rows = answer["data"]
+            yield from rows
+            offset += len(rows)
+            if not rows or offset >= answer["count"]:
+                return
 
     def wait(
         self,
@@ -75,12 +195,39 @@ class HwnasClient:
         poll_s: float = 0.5,
         out: TextIO = sys.stderr,
         timeout_s: float | None = None,
+        retry_s: float = 300.0,
     ) -> dict[str, Any]:
-        """Poll until the job finishes, drawing a progress bar on ``out``."""
+        """Poll until the job finishes, drawing a progress bar on ``out``; the finished job.
+
+        Raises ``WaitTimeout`` once ``timeout_s`` passed (each poll waits for an answer no
+        longer than what is left of it). A service that does not answer or answers 502/503/504
+        (restarting, its database down) is polled again, said once on ``out``, until it is
+        back, ``timeout_s`` runs out, or it has failed for ``retry_s`` seconds in a row; then
+        that ``ClientError`` is raised. Other errors (404, 401) are raised at once.
+        """
         started = time.monotonic()
-        last = last_note = ""
+        last = last_note = said = ""
+        failing_since: float | None = None
         while True:
-            job = self.job(job_id)
+            left = None if timeout_s is None else timeout_s - (time.monotonic() - started)
+            try:
+                job = self.job(job_id, timeout=_poll_timeout(self.timeout, left))
+            except ClientError as exc:
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                out_of_time = left is not None and left <= poll_s
+                if not exc.transient or out_of_time or now - failing_since >= retry_s:
+                    out.write("\n" if last else "")
+                    out.flush()
+                    raise
+                if str(exc) != said:  # once per distinct failure, on a line of its own
+                    out.write(("\n" if last else "") + f"{exc}; trying again\n")
+                    out.flush()
+                    last, said = "", str(exc)
+                pause = max(poll_s, 1.0)
+                time.sleep(pause if left is None else min(pause, left))
+                continue
+            failing_since, said = None, ""
             message = job.get("message") or ""
             waits = job["status"] == "queued" or message.startswith(WAITING)
             note = message if waits else ""  # a running job waits when its worker died
@@ -99,13 +246,15 @@ class HwnasClient:
             if timeout_s is not None and time.monotonic() - started > timeout_s:
                 out.write("\n" if last else "")  # the bar's line ends before what follows
                 out.flush()
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
+                raise WaitTimeout(f"job {job_id} still {job['status']} after {timeout_s} s")
             time.sleep(poll_s)
+
+    # -- calibrations -----------------------------------------------------------------------
 
     def calibrate(self, device: str, body: dict[str, Any]) -> dict[str, Any]:
         """Queue a calibration of ``device`` (``supernet``, ``n_samples``, ``seed``,
         ``kind``); the job, which ``wait`` follows like a search."""
-        return self._call("POST", f"/v1/devices/{device}/calibrations", json=body).json()
+        return dict(self._json("POST", f"/v1/devices/{device}/calibrations", json=body))
 
     def calibrations(
         self, device: str, *, supernet: str | None = None, job_id: str | None = None
@@ -113,14 +262,109 @@ class HwnasClient:
         """Stored predictor versions of ``device`` (newest first per supernet)."""
         params = {k: v for k, v in (("supernet", supernet), ("job_id", job_id)) if v}
         url = f"/v1/devices/{device}/calibrations"
-        return list(self._call("GET", url, params=params).json()["data"])
+        return list(self._json("GET", url, params=params)["data"])
 
-    def download(self, job_id: str, subnet_id: str, fmt: str, path: Path) -> Path:
+    # -- exports ----------------------------------------------------------------------------
+
+    def download(
+        self, job_id: str, subnet_id: str, fmt: str, path: str | os.PathLike[str] | BinaryIO
+    ) -> Path | None:
+        """The sub-network as a file (``fmt``: onnx, torchscript, state_dict); the path
+        written, or None when ``path`` is a binary stream (``sys.stdout.buffer``).
+
+        A folder gets the file under the service's name for it. A file is written in full
+        beside its final name and then moved there: an interrupted download leaves no part
+        file and does not clobber an earlier one. A device or pipe (``/dev/stdout``) is
+        written to as the bytes arrive.
+        """
         url = f"/v1/jobs/{job_id}/subnets/{subnet_id}/export"
-        response = self._call("GET", url, params={"format": fmt})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(response.content)
+        try:
+            with self.http.stream("GET", url, params={"format": fmt}) as response:
+                if response.status_code >= 300:
+                    response.read()
+                    _raise_for_error("GET", url, response)
+                kind = response.headers.get("content-type", "")
+                if not kind.startswith("application/octet-stream"):
+                    raise ClientError(
+                        f"GET {url}: {self.http.base_url} answered {response.status_code} with "
+                        f"{kind or 'no content type'}, not a file: is that hwnas's URL?",
+                        status=response.status_code,
+                    )
+                if not isinstance(path, str | os.PathLike):
+                    _copy(response, path)
+                    return None
+                return _save(response, Path(path))
+        except httpx.HTTPError as exc:
+            raise self._unreachable("GET", url, exc) from exc
+
+
+def _poll_timeout(timeout: float, left: float | None) -> float:
+    """One poll's time for an answer: the client's, or less when the wait has less left."""
+    return timeout if left is None else min(timeout, max(left, 1.0))
+
+
+def _raise_for_error(method: str, path: str, response: httpx.Response) -> None:
+    if 300 <= response.status_code < 400:  # not followed: a POST or a file must not be lost
+        where = response.headers.get("location", "elsewhere")
+        raise ClientError(
+            f"{method} {path}: {response.status_code}: the service redirects to {where}: "
+            "give that URL (--url, HWNAS_URL)",
+            status=response.status_code,
+        )
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        text = (response.text.strip().splitlines() or [""])[0][:200]
+        raise ClientError(
+            f"{method} {path}: {response.status_code}: {text or response.reason_phrase} "
+            "(not an answer of hwnas's: is the URL right?)",
+            status=response.status_code,
+        ) from None
+    said = body if isinstance(body, dict) else {}
+    raise ClientError(
+        f"{method} {path}: {response.status_code}: {said.get('message') or said.get('detail')}",
+        status=response.status_code,
+        error=said.get("error"),
+        field=said.get("field"),
+        body=body,
+    )
+
+
+def _filename(response: httpx.Response) -> str:
+    """The name the service gives the file (Content-Disposition), without any folder."""
+    disposition = response.headers.get("content-disposition", "")
+    for part in disposition.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "filename":
+            return Path(value.strip('"')).name
+    return "subnet"
+
+
+def _copy(response: httpx.Response, stream: BinaryIO) -> None:
+    for chunk in response.iter_bytes():
+        stream.write(chunk)
+    stream.flush()
+
+
+def _save(response: httpx.Response, path: Path) -> Path:
+    if path.is_dir():
+        path = path / _filename(response)
+    if path.exists() and not path.is_file():  # /dev/stdout, a FIFO: write into it as it is
+        with path.open("wb") as stream:
+            _copy(response, stream)
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        with scratch.open("xb") as stream:  # the permissions any new file gets (umask)
+            _copy(response, stream)
+        scratch.replace(path)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _progress_line(job: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ accurate sub-network that meets the constraints as ONNX.
 from __future__ import annotations
 
 import argparse
-import math
 import socket
 import threading
 import time
@@ -19,6 +18,7 @@ import uvicorn
 
 from api.app import create_app
 from api.auth import parse_api_keys
+from api.cli import best_first, build_spec, format_front
 from api.client import HwnasClient
 from core.settings import get_settings
 from hardware_profiles import measure_latency
@@ -86,8 +86,6 @@ def _default_constraints(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from api.cli import build_spec, format_front
-
     spec = build_spec(args)
     if not args.constraint:
         spec["constraints"] = _default_constraints(spec)
@@ -133,19 +131,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def best_point(points: list[dict[str, Any]], objectives: dict[str, str]) -> dict[str, Any]:
     """The front's best point on the job's first objective (its own direction); the next
     objectives break ties in order, and a point without a value counts as the worst."""
-
-    def key(point: dict[str, Any]) -> tuple[float, ...]:
-        metrics = point["metrics"]
-        return tuple(
-            -math.inf
-            if metrics.get(name) is None
-            else metrics[name]
-            if direction == "max"
-            else -metrics[name]
-            for name, direction in objectives.items()
-        )
-
-    return max(points, key=key)
+    return min(points, key=best_first(objectives))
 
 
 def _shown(name: str, value: float | None) -> str:

@@ -18,6 +18,7 @@ from api.schemas import (
 )
 from store.jobs import JobRow, with_notes, worker_lost_at
 from store.tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
+from workers.calibration import trusted_as_prior
 from workers.dispatch import Dispatcher
 
 
@@ -170,6 +171,7 @@ def calibration_public(record: LatencyPredictorRecord) -> CalibrationPublic:
         n_measurements=record.n_measurements,
         latency_source=source,
         metrics=record.metrics,
+        steers_searches=trusted_as_prior(record.metrics),
         seconds=round(record.seconds, 3),
         created_at=record.created_at,
     )

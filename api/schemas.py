@@ -32,6 +32,7 @@ from models.registry import (
 from models.user_data import check_path
 from search import list_strategies
 from search.space import SearchSpace
+from workers.calibration import PRIOR_MIN_SPEARMAN, PRIOR_MIN_WITHIN_10PCT
 
 Sense = Literal["min", "max"]
 
@@ -426,6 +427,11 @@ class CalibrationPublic(BaseModel):
     n_measurements: int
     latency_source: str  # measured on the device, or recorded (a table)
     metrics: dict[str, Any]
+    steers_searches: bool = Field(
+        description="its cross-validation is good enough to screen a search's proposals "
+        f"(Spearman >= {PRIOR_MIN_SPEARMAN} and >= {PRIOR_MIN_WITHIN_10PCT:.0%} within 10 %); "
+        "searches use the newest such version"
+    )
     seconds: float
     created_at: UtcDatetime
 

@@ -1,6 +1,7 @@
 """Queries on stored latency predictors. Callers own the session (``store.db.transaction``).
 
-Versions count up from 1 per (supernet, device); the latest one is what later jobs reuse.
+Versions count up from 1 per (supernet, device); later jobs reuse the newest one good enough
+to steer a search (``workers.calibration.latency_predictor_for``).
 Two calibrations finishing at the same moment race for the same version number: the unique
 constraint rejects the second insert, and ``transaction`` reports it as a ``StorageError``.
 """
@@ -54,15 +55,16 @@ def add_predictor(
     return record
 
 
-def latest_predictor(session: Session, supernet: str, device: str) -> LatencyPredictorRecord | None:
-    """The newest version for (supernet, device), or None if it was never calibrated."""
+def predictor_versions(
+    session: Session, supernet: str, device: str
+) -> list[tuple[int, dict[str, Any]]]:
+    """(version, cross-validated metrics) of every version of the pair, newest first."""
     query = (
-        select(LatencyPredictorRecord)
+        select(LatencyPredictorRecord.version, LatencyPredictorRecord.metrics)
         .where(LatencyPredictorRecord.supernet == supernet, LatencyPredictorRecord.device == device)
         .order_by(LatencyPredictorRecord.version.desc())
-        .limit(1)
     )
-    return session.scalars(query).one_or_none()
+    return [(int(version), dict(metrics)) for version, metrics in session.execute(query)]
 
 
 def get_predictor(

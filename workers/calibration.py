@@ -7,8 +7,9 @@ completes, a resumed job measures only what is missing): it measures the seeded 
 sample of ``hardware_profiles.latency_sample`` with a latency-only ``SubnetEvaluator`` (the
 device's real protocol, one measurement per device at a time; a table lookup on recorded
 devices), then ``fit_predictor`` and ``save_predictor`` store the pair's next version.
-``latency_predictor_for`` hands the latest stored version of a (supernet, device) pair to a
-search as ``predict_latency(archs) -> ndarray``.
+``latency_predictor_for`` hands the newest stored version of a (supernet, device) pair that
+is good enough to steer a search (``trusted_as_prior``) to a search as
+``predict_latency(archs) -> ndarray``.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class PredictedLatency:
     version: int
     predictor: LatencyPredictor
     encoder: ArchEncoder
+    #: Newer versions of the pair passed over: their cross-validation was too poor.
+    passed_over: tuple[int, ...] = ()
 
     def __call__(self, archs: Sequence[Arch]) -> FloatArray:
         return self.predictor.predict(self.encoder, archs)
@@ -132,13 +135,19 @@ class PredictedLatency:
 def latency_predictor_for(
     factory: sessionmaker[Session], supernet_name: str, device_id: str
 ) -> PredictedLatency | None:
-    """The latest stored predictor of (supernet, device), ready to call; None if none."""
+    """The newest stored predictor of (supernet, device) that ``trusted_as_prior``, ready to
+    call, with the newer ones it passed over; the newest of all when none is (the caller
+    says why it is not used); None if the pair was never calibrated. A poor calibration
+    stored after a good one no longer turns the screening off."""
     with transaction(factory) as session:
-        record = q.latest_predictor(session, supernet_name, device_id)
-        if record is None:
+        versions = q.predictor_versions(session, supernet_name, device_id)
+        if not versions:
             return None
-        version, payload = record.version, record.payload
+        trusted = [version for version, metrics in versions if trusted_as_prior(metrics)]
+        version = trusted[0] if trusted else versions[0][0]
+        payload = q.get_predictor(session, supernet_name, device_id, version).payload
     predictor = LatencyPredictor.from_payload(payload)
     encoder = ArchEncoder.from_supernet(get_supernet(supernet_name))
     encoder.check_spec(predictor.features)
-    return PredictedLatency(supernet_name, device_id, version, predictor, encoder)
+    newer = tuple(v for v, _ in versions if v > version)
+    return PredictedLatency(supernet_name, device_id, version, predictor, encoder, newer)

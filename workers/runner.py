@@ -414,10 +414,10 @@ class JobRunner:
         log.info("job %s: %s", job_id, note)
 
     def _latency_prior(self, job_id: str, spec: dict[str, Any]) -> PredictedLatency | None:
-        """The latest latency predictor calibrated for the job's pair, when the job
-        constrains latency, its strategy takes a prior and the predictor's cross-validation
-        makes it trustworthy (the strategy screens its first proposals with it). The job's
-        message says which version was used, or why the stored one was not."""
+        """The newest latency predictor calibrated for the job's pair whose cross-validation
+        makes it trustworthy, when the job constrains latency and its strategy takes a prior
+        (the strategy screens its first proposals with it). The job's message says which
+        version was used, which newer ones were not, or why none was."""
         if "latency_ms" not in (spec.get("constraints") or {}):
             return None
         if not strategy_class(spec["strategy"]).accepts_prior:
@@ -427,7 +427,17 @@ class JobRunner:
         except HwnasError as exc:  # e.g. fitted on a search space that has changed since
             self._note(job_id, f"stored latency predictor not used: {exc}")
             return None
-        if prior is None or prior.trustworthy:
+        if prior is None:
+            return None
+        if prior.trustworthy:
+            if prior.passed_over:  # newer calibrations too poor to steer a search
+                newer = ", ".join(f"v{v}" for v in prior.passed_over)
+                self._note(
+                    job_id,
+                    f"newer latency predictor {newer} not used: cross-validated below what a "
+                    f"prior needs (>= {PRIOR_MIN_WITHIN_10PCT:.0%} within 10 %, Spearman >= "
+                    f"{PRIOR_MIN_SPEARMAN})",
+                )
             return prior  # the search says how many proposals it screens (``_search``)
         metrics = prior.predictor.metrics
         self._note(

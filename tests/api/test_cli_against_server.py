@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,9 +119,26 @@ def test_submit_wait_download(server: str, tmp_path: Path) -> None:
     assert downloaded.returncode == 0, downloaded.stderr
     onnx.checker.check_model(onnx.load(str(target)))
     subnet = front[0]["subnet_id"]
-    into_a_folder = hwnas(server, "download", job_id, "--subnet", subnet, "-o", str(tmp_path))
-    assert into_a_folder.returncode == 2 and into_a_folder.stderr.startswith("hwnas: ")
-    assert "Is a directory" in into_a_folder.stderr and "Traceback" not in into_a_folder.stderr
+    folder = tmp_path / "models"
+    folder.mkdir()
+    into_a_folder = hwnas(server, "download", job_id, "--subnet", subnet, "-o", str(folder))
+    assert into_a_folder.returncode == 0, into_a_folder.stderr
+    named = folder / f"fmnist-ofa-cnn_{subnet}.onnx"  # the service's name for it
+    assert into_a_folder.stdout == f"{named}\n" and named.read_bytes() == target.read_bytes()
+    # To stdout: the bytes alone (the path printed after them had overwritten the zip's
+    # header, or followed the bytes in a pipe).
+    for out in ("-", "/dev/stdout"):
+        streamed = subprocess.run(
+            [sys.executable, "-m", "api.cli", "download", job_id, "--subnet", subnet,
+             "--format", "state_dict", "-o", out, "--url", server],
+            capture_output=True, timeout=120,
+        )  # fmt: skip
+        assert streamed.returncode == 0, streamed.stderr
+        assert zipfile.ZipFile(io.BytesIO(streamed.stdout)).namelist() == [
+            "state_dict.pt", "architecture.json",
+        ]  # fmt: skip
+    as_json = hwnas(server, "pareto", job_id, "--json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["data"] == front
     # A reader that leaves early (head) is no error.
     piped = subprocess.run(
         f"{sys.executable} -m api.cli pareto {job_id} --url {server} | head -n 1",
@@ -137,6 +156,8 @@ def test_calibrate_follows_the_job_and_prints_the_stored_version(server: str) ->
     stored = json.loads(done.stdout)
     assert (stored["device"], stored["version"], stored["n_measurements"]) == ("cpu-1t", 1, 5)
     assert stored["kind"] == "scaled-lut" and stored["job_id"]
+    assert isinstance(stored["steers_searches"], bool)
+    assert ("too poorly" in done.stderr) is not stored["steers_searches"]
     queued = hwnas(server, "calibrate", "cpu-ort", "--no-wait")  # nobody serves cpu-ort
     job = httpx.get(f"{server}/v1/jobs/{queued.stdout.strip()}").json()
     assert job["kind"] == "calibration" and job["status"] == "queued"
@@ -151,9 +172,12 @@ def test_wait_exits_non_zero_for_a_job_that_did_not_succeed(server: str) -> None
     job_id = hwnas(server, "submit", "--budget", "500").stdout.strip()
     cancelled = hwnas(server, "cancel", job_id)
     assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["id"] == job_id
+    assert "cancel_requested" in json.loads(cancelled.stdout)  # a running job's says true
     assert hwnas(server, "wait", job_id).returncode == 1
     front = hwnas(server, "pareto", job_id)  # what it measured, and that it did not succeed
-    assert front.returncode == 1 and f"job {job_id} cancelled: cancelled" in front.stderr
+    message = httpx.get(f"{server}/v1/jobs/{job_id}").json()["message"]
+    assert message.startswith("cancelled")  # said once ("cancelled: cancelled ..." was twice)
+    assert front.returncode == 1 and front.stderr == f"hwnas: job {job_id} {message}\n"
     again = hwnas(server, "cancel", job_id)  # finished already: the service says so
     assert again.returncode == 2 and "409" in again.stderr
 
@@ -169,6 +193,21 @@ def test_wait_gives_up_after_its_timeout_and_submit_sends_its_options(server: st
     assert json.loads(waited.stdout)["status"] == "queued"
     outside = hwnas(server, "submit", "--validation-data", "/etc/passwd")
     assert outside.returncode == 2 and "validation_data" in outside.stderr
+
+
+def test_a_search_with_nothing_feasible_exits_3(server: str) -> None:
+    """It succeeded, with an empty front: `hwnas wait && hwnas pareto | pick | download`
+    went on (exit 0) with nothing to pick."""
+    job_id = hwnas(
+        server, "submit", "--budget", "2", "--strategy", "random", "--no-warm-start",
+        "--constraint", "latency_ms<=0.000001",
+    ).stdout.strip()  # fmt: skip
+    waited = hwnas(server, "wait", job_id)
+    assert waited.returncode == 3, waited.stdout + waited.stderr
+    assert json.loads(waited.stdout)["status"] == "succeeded"
+    front = hwnas(server, "pareto", job_id)
+    assert front.returncode == 3 and front.stdout.startswith("(empty front) no measured")
+    assert f"hwnas: job {job_id} found nothing feasible: no measured" in front.stderr
 
 
 def test_cli_reports_service_errors_plainly(server: str) -> None:
@@ -195,8 +234,28 @@ def test_the_front_table_of_a_recorded_supernet_shows_dashes_for_macs_and_params
     from api.cli import format_front
 
     point = {"subnet_id": "|nor_conv_3x3~0|+|skip_connect~0|none~1|", "accuracy": 0.9312}
-    pareto = {"data": [{**point, "latency_ms": 2.5, "macs": None, "params": None}]}
+    row = {**point, "latency_ms": 2.5, "macs": None, "params": None}
+    pareto = {"data": [{**row, "metrics": {"accuracy": 0.9312, "latency_ms": 2.5}}]}
     lines = format_front(pareto).splitlines()
     assert lines[2].split() == [point["subnet_id"], "0.9312", "2.500", "-", "-"]
     measured = {**pareto["data"][0], "macs": 1_500_000, "params": 12_345}
     assert format_front({"data": [measured]}).splitlines()[2].split()[-2:] == ["1.50", "12345"]
+
+
+def test_the_front_table_shows_every_objective_best_first() -> None:
+    """A job minimising model_size_mb showed no such column, and rows came by latency."""
+    from api.cli import format_front
+
+    def point(subnet: str, accuracy: float, size: float) -> dict:
+        metrics = {"accuracy": accuracy, "latency_ms": 1.0, "macs": 10**6, "params": 10,
+                   "model_size_mb": size}  # fmt: skip
+        return {"subnet_id": subnet, **metrics, "metrics": metrics}
+
+    pareto = {
+        "objectives": {"accuracy": "max", "model_size_mb": "min"},
+        "data": [point("small", 0.80, 0.1), point("big", 0.90, 0.4), point("tie", 0.90, 0.2)],
+    }
+    lines = format_front(pareto).splitlines()
+    assert lines[0].split()[-1] == "model_size_mb"
+    assert [line.split()[0] for line in lines[2:]] == ["tie", "big", "small"]
+    assert lines[2].split()[-1] == "0.2"

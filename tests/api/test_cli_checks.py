@@ -80,6 +80,12 @@ def test_a_bound_given_twice_is_an_error_not_the_last_one(capsys) -> None:
     assert both == {"latency_ms": {"max": 3.0, "min": 1.0}}
 
 
+def test_an_objective_given_twice_is_an_error_not_the_last_one(capsys) -> None:
+    args = ["submit", "--objective", "accuracy=max", "--objective", "accuracy=min"]
+    err = _refused([*args, "--url", "http://127.0.0.1:1"], capsys)
+    assert "accuracy is given twice (accuracy=max and accuracy=min)" in err
+
+
 def test_an_unreachable_service_is_an_error_not_a_traceback(capsys) -> None:
     err = _refused(["pareto", "some-job", "--url", "http://127.0.0.1:1"], capsys)
     assert err.startswith("hwnas: GET /v1/jobs/some-job/pareto: cannot reach hwnas at")
@@ -211,3 +217,17 @@ def test_a_timeout_that_is_no_duration_is_an_argument_error(seconds: str, capsys
     with pytest.raises(SystemExit) as exited:
         main(["wait", "some-job", "--timeout", seconds, "--url", "http://127.0.0.1:1"])
     assert exited.value.code == 2 and "is not a number of seconds" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_saying_the_job_goes_on(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import api.cli
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api.cli.HwnasClient, "wait", interrupted)
+    assert main(["wait", "j1", "--url", "http://127.0.0.1:1"]) == 130
+    assert (
+        capsys.readouterr().err
+        == "\nhwnas: interrupted; job j1 goes on (hwnas cancel j1 stops it)\n"
+    )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from api.client import HwnasClient, _progress_line
+from api.client import ClientError, HwnasClient, Unreachable, WaitTimeout, _progress_line
 
 WAITING = "waiting: no live worker serves device 'cpu-ort'; start one with `hwnas worker`"
 
@@ -20,14 +22,19 @@ def _job(status: str, done: int, message: str | None = None) -> dict[str, Any]:
 
 
 class Scripted(HwnasClient):
-    """A client whose polls answer a fixed sequence of job states."""
+    """A client whose polls answer a fixed sequence of job states (or raise errors)."""
 
-    def __init__(self, states: list[dict[str, Any]]) -> None:
+    def __init__(self, states: list[dict[str, Any] | ClientError]) -> None:
         super().__init__("http://127.0.0.1:1")
         self.states = states
+        self.timeouts: list[float | None] = []
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+    def job(self, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        self.timeouts.append(timeout)
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        if isinstance(state, ClientError):
+            raise state
+        return state
 
 
 class Terminal(io.StringIO):
@@ -70,6 +77,182 @@ def test_wait_says_once_that_a_running_jobs_worker_died_and_when_it_goes_on() ->
 def test_a_wait_that_times_out_ends_its_bar_line_first() -> None:
     """``hwnas: ... still queued`` follows on stderr: on a line of its own."""
     out = Terminal()
-    with pytest.raises(TimeoutError, match="still queued after 0 s"):
+    with pytest.raises(WaitTimeout, match="still queued after 0 s"):
         Scripted([_job("queued", 0)]).wait("j1", poll_s=0, out=out, timeout_s=0)
     assert out.getvalue() == "\r\x1b[K" + _progress_line(_job("queued", 0)) + "\n"
+
+
+# -- errors a pipeline can branch on ------------------------------------------------------
+
+
+def _served(handler: Any) -> HwnasClient:
+    """A client whose requests ``handler`` answers (httpx's mock transport: no socket)."""
+    client = HwnasClient("http://hwnas.test")
+    client.http = httpx.Client(base_url="http://hwnas.test", transport=httpx.MockTransport(handler))
+    return client
+
+
+def test_an_error_answer_carries_its_status_class_and_field() -> None:
+    said = {"message": "device: unknown 'tpu'", "detail": "x", "error": "InvalidInput",
+            "field": "device"}  # fmt: skip
+    client = _served(lambda request: httpx.Response(422, json=said))
+    with pytest.raises(ClientError) as raised:
+        client.submit({"device": "tpu"})
+    error = raised.value
+    assert (error.status, error.error, error.field, error.body) == (422, "InvalidInput", "device",
+                                                                    said)  # fmt: skip
+    assert str(error) == "POST /v1/jobs: 422: device: unknown 'tpu'" and not error.transient
+    busy = _served(lambda request: httpx.Response(503, json={"message": "database down"}))
+    with pytest.raises(ClientError) as raised:
+        busy.job("j1")
+    assert raised.value.status == 503 and raised.value.transient
+
+
+def test_what_is_not_hwnas_answering_is_a_client_error_that_says_so() -> None:
+    """A wrong URL (a proxy's login page, another service) was a JSONDecodeError traceback
+    from a 200, and a whole HTML page as the message of an error."""
+    page = "<!DOCTYPE html>\n<html><body>proxy login</body></html>\n"
+    html = _served(
+        lambda request: httpx.Response(200, text=page, headers={"content-type": "text/html"})
+    )
+    with pytest.raises(
+        ClientError, match=r"answered 200 with text/html, not hwnas's JSON"
+    ) as raised:
+        html.job("j1")
+    assert raised.value.status == 200
+    missing = _served(lambda request: httpx.Response(404, text=page))
+    with pytest.raises(ClientError) as raised:
+        missing.job("j1")
+    assert str(raised.value) == (
+        "GET /v1/jobs/j1: 404: <!DOCTYPE html> (not an answer of hwnas's: is the URL right?)"
+    )
+
+
+def test_no_answer_is_unreachable_and_transient() -> None:
+    with pytest.raises(Unreachable, match="cannot reach hwnas at http://127.0.0.1:1") as raised:
+        HwnasClient("http://127.0.0.1:1").job("j1")
+    assert raised.value.status is None and raised.value.transient
+
+    def stalls(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(Unreachable, match=r"no answer from hwnas at http://hwnas.test in time"):
+        _served(stalls).job("j1")
+
+
+# -- wait across a restart ------------------------------------------------------------------
+
+
+def test_wait_rides_out_a_service_that_restarts() -> None:
+    """A job survives a restart of the service (it resumes); ``hwnas wait`` exited 2 at the
+    first refused connection."""
+    down = Unreachable("GET /v1/jobs/j1: cannot reach hwnas at http://x: refused")
+    busy = ClientError("GET /v1/jobs/j1: 503: database down", status=503)
+    states = [_job("running", 1), down, down, _job("running", 2), busy, _job("succeeded", 4)]
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("api.client.time.sleep", lambda _s: None)
+        assert Scripted(states).wait("j1", poll_s=0, out=out)["status"] == "succeeded"
+    lines = out.getvalue().splitlines()
+    assert lines == [_progress_line(_job("running", 1)), f"{down}; trying again",
+                     _progress_line(_job("running", 2)), f"{busy}; trying again",
+                     _progress_line(_job("succeeded", 4))]  # fmt: skip
+
+
+def test_wait_raises_what_retrying_would_not_mend_and_gives_up_on_the_rest() -> None:
+    gone = ClientError("GET /v1/jobs/j1: 404: job 'j1' not found", status=404)
+    with pytest.raises(ClientError, match="404"):
+        Scripted([gone]).wait("j1", poll_s=0, out=io.StringIO())
+    down = Unreachable("GET /v1/jobs/j1: cannot reach hwnas")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("api.client.time.sleep", lambda _s: None)
+        with pytest.raises(Unreachable):
+            Scripted([down]).wait("j1", poll_s=0, out=io.StringIO(), retry_s=0)
+
+
+def test_a_poll_waits_for_its_answer_no_longer_than_the_wait_has_left() -> None:
+    """``wait --timeout 3`` against a server that accepted and never answered took 121 s."""
+    scripted = Scripted([_job("queued", 0)])
+    with pytest.raises(WaitTimeout):
+        scripted.wait("j1", poll_s=0.01, out=io.StringIO(), timeout_s=3)
+    assert scripted.timeouts and all(t is not None and 1.0 <= t <= 3 for t in scripted.timeouts)
+    unbounded = Scripted([_job("succeeded", 4)])
+    unbounded.wait("j1", poll_s=0, out=io.StringIO())
+    assert unbounded.timeouts == [120.0]
+
+
+# -- pages and files --------------------------------------------------------------------------
+
+
+def test_the_iterators_read_every_page() -> None:
+    rows = [{"seq": i} for i in range(7)]
+    asked: list[tuple[str, str]] = []
+
+    def pages(request: httpx.Request) -> httpx.Response:
+        offset, limit = int(request.url.params["offset"]), int(request.url.params["limit"])
+        asked.append((request.url.params["offset"], request.url.params["limit"]))
+        return httpx.Response(200, json={"data": rows[offset : offset + limit], "count": 7})
+
+    client = _served(pages)
+    assert list(client.iter_evaluations("j1", page=3)) == rows
+    assert asked == [("0", "3"), ("3", "3"), ("6", "3")]
+    assert list(client.iter_jobs(page=500, status="succeeded")) == rows
+
+
+class _Cut(httpx.SyncByteStream):
+    """A body that breaks off after its first chunk."""
+
+    def __iter__(self) -> Any:
+        yield b"PK\x03\x04 first"
+        raise httpx.ReadError("connection reset")
+
+
+def _file(body: bytes | httpx.SyncByteStream) -> Any:
+    headers = {"content-type": "application/octet-stream",
+               "content-disposition": 'attachment; filename="net_r24-k3e2.onnx"'}  # fmt: skip
+    if isinstance(body, bytes):
+        return lambda request: httpx.Response(200, content=body, headers=headers)
+    return lambda request: httpx.Response(200, stream=body, headers=headers)
+
+
+def test_download_to_a_file_a_folder_or_a_stream(tmp_path: Path) -> None:
+    client = _served(_file(b"ONNX bytes"))
+    target = client.download("j1", "r24-k3e2", "onnx", str(tmp_path / "m.onnx"))  # a str too
+    assert target == tmp_path / "m.onnx" and target.read_bytes() == b"ONNX bytes"
+    into = client.download("j1", "r24-k3e2", "onnx", tmp_path)
+    assert into == tmp_path / "net_r24-k3e2.onnx" and into.read_bytes() == b"ONNX bytes"
+    stream = io.BytesIO()
+    assert client.download("j1", "r24-k3e2", "onnx", stream) is None
+    assert stream.getvalue() == b"ONNX bytes"
+
+
+def test_a_download_cut_off_leaves_the_earlier_file_and_no_part(tmp_path: Path) -> None:
+    target = tmp_path / "m.onnx"
+    target.write_bytes(b"the earlier download")
+    with pytest.raises(Unreachable, match="connection reset"):
+        _served(_file(_Cut())).download("j1", "r24-k3e2", "onnx", target)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    assert target.read_bytes() == b"the earlier download"
+
+
+def test_a_page_instead_of_a_file_is_refused_and_not_saved(tmp_path: Path) -> None:
+    html = {"content-type": "text/html"}
+    page = _served(lambda request: httpx.Response(200, text="<html>login</html>", headers=html))
+    with pytest.raises(ClientError, match="with text/html, not a file"):
+        page.download("j1", "r24-k3e2", "onnx", tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_redirect_is_an_error_that_names_where_not_an_empty_file(tmp_path: Path) -> None:
+    """A TLS proxy's 308 to https: the download wrote an empty model file, exit 0."""
+    moved = {"location": "https://hwnas.test/v1/jobs/j1"}
+    client = _served(lambda request: httpx.Response(308, headers=moved))
+    for call in (lambda: client.job("j1"), lambda: client.download("j1", "s", "onnx", tmp_path)):
+        with pytest.raises(ClientError, match="308: the service redirects to https://hwnas.test"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_url_without_its_scheme_is_refused_at_once() -> None:
+    with pytest.raises(ClientError, match="needs its scheme: http://localhost:8000 or https://"):
+        HwnasClient("localhost:8000")

@@ -42,10 +42,12 @@ def test_versions_count_up_per_pair_and_the_latest_is_reused(backend: str, tmp_p
         other = store(factory, "fmnist-ofa-cnn", "cpu-ort")
         assert (first.version, second.version, other.version) == (1, 2, 1)
         with transaction(factory) as session:
-            latest = q.latest_predictor(session, "fmnist-ofa-cnn", "cpu-1t")
-            assert latest is not None and latest.version == 2 and latest.kind == "ridge"
-            assert latest.payload["metrics"]["n"] == 50 and latest.metrics["spearman"] == 0.97
-            assert q.latest_predictor(session, "nb201-cifar10", "cpu-1t") is None
+            versions_of = q.predictor_versions(session, "fmnist-ofa-cnn", "cpu-1t")
+            listed = [(v, m["n"], m["spearman"]) for v, m in versions_of]
+            assert listed == [(2, 50, 0.97), (1, 10, 0.97)]
+            latest = q.get_predictor(session, "fmnist-ofa-cnn", "cpu-1t", 2)
+            assert latest.kind == "ridge" and latest.payload["metrics"]["n"] == 50
+            assert q.predictor_versions(session, "nb201-cifar10", "cpu-1t") == []
             versions = [r.version for r in q.list_predictors(session, "cpu-1t")]
             assert versions == [2, 1]
             assert q.list_predictors(session, "cpu-1t", "nb201-cifar10") == []

@@ -113,3 +113,33 @@ def test_a_job_says_why_the_stored_predictor_did_not_steer_it(tmp_path: Path) ->
         job = wait_for(client, client.post("/v1/jobs", json=_spec(1.0, 1)).json()["id"])
     assert job["status"] == "succeeded"
     assert "latency predictor v1 not used: cross-validated" in job["message"]
+
+
+def test_a_poor_calibration_stored_later_leaves_the_good_one_steering(tmp_path: Path) -> None:
+    """Searches took the newest version only: one quick or mistaken calibration (5 samples,
+    Spearman -0.9) turned the screening off for every later job while a good one was stored."""
+    supernet = get_supernet("nb201-cifar10")
+    encoder = ArchEncoder.from_supernet(supernet)
+    keys = sorted(supernet.rows)[:60]
+    archs = [supernet.decode(k) for k in keys]
+    good = fit_latency_predictor(encoder, archs, [supernet.rows[k][COLUMN] for k in keys])
+    noise = np.random.default_rng(0).uniform(1.0, 2.0, size=60)
+    poor = fit_latency_predictor(encoder, archs, list(noise))
+    assert trusted_as_prior(good.metrics) and not trusted_as_prior(poor.metrics)
+    with TestClient(create_app(embedded_settings(tmp_path, embedded_devices=DEVICE))) as client:
+        factory = client.app.state.session_factory  # type: ignore[attr-defined]
+        for fitted in (good, poor, poor):
+            with transaction(factory) as session:
+                add_predictor(session, supernet="nb201-cifar10", device=DEVICE,
+                              payload=fitted.to_payload(), measurements={"subnets": []},
+                              seed=0, seconds=1.0)  # fmt: skip
+        prior = latency_predictor_for(factory, "nb201-cifar10", DEVICE)
+        assert prior is not None and (prior.version, prior.passed_over) == (1, (3, 2))
+        listed = client.get(f"/v1/devices/{DEVICE}/calibrations").json()["data"]
+        assert [(c["version"], c["steers_searches"]) for c in listed] == [
+            (3, False), (2, False), (1, True),
+        ]  # fmt: skip
+        job = wait_for(client, client.post("/v1/jobs", json=_spec(1.0, 1)).json()["id"])
+    assert job["status"] == "succeeded"
+    assert "newer latency predictor v3, v2 not used: cross-validated below" in job["message"]
+    assert "screened with latency predictor v1" in job["message"]
