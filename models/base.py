@@ -43,7 +43,9 @@ class InputSpec:
 
     ``variable_axes``: axes besides the batch (0) whose size an input may have smaller than
     ``shape`` says, such as a sequence's length; the exported ONNX file takes any size there
-    (named ``dim<axis>``), while latency and MACs are those of ``shape``.
+    (named ``dim<axis>``), while latency and MACs are those of ``shape``. ``preprocess``:
+    how a raw input becomes this tensor (resize, crop, scale), in words, for whoever deploys
+    the file: the measured accuracy holds for inputs prepared that way.
     """
 
     shape: tuple[int, ...]
@@ -51,6 +53,7 @@ class InputSpec:
     std: tuple[float, ...]
     layout: str = "NCHW"
     variable_axes: tuple[int, ...] = ()
+    preprocess: str = ""
 
     def __post_init__(self) -> None:
         if any(not 0 < axis < len(self.shape) for axis in self.variable_axes):

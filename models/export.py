@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from torch import nn
 
@@ -25,10 +26,15 @@ from core.tracing import TRACING
 
 from .base import Arch, Supernet
 
-#: (module, example input, path, the input's axes of variable size: 0, the batch, and the
-#: spec's ``variable_axes``)
-Writer = Callable[[nn.Module, torch.Tensor, Path, tuple[int, ...]], None]
+#: (module, example input, path, the architecture card). Each format carries the card, so
+#: whoever gets the file alone knows its input and preprocessing: ONNX in its metadata
+#: (``hwnas.card``), TorchScript as an extra file and the zip as a member (both
+#: ``architecture.json``).
+Writer = Callable[[nn.Module, torch.Tensor, Path, dict[str, Any]], None]
 _WRITERS: dict[str, tuple[str, Writer]] = {}
+
+#: Where the card is in each file.
+CARD_KEY, CARD_FILE = "hwnas.card", "architecture.json"
 
 
 def register_format(name: str, suffix: str) -> Callable[[Writer], Writer]:
@@ -55,9 +61,8 @@ def _writer(fmt: str) -> tuple[str, Writer]:
 
 
 @register_format("onnx", ".onnx")
-def _write_onnx(
-    module: nn.Module, example: torch.Tensor, path: Path, variable: tuple[int, ...]
-) -> None:
+def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path, card: dict) -> None:
+    variable = (0, *card["input"]["variable_axes"])  # the batch, and e.g. a sequence's length
     axes = {axis: "batch" if axis == 0 else f"dim{axis}" for axis in variable}
     torch.onnx.export(
         module,
@@ -69,25 +74,26 @@ def _write_onnx(
         opset_version=17,
         dynamo=False,
     )
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CARD_KEY, json.dumps(card)
+    onnx.save(model, str(path))
 
 
 @register_format("torchscript", ".pt")
-def _write_torchscript(
-    module: nn.Module, example: torch.Tensor, path: Path, _variable: tuple[int, ...]
-) -> None:
+def _write_torchscript(module: nn.Module, example: torch.Tensor, path: Path, card: dict) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(module, example)
-    traced.save(str(path))
+    traced.save(str(path), _extra_files={CARD_FILE: json.dumps(card, indent=2)})
 
 
 @register_format("state_dict", ".zip")
-def _write_state_dict(
-    module: nn.Module, _example: torch.Tensor, path: Path, _variable: tuple[int, ...]
-) -> None:
+def _write_state_dict(module: nn.Module, _example: torch.Tensor, path: Path, card: dict) -> None:
     buffer = io.BytesIO()
     torch.save(module.state_dict(), buffer)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("state_dict.pt", buffer.getvalue())
+        archive.writestr(CARD_FILE, json.dumps(card, indent=2))
 
 
 def export_subnet(
@@ -95,8 +101,9 @@ def export_subnet(
 ) -> Path:
     """Write ``arch`` of ``supernet`` to ``path`` in ``fmt``; returns the path written.
 
-    The architecture JSON (supernet, encoding, genes, input spec, ``extra`` such as the
-    measured metrics) goes into the zip for state_dict, and beside the file otherwise.
+    The architecture card (supernet, encoding, genes, input spec with its preprocessing,
+    ``extra`` such as the measured metrics) goes into the file (see ``Writer``), and beside
+    it as ``<name>.json``.
     """
     _suffix, writer = _writer(fmt)
     module = supernet.extract(arch).eval()
@@ -113,10 +120,7 @@ def export_subnet(
             # torch marks TorchScript and its ONNX exporter deprecated; both are still the
             # formats deployment runtimes load, and the torch.export path needs onnxscript.
             warnings.simplefilter("ignore", DeprecationWarning)
-            writer(module, example, tmp, (0, *supernet.input_spec(arch).variable_axes))
-        if fmt == "state_dict":
-            with zipfile.ZipFile(tmp, "a") as archive:
-                archive.writestr("architecture.json", json.dumps(card, indent=2))
+            writer(module, example, tmp, card)
         tmp.replace(path)
     finally:  # a failed export leaves nothing behind
         shutil.rmtree(scratch, ignore_errors=True)

@@ -299,7 +299,19 @@ class FmnistOFACNN(SlicedSupernet):
     def input_spec(self, arch: Arch) -> InputSpec:
         r = self.canonical(arch)["r"]
         return InputSpec(
-            shape=(1, 1, r, r), mean=(data.MEAN,), std=(data.STD,), layout="NCHW:L/255"
+            shape=(1, 1, r, r),
+            mean=(data.MEAN,),
+            std=(data.STD,),
+            layout="NCHW:L/255",
+            preprocess=(
+                "grey 28 x 28 image, /255, (x - mean) / std"
+                + (
+                    ""
+                    if r == data.NATIVE_RESOLUTION
+                    else f", then resized to {r} x {r} (torch.nn.functional.interpolate, "
+                    "bilinear, align_corners=False, no antialiasing)"
+                )
+            ),
         )
 
     def image_format(self) -> ImageFormat:

@@ -362,10 +362,12 @@ class OFASupernet(SlicedSupernet):
         return self.validation_data is not None
 
     def check_data(self) -> None:
+        from .user_data import check_pixel_scale
+
         if self.validation_data is not None:
-            channels_first(self._data.inputs)
+            check_pixel_scale(channels_first(self._data.inputs))
             if self._data.calib is not None:
-                channels_first(self._data.calib, "calib_inputs")
+                check_pixel_scale(channels_first(self._data.calib, "calib_inputs"), "calib_inputs")
 
     def quality_inputs(self) -> Sequence[Any]:
         if self.validation_data is None:
@@ -392,7 +394,14 @@ class OFASupernet(SlicedSupernet):
     def input_spec(self, arch: Arch) -> InputSpec:
         r = self.canonical(arch)["r"]
         return InputSpec(
-            shape=(1, 3, r, r), mean=IMAGENET_MEAN, std=IMAGENET_STD, layout="NCHW:RGB/255"
+            shape=(1, 3, r, r),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            layout="NCHW:RGB/255",
+            preprocess=(
+                f"RGB image, shorter side resized to {math.ceil(r / CROP)} (bilinear, "
+                f"antialiased), centre crop {r} x {r}, /255, then (x - mean) / std per channel"
+            ),
         )
 
     def image_format(self) -> ImageFormat:

@@ -4,9 +4,11 @@ Layout of a data directory ``<dir>``:
 
 - ``<dir>/<class name>/<images>``: labelled images, at any depth below the class directory.
   Labels index the class names in sorted order, or in the order of ``<dir>/classes.txt``
-  (one name per line, blank lines ignored) when that file exists; it must name exactly the
-  class directories. Labels must be the model's class ids, so give every class the model
-  predicts in its order (ImageNet's sorted synset directories ``n01440764, ...`` are).
+  (one name per line, blank lines ignored) when that file exists; it must name every class
+  directory once, and may name classes that have none (images of a few of ImageNet's 1,000
+  classes keep their ids when it lists all 1,000). Labels must be the model's class ids, so
+  give every class the model predicts in its order (ImageNet's sorted synset directories
+  ``n01440764, ...`` are).
 - ``<dir>/_calib/<images>`` (optional, any depth): unlabelled images for BatchNorm
   recalibration. ``_calib`` is reserved: it is never a class.
 
@@ -30,6 +32,7 @@ for ``L``, (N, 3, H, W) for ``RGB``.
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -156,10 +159,12 @@ def scan_images(
 ) -> ImageFolder:
     """The layout of the (resolved) data directory ``root``, checked without decoding."""
     scan = _Scan(root, roots, max_bytes, max_images)
-    classes = _class_names(scan)
+    classes, present = _class_names(scan)
     samples: list[ImageFile] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
+        if name not in present:  # listed in classes.txt, no images of it here
+            continue
         found = list(scan.images(root / name))
         if not found:
             raise InvalidInput(
@@ -176,7 +181,8 @@ def scan_images(
     return ImageFolder(root, classes, tuple(samples), tuple(labels), calib)
 
 
-def _class_names(scan: _Scan) -> tuple[str, ...]:
+def _class_names(scan: _Scan) -> tuple[tuple[str, ...], set[str]]:
+    """The classes in label order, and those with a directory here."""
     root = scan.root
     with lookup_errors(root.name):
         present = sorted(
@@ -190,16 +196,17 @@ def _class_names(scan: _Scan) -> tuple[str, ...]:
             field=FIELD,
         )
     if not (root / CLASSES_FILE).is_file():
-        return tuple(present)
+        return tuple(present), set(present)
     listed = _read_classes_file(scan, root / CLASSES_FILE)
-    if len(set(listed)) != len(listed) or set(listed) != set(present):
-        missing, extra = sorted(set(present) - set(listed)), sorted(set(listed) - set(present))
+    twice = sorted(name for name, count in Counter(listed).items() if count > 1)
+    missing = sorted(set(present) - set(listed))
+    if twice or missing:
         raise InvalidInput(
             f"{scan.name(root / CLASSES_FILE)} must name each class directory once; "
-            f"not listed: {missing[:5]}, without a directory: {extra[:5]}",
+            f"not listed: {missing[:5]}, listed twice: {twice[:5]}",
             field=FIELD,
         )
-    return tuple(listed)
+    return tuple(listed), set(present)
 
 
 def _read_classes_file(scan: _Scan, path: Path) -> list[str]:

@@ -95,3 +95,27 @@ def test_an_export_traces_under_the_process_tracing_lock(
     arch = supernet.canonical({gene: choices[0] for gene, choices in supernet.space().items()})
     export_subnet(supernet, arch, "onnx", tmp_path / "a.onnx")
     assert held == [True] and not TRACING.locked()
+
+
+def test_every_format_carries_its_card(tmp_path: Path) -> None:
+    """The card (input shape, mean/std, preprocessing) was only beside the file on the
+    server's disk and in the zip: whoever downloaded ONNX or TorchScript had no way to
+    know how the measured accuracy's inputs were prepared."""
+    import json
+    import zipfile
+
+    supernet = get_supernet("fmnist-ofa-cnn")
+    arch = supernet.canonical({gene: choices[0] for gene, choices in supernet.space().items()})
+    for fmt, name in [("onnx", "a.onnx"), ("torchscript", "a.pt"), ("state_dict", "a.zip")]:
+        path = export_subnet(supernet, arch, fmt, tmp_path / name, extra={"device": "cpu-1t"})
+        card = json.loads(path.with_suffix(".json").read_text())
+        assert card["device"] == "cpu-1t" and "resized to 20 x 20" in card["input"]["preprocess"]
+        if fmt == "onnx":
+            inside = {p.key: p.value for p in onnx.load(str(path)).metadata_props}["hwnas.card"]
+        elif fmt == "torchscript":
+            extra = {"architecture.json": ""}
+            torch.jit.load(str(path), _extra_files=extra)
+            inside = extra["architecture.json"]
+        else:
+            inside = zipfile.ZipFile(path).read("architecture.json").decode()
+        assert json.loads(inside) == card, fmt

@@ -6,6 +6,7 @@ import json
 import random
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -109,7 +110,15 @@ def test_onnx_export_matches_pytorch_and_the_reported_accuracy(
         "mean": [data.MEAN],
         "std": [data.STD],
         "layout": "NCHW:L/255",
+        "variable_axes": [],
+        "preprocess": supernet.input_spec(arch).preprocess,
     }
+    resized = "then resized to 24 x 24 (torch.nn.functional.interpolate, bilinear, "
+    assert resized in supernet.input_spec({**arch, "r": 24}).preprocess
+    assert "resized" not in supernet.input_spec({**arch, "r": 28}).preprocess
+    # the file itself carries the card: whoever gets only the download knows its input
+    metadata = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(metadata["hwnas.card"]) == card
 
 
 def test_torchscript_and_state_dict_exports_load_back(supernet: FmnistOFACNN, tmp_path) -> None:

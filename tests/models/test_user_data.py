@@ -304,6 +304,17 @@ def rgb(n: int = 4, size: int = 32) -> np.ndarray:
             "calib_inputs must be RGB",
         ),
         (OFA, {"inputs": rgb(), "labels": np.full(4, 1000)}, r"0\.\.999"),
+        # images stored scaled to 0..1 were scored at chance (the model divides by 255)
+        (
+            "fmnist-ofa-cnn",
+            {"inputs": np.full((4, 28, 28), 0.5, np.float32), "labels": np.arange(4)},
+            r"inputs look scaled to 0\.\.1 \(the largest value is 0\.5\)",
+        ),
+        (
+            OFA,
+            {"inputs": rgb(), "labels": np.arange(4), "calib_inputs": rgb(2) / 255.0},
+            r"calib_inputs look scaled to 0\.\.1",
+        ),
         (TEXT, {"inputs": np.zeros((4, 8)), "labels": np.arange(4)}, "integer token ids"),
         (TEXT, {"inputs": np.full((4, 8), 10**6), "labels": np.arange(4)}, "token ids must lie"),
     ],
