@@ -390,14 +390,38 @@ def request_cancel(session: Session, job_id: str, *, stale_after_s: float | None
     if job.status == JobStatus.queued:
         _finish(job, JobStatus.cancelled, now, message="cancelled while queued")
     elif stale_after_s is not None and (lost := worker_lost_at(job, now, stale_after_s)):
-        done = counted(job.evaluations_done, "evaluation")
-        outcome = (
-            f"cancelled after {done}; its worker had stopped heartbeating at "
-            f"{lost:%Y-%m-%d %H:%M:%S} UTC"
-        )
-        # with the run's notes: warm start, hints, prior
-        _finish(job, JobStatus.cancelled, now, message=with_notes(outcome, job.message))
+        _cancel_lost(job, lost, now)
     return job
+
+
+def cancel_abandoned(session: Session, *, stale_after_s: float) -> list[str]:
+    """End the running jobs whose cancel was asked while their worker lived and whose worker
+    has since stopped heartbeating for ``stale_after_s`` (it died): nobody else would honour
+    the request until a worker of the device took the job again. Their ids."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    query = select(Job.id).where(
+        Job.status == JobStatus.running,
+        Job.cancel_requested.is_(True),
+        or_(Job.heartbeat_at.is_(None), Job.heartbeat_at <= cutoff),
+    )
+    ended = []
+    for job_id in list(session.scalars(query)):
+        job, now = get_job(session, job_id, lock=True), utcnow()
+        lost = worker_lost_at(job, now, stale_after_s) if job.cancel_requested else None
+        if job.status == JobStatus.running and lost is not None:
+            _cancel_lost(job, lost, now)
+            ended.append(job_id)
+    return ended
+
+
+def _cancel_lost(job: Job, lost: datetime, now: datetime) -> None:
+    done = counted(job.evaluations_done, "evaluation")
+    outcome = (
+        f"cancelled after {done}; its worker had stopped heartbeating at "
+        f"{lost:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    # with the run's notes: warm start, hints, prior
+    _finish(job, JobStatus.cancelled, now, message=with_notes(outcome, job.message))
 
 
 def counted(n: int, noun: str) -> str:

@@ -83,6 +83,7 @@ class CeleryDispatcher(Dispatcher):
         self, factory: sessionmaker[Session], settings: Settings, cache_s: float = 5.0
     ) -> None:
         self.factory = factory
+        self.settings = settings
         self.app = make_celery(settings.broker_url)
         self._presence = presence.redis_of(settings.broker_url)
         self._broker_error: str | None = None  # from the last time workers were asked
@@ -108,6 +109,21 @@ class CeleryDispatcher(Dispatcher):
     def _watch(self) -> None:
         while not self._stop.wait(self._cache_s):
             self._served = self._ask_workers()
+            self._end_abandoned_cancels()
+
+    def _end_abandoned_cancels(self) -> None:
+        """A cancel asked of a running job whose worker then died ends the job once the
+        worker is stale: with no worker of its device left, it stayed running (and ``hwnas
+        wait`` with it) until cancelled again. Each API process looks; the row lock lets
+        one end it."""
+        try:
+            with transaction(self.factory) as session:
+                ended = q.cancel_abandoned(session, stale_after_s=self.settings.stale_after_s)
+        except Exception as exc:  # the database is away: the next pass tries again
+            log.warning("looking for abandoned cancels failed: %s", exc)
+            return
+        for job_id in ended:
+            log.info("job %s cancelled: its worker died after the cancel was asked", job_id)
 
     def waiting_reason(self, device: str) -> str | None:
         if self._broker_error is not None:

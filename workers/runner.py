@@ -195,8 +195,8 @@ class JobRunner:
         clock = _RunClock()
         try:
             return self._loop(job_id, spec, clock)
-        except StorageError:
-            raise  # the database is gone: leave the job to the reaper, not failed
+        except StorageError as exc:  # the database stayed away past db_retry_s
+            return self._hand_back_after_outage(job_id, clock, exc)
         except Exception as exc:  # the job fails visibly; the worker lives on
             log.exception("job %s failed", job_id)
             reason, said = _failure(exc)
@@ -614,15 +614,44 @@ class JobRunner:
 
         return self._end(job_id, clock, finish)
 
-    def _requeue(self, job_id: str, clock: _RunClock) -> JobStatus | None:
+    def _requeue(
+        self, job_id: str, clock: _RunClock, message: str = SHUTDOWN_REQUEUED
+    ) -> JobStatus | None:
         def requeue(session: Session) -> JobStatus | None:
             job = q.get_job(session, job_id, lock=True)
             if job.worker_id == self.worker_id and job.status == JobStatus.running:
-                q.requeue(job, SHUTDOWN_REQUEUED, handed_back=True)
+                q.requeue(job, message, handed_back=True)
                 return JobStatus.queued
             return None
 
         return self._end(job_id, clock, requeue)
+
+    def _hand_back_after_outage(
+        self, job_id: str, clock: _RunClock, exc: StorageError
+    ) -> JobStatus | None:
+        """The run stops measuring; once the database answers again the job goes back to
+        the queue like a shutdown's (``queued``: the Celery task publishes it again), not
+        counted as an attempt: the worker did not die, and outages in a row had failed a
+        healthy job as "its worker kept dying". A shutdown meanwhile leaves the job to the
+        reaper, as before; a worker that took it over meanwhile keeps it (None)."""
+        log.warning(
+            "job %s: the database stayed unreachable past %.0f s (%s); the job goes back to "
+            "the queue once it answers",
+            job_id,
+            self.settings.db_retry_s,
+            first_line(exc),
+        )
+        message = (
+            f"interrupted: the database was unreachable for over {self.settings.db_retry_s:.0f}"
+            " s; resumes when a worker takes it again"
+        )
+        while True:
+            try:
+                return self._requeue(job_id, clock, message)
+            except StorageError:  # still away (each try waited db_retry_s)
+                if self.stop.is_set():
+                    raise
+                time.sleep(1.0)
 
     def _cancelled_or_lost(
         self, job_id: str, clock: _RunClock, cancel_requested: bool

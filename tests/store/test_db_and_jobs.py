@@ -430,3 +430,32 @@ def test_two_servers_claiming_one_job_at_once_one_gets_it(backend: str, tmp_path
         with transaction(factory) as session:
             job = q.get_job(session, job_id)
             assert (job.worker_id, job.attempts) == ("server-a", 1)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_cancel_asked_before_the_worker_died_ends_the_job_once_it_is_stale(
+    backend: str, tmp_path: Path
+) -> None:
+    """Asked while its worker lived, which then died: with no worker of the device left, the
+    job stayed running (and `hwnas wait` on it) until cancelled a second time."""
+    from datetime import timedelta
+
+    with migrated_database(backend, tmp_path) as (url, engine, factory):
+        with transaction(factory) as session:
+            asked, alive, running = (q.create_job(session, SPEC).id for _ in range(3))
+        with transaction(factory) as session:
+            for job_id in (asked, alive, running):
+                assert q.claim_job(session, job_id, "w1", stale_after_s=60) is not None
+            q.request_cancel(session, asked, stale_after_s=60)  # the worker was alive
+            q.request_cancel(session, alive, stale_after_s=60)
+            for job_id in (asked, running):  # their worker died two minutes ago
+                q.get_job(session, job_id).heartbeat_at = utcnow() - timedelta(seconds=120)
+        with transaction(factory) as session:
+            assert q.cancel_abandoned(session, stale_after_s=60) == [asked]
+        with transaction(factory) as session:
+            job = q.get_job(session, asked)
+            assert job.status == JobStatus.cancelled
+            assert job.message.startswith("cancelled after 0 evaluations; its worker had stopped")
+            assert q.get_job(session, alive).status == JobStatus.running  # still heartbeating
+            assert q.get_job(session, running).status == JobStatus.running  # not asked
+            assert q.cancel_abandoned(session, stale_after_s=60) == []

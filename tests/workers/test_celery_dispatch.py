@@ -162,3 +162,27 @@ def test_an_unreachable_broker_is_a_problem_a_new_job_is_told_of(tmp_path: Path)
         assert "the broker is unreachable" in dispatcher.waiting_message("cpu-1t")
     finally:
         dispatcher.stop()
+
+
+def test_the_api_ends_a_job_whose_worker_died_after_its_cancel_was_asked(dispatcher: Any) -> None:
+    """Nobody else would: the job's device may have no worker left to run a reaper."""
+    from datetime import timedelta
+
+    from store import jobs as q
+    from store.db import transaction
+    from store.tables import JobStatus, utcnow
+
+    spec = {"supernet": "nb201-cifar10", "device": "nb201-pixel3", "objectives": {},
+            "budget": {"evaluations": 5}, "strategy": "random", "seed": 0}  # fmt: skip
+    with transaction(dispatcher.factory) as session:
+        job_id = q.create_job(session, spec).id
+        q.claim_job(session, job_id, "w1", stale_after_s=60)
+        q.request_cancel(session, job_id, stale_after_s=60)
+    dispatcher._end_abandoned_cancels()
+    with transaction(dispatcher.factory) as session:
+        job = q.get_job(session, job_id)
+        assert job.status == JobStatus.running  # its worker is alive: it stops the job
+        job.heartbeat_at = utcnow() - timedelta(seconds=dispatcher.settings.stale_after_s + 1)
+    dispatcher._end_abandoned_cancels()
+    with transaction(dispatcher.factory) as session:
+        assert q.get_job(session, job_id).status == JobStatus.cancelled

@@ -62,3 +62,35 @@ def test_a_run_that_lost_its_job_writes_no_note(tmp_path: Path) -> None:
     runner._note(job_id, "a stale run's note")
     with transaction(factory) as session:
         assert q.get_job(session, job_id).message == "worker-2's note"
+
+
+def test_a_run_the_database_left_for_too_long_hands_its_job_back_uncounted(
+    tmp_path: Path,
+) -> None:
+    """Past HWNAS_DB_RETRY_S the run gave up and left the job running for the reaper: the
+    next claim counted an attempt, and a few outages failed a healthy job as "its worker
+    kept dying or losing its lease"."""
+    from core.errors import StorageError
+
+    settings, factory, job_id = _queued(tmp_path)
+    tries: list[str] = []
+
+    class Outage(JobRunner):
+        def _loop(self, job_id: str, spec: dict, clock: _RunClock) -> JobStatus | None:
+            raise StorageError("database unavailable: connection refused")
+
+        def _requeue(self, *args: Any, **kwargs: Any) -> JobStatus | None:
+            tries.append("hand back")
+            if len(tries) == 1:  # still away at the first try
+                raise StorageError("database unavailable: connection refused")
+            return super()._requeue(*args, **kwargs)
+
+    assert Outage(factory, settings, "worker-1").run(job_id) == JobStatus.queued
+    assert tries == ["hand back", "hand back"]
+    with transaction(factory) as session:
+        job = q.get_job(session, job_id)
+        assert (job.status, job.worker_id, job.attempts) == (JobStatus.queued, None, 0)
+        assert job.message == (
+            "interrupted: the database was unreachable for over 60 s; resumes when a worker "
+            "takes it again"
+        )
