@@ -23,6 +23,13 @@ from .celery_app import TASK_RUN_JOB, make_celery
 from .dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
+
+#: Why a job waits when its message could not be published (stored with the job, and what a
+#: poll says while the broker is away).
+BROKER_AWAY = (
+    "the broker could not be reached; the job is stored and a worker's reaper publishes it "
+    "once the broker is back"
+)
 PERSISTENT = 2  # AMQP delivery mode, Celery's default for task messages
 
 
@@ -127,10 +134,7 @@ class CeleryDispatcher(Dispatcher):
 
     def waiting_reason(self, device: str) -> str | None:
         if self._broker_error is not None:
-            return (
-                "the broker is unreachable; the job is stored and a worker's reaper "
-                "publishes it once the broker is back"
-            )
+            return BROKER_AWAY
         if device in self.served_devices():
             return None
         return (
@@ -177,10 +181,7 @@ class CeleryDispatcher(Dispatcher):
         with transaction(self.factory) as session:
             job = q.get_job(session, job_id, lock=True)
             if job.status == JobStatus.queued:  # a worker may have it already (a batch's part)
-                job.message = (
-                    "queued; the broker was unreachable, so the job will be re-published by a "
-                    "worker's reaper"
-                )
+                job.message = f"waiting: {BROKER_AWAY}"  # as a poll says meanwhile: once
 
     def served_devices(self) -> set[str]:
         """Devices whose queue a live worker consumes (refreshed every few seconds)."""

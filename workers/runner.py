@@ -15,7 +15,7 @@ import sysconfig
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import HwnasError, InvalidInput, StorageError, first_line
 from core.settings import Settings
+from hardware_profiles import HardwareProfile
 from hardware_profiles.configured import device_profile
 from hardware_profiles.latency_sample import sample_archs
 from models.base import Supernet
@@ -607,6 +608,8 @@ class JobRunner:
             evaluations, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(evaluations, plan.objectives, plan.constraints)
             q.set_front(session, job_id, [e.id for e in summary.front])
+            if noisy := _noisy_latency_note(evaluations, plan.evaluator.profile):
+                _add_message(q.get_job(session, job_id), noisy)
             # nothing feasible (summary.message): said first, the run's notes after it
             job = q.finish_job(session, job_id, JobStatus.succeeded, message=summary.message)
             job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
@@ -742,6 +745,35 @@ def _add_run_seconds(session: Session, job_id: str, seconds: float) -> None:
     heartbeats book theirs (a read-add-write would erase theirs)."""
     session.execute(
         update(Job).where(Job.id == job_id).values(run_seconds=Job.run_seconds + seconds)
+    )
+
+
+#: A measurement whose median's 95 % interval ended wider than this many times its
+#: profile's target (the time cap stopped it) was taken while something else loaded the
+#: device: medians of 10-23 ms were stored for networks of 2 ms on a busy 2-core host.
+NOISY_FACTOR = 5.0
+
+
+def _noisy_latency_note(evaluations: Sequence[Evaluation], profile: HardwareProfile) -> str | None:
+    """What the job's message says when some of its latencies were measured on a busy
+    device (the job's own measurements: copies keep their jobs' notes)."""
+    target = profile.protocol.target_rel_ci
+    spreads = [
+        float(latency["rel_ci"])
+        for e in evaluations
+        if "reused_from" not in e.details
+        and isinstance(latency := e.details.get("latency"), dict)
+        and latency.get("provenance") == "measured"
+        and "rel_ci" in latency
+    ]
+    noisy = [spread for spread in spreads if spread > NOISY_FACTOR * target]
+    if not noisy:
+        return None
+    return (
+        f"busy device: {len(noisy)} of {len(spreads)} latencies were measured with their "
+        f"median's 95 % interval over {NOISY_FACTOR:g} times the target (up to +-{max(noisy):.0%}"
+        f", target +-{target:.0%}; details.latency.rel_ci): something else ran on the device; "
+        "compare those points with care, or measure again on a quiet one"
     )
 
 

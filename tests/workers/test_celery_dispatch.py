@@ -159,7 +159,21 @@ def test_an_unreachable_broker_is_a_problem_a_new_job_is_told_of(tmp_path: Path)
         assert dispatcher._ask_workers() == set()
         (problem,) = dispatcher.problems()
         assert problem.startswith("broker unreachable")
-        assert "the broker is unreachable" in dispatcher.waiting_message("cpu-1t")
+        assert "the broker could not be reached" in dispatcher.waiting_message("cpu-1t")
+        # A job whose publish failed says so once (its poll repeated the reason in other words)
+        from api.presenters import stall_note
+        from store import jobs as q
+        from store.db import transaction
+
+        spec = {"supernet": "nb201-cifar10", "device": "nb201-pixel3", "objectives": {},
+                "budget": {"evaluations": 5}, "strategy": "random", "seed": 0}  # fmt: skip
+        with transaction(factory) as session:
+            job_id = q.create_job(session, spec).id
+        dispatcher.dispatch(job_id, "nb201-pixel3")
+        with transaction(factory) as session:
+            job = q.get_job(session, job_id)
+            assert job.message == dispatcher.waiting_message("nb201-pixel3")
+            assert stall_note(job, 60.0, dispatcher) is None
     finally:
         dispatcher.stop()
 

@@ -196,3 +196,26 @@ def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measure
     assert small.startswith("search space exhausted: every distinct sub-network of net")
     assert large.startswith("search stopped early: 64 random draws in a row found no")
     assert large.endswith("(7 new measurements of a budget of 10)")
+
+
+def test_a_job_says_when_its_latencies_were_measured_on_a_busy_device() -> None:
+    """Medians of 10-23 ms were stored for 2 ms networks on a loaded host, ranked and put
+    on the front, with nothing said."""
+    from hardware_profiles.configured import device_profile
+    from store.tables import Evaluation
+    from workers.runner import _noisy_latency_note
+
+    def measured(rel_ci: float, **more: object) -> Evaluation:
+        latency = {"provenance": "measured", "rel_ci": rel_ci, "median_ms": 2.0}
+        return Evaluation(details={"latency": latency, **more})
+
+    profile = device_profile("cpu-1t")  # target +-2 %
+    quiet = [measured(0.011), measured(0.02), measured(0.031)]
+    assert _noisy_latency_note(quiet, profile) is None
+    busy = [*quiet, measured(0.63), measured(4.1), measured(9.0, reused_from="other-job")]
+    note = _noisy_latency_note(busy, profile)
+    assert note is not None and note.startswith("busy device: 2 of 5 latencies were measured")
+    assert "(up to +-410%, target +-2%" in note
+    recorded = device_profile("nb201-pixel3")
+    table = [Evaluation(details={"latency": {"provenance": "recorded", "median_ms": 1.0}})]
+    assert _noisy_latency_note(table, recorded) is None
