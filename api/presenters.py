@@ -126,7 +126,8 @@ def predictors_path(job: Job | JobRow) -> str:
     return f"/v1/devices/{job.device}/calibrations?job_id={job.id}"
 
 
-def evaluation_public(evaluation: Evaluation) -> EvaluationPublic:
+def evaluation_public(evaluation: Evaluation, on_front: bool | None = None) -> EvaluationPublic:
+    """``on_front``: where the stored flag is not the answer (a job that has not succeeded)."""
     return EvaluationPublic(
         subnet_id=evaluation.subnet_id,
         seq=evaluation.seq,
@@ -134,7 +135,7 @@ def evaluation_public(evaluation: Evaluation) -> EvaluationPublic:
         metrics=evaluation.metrics,
         details=evaluation.details,
         feasible=evaluation.feasible,
-        on_front=evaluation.on_front,
+        on_front=evaluation.on_front if on_front is None else on_front,
         seconds=evaluation.seconds,
     )
 

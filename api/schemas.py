@@ -319,7 +319,10 @@ class EvaluationPublic(BaseModel):
     metrics: dict[str, float]
     details: dict[str, Any]
     feasible: bool
-    on_front: bool
+    on_front: bool = Field(
+        description="on the job's Pareto front, as /pareto lists it: final once the job "
+        "succeeded, the front so far while it runs or once it ended otherwise"
+    )
     seconds: float
 
 

@@ -515,7 +515,8 @@ class JobRunner:
             names = ", ".join(sorted(kept))
             self._note(
                 job_id,
-                f"search guided by {len(hinted)} sub-networks' {names} measured on other devices",
+                f"search guided by the {names} of {q.counted(len(hinted), 'sub-network')} "
+                "measured on other devices",
             )
 
     def _record(

@@ -134,10 +134,16 @@ def cancel_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
 def read_evaluations(
     job_id: str, factory: FactoryDep, offset: Offset = 0, limit: Limit = 100
 ) -> Response:
+    """The job's evaluations in the order measured; ``on_front`` as ``/pareto`` says: the
+    stored front once the job succeeded, the current one before or when it ended otherwise
+    (it was false for every point of a running, cancelled or failed job)."""
     with transaction(factory) as session:
-        q.read_job(session, job_id)
+        job = q.read_job(session, job_id)
         rows, total = q.list_evaluations(session, job_id, offset=offset, limit=limit)
-    data = [evaluation_public(e) for e in rows]
+        front: set[int] | None = None
+        if job.kind == JobKind.search and job.status != JobStatus.succeeded and rows:
+            front = {e.id for e in _current_front(session, job)}
+    data = [evaluation_public(e, None if front is None else e.id in front) for e in rows]
     return json_response(EvaluationsPublic(data=data, count=total, offset=offset, limit=limit))
 
 

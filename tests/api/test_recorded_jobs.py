@@ -62,3 +62,25 @@ def test_profiles_from_hwnas_profile_dirs(tmp_path: Path, monkeypatch) -> None:
             assert all(e["seconds"] >= 0.005 for e in evaluations)  # the simulated link
     finally:
         get_settings.cache_clear()
+
+
+def test_the_evaluations_of_a_job_that_did_not_succeed_flag_the_front_pareto_lists(
+    tmp_path: Path,
+) -> None:
+    """on_front was stored only when a job succeeded: a cancelled (or running, or failed)
+    job's listing said false for every point while /pareto showed a front."""
+    from store import jobs as q
+    from store.db import transaction
+    from store.tables import JobStatus
+
+    with TestClient(create_app(embedded_settings(tmp_path, embedded_devices=""))) as client:
+        job_id = wait_for(client, client.post("/v1/jobs", json=SPEC).json()["id"])["id"]
+        factory = client.app.state.session_factory  # type: ignore[attr-defined]
+        with transaction(factory) as session:  # as a cancel before its end leaves it
+            q.set_front(session, job_id, [])
+            q.get_job(session, job_id).status = JobStatus.cancelled
+        front = {p["subnet_id"] for p in client.get(f"/v1/jobs/{job_id}/pareto").json()["data"]}
+        listed = client.get(f"/v1/jobs/{job_id}/evaluations", params={"limit": 500}).json()
+        assert front and {e["subnet_id"] for e in listed["data"] if e["on_front"]} == front
+        page = client.get(f"/v1/jobs/{job_id}/evaluations", params={"offset": 30}).json()
+        assert {e["subnet_id"] for e in page["data"] if e["on_front"]} <= front

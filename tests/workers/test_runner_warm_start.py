@@ -182,7 +182,8 @@ def test_other_devices_measurements_guide_a_job_but_are_not_reused(tmp_path: Pat
         on_fpga = dict(SPEC, device="nb201-fpga", strategy="linas", budget={"evaluations": 5})
         job = wait_for(client, client.post("/v1/jobs", json=on_fpga).json()["id"])
         assert (
-            job["message"] == "search guided by 8 sub-networks' accuracy measured on other devices"
+            job["message"]
+            == "search guided by the accuracy of 8 sub-networks measured on other devices"
         )
         assert (job["progress"]["evaluations_done"], job["progress"]["evaluations_reused"]) == (
             5,
@@ -210,7 +211,8 @@ def test_other_devices_measurements_guide_a_job_but_are_not_reused(tmp_path: Pat
         assert again["progress"]["evaluations_reused"] == 8
         assert again["message"] == (
             "warm start: 8 earlier measurements of nb201-cifar10 on nb201-pixel3 reused; "
-            f"search guided by {len(on_fpga_ids)} sub-networks' accuracy measured on other devices"
+            f"search guided by the accuracy of {len(on_fpga_ids)} sub-networks measured on "
+            "other devices"
         )
 
 
