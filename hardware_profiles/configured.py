@@ -35,6 +35,11 @@ def named_devices(names: str, *, field: str) -> list[str]:
         if not entry:
             continue
         matched = [pid for pid in profiles if fnmatchcase(pid, entry)]
+        if not matched and any(c in entry for c in "*?["):
+            raise InvalidInput(
+                f"device pattern {entry!r} matches no profile; known: {', '.join(profiles)}",
+                field=field,
+            )
         if not matched:
             raise UnknownName("device", entry, profiles, field=field)
         chosen.extend(pid for pid in matched if pid not in chosen)

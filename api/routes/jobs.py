@@ -273,5 +273,7 @@ def _check_measured_with(job: q.JobRow, supernet: Supernet) -> None:
         raise Conflict(
             f"job {job.id!r} measured with other weights or validation data than "
             f"{job.supernet} has now (another checkpoint, or {data or 'its data'} changed on "
-            "disk): the export would not be the network that was measured"
+            "disk): an export built now may not be the network that was measured (weights, "
+            "and BatchNorm statistics from calibration images, may differ); files exported "
+            "before the change are still served"
         )

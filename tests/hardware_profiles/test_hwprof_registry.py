@@ -155,6 +155,10 @@ def test_a_device_list_takes_ids_and_patterns_and_refuses_what_names_nothing() -
         {"cpu-1t", *named_devices("cpu-*", field="f")}
     )
     assert named_devices(" , ", field="f") == []
-    with pytest.raises(UnknownName, match="unknown device 'gpu-\\*'") as raised:
+    with pytest.raises(
+        InvalidInput, match="device pattern 'gpu-\\*' matches no profile; known: cpu-1t"
+    ) as raised:
         named_devices("cpu-1t,gpu-*", field="--devices")
     assert raised.value.field == "--devices"
+    with pytest.raises(UnknownName, match="unknown device 'gpu-9'"):
+        named_devices("gpu-9", field="--devices")
