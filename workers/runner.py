@@ -366,6 +366,8 @@ class JobRunner:
         sample = sample_archs(supernet, spec["budget"]["evaluations"], spec["seed"])
         stored = {e.subnet_id for e in self._db(lambda s: q.list_evaluations(s, job_id)[0])}
         done = len(stored)
+        if done:  # as a search says it
+            self._note(job_id, f"resumed after {q.counted(done, 'measurement')}")
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
         missing = [(key, arch) for arch in sample if (key := supernet.encode(arch)) not in stored]
         for subnet_id, arch in missing:

@@ -73,6 +73,7 @@ def test_a_stopped_calibration_resumes_without_measuring_twice(
             job.status == JobStatus.succeeded and job.attempts == 1
         )  # the run handed back is none
         assert job.message.startswith("latency predictor v1 (scaled-lut) of nb201-cifar10")
+        assert job.message.endswith("; resumed after 5 measurements")  # as a search says it
 
 
 def test_a_calibration_whose_fit_fails_fails_with_the_reason(tmp_path: Path) -> None:
