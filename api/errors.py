@@ -66,7 +66,14 @@ def error_response(exc: HwnasError, headers: dict[str, str] | None = None) -> JS
         body["field"] = exc.field
         if not detail.startswith(exc.field):
             body["message"] = f"{exc.field}: {detail}"
-    return JSONResponse(body, status_code=status_of(exc), headers=headers)
+    status = status_of(exc)
+    if status == 503:  # the database or a service is away: a client may ask again later
+        headers = {RETRY_AFTER: str(RETRY_AFTER_S), **(headers or {})}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+#: What a 503 tells a client: ask again after this many seconds (a database restart).
+RETRY_AFTER, RETRY_AFTER_S = "Retry-After", 5
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -439,3 +439,12 @@ def test_health_is_503_when_the_schema_under_the_server_changed(
             with engine.begin() as connection:
                 connection.execute(text("UPDATE alembic_version SET version_num = :h"), {"h": head})
             engine.dispose()
+
+
+def test_a_503_says_when_to_ask_again() -> None:
+    from api.errors import error_response
+    from core.errors import InvalidInput, StorageError
+
+    away = error_response(StorageError("database error: OperationalError: connection refused"))
+    assert away.status_code == 503 and away.headers["retry-after"] == "5"
+    assert "retry-after" not in error_response(InvalidInput("bad", field="x")).headers
