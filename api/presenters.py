@@ -16,9 +16,9 @@ from api.schemas import (
     Progress,
     Timing,
 )
+from hardware_profiles.latency_predictor import trusted_as_prior
 from store.jobs import JobRow, with_notes, worker_lost_at
 from store.tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
-from workers.calibration import trusted_as_prior
 from workers.dispatch import Dispatcher
 
 

@@ -19,7 +19,13 @@ from api.bodies import files_checked_later
 from core.errors import HwnasError, InvalidInput, UnknownName
 from core.settings import get_settings
 from hardware_profiles.configured import check_measures, device_profiles
-from hardware_profiles.latency_predictor import DEFAULT_KIND, MIN_MEASUREMENTS, PREDICTOR_KINDS
+from hardware_profiles.latency_predictor import (
+    DEFAULT_KIND,
+    MIN_MEASUREMENTS,
+    PREDICTOR_KINDS,
+    PRIOR_MIN_SPEARMAN,
+    PRIOR_MIN_WITHIN_10PCT,
+)
 from hardware_profiles.latency_sample import MAX_SAMPLES
 from models.base import Supernet
 from models.metrics import metrics_of
@@ -32,7 +38,6 @@ from models.registry import (
 from models.user_data import check_path
 from search import list_strategies
 from search.space import SearchSpace
-from workers.calibration import PRIOR_MIN_SPEARMAN, PRIOR_MIN_WITHIN_10PCT
 
 Sense = Literal["min", "max"]
 

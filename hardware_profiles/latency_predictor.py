@@ -40,6 +40,22 @@ PREDICTOR_KINDS = tuple(MODEL_KINDS)
 # Chosen by benchmarks/latency_predictor.py (see BENCHMARKS.md, "Latency predictors").
 DEFAULT_KIND = "scaled-lut"
 MIN_MEASUREMENTS = 5
+
+# A stored predictor steers a search only if its own cross-validation says it ranks and
+# scales latencies well enough (benchmarks/latency_prior.py: a predictor with held-out rank
+# correlation below 0 made the screened proposals less feasible than uniform ones).
+PRIOR_MIN_SPEARMAN = 0.8
+PRIOR_MIN_WITHIN_10PCT = 0.5
+
+
+def trusted_as_prior(metrics: dict[str, Any]) -> bool:
+    """Whether a predictor with these cross-validated ``metrics`` may steer a search."""
+    return (
+        metrics.get("spearman", 0.0) >= PRIOR_MIN_SPEARMAN
+        and metrics.get("within_10pct", 0.0) >= PRIOR_MIN_WITHIN_10PCT
+    )
+
+
 # Cross-validation folds (leave-one-out below this many measurements).
 FOLDS = 10
 

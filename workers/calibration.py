@@ -25,18 +25,13 @@ from hardware_profiles.latency_predictor import (
     ArchEncoder,
     LatencyPredictor,
     fit_latency_predictor,
+    trusted_as_prior,
 )
 from models.base import Arch
 from models.registry import get_supernet
 from store import predictors as q
 from store.db import transaction
 from store.tables import Evaluation, LatencyPredictorRecord
-
-# A stored predictor steers a search only if its own cross-validation says it ranks and
-# scales latencies well enough (benchmarks/latency_prior.py: a predictor with held-out rank
-# correlation below 0 made the screened proposals less feasible than uniform ones).
-PRIOR_MIN_SPEARMAN = 0.8
-PRIOR_MIN_WITHIN_10PCT = 0.5
 
 
 def fit_predictor(spec: dict[str, Any], measured: Sequence[Evaluation]) -> LatencyPredictor:
@@ -88,14 +83,6 @@ def summary(record: LatencyPredictorRecord) -> str:
         f"latency predictor v{record.version} ({record.kind}) of {record.supernet} on "
         f"{record.device} stored: {m.get('within_10pct', 0.0):.0%} of {method} predictions "
         f"within 10 %, Spearman {m.get('spearman', 0.0):.3f}"
-    )
-
-
-def trusted_as_prior(metrics: dict[str, Any]) -> bool:
-    """Whether a predictor with these cross-validated ``metrics`` may steer a search."""
-    return (
-        metrics.get("spearman", 0.0) >= PRIOR_MIN_SPEARMAN
-        and metrics.get("within_10pct", 0.0) >= PRIOR_MIN_WITHIN_10PCT
     )
 
 

@@ -27,6 +27,7 @@ from core.errors import HwnasError, InvalidInput, StorageError, first_line
 from core.settings import Settings
 from hardware_profiles import HardwareProfile
 from hardware_profiles.configured import device_profile
+from hardware_profiles.latency_predictor import PRIOR_MIN_SPEARMAN, PRIOR_MIN_WITHIN_10PCT
 from hardware_profiles.latency_sample import sample_archs
 from models.base import Supernet
 from models.metrics import device_independent
@@ -39,8 +40,6 @@ from store.front import constraints_of, front_of_metrics, summarise_front
 from store.tables import Evaluation, Job, JobKind, JobStatus, storable_text
 
 from .calibration import (
-    PRIOR_MIN_SPEARMAN,
-    PRIOR_MIN_WITHIN_10PCT,
     PredictedLatency,
     fit_predictor,
     latency_predictor_for,
