@@ -284,10 +284,12 @@ class HwnasClient:
                     response.read()
                     _raise_for_error("GET", url, response)
                 kind = response.headers.get("content-type", "")
-                if not kind.startswith("application/octet-stream"):
+                attachment = response.headers.get("content-disposition", "")
+                if not (kind.startswith("application/octet-stream") and attachment):
                     raise ClientError(
                         f"GET {url}: {self.http.base_url} answered {response.status_code} with "
-                        f"{kind or 'no content type'}, not a file: is that hwnas's URL?",
+                        f"{kind or 'no content type'}{'' if attachment else ' and no file name'}"
+                        ", not hwnas's file: is that hwnas's URL?",
                         status=response.status_code,
                     )
                 if not isinstance(path, str | os.PathLike):
@@ -327,9 +329,18 @@ def _raise_for_error(method: str, path: str, response: httpx.Response) -> None:
         f"{method} {path}: {response.status_code}: {said.get('message') or said.get('detail')}",
         status=response.status_code,
         error=said.get("error"),
-        field=said.get("field"),
+        field=said.get("field") or _first_location(said.get("detail")),
         body=body,
     )
+
+
+def _first_location(detail: Any) -> str | None:
+    """The field of a request validation 422 (FastAPI's list: ``loc`` is ["body", "budget",
+    "evaluations"]): "budget.evaluations"."""
+    if not (isinstance(detail, list) and detail and isinstance(detail[0], dict)):
+        return None
+    where = [str(part) for part in detail[0].get("loc", ())[1:]]
+    return ".".join(where) or None
 
 
 def _filename(response: httpx.Response) -> str:
@@ -351,7 +362,10 @@ def _copy(response: httpx.Response, stream: BinaryIO) -> None:
 def _save(response: httpx.Response, path: Path) -> Path:
     if path.is_dir():
         path = path / _filename(response)
-    if path.exists() and not path.is_file():  # /dev/stdout, a FIFO: write into it as it is
+    # A link (/dev/stdout, /proc/self/fd/1, a link the user made) or something that is not a
+    # regular file (a FIFO, a device): written through as it is, never replaced (moving a
+    # file over /dev/stdout replaced the machine's link with the model).
+    if path.is_symlink() or (path.exists() and not path.is_file()):
         with path.open("wb") as stream:
             _copy(response, stream)
         return path

@@ -137,6 +137,17 @@ def test_submit_wait_download(server: str, tmp_path: Path) -> None:
         assert zipfile.ZipFile(io.BytesIO(streamed.stdout)).namelist() == [
             "state_dict.pt", "architecture.json",
         ]  # fmt: skip
+    # stdout redirected to a file, through a link to it (as /dev/stdout is): the zip alone,
+    # and the link kept (the file had been moved over the link)
+    link, redirected = tmp_path / "my-stdout", tmp_path / "redirected.zip"
+    link.symlink_to("/proc/self/fd/1")
+    with redirected.open("wb") as out:
+        subprocess.run(
+            [sys.executable, "-m", "api.cli", "download", job_id, "--subnet", subnet,
+             "--format", "state_dict", "-o", str(link), "--url", server],
+            stdout=out, timeout=120, check=True,
+        )  # fmt: skip
+    assert link.is_symlink() and zipfile.ZipFile(redirected).namelist()[0] == "state_dict.pt"
     as_json = hwnas(server, "pareto", job_id, "--json")
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["data"] == front
     # A reader that leaves early (head) is no error.

@@ -102,6 +102,11 @@ def test_an_error_answer_carries_its_status_class_and_field() -> None:
     assert (error.status, error.error, error.field, error.body) == (422, "InvalidInput", "device",
                                                                     said)  # fmt: skip
     assert str(error) == "POST /v1/jobs: 422: device: unknown 'tpu'" and not error.transient
+    checked = {"message": "budget.evaluations: Input should be greater than or equal to 1",
+               "detail": [{"loc": ["body", "budget", "evaluations"], "msg": "..."}]}  # fmt: skip
+    with pytest.raises(ClientError) as raised:
+        _served(lambda request: httpx.Response(422, json=checked)).submit({})
+    assert (raised.value.field, raised.value.error) == ("budget.evaluations", None)
     busy = _served(lambda request: httpx.Response(503, json={"message": "database down"}))
     with pytest.raises(ClientError) as raised:
         busy.job("j1")
@@ -238,9 +243,26 @@ def test_a_download_cut_off_leaves_the_earlier_file_and_no_part(tmp_path: Path) 
 def test_a_page_instead_of_a_file_is_refused_and_not_saved(tmp_path: Path) -> None:
     html = {"content-type": "text/html"}
     page = _served(lambda request: httpx.Response(200, text="<html>login</html>", headers=html))
-    with pytest.raises(ClientError, match="with text/html, not a file"):
+    with pytest.raises(ClientError, match="with text/html and no file name, not hwnas's file"):
         page.download("j1", "r24-k3e2", "onnx", tmp_path / "m.onnx")
+    # a static server labels any unknown file octet-stream, but names no attachment
+    bytes_only = {"content-type": "application/octet-stream"}
+    static = _served(lambda request: httpx.Response(200, text="<html/>", headers=bytes_only))
+    with pytest.raises(ClientError, match="octet-stream and no file name, not hwnas's file"):
+        static.download("j1", "r24-k3e2", "onnx", tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_through_a_link_writes_through_it_and_keeps_the_link(tmp_path: Path) -> None:
+    """`-o /dev/stdout > model.zip` moved the file over /dev/stdout, the machine's link
+    (as root): every later write to /dev/stdout went into that file."""
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"older")
+    link = tmp_path / "stdout"
+    link.symlink_to(target)
+    assert _served(_file(b"ONNX bytes")).download("j1", "r24-k3e2", "onnx", link) == link
+    assert link.is_symlink() and target.read_bytes() == b"ONNX bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "stdout"]
 
 
 def test_a_redirect_is_an_error_that_names_where_not_an_empty_file(tmp_path: Path) -> None:
