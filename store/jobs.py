@@ -640,6 +640,18 @@ def list_evaluations(
     return list(session.scalars(query)), total
 
 
+def evaluation_metrics(session: Session, job_id: str) -> tuple[list[int], list[dict[str, Any]]]:
+    """Ids and metrics of the job's evaluations, in order: what its front is computed from,
+    without reading (and decoding) their architectures and details."""
+    query = (
+        select(Evaluation.id, Evaluation.metrics)
+        .where(Evaluation.job_id == job_id)
+        .order_by(Evaluation.seq)
+    )
+    rows = session.execute(query).all()
+    return [row[0] for row in rows], [row[1] for row in rows]
+
+
 #: The details key naming the job a warm start copied an evaluation from.
 REUSED_FROM = "reused_from"
 #: Most job ids ``prior_evaluations`` puts in one IN list (SQLite allows 32,766 parameters).

@@ -4,6 +4,8 @@ Calibration jobs (``api.routes.calibrations``) are polled, listed and cancelled 
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +33,7 @@ from hardware_profiles import device_lock
 from models.base import Supernet
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet
+from search import feasible_front, validate_objectives
 from store import jobs as q
 from store.db import reading, transaction
 from store.front import constraints_of, summarise_front
@@ -140,9 +143,9 @@ def read_evaluations(
     with transaction(factory) as session:
         job = q.read_job(session, job_id)
         rows, total = q.list_evaluations(session, job_id, offset=offset, limit=limit)
-        front: set[int] | None = None
+        front: frozenset[int] | None = None
         if job.kind == JobKind.search and job.status != JobStatus.succeeded and rows:
-            front = {e.id for e in _current_front(session, job)}
+            front = _front_ids(session, job)
     data = [evaluation_public(e, None if front is None else e.id in front) for e in rows]
     return json_response(EvaluationsPublic(data=data, count=total, offset=offset, limit=limit))
 
@@ -173,6 +176,30 @@ def read_pareto(job_id: str, factory: FactoryDep, request: Request) -> Response:
         message=q.with_notes(_stall_note(request, job), job.message),
     )
     return json_response(front)
+
+
+#: The current front of jobs that have not succeeded, by (job, status, evaluations): it
+#: changes only when an evaluation lands, and computing it decodes every evaluation's
+#: metrics (2,000: 30-40 ms a page, against 6-10 ms for the page alone).
+_FRONTS: OrderedDict[tuple[str, str, int, int], frozenset[int]] = OrderedDict()
+_FRONTS_MAX = 256
+_FRONTS_LOCK = threading.Lock()
+
+
+def _front_ids(session: Any, job: q.JobRow) -> frozenset[int]:
+    key = (job.id, job.status.value, job.evaluations_done, job.evaluations_reused)
+    with _FRONTS_LOCK:
+        if key in _FRONTS:
+            _FRONTS.move_to_end(key)
+            return _FRONTS[key]
+    ids, metrics = q.evaluation_metrics(session, job.id)
+    objectives = validate_objectives(job.spec["objectives"])
+    front = frozenset(ids[i] for i in feasible_front(metrics, objectives, constraints_of(job.spec)))
+    with _FRONTS_LOCK:
+        _FRONTS[key] = front
+        while len(_FRONTS) > _FRONTS_MAX:
+            _FRONTS.popitem(last=False)
+    return front
 
 
 def _current_front(session: Any, job: Any) -> list[Any]:
