@@ -95,8 +95,11 @@ def run_job_task(job_id: str) -> str | None:
     """Thin task: run the job with the same runner the embedded executor uses. A job a
     shutdown interrupted is published again at once, for another worker of its device (or
     this one, restarted), so it does not wait for a reaper."""
+    from .reaper import RUNNING_HERE
+
     factory = _session_factory()
     runner = JobRunner(factory, get_settings(), worker_identity(), stop=CeleryShutdown())
+    RUNNING_HERE.add(job_id)
     try:
         status = runner.run(job_id)
     except NotFound:  # a message from an API on another database: not this worker's to run
@@ -107,13 +110,15 @@ def run_job_task(job_id: str) -> str | None:
             where,
         )
         return None
+    finally:
+        RUNNING_HERE.discard(job_id)
     if status == JobStatus.queued:
         from .celery_dispatch import publish
 
         with transaction(factory) as session:
             device = q.get_job(session, job_id).device
         publish(celery_app, job_id, device)
-        log.info("job %s: interrupted by the shutdown and published again", job_id)
+        log.info("job %s: handed back (a shutdown, or a database outage); published again", job_id)
     return status.value if status else None
 
 

@@ -33,6 +33,10 @@ _stop = threading.Event()
 _thread: threading.Thread | None = None
 _announcer: presence.Announcer | None = None
 SERVED_DEVICES: list[str] = []
+#: Jobs this process is running now (``run_job_task``): stale while the run waits out an
+#: unreachable database, but not abandoned; the run hands its job back itself once the
+#: database answers, uncounted (re-queued here, its next claim counted an attempt).
+RUNNING_HERE: set[str] = set()
 
 
 def reap_once(
@@ -57,6 +61,8 @@ def reap_once(
     with transaction(factory) as session:
         stale = q.stale_jobs(session, stale_after_s=settings.stale_after_s, devices=devices)
         for job in stale:
+            if job.id in RUNNING_HERE:
+                continue
             if q.fail_exhausted(session, job, settings.max_attempts):
                 continue
             if job.status == JobStatus.running:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 from celery import Celery
 
@@ -66,3 +67,25 @@ def test_waiting_jobs_are_published_again_only_when_their_queue_lost_them(
     broker.rpop(queue)  # one message lost while the others wait (the oldest, kombu pops right)
     assert reap() == ids and broker.llen(queue) == 5  # all again: which one is unknown
     assert reap() == [] and broker.llen(queue) == 5
+
+
+def test_a_job_this_process_runs_is_not_reaped_while_its_run_waits_out_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its heartbeats stop while the database is away; when it answers again the run hands
+    the job back uncounted. The worker's own reaper got there first and re-queued it, so the
+    next claim counted an attempt (a few outages failed a healthy job)."""
+    from workers import reaper
+
+    settings = embedded_settings(tmp_path, stale_after_s=0.0)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = JobCreate(supernet="nb201-cifar10", device="nb201-pixel3").model_dump(mode="json")
+    with transaction(factory) as session:
+        (row,) = q.create_jobs(session, [(spec, None)])
+        q.get_job(session, row.id).status = JobStatus.running  # stale: no heartbeat
+    app = Celery(broker=fresh_broker_url())
+    monkeypatch.setattr(reaper, "RUNNING_HERE", {row.id})
+    assert reap_once(app, factory, settings, ["nb201-pixel3"]) == []
+    monkeypatch.setattr(reaper, "RUNNING_HERE", set())  # no run of it here: its worker died
+    assert reap_once(app, factory, settings, ["nb201-pixel3"]) == [row.id]
