@@ -48,7 +48,14 @@ class Conflict(HwnasError):
 
 
 class StorageError(HwnasError):
-    """The database failed; the transaction was rolled back."""
+    """The database failed; the transaction was rolled back. ``unreachable``: it could not
+    be reached or was busy (a connection refused or cut, a lock not granted): the same
+    request may pass later; otherwise it refused the request itself (a constraint, a value
+    it cannot store), which asking again will not mend."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class ServiceUnavailable(HwnasError):

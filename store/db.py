@@ -19,7 +19,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
@@ -79,7 +86,10 @@ class _SQLiteWriterQueue:
         if conn.info.get(self.HELD) or statement.lstrip()[:6].upper() in ("SELECT", "PRAGMA"):
             return
         if not self._lock.acquire(timeout=self._timeout_s):
-            raise StorageError(f"database is locked: no write slot within {self._timeout_s:.0f} s")
+            raise StorageError(
+                f"database is locked: no write slot within {self._timeout_s:.0f} s",
+                unreachable=True,
+            )
         conn.info[self.HELD] = True
 
     def _release(self, _dbapi_connection, record, *_args) -> None:  # type: ignore[no-untyped-def]
@@ -233,7 +243,10 @@ def _storage_error(exc: Exception) -> HwnasError:
     reason = _first_line(exc)
     if "NUL (0x00)" in reason:
         return InvalidInput("text values cannot contain NUL (0x00) characters")
-    return StorageError(f"database error: {exc.__class__.__name__}: {reason}")
+    away = isinstance(exc, OperationalError | InterfaceError | DisconnectionError) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
+    return StorageError(f"database error: {exc.__class__.__name__}: {reason}", unreachable=away)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -137,8 +137,9 @@ class JobRunner:
     """Runs jobs for one worker identity. Thread-safe: each ``run`` uses its own sessions.
 
     Database steps are retried for ``settings.db_retry_s`` (the database may restart under a
-    running job); past that the error propagates, the heartbeat goes stale, and the reaper
-    hands the job to another attempt.
+    running job). Past that, a database that cannot be reached makes the run stop and hand
+    its job back once it answers (uncounted); one that refuses what the run writes leaves the
+    job to the reaper, which counts the attempt (and fails the job after ``max_attempts``).
     """
 
     def __init__(
@@ -195,7 +196,9 @@ class JobRunner:
         clock = _RunClock()
         try:
             return self._loop(job_id, spec, clock)
-        except StorageError as exc:  # the database stayed away past db_retry_s
+        except StorageError as exc:  # past db_retry_s
+            if not exc.unreachable:  # it refuses what the run writes: left to the reaper,
+                raise  # which counts the attempts (and fails the job after max_attempts)
             return self._hand_back_after_outage(job_id, clock, exc)
         except Exception as exc:  # the job fails visibly; the worker lives on
             log.exception("job %s failed", job_id)
@@ -653,8 +656,8 @@ class JobRunner:
         while True:
             try:
                 return self._requeue(job_id, clock, message)
-            except StorageError:  # still away (each try waited db_retry_s)
-                if self.stop.is_set():
+            except StorageError as again:  # still away (each try waited db_retry_s)
+                if self.stop.is_set() or not again.unreachable:
                     raise
                 time.sleep(1.0)
 

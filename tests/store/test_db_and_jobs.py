@@ -133,6 +133,11 @@ def test_database_errors_tell_the_client_no_sql_and_a_nul_is_the_requests_error(
             q.create_job(session, dict(SPEC, supernet=None))
         assert "supernet" in str(caught.value) and "[SQL" not in str(caught.value)
         assert "\n" not in str(caught.value)
+        assert not caught.value.unreachable  # refused: asking again will not mend it
+    away = make_session_factory(make_engine("postgresql+psycopg://postgres@127.0.0.1:1/x"))
+    with pytest.raises(StorageError) as caught, transaction(away) as session:
+        q.read_job(session, "j1")
+    assert caught.value.unreachable and "OperationalError" in str(caught.value)
 
 
 def test_sqlite_writers_from_many_threads_all_commit(tmp_path: Path) -> None:

@@ -75,14 +75,16 @@ def test_a_run_the_database_left_for_too_long_hands_its_job_back_uncounted(
     settings, factory, job_id = _queued(tmp_path)
     tries: list[str] = []
 
+    away = "database error: OperationalError: connection refused"
+
     class Outage(JobRunner):
         def _loop(self, job_id: str, spec: dict, clock: _RunClock) -> JobStatus | None:
-            raise StorageError("database unavailable: connection refused")
+            raise StorageError(away, unreachable=True)
 
         def _requeue(self, *args: Any, **kwargs: Any) -> JobStatus | None:
             tries.append("hand back")
             if len(tries) == 1:  # still away at the first try
-                raise StorageError("database unavailable: connection refused")
+                raise StorageError(away, unreachable=True)
             return super()._requeue(*args, **kwargs)
 
     assert Outage(factory, settings, "worker-1").run(job_id) == JobStatus.queued
@@ -94,3 +96,25 @@ def test_a_run_the_database_left_for_too_long_hands_its_job_back_uncounted(
             "interrupted: the database was unreachable for over 60 s; resumes when a worker "
             "takes it again"
         )
+
+
+def test_a_database_that_refuses_what_a_run_writes_leaves_the_job_to_the_reaper(
+    tmp_path: Path,
+) -> None:
+    """Not an outage: asking again will not mend it, and handing the job back uncounted
+    looped for good; the reaper counts such runs and fails the job after max_attempts."""
+    import pytest
+
+    from core.errors import StorageError
+
+    settings, factory, job_id = _queued(tmp_path)
+
+    class Refused(JobRunner):
+        def _loop(self, job_id: str, spec: dict, clock: _RunClock) -> JobStatus | None:
+            raise StorageError("database error: IntegrityError: NOT NULL constraint failed")
+
+    with pytest.raises(StorageError, match="IntegrityError"):
+        Refused(factory, settings.model_copy(update={"db_retry_s": 0.0}), "worker-1").run(job_id)
+    with transaction(factory) as session:
+        job = q.get_job(session, job_id)
+        assert (job.status, job.worker_id, job.attempts) == (JobStatus.running, "worker-1", 1)
