@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from api.client import ClientError, HwnasClient
+from api.client import ClientError, HwnasClient, WaitTimeout
 from core.errors import HwnasError, InvalidInput
 from core.settings import Settings, get_settings
 
@@ -155,12 +155,12 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def _follow(client: HwnasClient, job_id: str, timeout_s: float | None) -> dict[str, Any]:
-    """The job once finished, or as it stands when ``timeout_s`` ran out (said on stderr)."""
+    """The job once finished, or as it stood when ``timeout_s`` ran out (said on stderr)."""
     try:
         return client.wait(job_id, timeout_s=timeout_s)
-    except TimeoutError as exc:
+    except WaitTimeout as exc:
         print(f"hwnas: {exc}", file=sys.stderr)
-        return client.job(job_id)
+        return exc.job
 
 
 def _print_job(
@@ -195,8 +195,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return 1
     (stored,) = client.calibrations(args.device, job_id=job["id"])
     keys = ("device", "supernet", "version", "kind", "n_measurements", "metrics", "job_id")
-    print(json.dumps({k: stored[k] for k in (*keys, "steers_searches")}))
-    if not stored["steers_searches"]:  # stored, but searches will pass it over
+    print(json.dumps({k: stored.get(k) for k in (*keys, "steers_searches")}))
+    if stored.get("steers_searches") is False:  # stored, but searches will pass it over
         print(
             f"hwnas: predictor v{stored['version']} cross-validated too poorly to screen a "
             "search's proposals; searches keep to the newest version that does, if any "
@@ -212,6 +212,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     if args.output == "-":
         client.download(args.job_id, args.subnet, args.format, sys.stdout.buffer)
         return 0
+    if args.output.endswith(("/", os.sep)):  # a folder, made if need be: the file goes in it
+        Path(args.output).mkdir(parents=True, exist_ok=True)
     path = client.download(args.job_id, args.subnet, args.format, Path(args.output))
     if path is not None and path.is_file() and not _is_stdout(path):
         print(path)
@@ -487,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:  # Ctrl+C: a job followed goes on in the service
-        job = getattr(args, "job_id", None)
+        job = getattr(args, "job_id", None) if args.command == "wait" else None
         going_on = f"; job {job} goes on (hwnas cancel {job} stops it)" if job else ""
         print(f"\nhwnas: interrupted{going_on}", file=sys.stderr)
         return 130

@@ -60,7 +60,12 @@ class Unreachable(ClientError):
 
 
 class WaitTimeout(ClientError, TimeoutError):
-    """``wait`` gave up: the job had not finished within ``timeout_s``."""
+    """``wait`` gave up: the job had not finished within ``timeout_s``; ``job`` is the job as
+    the last poll found it."""
+
+    def __init__(self, message: str, job: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.job = job
 
 
 class HwnasClient:
@@ -246,7 +251,7 @@ class HwnasClient:
             if timeout_s is not None and time.monotonic() - started > timeout_s:
                 out.write("\n" if last else "")  # the bar's line ends before what follows
                 out.flush()
-                raise WaitTimeout(f"job {job_id} still {job['status']} after {timeout_s} s")
+                raise WaitTimeout(f"job {job_id} still {job['status']} after {timeout_s} s", job)
             time.sleep(poll_s)
 
     # -- calibrations -----------------------------------------------------------------------

@@ -812,9 +812,9 @@ ERROR_LINES, ERROR_CHARS = 30, 4_000
 
 def _clipped(text: str) -> str:
     lines = text.splitlines()
-    kept = "\n".join(lines[:ERROR_LINES])[:ERROR_CHARS]
-    if kept == text:
+    if len(lines) <= ERROR_LINES and len(text) <= ERROR_CHARS:
         return text
+    kept = "\n".join(lines[:ERROR_LINES])[:ERROR_CHARS]
     return f"{kept}\n... ({len(text) - len(kept):,} more characters: see the worker's log)"
 
 

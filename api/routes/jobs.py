@@ -249,7 +249,7 @@ async def export(
             f"job {job_id!r} searched {job.supernet!r}, a recorded table: it has no weights, "
             "so its sub-networks cannot be exported"
         )
-    path = Path(settings.data_dir) / "exports" / job_id / f"{subnet_id}{suffix_of(format)}"
+    path = Path(settings.data_dir) / EXPORTS / job_id / f"{subnet_id}{suffix_of(format)}"
 
     def write() -> None:
         if path.exists():  # written while this one waited
@@ -260,12 +260,12 @@ async def export(
             "metrics": evaluation.metrics,
             "latency": evaluation.details.get("latency", {}),
         }
+        supernet = get_supernet(job.supernet, validation_data=job.spec.get("validation_data"))
+        _check_measured_with(job, supernet)
         # Not while this process times a sub-network on the CPU (the embedded mode's worker
         # runs here): building the file (BatchNorm recalibration, tracing) would load the
         # cores being timed. It waits for the measurement in flight, at most its time cap.
         with device_lock("cpu"):
-            supernet = get_supernet(job.supernet, validation_data=job.spec.get("validation_data"))
-            _check_measured_with(job, supernet)
             export_subnet(supernet, evaluation.arch, format, path, extra=card)
 
     if not path.exists():
@@ -275,6 +275,12 @@ async def export(
         filename=f"{job.supernet}_{subnet_id}{suffix_of(format)}",
         media_type="application/octet-stream",
     )
+
+
+#: Where exported files are kept, under HWNAS_DATA_DIR. Its version goes up when what an
+#: export holds changes, so a file written before is not served for the new one: "2" the
+#: card inside each file, and the Transformer's ONNX at any length.
+EXPORTS = Path("exports") / "2"
 
 
 def _export_limiter(request: Request) -> anyio.CapacityLimiter:

@@ -233,3 +233,23 @@ def test_ctrl_c_is_one_line_saying_the_job_goes_on(monkeypatch: pytest.MonkeyPat
         capsys.readouterr().err
         == "\nhwnas: interrupted; job j1 goes on (hwnas cancel j1 stops it)\n"
     )
+
+
+def test_download_into_a_folder_named_with_a_slash_makes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`-o models/` for a folder not there yet wrote a file named "models"."""
+    import api.cli
+
+    asked: list[Path] = []
+
+    def download(self: object, job: str, subnet: str, fmt: str, path: Path) -> Path:
+        asked.append(path)
+        (path / "net_s.onnx").write_bytes(b"x")
+        return path / "net_s.onnx"
+
+    monkeypatch.setattr(api.cli.HwnasClient, "download", download)
+    folder = tmp_path / "models"
+    assert main(["download", "j1", "--subnet", "s", "-o", f"{folder}/", "--url", "http://x:1"]) == 0
+    assert folder.is_dir() and asked == [folder]
+    assert capsys.readouterr().out == f"{folder / 'net_s.onnx'}\n"

@@ -77,8 +77,9 @@ def test_wait_says_once_that_a_running_jobs_worker_died_and_when_it_goes_on() ->
 def test_a_wait_that_times_out_ends_its_bar_line_first() -> None:
     """``hwnas: ... still queued`` follows on stderr: on a line of its own."""
     out = Terminal()
-    with pytest.raises(WaitTimeout, match="still queued after 0 s"):
+    with pytest.raises(WaitTimeout, match="still queued after 0 s") as raised:
         Scripted([_job("queued", 0)]).wait("j1", poll_s=0, out=out, timeout_s=0)
+    assert raised.value.job == _job("queued", 0)  # as it stood: no poll more after the time
     assert out.getvalue() == "\r\x1b[K" + _progress_line(_job("queued", 0)) + "\n"
 
 

@@ -173,10 +173,11 @@ def test_a_failed_jobs_error_keeps_the_head_of_a_long_exception_text() -> None:
     assert said.startswith("Tracing failed sanity checks!\nGraphs differed:\n  %0 : Tensor")
     assert len(said.splitlines()) <= ERROR_LINES + 1 and len(said) < ERROR_CHARS + 100
     assert said.endswith("more characters: see the worker's log)")
-    try:
-        raise RuntimeError("short\ntwo lines")
-    except RuntimeError as exc:
-        assert _short_traceback(exc).endswith("RuntimeError: short\ntwo lines")
+    for short in ("short\ntwo lines", "carriage\r\nreturns"):
+        try:
+            raise RuntimeError(short)
+        except RuntimeError as exc:
+            assert _short_traceback(exc).endswith(f"RuntimeError: {short}")
 
 
 def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measured() -> None:
