@@ -82,7 +82,10 @@ class ApiKeyMiddleware:
                 if sum(hmac.compare_digest(token, key) for key in self.keys) == 0:
                     return "the API key is not valid"
                 return None
-        return "send an API key: the header 'Authorization: Bearer <key>' (HWNAS_API_KEYS)"
+        return (
+            "send an API key: the header 'Authorization: Bearer <key>' (one of the server's "
+            "HWNAS_API_KEYS; the CLI sends --api-key or $HWNAS_API_KEY, HwnasClient its api_key)"
+        )
 
 
 def require_api_keys(app: FastAPI, keys: list[bytes]) -> None:

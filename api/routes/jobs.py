@@ -65,7 +65,10 @@ async def accept_job(request: Request, spec: dict[str, Any]) -> Response:
     answer 202 with it; the job says why it will wait if nobody serves its device."""
     message = dispatcher_of(request).waiting_message(spec["device"])
     job = await submitter(request).submit(spec, message)
-    return json_response(job_public(job, api_base(request)), status.HTTP_202_ACCEPTED)
+    public = job_public(job, api_base(request))
+    answer = json_response(public, status.HTTP_202_ACCEPTED)
+    answer.headers["location"] = public.url  # where to poll it, for tools that follow it
+    return answer
 
 
 @router.get("", response_model=JobsPublic)

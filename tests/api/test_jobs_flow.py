@@ -37,6 +37,7 @@ def test_submit_poll_front_and_export(client: TestClient) -> None:
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["url"].endswith(f"/v1/jobs/{job['id']}")
+    assert response.headers["location"] == job["url"]  # for tools that follow a 202's
     assert job["status"] in {"queued", "running"}
 
     job = wait_for(client, job["id"])
