@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -408,7 +408,7 @@ def cancel_abandoned(session: Session, *, stale_after_s: float) -> list[str]:
     for job_id in list(session.scalars(query)):
         job, now = get_job(session, job_id, lock=True), utcnow()
         lost = worker_lost_at(job, now, stale_after_s) if job.cancel_requested else None
-        if job.status == JobStatus.running and lost is not None:
+        if lost is not None:  # still running, asked to stop, and stale (re-read, locked)
             _cancel_lost(job, lost, now)
             ended.append(job_id)
     return ended
@@ -629,10 +629,15 @@ def list_evaluations(
     offset: int = 0,
     limit: int | None = None,
     front_only: bool = False,
+    ids: Collection[int] | None = None,
 ) -> tuple[list[Evaluation], int]:
+    """A page of the job's evaluations in the order measured, and how many there are; only
+    those its stored front holds (``front_only``), or those of ``ids``."""
     query = select(Evaluation).where(Evaluation.job_id == job_id)
     if front_only:
         query = query.where(Evaluation.on_front.is_(True))
+    if ids is not None:
+        query = query.where(Evaluation.id.in_(ids))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     query = query.order_by(Evaluation.seq).offset(offset)
     if limit is not None:

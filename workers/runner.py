@@ -766,7 +766,7 @@ def _noisy_latency_note(evaluations: Sequence[Evaluation], profile: HardwareProf
     spreads = [
         float(latency["rel_ci"])
         for e in evaluations
-        if "reused_from" not in e.details
+        if q.REUSED_FROM not in e.details
         and isinstance(latency := e.details.get("latency"), dict)
         and latency.get("provenance") == "measured"
         and "rel_ci" in latency

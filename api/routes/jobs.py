@@ -36,7 +36,7 @@ from models.registry import get_supernet
 from search import feasible_front, validate_objectives
 from store import jobs as q
 from store.db import reading, transaction
-from store.front import constraints_of, summarise_front
+from store.front import constraints_of
 from store.tables import Job, JobKind, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -205,9 +205,9 @@ def _front_ids(session: Any, job: q.JobRow) -> frozenset[int]:
     return front
 
 
-def _current_front(session: Any, job: Any) -> list[Any]:
-    evaluations, _ = q.list_evaluations(session, job.id)
-    return summarise_front(evaluations, job.spec["objectives"], constraints_of(job.spec)).front
+def _current_front(session: Any, job: q.JobRow) -> list[Any]:
+    """The front of a job that has not succeeded, as its evaluations stand (in seq order)."""
+    return q.list_evaluations(session, job.id, ids=_front_ids(session, job))[0]
 
 
 @router.get(
