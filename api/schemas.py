@@ -18,6 +18,7 @@ from pydantic import (
 from api.bodies import files_checked_later
 from core.errors import HwnasError, InvalidInput, UnknownName
 from core.settings import get_settings
+from hardware_profiles import device_lock
 from hardware_profiles.configured import check_measures, device_profiles
 from hardware_profiles.latency_predictor import (
     DEFAULT_KIND,
@@ -35,7 +36,7 @@ from models.registry import (
     list_supernets,
     takes_validation_data,
 )
-from models.user_data import check_path
+from models.user_data import check_path, configured_roots, confine
 from search import list_strategies
 from search.space import SearchSpace
 
@@ -182,7 +183,13 @@ class JobCreate(BaseModel):
             return value
         if files_checked_later(info):  # not on the event loop: see api.bodies
             return value
-        path = check_path(value)  # confined to the data roots, known type, under the size limit
+        if set(cls.model_fields) - {"validation_data"} - set(info.data):
+            confine(value, configured_roots())  # another field is refused: the path alone,
+            return value  # its data is read only for a job that would be stored
+        # One check at a time, and not while this process times a sub-network on the CPU
+        # (the embedded worker): answers are kept until the data changes (models.check_memo)
+        guard = device_lock("cpu")
+        path = check_path(value, guard=guard)  # inside the data roots, known type and size
         supernet = info.data.get("supernet")
         if supernet is not None and not takes_validation_data(supernet):
             raise ValueError(f"supernet {supernet!r} does not measure accuracy on user data")
@@ -192,7 +199,7 @@ class JobCreate(BaseModel):
                 "files only (.npz or .pt)"
             )
         if supernet is not None:  # its contents: keys, shapes, labels, as evaluate needs them
-            check_validation_data(supernet, value)
+            check_validation_data(supernet, value, guard)
         return value
 
     @field_validator("objectives", "constraints")

@@ -10,6 +10,8 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +19,8 @@ from core.errors import HwnasError, InvalidInput, UnknownName, first_line
 from core.settings import comma_list, get_settings
 
 from .base import Supernet
-from .user_data import configured_roots, confine, data_signature, file_state
+from .check_memo import CheckMemo
+from .user_data import configured_roots, confine, data_signature, file_state, recent
 
 _FACTORIES: dict[str, Callable[..., Supernet]] = {}
 _INSTANCES: dict[str, Supernet] = {}
@@ -168,31 +171,37 @@ def _renewed(cls: type[HwnasError], text: str, field: str | None) -> HwnasError:
         return InvalidInput(text, field=field or "supernet")
 
 
-#: Data checked by ``check_validation_data``: (name, path) -> the data's signature then.
-_CHECKED: OrderedDict[tuple[str, str], tuple[Any, ...]] = OrderedDict()
-CHECKED_MAX = 64
+#: ``check_validation_data``'s answers, by (supernet, resolved path).
+_DATA_CHECKS = CheckMemo(64)
 
 
-def check_validation_data(name: str, validation_data: str) -> None:
+def check_validation_data(
+    name: str, validation_data: str, guard: AbstractContextManager[Any] | None = None
+) -> None:
     """Raise ``InvalidInput`` when supernet ``name`` could not measure on the data at
     ``validation_data`` (its ``Supernet.check_data``), without its weights: the data is
     read on an instance made with it alone, or on the instance ``get_supernet`` holds for
-    it. A (name, path) that passed is not read again until its ``data_signature``
-    changes. A supernet class that does not override ``check_data`` is not checked, nor is
-    a directory of images (its layout is ``check_path``'s): decoding thousands of images
-    would hold a submission for seconds to minutes; a bad image fails the job instead."""
+    it. The answer for a (name, file), a pass or the error, is given again without reading
+    the file until its ``data_signature`` changes, whatever path names it
+    (``models.check_memo``); ``guard`` is held while the file is read. A supernet class
+    that does not override ``check_data`` is not checked, nor is a directory of images (its
+    layout is ``check_path``'s): decoding thousands of images would hold a submission for
+    seconds to minutes; a bad image fails the job instead."""
     if _class_of(name).check_data is Supernet.check_data:
         return
-    if confine(validation_data, configured_roots()).is_dir():
+    resolved = confine(validation_data, configured_roots())
+    if resolved.is_dir():
         return
+    check = partial(_check_data, name, validation_data)
+    state = file_state(resolved)
+    _DATA_CHECKS.run((name, str(resolved)), None if recent(state) else state, check, guard)
+
+
+def _check_data(name: str, validation_data: str) -> None:
     key = (name, validation_data)
-    signature = data_signature(validation_data)
     with _data_lock:
-        if _CHECKED.get(key) == signature:
-            _CHECKED.move_to_end(key)
-            return
         held = _DATA_INSTANCES.get(key)
-    if held is not None and held[0] == signature:  # loaded for a job: read already
+    if held is not None and held[0] == data_signature(validation_data):  # loaded for a job
         instance = held[1]
     elif _needs_more_than_data(_factory(name)):  # its weights, say: the job's worker checks
         return
@@ -213,11 +222,6 @@ def check_validation_data(name: str, validation_data: str) -> None:
             f"supernet {name!r} could not check the validation data: {_reason(exc)}",
             field="validation_data",
         ) from exc
-    with _data_lock:
-        _CHECKED[key] = signature
-        _CHECKED.move_to_end(key)
-        while len(_CHECKED) > CHECKED_MAX:
-            _CHECKED.popitem(last=False)
 
 
 def _needs_more_than_data(factory: Callable[..., Supernet]) -> bool:

@@ -24,9 +24,12 @@ than that or number more than ``HWNAS_MAX_DATA_IMAGES``.
 from __future__ import annotations
 
 import os
+import time
 import zipfile
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from core.errors import InvalidInput, first_line
 from core.settings import comma_list, get_settings
 
 from .base import ImageFormat
+from .check_memo import CheckMemo
 from .user_images import FIELD, ImageFolder, lookup_errors, read_images, scan_images
 
 INPUT_KEYS = ("inputs", "images", "x")
@@ -136,17 +140,65 @@ def check_path(
     roots: Sequence[Path] | None = None,
     max_bytes: int | None = None,
     max_images: int | None = None,
+    guard: AbstractContextManager[Any] | None = None,
 ) -> Path:
     """The resolved file or directory ``path`` names, after the checks that need no decoding
     (root, type, size; for a directory its layout and limits): for validating a request up
-    front. Roots and limits default to the settings."""
+    front. Roots and limits default to the settings. A directory's answer is kept while no
+    file is added, removed or renamed under it and its ``classes.txt`` is unchanged
+    (``tree_state``, ``models.check_memo``; an image that grows in place is found by the
+    load); ``guard`` is held while a directory is walked."""
     roots = configured_roots() if roots is None else roots
     resolved = confine(path, roots)
     if resolved.is_dir():
-        _scan(resolved, roots, max_bytes, max_images)
+        count = max_images if max_images is not None else get_settings().max_data_images
+        limit = _limit(max_bytes)
+        key = (str(resolved), tuple(roots), limit, count)
+        walk = partial(_scan, resolved, roots, limit, count)
+        _DIRECTORY_CHECKS.run(key, tree_state(resolved, count), walk, guard)
     else:
         _check_file(resolved, _limit(max_bytes))
     return resolved
+
+
+#: ``check_path``'s answers for directories.
+_DIRECTORY_CHECKS = CheckMemo(64)
+
+
+def tree_state(root: Path, max_dirs: int) -> tuple[Any, ...] | None:
+    """What changes when a file is added to, removed from or renamed in the directory
+    ``root`` or any directory under it (links followed, each real directory once, at most
+    ``max_dirs``), or its ``classes.txt`` changes: each directory's state, not each file's
+    (listing the directories reads no file's metadata). None when one of them changed too
+    recently to be told from a change to come (``recent``)."""
+    states: list[tuple[Any, ...]] = [("classes.txt", *file_state(root / "classes.txt"))]
+    stack, seen = [root], set[Path]()
+    while stack and len(seen) <= max_dirs:
+        current = stack.pop()
+        try:
+            real = current.resolve()
+            if real in seen:
+                continue
+            seen.add(real)
+            states.append((str(current), *file_state(current)))
+            with os.scandir(current) as entries:
+                stack.extend(Path(e.path) for e in entries if e.is_dir())
+        except OSError as exc:
+            states.append((str(current), exc.errno))
+    if any(recent(state[1:]) for state in states):
+        return None
+    return tuple(sorted(states, key=str))
+
+
+#: A file modified this recently may be modified again within the same tick of the file
+#: system's clock, leaving its state unchanged (git's "racy" index entries): a state this
+#: fresh is no proof that the data is still what was read.
+SETTLE_NS = 2_000_000_000
+
+
+def recent(state: tuple[Any, ...]) -> bool:
+    """Whether ``file_state``'s ``state`` was modified within ``SETTLE_NS`` of now."""
+    return len(state) == 3 and time.time_ns() - state[1] < SETTLE_NS
 
 
 def load_user_data(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -677,9 +677,11 @@ def prior_evaluations(
     measured_with: str | None = None,
     other_devices: bool = False,
     before: datetime | None = None,
+    usable: Callable[[Evaluation], bool] | None = None,
 ) -> list[Evaluation]:
     """Measurements of ``supernet`` on ``device`` (accuracy on ``validation_data``) made by
-    other search jobs: one per sub-network, the most recent, at most ``limit``. Copies
+    other search jobs: one per sub-network, the most recent that is ``usable`` (all, by
+    default), at most ``limit``. Copies
     (``reused``; ``details.reused_from`` names their origin) are skipped: the original is
     what counts; so are calibration jobs' measurements (latency only, a uniform sample:
     they would shadow a search's full measurement of the same sub-network and fill the
@@ -728,7 +730,7 @@ def prior_evaluations(
     ids = set(matching)
     found: dict[str, Evaluation] = {}
     for evaluation in session.scalars(query):
-        if evaluation.job_id in ids:
+        if evaluation.job_id in ids and (usable is None or usable(evaluation)):
             found.setdefault(evaluation.subnet_id, evaluation)
             if len(found) >= limit:
                 break

@@ -465,20 +465,39 @@ class JobRunner:
         """
         constraints = constraints_of(spec)
         needed = set(spec["objectives"]) | set(constraints)
+        profile = device_profile(spec["device"])
+        noisy: set[str] = set()  # sub-networks passed over for a latency timed on a busy device
+
+        def usable(evaluation: Evaluation) -> bool:
+            if not needed <= set(evaluation.metrics):
+                return False
+            if "latency_ms" in needed and _noisy(evaluation, profile):
+                noisy.add(evaluation.subnet_id)
+                return False
+            return True
 
         def copy(session: Session) -> list[Evaluation]:
+            noisy.clear()
             job = q.get_job(session, job_id, lock=True)
             if _lease_of(job, self.worker_id) != "held":
                 return []
-            prior = _earlier_measurements(session, job_id, spec, self.settings.warm_start_max)
-            usable = [e for e in prior if needed <= set(e.metrics)]
-            q.add_reused_evaluations(session, job, usable, constraints)
+            limit = self.settings.warm_start_max
+            prior = _earlier_measurements(session, job_id, spec, limit, usable=usable)
+            q.add_reused_evaluations(session, job, prior, constraints)
             stored, _ = q.list_evaluations(session, job_id)
             metrics = [e.metrics for e in stored]
             _set_progress(job, metrics, spec["objectives"], constraints)
             return stored
 
-        return self._db(copy)
+        stored = self._db(copy)
+        if left := len(noisy - {e.subnet_id for e in stored}):
+            self._note(
+                job_id,
+                f"warm start: {q.counted(left, 'earlier measurement')} not reused, their "
+                f"latency timed on a busy device (95 % interval over {NOISY_FACTOR:g} times "
+                "the target): measured again if the search proposes them",
+            )
+        return stored
 
     def _hint_from_other_devices(
         self, job_id: str, spec: dict[str, Any], plan: JobPlan, stored: set[str]
@@ -702,7 +721,7 @@ def _earlier_measurements(
     session: Session, job_id: str, spec: dict[str, Any], limit: int, **where: Any
 ) -> list[Evaluation]:
     """Other jobs' measurements of the job's supernet, accuracy on its validation data
-    (``store.jobs.prior_evaluations``; ``where``: its device and time filters)."""
+    (``store.jobs.prior_evaluations``; ``where``: its device, time and usability filters)."""
     return q.prior_evaluations(
         session,
         supernet=spec["supernet"],
@@ -759,17 +778,29 @@ def _add_run_seconds(session: Session, job_id: str, seconds: float) -> None:
 NOISY_FACTOR = 5.0
 
 
+def _spread(evaluation: Evaluation) -> float | None:
+    """The half-width of a measured latency median's 95 % interval, relative to it."""
+    latency = evaluation.details.get("latency")
+    if isinstance(latency, dict) and latency.get("provenance") == "measured":
+        spread = latency.get("rel_ci")
+        return float(spread) if isinstance(spread, int | float) else None
+    return None
+
+
+def _noisy(evaluation: Evaluation, profile: HardwareProfile) -> bool:
+    """Whether ``evaluation``'s latency was timed on a busy device (``NOISY_FACTOR``)."""
+    spread = _spread(evaluation)
+    return spread is not None and spread > NOISY_FACTOR * profile.protocol.target_rel_ci
+
+
 def _noisy_latency_note(evaluations: Sequence[Evaluation], profile: HardwareProfile) -> str | None:
     """What the job's message says when some of its latencies were measured on a busy
     device (the job's own measurements: copies keep their jobs' notes)."""
     target = profile.protocol.target_rel_ci
     spreads = [
-        float(latency["rel_ci"])
+        spread
         for e in evaluations
-        if q.REUSED_FROM not in e.details
-        and isinstance(latency := e.details.get("latency"), dict)
-        and latency.get("provenance") == "measured"
-        and "rel_ci" in latency
+        if q.REUSED_FROM not in e.details and (spread := _spread(e)) is not None
     ]
     noisy = [spread for spread in spreads if spread > NOISY_FACTOR * target]
     if not noisy:

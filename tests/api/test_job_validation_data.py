@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,10 +110,10 @@ def test_the_file_check_of_a_post_leaves_the_event_loop_free(
     while one POST's check of validation_data is held, /healthz still answers."""
     entered, release = threading.Event(), threading.Event()
 
-    def held_check(value: str) -> Path:
+    def held_check(value: str, **kwargs: Any) -> Path:
         entered.set()
         release.wait(10)
-        return check_path(value)
+        return check_path(value, **kwargs)
 
     monkeypatch.setattr(api.schemas, "check_path", held_check)
     answers: dict[str, int] = {}
@@ -167,3 +168,43 @@ def test_a_file_whose_contents_cannot_be_measured_is_refused_at_submission(
     assert error["loc"] == ["body", "validation_data"]
     assert "bad.npz: labels must lie in 0..9, found 8..11" in error["msg"]
     assert client.get("/v1/jobs").json()["data"] == []  # nothing was stored
+
+
+def test_a_post_refused_for_another_field_does_not_read_its_data(
+    root: Path, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each POST naming a large image directory walked it whole, even one refused for
+    another field, so nothing was stored: a stream of them loaded the cores the embedded
+    worker times on (security review, session 20). Only the path is checked then."""
+    import models.user_data
+
+    (root / "imgs" / "cat").mkdir(parents=True)
+    (root / "imgs" / "cat" / "0.png").write_bytes(b"png")
+    walks: list[Path] = []
+    monkeypatch.setattr(models.user_data, "_scan", lambda folder, *a: walks.append(folder))
+    answer = client.post("/v1/jobs", json=job_spec(validation_data="imgs", strategy="nope"))
+    assert answer.status_code == 422
+    assert [e["loc"] for e in answer.json()["detail"]] == [["body", "strategy"]]
+    assert walks == []
+    outside = client.post("/v1/jobs", json=job_spec(validation_data="../x", strategy="nope"))
+    fields = [e["loc"] for e in outside.json()["detail"]]
+    assert ["body", "validation_data"] in fields  # the path itself is still answered
+
+
+def test_the_data_check_waits_for_a_timing_in_flight(root: Path, client: TestClient) -> None:
+    """It reads the file off the event loop, but not while this process times a
+    sub-network on the CPU (``device_lock``, held by the embedded worker's timing)."""
+    from hardware_profiles import device_lock
+
+    np.savez(root / "new.npz", inputs=np.zeros((4, 28, 28), np.uint8), labels=np.arange(4))
+    answers: list[int] = []
+    spec = job_spec(validation_data="new.npz", budget={"evaluations": 1})
+    poster = threading.Thread(
+        target=lambda: answers.append(client.post("/v1/jobs", json=spec).status_code)
+    )
+    with device_lock("cpu"):
+        poster.start()
+        poster.join(1.0)
+        assert answers == []  # held behind the timing
+    poster.join(30)
+    assert answers == [202]

@@ -261,3 +261,57 @@ def test_hints_are_what_other_devices_measured_before_the_job_was_created(
     with transaction(factory) as session:
         again = [e.subnet_id for e in q.list_evaluations(session, on_fpga)[0]]
     assert again == kept  # the same proposals after the resume
+
+
+def test_latencies_timed_on_a_busy_device_are_not_reused(tmp_path: Path) -> None:
+    """A job's busy-device latencies (the median's 95 % interval over NOISY_FACTOR times
+    the target) were copied into every later job, the newest measurement of a sub-network
+    hiding an older quiet one, with nothing said (security review, session 20). Now the
+    newest quiet measurement is taken, a sub-network with none is left to be measured
+    again, and the job's message says how many were passed over."""
+    from sqlalchemy import select
+
+    from store.tables import Evaluation
+
+    settings = embedded_settings(tmp_path, embedded_devices="")
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = dict(SPEC, budget={"evaluations": 6})
+    with TestClient(create_app(settings)) as client:
+        quiet = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        busy = wait_for(
+            client, client.post("/v1/jobs", json=dict(spec, warm_start=False)).json()["id"]
+        )
+        both = {e["subnet_id"] for e in _evaluations(client, busy["id"])}
+        assert both == {e["subnet_id"] for e in _evaluations(client, quiet["id"])}  # same seed
+
+        def timed(job_id: str, rel_ci: float, subnets: set[str]) -> None:
+            with transaction(factory) as session:
+                rows = session.scalars(select(Evaluation).where(Evaluation.job_id == job_id))
+                for row in rows:
+                    if row.subnet_id in subnets:
+                        row.details = {
+                            **row.details,
+                            "latency": {"provenance": "measured", "rel_ci": rel_ci},
+                        }
+
+        first_three = set(sorted(both)[:3])
+        timed(quiet["id"], 0.01, both)
+        timed(busy["id"], 0.9, both)  # the newest measurement of each: busy
+        timed(quiet["id"], 0.5, first_three)  # and three have no quiet one at all
+        later = wait_for(
+            client,
+            client.post("/v1/jobs", json=dict(spec, seed=2, budget={"evaluations": 1})).json()[
+                "id"
+            ],
+        )
+        reused = [e for e in _evaluations(client, later["id"]) if "reused_from" in e["details"]]
+        assert {e["subnet_id"] for e in reused} == both - first_three
+        assert {e["details"]["reused_from"] for e in reused} == {quiet["id"]}
+        assert (
+            "3 earlier measurements not reused, their latency timed on a busy device"
+            in later["message"]
+        )
+
+        size = dict(spec, seed=3, objectives={"accuracy": "max"}, budget={"evaluations": 1})
+        accuracy_only = wait_for(client, client.post("/v1/jobs", json=size).json()["id"])
+        assert accuracy_only["progress"]["evaluations_reused"] >= len(both)  # latency not asked
