@@ -117,12 +117,12 @@ def _check_before_serving(settings: Settings) -> None:
     code of 2 (uvicorn prints a traceback per process, and its supervisor of several
     processes exits 0 when they fail to start)."""
     from api.auth import parse_api_keys
-    from models.registry import list_supernets
+    from models.registry import check_checkpoints
     from store.db import check_migrated, make_engine, upgrade
     from workers.dispatch import local_devices
 
     parse_api_keys(settings.api_keys)  # a bad key would fail each process's start-up
-    list_supernets()  # loads the plugins: one that does not load is a PluginError now
+    check_checkpoints()  # loads the plugins: one that does not load is a PluginError now
     if settings.is_embedded:
         local_devices(settings)  # a device name that is no profile
     if settings.auto_migrate:
@@ -258,6 +258,7 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """A Celery worker that serves exactly the given devices (one queue each)."""
     from hardware_profiles.configured import device_profile, named_devices, servable
+    from models.registry import check_checkpoints
     from store.db import check_migrated, make_engine
     from workers import reaper
     from workers.celery_app import celery_app
@@ -268,6 +269,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "(e.g. redis://127.0.0.1:6379/0), and HWNAS_DATABASE_URL to the API's database",
             field="HWNAS_BROKER_URL",
         )
+    check_checkpoints()  # loads the plugins: one that does not load is a PluginError now
     devices = named_devices(args.devices, field="--devices")
     if not devices:
         raise InvalidInput("--devices names no device", field="--devices")

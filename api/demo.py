@@ -23,7 +23,7 @@ from api.client import HwnasClient
 from core.settings import get_settings
 from hardware_profiles import measure_latency
 from hardware_profiles.configured import device_profile
-from models.registry import get_supernet
+from models.registry import check_checkpoints, get_supernet
 
 
 def _free_port() -> int:
@@ -86,6 +86,7 @@ def _default_constraints(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    check_checkpoints()  # as `hwnas serve` does: a weights setting naming no supernet
     spec = build_spec(args)
     if not args.constraint:
         spec["constraints"] = _default_constraints(spec)

@@ -76,5 +76,12 @@ class PluginError(HwnasError):
 
 def first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s text ("" when it has none): what a message quotes of an
-    error whose later lines (a traceback, a driver's SQL) are not for the reader."""
-    return (str(exc).splitlines() or [""])[0]
+    error whose later lines (a traceback, a driver's SQL) are not for the reader. A first
+    line that ends in a colon announces the next, which is given with it (torch's
+    "Error(s) in loading state_dict for Net:" says which key only on its second line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]

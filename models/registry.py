@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -94,7 +95,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
-    """The shared, default-configured instance (weights loaded once per process).
+    """The shared, default-configured instance (weights loaded once per process, and again
+    when the configured weights file changed on disk: ``weights_state``).
 
     With ``validation_data`` (a data path, see ``models.user_data``): the instance that
     measures accuracy on that data, one per (name, path), made again when the data changed
@@ -103,12 +105,15 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
     the sub-network that was measured (BatchNorm may be recalibrated on the file's
     calibration samples).
     """
+    weights = weights_state(name)
     if validation_data is None:
-        if name not in _INSTANCES:
+        if name not in _INSTANCES or _WEIGHTS_LOADED.get(name) != weights:
             _INSTANCES[name] = _default_instance(name)
+            _WEIGHTS_LOADED[name] = weights
         return _INSTANCES[name]
     key = (name, validation_data)
-    signature = data_signature(validation_data)  # outside the lock: it may walk a directory
+    # outside the lock: it may walk a directory
+    signature = (data_signature(validation_data), weights)
     with _data_lock:
         held = _DATA_INSTANCES.get(key)
         if held is None or held[0] != signature:  # never loaded, or the data changed since
@@ -143,7 +148,7 @@ def _default_instance(name: str) -> Supernet:
     changes on disk: the catalog and every submission naming it ask (a checkpoint may take
     seconds to read)."""
     weights = configured_weights(name)
-    state = tuple(file_state(Path(path)) for path in weights.values())
+    state = weights_state(name)
     failed = _FAILED.get(name)
     if failed is not None and failed[0] == state:
         if _monotonic() < failed[1]:
@@ -241,9 +246,7 @@ WEIGHTS_KEYWORDS = ("checkpoint", "weights")
 def configured_weights(name: str) -> dict[str, str]:
     """The weights file ``HWNAS_SUPERNET_CHECKPOINTS`` names for ``name``, as the keyword its
     class takes ({} when none is configured)."""
-    text = get_settings().supernet_checkpoints
-    entries = (item.split("=", 1) for item in comma_list(text) if "=" in item)
-    path = {key.strip(): value.strip() for key, value in entries}.get(name)
+    path = checkpoint_paths(get_settings().supernet_checkpoints).get(name)
     if not path:
         return {}
     # Factories may take **kwargs: the keywords are those of the class they build.
@@ -255,6 +258,48 @@ def configured_weights(name: str) -> dict[str, str]:
         f"HWNAS_SUPERNET_CHECKPOINTS names supernet {name!r}, which takes no weights file",
         field="HWNAS_SUPERNET_CHECKPOINTS",
     )
+
+
+@functools.lru_cache(maxsize=8)
+def checkpoint_paths(text: str) -> dict[str, str]:
+    """``HWNAS_SUPERNET_CHECKPOINTS``'s text (``name=path,...``) as {name: path}."""
+    entries = (item.split("=", 1) for item in comma_list(text) if "=" in item)
+    return {key.strip(): value.strip() for key, value in entries}
+
+
+def check_checkpoints() -> None:
+    """Refuse an ``HWNAS_SUPERNET_CHECKPOINTS`` entry that is not ``name=path`` or names no
+    registered supernet: a typo (``tab_mlp=`` for ``tab-mlp=``) was ignored, and the
+    supernet searched with its built-in or random weights. Loads the plugins."""
+    text = get_settings().supernet_checkpoints
+    known = list_supernets()
+    for item in comma_list(text):
+        name, equals, path = (part.strip() for part in item.partition("="))
+        if not equals or not name or not path:
+            raise InvalidInput(
+                f"HWNAS_SUPERNET_CHECKPOINTS: {item!r} is not <supernet>=<weights file>",
+                field="HWNAS_SUPERNET_CHECKPOINTS",
+            )
+        if name not in known:
+            raise InvalidInput(
+                f"HWNAS_SUPERNET_CHECKPOINTS names supernet {name!r}, which is not registered; "
+                f"known: {', '.join(known)}",
+                field="HWNAS_SUPERNET_CHECKPOINTS",
+            )
+        configured_weights(name)  # one that takes no weights file
+
+
+def weights_state(name: str) -> tuple[Any, ...]:
+    """The state on disk (``file_state``) of the weights file configured for ``name``:
+    instances made before it changed are made again (a checkpoint replaced while the
+    service runs: jobs then record the new weights' fingerprint, so none reuses what the
+    old ones measured). ``()`` when none is configured."""
+    path = checkpoint_paths(get_settings().supernet_checkpoints).get(name)
+    return file_state(Path(path)) if path else ()
+
+
+#: The ``weights_state`` each of ``_INSTANCES`` was made with.
+_WEIGHTS_LOADED: dict[str, tuple[Any, ...]] = {}
 
 
 def takes_validation_data(name: str) -> bool:

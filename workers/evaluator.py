@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import torch
 
 from core.errors import HwnasError, InvalidInput, PluginError
 from hardware_profiles import HardwareProfile, measure_latency
@@ -71,14 +75,17 @@ class SubnetEvaluator:
         shape error otherwise names only torch's frames)."""
         started = time.perf_counter()
         supernet, batch = self.supernet, self.profile.batch_size
+        _check_encoding(supernet, arch)
         with _step("counting MACs and params of", supernet, arch):
             complexity = self._complexity(arch)  # first: an invalid architecture fails at once
         if self.quality:
             with _step("extracting", supernet, arch):
-                module = supernet.extract(arch)
+                # in eval mode, as it is timed and exported: one returned in training mode
+                # was measured with batch statistics (and dropout), its file without
+                module = supernet.extract(arch).eval()
             with _step("evaluating on the validation data", supernet, arch):
                 quality = supernet.evaluate(arch, module)
-            _check_metrics(supernet, quality)
+            quality = _checked_metrics(supernet, arch, quality)
         else:
             with _step("extracting (timing_module)", supernet, arch):
                 module, quality = supernet.timing_module(arch), {}
@@ -98,15 +105,66 @@ class SubnetEvaluator:
         }
 
 
-def _check_metrics(supernet: Supernet, quality: dict[str, float]) -> None:
-    """A plugin's ``evaluate`` must give the metrics its class declares: a job naming one
-    it left out failed later, saying only that the objective was missing."""
+def _checked_metrics(supernet: Supernet, arch: Arch, quality: dict[str, Any]) -> dict[str, Any]:
+    """A plugin's ``evaluate`` must give the metrics its class declares, as finite real
+    numbers (``accuracy`` a fraction, 0..1); a one-element tensor or a numpy scalar is
+    taken as its float. A job naming a metric left out failed later, saying only that the
+    objective was missing; a tensor was refused by the database and retried as an outage,
+    a NaN failed the job as "points contain NaN", and a percentage was stored as it came."""
     missing = [name for name in supernet.metrics if name not in quality]
     if missing:
         raise PluginError(
             f"{supernet.name}: evaluate() returned {sorted(quality)}, but the class declares "
             f"metrics {list(supernet.metrics)}; missing: {', '.join(missing)}"
         )
+    checked: dict[str, Any] = {}
+    for name, value in quality.items():
+        number = _real(value)
+        if number is None:
+            problem = f"a {type(value).__name__}, not a number (give a float)"
+        elif not math.isfinite(number):
+            problem = f"{number}, not a finite number"
+        elif name == "accuracy" and not 0.0 <= number <= 1.0:
+            problem = f"{number}: accuracy is a fraction of 0..1, not a percentage"
+        else:
+            checked[name] = number
+            continue
+        raise PluginError(
+            f"{supernet.name}: evaluate() returned {name} = {problem}, for sub-network "
+            f"{_which(supernet, arch)}"
+        )
+    return checked
+
+
+def _check_encoding(supernet: Supernet, arch: Arch) -> None:
+    """``encode`` is the key that keeps a sub-network from being measured twice: one that
+    gave a new string each time made a job stop early, claiming the space was measured."""
+    with _step("encoding", supernet, arch):
+        first, second = supernet.encode(arch), supernet.encode(arch)
+    if first != second:
+        raise PluginError(
+            f"{supernet.name}: encode() gave {first!r}, then {second!r} for the same "
+            "architecture; it must be deterministic (equal strings = equal networks)"
+        )
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a float: a real number, a numpy scalar or a one-element tensor."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        return float(value.item())
+    return None
+
+
+def _which(supernet: Supernet, arch: Arch) -> str:
+    """How a message names ``arch``: its encoding, or the dict where encoding fails."""
+    try:
+        return supernet.encode(arch)
+    except Exception:  # the architecture itself may be what failed
+        return repr(arch)
 
 
 @contextmanager
@@ -116,11 +174,7 @@ def _step(doing: str, supernet: Supernet, arch: Arch) -> Iterator[None]:
     except HwnasError:
         raise  # says what it is about already
     except Exception as exc:
-        try:
-            which = supernet.encode(arch)
-        except Exception:  # the architecture itself may be what failed
-            which = repr(arch)
-        exc.add_note(f"while {doing} sub-network {which} of {supernet.name}")
+        exc.add_note(f"while {doing} sub-network {_which(supernet, arch)} of {supernet.name}")
         raise
 
 

@@ -160,7 +160,9 @@ class JobRunner:
         opener: Callable[[sessionmaker[Session]], AbstractContextManager[Any]] = transaction,
     ) -> T:
         """Run ``step`` in one transaction (or what ``opener`` opens), retrying while the
-        database is unreachable."""
+        database is unreachable (``StorageError.unreachable``); one that refuses what is
+        written (a value it cannot store, a constraint) is not asked again: it would refuse
+        it again."""
         deadline = time.monotonic() + self.settings.db_retry_s
         delay = 0.2
         while True:
@@ -168,7 +170,7 @@ class JobRunner:
                 with opener(self.factory) as session:
                     return step(session)
             except StorageError as exc:
-                if time.monotonic() > deadline:
+                if not exc.unreachable or time.monotonic() > deadline:
                     raise
                 log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
                 time.sleep(delay)
@@ -196,11 +198,13 @@ class JobRunner:
         clock = _RunClock()
         try:
             return self._loop(job_id, spec, clock)
-        except StorageError as exc:  # past db_retry_s
-            if not exc.unreachable:  # it refuses what the run writes: left to the reaper,
-                raise  # which counts the attempts (and fails the job after max_attempts)
-            return self._hand_back_after_outage(job_id, clock, exc)
         except Exception as exc:  # the job fails visibly; the worker lives on
+            if isinstance(exc, StorageError) and exc.unreachable:  # past db_retry_s
+                return self._hand_back_after_outage(job_id, clock, exc)
+            # A database that refuses what the run writes fails it too, with its reason (a
+            # plugin's metric it cannot store was retried as an outage, then said "its
+            # worker kept dying"); if the failure cannot be written either, the error
+            # propagates and the reaper counts the attempt.
             log.exception("job %s failed", job_id)
             reason, said = _failure(exc)
 

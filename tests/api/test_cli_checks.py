@@ -253,3 +253,19 @@ def test_download_into_a_folder_named_with_a_slash_makes_it(
     assert main(["download", "j1", "--subnet", "s", "-o", f"{folder}/", "--url", "http://x:1"]) == 0
     assert folder.is_dir() and asked == [folder]
     assert capsys.readouterr().out == f"{folder / 'net_s.onnx'}\n"
+
+
+@pytest.mark.parametrize("command", [["serve"], ["worker", "--devices", "cpu-1t"], ["run"]])
+def test_a_weights_setting_that_names_no_supernet_is_refused(
+    env: pytest.MonkeyPatch, capsys, command: list[str]
+) -> None:
+    """A typo (``fmnist_ofa_cnn=`` for ``fmnist-ofa-cnn=``) was ignored: the supernet was
+    searched with its built-in or random weights, and nothing said so (plugin probe)."""
+    _set(env, HWNAS_SUPERNET_CHECKPOINTS="fmnist_ofa_cnn=/ckpt/trained.pt")
+    err = _refused(command, capsys)
+    assert (
+        "HWNAS_SUPERNET_CHECKPOINTS names supernet 'fmnist_ofa_cnn', which is not registered" in err
+    )
+    assert "fmnist-ofa-cnn" in err  # the known names
+    _set(env, HWNAS_SUPERNET_CHECKPOINTS="/ckpt/trained.pt")
+    assert "'/ckpt/trained.pt' is not <supernet>=<weights file>" in _refused(command, capsys)

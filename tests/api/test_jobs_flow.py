@@ -444,6 +444,70 @@ def test_a_plugin_whose_evaluate_leaves_out_a_declared_metric_is_named(
     )
 
 
+class _Sloppy(FmnistOFACNN):
+    """evaluate() as plugin authors write it by mistake: ``returns`` maps an accuracy to
+    what it gives back (a plugin probe's cases, session 20)."""
+
+    name = "test-sloppy-metrics"
+    returns: Any = None
+    extract_training = False  # extract gives its module in training mode
+
+    def evaluate(self, arch: dict[str, Any], module: Any = None) -> dict[str, Any]:
+        assert module is None or not module.training  # hwnas puts it in eval mode
+        accuracy = super().evaluate(arch, module)["accuracy"]
+        return {"accuracy": type(self).returns(accuracy)}
+
+    def extract(self, arch: dict[str, Any]) -> Any:
+        return super().extract(arch).train(type(self).extract_training)
+
+
+@pytest.mark.parametrize(
+    ("returns", "said"),
+    [
+        (torch.tensor, None),  # a 0-d tensor: taken as its float
+        (np.float32, None),
+        (lambda a: torch.tensor([a, a]), "accuracy = a Tensor, not a number (give a float)"),
+        (lambda a: float("nan"), "accuracy = nan, not a finite number"),
+        (lambda a: 100 * a, "accuracy is a fraction of 0..1, not a percentage"),
+    ],
+)
+def test_a_plugin_metric_that_is_no_finite_fraction_fails_the_job_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, returns: Any, said: str | None
+) -> None:
+    """A tensor was refused by the database, retried as an outage for 60 s a time and
+    failed after 8 minutes as "its worker kept dying"; a NaN failed as "points contain
+    NaN"; a percentage was stored as it came."""
+    monkeypatch.setattr(_Sloppy, "returns", staticmethod(returns))
+    monkeypatch.setattr(_Sloppy, "extract_training", True)
+    job = _plugin_job(tmp_path, monkeypatch, _Sloppy, budget={"evaluations": 2}, strategy="random")
+    if said is None:
+        assert job["status"] == "succeeded", job
+        return
+    assert job["status"] == "failed"
+    assert job["message"].startswith("failed: test-sloppy-metrics: evaluate() returned ")
+    assert said in job["message"] and ", for sub-network " in job["message"]
+
+
+class _RandomEncoding(FmnistOFACNN):
+    name = "test-random-encoding"
+    calls = 0
+
+    def encode(self, arch: dict[str, Any]) -> str:
+        type(self).calls += 1
+        return f"{super().encode(arch)}~{type(self).calls}"
+
+
+def test_a_plugin_whose_encode_is_not_deterministic_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It made the job stop after a few measurements, claiming every distinct sub-network
+    had been measured."""
+    job = _plugin_job(tmp_path, monkeypatch, _RandomEncoding, budget={"evaluations": 3})
+    assert job["status"] == "failed"
+    assert "test-random-encoding: encode() gave " in job["message"]
+    assert "it must be deterministic" in job["message"]
+
+
 def test_a_stored_front_reads_while_its_supernet_cannot_be_built(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -192,3 +192,17 @@ def test_concurrent_first_uses_all_see_the_plugin(
     with ThreadPoolExecutor(4) as pool:
         listings = list(pool.map(lambda _: list_supernets(), range(8)))
     assert all("tiny-mlp" in names for names in listings)
+
+
+def test_a_plugin_that_lets_load_state_dict_fail_is_answered_with_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Loads:
+        def __init__(self) -> None:
+            torch.nn.Linear(3, 4).load_state_dict({"weight": torch.zeros(5, 3)}, strict=False)
+
+    monkeypatch.setitem(registry._FACTORIES, "test-loads", Loads)
+    with pytest.raises(
+        ValueError, match=r"could not be built: RuntimeError: .* size mismatch for weight"
+    ):
+        registry.create_supernet("test-loads")

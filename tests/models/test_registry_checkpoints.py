@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,42 @@ def test_the_shared_instance_loads_the_configured_file(configure, tmp_path: Path
     assert configured_weights(NAME) == {"weights": str(path)}
     loaded = get_supernet(NAME).module.state_dict()
     assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+
+
+def test_a_checkpoint_replaced_while_the_service_runs_is_loaded_again(
+    configure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared instance kept the first file's weights for the process's life, while
+    instances for user data were made with the new file: one server measured with both,
+    and jobs without data reused what the old weights had measured (plugin probe,
+    session 20). Now both kinds are made again, and their fingerprint changes."""
+    import numpy as np
+
+    base = create_supernet(NAME).module.state_dict()
+    path = tmp_path / "trained.pt"
+
+    def save(shift: float, when: int) -> None:
+        torch.save({k: v + shift if v.is_floating_point() else v for k, v in base.items()}, path)
+        os.utime(path, ns=(when, when))  # apart even within one tick of the file system clock
+
+    now = time.time_ns() - 60_000_000_000
+    save(0.25, now)
+    configure(f"{NAME}={path}")
+    roots = tmp_path / "data"
+    roots.mkdir()
+    tokens = np.ones((4, 8), np.int64)
+    np.savez(roots / "v.npz", inputs=tokens, labels=np.arange(4) % 2)
+    monkeypatch.setenv("HWNAS_DATA_ROOTS", str(roots))
+    get_settings.cache_clear()
+    first, first_on_data = get_supernet(NAME), get_supernet(NAME, validation_data="v.npz")
+    assert get_supernet(NAME) is first  # unchanged: not loaded again
+    save(0.5, now + 1_000_000_000)
+    second, second_on_data = get_supernet(NAME), get_supernet(NAME, validation_data="v.npz")
+    assert second is not first and second_on_data is not first_on_data
+    weight = next(k for k, v in base.items() if v.is_floating_point())
+    assert torch.equal(second.module.state_dict()[weight], base[weight] + 0.5)
+    assert torch.equal(second_on_data.module.state_dict()[weight], base[weight] + 0.5)
+    assert second.fingerprint() != first.fingerprint()
 
 
 def test_a_bad_file_or_a_supernet_without_weights_is_refused(configure, tmp_path: Path) -> None:

@@ -98,23 +98,47 @@ def test_a_run_the_database_left_for_too_long_hands_its_job_back_uncounted(
         )
 
 
-def test_a_database_that_refuses_what_a_run_writes_leaves_the_job_to_the_reaper(
+def test_a_database_that_refuses_what_a_run_writes_fails_the_job_with_its_reason(
     tmp_path: Path,
 ) -> None:
-    """Not an outage: asking again will not mend it, and handing the job back uncounted
-    looped for good; the reaper counts such runs and fails the job after max_attempts."""
+    """Not an outage: asking again will not mend it (handing the job back uncounted looped
+    for good, and a plugin's metric the database could not store was retried for 60 s a
+    time, three times, then failed as "its worker kept dying"). The job fails at once
+    with the database's reason; only a failure that cannot be written either is left to
+    the reaper, which counts the attempt."""
     import pytest
 
     from core.errors import StorageError
 
     settings, factory, job_id = _queued(tmp_path)
+    tries: list[str] = []
 
     class Refused(JobRunner):
         def _loop(self, job_id: str, spec: dict, clock: _RunClock) -> JobStatus | None:
+            def write(session: object) -> None:
+                tries.append("write")
+                raise StorageError(
+                    "database error: StatementError: Object of type Tensor is not JSON serializable"
+                )
+
+            return self._db(write)
+
+    assert Refused(factory, settings, "worker-1").run(job_id) == JobStatus.failed
+    assert tries == ["write"]  # not retried for db_retry_s (60 s)
+    with transaction(factory) as session:
+        job = q.get_job(session, job_id)
+        assert job.status == JobStatus.failed and job.attempts == 1
+        assert "Object of type Tensor is not JSON serializable" in job.error
+
+    (tmp_path / "second").mkdir()
+    settings, factory, job_id = _queued(tmp_path / "second")
+
+    class Unwritable(Refused):
+        def _end(self, job_id: str, clock: _RunClock, step: object) -> object:
             raise StorageError("database error: IntegrityError: NOT NULL constraint failed")
 
     with pytest.raises(StorageError, match="IntegrityError"):
-        Refused(factory, settings.model_copy(update={"db_retry_s": 0.0}), "worker-1").run(job_id)
+        Unwritable(factory, settings, "worker-1").run(job_id)
     with transaction(factory) as session:
         job = q.get_job(session, job_id)
         assert (job.status, job.worker_id, job.attempts) == (JobStatus.running, "worker-1", 1)
