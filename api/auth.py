@@ -26,7 +26,11 @@ from .errors import error_response
 from .hot_routes import route_path
 from .openapi_doc import amend_openapi
 
-OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+HEALTH_PATH = "/healthz"
+OPEN_PATHS = frozenset({HEALTH_PATH, "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+#: The request state's flag for a health check sent without a valid key (keys set): it is
+#: answered with its status alone, not the devices, broker or database it names.
+ANONYMOUS = "hwnas_anonymous"
 MIN_KEY_LENGTH = 16
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hwnas"'}
 _SCHEME = "apiKey"
@@ -58,7 +62,12 @@ class ApiKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or route_path(scope) in OPEN_PATHS:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if (path := route_path(scope)) in OPEN_PATHS:
+            if path == HEALTH_PATH:  # open, but its details only for a caller with a key
+                scope.setdefault("state", {})[ANONYMOUS] = self._problem(scope) is not None
             await self.app(scope, receive, send)
             return
         problem = self._problem(scope)

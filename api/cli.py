@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import math
 import os
@@ -99,6 +100,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             field="HWNAS_API_PROCESSES",
         )
     _check_before_serving(settings)
+    if not settings.api_keys.strip() and not _loopback(args.host):
+        print(
+            f"hwnas: warning: serving on {args.host} without API keys: whoever reaches this "
+            "port may submit jobs, cancel them and download every export; set "
+            "HWNAS_API_KEYS (README, API keys)",
+            file=sys.stderr,
+        )
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -110,6 +118,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="info",
     )
     return 0
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (``--host``) is reached from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
 
 
 def _check_before_serving(settings: Settings) -> None:

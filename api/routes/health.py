@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from api.auth import ANONYMOUS
 from api.deps import DispatcherDep, FactoryDep
-from core.errors import ServiceUnavailable
+from core.errors import ServiceUnavailable, StorageError
 from store.db import reading, schema_revision
 
 router = APIRouter(tags=["health"])
@@ -17,7 +18,17 @@ def healthz(factory: FactoryDep, dispatcher: DispatcherDep, request: Request) ->
     a 503, so that a rolling upgrade does not take every old server out at once), which
     devices are served, and what keeps jobs from reaching workers (``problems``; the
     status is then "degraded": jobs are still accepted and stored, and dispatched once it
-    clears)."""
+    clears). With API keys set, a caller without one gets the status and code alone: the
+    problems name the broker's and the database's address (``api.auth.ANONYMOUS``)."""
+    if not getattr(request.state, ANONYMOUS, False):
+        return _health(factory, dispatcher, request)
+    try:
+        return {"status": _health(factory, dispatcher, request)["status"]}
+    except (ServiceUnavailable, StorageError) as exc:
+        raise ServiceUnavailable("not ready (send an API key for the reason)") from exc
+
+
+def _health(factory: FactoryDep, dispatcher: DispatcherDep, request: Request) -> dict[str, object]:
     with reading(factory) as connection:
         revision = schema_revision(connection)
     head, known = request.app.state.schema_head, request.app.state.schema_known

@@ -93,3 +93,26 @@ def test_a_websocket_without_a_key_is_closed_as_a_policy_violation(secured: Test
 def test_a_key_the_server_could_never_accept_is_refused_by_the_client() -> None:
     with pytest.raises(ClientError, match="printable ASCII"):
         HwnasClient("http://127.0.0.1:1", api_key="clé-0123456789abcdef")
+
+
+def test_a_health_check_without_a_key_gets_the_status_alone(secured: TestClient) -> None:
+    """Open to load balancers, but its details (the broker's or database's host, port and
+    user in ``problems`` or a 503's reason, the devices served) only with a key (security
+    review, session 20)."""
+    keyed = {"Authorization": f"Bearer {KEYS[0]}"}
+    assert secured.get("/healthz").json() == {"status": "ok"}
+    assert secured.get("/healthz", headers={"Authorization": "Bearer wrong"}).json() == {
+        "status": "ok"
+    }
+    full = secured.get("/healthz", headers=keyed).json()
+    assert full["status"] == "ok" and "devices_served" in full and "problems" in full
+    app = secured.app
+    head = app.state.schema_head
+    app.state.schema_head = "someother"  # as if the database were replaced under it
+    try:
+        anonymous = secured.get("/healthz")
+        assert anonymous.status_code == 503
+        assert anonymous.json()["message"] == "not ready (send an API key for the reason)"
+        assert "revision" in secured.get("/healthz", headers=keyed).json()["message"]
+    finally:
+        app.state.schema_head = head

@@ -269,3 +269,25 @@ def test_a_weights_setting_that_names_no_supernet_is_refused(
     assert "fmnist-ofa-cnn" in err  # the known names
     _set(env, HWNAS_SUPERNET_CHECKPOINTS="/ckpt/trained.pt")
     assert "'/ckpt/trained.pt' is not <supernet>=<weights file>" in _refused(command, capsys)
+
+
+def test_serving_beyond_this_machine_without_keys_is_warned_of(
+    env: pytest.MonkeyPatch, capsys
+) -> None:
+    import uvicorn
+
+    import api.cli
+
+    served: list[str] = []
+    env.setattr(api.cli, "_check_before_serving", lambda settings: None)
+    env.setattr(uvicorn, "run", lambda *args, host, **kw: served.append(host))
+    _set(env, HWNAS_BROKER_URL="", HWNAS_API_KEYS="")
+    for host, warned in [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                         ("0.0.0.0", True), ("10.1.2.3", True), ("myhost", True)]:  # fmt: skip
+        assert main(["serve", "--host", host]) == 0
+        err = capsys.readouterr().err
+        assert ("without API keys" in err) is warned, host
+    _set(env, HWNAS_API_KEYS="k" * 32)
+    assert main(["serve", "--host", "0.0.0.0"]) == 0
+    assert "without API keys" not in capsys.readouterr().err
+    assert served[-1] == "0.0.0.0"
