@@ -252,13 +252,16 @@ async def export(
             f"job {job_id!r} searched {job.supernet!r}, a recorded table: it has no weights, "
             "so its sub-networks cannot be exported"
         )
-    path = Path(settings.data_dir) / EXPORTS / job_id / f"{subnet_id}{suffix_of(format)}"
+    # A warm start's copy is the file of the job that measured it: exporting the copies
+    # of one cheap job wrote each (up to 2,000, of up to ~100 MB) again under its id.
+    measured_in = evaluation.details.get(q.REUSED_FROM) or job_id
+    path = Path(settings.data_dir) / EXPORTS / measured_in / f"{subnet_id}{suffix_of(format)}"
 
     def write() -> None:
         if path.exists():  # written while this one waited
             return
         card = {
-            "job_id": job_id,
+            "job_id": measured_in,
             "device": job.device,
             "metrics": evaluation.metrics,
             "latency": evaluation.details.get("latency", {}),

@@ -315,3 +315,30 @@ def test_latencies_timed_on_a_busy_device_are_not_reused(tmp_path: Path) -> None
         size = dict(spec, seed=3, objectives={"accuracy": "max"}, budget={"evaluations": 1})
         accuracy_only = wait_for(client, client.post("/v1/jobs", json=size).json()["id"])
         assert accuracy_only["progress"]["evaluations_reused"] >= len(both)  # latency not asked
+
+
+def test_a_reused_sub_network_is_exported_once_for_every_job_holding_it(tmp_path: Path) -> None:
+    """Exports were kept per job id: every warm-started job (budget 1 copies up to 2,000
+    sub-networks) could write each of them again, 60-100 MB apiece for ResNet50, and
+    never removed (security review, session 20). A copy is the measuring job's file."""
+    settings = embedded_settings(tmp_path)
+    with TestClient(create_app(settings)) as client:
+        first = wait_for(client, client.post("/v1/jobs", json=FMNIST).json()["id"])
+        spec = dict(FMNIST, seed=7, budget={"evaluations": 1})
+        second = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        assert second["progress"]["evaluations_reused"] == 2
+        subnet = _evaluations(client, first["id"])[0]["subnet_id"]
+        files = [
+            client.get(f"/v1/jobs/{job['id']}/subnets/{subnet}/export", params={"format": "onnx"})
+            for job in (second, first, second)
+        ]
+        assert [f.status_code for f in files] == [200, 200, 200]
+        assert files[0].content == files[1].content == files[2].content
+        written = sorted(
+            p.relative_to(settings.data_dir) for p in Path(settings.data_dir).rglob("*.onnx")
+        )
+        assert written == [Path("exports", "2", first["id"], f"{subnet}.onnx")]
+        import onnx
+
+        card = onnx.load_from_string(files[0].content).metadata_props
+        assert f'"job_id": "{first["id"]}"' in next(p.value for p in card if p.key == "hwnas.card")
