@@ -334,7 +334,7 @@ def _client(args: argparse.Namespace) -> HwnasClient:
 _COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any], int, str]] = [
     ("accuracy", lambda p: p["accuracy"], 8, ".4f"),
     ("latency_ms", lambda p: p["latency_ms"], 10, ".3f"),
-    ("MMACs", lambda p: None if p["macs"] is None else p["macs"] / 1e6, 7, ".2f"),
+    ("MMACs", lambda p: None if p["macs"] is None else p["macs"] / 1e6, 7, ".5g"),  # 0.0123 too
     ("params", lambda p: p["params"], 8, "d"),
 ]
 

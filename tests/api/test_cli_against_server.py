@@ -250,7 +250,9 @@ def test_the_front_table_of_a_recorded_supernet_shows_dashes_for_macs_and_params
     lines = format_front(pareto).splitlines()
     assert lines[2].split() == [point["subnet_id"], "0.9312", "2.500", "-", "-"]
     measured = {**pareto["data"][0], "macs": 1_500_000, "params": 12_345}
-    assert format_front({"data": [measured]}).splitlines()[2].split()[-2:] == ["1.50", "12345"]
+    assert format_front({"data": [measured]}).splitlines()[2].split()[-2:] == ["1.5", "12345"]
+    tiny = {**measured, "macs": 12_345}  # a small plugin network showed 0.00
+    assert format_front({"data": [tiny]}).splitlines()[2].split()[-2] == "0.012345"
 
 
 def test_the_front_table_shows_every_objective_best_first() -> None:
