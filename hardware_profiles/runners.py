@@ -25,6 +25,7 @@ import torch
 from core.errors import InvalidInput
 from core.tracing import TRACING
 
+from .isolated import run_isolated
 from .protocol import LatencyStats, measure
 from .registry import is_available
 from .schema import HardwareProfile
@@ -88,8 +89,26 @@ def measure_latency(
         raise InvalidInput(
             f"hardware profile {profile.id!r} cannot be measured on this machine", field="device"
         )
+    with device_lock(profile.torch_device):
+        if profile.runtime in ISOLATED_RUNTIMES:
+            measurement: LatencyMeasurement = run_isolated(
+                _measure_here, profile.torch_device, model, example_input, profile
+            )
+            return measurement
+        return _measure_here(model, example_input, profile)
+
+
+#: Runtimes timed in a child process (``hardware_profiles.isolated``): preparing a network
+#: for them leaks in torch (TorchScript's tracing and freezing: its JIT type registry).
+ISOLATED_RUNTIMES = frozenset({"torchscript"})
+
+
+def _measure_here(
+    model: torch.nn.Module, example_input: torch.Tensor, profile: HardwareProfile
+) -> LatencyMeasurement:
+    """``measure_latency`` in this process, its caller holding the device's lock."""
     threads = resolved_threads(profile)
-    with device_lock(profile.torch_device), _torch_threads(threads):
+    with _torch_threads(threads):
         call = prepare(model, example_input, profile)
         stats = measure(call, profile.protocol, sync=_device_sync(profile))
     return LatencyMeasurement(

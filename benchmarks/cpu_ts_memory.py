@@ -1,0 +1,134 @@
+"""Memory of a process timing many sub-networks on ``cpu-ts`` (TorchScript), in the
+process itself (as before session 20) or in the timing child (``hardware_profiles.isolated``),
+and whether the child's latencies agree with the in-process ones.
+
+Each mode runs in a fresh process of its own (what torch keeps of a traced network is never
+freed, so one mode would skew the other's memory): the process's RSS after 5 warm-up
+timings and after ``--timings`` more, on seeded random sub-networks of ``fmnist-ofa-cnn``.
+Then, in one process, the same sub-networks timed both ways, alternated per network, and the
+ratio of the medians.
+
+    .venv/bin/python benchmarks/cpu_ts_memory.py --timings 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hardware_profiles.configured import device_profile  # noqa: E402
+from hardware_profiles.isolated import _CHILDREN, close_children  # noqa: E402
+from hardware_profiles.runners import _measure_here, device_lock, measure_latency  # noqa: E402
+from models.registry import get_supernet  # noqa: E402
+
+WARMUP = 5
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def archs(count: int, seed: int) -> list[dict[str, Any]]:
+    net = get_supernet("fmnist-ofa-cnn")
+    rng = random.Random(seed)
+    return [net.canonical({g: rng.choice(c) for g, c in net.space().items()}) for _ in range(count)]
+
+
+def time_here(arch: dict[str, Any]) -> float:
+    net, profile = get_supernet("fmnist-ofa-cnn"), device_profile("cpu-ts")
+    with device_lock(profile.torch_device):
+        return _measure_here(net.extract(arch), net.example_input(arch), profile).median_ms
+
+
+def time_isolated(arch: dict[str, Any]) -> float:
+    net, profile = get_supernet("fmnist-ofa-cnn"), device_profile("cpu-ts")
+    return measure_latency(net.extract(arch), net.example_input(arch), profile).median_ms
+
+
+def memory(mode: str, timings: int, seed: int) -> dict[str, Any]:
+    timed = time_here if mode == "here" else time_isolated
+    sample = archs(WARMUP + timings, seed)
+    for arch in sample[:WARMUP]:
+        timed(arch)
+    gc.collect()
+    before, started = rss_mb(), time.perf_counter()
+    for arch in sample[WARMUP:]:
+        timed(arch)
+    gc.collect()
+    child = _CHILDREN.get("cpu")
+    return {
+        "mode": mode,
+        "timings": timings,
+        "rss_before_mb": before,
+        "rss_growth_mb": rss_mb() - before,
+        "child_rss_mb": child.rss_mb if child else None,
+        "child_growth_mb": (child.rss_mb - (child.first_rss_mb or 0)) if child else None,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def agreement(count: int, seed: int) -> dict[str, Any]:
+    ratios = []
+    for arch in archs(count, seed + 1):
+        here, isolated = time_here(arch), time_isolated(arch)
+        ratios.append(isolated / here)
+    close_children()
+    return {
+        "networks": count,
+        "median_ratio": statistics.median(ratios),
+        "min_ratio": min(ratios),
+        "max_ratio": max(ratios),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timings", type=int, default=120)
+    parser.add_argument("--agreement", type=int, default=20, help="networks timed both ways")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mode", choices=["here", "isolated", "agreement"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode == "agreement":
+        print(json.dumps(agreement(args.agreement, args.seed)))
+        return
+    if args.mode:
+        print(json.dumps(memory(args.mode, args.timings, args.seed)))
+        close_children()
+        return
+    rows = []
+    for mode in ("here", "isolated", "agreement"):
+        command = [sys.executable, __file__, "--mode", mode, "--timings", str(args.timings),
+                   "--agreement", str(args.agreement), "--seed", str(args.seed)]  # fmt: skip
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    here, isolated, agree = rows
+    print("| timed | timings | process RSS growth | timing child's growth | wall time |")
+    print("|---|---:|---:|---:|---:|")
+    for row in (here, isolated):
+        child = "-" if row["child_growth_mb"] is None else f"{row['child_growth_mb']:.0f} MB"
+        print(
+            f"| {'in the process' if row['mode'] == 'here' else 'in the timing child'} | "
+            f"{row['timings']} | {row['rss_growth_mb']:.0f} MB | {child} | {row['seconds']:.1f} s |"
+        )
+    print(
+        f"\nchild / in-process latency over {agree['networks']} networks, alternated: median "
+        f"{agree['median_ratio']:.3f} (min {agree['min_ratio']:.3f}, max {agree['max_ratio']:.3f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
