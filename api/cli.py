@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -191,6 +192,43 @@ def _print_job(
 def cmd_cancel(args: argparse.Namespace) -> int:
     job = _client(args).cancel(args.job_id)
     _print_job(job, keys=("id", "status", "cancel_requested", "message"))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    _client(args).delete(args.job_id)
+    print(f"deleted {args.job_id}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete, on the database itself (as ``db-upgrade`` works), every job that ended more
+    than ``--older-than`` days ago, with its exported files, and exports of cache versions
+    this version no longer serves."""
+    from datetime import timedelta
+
+    from api.routes.jobs import EXPORTS, remove_exports
+    from store.db import check_migrated, make_engine, make_session_factory, transaction
+    from store.jobs import prune_jobs
+    from store.tables import utcnow
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        check_migrated(engine)
+        with transaction(make_session_factory(engine)) as session:
+            ids = prune_jobs(session, finished_before=utcnow() - timedelta(days=args.older_than))
+    finally:
+        engine.dispose()
+    data_dir = Path(settings.data_dir)
+    remove_exports(data_dir, ids)
+    stale = [v for v in (data_dir / EXPORTS.parent).glob("*") if v.name != EXPORTS.name]
+    for version in stale:
+        shutil.rmtree(version, ignore_errors=True)
+    print(
+        f"deleted {len(ids)} jobs that ended over {args.older_than:g} days ago"
+        + (f"; removed {len(stale)} old export cache folders" if stale else "")
+    )
     return 0
 
 
@@ -411,15 +449,22 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _seconds(text: str) -> float:
-    """A duration argument: a finite number of seconds, not negative."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
-    return value
+def _amount(unit: str) -> Callable[[str], float]:
+    """An argument's parser: a finite number of ``unit``, not negative."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit} (0 or more)")
+        return value
+
+    return parse
+
+
+_seconds, _days = _amount("seconds"), _amount("days")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -436,17 +481,19 @@ def build_parser() -> argparse.ArgumentParser:
         "submit": (cmd_submit, "submit a search job; prints its id"),
         "wait": (cmd_wait, "follow a job; exits non-zero unless it succeeded"),
         "cancel": (cmd_cancel, "cancel a job (a running one stops after its evaluation)"),
+        "delete": (cmd_delete, "delete a job that ended, its evaluations and exported files"),
         "pareto": (cmd_pareto, "print a job's Pareto front"),
         "download": (cmd_download, "download a measured sub-network"),
         "calibrate": (cmd_calibrate, "fit a device's latency predictor (a job on its queue)"),
         "run": (cmd_run, "start the embedded service, run a real search, export the best"),
         "db-upgrade": (cmd_db_upgrade, "migrate the database to the newest schema"),
+        "prune": (cmd_prune, "delete the jobs that ended over N days ago (on the database)"),
         "worker": (cmd_worker, "a Celery worker for some devices (distributed mode)"),
     }
     for name, (func, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(func=func)
-        if name not in ("serve", "db-upgrade", "worker", "run"):  # run starts its own
+        if name not in ("serve", "db-upgrade", "prune", "worker", "run"):  # run: its own
             p.add_argument(
                 "--url", default=DEFAULT_URL, help=f"the service (default: $HWNAS_URL or {_URL})"
             )
@@ -475,8 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--kind", default=None, help="predictor kind (default: the server's)")
     calibrate.add_argument("--no-wait", action="store_true", help="print the job id and exit")
-    for name in ("wait", "cancel", "pareto", "download"):
+    for name in ("wait", "cancel", "delete", "pareto", "download"):
         sub.choices[name].add_argument("job_id")
+    sub.choices["prune"].add_argument(
+        "--older-than", type=_days, required=True, metavar="DAYS", help="days since a job ended"
+    )
     for name in ("wait", "calibrate"):
         sub.choices[name].add_argument(
             "--timeout", type=_seconds, help="give up after this many seconds (exit 1)"

@@ -145,6 +145,11 @@ class HwnasClient:
         """The job's front as it stands (``status`` says whether the job has ended)."""
         return dict(self._json("GET", f"/v1/jobs/{job_id}/pareto"))
 
+    def delete(self, job_id: str) -> None:
+        """Delete a job that has ended, its evaluations and exported files; a
+        ``ClientError`` with status 409 while it is queued or running (cancel it first)."""
+        self._call("DELETE", f"/v1/jobs/{job_id}")
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a job; a ``ClientError`` with status 409 if it had already ended."""
         return dict(self._json("POST", f"/v1/jobs/{job_id}/cancel"))

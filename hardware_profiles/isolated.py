@@ -1,10 +1,10 @@
 """Latency timings in a child process, for runtimes whose preparation leaks in torch.
 
 ``torch.jit.trace`` / ``freeze`` register every traced module's types, and the graphs that
-hold its frozen weights, in torch's process-wide JIT registry, which nothing frees (about
-1-2 MB for a small CNN, 14 MB per ``fmnist-ofa-cnn`` sub-network): a worker timing on
-``cpu-ts`` grew by 0.8 GB per 60-evaluation job until the machine ran out of memory
-(soak probe, session 20; torch's own, reproduced without hwnas). Clearing that registry
+hold its frozen weights, in torch's process-wide JIT registry, which nothing frees (13 MB a
+timing of an ``fmnist-ofa-cnn`` sub-network, ``benchmarks/cpu_ts_memory.py``): a worker
+timing on ``cpu-ts`` grew without bound (soak probe, session 20; torch's own, reproduced
+without hwnas). Clearing that registry
 while a traced module lives crashes the process. So such timings run in one long-lived
 child process per device, running ``hardware_profiles.timing_child`` (not a fork of a
 threaded server, which could deadlock, nor multiprocessing's spawn, which runs the

@@ -112,8 +112,7 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
             _WEIGHTS_LOADED[name] = weights
         return _INSTANCES[name]
     key = (name, validation_data)
-    # outside the lock: it may walk a directory
-    signature = (data_signature(validation_data), weights)
+    signature = _made_with(name, validation_data, weights)  # outside the lock: a walk
     with _data_lock:
         held = _DATA_INSTANCES.get(key)
         if held is None or held[0] != signature:  # never loaded, or the data changed since
@@ -130,6 +129,15 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
                 _DATA_INSTANCES.popitem(last=False)
         _DATA_INSTANCES.move_to_end(key)
         return held[1]
+
+
+def _made_with(
+    name: str, validation_data: str, weights: tuple[Any, ...] | None = None
+) -> tuple[Any, ...]:
+    """What an instance of ``name`` on ``validation_data`` was made with: the data's and
+    the configured weights file's state (``_DATA_INSTANCES``' signatures)."""
+    weights = weights_state(name) if weights is None else weights
+    return data_signature(validation_data), weights
 
 
 #: Supernets whose default instance failed: name -> (the weights file's state then, when
@@ -206,7 +214,7 @@ def _check_data(name: str, validation_data: str) -> None:
     key = (name, validation_data)
     with _data_lock:
         held = _DATA_INSTANCES.get(key)
-    if held is not None and held[0] == data_signature(validation_data):  # loaded for a job
+    if held is not None and held[0] == _made_with(name, validation_data):  # loaded for a job
         instance = held[1]
     elif _needs_more_than_data(_factory(name)):  # its weights, say: the job's worker checks
         return

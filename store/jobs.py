@@ -14,6 +14,7 @@ from sqlalchemy import (
     Select,
     Table,
     bindparam,
+    delete,
     false,
     func,
     insert,
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 from core.errors import Conflict, NotFound
 from search import Bound, is_feasible
 
-from .tables import Evaluation, Job, JobKind, JobStatus, utcnow
+from .tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
 
 JOBS = cast(Table, Job.__table__)
 EVALUATIONS = cast(Table, Evaluation.__table__)
@@ -392,6 +393,41 @@ def request_cancel(session: Session, job_id: str, *, stale_after_s: float | None
     elif stale_after_s is not None and (lost := worker_lost_at(job, now, stale_after_s)):
         _cancel_lost(job, lost, now)
     return job
+
+
+def delete_job(session: Session, job_id: str) -> None:
+    """Delete a finished job, its evaluations and the link of any latency predictor it
+    stored (the predictor is kept). A queued or running one is a ``Conflict``: cancel it
+    first. Jobs that copied its measurements (warm start) keep their copies; later jobs no
+    longer find its measurements to copy."""
+    job = get_job(session, job_id, lock=True)
+    if not job.status.finished:
+        raise Conflict(
+            f"job {job_id} is {job.status.value}: cancel it first; a job is deleted once it ended"
+        )
+    _delete(session, [job_id])
+
+
+def prune_jobs(session: Session, *, finished_before: datetime) -> list[str]:
+    """Delete every job that finished before ``finished_before``, as ``delete_job`` does;
+    their ids."""
+    query = select(Job.id).where(Job.finished_at.is_not(None), Job.finished_at < finished_before)
+    ids = list(session.scalars(query))
+    for start in range(0, len(ids), _IN_LIST_MAX):
+        _delete(session, ids[start : start + _IN_LIST_MAX])
+    return ids
+
+
+def _delete(session: Session, ids: list[str]) -> None:
+    # Explicit rather than by the foreign keys' ON DELETE: SQLite applies those only where
+    # a connection turned them on.
+    session.execute(
+        update(LatencyPredictorRecord)
+        .where(LatencyPredictorRecord.job_id.in_(ids))
+        .values(job_id=None)
+    )
+    session.execute(delete(Evaluation).where(Evaluation.job_id.in_(ids)))
+    session.execute(delete(Job).where(Job.id.in_(ids)))
 
 
 def cancel_abandoned(session: Session, *, stale_after_s: float) -> list[str]:

@@ -4,8 +4,10 @@ Calibration jobs (``api.routes.calibrations``) are polled, listed and cancelled 
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -134,6 +136,25 @@ def cancel_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
         job = q.request_cancel(session, job_id, stale_after_s=stale_after_s)
     loop_reads(request).forget(job_id)
     return json_response(job_public(job, api_base(request), _stall_note(request, job)))
+
+
+@router.delete("/{job_id}", status_code=204, responses=error_answers(404, 409))
+def delete_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
+    """Delete a job that has ended, its evaluations and its exported files (a queued or
+    running one is 409: cancel it first). Jobs that reused its measurements keep their
+    copies, and their downloads are built again when asked for."""
+    with transaction(factory) as session:
+        q.delete_job(session, job_id)
+    loop_reads(request).forget(job_id)
+    remove_exports(Path(request.app.state.settings.data_dir), [job_id])
+    return Response(status_code=204)
+
+
+def remove_exports(data_dir: Path, job_ids: Sequence[str]) -> None:
+    """The exported files of ``job_ids`` under ``data_dir`` (those of the copies other jobs
+    hold of its sub-networks too: they are built again on demand)."""
+    for job_id in job_ids:
+        shutil.rmtree(data_dir / EXPORTS / job_id, ignore_errors=True)
 
 
 @router.get("/{job_id}/evaluations", response_model=EvaluationsPublic, responses=error_answers(404))

@@ -1,0 +1,105 @@
+"""Deleting jobs: DELETE /v1/jobs/{id}, HwnasClient.delete and `hwnas prune` (the database
+and the export cache grew without bound: a soak of 429 jobs, 87 % of its evaluation rows
+warm-start copies, and no way to remove any; soak probe, session 20)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+
+from api.app import create_app
+from api.cli import main
+from api.client import ClientError, HwnasClient
+from core.settings import get_settings
+from store.db import make_engine, make_session_factory, transaction
+from store.tables import Evaluation, Job, utcnow
+
+from ..conftest import embedded_settings
+from .helpers import job_spec, wait_for
+
+FMNIST = job_spec(budget={"evaluations": 2}, strategy="random", constraints={})
+
+
+def _rows(settings: Any, job_id: str) -> int:
+    factory = make_session_factory(make_engine(settings.database_url))
+    with transaction(factory) as session:
+        return session.scalar(select(func.count()).where(Evaluation.job_id == job_id)) or 0
+
+
+def test_a_finished_job_is_deleted_with_its_rows_and_files(tmp_path: Path) -> None:
+    settings = embedded_settings(tmp_path)
+    with TestClient(create_app(settings)) as client:
+        first = wait_for(client, client.post("/v1/jobs", json=FMNIST).json()["id"])
+        again = wait_for(client, client.post("/v1/jobs", json=dict(FMNIST, seed=3)).json()["id"])
+        assert again["progress"]["evaluations_reused"] == 2
+        subnet = client.get(f"/v1/jobs/{first['id']}/evaluations").json()["data"][0]["subnet_id"]
+        url = f"/v1/jobs/{{}}/subnets/{subnet}/export"
+        before = client.get(url.format(again["id"]), params={"format": "onnx"})
+        exports = Path(settings.data_dir) / "exports" / "2" / first["id"]
+        assert before.status_code == 200 and exports.is_dir()
+
+        assert client.delete(f"/v1/jobs/{first['id']}").status_code == 204
+        assert client.get(f"/v1/jobs/{first['id']}").status_code == 404
+        assert _rows(settings, first["id"]) == 0 and not exports.exists()
+        assert client.delete(f"/v1/jobs/{first['id']}").status_code == 404
+        # the job that reused its measurements keeps them, and its download is built again
+        assert len(client.get(f"/v1/jobs/{again['id']}/evaluations").json()["data"]) == 4
+        after = client.get(url.format(again["id"]), params={"format": "onnx"})
+        assert after.status_code == 200 and after.content == before.content
+
+        queued = client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()  # no worker
+        refused = client.delete(f"/v1/jobs/{queued['id']}")
+        assert refused.status_code == 409 and "cancel it first" in refused.json()["message"]
+        client.post(f"/v1/jobs/{queued['id']}/cancel")
+        assert client.delete(f"/v1/jobs/{queued['id']}").status_code == 204
+
+
+def test_the_client_deletes_and_says_why_it_cannot(tmp_path: Path) -> None:
+    with TestClient(create_app(embedded_settings(tmp_path, embedded_devices="none"))) as served:
+        client = HwnasClient("http://testserver")
+        client.http = served
+        job = client.submit(job_spec())
+        with pytest.raises(ClientError) as refused:
+            client.delete(job["id"])
+        assert refused.value.status == 409
+        client.cancel(job["id"])
+        assert client.delete(job["id"]) is None
+        with pytest.raises(ClientError) as gone:
+            client.delete(job["id"])
+        assert gone.value.status == 404
+
+
+def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = embedded_settings(tmp_path, embedded_devices="none")
+    with TestClient(create_app(settings)) as client:
+        ids = [client.post("/v1/jobs", json=job_spec(seed=k)).json()["id"] for k in range(3)]
+        for job_id in ids[:2]:
+            client.post(f"/v1/jobs/{job_id}/cancel")
+    factory = make_session_factory(make_engine(settings.database_url))
+    with transaction(factory) as session:  # the first ended 40 days ago, the second now
+        ended = utcnow() - timedelta(days=40)
+        session.execute(update(Job).where(Job.id == ids[0]).values(finished_at=ended))
+    data = Path(settings.data_dir)
+    (data / "exports" / "2" / ids[0]).mkdir(parents=True)
+    (data / "exports" / "1" / "old-job").mkdir(parents=True)  # a cache version no longer served
+    monkeypatch.setenv("HWNAS_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("HWNAS_DATA_DIR", str(data))
+    get_settings.cache_clear()
+    try:
+        assert main(["prune", "--older-than", "30"]) == 0
+    finally:
+        get_settings.cache_clear()
+    assert "deleted 1 jobs that ended over 30 days ago; removed 1 old export cache" in (
+        capsys.readouterr().out
+    )
+    with transaction(factory) as session:
+        left = set(session.scalars(select(Job.id)))
+    assert left == set(ids[1:])  # the recent one, and the queued one that never ended
+    assert not (data / "exports" / "2" / ids[0]).exists() and not (data / "exports" / "1").exists()
