@@ -207,22 +207,35 @@ def cmd_prune(args: argparse.Namespace) -> int:
     this version no longer serves."""
     from datetime import timedelta
 
+    from sqlalchemy import select
+
     from api.routes.jobs import EXPORTS, remove_exports
     from store.db import check_migrated, make_engine, make_session_factory, transaction
     from store.jobs import prune_jobs
-    from store.tables import utcnow
+    from store.tables import Job, utcnow
 
     settings = get_settings()
+    try:
+        cutoff = utcnow() - timedelta(days=args.older_than)
+    except OverflowError:
+        raise InvalidInput(f"--older-than {args.older_than:g}: too many days") from None
+    data_dir = Path(settings.data_dir)
+    folders = [f for f in (data_dir / EXPORTS).glob("*") if f.is_dir()]
     engine = make_engine(settings.database_url)
     try:
         check_migrated(engine)
         with transaction(make_session_factory(engine)) as session:
-            ids = prune_jobs(session, finished_before=utcnow() - timedelta(days=args.older_than))
+            ids = prune_jobs(session, finished_before=cutoff)
+            known = set(session.scalars(select(Job.id)))
     finally:
         engine.dispose()
-    data_dir = Path(settings.data_dir)
-    remove_exports(data_dir, ids)
-    stale = [v for v in (data_dir / EXPORTS.parent).glob("*") if v.name != EXPORTS.name]
+    # Its jobs' folders, and those of jobs deleted before (a copy of their sub-network,
+    # exported after, was written there), listed before the jobs were read: a job created
+    # since may have written its own.
+    remove_exports(data_dir, ids + [f.name for f in folders if f.name not in known])
+    stale = [
+        v for v in (data_dir / EXPORTS.parent).glob("*") if v.is_dir() and v.name != EXPORTS.name
+    ]
     for version in stale:
         shutil.rmtree(version, ignore_errors=True)
     print(

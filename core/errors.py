@@ -78,10 +78,15 @@ def first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s text ("" when it has none): what a message quotes of an
     error whose later lines (a traceback, a driver's SQL) are not for the reader. A first
     line that ends in a colon announces the next, which is given with it (torch's
-    "Error(s) in loading state_dict for Net:" says which key only on its second line)."""
+    "Error(s) in loading state_dict for Net:" says which key only on its second line); at
+    most ``FIRST_LINE_MAX`` characters."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if not lines:
         return ""
-    if lines[0].endswith(":") and len(lines) > 1:
-        return f"{lines[0]} {lines[1]}"
-    return lines[0]
+    said = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    # torch's "Missing key(s) in state_dict: ..." names every key: 7.6 KB for 300 layers
+    return said if len(said) <= FIRST_LINE_MAX else f"{said[: FIRST_LINE_MAX - 3]}..."
+
+
+#: The longest ``first_line`` gives (a message, the catalog and a 422 quote it).
+FIRST_LINE_MAX = 400

@@ -20,6 +20,7 @@ device during the timing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -39,23 +41,39 @@ RECYCLE_GROWTH_MB = 512.0
 RECYCLE_AFTER = 200
 
 Measure = Callable[..., Any]
-#: The child's program: this process's module search path (its ``sys.path``, not the
-#: working directory's packages ``-m`` would put first), then ``timing_child``.
+#: The child's program: its standard output kept for the answers and pointed at its standard
+#: error before anything is imported (a print at import would corrupt the answers); then
+#: this process's module search path (its ``sys.path``, not the working directory's packages
+#: ``-m`` would put first), and ``timing_child``.
 _CHILD = (
-    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from hardware_profiles.timing_child import main; main(sys.argv[2])"
+    "import os, sys; answers = os.dup(1); os.dup2(2, 1); "
+    "import json; sys.path[:] = json.loads(sys.argv[1]); "
+    "from hardware_profiles.timing_child import main; main(sys.argv[2], answers)"
 )
+#: How long a timing may take, preparation included, before its child is killed.
+TIMEOUT_S = 600.0
+#: The exception attribute holding the frames an error had in the child (for the job's
+#: ``error``: ``workers.runner``'s traceback shows a plugin's line from them).
+CHILD_FRAMES = "hwnas_child_frames"
+
+
+class Unloadable(Exception):
+    """The child could not unpickle a request (its class is in ``__main__``, or in a module
+    the child cannot import): the caller times it in this process instead."""
 
 
 class TimingChild:
     """A child process that answers ``measure(*args)`` requests, ``measure`` named by its
-    ``module:function`` path (imported there)."""
+    ``module:function`` path (imported there). In its own session: a Ctrl+C or a service
+    manager's SIGTERM to the worker's process group does not end it mid-timing (it ends at
+    the end of its input, when this process closes it or exits)."""
 
     def __init__(self, measure: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-c", _CHILD, json.dumps(sys.path), measure],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            start_new_session=True,
         )
         assert self.process.stdin is not None and self.process.stdout is not None
         self._to = Connection(os.dup(self.process.stdin.fileno()), readable=False)
@@ -65,26 +83,38 @@ class TimingChild:
         self.timings = 0
         self.first_rss_mb: float | None = None
         self.rss_mb = 0.0
+        self.broken = False
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return not self.broken and self.process.poll() is None
 
-    def run(self, *args: Any) -> Any:
+    def run(self, request: bytes, timeout_s: float = TIMEOUT_S) -> Any:
+        """The answer to the pickled ``request``. Anything that leaves the request unanswered
+        here (its death, a timeout, an interruption, an answer that does not unpickle) ends
+        the child: a later request must never read this one's answer."""
         try:
-            self._to.send_bytes(pickle.dumps(args))
-            ok, answer, rss_mb = pickle.loads(self._from.recv_bytes())
+            self._to.send_bytes(request)
+            if not self._from.poll(timeout_s):
+                raise TimeoutError(f"no answer from the timing process in {timeout_s:g} s")
+            status, answer, rss_mb = pickle.loads(self._from.recv_bytes())
         except (EOFError, BrokenPipeError):  # it died (killed, or crashed in torch)
+            self._end()
             raise RuntimeError(
                 f"the timing process (pid {self.process.pid}) ended during the timing, "
-                f"exit code {self.process.wait(5)}"
+                f"exit code {self.process.returncode}"
             ) from None
+        except BaseException:
+            self._end()
+            raise
         self.timings += 1
         self.rss_mb = rss_mb
         self.first_rss_mb = rss_mb if self.first_rss_mb is None else self.first_rss_mb
-        if not ok:
-            raise answer
-        return answer
+        if status == "ok":
+            return answer
+        if status == "unloadable":
+            raise Unloadable(answer)
+        raise answer
 
     @property
     def worn(self) -> bool:
@@ -97,8 +127,12 @@ class TimingChild:
         try:
             self.process.wait(5)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self._end()
+
+    def _end(self) -> None:
+        self.broken = True
+        self.process.kill()
+        self.process.wait()
 
 
 _CHILDREN: dict[str, TimingChild] = {}
@@ -107,50 +141,86 @@ _GUARD = threading.Lock()
 
 def run_isolated(measure: Measure, key: str, *args: Any) -> Any:
     """``measure(*args)`` in the child process kept under ``key`` (a device: started on
-    first use, replaced when worn or dead), or here when ``args`` cannot be pickled."""
+    first use, replaced when worn or dead), or here, with a warning, when ``args`` cannot
+    be sent to it (pickled here and unpickled there)."""
     try:
-        pickle.dumps(args)
+        request = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # a class defined in a function, a lambda attribute, ...
-        log.warning(
-            "the network cannot be sent to a timing process (%s: %s): timed in this one, "
-            "whose memory grows by what torch keeps of each network it traces",
-            type(exc).__name__, exc,
-        )  # fmt: skip
-        return measure(*args)
+        return _here(measure, args, f"{type(exc).__name__}: {exc}")
     with _GUARD:
         child = _CHILDREN.get(key)
         if child is None or child.worn or not child.alive:
             if child is not None:
                 child.close()
             _CHILDREN[key] = child = TimingChild(f"{measure.__module__}:{measure.__qualname__}")
-    return child.run(*args)
+    try:
+        return child.run(request)
+    except Unloadable as exc:
+        return _here(measure, args, str(exc))
+
+
+def _here(measure: Measure, args: tuple[Any, ...], why: str) -> Any:
+    log.warning(
+        "the network cannot be sent to a timing process (%s): timed in this one, whose "
+        "memory grows by what torch keeps of each network it traces", why,
+    )  # fmt: skip
+    return measure(*args)
 
 
 def close_children() -> None:
-    """End every timing child (tests; an exiting process's children end at end of input)."""
+    """End every timing child (for tests: a timing in flight in another thread fails; an
+    exiting process's children end at the end of their input)."""
     with _GUARD:
         for child in _CHILDREN.values():
             child.close()
         _CHILDREN.clear()
 
 
+def _forget_children() -> None:
+    """In a forked child: its parent's timing children are not its to talk to."""
+    _CHILDREN.clear()
+
+
+os.register_at_fork(after_in_child=_forget_children)
+
+
 def serve(measure: Measure, requests: Connection, answers: Connection) -> None:
-    """The child's loop: one request, one answer (the result or the error, and its RSS)."""
+    """The child's loop: one request, one answer: ("ok", result), ("error", the exception,
+    its frames here in ``CHILD_FRAMES``) or ("unloadable", why), and its RSS."""
     while True:
         try:
             request = requests.recv_bytes()
         except EOFError:  # the parent closed its end, or exited
             return
         try:
-            answer: tuple[bool, Any] = (True, measure(*pickle.loads(request)))
+            args = pickle.loads(request)
         except Exception as exc:
-            answer = (False, exc)
+            answers.send_bytes(_payload(("unloadable", f"{type(exc).__name__}: {exc}")))
+            continue
         try:
-            payload = pickle.dumps((*answer, _rss_mb()))
-        except Exception:  # an error that does not pickle: its text
-            said = RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")
-            payload = pickle.dumps((False, said, _rss_mb()))
-        answers.send_bytes(payload)
+            answer: tuple[str, Any] = ("ok", measure(*args))
+        except Exception as exc:
+            frames = traceback.extract_tb(exc.__traceback__)
+            with contextlib.suppress(AttributeError, TypeError):  # one without a __dict__
+                setattr(exc, CHILD_FRAMES, [(f.filename, f.lineno, f.name, f.line) for f in frames])
+            answer = ("error", exc)
+        answers.send_bytes(_payload(answer))
+
+
+def _payload(answer: tuple[str, Any]) -> bytes:
+    """``answer`` and this process's RSS, pickled; an error that does not come back out of
+    pickle whole (one whose class takes other arguments) as a RuntimeError with its text."""
+    status, value = answer
+    if status == "error":
+        try:
+            payload = pickle.dumps((status, value, _rss_mb()), protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.loads(payload)
+            return payload
+        except Exception:
+            said = RuntimeError(f"{type(value).__name__}: {value}")
+            setattr(said, CHILD_FRAMES, getattr(value, CHILD_FRAMES, []))
+            value = said
+    return pickle.dumps((status, value, _rss_mb()), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _rss_mb() -> float:

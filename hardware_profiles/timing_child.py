@@ -11,11 +11,9 @@ from multiprocessing.connection import Connection
 from hardware_profiles.isolated import serve
 
 
-def main(path: str) -> None:
-    """Answers go to the standard output, which nothing else may write to: a print or a
-    warning goes to the standard error (the parent's)."""
-    answers = Connection(os.dup(1), readable=False)
-    os.dup2(2, 1)
+def main(path: str, answers_fd: int) -> None:
+    """Answers go to ``answers_fd`` (the standard output as it was at the start; the
+    standard output now leads to the standard error, so a print cannot corrupt them)."""
     module, _, name = path.partition(":")
     measure = getattr(importlib.import_module(module), name)
-    serve(measure, Connection(os.dup(0), writable=False), answers)
+    serve(measure, Connection(os.dup(0), writable=False), Connection(answers_fd, readable=False))

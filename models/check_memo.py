@@ -40,22 +40,37 @@ class CheckMemo:
         """``check()``, unless it ran on ``key`` with this ``signature``: then its answer
         again (return, or its ``InvalidInput`` raised anew). A ``signature`` of None (data
         changed too recently to be told from a later change: ``models.user_data.recent``)
-        keeps no answer. ``guard`` is held while the check runs (not for an answer kept),
-        e.g. a lock that keeps it off the cores a measurement is timed on."""
-        with self._lock:
-            kept = self._answers.get(key)
-            if signature is not None and kept is not None and kept[0] == signature:
-                self._answers.move_to_end(key)
-        if signature is not None and kept is not None and kept[0] == signature:
-            _answer(kept[1])
+        keeps no answer, nor does a check that returns ``SKIPPED`` (it could not check) or
+        a refusal caused by the system rather than the data (an ``OSError`` such as a
+        permission denied, a ``MemoryError``: ``chmod`` leaves the signature as it was).
+        ``guard`` is held while the check runs (not for an answer kept), e.g. a lock that
+        keeps it off the cores a measurement is timed on; the answer is looked up again
+        once it is held, so requests that queued behind the same check do not repeat it."""
+        if self._answered(key, signature):
             return
         with guard if guard is not None else nullcontext():
+            if self._answered(key, signature):
+                return
             try:
-                check()
+                result = check()
             except InvalidInput as exc:
-                self._keep(key, signature, (str(exc), exc.field))
+                if not _caused_by_the_system(exc):
+                    self._keep(key, signature, (str(exc), exc.field))
                 raise
-        self._keep(key, signature, None)
+        if result is not SKIPPED:
+            self._keep(key, signature, None)
+
+    def _answered(self, key: Hashable, signature: Any) -> bool:
+        """True for a pass kept for ``signature``; a refusal kept is raised; else False."""
+        if signature is None:
+            return False
+        with self._lock:
+            kept = self._answers.get(key)
+            if kept is None or kept[0] != signature:
+                return False
+            self._answers.move_to_end(key)
+        _answer(kept[1])
+        return True
 
     def clear(self) -> None:
         with self._lock:
@@ -69,6 +84,22 @@ class CheckMemo:
             self._answers.move_to_end(key)
             while len(self._answers) > self._size:
                 self._answers.popitem(last=False)
+
+
+#: What a check returns when it could not check (nothing to keep).
+SKIPPED = object()
+
+
+def _caused_by_the_system(exc: BaseException) -> bool:
+    """Whether an ``OSError`` or ``MemoryError`` is among ``exc``'s causes."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError | MemoryError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _answer(outcome: _Outcome) -> None:

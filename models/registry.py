@@ -10,17 +10,18 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from core.errors import HwnasError, InvalidInput, UnknownName, first_line
 from core.settings import comma_list, get_settings
 
 from .base import Supernet
-from .check_memo import CheckMemo
+from .check_memo import SKIPPED, CheckMemo
 from .user_data import configured_roots, confine, data_signature, file_state, recent
 
 _FACTORIES: dict[str, Callable[..., Supernet]] = {}
@@ -210,14 +211,14 @@ def check_validation_data(
     _DATA_CHECKS.run((name, str(resolved)), None if recent(state) else state, check, guard)
 
 
-def _check_data(name: str, validation_data: str) -> None:
+def _check_data(name: str, validation_data: str) -> object:
     key = (name, validation_data)
     with _data_lock:
         held = _DATA_INSTANCES.get(key)
     if held is not None and held[0] == _made_with(name, validation_data):  # loaded for a job
         instance = held[1]
     elif _needs_more_than_data(_factory(name)):  # its weights, say: the job's worker checks
-        return
+        return SKIPPED
     else:
         try:
             instance = create_supernet(name, validation_data=validation_data)
@@ -225,7 +226,7 @@ def _check_data(name: str, validation_data: str) -> None:
             if exc.field == "validation_data":  # a class that reads its data when built
                 raise
             log.info("supernet %r: the data check could not build it: %s", name, exc)
-            return
+            return SKIPPED
     try:
         instance.check_data()
     except InvalidInput:
@@ -235,6 +236,7 @@ def _check_data(name: str, validation_data: str) -> None:
             f"supernet {name!r} could not check the validation data: {_reason(exc)}",
             field="validation_data",
         ) from exc
+    return None
 
 
 def _needs_more_than_data(factory: Callable[..., Supernet]) -> bool:
@@ -269,10 +271,11 @@ def configured_weights(name: str) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=8)
-def checkpoint_paths(text: str) -> dict[str, str]:
-    """``HWNAS_SUPERNET_CHECKPOINTS``'s text (``name=path,...``) as {name: path}."""
+def checkpoint_paths(text: str) -> Mapping[str, str]:
+    """``HWNAS_SUPERNET_CHECKPOINTS``'s text (``name=path,...``) as {name: path} (read-only:
+    the answer is shared)."""
     entries = (item.split("=", 1) for item in comma_list(text) if "=" in item)
-    return {key.strip(): value.strip() for key, value in entries}
+    return MappingProxyType({key.strip(): value.strip() for key, value in entries})
 
 
 def check_checkpoints() -> None:

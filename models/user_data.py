@@ -125,13 +125,14 @@ def data_signature(path: str | Path, roots: Sequence[Path] | None = None) -> tup
 
 
 def file_state(path: Path) -> tuple[Any, ...]:
-    """Size, modification time and inode of ``path`` (what tells a rewritten file), or the
-    error number of a look-up that fails."""
+    """Size, modification time, inode and status-change time of ``path`` (what tells a
+    rewritten file, or one whose permissions changed), or the error number of a look-up
+    that fails."""
     try:
         found = path.stat()
     except OSError as exc:  # a broken link: what loading the folder would say
         return (exc.errno,)
-    return found.st_size, found.st_mtime_ns, found.st_ino
+    return found.st_size, found.st_mtime_ns, found.st_ino, found.st_ctime_ns
 
 
 def check_path(
@@ -167,13 +168,15 @@ _DIRECTORY_CHECKS = CheckMemo(64)
 
 def tree_state(root: Path, max_dirs: int) -> tuple[Any, ...] | None:
     """What changes when a file is added to, removed from or renamed in the directory
-    ``root`` or any directory under it (links followed, each real directory once, at most
-    ``max_dirs``), or its ``classes.txt`` changes: each directory's state, not each file's
-    (listing the directories reads no file's metadata). None when one of them changed too
-    recently to be told from a change to come (``recent``)."""
+    ``root`` or any directory under it (links followed, each real directory once), or its
+    ``classes.txt`` changes: each directory's state, not each file's (listing the
+    directories reads no file's metadata). None when one of them changed too recently to be
+    told from a change to come (``recent``), or there are over ``max_dirs``."""
     states: list[tuple[Any, ...]] = [("classes.txt", *file_state(root / "classes.txt"))]
     stack, seen = [root], set[Path]()
-    while stack and len(seen) <= max_dirs:
+    while stack:
+        if len(seen) > max_dirs:  # more than a check walks: no state stands for it all
+            return None
         current = stack.pop()
         try:
             real = current.resolve()
@@ -198,7 +201,7 @@ SETTLE_NS = 2_000_000_000
 
 def recent(state: tuple[Any, ...]) -> bool:
     """Whether ``file_state``'s ``state`` was modified within ``SETTLE_NS`` of now."""
-    return len(state) == 3 and time.time_ns() - state[1] < SETTLE_NS
+    return len(state) == 4 and time.time_ns() - state[1] < SETTLE_NS
 
 
 def load_user_data(

@@ -30,7 +30,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
-from core.errors import HwnasError, InvalidInput, ServiceUnavailable, StorageError
+from core.errors import HwnasError, InvalidInput, ServiceUnavailable, StorageError, first_line
 
 log = logging.getLogger(__name__)
 ALEMBIC_DIR = Path(__file__).resolve().parents[1] / "alembic"
@@ -253,8 +253,7 @@ def _first_line(exc: BaseException) -> str:
     """The first line of the driver's message (SQLAlchemy's ``orig``), else of ``exc``'s;
     the class name of an error without text."""
     cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return lines[0] if lines else type(cause).__name__
+    return first_line(cause) or type(cause).__name__
 
 
 class LoopReads(ABC):

@@ -82,7 +82,8 @@ class SubnetEvaluator:
             with _step("extracting", supernet, arch):
                 # in eval mode, as it is timed and exported: one returned in training mode
                 # was measured with batch statistics (and dropout), its file without
-                module = supernet.extract(arch).eval()
+                module = supernet.extract(arch)
+                module.eval()  # not its return value: a train() override may return None
             with _step("evaluating on the validation data", supernet, arch):
                 quality = supernet.evaluate(arch, module)
             quality = _checked_metrics(supernet, arch, quality)
@@ -148,13 +149,20 @@ def _check_encoding(supernet: Supernet, arch: Arch) -> None:
         )
 
 
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
 def _real(value: Any) -> float | None:
     """``value`` as a float: a real number, a numpy scalar or a one-element tensor."""
     if isinstance(value, bool):
         return None
     if isinstance(value, numbers.Real):
         return float(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+    if (
+        isinstance(value, torch.Tensor)
+        and value.numel() == 1
+        and (value.is_floating_point() or value.dtype in _INTEGER_DTYPES)
+    ):
         return float(value.item())
     return None
 

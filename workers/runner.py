@@ -27,6 +27,7 @@ from core.errors import HwnasError, InvalidInput, StorageError, first_line
 from core.settings import Settings
 from hardware_profiles import HardwareProfile
 from hardware_profiles.configured import device_profile
+from hardware_profiles.isolated import CHILD_FRAMES
 from hardware_profiles.latency_predictor import PRIOR_MIN_SPEARMAN, PRIOR_MIN_WITHIN_10PCT
 from hardware_profiles.latency_sample import sample_archs
 from models.base import Supernet
@@ -833,6 +834,8 @@ def _short_traceback(exc: BaseException) -> str:
     (hwnas's, a plugin's, wherever it is installed) and the last two overall: a plugin's
     error inside torch names its line."""
     frames = traceback.extract_tb(exc.__traceback__)
+    if child_frames := getattr(exc, CHILD_FRAMES, None):  # raised in a timing child: there
+        frames = traceback.StackSummary.from_list([*frames, *child_frames])
     own = [f for f in frames if not _in_a_library(f.filename)]
     kept = own[-2:] + [f for f in frames[-2:] if f not in own[-2:]]
     listed = traceback.format_list(kept)

@@ -263,19 +263,26 @@ async def export(
             f"format must be one of {', '.join(list_formats())}, got {format!r}", field="format"
         )
 
-    def read() -> tuple[q.JobRow, Any]:
+    def read() -> tuple[q.JobRow, Any, str]:
         with transaction(factory) as session:
-            return q.read_job(session, job_id), q.get_evaluation(session, job_id, subnet_id)
+            job, evaluation = (
+                q.read_job(session, job_id),
+                q.get_evaluation(session, job_id, subnet_id),
+            )
+            # A warm start's copy is the file of the job that measured it (exporting the
+            # copies of one cheap job wrote each, up to ~100 MB, again under its id), while
+            # that job exists: a deleted one's folder would be left for nobody to remove.
+            origin = evaluation.details.get(q.REUSED_FROM)
+            if isinstance(origin, str) and session.get(Job, origin) is not None:
+                return job, evaluation, origin
+            return job, evaluation, job_id
 
-    job, evaluation = await run_in_threadpool(read)
+    job, evaluation, measured_in = await run_in_threadpool(read)
     if get_supernet(job.supernet).recorded:
         raise Conflict(
             f"job {job_id!r} searched {job.supernet!r}, a recorded table: it has no weights, "
             "so its sub-networks cannot be exported"
         )
-    # A warm start's copy is the file of the job that measured it: exporting the copies
-    # of one cheap job wrote each (up to 2,000, of up to ~100 MB) again under its id.
-    measured_in = evaluation.details.get(q.REUSED_FROM) or job_id
     path = Path(settings.data_dir) / EXPORTS / measured_in / f"{subnet_id}{suffix_of(format)}"
 
     def write() -> None:

@@ -50,7 +50,11 @@ def test_a_finished_job_is_deleted_with_its_rows_and_files(tmp_path: Path) -> No
         # the job that reused its measurements keeps them, and its download is built again
         assert len(client.get(f"/v1/jobs/{again['id']}/evaluations").json()["data"]) == 4
         after = client.get(url.format(again["id"]), params={"format": "onnx"})
-        assert after.status_code == 200 and after.content == before.content
+        assert after.status_code == 200 and after.content != before.content  # its own card
+        assert not exports.exists()  # not rebuilt in the deleted job's folder, left for nobody
+        assert (
+            Path(settings.data_dir) / "exports" / "2" / again["id"] / f"{subnet}.onnx"
+        ).is_file()
 
         queued = client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()  # no worker
         refused = client.delete(f"/v1/jobs/{queued['id']}")
@@ -89,6 +93,8 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
     data = Path(settings.data_dir)
     (data / "exports" / "2" / ids[0]).mkdir(parents=True)
     (data / "exports" / "1" / "old-job").mkdir(parents=True)  # a cache version no longer served
+    (data / "exports" / "2" / "deleted-before").mkdir(parents=True)  # a job deleted earlier
+    (data / "exports" / "2" / ids[1]).mkdir(parents=True)  # a job that stays
     monkeypatch.setenv("HWNAS_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("HWNAS_DATA_DIR", str(data))
     get_settings.cache_clear()
@@ -103,3 +109,6 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
         left = set(session.scalars(select(Job.id)))
     assert left == set(ids[1:])  # the recent one, and the queued one that never ended
     assert not (data / "exports" / "2" / ids[0]).exists() and not (data / "exports" / "1").exists()
+    assert not (data / "exports" / "2" / "deleted-before").exists()
+    assert (data / "exports" / "2" / ids[1]).is_dir()
+    assert main(["prune", "--older-than", "1e300"]) == 2  # too far back: said, no traceback

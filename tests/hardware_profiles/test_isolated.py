@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
+import sys
+import threading
+import time
+import types
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -69,24 +74,89 @@ def test_a_worn_or_dead_child_is_replaced(
     assert isolated._CHILDREN["cpu"].process.pid != pids[2]
 
 
+class Sleepy(nn.Module):
+    """A forward that takes a second: traced, then timed, in the child."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(1.0)
+        return x
+
+
 def test_a_child_killed_during_a_timing_is_an_error_then_replaced(
     fast_profile: ProfileFactory, tiny_net: nn.Module, example_input: torch.Tensor
 ) -> None:
     measure_latency(tiny_net, example_input, _ts(fast_profile))
-    child = isolated._CHILDREN["cpu"]
-    os.kill(child.process.pid, signal.SIGKILL)
+    pid = isolated._CHILDREN["cpu"].process.pid
+    threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()  # while it traces Sleepy
     with pytest.raises(
         RuntimeError, match=r"the timing process \(pid \d+\) ended during the timing"
     ):
-        child.run(tiny_net, example_input, _ts(fast_profile))
+        measure_latency(Sleepy(), example_input, _ts(fast_profile))
     assert measure_latency(tiny_net, example_input, _ts(fast_profile)).median_ms > 0
+    assert isolated._CHILDREN["cpu"].process.pid != pid
 
 
-def test_an_error_in_the_child_is_raised_here_as_it_was(
+def test_a_request_left_unanswered_ends_its_child_so_no_answer_goes_astray(
+    fast_profile: ProfileFactory, tiny_net: nn.Module, example_input: torch.Tensor
+) -> None:
+    """A child asked and never read gave its answer to the next request, and every later
+    one was off by one (review, session 20): a timeout, an interruption, anything that
+    leaves a request unanswered now ends the child."""
+    profile = _ts(fast_profile)
+    measure_latency(tiny_net, example_input, profile)
+    child = isolated._CHILDREN["cpu"]
+    request = pickle.dumps((Failing(), example_input, profile))
+    slow = pickle.dumps((Sleepy(), example_input, profile))
+    with pytest.raises(TimeoutError):
+        child.run(slow, timeout_s=0.2)
+    assert not child.alive
+    assert measure_latency(tiny_net, example_input, profile).runtime == "torchscript"
+    assert isolated._CHILDREN["cpu"] is not child
+    with pytest.raises(ValueError, match="my forward is broken"):
+        isolated._CHILDREN["cpu"].run(request)
+
+
+def test_the_child_has_a_session_of_its_own(
+    fast_profile: ProfileFactory, tiny_net: nn.Module, example_input: torch.Tensor
+) -> None:
+    """A Ctrl+C in the worker's terminal (or a service manager's signal to its process
+    group) ended the child mid-timing, where a warm shutdown finishes the evaluation."""
+    measure_latency(tiny_net, example_input, _ts(fast_profile))
+    assert os.getsid(isolated._CHILDREN["cpu"].process.pid) != os.getsid(0)
+
+
+def test_an_error_in_the_child_is_raised_here_with_its_frames_there(
     fast_profile: ProfileFactory, example_input: torch.Tensor
 ) -> None:
-    with pytest.raises(ValueError, match="my forward is broken"):
+    """The job's error keeps a plugin's own line (workers.runner._short_traceback): the
+    frames came back empty from the child."""
+    from workers.runner import _short_traceback
+
+    with pytest.raises(ValueError, match="my forward is broken") as caught:
         measure_latency(Failing(), example_input, _ts(fast_profile))
+    frames = getattr(caught.value, isolated.CHILD_FRAMES)
+    assert any(
+        name == "forward" and file.endswith("test_isolated.py") for file, _, name, _ in frames
+    )
+    assert 'test_isolated.py", line' in _short_traceback(caught.value)
+
+
+class NeedsArgs(Exception):
+    def __init__(self, layer: str, why: str) -> None:
+        super().__init__(f"{layer}: {why}")
+
+
+class RaisesNeedsArgs(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NeedsArgs("conv3", "bad stride")
+
+
+def test_an_error_that_does_not_unpickle_comes_back_as_its_text(
+    fast_profile: ProfileFactory, example_input: torch.Tensor
+) -> None:
+    """It came back as "TypeError: __init__() missing 1 required positional argument"."""
+    with pytest.raises(RuntimeError, match=r"^NeedsArgs: conv3: bad stride$"):
+        measure_latency(RaisesNeedsArgs(), example_input, _ts(fast_profile))
 
 
 def test_a_network_that_cannot_be_sent_is_timed_here_with_a_warning(
@@ -107,3 +177,21 @@ def test_a_network_that_cannot_be_sent_is_timed_here_with_a_warning(
         assert measure_latency(Local(), example_input, _ts(fast_profile)).median_ms > 0
     assert "cannot be sent to a timing process" in caplog.text
     assert not isolated._CHILDREN
+
+
+def test_a_network_the_child_cannot_load_is_timed_here_with_a_warning(
+    fast_profile: ProfileFactory,
+    example_input: torch.Tensor,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its class pickles here but lives in a module the child cannot import (a script's
+    ``__main__``, a module made at run time): it failed with an AttributeError there."""
+    made = types.ModuleType("hwnas_test_made_at_run_time")
+    exec("import torch\nclass Made(torch.nn.Identity): pass\n", made.__dict__)
+    monkeypatch.setitem(sys.modules, made.__name__, made)
+    made.Made.__module__ = made.__name__
+    with caplog.at_level(logging.WARNING, logger="hardware_profiles.isolated"):
+        assert measure_latency(made.Made(), example_input, _ts(fast_profile)).median_ms > 0
+    assert "cannot be sent to a timing process (ModuleNotFoundError" in caplog.text
+    assert isolated._CHILDREN["cpu"].alive  # the child answered, and serves on
