@@ -8,7 +8,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -209,7 +208,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     from sqlalchemy import select
 
-    from api.routes.jobs import EXPORTS, remove_exports
+    from api.export_cache import job_folders, remove_exports, remove_old_versions
     from store.db import check_migrated, make_engine, make_session_factory, transaction
     from store.jobs import prune_jobs
     from store.tables import Job, utcnow
@@ -220,7 +219,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     except OverflowError:
         raise InvalidInput(f"--older-than {args.older_than:g}: too many days") from None
     data_dir = Path(settings.data_dir)
-    folders = [f for f in (data_dir / EXPORTS).glob("*") if f.is_dir()]
+    folders = job_folders(data_dir)
     engine = make_engine(settings.database_url)
     try:
         check_migrated(engine)
@@ -232,15 +231,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     # Its jobs' folders, and those of jobs deleted before (a copy of their sub-network,
     # exported after, was written there), listed before the jobs were read: a job created
     # since may have written its own.
-    remove_exports(data_dir, ids + [f.name for f in folders if f.name not in known])
-    stale = [
-        v for v in (data_dir / EXPORTS.parent).glob("*") if v.is_dir() and v.name != EXPORTS.name
-    ]
-    for version in stale:
-        shutil.rmtree(version, ignore_errors=True)
+    remove_exports(data_dir, ids + [name for name in folders if name not in known])
+    stale = remove_old_versions(data_dir)
     print(
         f"deleted {len(ids)} jobs that ended over {args.older_than:g} days ago"
-        + (f"; removed {len(stale)} old export cache folders" if stale else "")
+        + (f"; removed {stale} old export cache folders" if stale else "")
     )
     return 0
 

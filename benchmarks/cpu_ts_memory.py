@@ -27,19 +27,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hardware_profiles.configured import device_profile  # noqa: E402
-from hardware_profiles.isolated import _CHILDREN, close_children  # noqa: E402
+from hardware_profiles.isolated import _CHILDREN, close_children, rss_mb  # noqa: E402
 from hardware_profiles.runners import _measure_here, device_lock, measure_latency  # noqa: E402
 from models.registry import get_supernet  # noqa: E402
 
 WARMUP = 5
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def archs(count: int, seed: int) -> list[dict[str, Any]]:

@@ -213,17 +213,18 @@ def _payload(answer: tuple[str, Any]) -> bytes:
     status, value = answer
     if status == "error":
         try:
-            payload = pickle.dumps((status, value, _rss_mb()), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps((status, value, rss_mb()), protocol=pickle.HIGHEST_PROTOCOL)
             pickle.loads(payload)
             return payload
         except Exception:
             said = RuntimeError(f"{type(value).__name__}: {value}")
             setattr(said, CHILD_FRAMES, getattr(value, CHILD_FRAMES, []))
             value = said
-    return pickle.dumps((status, value, _rss_mb()), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((status, value, rss_mb()), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
+    """This process's resident memory in MB (0 where /proc cannot tell)."""
     try:
         with open("/proc/self/status") as status:
             for line in status:

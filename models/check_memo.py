@@ -72,10 +72,6 @@ class CheckMemo:
         _answer(kept[1])
         return True
 
-    def clear(self) -> None:
-        with self._lock:
-            self._answers.clear()
-
     def _keep(self, key: Hashable, signature: Any, outcome: _Outcome) -> None:
         if signature is None:
             return

@@ -792,10 +792,15 @@ def _spread(evaluation: Evaluation) -> float | None:
     return None
 
 
+def _noisy_above(profile: HardwareProfile) -> float:
+    """The ``rel_ci`` over which a latency on ``profile`` was timed on a busy device."""
+    return NOISY_FACTOR * profile.protocol.target_rel_ci
+
+
 def _noisy(evaluation: Evaluation, profile: HardwareProfile) -> bool:
     """Whether ``evaluation``'s latency was timed on a busy device (``NOISY_FACTOR``)."""
     spread = _spread(evaluation)
-    return spread is not None and spread > NOISY_FACTOR * profile.protocol.target_rel_ci
+    return spread is not None and spread > _noisy_above(profile)
 
 
 def _noisy_latency_note(evaluations: Sequence[Evaluation], profile: HardwareProfile) -> str | None:
@@ -807,7 +812,7 @@ def _noisy_latency_note(evaluations: Sequence[Evaluation], profile: HardwareProf
         for e in evaluations
         if q.REUSED_FROM not in e.details and (spread := _spread(e)) is not None
     ]
-    noisy = [spread for spread in spreads if spread > NOISY_FACTOR * target]
+    noisy = [spread for spread in spreads if spread > _noisy_above(profile)]
     if not noisy:
         return None
     return (

@@ -4,10 +4,8 @@ Calibration jobs (``api.routes.calibrations``) are polled, listed and cancelled 
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from api.bodies import json_body, json_body_doc
 from api.deps import FactoryDep, SettingsDep, dispatcher_of, loop_reads, submitter
 from api.errors import error_answers
+from api.export_cache import export_file, remove_exports
 from api.presenters import (
     api_base,
     evaluation_public,
@@ -150,13 +149,6 @@ def delete_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
     return Response(status_code=204)
 
 
-def remove_exports(data_dir: Path, job_ids: Sequence[str]) -> None:
-    """The exported files of ``job_ids`` under ``data_dir`` (those of the copies other jobs
-    hold of its sub-networks too: they are built again on demand)."""
-    for job_id in job_ids:
-        shutil.rmtree(data_dir / EXPORTS / job_id, ignore_errors=True)
-
-
 @router.get("/{job_id}/evaluations", response_model=EvaluationsPublic, responses=error_answers(404))
 def read_evaluations(
     job_id: str, factory: FactoryDep, offset: Offset = 0, limit: Limit = 100
@@ -283,7 +275,7 @@ async def export(
             f"job {job_id!r} searched {job.supernet!r}, a recorded table: it has no weights, "
             "so its sub-networks cannot be exported"
         )
-    path = Path(settings.data_dir) / EXPORTS / measured_in / f"{subnet_id}{suffix_of(format)}"
+    path = export_file(Path(settings.data_dir), measured_in, f"{subnet_id}{suffix_of(format)}")
 
     def write() -> None:
         if path.exists():  # written while this one waited
@@ -309,12 +301,6 @@ async def export(
         filename=f"{job.supernet}_{subnet_id}{suffix_of(format)}",
         media_type="application/octet-stream",
     )
-
-
-#: Where exported files are kept, under HWNAS_DATA_DIR. Its version goes up when what an
-#: export holds changes, so a file written before is not served for the new one: "2" the
-#: card inside each file, and the Transformer's ONNX at any length.
-EXPORTS = Path("exports") / "2"
 
 
 def _export_limiter(request: Request) -> anyio.CapacityLimiter:
