@@ -29,7 +29,7 @@ from hardware_profiles.latency_predictor import (
 )
 from hardware_profiles.latency_sample import MAX_SAMPLES
 from models.base import Supernet
-from models.metrics import metrics_of
+from models.metrics import METRIC_RANGES, metrics_of
 from models.registry import (
     check_validation_data,
     get_supernet,
@@ -140,7 +140,9 @@ class JobCreate(BaseModel):
         "join the job's evaluations (marked reused_from) and guide the search; the budget "
         "counts new measurements only. Measurements on other devices guide linas too, "
         "by their device-independent metrics (accuracy on the same validation data, counted "
-        "complexity), but are not results: those sub-networks are measured here if chosen",
+        "complexity), but are not results: those sub-networks are measured here if chosen "
+        "(their latency timed; the accuracy measured with the same weights and data taken, "
+        "details.quality_from naming that job)",
     )
     validation_data: str | None = Field(
         None,
@@ -214,7 +216,26 @@ class JobCreate(BaseModel):
         for name in value:
             if name not in allowed:
                 raise ValueError(f"unknown metric {name!r}; allowed: {', '.join(allowed)}")
+        if info.field_name == "constraints":
+            for name, bound in value.items():
+                _check_reachable(name, bound)
         return value
+
+
+def _check_reachable(name: str, bound: BoundIn) -> None:
+    """A bound no value of the metric can meet (an accuracy over 1, a negative latency)
+    spent a whole budget, then said nothing was feasible."""
+    if name not in METRIC_RANGES:
+        return
+    lowest, highest = METRIC_RANGES[name]
+    span = f"{lowest:g}..{highest:g}" if highest is not None else f"{lowest:g} or more"
+    if bound.max is not None and bound.max < lowest:
+        unmet = f"{name} <= {bound.max:g}"
+    elif bound.min is not None and highest is not None and bound.min > highest:
+        unmet = f"{name} >= {bound.min:g}"
+    else:
+        return
+    raise ValueError(f"{unmet} can be met by no sub-network: {name} is {span}")
 
 
 #: Supernets whose space() was checked, with the instance checked.

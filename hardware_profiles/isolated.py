@@ -57,6 +57,12 @@ TIMEOUT_S = 600.0
 CHILD_FRAMES = "hwnas_child_frames"
 
 
+class ChildDied(RuntimeError):
+    """The child ended before it answered (killed, e.g. by the kernel's OOM killer, of
+    which a timing child, a cpu-ts worker's largest process, is the likeliest pick; or
+    crashed in torch)."""
+
+
 class Unloadable(Exception):
     """The child could not unpickle a request (its class is in ``__main__``, or in a module
     the child cannot import): the caller times it in this process instead."""
@@ -100,7 +106,7 @@ class TimingChild:
             status, answer, rss_mb = pickle.loads(self._from.recv_bytes())
         except (EOFError, BrokenPipeError):  # it died (killed, or crashed in torch)
             self._end()
-            raise RuntimeError(
+            raise ChildDied(
                 f"the timing process (pid {self.process.pid}) ended during the timing, "
                 f"exit code {self.process.returncode}"
             ) from None
@@ -142,29 +148,63 @@ _GUARD = threading.Lock()
 def run_isolated(measure: Measure, key: str, *args: Any) -> Any:
     """``measure(*args)`` in the child process kept under ``key`` (a device: started on
     first use, replaced when worn or dead), or here, with a warning, when ``args`` cannot
-    be sent to it (pickled here and unpickled there)."""
-    try:
-        request = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # a class defined in a function, a lambda attribute, ...
-        return _here(measure, args, f"{type(exc).__name__}: {exc}")
-    with _GUARD:
-        child = _CHILDREN.get(key)
-        if child is None or child.worn or not child.alive:
-            if child is not None:
-                child.close()
-            _CHILDREN[key] = child = TimingChild(f"{measure.__module__}:{measure.__qualname__}")
+    be sent to it (pickled here and unpickled there). A child that dies during the call is
+    replaced and the call made again, once: a second death is the network's doing."""
+    request = _request(args)
+    if isinstance(request, Unloadable):
+        return _here(measure, args, str(request))
+    for attempt in (1, 2):
+        with _GUARD:
+            child = _CHILDREN.get(key)
+            if child is None or child.worn or not child.alive:
+                if child is not None:
+                    child.close()
+                _CHILDREN[key] = child = TimingChild(_path(measure))
+        try:
+            return child.run(request)
+        except Unloadable as exc:
+            return _here(measure, args, str(exc))
+        except ChildDied as exc:
+            if attempt == 2:
+                raise ChildDied(f"{exc}, twice in a row") from None
+            log.warning("%s: running it again in a new one", exc)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def run_once(function: Measure, *args: Any) -> Any:
+    """``function(*args)`` in a child process of its own, which ends after it: for a rare
+    call (a TorchScript export) whose traces a lasting child would keep, at the cost of a
+    lasting child's memory (a torch import, about 250 MB) and of the start (about 2 s).
+    Here, with a warning, when ``args`` cannot be sent to it."""
+    request = _request(args)
+    if isinstance(request, Unloadable):
+        return _here(function, args, str(request))
+    child = TimingChild(_path(function))
     try:
         return child.run(request)
     except Unloadable as exc:
-        return _here(measure, args, str(exc))
+        return _here(function, args, str(exc))
+    finally:
+        child.close()
 
 
-def _here(measure: Measure, args: tuple[Any, ...], why: str) -> Any:
+def _request(args: tuple[Any, ...]) -> bytes | Unloadable:
+    try:
+        return pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # a class defined in a function, a lambda attribute, ...
+        return Unloadable(f"{type(exc).__name__}: {exc}")
+
+
+def _path(function: Measure) -> str:
+    return f"{function.__module__}:{function.__qualname__}"
+
+
+def _here(function: Measure, args: tuple[Any, ...], why: str) -> Any:
     log.warning(
-        "the network cannot be sent to a timing process (%s): timed in this one, whose "
-        "memory grows by what torch keeps of each network it traces", why,
+        "the network cannot be sent to a child process (%s): %s runs in this one, whose "
+        "memory grows by what torch keeps of each network it traces", why, _path(function),
     )  # fmt: skip
-    return measure(*args)
+    return function(*args)
 
 
 def close_children() -> None:
@@ -192,19 +232,25 @@ def serve(measure: Measure, requests: Connection, answers: Connection) -> None:
             request = requests.recv_bytes()
         except EOFError:  # the parent closed its end, or exited
             return
+        answer: tuple[str, Any]
         try:
             args = pickle.loads(request)
         except Exception as exc:
-            answers.send_bytes(_payload(("unloadable", f"{type(exc).__name__}: {exc}")))
-            continue
+            answer = ("unloadable", f"{type(exc).__name__}: {exc}")
+        else:
+            try:
+                answer = ("ok", measure(*args))
+            except Exception as exc:
+                frames = traceback.extract_tb(exc.__traceback__)
+                with contextlib.suppress(AttributeError, TypeError):  # one without a __dict__
+                    setattr(
+                        exc, CHILD_FRAMES, [(f.filename, f.lineno, f.name, f.line) for f in frames]
+                    )
+                answer = ("error", exc)
         try:
-            answer: tuple[str, Any] = ("ok", measure(*args))
-        except Exception as exc:
-            frames = traceback.extract_tb(exc.__traceback__)
-            with contextlib.suppress(AttributeError, TypeError):  # one without a __dict__
-                setattr(exc, CHILD_FRAMES, [(f.filename, f.lineno, f.name, f.line) for f in frames])
-            answer = ("error", exc)
-        answers.send_bytes(_payload(answer))
+            answers.send_bytes(_payload(answer))
+        except OSError:  # the parent is gone (killed): nobody to answer
+            return
 
 
 def _payload(answer: tuple[str, Any]) -> bytes:

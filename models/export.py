@@ -31,15 +31,21 @@ from .base import Arch, Supernet
 #: (``hwnas.card``), TorchScript as an extra file and the zip as a member (both
 #: ``architecture.json``).
 Writer = Callable[[nn.Module, torch.Tensor, Path, dict[str, Any]], None]
-_WRITERS: dict[str, tuple[str, Writer]] = {}
+#: Runs a writer on its arguments: ``export_subnet``'s ``isolate``.
+Isolate = Callable[..., None]
+_WRITERS: dict[str, tuple[str, Writer, bool]] = {}
 
 #: Where the card is in each file.
 CARD_KEY, CARD_FILE = "hwnas.card", "architecture.json"
 
 
-def register_format(name: str, suffix: str) -> Callable[[Writer], Writer]:
+def register_format(name: str, suffix: str, leaks: bool = False) -> Callable[[Writer], Writer]:
+    """``leaks``: the writer leaves memory in torch for the life of the process (TorchScript:
+    a traced module's types and graphs stay in torch's JIT registry), so ``export_subnet``
+    runs it through its ``isolate`` (a child process)."""
+
     def decorate(writer: Writer) -> Writer:
-        _WRITERS[name] = (suffix, writer)
+        _WRITERS[name] = (suffix, writer, leaks)
         return writer
 
     return decorate
@@ -53,7 +59,7 @@ def suffix_of(fmt: str) -> str:
     return _writer(fmt)[0]
 
 
-def _writer(fmt: str) -> tuple[str, Writer]:
+def _writer(fmt: str) -> tuple[str, Writer, bool]:
     try:
         return _WRITERS[fmt]
     except KeyError:
@@ -80,7 +86,7 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path, card: dict
     onnx.save(model, str(path))
 
 
-@register_format("torchscript", ".pt")
+@register_format("torchscript", ".pt", leaks=True)
 def _write_torchscript(module: nn.Module, example: torch.Tensor, path: Path, card: dict) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(module, example)
@@ -97,15 +103,23 @@ def _write_state_dict(module: nn.Module, _example: torch.Tensor, path: Path, car
 
 
 def export_subnet(
-    supernet: Supernet, arch: Arch, fmt: str, path: Path, extra: dict[str, Any] | None = None
+    supernet: Supernet,
+    arch: Arch,
+    fmt: str,
+    path: Path,
+    extra: dict[str, Any] | None = None,
+    isolate: Isolate | None = None,
 ) -> Path:
     """Write ``arch`` of ``supernet`` to ``path`` in ``fmt``; returns the path written.
 
     The architecture card (supernet, encoding, genes, input spec with its preprocessing,
     ``extra`` such as the measured metrics) goes into the file (see ``Writer``), and beside
-    it as ``<name>.json``.
+    it as ``<name>.json``. A format whose writer ``leaks`` is written by
+    ``isolate(writer, *its arguments)`` where one is given (a long-lived service passes
+    ``hardware_profiles.isolated.run_once``: 11 MB a TorchScript file otherwise stays in
+    its memory for good); the others here.
     """
-    _suffix, writer = _writer(fmt)
+    _suffix, writer, leaks = _writer(fmt)
     module = supernet.extract(arch).eval()
     example = supernet.example_input(arch, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,16 +130,24 @@ def export_subnet(
     tmp = scratch / path.name
     card = architecture_card(supernet, arch, extra)
     try:
-        with TRACING, warnings.catch_warnings():  # one tracer at a time: core.tracing
-            # torch marks TorchScript and its ONNX exporter deprecated; both are still the
-            # formats deployment runtimes load, and the torch.export path needs onnxscript.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            writer(module, example, tmp, card)
+        if leaks and isolate is not None:
+            isolate(_quiet, writer, module, example, tmp, card)
+        else:
+            with TRACING:  # one tracer at a time: core.tracing
+                _quiet(writer, module, example, tmp, card)
         tmp.replace(path)
     finally:  # a failed export leaves nothing behind
         shutil.rmtree(scratch, ignore_errors=True)
     path.with_suffix(".json").write_text(json.dumps(card, indent=2))
     return path
+
+
+def _quiet(writer: Writer, *args: Any) -> None:
+    with warnings.catch_warnings():
+        # torch marks TorchScript and its ONNX exporter deprecated; both are still the
+        # formats deployment runtimes load, and the torch.export path needs onnxscript.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        writer(*args)
 
 
 def architecture_card(supernet: Supernet, arch: Arch, extra: dict[str, Any] | None) -> dict:

@@ -13,6 +13,12 @@ COMMON_METRICS: dict[str, str] = {
 }
 #: Direction of metrics supernets report from ``evaluate`` (unknown ones default to max).
 QUALITY_DIRECTIONS: dict[str, str] = {"accuracy": "max", "loss": "min", "error": "min"}
+#: The values a metric can take, (lowest, highest; None: unbounded): a constraint outside
+#: them can be met by no sub-network. A plugin's own metrics have none.
+METRIC_RANGES: dict[str, tuple[float, float | None]] = {
+    "accuracy": (0.0, 1.0),
+    **{name: (0.0, None) for name in ("latency_ms", "macs", "params", "model_size_mb")},
+}
 #: Metrics that depend on the device measured on. The others (quality on the validation data,
 #: counted complexity) are the same for a sub-network on every device.
 DEVICE_METRICS: frozenset[str] = frozenset({"latency_ms"})

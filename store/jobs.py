@@ -402,6 +402,11 @@ def delete_job(session: Session, job_id: str) -> None:
     longer find its measurements to copy."""
     job = get_job(session, job_id, lock=True)
     if not job.status.finished:
+        if job.cancel_requested:
+            raise Conflict(
+                f"job {job_id} is {job.status.value}, its cancel asked: it ends after the "
+                "evaluation in flight, and can be deleted then"
+            )
         raise Conflict(
             f"job {job_id} is {job.status.value}: cancel it first; a job is deleted once it ended"
         )

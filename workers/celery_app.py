@@ -104,8 +104,9 @@ def run_job_task(job_id: str) -> str | None:
         status = runner.run(job_id)
     except NotFound:  # a message from an API on another database: not this worker's to run
         where = make_url(get_settings().database_url).render_as_string(hide_password=True)
-        log.error(
-            "job %s is not in %s: is HWNAS_DATABASE_URL the same as the API's? (message dropped)",
+        log.warning(
+            "job %s is not in %s: deleted since it was queued, or this worker's "
+            "HWNAS_DATABASE_URL is not the API's (message dropped)",
             job_id,
             where,
         )

@@ -18,6 +18,9 @@ from models.base import Arch, Supernet
 from models.recorded import RecordedSupernet
 
 BYTES_PER_PARAM = 4  # float32 weights
+#: The key of ``details`` naming the job whose measurement gave an evaluation's quality
+#: metrics (``KnownQuality``).
+QUALITY_FROM = "quality_from"
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,17 @@ class Measurement:
     metrics: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class KnownQuality:
+    """A sub-network's quality metrics (accuracy) as job ``job_id`` measured them on another
+    device, with the same weights and validation data: they do not depend on the device, so
+    a measurement takes them and times the latency alone (its evaluation on the validation
+    data was most of its time)."""
+
+    metrics: dict[str, float]
+    job_id: str
 
 
 class SubnetEvaluator:
@@ -40,11 +54,18 @@ class SubnetEvaluator:
         self.profile = profile
         self.quality = quality
 
-    def measure(self, arch: Arch) -> Measurement:
-        """Measure ``arch``: for real, or by table lookup for a recorded supernet."""
+    def measure(self, arch: Arch, known: KnownQuality | None = None) -> Measurement:
+        """Measure ``arch``: for real, or by table lookup for a recorded supernet; its
+        quality metrics taken from ``known`` where that holds every one of them."""
         if isinstance(self.supernet, RecordedSupernet):
             return self._look_up(self.supernet, arch, quality=self.quality)
-        return self._run(arch)
+        return self._run(arch, self._taken(known))
+
+    def _taken(self, known: KnownQuality | None) -> KnownQuality | None:
+        names = self.supernet.metrics
+        if not self.quality or known is None or not set(names) <= set(known.metrics):
+            return None
+        return KnownQuality({name: known.metrics[name] for name in names}, known.job_id)
 
     def _look_up(
         self, supernet: RecordedSupernet, arch: Arch, *, quality: bool = True
@@ -68,17 +89,17 @@ class SubnetEvaluator:
         }
         return Measurement(metrics, details, time.perf_counter() - started)
 
-    def _run(self, arch: Arch) -> Measurement:
+    def _run(self, arch: Arch, known: KnownQuality | None) -> Measurement:
         """Extract (BatchNorm recalibrated), evaluate and time ``arch``; without quality
-        metrics, time the supernet's ``timing_module`` (same kernels, no recalibration).
-        An error that is not hwnas's own is noted with the step it came from (a plugin's
-        shape error otherwise names only torch's frames)."""
+        metrics, or with them ``known``, time the supernet's ``timing_module`` (same
+        kernels, no recalibration). An error that is not hwnas's own is noted with the step
+        it came from (a plugin's shape error otherwise names only torch's frames)."""
         started = time.perf_counter()
         supernet, batch = self.supernet, self.profile.batch_size
         _check_encoding(supernet, arch)
         with _step("counting MACs and params of", supernet, arch):
             complexity = self._complexity(arch)  # first: an invalid architecture fails at once
-        if self.quality:
+        if self.quality and known is None:
             with _step("extracting", supernet, arch):
                 # in eval mode, as it is timed and exported: one returned in training mode
                 # was measured with batch statistics (and dropout), its file without
@@ -89,12 +110,16 @@ class SubnetEvaluator:
             quality = _checked_metrics(supernet, arch, quality)
         else:
             with _step("extracting (timing_module)", supernet, arch):
-                module, quality = supernet.timing_module(arch), {}
+                module = supernet.timing_module(arch)
+                module.eval()
+            quality = known.metrics if known is not None else {}
         with _step(f"timing, on example_input of batch {batch},", supernet, arch):
             example = supernet.example_input(arch, batch)
             latency = measure_latency(module, example, self.profile)
         metrics = {**quality, "latency_ms": latency.median_ms, **complexity}
-        details = {"latency": _json_ready(asdict(latency))}
+        details: dict[str, Any] = {"latency": _json_ready(asdict(latency))}
+        if known is not None:
+            details[QUALITY_FROM] = known.job_id
         return Measurement(metrics, details, time.perf_counter() - started)
 
     def _complexity(self, arch: Arch) -> dict[str, float]:

@@ -47,7 +47,7 @@ from .calibration import (
     save_predictor,
     summary,
 )
-from .evaluator import Measurement, SubnetEvaluator
+from .evaluator import QUALITY_FROM, KnownQuality, Measurement, SubnetEvaluator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +65,8 @@ class JobPlan:
     # The metrics of the job's stored evaluations, in order: the runner holding the lease is
     # their only writer, so progress is computed from this list, not read back each time.
     metrics: list[dict[str, float]] = field(default_factory=list)
+    # Quality metrics other devices' jobs measured, by sub-network (``_from_other_devices``).
+    known: dict[str, KnownQuality] = field(default_factory=dict)
 
 
 def build_plan(
@@ -300,18 +302,24 @@ class JobRunner:
         spec = self._measured_with(job_id, spec, supernet.fingerprint())
         stored = self._db(lambda s: q.list_evaluations(s, job_id)[0])
         warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
+        passed_over = 0
         if not stored and warm:
-            stored = self._warm_start(job_id, spec)
+            stored, passed_over = self._warm_start(job_id, spec)
         reused = sum(e.reused for e in stored)
-        if reused:  # said again by a resumed run: a claim clears the queue's message
+        if reused or passed_over:  # said again by a resumed run: a claim clears the message
             name, device = spec["supernet"], spec["device"]
-            self._note(
-                job_id, f"warm start: {reused} earlier measurements of {name} on {device} reused"
-            )
+            said = f"warm start: {reused} earlier measurements of {name} on {device} reused"
+            if passed_over:  # the first run only: a resumed one copies nothing
+                others = q.counted(passed_over, "other" if reused else "earlier measurement")
+                said += (
+                    f", {others} not, their latency timed on a busy device ({BUSY_RULE}): "
+                    "measured again if the search proposes them"
+                )
+            self._note(job_id, said)
         prior = self._latency_prior(job_id, spec)
         plan = build_plan(spec, reused, prior, supernet)
         if warm:
-            self._hint_from_other_devices(job_id, spec, plan, {e.subnet_id for e in stored})
+            self._from_other_devices(job_id, spec, plan, {e.subnet_id for e in stored})
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
             plan.metrics.append(evaluation.metrics)
@@ -332,7 +340,9 @@ class JobRunner:
                 self._note(job_id, _exhausted(spec["supernet"], plan, done))
                 break
             arch = proposals[0]
-            measurement = plan.evaluator.measure(arch)
+            measurement = plan.evaluator.measure(
+                arch, plan.known.get(plan.strategy.space.key(arch))
+            )
             lease = self._record(job_id, plan, arch, measurement, done, clock)
             if lease != "lost":
                 plan.strategy.tell(arch, measurement.metrics)
@@ -459,8 +469,9 @@ class JobRunner:
         )
         return None
 
-    def _warm_start(self, job_id: str, spec: dict[str, Any]) -> list[Evaluation]:
-        """Copy earlier measurements of this supernet on this device into the job.
+    def _warm_start(self, job_id: str, spec: dict[str, Any]) -> tuple[list[Evaluation], int]:
+        """Copy earlier measurements of this supernet on this device into the job; the
+        job's evaluations, and how many sub-networks were passed over (``_noisy``).
 
         They join its evaluations (``details.reused_from`` names the job that measured
         them, ``seconds`` is 0) and the strategy is told them before its first ask, so it
@@ -495,28 +506,22 @@ class JobRunner:
             return stored
 
         stored = self._db(copy)
-        if left := len(noisy - {e.subnet_id for e in stored}):
-            self._note(
-                job_id,
-                f"warm start: {q.counted(left, 'earlier measurement')} not reused, their "
-                f"latency timed on a busy device (95 % interval over {NOISY_FACTOR:g} times "
-                "the target): measured again if the search proposes them",
-            )
-        return stored
+        return stored, len(noisy - {e.subnet_id for e in stored})
 
-    def _hint_from_other_devices(
+    def _from_other_devices(
         self, job_id: str, spec: dict[str, Any], plan: JobPlan, stored: set[str]
     ) -> None:
-        """Give the strategy what other devices' jobs measured of this supernet that holds
-        on this device too: accuracy (on the same validation data) and counted complexity,
-        not latency (``Strategy.hint``: it guides the predictors, measures nothing, counts
-        toward nothing), for sub-networks not among the job's ``stored`` ones. Only for
-        strategies that use hints, and only measurements recorded before this job was
-        created, so that a resumed job is normally given the same hints and proposes the
-        same architectures (a measurement committed late, or a deleted job, can change
-        them)."""
-        if not plan.strategy.uses_hints:
-            return
+        """What other devices' jobs measured of this supernet that holds on this device too:
+        accuracy (on the same validation data, with the same weights: ``measured_with``)
+        and counted complexity, not latency. Only measurements recorded before this job
+        was created, so that a resumed job is normally given the same (a measurement
+        committed late, or a deleted job, can change them).
+
+        - ``plan.known``: the quality metrics of each such sub-network, which its
+          measurement here takes instead of evaluating it again (latency timed alone).
+        - For strategies that use hints, ``Strategy.hint`` for sub-networks not among the
+          job's ``stored`` ones: it guides the predictors, measures nothing, counts toward
+          nothing."""
 
         def read(session: Session) -> list[Evaluation]:
             created = q.get_job(session, job_id).created_at
@@ -525,10 +530,20 @@ class JobRunner:
                 before=created,
             )  # fmt: skip
 
+        measured = list(reversed(self._db(read)))  # oldest first
+        quality = plan.evaluator.supernet.metrics
+        for evaluation in measured:
+            if set(quality) <= set(evaluation.metrics):
+                origin = evaluation.details.get(QUALITY_FROM, evaluation.job_id)
+                plan.known[evaluation.subnet_id] = KnownQuality(
+                    {name: evaluation.metrics[name] for name in quality}, origin
+                )
+        if not plan.strategy.uses_hints:
+            return
         hinted: set[str] = set()
         kept: set[str] = set()  # the metrics hinted
         used = set(plan.objectives) | set(plan.constraints)
-        for evaluation in reversed(self._db(read)):  # oldest first
+        for evaluation in measured:
             metrics = device_independent(evaluation.metrics)
             shared = used & set(metrics)
             if evaluation.subnet_id in stored or not shared:
@@ -639,6 +654,8 @@ class JobRunner:
             q.set_front(session, job_id, [e.id for e in summary.front])
             if noisy := _noisy_latency_note(evaluations, plan.evaluator.profile):
                 _add_message(q.get_job(session, job_id), noisy)
+            if taken := _quality_taken_note(evaluations, plan.evaluator.supernet):
+                _add_message(q.get_job(session, job_id), taken)
             # nothing feasible (summary.message): said first, the run's notes after it
             job = q.finish_job(session, job_id, JobStatus.succeeded, message=summary.message)
             job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
@@ -781,15 +798,34 @@ def _add_run_seconds(session: Session, job_id: str, seconds: float) -> None:
 #: profile's target (the time cap stopped it) was taken while something else loaded the
 #: device: medians of 10-23 ms were stored for networks of 2 ms on a busy 2-core host.
 NOISY_FACTOR = 5.0
+#: ... as was one whose median is over this many times its fastest tenth of calls (p10):
+#: steady contention slows most calls alike, so the interval can stay narrow (a user probe,
+#: session 21: medians of 10.7-15.1 ms with p10 2.0-2.2 ms and rel_ci 1.6-2.4 % for networks
+#: of 2 ms), while a quiet device's median is within a few tenths of its p10.
+SKEW_FACTOR = 2.0
 
 
 def _spread(evaluation: Evaluation) -> float | None:
     """The half-width of a measured latency median's 95 % interval, relative to it."""
+    latency = _measured_latency(evaluation)
+    spread = latency.get("rel_ci")
+    return float(spread) if isinstance(spread, int | float) else None
+
+
+def _skew(evaluation: Evaluation) -> float | None:
+    """A measured latency's median over its fastest tenth of calls (p10)."""
+    latency = _measured_latency(evaluation)
+    median, p10 = latency.get("median_ms"), latency.get("p10_ms")
+    if isinstance(median, int | float) and isinstance(p10, int | float) and p10 > 0:
+        return float(median) / float(p10)
+    return None
+
+
+def _measured_latency(evaluation: Evaluation) -> dict[str, Any]:
     latency = evaluation.details.get("latency")
     if isinstance(latency, dict) and latency.get("provenance") == "measured":
-        spread = latency.get("rel_ci")
-        return float(spread) if isinstance(spread, int | float) else None
-    return None
+        return latency
+    return {}
 
 
 def _noisy_above(profile: HardwareProfile) -> float:
@@ -798,28 +834,50 @@ def _noisy_above(profile: HardwareProfile) -> float:
 
 
 def _noisy(evaluation: Evaluation, profile: HardwareProfile) -> bool:
-    """Whether ``evaluation``'s latency was timed on a busy device (``NOISY_FACTOR``)."""
-    spread = _spread(evaluation)
-    return spread is not None and spread > _noisy_above(profile)
+    """Whether ``evaluation``'s latency was timed on a busy device: its median's interval
+    over ``NOISY_FACTOR`` times the target, or the median over ``SKEW_FACTOR`` times p10."""
+    spread, skew = _spread(evaluation), _skew(evaluation)
+    return (spread is not None and spread > _noisy_above(profile)) or (
+        skew is not None and skew > SKEW_FACTOR
+    )
+
+
+#: How the job's message and the warm start's note say what a busy-device latency is.
+BUSY_RULE = (
+    f"the median's 95 % interval over {NOISY_FACTOR:g} times the profile's target, or the "
+    f"median over {SKEW_FACTOR:g} times the fastest tenth of the calls"
+)
 
 
 def _noisy_latency_note(evaluations: Sequence[Evaluation], profile: HardwareProfile) -> str | None:
     """What the job's message says when some of its latencies were measured on a busy
     device (the job's own measurements: copies keep their jobs' notes)."""
-    target = profile.protocol.target_rel_ci
-    spreads = [
-        spread
-        for e in evaluations
-        if q.REUSED_FROM not in e.details and (spread := _spread(e)) is not None
-    ]
-    noisy = [spread for spread in spreads if spread > _noisy_above(profile)]
+    own = [e for e in evaluations if q.REUSED_FROM not in e.details and _measured_latency(e)]
+    noisy = [e for e in own if _noisy(e, profile)]
     if not noisy:
         return None
+    spread = max((_spread(e) or 0.0 for e in noisy), default=0.0)
+    skew = max((_skew(e) or 0.0 for e in noisy), default=0.0)
     return (
-        f"busy device: {len(noisy)} of {len(spreads)} latencies were measured with their "
-        f"median's 95 % interval over {NOISY_FACTOR:g} times the target (up to +-{max(noisy):.0%}"
-        f", target +-{target:.0%}; details.latency.rel_ci): something else ran on the device; "
-        "compare those points with care, or measure again on a quiet one"
+        f"busy device: {len(noisy)} of {len(own)} latencies were measured while something "
+        f"else ran on the device ({BUSY_RULE}; up to +-{spread:.0%} against a target of "
+        f"+-{profile.protocol.target_rel_ci:.0%}, and up to {skew:.1f} times p10: "
+        "details.latency.rel_ci, p10_ms): compare those points with care, or measure again "
+        "on a quiet one"
+    )
+
+
+def _quality_taken_note(evaluations: Sequence[Evaluation], supernet: Supernet) -> str | None:
+    """What the job's message says of the measurements whose quality metrics came from
+    another device's (``KnownQuality``)."""
+    taken = [e for e in evaluations if QUALITY_FROM in e.details and not e.reused]
+    if not taken:
+        return None
+    names = ", ".join(supernet.metrics)
+    return (
+        f"{names} of {q.counted(len(taken), 'new measurement')} taken from other devices' "
+        "measurements of the same sub-networks (same weights and validation data; "
+        f"details.{QUALITY_FROM} names the job): only their latency was timed here"
     )
 
 

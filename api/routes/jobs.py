@@ -31,6 +31,7 @@ from api.presenters import (
 from api.schemas import EvaluationsPublic, JobCreate, JobPublic, JobsPublic, ParetoPublic
 from core.errors import Conflict, HwnasError, InvalidInput
 from hardware_profiles import device_lock
+from hardware_profiles.isolated import run_once
 from models.base import Supernet
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet
@@ -291,8 +292,10 @@ async def export(
         # Not while this process times a sub-network on the CPU (the embedded mode's worker
         # runs here): building the file (BatchNorm recalibration, tracing) would load the
         # cores being timed. It waits for the measurement in flight, at most its time cap.
+        # A TorchScript file is traced in a child process: what torch keeps of each traced
+        # network (11 MB a file) would stay in this one's memory for good.
         with device_lock("cpu"):
-            export_subnet(supernet, evaluation.arch, format, path, extra=card)
+            export_subnet(supernet, evaluation.arch, format, path, extra=card, isolate=run_once)
 
     if not path.exists():
         await anyio.to_thread.run_sync(write, limiter=_export_limiter(request))

@@ -70,6 +70,17 @@ def test_a_job_for_an_unserved_device_waits_and_says_so(client: TestClient) -> N
             "greater than max",
         ),
         ({"constraints": {"watts": {"max": 2}}}, "constraints", "unknown metric 'watts'"),
+        # bounds no sub-network can meet spent a whole budget to say nothing was feasible
+        (
+            {"constraints": {"accuracy": {"min": 1.5}}},
+            "constraints",
+            "accuracy >= 1.5 can be met by no sub-network: accuracy is 0..1",
+        ),
+        (
+            {"constraints": {"latency_ms": {"max": -1}}},
+            "constraints",
+            "latency_ms <= -1 can be met by no sub-network: latency_ms is 0 or more",
+        ),
         ({"budget": {"evaluations": 0}}, "budget.evaluations", "between 1 and"),
         ({"budget": {"evaluations": 10**9}}, "budget.evaluations", "between 1 and"),
         ({"seed": "abc"}, "seed", "integer"),

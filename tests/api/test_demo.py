@@ -71,3 +71,36 @@ def test_a_recorded_supernet_searches_without_a_limit_and_exports_nothing(tmp_pa
     assert "best under the constraints by accuracy: " in run.stdout
     assert "nothing to export: nb201-cifar10 is a recorded table" in run.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_a_recorded_supernet_on_another_device_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    """It started the service (about 20 s on a loaded machine), then failed on the 422."""
+    run = _hwnas_run(tmp_path, "nb201-*", "--supernet", "nb201-cifar10", "--budget", "3")
+    assert run.returncode == 2
+    assert "device: 'cpu-1t' (cpu) cannot evaluate the recorded supernet" in run.stderr
+    assert "nb201-pixel3" in run.stderr and "job " not in run.stdout
+
+
+def test_nothing_feasible_exits_3_as_wait_and_pareto_do(tmp_path: Path) -> None:
+    run = _hwnas_run(
+        tmp_path, "nb201-*", "--supernet", "nb201-cifar10", "--device", "nb201-pixel3",
+        "--budget", "3", "--constraint", "latency_ms<=0.000001",
+    )  # fmt: skip
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "no measured sub-network met" in run.stdout
+
+
+def test_no_latency_limit_without_a_latency_objective_and_the_job_s_notes_shown(
+    tmp_path: Path,
+) -> None:
+    """A latency limit was added to searches that did not ask for latency, and a job's
+    notes (a busy device, a warm start) were never shown when it succeeded."""
+    args = ("--objective", "macs=min", "--objective", "accuracy=max", "--budget", "2")
+    first = _hwnas_run(tmp_path, "cpu-1t", *args)
+    assert first.returncode == 0, first.stderr
+    assert "latency limit" not in first.stdout and "constraints {}" in first.stdout
+    again = _hwnas_run(tmp_path, "cpu-1t", *args, "--seed", "1")
+    assert again.returncode == 0, again.stderr
+    assert "note: warm start: 2 earlier measurements of fmnist-ofa-cnn on cpu-1t" in again.stdout

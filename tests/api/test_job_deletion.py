@@ -112,3 +112,21 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
     assert not (data / "exports" / "2" / "deleted-before").exists()
     assert (data / "exports" / "2" / ids[1]).is_dir()
     assert main(["prune", "--older-than", "1e300"]) == 2  # too far back: said, no traceback
+
+
+def test_deleting_a_running_job_whose_cancel_was_asked_says_to_wait(tmp_path: Path) -> None:
+    """It said "cancel it first" to a user who just had (soak probe, session 21)."""
+    settings = embedded_settings(tmp_path, embedded_devices="none")
+    factory = make_session_factory(make_engine(settings.database_url))
+    with TestClient(create_app(settings)) as client:
+        job = client.post("/v1/jobs", json=job_spec()).json()
+        with transaction(factory) as session:  # as a worker holds it
+            session.execute(
+                update(Job).where(Job.id == job["id"]).values(status="running", worker_id="w")
+            )
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["cancel_requested"] is True
+        refused = client.delete(f"/v1/jobs/{job['id']}")
+        assert refused.status_code == 409
+        message = refused.json()["message"]
+        assert "its cancel asked: it ends after the evaluation in flight" in message
+        assert "cancel it first" not in message

@@ -32,7 +32,7 @@ from ..store.backends import database_url, set_timezone
 from .helpers import job_spec, wait_for
 
 
-def test_submit_poll_front_and_export(client: TestClient) -> None:
+def test_submit_poll_front_and_export(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     response = client.post("/v1/jobs", json=job_spec(budget={"evaluations": 8}))
     assert response.status_code == 202, response.text
     job = response.json()
@@ -73,6 +73,11 @@ def test_submit_poll_front_and_export(client: TestClient) -> None:
         expected = supernet.extract(best["arch"])(x).numpy()
     got = session.run(None, {"input": x.numpy()})[0]
     assert np.abs(got - expected).max() <= 1e-4
+
+    def no_tracing_here(*args: object, **kwargs: object) -> None:
+        raise AssertionError("traced in the API process: its JIT registry keeps every file")
+
+    monkeypatch.setattr(torch.jit, "trace", no_tracing_here)  # a child traces it
     for fmt in ("torchscript", "state_dict"):
         response = client.get(
             f"/v1/jobs/{job['id']}/subnets/{best['subnet_id']}/export", params={"format": fmt}
