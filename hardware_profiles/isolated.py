@@ -173,9 +173,10 @@ def run_isolated(measure: Measure, key: str, *args: Any) -> Any:
 
 def run_once(function: Measure, *args: Any) -> Any:
     """``function(*args)`` in a child process of its own, which ends after it: for a rare
-    call (a TorchScript export) whose traces a lasting child would keep, at the cost of a
-    lasting child's memory (a torch import, about 250 MB) and of the start (about 2 s).
-    Here, with a warning, when ``args`` cannot be sent to it."""
+    call (a TorchScript export), where a lasting child would hold a torch import's memory
+    (about 250 MB) between calls; each call pays the start instead (about 3 s), and holds
+    that memory while it runs. Here, with a warning, when ``args`` cannot be sent to it;
+    not made again when the child dies (``ChildDied``)."""
     request = _request(args)
     if isinstance(request, Unloadable):
         return _here(function, args, str(request))

@@ -131,9 +131,11 @@ class Supernet(ABC):
 
     def timing_module(self, arch: Arch) -> nn.Module:
         """A module that computes what ``extract(arch)`` computes, as fast, for latency
-        measurement only (calibrations). The default is ``extract`` itself; a supernet whose
-        ``extract`` does work that changes no operator or shape (BatchNorm recalibration:
-        new statistics, same kernels) may skip it here."""
+        measurement only (calibrations, and a search's measurement whose quality metrics
+        another device's job measured: ``workers.evaluator.KnownQuality``): its latency must
+        be ``extract``'s, since one job's front mixes both. The default is ``extract``
+        itself; a supernet whose ``extract`` does work that changes no operator or shape
+        (BatchNorm recalibration: new statistics, same kernels) may skip it here."""
         return self.extract(arch)
 
     @abstractmethod

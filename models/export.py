@@ -130,11 +130,10 @@ def export_subnet(
     tmp = scratch / path.name
     card = architecture_card(supernet, arch, extra)
     try:
-        if leaks and isolate is not None:
+        if leaks and isolate is not None:  # where the arguments cannot be sent, here
             isolate(_quiet, writer, module, example, tmp, card)
         else:
-            with TRACING:  # one tracer at a time: core.tracing
-                _quiet(writer, module, example, tmp, card)
+            _quiet(writer, module, example, tmp, card)
         tmp.replace(path)
     finally:  # a failed export leaves nothing behind
         shutil.rmtree(scratch, ignore_errors=True)
@@ -143,7 +142,8 @@ def export_subnet(
 
 
 def _quiet(writer: Writer, *args: Any) -> None:
-    with warnings.catch_warnings():
+    """``writer(*args)``: one tracer at a time (``core.tracing``), deprecations silenced."""
+    with TRACING, warnings.catch_warnings():
         # torch marks TorchScript and its ONNX exporter deprecated; both are still the
         # formats deployment runtimes load, and the torch.export path needs onnxscript.
         warnings.simplefilter("ignore", DeprecationWarning)

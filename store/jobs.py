@@ -402,10 +402,10 @@ def delete_job(session: Session, job_id: str) -> None:
     longer find its measurements to copy."""
     job = get_job(session, job_id, lock=True)
     if not job.status.finished:
-        if job.cancel_requested:
+        if job.cancel_requested and job.status == JobStatus.running:
             raise Conflict(
-                f"job {job_id} is {job.status.value}, its cancel asked: it ends after the "
-                "evaluation in flight, and can be deleted then"
+                f"job {job_id} is running, its cancel asked: it ends after the evaluation "
+                "in flight, and can be deleted then"
             )
         raise Conflict(
             f"job {job_id} is {job.status.value}: cancel it first; a job is deleted once it ended"
@@ -700,6 +700,9 @@ def evaluation_metrics(session: Session, job_id: str) -> tuple[list[int], list[d
 
 #: The details key naming the job a warm start copied an evaluation from.
 REUSED_FROM = "reused_from"
+#: The key of an evaluation's ``details`` naming the job whose measurement gave its quality
+#: metrics (accuracy), taken from another device's (``workers.evaluator.KnownQuality``).
+QUALITY_FROM = "quality_from"
 #: Most job ids ``prior_evaluations`` puts in one IN list (SQLite allows 32,766 parameters).
 _IN_LIST_MAX = 5000
 #: The spec's key for the fingerprint of what a search job's supernet measured with (its

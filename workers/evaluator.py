@@ -16,11 +16,9 @@ from core.errors import HwnasError, InvalidInput, PluginError
 from hardware_profiles import HardwareProfile, measure_latency
 from models.base import Arch, Supernet
 from models.recorded import RecordedSupernet
+from store.jobs import QUALITY_FROM
 
 BYTES_PER_PARAM = 4  # float32 weights
-#: The key of ``details`` naming the job whose measurement gave an evaluation's quality
-#: metrics (``KnownQuality``).
-QUALITY_FROM = "quality_from"
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from .calibration import (
     save_predictor,
     summary,
 )
-from .evaluator import QUALITY_FROM, KnownQuality, Measurement, SubnetEvaluator
+from .evaluator import KnownQuality, Measurement, SubnetEvaluator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -308,7 +308,8 @@ class JobRunner:
         reused = sum(e.reused for e in stored)
         if reused or passed_over:  # said again by a resumed run: a claim clears the message
             name, device = spec["supernet"], spec["device"]
-            said = f"warm start: {reused} earlier measurements of {name} on {device} reused"
+            earlier = q.counted(reused, "earlier measurement")
+            said = f"warm start: {earlier} of {name} on {device} reused"
             if passed_over:  # the first run only: a resumed one copies nothing
                 others = q.counted(passed_over, "other" if reused else "earlier measurement")
                 said += (
@@ -523,20 +524,35 @@ class JobRunner:
           job's ``stored`` ones: it guides the predictors, measures nothing, counts toward
           nothing."""
 
+        supernet = plan.evaluator.supernet
+        quality = set(supernet.metrics)
+        takes = plan.evaluator.quality and not supernet.recorded  # a table looks them up
+        if not takes and not plan.strategy.uses_hints:
+            return
+
+        def holds_quality(evaluation: Evaluation) -> bool:
+            return quality <= set(evaluation.metrics)
+
         def read(session: Session) -> list[Evaluation]:
             created = q.get_job(session, job_id).created_at
             return _earlier_measurements(
                 session, job_id, spec, self.settings.warm_start_max, other_devices=True,
                 before=created,
+                # a newer measurement without accuracy (a latency-only job) would hide one
+                # with it; counted complexity, in every row, is computed here anyway
+                usable=holds_quality if plan.evaluator.quality else None,
             )  # fmt: skip
 
         measured = list(reversed(self._db(read)))  # oldest first
-        quality = plan.evaluator.supernet.metrics
-        for evaluation in measured:
-            if set(quality) <= set(evaluation.metrics):
-                origin = evaluation.details.get(QUALITY_FROM, evaluation.job_id)
+        for evaluation in measured if takes else ():
+            try:  # its id is this supernet's for its arch still (not a changed space's)
+                same = plan.strategy.space.key(evaluation.arch) == evaluation.subnet_id
+            except HwnasError:
+                same = False
+            if same and holds_quality(evaluation):
+                origin = evaluation.details.get(q.QUALITY_FROM, evaluation.job_id)
                 plan.known[evaluation.subnet_id] = KnownQuality(
-                    {name: evaluation.metrics[name] for name in quality}, origin
+                    {name: evaluation.metrics[name] for name in supernet.metrics}, origin
                 )
         if not plan.strategy.uses_hints:
             return
@@ -856,28 +872,31 @@ def _noisy_latency_note(evaluations: Sequence[Evaluation], profile: HardwareProf
     noisy = [e for e in own if _noisy(e, profile)]
     if not noisy:
         return None
-    spread = max((_spread(e) or 0.0 for e in noisy), default=0.0)
-    skew = max((_skew(e) or 0.0 for e in noisy), default=0.0)
+    spreads = [s for e in noisy if (s := _spread(e)) is not None and s > _noisy_above(profile)]
+    skews = [k for e in noisy if (k := _skew(e)) is not None and k > SKEW_FACTOR]
+    found = [
+        *([f"up to +-{max(spreads):.0%} against a target of +-{profile.protocol.target_rel_ci:.0%}"
+           ] if spreads else []),
+        *([f"up to {max(skews):.1f} times p10"] if skews else []),
+    ]  # fmt: skip
     return (
         f"busy device: {len(noisy)} of {len(own)} latencies were measured while something "
-        f"else ran on the device ({BUSY_RULE}; up to +-{spread:.0%} against a target of "
-        f"+-{profile.protocol.target_rel_ci:.0%}, and up to {skew:.1f} times p10: "
-        "details.latency.rel_ci, p10_ms): compare those points with care, or measure again "
-        "on a quiet one"
+        f"else ran on the device ({BUSY_RULE}; {', '.join(found)}: details.latency.rel_ci, "
+        "p10_ms): compare those points with care, or measure again on a quiet one"
     )
 
 
 def _quality_taken_note(evaluations: Sequence[Evaluation], supernet: Supernet) -> str | None:
     """What the job's message says of the measurements whose quality metrics came from
     another device's (``KnownQuality``)."""
-    taken = [e for e in evaluations if QUALITY_FROM in e.details and not e.reused]
+    taken = [e for e in evaluations if q.QUALITY_FROM in e.details and not e.reused]
     if not taken:
         return None
     names = ", ".join(supernet.metrics)
     return (
         f"{names} of {q.counted(len(taken), 'new measurement')} taken from other devices' "
         "measurements of the same sub-networks (same weights and validation data; "
-        f"details.{QUALITY_FROM} names the job): only their latency was timed here"
+        f"details.{q.QUALITY_FROM} names the job): only their latency was timed here"
     )
 
 

@@ -287,6 +287,8 @@ async def export(
             "metrics": evaluation.metrics,
             "latency": evaluation.details.get("latency", {}),
         }
+        if q.QUALITY_FROM in evaluation.details:  # its accuracy measured by that job
+            card[q.QUALITY_FROM] = evaluation.details[q.QUALITY_FROM]
         supernet = get_supernet(job.supernet, validation_data=job.spec.get("validation_data"))
         _check_measured_with(job, supernet)
         # Not while this process times a sub-network on the CPU (the embedded mode's worker

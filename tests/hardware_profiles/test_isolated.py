@@ -250,7 +250,7 @@ def test_run_once_with_arguments_that_cannot_be_sent_calls_here_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="hardware_profiles.isolated"):
         pid, value = isolated.run_once(_pid_and, lambda: 7)  # a lambda does not pickle
     assert pid == os.getpid() and callable(value)
-    assert "cannot be sent to a child process (AttributeError" in caplog.text
+    assert "cannot be sent to a child process (" in caplog.text
 
 
 def _children_of(pid: int) -> set[int]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -231,12 +234,18 @@ def test_a_job_on_another_device_takes_the_accuracy_measured_there_and_times_alo
         return original(self, arch, module)
 
     monkeypatch.setattr(FmnistOFACNN, "evaluate", counting)
-    settings = embedded_settings(tmp_path, embedded_devices="cpu-1t,cpu-ort,cpu-ts")
+    settings = embedded_settings(tmp_path, embedded_devices="cpu-1t,cpu-ort,cpu-ts,cpu-all")
     with TestClient(create_app(settings)) as client:
         first = wait_for(client, client.post("/v1/jobs", json=dict(FMNIST, seed=3)).json()["id"])
         on_first = {e["subnet_id"]: e for e in _evaluations(client, first["id"])}
         assert sorted(evaluated) == sorted(on_first)
         evaluated.clear()
+        # a newer measurement of the same two without accuracy (review, session 21: it hid
+        # the one with it, whose accuracy was then evaluated again)
+        speed = dict(FMNIST, device="cpu-all", seed=3, objectives={"latency_ms": "min"})
+        latency_only = wait_for(client, client.post("/v1/jobs", json=speed).json()["id"])
+        assert {e["subnet_id"] for e in _evaluations(client, latency_only["id"])} == set(on_first)
+        assert evaluated == []
         on_ort = dict(FMNIST, device="cpu-ort", seed=3)  # random, same seed: the same two
         second = wait_for(client, client.post("/v1/jobs", json=on_ort).json()["id"])
         assert second["status"] == "succeeded" and evaluated == []
@@ -251,6 +260,10 @@ def test_a_job_on_another_device_takes_the_accuracy_measured_there_and_times_alo
             "accuracy of 2 new measurements taken from other devices' measurements of the "
             "same sub-networks" in second["message"]
         )
+        url = f"/v1/jobs/{second['id']}/subnets/{taken[0]['subnet_id']}/export"
+        exported = client.get(url, params={"format": "state_dict"})
+        card = json.loads(zipfile.ZipFile(io.BytesIO(exported.content)).read("architecture.json"))
+        assert card["quality_from"] == first["id"]  # the file says whose accuracy it carries
         # A third device's job reads the second's rows (the newest): it names the job that
         # evaluated the accuracy, not the one that took it
         on_ts = dict(on_ort, device="cpu-ts")
