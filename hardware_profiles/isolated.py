@@ -148,8 +148,10 @@ _GUARD = threading.Lock()
 def run_isolated(measure: Measure, key: str, *args: Any) -> Any:
     """``measure(*args)`` in the child process kept under ``key`` (a device: started on
     first use, replaced when worn or dead), or here, with a warning, when ``args`` cannot
-    be sent to it (pickled here and unpickled there). A child that dies during the call is
-    replaced and the call made again, once: a second death is the network's doing."""
+    be sent to it (pickled here and unpickled there). A child killed during the call (by a
+    signal: the OOM killer's SIGKILL) is replaced and the call made again, once: a second
+    death is the network's doing. One that exited by itself (it could not start: a broken
+    environment) is not tried again."""
     request = _request(args)
     if isinstance(request, Unloadable):
         return _here(measure, args, str(request))
@@ -165,6 +167,8 @@ def run_isolated(measure: Measure, key: str, *args: Any) -> Any:
         except Unloadable as exc:
             return _here(measure, args, str(exc))
         except ChildDied as exc:
+            if (child.process.returncode or 0) >= 0:  # it exited: starting again would too
+                raise
             if attempt == 2:
                 raise ChildDied(f"{exc}, twice in a row") from None
             log.warning("%s: running it again in a new one", exc)

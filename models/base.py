@@ -151,6 +151,11 @@ class Supernet(ABC):
         (the default) means the supernet reads tensor files only."""
         return None
 
+    def output_classes(self) -> Sequence[str] | None:
+        """What each output index of a classifier stands for, in order (its label names),
+        where known; exports carry them in their card. None (the default): unknown."""
+        return None
+
     def example_input(self, arch: Arch, batch_size: int = 1) -> torch.Tensor:
         """A deterministic input of the right shape, for latency measurement and export."""
         shape = (batch_size, *self.input_spec(arch).shape[1:])

@@ -128,7 +128,7 @@ def export_subnet(
     scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     scratch.mkdir()
     tmp = scratch / path.name
-    card = architecture_card(supernet, arch, extra)
+    card = architecture_card(supernet, arch, extra, _output_of(supernet, module, example))
     try:
         if leaks and isolate is not None:  # where the arguments cannot be sent, here
             isolate(_quiet, writer, module, example, tmp, card)
@@ -150,12 +150,33 @@ def _quiet(writer: Writer, *args: Any) -> None:
         writer(*args)
 
 
-def architecture_card(supernet: Supernet, arch: Arch, extra: dict[str, Any] | None) -> dict:
+def architecture_card(
+    supernet: Supernet,
+    arch: Arch,
+    extra: dict[str, Any] | None,
+    output: dict[str, Any] | None = None,
+) -> dict:
     canonical = supernet.canonical(arch)
     return {
         "supernet": supernet.name,
         "subnet_id": supernet.encode(canonical),
         "arch": canonical,
         "input": asdict(supernet.input_spec(canonical)),
+        **({"output": output} if output else {}),
         **(extra or {}),
     }
+
+
+def _output_of(supernet: Supernet, module: nn.Module, example: torch.Tensor) -> dict[str, Any]:
+    """What the file's output is: its shape (the batch first), the ONNX output's name, and
+    the class of each index where the supernet names them (a deployer had to find the
+    label order elsewhere, user probe of session 21)."""
+    with torch.no_grad():
+        out = module(example)
+    if not isinstance(out, torch.Tensor):
+        return {}
+    output: dict[str, Any] = {"shape": ["batch", *out.shape[1:]], "onnx_name": "logits"}
+    classes = supernet.output_classes()
+    if classes is not None and out.dim() == 2 and len(classes) == out.shape[1]:
+        output["classes"] = list(classes)
+    return output

@@ -178,11 +178,21 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     module.load_state_dict(state)
 
 
+#: Fashion-MNIST's labels, in the order of its class ids (the network's outputs).
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+
 class FmnistOFACNN(SlicedSupernet):
     """The built-in Fashion-MNIST supernet, trained with the sandwich rule (see scripts/)."""
 
     name = "fmnist-ofa-cnn"
     metrics = ("accuracy",)
+
+    def output_classes(self) -> tuple[str, ...]:
+        return FASHION_MNIST_CLASSES
 
     def __init__(
         self,

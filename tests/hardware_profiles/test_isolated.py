@@ -130,6 +130,28 @@ def test_a_child_that_dies_twice_on_one_network_fails_the_timing(
     assert measure_latency(tiny_net, example_input, _ts(fast_profile)).median_ms > 0
 
 
+def test_a_child_that_cannot_start_is_not_started_again(
+    fast_profile: ProfileFactory,
+    example_input: torch.Tensor,
+    tiny_net: nn.Module,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One that exits by itself (a broken environment) would again: not retried, and its
+    exit code says it was not killed (review, session 21)."""
+    started: list[int] = []
+    monkeypatch.setattr(isolated, "_CHILD", "import sys; sys.exit(3)")
+    init = isolated.TimingChild.__init__
+
+    def counting(self: isolated.TimingChild, measure: str) -> None:
+        init(self, measure)
+        started.append(self.process.pid)
+
+    monkeypatch.setattr(isolated.TimingChild, "__init__", counting)
+    with pytest.raises(isolated.ChildDied, match=r"ended during the timing, exit code 3$"):
+        measure_latency(tiny_net, example_input, _ts(fast_profile))
+    assert len(started) == 1
+
+
 def test_a_request_left_unanswered_ends_its_child_so_no_answer_goes_astray(
     fast_profile: ProfileFactory, tiny_net: nn.Module, example_input: torch.Tensor
 ) -> None:

@@ -111,6 +111,10 @@ def test_every_format_carries_its_card(tmp_path: Path) -> None:
         path = export_subnet(supernet, arch, fmt, tmp_path / name, extra={"device": "cpu-1t"})
         card = json.loads(path.with_suffix(".json").read_text())
         assert card["device"] == "cpu-1t" and "resized to 20 x 20" in card["input"]["preprocess"]
+        # and the output: nothing said what its ten numbers were (user probe, session 21)
+        output = card["output"]
+        assert output["shape"] == ["batch", 10] and output["onnx_name"] == "logits"
+        assert output["classes"][0] == "T-shirt/top" and output["classes"][9] == "Ankle boot"
         if fmt == "onnx":
             inside = {p.key: p.value for p in onnx.load(str(path)).metadata_props}["hwnas.card"]
         elif fmt == "torchscript":

@@ -29,7 +29,10 @@ def worker_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 def test_a_job_from_another_database_is_dropped_saying_where_it_looked(
     worker_settings: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="workers.celery_app"):
+    """Or deleted since it was queued (a cancelled job deleted before a worker took its
+    message): an ERROR that blamed the configuration alone (soak probe, session 21)."""
+    with caplog.at_level(logging.WARNING, logger="workers.celery_app"):
         assert celery_app.run_job_task("0123456789abcdef") is None
     assert f"job 0123456789abcdef is not in {worker_settings}" in caplog.text
-    assert "HWNAS_DATABASE_URL" in caplog.text
+    assert "deleted since it was queued, or this worker's HWNAS_DATABASE_URL" in caplog.text
+    assert caplog.records[-1].levelno == logging.WARNING
