@@ -21,6 +21,7 @@ from api.app import create_app
 from api.auth import parse_api_keys
 from api.cli import NOTHING_FEASIBLE, best_first, build_spec, format_front
 from api.client import HwnasClient
+from api.errors import error_field, validation_message
 from api.schemas import JobCreate
 from core.errors import InvalidInput
 from core.settings import get_settings
@@ -100,11 +101,8 @@ def _checked(spec: dict[str, Any]) -> None:
     try:
         JobCreate(**spec)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"])
-        raise InvalidInput(
-            f"{field}: {error['msg'].removeprefix('Value error, ')}", field=field
-        ) from None
+        errors = exc.errors()
+        raise InvalidInput(validation_message(errors[:1]), field=error_field(errors[0])) from None
 
 
 def run_demo(args: argparse.Namespace) -> int:

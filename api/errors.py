@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -80,12 +81,21 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """422 whose ``message`` names each offending field and what it allows."""
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    parts = []
-    for error in errors:
-        location = ".".join(str(p) for p in error["loc"] if p not in ("body", "query", "path"))
-        parts.append(f"{location or 'body'}: {error['msg'].removeprefix('Value error, ')}")
     clean = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors]
-    return JSONResponse({"detail": clean, "message": "; ".join(parts)}, status_code=422)
+    return JSONResponse({"detail": clean, "message": validation_message(errors)}, status_code=422)
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """pydantic's errors as a 422's ``message`` says them: each offending field (its path in
+    the body or query) and what it allows."""
+    return "; ".join(f"{error_field(error)}: {error['msg'].removeprefix('Value error, ')}"
+                     for error in errors)  # fmt: skip
+
+
+def error_field(error: Mapping[str, Any]) -> str:
+    """The field a pydantic error is about, as a dotted path ("body" for the whole body)."""
+    location = ".".join(str(p) for p in error["loc"] if p not in ("body", "query", "path"))
+    return location or "body"
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,21 +61,28 @@ def memory(mode: str, timings: int, seed: int) -> dict[str, Any]:
     sample = archs(WARMUP + timings, seed)
     for arch in sample[:WARMUP]:
         timed(arch)
-    gc.collect()
-    before, started = rss_mb(), time.perf_counter()
-    for arch in sample[WARMUP:]:
-        timed(arch)
-    gc.collect()
+    before, growth, seconds = _grown(timed, sample[WARMUP:])
     child = _CHILDREN.get("cpu")
     return {
         "mode": mode,
         "timings": timings,
         "rss_before_mb": before,
-        "rss_growth_mb": rss_mb() - before,
+        "rss_growth_mb": growth,
         "child_rss_mb": child.rss_mb if child else None,
         "child_growth_mb": (child.rss_mb - (child.first_rss_mb or 0)) if child else None,
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
     }
+
+
+def _grown(step: Callable[[Any], Any], items: Sequence[Any]) -> tuple[float, float, float]:
+    """``step`` on each item: the RSS before (MB), its growth (MB) and the seconds taken,
+    garbage collected before and after."""
+    gc.collect()
+    before, started = rss_mb(), time.perf_counter()
+    for item in items:
+        step(item)
+    gc.collect()
+    return before, rss_mb() - before, time.perf_counter() - started
 
 
 def exports(mode: str, count: int, seed: int) -> dict[str, Any]:
@@ -85,17 +93,13 @@ def exports(mode: str, count: int, seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         for fmt in ("state_dict", "torchscript"):
             export_subnet(net, sample[0], fmt, Path(folder, f"warm-{fmt}"), isolate=isolate)
-        gc.collect()
-        before, started = rss_mb(), time.perf_counter()
-        for index, arch in enumerate(sample[1:]):
+
+        def export(item: tuple[int, dict[str, Any]]) -> None:
+            index, arch = item
             export_subnet(net, arch, "torchscript", Path(folder, f"{index}.pt"), isolate=isolate)
-        gc.collect()
-        return {
-            "mode": mode,
-            "exports": count,
-            "rss_growth_mb": rss_mb() - before,
-            "seconds": (time.perf_counter() - started) / count,
-        }
+
+        _, growth, seconds = _grown(export, list(enumerate(sample[1:])))
+        return {"mode": mode, "exports": count, "rss_growth_mb": growth, "seconds": seconds / count}
 
 
 def agreement(count: int, seed: int) -> dict[str, Any]:

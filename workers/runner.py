@@ -549,7 +549,7 @@ class JobRunner:
                 same = plan.strategy.space.key(evaluation.arch) == evaluation.subnet_id
             except HwnasError:
                 same = False
-            if same and holds_quality(evaluation):
+            if same:  # it holds the quality metrics: read as usable only then
                 origin = evaluation.details.get(q.QUALITY_FROM, evaluation.job_id)
                 plan.known[evaluation.subnet_id] = KnownQuality(
                     {name: evaluation.metrics[name] for name in supernet.metrics}, origin
@@ -849,13 +849,22 @@ def _noisy_above(profile: HardwareProfile) -> float:
     return NOISY_FACTOR * profile.protocol.target_rel_ci
 
 
-def _noisy(evaluation: Evaluation, profile: HardwareProfile) -> bool:
-    """Whether ``evaluation``'s latency was timed on a busy device: its median's interval
-    over ``NOISY_FACTOR`` times the target, or the median over ``SKEW_FACTOR`` times p10."""
+def _busy_signs(
+    evaluation: Evaluation, profile: HardwareProfile
+) -> tuple[float | None, float | None]:
+    """The spread and the skew of ``evaluation``'s latency that say it was timed on a busy
+    device: its median's interval over ``NOISY_FACTOR`` times the target, the median over
+    ``SKEW_FACTOR`` times p10; None for a rule that did not fire."""
     spread, skew = _spread(evaluation), _skew(evaluation)
-    return (spread is not None and spread > _noisy_above(profile)) or (
-        skew is not None and skew > SKEW_FACTOR
+    return (
+        spread if spread is not None and spread > _noisy_above(profile) else None,
+        skew if skew is not None and skew > SKEW_FACTOR else None,
     )
+
+
+def _noisy(evaluation: Evaluation, profile: HardwareProfile) -> bool:
+    """Whether ``evaluation``'s latency was timed on a busy device (``_busy_signs``)."""
+    return any(sign is not None for sign in _busy_signs(evaluation, profile))
 
 
 #: How the job's message and the warm start's note say what a busy-device latency is.
@@ -869,11 +878,11 @@ def _noisy_latency_note(evaluations: Sequence[Evaluation], profile: HardwareProf
     """What the job's message says when some of its latencies were measured on a busy
     device (the job's own measurements: copies keep their jobs' notes)."""
     own = [e for e in evaluations if q.REUSED_FROM not in e.details and _measured_latency(e)]
-    noisy = [e for e in own if _noisy(e, profile)]
+    noisy = [signs for signs in (_busy_signs(e, profile) for e in own) if signs != (None, None)]
     if not noisy:
         return None
-    spreads = [s for e in noisy if (s := _spread(e)) is not None and s > _noisy_above(profile)]
-    skews = [k for e in noisy if (k := _skew(e)) is not None and k > SKEW_FACTOR]
+    spreads = [spread for spread, _ in noisy if spread is not None]
+    skews = [skew for _, skew in noisy if skew is not None]
     found = [
         *([f"up to +-{max(spreads):.0%} against a target of +-{profile.protocol.target_rel_ci:.0%}"
            ] if spreads else []),
