@@ -146,9 +146,11 @@ def run_demo(args: argparse.Namespace) -> int:
         if best.get("export_url") is None:
             print(f"nothing to export: {spec['supernet']} is a recorded table, not weights")
             return 0
-        path = Path(args.output_dir) / f"{best['subnet_id']}.onnx"
-        client.download(job["id"], best["subnet_id"], "onnx", path)
-        print(f"exported ONNX: {path.resolve()}")
+        folder = Path(args.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        # The service names the file, as `hwnas download -o <folder>/` does.
+        path = client.download(job["id"], best["subnet_id"], "onnx", folder)
+        print(f"exported ONNX: {Path(str(path)).resolve()}")
     return 0
 
 

@@ -7,13 +7,39 @@ both go through here, so the layout is in one place.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: Its version goes up when what an export holds changes, so a file written before is not
 #: served for the new one: "2" the card inside each file, and the Transformer's ONNX at any
 #: length.
 EXPORTS = Path("exports") / "2"
+
+
+#: job id -> its folder's lock and how many threads hold or wait for it (dropped at 0).
+_FOLDER_LOCKS: dict[str, tuple[threading.Lock, int]] = {}
+_GUARD = threading.Lock()
+
+
+@contextmanager
+def folder_lock(job_id: str) -> Iterator[None]:
+    """Held while a file is written into job ``job_id``'s folder and while the folder is
+    removed (in this process): a DELETE removed the folder under an export being written
+    (500), or just before one wrote its file (served, and left behind; fuzz probe,
+    session 22)."""
+    with _GUARD:
+        lock, users = _FOLDER_LOCKS.get(job_id, (threading.Lock(), 0))
+        _FOLDER_LOCKS[job_id] = (lock, users + 1)
+    try:
+        with lock:
+            yield
+    finally:
+        with _GUARD:
+            lock, users = _FOLDER_LOCKS.pop(job_id)
+            if users > 1:
+                _FOLDER_LOCKS[job_id] = (lock, users - 1)
 
 
 def export_file(data_dir: Path, job_id: str, name: str) -> Path:
@@ -30,7 +56,8 @@ def remove_exports(data_dir: Path, job_ids: Iterable[str]) -> None:
     """The exported files of ``job_ids`` (those of the copies other jobs hold of their
     sub-networks too: they are built again on demand)."""
     for job_id in job_ids:
-        shutil.rmtree(data_dir / EXPORTS / job_id, ignore_errors=True)
+        with folder_lock(job_id):
+            shutil.rmtree(data_dir / EXPORTS / job_id, ignore_errors=True)
 
 
 def remove_old_versions(data_dir: Path) -> int:

@@ -9,6 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+#: The longest text of a user's value that an error message repeats.
+SHOWN_CHARS = 100
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message, cut to ``SHOWN_CHARS`` with its length said:
+    a 900 KB name was echoed whole, twice (fuzz probe, session 22)."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[: SHOWN_CHARS - 3]}...{size}"
+
 
 class HwnasError(Exception):
     """Root of every hwnas error."""
@@ -30,7 +43,7 @@ class UnknownName(InvalidInput):
         self.name = name
         self.known = sorted(known)
         super().__init__(
-            f"unknown {kind} {name!r}; known: {', '.join(self.known) or '(none)'}",
+            f"unknown {kind} {shown(name)}; known: {', '.join(self.known) or '(none)'}",
             field=field or kind,
         )
 

@@ -74,7 +74,8 @@ class TimingChild:
     manager's SIGTERM to the worker's process group does not end it mid-timing (it ends at
     the end of its input, when this process closes it or exits)."""
 
-    def __init__(self, measure: str) -> None:
+    def __init__(self, measure: str, task: str = "timing") -> None:
+        self.task = task  # what it does, for messages: "timing", "export"
         self.process = subprocess.Popen(
             [sys.executable, "-c", _CHILD, json.dumps(sys.path), measure],
             stdin=subprocess.PIPE,
@@ -102,12 +103,13 @@ class TimingChild:
         try:
             self._to.send_bytes(request)
             if not self._from.poll(timeout_s):
-                raise TimeoutError(f"no answer from the timing process in {timeout_s:g} s")
+                raise TimeoutError(f"no answer from the {self.task} process in {timeout_s:g} s")
             status, answer, rss_mb = pickle.loads(self._from.recv_bytes())
         except (EOFError, BrokenPipeError):  # it died (killed, or crashed in torch)
             self._end()
             raise ChildDied(
-                f"the timing process (pid {self.process.pid}) ended during the timing, "
+                f"the {self.task} process (pid {self.process.pid}) ended during the "
+                f"{self.task}, "
                 f"exit code {self.process.returncode}"
             ) from None
         except BaseException:
@@ -149,9 +151,8 @@ def run_isolated(measure: Measure, key: str, *args: Any) -> Any:
     """``measure(*args)`` in the child process kept under ``key`` (a device: started on
     first use, replaced when worn or dead), or here, with a warning, when ``args`` cannot
     be sent to it (pickled here and unpickled there). A child killed during the call (by a
-    signal: the OOM killer's SIGKILL) is replaced and the call made again, once: a second
-    death is the network's doing. One that exited by itself (it could not start: a broken
-    environment) is not tried again."""
+    signal: the OOM killer's SIGKILL) is replaced and the call made again, once
+    (:func:`_again_after`)."""
     request = _request(args)
     if isinstance(request, Unloadable):
         return _here(measure, args, str(request))
@@ -167,30 +168,42 @@ def run_isolated(measure: Measure, key: str, *args: Any) -> Any:
         except Unloadable as exc:
             return _here(measure, args, str(exc))
         except ChildDied as exc:
-            if (child.process.returncode or 0) >= 0:  # it exited: starting again would too
-                raise
-            if attempt == 2:
-                raise ChildDied(f"{exc}, twice in a row") from None
-            log.warning("%s: running it again in a new one", exc)
+            _again_after(exc, child, attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def run_once(function: Measure, *args: Any) -> Any:
+def run_once(function: Measure, *args: Any, task: str = "export") -> Any:
     """``function(*args)`` in a child process of its own, which ends after it: for a rare
     call (a TorchScript export), where a lasting child would hold a torch import's memory
     (about 250 MB) between calls; each call pays the start instead (about 3 s), and holds
-    that memory while it runs. Here, with a warning, when ``args`` cannot be sent to it;
-    not made again when the child dies (``ChildDied``)."""
+    that memory while it runs. Here, with a warning, when ``args`` cannot be sent to it.
+    A child killed during the call is replaced once, as in :func:`run_isolated`; ``task``
+    names the call in messages."""
     request = _request(args)
     if isinstance(request, Unloadable):
         return _here(function, args, str(request))
-    child = TimingChild(_path(function))
-    try:
-        return child.run(request)
-    except Unloadable as exc:
-        return _here(function, args, str(exc))
-    finally:
-        child.close()
+    for attempt in (1, 2):
+        child = TimingChild(_path(function), task)
+        try:
+            return child.run(request)
+        except Unloadable as exc:
+            return _here(function, args, str(exc))
+        except ChildDied as exc:
+            _again_after(exc, child, attempt)
+        finally:
+            child.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _again_after(died: ChildDied, child: TimingChild, attempt: int) -> None:
+    """Returns when the call is worth making again in a new child: this one was killed (by
+    a signal), on the first attempt. One that exited by itself (it could not start: a broken
+    environment) would again; a second death is the call's own doing."""
+    if (child.process.returncode or 0) >= 0:
+        raise died
+    if attempt == 2:
+        raise ChildDied(f"{died}, twice in a row") from None
+    log.warning("%s: running it again in a new one", died)
 
 
 def _request(args: tuple[Any, ...]) -> bytes | Unloadable:

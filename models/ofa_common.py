@@ -361,6 +361,15 @@ class OFASupernet(SlicedSupernet):
     def has_validation_data(self) -> bool:
         return self.validation_data is not None
 
+    def output_classes(self) -> tuple[str, ...] | None:
+        """The class names of the validation data's image directory (its sub-directories,
+        or its ``classes.txt``), where they name every class the network predicts; the
+        weights themselves do not name them."""
+        if self.validation_data is None:
+            return None
+        classes = self._data.classes
+        return classes if classes is not None and len(classes) == self.num_classes else None
+
     def check_data(self) -> None:
         from .user_data import check_pixel_scale
 

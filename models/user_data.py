@@ -57,6 +57,8 @@ class UserData:
     labels: torch.Tensor
     calib: torch.Tensor | None
     source: Path | None
+    #: The class names in label order, where the data names them (an image directory).
+    classes: tuple[str, ...] | None = None
 
 
 def configured_roots() -> list[Path]:
@@ -266,7 +268,7 @@ def _from_folder(
     count = len(folder.samples)
     calib = pixels[count:] if folder.calib else None
     labels = torch.tensor(folder.labels, dtype=torch.int64)
-    return UserData(pixels[:count], labels, calib, folder.root)
+    return UserData(pixels[:count], labels, calib, folder.root, folder.classes)
 
 
 def _check_file(resolved: Path, limit: int) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import CursorResult, result_tuple
 from sqlalchemy.orm import Session
 
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound, shown
 from search import Bound, is_feasible
 
 from .tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
@@ -182,7 +182,7 @@ def get_job(session: Session, job_id: str, *, lock: bool = False) -> Job:
         query = query.with_for_update().execution_options(populate_existing=True)
     job = session.scalars(query).one_or_none()
     if job is None:
-        raise NotFound(f"job {job_id!r} not found")
+        raise NotFound(f"job {shown(job_id)} not found")
     return job
 
 
@@ -190,7 +190,7 @@ def read_job(session: Session | Connection, job_id: str) -> JobRow:
     """The job as a read-only row (the API's reads); ``get_job`` for one to change."""
     row = session.execute(_READ_JOB, {"job_id": job_id}).first()
     if row is None:
-        raise NotFound(f"job {job_id!r} not found")
+        raise NotFound(f"job {shown(job_id)} not found")
     return row
 
 
@@ -786,7 +786,7 @@ def get_evaluation(session: Session, job_id: str, subnet_id: str) -> Evaluation:
         select(Evaluation).where(Evaluation.job_id == job_id, Evaluation.subnet_id == subnet_id)
     ).one_or_none()
     if evaluation is None:
-        raise NotFound(f"sub-network {subnet_id!r} was not measured in job {job_id}")
+        raise NotFound(f"sub-network {shown(subnet_id)} was not measured in job {job_id}")
     return evaluation
 
 

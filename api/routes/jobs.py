@@ -13,12 +13,13 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import Connection
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from api.bodies import json_body, json_body_doc
 from api.deps import FactoryDep, SettingsDep, dispatcher_of, loop_reads, submitter
 from api.errors import error_answers
-from api.export_cache import export_file, remove_exports
+from api.export_cache import export_file, folder_lock, remove_exports
 from api.presenters import (
     api_base,
     evaluation_public,
@@ -29,9 +30,9 @@ from api.presenters import (
     stall_note,
 )
 from api.schemas import EvaluationsPublic, JobCreate, JobPublic, JobsPublic, ParetoPublic
-from core.errors import Conflict, HwnasError, InvalidInput
+from core.errors import Conflict, HwnasError, InvalidInput, NotFound, ServiceUnavailable
 from hardware_profiles import device_lock
-from hardware_profiles.isolated import run_once
+from hardware_profiles.isolated import ChildDied, run_once
 from models.base import Supernet
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet
@@ -279,8 +280,6 @@ async def export(
     path = export_file(Path(settings.data_dir), measured_in, f"{subnet_id}{suffix_of(format)}")
 
     def write() -> None:
-        if path.exists():  # written while this one waited
-            return
         card = {
             "job_id": measured_in,
             "device": job.device,
@@ -296,15 +295,42 @@ async def export(
         # cores being timed. It waits for the measurement in flight, at most its time cap.
         # A TorchScript file is traced in a child process: what torch keeps of each traced
         # network (11 MB a file) would stay in this one's memory for good.
-        with device_lock("cpu"):
-            export_subnet(supernet, evaluation.arch, format, path, extra=card, isolate=run_once)
+        # The folder's lock: a DELETE of the job waits for the file, then removes it.
+        with device_lock("cpu"), folder_lock(measured_in):
+            if path.exists():  # written while this one waited
+                return
+            try:
+                export_subnet(supernet, evaluation.arch, format, path, extra=card, isolate=run_once)
+            except ChildDied as exc:  # killed twice (out of memory?): nothing was written
+                raise ServiceUnavailable(f"the file could not be written: {exc}") from exc
 
     if not path.exists():
         await anyio.to_thread.run_sync(write, limiter=_export_limiter(request))
+        await run_in_threadpool(_still_there, factory, Path(settings.data_dir), job_id, measured_in)
     return FileResponse(
         path,
         filename=f"{job.supernet}_{subnet_id}{suffix_of(format)}",
         media_type="application/octet-stream",
+    )
+
+
+def _still_there(
+    factory: sessionmaker[Session], data_dir: Path, job_id: str, measured_in: str
+) -> None:
+    """After writing a file: NotFound if its job was deleted meanwhile (the file, written
+    after the DELETE removed the folder, is removed too); ServiceUnavailable if only the
+    job whose folder holds it (the one that measured a warm start's copy) was."""
+    with folder_lock(measured_in), transaction(factory) as session:
+        gone = [i for i in dict.fromkeys((job_id, measured_in)) if session.get(Job, i) is None]
+    if not gone:
+        return
+    if measured_in in gone:
+        remove_exports(data_dir, [measured_in])
+    if job_id in gone:
+        raise NotFound(f"job {job_id!r} was deleted while its file was written")
+    raise ServiceUnavailable(
+        f"job {measured_in!r}, which measured this sub-network, was deleted while its file "
+        "was written; ask again"
     )
 
 

@@ -459,3 +459,12 @@ def test_a_503_says_when_to_ask_again() -> None:
     away = error_response(StorageError("database error: OperationalError: connection refused"))
     assert away.status_code == 503 and away.headers["retry-after"] == "5"
     assert "retry-after" not in error_response(InvalidInput("bad", field="x")).headers
+
+
+def test_a_422_or_404_does_not_echo_a_huge_value_whole(client: TestClient) -> None:
+    """A 900 KB supernet name came back twice, a 1.8 MB answer (fuzz probe, session 22)."""
+    response = client.post("/v1/jobs", json=job_spec(supernet="a" * 900_000))
+    assert response.status_code == 422 and len(response.content) < 5_000, len(response.content)
+    assert "(900000 characters)" in response.json()["message"]
+    response = client.get("/v1/jobs/" + "j" * 20_000)
+    assert response.status_code == 404 and len(response.content) < 1_000

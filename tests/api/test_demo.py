@@ -59,6 +59,8 @@ def test_objectives_without_accuracy_pick_and_export_by_the_first(tmp_path: Path
     assert "accuracy" not in best and " ms, macs " in best and " MMACs)" in best
     (exported,) = (tmp_path / "out").glob("*.onnx")
     assert f"exported ONNX: {exported}" in run.stdout
+    # The service's name for the file, as `hwnas download -o out/` gives it.
+    assert exported.name.startswith("fmnist-ofa-cnn_r"), exported.name
 
 
 def test_a_recorded_supernet_searches_without_a_limit_and_exports_nothing(tmp_path: Path) -> None:

@@ -532,3 +532,69 @@ def test_a_stored_front_reads_while_its_supernet_cannot_be_built(
         front = client.get(f"/v1/jobs/{job['id']}/pareto")
     assert front.status_code == 200, front.text
     assert front.json()["data"] and all(p["export_url"] is None for p in front.json()["data"])
+
+
+def test_an_export_whose_child_is_killed_twice_is_503_and_leaves_no_file(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TorchScript file is traced in a child process; killed twice (out of memory), the
+    export answered 500 "internal error" (session 22). Now 503 naming the cause, and a
+    later request writes it."""
+    import api.routes.jobs
+    from hardware_profiles.isolated import ChildDied
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise ChildDied("the export process (pid 1) ended during the export, exit code -9")
+
+    spec = job_spec(budget={"evaluations": 1}, strategy="random", constraints={})
+    job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+    [point] = client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"]
+    url = f"/v1/jobs/{job['id']}/subnets/{point['subnet_id']}/export"
+    with monkeypatch.context() as patch:
+        patch.setattr(api.routes.jobs, "run_once", killed)
+        answer = client.get(url, params={"format": "torchscript"})
+    assert answer.status_code == 503, answer.text
+    assert "the file could not be written: the export process" in answer.json()["detail"]
+    again = client.get(url, params={"format": "torchscript"})
+    assert again.status_code == 200 and len(again.content) > 1000
+
+
+def test_a_job_deleted_while_its_file_is_written_answers_404_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DELETE removed the job's export folder under a file being written (500), or just
+    before it was written (the deleted job's file served with 200 and left on disk; fuzz
+    probe, session 22). Now the DELETE waits for the file, removes it, and the export
+    answers 404."""
+    import api.routes.jobs
+
+    write = api.routes.jobs.export_subnet
+    settings = embedded_settings(tmp_path)
+    with TestClient(create_app(settings)) as client:
+        spec = job_spec(budget={"evaluations": 1}, strategy="random", constraints={})
+        job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        [point] = client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"]
+        deleted: dict[str, int] = {}
+
+        def delete() -> None:
+            deleted["code"] = client.delete(f"/v1/jobs/{job['id']}").status_code
+
+        def deleted_first(*args: Any, **kwargs: Any) -> Path:
+            threading.Thread(target=delete).start()
+            for _ in range(200):  # until the row is gone; its folder's removal waits for us
+                if client.get(f"/v1/jobs/{job['id']}").status_code == 404:
+                    break
+                time.sleep(0.05)
+            return write(*args, **kwargs)
+
+        monkeypatch.setattr(api.routes.jobs, "export_subnet", deleted_first)
+        answer = client.get(f"/v1/jobs/{job['id']}/subnets/{point['subnet_id']}/export")
+        assert answer.status_code == 404, answer.text
+        assert "was deleted while its file was written" in answer.json()["detail"]
+        for _ in range(100):
+            if deleted:
+                break
+            time.sleep(0.05)
+        assert deleted == {"code": 204}
+        assert (Path(settings.data_dir) / "exports").is_dir()  # where files are kept
+        assert not list((Path(settings.data_dir) / "exports").rglob("*.onnx"))

@@ -266,6 +266,33 @@ def test_run_once_calls_in_a_child_that_ends_after_it() -> None:
     assert _children_of(os.getpid()) == children_before  # it ended
 
 
+def _slow_pid_and(value: int) -> tuple[int, int]:
+    time.sleep(1.0)
+    return os.getpid(), value
+
+
+def test_run_once_replaces_a_child_killed_during_the_call(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export's child is killed (out of memory) as a timing's is: the export answered
+    500 (session 22)."""
+    killed = _killing(monkeypatch, times=1)
+    with caplog.at_level(logging.WARNING, logger="hardware_profiles.isolated"):
+        pid, value = isolated.run_once(_slow_pid_and, 7)
+    assert value == 7 and pid not in (os.getpid(), killed[0])
+    assert f"the export process (pid {killed[0]}) ended during the export" in caplog.text
+    assert "running it again in a new one" in caplog.text
+
+
+def test_run_once_gives_up_when_the_second_child_dies_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    killed = _killing(monkeypatch, times=2)
+    with pytest.raises(
+        isolated.ChildDied, match=r"ended during the export, exit code -9, twice in a row"
+    ):
+        isolated.run_once(_slow_pid_and, 7)
+    assert len(set(killed)) == 2
+
+
 def test_run_once_with_arguments_that_cannot_be_sent_calls_here_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -232,3 +233,24 @@ def test_ofa_evaluates_and_recalibrates_on_an_image_directory(root: Path) -> Non
     means = [n.extract(arch).first_conv.bn.running_mean for n in (net, same)]  # type: ignore
     assert torch.equal(means[0], means[1])
     assert not torch.equal(means[0], net.module.first_conv.bn.running_mean)  # type: ignore
+
+
+def test_an_image_directory_names_the_classes_of_an_ofa_export(root: Path, tmp_path: Path) -> None:
+    """Once-for-All's weights do not name their classes: the card of an export measured on
+    an image directory that names every class carries them (user probe, session 21)."""
+    from models.export import export_subnet
+
+    for i, name in enumerate(("cat", "dog", "emu")):
+        write_image(root / "three" / name / f"{i}.png", (i, i, i), size=40)
+    (root / "three" / "classes.txt").write_text("emu\ncat\ndog\n")
+    net = OFAMobileNetV3(validation_data="three", num_classes=3)
+    assert net.output_classes() == ("emu", "cat", "dog")  # classes.txt's order: the labels'
+    arch = {g: c[0] for g, c in net.space().items()}
+    path = export_subnet(net, arch, "state_dict", tmp_path / "net.zip")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["output"]["classes"] == ["emu", "cat", "dog"]
+    # Naming fewer classes than the network predicts, or no names at all: nothing.
+    assert OFAMobileNetV3(validation_data="three").output_classes() is None
+    np.savez(root / "t.npz", inputs=np.zeros((1, 3, 8, 8), np.uint8), labels=np.zeros(1, np.int64))
+    assert OFAMobileNetV3(validation_data="t.npz", num_classes=3).output_classes() is None
+    assert OFAMobileNetV3(num_classes=3).output_classes() is None
