@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from core.settings import Settings, get_settings
 from models.registry import get_supernet, list_supernets
@@ -66,6 +68,23 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def started_line(settings: Settings) -> str:
+    """What an operator checks first in the log: the mode, the database and the broker
+    (passwords hidden); a misspelt variable gave the embedded mode without a word."""
+    database = _hidden(settings.database_url)
+    if settings.is_embedded:
+        return f"hwnas: embedded mode (in-process worker), database {database}"
+    return f"hwnas: distributed mode, database {database}, broker {_hidden(settings.broker_url)}"
+
+
+def _hidden(url: str) -> str:
+    """``url`` with its password as ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not one URL (kombu takes several, ";"-separated): mask each password
+        return re.sub(r"(://[^:/@;]*:)[^@;]*@", r"\1***@", url)
+
+
 def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> FastAPI:
     """The app; ``hot_routes=False`` leaves every request to FastAPI's routing (the tests
     compare the two ways, see ``api.hot_routes``)."""
@@ -94,6 +113,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
             app.state.submitter = submitter = JobSubmitter(factory, dispatcher)
             # What was accepted is stored and dispatched before the dispatcher stops.
             stack.push_async_callback(submitter.aclose)
+            log.info("%s", started_line(app_settings))
             _preload_supernets()
             _freeze_startup_objects()
             stack.callback(gc.unfreeze)

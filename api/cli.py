@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import logging.config
 import math
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,9 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.log_config import serve_log_config
+
+    logging.config.dictConfig(serve_log_config())  # before the settings warn of anything
     settings = get_settings()
     if settings.api_processes > 1 and settings.is_embedded:
         raise InvalidInput(
@@ -107,16 +112,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "HWNAS_API_KEYS (README, API keys)",
             file=sys.stderr,
         )
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=settings.api_processes,
-        access_log=settings.access_log,
-        loop=settings.serve_loop,
-        log_level="info",
-    )
+    try:
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=settings.api_processes,
+            access_log=settings.access_log,
+            loop=settings.serve_loop,
+            log_level="info",
+            log_config=serve_log_config(),
+        )
+    except SystemExit as exc:  # uvicorn's 3: it could not start (a port in use, ...)
+        if exc.code not in (0, None):
+            raise InvalidInput(
+                f"the server could not start (uvicorn's exit code {exc.code}; its reason is above)"
+            ) from None
     return 0
 
 
@@ -140,6 +152,7 @@ def _check_before_serving(settings: Settings) -> None:
     from workers.dispatch import local_devices
 
     parse_api_keys(settings.api_keys)  # a bad key would fail each process's start-up
+    _check_data_dir(settings.data_dir)
     check_checkpoints()  # loads the plugins: one that does not load is a PluginError now
     if settings.is_embedded:
         local_devices(settings)  # a device name that is no profile
@@ -150,6 +163,20 @@ def _check_before_serving(settings: Settings) -> None:
         check_migrated(engine)
     finally:
         engine.dispose()
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    """Made if need be, and writable: every export was a 500 otherwise (operator probe,
+    session 22)."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+    except OSError as exc:
+        raise InvalidInput(
+            f"HWNAS_DATA_DIR {str(data_dir)!r} is not a writable directory: {exc.strerror or exc}",
+            field="HWNAS_DATA_DIR",
+        ) from None
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -572,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nhwnas: interrupted{going_on}", file=sys.stderr)
         return 130
     except (ClientError, HwnasError) as exc:
-        print(f"hwnas: {exc}", file=sys.stderr)
+        print(f"hwnas: {_with_variable(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `hwnas pareto JOB | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
@@ -580,6 +607,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a local file it cannot write (download -o to a folder, ...)
         print(f"hwnas: {exc}", file=sys.stderr)
         return 2
+
+
+def _with_variable(exc: Exception) -> str:
+    """The error, naming the ``HWNAS_*`` variable at fault where it does not already
+    (``HWNAS_EMBEDDED_DEVICES=cpu-1tt`` said only "unknown device")."""
+    field = getattr(exc, "field", None)
+    if isinstance(field, str) and field.startswith("HWNAS_") and field not in str(exc):
+        return f"{field}: {exc}"
+    return str(exc)
 
 
 if __name__ == "__main__":

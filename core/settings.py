@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -14,16 +18,24 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import InvalidInput
 
+log = logging.getLogger(__name__)
+
+#: ``HWNAS_*`` variables read by the command-line client, not by the service's settings.
+CLIENT_VARIABLES = frozenset({"HWNAS_URL", "HWNAS_API_KEY"})
+
 
 class Settings(BaseSettings):
     """Service configuration. Defaults give the embedded mode: SQLite + in-process worker."""
 
-    model_config = SettingsConfigDict(env_prefix="HWNAS_", extra="ignore")
+    # Not NaN or infinity: "nan" for HWNAS_HEARTBEAT_S was refused as "not greater than 0",
+    # and HWNAS_MAX_DATA_FILE_MB=inf accepted (operator probe, session 22).
+    model_config = SettingsConfigDict(env_prefix="HWNAS_", extra="ignore", allow_inf_nan=False)
 
     database_url: str = "sqlite:///./var/hwnas.db"
     # Empty broker URL: jobs run on the in-process executor (embedded mode).
@@ -55,7 +67,8 @@ class Settings(BaseSettings):
     embedded_workers: PositiveInt = 1
     max_budget: PositiveInt = 10_000
     heartbeat_s: Annotated[float, Field(gt=0, le=86_400)] = 5.0
-    # 0: every running job counts as orphaned
+    # A running job whose worker has not heartbeated for this long is orphaned (picked up
+    # again, a cancel ends it at once): at least twice heartbeat_s; 0 (tests): every one is.
     stale_after_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 60.0
     max_attempts: PositiveInt = 3
     # How long a running job waits out an unreachable database before giving up its attempt.
@@ -88,6 +101,19 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a URL such as redis://127.0.0.1:6379/0, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _stale_after_two_heartbeats(self) -> Settings:
+        """Below two heartbeats a live worker's job counted as orphaned between its beats:
+        "waiting: its worker stopped heartbeating", a cancel ended it as dead, another
+        worker could take it over (operator probe, session 22)."""
+        if 0 < self.stale_after_s < 2 * self.heartbeat_s:
+            raise ValueError(
+                f"HWNAS_STALE_AFTER_S ({self.stale_after_s:g}) must be at least twice "
+                f"HWNAS_HEARTBEAT_S ({self.heartbeat_s:g}): a live worker's jobs would count "
+                "as orphaned between its heartbeats"
+            )
+        return self
+
     @property
     def is_embedded(self) -> bool:
         return not self.broker_url
@@ -105,13 +131,37 @@ def get_settings() -> Settings:
     """The settings from the environment; a bad value is ``InvalidInput`` naming its
     variable (the CLI prints it on one line, the API refuses to start with it)."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
-        problems = [
-            f"HWNAS_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        ]
-        field = problems[0].partition(":")[0]
+        problems = [_problem(e) for e in exc.errors()]
+        field = problems[0].partition(":")[0] if exc.errors()[0]["loc"] else None
         raise InvalidInput(f"bad settings: {'; '.join(problems)}", field=field) from None
+    for warning in unknown_variables(os.environ):
+        log.warning("%s", warning)
+    return settings
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as "HWNAS_X: what is wrong" (a rule across settings names its
+    variables itself)."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    return f"HWNAS_{'_'.join(map(str, error['loc'])).upper()}: {message}"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``HWNAS_*`` variable that no setting reads: a misspelt
+    ``HWNAS_BROKER_ULR`` silently gave the embedded mode (operator probe, session 22)."""
+    known = {f"HWNAS_{name.upper()}" for name in Settings.model_fields} | CLIENT_VARIABLES
+    warnings = []
+    for name in sorted(v for v in environ if v.upper().startswith("HWNAS_")):
+        if name.upper() in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.85)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{name} is not an hwnas setting: ignored{hint}")
+    return warnings
 
 
 def comma_list(text: str) -> list[str]:

@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, select, text
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -645,6 +645,15 @@ def schema_revisions(url: str) -> frozenset[str]:
     by a newer version)."""
     script = ScriptDirectory.from_config(alembic_config(url))
     return frozenset(revision.revision for revision in script.walk_revisions())
+
+
+def database_id(factory: sessionmaker[Session]) -> str | None:
+    """The database's identity (``store.tables.DatabaseIdentity``); None where its schema
+    has none (below revision 0008)."""
+    from .tables import DatabaseIdentity
+
+    with transaction(factory) as session:
+        return session.scalars(select(DatabaseIdentity.id)).first()
 
 
 def schema_revision(connection: Connection) -> str | None:

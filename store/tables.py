@@ -133,6 +133,15 @@ class Evaluation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class DatabaseIdentity(Base):
+    """One row: the database's random id (made by its migration), which workers announce
+    with their devices so that an API counts only workers of its own database."""
+
+    __tablename__ = "database_identity"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
 class LatencyPredictorRecord(Base):
     """One fitted latency predictor of one (supernet, device); versions count up from 1.
 

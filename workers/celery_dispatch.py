@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import Settings
 from hardware_profiles.configured import device_profile
 from store import jobs as q
-from store.db import transaction
+from store.db import database_id, transaction
 from store.tables import JobStatus
 
 from . import presence
@@ -96,12 +96,15 @@ class CeleryDispatcher(Dispatcher):
         self._broker_error: str | None = None  # from the last time workers were asked
         self._cache_s = cache_s
         self._served: set[str] = set()
+        self._database: str | None = None  # this database's id (store.db.database_id)
+        self._elsewhere: dict[str, list[str]] = {}  # live workers of other databases
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="hwnas-served", daemon=True)
 
     def start(self) -> None:
         # Workers resume jobs themselves (reaper). Asking workers which queues they consume
         # takes a broadcast round-trip, so it runs here in the background, off the requests.
+        self._database = database_id(self.factory)
         self._served = self._ask_workers()
         self._watcher.start()
 
@@ -189,16 +192,26 @@ class CeleryDispatcher(Dispatcher):
 
     def problems(self) -> list[str]:
         error = self._broker_error
-        return [] if error is None else [f"broker unreachable: {error}"]
+        problems = [] if error is None else [f"broker unreachable: {error}"]
+        if self._elsewhere:
+            devices = sorted({d for served in self._elsewhere.values() for d in served})
+            problems.append(
+                f"{len(self._elsewhere)} live worker(s) on this broker serve another database "
+                f"(their HWNAS_DATABASE_URL is not this API's, or another deployment shares "
+                f"the broker): they drop this API's jobs as unknown; their devices "
+                f"({', '.join(devices)}) are not counted as served"
+            )
+        return problems
 
     def _ask_workers(self) -> set[str]:
         """What live workers announce in Redis (``workers.presence``: also while they run a
         job); on another broker, the queues workers that are free to answer consume."""
         try:
             if self._presence is not None:
-                served = presence.served_devices(self._presence)
+                served = presence.served_devices(self._presence, self._database)
                 self._broker_error = None
-                return served
+                self._elsewhere = served.elsewhere
+                return served.devices
             replies = self.app.control.inspect(timeout=1.0).active_queues() or {}
         except Exception as exc:  # broker away: report nobody, try again next time
             log.warning("asking workers for their devices failed: %s", exc)

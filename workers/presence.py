@@ -4,11 +4,11 @@ Celery's ``inspect().active_queues()`` broadcast is answered by a worker's main 
 in the solo pool that thread runs the job: a busy worker never answered, so the API called
 its device unserved (and told users to start a worker they had) for as long as a job ran.
 Instead, each worker process keeps one key, ``hwnas:worker:<identity>``, holding its
-devices, renewed every heartbeat by a thread of its own (``Announcer``, started with the
-reaper; alive while a job runs), with a time to live of a few heartbeats; the API reads the
-keys. A worker that dies stops renewing its key, which expires; one whose shutdown begins
-deletes it. Brokers other than Redis fall back to the broadcast
-(``workers.celery_dispatch``).
+devices and its database's id (an API counts only workers of its own database), renewed
+every heartbeat by a thread of its own (``Announcer``, started with the reaper; alive while
+a job runs), with a time to live of a few heartbeats; the API reads the keys. A worker that
+dies stops renewing its key, which expires; one whose shutdown begins deletes it. Brokers
+other than Redis fall back to the broadcast (``workers.celery_dispatch``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import redis
@@ -40,29 +41,51 @@ def ttl_of(heartbeat_s: float) -> int:
     return max(10, round(3 * heartbeat_s))
 
 
-def announce(client: redis.Redis, identity: str, devices: list[str], ttl_s: int) -> None:
-    client.set(PREFIX + identity, json.dumps(sorted(devices)), ex=ttl_s)
+def announce(
+    client: redis.Redis, identity: str, devices: list[str], ttl_s: int, database: str | None
+) -> None:
+    """The worker's devices and its database's id (``store.db.database_id``)."""
+    value = {"devices": sorted(devices), "database": database}
+    client.set(PREFIX + identity, json.dumps(value), ex=ttl_s)
 
 
 def withdraw(client: redis.Redis, identity: str) -> None:
     client.delete(PREFIX + identity)
 
 
-def served_devices(client: redis.Redis) -> set[str]:
-    """Devices of every worker whose key has not expired."""
+@dataclass
+class Served:
+    """What live workers announce: the devices served by workers of this database (or of
+    an unknown one: an older worker's list), and the other databases' workers (identity ->
+    devices), whose devices are not counted."""
+
+    devices: set[str] = field(default_factory=set)
+    elsewhere: dict[str, list[str]] = field(default_factory=dict)
+
+
+def served_devices(client: redis.Redis, database: str | None = None) -> Served:
+    """Devices of every worker whose key has not expired, and of database ``database``
+    (None: any)."""
     keys = list(client.scan_iter(match=PREFIX + "*", count=500))
+    served = Served()
     if not keys:
-        return set()
-    served: set[str] = set()
+        return served
     for key, value in zip(keys, client.mget(keys), strict=True):
         if value is None:  # expired between the scan and the read
             continue
         try:
-            devices = json.loads(value)
-        except ValueError:  # not written by a worker: not a reason to call the broker away
-            log.warning("ignoring %r: not a list of devices", key)
+            announced = json.loads(value)
+            if isinstance(announced, list):  # a worker of a version before the database id
+                announced = {"devices": announced, "database": None}
+            devices = [str(device) for device in announced["devices"]]
+            theirs = announced.get("database")
+        except (ValueError, KeyError, TypeError):  # not a worker's: not a reason to call the
+            log.warning("ignoring %r: not a worker's devices", key)  # broker away
             continue
-        served.update(str(device) for device in devices)
+        if database is not None and theirs is not None and theirs != database:
+            served.elsewhere[key.decode().removeprefix(PREFIX)] = devices
+        else:
+            served.devices.update(devices)
     return served
 
 
@@ -72,9 +95,15 @@ class Announcer:
     withdraws it: ``stop_soon`` is safe from a signal handler, ``stop`` also waits."""
 
     def __init__(
-        self, client: redis.Redis, identity: str, devices: list[str], heartbeat_s: float
+        self,
+        client: redis.Redis,
+        identity: str,
+        devices: list[str],
+        heartbeat_s: float,
+        database: str | None = None,
     ) -> None:
         self.client, self.identity, self.devices = client, identity, list(devices)
+        self.database = database
         self.interval_s, self.ttl_s = heartbeat_s, ttl_of(heartbeat_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hwnas-presence", daemon=True)
@@ -85,7 +114,7 @@ class Announcer:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                announce(self.client, self.identity, self.devices, self.ttl_s)
+                announce(self.client, self.identity, self.devices, self.ttl_s, self.database)
             except redis.RedisError as exc:  # broker away: the API sees the key expire
                 log.warning("announcing this worker's devices failed: %s", exc)
             self._stop.wait(self.interval_s)

@@ -23,7 +23,7 @@ from core.errors import HwnasError
 from core.settings import Settings
 from hardware_profiles.configured import device_profile
 from store import jobs as q
-from store.db import transaction
+from store.db import database_id, transaction
 from store.tables import JobStatus, utcnow
 
 from . import presence
@@ -104,7 +104,9 @@ def start_reaper(
     _stop.clear()
     client = presence.redis_of(settings.broker_url)
     if client is not None:
-        _announcer = presence.Announcer(client, identity, SERVED_DEVICES, settings.heartbeat_s)
+        _announcer = presence.Announcer(
+            client, identity, SERVED_DEVICES, settings.heartbeat_s, database_id(factory)
+        )
         _announcer.start()
 
     def loop() -> None:

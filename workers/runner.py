@@ -106,6 +106,15 @@ def job_supernet(spec: dict[str, Any]) -> Supernet:
     return get_supernet(spec["supernet"], validation_data=spec.get("validation_data"))
 
 
+def _described(spec: dict[str, Any]) -> str:
+    """A job's spec in a few words, for the log."""
+    budget = spec.get("budget", {}).get("evaluations")
+    what = f"{spec.get('supernet')} on {spec.get('device')}"
+    if spec.get("kind") == JobKind.calibration.value:
+        return f"{what}, calibration of {budget} samples"
+    return f"{what}, {spec.get('strategy')} search, budget {budget}"
+
+
 class _RunClock:
     """Wall time of one run of a job, booked into its ``run_seconds`` as the run goes (each
     heartbeat adds what passed since the last booking, so a running job's time grows and a
@@ -198,6 +207,22 @@ class JobRunner:
         spec = self._db(claim)
         if spec is None:
             return None
+        # Named in the log at both ends: an operator asked about a job greps for its id (the
+        # Celery worker's own lines name only its task id; operator probe, session 22).
+        log.info("job %s: running %s", job_id, _described(spec))
+        started = time.perf_counter()
+        status = self._run_claimed(job_id, spec)
+        ended = (
+            "no longer ours (its lease was lost)"
+            if status is None
+            else "back in the queue (a shutdown or a database outage)"
+            if status is JobStatus.queued
+            else status.value
+        )
+        log.info("job %s: %s after %.1f s", job_id, ended, time.perf_counter() - started)
+        return status
+
+    def _run_claimed(self, job_id: str, spec: dict[str, Any]) -> JobStatus | None:
         clock = _RunClock()
         try:
             return self._loop(job_id, spec, clock)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -53,12 +54,14 @@ def _serving(tmp_path: Path, **extra_env: str) -> Iterator[str]:
         "HWNAS_EMBEDDED_DEVICES": "cpu-1t",
         **extra_env,
     }
+    log = (tmp_path / "serve.log").open("wb")  # its standard error: what it logged
     process = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
+    log.close()
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -272,3 +275,27 @@ def test_the_front_table_shows_every_objective_best_first() -> None:
     assert lines[0].split()[-1] == "model_size_mb"
     assert [line.split()[0] for line in lines[2:]] == ["tie", "big", "small"]
     assert lines[2].split()[-1] == "0.2"
+
+
+def test_serve_logs_its_mode_and_each_job_with_time_level_and_logger(tmp_path: Path) -> None:
+    """Nothing configured hwnas's loggers under serve: warnings came bare, INFO lines (a job
+    resumed) were lost, and a misspelt variable silently gave the embedded mode (operator
+    probe, session 22)."""
+    with _serving(tmp_path, HWNAS_BROKER_ULR="redis://127.0.0.1:6379/9") as url:
+        submitted = hwnas(url, "submit", "--budget", "2", "--strategy", "random")
+        job = submitted.stdout.strip()
+        assert hwnas(url, "wait", job).returncode == 0
+    logged = (tmp_path / "serve.log").read_text()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    assert re.search(
+        stamp + r" WARNING core.settings: HWNAS_BROKER_ULR is not an hwnas setting: ignored; "
+        r"did you mean HWNAS_BROKER_URL\?",
+        logged,
+    ), logged
+    assert re.search(stamp + r" INFO api.app: hwnas: embedded mode .* database sqlite:///", logged)
+    assert re.search(
+        stamp + rf" INFO workers.runner: job {job}: running fmnist-ofa-cnn on cpu-1t, random "
+        r"search, budget 2\n",
+        logged,
+    ), logged
+    assert re.search(stamp + rf" INFO workers.runner: job {job}: succeeded after ", logged)

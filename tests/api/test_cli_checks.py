@@ -3,6 +3,7 @@ stderr and exit code 2, not a traceback per process or a worker that fails every
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,14 +98,18 @@ def test_an_unreachable_service_is_an_error_not_a_traceback(capsys) -> None:
 def test_a_broker_url_without_a_scheme_is_refused_by_name(env: pytest.MonkeyPatch, capsys) -> None:
     _set(env, HWNAS_BROKER_URL="redis//127.0.0.1:6379/9")
     err = _refused(["worker", "--devices", "cpu-1t"], capsys)
-    assert err.startswith("hwnas: bad settings: HWNAS_BROKER_URL: Value error, must be a URL")
+    assert err.startswith("hwnas: bad settings: HWNAS_BROKER_URL: must be a URL")
 
 
 @pytest.mark.parametrize(
     ("setting", "value", "says"),
     [
         ("HWNAS_API_PROCESSES", "2", "HWNAS_API_PROCESSES > 1 needs the distributed mode"),
-        ("HWNAS_EMBEDDED_DEVICES", "cpu-1t,cpu-lt", "unknown device 'cpu-lt'; known: cpu-1t"),
+        (  # the variable named too (operator probe, session 22)
+            "HWNAS_EMBEDDED_DEVICES",
+            "cpu-1t,cpu-lt",
+            "hwnas: HWNAS_EMBEDDED_DEVICES: unknown device 'cpu-lt'; known: cpu-1t",
+        ),
     ],
 )
 def test_serve_refuses_an_embedded_server_it_could_not_run(
@@ -127,6 +132,49 @@ def test_a_number_out_of_its_range_stops_the_start(
     _set(env, **{setting: value})
     err = _refused(["serve", "--port", "1"], capsys)
     assert err.startswith(f"hwnas: bad settings: {setting}: Input should be greater than")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("HWNAS_HEARTBEAT_S", "nan"), ("HWNAS_MAX_DATA_FILE_MB", "inf")]
+)
+def test_a_setting_that_is_not_a_finite_number_stops_the_start(
+    env: pytest.MonkeyPatch, capsys, setting: str, value: str
+) -> None:
+    """ "nan" was refused as "not greater than 0", "inf" accepted (operator probe, session 22)."""
+    _set(env, **{setting: value})
+    err = _refused(["serve", "--port", "1"], capsys)
+    assert err.startswith(f"hwnas: bad settings: {setting}: Input should be a finite number")
+
+
+def test_stale_after_below_two_heartbeats_stops_the_start(env: pytest.MonkeyPatch, capsys) -> None:
+    """A live worker's job read "its worker stopped heartbeating" between beats, and a
+    cancel ended it as dead (operator probe, session 22)."""
+    _set(env, HWNAS_HEARTBEAT_S="30", HWNAS_STALE_AFTER_S="5")
+    err = _refused(["serve", "--port", "1"], capsys)
+    assert "HWNAS_STALE_AFTER_S (5) must be at least twice HWNAS_HEARTBEAT_S (30)" in err
+    _set(env, HWNAS_STALE_AFTER_S="60")
+    assert get_settings().stale_after_s == 60
+
+
+def test_a_data_dir_that_cannot_be_written_stops_the_start(
+    env: pytest.MonkeyPatch, capsys, tmp_path: Path
+) -> None:
+    """Every export was a 500 (NotADirectoryError) instead (operator probe, session 22)."""
+    (tmp_path / "a-file").write_text("")
+    _set(env, HWNAS_DATA_DIR=str(tmp_path / "a-file" / "var"))
+    err = _refused(["serve", "--port", "1"], capsys)
+    assert "HWNAS_DATA_DIR" in err and "is not a writable directory: Not a directory" in err
+
+
+def test_a_port_in_use_exits_2_not_3(env: pytest.MonkeyPatch, capsys) -> None:
+    """uvicorn's start-up failure (3) leaked out: 3 is "nothing feasible" (operator probe)."""
+    _set(env, HWNAS_BROKER_URL="")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = _refused(["serve", "--port", str(port)], capsys)
+    assert "the server could not start (uvicorn's exit code 3" in err
 
 
 def test_serve_refuses_a_bad_api_key_before_starting_processes(

@@ -16,7 +16,9 @@ from store import jobs
 from store.db import (
     alembic_config,
     check_migrated,
+    database_id,
     make_engine,
+    make_session_factory,
     transaction,
     upgrade,
 )
@@ -127,3 +129,16 @@ def test_upgrading_to_the_reused_flag_marks_the_copies_stored_before(
         command.downgrade(alembic_config(url), "0005")  # and back: the column goes
         columns = {c["name"] for c in inspect(engine).get_columns("evaluations")}
         assert "reused" not in columns and "details" in columns
+
+
+def test_each_database_gets_an_identity_of_its_own(tmp_path: Path) -> None:
+    """Workers announce it with their devices; an API counts only its own database's."""
+    ids = []
+    for name in ("a", "b"):
+        url = f"sqlite:///{tmp_path / name}.db"
+        upgrade(url)
+        upgrade(url)  # again: nothing changes
+        factory = make_session_factory(make_engine(url))
+        ids.append(database_id(factory))
+        assert database_id(factory) == ids[-1]
+    assert all(i is not None and len(i) == 32 for i in ids) and ids[0] != ids[1]

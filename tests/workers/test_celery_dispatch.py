@@ -14,7 +14,7 @@ import redis
 from kombu import Connection
 
 from hardware_profiles.configured import device_profile
-from store.db import make_engine, make_session_factory, upgrade
+from store.db import database_id, make_engine, make_session_factory, upgrade
 from workers import presence
 from workers.celery_dispatch import CeleryDispatcher, publish
 
@@ -140,14 +140,38 @@ def test_publishing_and_asking_work_again_after_a_redis_restart(dispatcher: Any)
 
 def test_who_serves_what_comes_from_the_workers_announcements(dispatcher: Any) -> None:
     client = redis.Redis.from_url(dispatcher.app.conf.broker_url)
-    presence.announce(client, "celery-a", ["cpu-1t", "nb201-pixel3"], ttl_s=10)
-    presence.announce(client, "celery-b", ["cpu-ort"], ttl_s=10)
+    ours = database_id(dispatcher.factory)
+    dispatcher._database = ours  # as start() reads it
+    presence.announce(client, "celery-a", ["cpu-1t", "nb201-pixel3"], ttl_s=10, database=ours)
+    presence.announce(client, "celery-b", ["cpu-ort"], ttl_s=10, database=ours)
     dispatcher._served = dispatcher._ask_workers()
     assert dispatcher.served_devices() == {"cpu-1t", "nb201-pixel3", "cpu-ort"}
     assert dispatcher.waiting_message("cpu-1t") is None and dispatcher.problems() == []
     assert "no live worker serves device 'cpu-all'" in dispatcher.waiting_message("cpu-all")
     presence.withdraw(client, "celery-a")
     assert dispatcher._ask_workers() == {"cpu-ort"}
+
+
+def test_workers_of_another_database_are_not_counted_and_are_a_problem(dispatcher: Any) -> None:
+    """A worker on another database (a wrong HWNAS_DATABASE_URL, or another deployment on
+    the same Redis) dropped this API's jobs as unknown while /healthz called its device
+    served, and the jobs stayed queued with no message (operator probe, session 22)."""
+    client = redis.Redis.from_url(dispatcher.app.conf.broker_url)
+    ours = database_id(dispatcher.factory)
+    assert ours is not None and len(ours) == 32
+    dispatcher._database = ours
+    presence.announce(client, "celery-a", ["cpu-ort"], ttl_s=10, database=ours)
+    presence.announce(client, "celery-x", ["cpu-ts", "cpu-1t"], ttl_s=10, database="f" * 32)
+    client.set(presence.PREFIX + "celery-old", json.dumps(["cpu-all"]), ex=10)  # no id: counted
+    dispatcher._served = dispatcher._ask_workers()
+    assert dispatcher.served_devices() == {"cpu-ort", "cpu-all"}
+    (problem,) = dispatcher.problems()
+    assert problem.startswith("1 live worker(s) on this broker serve another database")
+    assert "their devices (cpu-1t, cpu-ts) are not counted as served" in problem
+    assert "no live worker serves device 'cpu-1t'" in dispatcher.waiting_message("cpu-1t")
+    presence.withdraw(client, "celery-x")
+    dispatcher._ask_workers()
+    assert dispatcher.problems() == []
 
 
 def test_an_unreachable_broker_is_a_problem_a_new_job_is_told_of(tmp_path: Path) -> None:

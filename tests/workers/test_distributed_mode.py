@@ -38,6 +38,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             data_dir=tmp_path / "data",
             auto_migrate=False,
             stale_after_s=float(env["HWNAS_STALE_AFTER_S"]),  # as its workers
+            heartbeat_s=float(env["HWNAS_HEARTBEAT_S"]),
         )
         with TestClient(create_app(settings)) as client:
             yield {"env": env, "client": client, "tmp": tmp_path}

@@ -127,7 +127,9 @@ def test_each_evaluation_books_the_run_time_before_it(
         return dataclasses.replace(measured, seconds=0.05)  # all of it was the measurement
 
     monkeypatch.setattr(SubnetEvaluator, "measure", slow)
-    status, seen = _run_watching_commits(tmp_path, SPEC, heartbeat_s=3600.0)  # no heartbeat
+    status, seen = _run_watching_commits(  # no heartbeat
+        tmp_path, SPEC, heartbeat_s=3600.0, stale_after_s=7200.0
+    )
     assert status is JobStatus.succeeded
     running = [(run_s, eval_s) for state, run_s, eval_s in seen if state is JobStatus.running]
     measured = [(run_s, eval_s) for run_s, eval_s in running if eval_s > 0]

@@ -1,0 +1,36 @@
+"""core.settings: the environment's HWNAS_* variables."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from core.settings import get_settings, unknown_variables
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_resembles() -> None:
+    """HWNAS_BROKER_ULR silently gave the embedded mode (operator probe, session 22)."""
+    warnings = unknown_variables(
+        {"HWNAS_BROKER_ULR": "redis://x", "HWNAS_URL": "u", "HWNAS_API_KEY": "k",
+         "HWNAS_BROKER_URL": "", "HWNAS_WHATEVER_ELSE": "1", "PATH": "/bin"}
+    )  # fmt: skip
+    assert warnings == [
+        "HWNAS_BROKER_ULR is not an hwnas setting: ignored; did you mean HWNAS_BROKER_URL?",
+        "HWNAS_WHATEVER_ELSE is not an hwnas setting: ignored",
+    ]
+
+
+def test_reading_the_settings_warns_of_unknown_variables(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("HWNAS_ACESS_LOG", "false")
+    get_settings.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="core.settings"):
+            assert get_settings().access_log is True
+    finally:
+        get_settings.cache_clear()
+    assert "HWNAS_ACESS_LOG is not an hwnas setting: ignored; did you mean HWNAS_ACCESS_LOG?" in (
+        caplog.text
+    )
