@@ -28,8 +28,10 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def serve_log_config() -> dict[str, Any]:
-    """uvicorn's default logging configuration, with a handler for hwnas's packages (INFO)
-    and for every other library's warnings (the root logger), on standard error."""
+    """uvicorn's default logging configuration, with a handler on the root logger (standard
+    error): hwnas's packages' records from INFO up reach it, other libraries' from WARNING
+    (the packages' own loggers keep propagating, so a handler added to the root, such as
+    pytest's, sees their records too)."""
     import uvicorn.config
 
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
@@ -40,6 +42,6 @@ def serve_log_config() -> dict[str, Any]:
         "stream": "ext://sys.stderr",
     }
     for name in PACKAGES:
-        config["loggers"][name] = {"handlers": ["hwnas"], "level": "INFO", "propagate": False}
+        config["loggers"][name] = {"level": "INFO"}
     config["root"] = {"handlers": ["hwnas"], "level": "WARNING"}
     return config

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from api.bodies import files_checked_later
-from core.errors import HwnasError, InvalidInput, UnknownName
+from core.errors import HwnasError, InvalidInput, UnknownName, shown
 from core.settings import get_settings
 from hardware_profiles import device_lock
 from hardware_profiles.configured import check_measures, device_profiles
@@ -215,7 +215,7 @@ class JobCreate(BaseModel):
             raise ValueError(f"give at least one of {', '.join(allowed)}")
         for name in value:
             if name not in allowed:
-                raise ValueError(f"unknown metric {name!r}; allowed: {', '.join(allowed)}")
+                raise ValueError(f"unknown metric {shown(name)}; allowed: {', '.join(allowed)}")
         if info.field_name == "constraints":
             for name, bound in value.items():
                 _check_reachable(name, bound)

@@ -69,7 +69,7 @@ async def measure(base: str, posts: int) -> tuple[float, list[float], set[int]]:
 def run(repo: Path, root: Path, scratch: Path, port: int, posts: int) -> str:
     env = dict(os.environ, HWNAS_DATABASE_URL=f"sqlite:///{scratch / f'{port}.db'}",
                HWNAS_DATA_ROOTS=str(root), HWNAS_DATA_DIR=str(scratch / str(port)),
-               HWNAS_BROKER_URL="", HWNAS_API_KEYS="", HWNAS_MAX_IMAGES="1000000")  # fmt: skip
+               HWNAS_BROKER_URL="", HWNAS_API_KEYS="", HWNAS_MAX_DATA_IMAGES="1000000")  # fmt: skip
     server = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
         cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

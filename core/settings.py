@@ -26,8 +26,10 @@ from core.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-#: ``HWNAS_*`` variables read by the command-line client, not by the service's settings.
+#: ``HWNAS_*`` variables read by the command-line client, not by the service's settings;
+#: and the prefix of the test suite's own (``HWNAS_TEST_PG_ADMIN_URL``).
 CLIENT_VARIABLES = frozenset({"HWNAS_URL", "HWNAS_API_KEY"})
+TEST_PREFIX = "HWNAS_TEST_"
 
 
 class Settings(BaseSettings):
@@ -156,7 +158,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     known = {f"HWNAS_{name.upper()}" for name in Settings.model_fields} | CLIENT_VARIABLES
     warnings = []
     for name in sorted(v for v in environ if v.upper().startswith("HWNAS_")):
-        if name.upper() in known:
+        if name.upper() in known or name.upper().startswith(TEST_PREFIX):
             continue
         close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.85)
         hint = f"; did you mean {close[0]}?" if close else ""

@@ -60,7 +60,12 @@ CHILD_FRAMES = "hwnas_child_frames"
 class ChildDied(RuntimeError):
     """The child ended before it answered (killed, e.g. by the kernel's OOM killer, of
     which a timing child, a cpu-ts worker's largest process, is the likeliest pick; or
-    crashed in torch)."""
+    crashed in torch). ``killed``: by a signal (worth another try), not an exit of its own
+    (it could not start: it would not again)."""
+
+    def __init__(self, message: str, *, killed: bool) -> None:
+        super().__init__(message)
+        self.killed = killed
 
 
 class Unloadable(Exception):
@@ -109,8 +114,8 @@ class TimingChild:
             self._end()
             raise ChildDied(
                 f"the {self.task} process (pid {self.process.pid}) ended during the "
-                f"{self.task}, "
-                f"exit code {self.process.returncode}"
+                f"{self.task}, exit code {self.process.returncode}",
+                killed=self.process.returncode < 0,
             ) from None
         except BaseException:
             self._end()
@@ -168,7 +173,7 @@ def run_isolated(measure: Measure, key: str, *args: Any) -> Any:
         except Unloadable as exc:
             return _here(measure, args, str(exc))
         except ChildDied as exc:
-            _again_after(exc, child, attempt)
+            _again_after(exc, attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -189,20 +194,20 @@ def run_once(function: Measure, *args: Any, task: str = "export") -> Any:
         except Unloadable as exc:
             return _here(function, args, str(exc))
         except ChildDied as exc:
-            _again_after(exc, child, attempt)
+            _again_after(exc, attempt)
         finally:
             child.close()
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _again_after(died: ChildDied, child: TimingChild, attempt: int) -> None:
+def _again_after(died: ChildDied, attempt: int) -> None:
     """Returns when the call is worth making again in a new child: this one was killed (by
     a signal), on the first attempt. One that exited by itself (it could not start: a broken
     environment) would again; a second death is the call's own doing."""
-    if (child.process.returncode or 0) >= 0:
+    if not died.killed:
         raise died
     if attempt == 2:
-        raise ChildDied(f"{died}, twice in a row") from None
+        raise ChildDied(f"{died}, twice in a row", killed=True) from None
     log.warning("%s: running it again in a new one", died)
 
 

@@ -648,8 +648,9 @@ def schema_revisions(url: str) -> frozenset[str]:
 
 
 def database_id(factory: sessionmaker[Session]) -> str | None:
-    """The database's identity (``store.tables.DatabaseIdentity``); None where its schema
-    has none (below revision 0008)."""
+    """The database's identity (``store.tables.DatabaseIdentity``, revision 0008; None if
+    its row is missing); a ``StorageError`` where the database is away or its schema is
+    older."""
     from .tables import DatabaseIdentity
 
     with transaction(factory) as session:

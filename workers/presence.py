@@ -4,11 +4,12 @@ Celery's ``inspect().active_queues()`` broadcast is answered by a worker's main 
 in the solo pool that thread runs the job: a busy worker never answered, so the API called
 its device unserved (and told users to start a worker they had) for as long as a job ran.
 Instead, each worker process keeps one key, ``hwnas:worker:<identity>``, holding its
-devices and its database's id (an API counts only workers of its own database), renewed
-every heartbeat by a thread of its own (``Announcer``, started with the reaper; alive while
-a job runs), with a time to live of a few heartbeats; the API reads the keys. A worker that
-dies stops renewing its key, which expires; one whose shutdown begins deletes it. Brokers
-other than Redis fall back to the broadcast (``workers.celery_dispatch``).
+devices, and one holding its database's id (an API counts only workers of its own
+database), renewed every heartbeat by a thread of its own (``Announcer``, started with the
+reaper; alive while a job runs), with a time to live of a few heartbeats; the API reads the
+keys. A worker that dies stops renewing its keys, which expire; one whose shutdown begins
+deletes them. Brokers other than Redis fall back to the broadcast
+(``workers.celery_dispatch``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -23,6 +25,8 @@ import redis
 
 log = logging.getLogger(__name__)
 PREFIX = "hwnas:worker:"
+#: Beside each worker's key: the id of the database it serves.
+DATABASE_PREFIX = "hwnas:worker-database:"
 REDIS_SCHEMES = ("redis", "rediss")
 
 
@@ -44,20 +48,25 @@ def ttl_of(heartbeat_s: float) -> int:
 def announce(
     client: redis.Redis, identity: str, devices: list[str], ttl_s: int, database: str | None
 ) -> None:
-    """The worker's devices and its database's id (``store.db.database_id``)."""
-    value = {"devices": sorted(devices), "database": database}
-    client.set(PREFIX + identity, json.dumps(value), ex=ttl_s)
+    """The worker's devices (a JSON list, as versions before the database's identity read
+    it: an API not yet upgraded keeps counting them), and beside it, under
+    ``DATABASE_PREFIX``, its database's id (``store.db.database_id``)."""
+    with client.pipeline() as pipe:
+        pipe.set(PREFIX + identity, json.dumps(sorted(devices)), ex=ttl_s)
+        if database is not None:
+            pipe.set(DATABASE_PREFIX + identity, database, ex=ttl_s)
+        pipe.execute()
 
 
 def withdraw(client: redis.Redis, identity: str) -> None:
-    client.delete(PREFIX + identity)
+    client.delete(PREFIX + identity, DATABASE_PREFIX + identity)
 
 
 @dataclass
 class Served:
     """What live workers announce: the devices served by workers of this database (or of
-    an unknown one: an older worker's list), and the other databases' workers (identity ->
-    devices), whose devices are not counted."""
+    an unknown one: a worker of an older version), and the other databases' workers
+    (identity -> devices), whose devices are not counted."""
 
     devices: set[str] = field(default_factory=set)
     elsewhere: dict[str, list[str]] = field(default_factory=dict)
@@ -70,23 +79,26 @@ def served_devices(client: redis.Redis, database: str | None = None) -> Served:
     served = Served()
     if not keys:
         return served
-    for key, value in zip(keys, client.mget(keys), strict=True):
+    identities = [_text(key).removeprefix(PREFIX) for key in keys]
+    values = client.mget(keys)
+    databases = client.mget([DATABASE_PREFIX + identity for identity in identities])
+    for identity, value, theirs in zip(identities, values, databases, strict=True):
         if value is None:  # expired between the scan and the read
             continue
         try:
-            announced = json.loads(value)
-            if isinstance(announced, list):  # a worker of a version before the database id
-                announced = {"devices": announced, "database": None}
-            devices = [str(device) for device in announced["devices"]]
-            theirs = announced.get("database")
-        except (ValueError, KeyError, TypeError):  # not a worker's: not a reason to call the
-            log.warning("ignoring %r: not a worker's devices", key)  # broker away
+            devices = [str(device) for device in json.loads(value)]
+        except (ValueError, TypeError):  # not a worker's: not a reason to call the broker away
+            log.warning("ignoring %r: not a list of devices", PREFIX + identity)
             continue
-        if database is not None and theirs is not None and theirs != database:
-            served.elsewhere[key.decode().removeprefix(PREFIX)] = devices
+        if database is not None and theirs is not None and _text(theirs) != database:
+            served.elsewhere[identity] = devices
         else:
             served.devices.update(devices)
     return served
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class Announcer:
@@ -100,10 +112,13 @@ class Announcer:
         identity: str,
         devices: list[str],
         heartbeat_s: float,
-        database: str | None = None,
+        database_of: Callable[[], str | None] | None = None,
     ) -> None:
         self.client, self.identity, self.devices = client, identity, list(devices)
-        self.database = database
+        # Looked up in the thread, again at each announcement until it answers: a database
+        # away when the worker starts must not stop the announcements (review, session 22).
+        self.database: str | None = None
+        self._database_of = database_of
         self.interval_s, self.ttl_s = heartbeat_s, ttl_of(heartbeat_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hwnas-presence", daemon=True)
@@ -113,6 +128,11 @@ class Announcer:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if self.database is None and self._database_of is not None:
+                try:
+                    self.database = self._database_of()
+                except Exception as exc:  # announced without it meanwhile: counted anywhere
+                    log.warning("reading this worker's database identity failed: %s", exc)
             try:
                 announce(self.client, self.identity, self.devices, self.ttl_s, self.database)
             except redis.RedisError as exc:  # broker away: the API sees the key expire

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 
 import redis
 from celery import Celery
@@ -105,7 +106,7 @@ def start_reaper(
     client = presence.redis_of(settings.broker_url)
     if client is not None:
         _announcer = presence.Announcer(
-            client, identity, SERVED_DEVICES, settings.heartbeat_s, database_id(factory)
+            client, identity, SERVED_DEVICES, settings.heartbeat_s, partial(database_id, factory)
         )
         _announcer.start()
 

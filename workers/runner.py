@@ -211,7 +211,16 @@ class JobRunner:
         # Celery worker's own lines name only its task id; operator probe, session 22).
         log.info("job %s: running %s", job_id, _described(spec))
         started = time.perf_counter()
-        status = self._run_claimed(job_id, spec)
+        try:
+            status = self._run_claimed(job_id, spec)
+        except BaseException as exc:  # not even its failure could be written (the reaper
+            log.info(  # counts the attempt), or the process is ending
+                "job %s: its run ended by %s after %.1f s",
+                job_id,
+                type(exc).__name__,
+                time.perf_counter() - started,
+            )
+            raise
         ended = (
             "no longer ours (its lease was lost)"
             if status is None

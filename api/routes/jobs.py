@@ -301,11 +301,20 @@ async def export(
                 return
             try:
                 export_subnet(supernet, evaluation.arch, format, path, extra=card, isolate=run_once)
-            except ChildDied as exc:  # killed twice (out of memory?): nothing was written
+            except ChildDied as exc:  # killed twice (out of memory?): worth asking again
+                if not exc.killed:  # it could not start: a fault here, which would recur
+                    raise
                 raise ServiceUnavailable(f"the file could not be written: {exc}") from exc
 
     if not path.exists():
-        await anyio.to_thread.run_sync(write, limiter=_export_limiter(request))
+        try:
+            await anyio.to_thread.run_sync(write, limiter=_export_limiter(request))
+        except (OSError, RuntimeError):  # its folder removed under it by another process's
+            # DELETE (torch's writers say "Parent directory ... does not exist")?
+            await run_in_threadpool(
+                _still_there, factory, Path(settings.data_dir), job_id, measured_in
+            )
+            raise  # no: the error is this one's
         await run_in_threadpool(_still_there, factory, Path(settings.data_dir), job_id, measured_in)
     return FileResponse(
         path,

@@ -3,6 +3,7 @@ stderr and exit code 2, not a traceback per process or a worker that fails every
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,19 @@ from sqlalchemy import create_engine, text
 from api.cli import main, parse_constraints
 from core.settings import get_settings
 from hardware_profiles.configured import device_profile, servable
+
+
+@pytest.fixture(autouse=True)
+def _logging_kept() -> Iterator[None]:
+    """``serve`` configures logging in this process (api.log_config): put it back after, so
+    later tests' log captures see what they did before."""
+    loggers = [logging.getLogger(), *map(logging.getLogger, logging.Logger.manager.loggerDict)]
+    kept = [(lg, lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in loggers]
+    yield
+    for logger, level, handlers, propagate, disabled in kept:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate, logger.disabled = propagate, disabled
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from api.app import create_app
 from api.cli import main
 from api.client import ClientError, HwnasClient
+from api.export_cache import EXPORTS
 from core.settings import get_settings
 from store.db import make_engine, make_session_factory, transaction
 from store.tables import Evaluation, Job, utcnow
@@ -40,7 +41,7 @@ def test_a_finished_job_is_deleted_with_its_rows_and_files(tmp_path: Path) -> No
         subnet = client.get(f"/v1/jobs/{first['id']}/evaluations").json()["data"][0]["subnet_id"]
         url = f"/v1/jobs/{{}}/subnets/{subnet}/export"
         before = client.get(url.format(again["id"]), params={"format": "onnx"})
-        exports = Path(settings.data_dir) / "exports" / "2" / first["id"]
+        exports = Path(settings.data_dir) / EXPORTS / first["id"]
         assert before.status_code == 200 and exports.is_dir()
 
         assert client.delete(f"/v1/jobs/{first['id']}").status_code == 204
@@ -52,9 +53,7 @@ def test_a_finished_job_is_deleted_with_its_rows_and_files(tmp_path: Path) -> No
         after = client.get(url.format(again["id"]), params={"format": "onnx"})
         assert after.status_code == 200 and after.content != before.content  # its own card
         assert not exports.exists()  # not rebuilt in the deleted job's folder, left for nobody
-        assert (
-            Path(settings.data_dir) / "exports" / "2" / again["id"] / f"{subnet}.onnx"
-        ).is_file()
+        assert (Path(settings.data_dir) / EXPORTS / again["id"] / f"{subnet}.onnx").is_file()
 
         queued = client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()  # no worker
         refused = client.delete(f"/v1/jobs/{queued['id']}")
@@ -91,10 +90,10 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
         ended = utcnow() - timedelta(days=40)
         session.execute(update(Job).where(Job.id == ids[0]).values(finished_at=ended))
     data = Path(settings.data_dir)
-    (data / "exports" / "2" / ids[0]).mkdir(parents=True)
+    (data / EXPORTS / ids[0]).mkdir(parents=True)
     (data / "exports" / "1" / "old-job").mkdir(parents=True)  # a cache version no longer served
-    (data / "exports" / "2" / "deleted-before").mkdir(parents=True)  # a job deleted earlier
-    (data / "exports" / "2" / ids[1]).mkdir(parents=True)  # a job that stays
+    (data / EXPORTS / "deleted-before").mkdir(parents=True)  # a job deleted earlier
+    (data / EXPORTS / ids[1]).mkdir(parents=True)  # a job that stays
     monkeypatch.setenv("HWNAS_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("HWNAS_DATA_DIR", str(data))
     get_settings.cache_clear()
@@ -108,9 +107,9 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
     with transaction(factory) as session:
         left = set(session.scalars(select(Job.id)))
     assert left == set(ids[1:])  # the recent one, and the queued one that never ended
-    assert not (data / "exports" / "2" / ids[0]).exists() and not (data / "exports" / "1").exists()
-    assert not (data / "exports" / "2" / "deleted-before").exists()
-    assert (data / "exports" / "2" / ids[1]).is_dir()
+    assert not (data / EXPORTS / ids[0]).exists() and not (data / "exports" / "1").exists()
+    assert not (data / EXPORTS / "deleted-before").exists()
+    assert (data / EXPORTS / ids[1]).is_dir()
     assert main(["prune", "--older-than", "1e300"]) == 2  # too far back: said, no traceback
 
 

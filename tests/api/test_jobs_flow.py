@@ -544,7 +544,9 @@ def test_an_export_whose_child_is_killed_twice_is_503_and_leaves_no_file(
     from hardware_profiles.isolated import ChildDied
 
     def killed(*args: Any, **kwargs: Any) -> None:
-        raise ChildDied("the export process (pid 1) ended during the export, exit code -9")
+        raise ChildDied(
+            "the export process (pid 1) ended during the export, exit code -9", killed=True
+        )
 
     spec = job_spec(budget={"evaluations": 1}, strategy="random", constraints={})
     job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
@@ -598,3 +600,26 @@ def test_a_job_deleted_while_its_file_is_written_answers_404_and_leaves_no_file(
         assert deleted == {"code": 204}
         assert (Path(settings.data_dir) / "exports").is_dir()  # where files are kept
         assert not list((Path(settings.data_dir) / "exports").rglob("*.onnx"))
+
+
+def test_an_export_failing_because_another_process_deleted_its_job_answers_404(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another API process's DELETE takes no lock of this one: the write fails under it
+    (torch: "Parent directory ... does not exist"), which was a 500 (review, session 22)."""
+    import api.routes.jobs
+
+    settings = embedded_settings(tmp_path)
+    with TestClient(create_app(settings)) as client:
+        spec = job_spec(budget={"evaluations": 1}, strategy="random", constraints={})
+        job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        [point] = client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"]
+
+        def deleted_elsewhere(*args: Any, **kwargs: Any) -> None:
+            with transaction(client.app.state.session_factory) as session:  # type: ignore[attr-defined]
+                q.delete_job(session, job["id"])
+            raise RuntimeError("Parent directory /x/.y.partial does not exist.")
+
+        monkeypatch.setattr(api.routes.jobs, "export_subnet", deleted_elsewhere)
+        answer = client.get(f"/v1/jobs/{job['id']}/subnets/{point['subnet_id']}/export")
+        assert answer.status_code == 404, answer.text

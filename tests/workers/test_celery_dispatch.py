@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ def test_workers_of_another_database_are_not_counted_and_are_a_problem(dispatche
     dispatcher._database = ours
     presence.announce(client, "celery-a", ["cpu-ort"], ttl_s=10, database=ours)
     presence.announce(client, "celery-x", ["cpu-ts", "cpu-1t"], ttl_s=10, database="f" * 32)
-    client.set(presence.PREFIX + "celery-old", json.dumps(["cpu-all"]), ex=10)  # no id: counted
+    presence.announce(client, "celery-old", ["cpu-all"], ttl_s=10, database=None)  # counted
     dispatcher._served = dispatcher._ask_workers()
     assert dispatcher.served_devices() == {"cpu-ort", "cpu-all"}
     (problem,) = dispatcher.problems()
@@ -170,8 +171,11 @@ def test_workers_of_another_database_are_not_counted_and_are_a_problem(dispatche
     assert "their devices (cpu-1t, cpu-ts) are not counted as served" in problem
     assert "no live worker serves device 'cpu-1t'" in dispatcher.waiting_message("cpu-1t")
     presence.withdraw(client, "celery-x")
+    assert not client.exists(presence.DATABASE_PREFIX + "celery-x")
     dispatcher._ask_workers()
     assert dispatcher.problems() == []
+    # What a version before the database's id reads: the devices alone, as a list.
+    assert json.loads(client.get(presence.PREFIX + "celery-a")) == ["cpu-ort"]
 
 
 def test_an_unreachable_broker_is_a_problem_a_new_job_is_told_of(tmp_path: Path) -> None:
@@ -224,3 +228,33 @@ def test_the_api_ends_a_job_whose_worker_died_after_its_cancel_was_asked(dispatc
     dispatcher._end_abandoned_cancels()
     with transaction(dispatcher.factory) as session:
         assert q.get_job(session, job_id).status == JobStatus.cancelled
+
+
+def test_an_announcer_reads_its_database_identity_until_it_answers(dispatcher: Any) -> None:
+    """Read once at the worker's start, a database away then stopped the reaper and the
+    announcements for the worker's whole life (review, session 22)."""
+    client = redis.Redis.from_url(dispatcher.app.conf.broker_url)
+    answers: list[str | None] = []
+
+    def database_of() -> str:
+        answers.append(None)
+        if len(answers) == 1:
+            raise RuntimeError("the database is away")
+        return "a" * 32
+
+    announcer = presence.Announcer(
+        client, "celery-z", ["cpu-1t"], heartbeat_s=0.05, database_of=database_of
+    )
+    announcer.start()
+    reader = redis.Redis.from_url(dispatcher.app.conf.broker_url)
+    try:
+        for _ in range(100):
+            if reader.get(presence.DATABASE_PREFIX + "celery-z") == b"a" * 32:
+                break
+            time.sleep(0.05)
+        assert reader.get(presence.DATABASE_PREFIX + "celery-z") == b"a" * 32
+        assert json.loads(reader.get(presence.PREFIX + "celery-z")) == ["cpu-1t"]
+        assert len(answers) == 2  # asked again after the failure, then no more
+    finally:
+        announcer.stop()
+        reader.close()

@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from core.settings import Settings
-from store.db import upgrade
+from store.db import database_id, upgrade
+from workers import presence
 
 from ..api.helpers import job_spec, wait_for
 from ..store.backends import temporary_postgres
@@ -80,6 +81,13 @@ def test_http_to_celery_worker_to_postgres_to_export_and_calibration(
         assert exported.status_code == 200 and exported.content[:2] != b""
         devices = _served_when_seen(client, "cpu-1t")
         assert devices["cpu-1t"] is True and devices["cpu-all"] is False
+        # The worker announces its database's identity beside its devices (the API counts
+        # only its own database's workers).
+        broker = redis.Redis.from_url(stack["env"]["HWNAS_BROKER_URL"])
+        (key,) = broker.keys(presence.DATABASE_PREFIX + "*")
+        ours = database_id(client.app.state.session_factory)  # type: ignore[attr-defined]
+        assert ours is not None and broker.get(key) == ours.encode()
+        broker.close()
 
         # A calibration of the live device is a job the device's worker measures.
         url = "/v1/devices/cpu-1t/calibrations"

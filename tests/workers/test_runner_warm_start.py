@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 import models
 from api.app import create_app
+from api.export_cache import EXPORTS
 from api.schemas import JobCreate
 from core.settings import get_settings
 from models.fmnist_cnn import FmnistOFACNN
@@ -401,7 +402,7 @@ def test_a_reused_sub_network_is_exported_once_for_every_job_holding_it(tmp_path
         written = sorted(
             p.relative_to(settings.data_dir) for p in Path(settings.data_dir).rglob("*.onnx")
         )
-        assert written == [Path("exports", "2", first["id"], f"{subnet}.onnx")]
+        assert written == [EXPORTS / first["id"] / f"{subnet}.onnx"]
         import onnx
 
         card = onnx.load_from_string(files[0].content).metadata_props
