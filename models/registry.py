@@ -279,9 +279,10 @@ def checkpoint_paths(text: str) -> Mapping[str, str]:
 
 
 def check_checkpoints() -> None:
-    """Refuse an ``HWNAS_SUPERNET_CHECKPOINTS`` entry that is not ``name=path`` or names no
-    registered supernet: a typo (``tab_mlp=`` for ``tab-mlp=``) was ignored, and the
-    supernet searched with its built-in or random weights. Loads the plugins."""
+    """Refuse an ``HWNAS_SUPERNET_CHECKPOINTS`` entry that is not ``name=path``, names no
+    registered supernet (a typo, ``tab_mlp=`` for ``tab-mlp=``, was ignored, and the supernet
+    searched with its built-in or random weights) or a file that does not exist. Loads the
+    plugins."""
     text = get_settings().supernet_checkpoints
     known = list_supernets()
     for item in comma_list(text):
@@ -298,6 +299,12 @@ def check_checkpoints() -> None:
                 field="HWNAS_SUPERNET_CHECKPOINTS",
             )
         configured_weights(name)  # one that takes no weights file
+        if not Path(path).is_file():  # the start went on with the supernet broken (operator
+            raise InvalidInput(  # probe, session 22)
+                f"HWNAS_SUPERNET_CHECKPOINTS: the weights file of {name!r}, {path!r}, is not "
+                "a file that exists",
+                field="HWNAS_SUPERNET_CHECKPOINTS",
+            )
 
 
 def weights_state(name: str) -> tuple[Any, ...]:

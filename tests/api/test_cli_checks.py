@@ -331,6 +331,12 @@ def test_a_weights_setting_that_names_no_supernet_is_refused(
     assert "fmnist-ofa-cnn" in err  # the known names
     _set(env, HWNAS_SUPERNET_CHECKPOINTS="/ckpt/trained.pt")
     assert "'/ckpt/trained.pt' is not <supernet>=<weights file>" in _refused(command, capsys)
+    # A file that is not there: the start went on with the supernet broken (operator probe).
+    _set(env, HWNAS_SUPERNET_CHECKPOINTS="fmnist-ofa-cnn=/ckpt/missing.pt")
+    assert (
+        "the weights file of 'fmnist-ofa-cnn', '/ckpt/missing.pt', is not a file that exists"
+        in (_refused(command, capsys))
+    )
 
 
 def test_serving_beyond_this_machine_without_keys_is_warned_of(
