@@ -435,6 +435,20 @@ class CalibrationCreate(BaseModel):
         usable_supernet(value)
         return value
 
+    @field_validator("n_samples", mode="before")
+    @classmethod
+    def _possible(cls, value: Any) -> Any:
+        """Under a cap below a calibration's least sample, say that (the default was cut to
+        the cap, then refused as "n_samples" below 5, a field the client had not sent;
+        operator probe, session 22)."""
+        limit = get_settings().max_budget
+        if limit < MIN_MEASUREMENTS:
+            raise ValueError(
+                f"a calibration measures at least {MIN_MEASUREMENTS} sub-networks, more than "
+                f"this service allows (HWNAS_MAX_BUDGET={limit})"
+            )
+        return value
+
     @field_validator("n_samples")
     @classmethod
     def _within_budget(cls, value: int) -> int:

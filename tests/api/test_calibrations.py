@@ -163,7 +163,10 @@ def test_defaults_over_the_operators_cap_are_lowered_to_it(
     try:
         refused = client.post(RECORDED, json={"supernet": "nb201-cifar10"})
         assert refused.status_code == 422
-        assert "n_samples" in refused.json()["message"]
+        message = refused.json()["message"]
+        assert "n_samples" in message and "at least 5 sub-networks, more than this service " in (
+            message
+        )
     finally:
         get_settings.cache_clear()
 
