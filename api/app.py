@@ -10,7 +10,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from core.settings import Settings, get_settings
 from models.registry import get_supernet, list_supernets
@@ -71,18 +70,22 @@ def _freeze_startup_objects() -> None:
 def started_line(settings: Settings) -> str:
     """What an operator checks first in the log: the mode, the database and the broker
     (passwords hidden); a misspelt variable gave the embedded mode without a word."""
-    database = _hidden(settings.database_url)
+    database = hidden(settings.database_url)
     if settings.is_embedded:
         return f"hwnas: embedded mode (in-process worker), database {database}"
-    return f"hwnas: distributed mode, database {database}, broker {_hidden(settings.broker_url)}"
+    return f"hwnas: distributed mode, database {database}, broker {hidden(settings.broker_url)}"
 
 
-def _hidden(url: str) -> str:
-    """``url`` with its password as ``***``."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not one URL (kombu takes several, ";"-separated): mask each password
-        return re.sub(r"(://[^:/@;]*:)[^@;]*@", r"\1***@", url)
+#: A URL's password: from the user's colon to the last "@" (a password may hold an "@"),
+#: in each of kombu's ";"-separated URLs; and one given as a query parameter.
+_PASSWORD = re.compile(r"(://[^:/@;]*:)[^;]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pass)=)[^&;]*", re.IGNORECASE)
+
+
+def hidden(url: str) -> str:
+    """``url`` with its passwords as ``***`` (SQLAlchemy's own rendering showed a password
+    given as ``?password=``, and the part after an unencoded "@" in one)."""
+    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
 
 
 def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> FastAPI:
