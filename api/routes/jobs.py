@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -307,15 +308,14 @@ async def export(
                 raise ServiceUnavailable(f"the file could not be written: {exc}") from exc
 
     if not path.exists():
+        still_there = partial(_still_there, factory, Path(settings.data_dir), job_id, measured_in)
         try:
             await anyio.to_thread.run_sync(write, limiter=_export_limiter(request))
         except (OSError, RuntimeError):  # its folder removed under it by another process's
             # DELETE (torch's writers say "Parent directory ... does not exist")?
-            await run_in_threadpool(
-                _still_there, factory, Path(settings.data_dir), job_id, measured_in
-            )
+            await run_in_threadpool(still_there)
             raise  # no: the error is this one's
-        await run_in_threadpool(_still_there, factory, Path(settings.data_dir), job_id, measured_in)
+        await run_in_threadpool(still_there)
     return FileResponse(
         path,
         filename=f"{job.supernet}_{subnet_id}{suffix_of(format)}",
