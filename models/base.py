@@ -11,6 +11,7 @@ from an exported file.
 from __future__ import annotations
 
 import hashlib
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -155,6 +156,27 @@ class Supernet(ABC):
         """What each output index of a classifier stands for, in order (its label names),
         where known; exports carry them in their card. None (the default): unknown."""
         return None
+
+    def anchors(self) -> list[Arch]:
+        """Sub-networks a search measures before any other (``workers.runner`` gives them to
+        the strategy as ``initial``). The default, where every gene's choices are numbers:
+        each gene at its smallest choice, then each at its largest (canonical, distinct). On
+        once-for-all-style spaces (depths, widths, kernel sizes, resolutions) those are the
+        cheapest and the costliest networks, the two ends of every accuracy/cost front,
+        which neither uniform nor predictor-guided proposals tend to reach. None where some
+        choice is not a number (operation names: no order to take ends of). A supernet whose
+        numeric genes do not order cost (or that knows better networks to start from)
+        overrides this."""
+        space = self.space()
+        numeric = all(
+            isinstance(c, numbers.Real) and not isinstance(c, bool)
+            for choices in space.values()
+            for c in choices
+        )
+        if not space or not numeric:
+            return []
+        ends = [self.canonical({g: pick(cs) for g, cs in space.items()}) for pick in (min, max)]
+        return [ends[0]] if self.encode(ends[0]) == self.encode(ends[1]) else ends
 
     def example_input(self, arch: Arch, batch_size: int = 1) -> torch.Tensor:
         """A deterministic input of the right shape, for latency measurement and export."""

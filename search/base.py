@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import abc
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from core.errors import InvalidInput, UnknownName
+from core.errors import InvalidInput, UnknownName, shown
 from search.constraints import (
     Constraints,
     Objectives,
@@ -49,6 +49,12 @@ class Strategy(abc.ABC):
     Constraints rank first: a feasible result beats an infeasible one; among infeasible results
     the smaller :func:`~search.constraints.violation` wins.
 
+    ``initial``: architectures proposed first, in their order, before the strategy's own
+    proposals (e.g. the supernet's smallest and largest networks, the two ends of every
+    accuracy/cost front, which uniform and guided proposals rarely reach). They count towards
+    ``budget`` like any proposal; one already told (a replay or a warm start) or named twice
+    is skipped, so a resumed search does not measure it again.
+
     Subclasses implement :meth:`_propose` and may override :meth:`_on_tell` and
     :meth:`_on_hint` (metrics known without a measurement, see :meth:`hint`; such a subclass
     sets :attr:`uses_hints`). A subclass that
@@ -68,6 +74,7 @@ class Strategy(abc.ABC):
         constraints: Constraints | None = None,
         seed: int = 0,
         budget: int,
+        initial: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         if not isinstance(space, SearchSpace):
             raise InvalidInput(f"space must be a SearchSpace, got {space!r}", field="space")
@@ -81,6 +88,7 @@ class Strategy(abc.ABC):
         self._pending: dict[str, Arch] = {}
         self._history: list[tuple[Arch, dict[str, float]]] = []
         self._enumerated: list[tuple[str, Arch]] | None = None
+        self._initial = self._check_initial(space, initial)
 
     # ---- public contract -------------------------------------------------------------------
 
@@ -103,16 +111,25 @@ class Strategy(abc.ABC):
         """Budget left for new proposals (told and pending both count)."""
         return max(0, self.budget - self.n_told - len(self._pending))
 
+    @property
+    def initial_left(self) -> list[Arch]:
+        """The ``initial`` architectures not asked or told yet, in order."""
+        return [dict(a) for k, a in self._initial.items() if not self._is_seen(k)]
+
     def ask(self, n: int) -> list[Arch]:
-        """Up to ``n`` new architectures; fewer only when the budget or the space runs out."""
+        """Up to ``n`` new architectures; fewer only when the budget or the space runs out.
+        The ``initial`` architectures left come first."""
         n = min(_check_int(n, "n", 0), self.remaining)
-        proposals = self._propose(n) if n else []
-        for arch in proposals:
+        proposals = self.initial_left[:n]
+        for arch in proposals:  # pending before ``_propose``, which must not propose them
+            self._pending[self.space.key(arch)] = arch
+        own = self._propose(n - len(proposals)) if n > len(proposals) else []
+        for arch in own:
             key = self.space.key(arch)
             if self._is_seen(key):  # a subclass bug, never a user error
                 raise RuntimeError(f"{type(self).__name__} proposed a seen architecture {key}")
             self._pending[key] = arch
-        return [dict(a) for a in proposals]
+        return [dict(a) for a in [*proposals, *own]]
 
     def tell(self, arch: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         """Record ``metrics`` (every objective and constrained metric) measured for ``arch``.
@@ -189,6 +206,28 @@ class Strategy(abc.ABC):
         self, key: str, arch: Arch, metrics: dict[str, float]
     ) -> None:
         """Called with a hint's metrics (only those this search uses, at least one)."""
+
+    @staticmethod
+    def _check_initial(space: SearchSpace, initial: Sequence[Mapping[str, Any]]) -> dict[str, Arch]:
+        """``initial`` normalised, keyed, first occurrence of each key kept."""
+        if isinstance(initial, Mapping | str | bytes) or not isinstance(initial, Sequence):
+            raise InvalidInput(
+                f"initial must be a list of architectures, got {shown(initial)}", field="initial"
+            )
+        out: dict[str, Arch] = {}
+        for i, arch in enumerate(initial):
+            if not isinstance(arch, Mapping):
+                raise InvalidInput(
+                    f"initial[{i}] must be an architecture (gene -> choice), got {shown(arch)}",
+                    field="initial",
+                )
+            try:
+                normal = space.normalize(arch)
+                key = space.key(normal)
+            except InvalidInput as exc:
+                raise InvalidInput(f"initial[{i}]: {exc}", field="initial") from exc
+            out.setdefault(key, normal)
+        return out
 
     # ---- helpers for subclasses -----------------------------------------------------------
 

@@ -90,6 +90,7 @@ class LinasStrategy(Strategy):
 
     - ``n_initial``: uniform proposals before the predictors take over; default
       ``min(20, max(4, budget // 5))`` (enough data for a first fit, little budget spent).
+      Results told and the base class's ``initial`` architectures count among them.
     - ``pool_size``: largest space that is scored exhaustively, and the number of uniform
       candidates drawn per ask otherwise (default 20,000).
     - ``interactions``: model gene pairs as well as single genes (default True; the
@@ -128,6 +129,7 @@ class LinasStrategy(Strategy):
         constraints: Constraints | None = None,
         seed: int = 0,
         budget: int,
+        initial: Sequence[Mapping[str, Any]] = (),
         n_initial: int | None = None,
         pool_size: int = 20_000,
         interactions: bool = True,
@@ -137,7 +139,12 @@ class LinasStrategy(Strategy):
         prior: Mapping[str, Callable[[Sequence[Arch]], Sequence[float]]] | None = None,
     ) -> None:
         super().__init__(
-            space=space, objectives=objectives, constraints=constraints, seed=seed, budget=budget
+            space=space,
+            objectives=objectives,
+            constraints=constraints,
+            seed=seed,
+            budget=budget,
+            initial=initial,
         )
         if n_initial is None:
             n_initial = min(20, max(4, budget // 5))

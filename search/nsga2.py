@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from optuna.samplers import BaseSampler, NSGAIISampler
@@ -41,6 +42,7 @@ class NSGA2Strategy(OptunaStrategy):
         constraints: Constraints | None = None,
         seed: int = 0,
         budget: int,
+        initial: Sequence[Mapping[str, Any]] = (),
         population_size: int | None = None,
         max_retries: int = 32,
     ) -> None:
@@ -50,6 +52,7 @@ class NSGA2Strategy(OptunaStrategy):
             constraints=constraints,
             seed=seed,
             budget=budget,
+            initial=initial,
             max_retries=max_retries,
         )
         if population_size is None:

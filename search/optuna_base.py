@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -60,10 +61,16 @@ class OptunaStrategy(Strategy):
         constraints: Constraints | None = None,
         seed: int = 0,
         budget: int,
+        initial: Sequence[Mapping[str, Any]] = (),
         max_retries: int = 32,
     ) -> None:
         super().__init__(
-            space=space, objectives=objectives, constraints=constraints, seed=seed, budget=budget
+            space=space,
+            objectives=objectives,
+            constraints=constraints,
+            seed=seed,
+            budget=budget,
+            initial=initial,
         )
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
             raise InvalidInput("max_retries must be an int >= 1", field="max_retries")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from optuna.samplers import BaseSampler, TPESampler
 
 from core.errors import InvalidInput
@@ -34,6 +37,7 @@ class TPEStrategy(OptunaStrategy):
         constraints: Constraints | None = None,
         seed: int = 0,
         budget: int,
+        initial: Sequence[Mapping[str, Any]] = (),
         n_startup_trials: int | None = None,
         n_ei_candidates: int = 24,
         multivariate: bool = True,
@@ -45,6 +49,7 @@ class TPEStrategy(OptunaStrategy):
             constraints=constraints,
             seed=seed,
             budget=budget,
+            initial=initial,
             max_retries=max_retries,
         )
         if n_startup_trials is None:

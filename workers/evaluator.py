@@ -96,7 +96,7 @@ class SubnetEvaluator:
         supernet, batch = self.supernet, self.profile.batch_size
         _check_encoding(supernet, arch)
         with _step("counting MACs and params of", supernet, arch):
-            complexity = self._complexity(arch)  # first: an invalid architecture fails at once
+            complexity = self.counted(arch)  # first: an invalid architecture fails at once
         if self.quality and known is None:
             with _step("extracting", supernet, arch):
                 # in eval mode, as it is timed and exported: one returned in training mode
@@ -120,7 +120,8 @@ class SubnetEvaluator:
             details[QUALITY_FROM] = known.job_id
         return Measurement(metrics, details, time.perf_counter() - started)
 
-    def _complexity(self, arch: Arch) -> dict[str, float]:
+    def counted(self, arch: Arch) -> dict[str, float]:
+        """The metrics counted without running ``arch``: MACs, params, model size."""
         complexity = self.supernet.complexity(arch)
         return {
             "macs": float(complexity.macs),

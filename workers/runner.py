@@ -52,6 +52,11 @@ from .evaluator import KnownQuality, Measurement, SubnetEvaluator
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: The most of a job's budget its supernet's anchors (``Supernet.anchors``) may take: a job
+#: of fewer than 10 evaluations does not spend two of them on the two ends of the front.
+ANCHOR_SHARE = 0.2
+ANCHORS_SAID = "measured first (the ends of its cost range: Supernet.anchors)"
+
 
 @dataclass
 class JobPlan:
@@ -84,9 +89,12 @@ def build_plan(
     constraints = constraints_of(spec)
     space = SearchSpace(supernet.space(), canonical=supernet.canonical, encode=supernet.encode)
     budget = spec["budget"]["evaluations"]
+    named = set(spec["objectives"]) | set(constraints)
+    evaluator = SubnetEvaluator(supernet, profile, quality=bool(named & set(supernet.metrics)))
     options: dict[str, Any] = {}
     if latency_prior is not None and strategy_class(spec["strategy"]).accepts_prior:
         options["prior"] = {"latency_ms": latency_prior}
+    anchors = _anchors(supernet, space, evaluator, constraints, budget, latency_prior)
     strategy = create_strategy(
         spec["strategy"],
         space=space,
@@ -94,11 +102,39 @@ def build_plan(
         constraints=constraints,
         seed=spec["seed"],
         budget=budget + reused,
+        initial=anchors,
         **options,
     )
-    named = set(spec["objectives"]) | set(constraints)
-    evaluator = SubnetEvaluator(supernet, profile, quality=bool(named & set(supernet.metrics)))
     return JobPlan(budget, spec["objectives"], constraints, evaluator, strategy)
+
+
+def _anchors(
+    supernet: Supernet,
+    space: SearchSpace,
+    evaluator: SubnetEvaluator,
+    constraints: dict[str, Bound],
+    budget: int,
+    latency_prior: PredictedLatency | None,
+) -> list[dict[str, Any]]:
+    """The supernet's anchors (``Supernet.anchors``) a job measures first: none when they
+    would take more than ``ANCHOR_SHARE`` of its budget, and none known to break a
+    constraint before measuring, by its counted metrics (MACs, params, model size) or, where
+    the job has one, the latency predictor's estimate."""
+    try:  # a plugin's: an optional head start is no reason to fail the job
+        anchors = [space.normalize(arch) for arch in supernet.anchors()]
+    except Exception as exc:  # any fault of the plugin's code
+        log.warning("%s: anchors() failed, searching without them: %r", supernet.name, exc)
+        return []
+    if len(anchors) > budget * ANCHOR_SHARE:
+        return []
+    kept = []
+    for arch in anchors:
+        known = {} if supernet.recorded else evaluator.counted(arch)
+        if latency_prior is not None:
+            known["latency_ms"] = float(latency_prior([arch])[0])
+        if is_feasible(known, {n: b for n, b in constraints.items() if n in known}):
+            kept.append(arch)
+    return kept
 
 
 def job_supernet(spec: dict[str, Any]) -> Supernet:
@@ -364,6 +400,8 @@ class JobRunner:
                 f"{screened} uniform proposals screened with latency predictor v{prior.version}",
             )
         done = len(stored) - reused
+        if not done and (left := len(plan.strategy.initial_left)):
+            self._note(job_id, f"{q.counted(left, 'anchor')} of {spec['supernet']} {ANCHORS_SAID}")
         if done:
             self._note(job_id, f"resumed after {q.counted(done, 'measured evaluation')}")
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))

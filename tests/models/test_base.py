@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Any
 
 import pytest
+from torch import nn
 
-from models.base import InputSpec
+from models.base import Complexity, InputSpec, Supernet
+from models.fmnist_cnn import largest_arch, smallest_arch
+from models.registry import get_supernet
 
 
 def test_mean_and_std_are_tuples_one_per_channel_or_one_for_all() -> None:
@@ -43,3 +47,66 @@ def test_variable_axes_name_axes_after_the_batch() -> None:
     for axes in [(0,), (2,)]:
         with pytest.raises(ValueError, match="variable_axes must name axes 1..1"):
             InputSpec(shape=(1, 32), mean=0.0, std=1.0, variable_axes=axes)  # type: ignore[arg-type]
+
+
+class _Spaced(Supernet):
+    """Just enough of a supernet to ask for its anchors: a space, canonical, encode."""
+
+    name = "spaced"
+
+    def __init__(self, space: dict[str, list[Any]], fixed: dict[str, Any] | None = None) -> None:
+        self._space = space
+        self._fixed = fixed or {}  # genes canonical() pins (genes that have no effect)
+
+    def space(self) -> dict[str, list[Any]]:
+        return self._space
+
+    def canonical(self, arch: dict[str, Any]) -> dict[str, Any]:
+        return {**arch, **self._fixed}
+
+    def encode(self, arch: dict[str, Any]) -> str:
+        return json.dumps(arch, sort_keys=True)
+
+    def decode(self, encoding: str) -> dict[str, Any]:
+        return dict(json.loads(encoding))
+
+    def complexity(self, arch: dict[str, Any]) -> Complexity:
+        raise NotImplementedError
+
+    def extract(self, arch: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def evaluate(self, arch: dict[str, Any], module: nn.Module | None = None) -> dict[str, float]:
+        raise NotImplementedError
+
+    def input_spec(self, arch: dict[str, Any]) -> InputSpec:
+        raise NotImplementedError
+
+
+def test_anchors_of_a_numeric_space_are_its_two_ends_in_canonical_form() -> None:
+    supernet = _Spaced({"d": [2, 3, 4], "w": [0.5, 1.0], "k": [7, 3, 5]}, fixed={"k": 3})
+    assert supernet.anchors() == [{"d": 2, "w": 0.5, "k": 3}, {"d": 4, "w": 1.0, "k": 3}]
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        {"op": ["conv3x3", "skip"], "d": [1, 2]},  # operation names have no ends
+        {"residual": [False, True]},  # neither have flags
+        {},
+    ],
+)
+def test_no_anchors_where_a_choice_is_not_a_number(space: dict[str, list[Any]]) -> None:
+    assert _Spaced(space).anchors() == []
+
+
+def test_one_anchor_when_both_ends_are_the_same_network() -> None:
+    assert _Spaced({"d": [2, 3]}, fixed={"d": 2}).anchors() == [{"d": 2}]
+
+
+def test_builtin_supernets_anchor_on_their_smallest_and_largest_network() -> None:
+    supernet = get_supernet("fmnist-ofa-cnn")
+    small, large = supernet.anchors()
+    assert supernet.encode(small) == supernet.encode(smallest_arch())
+    assert supernet.encode(large) == supernet.encode(largest_arch())
+    assert get_supernet("nb201-cifar10").anchors() == []  # operation names

@@ -167,6 +167,60 @@ def test_warm_start_tells_before_any_ask(name: str) -> None:
     assert not {space.key(a) for a in warm} & {space.key(a) for a in proposals}
 
 
+def ends(space: SearchSpace) -> list[dict]:
+    """Every gene at its first choice, then every gene at its last."""
+    return [space.from_indices([0] * len(space.names)), space.from_indices([3] * len(space.names))]
+
+
+@parametrize_strategies
+def test_initial_architectures_come_first_once_and_count(name: str) -> None:
+    space = toy_space()
+    low, high = ends(space)
+    same_as_low = {g: float(v) for g, v in low.items()}  # normalises to ``low``
+    strategy = create_strategy(
+        name, space=space, objectives=OBJECTIVES, budget=12, initial=[low, high, same_as_low]
+    )
+    assert strategy.initial_left == [low, high]
+    assert strategy.ask(1) == [low]  # pending: not proposed again
+    assert strategy.initial_left == [high]
+    strategy.tell(low, toy_metrics(space)(low))
+    proposals = [low, *drive(strategy, batch=3)]
+    assert proposals[:2] == [low, high]
+    keys = [space.key(a) for a in proposals]
+    assert len(keys) == len(set(keys)) == 12  # the budget holds the initial ones
+    assert strategy.initial_left == []
+
+
+@parametrize_strategies
+def test_initial_architectures_told_already_are_skipped(name: str) -> None:
+    space = toy_space()
+    low, high = ends(space)
+    measure = toy_metrics(space)
+    strategy = create_strategy(
+        name, space=space, objectives=OBJECTIVES, seed=5, budget=10, initial=[low, high]
+    )
+    strategy.tell(high, measure(high))  # a replay or a warm start holds it
+    proposals = drive(strategy, batch=2)
+    assert proposals[0] == low
+    assert space.key(high) not in {space.key(a) for a in proposals}
+    assert len(proposals) == 9
+
+
+@parametrize_strategies
+def test_resume_with_initial_architectures_proposes_what_the_first_run_did(name: str) -> None:
+    space = toy_space(genes=3, choices=4)
+    measure = toy_metrics(space)
+    options = {"objectives": OBJECTIVES, "seed": 2, "budget": 15, "initial": ends(space)}
+    whole = drive(create_strategy(name, space=space, **options), batch=1)
+    first = create_strategy(name, space=space, **options)
+    for arch in first.ask(1):  # stopped after the first anchor
+        first.tell(arch, measure(arch))
+    resumed = create_strategy(name, space=space, **options)
+    for arch, metrics in first.history:
+        resumed.tell(arch, metrics)
+    assert [a for a, _ in first.history] + drive(resumed, batch=1) == whole
+
+
 @parametrize_strategies
 def test_tell_twice_and_bad_tells_raise(name: str) -> None:
     space = toy_space()
@@ -259,6 +313,9 @@ def test_unknown_strategy_lists_known_ones() -> None:
         ("objectives", {"objectives": {}}),
         ("objectives", {"objectives": {"acc": "maximize"}}),
         ("constraints", {"constraints": {"mem": 3}}),
+        ("initial", {"initial": {"g0": 16}}),
+        ("initial", {"initial": [3]}),
+        ("initial", {"initial": [{"g0": 999}]}),
     ],
 )
 def test_bad_constructor_args_name_the_argument(name: str, field: str, overrides: dict) -> None:
