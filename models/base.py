@@ -152,6 +152,13 @@ class Supernet(ABC):
         (the default) means the supernet reads tensor files only."""
         return None
 
+    def num_outputs(self) -> int | None:
+        """How many classes a classifier predicts (its number of outputs), known without
+        building its network; None (the default): not a classifier, or unknown. A directory
+        of images given as validation data is held to it at submission, from its class
+        names alone (``models.registry.check_validation_data``)."""
+        return None
+
     def output_classes(self) -> Sequence[str] | None:
         """What each output index of a classifier stands for, in order (its label names),
         where known; exports carry them in their card. None (the default): unknown."""

@@ -194,6 +194,9 @@ class FmnistOFACNN(SlicedSupernet):
     def output_classes(self) -> tuple[str, ...]:
         return FASHION_MNIST_CLASSES
 
+    def num_outputs(self) -> int:
+        return NUM_CLASSES
+
     def __init__(
         self,
         *,

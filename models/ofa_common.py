@@ -361,6 +361,9 @@ class OFASupernet(SlicedSupernet):
     def has_validation_data(self) -> bool:
         return self.validation_data is not None
 
+    def num_outputs(self) -> int:
+        return self.num_classes
+
     def output_classes(self) -> tuple[str, ...] | None:
         """The class names of the validation data's image directory (its sub-directories,
         or its ``classes.txt``), where they name every class the network predicts; the

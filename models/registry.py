@@ -23,6 +23,7 @@ from core.settings import comma_list, get_settings
 from .base import Supernet
 from .check_memo import SKIPPED, CheckMemo
 from .user_data import configured_roots, confine, data_signature, file_state, recent
+from .user_images import check_class_count, class_names
 
 _FACTORIES: dict[str, Callable[..., Supernet]] = {}
 _INSTANCES: dict[str, Supernet] = {}
@@ -198,13 +199,18 @@ def check_validation_data(
     it. The answer for a (name, file), a pass or the error, is given again without reading
     the file until its ``data_signature`` changes, whatever path names it
     (``models.check_memo``); ``guard`` is held while the file is read. A supernet class
-    that does not override ``check_data`` is not checked, nor is a directory of images (its
-    layout is ``check_path``'s): decoding thousands of images would hold a submission for
-    seconds to minutes; a bad image fails the job instead."""
-    if _class_of(name).check_data is Supernet.check_data:
-        return
-    resolved = confine(validation_data, configured_roots())
+    that does not override ``check_data`` is not checked. A directory of images is held
+    only to the supernet's ``num_outputs``, by its class names (its layout is
+    ``check_path``'s): decoding thousands of images would hold a submission for seconds to
+    minutes; a bad image fails the job instead."""
+    roots = configured_roots()
+    resolved = confine(validation_data, roots)
     if resolved.is_dir():
+        outputs = get_supernet(name).num_outputs()  # the shared instance: built already
+        if outputs is not None:
+            check_class_count(resolved, class_names(resolved, roots=roots), outputs)
+        return
+    if _class_of(name).check_data is Supernet.check_data:
         return
     check = partial(_check_data, name, validation_data)
     state = file_state(resolved)

@@ -41,7 +41,14 @@ from core.settings import comma_list, get_settings
 
 from .base import ImageFormat
 from .check_memo import CheckMemo
-from .user_images import FIELD, ImageFolder, lookup_errors, read_images, scan_images
+from .user_images import (
+    FIELD,
+    ImageFolder,
+    check_class_count,
+    lookup_errors,
+    read_images,
+    scan_images,
+)
 
 INPUT_KEYS = ("inputs", "images", "x")
 LABEL_KEYS = ("labels", "y")
@@ -257,12 +264,8 @@ def _scan(
 def _from_folder(
     folder: ImageFolder, image_format: ImageFormat, limit: int, num_classes: int | None
 ) -> UserData:
-    if num_classes is not None and len(folder.classes) > num_classes:
-        raise InvalidInput(
-            f"{folder.root.name}: {len(folder.classes)} class directories, but the supernet "
-            f"predicts {num_classes} classes",
-            field=FIELD,
-        )
+    if num_classes is not None:
+        check_class_count(folder.root, folder.classes, num_classes)
     # One read for both, so that the size limit holds for everything read.
     pixels = read_images(folder.samples + folder.calib, image_format, max_bytes=limit)
     count = len(folder.samples)

@@ -181,6 +181,32 @@ def scan_images(
     return ImageFolder(root, classes, tuple(samples), tuple(labels), calib)
 
 
+def class_names(root: Path, *, roots: Sequence[Path]) -> tuple[str, ...]:
+    """The classes of the (resolved) data directory ``root`` in label order, as
+    ``scan_images`` finds them, from its listing and ``classes.txt`` alone (no image is
+    looked at): what a submission reads to hold it to the supernet's outputs."""
+    return _class_names(_Scan(root, roots, max_bytes=0, max_images=0))[0]
+
+
+def check_class_count(root: Path, classes: Sequence[str], num_classes: int) -> None:
+    """Refuse the data directory ``root`` when its ``classes`` (in label order) are more
+    than the ``num_classes`` the supernet predicts: its last classes' labels would be ids
+    the network has no output for. Fewer are fine (a ``classes.txt`` naming some of the
+    model's classes keeps their ids)."""
+    if len(classes) <= num_classes:
+        return
+    counted = (
+        f"its {CLASSES_FILE} names {len(classes)} classes"
+        if (root / CLASSES_FILE).is_file()
+        else f"{len(classes)} class directories"
+    )
+    raise InvalidInput(
+        f"{root.name}: {counted}, but the supernet predicts {num_classes} classes "
+        f"(labels must lie in 0..{num_classes - 1})",
+        field=FIELD,
+    )
+
+
 def _class_names(scan: _Scan) -> tuple[tuple[str, ...], set[str]]:
     """The classes in label order, and those with a directory here."""
     root = scan.root

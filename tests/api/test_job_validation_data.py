@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +209,31 @@ def test_the_data_check_waits_for_a_timing_in_flight(root: Path, client: TestCli
         assert answers == []  # held behind the timing
     poster.join(30)
     assert answers == [202]
+
+
+def test_an_image_directory_of_more_classes_than_outputs_is_refused_at_submission(
+    root: Path, client: TestClient
+) -> None:
+    """Fuzz L2: a directory of 11 classes for Fashion-MNIST's 10 outputs was accepted with
+    202, and the job failed in the worker; it is a 422 naming both counts."""
+    from PIL import Image
+
+    for i in range(11):
+        (root / "eleven" / f"c{i:02d}").mkdir(parents=True)
+        Image.new("L", (28, 28)).save(root / "eleven" / f"c{i:02d}" / "0.png")
+    answer = client.post("/v1/jobs", json=job_spec(validation_data="eleven"))
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["body", "validation_data"]
+    assert "eleven: 11 class directories, but the supernet predicts 10 classes" in error["msg"]
+    assert client.get("/v1/jobs").json()["data"] == []  # nothing was stored
+    # Listed in a classes.txt, more classes than outputs are refused too; fewer pass (a
+    # subset that keeps the model's ids), without a job being run here.
+    (root / "eleven" / "classes.txt").write_text("\n".join(f"c{i:02d}" for i in range(11)))
+    with pytest.raises(ValidationError, match="its classes.txt names 11 classes") as caught:
+        JobCreate.model_validate(job_spec(validation_data="eleven"))
+    assert caught.value.errors()[0]["loc"] == ("validation_data",)
+    for i in range(3, 11):  # c00..c02 left, labels 0..2 of the 10 listed
+        shutil.rmtree(root / "eleven" / f"c{i:02d}")
+    (root / "eleven" / "classes.txt").write_text("\n".join(f"c{i:02d}" for i in range(10)))
+    assert JobCreate.model_validate(job_spec(validation_data="eleven")).validation_data

@@ -197,6 +197,39 @@ def test_supernets_that_take_no_images_refuse_a_directory(root: Path) -> None:
         load_user_data("eleven", num_classes=10, image_format=GREY8)
 
 
+def test_a_directory_of_more_classes_than_the_supernet_predicts_is_refused_unread(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked at submission from the class names alone (fuzz L2: such a job was accepted,
+    then failed in the worker), held to the supernet's number of outputs; no image is
+    decoded."""
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the class check decoded an image")
+
+    monkeypatch.setattr("models.user_data.read_images", no_decoding)
+    image_tree(root / "eleven", {f"c{i:02d}": 1 for i in range(11)})
+    with pytest.raises(InvalidInput) as caught:
+        registry.check_validation_data("fmnist-ofa-cnn", "eleven")
+    assert caught.value.field == "validation_data"
+    assert str(caught.value) == (
+        "eleven: 11 class directories, but the supernet predicts 10 classes "
+        "(labels must lie in 0..9)"
+    )
+    # A classes.txt naming more classes than outputs, whatever directories are present
+    image_tree(root / "listed", {"a": 1, "b": 1})
+    (root / "listed" / "classes.txt").write_text("\n".join(["a", "b", *"cdefghijkl"]))
+    with pytest.raises(InvalidInput, match=r"^listed: its classes.txt names 12 classes, but"):
+        registry.check_validation_data("fmnist-ofa-cnn", "listed")
+    # Fewer classes than outputs: a subset keeping its ids, or the first few sorted.
+    (root / "listed" / "classes.txt").write_text("x\nb\ny\na\n")
+    registry.check_validation_data("fmnist-ofa-cnn", "listed")
+    image_tree(root / "ten", {f"c{i}": 1 for i in range(10)})
+    registry.check_validation_data("fmnist-ofa-cnn", "ten")
+    assert get_supernet("fmnist-ofa-cnn").num_outputs() == 10
+    assert OFAMobileNetV3(num_classes=3).num_outputs() == 3  # what it holds directories to
+
+
 def test_fmnist_accuracy_on_png_files_equals_the_same_samples_as_npz(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
