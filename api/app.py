@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
 
+from core.redact import hidden
 from core.settings import Settings, get_settings
 from models.registry import get_supernet, list_supernets
 from store.db import (
@@ -74,18 +74,6 @@ def started_line(settings: Settings) -> str:
     if settings.is_embedded:
         return f"hwnas: embedded mode (in-process worker), database {database}"
     return f"hwnas: distributed mode, database {database}, broker {hidden(settings.broker_url)}"
-
-
-#: A URL's password: from the user's colon to the last "@" (a password may hold an "@"),
-#: in each of kombu's ";"-separated URLs; and one given as a query parameter.
-_PASSWORD = re.compile(r"(://[^:/@;]*:)[^;]*@")
-_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pass)=)[^&;]*", re.IGNORECASE)
-
-
-def hidden(url: str) -> str:
-    """``url`` with its passwords as ``***`` (SQLAlchemy's own rendering showed a password
-    given as ``?password=``, and the part after an unencoded "@" in one)."""
-    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
 
 
 def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> FastAPI:

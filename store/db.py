@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
 from core.errors import HwnasError, InvalidInput, ServiceUnavailable, StorageError, first_line
+from core.redact import hidden
 
 log = logging.getLogger(__name__)
 ALEMBIC_DIR = Path(__file__).resolve().parents[1] / "alembic"
@@ -610,11 +611,16 @@ def upgrade(url: str) -> None:
         raise _database_problem("cannot migrate", url, exc) from exc
 
 
+def _shown(url: URL) -> str:
+    """A database URL as error messages show it: every password hidden (``core.redact``)."""
+    return hidden(url.render_as_string(hide_password=False))
+
+
 def _database_problem(action: str, url: str | URL, exc: BaseException) -> ServiceUnavailable:
     """One line: what failed, on which database (password hidden), and the first line of
     why (the driver's own message where there is one)."""
     try:
-        where = make_url(url).render_as_string(hide_password=True)
+        where = _shown(make_url(url))
     except ArgumentError:
         where = "of HWNAS_DATABASE_URL (not a database URL)"
     return ServiceUnavailable(f"{action} the database {where}: {_first_line(exc)}")
@@ -630,7 +636,7 @@ def check_migrated(engine: Engine) -> str:
     except SQLAlchemyError as exc:
         raise _database_problem("cannot reach", engine.url, exc) from exc
     if current != head:
-        where = engine.url.render_as_string(hide_password=True)
+        where = _shown(engine.url)
         raise ServiceUnavailable(
             f"database schema of {where} is at revision {current or '(none)'}, code needs "
             f"{head}: run `hwnas db-upgrade` (alembic upgrade head) first, or check "

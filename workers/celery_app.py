@@ -22,10 +22,10 @@ from celery.signals import (
     worker_shutdown,
     worker_shutting_down,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import NotFound
+from core.redact import hidden
 from core.settings import get_settings
 from store import jobs as q
 from store.db import check_migrated, make_engine, make_session_factory, transaction
@@ -103,7 +103,7 @@ def run_job_task(job_id: str) -> str | None:
     try:
         status = runner.run(job_id)
     except NotFound:  # a message from an API on another database: not this worker's to run
-        where = make_url(get_settings().database_url).render_as_string(hide_password=True)
+        where = hidden(get_settings().database_url)
         log.warning(
             "job %s is not in %s: deleted since it was queued, or this worker's "
             "HWNAS_DATABASE_URL is not the API's (message dropped)",

@@ -142,3 +142,20 @@ def test_each_database_gets_an_identity_of_its_own(tmp_path: Path) -> None:
         ids.append(database_id(factory))
         assert database_id(factory) == ids[-1]
     assert all(i is not None and len(i) == 32 for i in ids) and ids[0] != ids[1]
+
+
+@pytest.mark.parametrize(
+    "password_part", ["nobody:s3cret@127.0.0.1:1/db", "nobody@127.0.0.1:1/db?password=s3cret"]
+)
+def test_a_database_error_hides_the_password(password_part: str) -> None:
+    """SQLAlchemy's ``hide_password`` rendering kept a password given as ``?password=``;
+    every message naming the database goes through ``core.redact.hidden`` now."""
+    url = f"postgresql+psycopg://{password_part}"
+    engine = make_engine(url)
+    try:
+        for fails in (lambda: check_migrated(engine), lambda: upgrade(url)):
+            with pytest.raises(ServiceUnavailable, match=r"127\.0\.0\.1:1/db") as caught:
+                fails()
+            assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
+    finally:
+        engine.dispose()
