@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.errors import InvalidInput
+
 Arch = dict[str, Any]
 
 
@@ -182,7 +184,10 @@ class Supernet(ABC):
         )
         if not space or not numeric:
             return []
-        ends = [self.canonical({g: pick(cs) for g, cs in space.items()}) for pick in (min, max)]
+        try:
+            ends = [self.canonical({g: pick(cs) for g, cs in space.items()}) for pick in (min, max)]
+        except InvalidInput:  # a space whose ends are no networks: no anchors, no warning
+            return []
         return [ends[0]] if self.encode(ends[0]) == self.encode(ends[1]) else ends
 
     def example_input(self, arch: Arch, batch_size: int = 1) -> torch.Tensor:

@@ -206,7 +206,7 @@ def check_validation_data(
     roots = configured_roots()
     resolved = confine(validation_data, roots)
     if resolved.is_dir():
-        outputs = get_supernet(name).num_outputs()  # the shared instance: built already
+        outputs = _num_outputs(name)
         if outputs is not None:
             check_class_count(resolved, class_names(resolved, roots=roots), outputs)
         return
@@ -215,6 +215,21 @@ def check_validation_data(
     check = partial(_check_data, name, validation_data)
     state = file_state(resolved)
     _DATA_CHECKS.run((name, str(resolved)), None if recent(state) else state, check, guard)
+
+
+def _num_outputs(name: str) -> int | None:
+    """The shared instance's ``num_outputs`` (built already: the ``supernet`` field's check
+    made it); a plugin's that breaks, or gives no whole number >= 1, checks nothing (logged:
+    the worker's load holds the data to what the network computes)."""
+    try:
+        outputs = get_supernet(name).num_outputs()
+    except Exception as exc:  # a plugin's code
+        log.warning("supernet %r: num_outputs() failed: %s", name, _reason(exc))
+        return None
+    if outputs is None or (type(outputs) is int and outputs >= 1):
+        return outputs
+    log.warning("supernet %r: num_outputs() gave %r, not an int >= 1: ignored", name, outputs)
+    return None
 
 
 def _check_data(name: str, validation_data: str) -> object:

@@ -108,11 +108,12 @@ class LinasStrategy(Strategy):
       ``pool_size`` calls per ask, so the function must be cheap), and cached for told results.
     - ``prior``: ``{metric: predict(archs) -> values}``, predictions of a constrained metric
       available before measuring anything (e.g. the latency predictor calibrated on the
-      device earlier). Used where the strategy has no data of its own yet: each initial
-      proposal is drawn uniformly among ``PRIOR_DRAWS`` candidates that the prior predicts to
-      satisfy the constraints on its metrics (any candidate when none is predicted to), so a
-      tight constraint does not waste the initial budget on infeasible architectures. From
-      then on the strategy's own predictors, fitted on measurements, decide.
+      device earlier). Used where the strategy has no data of its own yet: each uniform
+      initial proposal is drawn uniformly among ``PRIOR_DRAWS`` candidates that the prior
+      predicts to satisfy the constraints on its metrics (any candidate when none is
+      predicted to), so a tight constraint does not waste the initial budget on infeasible
+      architectures. From then on the strategy's own predictors, fitted on measurements,
+      decide.
 
     :attr:`predictor_report` lists, per hyperparameter selection and metric, the number of
     results, the chosen transform and prior, and the leave-one-out RMSE and Kendall tau.
@@ -224,8 +225,11 @@ class LinasStrategy(Strategy):
         return self.n_told + len(self._pending)
 
     def prior_proposals_left(self) -> int:
-        """The initial (uniform) proposals still to come: the prior screens each of them."""
-        return max(0, self.n_initial - self._n_seen()) if self._prior else 0
+        """The initial uniform proposals still to come: the prior screens each of them (not
+        the ``initial`` architectures, which take their places first)."""
+        if not self._prior:
+            return 0
+        return max(0, self.n_initial - self._n_seen() - len(self.initial_left))
 
     # ---- prior -----------------------------------------------------------------------------
 

@@ -27,6 +27,9 @@ class NSGA2Strategy(OptunaStrategy):
     populations include them. Optuna's constrained domination matches ours: feasible first,
     then smaller violation.
 
+    The ``initial`` architectures (:class:`~search.base.Strategy`) are told as replays, part
+    of the first generation.
+
     ``population_size`` defaults to ``min(20, max(4, budget // 4))``: NSGA-II needs several
     generations to improve on its random first generation, so a small budget gets a small
     population (at least 4 so that crossover has a choice of parents and crowding distance

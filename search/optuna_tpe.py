@@ -27,6 +27,7 @@ class TPEStrategy(OptunaStrategy):
     recommended setting); pending proposals are handled by Optuna's constant liar.
 
     ``n_startup_trials`` (default ``min(10, max(1, budget // 5))``) random trials come first.
+    The ``initial`` architectures (:class:`~search.base.Strategy`) count among them.
     """
 
     def __init__(

@@ -708,6 +708,9 @@ _IN_LIST_MAX = 5000
 #: The spec's key for the fingerprint of what a search job's supernet measured with (its
 #: weights and validation data: ``Supernet.fingerprint``), written at the job's first run.
 MEASURED_WITH = "measured_with"
+#: The spec's key for the anchors a search job measures first (``workers.anchors``), by
+#: sub-network id, written at the job's first run so that a resumed run measures the same.
+ANCHORS = "anchors"
 
 
 def prior_evaluations(

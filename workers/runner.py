@@ -40,6 +40,7 @@ from store.db import one_statement_writing, transaction
 from store.front import constraints_of, front_of_metrics, summarise_front
 from store.tables import Evaluation, Job, JobKind, JobStatus, storable_text
 
+from .anchors import ANCHORS_SAID, job_anchors
 from .calibration import (
     PredictedLatency,
     fit_predictor,
@@ -51,11 +52,6 @@ from .evaluator import KnownQuality, Measurement, SubnetEvaluator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: The most of a job's budget its supernet's anchors (``Supernet.anchors``) may take: a job
-#: of fewer than 10 evaluations does not spend two of them on the two ends of the front.
-ANCHOR_SHARE = 0.2
-ANCHORS_SAID = "measured first (the ends of its cost range: Supernet.anchors)"
 
 
 @dataclass
@@ -94,7 +90,12 @@ def build_plan(
     options: dict[str, Any] = {}
     if latency_prior is not None and strategy_class(spec["strategy"]).accepts_prior:
         options["prior"] = {"latency_ms": latency_prior}
-    anchors = _anchors(supernet, space, evaluator, constraints, budget, latency_prior)
+    if q.ANCHORS in spec:  # chosen at the job's first run: a resumed run keeps them
+        anchors = [supernet.decode(key) for key in spec[q.ANCHORS]]
+    else:
+        anchors = job_anchors(
+            supernet, space, evaluator.counted, constraints, budget, latency_prior
+        )
     strategy = create_strategy(
         spec["strategy"],
         space=space,
@@ -106,35 +107,6 @@ def build_plan(
         **options,
     )
     return JobPlan(budget, spec["objectives"], constraints, evaluator, strategy)
-
-
-def _anchors(
-    supernet: Supernet,
-    space: SearchSpace,
-    evaluator: SubnetEvaluator,
-    constraints: dict[str, Bound],
-    budget: int,
-    latency_prior: PredictedLatency | None,
-) -> list[dict[str, Any]]:
-    """The supernet's anchors (``Supernet.anchors``) a job measures first: none when they
-    would take more than ``ANCHOR_SHARE`` of its budget, and none known to break a
-    constraint before measuring, by its counted metrics (MACs, params, model size) or, where
-    the job has one, the latency predictor's estimate."""
-    try:  # a plugin's: an optional head start is no reason to fail the job
-        anchors = [space.normalize(arch) for arch in supernet.anchors()]
-    except Exception as exc:  # any fault of the plugin's code
-        log.warning("%s: anchors() failed, searching without them: %r", supernet.name, exc)
-        return []
-    if len(anchors) > budget * ANCHOR_SHARE:
-        return []
-    kept = []
-    for arch in anchors:
-        known = {} if supernet.recorded else evaluator.counted(arch)
-        if latency_prior is not None:
-            known["latency_ms"] = float(latency_prior([arch])[0])
-        if is_feasible(known, {n: b for n, b in constraints.items() if n in known}):
-            kept.append(arch)
-    return kept
 
 
 def job_supernet(spec: dict[str, Any]) -> Supernet:
@@ -388,7 +360,11 @@ class JobRunner:
                 )
             self._note(job_id, said)
         prior = self._latency_prior(job_id, spec)
+        if q.ANCHORS not in spec and len(stored) > reused:  # begun by a version without them
+            spec = {**spec, q.ANCHORS: []}
         plan = build_plan(spec, reused, prior, supernet)
+        if q.ANCHORS not in spec:
+            self._record_anchors(job_id, plan.strategy)
         if warm:
             self._from_other_devices(job_id, spec, plan, {e.subnet_id for e in stored})
         for evaluation in stored:  # replay: the strategy continues where the job stopped
@@ -400,7 +376,7 @@ class JobRunner:
                 f"{screened} uniform proposals screened with latency predictor v{prior.version}",
             )
         done = len(stored) - reused
-        if not done and (left := len(plan.strategy.initial_left)):
+        if left := len(plan.strategy.initial_left):  # said again by a resumed run, as above
             self._note(job_id, f"{q.counted(left, 'anchor')} of {spec['supernet']} {ANCHORS_SAID}")
         if done:
             self._note(job_id, f"resumed after {q.counted(done, 'measured evaluation')}")
@@ -446,6 +422,19 @@ class JobRunner:
 
         self._db(record)
         return {**spec, q.MEASURED_WITH: now}
+
+    def _record_anchors(self, job_id: str, strategy: Any) -> None:
+        """Write the anchors the job's strategy proposes first into its spec, by sub-network
+        id, at its first run: a resumed run takes them from there, whatever predictor or
+        plugin code would choose then."""
+        keys = [strategy.space.key(arch) for arch in strategy.initial_left]
+
+        def record(session: Session) -> None:
+            job = q.get_job(session, job_id, lock=True)
+            if _lease_of(job, self.worker_id) == "held":
+                job.spec = {**job.spec, q.ANCHORS: keys}
+
+        self._db(record)
 
     def _calibrate(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
         """Measure the calibration's uniform sample (each measurement committed as it

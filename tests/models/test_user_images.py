@@ -287,3 +287,21 @@ def test_an_image_directory_names_the_classes_of_an_ofa_export(root: Path, tmp_p
     np.savez(root / "t.npz", inputs=np.zeros((1, 3, 8, 8), np.uint8), labels=np.zeros(1, np.int64))
     assert OFAMobileNetV3(validation_data="t.npz", num_classes=3).output_classes() is None
     assert OFAMobileNetV3(num_classes=3).output_classes() is None
+
+
+@pytest.mark.parametrize("answer", [RuntimeError("broken"), 0, True, "10"])
+def test_a_plugin_num_outputs_that_fails_checks_no_class_count(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, answer: object
+) -> None:
+    """A plugin's ``num_outputs`` that raises or gives no whole number >= 1 is logged and
+    checks nothing (the worker's load still holds the data to the network): no 500."""
+
+    def num_outputs(self: object) -> object:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(type(get_supernet("fmnist-ofa-cnn")), "num_outputs", num_outputs)
+    image_tree(root / "eleven", {f"c{i:02d}": 1 for i in range(11)})
+    registry.check_validation_data("fmnist-ofa-cnn", "eleven")
+    assert "num_outputs()" in caplog.text

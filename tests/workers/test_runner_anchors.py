@@ -1,6 +1,6 @@
 """A job measures its supernet's anchors (``Supernet.anchors``: the smallest and the largest
-sub-network) before anything else, unless they would take over a fifth of its budget or are
-known to break one of its constraints before measuring."""
+sub-network) before anything else, unless they would take over a fifth of its budget or
+one of its constraints rules them out; a resumed run keeps the first run's choice."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
+from api.schemas import JobCreate
+from models.base import Complexity
 from models.fmnist_cnn import FmnistOFACNN, largest_arch, smallest_arch
 from models.registry import get_supernet
+from store import jobs as q
+from store.db import make_engine, make_session_factory, transaction, upgrade
+from store.tables import JobStatus
+from workers.anchors import ANCHORS_SAID
 from workers.calibration import PredictedLatency
-from workers.runner import ANCHORS_SAID, build_plan
+from workers.runner import JobRunner, build_plan
 
-from ..api.helpers import wait_for
 from ..conftest import embedded_settings
 
 SPEC: dict[str, Any] = {
@@ -30,9 +33,18 @@ SPEC: dict[str, Any] = {
 SMALL, LARGE = (get_supernet("fmnist-ofa-cnn").encode(a) for a in (smallest_arch(), largest_arch()))
 
 
-def _anchored(**changes: Any) -> list[str]:
-    plan = build_plan({**SPEC, **changes})
+def _first(plan: Any) -> list[str]:
     return [plan.strategy.space.key(a) for a in plan.strategy.initial_left]
+
+
+def _anchored(prior: PredictedLatency | None = None, **changes: Any) -> list[str]:
+    return _first(build_plan({**SPEC, **changes}, 0, prior))
+
+
+def _estimate(small_ms: float, large_ms: float) -> PredictedLatency:
+    """A stand-in for the pair's stored latency predictor."""
+    return cast(PredictedLatency, lambda archs: [small_ms if a == smallest_arch() else large_ms
+                                                 for a in archs])  # fmt: skip
 
 
 def test_a_plan_proposes_the_smallest_and_the_largest_network_first() -> None:
@@ -42,50 +54,110 @@ def test_a_plan_proposes_the_smallest_and_the_largest_network_first() -> None:
     assert _anchored(supernet="nb201-cifar10", device="nb201-pixel3") == []  # no ends
 
 
-def test_anchors_known_to_break_a_constraint_are_left_out() -> None:
+def test_anchors_a_constraint_rules_out_are_left_out() -> None:
     supernet = get_supernet("fmnist-ofa-cnn")
     small, large = (supernet.complexity(a) for a in (smallest_arch(), largest_arch()))
-    between = {"max": (small.macs + large.macs) / 2}
-    assert _anchored(constraints={"macs": between}) == [SMALL]
+    # counted before measuring: checked
+    assert _anchored(constraints={"macs": {"max": (small.macs + large.macs) / 2}}) == [SMALL]
     assert _anchored(constraints={"params": {"min": large.params + 1}}) == []
-    # quality is not known before measuring: both kept
-    assert _anchored(constraints={"accuracy": {"min": 0.99}}) == [SMALL, LARGE]
-    # latency: by the stored predictor's estimate, when the job has one
-    estimate = cast(PredictedLatency, lambda archs: [1.0 if a == smallest_arch() else 9.0
-                                                    for a in archs])  # fmt: skip
-    spec = {**SPEC, "constraints": {"latency_ms": {"max": 4.0}}}
-    plan = build_plan(spec, 0, estimate)
-    assert [plan.strategy.space.key(a) for a in plan.strategy.initial_left] == [SMALL]
-    assert _anchored(constraints={"latency_ms": {"max": 4.0}}) == [SMALL, LARGE]  # no prior
+    # latency: by the stored predictor's estimate, where the job has one ...
+    latency = {"latency_ms": {"max": 4.0}}
+    assert _anchored(_estimate(1.0, 9.0), constraints=latency) == [SMALL]
+    assert _anchored(_estimate(1.0, 3.0), constraints=latency) == [SMALL, LARGE]
+    assert _anchored(_estimate(5.0, 9.0), constraints=latency) == []
+    # ... else not known before measuring: an upper bound rules out the costliest, a floor
+    # the cheapest (a floor on accuracy: the smallest network is the least accurate)
+    assert _anchored(constraints=latency) == [SMALL]
+    assert _anchored(constraints={"latency_ms": {"min": 0.5}}) == [LARGE]
+    assert _anchored(constraints={"accuracy": {"min": 0.9}}) == [LARGE]
+    assert _anchored(constraints={"accuracy": {"min": 0.9}, **latency}) == []
 
 
-def test_a_job_measures_its_anchors_first_and_says_so(tmp_path: Path) -> None:
-    with TestClient(create_app(embedded_settings(tmp_path))) as client:
-        job = wait_for(client, client.post("/v1/jobs", json=SPEC).json()["id"])
-        evaluations = client.get(f"/v1/jobs/{job['id']}/evaluations").json()["data"]
-        front = client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"]
-    assert job["status"] == "succeeded", job["message"]
-    assert f"2 anchors of fmnist-ofa-cnn {ANCHORS_SAID}" in job["message"]
-    keys = [e["subnet_id"] for e in evaluations]
-    assert keys[:2] == [SMALL, LARGE] and len(set(keys)) == len(keys) == 10
-    assert SMALL in {point["subnet_id"] for point in front}  # the fewest MACs there are
+def test_the_prior_screens_the_uniform_proposals_after_the_anchors() -> None:
+    spec = {**SPEC, "strategy": "linas", "budget": {"evaluations": 100}}
+    spec["constraints"] = {"latency_ms": {"max": 4.0}}
+    plan = build_plan(spec, 0, _estimate(1.0, 3.0))
+    assert _first(plan) == [SMALL, LARGE]
+    assert plan.strategy.prior_proposals_left() == 20 - 2  # linas's n_initial, less the anchors
 
 
-class _BadAnchors(FmnistOFACNN):
-    def __init__(self, anchors: Any) -> None:
+class _Plugin(FmnistOFACNN):
+    """The built-in supernet with a plugin's faults: its ``anchors`` or ``complexity``."""
+
+    def __init__(self, anchors: Any = None, counting_fails: bool = False) -> None:
         super().__init__()
-        self._anchors = anchors
+        self._anchors, self._counting_fails = anchors, counting_fails
 
     def anchors(self) -> list[dict[str, Any]]:
         if isinstance(self._anchors, Exception):
             raise self._anchors
-        return list(self._anchors)
+        return super().anchors() if self._anchors is None else list(self._anchors)
+
+    def complexity(self, arch: dict[str, Any]) -> Complexity:
+        if self._counting_fails and arch == largest_arch():
+            raise MemoryError("counting the largest")
+        return super().complexity(arch)
 
 
+@pytest.mark.parametrize(
+    ("plugin", "said"),
+    [
+        (_Plugin(RuntimeError("no ends here")), "no ends here"),
+        (_Plugin([{"r": 99}]), "gene 'r'"),
+        (_Plugin([smallest_arch(), "small"]), "small"),
+        (_Plugin(counting_fails=True), "counting the largest"),
+    ],
+    ids=["raises", "not-in-the-space", "not-an-architecture", "complexity-raises"],
+)
 def test_a_plugin_whose_anchors_fail_is_searched_without_them(
-    caplog: pytest.LogCaptureFixture,
+    plugin: _Plugin, said: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for anchors in (RuntimeError("no ends here"), [{"r": 99}], [smallest_arch(), "small"]):
-        plan = build_plan(SPEC, supernet=_BadAnchors(anchors))
-        assert plan.strategy.initial_left == []
-    assert "no ends here" in caplog.text and "searching without them" in caplog.text
+    plan = build_plan(SPEC, supernet=plugin)
+    assert plan.strategy.initial_left == []
+    assert "anchors not used, searching without them" in caplog.text and said in caplog.text
+
+
+def test_a_plan_from_a_spec_that_records_anchors_takes_them_from_there() -> None:
+    """A resumed run's: whatever a stored predictor or the plugin's code would choose by
+    then; a job begun by a version without anchors records none."""
+    assert _first(build_plan({**SPEC, q.ANCHORS: [LARGE]}, 0, _estimate(1.0, 9.0))) == [LARGE]
+    assert _first(build_plan({**SPEC, q.ANCHORS: []})) == []
+
+
+def test_a_resumed_run_measures_the_anchors_its_first_run_chose(tmp_path: Path) -> None:
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    runner = JobRunner(factory, settings, "worker-1")
+    with transaction(factory) as session:
+        job_id = q.create_jobs(session, [(JobCreate(**SPEC).model_dump(mode="json"), None)])[0].id
+
+    def resumed_after_one(forget_anchors: bool) -> tuple[list[str], str]:
+        """Run the job again as if its worker had died after its first evaluation (and, with
+        ``forget_anchors``, as if a version without anchors had begun it)."""
+        with transaction(factory) as session:
+            job = q.get_job(session, job_id)
+            evaluations, _ = q.list_evaluations(session, job_id)
+            for evaluation in evaluations[1:]:
+                session.delete(evaluation)
+            job.status, job.evaluations_done, job.worker_id = JobStatus.queued, 1, None
+            job.message = None
+            if forget_anchors:
+                job.spec = {k: v for k, v in job.spec.items() if k != q.ANCHORS}
+        assert runner.run(job_id) == JobStatus.succeeded
+        with transaction(factory) as session:
+            keys = [e.subnet_id for e in q.list_evaluations(session, job_id)[0]]
+            return keys, q.get_job(session, job_id).message or ""
+
+    assert runner.run(job_id) == JobStatus.succeeded
+    with transaction(factory) as session:
+        whole = [e.subnet_id for e in q.list_evaluations(session, job_id)[0]]
+        job = q.get_job(session, job_id)
+    assert f"2 anchors of fmnist-ofa-cnn {ANCHORS_SAID}" in (job.message or "")
+    assert job.spec[q.ANCHORS] == [SMALL, LARGE]  # recorded at the first run
+    assert whole[:2] == [SMALL, LARGE] and len(set(whole)) == len(whole) == 10
+    keys, message = resumed_after_one(forget_anchors=False)
+    assert keys == whole  # the same proposals, the second anchor included
+    assert f"1 anchor of fmnist-ofa-cnn {ANCHORS_SAID}" in message  # said again
+    keys, message = resumed_after_one(forget_anchors=True)
+    assert LARGE not in keys and ANCHORS_SAID not in message

@@ -1,0 +1,104 @@
+"""The sub-networks a search job measures before any other: its supernet's anchors
+(``Supernet.anchors``: by default the smallest and the largest network), screened against
+the job's budget and constraints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from models.base import Supernet
+from models.metrics import QUALITY_DIRECTIONS
+from search import Bound, SearchSpace, is_feasible
+
+log = logging.getLogger(__name__)
+
+Arch = dict[str, Any]
+
+#: The most of a job's budget its anchors may take: a job of fewer than 10 evaluations
+#: does not spend two of them on the two ends of the front.
+ANCHOR_SHARE = 0.2
+ANCHORS_SAID = "measured first (Supernet.anchors)"
+
+
+def job_anchors(
+    supernet: Supernet,
+    space: SearchSpace,
+    counted: Callable[[Arch], dict[str, float]],
+    constraints: dict[str, Bound],
+    budget: int,
+    latency: Callable[[Sequence[Arch]], NDArray[np.float64]] | None = None,
+) -> list[Arch]:
+    """The anchors a job of ``budget`` evaluations measures first. Each is left out when
+    what is known of it before measuring (``counted``: MACs, params, model size; the
+    ``latency`` predictor's estimate, where the job has one) breaks a constraint, and when
+    a constraint it cannot be checked on bounds it from its own end (an upper bound on
+    latency: the costliest; a floor on accuracy: the cheapest; :func:`_at_risk`). None
+    when those left would take over ``ANCHOR_SHARE`` of the budget, or when the supernet's
+    code fails on them (logged: a head start is no reason to fail the job)."""
+    try:
+        anchors: dict[str, Arch] = {}
+        for arch in supernet.anchors():
+            normal = space.normalize(arch)
+            anchors.setdefault(space.key(normal), normal)
+        known = {key: _known(supernet, arch, counted, latency) for key, arch in anchors.items()}
+    except Exception as exc:  # any fault of a plugin's code
+        log.warning("%s: anchors not used, searching without them: %r", supernet.name, exc)
+        return []
+    kept = [
+        key
+        for key, metrics in known.items()
+        if is_feasible(metrics, {n: b for n, b in constraints.items() if n in metrics})
+    ]
+    unchecked = {n: b for n, b in constraints.items() if any(n not in known[k] for k in kept)}
+    at_risk = _at_risk(supernet, {k: known[k] for k in kept}, unchecked)
+    chosen = [anchors[key] for key in kept if key not in at_risk]
+    return chosen if len(chosen) <= budget * ANCHOR_SHARE else []
+
+
+def _known(
+    supernet: Supernet,
+    arch: Arch,
+    counted: Callable[[Arch], dict[str, float]],
+    latency: Callable[[Sequence[Arch]], NDArray[np.float64]] | None,
+) -> dict[str, float]:
+    """What is known of ``arch`` before measuring it."""
+    known = {} if supernet.recorded else dict(counted(arch))
+    if latency is not None:
+        known["latency_ms"] = float(latency([arch])[0])
+    return known
+
+
+def _grows_with_cost(supernet: Supernet, metric: str) -> bool:
+    """Whether ``metric`` is higher on a costlier network: latency is; a quality metric is
+    where higher is better (accuracy), not where lower is (loss, error)."""
+    if metric in supernet.metrics:
+        return QUALITY_DIRECTIONS.get(metric, "max") == "max"
+    return True
+
+
+def _at_risk(
+    supernet: Supernet, known: dict[str, dict[str, float]], unchecked: dict[str, Bound]
+) -> set[str]:
+    """The anchors a constraint that cannot be checked before measuring bounds from their
+    own end: the costliest (by MACs) under an upper bound on a metric that grows with cost,
+    the cheapest under a lower one (the other way round for a metric that falls with cost).
+    Without MACs to order them by, every anchor."""
+    if not unchecked or not known:
+        return set()
+    if any("macs" not in metrics for metrics in known.values()):
+        return set(known)
+    by_cost = sorted(known, key=lambda key: known[key]["macs"])
+    cheapest, costliest = by_cost[0], by_cost[-1]
+    out: set[str] = set()
+    for name, bound in unchecked.items():
+        grows = _grows_with_cost(supernet, name)
+        if bound.max is not None:
+            out.add(costliest if grows else cheapest)
+        if bound.min is not None:
+            out.add(cheapest if grows else costliest)
+    return out
