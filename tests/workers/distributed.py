@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import os
 import random
 import signal
@@ -63,8 +65,19 @@ def service_env(database_url: str, broker_url: str, data_dir: Path) -> dict[str,
     }
 
 
+def _stopped_with_the_tests() -> None:
+    """In the child before it runs: SIGTERM it when the test process dies, even by SIGKILL
+    (a worker left running kept announcing on its Redis database, which a later test drew
+    and found a stranger's key in; session 22)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class WorkerProcess:
-    """``hwnas worker --devices ...`` as a child process, with its log kept in a file."""
+    """``hwnas worker --devices ...`` as a child process, with its log kept in a file.
+    Stopped by ``stop``, at the latest when the test process exits (``atexit``), or, if
+    that process is killed, by the kernel (``PR_SET_PDEATHSIG``)."""
+
+    live: set[WorkerProcess] = set()
 
     def __init__(self, env: dict[str, str], devices: str, log_path: Path) -> None:
         self.log_path = log_path
@@ -86,7 +99,9 @@ class WorkerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_stopped_with_the_tests,  # the tests fork from their main thread
         )
+        WorkerProcess.live.add(self)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -111,6 +126,14 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+        WorkerProcess.live.discard(self)
+
+
+@atexit.register
+def _stop_left_workers() -> None:
+    """Workers a failed test left running (one that started its own and stopped short)."""
+    for worker in list(WorkerProcess.live):
+        worker.stop()
 
 
 @contextmanager

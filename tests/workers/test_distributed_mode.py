@@ -42,7 +42,11 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             heartbeat_s=float(env["HWNAS_HEARTBEAT_S"]),
         )
         with TestClient(create_app(settings)) as client:
-            yield {"env": env, "client": client, "tmp": tmp_path}
+            try:
+                yield {"env": env, "client": client, "tmp": tmp_path}
+            finally:  # a test that failed before stopping the worker it started itself
+                for worker in list(WorkerProcess.live):
+                    worker.stop()
 
 
 def _evaluations(client: TestClient, job_id: str) -> list[dict[str, Any]]:
