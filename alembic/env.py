@@ -6,6 +6,7 @@ from sqlalchemy import create_engine
 
 from alembic import context
 from core.settings import get_settings
+from store.db import ensure_sqlite_dir
 from store.tables import Base
 
 config = context.config
@@ -13,6 +14,8 @@ url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
 
 
 def run_migrations() -> None:
+    if url.startswith("sqlite"):  # plain `alembic upgrade head` on a fresh checkout: ./var
+        ensure_sqlite_dir(url)
     engine = create_engine(url)
     with engine.connect() as connection:
         context.configure(

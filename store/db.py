@@ -48,7 +48,7 @@ def make_engine(url: str, connections: int = 10) -> Engine:
     """
     pool = {"pool_size": connections, "max_overflow": connections, "pool_timeout": 30}
     if url.startswith("sqlite"):
-        _ensure_sqlite_dir(url)
+        ensure_sqlite_dir(url)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
         )
@@ -98,7 +98,8 @@ class _SQLiteWriterQueue:
             self._lock.release()
 
 
-def _ensure_sqlite_dir(url: str) -> None:
+def ensure_sqlite_dir(url: str) -> None:
+    """Make the folder of a SQLite database file (``./var`` on a fresh checkout)."""
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -605,7 +606,7 @@ def upgrade(url: str) -> None:
     revision this code does not know, a folder it cannot make) is ``ServiceUnavailable``."""
     try:
         if url.startswith("sqlite"):
-            _ensure_sqlite_dir(url)
+            ensure_sqlite_dir(url)
         command.upgrade(alembic_config(url), "head")
     except (SQLAlchemyError, CommandError, ImportError, OSError) as exc:
         raise _database_problem("cannot migrate", url, exc) from exc
@@ -682,6 +683,7 @@ __all__ = [
     "LoopReads",
     "alembic_config",
     "check_migrated",
+    "ensure_sqlite_dir",
     "schema_revision",
     "schema_revisions",
     "make_engine",
