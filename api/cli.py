@@ -9,6 +9,7 @@ import logging.config
 import math
 import os
 import re
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -104,7 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "in the embedded mode one process owns the in-process worker and its database",
             field="HWNAS_API_PROCESSES",
         )
-    _check_before_serving(settings)
+    _check_before_serving(settings, args.host, args.port)
     if not settings.api_keys.strip() and not _loopback(args.host):
         print(
             f"hwnas: warning: serving on {args.host} without API keys: whoever reaches this "
@@ -142,7 +143,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _check_before_serving(settings: Settings) -> None:
+def _check_before_serving(settings: Settings, host: str, port: int) -> None:
     """What would stop the app's start-up, checked here, so it is one line and an exit
     code of 2 (uvicorn prints a traceback per process, and its supervisor of several
     processes exits 0 when they fail to start)."""
@@ -163,6 +164,24 @@ def _check_before_serving(settings: Settings) -> None:
         check_migrated(engine)
     finally:
         engine.dispose()
+    _check_port(host, port)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another socket listens on before the app starts: uvicorn binds after
+    the app's start-up, which in the embedded mode has resumed the queued jobs by then
+    (operator probe, session 22). Bound as uvicorn binds it (``SO_REUSEADDR``), then let go."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot serve on {host} port {port}: {exc.strerror or exc} (another server on "
+            "it? choose another with --port)",
+            field="--port",
+        ) from None
 
 
 def _check_data_dir(data_dir: Path) -> None:

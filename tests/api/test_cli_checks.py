@@ -180,15 +180,17 @@ def test_a_data_dir_that_cannot_be_written_stops_the_start(
     assert "HWNAS_DATA_DIR" in err and "is not a writable directory: Not a directory" in err
 
 
-def test_a_port_in_use_exits_2_not_3(env: pytest.MonkeyPatch, capsys) -> None:
-    """uvicorn's start-up failure (3) leaked out: 3 is "nothing feasible" (operator probe)."""
+def test_a_port_in_use_exits_2_before_the_app_starts(env: pytest.MonkeyPatch, capsys) -> None:
+    """uvicorn's start-up failure (3) leaked out: 3 is "nothing feasible"; and uvicorn binds
+    after the app's start-up, which had resumed the queued jobs by then (operator probe)."""
     _set(env, HWNAS_BROKER_URL="")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         err = _refused(["serve", "--port", str(port)], capsys)
-    assert "the server could not start (uvicorn's exit code 3" in err
+    assert f"cannot serve on 127.0.0.1 port {port}: Address already in use" in err
+    assert "uvicorn" not in err  # refused before uvicorn started the app
 
 
 def test_serve_refuses_a_bad_api_key_before_starting_processes(
@@ -347,7 +349,7 @@ def test_serving_beyond_this_machine_without_keys_is_warned_of(
     import api.cli
 
     served: list[str] = []
-    env.setattr(api.cli, "_check_before_serving", lambda settings: None)
+    env.setattr(api.cli, "_check_before_serving", lambda *args: None)
     env.setattr(uvicorn, "run", lambda *args, host, **kw: served.append(host))
     _set(env, HWNAS_BROKER_URL="", HWNAS_API_KEYS="")
     for host, warned in [("127.0.0.1", False), ("localhost", False), ("::1", False),
