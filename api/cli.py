@@ -357,11 +357,18 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_db_upgrade(_args: argparse.Namespace) -> int:
-    from store.db import upgrade
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from store.db import make_engine, make_session_factory, renew_database_id, upgrade
 
-    upgrade(get_settings().database_url)
+    url = get_settings().database_url
+    upgrade(url)
     print("database at head")
+    if args.new_identity:
+        engine = make_engine(url)
+        try:
+            print(f"database identity {renew_database_id(make_session_factory(engine))}")
+        finally:
+            engine.dispose()
     return 0
 
 
@@ -554,6 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--api-key", default=DEFAULT_API_KEY, help="default: $HWNAS_API_KEY (if set)"
             )
+    sub.choices["db-upgrade"].add_argument(
+        "--new-identity",
+        action="store_true",
+        help="give the database a new random identity (a restored or cloned copy: README)",
+    )
     sub.choices["serve"].add_argument("--host", default="127.0.0.1")
     sub.choices["serve"].add_argument("--port", type=int, default=8000)
     sub.choices["worker"].add_argument(

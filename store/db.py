@@ -8,6 +8,7 @@ import logging
 import sqlite3
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +19,17 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, select, text
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    make_url,
+    select,
+    text,
+)
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -664,6 +675,18 @@ def database_id(factory: sessionmaker[Session]) -> str | None:
         return session.scalars(select(DatabaseIdentity.id)).first()
 
 
+def renew_database_id(factory: sessionmaker[Session]) -> str:
+    """Give the database a new random identity (a restored or cloned copy keeps its
+    source's, so workers of the two would count as one database's); returns it."""
+    from .tables import DatabaseIdentity
+
+    new = uuid.uuid4().hex
+    with transaction(factory) as session:
+        session.execute(delete(DatabaseIdentity))
+        session.add(DatabaseIdentity(id=new))
+    return new
+
+
 def schema_revision(connection: Connection) -> str | None:
     """The revision the connected database's schema is at; None where it has none (no
     ``alembic_version`` table, say a SQLite file replaced under a running server)."""
@@ -689,6 +712,7 @@ __all__ = [
     "make_engine",
     "make_loop_reads",
     "make_session_factory",
+    "renew_database_id",
     "transaction",
     "upgrade",
 ]

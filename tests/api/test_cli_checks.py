@@ -361,3 +361,19 @@ def test_serving_beyond_this_machine_without_keys_is_warned_of(
     assert main(["serve", "--host", "0.0.0.0"]) == 0
     assert "without API keys" not in capsys.readouterr().err
     assert served[-1] == "0.0.0.0"
+
+
+def test_db_upgrade_gives_a_copy_a_new_identity_when_asked(env: pytest.MonkeyPatch, capsys) -> None:
+    from store.db import database_id, make_engine, make_session_factory
+
+    assert main(["db-upgrade"]) == 0
+    assert capsys.readouterr().out == "database at head\n"
+    engine = make_engine(get_settings().database_url)
+    try:
+        first = database_id(make_session_factory(engine))
+        assert main(["db-upgrade", "--new-identity"]) == 0
+        renewed = database_id(make_session_factory(engine))
+    finally:
+        engine.dispose()
+    assert capsys.readouterr().out == f"database at head\ndatabase identity {renewed}\n"
+    assert first is not None and renewed != first

@@ -22,6 +22,7 @@ from store.db import (
     database_id,
     make_engine,
     make_session_factory,
+    renew_database_id,
     transaction,
     upgrade,
 )
@@ -179,5 +180,26 @@ def test_plain_alembic_migrates_a_fresh_sqlite_path_from_any_folder(tmp_path: Pa
     engine = make_engine(url)
     try:
         check_migrated(engine)
+    finally:
+        engine.dispose()
+
+
+def test_a_copy_of_a_database_can_be_given_its_own_identity(tmp_path: Path) -> None:
+    """A restored or cloned database keeps its source's identity (review of session 22):
+    `hwnas db-upgrade --new-identity` gives it another, and only that."""
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    try:
+        spec = {"supernet": "nb201-cifar10", "device": "nb201-pixel3", "strategy": "random",
+                "seed": 0, "budget": {"evaluations": 5}}  # fmt: skip
+        with transaction(factory) as session:
+            (job,) = jobs.create_jobs(session, [(spec, None)])
+        before = database_id(factory)
+        renewed = renew_database_id(factory)
+        assert before is not None and renewed != before and database_id(factory) == renewed
+        with transaction(factory) as session:
+            assert jobs.get_job(session, job.id).spec == spec
     finally:
         engine.dispose()
