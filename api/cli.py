@@ -510,6 +510,17 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _port(text: str) -> int:
+    """``--port``: a TCP port number (getaddrinfo took 70000 as 4464)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return port
+
+
 def _amount(unit: str) -> Callable[[str], float]:
     """An argument's parser: a finite number of ``unit``, not negative."""
 
@@ -567,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="give the database a new random identity (a restored or cloned copy: README)",
     )
     sub.choices["serve"].add_argument("--host", default="127.0.0.1")
-    sub.choices["serve"].add_argument("--port", type=int, default=8000)
+    sub.choices["serve"].add_argument("--port", type=_port, default=8000)
     sub.choices["worker"].add_argument(
         "--devices",
         required=True,

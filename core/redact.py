@@ -6,14 +6,20 @@ import re
 
 __all__ = ["hidden"]
 
-#: A URL's password: from the user's colon to the last "@" (a password may hold an "@"),
-#: in each of kombu's ";"-separated URLs; and one given as a query parameter.
-_PASSWORD = re.compile(r"(://[^:/@;]*:)[^;]*@")
-_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pass)=)[^&;]*", re.IGNORECASE)
+#: Where kombu's ";"-separated list of URLs starts its next URL (a ";" inside a password
+#: is not followed by a scheme).
+_NEXT_URL = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+#: A URL's password: from the user's colon to the last "@" before the query (a password may
+#: hold an "@", a ";" or a "/"); and one given as a query parameter (libpq's sslpassword too).
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^?]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:(?:ssl)?password|passwd|pass)=)[^&;]*", re.IGNORECASE)
 
 
 def hidden(url: str) -> str:
     """``url`` with its passwords as ``***``: the database's and the broker's URLs, wherever
     they are shown (SQLAlchemy's own rendering, ``hide_password=True``, shows a password
     given as ``?password=``, and the part after an unencoded "@" in one)."""
-    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
+    parts = _NEXT_URL.split(url)
+    return ";".join(
+        _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", part, count=1)) for part in parts
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import numbers
 import os
 import threading
 import time
@@ -226,8 +227,10 @@ def _num_outputs(name: str) -> int | None:
     except Exception as exc:  # a plugin's code
         log.warning("supernet %r: num_outputs() failed: %s", name, _reason(exc))
         return None
-    if outputs is None or (type(outputs) is int and outputs >= 1):
-        return outputs
+    if outputs is None:
+        return None
+    if isinstance(outputs, numbers.Integral) and not isinstance(outputs, bool) and outputs >= 1:
+        return int(outputs)  # numpy's integers too
     log.warning("supernet %r: num_outputs() gave %r, not an int >= 1: ignored", name, outputs)
     return None
 

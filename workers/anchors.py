@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,10 +13,10 @@ from numpy.typing import NDArray
 from models.base import Supernet
 from models.metrics import QUALITY_DIRECTIONS
 from search import Bound, SearchSpace, is_feasible
+from search.space import Arch
 
 log = logging.getLogger(__name__)
 
-Arch = dict[str, Any]
 
 #: The most of a job's budget its anchors may take: a job of fewer than 10 evaluations
 #: does not spend two of them on the two ends of the front.
@@ -54,8 +53,8 @@ def job_anchors(
         for key, metrics in known.items()
         if is_feasible(metrics, {n: b for n, b in constraints.items() if n in metrics})
     ]
-    unchecked = {n: b for n, b in constraints.items() if any(n not in known[k] for k in kept)}
-    at_risk = _at_risk(supernet, {k: known[k] for k in kept}, unchecked)
+    unchecked = {n: b for n, b in constraints.items() if any(n not in m for m in known.values())}
+    at_risk = _at_risk(supernet, known, unchecked)  # the ends of all of them, kept or not
     chosen = [anchors[key] for key in kept if key not in at_risk]
     return chosen if len(chosen) <= budget * ANCHOR_SHARE else []
 
@@ -92,7 +91,7 @@ def _at_risk(
         return set()
     if any("macs" not in metrics for metrics in known.values()):
         return set(known)
-    by_cost = sorted(known, key=lambda key: known[key]["macs"])
+    by_cost = sorted(known, key=lambda key: known[key]["macs"])  # equal MACs: in given order
     cheapest, costliest = by_cost[0], by_cost[-1]
     out: set[str] = set()
     for name, bound in unchecked.items():
@@ -101,4 +100,19 @@ def _at_risk(
             out.add(costliest if grows else cheapest)
         if bound.min is not None:
             out.add(cheapest if grows else costliest)
+    return out
+
+
+def recorded_anchors(supernet: Supernet, space: SearchSpace, keys: Sequence[str]) -> list[Arch]:
+    """The anchors a job's first run chose (their ids, from its spec), for a resumed run;
+    one that no longer decodes into the space (the plugin changed meanwhile) is skipped
+    (logged)."""
+    out: list[Arch] = []
+    for key in keys:
+        try:
+            arch = space.normalize(supernet.decode(key))
+        except Exception as exc:  # any fault of a plugin's code
+            log.warning("%s: recorded anchor %s skipped: %r", supernet.name, key, exc)
+            continue
+        out.append(arch)
     return out

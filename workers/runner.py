@@ -33,14 +33,15 @@ from hardware_profiles.latency_sample import sample_archs
 from models.base import Supernet
 from models.metrics import device_independent
 from models.registry import get_supernet
-from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
+from search import Bound, SearchSpace, Strategy, create_strategy, is_feasible, strategy_class
 from search.base import ENUMERATION_LIMIT, REJECTION_TRIES
+from search.space import Arch
 from store import jobs as q
 from store.db import one_statement_writing, transaction
 from store.front import constraints_of, front_of_metrics, summarise_front
 from store.tables import Evaluation, Job, JobKind, JobStatus, storable_text
 
-from .anchors import ANCHORS_SAID, job_anchors
+from .anchors import ANCHORS_SAID, job_anchors, recorded_anchors
 from .calibration import (
     PredictedLatency,
     fit_predictor,
@@ -66,6 +67,8 @@ class JobPlan:
     # The metrics of the job's stored evaluations, in order: the runner holding the lease is
     # their only writer, so progress is computed from this list, not read back each time.
     metrics: list[dict[str, float]] = field(default_factory=list)
+    # The supernet's anchors the strategy proposes first (``workers.anchors``).
+    anchors: list[Arch] = field(default_factory=list)
     # Quality metrics other devices' jobs measured, by sub-network (``_from_other_devices``).
     known: dict[str, KnownQuality] = field(default_factory=dict)
 
@@ -91,7 +94,7 @@ def build_plan(
     if latency_prior is not None and strategy_class(spec["strategy"]).accepts_prior:
         options["prior"] = {"latency_ms": latency_prior}
     if q.ANCHORS in spec:  # chosen at the job's first run: a resumed run keeps them
-        anchors = [supernet.decode(key) for key in spec[q.ANCHORS]]
+        anchors = recorded_anchors(supernet, space, spec[q.ANCHORS])
     else:
         anchors = job_anchors(
             supernet, space, evaluator.counted, constraints, budget, latency_prior
@@ -106,7 +109,7 @@ def build_plan(
         initial=anchors,
         **options,
     )
-    return JobPlan(budget, spec["objectives"], constraints, evaluator, strategy)
+    return JobPlan(budget, spec["objectives"], constraints, evaluator, strategy, anchors=anchors)
 
 
 def job_supernet(spec: dict[str, Any]) -> Supernet:
@@ -360,7 +363,7 @@ class JobRunner:
                 )
             self._note(job_id, said)
         prior = self._latency_prior(job_id, spec)
-        if q.ANCHORS not in spec and len(stored) > reused:  # begun by a version without them
+        if q.ANCHORS not in spec and len(stored) > reused:  # begun without recorded anchors
             spec = {**spec, q.ANCHORS: []}
         plan = build_plan(spec, reused, prior, supernet)
         if q.ANCHORS not in spec:
@@ -389,9 +392,14 @@ class JobRunner:
                 self._note(job_id, _exhausted(spec["supernet"], plan, done))
                 break
             arch = proposals[0]
-            measurement = plan.evaluator.measure(
-                arch, plan.known.get(plan.strategy.space.key(arch))
-            )
+            try:
+                measurement = plan.evaluator.measure(
+                    arch, plan.known.get(plan.strategy.space.key(arch))
+                )
+            except Exception as exc:
+                if not self._anchor_skipped(job_id, plan, arch, exc):
+                    raise
+                continue
             lease = self._record(job_id, plan, arch, measurement, done, clock)
             if lease != "lost":
                 plan.strategy.tell(arch, measurement.metrics)
@@ -423,7 +431,23 @@ class JobRunner:
         self._db(record)
         return {**spec, q.MEASURED_WITH: now}
 
-    def _record_anchors(self, job_id: str, strategy: Any) -> None:
+    def _anchor_skipped(self, job_id: str, plan: JobPlan, arch: Arch, exc: Exception) -> bool:
+        """Whether the failed measurement of ``arch`` was an anchor's, which the search then
+        goes on without (said in the job's message): a head start the device cannot measure
+        (the largest network out of a small GPU's memory, say) is no reason to fail the job.
+        Not when the database failed, or while the worker stops."""
+        space = plan.strategy.space
+        key = space.key(arch)
+        if key not in {space.key(a) for a in plan.anchors}:
+            return False
+        if isinstance(exc, StorageError) or self.stop.is_set():
+            return False
+        log.warning("job %s: anchor %s could not be measured", job_id, key, exc_info=exc)
+        plan.strategy.skip_initial(arch)
+        self._note(job_id, f"anchor {key} skipped: {_failure(exc)[1]}")
+        return True
+
+    def _record_anchors(self, job_id: str, strategy: Strategy) -> None:
         """Write the anchors the job's strategy proposes first into its spec, by sub-network
         id, at its first run: a resumed run takes them from there, whatever predictor or
         plugin code would choose then."""

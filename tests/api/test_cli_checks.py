@@ -191,6 +191,9 @@ def test_a_port_in_use_exits_2_before_the_app_starts(env: pytest.MonkeyPatch, ca
         err = _refused(["serve", "--port", str(port)], capsys)
     assert f"cannot serve on 127.0.0.1 port {port}: Address already in use" in err
     assert "uvicorn" not in err  # refused before uvicorn started the app
+    with pytest.raises(SystemExit) as caught:  # argparse's usage error
+        main(["serve", "--port", "70000"])
+    assert caught.value.code == 2 and "not a port number" in capsys.readouterr().err
 
 
 def test_serve_refuses_a_bad_api_key_before_starting_processes(

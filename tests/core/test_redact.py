@@ -16,6 +16,11 @@ from core.redact import hidden
         ("postgresql+psycopg://u@h/db?password=s3cret&sslmode=require",
          "postgresql+psycopg://u@h/db?password=***&sslmode=require"),
         ("sentinel://:a@h1:26379;sentinel://:b@h2:26379", "sentinel://:***@h1:26379;sentinel://:***@h2:26379"),
+        ("postgresql+psycopg://u:pa;ss@h/db", "postgresql+psycopg://u:***@h/db"),  # a ";" in it
+        ("postgresql://u:p/ss@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
+        ("postgresql://u:pw@h/db?application_name=a@b", "postgresql://u:***@h/db?application_name=a@b"),
+        ("postgresql://u@h/db?sslpassword=k3y", "postgresql://u@h/db?sslpassword=***"),
+        ("postgresql://h:5432/db?application_name=a@b", "postgresql://h:5432/db?application_name=a@b"),
     ],
 )  # fmt: skip
 def test_every_password_of_a_url_is_hidden(url: str, shown: str) -> None:

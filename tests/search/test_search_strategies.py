@@ -336,3 +336,20 @@ def test_nsga2_population_size_is_validated() -> None:
 def test_ask_rejects_negative_n(name: str) -> None:
     with pytest.raises(ValueError, match="n must"):
         make(name, toy_space()).ask(-1)
+
+
+@parametrize_strategies
+def test_an_initial_architecture_that_cannot_be_measured_can_be_skipped(name: str) -> None:
+    space = toy_space()
+    low, high = ends(space)
+    strategy = create_strategy(
+        name, space=space, objectives=OBJECTIVES, budget=6, initial=[low, high]
+    )
+    assert strategy.ask(1) == [low]
+    strategy.skip_initial(low)  # its measurement failed
+    assert strategy.pending == [] and strategy.remaining == 6
+    assert strategy.initial_left == [high]
+    with pytest.raises(InvalidInput, match="no initial architecture left"):
+        strategy.skip_initial(space.from_indices([1] * 5))
+    proposals = drive(strategy)
+    assert proposals[0] == high and len(proposals) == 6

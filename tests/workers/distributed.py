@@ -9,8 +9,9 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,11 +66,22 @@ def service_env(database_url: str, broker_url: str, data_dir: Path) -> dict[str,
     }
 
 
-def _stopped_with_the_tests() -> None:
-    """In the child before it runs: SIGTERM it when the test process dies, even by SIGKILL
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
+PR_SET_PDEATHSIG = 1
+
+
+def _stopped_with(parent: int) -> Callable[[], None]:
+    """For the child before it runs: SIGTERM it when the test process dies, even by SIGKILL
     (a worker left running kept announcing on its Redis database, which a later test drew
-    and found a stranger's key in; session 22)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    and found a stranger's key in; session 22). The signal follows the thread that forked:
+    workers are started from the main thread only."""
+
+    def arm() -> None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the tests died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 class WorkerProcess:
@@ -80,6 +92,7 @@ class WorkerProcess:
     live: set[WorkerProcess] = set()
 
     def __init__(self, env: dict[str, str], devices: str, log_path: Path) -> None:
+        assert threading.current_thread() is threading.main_thread(), "see _stopped_with"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
@@ -99,7 +112,7 @@ class WorkerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_stopped_with_the_tests,  # the tests fork from their main thread
+            preexec_fn=_stopped_with(os.getpid()),
         )
         WorkerProcess.live.add(self)
 
@@ -130,8 +143,9 @@ class WorkerProcess:
 
 
 @atexit.register
-def _stop_left_workers() -> None:
-    """Workers a failed test left running (one that started its own and stopped short)."""
+def stop_all() -> None:
+    """Every worker still running: a failed test's (one that started its own and stopped
+    short), at the end of a test and when the tests exit."""
     for worker in list(WorkerProcess.live):
         worker.stop()
 

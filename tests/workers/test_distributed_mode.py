@@ -23,7 +23,15 @@ from workers import presence
 
 from ..api.helpers import job_spec, wait_for
 from ..store.backends import temporary_postgres
-from .distributed import RESTARTS, WorkerProcess, fresh_broker_url, restart, service_env, workers
+from .distributed import (
+    RESTARTS,
+    WorkerProcess,
+    fresh_broker_url,
+    restart,
+    service_env,
+    stop_all,
+    workers,
+)
 
 
 @pytest.fixture
@@ -45,8 +53,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             try:
                 yield {"env": env, "client": client, "tmp": tmp_path}
             finally:  # a test that failed before stopping the worker it started itself
-                for worker in list(WorkerProcess.live):
-                    worker.stop()
+                stop_all()
 
 
 def _evaluations(client: TestClient, job_id: str) -> list[dict[str, Any]]:

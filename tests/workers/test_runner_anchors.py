@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 
 from api.schemas import JobCreate
+from models import registry
 from models.base import Complexity
 from models.fmnist_cnn import FmnistOFACNN, largest_arch, smallest_arch
 from models.registry import get_supernet
@@ -71,6 +72,11 @@ def test_anchors_a_constraint_rules_out_are_left_out() -> None:
     assert _anchored(constraints={"latency_ms": {"min": 0.5}}) == [LARGE]
     assert _anchored(constraints={"accuracy": {"min": 0.9}}) == [LARGE]
     assert _anchored(constraints={"accuracy": {"min": 0.9}, **latency}) == []
+    # the ends are those of all the anchors, whatever the counted metrics left
+    half_macs = {"macs": {"max": (small.macs + large.macs) / 2}}
+    assert _anchored(constraints={**half_macs, **latency}) == [SMALL]
+    half_params = {"params": {"min": (small.params + large.params) / 2}}
+    assert _anchored(constraints={**half_params, "accuracy": {"min": 0.5}}) == [LARGE]
 
 
 def test_the_prior_screens_the_uniform_proposals_after_the_anchors() -> None:
@@ -122,6 +128,8 @@ def test_a_plan_from_a_spec_that_records_anchors_takes_them_from_there() -> None
     then; a job begun by a version without anchors records none."""
     assert _first(build_plan({**SPEC, q.ANCHORS: [LARGE]}, 0, _estimate(1.0, 9.0))) == [LARGE]
     assert _first(build_plan({**SPEC, q.ANCHORS: []})) == []
+    # one that no longer decodes (the plugin changed since) is skipped, not the job
+    assert _first(build_plan({**SPEC, q.ANCHORS: ["r99-bogus", SMALL]})) == [SMALL]
 
 
 def test_a_resumed_run_measures_the_anchors_its_first_run_chose(tmp_path: Path) -> None:
@@ -161,3 +169,42 @@ def test_a_resumed_run_measures_the_anchors_its_first_run_chose(tmp_path: Path) 
     assert f"1 anchor of fmnist-ofa-cnn {ANCHORS_SAID}" in message  # said again
     keys, message = resumed_after_one(forget_anchors=True)
     assert LARGE not in keys and ANCHORS_SAID not in message
+
+
+class _NoRoomForTheLargest(FmnistOFACNN):
+    """A device without the memory for the largest network: measuring it fails."""
+
+    name = "test-no-room-for-the-largest"
+
+    def _refuse_the_largest(self, arch: dict[str, Any]) -> None:
+        if self.encode(self.canonical(arch)) == LARGE:
+            raise MemoryError("out of device memory")
+
+    def extract(self, arch: dict[str, Any]) -> Any:
+        self._refuse_the_largest(arch)
+        return super().extract(arch)
+
+    def timing_module(self, arch: dict[str, Any]) -> Any:
+        self._refuse_the_largest(arch)
+        return super().timing_module(arch)
+
+
+def test_an_anchor_that_cannot_be_measured_is_skipped_not_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(registry._FACTORIES, _NoRoomForTheLargest.name, _NoRoomForTheLargest)
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = JobCreate(**{**SPEC, "supernet": _NoRoomForTheLargest.name}).model_dump(mode="json")
+    try:
+        with transaction(factory) as session:
+            job_id = q.create_jobs(session, [(spec, None)])[0].id
+        assert JobRunner(factory, settings, "worker-1").run(job_id) == JobStatus.succeeded
+    finally:
+        registry._INSTANCES.pop(_NoRoomForTheLargest.name, None)
+    with transaction(factory) as session:
+        keys = [e.subnet_id for e in q.list_evaluations(session, job_id)[0]]
+        message = q.get_job(session, job_id).message or ""
+    assert f"anchor {LARGE} skipped: MemoryError: out of device memory" in message
+    assert keys[0] == SMALL and LARGE not in keys and len(set(keys)) == len(keys) == 10
