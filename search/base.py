@@ -116,15 +116,17 @@ class Strategy(abc.ABC):
         """The ``initial`` architectures not asked or told yet, in order."""
         return [dict(a) for k, a in self._initial.items() if not self._is_seen(k)]
 
-    def skip_initial(self, arch: Mapping[str, Any]) -> None:
+    def skip_initial(self, arch: Mapping[str, Any]) -> bool:
         """Drop an ``initial`` architecture that was asked but cannot be measured (the
         measurement failed): no longer pending, no longer proposed first, not counted in
-        the budget. The strategy may still propose it later as one of its own."""
+        the budget. The strategy may still propose it later as one of its own. Returns
+        whether ``arch`` was such an architecture (False: nothing changed)."""
         key = self.space.key(arch)
         if key not in self._initial or key in self._told:
-            raise InvalidInput(f"{key} is no initial architecture left to skip", field="arch")
+            return False
         del self._initial[key]
         self._pending.pop(key, None)
+        return True
 
     def ask(self, n: int) -> list[Arch]:
         """Up to ``n`` new architectures; fewer only when the budget or the space runs out.

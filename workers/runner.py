@@ -67,8 +67,6 @@ class JobPlan:
     # The metrics of the job's stored evaluations, in order: the runner holding the lease is
     # their only writer, so progress is computed from this list, not read back each time.
     metrics: list[dict[str, float]] = field(default_factory=list)
-    # The supernet's anchors the strategy proposes first (``workers.anchors``).
-    anchors: list[Arch] = field(default_factory=list)
     # Quality metrics other devices' jobs measured, by sub-network (``_from_other_devices``).
     known: dict[str, KnownQuality] = field(default_factory=dict)
 
@@ -109,7 +107,7 @@ def build_plan(
         initial=anchors,
         **options,
     )
-    return JobPlan(budget, spec["objectives"], constraints, evaluator, strategy, anchors=anchors)
+    return JobPlan(budget, spec["objectives"], constraints, evaluator, strategy)
 
 
 def job_supernet(spec: dict[str, Any]) -> Supernet:
@@ -436,14 +434,12 @@ class JobRunner:
         goes on without (said in the job's message): a head start the device cannot measure
         (the largest network out of a small GPU's memory, say) is no reason to fail the job.
         Not when the database failed, or while the worker stops."""
-        space = plan.strategy.space
-        key = space.key(arch)
-        if key not in {space.key(a) for a in plan.anchors}:
-            return False
         if isinstance(exc, StorageError) or self.stop.is_set():
             return False
+        if not plan.strategy.skip_initial(arch):  # not an anchor, or one proposed again
+            return False
+        key = plan.strategy.space.key(arch)
         log.warning("job %s: anchor %s could not be measured", job_id, key, exc_info=exc)
-        plan.strategy.skip_initial(arch)
         self._note(job_id, f"anchor {key} skipped: {_failure(exc)[1]}")
         return True
 
