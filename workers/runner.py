@@ -33,7 +33,7 @@ from hardware_profiles.latency_sample import sample_archs
 from models.base import Supernet
 from models.metrics import device_independent
 from models.registry import get_supernet
-from search import Bound, SearchSpace, Strategy, create_strategy, is_feasible, strategy_class
+from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
 from search.base import ENUMERATION_LIMIT, REJECTION_TRIES
 from search.space import Arch
 from store import jobs as q
@@ -364,8 +364,10 @@ class JobRunner:
         if q.ANCHORS not in spec and len(stored) > reused:  # begun without recorded anchors
             spec = {**spec, q.ANCHORS: []}
         plan = build_plan(spec, reused, prior, supernet)
-        if q.ANCHORS not in spec:
-            self._record_anchors(job_id, plan.strategy)
+        if q.ANCHORS not in spec:  # by id: a resumed run takes them from there, whatever
+            # predictor or plugin code would choose then
+            anchors = [plan.strategy.space.key(arch) for arch in plan.strategy.initial_left]
+            self._record_in_spec(job_id, q.ANCHORS, anchors)
         if warm:
             self._from_other_devices(job_id, spec, plan, {e.subnet_id for e in stored})
         for evaluation in stored:  # replay: the strategy continues where the job stopped
@@ -421,12 +423,7 @@ class JobRunner:
                 )
             return spec
 
-        def record(session: Session) -> None:
-            job = q.get_job(session, job_id, lock=True)
-            if _lease_of(job, self.worker_id) == "held":
-                job.spec = {**job.spec, q.MEASURED_WITH: now}
-
-        self._db(record)
+        self._record_in_spec(job_id, q.MEASURED_WITH, now)
         return {**spec, q.MEASURED_WITH: now}
 
     def _anchor_skipped(self, job_id: str, plan: JobPlan, arch: Arch, exc: Exception) -> bool:
@@ -443,16 +440,14 @@ class JobRunner:
         self._note(job_id, f"anchor {key} skipped: {_failure(exc)[1]}")
         return True
 
-    def _record_anchors(self, job_id: str, strategy: Strategy) -> None:
-        """Write the anchors the job's strategy proposes first into its spec, by sub-network
-        id, at its first run: a resumed run takes them from there, whatever predictor or
-        plugin code would choose then."""
-        keys = [strategy.space.key(arch) for arch in strategy.initial_left]
+    def _record_in_spec(self, job_id: str, key: str, value: Any) -> None:
+        """Write ``key: value`` into the job's stored spec, if the job is still this run's:
+        what its first run decided, which a resumed run must keep."""
 
         def record(session: Session) -> None:
             job = q.get_job(session, job_id, lock=True)
             if _lease_of(job, self.worker_id) == "held":
-                job.spec = {**job.spec, q.ANCHORS: keys}
+                job.spec = {**job.spec, key: value}
 
         self._db(record)
 
