@@ -105,7 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "in the embedded mode one process owns the in-process worker and its database",
             field="HWNAS_API_PROCESSES",
         )
-    _check_before_serving(settings, args.host, args.port)
+    sock = _check_before_serving(settings, args.host, args.port)
     if not settings.api_keys.strip() and not _loopback(args.host):
         print(
             f"hwnas: warning: serving on {args.host} without API keys: whoever reaches this "
@@ -113,24 +113,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "HWNAS_API_KEYS (README, API keys)",
             file=sys.stderr,
         )
-    try:
-        uvicorn.run(
-            "api.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=settings.api_processes,
-            access_log=settings.access_log,
-            loop=settings.serve_loop,
-            log_level="info",
-            log_config=serve_log_config(),
-        )
-    except SystemExit as exc:  # uvicorn's 3: it could not start (a port in use, ...)
-        if exc.code not in (0, None):
-            raise InvalidInput(
-                f"the server could not start (uvicorn's exit code {exc.code}; its reason is above)"
-            ) from None
+    config = uvicorn.Config(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=settings.api_processes,
+        access_log=settings.access_log,
+        loop=settings.serve_loop,
+        log_level="info",
+        log_config=serve_log_config(),
+    )
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    logging.getLogger("api.cli").info(  # uvicorn says nothing of a socket it is handed
+        "serving on http://%s:%d (Ctrl+C stops)", shown, sock.getsockname()[1]
+    )
+    with sock:  # served on as bound by the check: no other server can take the port between
+        server = uvicorn.Server(config)
+        try:
+            if config.workers > 1:
+                from uvicorn.supervisors import Multiprocess
+
+                Multiprocess(config, sockets=[sock]).run()
+            else:
+                server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        except SystemExit as exc:  # uvicorn's 3: the app could not start
+            if exc.code not in (0, None):
+                raise _not_started(exc.code) from None
+    if config.workers == 1 and not server.started:
+        raise _not_started(3)
     return 0
+
+
+def _not_started(code: object) -> InvalidInput:
+    return InvalidInput(
+        f"the server could not start (uvicorn's exit code {code}; its reason is above)"
+    )
 
 
 def _loopback(host: str) -> bool:
@@ -143,10 +163,10 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _check_before_serving(settings: Settings, host: str, port: int) -> None:
+def _check_before_serving(settings: Settings, host: str, port: int) -> socket.socket:
     """What would stop the app's start-up, checked here, so it is one line and an exit
     code of 2 (uvicorn prints a traceback per process, and its supervisor of several
-    processes exits 0 when they fail to start)."""
+    processes exits 0 when they fail to start); the listening socket to serve on, bound."""
     from api.auth import parse_api_keys
     from models.registry import check_checkpoints
     from store.db import check_migrated, make_engine, upgrade
@@ -164,19 +184,27 @@ def _check_before_serving(settings: Settings, host: str, port: int) -> None:
         check_migrated(engine)
     finally:
         engine.dispose()
-    _check_port(host, port)
+    return _bind(host, port)
 
 
-def _check_port(host: str, port: int) -> None:
-    """Refuse a port another socket listens on before the app starts: uvicorn binds after
-    the app's start-up, which in the embedded mode has resumed the queued jobs by then
-    (operator probe, session 22). Bound as uvicorn binds it (``SO_REUSEADDR``), then let go."""
+def _bind(host: str, port: int) -> socket.socket:
+    """The socket to serve on, bound before the app starts, so a port another server holds
+    is refused before the embedded worker resumes any queued job (uvicorn binds after the
+    app's start-up: operator probe, session 22), and the port cannot be taken between this
+    check and serving (review 23b, M5: on Linux, two sockets with ``SO_REUSEADDR`` may both
+    bind a port nobody listens on yet, hence listening here). Bound as uvicorn binds
+    ``--host``/``--port``: IPv6 when the host holds a ":", ``SO_REUSEADDR``, inheritable by
+    uvicorn's processes. Connections made while the app starts wait in the backlog."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()
+        sock.set_inheritable(True)
+        return sock
     except OSError as exc:
+        sock.close()
         raise InvalidInput(
             f"cannot serve on {host} port {port}: {exc.strerror or exc} (another server on "
             "it? choose another with --port)",

@@ -196,6 +196,40 @@ def test_a_port_in_use_exits_2_before_the_app_starts(env: pytest.MonkeyPatch, ca
     assert caught.value.code == 2 and "not a port number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_serve_serves_on_the_socket_its_check_bound(
+    env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch, processes: str
+) -> None:
+    """The port was probed, let go, and bound again by uvicorn after the app's start-up: two
+    servers started together could both pass the probe (review 23b, M5). Now the socket the
+    check bound, listening, is the one uvicorn serves on, in one process or several."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    served: list[socket.socket] = []
+
+    def serve(_self: object, sockets: list[socket.socket] | None = None) -> None:
+        assert sockets is not None and len(sockets) == 1
+        served.extend(sockets)
+        assert sockets[0].getsockname() == ("127.0.0.1", port)
+        with socket.socket() as second, pytest.raises(OSError):  # taken until served on
+            second.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            second.bind(("127.0.0.1", port))
+        if isinstance(_self, uvicorn.Server):
+            _self.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", serve)
+    monkeypatch.setattr(Multiprocess, "run", lambda self: serve(self, self.sockets))
+    if processes == "1":
+        _set(env, HWNAS_BROKER_URL="")
+    _set(env, HWNAS_API_PROCESSES=processes)
+    assert main(["serve", "--port", str(port)]) == 0
+    assert len(served) == 1 and served[0].fileno() == -1  # closed once served
+
+
 def test_serve_refuses_a_bad_api_key_before_starting_processes(
     env: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -352,8 +386,13 @@ def test_serving_beyond_this_machine_without_keys_is_warned_of(
     import api.cli
 
     served: list[str] = []
-    env.setattr(api.cli, "_check_before_serving", lambda *args: None)
-    env.setattr(uvicorn, "run", lambda *args, host, **kw: served.append(host))
+
+    def run(self: uvicorn.Server, sockets: list[socket.socket]) -> None:
+        served.append(self.config.host)
+        self.started = True
+
+    env.setattr(api.cli, "_check_before_serving", lambda *args: socket.socket())
+    env.setattr(uvicorn.Server, "run", run)
     _set(env, HWNAS_BROKER_URL="", HWNAS_API_KEYS="")
     for host, warned in [("127.0.0.1", False), ("localhost", False), ("::1", False),
                          ("0.0.0.0", True), ("10.1.2.3", True), ("myhost", True)]:  # fmt: skip
