@@ -87,6 +87,8 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.budget is not None:  # else the server's default (60, or its cap when lower)
         spec["budget"] = {"evaluations": args.budget}
+    if args.failures is not None:
+        spec.setdefault("budget", {})["failures"] = args.failures
     if args.validation_data:
         spec["validation_data"] = args.validation_data
     return spec
@@ -527,6 +529,12 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--constraint", action="append", help="NAME<=V or NAME>=V (repeatable)")
     parser.add_argument(
         "--budget", type=int, help="new measurements (default: 60, or the server's cap if lower)"
+    )
+    parser.add_argument(
+        "--failures",
+        type=int,
+        help="failed measurements skipped before one fails the job (default: a tenth of "
+        "the budget, at least 3; 0: the first fails it)",
     )
     parser.add_argument("--strategy", default="linas", help="linas (default), random, nsga2 or tpe")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")

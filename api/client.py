@@ -398,4 +398,6 @@ def _progress_line(job: dict[str, Any]) -> str:
     bar = "#" * filled + "-" * (width - filled)
     hv = f" hv {p['hypervolume']:.3f}" if p.get("hypervolume") is not None else ""
     front = "" if job.get("kind") == "calibration" else f"front {p['front_size']}{hv}"
-    return f"[{bar}] {p['evaluations_done']}/{p['budget']} {job['status']:<9} {front}"
+    failed = f" ({p['evaluations_failed']} failed)" if p.get("evaluations_failed") else ""
+    done = f"{p['evaluations_done']}/{p['budget']}{failed}"
+    return f"[{bar}] {done} {job['status']:<9} {front}"

@@ -11,13 +11,14 @@ from api.schemas import (
     CalibrationOfJob,
     CalibrationPublic,
     EvaluationPublic,
+    FailedEvaluation,
     JobPublic,
     ParetoPoint,
     Progress,
     Timing,
 )
 from hardware_profiles.latency_predictor import trusted_as_prior
-from store.jobs import JobRow, with_notes, worker_lost_at
+from store.jobs import FAILED, JobRow, failures_allowed, with_notes, worker_lost_at
 from store.tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
 from workers.dispatch import Dispatcher
 
@@ -58,6 +59,7 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
     """The job's public form; ``base`` is ``api_base(request)``; ``note`` (``stall_note``)
     comes first in its message."""
     spec = job.spec
+    failed = spec.get(FAILED, [])
     calibration = None
     if job.kind == JobKind.calibration:
         calibration = CalibrationOfJob(
@@ -81,11 +83,14 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
         progress=Progress(
             evaluations_done=job.evaluations_done,
             evaluations_reused=job.evaluations_reused,
+            evaluations_failed=len(failed),
+            failures_allowed=failures_allowed(spec["budget"]) if calibration is None else None,
             budget=job.budget,
             fraction=round(job.evaluations_done / job.budget, 4),
             front_size=job.front_size,
             hypervolume=job.hypervolume,
         ),
+        failed_evaluations=[FailedEvaluation(**entry) for entry in failed],
         calibration=calibration,
         message=with_notes(note, job.message),
         error=job.error,

@@ -39,6 +39,7 @@ from models.registry import (
 from models.user_data import check_path, configured_roots, confine
 from search import list_strategies
 from search.space import SearchSpace
+from store.jobs import failures_allowed
 
 Sense = Literal["min", "max"]
 
@@ -88,6 +89,16 @@ class BudgetIn(BaseModel):
         "or HWNAS_MAX_BUDGET when that is lower)",
     )
 
+    failures: int | None = Field(
+        default=None,
+        ge=0,
+        description="failed measurements (a sub-network that raises: out of the device's "
+        "memory, say) the search skips and goes on after; the next one fails the job. Each "
+        "is listed in the job's `failed_evaluations`, never proposed again, and not counted "
+        "in `evaluations`; an anchor that fails is skipped without counting. Default: a "
+        "tenth of `evaluations`, at least 3; 0: the first failure fails the job",
+    )
+
     @field_validator("evaluations")
     @classmethod
     def _in_range(cls, value: int) -> int:
@@ -95,6 +106,12 @@ class BudgetIn(BaseModel):
         if not 1 <= value <= limit:
             raise ValueError(f"must be between 1 and {limit} (HWNAS_MAX_BUDGET), got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _failures_default(self) -> BudgetIn:
+        if self.failures is None:  # stored resolved: the job shows what it allows
+            self.failures = failures_allowed({"evaluations": self.evaluations})
+        return self
 
 
 def _known(kind: str, value: str, known: list[str]) -> str:
@@ -280,6 +297,14 @@ def _check_quality_measurable(job: dict[str, Any]) -> None:
 class Progress(BaseModel):
     evaluations_done: int = Field(description="measured by this job; the budget counts these")
     evaluations_reused: int = Field(0, description="copied from earlier jobs (warm start)")
+    evaluations_failed: int = Field(
+        0, description="measurements that failed and were skipped (`failed_evaluations`)"
+    )
+    failures_allowed: int | None = Field(
+        None,
+        description="budget.failures: failed measurements skipped before one fails the job "
+        "(anchors aside; search jobs only)",
+    )
     budget: int
     fraction: float
     front_size: int
@@ -288,6 +313,15 @@ class Progress(BaseModel):
         description="of the current front, normalised to the bounding box of the job's "
         "evaluations so far (infeasible ones included): a progress signal that can fall when "
         "a new evaluation widens the box; not comparable across jobs",
+    )
+
+
+class FailedEvaluation(BaseModel):
+    subnet_id: str
+    error: str = Field(description="the failure's type and first line")
+    anchor: bool = Field(
+        description="one of the anchors measured first (Supernet.anchors): skipped without "
+        "counting towards budget.failures"
     )
 
 
@@ -328,6 +362,11 @@ class JobPublic(BaseModel):
     objectives: dict[str, str]
     constraints: dict[str, dict[str, float | None]]
     progress: Progress
+    failed_evaluations: list[FailedEvaluation] = Field(
+        default_factory=list,
+        description="sub-networks whose measurement failed, in order, skipped by the search "
+        "and never proposed again (budget.failures)",
+    )
     calibration: CalibrationOfJob | None = Field(None, description="calibration jobs only")
     message: str | None
     error: str | None

@@ -44,8 +44,8 @@ class Strategy(abc.ABC):
     and a proposal may be told late. Proposals are deterministic given ``seed`` and the sequence
     of calls. Not thread-safe: one strategy belongs to one job driver.
 
-    Identity is ``space.key``: ``ask`` never returns a key already told or pending, and telling
-    a key twice raises :class:`InvalidInput`. Every result told counts towards ``budget``.
+    Identity is ``space.key``: ``ask`` never returns a key already told, pending or failed, and
+    telling a key twice raises :class:`InvalidInput`. Every result told counts towards ``budget``.
     Constraints rank first: a feasible result beats an infeasible one; among infeasible results
     the smaller :func:`~search.constraints.violation` wins.
 
@@ -55,11 +55,14 @@ class Strategy(abc.ABC):
     ``budget`` like any proposal; one already told (a replay or a warm start) or named twice
     is skipped, so a resumed search does not measure it again.
 
-    Subclasses implement :meth:`_propose` and may override :meth:`_on_tell` and
-    :meth:`_on_hint` (metrics known without a measurement, see :meth:`hint`; such a subclass
-    sets :attr:`uses_hints`). A subclass that
-    takes a ``prior`` option (``{metric: predict(archs) -> values}``, e.g. a calibrated latency
-    predictor) sets :attr:`accepts_prior`.
+    A proposal whose measurement fails is told so (:meth:`tell_failed`): it is never
+    proposed again and counts neither as a result nor towards ``budget``.
+
+    Subclasses implement :meth:`_propose` and may override :meth:`_on_tell`,
+    :meth:`_on_fail` and :meth:`_on_hint` (metrics known without a measurement, see
+    :meth:`hint`; such a subclass sets :attr:`uses_hints`). A subclass that takes a ``prior``
+    option (``{metric: predict(archs) -> values}``, e.g. a calibrated latency predictor) sets
+    :attr:`accepts_prior`.
     """
 
     accepts_prior: ClassVar[bool] = False
@@ -86,6 +89,7 @@ class Strategy(abc.ABC):
         self._rng = np.random.default_rng(seed)
         self._told: dict[str, int] = {}  # key -> index into history
         self._pending: dict[str, Arch] = {}
+        self._failed: set[str] = set()  # told as failed: never proposed again
         self._history: list[tuple[Arch, dict[str, float]]] = []
         self._enumerated: list[tuple[str, Arch]] | None = None
         self._initial = self._check_initial(space, initial)
@@ -116,17 +120,31 @@ class Strategy(abc.ABC):
         """The ``initial`` architectures not asked or told yet, in order."""
         return [dict(a) for k, a in self._initial.items() if not self._is_seen(k)]
 
-    def skip_initial(self, arch: Mapping[str, Any]) -> bool:
-        """Drop an ``initial`` architecture that was asked but cannot be measured (the
-        measurement failed): no longer pending, no longer proposed first, not counted in
-        the budget. The strategy may still propose it later as one of its own. Returns
-        whether ``arch`` was such an architecture (False: nothing changed)."""
-        key = self.space.key(arch)
-        if key not in self._initial or key in self._told:
-            return False
-        del self._initial[key]
-        self._pending.pop(key, None)
-        return True
+    def is_initial(self, arch: Mapping[str, Any]) -> bool:
+        """Whether ``arch`` is one of the ``initial`` architectures."""
+        return self.space.key(arch) in self._initial
+
+    @property
+    def n_failed(self) -> int:
+        """How many architectures were told as failed (:meth:`tell_failed`)."""
+        return len(self._failed)
+
+    def tell_failed(self, arch: Mapping[str, Any]) -> None:
+        """``arch`` cannot be measured (its measurement raised: a network too large for the
+        device's memory, say): no longer pending, never proposed again (nor first, if it is
+        an ``initial`` one), and not a result: not in the history, not counted towards
+        ``budget``. Told for a proposal whose measurement failed, or, without an ask, for
+        one that failed in an earlier run of the search (a resume). Telling one already
+        told as a result raises :class:`InvalidInput`; one failed already, nothing."""
+        normal = self.space.normalize(arch)
+        key = self.space.key(normal)
+        if key in self._told:
+            raise InvalidInput(f"architecture {key} was already told as a result", field="arch")
+        if key in self._failed:
+            return
+        was_asked = self._pending.pop(key, None) is not None
+        self._failed.add(key)
+        self._on_fail(key, normal, was_asked)
 
     def ask(self, n: int) -> list[Arch]:
         """Up to ``n`` new architectures; fewer only when the budget or the space runs out.
@@ -154,6 +172,7 @@ class Strategy(abc.ABC):
             raise InvalidInput(f"architecture {key} was already told", field="arch")
         clean = validate_metrics(metrics, [*self.objectives, *self.constraints])
         was_asked = self._pending.pop(key, None) is not None
+        self._failed.discard(key)  # measured after all (by another run): a result now
         self._told[key] = len(self._history)
         self._history.append((normal, clean))
         self._on_tell(key, normal, clean, was_asked)
@@ -214,6 +233,11 @@ class Strategy(abc.ABC):
     ) -> None:
         """Called after a result is recorded; ``was_asked`` is False for replays."""
 
+    def _on_fail(  # noqa: B027 - optional hook; strategies without open state need nothing
+        self, key: str, arch: Arch, was_asked: bool
+    ) -> None:
+        """Called after ``arch`` is told as failed; ``was_asked`` is False on a resume."""
+
     def _on_hint(  # noqa: B027 - optional hook; strategies without models ignore hints
         self, key: str, arch: Arch, metrics: dict[str, float]
     ) -> None:
@@ -244,7 +268,8 @@ class Strategy(abc.ABC):
     # ---- helpers for subclasses -----------------------------------------------------------
 
     def _is_seen(self, key: str) -> bool:
-        return key in self._told or key in self._pending
+        """Told, pending, or failed: not to be proposed."""
+        return key in self._told or key in self._pending or key in self._failed
 
     def _told_metrics(self, key: str) -> dict[str, float] | None:
         index = self._told.get(key)

@@ -197,6 +197,10 @@ class LinasStrategy(Strategy):
         if self._pool is not None:
             self._pool.close([indices])
 
+    def _on_fail(self, key: str, arch: Arch, was_asked: bool) -> None:
+        if self._pool is not None:
+            self._pool.close([self.space.to_indices(arch)])
+
     def _on_hint(self, key: str, arch: Arch, metrics: dict[str, float]) -> None:
         """Kept per metric, the latest ``MAX_HINTS`` (the predictor's solve is cubic in its
         training set: 500 hints take an ask from ~6 to ~50 ms here, 1,000 to ~220 ms)."""

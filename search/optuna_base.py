@@ -132,6 +132,11 @@ class OptunaStrategy(Strategy):
             trial.set_constraint(name, value)
         self.study.tell(trial, [metrics[name] for name in self.objectives])
 
+    def _on_fail(self, key: str, arch: Arch, was_asked: bool) -> None:
+        trial = self._trials.pop(key, None)
+        if trial is not None:  # its Optuna trial failed too: the sampler learns nothing of it
+            self.study.tell(trial, state=TrialState.FAIL)
+
     def _on_tell(self, key: str, arch: Arch, metrics: dict[str, float], was_asked: bool) -> None:
         trial = self._trials.pop(key, None)
         if trial is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -711,6 +711,17 @@ MEASURED_WITH = "measured_with"
 #: The spec's key for the anchors a search job measures first (``workers.anchors``), by
 #: sub-network id, written at the job's first run so that a resumed run measures the same.
 ANCHORS = "anchors"
+#: The spec's key for a search job's failed measurements, in order: ``{"subnet_id", "error",
+#: "anchor"}`` each, written as they fail, so that a resumed run proposes none of them again
+#: and counts them towards the job's ``budget.failures``.
+FAILED = "failed"
+
+
+def failures_allowed(budget: Mapping[str, Any]) -> int:
+    """How many failed measurements a search job goes on after (its anchors' aside): its
+    budget's ``failures``, else a tenth of its ``evaluations``, at least 3."""
+    given = budget.get("failures")
+    return int(given) if given is not None else max(3, int(budget["evaluations"]) // 10)
 
 
 def prior_evaluations(

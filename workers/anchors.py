@@ -103,16 +103,18 @@ def _at_risk(
     return out
 
 
-def recorded_anchors(supernet: Supernet, space: SearchSpace, keys: Sequence[str]) -> list[Arch]:
-    """The anchors a job's first run chose (their ids, from its spec), for a resumed run;
-    one that no longer decodes into the space (the plugin changed meanwhile) is skipped
-    (logged)."""
+def recorded_archs(
+    supernet: Supernet, space: SearchSpace, keys: Sequence[str], what: str = "anchor"
+) -> list[Arch]:
+    """The architectures a job recorded by id in its spec (its anchors, its failed
+    measurements), for a resumed run; one that no longer decodes into the space (the plugin
+    changed meanwhile) is skipped (logged)."""
     out: list[Arch] = []
     for key in keys:
         try:
             arch = space.normalize(supernet.decode(key))
         except Exception as exc:  # any fault of a plugin's code
-            log.warning("%s: recorded anchor %s skipped: %r", supernet.name, key, exc)
+            log.warning("%s: recorded %s %s skipped: %r", supernet.name, what, key, exc)
             continue
         out.append(arch)
     return out

@@ -41,7 +41,7 @@ from store.db import one_statement_writing, transaction
 from store.front import constraints_of, front_of_metrics, summarise_front
 from store.tables import Evaluation, Job, JobKind, JobStatus, storable_text
 
-from .anchors import ANCHORS_SAID, job_anchors, recorded_anchors
+from .anchors import ANCHORS_SAID, job_anchors, recorded_archs
 from .calibration import (
     PredictedLatency,
     fit_predictor,
@@ -69,6 +69,10 @@ class JobPlan:
     metrics: list[dict[str, float]] = field(default_factory=list)
     # Quality metrics other devices' jobs measured, by sub-network (``_from_other_devices``).
     known: dict[str, KnownQuality] = field(default_factory=dict)
+    # Failed measurements the search goes on after (``store.jobs.failures_allowed``), and
+    # how many failed so far (anchors aside), this run and earlier ones.
+    failures_allowed: int = 0
+    failures: int = 0
 
 
 def build_plan(
@@ -92,7 +96,7 @@ def build_plan(
     if latency_prior is not None and strategy_class(spec["strategy"]).accepts_prior:
         options["prior"] = {"latency_ms": latency_prior}
     if q.ANCHORS in spec:  # chosen at the job's first run: a resumed run keeps them
-        anchors = recorded_anchors(supernet, space, spec[q.ANCHORS])
+        anchors = recorded_archs(supernet, space, spec[q.ANCHORS])
     else:
         anchors = job_anchors(
             supernet, space, evaluator.counted, constraints, budget, latency_prior
@@ -107,7 +111,9 @@ def build_plan(
         initial=anchors,
         **options,
     )
-    return JobPlan(budget, spec["objectives"], constraints, evaluator, strategy)
+    plan = JobPlan(budget, spec["objectives"], constraints, evaluator, strategy)
+    plan.failures_allowed = q.failures_allowed(spec["budget"])
+    return plan
 
 
 def job_supernet(spec: dict[str, Any]) -> Supernet:
@@ -373,6 +379,7 @@ class JobRunner:
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
             plan.metrics.append(evaluation.metrics)
+        _replay_failures(supernet, spec, plan)
         if prior is not None and (screened := plan.strategy.prior_proposals_left()):
             self._note(
                 job_id,
@@ -397,7 +404,7 @@ class JobRunner:
                     arch, plan.known.get(plan.strategy.space.key(arch))
                 )
             except Exception as exc:
-                if not self._anchor_skipped(job_id, plan, arch, exc):
+                if not self._skipped(job_id, plan, arch, exc):
                     raise
                 continue
             lease = self._record(job_id, plan, arch, measurement, done, clock)
@@ -426,18 +433,49 @@ class JobRunner:
         self._record_in_spec(job_id, q.MEASURED_WITH, now)
         return {**spec, q.MEASURED_WITH: now}
 
-    def _anchor_skipped(self, job_id: str, plan: JobPlan, arch: Arch, exc: Exception) -> bool:
-        """Whether the failed measurement of ``arch`` was an anchor's, which the search then
-        goes on without (said in the job's message): a head start the device cannot measure
-        (the largest network out of a small GPU's memory, say) is no reason to fail the job.
-        Not when the database failed, or while the worker stops."""
+    def _skipped(self, job_id: str, plan: JobPlan, arch: Arch, exc: Exception) -> bool:
+        """Whether the search goes on without ``arch``, whose measurement raised ``exc``: a
+        sub-network the device cannot run (out of its memory, say) is no reason to lose the
+        job. It is recorded in the job's spec (``store.jobs.FAILED``: listed, never proposed
+        again, a resumed run too), up to ``plan.failures_allowed`` of them; the next fails
+        the job. An anchor is skipped without counting (said in the job's message): a head
+        start the search itself chose. Never when the database failed or the worker stops,
+        nor for hwnas's own errors (a plugin breaking its contract, the job's data): they
+        would fail every measurement alike."""
         if isinstance(exc, StorageError) or self.stop.is_set():
             return False
-        if not plan.strategy.skip_initial(arch):  # not an anchor, or one proposed again
-            return False
+        anchor = plan.strategy.is_initial(arch)
+        if not anchor:
+            if isinstance(exc, HwnasError):
+                return False
+            if plan.failures >= plan.failures_allowed:
+                if plan.failures:
+                    exc.add_note(
+                        f"{q.counted(plan.failures, 'failed measurement')} skipped before it: "
+                        f"budget.failures allows {plan.failures_allowed}"
+                    )
+                return False
         key = plan.strategy.space.key(arch)
-        log.warning("job %s: anchor %s could not be measured", job_id, key, exc_info=exc)
-        self._note(job_id, f"anchor {key} skipped: {_failure(exc)[1]}")
+        said = _failure(exc)[1]
+        log.warning("job %s: sub-network %s could not be measured", job_id, key, exc_info=exc)
+        if anchor:
+            note = f"anchor {key} skipped: {said}"
+        else:
+            note = (
+                f"failed measurements are skipped, at most {plan.failures_allowed} "
+                "(budget.failures; failed_evaluations lists them)"
+            )
+        entry = {"subnet_id": key, "error": said[:FAILED_ERROR_CHARS], "anchor": anchor}
+
+        def record(session: Session) -> None:
+            job = q.get_job(session, job_id, lock=True)
+            if _lease_of(job, self.worker_id) != "lost":
+                job.spec = {**job.spec, q.FAILED: [*job.spec.get(q.FAILED, []), entry]}
+                _add_message(job, note)
+
+        self._db(record)
+        plan.strategy.tell_failed(arch)
+        plan.failures += not anchor
         return True
 
     def _record_in_spec(self, job_id: str, key: str, value: Any) -> None:
@@ -817,14 +855,29 @@ class JobRunner:
 Lease = Literal["held", "cancel", "lost"]
 
 
+def _replay_failures(supernet: Supernet, spec: dict[str, Any], plan: JobPlan) -> None:
+    """Tell the strategy the measurements that failed in the job's earlier runs, and count
+    them (anchors aside) towards its ``failures_allowed``."""
+    failed = spec.get(q.FAILED, [])
+    keys = [entry["subnet_id"] for entry in failed]
+    for arch in recorded_archs(supernet, plan.strategy.space, keys, "failed sub-network"):
+        if not plan.strategy.is_told(arch):
+            plan.strategy.tell_failed(arch)
+    plan.failures = sum(not entry.get("anchor") for entry in failed)
+
+
 def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:
     """Why a job stopped before its budget: the strategy had nothing new to propose. A
     space of up to ``ENUMERATION_LIMIT`` is known to be measured whole; a larger one only
     gave no new sub-network in ``REJECTION_TRIES`` random draws in a row."""
     spent = f"{q.counted(done, 'new measurement')} of a budget of {plan.budget}"
+    failed = plan.strategy.n_failed
+    if failed:
+        spent += f", {failed} failed"
     if plan.strategy.space.size <= ENUMERATION_LIMIT:
         every = f"every distinct sub-network of {supernet}"
-        return f"search space exhausted: {every} was measured ({spent})"
+        measured = "was measured or failed" if failed else "was measured"
+        return f"search space exhausted: {every} {measured} ({spent})"
     return (
         f"search stopped early: {REJECTION_TRIES} random draws in a row found no sub-network "
         f"of {supernet} not measured yet ({spent})"
@@ -1010,6 +1063,8 @@ def _short_traceback(exc: BaseException) -> str:
     return "".join(["Traceback (last frames):\n", *listed, said])
 
 
+#: How much of a failed measurement's line the job's spec keeps (``_skipped``).
+FAILED_ERROR_CHARS = 500
 #: How much of an exception's own text a job's error keeps (the log has all of it): torch's
 #: tracer check puts both graphs in its message, 100 KB that every poll of the job carried.
 ERROR_LINES, ERROR_CHARS = 30, 4_000

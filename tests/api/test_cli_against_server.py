@@ -19,6 +19,7 @@ import httpx
 import onnx
 import pytest
 
+from api.client import HwnasClient
 from core.settings import Settings
 
 
@@ -214,11 +215,12 @@ def test_a_search_with_nothing_feasible_exits_3(server: str) -> None:
     went on (exit 0) with nothing to pick."""
     job_id = hwnas(
         server, "submit", "--budget", "2", "--strategy", "random", "--no-warm-start",
-        "--constraint", "latency_ms<=0.000001",
+        "--constraint", "latency_ms<=0.000001", "--failures", "0",
     ).stdout.strip()  # fmt: skip
     waited = hwnas(server, "wait", job_id)
     assert waited.returncode == 3, waited.stdout + waited.stderr
     assert json.loads(waited.stdout)["status"] == "succeeded"
+    assert HwnasClient(server).job(job_id)["progress"]["failures_allowed"] == 0  # --failures
     front = hwnas(server, "pareto", job_id)
     assert front.returncode == 3 and front.stdout.startswith("(empty front) no measured")
     assert f"hwnas: job {job_id} found nothing feasible: no measured" in front.stderr

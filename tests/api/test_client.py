@@ -21,6 +21,13 @@ def _job(status: str, done: int, message: str | None = None) -> dict[str, Any]:
             "message": message}  # fmt: skip
 
 
+def test_the_progress_line_counts_failed_measurements() -> None:
+    job = _job("running", 2)
+    assert " 2/4 running " in _progress_line(job)
+    job["progress"]["evaluations_failed"] = 3
+    assert " 2/4 (3 failed) running " in _progress_line(job)
+
+
 class Scripted(HwnasClient):
     """A client whose polls answer a fixed sequence of job states (or raise errors)."""
 

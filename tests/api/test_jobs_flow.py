@@ -394,7 +394,10 @@ def test_a_plugin_error_says_which_step_of_which_sub_network_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The job said only torch's message, and its error held six frames inside torch."""
-    job = _plugin_job(tmp_path, monkeypatch, _FlatInput, objectives={"latency_ms": "min"})
+    job = _plugin_job(
+        tmp_path, monkeypatch, _FlatInput, objectives={"latency_ms": "min"},
+        budget={"evaluations": 5, "failures": 0},  # the first failure fails the job
+    )  # fmt: skip
     assert job["status"] == "failed"
     assert job["message"].startswith("failed: RuntimeError: ")
     outcome = job["message"].split("; ")[0]  # the run's notes follow it (e.g. its anchors)
@@ -405,6 +408,26 @@ def test_a_plugin_error_says_which_step_of_which_sub_network_failed(
     error = job["error"]
     assert error.startswith("Traceback (last frames):") and "/torch/" in error
     assert "fmnist_cnn.py" in error  # the supernet's own frame, not only torch's
+
+
+def test_a_job_whose_measurements_keep_failing_fails_after_its_budget_of_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed measurements are skipped, listed, and never measured again, up to
+    ``budget.failures``; the next one fails the job (it failed at the first)."""
+    job = _plugin_job(
+        tmp_path, monkeypatch, _FlatInput, objectives={"latency_ms": "min"},
+        budget={"evaluations": 10, "failures": 2}, strategy="random", constraints={},
+    )  # fmt: skip
+    assert job["status"] == "failed" and job["progress"]["evaluations_done"] == 0
+    failed = job["failed_evaluations"]
+    assert [f["anchor"] for f in failed] == [True, True, False, False]  # the anchors first
+    assert job["progress"]["evaluations_failed"] == 4
+    assert job["progress"]["failures_allowed"] == 2
+    assert len({f["subnet_id"] for f in failed}) == 4
+    assert all(f["error"].startswith("RuntimeError: Expected 3D") for f in failed)
+    assert "2 failed measurements skipped before it: budget.failures allows 2" in job["message"]
+    assert "failed measurements are skipped, at most 2 (budget.failures" in job["message"]
 
 
 class _TwoNetworks(FmnistOFACNN):

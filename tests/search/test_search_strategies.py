@@ -339,17 +339,67 @@ def test_ask_rejects_negative_n(name: str) -> None:
 
 
 @parametrize_strategies
-def test_an_initial_architecture_that_cannot_be_measured_can_be_skipped(name: str) -> None:
+def test_an_initial_architecture_that_cannot_be_measured_is_told_as_failed(name: str) -> None:
     space = toy_space()
     low, high = ends(space)
     strategy = create_strategy(
         name, space=space, objectives=OBJECTIVES, budget=6, initial=[low, high]
     )
     assert strategy.ask(1) == [low]
-    assert strategy.skip_initial(low)  # its measurement failed
-    assert strategy.pending == [] and strategy.remaining == 6
+    assert strategy.is_initial(low) and not strategy.is_initial(space.from_indices([1] * 5))
+    strategy.tell_failed(low)  # its measurement failed
+    assert strategy.pending == [] and strategy.remaining == 6 and strategy.n_failed == 1
     assert strategy.initial_left == [high]
-    assert not strategy.skip_initial(low)  # once
-    assert not strategy.skip_initial(space.from_indices([1] * 5))  # never an initial one
+    strategy.tell_failed(low)  # again: nothing
+    assert strategy.n_failed == 1
     proposals = drive(strategy)
     assert proposals[0] == high and len(proposals) == 6
+    assert space.key(low) not in {space.key(a) for a in proposals}
+
+
+def _drive_failing(strategy: Strategy, fails: Callable[[str], bool]) -> list[dict]:
+    """As ``drive``, telling ``fails(key)`` proposals as failed; every proposal in order."""
+    space, measure = strategy.space, toy_metrics(strategy.space)
+    proposals: list[dict] = []
+    while batch := strategy.ask(3):
+        for arch in batch:
+            proposals.append(arch)
+            if fails(space.key(arch)):
+                strategy.tell_failed(arch)
+            else:
+                strategy.tell(arch, measure(arch))
+    return proposals
+
+
+@parametrize_strategies
+def test_failed_proposals_are_never_proposed_again_and_cost_no_budget(name: str) -> None:
+    space = toy_space(genes=3, choices=3)  # 27 architectures: every one is proposed
+    failing = {
+        space.key(space.from_indices(list(idx))) for idx in [(0, 1, 2), (2, 2, 2), (1, 0, 0)]
+    }
+    strategy = make(name, space, budget=30)
+    proposals = _drive_failing(strategy, failing.__contains__)
+    keys = [space.key(a) for a in proposals]
+    assert len(keys) == len(set(keys)) == 27  # each failed one proposed once, then never
+    assert strategy.n_told == 24 and strategy.n_failed == 3
+    assert not failing & {space.key(a) for a, _ in strategy.history}
+    budgeted = make(name, space, budget=10)
+    _drive_failing(budgeted, failing.__contains__)
+    assert budgeted.n_told == 10  # the failures did not take results' places
+    with pytest.raises(InvalidInput, match="already told"):
+        budgeted.tell_failed(budgeted.history[0][0])
+
+
+@parametrize_strategies
+def test_a_resumed_search_told_its_failures_does_not_propose_them(name: str) -> None:
+    space = toy_space(genes=3, choices=3)
+    first = make(name, space, seed=5, budget=27)
+    failed = first.ask(4)
+    for arch in failed:
+        first.tell_failed(arch)
+    resumed = make(name, space, seed=5, budget=27)
+    for arch in failed:
+        resumed.tell_failed(arch)  # without an ask: a resumed job's record
+    later = drive(resumed, batch=4)
+    assert len(later) == 23 and resumed.n_failed == 4
+    assert not {space.key(a) for a in failed} & {space.key(a) for a in later}

@@ -1,0 +1,136 @@
+"""A sub-network whose measurement fails (out of the device's memory, say) is skipped,
+recorded in the job's spec and never measured again, a resumed run included, up to the
+job's ``budget.failures``; hwnas's own errors, and the database's, still fail the job."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from api.schemas import JobCreate
+from core.errors import PluginError
+from models import registry
+from models.fmnist_cnn import FmnistOFACNN
+from store import jobs as q
+from store.db import make_engine, make_session_factory, transaction, upgrade
+from store.tables import JobStatus
+from workers.runner import JobRunner
+
+from ..conftest import embedded_settings
+
+SPEC: dict[str, Any] = {
+    "device": "cpu-1t",
+    "objectives": {"latency_ms": "min", "macs": "min"},  # timed only: no accuracy to compute
+    "budget": {"evaluations": 10, "failures": 6},
+    "strategy": "random",
+    "seed": 1,
+    "constraints": {},
+}
+
+
+class _NoRoomForWideInputs(FmnistOFACNN):
+    """A device without the memory for the largest resolution: measuring such a network
+    fails. Counts the attempts at each sub-network."""
+
+    name = "test-no-room-for-wide-inputs"
+    attempts: ClassVar[Counter[str]] = Counter()
+    error: ClassVar[tuple[type[Exception], str]] = (MemoryError, "out of device memory")
+
+    def timing_module(self, arch: dict[str, Any]) -> Any:
+        type(self).attempts[self.encode(self.canonical(arch))] += 1
+        if arch["r"] == 28:
+            kind, text = type(self).error
+            raise kind(text)  # a new one each time, as a real failure is
+        return super().timing_module(arch)
+
+
+@pytest.fixture
+def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A runner and a way to submit a job of ``_NoRoomForWideInputs``."""
+    monkeypatch.setitem(registry._FACTORIES, _NoRoomForWideInputs.name, _NoRoomForWideInputs)
+    _NoRoomForWideInputs.attempts.clear()
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+
+    def submit(**changes: Any) -> str:
+        spec = {**SPEC, "supernet": _NoRoomForWideInputs.name, **changes}
+        with transaction(factory) as session:
+            body = JobCreate(**spec).model_dump(mode="json")
+            return q.create_jobs(session, [(body, None)])[0].id
+
+    submit.factory = factory  # type: ignore[attr-defined]
+    submit.runner = JobRunner(factory, settings, "worker-1")  # type: ignore[attr-defined]
+    yield submit
+    registry._INSTANCES.pop(_NoRoomForWideInputs.name, None)
+
+
+def _stored(factory: Any, job_id: str) -> tuple[list[str], Any]:
+    with transaction(factory) as session:
+        keys = [e.subnet_id for e in q.list_evaluations(session, job_id)[0]]
+        job = q.get_job(session, job_id)
+        session.expunge(job)
+        return keys, job
+
+
+def test_failed_measurements_are_skipped_recorded_and_never_measured_again(job: Any) -> None:
+    job_id = job()
+    assert job.runner.run(job_id) == JobStatus.succeeded
+    keys, stored = _stored(job.factory, job_id)
+    failed = stored.spec[q.FAILED]
+    assert len(keys) == len(set(keys)) == 10  # the budget: failures did not spend it
+    assert failed[0]["anchor"] and failed[0]["subnet_id"].startswith("r28-")  # the largest
+    assert sum(not f["anchor"] for f in failed) >= 1  # seed 1 draws one or more at r = 28
+    assert all(f["error"] == "MemoryError: out of device memory (while extracting "
+               f"(timing_module) sub-network {f['subnet_id']} of {_NoRoomForWideInputs.name})"
+               for f in failed)  # fmt: skip
+    assert not {f["subnet_id"] for f in failed} & set(keys)
+    assert all(n == 1 for n in _NoRoomForWideInputs.attempts.values())  # none measured twice
+    assert "failed measurements are skipped, at most 6 (budget.failures" in (stored.message or "")
+
+    # resumed as if its worker had died after its first evaluation: what failed stays failed
+    with transaction(job.factory) as session:
+        row = q.get_job(session, job_id)
+        for evaluation in q.list_evaluations(session, job_id)[0][1:]:
+            session.delete(evaluation)
+        row.status, row.evaluations_done, row.worker_id, row.message = (
+            JobStatus.queued, 1, None, None
+        )  # fmt: skip
+    assert job.runner.run(job_id) == JobStatus.succeeded
+    again, resumed = _stored(job.factory, job_id)
+    assert again == keys  # the same proposals: the failures told to the strategy again
+    assert resumed.spec[q.FAILED] == failed  # none failed again: none was measured again
+    assert all(_NoRoomForWideInputs.attempts[f["subnet_id"]] == 1 for f in failed)
+
+
+def test_the_failure_after_the_budget_of_failures_fails_the_job(job: Any) -> None:
+    job_id = job(budget={"evaluations": 10, "failures": 1}, seed=4)
+    _NoRoomForWideInputs.error = (RuntimeError, "no memory left")
+    try:
+        status = job.runner.run(job_id)
+    finally:
+        _NoRoomForWideInputs.error = (MemoryError, "out of device memory")
+    keys, stored = _stored(job.factory, job_id)
+    failed = stored.spec[q.FAILED]
+    assert status == JobStatus.failed
+    assert [f["anchor"] for f in failed] == [True, False]
+    assert stored.message.startswith("failed: RuntimeError: no memory left")
+    assert "1 failed measurement skipped before it: budget.failures allows 1" in stored.message
+    assert len(keys) == len(set(keys)) >= 1  # the measured ones are kept
+
+
+def test_hwnas_own_errors_fail_the_job_at_the_first(job: Any) -> None:
+    """A plugin breaking its contract would fail every measurement alike."""
+    job_id = job(budget={"evaluations": 10, "failures": 6}, seed=4)
+    _NoRoomForWideInputs.error = (PluginError, "test: timing_module broke its contract")
+    try:
+        status = job.runner.run(job_id)
+    finally:
+        _NoRoomForWideInputs.error = (MemoryError, "out of device memory")
+    _, stored = _stored(job.factory, job_id)
+    assert status == JobStatus.failed
+    assert [f["anchor"] for f in stored.spec[q.FAILED]] == [True]  # an anchor is skipped
+    assert "timing_module broke its contract" in stored.message
