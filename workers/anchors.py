@@ -5,7 +5,7 @@ the job's budget and constraints."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,20 +31,25 @@ def job_anchors(
     constraints: dict[str, Bound],
     budget: int,
     latency: Callable[[Sequence[Arch]], NDArray[np.float64]] | None = None,
+    quality: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[Arch]:
     """The anchors a job of ``budget`` evaluations measures first. Each is left out when
     what is known of it before measuring (``counted``: MACs, params, model size; the
-    ``latency`` predictor's estimate, where the job has one) breaks a constraint, and when
-    a constraint it cannot be checked on bounds it from its own end (an upper bound on
-    latency: the costliest; a floor on accuracy: the cheapest; :func:`_at_risk`). None
-    when those left would take over ``ANCHOR_SHARE`` of the budget, or when the supernet's
-    code fails on them (logged: a head start is no reason to fail the job)."""
+    ``latency`` predictor's estimate, where the job has one; ``quality``: metrics such as
+    accuracy that other devices' jobs measured, by sub-network id) breaks a constraint,
+    and when a constraint it cannot be checked on bounds it from its own end (an upper
+    bound on latency: the costliest; a floor on accuracy: the cheapest; :func:`_at_risk`).
+    None when those left would take over ``ANCHOR_SHARE`` of the budget, or when the
+    supernet's code fails on them (logged: a head start is no reason to fail the job)."""
     try:
         anchors: dict[str, Arch] = {}
         for arch in supernet.anchors():
             normal = space.normalize(arch)
             anchors.setdefault(space.key(normal), normal)
-        known = {key: _known(supernet, arch, counted, latency) for key, arch in anchors.items()}
+        known = {
+            key: {**_known(supernet, arch, counted, latency), **(quality or {}).get(key, {})}
+            for key, arch in anchors.items()
+        }
     except Exception as exc:  # any fault of a plugin's code
         log.warning("%s: anchors not used, searching without them: %r", supernet.name, exc)
         return []
@@ -85,21 +90,24 @@ def _at_risk(
 ) -> set[str]:
     """The anchors a constraint that cannot be checked before measuring bounds from their
     own end: the costliest (by MACs) under an upper bound on a metric that grows with cost,
-    the cheapest under a lower one (the other way round for a metric that falls with cost).
-    Without MACs to order them by, every anchor."""
+    the cheapest under a lower one (the other way round for a metric that falls with cost),
+    unless that metric of it is known (it was checked then). Without MACs to order them by,
+    every anchor whose metric is not known."""
     if not unchecked or not known:
         return set()
     if any("macs" not in metrics for metrics in known.values()):
-        return set(known)
+        return {key for key, metrics in known.items() if any(n not in metrics for n in unchecked)}
     by_cost = sorted(known, key=lambda key: known[key]["macs"])  # equal MACs: in given order
     cheapest, costliest = by_cost[0], by_cost[-1]
     out: set[str] = set()
     for name, bound in unchecked.items():
         grows = _grows_with_cost(supernet, name)
+        ends = []
         if bound.max is not None:
-            out.add(costliest if grows else cheapest)
+            ends.append(costliest if grows else cheapest)
         if bound.min is not None:
-            out.add(cheapest if grows else costliest)
+            ends.append(cheapest if grows else costliest)
+        out.update(end for end in ends if name not in known[end])
     return out
 
 

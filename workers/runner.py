@@ -80,26 +80,30 @@ def build_plan(
     reused: int = 0,
     latency_prior: PredictedLatency | None = None,
     supernet: Supernet | None = None,
+    known: dict[str, KnownQuality] | None = None,
 ) -> JobPlan:
     """The plan of a job; ``reused``: evaluations copied from earlier jobs, which the
     strategy is told on top of the ``budget`` it may measure; ``latency_prior``: a stored
     latency predictor of the pair, given to strategies that take a prior; ``supernet``: the
-    job's (``job_supernet``), where the caller has it already."""
+    job's (``job_supernet``), where the caller has it already; ``known``: the quality
+    metrics other devices' jobs measured (``JobRunner._from_other_devices``), which screen
+    the anchors too."""
     supernet = supernet or job_supernet(spec)
     profile = device_profile(spec["device"])
     constraints = constraints_of(spec)
-    space = SearchSpace(supernet.space(), canonical=supernet.canonical, encode=supernet.encode)
+    space = job_space(supernet)
     budget = spec["budget"]["evaluations"]
-    named = set(spec["objectives"]) | set(constraints)
-    evaluator = SubnetEvaluator(supernet, profile, quality=bool(named & set(supernet.metrics)))
+    evaluator = SubnetEvaluator(supernet, profile, quality=measures_quality(spec, supernet))
+    known = dict(known or {})
     options: dict[str, Any] = {}
     if latency_prior is not None and strategy_class(spec["strategy"]).accepts_prior:
         options["prior"] = {"latency_ms": latency_prior}
     if q.ANCHORS in spec:  # chosen at the job's first run: a resumed run keeps them
         anchors = recorded_archs(supernet, space, spec[q.ANCHORS])
     else:
+        quality = {key: value.metrics for key, value in known.items()}
         anchors = job_anchors(
-            supernet, space, evaluator.counted, constraints, budget, latency_prior
+            supernet, space, evaluator.counted, constraints, budget, latency_prior, quality
         )
     strategy = create_strategy(
         spec["strategy"],
@@ -111,9 +115,21 @@ def build_plan(
         initial=anchors,
         **options,
     )
-    plan = JobPlan(budget, spec["objectives"], constraints, evaluator, strategy)
+    plan = JobPlan(budget, spec["objectives"], constraints, evaluator, strategy, known=known)
     plan.failures_allowed = q.failures_allowed(spec["budget"])
     return plan
+
+
+def job_space(supernet: Supernet) -> SearchSpace:
+    """The search space of a supernet's jobs: its genes, keyed by its canonical encoding."""
+    return SearchSpace(supernet.space(), canonical=supernet.canonical, encode=supernet.encode)
+
+
+def measures_quality(spec: dict[str, Any], supernet: Supernet) -> bool:
+    """Whether a search job's objectives or constraints name a quality metric of its
+    supernet (accuracy): its measurements evaluate each sub-network then."""
+    named = set(spec["objectives"]) | set(constraints_of(spec))
+    return bool(named & set(supernet.metrics))
 
 
 def job_supernet(spec: dict[str, Any]) -> Supernet:
@@ -369,13 +385,14 @@ class JobRunner:
         prior = self._latency_prior(job_id, spec)
         if q.ANCHORS not in spec and len(stored) > reused:  # begun without recorded anchors
             spec = {**spec, q.ANCHORS: []}
-        plan = build_plan(spec, reused, prior, supernet)
+        measured, known = self._from_other_devices(job_id, spec, supernet) if warm else ([], {})
+        plan = build_plan(spec, reused, prior, supernet, known)
         if q.ANCHORS not in spec:  # by id: a resumed run takes them from there, whatever
             # predictor or plugin code would choose then
             anchors = [plan.strategy.space.key(arch) for arch in plan.strategy.initial_left]
             self._record_in_spec(job_id, q.ANCHORS, anchors)
-        if warm:
-            self._from_other_devices(job_id, spec, plan, {e.subnet_id for e in stored})
+        if measured and plan.strategy.uses_hints:
+            self._hint(job_id, plan, measured, {e.subnet_id for e in stored})
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
             plan.metrics.append(evaluation.metrics)
@@ -624,28 +641,24 @@ class JobRunner:
         return stored, len(noisy - {e.subnet_id for e in stored})
 
     def _from_other_devices(
-        self, job_id: str, spec: dict[str, Any], plan: JobPlan, stored: set[str]
-    ) -> None:
+        self, job_id: str, spec: dict[str, Any], supernet: Supernet
+    ) -> tuple[list[Evaluation], dict[str, KnownQuality]]:
         """What other devices' jobs measured of this supernet that holds on this device too:
         accuracy (on the same validation data, with the same weights: ``measured_with``)
         and counted complexity, not latency. Only measurements recorded before this job
         was created, so that a resumed job is normally given the same (a measurement
-        committed late, or a deleted job, can change them).
-
-        - ``plan.known``: the quality metrics of each such sub-network, which its
-          measurement here takes instead of evaluating it again (latency timed alone).
-        - For strategies that use hints, ``Strategy.hint`` for sub-networks not among the
-          job's ``stored`` ones: it guides the predictors, measures nothing, counts toward
-          nothing."""
-
-        supernet = plan.evaluator.supernet
-        quality = set(supernet.metrics)
-        takes = plan.evaluator.quality and not supernet.recorded  # a table looks them up
-        if not takes and not plan.strategy.uses_hints:
-            return
+        committed late, or a deleted job, can change them). Returns them, oldest first
+        (hints for strategies that use them: ``_hint``), and the quality metrics of each
+        such sub-network, which its measurement here takes instead of evaluating it again
+        (latency timed alone) and which screen the job's anchors (``build_plan``)."""
+        quality = measures_quality(spec, supernet)
+        takes = quality and not supernet.recorded  # a table looks them up
+        if not takes and not strategy_class(spec["strategy"]).uses_hints:
+            return [], {}
+        metrics = set(supernet.metrics)
 
         def holds_quality(evaluation: Evaluation) -> bool:
-            return quality <= set(evaluation.metrics)
+            return metrics <= set(evaluation.metrics)
 
         def read(session: Session) -> list[Evaluation]:
             created = q.get_job(session, job_id).created_at
@@ -654,22 +667,30 @@ class JobRunner:
                 before=created,
                 # a newer measurement without accuracy (a latency-only job) would hide one
                 # with it; counted complexity, in every row, is computed here anyway
-                usable=holds_quality if plan.evaluator.quality else None,
+                usable=holds_quality if quality else None,
             )  # fmt: skip
 
         measured = list(reversed(self._db(read)))  # oldest first
+        known: dict[str, KnownQuality] = {}
+        space = job_space(supernet)
         for evaluation in measured if takes else ():
             try:  # its id is this supernet's for its arch still (not a changed space's)
-                same = plan.strategy.space.key(evaluation.arch) == evaluation.subnet_id
+                same = space.key(evaluation.arch) == evaluation.subnet_id
             except HwnasError:
                 same = False
             if same:  # it holds the quality metrics: read as usable only then
                 origin = evaluation.details.get(q.QUALITY_FROM, evaluation.job_id)
-                plan.known[evaluation.subnet_id] = KnownQuality(
+                known[evaluation.subnet_id] = KnownQuality(
                     {name: evaluation.metrics[name] for name in supernet.metrics}, origin
                 )
-        if not plan.strategy.uses_hints:
-            return
+        return measured, known
+
+    def _hint(
+        self, job_id: str, plan: JobPlan, measured: list[Evaluation], stored: set[str]
+    ) -> None:
+        """``Strategy.hint`` the device-independent metrics of what other devices' jobs
+        ``measured``, for sub-networks not among the job's ``stored`` ones: it guides the
+        predictors, measures nothing, counts toward nothing."""
         hinted: set[str] = set()
         kept: set[str] = set()  # the metrics hinted
         used = set(plan.objectives) | set(plan.constraints)

@@ -19,6 +19,7 @@ from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.tables import JobStatus
 from workers.anchors import ANCHORS_SAID
 from workers.calibration import PredictedLatency
+from workers.evaluator import KnownQuality
 from workers.runner import JobRunner, build_plan
 
 from ..conftest import embedded_settings
@@ -77,6 +78,56 @@ def test_anchors_a_constraint_rules_out_are_left_out() -> None:
     assert _anchored(constraints={**half_macs, **latency}) == [SMALL]
     half_params = {"params": {"min": (small.params + large.params) / 2}}
     assert _anchored(constraints={**half_params, "accuracy": {"min": 0.5}}) == [LARGE]
+
+
+def test_an_anchor_whose_quality_another_device_measured_is_checked_on_it() -> None:
+    """A floor on accuracy dropped the smallest network even when its accuracy, measured by
+    a job on another device, was known to meet it (review 23b, L5)."""
+    floor = {"accuracy": {"min": 0.7}}
+
+    def anchored(**accuracy: float) -> list[str]:
+        known = {SMALL if name == "small" else LARGE: KnownQuality({"accuracy": value}, "j")
+                 for name, value in accuracy.items()}  # fmt: skip
+        return _first(build_plan({**SPEC, "constraints": floor}, known=known))
+
+    assert anchored() == [LARGE]  # not known: at risk from its own end
+    assert anchored(small=0.75) == [SMALL, LARGE]
+    assert anchored(small=0.65) == [LARGE]  # known to break it
+    assert anchored(small=0.75, large=0.65) == [SMALL]
+
+
+def test_a_job_screens_its_anchors_with_the_accuracy_other_devices_measured(
+    tmp_path: Path,
+) -> None:
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    runner = JobRunner(factory, settings, "worker-1")
+
+    def run(spec: dict[str, Any]) -> Any:
+        with transaction(factory) as session:
+            body = JobCreate(**spec).model_dump(mode="json")
+            job_id = q.create_jobs(session, [(body, None)])[0].id
+        assert runner.run(job_id) == JobStatus.succeeded
+        with transaction(factory) as session:
+            job = q.get_job(session, job_id)
+            evaluations = {e.subnet_id: e.metrics for e in q.list_evaluations(session, job_id)[0]}
+            return job.spec, evaluations
+
+    _, first = run(SPEC)  # measures both ends' accuracy on cpu-1t
+    accuracy = first[SMALL]["accuracy"]
+    on_another = {**SPEC, "device": "cpu-all", "objectives": {"latency_ms": "min"}}
+    meets = {**on_another, "constraints": {"accuracy": {"min": accuracy}}}
+    spec, measured = run(meets)
+    assert spec[q.ANCHORS][0] == SMALL  # known to meet the floor (it was left out)
+    assert measured[SMALL]["accuracy"] == accuracy  # taken, not evaluated again
+    breaks = {**on_another, "constraints": {"accuracy": {"min": accuracy + 1e-6}}}
+    with transaction(factory) as session:
+        body = JobCreate(**breaks).model_dump(mode="json")
+        job_id = q.create_jobs(session, [(body, None)])[0].id
+    supernet = get_supernet("fmnist-ofa-cnn")
+    _, known = runner._from_other_devices(job_id, body, supernet)
+    assert SMALL not in _first(build_plan(body, known=known))  # known to break it
 
 
 def test_the_prior_screens_the_uniform_proposals_after_the_anchors() -> None:
