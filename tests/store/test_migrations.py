@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -202,4 +204,37 @@ def test_a_copy_of_a_database_can_be_given_its_own_identity(tmp_path: Path) -> N
         with transaction(factory) as session:
             assert jobs.get_job(session, job.id).spec == spec
     finally:
+        engine.dispose()
+
+
+def _upgrade_at_once(url: str, barrier: Any, outcomes: Any) -> None:
+    barrier.wait(30)
+    try:
+        upgrade(url)
+        outcomes.put("ok")
+    except Exception as exc:  # the test reads what failed
+        outcomes.put(repr(exc))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migrations_started_together_run_one_at_a_time(backend: str, tmp_path: Path) -> None:
+    """Two servers started together on a fresh database both created its schema; the
+    second failed with "table jobs already exists" (session 24)."""
+    with database_url(backend, tmp_path) as url:
+        context = multiprocessing.get_context("fork")
+        barrier, outcomes = context.Barrier(4), context.Queue()
+        processes = [
+            context.Process(target=_upgrade_at_once, args=(url, barrier, outcomes))
+            for _ in range(4)
+        ]
+        for process in processes:
+            process.start()
+        try:
+            said = [outcomes.get(timeout=60) for _ in processes]
+        finally:
+            for process in processes:
+                process.join(30)
+        assert said == ["ok"] * 4
+        engine = make_engine(url)
+        check_migrated(engine)
         engine.dispose()
