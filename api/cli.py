@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import ipaddress
 import json
 import logging.config
@@ -136,7 +137,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if config.workers > 1:
                 from uvicorn.supervisors import Multiprocess
 
-                Multiprocess(config, sockets=[sock]).run()
+                # uvicorn up to 0.35 at least takes the processes' target; later ones make it
+                takes_target = "target" in inspect.signature(Multiprocess).parameters
+                target = {"target": server.run} if takes_target else {}
+                Multiprocess(config, sockets=[sock], **target).run()
             else:
                 server.run(sockets=[sock])
         except KeyboardInterrupt:
@@ -533,8 +537,8 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--failures",
         type=int,
-        help="failed measurements skipped before one fails the job (default: a tenth of "
-        "the budget, at least 3; 0: the first fails it)",
+        help="failed measurements skipped before one fails the job (default: half the "
+        "budget, at least 3; 0: the first fails it)",
     )
     parser.add_argument("--strategy", default="linas", help="linas (default), random, nsga2 or tpe")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")

@@ -30,25 +30,28 @@ from hardware_profiles.configured import device_profile
 from models.registry import check_checkpoints, get_supernet
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class BackgroundServer:
-    """uvicorn in a thread, for as long as the ``with`` block lasts."""
+    """uvicorn in a thread, for as long as the ``with`` block lasts, on a free port of
+    127.0.0.1 (``port``) that its own socket holds from the start: a port found free, let
+    go and bound later could be taken between."""
 
-    def __init__(self, port: int) -> None:
-        config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    def __init__(self) -> None:
+        config = uvicorn.Config(create_app(), host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen()
+        self.port = int(self.socket.getsockname()[1])
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
 
     def __enter__(self) -> BackgroundServer:
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
+                self.socket.close()
                 raise RuntimeError("the embedded service did not start")
             time.sleep(0.05)
         return self
@@ -56,6 +59,7 @@ class BackgroundServer:
     def __exit__(self, *_exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=60)
+        self.socket.close()
 
 
 def _midway_latency(spec: dict[str, Any]) -> float:
@@ -111,10 +115,10 @@ def run_demo(args: argparse.Namespace) -> int:
     _checked(spec)
     if not args.constraint:
         spec["constraints"] = _default_constraints(spec)
-    port = _free_port()
-    with BackgroundServer(port):
+    with BackgroundServer() as server:
         keys = parse_api_keys(get_settings().api_keys)  # its own server: any of them
-        client = HwnasClient(f"http://127.0.0.1:{port}", api_key=keys[0].decode() if keys else None)
+        url = f"http://127.0.0.1:{server.port}"
+        client = HwnasClient(url, api_key=keys[0].decode() if keys else None)
         job = client.submit(spec)
         print(
             f"job {job['id']}: {spec['strategy']} on {spec['supernet']} for device "

@@ -93,11 +93,20 @@ class BudgetIn(BaseModel):
         default=None,
         ge=0,
         description="failed measurements (a sub-network that raises: out of the device's "
-        "memory, say) the search skips and goes on after; the next one fails the job. Each "
-        "is listed in the job's `failed_evaluations`, never proposed again, and not counted "
-        "in `evaluations`; an anchor that fails is skipped without counting. Default: a "
-        "tenth of `evaluations`, at least 3; 0: the first failure fails the job",
+        "memory, say) the search skips and goes on after; the next one fails the job, as "
+        "does a third failure before any measurement succeeded. Each is listed in the job's "
+        "`failed_evaluations`, never proposed again, and not counted in `evaluations`; an "
+        "anchor that fails is skipped without counting. Default: half of `evaluations`, at "
+        "least 3; 0: the first failure fails the job; at most HWNAS_MAX_BUDGET",
     )
+
+    @field_validator("failures")
+    @classmethod
+    def _failures_in_range(cls, value: int | None) -> int | None:
+        limit = get_settings().max_budget
+        if value is not None and value > limit:
+            raise ValueError(f"must be at most {limit} (HWNAS_MAX_BUDGET), got {value}")
+        return value
 
     @field_validator("evaluations")
     @classmethod
@@ -298,12 +307,15 @@ class Progress(BaseModel):
     evaluations_done: int = Field(description="measured by this job; the budget counts these")
     evaluations_reused: int = Field(0, description="copied from earlier jobs (warm start)")
     evaluations_failed: int = Field(
-        0, description="measurements that failed and were skipped (`failed_evaluations`)"
+        0,
+        description="measurements that failed and were skipped, counted against "
+        "`failures_allowed` (`failed_evaluations` lists them, and failed anchors, which "
+        "do not count)",
     )
     failures_allowed: int | None = Field(
         None,
         description="budget.failures: failed measurements skipped before one fails the job "
-        "(anchors aside; search jobs only)",
+        "(search jobs only)",
     )
     budget: int
     fraction: float

@@ -719,9 +719,9 @@ FAILED = "failed"
 
 def failures_allowed(budget: Mapping[str, Any]) -> int:
     """How many failed measurements a search job goes on after (its anchors' aside): its
-    budget's ``failures``, else a tenth of its ``evaluations``, at least 3."""
+    budget's ``failures``, else half its ``evaluations``, at least 3."""
     given = budget.get("failures")
-    return int(given) if given is not None else max(3, int(budget["evaluations"]) // 10)
+    return int(given) if given is not None else max(3, int(budget["evaluations"]) // 2)
 
 
 def prior_evaluations(

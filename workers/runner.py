@@ -396,7 +396,8 @@ class JobRunner:
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
             plan.metrics.append(evaluation.metrics)
-        _replay_failures(supernet, spec, plan)
+        for note in _replay_failures(supernet, spec, plan):  # said again, as below
+            self._note(job_id, note)
         if prior is not None and (screened := plan.strategy.prior_proposals_left()):
             self._note(
                 job_id,
@@ -421,8 +422,10 @@ class JobRunner:
                     arch, plan.known.get(plan.strategy.space.key(arch))
                 )
             except Exception as exc:
-                if not self._skipped(job_id, plan, arch, exc):
+                skipped = self._skipped(job_id, plan, arch, exc, done)
+                if skipped is None:
                     raise
+                lease = skipped  # a cancel or a takeover meanwhile ends the loop
                 continue
             lease = self._record(job_id, plan, arch, measurement, done, clock)
             if lease != "lost":
@@ -450,50 +453,48 @@ class JobRunner:
         self._record_in_spec(job_id, q.MEASURED_WITH, now)
         return {**spec, q.MEASURED_WITH: now}
 
-    def _skipped(self, job_id: str, plan: JobPlan, arch: Arch, exc: Exception) -> bool:
-        """Whether the search goes on without ``arch``, whose measurement raised ``exc``: a
-        sub-network the device cannot run (out of its memory, say) is no reason to lose the
-        job. It is recorded in the job's spec (``store.jobs.FAILED``: listed, never proposed
-        again, a resumed run too), up to ``plan.failures_allowed`` of them; the next fails
-        the job. An anchor is skipped without counting (said in the job's message): a head
-        start the search itself chose. Never when the database failed or the worker stops,
-        nor for hwnas's own errors (a plugin breaking its contract, the job's data): they
-        would fail every measurement alike."""
+    def _skipped(
+        self, job_id: str, plan: JobPlan, arch: Arch, exc: Exception, done: int
+    ) -> Lease | None:
+        """The job's lease if the search goes on without ``arch``, whose measurement raised
+        ``exc`` (``done``: the job's measured evaluations); None if ``exc`` ends the job. A
+        sub-network the device cannot run (out of its memory, say) is no reason to lose
+        the job: it is recorded in the job's spec (``store.jobs.FAILED``: listed, never
+        proposed again, a resumed run too), up to ``plan.failures_allowed`` of them, unless
+        the job's first ``FAILING_FROM_THE_START`` all failed (every one would: a plugin or
+        device at fault). An anchor is skipped without counting (said in the job's
+        message), whatever it raised: a head start the search itself chose. Never when
+        the database failed or the worker stops, nor for hwnas's own errors (a plugin
+        breaking its contract, the job's data): they would fail every measurement alike."""
         if isinstance(exc, StorageError) or self.stop.is_set():
-            return False
+            return None
         anchor = plan.strategy.is_initial(arch)
         if not anchor:
             if isinstance(exc, HwnasError):
-                return False
-            if plan.failures >= plan.failures_allowed:
-                if plan.failures:
-                    exc.add_note(
-                        f"{q.counted(plan.failures, 'failed measurement')} skipped before it: "
-                        f"budget.failures allows {plan.failures_allowed}"
-                    )
-                return False
+                return None
+            if ended := _failure_ends_the_job(plan, done):
+                if plan.failures:  # said where it helps: "0 skipped before it" would not
+                    exc.add_note(ended)
+                return None
         key = plan.strategy.space.key(arch)
         said = _failure(exc)[1]
         log.warning("job %s: sub-network %s could not be measured", job_id, key, exc_info=exc)
-        if anchor:
-            note = f"anchor {key} skipped: {said}"
-        else:
-            note = (
-                f"failed measurements are skipped, at most {plan.failures_allowed} "
-                "(budget.failures; failed_evaluations lists them)"
-            )
+        note = f"anchor {key} skipped: {said}" if anchor else _failures_said(plan)
         entry = {"subnet_id": key, "error": said[:FAILED_ERROR_CHARS], "anchor": anchor}
 
-        def record(session: Session) -> None:
+        def record(session: Session) -> Lease:
             job = q.get_job(session, job_id, lock=True)
-            if _lease_of(job, self.worker_id) != "lost":
+            lease = _lease_of(job, self.worker_id)
+            if lease != "lost":
                 job.spec = {**job.spec, q.FAILED: [*job.spec.get(q.FAILED, []), entry]}
                 _add_message(job, note)
+            return lease
 
-        self._db(record)
-        plan.strategy.tell_failed(arch)
-        plan.failures += not anchor
-        return True
+        lease = self._db(record)
+        if lease != "lost":
+            plan.strategy.tell_failed(arch)
+            plan.failures += not anchor
+        return lease
 
     def _record_in_spec(self, job_id: str, key: str, value: Any) -> None:
         """Write ``key: value`` into the job's stored spec, if the job is still this run's:
@@ -876,15 +877,43 @@ class JobRunner:
 Lease = Literal["held", "cancel", "lost"]
 
 
-def _replay_failures(supernet: Supernet, spec: dict[str, Any], plan: JobPlan) -> None:
+def _replay_failures(supernet: Supernet, spec: dict[str, Any], plan: JobPlan) -> list[str]:
     """Tell the strategy the measurements that failed in the job's earlier runs, and count
-    them (anchors aside) towards its ``failures_allowed``."""
+    them (anchors aside) towards its ``failures_allowed``; the notes they gave, to say
+    again (a claim clears the job's message)."""
     failed = spec.get(q.FAILED, [])
     keys = [entry["subnet_id"] for entry in failed]
     for arch in recorded_archs(supernet, plan.strategy.space, keys, "failed sub-network"):
         if not plan.strategy.is_told(arch):
             plan.strategy.tell_failed(arch)
     plan.failures = sum(not entry.get("anchor") for entry in failed)
+    notes = [f"anchor {e['subnet_id']} skipped: {e['error']}" for e in failed if e.get("anchor")]
+    return notes + ([_failures_said(plan)] if plan.failures else [])
+
+
+#: A job whose first this many measurements (anchors aside) all failed, none of its own
+#: having succeeded, fails at the last of them: every one would.
+FAILING_FROM_THE_START = 3
+
+
+def _failure_ends_the_job(plan: JobPlan, done: int) -> str | None:
+    """Why one more failed measurement (not an anchor's, nor hwnas's own error) ends the
+    job, or None: past ``budget.failures``, or when the job's first
+    ``FAILING_FROM_THE_START`` measurements all failed (``done``: those that did not)."""
+    skipped = q.counted(plan.failures, "failed measurement")
+    if plan.failures >= plan.failures_allowed:
+        return f"{skipped} skipped before it: budget.failures allows {plan.failures_allowed}"
+    if done == 0 and plan.failures + 1 >= FAILING_FROM_THE_START:
+        return f"{skipped} skipped before it, and none succeeded: every measurement fails"
+    return None
+
+
+def _failures_said(plan: JobPlan) -> str:
+    """The job's note once a measurement (not an anchor's) failed and was skipped."""
+    return (
+        f"failed measurements are skipped, at most {plan.failures_allowed} "
+        "(budget.failures; failed_evaluations lists them)"
+    )
 
 
 def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:

@@ -83,6 +83,9 @@ def test_a_job_for_an_unserved_device_waits_and_says_so(client: TestClient) -> N
         ),
         ({"budget": {"evaluations": 0}}, "budget.evaluations", "between 1 and"),
         ({"budget": {"evaluations": 10**9}}, "budget.evaluations", "between 1 and"),
+        ({"budget": {"failures": -1}}, "budget.failures", "greater than or equal to 0"),
+        ({"budget": {"failures": 10**9}}, "budget.failures", "at most"),
+        ({"budget": {"failures": 2.5}}, "budget.failures", "valid integer"),
         ({"seed": "abc"}, "seed", "integer"),
         ({"budget": "lots"}, "budget", ""),
         # JSON types as declared: nothing a user got wrong is coerced into something else

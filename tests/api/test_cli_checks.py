@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from api.cli import main, parse_constraints
+from core.errors import HwnasError
 from core.settings import get_settings
 from hardware_profiles.configured import device_profile, servable
 
@@ -419,3 +420,34 @@ def test_db_upgrade_gives_a_copy_a_new_identity_when_asked(env: pytest.MonkeyPat
         engine.dispose()
     assert capsys.readouterr().out == f"database at head\ndatabase identity {renewed}\n"
     assert first is not None and renewed != first
+
+
+def test_failures_are_a_budget_of_their_own_with_or_without_an_evaluations_budget() -> None:
+    from api.cli import build_parser, build_spec
+
+    parse = build_parser().parse_args
+    assert build_spec(parse(["submit", "--failures", "2"]))["budget"] == {"failures": 2}
+    both = build_spec(parse(["submit", "--failures", "0", "--budget", "9"]))["budget"]
+    assert both == {"evaluations": 9, "failures": 0}
+    assert "budget" not in build_spec(parse(["submit"]))  # the server's defaults
+
+
+def test_the_default_budget_of_failures_is_half_the_evaluations_at_least_3() -> None:
+    from api.schemas import BudgetIn
+
+    assert BudgetIn(evaluations=60).failures == 30
+    assert BudgetIn(evaluations=4).failures == 3
+    assert BudgetIn(evaluations=60, failures=0).failures == 0
+
+
+def test_an_ipv6_host_is_bound_as_ipv6() -> None:
+    from api.cli import _bind
+
+    try:
+        sock = _bind("::1", 0)
+    except HwnasError as exc:  # a machine without IPv6 loopback
+        pytest.skip(str(exc))
+    with sock:
+        assert sock.family == socket.AF_INET6 and sock.getsockname()[0] == "::1"
+        with socket.socket(socket.AF_INET6) as client:  # listening already
+            client.connect(("::1", sock.getsockname()[1]))

@@ -403,3 +403,14 @@ def test_a_resumed_search_told_its_failures_does_not_propose_them(name: str) -> 
     later = drive(resumed, batch=4)
     assert len(later) == 23 and resumed.n_failed == 4
     assert not {space.key(a) for a in failed} & {space.key(a) for a in later}
+
+
+@pytest.mark.parametrize("name", ["nsga2", "tpe"])
+def test_an_optuna_trial_whose_measurement_failed_is_failed_in_the_study(name: str) -> None:
+    from optuna.trial import TrialState
+
+    strategy = make(name, toy_space(), budget=6)
+    [arch] = strategy.ask(1)
+    strategy.tell_failed(arch)
+    states = [t.state for t in strategy.study.trials]  # type: ignore[attr-defined]
+    assert TrialState.RUNNING not in states and states[-1] == TrialState.FAIL

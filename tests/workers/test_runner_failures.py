@@ -5,6 +5,7 @@ job's ``budget.failures``; hwnas's own errors, and the database's, still fail th
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,10 +39,13 @@ class _NoRoomForWideInputs(FmnistOFACNN):
     name = "test-no-room-for-wide-inputs"
     attempts: ClassVar[Counter[str]] = Counter()
     error: ClassVar[tuple[type[Exception], str]] = (MemoryError, "out of device memory")
+    fails: ClassVar[Callable[[dict[str, Any]], bool]] = staticmethod(lambda arch: arch["r"] == 28)
+    before_failing: ClassVar[Callable[[], None]] = staticmethod(lambda: None)
 
     def timing_module(self, arch: dict[str, Any]) -> Any:
         type(self).attempts[self.encode(self.canonical(arch))] += 1
-        if arch["r"] == 28:
+        if type(self).fails(arch):
+            type(self).before_failing()
             kind, text = type(self).error
             raise kind(text)  # a new one each time, as a real failure is
         return super().timing_module(arch)
@@ -51,6 +55,8 @@ class _NoRoomForWideInputs(FmnistOFACNN):
 def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A runner and a way to submit a job of ``_NoRoomForWideInputs``."""
     monkeypatch.setitem(registry._FACTORIES, _NoRoomForWideInputs.name, _NoRoomForWideInputs)
+    for name in ("error", "fails", "before_failing"):  # restored after the test
+        monkeypatch.setattr(_NoRoomForWideInputs, name, getattr(_NoRoomForWideInputs, name))
     _NoRoomForWideInputs.attempts.clear()
     settings = embedded_settings(tmp_path)
     upgrade(settings.database_url)
@@ -103,16 +109,16 @@ def test_failed_measurements_are_skipped_recorded_and_never_measured_again(job: 
     again, resumed = _stored(job.factory, job_id)
     assert again == keys  # the same proposals: the failures told to the strategy again
     assert resumed.spec[q.FAILED] == failed  # none failed again: none was measured again
+    said = resumed.message or ""  # said again: the claim cleared the message
+    assert "failed measurements are skipped, at most 6" in said
+    assert f"anchor {failed[0]['subnet_id']} skipped: MemoryError" in said
     assert all(_NoRoomForWideInputs.attempts[f["subnet_id"]] == 1 for f in failed)
 
 
 def test_the_failure_after_the_budget_of_failures_fails_the_job(job: Any) -> None:
     job_id = job(budget={"evaluations": 10, "failures": 1}, seed=4)
     _NoRoomForWideInputs.error = (RuntimeError, "no memory left")
-    try:
-        status = job.runner.run(job_id)
-    finally:
-        _NoRoomForWideInputs.error = (MemoryError, "out of device memory")
+    status = job.runner.run(job_id)
     keys, stored = _stored(job.factory, job_id)
     failed = stored.spec[q.FAILED]
     assert status == JobStatus.failed
@@ -126,11 +132,38 @@ def test_hwnas_own_errors_fail_the_job_at_the_first(job: Any) -> None:
     """A plugin breaking its contract would fail every measurement alike."""
     job_id = job(budget={"evaluations": 10, "failures": 6}, seed=4)
     _NoRoomForWideInputs.error = (PluginError, "test: timing_module broke its contract")
-    try:
-        status = job.runner.run(job_id)
-    finally:
-        _NoRoomForWideInputs.error = (MemoryError, "out of device memory")
+    status = job.runner.run(job_id)
     _, stored = _stored(job.factory, job_id)
     assert status == JobStatus.failed
     assert [f["anchor"] for f in stored.spec[q.FAILED]] == [True]  # an anchor is skipped
     assert "timing_module broke its contract" in stored.message
+
+
+def test_a_job_whose_every_measurement_fails_fails_at_the_third(job: Any) -> None:
+    """A plugin or device at fault: not half the budget's worth of failures first."""
+    job_id = job()  # budget.failures 6
+    _NoRoomForWideInputs.fails = staticmethod(lambda arch: True)
+    assert job.runner.run(job_id) == JobStatus.failed
+    keys, stored = _stored(job.factory, job_id)
+    assert keys == [] and [f["anchor"] for f in stored.spec[q.FAILED]] == [True, True, False, False]
+    assert sum(_NoRoomForWideInputs.attempts.values()) == 5  # two anchors, then three
+    assert "2 failed measurements skipped before it, and none succeeded" in stored.message
+
+
+def test_a_cancel_asked_while_a_measurement_fails_stops_the_job(job: Any) -> None:
+    """The loop went on with the lease it had read before: it measured on, after a cancel
+    (or a takeover), until the failures ran out (review 24, H1)."""
+    job_id = job(seed=2)
+
+    def cancel() -> None:
+        with transaction(job.factory) as session:
+            q.request_cancel(session, job_id)
+
+    _NoRoomForWideInputs.fails = staticmethod(lambda arch: arch["r"] == 28 and arch["d1"] < 3)
+    _NoRoomForWideInputs.before_failing = staticmethod(cancel)
+    assert job.runner.run(job_id) == JobStatus.cancelled
+    keys, stored = _stored(job.factory, job_id)
+    [failed] = stored.spec[q.FAILED]  # not the largest anchor: its d1 is 3
+    attempts = _NoRoomForWideInputs.attempts
+    assert sum(attempts.values()) == len(keys) + 1  # nothing measured after the failure
+    assert list(attempts)[-1] == failed["subnet_id"]

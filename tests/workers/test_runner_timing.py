@@ -190,15 +190,21 @@ def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measure
     from search.base import ENUMERATION_LIMIT
     from workers.runner import _exhausted
 
-    def plan(size: int) -> object:
-        return SimpleNamespace(
-            budget=10, strategy=SimpleNamespace(space=SimpleNamespace(size=size))
-        )
+    def plan(size: int, failed: int = 0) -> object:
+        strategy = SimpleNamespace(space=SimpleNamespace(size=size), n_failed=failed)
+        return SimpleNamespace(budget=10, strategy=strategy)
 
     small, large = _exhausted("net", plan(2), 2), _exhausted("net", plan(ENUMERATION_LIMIT + 1), 7)
-    assert small.startswith("search space exhausted: every distinct sub-network of net")
+    assert small == (
+        "search space exhausted: every distinct sub-network of net was measured "
+        "(2 new measurements of a budget of 10)"
+    )
     assert large.startswith("search stopped early: 64 random draws in a row found no")
     assert large.endswith("(7 new measurements of a budget of 10)")
+    assert _exhausted("net", plan(3, failed=1), 2) == (
+        "search space exhausted: every distinct sub-network of net was measured or failed "
+        "(2 new measurements of a budget of 10, 1 failed)"
+    )
 
 
 def test_a_job_says_when_its_latencies_were_measured_on_a_busy_device() -> None:
