@@ -41,6 +41,7 @@ from store.db import one_statement_writing, transaction
 from store.front import constraints_of, front_of_metrics, summarise_front
 from store.tables import Evaluation, Job, JobKind, JobStatus, storable_text
 
+from . import failures
 from .anchors import ANCHORS_SAID, job_anchors, recorded_archs
 from .calibration import (
     PredictedLatency,
@@ -50,6 +51,7 @@ from .calibration import (
     summary,
 )
 from .evaluator import KnownQuality, Measurement, SubnetEvaluator
+from .failures import Failures
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,8 +73,7 @@ class JobPlan:
     known: dict[str, KnownQuality] = field(default_factory=dict)
     # Failed measurements the search goes on after (``store.jobs.failures_allowed``), and
     # how many failed so far (anchors aside), this run and earlier ones.
-    failures_allowed: int = 0
-    failures: int = 0
+    failures: Failures = field(default_factory=lambda: Failures(0))
 
 
 def build_plan(
@@ -116,7 +117,7 @@ def build_plan(
         **options,
     )
     plan = JobPlan(budget, spec["objectives"], constraints, evaluator, strategy, known=known)
-    plan.failures_allowed = q.failures_allowed(spec["budget"])
+    plan.failures = Failures(q.failures_allowed(spec["budget"]))
     return plan
 
 
@@ -396,7 +397,7 @@ class JobRunner:
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
             plan.metrics.append(evaluation.metrics)
-        for note in _replay_failures(supernet, spec, plan):  # said again, as below
+        for note in failures.replay(supernet, spec, plan.strategy, plan.failures):  # as below
             self._note(job_id, note)
         if prior is not None and (screened := plan.strategy.prior_proposals_left()):
             self._note(
@@ -460,9 +461,9 @@ class JobRunner:
         ``exc`` (``done``: the job's measured evaluations); None if ``exc`` ends the job. A
         sub-network the device cannot run (out of its memory, say) is no reason to lose
         the job: it is recorded in the job's spec (``store.jobs.FAILED``: listed, never
-        proposed again, a resumed run too), up to ``plan.failures_allowed`` of them, unless
-        the job's first ``FAILING_FROM_THE_START`` all failed (every one would: a plugin or
-        device at fault). An anchor is skipped without counting (said in the job's
+        proposed again, a resumed run too), up to ``budget.failures`` of them, unless the
+        job's first ``failures.FAILING_FROM_THE_START`` all failed (every one would: a plugin
+        or device at fault). An anchor is skipped without counting (said in the job's
         message), whatever it raised: a head start the search itself chose. Never when
         the database failed or the worker stops, nor for hwnas's own errors (a plugin
         breaking its contract, the job's data): they would fail every measurement alike."""
@@ -472,15 +473,15 @@ class JobRunner:
         if not anchor:
             if isinstance(exc, HwnasError):
                 return None
-            if ended := _failure_ends_the_job(plan, done):
-                if plan.failures:  # said where it helps: "0 skipped before it" would not
+            if ended := plan.failures.ends_the_job(done):
+                if plan.failures.counted:  # where it helps: "0 skipped before it" would not
                     exc.add_note(ended)
                 return None
         key = plan.strategy.space.key(arch)
         said = _failure(exc)[1]
         log.warning("job %s: sub-network %s could not be measured", job_id, key, exc_info=exc)
-        note = f"anchor {key} skipped: {said}" if anchor else _failures_said(plan)
-        entry = {"subnet_id": key, "error": said[:FAILED_ERROR_CHARS], "anchor": anchor}
+        note = failures.anchor_said(key, said) if anchor else plan.failures.said()
+        entry = failures.entry(key, said, anchor)
 
         def record(session: Session) -> Lease:
             job = q.get_job(session, job_id, lock=True)
@@ -493,7 +494,7 @@ class JobRunner:
         lease = self._db(record)
         if lease != "lost":
             plan.strategy.tell_failed(arch)
-            plan.failures += not anchor
+            plan.failures.counted += not anchor
         return lease
 
     def _record_in_spec(self, job_id: str, key: str, value: Any) -> None:
@@ -877,45 +878,6 @@ class JobRunner:
 Lease = Literal["held", "cancel", "lost"]
 
 
-def _replay_failures(supernet: Supernet, spec: dict[str, Any], plan: JobPlan) -> list[str]:
-    """Tell the strategy the measurements that failed in the job's earlier runs, and count
-    them (anchors aside) towards its ``failures_allowed``; the notes they gave, to say
-    again (a claim clears the job's message)."""
-    failed = spec.get(q.FAILED, [])
-    keys = [entry["subnet_id"] for entry in failed]
-    for arch in recorded_archs(supernet, plan.strategy.space, keys, "failed sub-network"):
-        if not plan.strategy.is_told(arch):
-            plan.strategy.tell_failed(arch)
-    plan.failures = sum(not entry.get("anchor") for entry in failed)
-    notes = [f"anchor {e['subnet_id']} skipped: {e['error']}" for e in failed if e.get("anchor")]
-    return notes + ([_failures_said(plan)] if plan.failures else [])
-
-
-#: A job whose first this many measurements (anchors aside) all failed, none of its own
-#: having succeeded, fails at the last of them: every one would.
-FAILING_FROM_THE_START = 3
-
-
-def _failure_ends_the_job(plan: JobPlan, done: int) -> str | None:
-    """Why one more failed measurement (not an anchor's, nor hwnas's own error) ends the
-    job, or None: past ``budget.failures``, or when the job's first
-    ``FAILING_FROM_THE_START`` measurements all failed (``done``: those that did not)."""
-    skipped = q.counted(plan.failures, "failed measurement")
-    if plan.failures >= plan.failures_allowed:
-        return f"{skipped} skipped before it: budget.failures allows {plan.failures_allowed}"
-    if done == 0 and plan.failures + 1 >= FAILING_FROM_THE_START:
-        return f"{skipped} skipped before it, and none succeeded: every measurement fails"
-    return None
-
-
-def _failures_said(plan: JobPlan) -> str:
-    """The job's note once a measurement (not an anchor's) failed and was skipped."""
-    return (
-        f"failed measurements are skipped, at most {plan.failures_allowed} "
-        "(budget.failures; failed_evaluations lists them)"
-    )
-
-
 def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:
     """Why a job stopped before its budget: the strategy had nothing new to propose. A
     space of up to ``ENUMERATION_LIMIT`` is known to be measured whole; a larger one only
@@ -1113,8 +1075,6 @@ def _short_traceback(exc: BaseException) -> str:
     return "".join(["Traceback (last frames):\n", *listed, said])
 
 
-#: How much of a failed measurement's line the job's spec keeps (``_skipped``).
-FAILED_ERROR_CHARS = 500
 #: How much of an exception's own text a job's error keeps (the log has all of it): torch's
 #: tracer check puts both graphs in its message, 100 KB that every poll of the job carried.
 ERROR_LINES, ERROR_CHARS = 30, 4_000

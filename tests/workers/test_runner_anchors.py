@@ -23,6 +23,7 @@ from workers.evaluator import KnownQuality
 from workers.runner import JobRunner, build_plan
 
 from ..conftest import embedded_settings
+from .resume import as_if_died_after_its_first
 
 SPEC: dict[str, Any] = {
     "supernet": "fmnist-ofa-cnn",
@@ -194,15 +195,7 @@ def test_a_resumed_run_measures_the_anchors_its_first_run_chose(tmp_path: Path) 
     def resumed_after_one(forget_anchors: bool) -> tuple[list[str], str]:
         """Run the job again as if its worker had died after its first evaluation (and, with
         ``forget_anchors``, as if a version without anchors had begun it)."""
-        with transaction(factory) as session:
-            job = q.get_job(session, job_id)
-            evaluations, _ = q.list_evaluations(session, job_id)
-            for evaluation in evaluations[1:]:
-                session.delete(evaluation)
-            job.status, job.evaluations_done, job.worker_id = JobStatus.queued, 1, None
-            job.message = None
-            if forget_anchors:
-                job.spec = {k: v for k, v in job.spec.items() if k != q.ANCHORS}
+        as_if_died_after_its_first(factory, job_id, **({q.ANCHORS: None} if forget_anchors else {}))
         assert runner.run(job_id) == JobStatus.succeeded
         with transaction(factory) as session:
             keys = [e.subnet_id for e in q.list_evaluations(session, job_id)[0]]

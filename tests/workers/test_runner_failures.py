@@ -21,6 +21,7 @@ from store.tables import JobStatus
 from workers.runner import JobRunner
 
 from ..conftest import embedded_settings
+from .resume import as_if_died_after_its_first
 
 SPEC: dict[str, Any] = {
     "device": "cpu-1t",
@@ -98,13 +99,7 @@ def test_failed_measurements_are_skipped_recorded_and_never_measured_again(job: 
     assert "failed measurements are skipped, at most 6 (budget.failures" in (stored.message or "")
 
     # resumed as if its worker had died after its first evaluation: what failed stays failed
-    with transaction(job.factory) as session:
-        row = q.get_job(session, job_id)
-        for evaluation in q.list_evaluations(session, job_id)[0][1:]:
-            session.delete(evaluation)
-        row.status, row.evaluations_done, row.worker_id, row.message = (
-            JobStatus.queued, 1, None, None
-        )  # fmt: skip
+    as_if_died_after_its_first(job.factory, job_id)
     assert job.runner.run(job_id) == JobStatus.succeeded
     again, resumed = _stored(job.factory, job_id)
     assert again == keys  # the same proposals: the failures told to the strategy again

@@ -27,6 +27,7 @@ from workers.runner import JobRunner
 
 from ..api.helpers import wait_for
 from ..conftest import embedded_settings
+from .resume import as_if_died_after_its_first
 
 SPEC: dict[str, Any] = {
     "supernet": "nb201-cifar10",
@@ -311,13 +312,7 @@ def test_hints_are_what_other_devices_measured_before_the_job_was_created(
     run(on_fpga)
     first_hints = hinted[-1]
     assert len(first_hints) == 6  # the first pixel3 job's only
-    with transaction(factory) as session:  # as if the worker died after its first evaluation
-        job = q.get_job(session, on_fpga)
-        evaluations, _ = q.list_evaluations(session, on_fpga)
-        for evaluation in evaluations[1:]:
-            session.delete(evaluation)
-        job.status, job.evaluations_done, job.worker_id = JobStatus.queued, 1, None
-        kept = [e.subnet_id for e in evaluations]
+    kept = as_if_died_after_its_first(factory, on_fpga)
     run(on_fpga)
     assert hinted[-1] == first_hints
     with transaction(factory) as session:

@@ -1,0 +1,79 @@
+"""A search job's failed measurements: which it skips and goes on after, which end it.
+
+A sub-network whose measurement raises (out of the device's memory, a timing process
+killed) is recorded in the job's spec (``store.jobs.FAILED``), told to the strategy as failed
+(never proposed again, a resumed run too) and counted against the job's ``budget.failures``
+(``store.jobs.failures_allowed``); an anchor's failure is recorded without counting. The
+runner (``JobRunner._skipped``) decides with :meth:`Failures.ends_the_job` and writes the
+entry; a resumed run replays the spec's list with :func:`replay`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from models.base import Supernet
+from search import Strategy
+from store import jobs as q
+
+from .anchors import recorded_archs
+
+#: A job whose first this many measurements (anchors aside) all failed, none of its own
+#: having succeeded, fails at the last of them: every one would.
+FAILING_FROM_THE_START = 3
+#: How much of a failed measurement's line the job's spec keeps.
+ERROR_CHARS = 500
+
+
+@dataclass
+class Failures:
+    """How many failed measurements a job goes on after, and how many have counted so far
+    (anchors aside), in this run and earlier ones."""
+
+    allowed: int
+    counted: int = 0
+
+    def ends_the_job(self, done: int) -> str | None:
+        """Why one more failed measurement (not an anchor's, nor hwnas's own error) ends
+        the job, or None: past ``budget.failures``, or when the job's first
+        ``FAILING_FROM_THE_START`` measurements all failed (``done``: those that did not)."""
+        skipped = q.counted(self.counted, "failed measurement")
+        if self.counted >= self.allowed:
+            return f"{skipped} skipped before it: budget.failures allows {self.allowed}"
+        if done == 0 and self.counted + 1 >= FAILING_FROM_THE_START:
+            return f"{skipped} skipped before it, and none succeeded: every measurement fails"
+        return None
+
+    def said(self) -> str:
+        """The job's note once a measurement (not an anchor's) failed and was skipped."""
+        return (
+            f"failed measurements are skipped, at most {self.allowed} "
+            "(budget.failures; failed_evaluations lists them)"
+        )
+
+
+def entry(key: str, said: str, anchor: bool) -> dict[str, Any]:
+    """A failed measurement as the job's spec lists it (``store.jobs.FAILED``)."""
+    return {"subnet_id": key, "error": said[:ERROR_CHARS], "anchor": anchor}
+
+
+def anchor_said(key: str, said: str) -> str:
+    """The job's note for an anchor whose measurement failed."""
+    return f"anchor {key} skipped: {said}"
+
+
+def replay(
+    supernet: Supernet, spec: dict[str, Any], strategy: Strategy, failures: Failures
+) -> list[str]:
+    """Tell ``strategy`` the measurements that failed in the job's earlier runs and count
+    them (anchors aside) in ``failures``; the notes they gave, to say again (a claim
+    clears the job's message)."""
+    failed = spec.get(q.FAILED, [])
+    keys = [e["subnet_id"] for e in failed]
+    for arch in recorded_archs(supernet, strategy.space, keys, "failed sub-network"):
+        if not strategy.is_told(arch):
+            strategy.tell_failed(arch)
+    failures.counted = sum(not e.get("anchor") for e in failed)
+    notes = [anchor_said(e["subnet_id"], e["error"]) for e in failed if e.get("anchor")]
+    return notes + ([failures.said()] if failures.counted else [])
