@@ -312,10 +312,10 @@ class Progress(BaseModel):
         "`failures_allowed` (`failed_evaluations` lists them, and failed anchors, which "
         "do not count)",
     )
-    failures_allowed: int | None = Field(
-        None,
+    failures_allowed: int = Field(
+        0,
         description="budget.failures: failed measurements skipped before one fails the job "
-        "(search jobs only)",
+        "(a calibration's: half its samples, at least 3)",
     )
     budget: int
     fraction: float

@@ -5,7 +5,8 @@ killed) is recorded in the job's spec (``store.jobs.FAILED``), told to the strat
 (never proposed again, a resumed run too) and counted against the job's ``budget.failures``
 (``store.jobs.failures_allowed``); an anchor's failure is recorded without counting. The
 runner (``JobRunner._skipped``) decides with :meth:`Failures.ends_the_job` and writes the
-entry; a resumed run replays the spec's list with :func:`replay`.
+entry; a resumed run replays the spec's list with :func:`replay` (a calibration job, which
+measures a fixed sample, skips them: :func:`recorded`).
 """
 
 from __future__ import annotations
@@ -63,17 +64,23 @@ def anchor_said(key: str, said: str) -> str:
     return f"anchor {key} skipped: {said}"
 
 
+def recorded(spec: dict[str, Any], failures: Failures) -> tuple[list[str], list[str]]:
+    """The ids of the measurements that failed in the job's earlier runs, counted (anchors
+    aside) in ``failures``, and the notes they gave, to say again (a claim clears the
+    job's message)."""
+    failed = spec.get(q.FAILED, [])
+    failures.counted = sum(not e.get("anchor") for e in failed)
+    notes = [anchor_said(e["subnet_id"], e["error"]) for e in failed if e.get("anchor")]
+    return [e["subnet_id"] for e in failed], notes + ([failures.said()] if failures.counted else [])
+
+
 def replay(
     supernet: Supernet, spec: dict[str, Any], strategy: Strategy, failures: Failures
 ) -> list[str]:
-    """Tell ``strategy`` the measurements that failed in the job's earlier runs and count
-    them (anchors aside) in ``failures``; the notes they gave, to say again (a claim
-    clears the job's message)."""
-    failed = spec.get(q.FAILED, [])
-    keys = [e["subnet_id"] for e in failed]
+    """:func:`recorded`, the failed sub-networks told to ``strategy`` as failed too; the
+    notes to say again."""
+    keys, notes = recorded(spec, failures)
     for arch in recorded_archs(supernet, strategy.space, keys, "failed sub-network"):
         if not strategy.is_told(arch):
             strategy.tell_failed(arch)
-    failures.counted = sum(not e.get("anchor") for e in failed)
-    notes = [anchor_said(e["subnet_id"], e["error"]) for e in failed if e.get("anchor")]
-    return notes + ([failures.said()] if failures.counted else [])
+    return notes

@@ -35,7 +35,6 @@ from models.metrics import device_independent
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
 from search.base import ENUMERATION_LIMIT, REJECTION_TRIES
-from search.space import Arch
 from store import jobs as q
 from store.db import one_statement_writing, transaction
 from store.front import constraints_of, front_of_metrics, summarise_front
@@ -423,9 +422,12 @@ class JobRunner:
                     arch, plan.known.get(plan.strategy.space.key(arch))
                 )
             except Exception as exc:
-                skipped = self._skipped(job_id, plan, arch, exc, done)
+                key, anchor = plan.strategy.space.key(arch), plan.strategy.is_initial(arch)
+                skipped = self._skipped(job_id, plan.failures, key, exc, done, anchor=anchor)
                 if skipped is None:
                     raise
+                if skipped != "lost":
+                    plan.strategy.tell_failed(arch)
                 lease = skipped  # a cancel or a takeover meanwhile ends the loop
                 continue
             lease = self._record(job_id, plan, arch, measurement, done, clock)
@@ -455,32 +457,38 @@ class JobRunner:
         return {**spec, q.MEASURED_WITH: now}
 
     def _skipped(
-        self, job_id: str, plan: JobPlan, arch: Arch, exc: Exception, done: int
+        self,
+        job_id: str,
+        fails: Failures,
+        key: str,
+        exc: Exception,
+        done: int,
+        *,
+        anchor: bool = False,
     ) -> Lease | None:
-        """The job's lease if the search goes on without ``arch``, whose measurement raised
-        ``exc`` (``done``: the job's measured evaluations); None if ``exc`` ends the job. A
-        sub-network the device cannot run (out of its memory, say) is no reason to lose
-        the job: it is recorded in the job's spec (``store.jobs.FAILED``: listed, never
-        proposed again, a resumed run too), up to ``budget.failures`` of them, unless the
-        job's first ``failures.FAILING_FROM_THE_START`` all failed (every one would: a plugin
-        or device at fault). An anchor is skipped without counting (said in the job's
-        message), whatever it raised: a head start the search itself chose. Never when
-        the database failed or the worker stops, nor for hwnas's own errors (a plugin
-        breaking its contract, the job's data): they would fail every measurement alike."""
+        """The job's lease if it goes on without sub-network ``key``, whose measurement
+        raised ``exc`` (``done``: the job's measured evaluations); None if ``exc`` ends the
+        job. A sub-network the device cannot run (out of its memory, say) is no reason to
+        lose the job: it is recorded in the job's spec (``store.jobs.FAILED``: listed, never
+        measured again, a resumed run too) and counted in ``fails``, up to
+        ``budget.failures`` of them, unless the job's first
+        ``failures.FAILING_FROM_THE_START`` all failed (every one would: a plugin or device
+        at fault). An ``anchor`` is skipped without counting (said in the job's message),
+        whatever it raised: a head start the search itself chose. Never when the database
+        failed or the worker stops, nor for hwnas's own errors (a plugin breaking its
+        contract, the job's data): they would fail every measurement alike."""
         if isinstance(exc, StorageError) or self.stop.is_set():
             return None
-        anchor = plan.strategy.is_initial(arch)
         if not anchor:
             if isinstance(exc, HwnasError):
                 return None
-            if ended := plan.failures.ends_the_job(done):
-                if plan.failures.counted:  # where it helps: "0 skipped before it" would not
+            if ended := fails.ends_the_job(done):
+                if fails.counted:  # said where it helps: "0 skipped before it" would not
                     exc.add_note(ended)
                 return None
-        key = plan.strategy.space.key(arch)
         said = _failure(exc)[1]
         log.warning("job %s: sub-network %s could not be measured", job_id, key, exc_info=exc)
-        note = failures.anchor_said(key, said) if anchor else plan.failures.said()
+        note = failures.anchor_said(key, said) if anchor else fails.said()
         entry = failures.entry(key, said, anchor)
 
         def record(session: Session) -> Lease:
@@ -493,8 +501,7 @@ class JobRunner:
 
         lease = self._db(record)
         if lease != "lost":
-            plan.strategy.tell_failed(arch)
-            plan.failures.counted += not anchor
+            fails.counted += not anchor
         return lease
 
     def _record_in_spec(self, job_id: str, key: str, value: Any) -> None:
@@ -516,17 +523,29 @@ class JobRunner:
         evaluator = SubnetEvaluator(supernet, device_profile(spec["device"]), quality=False)
         sample = sample_archs(supernet, spec["budget"]["evaluations"], spec["seed"])
         stored = {e.subnet_id for e in self._db(lambda s: q.list_evaluations(s, job_id)[0])}
+        fails = Failures(q.failures_allowed(spec["budget"]))
+        failed, notes = failures.recorded(spec, fails)
+        for note in notes:  # said again, as a search says them
+            self._note(job_id, note)
         done = len(stored)
         if done:  # as a search says it
             self._note(job_id, f"resumed after {q.counted(done, 'measurement')}")
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
-        missing = [(key, arch) for arch in sample if (key := supernet.encode(arch)) not in stored]
+        skip = stored | set(failed)
+        missing = [(key, arch) for arch in sample if (key := supernet.encode(arch)) not in skip]
         for subnet_id, arch in missing:
             if lease != "held":
                 break
             if self.stop.is_set():
                 return self._requeue(job_id, clock)
-            measurement = evaluator.measure(arch)
+            try:
+                measurement = evaluator.measure(arch)
+            except Exception as exc:  # the sample's others are fitted on, as a search skips
+                skipped = self._skipped(job_id, fails, subnet_id, exc, done)
+                if skipped is None:
+                    raise
+                lease = skipped
+                continue
             lease = self._store(job_id, done, subnet_id, arch, measurement, clock)
             if lease != "lost":
                 done += 1

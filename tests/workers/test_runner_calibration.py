@@ -134,3 +134,44 @@ def test_a_fit_that_fails_after_a_takeover_leaves_the_new_runners_job_alone(
     with transaction(factory) as session:
         job = q.get_job(session, job_id)
         assert (job.status, job.worker_id, job.error) == (JobStatus.running, "worker-2", None)
+
+
+def test_a_calibration_skips_the_samples_that_cannot_be_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sample's largest networks out of a small device's memory failed the whole
+    calibration; they are skipped now, as a search skips them, and the fit takes the rest."""
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = calibration_spec(DEVICE, CalibrationCreate(supernet="nb201-cifar10", n_samples=N))
+    supernet = get_supernet("nb201-cifar10")
+    sample = [supernet.encode(a) for a in sample_archs(supernet, N, spec["seed"])]
+    failing = {sample[1], sample[4]}
+    original = SubnetEvaluator.measure
+
+    def measure(self: SubnetEvaluator, arch: dict[str, object]) -> Measurement:
+        if self.supernet.encode(arch) in failing:
+            raise MemoryError("out of device memory")
+        return original(self, arch)
+
+    monkeypatch.setattr(SubnetEvaluator, "measure", measure)
+    with transaction(factory) as session:
+        (row,) = q.create_jobs(session, [(spec, None)])
+    assert JobRunner(factory, settings, "worker-1").run(row.id) == JobStatus.succeeded
+    with transaction(factory) as session:
+        job = q.get_job(session, row.id)
+        [predictor] = p.list_predictors(session, DEVICE)
+        assert [f["subnet_id"] for f in job.spec[q.FAILED]] == [sample[1], sample[4]]
+        assert job.evaluations_done == N - 2
+        assert {s["subnet_id"] for s in predictor.measurements["subnets"]} == set(sample) - failing
+        assert "failed measurements are skipped, at most 6" in (job.message or "")
+
+    failing.update(sample)  # every one fails: the third ends the job
+    with transaction(factory) as session:
+        (again,) = q.create_jobs(session, [(spec, None)])
+    assert JobRunner(factory, settings, "worker-1").run(again.id) == JobStatus.failed
+    with transaction(factory) as session:
+        job = q.get_job(session, again.id)
+        assert len(job.spec[q.FAILED]) == 2 and job.evaluations_done == 0
+        assert "and none succeeded: every measurement fails" in (job.message or "")
