@@ -11,6 +11,7 @@ Alembic runs outside a transaction: an exclusive lock on a file beside the datab
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -31,17 +32,21 @@ MIGRATION_LOCK = 0x68776E61735F6D67  # "hwnas_mg"
 
 @contextmanager
 def _sqlite_lock() -> Iterator[None]:
-    """An exclusive lock on ``<database>.migrate-lock`` while migrating (none in memory)."""
+    """An exclusive lock on ``<database>.migrate-lock`` while migrating (none in memory).
+    Opened read-only, made readable by all: whoever may migrate the database may lock it,
+    whoever made the file first (review 24b: a 0644 file opened for appending locked
+    every other user out of migrating, and so out of starting a server)."""
     database = make_url(url).database
     if not database or database == ":memory:":
         yield
         return
-    with open(Path(database).with_name(Path(database).name + ".migrate-lock"), "a") as handle:
+    path = Path(database).resolve()
+    handle = os.open(path.with_name(path.name + ".migrate-lock"), os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(handle)  # lets the lock go
 
 
 def run_migrations() -> None:

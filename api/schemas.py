@@ -39,7 +39,6 @@ from models.registry import (
 from models.user_data import check_path, configured_roots, confine
 from search import list_strategies
 from search.space import SearchSpace
-from store.jobs import failures_allowed
 
 Sense = Literal["min", "max"]
 
@@ -93,11 +92,12 @@ class BudgetIn(BaseModel):
         default=None,
         ge=0,
         description="failed measurements (a sub-network that raises: out of the device's "
-        "memory, say) the search skips and goes on after; the next one fails the job, as "
-        "does a third failure before any measurement succeeded. Each is listed in the job's "
+        "memory, say) the search skips and goes on after; the next one fails the job. "
+        "Each is listed in the job's "
         "`failed_evaluations`, never proposed again, and not counted in `evaluations`; an "
-        "anchor that fails is skipped without counting. Default: half of `evaluations`, at "
-        "least 3; 0: the first failure fails the job; at most HWNAS_MAX_BUDGET",
+        "anchor that fails is skipped without counting. Default (none given): half of "
+        "`evaluations`, at least 3, and the job also fails when its first 3 measurements all "
+        "fail; 0: the first failure fails the job; at most HWNAS_MAX_BUDGET",
     )
 
     @field_validator("failures")
@@ -115,12 +115,6 @@ class BudgetIn(BaseModel):
         if not 1 <= value <= limit:
             raise ValueError(f"must be between 1 and {limit} (HWNAS_MAX_BUDGET), got {value}")
         return value
-
-    @model_validator(mode="after")
-    def _failures_default(self) -> BudgetIn:
-        if self.failures is None:  # stored resolved: the job shows what it allows
-            self.failures = failures_allowed({"evaluations": self.evaluations})
-        return self
 
 
 def _known(kind: str, value: str, known: list[str]) -> str:

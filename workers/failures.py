@@ -34,15 +34,25 @@ class Failures:
 
     allowed: int
     counted: int = 0
+    #: ``budget.failures`` was left to its default: the job also fails when its first
+    #: ``FAILING_FROM_THE_START`` measurements all fail (a number the user gave is kept).
+    from_the_start: bool = True
 
-    def ends_the_job(self, done: int) -> str | None:
+    @classmethod
+    def of(cls, spec: dict[str, Any]) -> Failures:
+        """A job's, from its spec's budget (none counted yet)."""
+        budget = spec["budget"]
+        return cls(q.failures_allowed(budget), from_the_start=budget.get("failures") is None)
+
+    def ends_the_job(self, results: int) -> str | None:
         """Why one more failed measurement (not an anchor's, nor hwnas's own error) ends
-        the job, or None: past ``budget.failures``, or when the job's first
-        ``FAILING_FROM_THE_START`` measurements all failed (``done``: those that did not)."""
+        the job, or None: past ``budget.failures``, or, by default, when the job's first
+        ``FAILING_FROM_THE_START`` measurements all failed (``results``: the results it
+        has, measured or reused from earlier jobs)."""
         skipped = q.counted(self.counted, "failed measurement")
         if self.counted >= self.allowed:
             return f"{skipped} skipped before it: budget.failures allows {self.allowed}"
-        if done == 0 and self.counted + 1 >= FAILING_FROM_THE_START:
+        if self.from_the_start and results == 0 and self.counted + 1 >= FAILING_FROM_THE_START:
             return f"{skipped} skipped before it, and none succeeded: every measurement fails"
         return None
 

@@ -116,7 +116,7 @@ def build_plan(
         **options,
     )
     plan = JobPlan(budget, spec["objectives"], constraints, evaluator, strategy, known=known)
-    plan.failures = Failures(q.failures_allowed(spec["budget"]))
+    plan.failures = Failures.of(spec)
     return plan
 
 
@@ -423,7 +423,8 @@ class JobRunner:
                 )
             except Exception as exc:
                 key, anchor = plan.strategy.space.key(arch), plan.strategy.is_initial(arch)
-                skipped = self._skipped(job_id, plan.failures, key, exc, done, anchor=anchor)
+                results = done + reused  # a warm start's count: results the job has
+                skipped = self._skipped(job_id, plan.failures, key, exc, results, anchor=anchor)
                 if skipped is None:
                     raise
                 if skipped != "lost":
@@ -467,16 +468,17 @@ class JobRunner:
         anchor: bool = False,
     ) -> Lease | None:
         """The job's lease if it goes on without sub-network ``key``, whose measurement
-        raised ``exc`` (``done``: the job's measured evaluations); None if ``exc`` ends the
-        job. A sub-network the device cannot run (out of its memory, say) is no reason to
-        lose the job: it is recorded in the job's spec (``store.jobs.FAILED``: listed, never
-        measured again, a resumed run too) and counted in ``fails``, up to
-        ``budget.failures`` of them, unless the job's first
-        ``failures.FAILING_FROM_THE_START`` all failed (every one would: a plugin or device
-        at fault). An ``anchor`` is skipped without counting (said in the job's message),
-        whatever it raised: a head start the search itself chose. Never when the database
-        failed or the worker stops, nor for hwnas's own errors (a plugin breaking its
-        contract, the job's data): they would fail every measurement alike."""
+        raised ``exc`` (``done``: the results the job has, measured or reused); None if
+        ``exc`` ends the job. A sub-network the device cannot run (out of its memory, say)
+        is no reason to lose the job: it is recorded in the job's spec
+        (``store.jobs.FAILED``: listed, never measured again, a resumed run too) and
+        counted in ``fails``, up to ``budget.failures`` of them, unless (``budget.failures``
+        not given) the job's first ``failures.FAILING_FROM_THE_START`` all failed with no
+        result to show (every one would: a plugin or device at fault). An ``anchor`` is
+        skipped without counting (said in the job's message), whatever it raised: a head
+        start the search itself chose. Never when the database failed or the worker stops,
+        nor for hwnas's own errors (a plugin breaking its contract, the job's data): they
+        would fail every measurement alike."""
         if isinstance(exc, StorageError) or self.stop.is_set():
             return None
         if not anchor:
@@ -523,7 +525,7 @@ class JobRunner:
         evaluator = SubnetEvaluator(supernet, device_profile(spec["device"]), quality=False)
         sample = sample_archs(supernet, spec["budget"]["evaluations"], spec["seed"])
         stored = {e.subnet_id for e in self._db(lambda s: q.list_evaluations(s, job_id)[0])}
-        fails = Failures(q.failures_allowed(spec["budget"]))
+        fails = Failures.of(spec)
         failed, notes = failures.recorded(spec, fails)
         for note in notes:  # said again, as a search says them
             self._note(job_id, note)

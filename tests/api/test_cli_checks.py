@@ -434,10 +434,12 @@ def test_failures_are_a_budget_of_their_own_with_or_without_an_evaluations_budge
 
 def test_the_default_budget_of_failures_is_half_the_evaluations_at_least_3() -> None:
     from api.schemas import BudgetIn
+    from store.jobs import failures_allowed
 
-    assert BudgetIn(evaluations=60).failures == 30
-    assert BudgetIn(evaluations=4).failures == 3
-    assert BudgetIn(evaluations=60, failures=0).failures == 0
+    assert BudgetIn(evaluations=60).failures is None  # stored as not given: a default
+    assert failures_allowed(BudgetIn(evaluations=60).model_dump()) == 30
+    assert failures_allowed(BudgetIn(evaluations=4).model_dump()) == 3
+    assert failures_allowed(BudgetIn(evaluations=60, failures=0).model_dump()) == 0
 
 
 def test_an_ipv6_host_is_bound_as_ipv6() -> None:

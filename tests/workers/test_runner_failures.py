@@ -135,14 +135,35 @@ def test_hwnas_own_errors_fail_the_job_at_the_first(job: Any) -> None:
 
 
 def test_a_job_whose_every_measurement_fails_fails_at_the_third(job: Any) -> None:
-    """A plugin or device at fault: not half the budget's worth of failures first."""
-    job_id = job()  # budget.failures 6
+    """A plugin or device at fault: not half the budget's worth of failures first (by
+    default: a budget.failures the user gave is theirs)."""
+    job_id = job(budget={"evaluations": 10})  # budget.failures left to its default, 5
     _NoRoomForWideInputs.fails = staticmethod(lambda arch: True)
     assert job.runner.run(job_id) == JobStatus.failed
     keys, stored = _stored(job.factory, job_id)
     assert keys == [] and [f["anchor"] for f in stored.spec[q.FAILED]] == [True, True, False, False]
     assert sum(_NoRoomForWideInputs.attempts.values()) == 5  # two anchors, then three
     assert "2 failed measurements skipped before it, and none succeeded" in stored.message
+
+    _NoRoomForWideInputs.attempts.clear()
+    given = job(budget={"evaluations": 10, "failures": 4}, seed=7)
+    assert job.runner.run(given) == JobStatus.failed
+    _, stored = _stored(job.factory, given)
+    assert sum(_NoRoomForWideInputs.attempts.values()) == 2 + 5
+    assert "4 failed measurements skipped before it: budget.failures allows 4" in stored.message
+
+
+def test_a_warm_started_job_has_results_before_its_first_failure(job: Any) -> None:
+    """Its anchors come back reused, so none of its own measurements may succeed before
+    it fails three times: it failed then, saying "none succeeded" (review 24b, M1)."""
+    assert job.runner.run(job(budget={"evaluations": 10})) == JobStatus.succeeded
+    _NoRoomForWideInputs.fails = staticmethod(lambda arch: True)
+    again = job(budget={"evaluations": 10}, seed=9)  # the same pair: a warm start
+    assert job.runner.run(again) == JobStatus.failed
+    keys, stored = _stored(job.factory, again)
+    assert keys and stored.evaluations_done == 0  # every result reused
+    assert sum(not f["anchor"] for f in stored.spec[q.FAILED]) == 5  # the 6th ends the job
+    assert "5 failed measurements skipped before it: budget.failures allows 5" in stored.message
 
 
 def test_a_cancel_asked_while_a_measurement_fails_stops_the_job(job: Any) -> None:
