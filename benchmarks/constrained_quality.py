@@ -29,7 +29,6 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from benchmarks.search_quality import (  # noqa: E402
     SENSES,
     Table,
     _machine,
-    load_table,
+    on_table,
     profile_id,
     protocol_arguments,
     supernet_space,
@@ -102,19 +101,6 @@ def run_one(table: Table, device: str, quantile: float, strategy: str, budget: i
                len(found) / len(keys), len(keys) - len(set(keys)))  # fmt: skip
 
 
-_TABLE: Table | None = None
-
-
-def _init_worker(path: Path, dataset: str, devices: Sequence[str]) -> None:
-    global _TABLE
-    _TABLE = load_table(path, dataset, devices)
-
-
-def _run_task(task: tuple[str, float, str, int, int]) -> Run:
-    assert _TABLE is not None
-    return run_one(_TABLE, *task)
-
-
 def run_all(args: argparse.Namespace) -> list[Run]:
     tasks = [
         (device, quantile, strategy, budget, seed)
@@ -124,12 +110,7 @@ def run_all(args: argparse.Namespace) -> list[Run]:
         for budget in args.budgets
         for seed in range(args.seeds)
     ]
-    init = (args.data, args.dataset, args.devices)
-    if args.jobs == 1:
-        _init_worker(*init)
-        return [_run_task(task) for task in tasks]
-    with ProcessPoolExecutor(args.jobs, initializer=_init_worker, initargs=init) as pool:
-        return list(pool.map(_run_task, tasks, chunksize=4))
+    return list(on_table(args, run_one, tasks))
 
 
 def report(runs: list[Run], args: argparse.Namespace, elapsed: float) -> str:

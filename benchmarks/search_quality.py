@@ -28,10 +28,11 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -346,6 +347,7 @@ def _crowding(points: np.ndarray) -> np.ndarray:
 # ---- driver ------------------------------------------------------------------------------
 
 _TABLE: Table | None = None
+R = TypeVar("R")
 
 
 def _init_worker(path: Path, dataset: str, devices: Sequence[str]) -> None:
@@ -353,9 +355,26 @@ def _init_worker(path: Path, dataset: str, devices: Sequence[str]) -> None:
     _TABLE = load_table(path, dataset, devices)
 
 
-def _run_task(task: tuple[str, str, int, int, int]) -> Run:
+def _apply(item: tuple[Callable[..., R], tuple[Any, ...]]) -> R:
     assert _TABLE is not None
-    return run_one(_TABLE, *task)
+    run, task = item
+    return run(_TABLE, *task)
+
+
+def on_table(
+    args: argparse.Namespace, run: Callable[..., R], tasks: Sequence[tuple[Any, ...]]
+) -> Iterator[R]:
+    """``run(table, *task)`` for each task, in order, on the table of ``args`` (``--data``,
+    ``--dataset``, ``--devices``), in ``args.jobs`` processes (``run``: a module's own
+    function, so that it pickles)."""
+    init = (args.data, args.dataset, args.devices)
+    items = [(run, tuple(task)) for task in tasks]
+    if args.jobs == 1:
+        _init_worker(*init)
+        yield from map(_apply, items)
+        return
+    with ProcessPoolExecutor(args.jobs, initializer=_init_worker, initargs=init) as pool:
+        yield from pool.map(_apply, items, chunksize=4)
 
 
 def run_all(args: argparse.Namespace) -> list[Run]:
@@ -366,13 +385,8 @@ def run_all(args: argparse.Namespace) -> list[Run]:
         for budget in args.budgets
         for seed in range(args.seeds)
     ]
-    init = (args.data, args.dataset, args.devices)
-    if args.jobs == 1:
-        _init_worker(*init)
-        return [_progress(i, len(tasks), _run_task(t)) for i, t in enumerate(tasks)]
-    with ProcessPoolExecutor(args.jobs, initializer=_init_worker, initargs=init) as pool:
-        results = pool.map(_run_task, tasks, chunksize=4)
-        return [_progress(i, len(tasks), r) for i, r in enumerate(results)]
+    runs = on_table(args, run_one, tasks)
+    return [_progress(i, len(tasks), run) for i, run in enumerate(runs)]
 
 
 def _progress(i: int, total: int, run: Run) -> Run:
