@@ -96,7 +96,7 @@ class BudgetIn(BaseModel):
         "Each is listed in the job's "
         "`failed_evaluations`, never proposed again, and not counted in `evaluations`; an "
         "anchor that fails is skipped without counting. Default (none given): half of "
-        "`evaluations`, at least 3, and the job also fails when its first 3 measurements all "
+        "`evaluations`, at least 3, and the job also fails when its first 5 measurements all "
         "fail; 0: the first failure fails the job; at most HWNAS_MAX_BUDGET",
     )
 

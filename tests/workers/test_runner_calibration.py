@@ -167,11 +167,11 @@ def test_a_calibration_skips_the_samples_that_cannot_be_measured(
         assert {s["subnet_id"] for s in predictor.measurements["subnets"]} == set(sample) - failing
         assert "failed measurements are skipped, at most 6" in (job.message or "")
 
-    failing.update(sample)  # every one fails: the third ends the job
+    failing.update(sample)  # every one fails: the fifth ends the job
     with transaction(factory) as session:
         (again,) = q.create_jobs(session, [(spec, None)])
     assert JobRunner(factory, settings, "worker-1").run(again.id) == JobStatus.failed
     with transaction(factory) as session:
         job = q.get_job(session, again.id)
-        assert len(job.spec[q.FAILED]) == 2 and job.evaluations_done == 0
+        assert len(job.spec[q.FAILED]) == 4 and job.evaluations_done == 0
         assert "and none succeeded: every measurement fails" in (job.message or "")
