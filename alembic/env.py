@@ -11,9 +11,10 @@ Alembic runs outside a transaction: an exclusive lock on a file beside the datab
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
@@ -23,6 +24,7 @@ from core.settings import get_settings
 from store.db import ensure_sqlite_dir
 from store.tables import Base
 
+log = logging.getLogger("alembic.env")
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
 
@@ -33,17 +35,28 @@ MIGRATION_LOCK = 0x68776E61735F6D67  # "hwnas_mg"
 @contextmanager
 def _sqlite_lock() -> Iterator[None]:
     """An exclusive lock on ``<database>.migrate-lock`` while migrating (none in memory).
-    Opened read-only, made readable by all: whoever may migrate the database may lock it,
-    whoever made the file first (review 24b: a 0644 file opened for appending locked
-    every other user out of migrating, and so out of starting a server)."""
+    Made readable and writable by all where this process owns it, opened for writing where
+    it may be (NFS grants an exclusive flock only then), else read-only (review 24b: a 0644
+    file opened for appending locked other users out of migrating, and so out of starting
+    a server). A file system that refuses the lock is warned of, and the migration runs
+    unlocked, as it did before."""
     database = make_url(url).database
     if not database or database == ":memory:":
         yield
         return
     path = Path(database).resolve()
-    handle = os.open(path.with_name(path.name + ".migrate-lock"), os.O_RDONLY | os.O_CREAT, 0o666)
+    lock = path.with_name(path.name + ".migrate-lock")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        handle = os.open(lock, os.O_RDONLY)
+    try:
+        with suppress(PermissionError):  # not this process's file: its owner's mode stands
+            os.fchmod(handle, 0o666)  # a umask of 077 would lock the others out
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as exc:
+            log.warning("migrating %s without a lock: %s cannot be locked: %s", path, lock, exc)
         yield
     finally:
         os.close(handle)  # lets the lock go

@@ -17,7 +17,7 @@ from api.schemas import (
     Progress,
     Timing,
 )
-from hardware_profiles.latency_predictor import trusted_as_prior
+from hardware_profiles.latency_predictor import MIN_MEASUREMENTS, trusted_as_prior
 from store.jobs import FAILED, JobRow, failures_allowed, with_notes, worker_lost_at
 from store.tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
 from workers.dispatch import Dispatcher
@@ -84,7 +84,9 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
             evaluations_done=job.evaluations_done,
             evaluations_reused=job.evaluations_reused,
             evaluations_failed=sum(not entry.get("anchor") for entry in failed),
-            failures_allowed=failures_allowed(spec["budget"]),
+            failures_allowed=failures_allowed(
+                spec["budget"], fit_needs=MIN_MEASUREMENTS if calibration else 0
+            ),
             budget=job.budget,
             fraction=round(job.evaluations_done / job.budget, 4),
             front_size=job.front_size,

@@ -5,15 +5,17 @@
 
 A sub-network out of a small device's memory raises when it is measured; a job skips it
 (``Strategy.tell_failed``) and goes on, until its failures pass ``budget.failures`` (left to
-its default here: half the evaluations, at least 3) or, with no result yet, its first three
-fail (``workers.failures.Failures``, the rule the job runner applies). Here a ``--fraction``
-of NAS-Bench-201's cells fails, chosen by ``--model``: ``uniform`` (a hash of the cell's id,
-fixed across strategies and seeds) or ``costliest`` (the cells of the highest latency on the
-device: out of memory is a large network's failure, and the accurate end of the front is
-where they are); each strategy runs its job loop with that rule. Reported per fraction,
-strategy and budget: the share of jobs the rule would fail, the failed measurements per job
-(the time a job wastes), and the worst-reference HV ratio of what the job measured against
-the true front of the cells that can be measured (``benchmarks/search_quality.py``'s score).
+its default here: half the evaluations, at least 3) or, with no result yet, its first
+``FAILING_FROM_THE_START`` fail (``workers.failures.Failures``, the rule the job runner
+applies; ``--from-the-start`` tries another number). Here a ``--fraction`` of
+NAS-Bench-201's cells fails, chosen by ``--model``: ``uniform`` (a hash of the cell's id and
+the device, fixed across strategies and seeds) or ``costliest`` (the cells of the highest
+latency on the device: out of memory is a large network's failure, and the accurate end of
+the front is where they are); each strategy runs its job loop with that rule. Reported per
+fraction, strategy and budget: the share of jobs the rule would fail, the failed
+measurements per job (the time a job wastes), and the HV ratio of what the job measured
+against the true front of the cells that can be measured, reference the worst corner of
+those cells (lowest accuracy, highest latency among them).
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ class Run:
     hv_ratio: float  # worst reference, against the measurable cells' front
 
 
-def _fails(key: str, fraction: float) -> bool:
-    """Whether the cell ``key`` cannot be measured: a hash, the same for every run."""
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+def _fails(key: str, device: str, fraction: float) -> bool:
+    """Whether the cell ``key`` cannot be measured on ``device``: a hash, the same for
+    every strategy and seed, another draw on each device."""
+    digest = hashlib.blake2b(f"{device}/{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
@@ -73,25 +76,26 @@ def _failing(table: Table, device: str, model: str, fraction: float) -> set[str]
     """The ids of the cells that cannot be measured."""
     keys = list(table.supernet.rows)  # in the order of the table's columns
     if model == "uniform":
-        return {key for key in keys if _fails(key, fraction)}
+        return {key for key in keys if _fails(key, device, fraction)}
     latency = table.latency[device]
     cut = np.quantile(latency, 1.0 - fraction) if fraction > 0 else np.inf
     return {key for key, value in zip(keys, latency, strict=True) if value > cut}
 
 
 def run_one(table: Table, device: str, model: str, fraction: float, strategy: str,
-            budget: int, seed: int) -> Run:  # fmt: skip
+            budget: int, seed: int, start: int) -> Run:  # fmt: skip
     space = supernet_space(table.supernet)
     failing = _failing(table, device, model, fraction)
     ok = np.array([key not in failing for key in table.supernet.rows])
     latency = table.latency[device]
     truth = np.column_stack([table.accuracy[ok], latency[ok]])
-    reference = np.array([table.accuracy.min(), latency.max()])
+    reference = np.array([truth[:, 0].min(), truth[:, 1].max()])  # the measurable cells'
     evaluator = SubnetEvaluator(table.supernet, get_profile(profile_id(device)))
     searcher = create_strategy(
         strategy, space=space, objectives=OBJECTIVES, seed=seed, budget=budget
     )
     failures = Failures.of({"budget": {"evaluations": budget}})
+    failures.start = start
     found: list[tuple[float, float]] = []
     failed_job, from_the_start = False, False
     while proposals := searcher.ask(1):
@@ -117,7 +121,7 @@ def run_one(table: Table, device: str, model: str, fraction: float, strategy: st
 
 def run_all(args: argparse.Namespace) -> list[Run]:
     tasks = [
-        (device, model, fraction, strategy, budget, seed)
+        (device, model, fraction, strategy, budget, seed, args.from_the_start)
         for device in args.devices
         for model in args.models
         for fraction in args.fractions
@@ -184,7 +188,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    failures_module.FAILING_FROM_THE_START = args.from_the_start  # forked workers inherit it
     start = time.perf_counter()
     text = report(run_all(args), args, time.perf_counter() - start)
     print(text)

@@ -717,11 +717,13 @@ ANCHORS = "anchors"
 FAILED = "failed"
 
 
-def failures_allowed(budget: Mapping[str, Any]) -> int:
-    """How many failed measurements a search job goes on after (its anchors' aside): its
-    budget's ``failures``, else half its ``evaluations``, at least 3."""
-    given = budget.get("failures")
-    return int(given) if given is not None else max(3, int(budget["evaluations"]) // 2)
+def failures_allowed(budget: Mapping[str, Any], *, fit_needs: int = 0) -> int:
+    """How many failed measurements a job goes on after (its anchors' aside): its budget's
+    ``failures``, else half its ``evaluations``, at least 3; for a calibration, whose fit
+    needs ``fit_needs`` measurements of its sample, never more than leaves that many."""
+    given, evaluations = budget.get("failures"), int(budget["evaluations"])
+    allowed = int(given) if given is not None else max(3, evaluations // 2)
+    return min(allowed, max(0, evaluations - fit_needs)) if fit_needs else allowed
 
 
 def prior_evaluations(

@@ -37,24 +37,35 @@ class Failures:
     allowed: int
     counted: int = 0
     #: ``budget.failures`` was left to its default: the job also fails when its first
-    #: ``FAILING_FROM_THE_START`` measurements all fail (a number the user gave is kept).
+    #: ``start`` measurements all fail (a number the user gave is kept).
     from_the_start: bool = True
+    start: int = FAILING_FROM_THE_START
+    #: What sets ``allowed``, as messages name it.
+    source: str = "budget.failures"
 
     @classmethod
     def of(cls, spec: dict[str, Any]) -> Failures:
-        """A job's, from its spec's budget (none counted yet)."""
+        """A search job's, from its spec's budget (none counted yet)."""
         budget = spec["budget"]
         return cls(q.failures_allowed(budget), from_the_start=budget.get("failures") is None)
+
+    @classmethod
+    def of_calibration(cls, spec: dict[str, Any], needed: int) -> Failures:
+        """A calibration job's: the search's default, but never so many that fewer than
+        ``needed`` of its sample (what its fit needs) would be measured."""
+        samples = int(spec["budget"]["evaluations"])
+        allowed = q.failures_allowed({"evaluations": samples}, fit_needs=needed)
+        return cls(allowed, source=f"a sample of {samples}, whose fit needs {needed}")
 
     def ends_the_job(self, results: int) -> str | None:
         """Why one more failed measurement (not an anchor's, nor hwnas's own error) ends
         the job, or None: past ``budget.failures``, or, by default, when the job's first
-        ``FAILING_FROM_THE_START`` measurements all failed (``results``: the results it
-        has, measured or reused from earlier jobs)."""
+        ``start`` measurements all failed (``results``: the results it has, measured or
+        reused from earlier jobs)."""
         skipped = q.counted(self.counted, "failed measurement")
         if self.counted >= self.allowed:
-            return f"{skipped} skipped before it: budget.failures allows {self.allowed}"
-        if self.from_the_start and results == 0 and self.counted + 1 >= FAILING_FROM_THE_START:
+            return f"{skipped} skipped before it: {self.source} allows {self.allowed}"
+        if self.from_the_start and results == 0 and self.counted + 1 >= self.start:
             return f"{skipped} skipped before it, and none succeeded: every measurement fails"
         return None
 
@@ -62,7 +73,7 @@ class Failures:
         """The job's note once a measurement (not an anchor's) failed and was skipped."""
         return (
             f"failed measurements are skipped, at most {self.allowed} "
-            "(budget.failures; failed_evaluations lists them)"
+            f"({self.source}; failed_evaluations lists them)"
         )
 
 

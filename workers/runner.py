@@ -28,7 +28,11 @@ from core.settings import Settings
 from hardware_profiles import HardwareProfile
 from hardware_profiles.configured import device_profile
 from hardware_profiles.isolated import CHILD_FRAMES
-from hardware_profiles.latency_predictor import PRIOR_MIN_SPEARMAN, PRIOR_MIN_WITHIN_10PCT
+from hardware_profiles.latency_predictor import (
+    MIN_MEASUREMENTS,
+    PRIOR_MIN_SPEARMAN,
+    PRIOR_MIN_WITHIN_10PCT,
+)
 from hardware_profiles.latency_sample import sample_archs
 from models.base import Supernet
 from models.metrics import device_independent
@@ -525,7 +529,7 @@ class JobRunner:
         evaluator = SubnetEvaluator(supernet, device_profile(spec["device"]), quality=False)
         sample = sample_archs(supernet, spec["budget"]["evaluations"], spec["seed"])
         stored = {e.subnet_id for e in self._db(lambda s: q.list_evaluations(s, job_id)[0])}
-        fails = Failures.of(spec)
+        fails = Failures.of_calibration(spec, MIN_MEASUREMENTS)
         failed, notes = failures.recorded(spec, fails)
         for note in notes:  # said again, as a search says them
             self._note(job_id, note)

@@ -175,3 +175,33 @@ def test_a_calibration_skips_the_samples_that_cannot_be_measured(
         job = q.get_job(session, again.id)
         assert len(job.spec[q.FAILED]) == 4 and job.evaluations_done == 0
         assert "and none succeeded: every measurement fails" in (job.message or "")
+
+
+def test_a_small_calibration_fails_at_the_failure_that_leaves_too_few_to_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 6-sample calibration allowed 3 failures, then measured the rest and failed its fit
+    ("need >= 5 measurements"); it allows 1 now and says why at the second (review 24c)."""
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = calibration_spec(DEVICE, CalibrationCreate(supernet="nb201-cifar10", n_samples=6))
+    supernet = get_supernet("nb201-cifar10")
+    sample = [supernet.encode(a) for a in sample_archs(supernet, 6, spec["seed"])]
+    original = SubnetEvaluator.measure
+
+    def measure(self: SubnetEvaluator, arch: dict[str, object]) -> Measurement:
+        if self.supernet.encode(arch) in sample[:2]:
+            raise MemoryError("out of device memory")
+        return original(self, arch)
+
+    monkeypatch.setattr(SubnetEvaluator, "measure", measure)
+    with transaction(factory) as session:
+        (row,) = q.create_jobs(session, [(spec, None)])
+    assert JobRunner(factory, settings, "worker-1").run(row.id) == JobStatus.failed
+    with transaction(factory) as session:
+        job = q.get_job(session, row.id)
+        assert [f["subnet_id"] for f in job.spec[q.FAILED]] == sample[:1]
+        assert job.evaluations_done == 0  # ended at the second sample, not after all six
+        said = "1 failed measurement skipped before it: a sample of 6, whose fit needs 5 allows 1"
+        assert said in (job.message or "")
