@@ -18,7 +18,14 @@ from api.schemas import (
     Timing,
 )
 from hardware_profiles.latency_predictor import MIN_MEASUREMENTS, trusted_as_prior
-from store.jobs import FAILED, JobRow, failures_allowed, with_notes, worker_lost_at
+from store.jobs import (
+    FAILED,
+    JobRow,
+    failures_allowed,
+    failures_counted,
+    with_notes,
+    worker_lost_at,
+)
 from store.tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
 from workers.dispatch import Dispatcher
 
@@ -83,7 +90,7 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
         progress=Progress(
             evaluations_done=job.evaluations_done,
             evaluations_reused=job.evaluations_reused,
-            evaluations_failed=sum(not entry.get("anchor") for entry in failed),
+            evaluations_failed=failures_counted(spec),
             failures_allowed=failures_allowed(
                 spec["budget"], fit_needs=MIN_MEASUREMENTS if calibration else 0
             ),

@@ -309,7 +309,7 @@ class Progress(BaseModel):
     failures_allowed: int = Field(
         0,
         description="budget.failures: failed measurements skipped before one fails the job "
-        "(a calibration's: half its samples, at least 3)",
+        "(a calibration's: half its samples, at least 3, leaving the 5 its fit needs)",
     )
     budget: int
     fraction: float

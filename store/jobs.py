@@ -717,6 +717,12 @@ ANCHORS = "anchors"
 FAILED = "failed"
 
 
+def failures_counted(spec: Mapping[str, Any]) -> int:
+    """How many of a job's recorded failed measurements count against its allowance: its
+    anchors' do not."""
+    return sum(not entry.get("anchor") for entry in spec.get(FAILED, []))
+
+
 def failures_allowed(budget: Mapping[str, Any], *, fit_needs: int = 0) -> int:
     """How many failed measurements a job goes on after (its anchors' aside): its budget's
     ``failures``, else half its ``evaluations``, at least 3; for a calibration, whose fit

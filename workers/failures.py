@@ -92,7 +92,7 @@ def recorded(spec: dict[str, Any], failures: Failures) -> tuple[list[str], list[
     aside) in ``failures``, and the notes they gave, to say again (a claim clears the
     job's message)."""
     failed = spec.get(q.FAILED, [])
-    failures.counted = sum(not e.get("anchor") for e in failed)
+    failures.counted = q.failures_counted(spec)
     notes = [anchor_said(e["subnet_id"], e["error"]) for e in failed if e.get("anchor")]
     return [e["subnet_id"] for e in failed], notes + ([failures.said()] if failures.counted else [])
 

@@ -119,9 +119,10 @@ def build_plan(
         initial=anchors,
         **options,
     )
-    plan = JobPlan(budget, spec["objectives"], constraints, evaluator, strategy, known=known)
-    plan.failures = Failures.of(spec)
-    return plan
+    return JobPlan(
+        budget, spec["objectives"], constraints, evaluator, strategy, known=known,
+        failures=Failures.of(spec),
+    )  # fmt: skip
 
 
 def job_space(supernet: Supernet) -> SearchSpace:
@@ -421,12 +422,11 @@ class JobRunner:
                 self._note(job_id, _exhausted(spec["supernet"], plan, done))
                 break
             arch = proposals[0]
+            key = plan.strategy.space.key(arch)
             try:
-                measurement = plan.evaluator.measure(
-                    arch, plan.known.get(plan.strategy.space.key(arch))
-                )
+                measurement = plan.evaluator.measure(arch, plan.known.get(key))
             except Exception as exc:
-                key, anchor = plan.strategy.space.key(arch), plan.strategy.is_initial(arch)
+                anchor = plan.strategy.is_initial(arch)
                 results = done + reused  # a warm start's count: results the job has
                 skipped = self._skipped(job_id, plan.failures, key, exc, results, anchor=anchor)
                 if skipped is None:
@@ -467,12 +467,12 @@ class JobRunner:
         fails: Failures,
         key: str,
         exc: Exception,
-        done: int,
+        results: int,
         *,
         anchor: bool = False,
     ) -> Lease | None:
         """The job's lease if it goes on without sub-network ``key``, whose measurement
-        raised ``exc`` (``done``: the results the job has, measured or reused); None if
+        raised ``exc`` (``results``: the results the job has, measured or reused); None if
         ``exc`` ends the job. A sub-network the device cannot run (out of its memory, say)
         is no reason to lose the job: it is recorded in the job's spec
         (``store.jobs.FAILED``: listed, never measured again, a resumed run too) and
@@ -488,7 +488,7 @@ class JobRunner:
         if not anchor:
             if isinstance(exc, HwnasError):
                 return None
-            if ended := fails.ends_the_job(done):
+            if ended := fails.ends_the_job(results):
                 if fails.counted:  # said where it helps: "0 skipped before it" would not
                     exc.add_note(ended)
                 return None

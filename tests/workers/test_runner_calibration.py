@@ -136,18 +136,20 @@ def test_a_fit_that_fails_after_a_takeover_leaves_the_new_runners_job_alone(
         assert (job.status, job.worker_id, job.error) == (JobStatus.running, "worker-2", None)
 
 
-def test_a_calibration_skips_the_samples_that_cannot_be_measured(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The sample's largest networks out of a small device's memory failed the whole
-    calibration; they are skipped now, as a search skips them, and the fit takes the rest."""
+def _calibration_with_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n_samples: int
+) -> tuple[Any, Any, dict[str, Any], list[str], set[str]]:
+    """A migrated database (settings, session factory), a calibration spec of ``n_samples``,
+    its sample's ids in measurement order, and the set of ids whose measurement raises
+    MemoryError (empty: the test fills it)."""
     settings = embedded_settings(tmp_path)
     upgrade(settings.database_url)
     factory = make_session_factory(make_engine(settings.database_url))
-    spec = calibration_spec(DEVICE, CalibrationCreate(supernet="nb201-cifar10", n_samples=N))
+    body = CalibrationCreate(supernet="nb201-cifar10", n_samples=n_samples)
+    spec = calibration_spec(DEVICE, body)
     supernet = get_supernet("nb201-cifar10")
-    sample = [supernet.encode(a) for a in sample_archs(supernet, N, spec["seed"])]
-    failing = {sample[1], sample[4]}
+    sample = [supernet.encode(a) for a in sample_archs(supernet, n_samples, spec["seed"])]
+    failing: set[str] = set()
     original = SubnetEvaluator.measure
 
     def measure(self: SubnetEvaluator, arch: dict[str, object]) -> Measurement:
@@ -156,6 +158,16 @@ def test_a_calibration_skips_the_samples_that_cannot_be_measured(
         return original(self, arch)
 
     monkeypatch.setattr(SubnetEvaluator, "measure", measure)
+    return settings, factory, spec, sample, failing
+
+
+def test_a_calibration_skips_the_samples_that_cannot_be_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sample's largest networks out of a small device's memory failed the whole
+    calibration; they are skipped now, as a search skips them, and the fit takes the rest."""
+    settings, factory, spec, sample, failing = _calibration_with_failures(tmp_path, monkeypatch, N)
+    failing.update({sample[1], sample[4]})
     with transaction(factory) as session:
         (row,) = q.create_jobs(session, [(spec, None)])
     assert JobRunner(factory, settings, "worker-1").run(row.id) == JobStatus.succeeded
@@ -182,20 +194,8 @@ def test_a_small_calibration_fails_at_the_failure_that_leaves_too_few_to_fit(
 ) -> None:
     """A 6-sample calibration allowed 3 failures, then measured the rest and failed its fit
     ("need >= 5 measurements"); it allows 1 now and says why at the second (review 24c)."""
-    settings = embedded_settings(tmp_path)
-    upgrade(settings.database_url)
-    factory = make_session_factory(make_engine(settings.database_url))
-    spec = calibration_spec(DEVICE, CalibrationCreate(supernet="nb201-cifar10", n_samples=6))
-    supernet = get_supernet("nb201-cifar10")
-    sample = [supernet.encode(a) for a in sample_archs(supernet, 6, spec["seed"])]
-    original = SubnetEvaluator.measure
-
-    def measure(self: SubnetEvaluator, arch: dict[str, object]) -> Measurement:
-        if self.supernet.encode(arch) in sample[:2]:
-            raise MemoryError("out of device memory")
-        return original(self, arch)
-
-    monkeypatch.setattr(SubnetEvaluator, "measure", measure)
+    settings, factory, spec, sample, failing = _calibration_with_failures(tmp_path, monkeypatch, 6)
+    failing.update(sample[:2])
     with transaction(factory) as session:
         (row,) = q.create_jobs(session, [(spec, None)])
     assert JobRunner(factory, settings, "worker-1").run(row.id) == JobStatus.failed
