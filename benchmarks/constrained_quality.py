@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from benchmarks.search_quality import (  # noqa: E402
     on_table,
     profile_id,
     protocol_arguments,
+    run_and_report,
     supernet_space,
 )
 from hardware_profiles import get_profile  # noqa: E402
@@ -152,12 +152,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    start = time.perf_counter()
-    text = report(run_all(args), args, time.perf_counter() - start)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    run_and_report(parse_args(argv), run_all, report)
 
 
 if __name__ == "__main__":

@@ -503,14 +503,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+def run_and_report(
+    args: argparse.Namespace,
+    run_all: Callable[[argparse.Namespace], list[R]],
+    report: Callable[[list[R], argparse.Namespace, float], str],
+) -> None:
+    """Run a benchmark's tasks, print its Markdown report, and write it to ``--out`` too."""
     start = time.perf_counter()
-    runs = run_all(args)
-    text = report(runs, args, time.perf_counter() - start)
+    text = report(run_all(args), args, time.perf_counter() - start)
     print(text)
     if args.out:
         args.out.write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_and_report(parse_args(argv), run_all, report)
 
 
 if __name__ == "__main__":
