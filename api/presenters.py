@@ -12,6 +12,7 @@ from api.schemas import (
     CalibrationPublic,
     EvaluationPublic,
     FailedEvaluation,
+    FailedSample,
     JobPublic,
     ParetoPoint,
     Progress,
@@ -95,7 +96,7 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
                 spec["budget"], fit_needs=MIN_MEASUREMENTS if calibration else 0
             ),
             budget=job.budget,
-            fraction=round(job.evaluations_done / job.budget, 4),
+            fraction=_fraction(job, len(failed) if calibration else 0),
             front_size=job.front_size,
             hypervolume=job.hypervolume,
         ),
@@ -111,6 +112,15 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
         started_at=job.started_at,
         finished_at=job.finished_at,
     )
+
+
+def _fraction(job: Job | JobRow, failed: int) -> float:
+    """How far the job has gone: 1 once it succeeded (a search whose space ran out before
+    its budget did too), else its measurements of the budget; ``failed``: failed ones that
+    take their place (a calibration's sample: each is measured or failed)."""
+    if job.status == JobStatus.succeeded:
+        return 1.0
+    return round(min(1.0, (job.evaluations_done + failed) / job.budget), 4)
 
 
 def stall_note(job: Job | JobRow, stale_after_s: float, dispatcher: Dispatcher) -> str | None:
@@ -184,6 +194,7 @@ def calibration_public(record: LatencyPredictorRecord) -> CalibrationPublic:
         job_id=record.job_id,
         seed=record.seed,
         n_measurements=record.n_measurements,
+        failed_samples=[FailedSample(**e) for e in record.measurements.get("failed", [])],
         latency_source=source,
         metrics=record.metrics,
         steers_searches=trusted_as_prior(record.metrics),

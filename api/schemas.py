@@ -97,7 +97,8 @@ class BudgetIn(BaseModel):
         "`failed_evaluations`, never proposed again, and not counted in `evaluations`; an "
         "anchor that fails is skipped without counting. Default (none given): half of "
         "`evaluations`, at least 3, and the job also fails when its first 5 measurements all "
-        "fail; 0: the first failure fails the job; at most HWNAS_MAX_BUDGET",
+        "fail, or its last 10; a number given is the only rule (0: the first failure fails "
+        "the job); at most HWNAS_MAX_BUDGET",
     )
 
     @field_validator("failures")
@@ -312,7 +313,11 @@ class Progress(BaseModel):
         "(a calibration's: half its samples, at least 3, leaving the 5 its fit needs)",
     )
     budget: int
-    fraction: float
+    fraction: float = Field(
+        description="how far the job has gone, 0..1: its evaluations_done of its budget (a "
+        "calibration's failed samples count as done); 1 once it succeeded, its budget spent "
+        "or its search space measured whole"
+    )
     front_size: int
     hypervolume: float | None = Field(
         None,
@@ -322,9 +327,14 @@ class Progress(BaseModel):
     )
 
 
-class FailedEvaluation(BaseModel):
+class FailedSample(BaseModel):
+    """A sub-network whose measurement raised, skipped."""
+
     subnet_id: str
     error: str = Field(description="the failure's type and first line")
+
+
+class FailedEvaluation(FailedSample):
     anchor: bool = Field(
         description="one of the anchors measured first (Supernet.anchors): skipped without "
         "counting towards budget.failures"
@@ -520,6 +530,11 @@ class CalibrationPublic(BaseModel):
     job_id: str | None = Field(description="the calibration job that fitted it")
     seed: int
     n_measurements: int
+    failed_samples: list[FailedSample] = Field(
+        default_factory=list,
+        description="sub-networks of its sample whose measurement failed (out of the "
+        "device's memory, say), left out of the fit",
+    )
     latency_source: str  # measured on the device, or recorded (a table)
     metrics: dict[str, Any]
     steers_searches: bool = Field(

@@ -5,15 +5,17 @@
 
 A sub-network out of a small device's memory raises when it is measured; a job skips it
 (``Strategy.tell_failed``) and goes on, until its failures pass ``budget.failures`` (left to
-its default here: half the evaluations, at least 3) or, with no result yet, its first
-``FAILING_FROM_THE_START`` fail (``workers.failures.Failures``, the rule the job runner
-applies; ``--from-the-start`` tries another number). Here a ``--fraction`` of
+its default here: half the evaluations, at least 3), or, with no result yet, its first
+``FAILING_FROM_THE_START`` fail, or its last ``FAILING_IN_A_ROW`` fail
+(``workers.failures.Failures``, the rules the job runner applies; ``--from-the-start`` and
+``--in-a-row`` try other numbers). Here a ``--fraction`` of
 NAS-Bench-201's cells fails, chosen by ``--model``: ``uniform`` (a hash of the cell's id and
 the device, fixed across strategies and seeds) or ``costliest`` (the cells of the highest
 latency on the device: out of memory is a large network's failure, and the accurate end of
 the front is where they are); each strategy runs its job loop with that rule. Reported per
-fraction, strategy and budget: the share of jobs the rule would fail, the failed
-measurements per job (the time a job wastes), and the HV ratio of what the job measured
+fraction, strategy and budget: the share of jobs the rules would fail, the failed
+measurements per job (the time a job wastes), the longest run of failures after a result,
+and the HV ratio of what the job measured
 against the true front of the cells that can be measured, reference the worst corner of
 those cells (lowest accuracy, highest latency among them).
 """
@@ -59,9 +61,11 @@ class Run:
     strategy: str
     budget: int
     seed: int
-    failed_job: bool  # the rule ended it
+    failed_job: bool  # a rule ended it
     from_the_start: bool  # ... because its first measurements all failed
+    in_a_row: bool  # ... because its last ones did
     failures: int  # failed measurements it made
+    longest: int  # the longest run of failed measurements after a result
     hv_ratio: float  # worst reference, against the measurable cells' front
 
 
@@ -83,7 +87,7 @@ def _failing(table: Table, device: str, model: str, fraction: float) -> set[str]
 
 
 def run_one(table: Table, device: str, model: str, fraction: float, strategy: str,
-            budget: int, seed: int, start: int) -> Run:  # fmt: skip
+            budget: int, seed: int, start: int, row: int) -> Run:  # fmt: skip
     space = supernet_space(table.supernet)
     failing = _failing(table, device, model, fraction)
     ok = np.array([key not in failing for key in table.supernet.rows])
@@ -95,20 +99,24 @@ def run_one(table: Table, device: str, model: str, fraction: float, strategy: st
         strategy, space=space, objectives=OBJECTIVES, seed=seed, budget=budget
     )
     failures = Failures.of({"budget": {"evaluations": budget}})
-    failures.start = start
+    failures.start, failures.row = start, row
     found: list[tuple[float, float]] = []
-    failed_job, from_the_start = False, False
+    failed_job, from_the_start, in_a_row, longest = False, False, False, 0
     while proposals := searcher.ask(1):
         arch = proposals[0]
         if space.key(arch) in failing:
+            if found:
+                longest = max(longest, failures.in_a_row + 1)
             if ended := failures.ends_the_job(len(found)):
-                failed_job, from_the_start = True, "none succeeded" in ended
+                failed_job = True
+                from_the_start, in_a_row = "none succeeded" in ended, "in all" in ended
                 break
             searcher.tell_failed(arch)
-            failures.counted += 1
+            failures.failed()
             continue
         metrics = evaluator.measure(arch).metrics
         searcher.tell(arch, {name: metrics[name] for name in OBJECTIVES})
+        failures.measured()
         found.append((metrics["accuracy"], metrics["latency_ms"]))
     ratio = 0.0
     if found:
@@ -116,12 +124,12 @@ def run_one(table: Table, device: str, model: str, fraction: float, strategy: st
             truth, SENSES, reference
         )
     return Run(device, model, fraction, strategy, budget, seed, failed_job, from_the_start,
-               failures.counted + failed_job, ratio)  # fmt: skip
+               in_a_row, failures.counted + failed_job, longest, ratio)  # fmt: skip
 
 
 def run_all(args: argparse.Namespace) -> list[Run]:
     tasks = [
-        (device, model, fraction, strategy, budget, seed, args.from_the_start)
+        (device, model, fraction, strategy, budget, seed, args.from_the_start, args.in_a_row)
         for device in args.devices
         for model in args.models
         for fraction in args.fractions
@@ -139,11 +147,13 @@ def report(runs: list[Run], args: argparse.Namespace, elapsed: float) -> str:
         f"{', '.join(args.models)}, fractions "
         f"{', '.join(f'{f:g}' for f in args.fractions)}; {args.seeds} seeds; {len(runs)} "
         f"runs in {elapsed:.0f} s on {_machine()}; a job with no result fails at its failure "
-        f"number {args.from_the_start}.",
+        f"number {args.from_the_start}, any job at its failure number {args.in_a_row} in a "
+        "row.",
         "",
-        "| failing | fraction | strategy | budget | jobs failed by the rule (of which from "
-        "the start) | failed measurements per job (mean, max) | HV ratio worst (mean ± std) |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| failing | fraction | strategy | budget | jobs failed by the rules (from the start, "
+        "in a row) | failed measurements per job (mean, max) | longest run of failures after "
+        "a result (mean, max) | HV ratio worst (mean ± std) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     cells = [(m, f, s, b) for m in args.models for f in args.fractions
              for s in args.strategies for b in args.budgets]  # fmt: skip
@@ -156,11 +166,13 @@ def report(runs: list[Run], args: argparse.Namespace, elapsed: float) -> str:
         ratio = np.array([r.hv_ratio for r in group])
         jobs_failed = sum(r.failed_job for r in group)
         at_start = sum(r.from_the_start for r in group)
+        in_a_row = sum(r.in_a_row for r in group)
+        longest = np.array([r.longest for r in group])
         lines.append(
             f"| {model} | {fraction:g} | {strategy} | {budget} | {jobs_failed} of "
-            f"{len(group)} ({at_start}) | "
-            f"{failed.mean():.1f}, {failed.max()} | {ratio.mean():.4f} ± "
-            f"{ratio.std():.4f} |"
+            f"{len(group)} ({at_start}, {in_a_row}) | "
+            f"{failed.mean():.1f}, {failed.max()} | {longest.mean():.1f}, {longest.max()} | "
+            f"{ratio.mean():.4f} ± {ratio.std():.4f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -180,6 +192,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=failures_module.FAILING_FROM_THE_START,
         help="failures with no result that end a job (default: the service's, "
         "workers.failures.FAILING_FROM_THE_START)",
+    )
+    parser.add_argument(
+        "--in-a-row",
+        type=int,
+        default=failures_module.FAILING_IN_A_ROW,
+        help="failures in a row that end a job (default: the service's, "
+        "workers.failures.FAILING_IN_A_ROW)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--out", type=Path, help="write the Markdown report here too")

@@ -55,9 +55,13 @@ def save_predictor(
     measured: Sequence[Evaluation],
     predictor: LatencyPredictor,
     fit_seconds: float,
+    failed: Sequence[dict[str, Any]] = (),
 ) -> LatencyPredictorRecord:
     """Store ``predictor`` as the pair's next version, with the measurements it was fitted
-    on (sub-network, latency, spread and provenance); ``seconds``: measuring plus fitting."""
+    on (sub-network, latency, spread and provenance) and the sample's sub-networks whose
+    measurement failed, left out of the fit (``failed``: the job's ``store.jobs.FAILED``
+    entries); ``seconds``: measuring plus fitting."""
+    left_out = [{"subnet_id": e["subnet_id"], "error": e["error"]} for e in failed]
     subnets = [
         {"subnet_id": e.subnet_id, "latency_ms": e.metrics["latency_ms"],
          "provenance": "measured", **e.details.get("latency", {})}
@@ -68,7 +72,7 @@ def save_predictor(
         supernet=spec["supernet"],
         device=spec["device"],
         payload=predictor.to_payload(),
-        measurements={"subnets": subnets},
+        measurements={"subnets": subnets, "failed": left_out},
         seed=spec["seed"],
         seconds=sum(e.seconds for e in measured) + fit_seconds,
         job_id=job_id,

@@ -25,6 +25,12 @@ from .anchors import recorded_archs
 #: on NAS-Bench-201 devices where the costliest 30 % of the space fails, none of which
 #: would have failed otherwise; 5 ended none (benchmarks/failing_space.py, BENCHMARKS.md).
 FAILING_FROM_THE_START = 5
+#: A job whose last this many measurements (anchors aside) all failed fails at the last of
+#: them, whatever it measured before: the device or the plugin broke since (a warm-started
+#: job has results from the start, and would otherwise spend half its budget on failures).
+#: On NAS-Bench-201 devices where a third of the space fails, no job saw more than 8 in a
+#: row after a result; where half fails, 12 (benchmarks/failing_space.py, BENCHMARKS.md).
+FAILING_IN_A_ROW = 10
 #: How much of a failed measurement's line the job's spec keeps.
 ERROR_CHARS = 500
 
@@ -36,10 +42,14 @@ class Failures:
 
     allowed: int
     counted: int = 0
+    #: Of ``counted``, those since the job's last result (measured, or reused before it).
+    in_a_row: int = 0
     #: ``budget.failures`` was left to its default: the job also fails when its first
-    #: ``start`` measurements all fail (a number the user gave is kept).
-    from_the_start: bool = True
+    #: ``start`` measurements, or its last ``row``, all fail (a number the user gave is
+    #: kept as the only rule).
+    by_default: bool = True
     start: int = FAILING_FROM_THE_START
+    row: int = FAILING_IN_A_ROW
     #: What sets ``allowed``, as messages name it.
     source: str = "budget.failures"
 
@@ -47,7 +57,7 @@ class Failures:
     def of(cls, spec: dict[str, Any]) -> Failures:
         """A search job's, from its spec's budget (none counted yet)."""
         budget = spec["budget"]
-        return cls(q.failures_allowed(budget), from_the_start=budget.get("failures") is None)
+        return cls(q.failures_allowed(budget), by_default=budget.get("failures") is None)
 
     @classmethod
     def of_calibration(cls, spec: dict[str, Any], needed: int) -> Failures:
@@ -61,13 +71,29 @@ class Failures:
         """Why one more failed measurement (not an anchor's, nor hwnas's own error) ends
         the job, or None: past ``budget.failures``, or, by default, when the job's first
         ``start`` measurements all failed (``results``: the results it has, measured or
-        reused from earlier jobs)."""
+        reused from earlier jobs) or its last ``row`` did."""
         skipped = q.counted(self.counted, "failed measurement")
         if self.counted >= self.allowed:
             return f"{skipped} skipped before it: {self.source} allows {self.allowed}"
-        if self.from_the_start and results == 0 and self.counted + 1 >= self.start:
+        if not self.by_default:
+            return None
+        if results == 0 and self.counted + 1 >= self.start:
             return f"{skipped} skipped before it, and none succeeded: every measurement fails"
+        if self.in_a_row + 1 >= self.row:
+            return (
+                f"the last {self.row} measurements all failed, {self.counted + 1} in all: "
+                "the device or the plugin broke since its last result"
+            )
         return None
+
+    def failed(self) -> None:
+        """One more measurement (not an anchor's) failed and was skipped."""
+        self.counted += 1
+        self.in_a_row += 1
+
+    def measured(self) -> None:
+        """A measurement succeeded: failures in a row start again from none."""
+        self.in_a_row = 0
 
     def said(self) -> str:
         """The job's note once a measurement (not an anchor's) failed and was skipped."""
@@ -77,9 +103,11 @@ class Failures:
         )
 
 
-def entry(key: str, said: str, anchor: bool) -> dict[str, Any]:
-    """A failed measurement as the job's spec lists it (``store.jobs.FAILED``)."""
-    return {"subnet_id": key, "error": said[:ERROR_CHARS], "anchor": anchor}
+def entry(key: str, said: str, anchor: bool, results: int) -> dict[str, Any]:
+    """A failed measurement as the job's spec lists it (``store.jobs.FAILED``), with the
+    number of results the job had then (``after``: a resumed run counts failures in a row
+    from it)."""
+    return {"subnet_id": key, "error": said[:ERROR_CHARS], "anchor": anchor, "after": results}
 
 
 def anchor_said(key: str, said: str) -> str:
@@ -87,22 +115,24 @@ def anchor_said(key: str, said: str) -> str:
     return f"anchor {key} skipped: {said}"
 
 
-def recorded(spec: dict[str, Any], failures: Failures) -> tuple[list[str], list[str]]:
+def recorded(spec: dict[str, Any], failures: Failures, results: int) -> tuple[list[str], list[str]]:
     """The ids of the measurements that failed in the job's earlier runs, counted (anchors
-    aside) in ``failures``, and the notes they gave, to say again (a claim clears the
-    job's message)."""
+    aside) in ``failures`` (those after its last result, ``results`` being how many it has
+    now, as in a row), and the notes they gave, to say again (a claim clears the job's
+    message)."""
     failed = spec.get(q.FAILED, [])
     failures.counted = q.failures_counted(spec)
+    failures.in_a_row = sum(not e.get("anchor") and e.get("after") == results for e in failed)
     notes = [anchor_said(e["subnet_id"], e["error"]) for e in failed if e.get("anchor")]
     return [e["subnet_id"] for e in failed], notes + ([failures.said()] if failures.counted else [])
 
 
 def replay(
-    supernet: Supernet, spec: dict[str, Any], strategy: Strategy, failures: Failures
+    supernet: Supernet, spec: dict[str, Any], strategy: Strategy, failures: Failures, results: int
 ) -> list[str]:
     """:func:`recorded`, the failed sub-networks told to ``strategy`` as failed too; the
     notes to say again."""
-    keys, notes = recorded(spec, failures)
+    keys, notes = recorded(spec, failures, results)
     for arch in recorded_archs(supernet, strategy.space, keys, "failed sub-network"):
         if not strategy.is_told(arch):
             strategy.tell_failed(arch)

@@ -401,7 +401,8 @@ class JobRunner:
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
             plan.metrics.append(evaluation.metrics)
-        for note in failures.replay(supernet, spec, plan.strategy, plan.failures):  # as below
+        replayed = failures.replay(supernet, spec, plan.strategy, plan.failures, len(stored))
+        for note in replayed:  # said again, as below
             self._note(job_id, note)
         if prior is not None and (screened := plan.strategy.prior_proposals_left()):
             self._note(
@@ -438,6 +439,7 @@ class JobRunner:
             lease = self._record(job_id, plan, arch, measurement, done, clock)
             if lease != "lost":
                 plan.strategy.tell(arch, measurement.metrics)
+                plan.failures.measured()
                 done += 1
         if lease != "held":
             return self._cancelled_or_lost(job_id, clock, lease == "cancel")
@@ -478,7 +480,8 @@ class JobRunner:
         (``store.jobs.FAILED``: listed, never measured again, a resumed run too) and
         counted in ``fails``, up to ``budget.failures`` of them, unless (``budget.failures``
         not given) the job's first ``failures.FAILING_FROM_THE_START`` all failed with no
-        result to show (every one would: a plugin or device at fault). An ``anchor`` is
+        result to show (every one would: a plugin or device at fault), or its last
+        ``failures.FAILING_IN_A_ROW`` did (the device broke since). An ``anchor`` is
         skipped without counting (said in the job's message), whatever it raised: a head
         start the search itself chose. Never when the database failed or the worker stops,
         nor for hwnas's own errors (a plugin breaking its contract, the job's data): they
@@ -495,7 +498,7 @@ class JobRunner:
         said = _failure(exc)[1]
         log.warning("job %s: sub-network %s could not be measured", job_id, key, exc_info=exc)
         note = failures.anchor_said(key, said) if anchor else fails.said()
-        entry = failures.entry(key, said, anchor)
+        entry = failures.entry(key, said, anchor, results)
 
         def record(session: Session) -> Lease:
             job = q.get_job(session, job_id, lock=True)
@@ -506,8 +509,8 @@ class JobRunner:
             return lease
 
         lease = self._db(record)
-        if lease != "lost":
-            fails.counted += not anchor
+        if lease != "lost" and not anchor:
+            fails.failed()
         return lease
 
     def _record_in_spec(self, job_id: str, key: str, value: Any) -> None:
@@ -530,7 +533,7 @@ class JobRunner:
         sample = sample_archs(supernet, spec["budget"]["evaluations"], spec["seed"])
         stored = {e.subnet_id for e in self._db(lambda s: q.list_evaluations(s, job_id)[0])}
         fails = Failures.of_calibration(spec, MIN_MEASUREMENTS)
-        failed, notes = failures.recorded(spec, fails)
+        failed, notes = failures.recorded(spec, fails, len(stored))
         for note in notes:  # said again, as a search says them
             self._note(job_id, note)
         done = len(stored)
@@ -554,6 +557,7 @@ class JobRunner:
                 continue
             lease = self._store(job_id, done, subnet_id, arch, measurement, clock)
             if lease != "lost":
+                fails.measured()
                 done += 1
         if lease != "held":
             return self._cancelled_or_lost(job_id, clock, lease == "cancel")
@@ -575,7 +579,8 @@ class JobRunner:
                     "storing the predictor",
                 )
                 return JobStatus.cancelled
-            record = save_predictor(session, job_id, spec, measured, predictor, fit_seconds)
+            failed = q.get_job(session, job_id).spec.get(q.FAILED, [])  # this run's too
+            record = save_predictor(session, job_id, spec, measured, predictor, fit_seconds, failed)
             q.finish_job(session, job_id, JobStatus.succeeded, message=summary(record))
             return JobStatus.succeeded
 
@@ -908,9 +913,11 @@ def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:
     space of up to ``ENUMERATION_LIMIT`` is known to be measured whole; a larger one only
     gave no new sub-network in ``REJECTION_TRIES`` random draws in a row."""
     spent = f"{q.counted(done, 'new measurement')} of a budget of {plan.budget}"
-    failed = plan.strategy.n_failed
+    failed = plan.strategy.n_failed  # anchors too: they were not measured either
     if failed:
         spent += f", {failed} failed"
+        if anchors := failed - plan.failures.counted:  # which progress.evaluations_failed
+            spent += f" ({q.counted(anchors, 'anchor')} among them)"  # leaves out
     if plan.strategy.space.size <= ENUMERATION_LIMIT:
         every = f"every distinct sub-network of {supernet}"
         measured = "was measured or failed" if failed else "was measured"

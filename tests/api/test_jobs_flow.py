@@ -448,6 +448,7 @@ def test_a_budget_larger_than_the_space_says_the_space_was_exhausted(
         budget={"evaluations": 5}, strategy="random", constraints={},
     )  # fmt: skip
     assert job["status"] == "succeeded" and job["progress"]["evaluations_done"] == 2
+    assert job["progress"]["fraction"] == 1.0  # done, its budget unspent: the space was
     assert job["message"] == (
         "search space exhausted: every distinct sub-network of test-two-networks was "
         "measured (2 new measurements of a budget of 5)"

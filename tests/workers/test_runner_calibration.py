@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from api.presenters import calibration_public, job_public
 from api.routes.calibrations import calibration_spec
 from api.schemas import CalibrationCreate
 from hardware_profiles.latency_sample import sample_archs
@@ -177,7 +178,17 @@ def test_a_calibration_skips_the_samples_that_cannot_be_measured(
         assert [f["subnet_id"] for f in job.spec[q.FAILED]] == [sample[1], sample[4]]
         assert job.evaluations_done == N - 2
         assert {s["subnet_id"] for s in predictor.measurements["subnets"]} == set(sample) - failing
+        assert [(f["subnet_id"], f["error"]) for f in predictor.measurements["failed"]] == [
+            (sample[1], "MemoryError: out of device memory"),
+            (sample[4], "MemoryError: out of device memory"),
+        ]  # what the fit left out, with the predictor
         assert "failed measurements are skipped, at most 6" in (job.message or "")
+        shown = job_public(job, "http://x")
+        assert shown.progress.fraction == 1.0  # its sample done: 10 measured, 2 failed
+        assert [f.subnet_id for f in calibration_public(predictor).failed_samples] == [
+            sample[1],
+            sample[4],
+        ]
 
     failing.update(sample)  # every one fails: the fifth ends the job
     with transaction(factory) as session:
@@ -187,6 +198,7 @@ def test_a_calibration_skips_the_samples_that_cannot_be_measured(
         job = q.get_job(session, again.id)
         assert len(job.spec[q.FAILED]) == 4 and job.evaluations_done == 0
         assert "and none succeeded: every measurement fails" in (job.message or "")
+        assert job_public(job, "http://x").progress.fraction == round(4 / N, 4)
 
 
 def test_a_small_calibration_fails_at_the_failure_that_leaves_too_few_to_fit(

@@ -183,3 +183,78 @@ def test_a_cancel_asked_while_a_measurement_fails_stops_the_job(job: Any) -> Non
     attempts = _NoRoomForWideInputs.attempts
     assert sum(attempts.values()) == len(keys) + 1  # nothing measured after the failure
     assert list(attempts)[-1] == failed["subnet_id"]
+
+
+def _breaks_after(measurements: int) -> Callable[[dict[str, Any]], bool]:
+    """A device that measures this many sub-networks (anchors included), then fails every
+    one: it broke."""
+    left = [measurements]
+
+    def fails(arch: dict[str, Any]) -> bool:
+        left[0] -= 1
+        return left[0] < 0
+
+    return fails
+
+
+def test_a_job_whose_device_breaks_fails_at_its_tenth_failure_in_a_row(job: Any) -> None:
+    """It has results, so "none succeeded" never holds; its allowance is 20: by default the
+    tenth failure in a row ends it, not the twenty-first (a warm-started job on a device
+    broken since has results from the start)."""
+    job_id = job(budget={"evaluations": 40})
+    _NoRoomForWideInputs.fails = staticmethod(_breaks_after(3))
+    assert job.runner.run(job_id) == JobStatus.failed
+    keys, stored = _stored(job.factory, job_id)
+    assert len(keys) == 3 and sum(_NoRoomForWideInputs.attempts.values()) == 3 + 10
+    failed = stored.spec[q.FAILED]
+    assert len(failed) == 9 and {f["after"] for f in failed} == {3}
+    assert "the last 10 measurements all failed, 10 in all: the device" in stored.message
+
+    _NoRoomForWideInputs.attempts.clear()  # a budget.failures the user gave is the only rule
+    given = job(budget={"evaluations": 40, "failures": 12}, seed=3)
+    _NoRoomForWideInputs.fails = staticmethod(_breaks_after(3))
+    assert job.runner.run(given) == JobStatus.failed
+    assert sum(_NoRoomForWideInputs.attempts.values()) == 3 + 13
+
+
+def test_failures_in_a_row_are_counted_across_a_resume(job: Any) -> None:
+    """A shutdown interrupts the job at its fifth failure in a row (not recorded: it may be
+    the shutdown's); the resumed run goes on from the four recorded, and fails at its sixth."""
+    job_id = job(budget={"evaluations": 40})
+    _NoRoomForWideInputs.fails = staticmethod(_breaks_after(3))
+    failing = [0]
+
+    def shutdown_at_the_fifth() -> None:
+        failing[0] += 1
+        if failing[0] == 5:
+            job.runner.stop.set()
+
+    _NoRoomForWideInputs.before_failing = staticmethod(shutdown_at_the_fifth)
+    assert job.runner.run(job_id) == JobStatus.queued
+    _, stored = _stored(job.factory, job_id)
+    assert len(stored.spec[q.FAILED]) == 4
+    job.runner.stop.clear()
+    assert job.runner.run(job_id) == JobStatus.failed
+    keys, stored = _stored(job.factory, job_id)
+    assert len(keys) == 3 and failing[0] == 5 + 6
+    assert len(stored.spec[q.FAILED]) == 4 + 5
+    assert "the last 10 measurements all failed, 10 in all" in stored.message
+
+
+def test_a_takeover_while_a_measurement_fails_ends_this_run(job: Any) -> None:
+    """Another worker took the job (this one was thought dead): this run writes nothing
+    more, the failure included, and measures nothing more."""
+    job_id = job(seed=2)
+
+    def taken() -> None:
+        with transaction(job.factory) as session:
+            q.get_job(session, job_id).worker_id = "worker-2"
+
+    _NoRoomForWideInputs.fails = staticmethod(lambda arch: arch["r"] == 28 and arch["d1"] < 3)
+    _NoRoomForWideInputs.before_failing = staticmethod(taken)
+    assert job.runner.run(job_id) is None
+    keys, stored = _stored(job.factory, job_id)
+    attempts = _NoRoomForWideInputs.attempts
+    assert q.FAILED not in stored.spec or not stored.spec[q.FAILED]
+    assert sum(attempts.values()) == len(keys) + 1  # nothing measured after the failure
+    assert stored.worker_id == "worker-2" and stored.status == JobStatus.running

@@ -190,9 +190,10 @@ def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measure
     from search.base import ENUMERATION_LIMIT
     from workers.runner import _exhausted
 
-    def plan(size: int, failed: int = 0) -> object:
+    def plan(size: int, failed: int = 0, counted: int = 0) -> object:
         strategy = SimpleNamespace(space=SimpleNamespace(size=size), n_failed=failed)
-        return SimpleNamespace(budget=10, strategy=strategy)
+        failures = SimpleNamespace(counted=counted)  # anchors aside
+        return SimpleNamespace(budget=10, strategy=strategy, failures=failures)
 
     small, large = _exhausted("net", plan(2), 2), _exhausted("net", plan(ENUMERATION_LIMIT + 1), 7)
     assert small == (
@@ -201,9 +202,12 @@ def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measure
     )
     assert large.startswith("search stopped early: 64 random draws in a row found no")
     assert large.endswith("(7 new measurements of a budget of 10)")
-    assert _exhausted("net", plan(3, failed=1), 2) == (
+    assert _exhausted("net", plan(3, failed=1, counted=1), 2) == (
         "search space exhausted: every distinct sub-network of net was measured or failed "
         "(2 new measurements of a budget of 10, 1 failed)"
+    )
+    assert _exhausted("net", plan(5, failed=3, counted=1), 2).endswith(
+        "(2 new measurements of a budget of 10, 3 failed (2 anchors among them))"
     )
 
 
