@@ -159,7 +159,9 @@ class JobCreate(BaseModel):
         True,
         description="reuse earlier jobs' measurements of this supernet on this device: they "
         "join the job's evaluations (marked reused_from) and guide the search; the budget "
-        "counts new measurements only. Measurements on other devices guide linas too, "
+        "counts new measurements only. Sub-networks whose measurement failed in those jobs "
+        "are not measured again (failed_evaluations, reused_from). Measurements on other "
+        "devices guide linas too, "
         "by their device-independent metrics (accuracy on the same validation data, counted "
         "complexity), but are not results: those sub-networks are measured here if chosen "
         "(their latency timed; the accuracy measured with the same weights and data taken, "
@@ -304,8 +306,8 @@ class Progress(BaseModel):
     evaluations_failed: int = Field(
         0,
         description="measurements that failed and were skipped, counted against "
-        "`failures_allowed` (`failed_evaluations` lists them, and failed anchors, which "
-        "do not count)",
+        "`failures_allowed` (`failed_evaluations` lists them, and those that do not count: "
+        "failed anchors, and failures of earlier jobs that a warm start took)",
     )
     failures_allowed: int = Field(
         0,
@@ -338,6 +340,11 @@ class FailedEvaluation(FailedSample):
     anchor: bool = Field(
         description="one of the anchors measured first (Supernet.anchors): skipped without "
         "counting towards budget.failures"
+    )
+    reused_from: str | None = Field(
+        None,
+        description="the earlier job on this supernet and device where it failed (warm "
+        "start): not measured again, not counted towards budget.failures",
     )
 
 

@@ -21,6 +21,15 @@ milliseconds and lets every single proposal use every result told so far:
    constraints must hold (feasibility first: smallest predicted violation wins). Quantile
    levels follow a low-discrepancy sequence (golden-ratio / R_d) from a seeded start, so
    successive proposals sweep the whole front evenly without any randomness to tune.
+4. Failed measurements (``tell_failed``: a sub-network the device cannot run, such as the
+   largest ones out of its memory) train one more :class:`~search.surrogate.PairwiseRidge`,
+   of which architectures fail (results 0, failures 1), from ``FAILURE_MIN`` failures on.
+   Once its leave-one-out ranking shows a pattern (``FAILURE_TAU``), candidates it predicts
+   more likely to fail than not come after every other, in the guided proposals (added to
+   the predicted constraint violation) and the uniform initial ones (screened as a prior
+   screens them). Failures spread at random show no pattern and change nothing. On
+   NAS-Bench-201 devices whose slowest half fails, 60-evaluation jobs made 17.8 failures
+   instead of 22.7, and 6 of 70 were ended by their failure allowance instead of 13.
 
 Why epsilon-constraint rather than hypervolume improvement: on NAS-Bench-201 the accuracy
 predictor ranks the top 10 % poorly (seed noise dominates there) while latency predictors are
@@ -66,6 +75,16 @@ _THREADS = ThreadpoolController()
 
 #: Hints kept per metric (see ``Strategy.hint``), the most recent ones.
 MAX_HINTS = 500
+
+#: Failed measurements (``Strategy.tell_failed``: out of a device's memory, say) after which
+#: a model of which architectures fail (told results 0, failures 1) may steer proposals ...
+FAILURE_MIN = 3
+#: ... once its leave-one-out predictions rank failures above results this much better than
+#: chance (Kendall's tau over the pairs of one of each: 2 AUC - 1); failures spread at random
+#: are not learnt, and steer nothing.
+FAILURE_TAU = 0.3
+#: Candidates whose predicted chance of failing exceeds this come after the others.
+FAILURE_CHANCE = 0.5
 
 
 def _check_option(value: object, field: str, minimum: int) -> int:
@@ -177,6 +196,10 @@ class LinasStrategy(Strategy):
         self._metrics = list(dict.fromkeys([*self.objectives, *self.constraints]))
         self._models = {name: PairwiseRidge(self._features) for name in self._metrics}
         self._told_idx: list[tuple[int, ...]] = []
+        self._failed_idx: list[tuple[int, ...]] = []
+        self._failure_model_fit = PairwiseRidge(self._features)
+        self._failure_fitted_at = (-1, -1)  # (n_told, n_failed) at its last fit
+        self._failure_selected_at = -reselect_every  # rows at its last selection
         # metric -> key -> (indices, value): hinted values, used until the key is told
         self._hints: dict[str, dict[str, tuple[tuple[int, ...], float]]] = {
             name: {} for name in self._metrics
@@ -198,8 +221,10 @@ class LinasStrategy(Strategy):
             self._pool.close([indices])
 
     def _on_fail(self, key: str, arch: Arch, was_asked: bool) -> None:
+        indices = self.space.to_indices(arch)
+        self._failed_idx.append(indices)
         if self._pool is not None:
-            self._pool.close([self.space.to_indices(arch)])
+            self._pool.close([indices])
 
     def _on_hint(self, key: str, arch: Arch, metrics: dict[str, float]) -> None:
         """Kept per metric, the latest ``MAX_HINTS`` (the predictor's solve is cubic in its
@@ -216,12 +241,13 @@ class LinasStrategy(Strategy):
     def _propose(self, n: int) -> list[Arch]:
         taken: set[str] = set()
         n_random = n if self.n_told < 2 else min(n, max(0, self.n_initial - self._n_seen()))
-        out = self._sample_screened(n_random, taken) if self._prior else []
-        out += self._sample_unseen(n_random - len(out), taken)
-        if self._pool is not None:
-            self._pool.close([self.space.to_indices(a) for a in out])
-        if len(out) < n:
-            with _THREADS.limit(limits=1, user_api="blas"):
+        with _THREADS.limit(limits=1, user_api="blas"):
+            screened = n_random and (self._prior or self._failure_model() is not None)
+            out = self._sample_screened(n_random, taken) if screened else []
+            out += self._sample_unseen(n_random - len(out), taken)
+            if self._pool is not None:
+                self._pool.close([self.space.to_indices(a) for a in out])
+            if len(out) < n:
                 out += self._propose_guided(n - len(out), taken)
         return out
 
@@ -247,7 +273,8 @@ class LinasStrategy(Strategy):
         return {name: prior[name] for name in prior if name in self.constraints}
 
     def _sample_screened(self, n: int, taken: set[str]) -> list[Arch]:
-        """Up to ``n`` unseen uniform architectures the prior predicts to be feasible."""
+        """Up to ``n`` unseen uniform architectures the prior predicts to be feasible and
+        the failure model (once it has learnt something) to be measurable."""
         out: list[Arch] = []
         bounds = {name: self.constraints[name] for name in self._prior}
         for _ in range(n):
@@ -258,10 +285,13 @@ class LinasStrategy(Strategy):
                 name: np.asarray(predict(candidates), dtype=float)
                 for name, predict in self._prior.items()
             }
+            indices = np.array([self.space.to_indices(arch) for arch in candidates])
+            failing = self._predicted_failure(self._features.active(indices), self._extra(indices))
             feasible = [
                 arch
                 for row, arch in enumerate(candidates)
                 if is_feasible({m: float(v[row]) for m, v in predicted.items()}, bounds)
+                and failing[row] <= 0.0
             ]
             pick = feasible[0] if feasible else candidates[0]
             taken.add(self.space.key(pick))
@@ -317,7 +347,8 @@ class LinasStrategy(Strategy):
             name: model.predict(pool.active, pool.extra) for name, model in self._models.items()
         }
         self._put_hinted_values(pool, predictions)
-        violation = self._predicted_violation(predictions)
+        failing = self._predicted_failure(pool.active, pool.extra)
+        violation = self._predicted_violation(predictions) + failing
         primary = self._primary()
         out: list[Arch] = []
         while len(out) < n:
@@ -381,6 +412,42 @@ class LinasStrategy(Strategy):
             if bound.max is not None:
                 total += np.clip(predictions[name] - model.scale(bound.max), 0.0, None)
         return total
+
+    def _failure_model(self) -> PairwiseRidge | None:
+        """A :class:`PairwiseRidge` of which architectures fail (told results 0, failures
+        1), fitted on every one so far, its hyperparameters re-selected as the metrics' are;
+        None until ``FAILURE_MIN`` failed and while the failures show no pattern (its
+        leave-one-out ranking below ``FAILURE_TAU``)."""
+        failed, told = len(self._failed_idx), len(self._told_idx)
+        if failed < FAILURE_MIN or told < 2:
+            return None
+        model = self._failure_model_fit
+        if self._failure_fitted_at != (told, failed):
+            indices = self._told_idx + self._failed_idx
+            values = np.concatenate([np.zeros(told), np.ones(failed)])
+            select = told + failed - self._failure_selected_at >= self.reselect_every
+            active = self._features.active(np.array(indices))
+            model.fit(active, values, extra=self._extra(indices, remember=True), select=select)
+            if select:
+                self._failure_selected_at = told + failed
+                self.predictor_report.append(
+                    {"n_told": self.n_told, "metric": "failure", **model.report}
+                )
+            self._failure_fitted_at = (told, failed)
+        n = model.report["n_select"]
+        share = failed / (told + failed)  # of the rows the selection saw, near enough
+        pairs = 2 * share * (1 - share) * n / (n - 1)  # tau-a's share of mixed pairs
+        return model if model.loo_tau / pairs >= FAILURE_TAU else None
+
+    def _predicted_failure(self, active: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
+        """How far each candidate (active feature ids, free features) is predicted past an
+        even chance of failing, 0 where it is not and everywhere while there is no failure
+        model; added to the constraint violation, likely failures come after every
+        candidate predicted measurable and feasible."""
+        model = self._failure_model()
+        if model is None:
+            return np.zeros(len(active))
+        return np.clip(model.predict(active, extra) - model.scale(FAILURE_CHANCE), 0.0, None)
 
     def _first_unseen(self, pool: _Pool, rows: np.ndarray, taken: set[str]) -> int | None:
         """First of ``rows`` whose key is new; rows passed over are seen and get closed."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Row,
     Select,
@@ -712,15 +713,22 @@ MEASURED_WITH = "measured_with"
 #: sub-network id, written at the job's first run so that a resumed run measures the same.
 ANCHORS = "anchors"
 #: The spec's key for a search job's failed measurements, in order: ``{"subnet_id", "error",
-#: "anchor"}`` each, written as they fail, so that a resumed run proposes none of them again
-#: and counts them towards the job's ``budget.failures``.
+#: "anchor", "after"}`` each (``after``: the results the job had then), written as they
+#: fail, so that a resumed run proposes none of them again and counts them towards the
+#: job's ``budget.failures``; a warm start adds those of earlier jobs on the pair first, with
+#: ``reused_from`` naming the job where each failed (``prior_failures``; not counted).
 FAILED = "failed"
 
 
+def counts_as_failure(entry: Mapping[str, Any]) -> bool:
+    """Whether a failed measurement the job's spec lists (``FAILED``) counts against its
+    allowance: its anchors' do not, nor those that failed in earlier jobs (``REUSED_FROM``)."""
+    return not (entry.get("anchor") or entry.get(REUSED_FROM))
+
+
 def failures_counted(spec: Mapping[str, Any]) -> int:
-    """How many of a job's recorded failed measurements count against its allowance: its
-    anchors' do not."""
-    return sum(not entry.get("anchor") for entry in spec.get(FAILED, []))
+    """How many of a job's recorded failed measurements count against its allowance."""
+    return sum(map(counts_as_failure, spec.get(FAILED, [])))
 
 
 def failures_allowed(budget: Mapping[str, Any], *, fit_needs: int = 0) -> int:
@@ -760,19 +768,11 @@ def prior_evaluations(
     device but ``device`` instead (for the metrics that do not depend on the device);
     ``before``: only those recorded before that time."""
     on_device = Job.device != device if other_devices else Job.device == device
-    jobs = select(Job.id, Job.spec).where(
-        Job.supernet == supernet, on_device, Job.id != exclude_job, Job.kind == JobKind.search
-    )
-    # The specs are compared here, not by the database's JSON operators: a spec may hold a
-    # lone surrogate escape (a file name that is not UTF-8), which PostgreSQL's json
-    # operators refuse for the whole document, and SQLite's driver refuses as a parameter.
     matching = [
         job_id
-        for job_id, spec in session.execute(jobs)
-        if spec.get(MEASURED_WITH) == measured_with
-        # a fingerprint is the weights' and data's content, whatever path named the data;
-        # without one (a recorded table, a plugin that gives none), the path is all there is
-        and (measured_with is not None or spec.get("validation_data") == validation_data)
+        for job_id, _ in _measuring_alike(
+            session, supernet, on_device, exclude_job, measured_with, validation_data
+        )
     ]
     if not matching:
         return []
@@ -800,6 +800,62 @@ def prior_evaluations(
             found.setdefault(evaluation.subnet_id, evaluation)
             if len(found) >= limit:
                 break
+    return list(found.values())
+
+
+def _measuring_alike(
+    session: Session,
+    supernet: str,
+    on_device: ColumnElement[bool],
+    exclude_job: str,
+    measured_with: str | None,
+    validation_data: str | None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """(id, spec) of the other search jobs of ``supernet`` on the devices ``on_device``
+    selects that measured as ``measured_with`` says (``prior_evaluations``), newest first."""
+    jobs = (
+        select(Job.id, Job.spec)
+        .where(Job.supernet == supernet, on_device, Job.id != exclude_job)
+        .where(Job.kind == JobKind.search)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+    )
+    # The specs are compared here, not by the database's JSON operators: a spec may hold a
+    # lone surrogate escape (a file name that is not UTF-8), which PostgreSQL's json
+    # operators refuse for the whole document, and SQLite's driver refuses as a parameter.
+    return [
+        (job_id, spec)
+        for job_id, spec in session.execute(jobs)
+        if spec.get(MEASURED_WITH) == measured_with
+        # a fingerprint is the weights' and data's content, whatever path named the data;
+        # without one (a recorded table, a plugin that gives none), the path is all there is
+        and (measured_with is not None or spec.get("validation_data") == validation_data)
+    ]
+
+
+def prior_failures(
+    session: Session,
+    *,
+    supernet: str,
+    device: str,
+    validation_data: str | None,
+    exclude_job: str,
+    limit: int,
+    measured_with: str | None = None,
+) -> list[dict[str, Any]]:
+    """The sub-networks of ``supernet`` whose measurement failed on ``device`` in other
+    search jobs that measured alike (``prior_evaluations``'s ``measured_with`` rule), as
+    their specs list them (``FAILED``, a copy's entries too: they name their origin) with
+    ``reused_from``: the job where each failed; the newest job's entry per sub-network, at
+    most ``limit``."""
+    found: dict[str, dict[str, Any]] = {}
+    for job_id, spec in _measuring_alike(
+        session, supernet, Job.device == device, exclude_job, measured_with, validation_data
+    ):
+        for entry in spec.get(FAILED, []):
+            origin = entry.get(REUSED_FROM) or job_id
+            found.setdefault(entry["subnet_id"], {**entry, REUSED_FROM: origin})
+            if len(found) >= limit:
+                return list(found.values())
     return list(found.values())
 
 

@@ -122,9 +122,40 @@ def recorded(spec: dict[str, Any], failures: Failures, results: int) -> tuple[li
     message)."""
     failed = spec.get(q.FAILED, [])
     failures.counted = q.failures_counted(spec)
-    failures.in_a_row = sum(not e.get("anchor") and e.get("after") == results for e in failed)
-    notes = [anchor_said(e["subnet_id"], e["error"]) for e in failed if e.get("anchor")]
+    failures.in_a_row = sum(q.counts_as_failure(e) and e.get("after") == results for e in failed)
+    notes = [
+        anchor_said(e["subnet_id"], e["error"])
+        for e in failed
+        if e.get("anchor") and not e.get(q.REUSED_FROM)
+    ]
     return [e["subnet_id"] for e in failed], notes + ([failures.said()] if failures.counted else [])
+
+
+def shared(
+    earlier: list[dict[str, Any]], spec: dict[str, Any], measured: set[str]
+) -> list[dict[str, Any]]:
+    """The failures of earlier jobs on the pair (``store.jobs.prior_failures``) that a warm
+    start adds to the job's spec: not those of sub-networks measured since (``measured``:
+    the results the job starts from), nor those the spec lists already (a run that died
+    before measuring anything warm-starts again). Not anchors of this job, not counted."""
+    skip = measured | {e["subnet_id"] for e in spec.get(q.FAILED, [])}
+    return [
+        {"subnet_id": e["subnet_id"], "error": e["error"], "anchor": False,
+         q.REUSED_FROM: e[q.REUSED_FROM]}
+        for e in earlier
+        if e["subnet_id"] not in skip
+    ]  # fmt: skip
+
+
+def shared_said(spec: dict[str, Any]) -> str | None:
+    """The warm start's words on the failures it took from earlier jobs, if any."""
+    n = sum(bool(e.get(q.REUSED_FROM)) for e in spec.get(q.FAILED, []))
+    if not n:
+        return None
+    return (
+        f"{q.counted(n, 'sub-network')} whose measurement failed in earlier jobs not measured "
+        "again (failed_evaluations; warm_start false measures them)"
+    )
 
 
 def replay(

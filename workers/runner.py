@@ -374,7 +374,7 @@ class JobRunner:
         warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
         passed_over = 0
         if not stored and warm:
-            stored, passed_over = self._warm_start(job_id, spec)
+            stored, passed_over, spec = self._warm_start(job_id, spec)
         reused = sum(e.reused for e in stored)
         if reused or passed_over:  # said again by a resumed run: a claim clears the message
             name, device = spec["supernet"], spec["device"]
@@ -387,6 +387,8 @@ class JobRunner:
                     "measured again if the search proposes them"
                 )
             self._note(job_id, said)
+        if said_failed := failures.shared_said(spec):  # as above
+            self._note(job_id, f"warm start: {said_failed}")
         prior = self._latency_prior(job_id, spec)
         if q.ANCHORS not in spec and len(stored) > reused:  # begun without recorded anchors
             spec = {**spec, q.ANCHORS: []}
@@ -633,15 +635,20 @@ class JobRunner:
         )
         return None
 
-    def _warm_start(self, job_id: str, spec: dict[str, Any]) -> tuple[list[Evaluation], int]:
-        """Copy earlier measurements of this supernet on this device into the job; the
-        job's evaluations, and how many sub-networks were passed over (``_noisy``).
+    def _warm_start(
+        self, job_id: str, spec: dict[str, Any]
+    ) -> tuple[list[Evaluation], int, dict[str, Any]]:
+        """Copy earlier measurements of this supernet on this device into the job, and the
+        sub-networks whose measurement failed in earlier jobs into its spec's failures; the
+        job's evaluations, how many sub-networks were passed over (``_noisy``), and its spec.
 
         They join its evaluations (``details.reused_from`` names the job that measured
         them, ``seconds`` is 0) and the strategy is told them before its first ask, so it
         neither measures them again nor ignores what they show. Only measurements holding
         every metric this job's objectives and constraints need, and accuracy measured on
-        the same validation data, are taken.
+        the same validation data, are taken. The failures (``failures.shared``) are told as
+        failed: never proposed, and linas learns from them which sub-networks fail; they do
+        not count against the job's ``budget.failures``.
         """
         constraints = constraints_of(spec)
         needed = set(spec["objectives"]) | set(constraints)
@@ -656,21 +663,24 @@ class JobRunner:
                 return False
             return True
 
-        def copy(session: Session) -> list[Evaluation]:
+        def copy(session: Session) -> tuple[list[Evaluation], dict[str, Any]]:
             noisy.clear()
             job = q.get_job(session, job_id, lock=True)
             if _lease_of(job, self.worker_id) != "held":
-                return []
+                return [], spec
             limit = self.settings.warm_start_max
             prior = _earlier_measurements(session, job_id, spec, limit, usable=usable)
             q.add_reused_evaluations(session, job, prior, constraints)
             stored, _ = q.list_evaluations(session, job_id)
             metrics = [e.metrics for e in stored]
             _set_progress(job, metrics, spec["objectives"], constraints)
-            return stored
+            earlier = q.prior_failures(session, **_measured_alike(job_id, spec), limit=limit)
+            if taken := failures.shared(earlier, job.spec, {e.subnet_id for e in stored}):
+                job.spec = {**job.spec, q.FAILED: [*taken, *job.spec.get(q.FAILED, [])]}
+            return stored, {**spec, q.FAILED: job.spec.get(q.FAILED, [])}
 
-        stored = self._db(copy)
-        return stored, len(noisy - {e.subnet_id for e in stored})
+        stored, spec = self._db(copy)
+        return stored, len(noisy - {e.subnet_id for e in stored}), spec
 
     def _from_other_devices(
         self, job_id: str, spec: dict[str, Any], supernet: Supernet
@@ -933,16 +943,19 @@ def _earlier_measurements(
 ) -> list[Evaluation]:
     """Other jobs' measurements of the job's supernet, accuracy on its validation data
     (``store.jobs.prior_evaluations``; ``where``: its device, time and usability filters)."""
-    return q.prior_evaluations(
-        session,
-        supernet=spec["supernet"],
-        device=spec["device"],
-        validation_data=spec.get("validation_data"),
-        measured_with=spec.get(q.MEASURED_WITH),
-        exclude_job=job_id,
-        limit=limit,
-        **where,
-    )
+    return q.prior_evaluations(session, **_measured_alike(job_id, spec), limit=limit, **where)
+
+
+def _measured_alike(job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """What ``store.jobs.prior_evaluations`` and ``prior_failures`` take to find other jobs
+    that measured the job's supernet as it does."""
+    return {
+        "supernet": spec["supernet"],
+        "device": spec["device"],
+        "validation_data": spec.get("validation_data"),
+        "measured_with": spec.get(q.MEASURED_WITH),
+        "exclude_job": job_id,
+    }
 
 
 def _add_message(job: Job, note: str) -> None:

@@ -393,3 +393,40 @@ def test_a_pool_of_a_space_too_large_for_exact_codes_finds_its_rows() -> None:
     assert rows.tolist() == [7, 0, 1999 % len(indices)] and found == [0, 2, 3]
     pool.close([asked[0]])
     assert not pool.open[7] and pool.open.sum() == len(indices) - 1
+
+
+def _failing_runs(seed: int, learn: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[int, bool]:
+    """A device without the memory for the largest choice of two genes (a third of the
+    space): failures among the guided proposals, and whether the failure model came on."""
+    monkeypatch.setattr("search.linas.FAILURE_MIN", 3 if learn else 10**9)
+    strategy, measure = make(seed=seed, budget=60), synthetic(seed)
+    failed = 0
+    while proposals := strategy.ask(1):
+        arch = proposals[0]
+        if CHOICES - 1 in (arch["e0"], arch["e1"]):
+            strategy.tell_failed(arch)
+            failed += strategy.n_told >= strategy.n_initial
+        else:
+            strategy.tell(arch, measure(arch))
+    assert isinstance(strategy, LinasStrategy)
+    return failed, strategy._failure_model() is not None
+
+
+def test_guided_proposals_learn_which_architectures_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failures that follow a pattern steer the guided proposals away from it; failures that
+    follow none change nothing (their model does not come on)."""
+    learnt = [_failing_runs(seed, True, monkeypatch) for seed in range(3)]
+    blind = [_failing_runs(seed, False, monkeypatch) for seed in range(3)]
+    assert all(on for _, on in learnt) and not any(on for _, on in blind)
+    assert sum(f for f, _ in learnt) < 0.5 * sum(f for f, _ in blind), (learnt, blind)
+
+    monkeypatch.setattr("search.linas.FAILURE_MIN", 3)
+    strategy, measure = make(seed=1, budget=60), synthetic(1)
+    draws = np.random.default_rng(0)
+    while proposals := strategy.ask(1):
+        if draws.random() < 0.3:  # a third fails, at random
+            strategy.tell_failed(proposals[0])
+        else:
+            strategy.tell(proposals[0], measure(proposals[0]))
+    assert isinstance(strategy, LinasStrategy)
+    assert strategy.n_failed >= 10 and strategy._failure_model() is None

@@ -327,6 +327,42 @@ def test_prior_evaluations_on_other_devices_and_before_a_time(backend: str, tmp_
         assert subnets(other_devices=True, before=on_cpu.created_at) == set()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_prior_failures_of_the_pair_newest_first_with_their_origin(
+    backend: str, tmp_path: Path
+) -> None:
+    """The failures other search jobs of the pair listed, measured alike: one per
+    sub-network, the newest job's, a copy naming the job where it failed."""
+    with database_url(backend, tmp_path) as url:
+        upgrade(url)
+        factory = make_session_factory(make_engine(url))
+
+        def failed(*entries: dict[str, Any]) -> list[dict[str, Any]]:
+            return [{"error": "MemoryError: out", "anchor": False, **e} for e in entries]
+
+        def create(**spec: Any) -> str:
+            with transaction(factory) as session:  # one each: created at distinct times
+                return q.create_job(session, {**SPEC, **spec}).id
+
+        old = create(failed=failed({"subnet_id": "a"}))
+        new = create(failed=failed({"subnet_id": "a", "reused_from": old}, {"subnet_id": "b"}))
+        create(device="cuda-0", failed=failed({"subnet_id": "c"}))
+        other = create(measured_with="fp", failed=failed({"subnet_id": "d"}))
+        mine = create(failed=failed({"subnet_id": "e"}))
+
+        def found(**kwargs: Any) -> list[tuple[str, str]]:
+            with transaction(factory) as session:
+                entries = q.prior_failures(
+                    session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
+                    exclude_job=mine, **{"limit": 100, **kwargs},
+                )  # fmt: skip
+                return [(e["subnet_id"], e["reused_from"]) for e in entries]
+
+        assert found() == [("a", old), ("b", new)]  # the newest job's entries first
+        assert found(limit=1) == [("a", old)]
+        assert found(measured_with="fp") == [("d", other)]
+
+
 # HeldConnectionWriter (the API submitter's writes) and the batch write it runs,
 # NewJobs.insert: one connection kept on PostgreSQL, a write run once more after the
 # connection dropped, stored once whatever happened to the first try.

@@ -146,7 +146,7 @@ def test_a_job_whose_every_measurement_fails_fails_at_the_fifth(job: Any) -> Non
     assert "4 failed measurements skipped before it, and none succeeded" in stored.message
 
     _NoRoomForWideInputs.attempts.clear()
-    given = job(budget={"evaluations": 20, "failures": 8}, seed=7)
+    given = job(budget={"evaluations": 20, "failures": 8}, seed=7, warm_start=False)
     assert job.runner.run(given) == JobStatus.failed
     _, stored = _stored(job.factory, given)
     assert sum(_NoRoomForWideInputs.attempts.values()) == 2 + 9
@@ -162,7 +162,7 @@ def test_a_warm_started_job_has_results_before_its_first_failure(job: Any) -> No
     assert job.runner.run(again) == JobStatus.failed
     keys, stored = _stored(job.factory, again)
     assert keys and stored.evaluations_done == 0  # every result reused
-    assert sum(not f["anchor"] for f in stored.spec[q.FAILED]) == 5  # the 6th ends the job
+    assert q.failures_counted(stored.spec) == 5  # the 6th ends the job
     assert "5 failed measurements skipped before it: budget.failures allows 5" in stored.message
 
 
@@ -258,3 +258,41 @@ def test_a_takeover_while_a_measurement_fails_ends_this_run(job: Any) -> None:
     assert q.FAILED not in stored.spec or not stored.spec[q.FAILED]
     assert sum(attempts.values()) == len(keys) + 1  # nothing measured after the failure
     assert stored.worker_id == "worker-2" and stored.status == JobStatus.running
+
+
+def test_a_warm_start_takes_the_failures_of_earlier_jobs_without_counting_them(
+    job: Any,
+) -> None:
+    """A second job on the pair measured the sub-networks that had failed in the first
+    again, each failing again and counted against its allowance."""
+    first = job()
+    assert job.runner.run(first) == JobStatus.succeeded
+    _, earlier = _stored(job.factory, first)
+    failed_before = [f["subnet_id"] for f in earlier.spec[q.FAILED]]
+
+    second = job(seed=5, budget={"evaluations": 12})
+    assert job.runner.run(second) == JobStatus.succeeded
+    keys, stored = _stored(job.factory, second)
+    failed = stored.spec[q.FAILED]
+    taken = [f for f in failed if f.get(q.REUSED_FROM)]
+    assert [f["subnet_id"] for f in taken] == failed_before
+    assert {f[q.REUSED_FROM] for f in taken} == {first} and not any(f["anchor"] for f in taken)
+    assert all(_NoRoomForWideInputs.attempts[k] == 1 for k in failed_before)  # not again
+    assert q.failures_counted(stored.spec) == len(failed) - len(taken)
+    assert not set(failed_before) & set(keys)
+    said = f"warm start: {len(taken)} sub-networks whose measurement failed in earlier jobs"
+    assert said in (stored.message or "")
+
+    third = job(seed=6, warm_start=False, budget={"evaluations": 10, "failures": 20})
+    assert job.runner.run(third) == JobStatus.succeeded  # measures what it proposes
+    _, alone = _stored(job.factory, third)
+    assert not any(f.get(q.REUSED_FROM) for f in alone.spec[q.FAILED])
+    assert _NoRoomForWideInputs.attempts[failed_before[0]] == 2  # the largest anchor, again
+    assert "failed in earlier jobs" not in (alone.message or "")
+
+    # a job of the pair resumed: its failures as they were, none taken twice
+    as_if_died_after_its_first(job.factory, second)
+    assert job.runner.run(second) == JobStatus.succeeded
+    _, resumed = _stored(job.factory, second)
+    assert resumed.spec[q.FAILED][: len(taken)] == taken
+    assert said in (resumed.message or "")
