@@ -387,8 +387,9 @@ class JobPublic(BaseModel):
     progress: Progress
     failed_evaluations: list[FailedEvaluation] = Field(
         default_factory=list,
-        description="sub-networks whose measurement failed, in order, skipped by the search "
-        "and never proposed again (budget.failures)",
+        description="sub-networks whose measurement failed, skipped by the search and never "
+        "proposed again (budget.failures): those a warm start took from earlier jobs "
+        "(reused_from) first, then the job's own in the order they failed",
     )
     calibration: CalibrationOfJob | None = Field(None, description="calibration jobs only")
     message: str | None

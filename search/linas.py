@@ -23,13 +23,12 @@ milliseconds and lets every single proposal use every result told so far:
    successive proposals sweep the whole front evenly without any randomness to tune.
 4. Failed measurements (``tell_failed``: a sub-network the device cannot run, such as the
    largest ones out of its memory) train one more :class:`~search.surrogate.PairwiseRidge`,
-   of which architectures fail (results 0, failures 1), from ``FAILURE_MIN`` failures on.
-   Once its leave-one-out ranking shows a pattern (``FAILURE_TAU``), candidates it predicts
-   more likely to fail than not come after every other, in the guided proposals (added to
-   the predicted constraint violation) and the uniform initial ones (screened as a prior
-   screens them). Failures spread at random show no pattern and change nothing. On
-   NAS-Bench-201 devices whose slowest half fails, 60-evaluation jobs made 17.8 failures
-   instead of 22.7, and 6 of 70 were ended by their failure allowance instead of 13.
+   a linear one of which architectures fail (results 0, failures 1) on their genes, from
+   ``FAILURE_MIN`` failures on. Once its leave-one-out ranking beats chance clearly
+   (``FAILURE_Z``), candidates it predicts more likely to fail than not come after every
+   other, in the guided proposals (added to the predicted constraint violation) and the
+   uniform initial ones (screened as a prior screens them). Failures spread at random seldom
+   turn it on. See BENCHMARKS.md ("Jobs where part of the space cannot be measured").
 
 Why epsilon-constraint rather than hypervolume improvement: on NAS-Bench-201 the accuracy
 predictor ranks the top 10 % poorly (seed noise dominates there) while latency predictors are
@@ -79,11 +78,13 @@ MAX_HINTS = 500
 #: Failed measurements (``Strategy.tell_failed``: out of a device's memory, say) after which
 #: a model of which architectures fail (told results 0, failures 1) may steer proposals ...
 FAILURE_MIN = 3
-#: ... once its leave-one-out predictions rank failures above results this much better than
-#: chance (Kendall's tau over the pairs of one of each: 2 AUC - 1); failures spread at random
-#: are not learnt, and steer nothing.
-FAILURE_TAU = 0.3
-#: Candidates whose predicted chance of failing exceeds this come after the others.
+#: ... once its leave-one-out predictions rank failures above results better than chance
+#: by this many standard deviations of that ranking under no pattern at all (Kendall's tau
+#: over the pairs of one of each, 2 AUC - 1, against its spread for that many results and
+#: failures: the Mann-Whitney statistic's); failures spread at random are seldom learnt.
+FAILURE_Z = 2.0
+#: Candidates whose predicted chance of failing (the model is a linear one of the 0/1
+#: outcome) exceeds this come after the others.
 FAILURE_CHANCE = 0.5
 
 
@@ -91,6 +92,17 @@ def _check_option(value: object, field: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidInput(f"{field} must be an int >= {minimum}, got {value!r}", field=field)
     return value
+
+
+def _shows_a_pattern(tau: float, results: int, failures: int) -> bool:
+    """Whether a leave-one-out Kendall tau-a of predictions against 0/1 outcomes (``results``
+    zeros, ``failures`` ones) beats chance by ``FAILURE_Z`` standard deviations: over the
+    pairs of one of each, tau is 2 AUC - 1, whose spread with no pattern is twice the
+    Mann-Whitney AUC's, sqrt((n0 + n1 + 1) / (12 n0 n1))."""
+    n = results + failures
+    mixed = 2.0 * results * failures / (n * (n - 1))  # tau-a's share of mixed pairs
+    spread = 2.0 * np.sqrt((n + 1) / (12.0 * results * failures))
+    return bool(tau / mixed >= FAILURE_Z * spread)  # False for NaN
 
 
 def _rd_steps(dims: int) -> np.ndarray:
@@ -197,9 +209,10 @@ class LinasStrategy(Strategy):
         self._models = {name: PairwiseRidge(self._features) for name in self._metrics}
         self._told_idx: list[tuple[int, ...]] = []
         self._failed_idx: list[tuple[int, ...]] = []
-        self._failure_model_fit = PairwiseRidge(self._features)
+        self._failure_model_fit = PairwiseRidge(self._features, transforms=("linear",))
         self._failure_fitted_at = (-1, -1)  # (n_told, n_failed) at its last fit
         self._failure_selected_at = -reselect_every  # rows at its last selection
+        self._failure_counts = (0, 0)  # (results, failures) at its last selection
         # metric -> key -> (indices, value): hinted values, used until the key is told
         self._hints: dict[str, dict[str, tuple[tuple[int, ...], float]]] = {
             name: {} for name in self._metrics
@@ -217,6 +230,8 @@ class LinasStrategy(Strategy):
     def _on_tell(self, key: str, arch: Arch, metrics: dict[str, float], was_asked: bool) -> None:
         indices = self.space.to_indices(arch)
         self._told_idx.append(indices)
+        if indices in self._failed_idx:  # failed once, measured since (library use)
+            self._failed_idx.remove(indices)
         if self._pool is not None:
             self._pool.close([indices])
 
@@ -285,8 +300,7 @@ class LinasStrategy(Strategy):
                 name: np.asarray(predict(candidates), dtype=float)
                 for name, predict in self._prior.items()
             }
-            indices = np.array([self.space.to_indices(arch) for arch in candidates])
-            failing = self._predicted_failure(self._features.active(indices), self._extra(indices))
+            failing = self._predicted_failure(candidates)
             feasible = [
                 arch
                 for row, arch in enumerate(candidates)
@@ -347,8 +361,9 @@ class LinasStrategy(Strategy):
             name: model.predict(pool.active, pool.extra) for name, model in self._models.items()
         }
         self._put_hinted_values(pool, predictions)
-        failing = self._predicted_failure(pool.active, pool.extra)
-        violation = self._predicted_violation(predictions) + failing
+        violation = self._predicted_violation(predictions)
+        if (model := self._failure_model()) is not None:
+            violation = violation + self._failing(model, pool.active)
         primary = self._primary()
         out: list[Arch] = []
         while len(out) < n:
@@ -414,40 +429,43 @@ class LinasStrategy(Strategy):
         return total
 
     def _failure_model(self) -> PairwiseRidge | None:
-        """A :class:`PairwiseRidge` of which architectures fail (told results 0, failures
-        1), fitted on every one so far, its hyperparameters re-selected as the metrics' are;
-        None until ``FAILURE_MIN`` failed and while the failures show no pattern (its
-        leave-one-out ranking below ``FAILURE_TAU``)."""
+        """A linear :class:`PairwiseRidge` of which architectures fail (told results 0,
+        failures 1) on their genes, fitted on every one so far, its hyperparameters
+        re-selected as the metrics' are; None until ``FAILURE_MIN`` failed and while the
+        failures show no pattern (``FAILURE_Z``)."""
         failed, told = len(self._failed_idx), len(self._told_idx)
         if failed < FAILURE_MIN or told < 2:
             return None
         model = self._failure_model_fit
         if self._failure_fitted_at != (told, failed):
-            indices = self._told_idx + self._failed_idx
             values = np.concatenate([np.zeros(told), np.ones(failed)])
             select = told + failed - self._failure_selected_at >= self.reselect_every
-            active = self._features.active(np.array(indices))
-            model.fit(active, values, extra=self._extra(indices, remember=True), select=select)
+            model.fit(self._features.active(np.array(self._told_idx + self._failed_idx)),
+                      values, select=select)  # fmt: skip
             if select:
                 self._failure_selected_at = told + failed
+                share = model.report["n_select"] / (told + failed)  # a subsample past 400
+                self._failure_counts = (max(1, round(told * share)), max(1, round(failed * share)))
                 self.predictor_report.append(
                     {"n_told": self.n_told, "metric": "failure", **model.report}
                 )
             self._failure_fitted_at = (told, failed)
-        n = model.report["n_select"]
-        share = failed / (told + failed)  # of the rows the selection saw, near enough
-        pairs = 2 * share * (1 - share) * n / (n - 1)  # tau-a's share of mixed pairs
-        return model if model.loo_tau / pairs >= FAILURE_TAU else None
+        return model if _shows_a_pattern(model.loo_tau, *self._failure_counts) else None
 
-    def _predicted_failure(self, active: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
-        """How far each candidate (active feature ids, free features) is predicted past an
-        even chance of failing, 0 where it is not and everywhere while there is no failure
-        model; added to the constraint violation, likely failures come after every
-        candidate predicted measurable and feasible."""
+    def _predicted_failure(self, archs: Sequence[Arch]) -> np.ndarray:
+        """:meth:`_failing` of ``archs``, zeros while there is no failure model."""
         model = self._failure_model()
         if model is None:
-            return np.zeros(len(active))
-        return np.clip(model.predict(active, extra) - model.scale(FAILURE_CHANCE), 0.0, None)
+            return np.zeros(len(archs))
+        indices = np.array([self.space.to_indices(arch) for arch in archs])
+        return self._failing(model, self._features.active(indices))
+
+    def _failing(self, model: PairwiseRidge, active: np.ndarray) -> np.ndarray:
+        """How far each candidate (its active feature ids) is predicted past a
+        ``FAILURE_CHANCE`` of failing, 0 where it is not: added to the predicted constraint
+        violation, likely failures come after every candidate predicted measurable and
+        feasible."""
+        return np.clip(model.predict(active) - model.scale(FAILURE_CHANCE), 0.0, None)
 
     def _first_unseen(self, pool: _Pool, rows: np.ndarray, taken: set[str]) -> int | None:
         """First of ``rows`` whose key is new; rows passed over are seen and get closed."""

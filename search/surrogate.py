@@ -190,8 +190,9 @@ class PairwiseRidge:
     :meth:`scale` puts a raw bound on that scale. Not thread-safe.
     """
 
-    def __init__(self, features: FeatureMap) -> None:
+    def __init__(self, features: FeatureMap, transforms: Sequence[str] = tuple(TRANSFORMS)) -> None:
         self.features = features
+        self.transforms = {name: TRANSFORMS[name] for name in transforms}
         self._fit: _Fit | None = None
         self._told = np.zeros(0)
         self._weights = np.zeros(features.n_features)
@@ -385,7 +386,7 @@ class PairwiseRidge:
             for rho, noise, eta in itertools.product(rhos, NOISE_GRID, etas)
         }
         best: _Fit | None = None
-        for name, (transform, _) in TRANSFORMS.items():
+        for name, (transform, _) in self.transforms.items():
             z = transform(told)
             candidates = []
             for (rho, noise, eta), inverse in inverses.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -712,9 +712,9 @@ MEASURED_WITH = "measured_with"
 #: The spec's key for the anchors a search job measures first (``workers.anchors``), by
 #: sub-network id, written at the job's first run so that a resumed run measures the same.
 ANCHORS = "anchors"
-#: The spec's key for a search job's failed measurements, in order: ``{"subnet_id", "error",
-#: "anchor", "after"}`` each (``after``: the results the job had then), written as they
-#: fail, so that a resumed run proposes none of them again and counts them towards the
+#: The spec's key for a search job's failed measurements: ``{"subnet_id", "error",
+#: "anchor", "after"}`` each (``after``: the measurements the job had made then), written as
+#: they fail, so that a resumed run proposes none of them again and counts them towards the
 #: job's ``budget.failures``; a warm start adds those of earlier jobs on the pair first, with
 #: ``reused_from`` naming the job where each failed (``prior_failures``; not counted).
 FAILED = "failed"
@@ -770,7 +770,7 @@ def prior_evaluations(
     on_device = Job.device != device if other_devices else Job.device == device
     matching = [
         job_id
-        for job_id, _ in _measuring_alike(
+        for job_id, _, _ in _measuring_alike(
             session, supernet, on_device, exclude_job, measured_with, validation_data
         )
     ]
@@ -810,11 +810,12 @@ def _measuring_alike(
     exclude_job: str,
     measured_with: str | None,
     validation_data: str | None,
-) -> list[tuple[str, dict[str, Any]]]:
-    """(id, spec) of the other search jobs of ``supernet`` on the devices ``on_device``
-    selects that measured as ``measured_with`` says (``prior_evaluations``), newest first."""
+) -> Iterator[tuple[str, dict[str, Any], int]]:
+    """(id, spec, measurements made) of the other search jobs of ``supernet`` on the
+    devices ``on_device`` selects that measured as ``measured_with`` says
+    (``prior_evaluations``), newest first."""
     jobs = (
-        select(Job.id, Job.spec)
+        select(Job.id, Job.spec, Job.evaluations_done)
         .where(Job.supernet == supernet, on_device, Job.id != exclude_job)
         .where(Job.kind == JobKind.search)
         .order_by(Job.created_at.desc(), Job.id.desc())
@@ -822,14 +823,14 @@ def _measuring_alike(
     # The specs are compared here, not by the database's JSON operators: a spec may hold a
     # lone surrogate escape (a file name that is not UTF-8), which PostgreSQL's json
     # operators refuse for the whole document, and SQLite's driver refuses as a parameter.
-    return [
-        (job_id, spec)
-        for job_id, spec in session.execute(jobs)
-        if spec.get(MEASURED_WITH) == measured_with
-        # a fingerprint is the weights' and data's content, whatever path named the data;
-        # without one (a recorded table, a plugin that gives none), the path is all there is
-        and (measured_with is not None or spec.get("validation_data") == validation_data)
-    ]
+    for job_id, spec, done in session.execute(jobs):
+        if spec.get(MEASURED_WITH) == measured_with and (
+            # a fingerprint is the weights' and data's content, whatever path named the
+            # data; without one (a recorded table, a plugin that gives none), the path is
+            # all there is
+            measured_with is not None or spec.get("validation_data") == validation_data
+        ):
+            yield job_id, spec, done
 
 
 def prior_failures(
@@ -841,22 +842,43 @@ def prior_failures(
     exclude_job: str,
     limit: int,
     measured_with: str | None = None,
+    skip: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """The sub-networks of ``supernet`` whose measurement failed on ``device`` in other
-    search jobs that measured alike (``prior_evaluations``'s ``measured_with`` rule), as
-    their specs list them (``FAILED``, a copy's entries too: they name their origin) with
-    ``reused_from``: the job where each failed; the newest job's entry per sub-network, at
-    most ``limit``."""
+    search jobs that measured alike (``prior_evaluations``'s ``measured_with`` rule), each
+    as the job that saw it fail lists it (``FAILED``) with ``REUSED_FROM``: that job; the
+    newest first, at most ``limit``, none of ``skip``. Only failures the job measured
+    something after: not a run of failures that ended it or that it ended on (a device that
+    broke, a plugin that fails every measurement); not its anchors' (skipped whatever they
+    raised); not those it took from earlier jobs (their origin lists them, while it is
+    kept); and none of a sub-network that one of those jobs measured."""
     found: dict[str, dict[str, Any]] = {}
-    for job_id, spec in _measuring_alike(
+    jobs: list[str] = []
+    for job_id, spec, done in _measuring_alike(
         session, supernet, Job.device == device, exclude_job, measured_with, validation_data
     ):
-        for entry in spec.get(FAILED, []):
-            origin = entry.get(REUSED_FROM) or job_id
-            found.setdefault(entry["subnet_id"], {**entry, REUSED_FROM: origin})
-            if len(found) >= limit:
-                return list(found.values())
-    return list(found.values())
+        jobs.append(job_id)
+        for entry in reversed(spec.get(FAILED, [])):
+            after = entry.get("after")  # the job's measurements then (entries since 25)
+            if entry.get("anchor") or entry.get(REUSED_FROM) or entry["subnet_id"] in skip:
+                continue
+            if isinstance(after, int) and after < done:
+                found.setdefault(entry["subnet_id"], {**entry, REUSED_FROM: job_id})
+        if len(found) >= _IN_LIST_MAX:  # enough to choose ``limit`` from
+            break
+    if found:  # measured in one of those jobs since, or before: not the sub-network's fault
+        measured = select(Evaluation.subnet_id).where(
+            Evaluation.reused.is_(False), Evaluation.subnet_id.in_(list(found))
+        )
+        if len(jobs) <= _IN_LIST_MAX:
+            measured = measured.where(Evaluation.job_id.in_(jobs))
+        else:  # as prior_evaluations: the jobs' filter again (a little wider: any data)
+            measured = measured.join(Job, Job.id == Evaluation.job_id).where(
+                Job.supernet == supernet, Job.device == device, Job.kind == JobKind.search
+            )
+        for subnet_id in session.scalars(measured):
+            found.pop(subnet_id, None)
+    return list(found.values())[:limit]
 
 
 def get_evaluation(session: Session, job_id: str, subnet_id: str) -> Evaluation:

@@ -33,6 +33,11 @@ FAILING_FROM_THE_START = 5
 FAILING_IN_A_ROW = 10
 #: How much of a failed measurement's line the job's spec keeps.
 ERROR_CHARS = 500
+#: Most failures of earlier jobs a warm start adds to a job's spec (the newest), and how much
+#: of each one's line it keeps: the spec is read with every view of the job (its
+#: ``failed_evaluations``) and written again with each of its own failures.
+SHARED_MAX = 50
+SHARED_ERROR_CHARS = 200
 
 
 @dataclass
@@ -42,7 +47,7 @@ class Failures:
 
     allowed: int
     counted: int = 0
-    #: Of ``counted``, those since the job's last result (measured, or reused before it).
+    #: Of ``counted``, those since the job's last measurement that succeeded (or its start).
     in_a_row: int = 0
     #: ``budget.failures`` was left to its default: the job also fails when its first
     #: ``start`` measurements, or its last ``row``, all fail (a number the user gave is
@@ -50,6 +55,8 @@ class Failures:
     by_default: bool = True
     start: int = FAILING_FROM_THE_START
     row: int = FAILING_IN_A_ROW
+    #: Failures of earlier jobs that a warm start took (not counted, never in a row).
+    from_earlier_jobs: int = 0
     #: What sets ``allowed``, as messages name it.
     source: str = "budget.failures"
 
@@ -103,11 +110,12 @@ class Failures:
         )
 
 
-def entry(key: str, said: str, anchor: bool, results: int) -> dict[str, Any]:
+def entry(key: str, said: str, anchor: bool, done: int) -> dict[str, Any]:
     """A failed measurement as the job's spec lists it (``store.jobs.FAILED``), with the
-    number of results the job had then (``after``: a resumed run counts failures in a row
-    from it)."""
-    return {"subnet_id": key, "error": said[:ERROR_CHARS], "anchor": anchor, "after": results}
+    measurements the job had made then (``after``: a resumed run counts the failures in a
+    row from it, and a warm start shares only the failures a job measured something after:
+    ``store.jobs.prior_failures``)."""
+    return {"subnet_id": key, "error": said[:ERROR_CHARS], "anchor": anchor, "after": done}
 
 
 def anchor_said(key: str, said: str) -> str:
@@ -115,14 +123,15 @@ def anchor_said(key: str, said: str) -> str:
     return f"anchor {key} skipped: {said}"
 
 
-def recorded(spec: dict[str, Any], failures: Failures, results: int) -> tuple[list[str], list[str]]:
+def recorded(spec: dict[str, Any], failures: Failures, done: int) -> tuple[list[str], list[str]]:
     """The ids of the measurements that failed in the job's earlier runs, counted (anchors
-    aside) in ``failures`` (those after its last result, ``results`` being how many it has
-    now, as in a row), and the notes they gave, to say again (a claim clears the job's
-    message)."""
+    and earlier jobs' aside) in ``failures`` (those after its last measurement, ``done``
+    being how many it made, as in a row; the earlier jobs' in ``from_earlier_jobs``), and the notes
+    they gave, to say again (a claim clears the job's message)."""
     failed = spec.get(q.FAILED, [])
     failures.counted = q.failures_counted(spec)
-    failures.in_a_row = sum(q.counts_as_failure(e) and e.get("after") == results for e in failed)
+    failures.in_a_row = sum(q.counts_as_failure(e) and e.get("after") == done for e in failed)
+    failures.from_earlier_jobs = sum(bool(e.get(q.REUSED_FROM)) for e in failed)
     notes = [
         anchor_said(e["subnet_id"], e["error"])
         for e in failed
@@ -131,19 +140,14 @@ def recorded(spec: dict[str, Any], failures: Failures, results: int) -> tuple[li
     return [e["subnet_id"] for e in failed], notes + ([failures.said()] if failures.counted else [])
 
 
-def shared(
-    earlier: list[dict[str, Any]], spec: dict[str, Any], measured: set[str]
-) -> list[dict[str, Any]]:
-    """The failures of earlier jobs on the pair (``store.jobs.prior_failures``) that a warm
-    start adds to the job's spec: not those of sub-networks measured since (``measured``:
-    the results the job starts from), nor those the spec lists already (a run that died
-    before measuring anything warm-starts again). Not anchors of this job, not counted."""
-    skip = measured | {e["subnet_id"] for e in spec.get(q.FAILED, [])}
+def shared(earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The failures of earlier jobs on the pair (``store.jobs.prior_failures``) as a warm
+    start adds them to the job's spec: not anchors of this job, not counted, never in a
+    row (no ``after``)."""
     return [
-        {"subnet_id": e["subnet_id"], "error": e["error"], "anchor": False,
-         q.REUSED_FROM: e[q.REUSED_FROM]}
+        {"subnet_id": e["subnet_id"], "error": e["error"][:SHARED_ERROR_CHARS],
+         "anchor": False, q.REUSED_FROM: e[q.REUSED_FROM]}
         for e in earlier
-        if e["subnet_id"] not in skip
     ]  # fmt: skip
 
 
@@ -159,11 +163,11 @@ def shared_said(spec: dict[str, Any]) -> str | None:
 
 
 def replay(
-    supernet: Supernet, spec: dict[str, Any], strategy: Strategy, failures: Failures, results: int
+    supernet: Supernet, spec: dict[str, Any], strategy: Strategy, failures: Failures, done: int
 ) -> list[str]:
     """:func:`recorded`, the failed sub-networks told to ``strategy`` as failed too; the
     notes to say again."""
-    keys, notes = recorded(spec, failures, results)
+    keys, notes = recorded(spec, failures, done)
     for arch in recorded_archs(supernet, strategy.space, keys, "failed sub-network"):
         if not strategy.is_told(arch):
             strategy.tell_failed(arch)

@@ -403,7 +403,8 @@ class JobRunner:
         for evaluation in stored:  # replay: the strategy continues where the job stopped
             plan.strategy.tell(evaluation.arch, evaluation.metrics)
             plan.metrics.append(evaluation.metrics)
-        replayed = failures.replay(supernet, spec, plan.strategy, plan.failures, len(stored))
+        done = len(stored) - reused
+        replayed = failures.replay(supernet, spec, plan.strategy, plan.failures, done)
         for note in replayed:  # said again, as below
             self._note(job_id, note)
         if prior is not None and (screened := plan.strategy.prior_proposals_left()):
@@ -411,7 +412,6 @@ class JobRunner:
                 job_id,
                 f"{screened} uniform proposals screened with latency predictor v{prior.version}",
             )
-        done = len(stored) - reused
         if left := len(plan.strategy.initial_left):  # said again by a resumed run, as above
             self._note(job_id, f"{q.counted(left, 'anchor')} of {spec['supernet']} {ANCHORS_SAID}")
         if done:
@@ -430,8 +430,9 @@ class JobRunner:
                 measurement = plan.evaluator.measure(arch, plan.known.get(key))
             except Exception as exc:
                 anchor = plan.strategy.is_initial(arch)
-                results = done + reused  # a warm start's count: results the job has
-                skipped = self._skipped(job_id, plan.failures, key, exc, results, anchor=anchor)
+                skipped = self._skipped(
+                    job_id, plan.failures, key, exc, done, reused=reused, anchor=anchor
+                )
                 if skipped is None:
                     raise
                 if skipped != "lost":
@@ -471,12 +472,14 @@ class JobRunner:
         fails: Failures,
         key: str,
         exc: Exception,
-        results: int,
+        done: int,
         *,
+        reused: int = 0,
         anchor: bool = False,
     ) -> Lease | None:
         """The job's lease if it goes on without sub-network ``key``, whose measurement
-        raised ``exc`` (``results``: the results the job has, measured or reused); None if
+        raised ``exc`` (``done``: the measurements the job made, ``reused``: the results it
+        took from earlier jobs); None if
         ``exc`` ends the job. A sub-network the device cannot run (out of its memory, say)
         is no reason to lose the job: it is recorded in the job's spec
         (``store.jobs.FAILED``: listed, never measured again, a resumed run too) and
@@ -493,14 +496,14 @@ class JobRunner:
         if not anchor:
             if isinstance(exc, HwnasError):
                 return None
-            if ended := fails.ends_the_job(results):
+            if ended := fails.ends_the_job(done + reused):
                 if fails.counted:  # said where it helps: "0 skipped before it" would not
                     exc.add_note(ended)
                 return None
         said = _failure(exc)[1]
         log.warning("job %s: sub-network %s could not be measured", job_id, key, exc_info=exc)
         note = failures.anchor_said(key, said) if anchor else fails.said()
-        entry = failures.entry(key, said, anchor, results)
+        entry = failures.entry(key, said, anchor, done)
 
         def record(session: Session) -> Lease:
             job = q.get_job(session, job_id, lock=True)
@@ -674,9 +677,13 @@ class JobRunner:
             stored, _ = q.list_evaluations(session, job_id)
             metrics = [e.metrics for e in stored]
             _set_progress(job, metrics, spec["objectives"], constraints)
-            earlier = q.prior_failures(session, **_measured_alike(job_id, spec), limit=limit)
-            if taken := failures.shared(earlier, job.spec, {e.subnet_id for e in stored}):
-                job.spec = {**job.spec, q.FAILED: [*taken, *job.spec.get(q.FAILED, [])]}
+            listed = job.spec.get(q.FAILED, [])  # by a run that died before measuring
+            earlier = q.prior_failures(
+                session, **_measured_alike(job_id, spec), limit=min(limit, failures.SHARED_MAX),
+                skip={e.subnet_id for e in stored} | {e["subnet_id"] for e in listed},
+            )  # fmt: skip
+            if earlier:
+                job.spec = {**job.spec, q.FAILED: [*failures.shared(earlier), *listed]}
             return stored, {**spec, q.FAILED: job.spec.get(q.FAILED, [])}
 
         stored, spec = self._db(copy)
@@ -923,11 +930,15 @@ def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:
     space of up to ``ENUMERATION_LIMIT`` is known to be measured whole; a larger one only
     gave no new sub-network in ``REJECTION_TRIES`` random draws in a row."""
     spent = f"{q.counted(done, 'new measurement')} of a budget of {plan.budget}"
-    failed = plan.strategy.n_failed  # anchors too: they were not measured either
+    failed = plan.strategy.n_failed  # anchors and earlier jobs' too: not measured either
     if failed:
         spent += f", {failed} failed"
-        if anchors := failed - plan.failures.counted:  # which progress.evaluations_failed
-            spent += f" ({q.counted(anchors, 'anchor')} among them)"  # leaves out
+        earlier = plan.failures.from_earlier_jobs  # which progress.evaluations_failed leaves
+        anchors = failed - plan.failures.counted - earlier  # out, with the anchors
+        among = [q.counted(anchors, "anchor")] if anchors > 0 else []
+        among += [f"{earlier} in earlier jobs"] if earlier else []
+        if among:
+            spent += f" ({', '.join(among)})"
     if plan.strategy.space.size <= ENUMERATION_LIMIT:
         every = f"every distinct sub-network of {supernet}"
         measured = "was measured or failed" if failed else "was measured"

@@ -331,24 +331,43 @@ def test_prior_evaluations_on_other_devices_and_before_a_time(backend: str, tmp_
 def test_prior_failures_of_the_pair_newest_first_with_their_origin(
     backend: str, tmp_path: Path
 ) -> None:
-    """The failures other search jobs of the pair listed, measured alike: one per
-    sub-network, the newest job's, a copy naming the job where it failed."""
+    """The failures other search jobs of the pair listed, measured alike, newest first:
+    only those their job measured something after, not its anchors', not its copies, not
+    of a sub-network one of those jobs measured."""
     with database_url(backend, tmp_path) as url:
         upgrade(url)
         factory = make_session_factory(make_engine(url))
 
-        def failed(*entries: dict[str, Any]) -> list[dict[str, Any]]:
-            return [{"error": "MemoryError: out", "anchor": False, **e} for e in entries]
-
-        def create(**spec: Any) -> str:
+        def create(done: int, *entries: dict[str, Any], **spec: Any) -> str:
+            failed = [{"error": "MemoryError: out", "anchor": False, **e} for e in entries]
             with transaction(factory) as session:  # one each: created at distinct times
-                return q.create_job(session, {**SPEC, **spec}).id
+                job_id = q.create_job(session, {**SPEC, **spec, "failed": failed}).id
+                q.get_job(session, job_id).evaluations_done = done
+                return job_id
 
-        old = create(failed=failed({"subnet_id": "a"}))
-        new = create(failed=failed({"subnet_id": "a", "reused_from": old}, {"subnet_id": "b"}))
-        create(device="cuda-0", failed=failed({"subnet_id": "c"}))
-        other = create(measured_with="fp", failed=failed({"subnet_id": "d"}))
-        mine = create(failed=failed({"subnet_id": "e"}))
+        old = create(
+            5,
+            {"subnet_id": "a", "after": 2},
+            {"subnet_id": "y", "after": 1, "anchor": True},  # skipped whatever it raised
+            {"subnet_id": "x", "after": 5},  # the run of failures it ended on
+        )
+        new = create(
+            4,
+            {"subnet_id": "m", "after": 0},  # measured in the old job
+            {"subnet_id": "a", "reused_from": old},  # a copy: its origin lists it
+            {"subnet_id": "b", "after": 1},
+            {"subnet_id": "z"},  # an older version's entry: when it failed is not known
+        )
+        create(3, {"subnet_id": "c", "after": 0}, device="cuda-0")
+        other = create(1, {"subnet_id": "d", "after": 0}, measured_with="fp")
+        mine = create(1, {"subnet_id": "e", "after": 0})
+        with transaction(factory) as session:
+            session.add(
+                Evaluation(
+                    job_id=old, seq=0, subnet_id="m", arch={}, metrics={}, details={},
+                    feasible=True, on_front=False, seconds=0.0, created_at=utcnow(),
+                )
+            )  # fmt: skip
 
         def found(**kwargs: Any) -> list[tuple[str, str]]:
             with transaction(factory) as session:
@@ -358,8 +377,9 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
                 )  # fmt: skip
                 return [(e["subnet_id"], e["reused_from"]) for e in entries]
 
-        assert found() == [("a", old), ("b", new)]  # the newest job's entries first
-        assert found(limit=1) == [("a", old)]
+        assert found() == [("b", new), ("a", old)]
+        assert found(limit=1) == [("b", new)]
+        assert found(skip={"b"}) == [("a", old)]
         assert found(measured_with="fp") == [("d", other)]
 
 

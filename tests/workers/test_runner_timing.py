@@ -190,9 +190,9 @@ def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measure
     from search.base import ENUMERATION_LIMIT
     from workers.runner import _exhausted
 
-    def plan(size: int, failed: int = 0, counted: int = 0) -> object:
+    def plan(size: int, failed: int = 0, counted: int = 0, earlier: int = 0) -> object:
         strategy = SimpleNamespace(space=SimpleNamespace(size=size), n_failed=failed)
-        failures = SimpleNamespace(counted=counted)  # anchors aside
+        failures = SimpleNamespace(counted=counted, from_earlier_jobs=earlier)  # not anchors'
         return SimpleNamespace(budget=10, strategy=strategy, failures=failures)
 
     small, large = _exhausted("net", plan(2), 2), _exhausted("net", plan(ENUMERATION_LIMIT + 1), 7)
@@ -207,7 +207,10 @@ def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measure
         "(2 new measurements of a budget of 10, 1 failed)"
     )
     assert _exhausted("net", plan(5, failed=3, counted=1), 2).endswith(
-        "(2 new measurements of a budget of 10, 3 failed (2 anchors among them))"
+        "(2 new measurements of a budget of 10, 3 failed (2 anchors))"
+    )
+    assert _exhausted("net", plan(9, failed=7, counted=1, earlier=4), 2).endswith(
+        "(2 new measurements of a budget of 10, 7 failed (2 anchors, 4 in earlier jobs))"
     )
 
 
