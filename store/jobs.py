@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -833,6 +834,12 @@ def _measuring_alike(
             yield job_id, spec, done
 
 
+#: ``prior_failures`` leaves out runs of this many failures in a row or more: a device's
+#: passing state (a few minutes of another process holding its memory) more than the
+#: sub-networks' (review 25b: a job whose measurements 4-8 failed, then the device worked).
+SHARED_RUN = 3
+
+
 def prior_failures(
     session: Session,
     *,
@@ -849,20 +856,23 @@ def prior_failures(
     as the job that saw it fail lists it (``FAILED``) with ``REUSED_FROM``: that job; the
     newest first, at most ``limit``, none of ``skip``. Only failures the job measured
     something after: not a run of failures that ended it or that it ended on (a device that
-    broke, a plugin that fails every measurement); not its anchors' (skipped whatever they
-    raised); not those it took from earlier jobs (their origin lists them, while it is
-    kept); and none of a sub-network that one of those jobs measured."""
+    broke, a plugin that fails every measurement); not a run of ``SHARED_RUN`` or more in a
+    row; not its anchors' (skipped whatever they raised); not those it took from earlier
+    jobs (their origin lists them, while it is kept); and none of a sub-network that one of
+    those jobs measured."""
     found: dict[str, dict[str, Any]] = {}
     jobs: list[str] = []
     for job_id, spec, done in _measuring_alike(
         session, supernet, Job.device == device, exclude_job, measured_with, validation_data
     ):
         jobs.append(job_id)
-        for entry in reversed(spec.get(FAILED, [])):
-            after = entry.get("after")  # the job's measurements then (entries since 25)
-            if entry.get("anchor") or entry.get(REUSED_FROM) or entry["subnet_id"] in skip:
+        own = [e for e in spec.get(FAILED, []) if not (e.get("anchor") or e.get(REUSED_FROM))]
+        in_a_row = Counter(e.get("after") for e in own)  # the job's measurements then
+        for entry in reversed(own):
+            after = entry.get("after")  # None in entries written before it was
+            if entry["subnet_id"] in skip or not isinstance(after, int) or after >= done:
                 continue
-            if isinstance(after, int) and after < done:
+            if in_a_row[after] < SHARED_RUN:
                 found.setdefault(entry["subnet_id"], {**entry, REUSED_FROM: job_id})
         if len(found) >= _IN_LIST_MAX:  # enough to choose ``limit`` from
             break

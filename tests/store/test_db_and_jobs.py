@@ -332,8 +332,8 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
     backend: str, tmp_path: Path
 ) -> None:
     """The failures other search jobs of the pair listed, measured alike, newest first:
-    only those their job measured something after, not its anchors', not its copies, not
-    of a sub-network one of those jobs measured."""
+    only those their job measured something after, not in a run of 3, not its anchors', not
+    its copies, not of a sub-network one of those jobs measured."""
     with database_url(backend, tmp_path) as url:
         upgrade(url)
         factory = make_session_factory(make_engine(url))
@@ -349,6 +349,7 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
             5,
             {"subnet_id": "a", "after": 2},
             {"subnet_id": "y", "after": 1, "anchor": True},  # skipped whatever it raised
+            *[{"subnet_id": k, "after": 3} for k in "pqr"],  # three in a row: the device's
             {"subnet_id": "x", "after": 5},  # the run of failures it ended on
         )
         new = create(
