@@ -131,12 +131,8 @@ def recorded(spec: dict[str, Any], failures: Failures, done: int) -> tuple[list[
     failed = spec.get(q.FAILED, [])
     failures.counted = q.failures_counted(spec)
     failures.in_a_row = sum(q.counts_as_failure(e) and e.get("after") == done for e in failed)
-    failures.from_earlier_jobs = sum(bool(e.get(q.REUSED_FROM)) for e in failed)
-    notes = [
-        anchor_said(e["subnet_id"], e["error"])
-        for e in failed
-        if e.get("anchor") and not e.get(q.REUSED_FROM)
-    ]
+    failures.from_earlier_jobs = taken_from_earlier_jobs(spec)
+    notes = [anchor_said(e["subnet_id"], e["error"]) for e in failed if e.get("anchor")]
     return [e["subnet_id"] for e in failed], notes + ([failures.said()] if failures.counted else [])
 
 
@@ -151,9 +147,15 @@ def shared(earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def taken_from_earlier_jobs(spec: dict[str, Any]) -> int:
+    """How many of the failures the job's spec lists a warm start took from earlier jobs
+    (:func:`shared`)."""
+    return sum(bool(e.get(q.REUSED_FROM)) for e in spec.get(q.FAILED, []))
+
+
 def shared_said(spec: dict[str, Any]) -> str | None:
     """The warm start's words on the failures it took from earlier jobs, if any."""
-    n = sum(bool(e.get(q.REUSED_FROM)) for e in spec.get(q.FAILED, []))
+    n = taken_from_earlier_jobs(spec)
     if not n:
         return None
     return (
