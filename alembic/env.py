@@ -5,7 +5,10 @@ database (two ``hwnas serve``, a server and ``hwnas db-upgrade``) both saw no sc
 both created it; the second failed with "table jobs already exists". PostgreSQL: a
 transaction-scoped advisory lock taken before Alembic reads the current revision (its DDL
 is transactional, so the second waits, then finds the schema at head). SQLite, whose DDL
-Alembic runs outside a transaction: an exclusive lock on a file beside the database.
+Alembic runs outside a transaction: an exclusive lock on a file beside the database. A
+process that finds the lock held says so in its log and waits at most
+``HWNAS_MIGRATION_WAIT_S`` (``upgrade(wait_s=)``), then fails naming the lock: a migration
+that hung held the others, servers included, without a word.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
@@ -30,6 +34,34 @@ url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
 
 #: The advisory lock's key on PostgreSQL: any fixed 64-bit number of hwnas's own.
 MIGRATION_LOCK = 0x68776E61735F6D67  # "hwnas_mg"
+#: How often a process waiting for another's migration tries the lock again.
+POLL_S = 0.2
+
+
+def _wait_s() -> float:
+    """How long to wait for another process's migration: ``upgrade(wait_s=)``, else the
+    settings' ``migration_wait_s``."""
+    given = config.attributes.get("migration_wait_s")
+    return float(given) if given is not None else get_settings().migration_wait_s
+
+
+def _taken(try_lock: Callable[[], bool], what: str) -> None:
+    """Take a migration lock with ``try_lock`` (True once taken), waiting for another
+    process's migration at most ``_wait_s`` seconds (said in the log); ``TimeoutError``
+    (the caller's "cannot migrate" line) after that."""
+    if try_lock():
+        return
+    wait_s = _wait_s()
+    log.warning("%s: another process is migrating it; waiting up to %g s", what, wait_s)
+    started = time.monotonic()
+    while not try_lock():
+        if time.monotonic() - started >= wait_s:
+            raise TimeoutError(
+                f"another process held the migration lock of {what} for over {wait_s:g} s "
+                "(HWNAS_MIGRATION_WAIT_S): a migration hung or is still running"
+            )
+        time.sleep(POLL_S)
+    log.warning("%s: the other migration ended after %.1f s", what, time.monotonic() - started)
 
 
 @contextmanager
@@ -54,12 +86,23 @@ def _sqlite_lock() -> Iterator[None]:
         with suppress(PermissionError):  # not this process's file: its owner's mode stands
             os.fchmod(handle, 0o666)  # a umask of 077 would lock the others out
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            _taken(lambda: _flocked(handle), f"{path} (lock file {lock})")
+        except TimeoutError:
+            raise
         except OSError as exc:
             log.warning("migrating %s without a lock: %s cannot be locked: %s", path, lock, exc)
         yield
     finally:
         os.close(handle)  # lets the lock go
+
+
+def _flocked(handle: int) -> bool:
+    """Whether an exclusive lock on ``handle`` was taken (False: another process holds it)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def run_migrations() -> None:
@@ -75,8 +118,10 @@ def run_migrations() -> None:
         )
         with context.begin_transaction():
             if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                lock = text("SELECT pg_try_advisory_xact_lock(:key)")
+                _taken(
+                    lambda: bool(connection.execute(lock, {"key": MIGRATION_LOCK}).scalar()),
+                    make_url(url).render_as_string(hide_password=True),
                 )
             context.run_migrations()
     engine.dispose()

@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
             engine = make_engine(app_settings.database_url, connections)
             stack.callback(engine.dispose)
             if app_settings.auto_migrate:
-                upgrade(app_settings.database_url)
+                upgrade(app_settings.database_url, wait_s=app_settings.migration_wait_s)
             app.state.schema_head = check_migrated(engine)
             app.state.schema_known = schema_revisions(app_settings.database_url)
             factory = make_session_factory(engine)

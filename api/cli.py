@@ -184,7 +184,7 @@ def _check_before_serving(settings: Settings, host: str, port: int) -> socket.so
     if settings.is_embedded:
         local_devices(settings)  # a device name that is no profile
     if settings.auto_migrate:
-        upgrade(settings.database_url)
+        upgrade(settings.database_url, wait_s=settings.migration_wait_s)
     engine = make_engine(settings.database_url)
     try:
         check_migrated(engine)
@@ -394,8 +394,9 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from store.db import make_engine, make_session_factory, renew_database_id, upgrade
 
-    url = get_settings().database_url
-    upgrade(url)
+    settings = get_settings()
+    url = settings.database_url
+    upgrade(url, wait_s=settings.migration_wait_s)
     print("database at head")
     if args.new_identity:
         engine = make_engine(url)

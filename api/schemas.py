@@ -160,7 +160,8 @@ class JobCreate(BaseModel):
         description="reuse earlier jobs' measurements of this supernet on this device: they "
         "join the job's evaluations (marked reused_from) and guide the search; the budget "
         "counts new measurements only. Sub-networks whose measurement failed in those jobs "
-        "are not measured again (failed_evaluations, reused_from). Measurements on other "
+        "are not measured again (failed_evaluations, reused_from), but for one in 10, "
+        "measured again if the search proposes it. Measurements on other "
         "devices guide linas too, "
         "by their device-independent metrics (accuracy on the same validation data, counted "
         "complexity), but are not results: those sub-networks are measured here if chosen "
@@ -345,6 +346,13 @@ class FailedEvaluation(FailedSample):
         None,
         description="the earlier job on this supernet and device where it failed (warm "
         "start): not measured again, not counted towards budget.failures",
+    )
+    retried_from: str | None = Field(
+        None,
+        description="the earlier job where it failed before: a warm start leaves one in 10 "
+        "of those failures for the job to measure again if its search proposes them (a "
+        "failure may have been the device's state then); it failed again here, not counted "
+        "towards budget.failures",
     )
 
 

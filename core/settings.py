@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     max_attempts: PositiveInt = 3
     # How long a running job waits out an unreachable database before giving up its attempt.
     db_retry_s: NonNegativeFloat = 60.0
+    # How long a migration (`hwnas db-upgrade`, a server's start with auto_migrate) waits for
+    # another process's migration of the same database before it fails, naming the lock.
+    migration_wait_s: NonNegativeFloat = 600.0
     # Warm start: at most this many earlier measurements of the same supernet on the same
     # device are reused by a new job (0 turns warm starts off for every job).
     warm_start_max: NonNegativeInt = 2000

@@ -33,6 +33,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 
+from core.errors import InvalidInput, UnknownName
+
 __all__ = ["FeatureMap", "PairwiseRidge", "kendall_tau", "normal_scores", "standard_scores"]
 
 FloatArray = NDArray[np.float64]
@@ -191,6 +193,12 @@ class PairwiseRidge:
     """
 
     def __init__(self, features: FeatureMap, transforms: Sequence[str] = tuple(TRANSFORMS)) -> None:
+        """``transforms``: those of ``TRANSFORMS`` the fit chooses from (by LOO), at least one."""
+        for name in transforms:
+            if name not in TRANSFORMS:
+                raise UnknownName("transform", name, TRANSFORMS, field="transforms")
+        if not transforms:
+            raise InvalidInput(f"give one or more of {sorted(TRANSFORMS)}", field="transforms")
         self.features = features
         self.transforms = {name: TRANSFORMS[name] for name in transforms}
         self._fit: _Fit | None = None

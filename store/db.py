@@ -611,14 +611,18 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str) -> None:
+def upgrade(url: str, *, wait_s: float | None = None) -> None:
     """``alembic upgrade head`` on ``url`` (a SQLite file's folder is made first, as
     ``make_engine`` does). A database it cannot reach or migrate (no server, no driver, a
-    revision this code does not know, a folder it cannot make) is ``ServiceUnavailable``."""
+    revision this code does not know, a folder it cannot make, another process's migration
+    still running after ``wait_s`` seconds: by default ``HWNAS_MIGRATION_WAIT_S``) is
+    ``ServiceUnavailable``."""
     try:
         if url.startswith("sqlite"):
             ensure_sqlite_dir(url)
-        command.upgrade(alembic_config(url), "head")
+        config = alembic_config(url)
+        config.attributes["migration_wait_s"] = wait_s
+        command.upgrade(config, "head")
     except (SQLAlchemyError, CommandError, ImportError, OSError) as exc:
         raise _database_problem("cannot migrate", url, exc) from exc
 

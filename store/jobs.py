@@ -714,17 +714,30 @@ MEASURED_WITH = "measured_with"
 #: sub-network id, written at the job's first run so that a resumed run measures the same.
 ANCHORS = "anchors"
 #: The spec's key for a search job's failed measurements: ``{"subnet_id", "error",
-#: "anchor", "after"}`` each (``after``: the measurements the job had made then), written as
+#: "anchor", "after"}`` each (``after``: the measurements the job had made then;
+#: ``QUALITY_STEP`` where it failed in a step only a quality evaluation runs), written as
 #: they fail, so that a resumed run proposes none of them again and counts them towards the
 #: job's ``budget.failures``; a warm start adds those of earlier jobs on the pair first, with
 #: ``reused_from`` naming the job where each failed (``prior_failures``; not counted).
 FAILED = "failed"
+#: A failed measurement's key (``FAILED``), true where it failed while extracting the
+#: sub-network for, or evaluating it on, the validation data: a job that measures latency
+#: only never runs those steps, and takes no such failure from earlier jobs.
+QUALITY_STEP = "quality_step"
+#: The spec's key for the sub-networks whose measurement failed in earlier jobs that a warm
+#: start left for the job to measure again if its search proposes them (a failure may have
+#: been the device's state then, not the sub-network's): ``{subnet_id: job}``, the job where
+#: it failed. One that fails again is listed in ``FAILED`` with ``RETRIED_FROM``: that job
+#: (not counted).
+RETRYING = "retrying"
+RETRIED_FROM = "retried_from"
 
 
 def counts_as_failure(entry: Mapping[str, Any]) -> bool:
     """Whether a failed measurement the job's spec lists (``FAILED``) counts against its
-    allowance: its anchors' do not, nor those that failed in earlier jobs (``REUSED_FROM``)."""
-    return not (entry.get("anchor") or entry.get(REUSED_FROM))
+    allowance: its anchors' do not, nor those that failed in earlier jobs (``REUSED_FROM``),
+    nor those it measured again after they failed in one (``RETRIED_FROM``)."""
+    return not (entry.get("anchor") or entry.get(REUSED_FROM) or entry.get(RETRIED_FROM))
 
 
 def failures_counted(spec: Mapping[str, Any]) -> int:
@@ -753,6 +766,7 @@ def prior_evaluations(
     other_devices: bool = False,
     before: datetime | None = None,
     usable: Callable[[Evaluation], bool] | None = None,
+    jobs: Sequence[AlikeJob] | None = None,
 ) -> list[Evaluation]:
     """Measurements of ``supernet`` on ``device`` (accuracy on ``validation_data``) made by
     other search jobs: one per sub-network, the most recent that is ``usable`` (all, by
@@ -767,14 +781,17 @@ def prior_evaluations(
     (``./v.npz`` and ``v.npz`` alike); None matches jobs that recorded none, as a recorded
     table's do, with the same ``validation_data``. ``other_devices``: measurements on every
     device but ``device`` instead (for the metrics that do not depend on the device);
-    ``before``: only those recorded before that time."""
+    ``before``: only those recorded before that time; ``jobs``: those jobs, as
+    ``measuring_alike`` gave them for the same arguments (read once for this and
+    ``prior_failures``)."""
     on_device = Job.device != device if other_devices else Job.device == device
-    matching = [
-        job_id
-        for job_id, _, _ in _measuring_alike(
-            session, supernet, on_device, exclude_job, measured_with, validation_data
+    if jobs is None:
+        jobs = list(
+            _measuring_alike(
+                session, supernet, on_device, exclude_job, measured_with, validation_data
+            )
         )
-    ]
+    matching = [job_id for job_id, _, _ in jobs]
     if not matching:
         return []
     # Copies are left out by the database, through the index on (job_id, reused): every
@@ -804,6 +821,29 @@ def prior_evaluations(
     return list(found.values())
 
 
+#: Another job as ``measuring_alike`` gives it: its id, spec and measurements made.
+AlikeJob = tuple[str, dict[str, Any], int]
+
+
+def measuring_alike(
+    session: Session,
+    *,
+    supernet: str,
+    device: str,
+    validation_data: str | None,
+    exclude_job: str,
+    measured_with: str | None = None,
+) -> list[AlikeJob]:
+    """The other search jobs of ``supernet`` on ``device`` that measured as
+    ``measured_with`` says (``prior_evaluations``), newest first: what a warm start reads
+    once for ``prior_evaluations`` and ``prior_failures`` (``jobs``)."""
+    return list(
+        _measuring_alike(
+            session, supernet, Job.device == device, exclude_job, measured_with, validation_data
+        )
+    )
+
+
 def _measuring_alike(
     session: Session,
     supernet: str,
@@ -811,7 +851,7 @@ def _measuring_alike(
     exclude_job: str,
     measured_with: str | None,
     validation_data: str | None,
-) -> Iterator[tuple[str, dict[str, Any], int]]:
+) -> Iterator[AlikeJob]:
     """(id, spec, measurements made) of the other search jobs of ``supernet`` on the
     devices ``on_device`` selects that measured as ``measured_with`` says
     (``prior_evaluations``), newest first."""
@@ -850,6 +890,8 @@ def prior_failures(
     limit: int,
     measured_with: str | None = None,
     skip: Collection[str] = (),
+    quality: bool = True,
+    jobs: Sequence[AlikeJob] | None = None,
 ) -> list[dict[str, Any]]:
     """The sub-networks of ``supernet`` whose measurement failed on ``device`` in other
     search jobs that measured alike (``prior_evaluations``'s ``measured_with`` rule), each
@@ -859,18 +901,25 @@ def prior_failures(
     broke, a plugin that fails every measurement); not a run of ``SHARED_RUN`` or more in a
     row; not its anchors' (skipped whatever they raised); not those it took from earlier
     jobs (their origin lists them, while it is kept); and none of a sub-network that one of
-    those jobs measured."""
+    those jobs measured. ``quality``: False for a job that measures latency only, which
+    takes no failure of a step it never runs (``QUALITY_STEP``). ``jobs``: as
+    ``prior_evaluations``'."""
     found: dict[str, dict[str, Any]] = {}
-    jobs: list[str] = []
-    for job_id, spec, done in _measuring_alike(
-        session, supernet, Job.device == device, exclude_job, measured_with, validation_data
-    ):
-        jobs.append(job_id)
+    read: list[str] = []
+    if jobs is None:
+        jobs = measuring_alike(
+            session, supernet=supernet, device=device, validation_data=validation_data,
+            exclude_job=exclude_job, measured_with=measured_with,
+        )  # fmt: skip
+    for job_id, spec, done in jobs:
+        read.append(job_id)
         own = [e for e in spec.get(FAILED, []) if not (e.get("anchor") or e.get(REUSED_FROM))]
         in_a_row = Counter(e.get("after") for e in own)  # the job's measurements then
         for entry in reversed(own):
             after = entry.get("after")  # None in entries written before it was
             if entry["subnet_id"] in skip or not isinstance(after, int) or after >= done:
+                continue
+            if not quality and entry.get(QUALITY_STEP):
                 continue
             if in_a_row[after] < SHARED_RUN:
                 found.setdefault(entry["subnet_id"], {**entry, REUSED_FROM: job_id})
@@ -880,8 +929,8 @@ def prior_failures(
         measured = select(Evaluation.subnet_id).where(
             Evaluation.reused.is_(False), Evaluation.subnet_id.in_(list(found))
         )
-        if len(jobs) <= _IN_LIST_MAX:
-            measured = measured.where(Evaluation.job_id.in_(jobs))
+        if len(read) <= _IN_LIST_MAX:
+            measured = measured.where(Evaluation.job_id.in_(read))
         else:  # as prior_evaluations: the jobs' filter again (a little wider: any data)
             measured = measured.join(Job, Job.id == Evaluation.job_id).where(
                 Job.supernet == supernet, Job.device == device, Job.kind == JobKind.search

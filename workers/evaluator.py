@@ -6,7 +6,7 @@ import math
 import numbers
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -98,12 +98,12 @@ class SubnetEvaluator:
         with _step("counting MACs and params of", supernet, arch):
             complexity = self.counted(arch)  # first: an invalid architecture fails at once
         if self.quality and known is None:
-            with _step("extracting", supernet, arch):
+            with _step("extracting", supernet, arch, quality=True):
                 # in eval mode, as it is timed and exported: one returned in training mode
                 # was measured with batch statistics (and dropout), its file without
                 module = supernet.extract(arch)
                 module.eval()  # not its return value: a train() override may return None
-            with _step("evaluating on the validation data", supernet, arch):
+            with _step("evaluating on the validation data", supernet, arch, quality=True):
                 quality = supernet.evaluate(arch, module)
             quality = _checked_metrics(supernet, arch, quality)
         else:
@@ -199,14 +199,31 @@ def _which(supernet: Supernet, arch: Arch) -> str:
         return repr(arch)
 
 
+#: The attribute ``_step`` sets on an exception raised in a step only a quality evaluation
+#: runs (extracting the sub-network for, and evaluating it on, the validation data).
+_QUALITY_STEP = "_hwnas_quality_step"
+
+
+def in_quality_step(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while extracting a sub-network for, or evaluating it on,
+    the validation data: a step that a measurement of latency alone never runs
+    (``store.jobs.QUALITY_STEP``)."""
+    return getattr(exc, _QUALITY_STEP, False) is True
+
+
 @contextmanager
-def _step(doing: str, supernet: Supernet, arch: Arch) -> Iterator[None]:
+def _step(doing: str, supernet: Supernet, arch: Arch, *, quality: bool = False) -> Iterator[None]:
+    """Notes on an exception raised inside the block the step and the sub-network it came
+    from; ``quality``: the step is one only a quality evaluation runs (``in_quality_step``)."""
     try:
         yield
     except HwnasError:
         raise  # says what it is about already
     except Exception as exc:
         exc.add_note(f"while {doing} sub-network {_which(supernet, arch)} of {supernet.name}")
+        if quality:
+            with suppress(AttributeError):  # an exception type without attributes of its own
+                setattr(exc, _QUALITY_STEP, True)
         raise
 
 

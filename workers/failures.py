@@ -11,6 +11,7 @@ measures a fixed sample, skips them: :func:`recorded`).
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,12 @@ ERROR_CHARS = 500
 #: ``failed_evaluations``) and written again with each of its own failures.
 SHARED_MAX = 50
 SHARED_ERROR_CHARS = 200
+#: Of the failures a warm start finds in earlier jobs, it leaves one in this many out of the
+#: job's spec, for the job to measure again if its search proposes them
+#: (``store.jobs.RETRYING``): a failure may have been the device's state then, not the
+#: sub-network's, and one never measured again would be shared for good. One that fails
+#: again costs the job a measurement's time, not its allowance (``store.jobs.RETRIED_FROM``).
+RETRY_ONE_IN = 10
 
 
 @dataclass
@@ -57,6 +64,9 @@ class Failures:
     row: int = FAILING_IN_A_ROW
     #: Failures of earlier jobs that a warm start took (not counted, never in a row).
     from_earlier_jobs: int = 0
+    #: Sub-networks measured again after they failed in an earlier job (``RETRY_ONE_IN``)
+    #: that failed again (not counted, never in a row).
+    failed_again: int = 0
     #: What sets ``allowed``, as messages name it.
     source: str = "budget.failures"
 
@@ -110,17 +120,51 @@ class Failures:
         )
 
 
-def entry(key: str, said: str, anchor: bool, done: int) -> dict[str, Any]:
+def entry(
+    key: str,
+    said: str,
+    anchor: bool,
+    done: int,
+    *,
+    quality_step: bool = False,
+    retried_from: str | None = None,
+) -> dict[str, Any]:
     """A failed measurement as the job's spec lists it (``store.jobs.FAILED``), with the
     measurements the job had made then (``after``: a resumed run counts the failures in a
     row from it, and a warm start shares only the failures a job measured something after:
-    ``store.jobs.prior_failures``)."""
-    return {"subnet_id": key, "error": said[:ERROR_CHARS], "anchor": anchor, "after": done}
+    ``store.jobs.prior_failures``); ``quality_step``: it failed in a step only a quality
+    evaluation runs; ``retried_from``: the earlier job where it failed before."""
+    listed = {"subnet_id": key, "error": said[:ERROR_CHARS], "anchor": anchor, "after": done}
+    if quality_step:
+        listed[q.QUALITY_STEP] = True
+    if retried_from:
+        listed[q.RETRIED_FROM] = retried_from
+    return listed
 
 
 def anchor_said(key: str, said: str) -> str:
     """The job's note for an anchor whose measurement failed."""
     return f"anchor {key} skipped: {said}"
+
+
+def retried_said(key: str, origin: str, said: str) -> str:
+    """The job's note for a sub-network measured again after it failed in job ``origin``
+    (``RETRY_ONE_IN``) that failed again."""
+    return f"sub-network {key} failed again, as in job {origin} (not counted): {said}"
+
+
+def retried(job_id: str, subnet_id: str) -> bool:
+    """Whether a warm start of job ``job_id`` leaves the failure of ``subnet_id`` in an
+    earlier job for it to measure again: one in ``RETRY_ONE_IN``, by a hash of the two (a
+    warm start run again chooses the same; another job, others)."""
+    return zlib.crc32(f"{job_id}/{subnet_id}".encode()) % RETRY_ONE_IN == 0
+
+
+def to_retry(job_id: str, earlier: list[dict[str, Any]]) -> dict[str, str]:
+    """Of the failures of earlier jobs a warm start found (``store.jobs.prior_failures``),
+    those job ``job_id`` may measure again (``retried``), as ``store.jobs.RETRYING`` lists
+    them: the job where each failed, by sub-network id."""
+    return {e["subnet_id"]: e[q.REUSED_FROM] for e in earlier if retried(job_id, e["subnet_id"])}
 
 
 def recorded(spec: dict[str, Any], failures: Failures, done: int) -> tuple[list[str], list[str]]:
@@ -132,7 +176,12 @@ def recorded(spec: dict[str, Any], failures: Failures, done: int) -> tuple[list[
     failures.counted = q.failures_counted(spec)
     failures.in_a_row = sum(q.counts_as_failure(e) and e.get("after") == done for e in failed)
     failures.from_earlier_jobs = taken_from_earlier_jobs(spec)
-    notes = [anchor_said(e["subnet_id"], e["error"]) for e in failed if e.get("anchor")]
+    failures.failed_again = sum(bool(e.get(q.RETRIED_FROM)) for e in failed)
+    notes = [
+        anchor_said(e["subnet_id"], e["error"]) if e.get("anchor")
+        else retried_said(e["subnet_id"], e[q.RETRIED_FROM], e["error"])
+        for e in failed if e.get("anchor") or e.get(q.RETRIED_FROM)
+    ]  # fmt: skip
     return [e["subnet_id"] for e in failed], notes + ([failures.said()] if failures.counted else [])
 
 
@@ -154,14 +203,26 @@ def taken_from_earlier_jobs(spec: dict[str, Any]) -> int:
 
 
 def shared_said(spec: dict[str, Any]) -> str | None:
-    """The warm start's words on the failures it took from earlier jobs, if any."""
-    n = taken_from_earlier_jobs(spec)
-    if not n:
-        return None
-    return (
-        f"{q.counted(n, 'sub-network')} whose measurement failed in earlier jobs not measured "
-        "again (failed_evaluations; warm_start false measures them)"
-    )
+    """The warm start's words on the failures it took from earlier jobs, and on those it
+    left for the job to measure again, if any."""
+    n, retrying = taken_from_earlier_jobs(spec), len(spec.get(q.RETRYING, {}))
+    failed = "whose measurement failed in earlier jobs"
+    said = []
+    if n:
+        said.append(
+            f"{q.counted(n, 'sub-network')} {failed} not measured again "
+            "(failed_evaluations; warm_start false measures them)"
+        )
+    if retrying:
+        others = (
+            q.counted(retrying, "other") if n else f"{q.counted(retrying, 'sub-network')} {failed}"
+        )
+        said.append(
+            f"{others} measured again if the search proposes {'it' if retrying == 1 else 'them'} "
+            f"(one in {RETRY_ONE_IN}: a failure may have been the device's state then; "
+            "failing again, not counted)"
+        )
+    return ", ".join(said) or None
 
 
 def replay(

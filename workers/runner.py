@@ -9,12 +9,8 @@ evaluations on each (re)start, so a crash costs at most the evaluation in flight
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import sysconfig
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -25,9 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import HwnasError, InvalidInput, StorageError, first_line
 from core.settings import Settings
-from hardware_profiles import HardwareProfile
 from hardware_profiles.configured import device_profile
-from hardware_profiles.isolated import CHILD_FRAMES
 from hardware_profiles.latency_predictor import (
     MIN_MEASUREMENTS,
     PRIOR_MIN_SPEARMAN,
@@ -46,6 +40,7 @@ from store.tables import Evaluation, Job, JobKind, JobStatus, storable_text
 
 from . import failures
 from .anchors import ANCHORS_SAID, job_anchors, recorded_archs
+from .busy_device import BUSY_RULE, noisy_latency_note
 from .calibration import (
     PredictedLatency,
     fit_predictor,
@@ -53,8 +48,10 @@ from .calibration import (
     save_predictor,
     summary,
 )
-from .evaluator import KnownQuality, Measurement, SubnetEvaluator
+from .evaluator import KnownQuality, Measurement, SubnetEvaluator, in_quality_step
 from .failures import Failures
+from .job_errors import job_error
+from .warm_start import WarmStart, copy_earlier, earlier_measurements
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -279,7 +276,7 @@ class JobRunner:
             # worker kept dying"); if the failure cannot be written either, the error
             # propagates and the reaper counts the attempt.
             log.exception("job %s failed", job_id)
-            reason, said = _failure(exc)
+            reason, said = job_error(exc)
 
             def fail(session: Session) -> JobStatus | None:
                 lease = _lease(session, job_id, self.worker_id, lock=True)
@@ -374,7 +371,8 @@ class JobRunner:
         warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
         passed_over = 0
         if not stored and warm:
-            stored, passed_over, spec = self._warm_start(job_id, spec)
+            started = self._warm_start(job_id, spec, measures_quality(spec, supernet))
+            stored, passed_over, spec = started.stored, started.passed_over, started.spec
         reused = sum(e.reused for e in stored)
         if reused or passed_over:  # said again by a resumed run: a claim clears the message
             name, device = spec["supernet"], spec["device"]
@@ -416,6 +414,7 @@ class JobRunner:
             self._note(job_id, f"{q.counted(left, 'anchor')} of {spec['supernet']} {ANCHORS_SAID}")
         if done:
             self._note(job_id, f"resumed after {q.counted(done, 'measured evaluation')}")
+        retrying: dict[str, str] = spec.get(q.RETRYING, {})
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
         while lease == "held" and done < plan.budget:
             if self.stop.is_set():
@@ -431,8 +430,9 @@ class JobRunner:
             except Exception as exc:
                 anchor = plan.strategy.is_initial(arch)
                 skipped = self._skipped(
-                    job_id, plan.failures, key, exc, done, reused=reused, anchor=anchor
-                )
+                    job_id, plan.failures, key, exc, done, reused=reused, anchor=anchor,
+                    retried_from=retrying.get(key),
+                )  # fmt: skip
                 if skipped is None:
                     raise
                 if skipped != "lost":
@@ -476,6 +476,7 @@ class JobRunner:
         *,
         reused: int = 0,
         anchor: bool = False,
+        retried_from: str | None = None,
     ) -> Lease | None:
         """The job's lease if it goes on without sub-network ``key``, whose measurement
         raised ``exc`` (``done``: the measurements the job made, ``reused``: the results it
@@ -488,22 +489,31 @@ class JobRunner:
         result to show (every one would: a plugin or device at fault), or its last
         ``failures.FAILING_IN_A_ROW`` did (the device broke since). An ``anchor`` is
         skipped without counting (said in the job's message), whatever it raised: a head
-        start the search itself chose. Never when the database failed or the worker stops,
-        nor for hwnas's own errors (a plugin breaking its contract, the job's data): they
-        would fail every measurement alike."""
+        start the search itself chose; so is one that failed in job ``retried_from`` before
+        (``failures.RETRY_ONE_IN``), but for hwnas's own errors. Never when the database
+        failed or the worker stops, nor for hwnas's own errors (a plugin breaking its
+        contract, the job's data): they would fail every measurement alike."""
         if isinstance(exc, StorageError) or self.stop.is_set():
             return None
-        if not anchor:
-            if isinstance(exc, HwnasError):
-                return None
-            if ended := fails.ends_the_job(done + reused):
-                if fails.counted:  # said where it helps: "0 skipped before it" would not
-                    exc.add_note(ended)
-                return None
-        said = _failure(exc)[1]
+        if not anchor and isinstance(exc, HwnasError):
+            return None
+        counted = not (anchor or retried_from)
+        if counted and (ended := fails.ends_the_job(done + reused)):
+            if fails.counted:  # said where it helps: "0 skipped before it" would not
+                exc.add_note(ended)
+            return None
+        said = job_error(exc)[1]
         log.warning("job %s: sub-network %s could not be measured", job_id, key, exc_info=exc)
-        note = failures.anchor_said(key, said) if anchor else fails.said()
-        entry = failures.entry(key, said, anchor, done)
+        if anchor:
+            note = failures.anchor_said(key, said)
+        elif retried_from:
+            note = failures.retried_said(key, retried_from, said)
+        else:
+            note = fails.said()
+        entry = failures.entry(
+            key, said, anchor, done,
+            quality_step=in_quality_step(exc), retried_from=None if anchor else retried_from,
+        )  # fmt: skip
 
         def record(session: Session) -> Lease:
             job = q.get_job(session, job_id, lock=True)
@@ -514,8 +524,10 @@ class JobRunner:
             return lease
 
         lease = self._db(record)
-        if lease != "lost" and not anchor:
+        if lease != "lost" and counted:
             fails.failed()
+        elif lease != "lost" and retried_from and not anchor:
+            fails.failed_again += 1
         return lease
 
     def _record_in_spec(self, job_id: str, key: str, value: Any) -> None:
@@ -638,56 +650,19 @@ class JobRunner:
         )
         return None
 
-    def _warm_start(
-        self, job_id: str, spec: dict[str, Any]
-    ) -> tuple[list[Evaluation], int, dict[str, Any]]:
-        """Copy earlier measurements of this supernet on this device into the job, and the
-        sub-networks whose measurement failed in earlier jobs into its spec's failures; the
-        job's evaluations, how many sub-networks were passed over (``_noisy``), and its spec.
-
-        They join its evaluations (``details.reused_from`` names the job that measured
-        them, ``seconds`` is 0) and the strategy is told them before its first ask, so it
-        neither measures them again nor ignores what they show. Only measurements holding
-        every metric this job's objectives and constraints need, and accuracy measured on
-        the same validation data, are taken. The failures (``failures.shared``) are told as
-        failed: never proposed, and linas learns from them which sub-networks fail; they do
-        not count against the job's ``budget.failures``.
-        """
-        constraints = constraints_of(spec)
-        needed = set(spec["objectives"]) | set(constraints)
+    def _warm_start(self, job_id: str, spec: dict[str, Any], quality: bool) -> WarmStart:
+        """``warm_start.copy_earlier`` for the job, if it is still this run's (``quality``:
+        it evaluates quality metrics)."""
         profile = device_profile(spec["device"])
-        noisy: set[str] = set()  # sub-networks passed over for a latency timed on a busy device
 
-        def usable(evaluation: Evaluation) -> bool:
-            if not needed <= set(evaluation.metrics):
-                return False
-            if "latency_ms" in needed and _noisy(evaluation, profile):
-                noisy.add(evaluation.subnet_id)
-                return False
-            return True
-
-        def copy(session: Session) -> tuple[list[Evaluation], dict[str, Any]]:
-            noisy.clear()
+        def copy(session: Session) -> WarmStart:
             job = q.get_job(session, job_id, lock=True)
             if _lease_of(job, self.worker_id) != "held":
-                return [], spec
+                return WarmStart([], 0, spec)
             limit = self.settings.warm_start_max
-            prior = _earlier_measurements(session, job_id, spec, limit, usable=usable)
-            q.add_reused_evaluations(session, job, prior, constraints)
-            stored, _ = q.list_evaluations(session, job_id)
-            metrics = [e.metrics for e in stored]
-            _set_progress(job, metrics, spec["objectives"], constraints)
-            listed = job.spec.get(q.FAILED, [])  # by a run that died before measuring
-            earlier = q.prior_failures(
-                session, **_measured_alike(job_id, spec), limit=min(limit, failures.SHARED_MAX),
-                skip={e.subnet_id for e in stored} | {e["subnet_id"] for e in listed},
-            )  # fmt: skip
-            if earlier:
-                job.spec = {**job.spec, q.FAILED: [*failures.shared(earlier), *listed]}
-            return stored, {**spec, q.FAILED: job.spec.get(q.FAILED, [])}
+            return copy_earlier(session, job, spec, limit, profile, quality=quality)
 
-        stored, spec = self._db(copy)
-        return stored, len(noisy - {e.subnet_id for e in stored}), spec
+        return self._db(copy)
 
     def _from_other_devices(
         self, job_id: str, spec: dict[str, Any], supernet: Supernet
@@ -711,7 +686,7 @@ class JobRunner:
 
         def read(session: Session) -> list[Evaluation]:
             created = q.get_job(session, job_id).created_at
-            return _earlier_measurements(
+            return earlier_measurements(
                 session, job_id, spec, self.settings.warm_start_max, other_devices=True,
                 before=created,
                 # a newer measurement without accuracy (a latency-only job) would hide one
@@ -852,7 +827,7 @@ class JobRunner:
             evaluations, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(evaluations, plan.objectives, plan.constraints)
             q.set_front(session, job_id, [e.id for e in summary.front])
-            if noisy := _noisy_latency_note(evaluations, plan.evaluator.profile):
+            if noisy := noisy_latency_note(evaluations, plan.evaluator.profile):
                 _add_message(q.get_job(session, job_id), noisy)
             if taken := _quality_taken_note(evaluations, plan.evaluator.supernet):
                 _add_message(q.get_job(session, job_id), taken)
@@ -934,9 +909,11 @@ def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:
     if failed:
         spent += f", {failed} failed"
         earlier = plan.failures.from_earlier_jobs  # which progress.evaluations_failed leaves
-        anchors = failed - plan.failures.counted - earlier  # out, with the anchors
+        again = plan.failures.failed_again  # out, with the anchors
+        anchors = failed - plan.failures.counted - earlier - again
         among = [q.counted(anchors, "anchor")] if anchors > 0 else []
         among += [f"{earlier} in earlier jobs"] if earlier else []
+        among += [f"{again} in earlier jobs and again here"] if again else []
         if among:
             spent += f" ({', '.join(among)})"
     if plan.strategy.space.size <= ENUMERATION_LIMIT:
@@ -947,26 +924,6 @@ def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:
         f"search stopped early: {REJECTION_TRIES} random draws in a row found no sub-network "
         f"of {supernet} not measured yet ({spent})"
     )
-
-
-def _earlier_measurements(
-    session: Session, job_id: str, spec: dict[str, Any], limit: int, **where: Any
-) -> list[Evaluation]:
-    """Other jobs' measurements of the job's supernet, accuracy on its validation data
-    (``store.jobs.prior_evaluations``; ``where``: its device, time and usability filters)."""
-    return q.prior_evaluations(session, **_measured_alike(job_id, spec), limit=limit, **where)
-
-
-def _measured_alike(job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """What ``store.jobs.prior_evaluations`` and ``prior_failures`` take to find other jobs
-    that measured the job's supernet as it does."""
-    return {
-        "supernet": spec["supernet"],
-        "device": spec["device"],
-        "validation_data": spec.get("validation_data"),
-        "measured_with": spec.get(q.MEASURED_WITH),
-        "exclude_job": job_id,
-    }
 
 
 def _add_message(job: Job, note: str) -> None:
@@ -980,17 +937,6 @@ def _lease_of(job: Job, worker_id: str) -> Lease:
     if job.worker_id != worker_id or job.status != JobStatus.running:
         return "lost"
     return "cancel" if job.cancel_requested else "held"
-
-
-def _set_progress(
-    job: Job,
-    metrics: list[dict[str, float]],
-    objectives: dict[str, str],
-    constraints: dict[str, Bound],
-) -> None:
-    """Set the job's front size and hypervolume from its evaluations' metrics (in order)."""
-    front, job.hypervolume = front_of_metrics(metrics, objectives, constraints)
-    job.front_size = len(front)
 
 
 def _lease(session: Session, job_id: str, worker_id: str, *, lock: bool = False) -> Lease:
@@ -1007,91 +953,6 @@ def _add_run_seconds(session: Session, job_id: str, seconds: float) -> None:
     )
 
 
-#: A measurement whose median's 95 % interval ended wider than this many times its
-#: profile's target (the time cap stopped it) was taken while something else loaded the
-#: device: medians of 10-23 ms were stored for networks of 2 ms on a busy 2-core host.
-NOISY_FACTOR = 5.0
-#: ... as was one whose median is over this many times its fastest tenth of calls (p10):
-#: steady contention slows most calls alike, so the interval can stay narrow (a user probe,
-#: session 21: medians of 10.7-15.1 ms with p10 2.0-2.2 ms and rel_ci 1.6-2.4 % for networks
-#: of 2 ms), while a quiet device's median is within a few tenths of its p10.
-SKEW_FACTOR = 2.0
-
-
-def _spread(evaluation: Evaluation) -> float | None:
-    """The half-width of a measured latency median's 95 % interval, relative to it."""
-    latency = _measured_latency(evaluation)
-    spread = latency.get("rel_ci")
-    return float(spread) if isinstance(spread, int | float) else None
-
-
-def _skew(evaluation: Evaluation) -> float | None:
-    """A measured latency's median over its fastest tenth of calls (p10)."""
-    latency = _measured_latency(evaluation)
-    median, p10 = latency.get("median_ms"), latency.get("p10_ms")
-    if isinstance(median, int | float) and isinstance(p10, int | float) and p10 > 0:
-        return float(median) / float(p10)
-    return None
-
-
-def _measured_latency(evaluation: Evaluation) -> dict[str, Any]:
-    latency = evaluation.details.get("latency")
-    if isinstance(latency, dict) and latency.get("provenance") == "measured":
-        return latency
-    return {}
-
-
-def _noisy_above(profile: HardwareProfile) -> float:
-    """The ``rel_ci`` over which a latency on ``profile`` was timed on a busy device."""
-    return NOISY_FACTOR * profile.protocol.target_rel_ci
-
-
-def _busy_signs(
-    evaluation: Evaluation, profile: HardwareProfile
-) -> tuple[float | None, float | None]:
-    """The spread and the skew of ``evaluation``'s latency that say it was timed on a busy
-    device: its median's interval over ``NOISY_FACTOR`` times the target, the median over
-    ``SKEW_FACTOR`` times p10; None for a rule that did not fire."""
-    spread, skew = _spread(evaluation), _skew(evaluation)
-    return (
-        spread if spread is not None and spread > _noisy_above(profile) else None,
-        skew if skew is not None and skew > SKEW_FACTOR else None,
-    )
-
-
-def _noisy(evaluation: Evaluation, profile: HardwareProfile) -> bool:
-    """Whether ``evaluation``'s latency was timed on a busy device (``_busy_signs``)."""
-    return any(sign is not None for sign in _busy_signs(evaluation, profile))
-
-
-#: How the job's message and the warm start's note say what a busy-device latency is.
-BUSY_RULE = (
-    f"the median's 95 % interval over {NOISY_FACTOR:g} times the profile's target, or the "
-    f"median over {SKEW_FACTOR:g} times the fastest tenth of the calls"
-)
-
-
-def _noisy_latency_note(evaluations: Sequence[Evaluation], profile: HardwareProfile) -> str | None:
-    """What the job's message says when some of its latencies were measured on a busy
-    device (the job's own measurements: copies keep their jobs' notes)."""
-    own = [e for e in evaluations if q.REUSED_FROM not in e.details and _measured_latency(e)]
-    noisy = [signs for signs in (_busy_signs(e, profile) for e in own) if signs != (None, None)]
-    if not noisy:
-        return None
-    spreads = [spread for spread, _ in noisy if spread is not None]
-    skews = [skew for _, skew in noisy if skew is not None]
-    found = [
-        *([f"up to +-{max(spreads):.0%} against a target of +-{profile.protocol.target_rel_ci:.0%}"
-           ] if spreads else []),
-        *([f"up to {max(skews):.1f} times p10"] if skews else []),
-    ]  # fmt: skip
-    return (
-        f"busy device: {len(noisy)} of {len(own)} latencies were measured while something "
-        f"else ran on the device ({BUSY_RULE}; {', '.join(found)}: details.latency.rel_ci, "
-        "p10_ms): compare those points with care, or measure again on a quiet one"
-    )
-
-
 def _quality_taken_note(evaluations: Sequence[Evaluation], supernet: Supernet) -> str | None:
     """What the job's message says of the measurements whose quality metrics came from
     another device's (``KnownQuality``)."""
@@ -1104,63 +965,6 @@ def _quality_taken_note(evaluations: Sequence[Evaluation], supernet: Supernet) -
         "measurements of the same sub-networks (same weights and validation data; "
         f"details.{q.QUALITY_FROM} names the job): only their latency was timed here"
     )
-
-
-def _failure(exc: BaseException) -> tuple[str, str]:
-    """A failed run's ``error`` and the line its message gives. hwnas's own errors are their
-    text; others a short traceback, and their type, first line and notes (the step of the
-    evaluation, ``workers.evaluator``)."""
-    if isinstance(exc, HwnasError):
-        return str(exc), (str(exc).splitlines() or [type(exc).__name__])[-1]
-    notes = "; ".join(getattr(exc, "__notes__", ()))
-    said = f"{type(exc).__name__}: {first_line(exc)}" + (f" ({notes})" if notes else "")
-    return _short_traceback(exc), said
-
-
-def _short_traceback(exc: BaseException) -> str:
-    """The exception with the last two frames outside the libraries a network runs in
-    (hwnas's, a plugin's, wherever it is installed) and the last two overall: a plugin's
-    error inside torch names its line."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if child_frames := getattr(exc, CHILD_FRAMES, None):  # raised in a timing child: there
-        frames = traceback.StackSummary.from_list([*frames, *child_frames])
-    own = [f for f in frames if not _in_a_library(f.filename)]
-    kept = own[-2:] + [f for f in frames[-2:] if f not in own[-2:]]
-    listed = traceback.format_list(kept)
-    said = _clipped("".join(traceback.format_exception_only(exc)).strip())
-    return "".join(["Traceback (last frames):\n", *listed, said])
-
-
-#: How much of an exception's own text a job's error keeps (the log has all of it): torch's
-#: tracer check puts both graphs in its message, 100 KB that every poll of the job carried.
-ERROR_LINES, ERROR_CHARS = 30, 4_000
-
-
-def _clipped(text: str) -> str:
-    lines = text.splitlines()
-    if len(lines) <= ERROR_LINES and len(text) <= ERROR_CHARS:
-        return text
-    kept = "\n".join(lines[:ERROR_LINES])[:ERROR_CHARS]
-    return f"{kept}\n... ({len(text) - len(kept):,} more characters: see the worker's log)"
-
-
-#: Libraries whose frames a job's error leaves out unless they are the last ones.
-LIBRARIES = ("torch", "numpy", "scipy", "sklearn", "onnx", "onnxruntime")
-
-
-def _in_a_library(filename: str) -> bool:
-    """Whether a frame's file is one of ``LIBRARIES``' or the standard library's; not what
-    is installed beside them (without a virtual environment, as in the Docker image,
-    site-packages is a folder of the standard library's: a plugin installed there is kept)."""
-    for name in LIBRARIES:
-        path = getattr(sys.modules.get(name), "__file__", None)
-        if path and filename.startswith(os.path.dirname(path) + os.sep):
-            return True
-    stdlib = sysconfig.get_paths()["stdlib"] + os.sep
-    if not filename.startswith(stdlib):
-        return False
-    inside = filename[len(stdlib) :]
-    return not inside.startswith(("site-packages" + os.sep, "dist-packages" + os.sep))
 
 
 __all__ = ["JobPlan", "JobRunner", "build_plan"]

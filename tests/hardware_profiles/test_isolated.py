@@ -184,9 +184,9 @@ def test_the_child_has_a_session_of_its_own(
 def test_an_error_in_the_child_is_raised_here_with_its_frames_there(
     fast_profile: ProfileFactory, example_input: torch.Tensor
 ) -> None:
-    """The job's error keeps a plugin's own line (workers.runner._short_traceback): the
+    """The job's error keeps a plugin's own line (workers.job_errors.short_traceback): the
     frames came back empty from the child."""
-    from workers.runner import _short_traceback
+    from workers.job_errors import short_traceback
 
     with pytest.raises(ValueError, match="my forward is broken") as caught:
         measure_latency(Failing(), example_input, _ts(fast_profile))
@@ -194,7 +194,7 @@ def test_an_error_in_the_child_is_raised_here_with_its_frames_there(
     assert any(
         name == "forward" and file.endswith("test_isolated.py") for file, _, name, _ in frames
     )
-    assert 'test_isolated.py", line' in _short_traceback(caught.value)
+    assert 'test_isolated.py", line' in short_traceback(caught.value)
 
 
 class NeedsArgs(Exception):

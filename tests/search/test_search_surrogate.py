@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from core.errors import InvalidInput, UnknownName
 from search.surrogate import (
     FeatureMap,
     PairwiseRidge,
@@ -187,3 +188,13 @@ def test_active_ids_and_predictions_by_blocks_equal_the_plain_definition() -> No
     assert np.array_equal(active, np.concatenate(expected, axis=1))
     weights = rng.normal(size=features.n_features)
     assert np.array_equal(predict(weights, active), weights[active].sum(axis=1))
+
+
+def test_transforms_are_chosen_from_those_given_and_unknown_ones_are_refused() -> None:
+    features = FeatureMap([4] * 4)
+    assert list(PairwiseRidge(features, transforms=["linear"]).transforms) == ["linear"]
+    with pytest.raises(UnknownName, match="unknown transform 'cube'; known: ") as refused:
+        PairwiseRidge(features, transforms=["linear", "cube"])
+    assert refused.value.field == "transforms"
+    with pytest.raises(InvalidInput, match="give one or more of"):
+        PairwiseRidge(features, transforms=[])

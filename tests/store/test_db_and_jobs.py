@@ -333,7 +333,8 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
 ) -> None:
     """The failures other search jobs of the pair listed, measured alike, newest first:
     only those their job measured something after, not in a run of 3, not its anchors', not
-    its copies, not of a sub-network one of those jobs measured."""
+    its copies, not of a sub-network one of those jobs measured; for a job measuring latency
+    only, none that failed in a step only a quality evaluation runs."""
     with database_url(backend, tmp_path) as url:
         upgrade(url)
         factory = make_session_factory(make_engine(url))
@@ -357,6 +358,7 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
             {"subnet_id": "m", "after": 0},  # measured in the old job
             {"subnet_id": "a", "reused_from": old},  # a copy: its origin lists it
             {"subnet_id": "b", "after": 1},
+            {"subnet_id": "v", "after": 1, q.QUALITY_STEP: True},  # evaluating accuracy
             {"subnet_id": "z"},  # an older version's entry: when it failed is not known
         )
         create(3, {"subnet_id": "c", "after": 0}, device="cuda-0")
@@ -378,10 +380,19 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
                 )  # fmt: skip
                 return [(e["subnet_id"], e["reused_from"]) for e in entries]
 
-        assert found() == [("b", new), ("a", old)]
-        assert found(limit=1) == [("b", new)]
-        assert found(skip={"b"}) == [("a", old)]
+        assert found() == [("v", new), ("b", new), ("a", old)]
+        assert found(limit=1) == [("v", new)]
+        assert found(skip={"v", "b"}) == [("a", old)]
+        assert found(quality=False) == [("b", new), ("a", old)]
         assert found(measured_with="fp") == [("d", other)]
+        with transaction(factory) as session:  # the jobs read once, for prior_evaluations too
+            jobs = q.measuring_alike(
+                session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
+                exclude_job=mine,
+            )  # fmt: skip
+        assert [job_id for job_id, _, _ in jobs] == [new, old]  # alike, newest first
+        assert found(jobs=jobs) == found()
+        assert found(jobs=jobs[1:]) == [("a", old)]  # those given, not read again
 
 
 # HeldConnectionWriter (the API submitter's writes) and the batch write it runs,

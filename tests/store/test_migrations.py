@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, make_url, text
 
 from alembic import command
 from core.errors import ServiceUnavailable
@@ -235,6 +241,78 @@ def test_migrations_started_together_run_one_at_a_time(backend: str, tmp_path: P
             for process in processes:
                 process.join(30)
         assert said == ["ok"] * 4
+        engine = make_engine(url)
+        check_migrated(engine)
+        engine.dispose()
+
+
+#: alembic/env.py's MIGRATION_LOCK (the module migrates when imported: not importable).
+_PG_MIGRATION_LOCK = 0x68776E61735F6D67
+
+
+@contextmanager
+def _migration_lock_held(url: str) -> Iterator[Callable[[], None]]:
+    """Another process's migration of ``url`` in progress: its lock held (a flock on the
+    lock file from another open file, PostgreSQL's advisory lock on another connection)
+    until the block ends or the function it gives is called."""
+    if url.startswith("sqlite"):
+        path = Path(str(make_url(url).database)).resolve()
+        handle = os.open(path.with_name(path.name + ".migrate-lock"), os.O_RDWR | os.O_CREAT)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        release: Callable[[], None] = lambda: fcntl.flock(handle, fcntl.LOCK_UN)  # noqa: E731
+        try:
+            yield release
+        finally:
+            os.close(handle)
+        return
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        connection.commit()
+        unlock = text("SELECT pg_advisory_unlock(:key)")
+        released = threading.Event()
+
+        def release_pg() -> None:
+            if not released.is_set():
+                released.set()
+                connection.execute(unlock, {"key": _PG_MIGRATION_LOCK})
+                connection.commit()
+
+        try:
+            yield release_pg
+        finally:
+            release_pg()
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_migration_waits_for_another_at_most_its_wait_and_says_so(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hung migration held every other process's migration, and so its start, without a
+    word: one that finds the lock held says so in its log and fails after its wait
+    (HWNAS_MIGRATION_WAIT_S), naming the lock; one whose wait outlasts the other's
+    migration goes on after it."""
+    caplog.set_level(logging.WARNING, logger="alembic.env")
+    with database_url(backend, tmp_path) as url:
+        with _migration_lock_held(url):
+            started = time.monotonic()
+            with pytest.raises(ServiceUnavailable) as failed:
+                upgrade(url, wait_s=0.5)
+            assert 0.5 <= time.monotonic() - started < 10
+        said = str(failed.value)
+        assert said.startswith("cannot migrate the database")
+        assert "another process held the migration lock of" in said
+        assert "for over 0.5 s (HWNAS_MIGRATION_WAIT_S): a migration hung" in said
+        if backend == "sqlite":
+            assert ".migrate-lock" in said
+        assert "another process is migrating it; waiting up to 0.5 s" in caplog.text
+
+        caplog.clear()
+        with _migration_lock_held(url) as release:
+            threading.Timer(0.6, release).start()  # the other migration ends
+            upgrade(url, wait_s=60)
+        assert "the other migration ended after" in caplog.text
         engine = make_engine(url)
         check_migrated(engine)
         engine.dispose()

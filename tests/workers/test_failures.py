@@ -38,12 +38,19 @@ def test_a_resumed_run_counts_the_row_since_its_last_result() -> None:
             _entry("d", after=3, reused_from="job-0"),
             _entry("e"),  # an older version's entry
             _entry("f", after=3),
+            _entry("g", after=3, retried_from="job-0"),  # failed there, and again here
         ]
     }
     fails = Failures(allowed=100)
-    keys, _ = failures.recorded(spec, fails, done=3)
-    assert keys == list("abcdef")
-    assert (fails.counted, fails.in_a_row, fails.from_earlier_jobs) == (4, 2, 1)
+    keys, notes = failures.recorded(spec, fails, done=3)
+    assert keys == list("abcdefg")
+    assert (fails.counted, fails.in_a_row, fails.from_earlier_jobs, fails.failed_again) == (
+        4, 2, 1, 1,
+    )  # fmt: skip
+    assert notes[:2] == [
+        "anchor c skipped: MemoryError: out",
+        "sub-network g failed again, as in job job-0 (not counted): MemoryError: out",
+    ]
 
 
 def test_a_warm_start_adds_failures_of_earlier_jobs_that_never_count() -> None:
@@ -62,3 +69,34 @@ def test_a_warm_start_adds_failures_of_earlier_jobs_that_never_count() -> None:
         "(failed_evaluations; warm_start false measures them)"
     )
     assert failures.shared_said({q.FAILED: earlier[:0]}) is None
+
+
+def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again() -> None:
+    """Chosen by a hash of the job and the sub-network: the same for a job, about one in
+    ``RETRY_ONE_IN`` of them, other ones for another job."""
+    earlier = [_entry(f"s{i}", reused_from="job-0", after=1) for i in range(2000)]
+    retry = failures.to_retry("job-1", earlier)
+    assert retry == failures.to_retry("job-1", earlier)  # a warm start run again
+    assert set(retry.values()) == {"job-0"}
+    assert 150 <= len(retry) <= 250  # 2000 / 10, give or take 5 standard deviations
+    assert len(set(retry) & set(failures.to_retry("job-2", earlier))) <= 40  # ~ 20 by chance
+    assert failures.shared_said({q.RETRYING: {"s1": "job-0"}}) == (
+        "1 sub-network whose measurement failed in earlier jobs measured again if the search "
+        "proposes it (one in 10: a failure may have been the device's state then; failing "
+        "again, not counted)"
+    )
+    said = failures.shared_said({q.FAILED: failures.shared(earlier[:3]), q.RETRYING: retry})
+    assert (said or "").startswith(
+        "3 sub-networks whose measurement failed in earlier jobs not measured again "
+        f"(failed_evaluations; warm_start false measures them), {len(retry)} others measured "
+        "again if the search proposes them"
+    )
+
+
+def test_an_entry_says_where_it_failed_and_whether_it_counts() -> None:
+    plain = failures.entry("a", "MemoryError: out", False, 4)
+    assert plain == {"subnet_id": "a", "error": "MemoryError: out", "anchor": False, "after": 4}
+    again = failures.entry("b", "x" * 900, False, 4, quality_step=True, retried_from="job-0")
+    assert again[q.QUALITY_STEP] and again[q.RETRIED_FROM] == "job-0"
+    assert len(again["error"]) == failures.ERROR_CHARS
+    assert [q.counts_as_failure(e) for e in (plain, again)] == [True, False]

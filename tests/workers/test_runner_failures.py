@@ -15,9 +15,11 @@ from api.schemas import JobCreate
 from core.errors import PluginError
 from models import registry
 from models.fmnist_cnn import FmnistOFACNN
+from search.random_search import RandomStrategy
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.tables import JobStatus
+from workers import failures
 from workers.runner import JobRunner
 
 from ..conftest import embedded_settings
@@ -95,6 +97,7 @@ def test_failed_measurements_are_skipped_recorded_and_never_measured_again(job: 
                f"(timing_module) sub-network {f['subnet_id']} of {_NoRoomForWideInputs.name})"
                for f in failed)  # fmt: skip
     assert not {f["subnet_id"] for f in failed} & set(keys)
+    assert not any(q.QUALITY_STEP in f for f in failed)  # timed: any job may take them
     assert all(n == 1 for n in _NoRoomForWideInputs.attempts.values())  # none measured twice
     assert "failed measurements are skipped, at most 6 (budget.failures" in (stored.message or "")
 
@@ -263,10 +266,11 @@ def test_a_takeover_while_a_measurement_fails_ends_this_run(job: Any) -> None:
 
 
 def test_a_warm_start_takes_the_failures_of_earlier_jobs_without_counting_them(
-    job: Any,
+    job: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second job on the pair measured the sub-networks that had failed in the first
     again, each failing again and counted against its allowance."""
+    monkeypatch.setattr(failures, "retried", lambda job_id, subnet_id: False)  # below
     first = job()
     assert job.runner.run(first) == JobStatus.succeeded
     _, earlier = _stored(job.factory, first)
@@ -301,3 +305,114 @@ def test_a_warm_start_takes_the_failures_of_earlier_jobs_without_counting_them(
     _, resumed = _stored(job.factory, second)
     assert resumed.spec[q.FAILED][: len(taken)] == taken
     assert said in (resumed.message or "")
+
+
+def _proposed_first(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    """The random search proposes sub-network ``key`` first, if it may (not told yet)."""
+    propose = RandomStrategy._propose
+
+    def first(self: RandomStrategy, n: int) -> list[dict[str, Any]]:
+        if n == 1 and not self._is_seen(key):
+            return [
+                self.space.normalize(registry.get_supernet(_NoRoomForWideInputs.name).decode(key))
+            ]
+        return propose(self, n)
+
+    monkeypatch.setattr(RandomStrategy, "_propose", first)
+
+
+def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again(
+    job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One in ``RETRY_ONE_IN`` of the failures a warm start finds is not taken: the job
+    measures it if its search proposes it. Failing again, it is listed with
+    ``retried_from`` and not counted; measured, it is a result, and shared no more."""
+    first = job(budget={"evaluations": 20, "failures": 15})
+    assert job.runner.run(first) == JobStatus.succeeded
+    _, earlier = _stored(job.factory, first)
+    failed_before = [f["subnet_id"] for f in earlier.spec[q.FAILED] if not f["anchor"]]
+    assert len(failed_before) >= 2
+    again, *_ = failed_before
+    monkeypatch.setattr(failures, "retried", lambda job_id, subnet_id: subnet_id == again)
+    _proposed_first(monkeypatch, again)
+    supernet = registry.get_supernet(_NoRoomForWideInputs.name)  # those alone fail now
+    _NoRoomForWideInputs.fails = staticmethod(  # type: ignore[method-assign]
+        lambda arch: supernet.encode(supernet.canonical(arch)) in failed_before
+    )
+
+    second = job(seed=5, budget={"evaluations": 6, "failures": 0})  # none may count
+    assert job.runner.run(second) == JobStatus.succeeded
+    keys, stored = _stored(job.factory, second)
+    assert stored.spec[q.RETRYING] == {again: first}
+    taken = [f["subnet_id"] for f in stored.spec[q.FAILED] if f.get(q.REUSED_FROM)]
+    assert sorted(taken) == sorted(set(failed_before) - {again})
+    [retried] = [f for f in stored.spec[q.FAILED] if f.get(q.RETRIED_FROM)]
+    assert retried["subnet_id"] == again and retried[q.RETRIED_FROM] == first
+    assert _NoRoomForWideInputs.attempts[again] == 2  # measured again, failed again
+    assert q.failures_counted(stored.spec) == 0  # "failures": 0 did not end the job
+    said = stored.message or ""
+    assert (
+        f"{len(taken)} sub-networks whose measurement failed in earlier jobs not measured" in said
+    )
+    assert "1 other measured again if the search proposes it (one in 10" in said
+    assert f"sub-network {again} failed again, as in job {first} (not counted)" in said
+
+    # the device has room now: a third job measures it, and later jobs take it no more
+    _NoRoomForWideInputs.fails = staticmethod(lambda arch: False)  # type: ignore[method-assign]
+    monkeypatch.setattr(failures, "retried", lambda job_id, subnet_id: subnet_id == again)
+    third = job(seed=6, budget={"evaluations": 6})
+    assert job.runner.run(third) == JobStatus.succeeded
+    keys, stored = _stored(job.factory, third)
+    assert again in keys and stored.spec[q.RETRYING] == {again: second}  # the newest failure
+    monkeypatch.setattr(failures, "retried", lambda job_id, subnet_id: False)
+    fourth = job(seed=7, budget={"evaluations": 2})
+    assert job.runner.run(fourth) == JobStatus.succeeded
+    _, stored = _stored(job.factory, fourth)
+    taken = {f["subnet_id"] for f in stored.spec[q.FAILED] if f.get(q.REUSED_FROM)}
+    assert taken == set(failed_before) - {again}
+
+
+class _NoRoomToEvaluate(_NoRoomForWideInputs):
+    """A device whose memory holds the largest networks' timing, but not their evaluation
+    on the validation data."""
+
+    name = "test-no-room-to-evaluate"
+
+    def timing_module(self, arch: dict[str, Any]) -> Any:
+        return FmnistOFACNN.timing_module(self, arch)  # never fails
+
+    def evaluate(self, arch: dict[str, Any], module: Any = None) -> dict[str, float]:
+        if type(self).fails(arch):
+            raise MemoryError("out of memory with the validation batch")
+        return {"accuracy": 0.5}
+
+
+def test_a_job_measuring_latency_only_takes_no_failure_of_the_evaluation(
+    job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while evaluating accuracy (a step a job measuring latency only never runs)
+    is not shared with such a job; a job measuring accuracy takes it."""
+    monkeypatch.setitem(registry._FACTORIES, _NoRoomToEvaluate.name, _NoRoomToEvaluate)
+    monkeypatch.setattr(failures, "retried", lambda job_id, subnet_id: False)
+    name, budget = _NoRoomToEvaluate.name, {"evaluations": 10, "failures": 20}
+    accuracy = {"objectives": {"accuracy": "max", "latency_ms": "min"}, "budget": budget}
+    first = job(supernet=name, **accuracy)
+    try:
+        assert job.runner.run(first) == JobStatus.succeeded
+        _, earlier = _stored(job.factory, first)
+        own = [f for f in earlier.spec[q.FAILED] if not f["anchor"]]
+        assert own and all(f[q.QUALITY_STEP] for f in own)
+        assert all("while evaluating on the validation data" in f["error"] for f in own)
+
+        latency_only = job(supernet=name, seed=5)
+        assert job.runner.run(latency_only) == JobStatus.succeeded
+        _, stored = _stored(job.factory, latency_only)
+        assert not any(f.get(q.REUSED_FROM) for f in stored.spec.get(q.FAILED, []))
+
+        again = job(supernet=name, seed=6, **accuracy)
+        assert job.runner.run(again) == JobStatus.succeeded
+        _, stored = _stored(job.factory, again)
+        taken = {f["subnet_id"] for f in stored.spec[q.FAILED] if f.get(q.REUSED_FROM)}
+        assert taken and taken <= {f["subnet_id"] for f in own}
+    finally:
+        registry._INSTANCES.pop(name, None)

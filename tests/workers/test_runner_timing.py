@@ -149,7 +149,7 @@ def test_a_failed_jobs_traceback_keeps_a_pip_installed_plugins_frames(site: str)
     (as docs/plugins.md says) lost its own, and torch's were all that was left."""
     import torch
 
-    from workers.runner import _short_traceback
+    from workers.job_errors import short_traceback
 
     source = "def forward():\n    return torch.nn.Conv2d(1, 1, 3)(torch.zeros(1, 784))\n"
     namespace: dict[str, object] = {"torch": torch}
@@ -157,20 +157,20 @@ def test_a_failed_jobs_traceback_keeps_a_pip_installed_plugins_frames(site: str)
     try:
         namespace["forward"]()  # type: ignore[operator]
     except RuntimeError as exc:
-        error = _short_traceback(exc)
+        error = short_traceback(exc)
     assert f"{site}/my_plugin/net.py" in error and "in forward" in error
     assert "/torch/nn/modules/conv.py" in error  # where it was raised
 
 
 def test_a_failed_jobs_error_keeps_the_head_of_a_long_exception_text() -> None:
     """torch's tracer check puts both graphs in its message: a job's error was 100 KB."""
-    from workers.runner import ERROR_CHARS, ERROR_LINES, _short_traceback
+    from workers.job_errors import ERROR_CHARS, ERROR_LINES, short_traceback
 
     graphs = "\n".join(f"  %{i} : Tensor = aten::conv2d(%x, %w{i})" for i in range(3000))
     try:
         raise RuntimeError(f"Tracing failed sanity checks!\nGraphs differed:\n{graphs}")
     except RuntimeError as exc:
-        error = _short_traceback(exc)
+        error = short_traceback(exc)
     said = error.split("RuntimeError: ", 1)[1]
     assert said.startswith("Tracing failed sanity checks!\nGraphs differed:\n  %0 : Tensor")
     assert len(said.splitlines()) <= ERROR_LINES + 1 and len(said) < ERROR_CHARS + 100
@@ -179,7 +179,7 @@ def test_a_failed_jobs_error_keeps_the_head_of_a_long_exception_text() -> None:
         try:
             raise RuntimeError(short)
         except RuntimeError as exc:
-            assert _short_traceback(exc).endswith(f"RuntimeError: {short}")
+            assert short_traceback(exc).endswith(f"RuntimeError: {short}")
 
 
 def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measured() -> None:
@@ -190,9 +190,13 @@ def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measure
     from search.base import ENUMERATION_LIMIT
     from workers.runner import _exhausted
 
-    def plan(size: int, failed: int = 0, counted: int = 0, earlier: int = 0) -> object:
+    def plan(
+        size: int, failed: int = 0, counted: int = 0, earlier: int = 0, again: int = 0
+    ) -> object:
         strategy = SimpleNamespace(space=SimpleNamespace(size=size), n_failed=failed)
-        failures = SimpleNamespace(counted=counted, from_earlier_jobs=earlier)  # not anchors'
+        failures = SimpleNamespace(  # anchors are the failures not these
+            counted=counted, from_earlier_jobs=earlier, failed_again=again
+        )
         return SimpleNamespace(budget=10, strategy=strategy, failures=failures)
 
     small, large = _exhausted("net", plan(2), 2), _exhausted("net", plan(ENUMERATION_LIMIT + 1), 7)
@@ -212,6 +216,9 @@ def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measure
     assert _exhausted("net", plan(9, failed=7, counted=1, earlier=4), 2).endswith(
         "(2 new measurements of a budget of 10, 7 failed (2 anchors, 4 in earlier jobs))"
     )
+    assert _exhausted("net", plan(9, failed=7, counted=1, earlier=3, again=1), 2).endswith(
+        "7 failed (2 anchors, 3 in earlier jobs, 1 in earlier jobs and again here))"
+    )
 
 
 def test_a_job_says_when_its_latencies_were_measured_on_a_busy_device() -> None:
@@ -219,7 +226,7 @@ def test_a_job_says_when_its_latencies_were_measured_on_a_busy_device() -> None:
     on the front, with nothing said."""
     from hardware_profiles.configured import device_profile
     from store.tables import Evaluation
-    from workers.runner import _noisy_latency_note
+    from workers.busy_device import noisy_latency_note
 
     def measured(rel_ci: float, p10_ms: float = 1.9, **more: object) -> Evaluation:
         latency = {"provenance": "measured", "rel_ci": rel_ci, "median_ms": 2.0, "p10_ms": p10_ms}
@@ -227,17 +234,17 @@ def test_a_job_says_when_its_latencies_were_measured_on_a_busy_device() -> None:
 
     profile = device_profile("cpu-1t")  # target +-2 %
     quiet = [measured(0.011), measured(0.02), measured(0.031)]
-    assert _noisy_latency_note(quiet, profile) is None
+    assert noisy_latency_note(quiet, profile) is None
     busy = [*quiet, measured(0.63), measured(4.1), measured(9.0, reused_from="other-job")]
-    note = _noisy_latency_note(busy, profile)
+    note = noisy_latency_note(busy, profile)
     assert note is not None and note.startswith("busy device: 2 of 5 latencies were measured")
     assert "up to +-410% against a target of +-2%" in note
     # Steady contention: a narrow interval around a median 5-7 times the fastest calls
     # (medians of 10-15 ms for 2 ms networks, user probe of session 21) was taken as quiet.
     skewed = [*quiet, measured(0.016, p10_ms=0.38), measured(0.02, p10_ms=1.9)]
-    note = _noisy_latency_note(skewed, profile)
+    note = noisy_latency_note(skewed, profile)
     assert note is not None and note.startswith("busy device: 1 of 5 latencies")
     assert "; up to 5.3 times p10: details" in note and "against a target" not in note
     recorded = device_profile("nb201-pixel3")
     table = [Evaluation(details={"latency": {"provenance": "recorded", "median_ms": 1.0}})]
-    assert _noisy_latency_note(table, recorded) is None
+    assert noisy_latency_note(table, recorded) is None
