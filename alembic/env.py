@@ -25,15 +25,13 @@ from sqlalchemy import create_engine, make_url, text
 
 from alembic import context
 from core.settings import get_settings
-from store.db import ensure_sqlite_dir
+from store.db import MIGRATION_LOCK, ensure_sqlite_dir
 from store.tables import Base
 
 log = logging.getLogger("alembic.env")
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
 
-#: The advisory lock's key on PostgreSQL: any fixed 64-bit number of hwnas's own.
-MIGRATION_LOCK = 0x68776E61735F6D67  # "hwnas_mg"
 #: How often a process waiting for another's migration tries the lock again.
 POLL_S = 0.2
 

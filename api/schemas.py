@@ -308,7 +308,8 @@ class Progress(BaseModel):
         0,
         description="measurements that failed and were skipped, counted against "
         "`failures_allowed` (`failed_evaluations` lists them, and those that do not count: "
-        "failed anchors, and failures of earlier jobs that a warm start took)",
+        "failed anchors, failures of earlier jobs that a warm start took, and those it "
+        "measured again that failed again: retried_from)",
     )
     failures_allowed: int = Field(
         0,

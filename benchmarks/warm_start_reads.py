@@ -93,8 +93,8 @@ def main() -> None:
             job_id = fill(factory, jobs, args.evaluations, args.failures)
             times: dict[bool, list[float]] = {False: [], True: []}
             timed(factory, job_id, True)  # warm the caches
-            for _ in range(args.repeats):
-                for once in (False, True):
+            for repeat in range(args.repeats):  # which goes first alternates
+                for once in (False, True) if repeat % 2 else (True, False):
                     times[once].append(timed(factory, job_id, once))
             twice, once_ = (statistics.median(times[k]) for k in (False, True))
             name = "PostgreSQL" if args.postgres else "SQLite"

@@ -25,7 +25,7 @@ The fit itself always conditions on every told result.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,15 +192,16 @@ class PairwiseRidge:
     :meth:`scale` puts a raw bound on that scale. Not thread-safe.
     """
 
-    def __init__(self, features: FeatureMap, transforms: Sequence[str] = tuple(TRANSFORMS)) -> None:
+    def __init__(self, features: FeatureMap, transforms: Iterable[str] = tuple(TRANSFORMS)) -> None:
         """``transforms``: those of ``TRANSFORMS`` the fit chooses from (by LOO), at least one."""
-        for name in transforms:
+        names = (transforms,) if isinstance(transforms, str) else tuple(transforms)
+        for name in names:
             if name not in TRANSFORMS:
                 raise UnknownName("transform", name, TRANSFORMS, field="transforms")
-        if not transforms:
+        if not names:
             raise InvalidInput(f"give one or more of {sorted(TRANSFORMS)}", field="transforms")
         self.features = features
-        self.transforms = {name: TRANSFORMS[name] for name in transforms}
+        self.transforms = {name: TRANSFORMS[name] for name in names}
         self._fit: _Fit | None = None
         self._told = np.zeros(0)
         self._weights = np.zeros(features.n_features)

@@ -604,6 +604,11 @@ def make_loop_reads(url: str) -> LoopReads:
     return _LOOP_READS[dialect](url)
 
 
+#: The advisory lock's key on PostgreSQL under which migrations run one at a time
+#: (alembic/env.py): any fixed 64-bit number of hwnas's own.
+MIGRATION_LOCK = 0x68776E61735F6D67  # "hwnas_mg"
+
+
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(ALEMBIC_DIR))

@@ -877,6 +877,8 @@ def _measuring_alike(
 #: ``prior_failures`` leaves out runs of this many failures in a row or more: a device's
 #: passing state (a few minutes of another process holding its memory) more than the
 #: sub-networks' (review 25b: a job whose measurements 4-8 failed, then the device worked).
+#: A sub-network measured again after it failed in an earlier job (``RETRIED_FROM``) is in
+#: the run too: not counted against the job's allowance, but the device failed it then.
 SHARED_RUN = 3
 
 
@@ -891,6 +893,7 @@ def prior_failures(
     measured_with: str | None = None,
     skip: Collection[str] = (),
     quality: bool = True,
+    quality_metrics: Collection[str] = (),
     jobs: Sequence[AlikeJob] | None = None,
 ) -> list[dict[str, Any]]:
     """The sub-networks of ``supernet`` whose measurement failed on ``device`` in other
@@ -901,8 +904,10 @@ def prior_failures(
     broke, a plugin that fails every measurement); not a run of ``SHARED_RUN`` or more in a
     row; not its anchors' (skipped whatever they raised); not those it took from earlier
     jobs (their origin lists them, while it is kept); and none of a sub-network that one of
-    those jobs measured. ``quality``: False for a job that measures latency only, which
-    takes no failure of a step it never runs (``QUALITY_STEP``). ``jobs``: as
+    those jobs measured (for a failure of a step only a quality evaluation runs,
+    ``QUALITY_STEP``: a measurement holding every one of ``quality_metrics``, the supernet's,
+    not taken from another device's). ``quality``: False for a job that measures latency
+    only, which takes no failure of a step it never runs. ``jobs``: as
     ``prior_evaluations``'."""
     found: dict[str, dict[str, Any]] = {}
     read: list[str] = []
@@ -926,7 +931,7 @@ def prior_failures(
         if len(found) >= _IN_LIST_MAX:  # enough to choose ``limit`` from
             break
     if found:  # measured in one of those jobs since, or before: not the sub-network's fault
-        measured = select(Evaluation.subnet_id).where(
+        measured = select(Evaluation.subnet_id, Evaluation.metrics, Evaluation.details).where(
             Evaluation.reused.is_(False), Evaluation.subnet_id.in_(list(found))
         )
         if len(read) <= _IN_LIST_MAX:
@@ -935,8 +940,16 @@ def prior_failures(
             measured = measured.join(Job, Job.id == Evaluation.job_id).where(
                 Job.supernet == supernet, Job.device == device, Job.kind == JobKind.search
             )
-        for subnet_id in session.scalars(measured):
-            found.pop(subnet_id, None)
+        for subnet_id, metrics, details in session.execute(measured):
+            entry = found.get(subnet_id)
+            if entry is None:
+                continue
+            # a failure of the quality evaluation is cleared only by a measurement that ran
+            # it: one timed alone (latency only, or accuracy taken from another device) ran
+            # none of what failed
+            evaluated = QUALITY_FROM not in details and set(quality_metrics) <= set(metrics)
+            if evaluated or not entry.get(QUALITY_STEP):
+                del found[subnet_id]
     return list(found.values())[:limit]
 
 

@@ -79,18 +79,18 @@ def noisy_latency_note(evaluations: Sequence[Evaluation], profile: HardwareProfi
     """What the job's message says when some of its latencies were measured on a busy
     device (the job's own measurements: copies keep their jobs' notes)."""
     own = [e for e in evaluations if q.REUSED_FROM not in e.details and _measured_latency(e)]
-    noisy = [signs for signs in (_busy_signs(e, profile) for e in own) if signs != (None, None)]
-    if not noisy:
+    busy = [signs for signs in (_busy_signs(e, profile) for e in own) if signs != (None, None)]
+    if not busy:
         return None
-    spreads = [spread for spread, _ in noisy if spread is not None]
-    skews = [skew for _, skew in noisy if skew is not None]
+    spreads = [spread for spread, _ in busy if spread is not None]
+    skews = [skew for _, skew in busy if skew is not None]
     found = [
         *([f"up to +-{max(spreads):.0%} against a target of +-{profile.protocol.target_rel_ci:.0%}"
            ] if spreads else []),
         *([f"up to {max(skews):.1f} times p10"] if skews else []),
     ]  # fmt: skip
     return (
-        f"busy device: {len(noisy)} of {len(own)} latencies were measured while something "
+        f"busy device: {len(busy)} of {len(own)} latencies were measured while something "
         f"else ran on the device ({BUSY_RULE}; {', '.join(found)}: details.latency.rel_ci, "
         "p10_ms): compare those points with care, or measure again on a quiet one"
     )

@@ -221,9 +221,8 @@ def _step(doing: str, supernet: Supernet, arch: Arch, *, quality: bool = False) 
         raise  # says what it is about already
     except Exception as exc:
         exc.add_note(f"while {doing} sub-network {_which(supernet, arch)} of {supernet.name}")
-        if quality:
-            with suppress(AttributeError):  # an exception type without attributes of its own
-                setattr(exc, _QUALITY_STEP, True)
+        with suppress(AttributeError):  # an exception type without attributes of its own
+            setattr(exc, _QUALITY_STEP, quality)  # this step's, not an earlier raise's
         raise
 
 

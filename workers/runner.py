@@ -371,7 +371,7 @@ class JobRunner:
         warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
         passed_over = 0
         if not stored and warm:
-            started = self._warm_start(job_id, spec, measures_quality(spec, supernet))
+            started = self._warm_start(job_id, spec, supernet)
             stored, passed_over, spec = started.stored, started.passed_over, started.spec
         reused = sum(e.reused for e in stored)
         if reused or passed_over:  # said again by a resumed run: a claim clears the message
@@ -650,17 +650,19 @@ class JobRunner:
         )
         return None
 
-    def _warm_start(self, job_id: str, spec: dict[str, Any], quality: bool) -> WarmStart:
-        """``warm_start.copy_earlier`` for the job, if it is still this run's (``quality``:
-        it evaluates quality metrics)."""
+    def _warm_start(self, job_id: str, spec: dict[str, Any], supernet: Supernet) -> WarmStart:
+        """``warm_start.copy_earlier`` for the job, if it is still this run's."""
         profile = device_profile(spec["device"])
+        quality, metrics = measures_quality(spec, supernet), supernet.metrics
 
         def copy(session: Session) -> WarmStart:
             job = q.get_job(session, job_id, lock=True)
             if _lease_of(job, self.worker_id) != "held":
                 return WarmStart([], 0, spec)
             limit = self.settings.warm_start_max
-            return copy_earlier(session, job, spec, limit, profile, quality=quality)
+            return copy_earlier(
+                session, job, spec, limit, profile, quality=quality, quality_metrics=metrics
+            )
 
         return self._db(copy)
 

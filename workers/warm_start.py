@@ -15,6 +15,7 @@ the job to measure again if its search proposes it (``store.jobs.RETRYING``).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,11 +51,13 @@ def copy_earlier(
     profile: HardwareProfile,
     *,
     quality: bool,
+    quality_metrics: Collection[str],
 ) -> WarmStart:
     """Copy at most ``limit`` earlier measurements of the job's supernet on its device
     (``profile``) into ``job`` (its row locked by the caller), and the failures of earlier
     jobs into its spec; ``quality``: the job evaluates quality metrics (a job measuring
-    latency only takes no failure of a step it never runs)."""
+    latency only takes no failure of a step it never runs); ``quality_metrics``: the
+    supernet's (``store.jobs.prior_failures``)."""
     constraints = constraints_of(spec)
     needed = set(spec["objectives"]) | set(constraints)
     noisy: set[str] = set()
@@ -76,12 +79,14 @@ def copy_earlier(
     listed = job.spec.get(q.FAILED, [])  # by a run that died before measuring
     earlier = q.prior_failures(
         session, **alike, limit=min(limit, failures.SHARED_MAX), quality=quality, jobs=jobs,
+        quality_metrics=quality_metrics,
         skip={e.subnet_id for e in stored} | {e["subnet_id"] for e in listed},
     )  # fmt: skip
     if earlier:
         retry = failures.to_retry(job.id, earlier)
         taken = [e for e in earlier if e["subnet_id"] not in retry]
-        job.spec = {**job.spec, q.FAILED: [*failures.shared(taken), *listed], q.RETRYING: retry}
+        retrying = {**job.spec.get(q.RETRYING, {}), **retry}  # and an earlier run's
+        job.spec = {**job.spec, q.FAILED: [*failures.shared(taken), *listed], q.RETRYING: retrying}
     kept = {key: job.spec[key] for key in (q.FAILED, q.RETRYING) if key in job.spec}
     passed_over = len(noisy - {e.subnet_id for e in stored})
     return WarmStart(stored, passed_over, {**spec, **kept})

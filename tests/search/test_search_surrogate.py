@@ -193,6 +193,8 @@ def test_active_ids_and_predictions_by_blocks_equal_the_plain_definition() -> No
 def test_transforms_are_chosen_from_those_given_and_unknown_ones_are_refused() -> None:
     features = FeatureMap([4] * 4)
     assert list(PairwiseRidge(features, transforms=["linear"]).transforms) == ["linear"]
+    assert list(PairwiseRidge(features, transforms="rank").transforms) == ["rank"]  # one name
+    assert list(PairwiseRidge(features, transforms=iter(["rank"])).transforms) == ["rank"]
     with pytest.raises(UnknownName, match="unknown transform 'cube'; known: ") as refused:
         PairwiseRidge(features, transforms=["linear", "cube"])
     assert refused.value.field == "transforms"

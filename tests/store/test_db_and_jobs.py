@@ -395,6 +395,59 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
         assert found(jobs=jobs[1:]) == [("a", old)]  # those given, not read again
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_failure_of_the_evaluation_is_cleared_only_by_a_measurement_that_ran_it(
+    backend: str, tmp_path: Path
+) -> None:
+    """A sub-network whose accuracy evaluation failed (out of memory with the validation
+    batch) and that was timed alone since (a latency-only job, or accuracy taken from
+    another device's measurement) would fail an accuracy job again: still taken; a
+    measurement that evaluated it clears it. A latency-only job takes none of them."""
+    with database_url(backend, tmp_path) as url:
+        upgrade(url)
+        factory = make_session_factory(make_engine(url))
+
+        def create(*failed: str, done: int = 0) -> str:
+            entries = [{"subnet_id": k, "error": "MemoryError: out", "anchor": False,
+                        "after": 0, q.QUALITY_STEP: True} for k in failed]  # fmt: skip
+            with transaction(factory) as session:
+                job_id = q.create_job(session, {**SPEC, q.FAILED: entries}).id
+                q.get_job(session, job_id).evaluations_done = done
+                return job_id
+
+        def measured(job_id: str, **subnets: tuple[dict[str, float], dict[str, Any]]) -> None:
+            with transaction(factory) as session:
+                session.add_all(
+                    Evaluation(
+                        job_id=job_id, seq=seq, subnet_id=key, arch={}, metrics=metrics,
+                        details=details, feasible=True, on_front=False, seconds=0.0,
+                        created_at=utcnow(),
+                    )
+                    for seq, (key, (metrics, details)) in enumerate(subnets.items())
+                )  # fmt: skip
+
+        failed_in = create("x", "y", done=1)
+        measured(
+            create(),
+            x=({"latency_ms": 1.0}, {}),  # a latency-only job
+            y=({"accuracy": 0.5, "latency_ms": 1.0}, {q.QUALITY_FROM: failed_in}),  # taken
+        )
+        mine = create()
+
+        def found(**kwargs: Any) -> list[str]:
+            with transaction(factory) as session:
+                entries = q.prior_failures(
+                    session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
+                    exclude_job=mine, limit=10, quality_metrics=["accuracy"], **kwargs,
+                )  # fmt: skip
+                return [e["subnet_id"] for e in entries]
+
+        assert found() == ["y", "x"]  # newest first
+        assert found(quality=False) == []
+        measured(create(), x=({"accuracy": 0.4, "latency_ms": 1.0}, {}))  # evaluated
+        assert found() == ["y"]
+
+
 # HeldConnectionWriter (the API submitter's writes) and the batch write it runs,
 # NewJobs.insert: one connection kept on PostgreSQL, a write run once more after the
 # connection dropped, stored once whatever happened to the first try.

@@ -25,6 +25,7 @@ from alembic import command
 from core.errors import ServiceUnavailable
 from store import jobs
 from store.db import (
+    MIGRATION_LOCK,
     alembic_config,
     check_migrated,
     database_id,
@@ -246,8 +247,17 @@ def test_migrations_started_together_run_one_at_a_time(backend: str, tmp_path: P
         engine.dispose()
 
 
-#: alembic/env.py's MIGRATION_LOCK (the module migrates when imported: not importable).
-_PG_MIGRATION_LOCK = 0x68776E61735F6D67
+class _OnLogLine(logging.Handler):
+    """Calls ``then`` once a log line holding ``text`` is written."""
+
+    def __init__(self, text: str, then: Callable[[], None]) -> None:
+        super().__init__()
+        self.text, self.then, self.seen = text, then, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.seen and self.text in record.getMessage():
+            self.seen = True
+            self.then()
 
 
 @contextmanager
@@ -267,7 +277,7 @@ def _migration_lock_held(url: str) -> Iterator[Callable[[], None]]:
         return
     engine = make_engine(url)
     with engine.connect() as connection:
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
         connection.commit()
         unlock = text("SELECT pg_advisory_unlock(:key)")
         released = threading.Event()
@@ -275,7 +285,7 @@ def _migration_lock_held(url: str) -> Iterator[Callable[[], None]]:
         def release_pg() -> None:
             if not released.is_set():
                 released.set()
-                connection.execute(unlock, {"key": _PG_MIGRATION_LOCK})
+                connection.execute(unlock, {"key": MIGRATION_LOCK})
                 connection.commit()
 
         try:
@@ -310,9 +320,13 @@ def test_a_migration_waits_for_another_at_most_its_wait_and_says_so(
 
         caplog.clear()
         with _migration_lock_held(url) as release:
-            threading.Timer(0.6, release).start()  # the other migration ends
-            upgrade(url, wait_s=60)
-        assert "the other migration ended after" in caplog.text
+            ending = _OnLogLine("waiting up to", release)  # the other migration ends then
+            logging.getLogger("alembic.env").addHandler(ending)
+            try:
+                upgrade(url, wait_s=60)
+            finally:
+                logging.getLogger("alembic.env").removeHandler(ending)
+        assert ending.seen and "the other migration ended after" in caplog.text
         engine = make_engine(url)
         check_migrated(engine)
         engine.dispose()

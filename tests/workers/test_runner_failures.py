@@ -357,6 +357,18 @@ def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again(
     assert "1 other measured again if the search proposes it (one in 10" in said
     assert f"sub-network {again} failed again, as in job {first} (not counted)" in said
 
+    # resumed as if its worker had died after its first result: what it decided stands
+    as_if_died_after_its_first(job.factory, second)
+    assert job.runner.run(second) == JobStatus.succeeded
+    _, resumed = _stored(job.factory, second)
+    assert resumed.spec[q.RETRYING] == {again: first}
+    assert [f for f in resumed.spec[q.FAILED] if f.get(q.RETRIED_FROM)] == [retried]
+    assert _NoRoomForWideInputs.attempts[again] == 2  # not measured a third time
+    assert q.failures_counted(resumed.spec) == 0
+    said = resumed.message or ""  # said again: the claim cleared the message
+    assert "1 other measured again if the search proposes it (one in 10" in said
+    assert f"sub-network {again} failed again, as in job {first} (not counted)" in said
+
     # the device has room now: a third job measures it, and later jobs take it no more
     _NoRoomForWideInputs.fails = staticmethod(lambda arch: False)  # type: ignore[method-assign]
     monkeypatch.setattr(failures, "retried", lambda job_id, subnet_id: subnet_id == again)
@@ -413,6 +425,6 @@ def test_a_job_measuring_latency_only_takes_no_failure_of_the_evaluation(
         assert job.runner.run(again) == JobStatus.succeeded
         _, stored = _stored(job.factory, again)
         taken = {f["subnet_id"] for f in stored.spec[q.FAILED] if f.get(q.REUSED_FROM)}
-        assert taken and taken <= {f["subnet_id"] for f in own}
+        assert taken == {f["subnet_id"] for f in own}  # timed since, not evaluated: all
     finally:
         registry._INSTANCES.pop(name, None)
