@@ -161,21 +161,33 @@ class HwnasClient:
         limit: int = 50,
         status: str | None = None,
         kind: str | None = None,
+        after: str | None = None,
     ) -> dict[str, Any]:
-        """One page of jobs, newest first, of one ``status`` and ``kind`` if given: ``data``
-        and ``count``, the number of all that match. ``iter_jobs`` reads every page."""
+        """One page of jobs, newest first, of one ``status`` and ``kind`` if given: ``data``,
+        ``count`` (the number of all that match) and ``next_after``, the next page's
+        ``after`` (None after the last). ``iter_jobs`` reads every page."""
+        given = (("status", status), ("kind", kind), ("after", after))
         params: dict[str, Any] = {"offset": offset, "limit": limit}
-        params.update({k: v for k, v in (("status", status), ("kind", kind)) if v is not None})
+        params.update({k: v for k, v in given if v is not None})
         return dict(self._json("GET", "/v1/jobs", params=params))
 
     def iter_jobs(
         self, *, page: int = 200, status: str | None = None, kind: str | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Every job of that ``status`` and ``kind``, newest first, a page at a time (a job
-        submitted meanwhile moves the pages: one may then be seen twice)."""
-        yield from self._pages(
-            lambda offset: self.jobs(offset=offset, limit=page, status=status, kind=kind)
-        )
+        """Every job of that ``status`` and ``kind``, newest first, a page at a time, each
+        once: a page starts after the last job of the one before (``after``), so jobs
+        submitted meanwhile move none (a server that gives no ``next_after``: by offset)."""
+        answer = self.jobs(limit=page, status=status, kind=kind)
+        if "next_after" not in answer:  # an older server: its first page read again
+            yield from self._pages(
+                lambda offset: self.jobs(offset=offset, limit=page, status=status, kind=kind)
+            )
+            return
+        while True:
+            yield from answer["data"]
+            if not answer["data"] or answer["next_after"] is None:
+                return
+            answer = self.jobs(limit=page, status=status, kind=kind, after=answer["next_after"])
 
     def evaluations(self, job_id: str, *, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         """One page of the job's evaluations, in the order they were measured: ``data`` and

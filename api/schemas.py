@@ -412,9 +412,14 @@ class JobPublic(BaseModel):
 
 class JobsPublic(BaseModel):
     data: list[JobPublic]
-    count: int
+    count: int = Field(description="jobs that match the filters, in all")
     offset: int
     limit: int
+    next_after: str | None = Field(
+        None,
+        description="the next page's `after` (GET /v1/jobs?after=...): given when this page "
+        "is full (the next one may be empty), null when it is the last",
+    )
 
 
 class EvaluationPublic(BaseModel):

@@ -3,8 +3,10 @@ index on ``jobs.created_at`` (revision 0007).
 
 A fresh SQLite database at the newest revision, filled with ``--jobs`` finished jobs (one
 row each, no evaluations: the listing reads the jobs table only), then the first, middle and
-last page of 50 and a ``status`` filter, each the median of ``--repeats`` calls; then the
-index is dropped and the same calls are timed again, in the same process.
+last page of 50, the middle and last page again by ``after`` (the cursor of the job before
+them: keyset pagination, session 26) and a ``status`` filter, each the median of
+``--repeats`` calls; then the index is dropped and the same calls are timed again, in the
+same process.
 
     .venv/bin/python benchmarks/job_listing.py --jobs 20000 200000
 """
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import insert, text  # noqa: E402
 
 from store.db import make_engine, make_session_factory, transaction, upgrade  # noqa: E402
-from store.jobs import list_jobs  # noqa: E402
+from store.jobs import list_jobs, listing_cursor  # noqa: E402
 from store.tables import Job, JobStatus, utcnow  # noqa: E402
 
 PAGE = 50
@@ -59,17 +61,25 @@ def fill(url: str, count: int) -> None:
 def timings(url: str, count: int, repeats: int) -> dict[str, float]:
     factory = make_session_factory(make_engine(url))
     pages = {"first page": 0, "middle page": count // 2, "last page": count - PAGE}
+    with transaction(factory) as session:  # the cursors of the jobs before those pages
+        cursors = {
+            f"{name} by after": listing_cursor(list_jobs(session, offset=at - 1, limit=1)[0][0])
+            for name, at in pages.items() if at > 0
+        }  # fmt: skip
     results = {}
-    for name, offset in [*pages.items(), ("status=failed, first page", -1)]:
+    for name, where in [*pages.items(), *cursors.items(), ("status=failed, first page", -1)]:
         samples = []
         for _ in range(repeats):
             started = time.perf_counter()
             with transaction(factory) as session:
-                if offset < 0:
-                    list_jobs(session, offset=0, limit=PAGE, status=JobStatus.failed)
+                if isinstance(where, str):
+                    rows, _ = list_jobs(session, offset=0, limit=PAGE, after=where)
+                elif where < 0:
+                    rows, _ = list_jobs(session, offset=0, limit=PAGE, status=JobStatus.failed)
                 else:
-                    list_jobs(session, offset=offset, limit=PAGE)
+                    rows, _ = list_jobs(session, offset=where, limit=PAGE)
             samples.append(time.perf_counter() - started)
+            assert len(rows) == PAGE
         results[name] = 1000 * statistics.median(samples)
     return results
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
 from collections import Counter
@@ -28,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import CursorResult, result_tuple
 from sqlalchemy.orm import Session
 
-from core.errors import Conflict, NotFound, shown
+from core.errors import Conflict, InvalidInput, NotFound, shown
 from search import Bound, is_feasible
 
 from .tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
@@ -203,15 +205,46 @@ def list_jobs(
     limit: int,
     status: JobStatus | None = None,
     kind: JobKind | None = None,
+    after: str | None = None,
 ) -> tuple[list[JobRow], int]:
+    """A page of jobs, newest first (``created_at``, then id), of one ``status`` and
+    ``kind`` if given, and how many match in all. ``after``: a ``listing_cursor`` of the
+    last job of the previous page; the page starts after it (``offset`` counts from there):
+    the index on ``created_at`` finds it, where a deep ``offset`` walks every row before it,
+    and jobs submitted meanwhile, being newer, do not move the pages."""
     query = select(JOBS)
     if status is not None:
         query = query.where(JOBS.c.status == status)
     if kind is not None:
         query = query.where(JOBS.c.kind == kind)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    if after is not None:
+        created_at, job_id = _from_listing_cursor(after)
+        query = query.where(  # (created_at, id) after the cursor's in the listing's order
+            JOBS.c.created_at <= created_at,
+            or_(JOBS.c.created_at < created_at, JOBS.c.id > job_id),
+        )
     query = query.order_by(JOBS.c.created_at.desc(), JOBS.c.id).offset(offset).limit(limit)
     return list(session.execute(query)), total
+
+
+def listing_cursor(job: JobRow) -> str:
+    """Where ``list_jobs`` goes on after ``job`` (its ``after``): an opaque string (the
+    job's creation time and id)."""
+    said = json.dumps([job.created_at.isoformat(), job.id])
+    return base64.urlsafe_b64encode(said.encode()).decode().rstrip("=")
+
+
+def _from_listing_cursor(cursor: str) -> tuple[datetime, str]:
+    """A ``listing_cursor``'s creation time and job id; ``InvalidInput`` if it is none."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        return datetime.fromisoformat(created_at), str(job_id)
+    except (ValueError, TypeError, UnicodeError, binascii.Error):
+        raise InvalidInput(
+            f"after {shown(cursor)} is not a page's next_after", field="after"
+        ) from None
 
 
 def claim_job(

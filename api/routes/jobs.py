@@ -46,6 +46,11 @@ from store.tables import Job, JobKind, JobStatus
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]  # the databases' largest OFFSET
 Limit = Annotated[int, Query(ge=1, le=500)]
+AFTER_SAID = (
+    "next_after of the previous page: this page starts after its last job (offset counts "
+    "from there); unlike a deep offset, it reads no row before it, and jobs submitted "
+    "meanwhile do not move the pages"
+)
 
 
 @router.post(
@@ -83,16 +88,19 @@ def read_jobs(
     limit: Limit = 50,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     kind: Annotated[JobKind | None, Query(description="search or calibration")] = None,
+    after: Annotated[str | None, Query(max_length=200, description=AFTER_SAID)] = None,
 ) -> Response:
-    """A page of jobs. On the thread pool: counting and sorting a large table takes long
-    enough (~0.1 s for 20,000 jobs) that it must not hold the event loop."""
+    """A page of jobs, newest first. On the thread pool: counting and sorting a large table
+    takes long enough (~0.1 s for 20,000 jobs) that it must not hold the event loop."""
     with reading(factory) as connection:
         rows, total = q.list_jobs(
-            connection, offset=offset, limit=limit, status=status_filter, kind=kind
+            connection, offset=offset, limit=limit, status=status_filter, kind=kind, after=after
         )
     base = api_base(request)
     data = [job_public(j, base, _stall_note(request, j)) for j in rows]
-    return json_response(JobsPublic(data=data, count=total, offset=offset, limit=limit))
+    following = q.listing_cursor(rows[-1]) if len(rows) == limit else None
+    page = JobsPublic(data=data, count=total, offset=offset, limit=limit, next_after=following)
+    return json_response(page)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=error_answers(404))

@@ -209,7 +209,24 @@ def test_the_iterators_read_every_page() -> None:
     client = _served(pages)
     assert list(client.iter_evaluations("j1", page=3)) == rows
     assert asked == [("0", "3"), ("3", "3"), ("6", "3")]
-    assert list(client.iter_jobs(page=500, status="succeeded")) == rows
+    assert list(client.iter_jobs(page=500, status="succeeded")) == rows  # an older server
+
+
+def test_the_jobs_iterator_goes_on_after_each_page() -> None:
+    """Each page asked for after the last job of the one before, as the server says."""
+    jobs = [{"id": f"j{i}"} for i in range(5)]
+    asked: list[str | None] = []
+
+    def pages(request: httpx.Request) -> httpx.Response:
+        after, limit = request.url.params.get("after"), int(request.url.params["limit"])
+        asked.append(after)
+        start = 0 if after is None else int(after) + 1
+        data = jobs[start : start + limit]
+        following = str(start + limit - 1) if len(data) == limit else None
+        return httpx.Response(200, json={"data": data, "count": 5, "next_after": following})
+
+    assert list(_served(pages).iter_jobs(page=2)) == jobs
+    assert asked == [None, "1", "3"]
 
 
 class _Cut(httpx.SyncByteStream):

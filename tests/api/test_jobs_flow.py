@@ -168,6 +168,11 @@ def test_list_jobs_is_paginated(client: TestClient) -> None:
     assert page["count"] == 3 and len(page["data"]) == 2
     rest = client.get("/v1/jobs", params={"limit": 2, "offset": 2}).json()
     assert {j["id"] for j in page["data"] + rest["data"]} == set(ids)
+    assert rest["next_after"] is None  # not full: the last page
+    after = client.get("/v1/jobs", params={"limit": 2, "after": page["next_after"]}).json()
+    assert after["data"] == rest["data"] and after["count"] == 3
+    wrong = client.get("/v1/jobs", params={"after": "nope"})
+    assert wrong.status_code == 422 and "is not a page's next_after" in wrong.text
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -57,6 +57,51 @@ def test_created_job_reads_back_as_a_row_with_typed_columns(backend: str, tmp_pa
             assert claimed is not None and claimed.message is None
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_listing_goes_on_after_a_cursor_whatever_was_submitted_since(
+    backend: str, tmp_path: Path
+) -> None:
+    """Pages read by ``after`` (a cursor of the previous page's last job) give every job
+    once, in the listing's order, jobs created at the same instant included, and a job
+    submitted meanwhile (newer: the first page's) moves none of them, where an offset would
+    give a job twice. PostgreSQL answers in a zone other than UTC here."""
+    with database_url(backend, tmp_path) as url:
+        if backend == "postgresql":
+            set_timezone(url, "Asia/Kolkata")
+        upgrade(url)
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        with transaction(factory) as session:
+            q.create_jobs(session, [(dict(SPEC, seed=i), None) for i in range(7)])
+            tied = q.create_jobs(session, [(dict(SPEC, seed=10 + i), None) for i in range(5)])
+            for row in tied:  # five jobs created at one instant
+                q.get_job(session, row.id).created_at = tied[0].created_at
+        with transaction(factory) as session:
+            everything, total = q.list_jobs(session, offset=0, limit=100)
+        assert total == 12 and len({r.id for r in everything}) == 12
+
+        pages: list[list[str]] = []
+        after: str | None = None
+        while True:
+            with transaction(factory) as session:
+                rows, total = q.list_jobs(session, offset=0, limit=5, after=after)
+                if not pages:  # a job submitted after the first page was read
+                    q.create_job(session, dict(SPEC, seed=99))
+            pages.append([r.id for r in rows])
+            if len(rows) < 5:
+                break
+            after = q.listing_cursor(rows[-1])
+        assert [len(page) for page in pages] == [5, 5, 2] and total == 13
+        assert sum(pages, []) == [r.id for r in everything]  # once each, in order
+        with transaction(factory) as session:
+            one, _ = q.list_jobs(session, offset=1, limit=2, after=q.listing_cursor(everything[3]))
+            assert [r.id for r in one] == [r.id for r in everything[5:7]]  # offset from there
+            for wrong in ("nope", "bm9wZQ", q.listing_cursor(everything[0])[:-3]):
+                with pytest.raises(InvalidInput, match="is not a page's next_after"):
+                    q.list_jobs(session, offset=0, limit=5, after=wrong)
+        engine.dispose()
+
+
 def _typed(row: Any) -> dict[str, tuple[type, str]]:
     """Each column's type and repr: ``==`` alone takes 0 for 0.0, a str enum for its value
     and one instant in two time zones as equal, where a response would show them apart."""
