@@ -41,12 +41,17 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
 
 
 def api_base(request: Request) -> str:
-    """The API's base URL as the client reached it (proxy root path included, no final /).
+    """The API's base URL: ``HWNAS_PUBLIC_URL`` where the operator set it, else as the client
+    reached it (proxy root path included, no final /): its Host header, which a client may
+    set to any host.
 
     Job URLs are built on it directly: ``request.url_for`` walks the routers on every call,
     which costs as much as the database read of a GET. It is remembered per way of reaching
     the API (scheme, server, root path, Host header), since building it parses a URL.
     """
+    settings = getattr(request.app.state, "settings", None)
+    if settings is not None and settings.public_url:
+        return str(settings.public_url)
     scope = request.scope
     host = next((value for name, value in scope["headers"] if name == b"host"), None)
     server = scope.get("server")

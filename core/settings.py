@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -66,6 +67,10 @@ class Settings(BaseSettings):
     # send "Authorization: Bearer <one of them>"; empty = no authentication (the embedded
     # default, on 127.0.0.1). The CLI and client send HWNAS_API_KEY.
     api_keys: str = ""
+    # The API's URL as its clients reach it ("https://nas.example.com", a proxy's path
+    # included): job URLs and Location headers are built on it. Empty: on the request's own
+    # scheme, Host header and root path, which any client can set to a host of its choosing.
+    public_url: str = ""
     embedded_workers: PositiveInt = 1
     max_budget: PositiveInt = 10_000
     heartbeat_s: Annotated[float, Field(gt=0, le=86_400)] = 5.0
@@ -96,6 +101,19 @@ class Settings(BaseSettings):
     # not set TCP_NODELAY on the socket uvicorn shares between them (Nagle + delayed ACKs,
     # 2,250 req/s for a bare app against 15,260 on uvloop). BENCHMARKS.md, API under load.
     api_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_a_base(cls, value: str) -> str:
+        """An http(s) URL with a host, no query or fragment; kept without a final /."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http(s) URL such as https://nas.example.com: {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"must hold no query or fragment, got {value!r}")
+        return value.rstrip("/")
 
     @field_validator("broker_url")
     @classmethod

@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from api.hot_routes import HotRoutes, hot_routes_of
 from api.routes import jobs as jobs_routes
 from core.settings import Settings
 
+from ..conftest import embedded_settings
 from .helpers import job_spec
 
 # fields a new job gets from the moment and order it was stored in
@@ -256,3 +258,17 @@ def test_a_poll_under_a_long_host_is_read_not_memoised(
     assert polled["url"] == f"http://{host}/v1/jobs/{job['id']}"
     hot.get(f"/v1/jobs/{job['id']}")
     assert ways == ["read", "memo"]
+
+
+def test_the_public_url_names_the_jobs_whatever_host_the_client_says(tmp_path: Path) -> None:
+    """The Host header is the client's: with ``HWNAS_PUBLIC_URL`` set, job URLs and the
+    Location header are built on it instead (routed and hot routes alike)."""
+    base = "https://nas.example.com/hwnas"
+    settings = embedded_settings(tmp_path, public_url=base + "/", embedded_devices="none")
+    evil = {"host": "evil.example"}
+    with TestClient(create_app(settings)) as client:
+        posted = client.post("/v1/jobs", json=job_spec(), headers=evil)
+        url = f"{base}/v1/jobs/{posted.json()['id']}"
+        assert posted.headers["location"] == posted.json()["url"] == url
+        assert client.get(f"/v1/jobs/{posted.json()['id']}", headers=evil).json()["url"] == url
+        assert [j["url"] for j in client.get("/v1/jobs", headers=evil).json()["data"]] == [url]

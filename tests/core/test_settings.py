@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from pydantic import ValidationError
 
-from core.settings import get_settings, unknown_variables
+from core.settings import Settings, get_settings, unknown_variables
 
 
 def test_a_misspelt_variable_is_named_with_the_setting_it_resembles() -> None:
@@ -34,3 +35,12 @@ def test_reading_the_settings_warns_of_unknown_variables(
     assert "HWNAS_ACESS_LOG is not an hwnas setting: ignored; did you mean HWNAS_ACCESS_LOG?" in (
         caplog.text
     )
+
+
+def test_the_public_url_is_an_http_base_kept_without_its_final_slash() -> None:
+    given = Settings(public_url="https://nas.example.com/hwnas/")
+    assert given.public_url == "https://nas.example.com/hwnas"
+    assert Settings().public_url == ""  # the request's own
+    for wrong in ("nas.example.com", "ftp://nas.example.com", "https://x/?a=1", "https://x/#f"):
+        with pytest.raises(ValidationError, match="public_url"):
+            Settings(public_url=wrong)
