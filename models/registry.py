@@ -33,6 +33,17 @@ _INSTANCES: dict[str, Supernet] = {}
 _DATA_INSTANCES: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Supernet]] = OrderedDict()
 DATA_INSTANCES_MAX = 4
 _data_lock = threading.Lock()
+#: One lock per supernet name for building its default instance: requests that first ask
+#: for it together (a server's start, the catalog and submissions at once) loaded its
+#: weights file once each.
+_DEFAULT_LOCKS: dict[str, threading.Lock] = {}
+_default_locks_lock = threading.Lock()
+
+
+def _default_lock(name: str) -> threading.Lock:
+    with _default_locks_lock:
+        return _DEFAULT_LOCKS.setdefault(name, threading.Lock())
+
 
 F = TypeVar("F", bound=Callable[..., Supernet])
 log = logging.getLogger(__name__)
@@ -111,8 +122,10 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
     weights = weights_state(name)
     if validation_data is None:
         if name not in _INSTANCES or _WEIGHTS_LOADED.get(name) != weights:
-            _INSTANCES[name] = _default_instance(name)
-            _WEIGHTS_LOADED[name] = weights
+            with _default_lock(name):  # one build: the others wait, then take it
+                if name not in _INSTANCES or _WEIGHTS_LOADED.get(name) != weights:
+                    _INSTANCES[name] = _default_instance(name)
+                    _WEIGHTS_LOADED[name] = weights
         return _INSTANCES[name]
     key = (name, validation_data)
     signature = _made_with(name, validation_data, weights)  # outside the lock: a walk

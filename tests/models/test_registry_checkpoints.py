@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import torch
 from core.errors import CheckpointMismatch, InvalidInput
 from core.settings import get_settings
 from models import registry
+from models.base import Supernet
 from models.registry import configured_weights, create_supernet, get_supernet
 from models.text_transformer import TextTransformerSupernet
 
@@ -189,3 +192,36 @@ def test_a_system_error_names_its_file_without_the_folders() -> None:
     assert registry._reason(OSError(9, "Bad file descriptor", 7)) == (
         "OSError: Bad file descriptor"
     )
+
+
+class Slow(TextTransformerSupernet):
+    """A plugin whose weights take a while to load."""
+
+    name = "test-slow-weights"
+    built = 0
+
+    def __init__(self, **kwargs: object) -> None:
+        type(self).built += 1
+        time.sleep(0.3)  # long enough for every caller to ask meanwhile
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+def test_callers_asking_together_for_a_supernet_build_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Requests that first ask for a supernet together (a server's start: the catalog and
+    submissions) each loaded its weights; now one builds it and the others take it."""
+    monkeypatch.setitem(registry._FACTORIES, Slow.name, Slow)
+    monkeypatch.setattr(Slow, "built", 0)
+    barrier = threading.Barrier(4)
+
+    def ask() -> Supernet:
+        barrier.wait()
+        return get_supernet(Slow.name)
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda _: ask(), range(4)))
+        assert Slow.built == 1 and all(instance is got[0] for instance in got)
+    finally:
+        registry._INSTANCES.pop(Slow.name, None)
