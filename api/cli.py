@@ -85,6 +85,7 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         "strategy": args.strategy,
         "seed": args.seed,
         "warm_start": not args.no_warm_start,
+        "latency_prior": not args.no_latency_prior,
     }
     if args.budget is not None:  # else the server's default (60, or its cap when lower)
         spec["budget"] = {"evaluations": args.budget}
@@ -545,6 +546,12 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument(
         "--no-warm-start", action="store_true", help="measure everything anew (no reuse)"
+    )
+    parser.add_argument(
+        "--no-latency-prior",
+        action="store_true",
+        help="no calibrated latency predictor screens the first proposals (a seed then "
+        "reproduces the job whatever was calibrated since)",
     )
     parser.add_argument(
         "--validation-data", default=None, help="a file or image directory under the data roots"

@@ -91,6 +91,7 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
         strategy=job.strategy,
         seed=job.seed,
         warm_start=spec.get("warm_start", True),
+        latency_prior=spec.get("latency_prior", True),
         objectives=spec["objectives"],
         constraints=spec.get("constraints", {}),
         progress=Progress(

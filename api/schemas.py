@@ -168,6 +168,13 @@ class JobCreate(BaseModel):
         "(their latency timed; the accuracy measured with the same weights and data taken, "
         "details.quality_from naming that job)",
     )
+    latency_prior: bool = Field(
+        True,
+        description="with a latency_ms constraint, linas screens its first proposals with "
+        "the newest well cross-validated latency predictor calibrated for the supernet and "
+        "device (the job's message names it); false: none, so that a seed gives the same "
+        "proposals whatever was calibrated since",
+    )
     validation_data: str | None = Field(
         None,
         description="a .npz or .pt file under HWNAS_DATA_ROOTS ('inputs', 'labels', optional "
@@ -391,6 +398,9 @@ class JobPublic(BaseModel):
     strategy: str
     seed: int
     warm_start: bool
+    latency_prior: bool = Field(
+        True, description="whether a calibrated latency predictor may screen its proposals"
+    )
     objectives: dict[str, str]
     constraints: dict[str, dict[str, float | None]]
     progress: Progress

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -212,14 +213,15 @@ def list_jobs(
     last job of the previous page; the page starts after it (``offset`` counts from there):
     the index on ``created_at`` finds it, where a deep ``offset`` walks every row before it,
     and jobs submitted meanwhile, being newer, do not move the pages."""
+    start = _from_listing_cursor(after) if after is not None else None  # before any read
     query = select(JOBS)
     if status is not None:
         query = query.where(JOBS.c.status == status)
     if kind is not None:
         query = query.where(JOBS.c.kind == kind)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    if after is not None:
-        created_at, job_id = _from_listing_cursor(after)
+    if start is not None:
+        created_at, job_id = start
         query = query.where(  # (created_at, id) after the cursor's in the listing's order
             JOBS.c.created_at <= created_at,
             or_(JOBS.c.created_at < created_at, JOBS.c.id > job_id),
@@ -230,21 +232,40 @@ def list_jobs(
 
 def listing_cursor(job: JobRow) -> str:
     """Where ``list_jobs`` goes on after ``job`` (its ``after``): an opaque string (the
-    job's creation time and id)."""
-    said = json.dumps([job.created_at.isoformat(), job.id])
+    job's creation time in UTC, and its id)."""
+    said = json.dumps([_in_utc(job.created_at).isoformat(), job.id])
     return base64.urlsafe_b64encode(said.encode()).decode().rstrip("=")
 
 
+#: A job id as ``listing_cursor`` writes it (``create_jobs`` makes 32 hex digits).
+_CURSOR_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+
 def _from_listing_cursor(cursor: str) -> tuple[datetime, str]:
-    """A ``listing_cursor``'s creation time and job id; ``InvalidInput`` if it is none."""
+    """A ``listing_cursor``'s creation time (UTC) and job id; ``InvalidInput`` if it is
+    none (nothing of it reaches the database unchecked: a lone surrogate or a NUL in the id
+    was a driver's error)."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, job_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        return datetime.fromisoformat(created_at), str(job_id)
-    except (ValueError, TypeError, UnicodeError, binascii.Error):
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        said = json.loads(raw.decode("utf-8"))
+        if not (isinstance(said, list) and len(said) == 2):
+            raise ValueError("not [time, id]")
+        if not all(isinstance(part, str) for part in said):
+            raise ValueError("not [time, id]")
+        created_at, job_id = said
+        if not _CURSOR_ID.fullmatch(job_id):
+            raise ValueError("not a job id")
+        return _in_utc(datetime.fromisoformat(created_at)), job_id
+    except (ValueError, UnicodeError, binascii.Error):
         raise InvalidInput(
             f"after {shown(cursor)} is not a page's next_after", field="after"
         ) from None
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive one is UTC already (SQLite's rows are)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def claim_job(

@@ -616,10 +616,13 @@ class JobRunner:
 
     def _latency_prior(self, job_id: str, spec: dict[str, Any]) -> PredictedLatency | None:
         """The newest latency predictor calibrated for the job's pair whose cross-validation
-        makes it trustworthy, when the job constrains latency and its strategy takes a prior
-        (the strategy screens its first proposals with it). The job's message says which
+        makes it trustworthy, when the job constrains latency, its strategy takes a prior
+        (the strategy screens its first proposals with it) and its spec does not turn it
+        off (``latency_prior``). The job's message says which
         version was used, which newer ones were not, or why none was."""
         if "latency_ms" not in (spec.get("constraints") or {}):
+            return None
+        if not spec.get("latency_prior", True):  # the user's: none for this job
             return None
         if not strategy_class(spec["strategy"]).accepts_prior:
             return None

@@ -88,6 +88,7 @@ def calibration_spec(device_id: str, body: CalibrationCreate) -> dict[str, Any]:
         "objectives": {},
         "constraints": {},
         "warm_start": False,
+        "latency_prior": False,
         "predictor_kind": body.kind,
     }
 

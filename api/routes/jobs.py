@@ -48,8 +48,8 @@ Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]  # the databases' largest OFF
 Limit = Annotated[int, Query(ge=1, le=500)]
 AFTER_SAID = (
     "next_after of the previous page: this page starts after its last job (offset counts "
-    "from there); unlike a deep offset, it reads no row before it, and jobs submitted "
-    "meanwhile do not move the pages"
+    "from there); unlike a deep offset, it reads no row before it (the count still counts "
+    "every job that matches), and jobs submitted meanwhile do not move the pages"
 )
 
 

@@ -215,18 +215,18 @@ def test_the_iterators_read_every_page() -> None:
 def test_the_jobs_iterator_goes_on_after_each_page() -> None:
     """Each page asked for after the last job of the one before, as the server says."""
     jobs = [{"id": f"j{i}"} for i in range(5)]
-    asked: list[str | None] = []
+    asked: list[tuple[str | None, str | None, str | None]] = []
 
     def pages(request: httpx.Request) -> httpx.Response:
         after, limit = request.url.params.get("after"), int(request.url.params["limit"])
-        asked.append(after)
+        asked.append((after, request.url.params.get("status"), request.url.params.get("kind")))
         start = 0 if after is None else int(after) + 1
         data = jobs[start : start + limit]
         following = str(start + limit - 1) if len(data) == limit else None
         return httpx.Response(200, json={"data": data, "count": 5, "next_after": following})
 
-    assert list(_served(pages).iter_jobs(page=2)) == jobs
-    assert asked == [None, "1", "3"]
+    assert list(_served(pages).iter_jobs(page=2, status="failed", kind="search")) == jobs
+    assert asked == [(after, "failed", "search") for after in (None, "1", "3")]
 
 
 class _Cut(httpx.SyncByteStream):

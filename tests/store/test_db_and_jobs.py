@@ -3,8 +3,10 @@ the submitter's held connection writes a batch once, even across a dropped conne
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +98,41 @@ def test_the_listing_goes_on_after_a_cursor_whatever_was_submitted_since(
         with transaction(factory) as session:
             one, _ = q.list_jobs(session, offset=1, limit=2, after=q.listing_cursor(everything[3]))
             assert [r.id for r in one] == [r.id for r in everything[5:7]]  # offset from there
-            for wrong in ("nope", "bm9wZQ", q.listing_cursor(everything[0])[:-3]):
-                with pytest.raises(InvalidInput, match="is not a page's next_after"):
-                    q.list_jobs(session, offset=0, limit=5, after=wrong)
+            for row in everything[1::3]:  # a filter holds on the pages after a cursor too
+                q.get_job(session, row.id).status = JobStatus.failed
+        failed = [r.id for r in everything[1::3]]
+        with transaction(factory) as session:
+            first, total = q.list_jobs(session, offset=0, limit=2, status=JobStatus.failed)
+            cursor = q.listing_cursor(first[-1])
+            rest, _ = q.list_jobs(session, offset=0, limit=9, status=JobStatus.failed, after=cursor)
+        assert total == 4 and [r.id for r in first + rest] == failed
+        engine.dispose()
+
+        if backend == "postgresql":  # a cursor made in one zone, used in another
+            set_timezone(url, "America/New_York")
+        engine = make_engine(url)
+        with transaction(make_session_factory(engine)) as session:
+            rest, _ = q.list_jobs(session, offset=0, limit=9, status=JobStatus.failed, after=cursor)
+            assert [r.id for r in rest] == failed[2:]
+
+            def cursor_of(*said: Any) -> str:
+                return base64.urlsafe_b64encode(json.dumps(said).encode()).decode()
+
+            at = everything[3].created_at
+            naive = at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
+            later, _ = q.list_jobs(session, offset=0, limit=2, after=cursor_of(
+                naive.isoformat(), everything[3].id))  # fmt: skip
+            assert [r.id for r in later] == [r.id for r in everything[4:6]]  # naive: UTC
+            wrong = [
+                "nope", "bm9wZQ", q.listing_cursor(everything[0])[:-3], cursor + "!",
+                cursor_of(naive.isoformat(), "\ud800"), cursor_of(naive.isoformat(), "a\x00"),
+                cursor_of(naive.isoformat(), 5), cursor_of(naive.isoformat()),
+                cursor_of("yesterday", everything[0].id),
+            ]  # fmt: skip
+            for after in wrong:
+                with pytest.raises(InvalidInput, match="is not a page's next_after") as refused:
+                    q.list_jobs(session, offset=0, limit=5, after=after)
+                assert refused.value.field == "after"
         engine.dispose()
 
 

@@ -62,6 +62,13 @@ def test_initial_proposals_use_the_stored_latency_predictor(tmp_path: Path) -> N
         # predictor screens none, and the job does not claim it did.
         warm = {**_spec(limit, 9), "warm_start": True}
         warmed = wait_for(client, client.post("/v1/jobs", json=warm).json()["id"])
+        # Turned off for a job: its seed proposes what it did before the calibration.
+        off = {**_spec(limit, seeds[0]), "latency_prior": False}
+        unscreened = wait_for(client, client.post("/v1/jobs", json=off).json()["id"])
+        proposed = [
+            [e["subnet_id"] for e in client.get(f"/v1/jobs/{job['id']}/evaluations").json()["data"]]
+            for job in (before[0], unscreened, after[0])
+        ]
         n_initial = 4
         plain = sum(_first_feasible(client, job["id"], limit, n_initial) for job in before)
         screened = sum(_first_feasible(client, job["id"], limit, n_initial) for job in after)
@@ -71,6 +78,8 @@ def test_initial_proposals_use_the_stored_latency_predictor(tmp_path: Path) -> N
     assert all("4 uniform proposals screened with latency predictor v1" in job["message"]
                for job in after)  # fmt: skip
     assert warmed["message"].startswith("warm start: ") and "screened" not in warmed["message"]
+    assert "latency predictor" not in (unscreened["message"] or "")
+    assert proposed[1] == proposed[0] != proposed[2]
     assert not any("latency predictor" in (job["message"] or "") for job in before)
     # 12 initial proposals each way: uniform ones are feasible ~15 % of the time (~2 of 12)
     assert plain <= 5, plain
