@@ -183,11 +183,14 @@ class HwnasClient:
                 lambda offset: self.jobs(offset=offset, limit=page, status=status, kind=kind)
             )
             return
+        after = None
         while True:
             yield from answer["data"]
-            if not answer["data"] or answer["next_after"] is None:
+            following = answer["next_after"]
+            if not answer["data"] or following is None or following == after:  # the end
                 return
-            answer = self.jobs(limit=page, status=status, kind=kind, after=answer["next_after"])
+            after = following
+            answer = self.jobs(limit=page, status=status, kind=kind, after=after)
 
     def evaluations(self, job_id: str, *, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         """One page of the job's evaluations, in the order they were measured: ``data`` and

@@ -839,6 +839,8 @@ def prior_evaluations(
     ``measuring_alike`` gave them for the same arguments (read once for this and
     ``prior_failures``)."""
     on_device = Job.device != device if other_devices else Job.device == device
+    if jobs is not None and other_devices:  # a caller's slip, not a user's
+        raise ValueError("jobs= lists the jobs on the device itself (measuring_alike)")
     if jobs is None:
         jobs = list(
             _measuring_alike(
