@@ -25,6 +25,7 @@ from workers.dispatch import Dispatcher, EmbeddedDispatcher
 
 from .auth import parse_api_keys, require_api_keys
 from .bodies import document_json_bodies
+from .docs_pages import add_docs_pages
 from .errors import document_error_answers, install_error_handlers
 from .hot_routes import HotRoutes
 from .routes import calibrations, catalog, health, jobs
@@ -115,6 +116,8 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
         version="0.1.0",
         lifespan=lifespan,
         description="Hardware-aware neural architecture search as a service.",
+        docs_url=None,  # add_docs_pages: with their scripts served here, not from a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     document_json_bodies(app)
@@ -124,6 +127,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
     app.include_router(health.router)
     app.include_router(catalog.router, prefix="/v1")
     app.include_router(calibrations.router, prefix="/v1")
+    add_docs_pages(app)
     if hot_routes:
         app.add_middleware(HotRoutes, api=app, endpoints=HOT_ENDPOINTS)
     if keys := parse_api_keys(app_settings.api_keys):

@@ -22,12 +22,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.errors import InvalidInput, Unauthenticated
 from core.settings import comma_list
 
+from .docs_pages import DOCS_STATIC, DOCS_URL, OAUTH2_REDIRECT_URL, REDOC_URL
 from .errors import error_response
 from .hot_routes import route_path
 from .openapi_doc import amend_openapi
 
 HEALTH_PATH = "/healthz"
-OPEN_PATHS = frozenset({HEALTH_PATH, "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset({HEALTH_PATH, DOCS_URL, OAUTH2_REDIRECT_URL, REDOC_URL, "/openapi.json"})
 #: The request state's flag for a health check sent without a valid key (keys set): it is
 #: answered with its status alone, not the devices, broker or database it names.
 ANONYMOUS = "hwnas_anonymous"
@@ -65,7 +66,8 @@ class ApiKeyMiddleware:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
-        if (path := route_path(scope)) in OPEN_PATHS:
+        path = route_path(scope)
+        if path in OPEN_PATHS or path.startswith(DOCS_STATIC + "/"):
             if path == HEALTH_PATH:  # open, but its details only for a caller with a key
                 scope.setdefault("state", {})[ANONYMOUS] = self._problem(scope) is not None
             await self.app(scope, receive, send)
