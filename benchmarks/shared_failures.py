@@ -1,0 +1,178 @@
+"""Jobs in a row on one pair, sharing their failed measurements: what re-trying one in 10 of
+them costs and recovers.
+
+A warm start takes the sub-networks whose measurement failed in earlier jobs of the pair
+(``store.jobs.prior_failures``): never measured again, unless the job re-tries them
+(``workers.failures.RETRY_ONE_IN``, session 26). Here ``--jobs`` ``linas`` jobs of
+``--budget`` new measurements each run one after another through ``JobRunner.run`` on
+``nb201-cifar10`` / ``nb201-pixel3`` (a recorded table: no time in measurement), in a fresh
+SQLite database per configuration, with failures injected into ``SubnetEvaluator.measure``:
+
+- lasting: the costliest ``--lasting`` share of the cells by latency (out of the device's
+  memory), in every job;
+- passing: in the first job only, each other measurement fails with chance ``--passing`` (a
+  device busy, a timing process killed), by a hash of the seed and the cell.
+
+Per configuration (re-tries on, or off as before session 26) and seed: the failures the jobs
+measured (lasting and passing), what the last job's warm start took from earlier jobs (how
+many of them were passing failures, that is sub-networks it could have measured), the
+re-tries the jobs made, and how many of them were of lasting failures (failed again).
+
+    .venv/bin/python benchmarks/shared_failures.py --seeds 0 1 2 --jobs 8 --budget 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from api.schemas import JobCreate  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from hardware_profiles.configured import device_profile  # noqa: E402
+from models.registry import get_supernet  # noqa: E402
+from store import jobs as q  # noqa: E402
+from store.db import make_engine, make_session_factory, transaction, upgrade  # noqa: E402
+from store.tables import JobStatus  # noqa: E402
+from workers import failures  # noqa: E402
+from workers.evaluator import SubnetEvaluator  # noqa: E402
+from workers.runner import JobRunner  # noqa: E402
+
+SUPERNET, DEVICE = "nb201-cifar10", "nb201-pixel3"
+
+
+@dataclass
+class Tally:
+    lasting: int = 0  # lasting failures measured
+    passing: int = 0  # passing failures measured
+    retried: int = 0  # re-tries made (measured again after failing in an earlier job)
+    retried_lasting: int = 0  # ... of a lasting failure: failed again
+    taken: int = 0  # the last job's failures taken from earlier jobs
+    taken_passing: int = 0  # ... that were passing ones
+    ended: int = 0  # jobs that failed
+
+
+def _chance(*parts: object) -> float:
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@contextmanager
+def injected(lasting: set[str], passing: float, seed: int, phase: list[int]) -> Iterator[None]:
+    """``SubnetEvaluator.measure`` failing for ``lasting`` cells always, and for others with
+    chance ``passing`` while ``phase[0]`` is 0 (the first job)."""
+    real = SubnetEvaluator.measure
+
+    def measure(self: SubnetEvaluator, arch: Any, known: Any = None) -> Any:
+        key = self.supernet.encode(arch)
+        if key in lasting:
+            raise MemoryError("out of device memory")
+        if phase[0] == 0 and _chance(seed, key) < passing:
+            raise RuntimeError("timing process killed")
+        return real(self, arch, known)
+
+    SubnetEvaluator.measure = measure  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SubnetEvaluator.measure = real  # type: ignore[method-assign]
+
+
+def one(args: argparse.Namespace, seed: int, retry: bool, lasting: set[str]) -> Tally:
+    tally = Tally()
+    phase = [0]
+    real_retried = failures.retried
+    if not retry:
+        failures.retried = lambda job_id, subnet_id: False  # type: ignore[assignment]
+    with tempfile.TemporaryDirectory() as scratch, injected(lasting, args.passing, seed, phase):
+        settings = Settings(database_url=f"sqlite:///{scratch}/hwnas.db", data_dir=Path(scratch),
+                            broker_url="", embedded_devices="none", api_keys="")  # fmt: skip
+        upgrade(settings.database_url)
+        engine = make_engine(settings.database_url)
+        factory = make_session_factory(engine)
+        runner = JobRunner(factory, settings, "bench-worker")
+        try:
+            for k in range(args.jobs):
+                phase[0] = k
+                body = JobCreate(
+                    supernet=SUPERNET, device=DEVICE, strategy="linas", seed=1000 * seed + k,
+                    budget={"evaluations": args.budget},
+                ).model_dump(mode="json")  # fmt: skip
+                with transaction(factory) as session:
+                    job_id = q.create_jobs(session, [(body, None)])[0].id
+                tally.ended += runner.run(job_id) != JobStatus.succeeded
+                with transaction(factory) as session:
+                    spec = q.get_job(session, job_id).spec
+                for entry in spec.get(q.FAILED, []):
+                    if entry.get(q.REUSED_FROM):
+                        continue
+                    if entry.get(q.RETRIED_FROM):
+                        tally.retried += 1
+                        tally.retried_lasting += 1
+                    elif entry["subnet_id"] in lasting:
+                        tally.lasting += 1
+                    else:
+                        tally.passing += 1
+                with transaction(factory) as session:  # re-tries that were measured
+                    measured = {e.subnet_id for e in q.list_evaluations(session, job_id)[0]}
+                tally.retried += len(measured & set(spec.get(q.RETRYING, {})))
+                if k == args.jobs - 1:
+                    taken = [e["subnet_id"] for e in spec.get(q.FAILED, [])
+                             if e.get(q.REUSED_FROM)]  # fmt: skip
+                    tally.taken = len(taken)
+                    tally.taken_passing = sum(key not in lasting for key in taken)
+        finally:
+            engine.dispose()
+            failures.retried = real_retried  # type: ignore[assignment]
+    return tally
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--budget", type=int, default=30)
+    parser.add_argument("--lasting", type=float, default=0.1)
+    parser.add_argument("--passing", type=float, default=0.2)
+    args = parser.parse_args()
+    logging.getLogger("workers").setLevel(logging.ERROR)  # each skipped failure's traceback
+    supernet = get_supernet(SUPERNET)
+    column = device_profile(DEVICE).recorded_column
+    keys = list(supernet.rows)
+    latency = np.array([supernet.rows[key][column] for key in keys])
+    cut = np.quantile(latency, 1.0 - args.lasting)
+    lasting = {
+        supernet.encode(supernet.decode(key))
+        for key, value in zip(keys, latency, strict=True)
+        if value > cut
+    }
+    print(f"{args.jobs} linas jobs of {args.budget} in a row on {SUPERNET} / {DEVICE}; "
+          f"lasting failures: the costliest {args.lasting:.0%} ({len(lasting)} cells); "
+          f"passing: {args.passing:.0%} of the first job's other measurements")  # fmt: skip
+    print(
+        "| re-tries | seed | lasting failures measured | passing failures measured | "
+        "re-tries measured (of lasting failures) | last job's failures taken (passing "
+        "among them) | jobs failed |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for seed in args.seeds:
+        for retry in (False, True):
+            t = one(args, seed, retry, lasting)
+            print(f"| {'one in 10' if retry else 'none'} | {seed} | {t.lasting} | {t.passing} | "
+                  f"{t.retried} ({t.retried_lasting}) | {t.taken} ({t.taken_passing}) | "
+                  f"{t.ended} |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
