@@ -67,7 +67,8 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         path = route_path(scope)
-        if path in OPEN_PATHS or path.startswith(DOCS_STATIC + "/"):
+        static = path.startswith(DOCS_STATIC + "/") and scope.get("method") in ("GET", "HEAD")
+        if path in OPEN_PATHS or static:
             if path == HEALTH_PATH:  # open, but its details only for a caller with a key
                 scope.setdefault("state", {})[ANONYMOUS] = self._problem(scope) is not None
             await self.app(scope, receive, send)

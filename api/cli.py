@@ -85,8 +85,9 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         "strategy": args.strategy,
         "seed": args.seed,
         "warm_start": not args.no_warm_start,
-        "latency_prior": not args.no_latency_prior,
     }
+    if args.no_latency_prior:  # only then: a server before it refuses the key (422)
+        spec["latency_prior"] = False
     if args.budget is not None:  # else the server's default (60, or its cap when lower)
         spec["budget"] = {"evaluations": args.budget}
     if args.failures is not None:

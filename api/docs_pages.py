@@ -11,6 +11,7 @@ the pages, the files are open without an API key (``api.auth``).
 from __future__ import annotations
 
 from importlib.resources import files
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import (
@@ -62,5 +63,10 @@ def add_docs_pages(app: FastAPI) -> None:
 
 
 def _root(request: Request) -> str:
-    """The path a proxy serves the API under (``root_path``), or nothing."""
+    """The path the API is served under: ``HWNAS_PUBLIC_URL``'s where the operator set it
+    (a proxy that strips it, before ``hwnas serve``, which sets no root path), else the
+    request's ``root_path``; nothing at the host's root."""
+    settings = getattr(request.app.state, "settings", None)
+    if settings is not None and settings.public_url:
+        return urlsplit(settings.public_url).path.rstrip("/")
     return str(request.scope.get("root_path", "")).rstrip("/")

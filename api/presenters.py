@@ -172,9 +172,8 @@ def evaluation_public(evaluation: Evaluation, on_front: bool | None = None) -> E
 
 def pareto_point(evaluation: Evaluation, request: Request, exportable: bool) -> ParetoPoint:
     m = evaluation.metrics
-    url = request.url_for(
-        "export_subnet", job_id=evaluation.job_id, subnet_id=quote(evaluation.subnet_id, safe="")
-    )
+    subnet = quote(evaluation.subnet_id, safe="")  # the export route's path, on api_base
+    url = f"{api_base(request)}/v1/jobs/{evaluation.job_id}/subnets/{subnet}/export"
     return ParetoPoint(
         subnet_id=evaluation.subnet_id,
         arch=evaluation.arch,

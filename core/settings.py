@@ -109,10 +109,10 @@ class Settings(BaseSettings):
         if not value:
             return value
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must be an http(s) URL such as https://nas.example.com: {value!r}")
-        if parts.query or parts.fragment:
-            raise ValueError(f"must hold no query or fragment, got {value!r}")
+        if any(c in value for c in "?#@ ") or not (value.isascii() and value.isprintable()):
+            raise ValueError(f"must hold no query, fragment, user or space: {value!r}")
         return value.rstrip("/")
 
     @field_validator("broker_url")

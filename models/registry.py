@@ -35,14 +35,15 @@ DATA_INSTANCES_MAX = 4
 _data_lock = threading.Lock()
 #: One lock per supernet name for building its default instance: requests that first ask
 #: for it together (a server's start, the catalog and submissions at once) loaded its
-#: weights file once each.
-_DEFAULT_LOCKS: dict[str, threading.Lock] = {}
+#: weights file once each. Re-entrant: a plugin's code may ask for its own supernet while it
+#: is built (it gets the error it got before, not a hang).
+_DEFAULT_LOCKS: dict[str, threading.RLock] = {}
 _default_locks_lock = threading.Lock()
 
 
-def _default_lock(name: str) -> threading.Lock:
+def _default_lock(name: str) -> threading.RLock:
     with _default_locks_lock:
-        return _DEFAULT_LOCKS.setdefault(name, threading.Lock())
+        return _DEFAULT_LOCKS.setdefault(name, threading.RLock())
 
 
 F = TypeVar("F", bound=Callable[..., Supernet])
@@ -122,7 +123,9 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
     weights = weights_state(name)
     if validation_data is None:
         if name not in _INSTANCES or _WEIGHTS_LOADED.get(name) != weights:
+            _raise_if_kept(name, weights)  # at once, not after another caller's retry
             with _default_lock(name):  # one build: the others wait, then take it
+                weights = weights_state(name)  # the file may have changed meanwhile
                 if name not in _INSTANCES or _WEIGHTS_LOADED.get(name) != weights:
                     _INSTANCES[name] = _default_instance(name)
                     _WEIGHTS_LOADED[name] = weights
@@ -173,10 +176,8 @@ def _default_instance(name: str) -> Supernet:
     seconds to read)."""
     weights = configured_weights(name)
     state = weights_state(name)
-    failed = _FAILED.get(name)
-    if failed is not None and failed[0] == state:
-        if _monotonic() < failed[1]:
-            raise _renewed(*failed[2:])
+    _raise_if_kept(name, state)
+    if (failed := _FAILED.get(name)) is not None and failed[0] == state:
         # this caller builds again; the others meanwhile are answered as before
         _FAILED[name] = (state, _monotonic() + FAILED_RETRY_S, *failed[2:])
     try:
@@ -189,6 +190,15 @@ def _default_instance(name: str) -> Supernet:
         raise
     _FAILED.pop(name, None)
     return instance
+
+
+def _raise_if_kept(name: str, state: tuple[Any, ...]) -> None:
+    """Raise ``name``'s kept build error (``_FAILED``) while it holds for the weights file's
+    ``state`` (a caller retrying it meanwhile pushes its time on: the others are answered at
+    once, not after that build)."""
+    failed = _FAILED.get(name)
+    if failed is not None and failed[0] == state and _monotonic() < failed[1]:
+        raise _renewed(*failed[2:])
 
 
 def _renewed(cls: type[HwnasError], text: str, field: str | None) -> HwnasError:

@@ -432,6 +432,15 @@ def test_failures_are_a_budget_of_their_own_with_or_without_an_evaluations_budge
     assert "budget" not in build_spec(parse(["submit"]))  # the server's defaults
 
 
+def test_the_latency_prior_is_sent_only_when_turned_off() -> None:
+    """A server older than ``latency_prior`` refuses the key (422): sent only when needed."""
+    from api.cli import build_parser, build_spec
+
+    parse = build_parser().parse_args
+    assert "latency_prior" not in build_spec(parse(["submit"]))
+    assert build_spec(parse(["run", "--no-latency-prior"]))["latency_prior"] is False
+
+
 def test_the_default_budget_of_failures_is_half_the_evaluations_at_least_3() -> None:
     from api.schemas import BudgetIn
     from store.jobs import failures_allowed

@@ -30,7 +30,21 @@ def test_the_docs_pages_load_their_files_from_this_server_without_a_key(tmp_path
                 served = client.get(url)
                 assert served.status_code == 200 and len(served.content) > 1000, url
         assert client.get("/docs/oauth2-redirect").status_code == 200
-        # the open prefix opens files under it, nothing else
-        assert client.get(f"{DOCS_STATIC}/../v1/jobs").status_code in (401, 404)
-        assert client.get(f"{DOCS_STATIC}/nope.js").status_code == 404
-        assert client.get("/v1/jobs").status_code == 401
+        # the open prefix opens its files to reading, nothing else
+        assert client.get(f"/hwnas{DOCS_STATIC}/%2e%2e/v1/jobs").status_code == 404
+        assert client.get(f"/hwnas{DOCS_STATIC}/nope.js").status_code == 404
+        assert client.post(f"/hwnas{DOCS_STATIC}/swagger-ui.css").status_code == 401
+        assert client.get("/hwnas/v1/jobs").status_code == 401
+
+
+def test_the_docs_pages_link_under_the_public_url_s_path(tmp_path: Path) -> None:
+    """Behind a proxy that strips a path (``hwnas serve`` sets no root path), the pages
+    link their files and the OpenAPI document under ``HWNAS_PUBLIC_URL``'s path."""
+    settings = embedded_settings(
+        tmp_path, public_url="https://nas.example.com/hwnas", embedded_devices="none"
+    )
+    with TestClient(create_app(settings)) as client:
+        html = client.get("/docs").text
+        assert f'"/hwnas{DOCS_STATIC}/swagger-ui-bundle.js"' in html
+        assert "'/hwnas/openapi.json'" in html or '"/hwnas/openapi.json"' in html
+        assert client.get(f"{DOCS_STATIC}/swagger-ui-bundle.js").status_code == 200

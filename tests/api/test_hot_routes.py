@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from starlette.routing import compile_path
 
 from api.app import HOT_ENDPOINTS, create_app
 from api.hot_routes import HotRoutes, hot_routes_of
+from api.presenters import pareto_point
 from api.routes import jobs as jobs_routes
 from core.settings import Settings
 
@@ -261,8 +263,9 @@ def test_a_poll_under_a_long_host_is_read_not_memoised(
 
 
 def test_the_public_url_names_the_jobs_whatever_host_the_client_says(tmp_path: Path) -> None:
-    """The Host header is the client's: with ``HWNAS_PUBLIC_URL`` set, job URLs and the
-    Location header are built on it instead (routed and hot routes alike)."""
+    """The Host header is the client's: with ``HWNAS_PUBLIC_URL`` set, job URLs, the
+    Location header and the front's export URLs are built on it instead (routed and hot
+    routes alike)."""
     base = "https://nas.example.com/hwnas"
     settings = embedded_settings(tmp_path, public_url=base + "/", embedded_devices="none")
     evil = {"host": "evil.example"}
@@ -272,3 +275,24 @@ def test_the_public_url_names_the_jobs_whatever_host_the_client_says(tmp_path: P
         assert posted.headers["location"] == posted.json()["url"] == url
         assert client.get(f"/v1/jobs/{posted.json()['id']}", headers=evil).json()["url"] == url
         assert [j["url"] for j in client.get("/v1/jobs", headers=evil).json()["data"]] == [url]
+        scope = {
+            "type": "http",
+            "app": client.app,
+            "headers": [(b"host", b"evil.example")],
+            "scheme": "http",
+            "server": ("evil.example", 80),
+            "root_path": "",
+            "path": "/",
+        }
+        point = SimpleNamespace(
+            job_id="j1",
+            subnet_id="r28-k3/e4",
+            arch={},
+            metrics={},
+            details={},
+            feasible=True,
+            on_front=True,
+            seconds=0.0,
+        )
+        exported = pareto_point(point, Request(scope), exportable=True).export_url  # type: ignore[arg-type]
+        assert exported == f"{base}/v1/jobs/j1/subnets/r28-k3%2Fe4/export?format=onnx"

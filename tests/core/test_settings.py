@@ -41,6 +41,9 @@ def test_the_public_url_is_an_http_base_kept_without_its_final_slash() -> None:
     given = Settings(public_url="https://nas.example.com/hwnas/")
     assert given.public_url == "https://nas.example.com/hwnas"
     assert Settings().public_url == ""  # the request's own
-    for wrong in ("nas.example.com", "ftp://nas.example.com", "https://x/?a=1", "https://x/#f"):
+    wrong_ones = ("nas.example.com", "ftp://nas.example.com", "https://x/?a=1", "https://x/#f",
+                  "https://x/?", "https://u:p@x", "https://x/a b", "https://x/\r\nSet: y",
+                  "https://", "https://:80")  # fmt: skip
+    for wrong in wrong_ones:
         with pytest.raises(ValidationError, match="public_url"):
             Settings(public_url=wrong)

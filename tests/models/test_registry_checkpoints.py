@@ -225,3 +225,36 @@ def test_callers_asking_together_for_a_supernet_build_it_once(
         assert Slow.built == 1 and all(instance is got[0] for instance in got)
     finally:
         registry._INSTANCES.pop(Slow.name, None)
+
+
+class AsksForItself(TextTransformerSupernet):
+    """A plugin whose constructor asks the registry for its own supernet."""
+
+    name = "test-asks-for-itself"
+
+    def __init__(self, **kwargs: object) -> None:
+        get_supernet(self.name)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_supernet_asking_for_itself_while_built_fails_and_does_not_hang(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The build's lock is re-entrant: the call fails as it did before the lock (review 26c
+    M1: a plain lock hung it, and every later caller of the name with it)."""
+    monkeypatch.setitem(registry._FACTORIES, AsksForItself.name, AsksForItself)
+    monkeypatch.setattr(registry, "_FAILED", {})
+    outcome: list[BaseException | Supernet] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(get_supernet(AsksForItself.name))
+        except BaseException as exc:  # what the caller gets
+            outcome.append(exc)
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "get_supernet hung"
+    assert isinstance(outcome[0], InvalidInput), outcome  # "could not be built: RecursionError"
+    registry._INSTANCES.pop(AsksForItself.name, None)

@@ -79,6 +79,7 @@ def test_initial_proposals_use_the_stored_latency_predictor(tmp_path: Path) -> N
                for job in after)  # fmt: skip
     assert warmed["message"].startswith("warm start: ") and "screened" not in warmed["message"]
     assert "latency predictor" not in (unscreened["message"] or "")
+    assert unscreened["latency_prior"] is False and after[0]["latency_prior"] is True
     assert proposed[1] == proposed[0] != proposed[2]
     assert not any("latency predictor" in (job["message"] or "") for job in before)
     # 12 initial proposals each way: uniform ones are feasible ~15 % of the time (~2 of 12)
