@@ -3,10 +3,13 @@
 A sub-network whose measurement raises (out of the device's memory, a timing process
 killed) is recorded in the job's spec (``store.jobs.FAILED``), told to the strategy as failed
 (never proposed again, a resumed run too) and counted against the job's ``budget.failures``
-(``store.jobs.failures_allowed``); an anchor's failure is recorded without counting. The
-runner (``JobRunner._skipped``) decides with :meth:`Failures.ends_the_job` and writes the
-entry; a resumed run replays the spec's list with :func:`replay` (a calibration job, which
-measures a fixed sample, skips them: :func:`recorded`).
+(``store.jobs.failures_allowed``); an anchor's failure is recorded without counting, as is
+that of a sub-network the job measured again after it failed in an earlier job
+(``RETRY_ONE_IN``). The runner (``JobRunner._skipped``) decides with
+:meth:`Failures.ends_the_job` and writes the entry; a resumed run replays the spec's list
+with :func:`replay` (a calibration job, which measures a fixed sample, skips them:
+:func:`recorded`). A warm start adds earlier jobs' failures first (:func:`shared`,
+``workers.warm_start``).
 """
 
 from __future__ import annotations
