@@ -106,9 +106,11 @@ def read_jobs(
 @router.get("/{job_id}", response_model=JobPublic, responses=error_answers(404))
 async def read_job(job_id: str, request: Request) -> Response:
     """The job (what pollers ask for): read on the event loop, see ``store.db.LoopReads``.
-    Memoised unless the base URL is long: bodies hold it, and the client's Host chooses it."""
+    Memoised unless the base URL is long: bodies hold it, and the client's Host chooses it
+    (the operator's ``HWNAS_PUBLIC_URL``, one for all, is memoised however long)."""
     base, reads = api_base(request), loop_reads(request)
-    read = reads.cached if len(base) <= MEMO_BASE_MAX else reads
+    fixed = base == request.app.state.settings.public_url
+    read = reads.cached if fixed or len(base) <= MEMO_BASE_MAX else reads
     body, job = await read(_job_json, job_id, base)
     note = _stall_note(request, job)  # depends on the time: never memoised
     if note is not None:

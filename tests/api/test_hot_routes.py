@@ -232,11 +232,8 @@ def test_with_fastapis_telemetry_on_every_request_takes_the_routing(settings: Se
     assert passed == ["/v1/jobs/abc"]
 
 
-def test_a_poll_under_a_long_host_is_read_not_memoised(
-    both: tuple[TestClient, TestClient], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Job bodies hold the base URL, which the client's Host header chooses: memoising
-    them under any Host would let a client fill the server's memory."""
+def _spied_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """How each poll reads its job from now on: "read", or "memo" (memoised)."""
     ways: list[str] = []
     real = jobs_routes.loop_reads
 
@@ -253,6 +250,15 @@ def test_a_poll_under_a_long_host_is_read_not_memoised(
             return await self.reads.cached(*args)
 
     monkeypatch.setattr(jobs_routes, "loop_reads", lambda request: Spy(real(request)))
+    return ways
+
+
+def test_a_poll_under_a_long_host_is_read_not_memoised(
+    both: tuple[TestClient, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Job bodies hold the base URL, which the client's Host header chooses: memoising
+    them under any Host would let a client fill the server's memory."""
+    ways = _spied_reads(monkeypatch)
     hot, _ = both
     job = hot.post("/v1/jobs", json=job_spec()).json()
     host = "h" * 300 + ".example"
@@ -296,3 +302,18 @@ def test_the_public_url_names_the_jobs_whatever_host_the_client_says(tmp_path: P
         )
         exported = pareto_point(point, Request(scope), exportable=True).export_url  # type: ignore[arg-type]
         assert exported == f"{base}/v1/jobs/j1/subnets/r28-k3%2Fe4/export?format=onnx"
+
+
+def test_a_poll_under_a_long_public_url_is_memoised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's HWNAS_PUBLIC_URL is one base for every poll, however long."""
+    base = "https://nas.example.com/" + "p" * 300
+    settings = embedded_settings(tmp_path, public_url=base, embedded_devices="none")
+    ways = _spied_reads(monkeypatch)
+    with TestClient(create_app(settings)) as client:
+        job = client.post("/v1/jobs", json=job_spec()).json()
+        for _ in range(2):
+            polled = client.get(f"/v1/jobs/{job['id']}", headers={"host": "h" * 300}).json()
+            assert polled["url"] == f"{base}/v1/jobs/{job['id']}"
+    assert ways == ["memo", "memo"]
