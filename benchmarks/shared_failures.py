@@ -1,24 +1,26 @@
 """Jobs in a row on one pair, sharing their failed measurements: what re-trying one in 10 of
-them costs and recovers.
+them, and those of jobs ``SHARED_JOBS`` or more jobs old, costs and recovers.
 
 A warm start takes the sub-networks whose measurement failed in earlier jobs of the pair
 (``store.jobs.prior_failures``): never measured again, unless the job re-tries them
-(``workers.failures.RETRY_ONE_IN``, session 26). Here ``--jobs`` ``linas`` jobs of
-``--budget`` new measurements each run one after another through ``JobRunner.run`` on
-``nb201-cifar10`` / ``nb201-pixel3`` (a recorded table: no time in measurement), in a fresh
-SQLite database per configuration, with failures injected into ``SubnetEvaluator.measure``:
+(``workers.failures.RETRY_ONE_IN``, session 26; ``SHARED_JOBS``, session 27). Here
+``--jobs`` ``linas`` jobs of ``--budget`` new measurements each run one after another
+through ``JobRunner.run`` on ``nb201-cifar10`` / ``nb201-pixel3`` (a recorded table: no
+time in measurement), in a fresh SQLite database per configuration, with failures
+injected into ``SubnetEvaluator.measure``:
 
 - lasting: the costliest ``--lasting`` share of the cells by latency (out of the device's
   memory), in every job;
 - passing: in the first job only, each other measurement fails with chance ``--passing`` (a
   device busy, a timing process killed), by a hash of the seed and the cell.
 
-Per configuration (re-tries on, or off as before session 26) and seed: the failures the jobs
+Per configuration (re-tries off as before session 26; one in 10 as in session 26; and one in
+10 with those ``--shared-jobs`` or more jobs old) and seed: the failures the jobs
 measured (lasting and passing), what the last job's warm start took from earlier jobs (how
 many of them were passing failures, that is sub-networks it could have measured), the
 re-tries the jobs made, and how many of them were of lasting failures (failed again).
 
-    .venv/bin/python benchmarks/shared_failures.py --seeds 0 1 2 --jobs 8 --budget 30
+    .venv/bin/python benchmarks/shared_failures.py --seeds 0 1 2 --jobs 12 --budget 30
 """
 
 from __future__ import annotations
@@ -89,12 +91,19 @@ def injected(lasting: set[str], passing: float, seed: int, phase: list[int]) -> 
         SubnetEvaluator.measure = real  # type: ignore[method-assign]
 
 
-def one(args: argparse.Namespace, seed: int, retry: bool, lasting: set[str]) -> Tally:
+#: The configurations compared: re-tries by hash on or off, and ``SHARED_JOBS`` (None: none
+#: aged, as before session 27; ``--shared-jobs`` otherwise).
+MODES = {"none": (False, None), "one in 10": (True, None), "one in 10, aged": (True, 0)}
+
+
+def one(args: argparse.Namespace, seed: int, mode: str, lasting: set[str]) -> Tally:
     tally = Tally()
     phase = [0]
-    real_retried = failures.retried
+    real_retried, real_jobs = failures.retried, failures.SHARED_JOBS
+    retry, aged = MODES[mode]
     if not retry:
         failures.retried = lambda job_id, subnet_id: False  # type: ignore[assignment]
+    failures.SHARED_JOBS = args.shared_jobs if aged is not None else 10**9
     with tempfile.TemporaryDirectory() as scratch, injected(lasting, args.passing, seed, phase):
         settings = Settings(database_url=f"sqlite:///{scratch}/hwnas.db", data_dir=Path(scratch),
                             broker_url="", embedded_devices="none", api_keys="")  # fmt: skip
@@ -135,6 +144,7 @@ def one(args: argparse.Namespace, seed: int, retry: bool, lasting: set[str]) -> 
         finally:
             engine.dispose()
             failures.retried = real_retried  # type: ignore[assignment]
+            failures.SHARED_JOBS = real_jobs
     return tally
 
 
@@ -145,6 +155,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=30)
     parser.add_argument("--lasting", type=float, default=0.1)
     parser.add_argument("--passing", type=float, default=0.2)
+    parser.add_argument("--shared-jobs", type=int, default=failures.SHARED_JOBS)
     args = parser.parse_args()
     logging.getLogger("workers").setLevel(logging.ERROR)  # each skipped failure's traceback
     supernet = get_supernet(SUPERNET)
@@ -159,7 +170,8 @@ def main() -> None:
     }
     print(f"{args.jobs} linas jobs of {args.budget} in a row on {SUPERNET} / {DEVICE}; "
           f"lasting failures: the costliest {args.lasting:.0%} ({len(lasting)} cells); "
-          f"passing: {args.passing:.0%} of the first job's other measurements")  # fmt: skip
+          f"passing: {args.passing:.0%} of the first job's other measurements; aged: "
+          f"{args.shared_jobs} jobs")  # fmt: skip
     print(
         "| re-tries | seed | lasting failures measured | passing failures measured | "
         "re-tries measured (of lasting failures) | last job's failures taken (passing "
@@ -167,9 +179,9 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for seed in args.seeds:
-        for retry in (False, True):
-            t = one(args, seed, retry, lasting)
-            print(f"| {'one in 10' if retry else 'none'} | {seed} | {t.lasting} | {t.passing} | "
+        for mode in MODES:
+            t = one(args, seed, mode, lasting)
+            print(f"| {mode} | {seed} | {t.lasting} | {t.passing} | "
                   f"{t.retried} ({t.retried_lasting}) | {t.taken} ({t.taken_passing}) | "
                   f"{t.ended} |", flush=True)  # fmt: skip
 

@@ -785,6 +785,10 @@ QUALITY_STEP = "quality_step"
 #: (not counted).
 RETRYING = "retrying"
 RETRIED_FROM = "retried_from"
+#: The key ``prior_failures`` adds to each failure it finds: how many of the pair's jobs
+#: measured something after the job where it failed (newer, measuring alike): how old the
+#: failure is, in jobs.
+JOBS_SINCE = "jobs_since"
 
 
 def counts_as_failure(entry: Mapping[str, Any]) -> bool:
@@ -954,9 +958,10 @@ def prior_failures(
 ) -> list[dict[str, Any]]:
     """The sub-networks of ``supernet`` whose measurement failed on ``device`` in other
     search jobs that measured alike (``prior_evaluations``'s ``measured_with`` rule), each
-    as the job that saw it fail lists it (``FAILED``) with ``REUSED_FROM``: that job; the
-    newest first, at most ``limit``, none of ``skip``. Only failures the job measured
-    something after: not a run of failures that ended it or that it ended on (a device that
+    as the job that saw it fail lists it (``FAILED``) with ``REUSED_FROM``: that job, and
+    ``JOBS_SINCE``: how many of those jobs measured something after it; the newest first,
+    at most ``limit``, none of ``skip``. Only failures the job measured something after:
+    not a run of failures that ended it or that it ended on (a device that
     broke, a plugin that fails every measurement); not a run of ``SHARED_RUN`` or more in a
     row; not its anchors' (skipped whatever they raised); not those it took from earlier
     jobs (their origin lists them, while it is kept); and none of a sub-network that one of
@@ -972,6 +977,7 @@ def prior_failures(
             session, supernet=supernet, device=device, validation_data=validation_data,
             exclude_job=exclude_job, measured_with=measured_with,
         )  # fmt: skip
+    since = 0  # jobs that measured something, newer than this one
     for job_id, spec, done in jobs:
         read.append(job_id)
         own = [e for e in spec.get(FAILED, []) if not (e.get("anchor") or e.get(REUSED_FROM))]
@@ -983,7 +989,10 @@ def prior_failures(
             if not quality and entry.get(QUALITY_STEP):
                 continue
             if in_a_row[after] < SHARED_RUN:
-                found.setdefault(entry["subnet_id"], {**entry, REUSED_FROM: job_id})
+                found.setdefault(
+                    entry["subnet_id"], {**entry, REUSED_FROM: job_id, JOBS_SINCE: since}
+                )
+        since += done > 0
         if len(found) >= _IN_LIST_MAX:  # enough to choose ``limit`` from
             break
     if found:  # measured in one of those jobs since, or before: not the sub-network's fault

@@ -48,6 +48,12 @@ SHARED_ERROR_CHARS = 200
 #: sub-network's, and one never measured again would be shared for good. One that fails
 #: again costs the job a measurement's time, not its allowance (``store.jobs.RETRIED_FROM``).
 RETRY_ONE_IN = 10
+#: A failure found in an earlier job after which this many of the pair's jobs measured
+#: something is left for the job to measure again too (``RETRYING``), not taken: the
+#: device's passing state (another process holding its memory) is not the sub-network's,
+#: and a failure the search never proposes again is never re-tried by ``RETRY_ONE_IN``. A
+#: lasting one fails again (not counted) and is shared from that job, for as many jobs more.
+SHARED_JOBS = 5
 
 
 @dataclass
@@ -165,9 +171,13 @@ def retried(job_id: str, subnet_id: str) -> bool:
 
 def to_retry(job_id: str, earlier: list[dict[str, Any]]) -> dict[str, str]:
     """Of the failures of earlier jobs a warm start found (``store.jobs.prior_failures``),
-    those job ``job_id`` may measure again (``retried``), as ``store.jobs.RETRYING`` lists
-    them: the job where each failed, by sub-network id."""
-    return {e["subnet_id"]: e[q.REUSED_FROM] for e in earlier if retried(job_id, e["subnet_id"])}
+    those job ``job_id`` may measure again (``retried``, or ``SHARED_JOBS`` old), as
+    ``store.jobs.RETRYING`` lists them: the job where each failed, by sub-network id."""
+    return {
+        e["subnet_id"]: e[q.REUSED_FROM]
+        for e in earlier
+        if e.get(q.JOBS_SINCE, 0) >= SHARED_JOBS or retried(job_id, e["subnet_id"])
+    }
 
 
 def recorded(spec: dict[str, Any], failures: Failures, done: int) -> tuple[list[str], list[str]]:
@@ -222,8 +232,8 @@ def shared_said(spec: dict[str, Any]) -> str | None:
         )
         said.append(
             f"{others} measured again if the search proposes {'it' if retrying == 1 else 'them'} "
-            f"(one in {RETRY_ONE_IN}: a failure may have been the device's state then; "
-            "failing again, not counted)"
+            f"(one in {RETRY_ONE_IN}, and those {SHARED_JOBS} or more jobs old: a failure "
+            "may have been the device's state then; failing again, not counted)"
         )
     return ", ".join(said) or None
 

@@ -473,6 +473,21 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
         assert found(jobs=jobs) == found()
         assert found(jobs=jobs[1:]) == [("a", old)]  # those given, not read again
 
+        def since(**kwargs: Any) -> dict[str, int]:
+            with transaction(factory) as session:
+                entries = q.prior_failures(
+                    session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
+                    limit=100, **{"exclude_job": mine, **kwargs},
+                )  # fmt: skip
+                return {e["subnet_id"]: e[q.JOBS_SINCE] for e in entries}
+
+        assert since() == {"v": 0, "b": 0, "a": 1}  # jobs of the pair that measured after
+        create(0)  # measured nothing: ages nothing
+        assert since() == {"v": 0, "b": 0, "a": 1}
+        assert since(exclude_job=new) == {"e": 0, "a": 1}  # mine measured one
+        create(2)
+        assert since() == {"v": 1, "b": 1, "a": 2}
+
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_failure_of_the_evaluation_is_cleared_only_by_a_measurement_that_ran_it(

@@ -82,8 +82,8 @@ def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again() -> None:
     assert len(set(retry) & set(failures.to_retry("job-2", earlier))) <= 40  # ~ 20 by chance
     assert failures.shared_said({q.RETRYING: {"s1": "job-0"}}) == (
         "1 sub-network whose measurement failed in earlier jobs measured again if the search "
-        "proposes it (one in 10: a failure may have been the device's state then; failing "
-        "again, not counted)"
+        "proposes it (one in 10, and those 5 or more jobs old: a failure may have been the "
+        "device's state then; failing again, not counted)"
     )
     said = failures.shared_said({q.FAILED: failures.shared(earlier[:3]), q.RETRYING: retry})
     assert (said or "").startswith(
@@ -91,6 +91,23 @@ def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again() -> None:
         f"(failed_evaluations; warm_start false measures them), {len(retry)} others measured "
         "again if the search proposes them"
     )
+
+
+def test_a_warm_start_leaves_every_failure_of_an_old_job_to_measure_again() -> None:
+    """A failure after which ``SHARED_JOBS`` of the pair's jobs measured something
+    (``store.jobs.JOBS_SINCE``) is measured again if proposed, whatever its hash."""
+    old = failures.SHARED_JOBS
+    earlier = [
+        _entry(f"s{i}-{since}", reused_from=f"job-{since}", after=1, **{q.JOBS_SINCE: since})
+        for i in range(200)
+        for since in (old - 1, old, old + 3)
+    ]
+    retry = failures.to_retry("job-9", earlier)
+    assert {e["subnet_id"] for e in earlier if e[q.JOBS_SINCE] >= old} <= set(retry)
+    younger = [e for e in earlier if e[q.JOBS_SINCE] < old]
+    assert 0 < sum(e["subnet_id"] in retry for e in younger) < len(younger) / 4  # by hash
+    hashed = [e for e in younger if failures.retried("job-9", e["subnet_id"])]
+    assert failures.to_retry("job-9", younger) == {e["subnet_id"]: e[q.REUSED_FROM] for e in hashed}
 
 
 def test_an_entry_says_where_it_failed_and_whether_it_counts() -> None:

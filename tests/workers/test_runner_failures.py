@@ -384,6 +384,51 @@ def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again(
     assert taken == set(failed_before) - {again}
 
 
+def test_a_warm_start_measures_again_the_failures_of_jobs_long_before(
+    job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure after which ``SHARED_JOBS`` of the pair's jobs measured something is left
+    to measure again, not taken: a passing state of the device (here it healed) is
+    shared for that many jobs, not for good; a job that measured nothing does not age it."""
+    monkeypatch.setattr(failures, "SHARED_JOBS", 2)
+    monkeypatch.setattr(failures, "retried", lambda job_id, subnet_id: False)  # none by hash
+    first = job(budget={"evaluations": 20, "failures": 15})
+    assert job.runner.run(first) == JobStatus.succeeded
+    _, earlier = _stored(job.factory, first)
+    failed_before = sorted(f["subnet_id"] for f in earlier.spec[q.FAILED] if not f["anchor"])
+    assert len(failed_before) >= 2
+
+    def taken_and_retrying(job_id: str) -> tuple[list[str], dict[str, str]]:
+        _, stored = _stored(job.factory, job_id)
+        taken = sorted(f["subnet_id"] for f in stored.spec[q.FAILED] if f.get(q.REUSED_FROM))
+        return taken, stored.spec.get(q.RETRYING, {})
+
+    _NoRoomForWideInputs.fails = staticmethod(lambda arch: False)  # type: ignore[method-assign]
+    nothing = job(seed=4, budget={"evaluations": 2})  # measures nothing: cancelled at once
+    with transaction(job.factory) as session:
+        q.request_cancel(session, nothing)
+    job.runner.run(nothing)
+    second = job(seed=5, budget={"evaluations": 3})
+    assert job.runner.run(second) == JobStatus.succeeded
+    assert taken_and_retrying(second) == (failed_before, {})  # 0 jobs since: taken
+    third = job(seed=6, budget={"evaluations": 3})
+    assert job.runner.run(third) == JobStatus.succeeded
+    assert taken_and_retrying(third) == (failed_before, {})  # 1 job since
+    fourth = job(seed=7, budget={"evaluations": 3})
+    assert job.runner.run(fourth) == JobStatus.succeeded
+    assert taken_and_retrying(fourth) == ([], dict.fromkeys(failed_before, first))  # 2 since
+    measured, stored = _stored(job.factory, fourth)
+    assert "and those 2 or more jobs old" in (stored.message or "")
+    left = [key for key in failed_before if key not in measured]  # its search chose none
+
+    _proposed_first(monkeypatch, left[0])  # proposed: measured, the device healed
+    fifth = job(seed=8, budget={"evaluations": 3})
+    assert job.runner.run(fifth) == JobStatus.succeeded
+    keys, stored = _stored(job.factory, fifth)
+    assert left[0] in keys and not stored.spec[q.FAILED]
+    assert set(stored.spec[q.RETRYING]) == set(left)
+
+
 class _NoRoomToEvaluate(_NoRoomForWideInputs):
     """A device whose memory holds the largest networks' timing, but not their evaluation
     on the validation data."""
