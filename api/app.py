@@ -29,6 +29,7 @@ from .docs_pages import add_docs_pages
 from .errors import document_error_answers, install_error_handlers
 from .hot_routes import HotRoutes
 from .routes import calibrations, catalog, health, jobs
+from .slash_redirects import redirect_slashes_to
 from .submissions import JobSubmitter
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
     app.include_router(catalog.router, prefix="/v1")
     app.include_router(calibrations.router, prefix="/v1")
     add_docs_pages(app)
+    redirect_slashes_to(app, app_settings.public_url)
     if hot_routes:
         app.add_middleware(HotRoutes, api=app, endpoints=HOT_ENDPOINTS)
     if keys := parse_api_keys(app_settings.api_keys):

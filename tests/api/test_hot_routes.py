@@ -304,6 +304,29 @@ def test_the_public_url_names_the_jobs_whatever_host_the_client_says(tmp_path: P
         assert exported == f"{base}/v1/jobs/j1/subnets/r28-k3%2Fe4/export?format=onnx"
 
 
+@pytest.mark.parametrize("public_url", ["", "https://nas.example.com/hwnas"])
+def test_a_path_with_or_without_a_final_slash_is_redirected_on_the_public_url(
+    tmp_path: Path, public_url: str
+) -> None:
+    """``/v1/jobs/`` is redirected to ``/v1/jobs`` (and the other way for a route with a
+    final slash), the query kept: on ``HWNAS_PUBLIC_URL`` where it is set (Starlette's own
+    redirect names the client's Host); a path no route takes is a 404 either way."""
+    settings = embedded_settings(tmp_path, public_url=public_url, embedded_devices="none")
+    evil = {"host": "evil.example"}
+    base = public_url or "http://evil.example"
+    with TestClient(create_app(settings)) as client:
+        for path, to in [("/v1/jobs/?limit=2&status=queued", "/v1/jobs?limit=2&status=queued"),
+                         ("/v1/supernets/", "/v1/supernets"),
+                         ("/healthz//", "/healthz")]:  # fmt: skip
+            moved = client.get(path, headers=evil, follow_redirects=False)
+            assert moved.status_code == 307 and moved.headers["location"] == base + to
+        posted = client.post("/v1/jobs/", json=job_spec(), headers=evil, follow_redirects=False)
+        assert posted.status_code == 307 and posted.headers["location"] == base + "/v1/jobs"
+        missing = client.get("/v1/nothing/", headers=evil, follow_redirects=False)
+        assert missing.status_code == 404 and missing.json()["message"] == "Not Found"
+        assert client.get("/", headers=evil).status_code == 404
+
+
 def test_a_poll_under_a_long_public_url_is_memoised(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
