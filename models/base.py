@@ -45,8 +45,10 @@ class InputSpec:
     must have 1 or ``shape[1]`` values.
 
     ``variable_axes``: axes besides the batch (0) whose size an input may have smaller than
-    ``shape`` says, such as a sequence's length; the exported ONNX file takes any size there
-    (named ``dim<axis>``), while latency and MACs are those of ``shape``. ``preprocess``:
+    ``shape`` says, such as a sequence's length; the exported ONNX file takes any size there,
+    while latency and MACs are those of ``shape``. ``axis_names``: one name per axis of
+    ``shape`` (``("batch", "sequence")``), which the exported ONNX file gives the variable
+    ones (without them: ``batch`` and ``dim<axis>``). ``preprocess``:
     how a raw input becomes this tensor (resize, crop, scale), in words, for whoever deploys
     the file: the measured accuracy holds for inputs prepared that way.
     """
@@ -57,11 +59,22 @@ class InputSpec:
     layout: str = "NCHW"
     variable_axes: tuple[int, ...] = ()
     preprocess: str = ""
+    axis_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if any(not 0 < axis < len(self.shape) for axis in self.variable_axes):
             raise ValueError(
                 f"variable_axes must name axes 1..{len(self.shape) - 1}, got {self.variable_axes}"
+            )
+        names = self.axis_names
+        if names and (
+            len(names) != len(self.shape)
+            or len(set(names)) != len(names)
+            or not all(isinstance(n, str) and n.isidentifier() for n in names)
+        ):
+            raise ValueError(
+                f"axis_names must give {len(self.shape)} distinct names (letters, digits, _), "
+                f"one per axis of {self.shape}, got {names}"
             )
         channels = self.shape[1] if self._is_nchw() else None
         for name in ("mean", "std"):

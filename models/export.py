@@ -68,15 +68,16 @@ def _writer(fmt: str) -> tuple[str, Writer, bool]:
 
 @register_format("onnx", ".onnx")
 def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path, card: dict) -> None:
-    variable = (0, *card["input"]["variable_axes"])  # the batch, and e.g. a sequence's length
-    axes = {axis: "batch" if axis == 0 else f"dim{axis}" for axis in variable}
+    spec = card["input"]
+    names = spec.get("axis_names") or ["batch", *(f"dim{a}" for a in range(1, len(spec["shape"])))]
+    variable = (0, *spec["variable_axes"])  # the batch, and e.g. a sequence's length
     torch.onnx.export(
         module,
         (example,),
         str(path),
         input_names=["input"],
         output_names=["logits"],
-        dynamic_axes={"input": axes, "logits": {0: "batch"}},
+        dynamic_axes={"input": {a: names[a] for a in variable}, "logits": {0: names[0]}},
         opset_version=17,
         dynamo=False,
     )

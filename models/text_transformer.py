@@ -339,6 +339,7 @@ class TextTransformerSupernet(Supernet):
             std=(1.0,),
             layout="NL:int64-token-ids",
             variable_axes=(1,),  # any length up to MAX_LEN, as the validation data may have
+            axis_names=("batch", "sequence"),
             preprocess=f"int64 token ids 0..{VOCAB - 1}, length up to {MAX_LEN}, no padding",
         )
 

@@ -49,6 +49,14 @@ def test_variable_axes_name_axes_after_the_batch() -> None:
             InputSpec(shape=(1, 32), mean=0.0, std=1.0, variable_axes=axes)  # type: ignore[arg-type]
 
 
+def test_axis_names_name_every_axis_once() -> None:
+    named = InputSpec(shape=(1, 32), mean=0.0, std=1.0, axis_names=("batch", "sequence"))  # type: ignore[arg-type]
+    assert named.axis_names == ("batch", "sequence")
+    for names in [("batch",), ("batch", "batch"), ("batch", "seq len"), ("batch", "")]:
+        with pytest.raises(ValueError, match="axis_names must give 2 distinct names"):
+            InputSpec(shape=(1, 32), mean=0.0, std=1.0, axis_names=names)  # type: ignore[arg-type]
+
+
 class _Spaced(Supernet):
     """Just enough of a supernet to ask for its anchors: a space, canonical, encode."""
 

@@ -111,6 +111,7 @@ def test_onnx_export_matches_pytorch_and_the_reported_accuracy(
         "std": [data.STD],
         "layout": "NCHW:L/255",
         "variable_axes": [],
+        "axis_names": [],
         "preprocess": supernet.input_spec(arch).preprocess,
     }
     resized = "then resized to 24 x 24 (torch.nn.functional.interpolate, bilinear, "

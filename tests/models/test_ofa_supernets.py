@@ -129,6 +129,7 @@ def test_onnx_export_runs_under_onnxruntime_with_equal_outputs(
         "std": [0.229, 0.224, 0.225],
         "layout": "NCHW:RGB/255",
         "variable_axes": [],
+        "axis_names": [],
         "preprocess": "RGB image, shorter side resized to 151 (bilinear, antialiased), centre "
         "crop 132 x 132, /255, then (x - mean) / std per channel",
     }

@@ -135,7 +135,7 @@ def test_onnx_and_torchscript_exports_match_pytorch(
         expected = supernet.extract(arch)(ids)
     path = export_subnet(supernet, arch, "onnx", tmp_path / "subnet.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert session.get_inputs()[0].shape == ["batch", "dim1"]
+    assert session.get_inputs()[0].shape == ["batch", "sequence"]
     onnx_logits = session.run(None, {"input": ids.numpy()})[0]
     assert np.abs(onnx_logits - expected.numpy()).max() <= 1e-5
     scripted = torch.jit.load(str(export_subnet(supernet, arch, "torchscript", tmp_path / "s.pt")))
