@@ -427,8 +427,9 @@ class JobsPublic(BaseModel):
     limit: int
     next_after: str | None = Field(
         None,
-        description="the next page's `after` (GET /v1/jobs?after=...): given when this page "
-        "is full (the next one may be empty), null when it is the last",
+        description="the next page's `after` (GET /v1/jobs?after=...): given when more jobs "
+        "follow this page, null when it is the last (jobs submitted since come first, on no "
+        "page after it)",
     )
 
 

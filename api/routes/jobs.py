@@ -92,13 +92,15 @@ def read_jobs(
 ) -> Response:
     """A page of jobs, newest first. On the thread pool: counting and sorting a large table
     takes long enough (~0.1 s for 20,000 jobs) that it must not hold the event loop."""
-    with reading(factory) as connection:
+    with reading(factory) as connection:  # one row more: whether another page follows
         rows, total = q.list_jobs(
-            connection, offset=offset, limit=limit, status=status_filter, kind=kind, after=after
-        )
+            connection, offset=offset, limit=limit + 1, status=status_filter, kind=kind,
+            after=after,
+        )  # fmt: skip
+    rows, more = rows[:limit], len(rows) > limit
     base = api_base(request)
     data = [job_public(j, base, _stall_note(request, j)) for j in rows]
-    following = q.listing_cursor(rows[-1]) if len(rows) == limit else None
+    following = q.listing_cursor(rows[-1]) if more else None
     page = JobsPublic(data=data, count=total, offset=offset, limit=limit, next_after=following)
     return json_response(page)
 

@@ -171,6 +171,11 @@ def test_list_jobs_is_paginated(client: TestClient) -> None:
     assert rest["next_after"] is None  # not full: the last page
     after = client.get("/v1/jobs", params={"limit": 2, "after": page["next_after"]}).json()
     assert after["data"] == rest["data"] and after["count"] == 3
+    assert after["next_after"] is None
+    full = client.get("/v1/jobs", params={"limit": 1, "offset": 2}).json()
+    assert len(full["data"]) == 1 and full["next_after"] is None  # full, but the last page
+    every = client.get("/v1/jobs", params={"limit": 3}).json()
+    assert len(every["data"]) == 3 and every["next_after"] is None
     wrong = client.get("/v1/jobs", params={"after": "nope"})
     assert wrong.status_code == 422 and "is not a page's next_after" in wrong.text
 
