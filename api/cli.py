@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import ipaddress
+import itertools
 import json
 import logging.config
 import math
@@ -268,6 +269,30 @@ def _print_job(
 ) -> None:
     """The job's outcome as one JSON line on stdout, for pipelines."""
     print(json.dumps({k: job[k] for k in keys}))
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """The newest ``--limit`` jobs (0: all), of one status and kind if given: a table, or
+    with ``--json`` one job per line as the API gives it."""
+    jobs = _client(args).iter_jobs(page=min(args.limit or 500, 500), status=args.status,
+                                   kind=args.kind)  # fmt: skip
+    listed = itertools.islice(jobs, args.limit or None)
+    if args.json:
+        for job in listed:
+            print(json.dumps(job))
+        return 0
+    header = f"{'id':<32} {'status':<9} {'kind':<11} {'supernet':<22} {'device':<14} " + (
+        f"{'done':>9} {'front':>5}  created (UTC)"
+    )
+    print(header)
+    print("-" * len(header))
+    for job in listed:
+        progress = job["progress"]
+        done = f"{progress['evaluations_done']}/{progress['budget']}"
+        created = job["created_at"][:19].replace("T", " ")
+        print(f"{job['id']:<32} {job['status']:<9} {job['kind']:<11} {job['supernet']:<22} "
+              f"{job['device']:<14} {done:>9} {progress['front_size']:>5}  {created}")  # fmt: skip
+    return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -588,6 +613,17 @@ def _amount(unit: str) -> Callable[[str], float]:
 _seconds, _days = _amount("seconds"), _amount("days")
 
 
+def _count(text: str) -> int:
+    """An argument's parser: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hwnas",
@@ -601,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve": (cmd_serve, "run the HTTP API (embedded worker unless HWNAS_BROKER_URL)"),
         "submit": (cmd_submit, "submit a search job; prints its id"),
         "wait": (cmd_wait, "follow a job; exits non-zero unless it succeeded"),
+        "jobs": (cmd_jobs, "list the newest jobs"),
         "cancel": (cmd_cancel, "cancel a job (a running one stops after its evaluation)"),
         "delete": (cmd_delete, "delete a job that ended, its evaluations and exported files"),
         "pareto": (cmd_pareto, "print a job's Pareto front"),
@@ -650,6 +687,14 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--no-wait", action="store_true", help="print the job id and exit")
     for name in ("wait", "cancel", "delete", "pareto", "download"):
         sub.choices[name].add_argument("job_id")
+    jobs = sub.choices["jobs"]
+    statuses = ["queued", "running", "succeeded", "failed", "cancelled"]
+    jobs.add_argument("--status", choices=statuses, help="only these")
+    jobs.add_argument("--kind", choices=["search", "calibration"], help="only these")
+    jobs.add_argument(
+        "--limit", type=_count, default=20, help="the newest this many (default 20; 0: all)"
+    )
+    jobs.add_argument("--json", action="store_true", help="one job per line, the API's JSON")
     sub.choices["prune"].add_argument(
         "--older-than", type=_days, required=True, metavar="DAYS", help="days since a job ended"
     )

@@ -19,8 +19,10 @@ import httpx
 import onnx
 import pytest
 
+from api.cli import build_parser
 from api.client import HwnasClient
 from core.settings import Settings
+from store.tables import JobStatus
 
 
 def _free_port() -> int:
@@ -301,3 +303,30 @@ def test_serve_logs_its_mode_and_each_job_with_time_level_and_logger(tmp_path: P
         logged,
     ), logged
     assert re.search(stamp + rf" INFO workers.runner: job {job}: succeeded after ", logged)
+
+
+def test_jobs_lists_the_newest_as_a_table_or_json_lines(server: str) -> None:
+    """``hwnas jobs``: newest first, ``--limit`` of them (0: all, read a page at a time),
+    filtered by status and kind; every status the service has is one it takes."""
+    ids = [
+        hwnas(server, "submit", "--device", "cpu-all", "--seed", str(k)).stdout.strip()
+        for k in range(3)
+    ]  # fmt: skip  (nobody serves cpu-all: queued)
+    table = hwnas(server, "jobs", "--limit", "2")
+    assert table.returncode == 0, table.stderr
+    header, rule, *rows = table.stdout.splitlines()
+    assert header.split()[:3] == ["id", "status", "kind"] and set(rule) == {"-"}
+    assert [row.split()[:5] for row in rows] == [
+        [job_id, "queued", "search", "fmnist-ofa-cnn", "cpu-all"] for job_id in ids[:0:-1]
+    ]
+    assert rows[0].split()[5:7] == ["0/60", "0"]
+    lines = hwnas(server, "jobs", "--limit", "0", "--json", "--status", "queued").stdout
+    assert [json.loads(line)["id"] for line in lines.splitlines()] == ids[::-1]
+    for only in (["--status", "succeeded"], ["--kind", "calibration"]):
+        assert len(hwnas(server, "jobs", *only).stdout.splitlines()) == 2  # the header
+    refused = hwnas(server, "jobs", "--limit", "-1")
+    assert refused.returncode == 2 and "not a whole number" in refused.stderr
+    parser = build_parser()
+    jobs = parser._subparsers._group_actions[0].choices["jobs"]  # type: ignore[union-attr]
+    [status] = [a for a in jobs._actions if a.dest == "status"]
+    assert status.choices == [s.value for s in JobStatus]
