@@ -95,7 +95,22 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         spec.setdefault("budget", {})["failures"] = args.failures
     if args.validation_data:
         spec["validation_data"] = args.validation_data
+    if args.label:  # only then: a server before labels refuses the key (422)
+        spec["labels"] = parse_labels(args.label, values=True)
     return spec
+
+
+def parse_labels(given: list[str], *, values: bool) -> dict[str, str | None]:
+    """``--label NAME=VALUE`` arguments as a dict (``values=False``: a NAME alone is
+    taken too, as None: any value); ``InvalidInput`` for one without a name."""
+    labels: dict[str, str | None] = {}
+    for item in given:
+        name, equals, value = item.partition("=")
+        if not name or not (equals or not values):
+            form = "NAME=VALUE" if values else "NAME=VALUE or NAME"
+            raise InvalidInput(f"--label {item!r}: give {form}", field="label")
+        labels[name] = value if equals else None
+    return labels
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -274,15 +289,16 @@ def _print_job(
 def cmd_jobs(args: argparse.Namespace) -> int:
     """The newest ``--limit`` jobs (0: all), of one status and kind if given: a table, or
     with ``--json`` one job per line as the API gives it."""
+    labels = parse_labels(args.label or [], values=False)
     jobs = _client(args).iter_jobs(page=min(args.limit or 500, 500), status=args.status,
-                                   kind=args.kind)  # fmt: skip
+                                   kind=args.kind, labels=labels)  # fmt: skip
     listed = itertools.islice(jobs, args.limit or None)
     if args.json:
         for job in listed:
             print(json.dumps(job))
         return 0
     header = f"{'id':<32} {'status':<9} {'kind':<11} {'supernet':<22} {'device':<14} " + (
-        f"{'done':>9} {'front':>5}  created (UTC)"
+        f"{'done':>9} {'front':>5}  created (UTC)        labels"
     )
     print(header)
     print("-" * len(header))
@@ -290,8 +306,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         progress = job["progress"]
         done = f"{progress['evaluations_done']}/{progress['budget']}"
         created = job["created_at"][:19].replace("T", " ")
+        carried = ",".join(f"{k}={v}" for k, v in job.get("labels", {}).items())
         print(f"{job['id']:<32} {job['status']:<9} {job['kind']:<11} {job['supernet']:<22} "
-              f"{job['device']:<14} {done:>9} {progress['front_size']:>5}  {created}")  # fmt: skip
+              f"{job['device']:<14} {done:>9} {progress['front_size']:>5}  {created}"
+              f"{'  ' + carried if carried else ''}")  # fmt: skip
     return 0
 
 
@@ -582,6 +600,11 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--validation-data", default=None, help="a file or image directory under the data roots"
     )
+    parser.add_argument(
+        "--label",
+        action="append",
+        help="NAME=VALUE: a label of the job (repeatable), which hwnas jobs --label lists by",
+    )
 
 
 def _port(text: str) -> int:
@@ -695,6 +718,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_count, default=20, help="the newest this many (default 20; 0: all)"
     )
     jobs.add_argument("--json", action="store_true", help="one job per line, the API's JSON")
+    jobs.add_argument(
+        "--label",
+        action="append",
+        help="NAME=VALUE, or NAME for any value: only jobs carrying it (repeatable: all)",
+    )
     sub.choices["prune"].add_argument(
         "--older-than", type=_days, required=True, metavar="DAYS", help="days since a job ended"
     )

@@ -162,26 +162,35 @@ class HwnasClient:
         status: str | None = None,
         kind: str | None = None,
         after: str | None = None,
+        labels: dict[str, str | None] | None = None,
     ) -> dict[str, Any]:
-        """One page of jobs, newest first, of one ``status`` and ``kind`` if given: ``data``,
+        """One page of jobs, newest first, of one ``status`` and ``kind`` if given, carrying
+        every one of ``labels`` (a value of None: the name with any value): ``data``,
         ``count`` (the number of all that match) and ``next_after``, the next page's
         ``after`` (None after the last). ``iter_jobs`` reads every page."""
         given = (("status", status), ("kind", kind), ("after", after))
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         params.update({k: v for k, v in given if v is not None})
+        if labels:
+            params["label"] = [n if v is None else f"{n}={v}" for n, v in labels.items()]
         return dict(self._json("GET", "/v1/jobs", params=params))
 
     def iter_jobs(
-        self, *, page: int = 200, status: str | None = None, kind: str | None = None
+        self,
+        *,
+        page: int = 200,
+        status: str | None = None,
+        kind: str | None = None,
+        labels: dict[str, str | None] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Every job of that ``status`` and ``kind``, newest first, a page at a time, each
-        once: a page starts after the last job of the one before (``after``), so jobs
-        submitted meanwhile move none (a server that gives no ``next_after``: by offset)."""
-        answer = self.jobs(limit=page, status=status, kind=kind)
+        """Every job of that ``status``, ``kind`` and ``labels``, newest first, a page at a
+        time, each once: a page starts after the last job of the one before (``after``), so
+        jobs submitted meanwhile move none (a server that gives no ``next_after``: by
+        offset)."""
+        where: dict[str, Any] = {"status": status, "kind": kind, "labels": labels}
+        answer = self.jobs(limit=page, **where)
         if "next_after" not in answer:  # an older server: its first page read again
-            yield from self._pages(
-                lambda offset: self.jobs(offset=offset, limit=page, status=status, kind=kind)
-            )
+            yield from self._pages(lambda offset: self.jobs(offset=offset, limit=page, **where))
             return
         after = None
         while True:
@@ -190,7 +199,7 @@ class HwnasClient:
             if not answer["data"] or following is None or following == after:  # the end
                 return
             after = following
-            answer = self.jobs(limit=page, status=status, kind=kind, after=after)
+            answer = self.jobs(limit=page, after=after, **where)
 
     def evaluations(self, job_id: str, *, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         """One page of the job's evaluations, in the order they were measured: ``data`` and

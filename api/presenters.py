@@ -21,6 +21,7 @@ from api.schemas import (
 from hardware_profiles.latency_predictor import MIN_MEASUREMENTS, trusted_as_prior
 from store.jobs import (
     FAILED,
+    LABELS_KEY,
     JobRow,
     failures_allowed,
     failures_counted,
@@ -90,6 +91,7 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
         device=job.device,
         strategy=job.strategy,
         seed=job.seed,
+        labels=spec.get(LABELS_KEY, {}),
         warm_start=spec.get("warm_start", True),
         latency_prior=spec.get("latency_prior", True),
         objectives=spec["objectives"],

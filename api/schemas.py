@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -118,6 +119,28 @@ class BudgetIn(BaseModel):
         return value
 
 
+#: A job's labels (``JobCreate.labels``): how many, a name's form, a value's length.
+MAX_LABELS = 16
+LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+LABEL_VALUE_CHARS = 200
+
+
+def check_label(name: str, value: str | None) -> None:
+    """``ValueError`` unless ``name`` is a label's name and ``value`` (None: not given) a
+    label's value: printable text (no control character, no lone surrogate)."""
+    if not LABEL_NAME.fullmatch(name):
+        raise ValueError(
+            f"label name {shown(name)} must be 1-63 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    if value is None:
+        return
+    if len(value) > LABEL_VALUE_CHARS:
+        raise ValueError(f"label {name}: at most {LABEL_VALUE_CHARS} characters, got {len(value)}")
+    if not value.isprintable():  # a control character, a lone surrogate (not storable)
+        raise ValueError(f"label {name}: {shown(value)} holds a character that is not printable")
+
+
 def _known(kind: str, value: str, known: list[str]) -> str:
     if value not in known:
         raise ValueError(str(UnknownName(kind, value, known)))
@@ -176,6 +199,14 @@ class JobCreate(BaseModel):
         "device (the job's message names it); false: none, so that a seed gives the same "
         "proposals whatever was calibrated since",
     )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"the job's labels, name: value (such as project: kws, or a pipeline's "
+        f"run id), at most {MAX_LABELS}: GET /v1/jobs?label=name=value lists the jobs that "
+        f"carry them. A name is 1-63 letters, digits, '_', '.' or '-', starting with a "
+        f"letter or digit; a value at most {LABEL_VALUE_CHARS} printable characters",
+    )
+    # after every other field, before validation_data: its check reads them (info.data)
     validation_data: str | None = Field(
         None,
         description="a .npz or .pt file under HWNAS_DATA_ROOTS ('inputs', 'labels', optional "
@@ -208,6 +239,15 @@ class JobCreate(BaseModel):
     @classmethod
     def _strategy(cls, value: str) -> str:
         return _known("strategy", value, list_strategies())
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_LABELS:
+            raise ValueError(f"at most {MAX_LABELS} labels, got {len(value)}")
+        for name, said in value.items():
+            check_label(name, said)
+        return value
 
     @field_validator("validation_data")
     @classmethod
@@ -359,9 +399,9 @@ class FailedEvaluation(FailedSample):
     retried_from: str | None = Field(
         None,
         description="the earlier job where it failed before: a warm start leaves one in 10 "
-        "of those failures for the job to measure again if its search proposes them (a "
-        "failure may have been the device's state then); it failed again here, not counted "
-        "towards budget.failures",
+        "of those failures, and those of jobs 5 or more jobs old, for the job to measure "
+        "again if its search proposes them (a failure may have been the device's state "
+        "then); it failed again here, not counted towards budget.failures",
     )
 
 
@@ -398,6 +438,7 @@ class JobPublic(BaseModel):
     device: str
     strategy: str
     seed: int
+    labels: dict[str, str] = Field(default_factory=dict, description="as submitted")
     warm_start: bool
     latency_prior: bool = Field(
         True, description="whether a calibrated latency predictor may screen its proposals"

@@ -11,10 +11,15 @@ Without a public URL nothing changes: like job URLs, the redirect follows the re
 
 from __future__ import annotations
 
+from urllib.parse import quote, quote_from_bytes
+
 from fastapi import FastAPI
 from starlette.responses import RedirectResponse
 from starlette.routing import BaseRoute, Match, get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+_PATH_SAFE = "/:@!$&'()*+,;=~"  # RFC 3986 path characters besides unreserved ones
+_QUERY_SAFE = _PATH_SAFE + "?%[]"  # and a query's escapes as they came
 
 
 def redirect_slashes_to(app: FastAPI, public_url: str) -> None:
@@ -41,8 +46,10 @@ class _SlashRedirect:
             other = path.rstrip("/") if path.endswith("/") else path + "/"
             moved = {**scope, "path": scope.get("root_path", "") + other}
             if any(route.matches(moved)[0] is not Match.NONE for route in self._routes):
-                query = scope.get("query_string", b"").decode("latin-1")
-                location = self._public_url + other + (f"?{query}" if query else "")
+                # the path as sent (a %3F stays one), the query's bytes as they came
+                path = quote(other, safe=_PATH_SAFE)
+                query = quote_from_bytes(scope.get("query_string", b""), safe=_QUERY_SAFE)
+                location = self._public_url + path + (f"?{query}" if query else "")
                 await RedirectResponse(location)(scope, receive, send)
                 return
         await self._fallback(scope, receive, send)

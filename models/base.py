@@ -66,7 +66,10 @@ class InputSpec:
             raise ValueError(
                 f"variable_axes must name axes 1..{len(self.shape) - 1}, got {self.variable_axes}"
             )
-        names = self.axis_names
+        if isinstance(self.axis_names, str):  # "bs" would name the axes b and s
+            raise ValueError(f"axis_names must be a tuple of names, got {self.axis_names!r}")
+        names = tuple(self.axis_names)
+        object.__setattr__(self, "axis_names", names)  # frozen: a list kept it unhashable
         if names and (
             len(names) != len(self.shape)
             or len(set(names)) != len(names)

@@ -129,7 +129,8 @@ def export_subnet(
     scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     scratch.mkdir()
     tmp = scratch / path.name
-    card = architecture_card(supernet, arch, extra, _output_of(supernet, module, example))
+    batch = (supernet.input_spec(supernet.canonical(arch)).axis_names or ("batch",))[0]
+    card = architecture_card(supernet, arch, extra, _output_of(supernet, module, example, batch))
     try:
         if leaks and isolate is not None:  # where the arguments cannot be sent, here
             isolate(_quiet, writer, module, example, tmp, card)
@@ -168,15 +169,18 @@ def architecture_card(
     }
 
 
-def _output_of(supernet: Supernet, module: nn.Module, example: torch.Tensor) -> dict[str, Any]:
-    """What the file's output is: its shape (the batch first), the ONNX output's name, and
-    the class of each index where the supernet names them (a deployer had to find the
-    label order elsewhere, user probe of session 21)."""
+def _output_of(
+    supernet: Supernet, module: nn.Module, example: torch.Tensor, batch: str = "batch"
+) -> dict[str, Any]:
+    """What the file's output is: its shape (the batch first, named ``batch``, as the ONNX
+    file names it), the ONNX output's name, and the class of each index where the supernet
+    names them (a deployer had to find the label order elsewhere, user probe of session
+    21)."""
     with torch.no_grad():
         out = module(example)
     if not isinstance(out, torch.Tensor):
         return {}
-    output: dict[str, Any] = {"shape": ["batch", *out.shape[1:]], "onnx_name": "logits"}
+    output: dict[str, Any] = {"shape": [batch, *out.shape[1:]], "onnx_name": "logits"}
     classes = supernet.output_classes()
     if classes is not None and out.dim() == 2 and len(classes) == out.shape[1]:
         output["classes"] = list(classes)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import json
 import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -34,10 +35,14 @@ from sqlalchemy.orm import Session
 from core.errors import Conflict, InvalidInput, NotFound, shown
 from search import Bound, is_feasible
 
-from .tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
+from .tables import Evaluation, Job, JobKind, JobLabel, JobStatus, LatencyPredictorRecord, utcnow
 
 JOBS = cast(Table, Job.__table__)
 EVALUATIONS = cast(Table, Evaluation.__table__)
+LABELS = cast(Table, JobLabel.__table__)
+#: The spec's key for a job's labels, ``{name: value}`` (``JobCreate.labels``), also stored
+#: as rows of ``LABELS`` for the listing's filter.
+LABELS_KEY = "labels"
 # What the API reads: a Core row of the jobs table, with the same attribute names as ``Job``
 # (typed columns: enums, JSON, datetimes). Building ORM objects costs ~4x the query itself on
 # SQLite, and read paths never change what they read.
@@ -63,6 +68,16 @@ _INSERT_JOBS_FROM_JSON = text(
     + ", ".join(_SPEC_FROM_TEXT if name == "spec" else name for name in _JOB_COLUMNS)
     + f" FROM json_populate_recordset(NULL::{JOBS.name}, :rows) "
     "ON CONFLICT (id) DO NOTHING"
+)
+# The same with the batch's labels, where it has any: one statement still (atomic, and
+# idempotent: the labels of jobs the first try stored are not inserted again).
+_INSERT_LABELS = insert(LABELS)
+_INSERT_JOBS_AND_LABELS_FROM_JSON = text(
+    "WITH new_jobs AS ("
+    + _INSERT_JOBS_FROM_JSON.text
+    + f" RETURNING id) INSERT INTO {LABELS.name} (job_id, name, value) "
+    f"SELECT l.job_id, l.name, l.value FROM json_populate_recordset(NULL::{LABELS.name}, "
+    ":labels) AS l JOIN new_jobs ON new_jobs.id = l.job_id"
 )
 _READ_JOB = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
 
@@ -119,12 +134,24 @@ class NewJobs:
             now = _now_as_read(connection)
             self._values = [_new_job_values(spec, note, now) for spec, note in self._submissions]
         values = self._values
+        labels = [
+            {"job_id": row["id"], "name": name, "value": value}
+            for row in values
+            for name, value in row["spec"].get(LABELS_KEY, {}).items()
+        ]
         if _dialect(connection) == "postgresql":
             documents = [{**row, "spec": json.dumps(row["spec"])} for row in values]
             rows = json.dumps(documents, default=_json_timestamp)
-            connection.execute(_INSERT_JOBS_FROM_JSON, {"rows": rows})
+            if labels:
+                connection.execute(
+                    _INSERT_JOBS_AND_LABELS_FROM_JSON, {"rows": rows, "labels": json.dumps(labels)}
+                )
+            else:
+                connection.execute(_INSERT_JOBS_FROM_JSON, {"rows": rows})
         else:
             connection.execute(_INSERT_JOBS, values)
+            if labels:
+                connection.execute(_INSERT_LABELS, labels)
         return [_job_row([row[name] for name in _JOB_COLUMNS]) for row in values]
 
 
@@ -207,9 +234,11 @@ def list_jobs(
     status: JobStatus | None = None,
     kind: JobKind | None = None,
     after: str | None = None,
+    labels: Sequence[tuple[str, str | None]] = (),
 ) -> tuple[list[JobRow], int]:
     """A page of jobs, newest first (``created_at``, then id), of one ``status`` and
-    ``kind`` if given, and how many match in all. ``after``: a ``listing_cursor`` of the
+    ``kind`` if given, carrying every one of ``labels`` (name and value, or a name alone:
+    any value), and how many match in all. ``after``: a ``listing_cursor`` of the
     last job of the previous page; the page starts after it (``offset`` counts from there):
     the index on ``created_at`` finds it, where a deep ``offset`` walks every row before it,
     and jobs submitted meanwhile, being newer, do not move the pages."""
@@ -219,6 +248,11 @@ def list_jobs(
         query = query.where(JOBS.c.status == status)
     if kind is not None:
         query = query.where(JOBS.c.kind == kind)
+    for name, value in labels:
+        carrying = select(LABELS.c.job_id).where(LABELS.c.name == name)
+        if value is not None:
+            carrying = carrying.where(LABELS.c.value == value)
+        query = query.where(JOBS.c.id.in_(carrying))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     if start is not None:
         created_at, job_id = start
@@ -488,6 +522,7 @@ def _delete(session: Session, ids: list[str]) -> None:
         .values(job_id=None)
     )
     session.execute(delete(Evaluation).where(Evaluation.job_id.in_(ids)))
+    session.execute(delete(JobLabel).where(JobLabel.job_id.in_(ids)))
     session.execute(delete(Job).where(Job.id.in_(ids)))
 
 
@@ -768,7 +803,8 @@ MEASURED_WITH = "measured_with"
 #: sub-network id, written at the job's first run so that a resumed run measures the same.
 ANCHORS = "anchors"
 #: The spec's key for a search job's failed measurements: ``{"subnet_id", "error",
-#: "anchor", "after"}`` each (``after``: the measurements the job had made then;
+#: "anchor", "after", "at"}`` each (``after``: the measurements the job had made then;
+#: ``at``: when, in UTC, ISO 8601;
 #: ``QUALITY_STEP`` where it failed in a step only a quality evaluation runs), written as
 #: they fail, so that a resumed run proposes none of them again and counts them towards the
 #: job's ``budget.failures``; a warm start adds those of earlier jobs on the pair first, with
@@ -786,8 +822,8 @@ QUALITY_STEP = "quality_step"
 RETRYING = "retrying"
 RETRIED_FROM = "retried_from"
 #: The key ``prior_failures`` adds to each failure it finds: how many of the pair's jobs
-#: measured something after the job where it failed (newer, measuring alike): how old the
-#: failure is, in jobs.
+#: (measuring alike) that measured something ended after it failed: how old the failure is,
+#: in jobs.
 JOBS_SINCE = "jobs_since"
 
 
@@ -851,7 +887,7 @@ def prior_evaluations(
                 session, supernet, on_device, exclude_job, measured_with, validation_data
             )
         )
-    matching = [job_id for job_id, _, _ in jobs]
+    matching = [job.id for job in jobs]
     if not matching:
         return []
     # Copies are left out by the database, through the index on (job_id, reused): every
@@ -881,8 +917,13 @@ def prior_evaluations(
     return list(found.values())
 
 
-#: Another job as ``measuring_alike`` gives it: its id, spec and measurements made.
-AlikeJob = tuple[str, dict[str, Any], int]
+class AlikeJob(NamedTuple):
+    """Another job as ``measuring_alike`` gives it."""
+
+    id: str
+    spec: dict[str, Any]
+    done: int  # measurements made
+    finished_at: datetime | None
 
 
 def measuring_alike(
@@ -916,7 +957,7 @@ def _measuring_alike(
     devices ``on_device`` selects that measured as ``measured_with`` says
     (``prior_evaluations``), newest first."""
     jobs = (
-        select(Job.id, Job.spec, Job.evaluations_done)
+        select(Job.id, Job.spec, Job.evaluations_done, Job.finished_at)
         .where(Job.supernet == supernet, on_device, Job.id != exclude_job)
         .where(Job.kind == JobKind.search)
         .order_by(Job.created_at.desc(), Job.id.desc())
@@ -924,21 +965,22 @@ def _measuring_alike(
     # The specs are compared here, not by the database's JSON operators: a spec may hold a
     # lone surrogate escape (a file name that is not UTF-8), which PostgreSQL's json
     # operators refuse for the whole document, and SQLite's driver refuses as a parameter.
-    for job_id, spec, done in session.execute(jobs):
+    for job_id, spec, done, finished_at in session.execute(jobs):
         if spec.get(MEASURED_WITH) == measured_with and (
             # a fingerprint is the weights' and data's content, whatever path named the
             # data; without one (a recorded table, a plugin that gives none), the path is
             # all there is
             measured_with is not None or spec.get("validation_data") == validation_data
         ):
-            yield job_id, spec, done
+            yield AlikeJob(job_id, spec, done, finished_at)
 
 
 #: ``prior_failures`` leaves out runs of this many failures in a row or more: a device's
 #: passing state (a few minutes of another process holding its memory) more than the
 #: sub-networks' (review 25b: a job whose measurements 4-8 failed, then the device worked).
 #: A sub-network measured again after it failed in an earlier job (``RETRIED_FROM``) is in
-#: the run too: not counted against the job's allowance, but the device failed it then.
+#: the run too (not counted against the job's allowance, but the device failed it then),
+#: though itself shared whatever run it was in: it failed in two jobs.
 SHARED_RUN = 3
 
 
@@ -959,7 +1001,9 @@ def prior_failures(
     """The sub-networks of ``supernet`` whose measurement failed on ``device`` in other
     search jobs that measured alike (``prior_evaluations``'s ``measured_with`` rule), each
     as the job that saw it fail lists it (``FAILED``) with ``REUSED_FROM``: that job, and
-    ``JOBS_SINCE``: how many of those jobs measured something after it; the newest first,
+    ``JOBS_SINCE``: how many of those jobs, having measured something, ended after it
+    failed (its ``at``; an entry written before it was recorded: when its job ended); the
+    newest first,
     at most ``limit``, none of ``skip``. Only failures the job measured something after:
     not a run of failures that ended it or that it ended on (a device that
     broke, a plugin that fails every measurement); not a run of ``SHARED_RUN`` or more in a
@@ -977,22 +1021,22 @@ def prior_failures(
             session, supernet=supernet, device=device, validation_data=validation_data,
             exclude_job=exclude_job, measured_with=measured_with,
         )  # fmt: skip
-    since = 0  # jobs that measured something, newer than this one
-    for job_id, spec, done in jobs:
-        read.append(job_id)
-        own = [e for e in spec.get(FAILED, []) if not (e.get("anchor") or e.get(REUSED_FROM))]
+    ended = sorted(_in_utc(j.finished_at) for j in jobs if j.done and j.finished_at)
+    for job in jobs:
+        read.append(job.id)
+        own = [e for e in job.spec.get(FAILED, []) if not (e.get("anchor") or e.get(REUSED_FROM))]
         in_a_row = Counter(e.get("after") for e in own)  # the job's measurements then
         for entry in reversed(own):
             after = entry.get("after")  # None in entries written before it was
-            if entry["subnet_id"] in skip or not isinstance(after, int) or after >= done:
+            if entry["subnet_id"] in skip or not isinstance(after, int) or after >= job.done:
                 continue
             if not quality and entry.get(QUALITY_STEP):
                 continue
-            if in_a_row[after] < SHARED_RUN:
+            if in_a_row[after] < SHARED_RUN or entry.get(RETRIED_FROM):
+                since = _jobs_ended_since(ended, _failed_at(entry, job), job)
                 found.setdefault(
-                    entry["subnet_id"], {**entry, REUSED_FROM: job_id, JOBS_SINCE: since}
+                    entry["subnet_id"], {**entry, REUSED_FROM: job.id, JOBS_SINCE: since}
                 )
-        since += done > 0
         if len(found) >= _IN_LIST_MAX:  # enough to choose ``limit`` from
             break
     if found:  # measured in one of those jobs since, or before: not the sub-network's fault
@@ -1016,6 +1060,25 @@ def prior_failures(
             if evaluated or not entry.get(QUALITY_STEP):
                 del found[subnet_id]
     return list(found.values())[:limit]
+
+
+def _failed_at(entry: Mapping[str, Any], job: AlikeJob) -> datetime | None:
+    """When a failure (``FAILED`` entry of ``job``) happened: its ``at``, else (an entry
+    written before it was recorded) when its job ended; None if neither is known."""
+    try:
+        return _in_utc(datetime.fromisoformat(entry["at"]))
+    except (KeyError, TypeError, ValueError):
+        return None if job.finished_at is None else _in_utc(job.finished_at)
+
+
+def _jobs_ended_since(ended: list[datetime], at: datetime | None, origin: AlikeJob) -> int:
+    """Of the jobs that measured something, ended at ``ended`` (sorted), how many ended after
+    ``at``, ``origin`` (the job where the failure was) aside; 0 when ``at`` is unknown."""
+    if at is None:
+        return 0
+    later = len(ended) - bisect.bisect_right(ended, at)
+    itself = bool(origin.done and origin.finished_at and _in_utc(origin.finished_at) > at)
+    return later - itself
 
 
 def get_evaluation(session: Session, job_id: str, subnet_id: str) -> Evaluation:

@@ -133,6 +133,18 @@ class Evaluation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class JobLabel(Base):
+    """One label of one job (``JobCreate.labels``: the user's name=value, such as
+    ``project=kws``), by which the job listing filters; the job's spec holds them too."""
+
+    __tablename__ = "job_labels"
+    __table_args__ = (Index("ix_job_labels_name_value", "name", "value"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
 class DatabaseIdentity(Base):
     """One row: the database's random id (made by its migration), which workers announce
     with their devices so that an API counts only workers of its own database."""

@@ -5,7 +5,7 @@ killed) is recorded in the job's spec (``store.jobs.FAILED``), told to the strat
 (never proposed again, a resumed run too) and counted against the job's ``budget.failures``
 (``store.jobs.failures_allowed``); an anchor's failure is recorded without counting, as is
 that of a sub-network the job measured again after it failed in an earlier job
-(``RETRY_ONE_IN``). The runner (``JobRunner._skipped``) decides with
+(``RETRY_ONE_IN``, ``SHARED_JOBS``). The runner (``JobRunner._skipped``) decides with
 :meth:`Failures.ends_the_job` and writes the entry; a resumed run replays the spec's list
 with :func:`replay` (a calibration job, which measures a fixed sample, skips them:
 :func:`recorded`). A warm start adds earlier jobs' failures first (:func:`shared`,
@@ -21,6 +21,7 @@ from typing import Any
 from models.base import Supernet
 from search import Strategy
 from store import jobs as q
+from store.tables import utcnow
 
 from .anchors import recorded_archs
 
@@ -48,8 +49,8 @@ SHARED_ERROR_CHARS = 200
 #: sub-network's, and one never measured again would be shared for good. One that fails
 #: again costs the job a measurement's time, not its allowance (``store.jobs.RETRIED_FROM``).
 RETRY_ONE_IN = 10
-#: A failure found in an earlier job after which this many of the pair's jobs measured
-#: something is left for the job to measure again too (``RETRYING``), not taken: the
+#: A failure found in an earlier job after which this many of the pair's jobs that measured
+#: something ended is left for the job to measure again too (``RETRYING``), not taken: the
 #: device's passing state (another process holding its memory) is not the sub-network's,
 #: and a failure the search never proposes again is never re-tried by ``RETRY_ONE_IN``. A
 #: lasting one fails again (not counted) and is shared from that job, for as many jobs more.
@@ -141,9 +142,16 @@ def entry(
     """A failed measurement as the job's spec lists it (``store.jobs.FAILED``), with the
     measurements the job had made then (``after``: a resumed run counts the failures in a
     row from it, and a warm start shares only the failures a job measured something after:
-    ``store.jobs.prior_failures``); ``quality_step``: it failed in a step only a quality
+    ``store.jobs.prior_failures``) and when (``at``: a warm start counts the jobs that
+    ended since, ``SHARED_JOBS``); ``quality_step``: it failed in a step only a quality
     evaluation runs; ``retried_from``: the earlier job where it failed before."""
-    listed = {"subnet_id": key, "error": said[:ERROR_CHARS], "anchor": anchor, "after": done}
+    listed = {
+        "subnet_id": key,
+        "error": said[:ERROR_CHARS],
+        "anchor": anchor,
+        "after": done,
+        "at": utcnow().isoformat(),
+    }
     if quality_step:
         listed[q.QUALITY_STEP] = True
     if retried_from:

@@ -9,8 +9,9 @@ metric the job's objectives and constraints need, accuracy measured with the sam
 and validation data (``measured_with``), and a latency not timed on a busy device
 (``busy_device.noisy``) are taken. The failures (``failures.shared``) are told as failed:
 never proposed, and linas learns from them which sub-networks fail; they do not count
-against the job's ``budget.failures``. One in ``failures.RETRY_ONE_IN`` of them is left for
-the job to measure again if its search proposes it (``store.jobs.RETRYING``).
+against the job's ``budget.failures``. One in ``failures.RETRY_ONE_IN`` of them, and those
+``failures.SHARED_JOBS`` or more jobs old, are left for the job to measure again if its
+search proposes them (``store.jobs.RETRYING``).
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def copy_earlier(
     earlier = q.prior_failures(
         session, **alike, limit=min(limit, failures.SHARED_MAX), quality=quality, jobs=jobs,
         quality_metrics=quality_metrics,
-        skip={e.subnet_id for e in stored} | {e["subnet_id"] for e in listed},
+        skip={e.subnet_id for e in stored} | {e["subnet_id"] for e in listed}
+        | set(job.spec.get(q.RETRYING, {})),  # an earlier run's choices stand
     )  # fmt: skip
     if earlier:
         retry = failures.to_retry(job.id, earlier)

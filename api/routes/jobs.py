@@ -30,7 +30,15 @@ from api.presenters import (
     predictors_path,
     stall_note,
 )
-from api.schemas import EvaluationsPublic, JobCreate, JobPublic, JobsPublic, ParetoPublic
+from api.schemas import (
+    MAX_LABELS,
+    EvaluationsPublic,
+    JobCreate,
+    JobPublic,
+    JobsPublic,
+    ParetoPublic,
+    check_label,
+)
 from core.errors import Conflict, HwnasError, InvalidInput, NotFound, ServiceUnavailable
 from hardware_profiles import device_lock
 from hardware_profiles.isolated import ChildDied, run_once
@@ -46,6 +54,10 @@ from store.tables import Job, JobKind, JobStatus
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]  # the databases' largest OFFSET
 Limit = Annotated[int, Query(ge=1, le=500)]
+LABEL_SAID = (
+    "name=value: only jobs carrying that label (JobCreate.labels); a name alone: that label "
+    "with any value; repeated: every one of them"
+)
 AFTER_SAID = (
     "next_after of the previous page: this page starts after its last job (offset counts "
     "from there); unlike a deep offset, it reads no row before it (the count still counts "
@@ -89,13 +101,15 @@ def read_jobs(
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     kind: Annotated[JobKind | None, Query(description="search or calibration")] = None,
     after: Annotated[str | None, Query(max_length=200, description=AFTER_SAID)] = None,
+    label: Annotated[list[str] | None, Query(max_length=300, description=LABEL_SAID)] = None,
 ) -> Response:
     """A page of jobs, newest first. On the thread pool: counting and sorting a large table
     takes long enough (~0.1 s for 20,000 jobs) that it must not hold the event loop."""
+    labels = _label_filters(label or [])
     with reading(factory) as connection:  # one row more: whether another page follows
         rows, total = q.list_jobs(
             connection, offset=offset, limit=limit + 1, status=status_filter, kind=kind,
-            after=after,
+            after=after, labels=labels,
         )  # fmt: skip
     rows, more = rows[:limit], len(rows) > limit
     base = api_base(request)
@@ -103,6 +117,21 @@ def read_jobs(
     following = q.listing_cursor(rows[-1]) if more else None
     page = JobsPublic(data=data, count=total, offset=offset, limit=limit, next_after=following)
     return json_response(page)
+
+
+def _label_filters(given: list[str]) -> list[tuple[str, str | None]]:
+    """``label`` parameters as (name, value), or (name, None) for a name alone."""
+    if len(given) > MAX_LABELS:
+        raise InvalidInput(f"at most {MAX_LABELS} label filters, got {len(given)}", field="label")
+    filters = []
+    for item in given:
+        name, equals, value = item.partition("=")
+        try:
+            check_label(name, value if equals else None)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="label") from None
+        filters.append((name, value if equals else None))
+    return filters
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=error_answers(404))

@@ -307,11 +307,14 @@ def test_serve_logs_its_mode_and_each_job_with_time_level_and_logger(tmp_path: P
 
 def test_jobs_lists_the_newest_as_a_table_or_json_lines(server: str) -> None:
     """``hwnas jobs``: newest first, ``--limit`` of them (0: all, read a page at a time),
-    filtered by status and kind; every status the service has is one it takes."""
-    ids = [
-        hwnas(server, "submit", "--device", "cpu-all", "--seed", str(k)).stdout.strip()
+    filtered by status, kind and labels; every status the service has is one it takes."""
+    labels = ["--label", "project=kws", "--label"]
+    ids = [  # nobody serves cpu-all: queued
+        hwnas(
+            server, "submit", "--device", "cpu-all", "--seed", f"{k}", *labels, f"run={k}"
+        ).stdout.strip()
         for k in range(3)
-    ]  # fmt: skip  (nobody serves cpu-all: queued)
+    ]
     table = hwnas(server, "jobs", "--limit", "2")
     assert table.returncode == 0, table.stderr
     header, rule, *rows = table.stdout.splitlines()
@@ -319,7 +322,10 @@ def test_jobs_lists_the_newest_as_a_table_or_json_lines(server: str) -> None:
     assert [row.split()[:5] for row in rows] == [
         [job_id, "queued", "search", "fmnist-ofa-cnn", "cpu-all"] for job_id in ids[:0:-1]
     ]
-    assert rows[0].split()[5:7] == ["0/60", "0"]
+    assert rows[0].split()[5:7] == ["0/60", "0"] and rows[0].endswith("  project=kws,run=2")
+    by_label = hwnas(server, "jobs", "--label", "project", "--label", "run=1", "--json")
+    assert [json.loads(line)["id"] for line in by_label.stdout.splitlines()] == [ids[1]]
+    assert json.loads(by_label.stdout)["labels"] == {"project": "kws", "run": "1"}
     lines = hwnas(server, "jobs", "--limit", "0", "--json", "--status", "queued").stdout
     assert [json.loads(line)["id"] for line in lines.splitlines()] == ids[::-1]
     for only in (["--status", "succeeded"], ["--kind", "calibration"]):

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from api.cli import main, parse_constraints
-from core.errors import HwnasError
+from core.errors import HwnasError, InvalidInput
 from core.settings import get_settings
 from hardware_profiles.configured import device_profile, servable
 
@@ -439,6 +439,19 @@ def test_the_latency_prior_is_sent_only_when_turned_off() -> None:
     parse = build_parser().parse_args
     assert "latency_prior" not in build_spec(parse(["submit"]))
     assert build_spec(parse(["run", "--no-latency-prior"]))["latency_prior"] is False
+
+
+def test_labels_are_sent_only_when_given_and_each_needs_a_name() -> None:
+    from api.cli import build_parser, build_spec, parse_labels
+
+    parse = build_parser().parse_args
+    assert "labels" not in build_spec(parse(["submit"]))  # an older server refuses the key
+    given = parse(["submit", "--label", "project=kws", "--label", "run=a=b", "--label", "e="])
+    assert build_spec(given)["labels"] == {"project": "kws", "run": "a=b", "e": ""}
+    assert parse_labels(["project", "run=7"], values=False) == {"project": None, "run": "7"}
+    for wrong, values in [("project", True), ("=kws", True), ("=", False)]:
+        with pytest.raises(InvalidInput, match="--label"):
+            parse_labels([wrong], values=values)
 
 
 def test_the_default_budget_of_failures_is_half_the_evaluations_at_least_3() -> None:

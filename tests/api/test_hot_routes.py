@@ -308,18 +308,25 @@ def test_the_public_url_names_the_jobs_whatever_host_the_client_says(tmp_path: P
 def test_a_path_with_or_without_a_final_slash_is_redirected_on_the_public_url(
     tmp_path: Path, public_url: str
 ) -> None:
-    """``/v1/jobs/`` is redirected to ``/v1/jobs`` (and the other way for a route with a
-    final slash), the query kept: on ``HWNAS_PUBLIC_URL`` where it is set (Starlette's own
-    redirect names the client's Host); a path no route takes is a 404 either way."""
+    """``/v1/jobs/`` is redirected to ``/v1/jobs``, the path's escapes and the query kept:
+    on ``HWNAS_PUBLIC_URL`` where it is set (Starlette's own redirect names the client's
+    Host); a path no route takes is a 404 either way."""
     settings = embedded_settings(tmp_path, public_url=public_url, embedded_devices="none")
     evil = {"host": "evil.example"}
     base = public_url or "http://evil.example"
     with TestClient(create_app(settings)) as client:
         for path, to in [("/v1/jobs/?limit=2&status=queued", "/v1/jobs?limit=2&status=queued"),
                          ("/v1/supernets/", "/v1/supernets"),
-                         ("/healthz//", "/healthz")]:  # fmt: skip
+                         ("/healthz//", "/healthz"),
+                         ("/v1/jobs/x%3Fy%23z/", "/v1/jobs/x%3Fy%23z"),
+                         ("/v1/jobs/?q=%C3%A9&r=a%26b", "/v1/jobs?q=%C3%A9&r=a%26b")]:  # fmt: skip
             moved = client.get(path, headers=evil, follow_redirects=False)
             assert moved.status_code == 307 and moved.headers["location"] == base + to
+        raw = client.get("/v1/jobs/?q=é", headers=evil, follow_redirects=False)  # sent as is
+        assert raw.headers["location"] == base + "/v1/jobs?q=%C3%A9"
+        if public_url:  # (Starlette's own gives "%" alone for a %25)
+            escaped = client.get("/v1/jobs/a%25b/", headers=evil, follow_redirects=False)
+            assert escaped.headers["location"] == base + "/v1/jobs/a%25b"
         posted = client.post("/v1/jobs/", json=job_spec(), headers=evil, follow_redirects=False)
         assert posted.status_code == 307 and posted.headers["location"] == base + "/v1/jobs"
         missing = client.get("/v1/nothing/", headers=evil, follow_redirects=False)

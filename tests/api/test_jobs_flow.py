@@ -162,6 +162,40 @@ def test_a_job_interrupted_by_shutdown_resumes_on_restart(settings: Settings) ->
     assert [e["seq"] for e in evaluations] == list(range(budget))
 
 
+def test_jobs_carry_their_labels_and_the_listing_filters_by_them(client: TestClient) -> None:
+    """Labels are shown as submitted and filter the listing (every one asked, a name alone
+    for any value, across pages); a label that is not one is refused naming it."""
+    posted = [
+        client.post("/v1/jobs", json=job_spec(device="cpu-all", seed=k, labels=labels)).json()
+        for k, labels in enumerate([{"project": "kws", "run": "1"}, {"project": "kws"}, {}])
+    ]
+    assert [job["labels"] for job in posted] == [
+        {"project": "kws", "run": "1"},
+        {"project": "kws"},
+        {},
+    ]
+    assert client.get(f"/v1/jobs/{posted[0]['id']}").json()["labels"] == posted[0]["labels"]
+
+    def listed(*labels: str, **params: Any) -> list[str]:
+        page = client.get("/v1/jobs", params={"label": list(labels), **params}).json()
+        return [job["id"] for job in page["data"]]
+
+    assert listed("project=kws") == [posted[1]["id"], posted[0]["id"]]
+    assert listed("project=kws", "run") == [posted[0]["id"]]
+    assert listed("project=vision") == [] and listed("nothing") == []
+    first = client.get("/v1/jobs", params={"label": "project", "limit": 1}).json()
+    assert first["count"] == 2 and first["next_after"]
+    assert listed("project", limit=1, after=first["next_after"]) == [posted[0]["id"]]
+    for wrong in ["-x=1", "a b=1", "x=\x07", "x" * 64, "x=" + "v" * 201]:
+        refused = client.get("/v1/jobs", params={"label": wrong})
+        assert refused.status_code == 422 and refused.json()["field"] == "label", wrong
+    too_many = client.get("/v1/jobs", params={"label": [f"l{k}" for k in range(17)]})
+    assert too_many.status_code == 422 and "at most 16" in too_many.text
+    for labels in [{"-x": "1"}, {"x": "\n"}, {f"l{k}": "" for k in range(17)}, {"x": 1}]:
+        refused = client.post("/v1/jobs", json=job_spec(device="cpu-all", labels=labels))
+        assert refused.status_code == 422 and "labels" in refused.text, labels
+
+
 def test_list_jobs_is_paginated(client: TestClient) -> None:
     ids = [client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()["id"] for _ in range(3)]
     page = client.get("/v1/jobs", params={"limit": 2}).json()

@@ -55,6 +55,10 @@ def test_axis_names_name_every_axis_once() -> None:
     for names in [("batch",), ("batch", "batch"), ("batch", "seq len"), ("batch", "")]:
         with pytest.raises(ValueError, match="axis_names must give 2 distinct names"):
             InputSpec(shape=(1, 32), mean=0.0, std=1.0, axis_names=names)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="a tuple of names"):
+        InputSpec(shape=(1, 32), mean=0.0, std=1.0, axis_names="bs")  # type: ignore[arg-type]
+    listed = InputSpec(shape=(1, 32), mean=0.0, std=1.0, axis_names=["n", "seq"])  # type: ignore[arg-type]
+    assert listed.axis_names == ("n", "seq") and hash(listed)
 
 
 class _Spaced(Supernet):

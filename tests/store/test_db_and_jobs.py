@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from datetime import UTC
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,54 @@ def _typed(row: Any) -> dict[str, tuple[type, str]]:
     """Each column's type and repr: ``==`` alone takes 0 for 0.0, a str enum for its value
     and one instant in two time zones as equal, where a response would show them apart."""
     return {name: (type(value), repr(value)) for name, value in row._mapping.items()}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_listing_filters_by_label_and_a_deleted_job_takes_its_labels(
+    backend: str, tmp_path: Path
+) -> None:
+    """Labels travel with the batch's one write (PostgreSQL: one statement, stored once when
+    it is sent again after a commit whose answer was lost); the listing keeps the jobs that
+    carry every label asked for (a name alone: any value)."""
+    with migrated_database(backend, tmp_path) as (_url, engine, factory):
+        labelled = [
+            {"project": "kws", "run": "7"}, {"project": "kws", "run": "8"},
+            {"project": "vision"}, {},
+        ]  # fmt: skip
+        batch = q.NewJobs(
+            [({**SPEC, "seed": k, "labels": lb}, None) for k, lb in enumerate(labelled)]
+        )
+        with transaction(factory) as session:
+            ids = [row.id for row in batch.insert(session)]
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        if backend == "postgresql":  # the retry of a batch that had committed
+            with autocommit.connect() as connection:
+                batch.insert(connection)
+
+        def listed(*labels: tuple[str, str | None]) -> set[int]:
+            with transaction(factory) as session:
+                rows, total = q.list_jobs(session, offset=0, limit=10, labels=labels)
+            assert total == len(rows)
+            return {ids.index(row.id) for row in rows}
+
+        assert listed() == {0, 1, 2, 3}
+        assert listed(("project", "kws")) == {0, 1}
+        assert listed(("project", "kws"), ("run", "8")) == {1}
+        assert listed(("project", None)) == {0, 1, 2}
+        assert listed(("run", None), ("project", "vision")) == set()
+        assert listed(("project", "KWS")) == set()  # values are compared as they are
+        with transaction(factory) as session:
+            stored = session.execute(select(q.LABELS.c.job_id, q.LABELS.c.name)).all()
+            assert len(stored) == 5  # once, the retry's nothing
+            assert q.read_job(session, ids[0]).spec["labels"] == labelled[0]
+            for job_id in ids[:2]:
+                q.get_job(session, job_id).status = JobStatus.succeeded
+        with transaction(factory) as session:
+            q.delete_job(session, ids[0])
+            q.delete_job(session, ids[1])
+        assert listed(("project", None)) == {2}
+        with transaction(factory) as session:
+            assert session.scalar(select(func.count()).select_from(q.LABELS)) == 1
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -469,24 +517,47 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
                 session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
                 exclude_job=mine,
             )  # fmt: skip
-        assert [job_id for job_id, _, _ in jobs] == [new, old]  # alike, newest first
+        assert [job.id for job in jobs] == [new, old]  # alike, newest first
         assert found(jobs=jobs) == found()
         assert found(jobs=jobs[1:]) == [("a", old)]  # those given, not read again
 
-        def since(**kwargs: Any) -> dict[str, int]:
-            with transaction(factory) as session:
-                entries = q.prior_failures(
-                    session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
-                    limit=100, **{"exclude_job": mine, **kwargs},
-                )  # fmt: skip
-                return {e["subnet_id"]: e[q.JOBS_SINCE] for e in entries}
 
-        assert since() == {"v": 0, "b": 0, "a": 1}  # jobs of the pair that measured after
-        create(0)  # measured nothing: ages nothing
-        assert since() == {"v": 0, "b": 0, "a": 1}
-        assert since(exclude_job=new) == {"e": 0, "a": 1}  # mine measured one
-        create(2)
-        assert since() == {"v": 1, "b": 1, "a": 2}
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_failure_s_age_is_the_jobs_that_measured_and_ended_after_it(
+    backend: str, tmp_path: Path
+) -> None:
+    """``JOBS_SINCE``: the jobs of the pair that measured something and ended after the
+    failure (its ``at``; an entry without one: when its job ended), whatever order they
+    were created in (a batch's jobs share a time; a job may run long after it was queued);
+    not its own job, not one still running, not one that measured nothing."""
+    with database_url(backend, tmp_path) as url:
+        upgrade(url)
+        factory = make_session_factory(make_engine(url))
+        t0 = utcnow()
+
+        def create(done: int, ended: float | None, *entries: dict[str, Any]) -> str:
+            failed = [{"error": "MemoryError: out", "anchor": False, "after": 0, **e}
+                      for e in entries]  # fmt: skip
+            with transaction(factory) as session:
+                job = q.get_job(session, q.create_job(session, {**SPEC, "failed": failed}).id)
+                job.evaluations_done = done
+                job.finished_at = None if ended is None else t0 + timedelta(seconds=ended)
+                return job.id
+
+        at = (t0 + timedelta(seconds=1)).isoformat()
+        create(2, 5)  # created first, ended after x
+        origin = create(3, 10, {"subnet_id": "x", "at": at}, {"subnet_id": "y"})  # y: at 10
+        create(2, 20)  # ended after both
+        create(0, 30)  # measured nothing
+        create(5, None)  # still running
+        mine = create(1, 40)  # the job asking: not counted
+        with transaction(factory) as session:
+            entries = q.prior_failures(
+                session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
+                exclude_job=mine, limit=10,
+            )  # fmt: skip
+        assert {e["subnet_id"]: e[q.JOBS_SINCE] for e in entries} == {"x": 2, "y": 1}
+        assert {e[q.REUSED_FROM] for e in entries} == {origin}
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -3,9 +3,11 @@ counts again, and which earlier jobs' failures a warm start takes."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from store import jobs as q
+from store.tables import utcnow
 from workers import failures
 from workers.failures import Failures
 
@@ -111,7 +113,10 @@ def test_a_warm_start_leaves_every_failure_of_an_old_job_to_measure_again() -> N
 
 
 def test_an_entry_says_where_it_failed_and_whether_it_counts() -> None:
+    before = utcnow()
     plain = failures.entry("a", "MemoryError: out", False, 4)
+    at = datetime.fromisoformat(plain.pop("at"))  # when: a warm start counts jobs since
+    assert before <= at <= utcnow() and at.tzinfo is not None
     assert plain == {"subnet_id": "a", "error": "MemoryError: out", "anchor": False, "after": 4}
     again = failures.entry("b", "x" * 900, False, 4, quality_step=True, retried_from="job-0")
     assert again[q.QUALITY_STEP] and again[q.RETRIED_FROM] == "job-0"

@@ -387,9 +387,9 @@ def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again(
 def test_a_warm_start_measures_again_the_failures_of_jobs_long_before(
     job: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A failure after which ``SHARED_JOBS`` of the pair's jobs measured something is left
-    to measure again, not taken: a passing state of the device (here it healed) is
-    shared for that many jobs, not for good; a job that measured nothing does not age it."""
+    """A failure after which ``SHARED_JOBS`` of the pair's jobs measured something and
+    ended is left to measure again, not taken: a passing state of the device (here it
+    healed) is shared for that many jobs, not for good."""
     monkeypatch.setattr(failures, "SHARED_JOBS", 2)
     monkeypatch.setattr(failures, "retried", lambda job_id, subnet_id: False)  # none by hash
     first = job(budget={"evaluations": 20, "failures": 15})
@@ -404,10 +404,6 @@ def test_a_warm_start_measures_again_the_failures_of_jobs_long_before(
         return taken, stored.spec.get(q.RETRYING, {})
 
     _NoRoomForWideInputs.fails = staticmethod(lambda arch: False)  # type: ignore[method-assign]
-    nothing = job(seed=4, budget={"evaluations": 2})  # measures nothing: cancelled at once
-    with transaction(job.factory) as session:
-        q.request_cancel(session, nothing)
-    job.runner.run(nothing)
     second = job(seed=5, budget={"evaluations": 3})
     assert job.runner.run(second) == JobStatus.succeeded
     assert taken_and_retrying(second) == (failed_before, {})  # 0 jobs since: taken
