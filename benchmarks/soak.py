@@ -13,11 +13,11 @@ page of its evaluations and the job listing, and deletes the jobs of the round b
 last (their rows and exported files). The server's resident memory (its process and any
 children, ``/proc``) is sampled every ``--sample-s`` seconds.
 
-Prints a Markdown table: per window of the run, the jobs served so far and the memory at
-its end; then the growth from the end of the first window (warm: supernets loaded, the
-first ONNX and TorchScript exports made) to the end, per 1,000 jobs, and every request
-that failed. A service that keeps something per job or per download shows a slope; one
-that does not, a flat line after the first window.
+Prints a Markdown table: per window of the run, the jobs served so far and the memory in
+it; then the growth from the first window, and from the middle one (the first half's last:
+warm by then, allocator arenas grown to their working size), to the last, per 1,000 jobs,
+and every request that failed. A service that keeps something per job or per download
+shows a slope; one that does not, a flat line once warm.
 """
 
 from __future__ import annotations
@@ -209,12 +209,14 @@ def report(
         print(f"| {window[-1][0] / 60:.1f} | {window[-1][1]} | {statistics.median(rss):.0f} | "
               f"{max(rss):.0f} |")  # fmt: skip
     if len(windows) >= 2:
-        first, last = windows[0], windows[-1]
-        grown = statistics.median(k for *_, k in last) - statistics.median(k for *_, k in first)
-        served = last[-1][1] - first[-1][1]
-        per = grown / 1024 / served * 1000 if served else float("nan")
-        print(f"\nfrom the first window to the last: {grown / 1024:+.1f} MiB over {served} jobs "
-              f"({per:+.1f} MiB per 1,000 jobs)")  # fmt: skip
+        print()
+        for said, start in (("the first window", 0), ("the middle", len(windows) // 2 - 1)):
+            first, last = windows[start], windows[-1]
+            grown = statistics.median(k for *_, k in last) - statistics.median(k for *_, k in first)
+            served = last[-1][1] - first[-1][1]
+            per = grown / 1024 / served * 1000 if served else float("nan")
+            print(f"from {said} to the last: {grown / 1024:+.1f} MiB over {served} jobs "
+                  f"({per:+.1f} MiB per 1,000 jobs)")  # fmt: skip
     print(f"requests or jobs that failed: {len(failed)}")
     for line in failed[:20]:
         print(f"- {line}")

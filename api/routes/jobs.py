@@ -101,7 +101,7 @@ def read_jobs(
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     kind: Annotated[JobKind | None, Query(description="search or calibration")] = None,
     after: Annotated[str | None, Query(max_length=200, description=AFTER_SAID)] = None,
-    label: Annotated[list[str] | None, Query(max_length=300, description=LABEL_SAID)] = None,
+    label: Annotated[list[str] | None, Query(max_length=MAX_LABELS, description=LABEL_SAID)] = None,
 ) -> Response:
     """A page of jobs, newest first. On the thread pool: counting and sorting a large table
     takes long enough (~0.1 s for 20,000 jobs) that it must not hold the event loop."""
