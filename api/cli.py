@@ -109,6 +109,8 @@ def parse_labels(given: list[str], *, values: bool) -> dict[str, str | None]:
         if not name or not (equals or not values):
             form = "NAME=VALUE" if values else "NAME=VALUE or NAME"
             raise InvalidInput(f"--label {item!r}: give {form}", field="label")
+        if name in labels:
+            raise InvalidInput(f"--label {name} is given twice", field="label")
         labels[name] = value if equals else None
     return labels
 
@@ -287,8 +289,9 @@ def _print_job(
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    """The newest ``--limit`` jobs (0: all), of one status and kind if given: a table, or
-    with ``--json`` one job per line as the API gives it."""
+    """The newest ``--limit`` jobs (0: all), of one status, kind and labels if given: a
+    table (read whole first: its columns fit the longest name, and a refused request
+    prints nothing), or with ``--json`` one job per line as the API gives it."""
     labels = parse_labels(args.label or [], values=False)
     jobs = _client(args).iter_jobs(page=min(args.limit or 500, 500), status=args.status,
                                    kind=args.kind, labels=labels)  # fmt: skip
@@ -297,20 +300,34 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         for job in listed:
             print(json.dumps(job))
         return 0
-    header = f"{'id':<32} {'status':<9} {'kind':<11} {'supernet':<22} {'device':<14} " + (
-        f"{'done':>9} {'front':>5}  created (UTC)        labels"
-    )
-    print(header)
-    print("-" * len(header))
-    for job in listed:
-        progress = job["progress"]
-        done = f"{progress['evaluations_done']}/{progress['budget']}"
-        created = job["created_at"][:19].replace("T", " ")
-        carried = ",".join(f"{k}={v}" for k, v in job.get("labels", {}).items())
-        print(f"{job['id']:<32} {job['status']:<9} {job['kind']:<11} {job['supernet']:<22} "
-              f"{job['device']:<14} {done:>9} {progress['front_size']:>5}  {created}"
-              f"{'  ' + carried if carried else ''}")  # fmt: skip
+    print(format_jobs(list(listed)))
     return 0
+
+
+def format_jobs(jobs: list[dict[str, Any]]) -> str:
+    """Jobs as a table: one line each, its labels last as JSON (a value may hold , or =)."""
+    rows = [
+        [
+            job["id"], job["status"], job["kind"], job["supernet"], job["device"],
+            f"{job['progress']['evaluations_done']}/{job['progress']['budget']}",
+            str(job["progress"]["front_size"]), job["created_at"][:19].replace("T", " "),
+            json.dumps(job.get("labels") or {}, ensure_ascii=False) if job.get("labels") else "",
+        ]
+        for job in jobs
+    ]  # fmt: skip
+    names = ["id", "status", "kind", "supernet", "device", "done", "front", "created (UTC)",
+             "labels"]  # fmt: skip
+    widths = [max([len(name), *(len(row[k]) for row in rows)]) for k, name in enumerate(names)]
+    right = {"done", "front"}
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(width) if name in right else cell.ljust(width)
+            for cell, width, name in zip(cells, widths, names, strict=True)
+        ).rstrip()
+
+    header = line(names)
+    return "\n".join([header, "-" * len(header), *map(line, rows)])
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -173,7 +173,17 @@ class HwnasClient:
         params.update({k: v for k, v in given if v is not None})
         if labels:
             params["label"] = [n if v is None else f"{n}={v}" for n, v in labels.items()]
-        return dict(self._json("GET", "/v1/jobs", params=params))
+        page = dict(self._json("GET", "/v1/jobs", params=params))
+        asked = labels or {}
+        for job in page["data"] if asked else ():
+            carried = job.get("labels")
+            if carried is None or any(
+                n not in carried or v not in (None, carried[n]) for n, v in asked.items()
+            ):  # an older server ignores the filter: its page would be every job
+                raise ClientError(
+                    "the service does not filter jobs by label (a version before labels)"
+                )
+        return page
 
     def iter_jobs(
         self,

@@ -201,6 +201,7 @@ class JobCreate(BaseModel):
     )
     labels: dict[str, str] = Field(
         default_factory=dict,
+        max_length=MAX_LABELS,
         description=f"the job's labels, name: value (such as project: kws, or a pipeline's "
         f"run id), at most {MAX_LABELS}: GET /v1/jobs?label=name=value lists the jobs that "
         f"carry them. A name is 1-63 letters, digits, '_', '.' or '-', starting with a "

@@ -10,8 +10,8 @@ and, every ``--fmnist-every`` rounds, one ``fmnist-ofa-cnn`` search on ``cpu-1t`
 extraction, evaluation, timing) whose best sub-network is downloaded as ONNX, TorchScript
 (traced in a child process) and a state dict; it waits for each job, reads its front, a
 page of its evaluations and the job listing, and deletes the jobs of the round before
-last (their rows and exported files). The server's resident memory (its process and any
-children, ``/proc``) is sampled every ``--sample-s`` seconds.
+last (their rows and exported files). The server process's resident memory (``/proc``) is
+sampled every ``--sample-s`` seconds.
 
 Prints a Markdown table: per window of the run, the jobs served so far and the memory in
 it; then the growth from the first window, and from the middle one (the first half's last:
@@ -38,20 +38,14 @@ from api.client import ClientError, HwnasClient  # noqa: E402
 
 
 def _rss_kib(pid: int) -> int:
-    """Resident memory of ``pid`` and its descendants (KiB); 0 for what is gone."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        total += next(
-            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")
-        )
-        todo.extend(map(int, children))
-    return total
+    """Resident memory of process ``pid`` (KiB), 0 once it is gone. Its children (a
+    TorchScript export's, a timing child) live for one file or one job, and are not
+    counted: what a long run keeps is the server's own."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
 
 
 @dataclass
@@ -113,6 +107,7 @@ def drive(client: HwnasClient, args: argparse.Namespace, sampler: Sampler, out: 
         for job_id in ids:
             try:
                 job = client.wait(job_id, poll_s=0.2, out=sink)
+                sampler.served[0] += 1  # served, whatever came of it
                 if job["status"] != "succeeded":
                     failed.append(f"job {job_id}: {job['status']} {job.get('error')}")
                     continue
@@ -124,7 +119,6 @@ def drive(client: HwnasClient, args: argparse.Namespace, sampler: Sampler, out: 
                         client.download(job_id, best["subnet_id"], fmt, out)
             except ClientError as exc:
                 failed.append(f"job {job_id}: {exc}")
-            sampler.served[0] += 1
         client.jobs(limit=50)
         rounds.append(ids)
         if len(rounds) >= 3:  # the round before last: ended, nobody reads it now

@@ -1034,9 +1034,9 @@ def prior_failures(
                 continue
             if in_a_row[after] < SHARED_RUN or entry.get(RETRIED_FROM):
                 since = _jobs_ended_since(ended, _failed_at(entry, job), job)
-                found.setdefault(
-                    entry["subnet_id"], {**entry, REUSED_FROM: job.id, JOBS_SINCE: since}
-                )
+                held = found.get(entry["subnet_id"])
+                if held is None or since < held[JOBS_SINCE]:  # its newest failure
+                    found[entry["subnet_id"]] = {**entry, REUSED_FROM: job.id, JOBS_SINCE: since}
         if len(found) >= _IN_LIST_MAX:  # enough to choose ``limit`` from
             break
     if found:  # measured in one of those jobs since, or before: not the sub-network's fault

@@ -322,7 +322,9 @@ def test_jobs_lists_the_newest_as_a_table_or_json_lines(server: str) -> None:
     assert [row.split()[:5] for row in rows] == [
         [job_id, "queued", "search", "fmnist-ofa-cnn", "cpu-all"] for job_id in ids[:0:-1]
     ]
-    assert rows[0].split()[5:7] == ["0/60", "0"] and rows[0].endswith("  project=kws,run=2")
+    assert rows[0].split()[5:7] == ["0/60", "0"] and rows[0].endswith(
+        '  {"project": "kws", "run": "2"}'
+    )
     by_label = hwnas(server, "jobs", "--label", "project", "--label", "run=1", "--json")
     assert [json.loads(line)["id"] for line in by_label.stdout.splitlines()] == [ids[1]]
     assert json.loads(by_label.stdout)["labels"] == {"project": "kws", "run": "1"}

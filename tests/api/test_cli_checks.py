@@ -7,6 +7,7 @@ import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -452,6 +453,26 @@ def test_labels_are_sent_only_when_given_and_each_needs_a_name() -> None:
     for wrong, values in [("project", True), ("=kws", True), ("=", False)]:
         with pytest.raises(InvalidInput, match="--label"):
             parse_labels([wrong], values=values)
+    with pytest.raises(InvalidInput, match="--label run is given twice"):
+        parse_labels(["run=1", "run=2"], values=True)
+
+
+def test_the_jobs_table_fits_its_longest_names_and_shows_labels_as_json() -> None:
+    from api.cli import format_jobs
+
+    def job(supernet: str, labels: dict[str, str]) -> dict[str, Any]:
+        progress = {"evaluations_done": 3, "budget": 60, "front_size": 2}
+        return {"id": "j" * 32, "status": "running", "kind": "search", "supernet": supernet,
+                "device": "nb201-samsung_a50", "progress": progress,
+                "created_at": "2026-12-07T05:00:00.123+00:00", "labels": labels}  # fmt: skip
+
+    long = "ofa_mbv3_d234_e346_k357_w1.0"
+    header, rule, first, second = format_jobs([job(long, {"a": "x,y=z"}), job("s", {})]).split("\n")
+    assert header.split() == ["id", "status", "kind", "supernet", "device", "done", "front",
+                              "created", "(UTC)", "labels"]  # fmt: skip
+    assert first.index("nb201-samsung_a50") == second.index("nb201-samsung_a50")  # aligned
+    assert first.endswith('  {"a": "x,y=z"}') and second.endswith("2026-12-07 05:00:00")
+    assert len(rule) == len(header) and set(rule) == {"-"}
 
 
 def test_the_default_budget_of_failures_is_half_the_evaluations_at_least_3() -> None:

@@ -229,6 +229,21 @@ def test_the_jobs_iterator_goes_on_after_each_page() -> None:
     assert asked == [(after, "failed", "search") for after in (None, "1", "3")]
 
 
+def test_a_label_filter_an_older_server_ignores_is_an_error_not_every_job() -> None:
+    """A server before labels answers ``?label=`` with every job: listing those as the
+    label's (then deleting them in a pipeline) would be wrong; the client says so."""
+    served: list[dict[str, Any]] = [{"id": "a"}, {"id": "b"}]  # no "labels": an older server
+    client = _served(lambda request: httpx.Response(200, json={"data": served, "count": 2}))
+    with pytest.raises(ClientError, match="does not filter jobs by label"):
+        client.jobs(labels={"run": "42"})
+    assert client.jobs()["data"] == served  # no filter asked: nothing to check
+    served[:] = [{"id": "a", "labels": {"run": "42", "x": "1"}}, {"id": "b", "labels": {}}]
+    with pytest.raises(ClientError, match="does not filter"):
+        client.jobs(labels={"run": None})
+    served[1:] = []
+    assert client.jobs(labels={"run": "42", "x": None})["data"] == served
+
+
 class _Cut(httpx.SyncByteStream):
     """A body that breaks off after its first chunk."""
 

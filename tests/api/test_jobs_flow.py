@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 import api.presenters
 from api.app import create_app
+from api.schemas import JobCreate
 from core.settings import Settings
 from hardware_profiles import device_lock
 from models import registry
@@ -194,6 +195,12 @@ def test_jobs_carry_their_labels_and_the_listing_filters_by_them(client: TestCli
     for labels in [{"-x": "1"}, {"x": "\n"}, {f"l{k}": "" for k in range(17)}, {"x": 1}]:
         refused = client.post("/v1/jobs", json=job_spec(device="cpu-all", labels=labels))
         assert refused.status_code == 422 and "labels" in refused.text, labels
+
+
+def test_validation_data_is_checked_after_every_other_field() -> None:
+    """Its validator reads the other fields (``info.data``): pydantic validates in the
+    order of declaration, so a field declared after it would be missed there."""
+    assert list(JobCreate.model_fields)[-1] == "validation_data"
 
 
 def test_list_jobs_is_paginated(client: TestClient) -> None:

@@ -529,7 +529,8 @@ def test_a_failure_s_age_is_the_jobs_that_measured_and_ended_after_it(
     """``JOBS_SINCE``: the jobs of the pair that measured something and ended after the
     failure (its ``at``; an entry without one: when its job ended), whatever order they
     were created in (a batch's jobs share a time; a job may run long after it was queued);
-    not its own job, not one still running, not one that measured nothing."""
+    not its own job, not one still running, not one that measured nothing; of a
+    sub-network that failed in several jobs, its newest failure."""
     with database_url(backend, tmp_path) as url:
         upgrade(url)
         factory = make_session_factory(make_engine(url))
@@ -544,9 +545,17 @@ def test_a_failure_s_age_is_the_jobs_that_measured_and_ended_after_it(
                 job.finished_at = None if ended is None else t0 + timedelta(seconds=ended)
                 return job.id
 
-        at = (t0 + timedelta(seconds=1)).isoformat()
-        create(2, 5)  # created first, ended after x
-        origin = create(3, 10, {"subnet_id": "x", "at": at}, {"subnet_id": "y"})  # y: at 10
+        def at(seconds: float) -> str:
+            return (t0 + timedelta(seconds=seconds)).isoformat()
+
+        # created first, ran last: x measured again (RETRIED_FROM) and failed again, in a
+        # run of 3, which keeps the others (the device's state, perhaps), not it
+        again = create(
+            2, 28, *({"subnet_id": k, "at": at(25)} for k in "pq"),
+            {"subnet_id": "x", "at": at(25), q.RETRIED_FROM: "some-job"},
+        )  # fmt: skip
+        create(2, 5)  # ended after x's first failure
+        origin = create(3, 10, {"subnet_id": "x", "at": at(1)}, {"subnet_id": "y"})  # y: at 10
         create(2, 20)  # ended after both
         create(0, 30)  # measured nothing
         create(5, None)  # still running
@@ -556,8 +565,8 @@ def test_a_failure_s_age_is_the_jobs_that_measured_and_ended_after_it(
                 session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
                 exclude_job=mine, limit=10,
             )  # fmt: skip
-        assert {e["subnet_id"]: e[q.JOBS_SINCE] for e in entries} == {"x": 2, "y": 1}
-        assert {e[q.REUSED_FROM] for e in entries} == {origin}
+        found = {e["subnet_id"]: (e[q.JOBS_SINCE], e[q.REUSED_FROM]) for e in entries}
+        assert found == {"x": (0, again), "y": (2, origin)}  # x: its newest failure
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
