@@ -46,10 +46,23 @@ class _SlashRedirect:
             other = path.rstrip("/") if path.endswith("/") else path + "/"
             moved = {**scope, "path": scope.get("root_path", "") + other}
             if any(route.matches(moved)[0] is not Match.NONE for route in self._routes):
-                # the path as sent (a %3F stays one), the query's bytes as they came
-                path = quote(other, safe=_PATH_SAFE)
+                # the path and query as sent (a %3F stays one, a %FF too)
+                path = _as_sent(scope) or quote(other, safe=_PATH_SAFE)
                 query = quote_from_bytes(scope.get("query_string", b""), safe=_QUERY_SAFE)
                 location = self._public_url + path + (f"?{query}" if query else "")
                 await RedirectResponse(location)(scope, receive, send)
                 return
         await self._fallback(scope, receive, send)
+
+
+def _as_sent(scope: Scope) -> str | None:
+    """The request's path as its bytes came (``raw_path``), after the root path, with its
+    final slash added or removed; None when the server gives no raw path."""
+    raw = scope.get("raw_path")
+    if not isinstance(raw, bytes):
+        return None
+    root = scope.get("root_path", "").encode()
+    if root and raw.startswith(root):
+        raw = raw[len(root) :]
+    other = raw.rstrip(b"/") if raw.endswith(b"/") else raw + b"/"
+    return quote_from_bytes(other, safe=_PATH_SAFE + "%")
