@@ -311,7 +311,7 @@ def format_jobs(jobs: list[dict[str, Any]]) -> str:
             job["id"], job["status"], job["kind"], job["supernet"], job["device"],
             f"{job['progress']['evaluations_done']}/{job['progress']['budget']}",
             str(job["progress"]["front_size"]), job["created_at"][:19].replace("T", " "),
-            json.dumps(job.get("labels") or {}, ensure_ascii=False) if job.get("labels") else "",
+            json.dumps(job["labels"], ensure_ascii=False) if job.get("labels") else "",
         ]
         for job in jobs
     ]  # fmt: skip

@@ -66,10 +66,18 @@ def _writer(fmt: str) -> tuple[str, Writer, bool]:
         raise UnknownName("format", fmt, _WRITERS, field="format") from None
 
 
+def _axis_names(spec: dict[str, Any]) -> list[str]:
+    """What the ONNX file calls each axis of the input (``InputSpec`` as a dict): its
+    ``axis_names``, else ``batch`` and ``dim<axis>``."""
+    return list(
+        spec.get("axis_names") or ["batch", *(f"dim{a}" for a in range(1, len(spec["shape"])))]
+    )
+
+
 @register_format("onnx", ".onnx")
 def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path, card: dict) -> None:
     spec = card["input"]
-    names = spec.get("axis_names") or ["batch", *(f"dim{a}" for a in range(1, len(spec["shape"])))]
+    names = _axis_names(spec)
     variable = (0, *spec["variable_axes"])  # the batch, and e.g. a sequence's length
     torch.onnx.export(
         module,
@@ -129,7 +137,7 @@ def export_subnet(
     scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     scratch.mkdir()
     tmp = scratch / path.name
-    batch = (supernet.input_spec(supernet.canonical(arch)).axis_names or ("batch",))[0]
+    batch = _axis_names(asdict(supernet.input_spec(supernet.canonical(arch))))[0]
     card = architecture_card(supernet, arch, extra, _output_of(supernet, module, example, batch))
     try:
         if leaks and isolate is not None:  # where the arguments cannot be sent, here

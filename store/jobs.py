@@ -1003,9 +1003,8 @@ def prior_failures(
     as the job that saw it fail lists it (``FAILED``) with ``REUSED_FROM``: that job, and
     ``JOBS_SINCE``: how many of those jobs, having measured something, ended after it
     failed (its ``at``; an entry written before it was recorded: when its job ended); the
-    newest first,
-    at most ``limit``, none of ``skip``. Only failures the job measured something after:
-    not a run of failures that ended it or that it ended on (a device that
+    newest first, at most ``limit``, none of ``skip``. Only failures the job measured
+    something after: not a run of failures that ended it or that it ended on (a device that
     broke, a plugin that fails every measurement); not a run of ``SHARED_RUN`` or more in a
     row; not its anchors' (skipped whatever they raised); not those it took from earlier
     jobs (their origin lists them, while it is kept); and none of a sub-network that one of
