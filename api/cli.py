@@ -100,17 +100,19 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
-def parse_labels(given: list[str], *, values: bool) -> dict[str, str | None]:
-    """``--label NAME=VALUE`` arguments as a dict (``values=False``: a NAME alone is
-    taken too, as None: any value); ``InvalidInput`` for one without a name."""
+def parse_labels(
+    given: list[str], *, values: bool, option: str = "--label"
+) -> dict[str, str | None]:
+    """``--label NAME=VALUE`` arguments (or ``option``'s) as a dict (``values=False``: a
+    NAME alone is taken too, as None: any value); ``InvalidInput`` for one without a name."""
     labels: dict[str, str | None] = {}
     for item in given:
         name, equals, value = item.partition("=")
         if not name or not (equals or not values):
             form = "NAME=VALUE" if values else "NAME=VALUE or NAME"
-            raise InvalidInput(f"--label {item!r}: give {form}", field="label")
+            raise InvalidInput(f"{option} {item!r}: give {form}", field="label")
         if name in labels:
-            raise InvalidInput(f"--label {name} is given twice", field="label")
+            raise InvalidInput(f"{option} {name} is given twice", field="label")
         labels[name] = value if equals else None
     return labels
 
@@ -293,14 +295,85 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     table (read whole first: its columns fit the longest name, and a refused request
     prints nothing), or with ``--json`` one job per line as the API gives it."""
     labels = parse_labels(args.label or [], values=False)
-    jobs = _client(args).iter_jobs(page=min(args.limit or 500, 500), status=args.status,
-                                   kind=args.kind, labels=labels)  # fmt: skip
+    client, where = _client(args), {"status": args.status, "kind": args.kind, "labels": labels}
+    jobs = client.iter_jobs(page=min(args.limit or 500, 500), **where)
     listed = itertools.islice(jobs, args.limit or None)
     if args.json:
         for job in listed:
             print(json.dumps(job))
         return 0
-    print(format_jobs(list(listed)))
+    table = list(listed)
+    print(format_jobs(table))
+    if args.limit and len(table) == args.limit:  # the table may not be every job: say so
+        total = client.jobs(limit=1, **where)["count"]
+        if total > len(table):
+            print(f"hwnas: the newest {len(table)} of {total} jobs (--limit 0: all)",
+                  file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """The job as the API gives it (status, progress, timing, labels, failures), indented."""
+    print(json.dumps(_client(args).job(args.job_id), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_evaluations(args: argparse.Namespace) -> int:
+    """The job's evaluations in the order measured: a table of their metrics (columns in the
+    job's objectives' order, then the others), or with ``--json`` one per line."""
+    client = _client(args)
+    evaluations = client.iter_evaluations(args.job_id)
+    if args.json:
+        for evaluation in evaluations:
+            print(json.dumps(evaluation))
+        return 0
+    listed = list(evaluations)
+    first = list(client.job(args.job_id)["objectives"])
+    names = first + sorted({n for e in listed for n in e["metrics"]} - set(first))
+    rows = [
+        [str(e["seq"]), e["subnet_id"], "yes" if e["feasible"] else "no",
+         "*" if e["on_front"] else "",
+         *(_number(e["metrics"].get(name)) for name in names)]
+        for e in listed
+    ]  # fmt: skip
+    print(format_table(["seq", "subnet_id", "feasible", "front", *names], rows,
+                       right={"seq", *names}))  # fmt: skip
+    return 0
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def cmd_supernets(args: argparse.Namespace) -> int:
+    """The registered supernets: a table, or the API's JSON."""
+    supernets = _client(args).supernets()
+    if args.json:
+        print(json.dumps(supernets))
+        return 0
+    rows = [
+        [s["id"], str(s["genes"]), str(s["space_size"] or s["raw_space_size"]),
+         ",".join(s["metrics"]), "yes" if s["has_validation_data"] else "no", s["note"] or ""]
+        for s in supernets
+    ]  # fmt: skip
+    names = ["id", "genes", "sub-networks", "metrics", "own data", "note"]
+    print(format_table(names, rows, right={"genes", "sub-networks"}))
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """The hardware profiles and whether a live worker serves each: a table, or JSON."""
+    devices = _client(args).devices()
+    if args.json:
+        print(json.dumps(devices))
+        return 0
+    rows = [
+        [d["id"], d["kind"], d["runtime"] or "-", "-" if d["threads"] is None else
+         str(d["threads"]), str(d["batch_size"]), "yes" if d["served"] else "no", d["name"]]
+        for d in devices
+    ]  # fmt: skip
+    names = ["id", "kind", "runtime", "threads", "batch", "served", "name"]
+    print(format_table(names, rows, right={"threads", "batch"}))
     return 0
 
 
@@ -317,8 +390,13 @@ def format_jobs(jobs: list[dict[str, Any]]) -> str:
     ]  # fmt: skip
     names = ["id", "status", "kind", "supernet", "device", "done", "front", "created (UTC)",
              "labels"]  # fmt: skip
+    return format_table(names, rows, right={"done", "front"})
+
+
+def format_table(names: list[str], rows: list[list[str]], *, right: set[str]) -> str:
+    """``rows`` under a header of ``names`` and a rule, each column as wide as its widest
+    cell, those named in ``right`` aligned right; trailing blanks trimmed."""
     widths = [max([len(name), *(len(row[k]) for row in rows)]) for k, name in enumerate(names)]
-    right = {"done", "front"}
 
     def line(cells: list[str]) -> str:
         return "  ".join(
@@ -333,6 +411,21 @@ def format_jobs(jobs: list[dict[str, Any]]) -> str:
 def cmd_cancel(args: argparse.Namespace) -> int:
     job = _client(args).cancel(args.job_id)
     _print_job(job, keys=("id", "status", "cancel_requested", "message"))
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    """Set ``NAME=VALUE`` labels and remove ``--remove NAME`` ones; prints the job's id
+    and labels as changed."""
+    changes = parse_labels(args.labels, values=True, option="label")
+    for name in args.remove or []:
+        if name in changes:
+            raise InvalidInput(f"label {name} is both set and removed", field="label")
+        changes[name] = None
+    if not changes:
+        raise InvalidInput("give NAME=VALUE labels to set, or --remove NAME", field="label")
+    job = _client(args).label(args.job_id, changes)
+    _print_job(job, keys=("id", "labels"))
     return 0
 
 
@@ -391,6 +484,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         body["n_samples"] = args.samples
     if args.kind:
         body["kind"] = args.kind
+    if args.label:  # only then: a server before labels refuses the key (422)
+        body["labels"] = parse_labels(args.label, values=True)
     job = client.calibrate(args.device, body)
     if args.no_wait:
         print(job["id"])
@@ -617,6 +712,10 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--validation-data", default=None, help="a file or image directory under the data roots"
     )
+    _add_label_arg(parser)
+
+
+def _add_label_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--label",
         action="append",
@@ -678,6 +777,11 @@ def build_parser() -> argparse.ArgumentParser:
         "submit": (cmd_submit, "submit a search job; prints its id"),
         "wait": (cmd_wait, "follow a job; exits non-zero unless it succeeded"),
         "jobs": (cmd_jobs, "list the newest jobs"),
+        "show": (cmd_show, "print a job: status, progress, timing, labels (JSON)"),
+        "evaluations": (cmd_evaluations, "list a job's measured sub-networks and metrics"),
+        "supernets": (cmd_supernets, "list the supernets that can be searched"),
+        "devices": (cmd_devices, "list the devices and whether a worker serves each"),
+        "label": (cmd_label, "set or remove a job's labels, in any status"),
         "cancel": (cmd_cancel, "cancel a job (a running one stops after its evaluation)"),
         "delete": (cmd_delete, "delete a job that ended, its evaluations and exported files"),
         "pareto": (cmd_pareto, "print a job's Pareto front"),
@@ -725,11 +829,22 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--kind", default=None, help="predictor kind (default: the server's)")
     calibrate.add_argument("--no-wait", action="store_true", help="print the job id and exit")
-    for name in ("wait", "cancel", "delete", "pareto", "download"):
+    _add_label_arg(calibrate)
+    for name in ("wait", "show", "evaluations", "label", "cancel", "delete", "pareto",
+                 "download"):  # fmt: skip
         sub.choices[name].add_argument("job_id")
+    for name in ("evaluations", "supernets", "devices"):
+        sub.choices[name].add_argument("--json", action="store_true", help="the API's JSON")
+    label = sub.choices["label"]
+    label.add_argument("labels", nargs="*", metavar="NAME=VALUE", help="labels to set")
+    label.add_argument(
+        "--remove", action="append", metavar="NAME", help="a label to remove (repeatable)"
+    )
     jobs = sub.choices["jobs"]
     statuses = ["queued", "running", "succeeded", "failed", "cancelled"]
-    jobs.add_argument("--status", choices=statuses, help="only these")
+    jobs.add_argument(
+        "--status", choices=statuses, action="append", help="only these (repeatable: any of them)"
+    )
     jobs.add_argument("--kind", choices=["search", "calibration"], help="only these")
     jobs.add_argument(
         "--limit", type=_count, default=20, help="the newest this many (default 20; 0: all)"

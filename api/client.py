@@ -12,9 +12,10 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -50,8 +51,10 @@ class ClientError(RuntimeError):
 
     @property
     def transient(self) -> bool:
-        """Worth trying again later: no answer, or a 502/503/504 (database or service down)."""
-        return self.status is None or self.status in TRANSIENT_STATUSES
+        """Worth trying again later: no answer (``Unreachable``), or a 502/503/504 (database
+        or service down); not a request refused before it was sent, nor an answer that says
+        what is wrong with it."""
+        return isinstance(self, Unreachable) or self.status in TRANSIENT_STATUSES
 
 
 class Unreachable(ClientError):
@@ -139,38 +142,57 @@ class HwnasClient:
 
     def job(self, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
         """The job's state now: status, progress, timing, message, error."""
-        return dict(self._json("GET", f"/v1/jobs/{job_id}", timeout=timeout))
+        return dict(self._json("GET", f"/v1/jobs/{_job(job_id)}", timeout=timeout))
 
     def pareto(self, job_id: str) -> dict[str, Any]:
         """The job's front as it stands (``status`` says whether the job has ended)."""
-        return dict(self._json("GET", f"/v1/jobs/{job_id}/pareto"))
+        return dict(self._json("GET", f"/v1/jobs/{_job(job_id)}/pareto"))
 
     def delete(self, job_id: str) -> None:
         """Delete a job that has ended, its evaluations and exported files; a
         ``ClientError`` with status 409 while it is queued or running (cancel it first)."""
-        self._call("DELETE", f"/v1/jobs/{job_id}")
+        self._call("DELETE", f"/v1/jobs/{_job(job_id)}")
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a job; a ``ClientError`` with status 409 if it had already ended."""
-        return dict(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+        return dict(self._json("POST", f"/v1/jobs/{_job(job_id)}/cancel"))
+
+    def label(self, job_id: str, labels: dict[str, str | None]) -> dict[str, Any]:
+        """Set (a value) or remove (None) the job's labels named in ``labels``, keeping its
+        others (``PATCH /v1/jobs/{id}``); the job as changed. A ``ClientError`` with status
+        422 if more than 16 would remain."""
+        path = f"/v1/jobs/{_job(job_id)}"
+        try:
+            return dict(self._json("PATCH", path, json={"labels": labels}))
+        except ClientError as exc:
+            if exc.status != 405:
+                raise
+            raise ClientError(
+                f"PATCH {path}: the service cannot change a job's labels (a version before "
+                "PATCH /v1/jobs/{id})",
+                status=405,
+            ) from None
 
     def jobs(
         self,
         *,
         offset: int = 0,
         limit: int = 50,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         kind: str | None = None,
         after: str | None = None,
         labels: dict[str, str | None] | None = None,
     ) -> dict[str, Any]:
-        """One page of jobs, newest first, of one ``status`` and ``kind`` if given, carrying
-        every one of ``labels`` (a value of None: the name with any value): ``data``,
-        ``count`` (the number of all that match) and ``next_after``, the next page's
-        ``after`` (None after the last). ``iter_jobs`` reads every page."""
-        given = (("status", status), ("kind", kind), ("after", after))
+        """One page of jobs, newest first, of one ``status`` (or any of several) and
+        ``kind`` if given, carrying every one of ``labels`` (a value of None: the name with
+        any value): ``data``, ``count`` (the number of all that match) and ``next_after``,
+        the next page's ``after`` (None after the last). ``iter_jobs`` reads every page."""
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        given = (("kind", kind), ("after", after))
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         params.update({k: v for k, v in given if v is not None})
+        if statuses:
+            params["status"] = statuses
         if labels:
             params["label"] = [n if v is None else f"{n}={v}" for n, v in labels.items()]
         page = dict(self._json("GET", "/v1/jobs", params=params))
@@ -183,13 +205,17 @@ class HwnasClient:
                 raise ClientError(
                     "the service does not filter jobs by label (a version before labels)"
                 )
+        if len(statuses) > 1 and any(job["status"] not in statuses for job in page["data"]):
+            raise ClientError(  # an older server keeps the last of several
+                "the service does not filter jobs by several statuses (a version before that)"
+            )
         return page
 
     def iter_jobs(
         self,
         *,
         page: int = 200,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         kind: str | None = None,
         labels: dict[str, str | None] | None = None,
     ) -> Iterator[dict[str, Any]]:
@@ -215,7 +241,7 @@ class HwnasClient:
         """One page of the job's evaluations, in the order they were measured: ``data`` and
         ``count`` (all of them). ``iter_evaluations`` reads every page."""
         params = {"offset": offset, "limit": limit}
-        return dict(self._json("GET", f"/v1/jobs/{job_id}/evaluations", params=params))
+        return dict(self._json("GET", f"/v1/jobs/{_job(job_id)}/evaluations", params=params))
 
     def iter_evaluations(self, job_id: str, *, page: int = 500) -> Iterator[dict[str, Any]]:
         """Every evaluation of the job, in the order they were measured."""
@@ -293,19 +319,33 @@ class HwnasClient:
                 raise WaitTimeout(f"job {job_id} still {job['status']} after {timeout_s} s", job)
             time.sleep(poll_s)
 
+    # -- catalog ----------------------------------------------------------------------------
+
+    def supernets(self) -> list[dict[str, Any]]:
+        """The registered supernets: genes, space, metrics, whether they have validation
+        data of their own, and a note (random weights, or why one is not usable)."""
+        return list(self._json("GET", "/v1/supernets"))
+
+    def devices(self) -> list[dict[str, Any]]:
+        """The hardware profiles: kind, runtime, threads, batch size, and whether a live
+        worker serves each now (``served``)."""
+        return list(self._json("GET", "/v1/devices"))
+
     # -- calibrations -----------------------------------------------------------------------
 
     def calibrate(self, device: str, body: dict[str, Any]) -> dict[str, Any]:
         """Queue a calibration of ``device`` (``supernet``, ``n_samples``, ``seed``,
         ``kind``); the job, which ``wait`` follows like a search."""
-        return dict(self._json("POST", f"/v1/devices/{device}/calibrations", json=body))
+        return dict(
+            self._json("POST", f"/v1/devices/{_segment(device, 'device')}/calibrations", json=body)
+        )
 
     def calibrations(
         self, device: str, *, supernet: str | None = None, job_id: str | None = None
     ) -> list[dict[str, Any]]:
         """Stored predictor versions of ``device`` (newest first per supernet)."""
         params = {k: v for k, v in (("supernet", supernet), ("job_id", job_id)) if v}
-        url = f"/v1/devices/{device}/calibrations"
+        url = f"/v1/devices/{_segment(device, 'device')}/calibrations"
         return list(self._json("GET", url, params=params)["data"])
 
     # -- exports ----------------------------------------------------------------------------
@@ -321,7 +361,7 @@ class HwnasClient:
         file and does not clobber an earlier one. A device or pipe (``/dev/stdout``) is
         written to as the bytes arrive.
         """
-        url = f"/v1/jobs/{job_id}/subnets/{subnet_id}/export"
+        url = f"/v1/jobs/{_job(job_id)}/subnets/{_segment(subnet_id, 'subnet id')}/export"
         try:
             with self.http.stream("GET", url, params={"format": fmt}) as response:
                 if response.status_code >= 300:
@@ -342,6 +382,27 @@ class HwnasClient:
                 return _save(response, Path(path))
         except httpx.HTTPError as exc:
             raise self._unreachable("GET", url, exc) from exc
+
+
+def _segment(value: str, what: str) -> str:
+    """``value`` as one segment of a request's path, percent-escaped (a ``?`` or ``#`` in it
+    stays part of it); a ``ClientError`` for an empty one, or one holding ``/`` (the server
+    would read the escaped ``/`` as a separator: another route) or being ``.`` or ``..``."""
+    if not value.strip():
+        raise ClientError(f"give a {what} (got an empty one)")
+    if "/" in value or value in (".", ".."):
+        raise ClientError(f"{value!r} is not a {what}")
+    return quote(value, safe="")
+
+
+def _job(job_id: str) -> str:
+    """A job id as a path segment; the job's own URL (its ``url``, as ``submit`` answers
+    it) is taken too, pasted whole."""
+    parts = urlsplit(job_id)
+    head, marker, tail = parts.path.rstrip("/").rpartition("/v1/jobs/")
+    if parts.scheme in ("http", "https") and marker and tail and "/" not in tail:
+        return _segment(tail, "job id")
+    return _segment(job_id, "job id")
 
 
 def _poll_timeout(timeout: float, left: float | None) -> float:

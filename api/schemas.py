@@ -141,6 +141,39 @@ def check_label(name: str, value: str | None) -> None:
         raise ValueError(f"label {name}: {shown(value)} holds a character that is not printable")
 
 
+def _checked_labels(value: dict[str, Any]) -> dict[str, Any]:
+    for name, said in value.items():
+        check_label(name, said)
+    return value
+
+
+#: A job's labels as submitted (``JobCreate``, ``CalibrationCreate``), each one checked.
+Labels = Annotated[dict[str, str], AfterValidator(_checked_labels)]
+LABELS_SAID = (
+    f"the job's labels, name: value (such as project: kws, or a pipeline's run id), at most "
+    f"{MAX_LABELS}: GET /v1/jobs?label=name=value lists the jobs that carry them, PATCH "
+    f"/v1/jobs/{{id}} changes them. A name is 1-63 letters, digits, '_', '.' or '-', "
+    f"starting with a letter or digit; a value at most {LABEL_VALUE_CHARS} printable "
+    f"characters"
+)
+
+
+class JobPatch(BaseModel):
+    """Changes to a job (``PATCH /v1/jobs/{id}``): its labels, merged into the ones it has
+    as a JSON Merge Patch (RFC 7396) merges."""
+
+    model_config = ConfigDict(
+        **STRICT_INPUT,
+        json_schema_extra={"examples": [{"labels": {"chosen": "r24-k3e4", "stage": None}}]},
+    )
+    labels: Annotated[dict[str, str | None], AfterValidator(_checked_labels)] = Field(
+        max_length=2 * MAX_LABELS,
+        description=f"name: value sets that label (added, or its value replaced); name: "
+        f"null removes it; the job's other labels are kept. At most {MAX_LABELS} may remain; "
+        f"names and values as JobCreate.labels",
+    )
+
+
 def _known(kind: str, value: str, known: list[str]) -> str:
     if value not in known:
         raise ValueError(str(UnknownName(kind, value, known)))
@@ -199,14 +232,7 @@ class JobCreate(BaseModel):
         "device (the job's message names it); false: none, so that a seed gives the same "
         "proposals whatever was calibrated since",
     )
-    labels: dict[str, str] = Field(
-        default_factory=dict,
-        max_length=MAX_LABELS,
-        description=f"the job's labels, name: value (such as project: kws, or a pipeline's "
-        f"run id), at most {MAX_LABELS}: GET /v1/jobs?label=name=value lists the jobs that "
-        f"carry them. A name is 1-63 letters, digits, '_', '.' or '-', starting with a "
-        f"letter or digit; a value at most {LABEL_VALUE_CHARS} printable characters",
-    )
+    labels: Labels = Field(default_factory=dict, max_length=MAX_LABELS, description=LABELS_SAID)
     # after every other field, before validation_data: its check reads them (info.data)
     validation_data: str | None = Field(
         None,
@@ -240,15 +266,6 @@ class JobCreate(BaseModel):
     @classmethod
     def _strategy(cls, value: str) -> str:
         return _known("strategy", value, list_strategies())
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > MAX_LABELS:
-            raise ValueError(f"at most {MAX_LABELS} labels, got {len(value)}")
-        for name, said in value.items():
-            check_label(name, said)
-        return value
 
     @field_validator("validation_data")
     @classmethod
@@ -439,7 +456,9 @@ class JobPublic(BaseModel):
     device: str
     strategy: str
     seed: int
-    labels: dict[str, str] = Field(default_factory=dict, description="as submitted")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="as submitted, then as PATCH /v1/jobs/{id} changed them"
+    )
     warm_start: bool
     latency_prior: bool = Field(
         True, description="whether a calibrated latency predictor may screen its proposals"
@@ -558,6 +577,7 @@ class CalibrationCreate(BaseModel):
         0, ge=0, le=2**31 - 1, description="seeds the sample and the cross-validation folds"
     )
     kind: str = Field(DEFAULT_KIND, description=f"predictor kind: {', '.join(PREDICTOR_KINDS)}")
+    labels: Labels = Field(default_factory=dict, max_length=MAX_LABELS, description=LABELS_SAID)
 
     @field_validator("supernet")
     @classmethod

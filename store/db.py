@@ -69,6 +69,11 @@ def make_engine(url: str, connections: int = 10) -> Engine:
     return create_engine(url, pool_pre_ping=True, **pool)
 
 
+#: An execution option: the statement (a ``with_for_update`` read) takes SQLite's write slot
+#: (``_SQLiteWriterQueue``) as PostgreSQL takes the row's lock; no effect on PostgreSQL.
+LOCKING_READ = "hwnas_locking_read"
+
+
 class _SQLiteWriterQueue:
     """One writing transaction at a time per engine, queued on a Python lock.
 
@@ -79,8 +84,10 @@ class _SQLiteWriterQueue:
     holder's connection is back in the pool (its COMMIT or ROLLBACK done: SQLAlchemy's
     commit event fires before the COMMIT runs, so it cannot be the signal). pysqlite opens
     its transaction at the first statement that changes data (reads run outside one), which
-    is where the lock is taken. Other processes on the same file (not the embedded design)
-    still meet SQLite's own busy timeout.
+    is where the lock is taken; or at a read marked ``LOCKING_READ`` (``SELECT ... FOR
+    UPDATE`` on PostgreSQL, which SQLite lacks): a read-change-write step then reads the row
+    as no other thread of the process can change it before its commit. Other processes on
+    the same file (not the embedded design) still meet SQLite's own busy timeout.
     """
 
     HELD = "hwnas_writer_lock"
@@ -94,8 +101,11 @@ class _SQLiteWriterQueue:
         event.listen(engine.pool, "checkin", self._release)  # after the pool's reset
         event.listen(engine.pool, "invalidate", self._release)  # connection discarded
 
-    def _before_execute(self, conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
-        if conn.info.get(self.HELD) or statement.lstrip()[:6].upper() in ("SELECT", "PRAGMA"):
+    def _before_execute(self, conn, _cursor, statement, _parameters, context, _many) -> None:  # type: ignore[no-untyped-def]
+        if conn.info.get(self.HELD):
+            return
+        locking = context is not None and context.execution_options.get(LOCKING_READ, False)
+        if statement.lstrip()[:6].upper() in ("SELECT", "PRAGMA") and not locking:
             return
         if not self._lock.acquire(timeout=self._timeout_s):
             raise StorageError(
@@ -715,6 +725,7 @@ __all__ = [
     "LoopReads",
     "alembic_config",
     "check_migrated",
+    "LOCKING_READ",
     "ensure_sqlite_dir",
     "schema_revision",
     "schema_revisions",

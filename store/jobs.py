@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from core.errors import Conflict, InvalidInput, NotFound, shown
 from search import Bound, is_feasible
 
+from .db import LOCKING_READ
 from .tables import Evaluation, Job, JobKind, JobLabel, JobStatus, LatencyPredictorRecord, utcnow
 
 JOBS = cast(Table, Job.__table__)
@@ -211,7 +212,9 @@ def _new_job_values(spec: dict[str, Any], message: str | None, now: datetime) ->
 def get_job(session: Session, job_id: str, *, lock: bool = False) -> Job:
     query = select(Job).where(Job.id == job_id)
     if lock:  # and the row as locked, not as this session loaded it before
-        query = query.with_for_update().execution_options(populate_existing=True)
+        query = query.with_for_update().execution_options(
+            populate_existing=True, **{LOCKING_READ: True}
+        )
     job = session.scalars(query).one_or_none()
     if job is None:
         raise NotFound(f"job {shown(job_id)} not found")
@@ -231,21 +234,23 @@ def list_jobs(
     *,
     offset: int,
     limit: int,
-    status: JobStatus | None = None,
+    status: JobStatus | Collection[JobStatus] | None = None,
     kind: JobKind | None = None,
     after: str | None = None,
     labels: Sequence[tuple[str, str | None]] = (),
 ) -> tuple[list[JobRow], int]:
-    """A page of jobs, newest first (``created_at``, then id), of one ``status`` and
-    ``kind`` if given, carrying every one of ``labels`` (name and value, or a name alone:
-    any value), and how many match in all. ``after``: a ``listing_cursor`` of the
-    last job of the previous page; the page starts after it (``offset`` counts from there):
+    """A page of jobs, newest first (``created_at``, then id), of one ``status`` (or any
+    of several) and ``kind`` if given, carrying every one of ``labels`` (name and value, or
+    a name alone: any value), and how many match in all. ``after``: a ``listing_cursor`` of
+    the last job of the previous page; the page starts after it (``offset`` counts from there):
     the index on ``created_at`` finds it, where a deep ``offset`` walks every row before it,
     and jobs submitted meanwhile, being newer, do not move the pages."""
     start = _from_listing_cursor(after) if after is not None else None  # before any read
     query = select(JOBS)
-    if status is not None:
+    if isinstance(status, JobStatus):
         query = query.where(JOBS.c.status == status)
+    elif status:
+        query = query.where(JOBS.c.status.in_(list(status)))
     if kind is not None:
         query = query.where(JOBS.c.kind == kind)
     for name, value in labels:
@@ -316,9 +321,10 @@ def claim_job(
 
     Two workers racing for the same job serialise here: on PostgreSQL the row lock makes the
     loser see a fresh heartbeat and back off. SQLite has no row lock (the read is not
-    locked), so the claim itself is an UPDATE conditional on the row as read: the loser's
-    waits for the winner's commit, then matches nothing. A finished job is never claimed
-    again.
+    locked across processes: in one process the locked read takes the engine's write slot,
+    ``store.db.LOCKING_READ``), so the claim itself is also an UPDATE conditional on the row
+    as read: the loser's waits for the winner's commit, then matches nothing. A finished job
+    is never claimed again.
     """
     job = get_job(session, job_id, lock=True)
     now = utcnow()
@@ -465,6 +471,34 @@ def requeue(job: Job, message: str, *, handed_back: bool = False) -> None:
         utcnow(),
         message,
     )
+
+
+def change_labels(
+    session: Session, job_id: str, changes: Mapping[str, str | None], *, limit: int
+) -> Job:
+    """Set (a value) or remove (None) the job's labels named in ``changes``, keeping the
+    others, in whatever status it is: in its spec (what the job shows) and its ``LABELS``
+    rows (what the listing filters on). Under the row's lock: a worker's write of the spec
+    meanwhile is neither lost nor loses this change. ``InvalidInput`` if more than
+    ``limit`` labels would remain."""
+    job = get_job(session, job_id, lock=True)
+    before = job.spec.get(LABELS_KEY, {})
+    labels = {**before, **{name: value for name, value in changes.items() if value is not None}}
+    for name in (name for name, value in changes.items() if value is None):
+        labels.pop(name, None)
+    if len(labels) > limit:
+        raise InvalidInput(
+            f"a job carries at most {limit} labels: these changes would leave it "
+            f"{len(labels)} (remove some with null)",
+            field="labels",
+        )
+    if labels != before:
+        job.spec = {**job.spec, LABELS_KEY: labels}
+        session.execute(delete(JobLabel).where(JobLabel.job_id == job_id))
+        if labels:
+            rows = [{"job_id": job_id, "name": n, "value": v} for n, v in labels.items()]
+            session.execute(_INSERT_LABELS, rows)
+    return job
 
 
 def request_cancel(session: Session, job_id: str, *, stale_after_s: float | None = None) -> Job:

@@ -90,6 +90,7 @@ def calibration_spec(device_id: str, body: CalibrationCreate) -> dict[str, Any]:
         "warm_start": False,
         "latency_prior": False,
         "predictor_kind": body.kind,
+        "labels": body.labels,
     }
 
 

@@ -34,6 +34,7 @@ from api.schemas import (
     MAX_LABELS,
     EvaluationsPublic,
     JobCreate,
+    JobPatch,
     JobPublic,
     JobsPublic,
     ParetoPublic,
@@ -58,6 +59,7 @@ LABEL_SAID = (
     "name=value: only jobs carrying that label (JobCreate.labels); a name alone: that label "
     "with any value; repeated: every one of them"
 )
+STATUS_SAID = "only jobs in this status; repeated (status=queued&status=running): in any of them"
 AFTER_SAID = (
     "next_after of the previous page: this page starts after its last job (offset counts "
     "from there); unlike a deep offset, it reads no row before it (the count still counts "
@@ -98,7 +100,9 @@ def read_jobs(
     request: Request,
     offset: Offset = 0,
     limit: Limit = 50,
-    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    status_filter: Annotated[
+        list[JobStatus] | None, Query(alias="status", description=STATUS_SAID)
+    ] = None,
     kind: Annotated[JobKind | None, Query(description="search or calibration")] = None,
     after: Annotated[str | None, Query(max_length=200, description=AFTER_SAID)] = None,
     label: Annotated[list[str] | None, Query(max_length=MAX_LABELS, description=LABEL_SAID)] = None,
@@ -167,6 +171,28 @@ def _stall_note(request: Request, job: Job | q.JobRow) -> str | None:
         return None
     stale_after_s = request.app.state.settings.stale_after_s
     return stall_note(job, stale_after_s, dispatcher_of(request))
+
+
+@router.patch(
+    "/{job_id}",
+    response_model=JobPublic,
+    responses=error_answers(404, 413),
+    openapi_extra=json_body_doc(JobPatch),
+)
+async def patch_job(job_id: str, request: Request) -> Response:
+    """Change a job's labels, in any status (a finished job can be marked as the one
+    deployed): ``{"labels": {"name": "value", "other": null}}`` sets ``name`` and removes
+    ``other``, keeping the rest. Answers with the job as changed."""
+    body = await json_body(request, JobPatch)
+    factory = request.app.state.session_factory
+
+    def change() -> Job:
+        with transaction(factory) as session:
+            return q.change_labels(session, job_id, body.labels, limit=MAX_LABELS)
+
+    job = await run_in_threadpool(change)
+    loop_reads(request).forget(job_id)
+    return json_response(job_public(job, api_base(request), _stall_note(request, job)))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=error_answers(404, 409))

@@ -110,6 +110,8 @@ def test_bad_calibration_requests_say_what_is_wrong(client: TestClient) -> None:
     assert kind.status_code == 422 and "predictor kind" in kind.json()["message"]
     seed = client.post(RECORDED, json={**body, "seed": 2**31})  # a jobs.seed is 32 bits
     assert seed.status_code == 422 and "seed" in seed.json()["message"]
+    label = client.post(RECORDED, json={**body, "labels": {"-x": "1"}})
+    assert label.status_code == 422 and "label name '-x'" in label.json()["message"]
     listed = client.get(RECORDED, params={"supernet": "nope"})
     assert listed.status_code == 422 and "nb201-cifar10" in listed.json()["message"]
     not_json = client.post(RECORDED, content=b"{", headers={"content-type": "application/json"})
@@ -173,10 +175,14 @@ def test_defaults_over_the_operators_cap_are_lowered_to_it(
 
 def test_a_calibration_for_a_device_nobody_serves_waits_and_says_why(client: TestClient) -> None:
     # This server serves cpu-1t only (conftest): a cpu-ort calibration waits for a worker.
-    response = client.post("/v1/devices/cpu-ort/calibrations", json={"supernet": "fmnist-ofa-cnn"})
+    body = {"supernet": "fmnist-ofa-cnn", "labels": {"fleet": "edge"}}
+    response = client.post("/v1/devices/cpu-ort/calibrations", json=body)
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["status"] == "queued" and "no live worker serves device 'cpu-ort'" in job["message"]
+    assert job["labels"] == {"fleet": "edge"}  # and the listing finds it by them
+    listed = client.get("/v1/jobs", params={"kind": "calibration", "label": "fleet=edge"})
+    assert [j["id"] for j in listed.json()["data"]] == [job["id"]]
     cancelled = client.post(f"/v1/jobs/{job['id']}/cancel").json()
     assert cancelled["status"] == "cancelled"
 

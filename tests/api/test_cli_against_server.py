@@ -156,6 +156,7 @@ def test_submit_wait_download(server: str, tmp_path: Path) -> None:
     assert link.is_symlink() and zipfile.ZipFile(redirected).namelist()[0] == "state_dict.pt"
     as_json = hwnas(server, "pareto", job_id, "--json")
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["data"] == front
+    _shows_the_job_its_evaluations_and_the_catalog(server, job_id, front)
     # A reader that leaves early (head) is no error.
     piped = subprocess.run(
         f"{sys.executable} -m api.cli pareto {job_id} --url {server} | head -n 1",
@@ -165,6 +166,38 @@ def test_submit_wait_download(server: str, tmp_path: Path) -> None:
         timeout=120,
     )
     assert piped.stdout.startswith("subnet_id") and piped.stderr == "", piped.stderr
+
+
+def _shows_the_job_its_evaluations_and_the_catalog(
+    server: str, job_id: str, front: list[dict[str, object]]
+) -> None:
+    """``show``, ``evaluations``, ``supernets`` and ``devices`` print what the API answers."""
+    shown = hwnas(server, "show", job_id)
+    assert (
+        shown.returncode == 0
+        and json.loads(shown.stdout) == httpx.get(f"{server}/v1/jobs/{job_id}").json()
+    )
+    measured = httpx.get(f"{server}/v1/jobs/{job_id}/evaluations").json()["data"]
+    lines = hwnas(server, "evaluations", job_id, "--json").stdout.splitlines()
+    assert [json.loads(line) for line in lines] == measured
+    header, _rule, *rows = hwnas(server, "evaluations", job_id).stdout.splitlines()
+    assert header.split() == [  # the objectives first, then the other metrics
+        "seq", "subnet_id", "feasible", "front", "accuracy", "latency_ms", "macs",
+        "model_size_mb", "params",
+    ]  # fmt: skip
+    on_front = {str(p["subnet_id"]) for p in front}
+    assert [(row.split()[1], row.split()[3] == "*") for row in rows] == [
+        (e["subnet_id"], e["subnet_id"] in on_front) for e in measured
+    ]
+    supernets = hwnas(server, "supernets").stdout.splitlines()
+    assert supernets[0].split()[:2] == ["id", "genes"]
+    assert any(line.split()[:2] == ["fmnist-ofa-cnn", "22"] for line in supernets)
+    devices = hwnas(server, "devices", "--json").stdout
+    served = {d["id"] for d in json.loads(devices) if d["served"]}
+    assert served == {"cpu-1t"}  # HWNAS_EMBEDDED_DEVICES
+    table = hwnas(server, "devices").stdout.splitlines()
+    assert any(line.split()[:6] == ["cpu-1t", "cpu", "torch_eager", "1", "1", "yes"]
+               for line in table)  # fmt: skip
 
 
 def test_calibrate_follows_the_job_and_prints_the_stored_version(server: str) -> None:
@@ -332,8 +365,27 @@ def test_jobs_lists_the_newest_as_a_table_or_json_lines(server: str) -> None:
     assert [json.loads(line)["id"] for line in lines.splitlines()] == ids[::-1]
     for only in (["--status", "succeeded"], ["--kind", "calibration"]):
         assert len(hwnas(server, "jobs", *only).stdout.splitlines()) == 2  # the header
+    both = hwnas(server, "jobs", "--status", "succeeded", "--status", "queued", "--limit", "2")
+    assert [row.split()[0] for row in both.stdout.splitlines()[2:]] == ids[:0:-1]
+    assert "hwnas: the newest 2 of 3 jobs (--limit 0: all)" in both.stderr
+    assert hwnas(server, "jobs", "--limit", "3").stderr == ""  # every job shown
     refused = hwnas(server, "jobs", "--limit", "-1")
     assert refused.returncode == 2 and "not a whole number" in refused.stderr
+    relabelled = hwnas(server, "label", ids[0], "stage=chosen", "project=x", "--remove", "run")
+    assert relabelled.returncode == 0, relabelled.stderr
+    assert json.loads(relabelled.stdout) == {
+        "id": ids[0], "labels": {"project": "x", "stage": "chosen"}
+    }  # fmt: skip
+    chosen = hwnas(server, "jobs", "--label", "stage=chosen", "--json").stdout
+    assert [json.loads(line)["id"] for line in chosen.splitlines()] == [ids[0]]
+    for wrong, said in [
+        ([], "give NAME=VALUE labels to set, or --remove NAME"),
+        (["stage"], "label 'stage': give NAME=VALUE"),
+        (["a=1", "--remove", "a"], "label a is both set and removed"),
+        ([f"l{k}=1" for k in range(15)], "would leave it 17"),
+    ]:
+        refused = hwnas(server, "label", ids[0], *wrong)
+        assert refused.returncode == 2 and said in refused.stderr, (wrong, refused.stderr)
     parser = build_parser()
     jobs = parser._subparsers._group_actions[0].choices["jobs"]  # type: ignore[union-attr]
     [status] = [a for a in jobs._actions if a.dest == "status"]

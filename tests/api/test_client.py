@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,70 @@ def test_a_label_filter_an_older_server_ignores_is_an_error_not_every_job() -> N
         client.jobs(labels={"run": None})
     served[1:] = []
     assert client.jobs(labels={"run": "42", "x": None})["data"] == served
+
+
+def test_changing_labels_sends_a_merge_and_an_older_server_is_named_as_such() -> None:
+    sent: list[tuple[str, Any]] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        sent.append((request.method, json.loads(request.content)))
+        return httpx.Response(200, json={"id": "a", "labels": {"x": "1"}})
+
+    assert _served(serve).label("a", {"x": "1", "y": None})["labels"] == {"x": "1"}
+    assert sent == [("PATCH", {"labels": {"x": "1", "y": None}})]
+    older = _served(lambda request: httpx.Response(405, json={"detail": "Method Not Allowed"}))
+    with pytest.raises(ClientError, match="cannot change a job's labels") as caught:
+        older.label("a", {"x": "1"})
+    assert caught.value.status == 405
+
+
+def test_several_statuses_are_asked_for_and_an_older_server_keeping_one_is_an_error() -> None:
+    asked: list[list[str]] = []
+    served = [{"id": "a", "status": "queued"}, {"id": "b", "status": "running"}]
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params.get_list("status"))
+        return httpx.Response(200, json={"data": served, "count": 2})
+
+    client = _served(serve)
+    assert client.jobs(status=["queued", "running"])["data"] == served
+    assert asked == [["queued", "running"]]
+    served[1] = {"id": "b", "status": "succeeded"}  # an older server: the last one only
+    with pytest.raises(ClientError, match="does not filter jobs by several statuses"):
+        client.jobs(status=("queued", "running"))
+
+
+def test_ids_travel_as_one_path_segment_and_a_pasted_job_url_is_taken() -> None:
+    """An id cannot reach another route (``J/pareto`` was read as the job), an empty one
+    (a script whose submit failed) is refused before any request, not retried, and the
+    job's own ``url`` names the job."""
+    asked: list[str] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.raw_path.decode())
+        return httpx.Response(200, json={"id": "j", "data": [], "count": 0})
+
+    client = _served(serve)
+    client.job("j?x=1#y")
+    client.job("http://hwnas.test/v1/jobs/abc")
+    client.job("https://elsewhere:8000/prefix/v1/jobs/abc/")
+    client.calibrations("nb201 pixel3")
+    assert asked == [
+        "/v1/jobs/j%3Fx%3D1%23y",
+        "/v1/jobs/abc",
+        "/v1/jobs/abc",
+        "/v1/devices/nb201%20pixel3/calibrations",
+    ]
+    for wrong, said in [("", "give a job id"), (" ", "give a job id"),
+                        ("j/pareto", "'j/pareto' is not a job id"),
+                        ("..", "'..' is not a job id"),
+                        ("http://hwnas.test/v1/jobs/abc/pareto", "is not a job id")]:  # fmt: skip
+        with pytest.raises(ClientError, match=said) as caught:
+            client.wait(wrong, out=io.StringIO())
+        assert not caught.value.transient
+    with pytest.raises(ClientError, match="'../x' is not a subnet id"):
+        client.download("j", "../x", "onnx", io.BytesIO())
+    assert len(asked) == 4
 
 
 class _Cut(httpx.SyncByteStream):

@@ -197,6 +197,70 @@ def test_jobs_carry_their_labels_and_the_listing_filters_by_them(client: TestCli
         assert refused.status_code == 422 and "labels" in refused.text, labels
 
 
+def test_a_jobs_labels_change_in_any_status_and_the_listing_follows(client: TestClient) -> None:
+    """PATCH merges: a value sets (added or replaced), null removes, the rest is kept; the
+    job (read before, so memoised), the listing's filter and a cancelled job follow; wrong
+    changes are refused naming the field, and leave the labels as they were."""
+    job = client.post(
+        "/v1/jobs", json=job_spec(device="cpu-all", labels={"project": "kws", "stage": "try"})
+    ).json()
+    url = f"/v1/jobs/{job['id']}"
+    assert client.get(url).json()["labels"] == {"project": "kws", "stage": "try"}
+    changed = client.patch(url, json={"labels": {"stage": None, "chosen": "r24", "project": "x"}})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["labels"] == {"project": "x", "chosen": "r24"}
+    assert client.get(url).json() == changed.json()
+
+    def listed(label: str) -> list[str]:
+        return [j["id"] for j in client.get("/v1/jobs", params={"label": label}).json()["data"]]
+
+    assert listed("stage") == [] and listed("project=kws") == []
+    assert listed("project=x") == [job["id"]] and listed("chosen=r24") == [job["id"]]
+    assert client.post(f"{url}/cancel").json()["status"] == "cancelled"
+    ended = client.patch(url, json={"labels": {"deployed": "no", "chosen": None}})
+    assert ended.status_code == 200 and ended.json()["status"] == "cancelled"
+    assert ended.json()["labels"] == {"project": "x", "deployed": "no"}
+    assert client.patch(url, json={"labels": {"gone": None}}).json()["labels"] == {
+        "project": "x",
+        "deployed": "no",
+    }  # removing what it does not carry: nothing to change
+    wrong: list[tuple[Any, str]] = [
+        ({"labels": {f"l{k}": "v" for k in range(15)}}, "would leave it 17"),
+        ({"labels": {"-x": "1"}}, "label name '-x'"),
+        ({"labels": {"x": 1}}, "labels"),
+        ({"labels": {"x": "\n"}}, "not printable"),
+        ({"labels": {}, "status": "succeeded"}, "status"),
+        ({}, "labels"),
+    ]
+    for body, said in wrong:
+        refused = client.patch(url, json=body)
+        assert refused.status_code == 422 and said in refused.text, (body, refused.text)
+    assert client.get(url).json()["labels"] == {"project": "x", "deployed": "no"}
+    as_text = client.patch(url, content=b'{"labels": {}}', headers={"content-type": "text/plain"})
+    assert as_text.status_code == 422 and "Content-Type" in as_text.text
+    merge_patch = {"content-type": "application/merge-patch+json"}
+    merge = client.patch(url, content=b'{"labels": {"m": "1"}}', headers=merge_patch)
+    assert merge.status_code == 200 and merge.json()["labels"]["m"] == "1"
+    missing = client.patch("/v1/jobs/nope", json={"labels": {"a": "b"}})
+    assert missing.status_code == 404
+
+
+def test_a_repeated_status_lists_the_jobs_in_any_of_them(client: TestClient) -> None:
+    ids = [client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()["id"] for _ in range(3)]
+    client.post(f"/v1/jobs/{ids[0]}/cancel")
+
+    def listed(*statuses: str) -> list[str]:
+        page = client.get("/v1/jobs", params={"status": list(statuses)}).json()
+        assert page["count"] == len(page["data"])
+        return [job["id"] for job in page["data"]]
+
+    assert listed("queued") == ids[:0:-1] and listed("cancelled") == [ids[0]]
+    assert listed("queued", "cancelled") == ids[::-1] == listed("cancelled", "queued", "failed")
+    assert listed("running", "failed") == []
+    wrong = client.get("/v1/jobs", params={"status": ["queued", "done"]})
+    assert wrong.status_code == 422 and "status.1: Input should be 'queued'" in wrong.text
+
+
 def test_validation_data_is_checked_after_every_other_field() -> None:
     """Its validator reads the other fields (``info.data``): pydantic validates in the
     order of declaration, so a field declared after it would be missed there."""

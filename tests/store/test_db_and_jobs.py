@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,37 @@ def test_the_listing_filters_by_label_and_a_deleted_job_takes_its_labels(
         assert listed(("project", None)) == {2}
         with transaction(factory) as session:
             assert session.scalar(select(func.count()).select_from(q.LABELS)) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_changed_labels_replace_the_rows_the_listing_filters_on(
+    backend: str, tmp_path: Path
+) -> None:
+    """``change_labels`` writes the spec and the rows alike, keeps the spec's other keys,
+    and refuses (changing nothing) a change that leaves more than the limit."""
+    with migrated_database(backend, tmp_path) as (_url, _engine, factory):
+        with transaction(factory) as session:
+            job_id = q.create_job(session, {**SPEC, "labels": {"a": "1", "b": "2"}}).id
+            other = q.create_job(session, {**SPEC, "labels": {"a": "1"}}).id
+            q.get_job(session, job_id).spec = {**SPEC, "labels": {"a": "1", "b": "2"}, "k": [1]}
+
+        def rows() -> set[tuple[str, str, str]]:
+            with reading(factory) as connection:
+                return {tuple(row) for row in connection.execute(select(q.LABELS))}
+
+        with transaction(factory) as session:
+            job = q.change_labels(session, job_id, {"b": None, "c": "3", "a": "0"}, limit=3)
+            assert job.spec == {**SPEC, "labels": {"a": "0", "c": "3"}, "k": [1]}
+        assert rows() == {(job_id, "a", "0"), (job_id, "c", "3"), (other, "a", "1")}
+        with pytest.raises(InvalidInput, match="would leave it 4"), transaction(factory) as s:
+            q.change_labels(s, job_id, {"d": "4", "e": "5"}, limit=3)
+        with transaction(factory) as session:
+            q.change_labels(session, job_id, {"a": None, "c": None}, limit=3)
+        assert rows() == {(other, "a", "1")}
+        with reading(factory) as connection:
+            assert q.read_job(connection, job_id).spec["labels"] == {}
+        with pytest.raises(NotFound), transaction(factory) as session:
+            q.change_labels(session, "nope", {"a": "1"}, limit=3)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -759,3 +791,40 @@ def test_a_cancel_asked_before_the_worker_died_ends_the_job_once_it_is_stale(
             assert q.get_job(session, alive).status == JobStatus.running  # still heartbeating
             assert q.get_job(session, running).status == JobStatus.running  # not asked
             assert q.cancel_abandoned(session, stale_after_s=60) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_locked_read_holds_the_row_until_its_writer_commits(backend: str, tmp_path: Path) -> None:
+    """Two read-change-write steps on one job's spec (a worker recording a failure, a
+    client changing labels) both land: the second's locked read waits for the first's
+    commit. On SQLite, where a read takes no lock, the read takes the engine's write slot."""
+    with migrated_database(backend, tmp_path) as (_url, _engine, factory):
+        with transaction(factory) as session:
+            job_id = q.create_job(session, SPEC).id
+        first_read, errors = threading.Event(), []
+
+        def change(key: str, *, first: bool) -> None:
+            try:
+                with transaction(factory) as session:
+                    if not first:
+                        assert first_read.wait(10)
+                    job = q.get_job(session, job_id, lock=True)
+                    if first:
+                        first_read.set()
+                        time.sleep(0.3)  # the other reads meanwhile, unless it waits
+                    job.spec = {**job.spec, key: True}
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=change, args=("a",), kwargs={"first": True}),
+            threading.Thread(target=change, args=("b",), kwargs={"first": False}),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        with reading(factory) as connection:
+            spec = q.read_job(connection, job_id).spec
+        assert spec["a"] is True and spec["b"] is True
