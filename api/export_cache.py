@@ -15,8 +15,9 @@ from pathlib import Path
 #: Its version goes up when what an export holds changes, so a file written before is not
 #: served for the new one: "2" the card inside each file, and the Transformer's ONNX at any
 #: length; "3" the card's ``output`` (shape, ONNX name, classes) and ``quality_from``; "4"
-#: the input's ``axis_names`` (the Transformer's ONNX axis ``sequence``, was ``dim1``).
-EXPORTS = Path("exports") / "4"
+#: the input's ``axis_names`` (the Transformer's ONNX axis ``sequence``, was ``dim1``); "5"
+#: the card's ``validation_data`` and ``measured_with``.
+EXPORTS = Path("exports") / "5"
 
 
 #: job id -> its folder's lock and how many threads hold or wait for it (dropped at 0).

@@ -22,6 +22,7 @@ from hardware_profiles.latency_predictor import MIN_MEASUREMENTS, trusted_as_pri
 from store.jobs import (
     FAILED,
     LABELS_KEY,
+    MEASURED_WITH,
     JobRow,
     failures_allowed,
     failures_counted,
@@ -96,6 +97,8 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
         latency_prior=spec.get("latency_prior", True),
         objectives=spec["objectives"],
         constraints=spec.get("constraints", {}),
+        validation_data=spec.get("validation_data"),
+        measured_with=spec.get(MEASURED_WITH),
         progress=Progress(
             evaluations_done=job.evaluations_done,
             evaluations_reused=job.evaluations_reused,

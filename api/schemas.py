@@ -465,6 +465,17 @@ class JobPublic(BaseModel):
     )
     objectives: dict[str, str]
     constraints: dict[str, dict[str, float | None]]
+    validation_data: str | None = Field(
+        None,
+        description="the file or image directory the job measures accuracy on, as "
+        "submitted; null: the supernet's own validation data",
+    )
+    measured_with: str | None = Field(
+        None,
+        description="a fingerprint of the weights and validation data the job measures with, "
+        "set when its run starts (jobs share measurements only where theirs are equal; an "
+        "exported file's card carries it); null before, or for a supernet that has none",
+    )
     progress: Progress
     failed_evaluations: list[FailedEvaluation] = Field(
         default_factory=list,

@@ -324,7 +324,7 @@ async def export(
             f"format must be one of {', '.join(list_formats())}, got {format!r}", field="format"
         )
 
-    def read() -> tuple[q.JobRow, Any, str]:
+    def read() -> tuple[q.JobRow, Any, q.JobRow]:
         with transaction(factory) as session:
             job, evaluation = (
                 q.read_job(session, job_id),
@@ -335,10 +335,11 @@ async def export(
             # that job exists: a deleted one's folder would be left for nobody to remove.
             origin = evaluation.details.get(q.REUSED_FROM)
             if isinstance(origin, str) and session.get(Job, origin) is not None:
-                return job, evaluation, origin
-            return job, evaluation, job_id
+                return job, evaluation, q.read_job(session, origin)
+            return job, evaluation, job
 
-    job, evaluation, measured_in = await run_in_threadpool(read)
+    job, evaluation, measurer = await run_in_threadpool(read)
+    measured_in = measurer.id
     if get_supernet(job.supernet).recorded:
         raise Conflict(
             f"job {job_id!r} searched {job.supernet!r}, a recorded table: it has no weights, "
@@ -347,11 +348,13 @@ async def export(
     path = export_file(Path(settings.data_dir), measured_in, f"{subnet_id}{suffix_of(format)}")
 
     def write() -> None:
-        card = {
+        card = {  # of the job that measured it: the file is that job's, its copies share it
             "job_id": measured_in,
             "device": job.device,
             "metrics": evaluation.metrics,
             "latency": evaluation.details.get("latency", {}),
+            "validation_data": measurer.spec.get("validation_data"),
+            "measured_with": measurer.spec.get(q.MEASURED_WITH),
         }
         if q.QUALITY_FROM in evaluation.details:  # its accuracy measured by that job
             card[q.QUALITY_FROM] = evaluation.details[q.QUALITY_FROM]

@@ -237,3 +237,15 @@ def test_an_image_directory_of_more_classes_than_outputs_is_refused_at_submissio
         shutil.rmtree(root / "eleven" / f"c{i:02d}")
     (root / "eleven" / "classes.txt").write_text("\n".join(f"c{i:02d}" for i in range(10)))
     assert JobCreate.model_validate(job_spec(validation_data="eleven")).validation_data
+
+
+def test_the_job_names_the_data_it_measures_on(root: Path, client: TestClient) -> None:
+    """As submitted (accuracy measured on it: the job says which); null for the
+    supernet's own, and no fingerprint before the job's run starts."""
+    np.savez(root / "mine.npz", inputs=np.zeros((4, 28, 28), np.uint8), labels=np.arange(4))
+    spec = job_spec(device="cpu-all", validation_data="mine.npz", budget={"evaluations": 1})
+    posted = client.post("/v1/jobs", json=spec).json()
+    assert posted["validation_data"] == "mine.npz" and posted["measured_with"] is None
+    assert client.get(posted["url"]).json()["validation_data"] == "mine.npz"
+    own = client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()
+    assert own["validation_data"] is None

@@ -400,5 +400,9 @@ def test_a_reused_sub_network_is_exported_once_for_every_job_holding_it(tmp_path
         assert written == [EXPORTS / first["id"] / f"{subnet}.onnx"]
         import onnx
 
-        card = onnx.load_from_string(files[0].content).metadata_props
-        assert f'"job_id": "{first["id"]}"' in next(p.value for p in card if p.key == "hwnas.card")
+        props = onnx.load_from_string(files[0].content).metadata_props
+        card = json.loads(next(p.value for p in props if p.key == "hwnas.card"))
+        assert card["job_id"] == first["id"] and card["validation_data"] is None  # its own
+        # what it measured with: the job says, the file says, and the copy shares it
+        assert card["measured_with"] == first["measured_with"] == second["measured_with"]
+        assert isinstance(card["measured_with"], str) and first["validation_data"] is None
