@@ -137,12 +137,13 @@ def _fraction(job: Job | JobRow, failed: int) -> float:
 def stall_note(job: Job | JobRow, stale_after_s: float, dispatcher: Dispatcher) -> str | None:
     """For a running job whose worker stopped heartbeating: since when, and what happens
     next (it would otherwise say nothing until a reaper of its device re-queues it). For a
-    queued job that no live worker serves now, why it waits, unless its message says so
+    queued job that no live worker serves now, or that waits behind others in this
+    process's pool (``Dispatcher.queue_reason``), why it waits, unless its message says so
     already (it was stored at submission: a job re-queued by a shutdown said it "resumes",
     and went on saying so after a restart that no longer serves its device). None for
     every other job."""
     if job.status == JobStatus.queued:
-        reason = dispatcher.waiting_reason(job.device)
+        reason = dispatcher.waiting_reason(job.device) or dispatcher.queue_reason(job.id)
         return None if reason is None or reason in (job.message or "") else f"waiting: {reason}"
     beat = worker_lost_at(job, utcnow(), stale_after_s)
     if beat is None:

@@ -55,13 +55,18 @@ def get_profile(profile_id: str, extra_dirs: Iterable[str | Path] = ()) -> Hardw
 
 def is_available(profile: HardwareProfile) -> bool:
     """Whether this process can measure ``profile`` live (recorded profiles: never)."""
-    if profile.kind == "recorded":
-        return False
+    return profile.kind != "recorded" and unavailable_because(profile) is None
+
+
+def unavailable_because(profile: HardwareProfile) -> str | None:
+    """Why this process cannot measure the live ``profile`` (None: it can), such as "no
+    CUDA device here"."""
     if profile.kind == "cuda" and not _cuda_device_present(profile):
-        return False
-    if profile.runtime == "onnxruntime":
-        return _onnxruntime_present(profile)
-    return True
+        return f"it needs CUDA device {profile.torch_device}, which this machine lacks"
+    if profile.runtime == "onnxruntime" and not _onnxruntime_present(profile):
+        needs = "with CUDAExecutionProvider " if profile.kind == "cuda" else ""
+        return f"it needs onnxruntime {needs}installed"
+    return None
 
 
 @lru_cache(maxsize=1)

@@ -16,13 +16,14 @@ import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
 from hardware_profiles.configured import device_profiles, named_devices, servable
+from hardware_profiles.registry import unavailable_because
 from store import jobs as q
 from store.db import transaction
 from store.tables import JobStatus, utcnow
@@ -59,6 +60,12 @@ class Dispatcher(ABC):
     def waiting_reason(self, device: str) -> str | None:
         """Why a job for ``device`` would wait now (nobody serves it), else None."""
 
+    def queue_reason(self, job_id: str) -> str | None:
+        """Why a queued job of a served device has not started, where the dispatcher knows
+        (the jobs ahead of it in this process's pool), else None."""
+        del job_id
+        return None
+
     def waiting_message(self, device: str) -> str | None:
         """A new job's message: ``waiting: <reason>``, or None where it will not wait."""
         reason = self.waiting_reason(device)
@@ -67,6 +74,20 @@ class Dispatcher(ABC):
     def problems(self) -> list[str]:
         """What keeps jobs from reaching workers now (e.g. the broker is unreachable)."""
         return []
+
+
+def shown_devices(ids: Collection[str], *, most: int = 5) -> str:
+    """Device ids for a message, sorted; more than ``most`` of one family (the part before
+    the first '-') as one pattern: "nb201-* (27)"."""
+    families: dict[str, list[str]] = {}
+    for device in sorted(ids):
+        families.setdefault(device.split("-", 1)[0], []).append(device)
+    shown = [
+        name
+        for family, members in families.items()
+        for name in ([f"{family}-* ({len(members)})"] if len(members) > most else members)
+    ]
+    return ", ".join(shown) or "none"
 
 
 NO_DEVICES = "none"  # HWNAS_EMBEDDED_DEVICES=none: an embedded server that runs no jobs
@@ -113,6 +134,7 @@ class EmbeddedDispatcher(Dispatcher):
         self._pool = ThreadPoolExecutor(max(1, settings.embedded_workers), "hwnas-job")
         self._futures: set[Future[JobStatus | None]] = set()
         self._mine: set[str] = set()  # jobs submitted to the pool and not ended yet
+        self._waiting: dict[str, None] = {}  # of those, the ones not started, in pool order
         self._submitting = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name="hwnas-orphans", daemon=True)
 
@@ -179,9 +201,18 @@ class EmbeddedDispatcher(Dispatcher):
     def waiting_reason(self, device: str) -> str | None:
         if device in self.devices:
             return None
+        profile = device_profiles().get(device)
+        why = None if profile is None or servable(profile) else unavailable_because(profile)
+        if why is not None:
+            return (
+                f"no live worker serves device {device!r}: this server cannot measure on it "
+                f"({why}); a worker on a machine that can (hwnas worker --devices {device}, "
+                f"the distributed mode: HWNAS_BROKER_URL) would take it"
+            )
         return (
             f"no live worker serves device {device!r} "
-            f"(this server serves: {', '.join(sorted(self.devices)) or 'none'})"
+            f"(this server serves: {shown_devices(self.devices)}; HWNAS_EMBEDDED_DEVICES "
+            "chooses them)"
         )
 
     def dispatch(self, job_id: str, device: str) -> None:
@@ -195,14 +226,37 @@ class EmbeddedDispatcher(Dispatcher):
             if job_id in self._mine:
                 return
             self._mine.add(job_id)
-        future = self._pool.submit(self.runner.run, job_id, takeover_from=takeover_from)
+            self._waiting[job_id] = None
+
+        def run() -> JobStatus | None:
+            with self._submitting:
+                self._waiting.pop(job_id, None)
+            return self.runner.run(job_id, takeover_from=takeover_from)
+
+        future = self._pool.submit(run)
         self._futures.add(future)
 
         def ended(done: Future[JobStatus | None]) -> None:
             self._futures.discard(done)
-            self._mine.discard(job_id)
+            with self._submitting:
+                self._mine.discard(job_id)
+                self._waiting.pop(job_id, None)  # cancelled before it started
 
         future.add_done_callback(ended)
+
+    def queue_reason(self, job_id: str) -> str | None:
+        with self._submitting:
+            if job_id not in self._waiting:
+                return None
+            ahead = len(self._mine) - len(self._waiting) + list(self._waiting).index(job_id)
+        workers = max(1, self.settings.embedded_workers)
+        if ahead < workers:  # a thread is free: it starts now
+            return None
+        return (
+            f"{q.counted(ahead, 'job')} of this server "
+            f"{'runs or waits' if ahead == 1 else 'run or wait'} before it "
+            f"(it runs {workers} at a time: HWNAS_EMBEDDED_WORKERS)"
+        )
 
     def stop(self) -> None:
         """Ask running jobs to stop between evaluations (they go back to queued), then wait."""

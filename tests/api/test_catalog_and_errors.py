@@ -14,6 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+import hardware_profiles.registry
 from alembic import command
 from api.app import create_app
 from api.errors import ErrorAnswer
@@ -22,6 +23,7 @@ from core.settings import Settings, get_settings
 from models import registry
 from models.text_transformer import TextTransformerSupernet
 from store.db import alembic_config, make_engine
+from workers.dispatch import shown_devices
 
 from ..conftest import embedded_settings
 from ..store.backends import database_url
@@ -43,10 +45,30 @@ def test_health_supernets_devices_and_openapi(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
 
 
-def test_a_job_for_an_unserved_device_waits_and_says_so(client: TestClient) -> None:
+def test_a_job_for_an_unserved_device_waits_and_says_so(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Why: not chosen for this server, or one this machine cannot measure on."""
     job = client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()
     assert job["status"] == "queued"
-    assert "no live worker serves device 'cpu-all'" in job["message"]
+    assert job["message"] == (
+        "waiting: no live worker serves device 'cpu-all' (this server serves: cpu-1t; "
+        "HWNAS_EMBEDDED_DEVICES chooses them)"
+    )
+    monkeypatch.setattr(hardware_profiles.registry, "_cuda_device_present", lambda p: False)
+    on_gpu = client.post("/v1/jobs", json=job_spec(device="cuda-0")).json()
+    assert on_gpu["message"] == (
+        "waiting: no live worker serves device 'cuda-0': this server cannot measure on it "
+        "(it needs CUDA device cuda:0, which this machine lacks); a worker on a machine that "
+        "can (hwnas worker --devices cuda-0, the distributed mode: HWNAS_BROKER_URL) would "
+        "take it"
+    )
+
+
+def test_many_devices_of_a_family_are_named_by_their_pattern() -> None:
+    nb201 = [f"nb201-d{k}" for k in range(27)]
+    assert shown_devices([*nb201, "cpu-1t", "cpu-all"]) == "cpu-1t, cpu-all, nb201-* (27)"
+    assert shown_devices(nb201[:5]) == ", ".join(sorted(nb201[:5])) and shown_devices([]) == "none"
 
 
 @pytest.mark.parametrize(

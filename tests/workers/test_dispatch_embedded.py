@@ -179,6 +179,38 @@ def test_a_job_found_twice_is_queued_on_the_pool_once(tmp_path: Path) -> None:
     assert runs == ["job-1"]
 
 
+def test_a_job_waiting_in_the_pool_says_how_many_are_before_it(tmp_path: Path) -> None:
+    """With every thread busy, a queued job says how many of this server's jobs run or
+    wait before it; once its turn comes, or for a job not in the pool, nothing."""
+    settings = embedded_settings(tmp_path, embedded_devices="nb201-pixel3", embedded_workers=2)
+    upgrade(settings.database_url)
+    dispatcher = EmbeddedDispatcher(
+        make_session_factory(make_engine(settings.database_url)), settings
+    )
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def run(job_id: str, takeover_from: str | None = None) -> None:
+        started.release()
+        release.wait(10)
+
+    dispatcher.runner.run = run  # type: ignore[method-assign]
+    for k in range(4):
+        dispatcher.dispatch(f"job-{k}", "nb201-pixel3")
+    assert started.acquire(timeout=10) and started.acquire(timeout=10)  # two threads busy
+    reasons = [dispatcher.queue_reason(f"job-{k}") for k in range(5)]
+    release.set()
+    dispatcher.stop()
+    at_a_time = "(it runs 2 at a time: HWNAS_EMBEDDED_WORKERS)"
+    assert reasons == [
+        None,
+        None,
+        f"2 jobs of this server run or wait before it {at_a_time}",
+        f"3 jobs of this server run or wait before it {at_a_time}",
+        None,  # not in the pool
+    ]
+    assert dispatcher.queue_reason("job-3") is None  # it ran
+
+
 def test_a_gone_workers_lease_is_taken_only_from_that_worker(tmp_path: Path) -> None:
     settings = embedded_settings(tmp_path)
     upgrade(settings.database_url)
