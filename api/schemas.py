@@ -204,13 +204,25 @@ class JobCreate(BaseModel):
         },
     )
 
-    supernet: str
-    device: str
-    objectives: dict[str, Sense] = Field(default_factory=_default_objectives)
-    constraints: dict[str, BoundIn] = Field(default_factory=dict)
+    supernet: str = Field(description="a registered supernet's id (GET /v1/supernets)")
+    device: str = Field(
+        description="a hardware profile's id (GET /v1/devices): where latency is measured"
+    )
+    objectives: dict[str, Sense] = Field(
+        default_factory=_default_objectives,
+        description="metric: min or max, any of the supernet's metrics (default: accuracy "
+        "max, latency_ms min)",
+    )
+    constraints: dict[str, BoundIn] = Field(
+        default_factory=dict,
+        description="metric: {min, max}, such as latency_ms: {max: 2.0}; only sub-networks "
+        "within every bound are feasible (the search aims inside them)",
+    )
     budget: BudgetIn = Field(default_factory=BudgetIn)
-    strategy: str = "linas"
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    strategy: str = Field(
+        "linas", description=f"the search strategy: {', '.join(list_strategies())}"
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds the search's random choices")
     warm_start: bool = Field(
         True,
         description="reuse earlier jobs' measurements of this supernet on this device: they "

@@ -17,9 +17,12 @@ router = APIRouter(tags=["catalog"])
 
 @router.get("/supernets", response_model=list[SupernetPublic])
 def read_supernets() -> list[SupernetPublic]:
-    """Every registered supernet. One that cannot be built as configured (its weights file
-    does not load) is listed as its class describes it, with a note saying why: the others
-    stay listed, and its own jobs are refused with that error."""
+    """Every registered supernet: its genes and their choices, the space's size, the
+    metrics it reports, whether it has validation data of its own, and a note (random
+    weights, or why it is not usable as configured: its jobs are then refused).
+    \f
+    One that cannot be built as configured (its weights file does not load) is listed as
+    its class describes it, with a note saying why: the others stay listed."""
     return [_listed(name) for name in list_supernets()]
 
 
@@ -55,6 +58,8 @@ def _public(name: str, supernet: Supernet, problem: str | None) -> SupernetPubli
 
 @router.get("/devices", response_model=list[DevicePublic])
 def read_devices(dispatcher: DispatcherDep) -> list[DevicePublic]:
+    """The hardware profiles a job can name: kind, runtime, threads, batch size, and
+    whether a live worker serves each now (``served``: a job for one that is not waits)."""
     served = dispatcher.served_devices()
     return [
         DevicePublic(

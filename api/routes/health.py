@@ -4,22 +4,27 @@ from fastapi import APIRouter, Request
 
 from api.auth import ANONYMOUS
 from api.deps import DispatcherDep, FactoryDep
+from api.errors import error_answers
 from core.errors import ServiceUnavailable, StorageError
 from store.db import reading, schema_revision
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=error_answers(503))
 def healthz(factory: FactoryDep, dispatcher: DispatcherDep, request: Request) -> dict[str, object]:
-    """Liveness and readiness: the database answers with the schema this server started on
-    (else 503: a SQLite file replaced under it answered ``SELECT 1`` from a new, empty file
-    while every other request failed; a schema a newer version migrated is a problem, not
-    a 503, so that a rolling upgrade does not take every old server out at once), which
-    devices are served, and what keeps jobs from reaching workers (``problems``; the
-    status is then "degraded": jobs are still accepted and stored, and dispatched once it
-    clears). With API keys set, a caller without one gets the status and code alone: the
-    problems name the broker's and the database's address (``api.auth.ANONYMOUS``)."""
+    """Liveness and readiness: ``ok``, or ``degraded`` with the ``problems`` that keep jobs
+    from reaching workers (an unreachable broker: jobs are still accepted and stored, and
+    dispatched once it clears), and the devices served; 503 when the database does not
+    answer, or its schema is older than this server's. With API keys set, a caller
+    without one gets the status alone.
+    \f
+    A server whose database answers ``SELECT 1`` is not ready unless the schema is the
+    one it started on: a SQLite file replaced under it answered from a new, empty file
+    while every other request failed. A schema a newer version migrated is a problem, not
+    a 503, so that a rolling upgrade does not take every old server out at once. A caller
+    without a key gets no problems: they name the broker's and the database's address
+    (``api.auth.ANONYMOUS``)."""
     if not getattr(request.state, ANONYMOUS, False):
         return _health(factory, dispatcher, request)
     try:

@@ -75,8 +75,10 @@ AFTER_SAID = (
     openapi_extra=json_body_doc(JobCreate),
 )
 async def create_job(request: Request) -> Response:
-    """Store the job, then hand it to a worker of its device. Answers 202 at once.
-
+    """Submit a search job: answers 202 at once with the job, queued (its URL also in
+    ``Location``); a worker of its device runs it. Poll ``GET /v1/jobs/{id}``; the
+    message says why it waits, if it does.
+    \f
     Stored and dispatched by ``api.submissions.JobSubmitter`` (batched commits, committed
     before dispatch, so a worker always finds the row it is told about)."""
     body = await json_body(request, JobCreate)  # not a parameter: see api.bodies
@@ -107,8 +109,11 @@ def read_jobs(
     after: Annotated[str | None, Query(max_length=200, description=AFTER_SAID)] = None,
     label: Annotated[list[str] | None, Query(max_length=MAX_LABELS, description=LABEL_SAID)] = None,
 ) -> Response:
-    """A page of jobs, newest first. On the thread pool: counting and sorting a large table
-    takes long enough (~0.1 s for 20,000 jobs) that it must not hold the event loop."""
+    """A page of jobs, newest first, of the statuses, kind and labels asked for; ``count``
+    counts every job that matches, ``next_after`` leads to the next page.
+    \f
+    On the thread pool: counting and sorting a large table takes long enough (~0.1 s for
+    20,000 jobs) that it must not hold the event loop."""
     labels = _label_filters(label or [])
     with reading(factory) as connection:  # one row more: whether another page follows
         rows, total = q.list_jobs(
@@ -139,9 +144,12 @@ def _label_filters(given: list[str]) -> list[tuple[str, str | None]]:
 
 @router.get("/{job_id}", response_model=JobPublic, responses=error_answers(404))
 async def read_job(job_id: str, request: Request) -> Response:
-    """The job (what pollers ask for): read on the event loop, see ``store.db.LoopReads``.
-    Memoised unless the base URL is long: bodies hold it, and the client's Host chooses it
-    (the operator's ``HWNAS_PUBLIC_URL``, one for all, is memoised however long)."""
+    """The job: status, progress, timing, what it was asked, its message (why it waits,
+    what its run noted) and error.
+    \f
+    What pollers ask for: read on the event loop, see ``store.db.LoopReads``. Memoised
+    unless the base URL is long: bodies hold it, and the client's Host chooses it (the
+    operator's ``HWNAS_PUBLIC_URL``, one for all, is memoised however long)."""
     base, reads = api_base(request), loop_reads(request)
     fixed = base == request.app.state.settings.public_url
     read = reads.cached if fixed or len(base) <= MEMO_BASE_MAX else reads
@@ -314,8 +322,11 @@ async def export(
     request: Request,
     format: Annotated[str, Query(json_schema_extra={"enum": list_formats()})] = "onnx",
 ) -> FileResponse:
-    """The measured sub-network as ONNX, TorchScript or a state_dict zip (+ architecture).
-
+    """The measured sub-network as ONNX, TorchScript or a state_dict zip (with
+    ``architecture.json``); every file carries the card: architecture, input and output,
+    the measured metrics, the job that measured it and the data it measured on. A file
+    asked for the first time is built then (seconds); later asks get it at once.
+    \f
     A file not exported before is written on a thread of its own (one at a time: exports
     keep process-wide state, see ``models.export``): waiting exports wait here, not on the
     API's threads, which a burst of them held while other requests queued behind."""

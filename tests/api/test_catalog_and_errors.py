@@ -493,3 +493,18 @@ def test_a_422_or_404_does_not_echo_a_huge_value_whole(client: TestClient) -> No
     assert "(900000 characters)" in response.json()["message"]
     response = client.get("/v1/jobs/" + "j" * 20_000)
     assert response.status_code == 404 and len(response.content) < 1_000
+
+
+def test_every_operation_tells_its_user_what_it_does_and_nothing_of_its_insides(
+    client: TestClient,
+) -> None:
+    """The /docs pages show each route's description: the user's part of its docstring
+    (the part after a form feed, for the code's readers, is left out)."""
+    spec = client.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            said = operation.get("description", "")
+            assert said, f"{method} {path} has no description"
+            for inside in ("``api.", "``store.", "``models.", "``workers.", "event loop"):
+                assert inside not in said, (method, path, inside)
+    assert "503" in spec["paths"]["/healthz"]["get"]["responses"]
