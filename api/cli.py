@@ -438,7 +438,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     """Delete, on the database itself (as ``db-upgrade`` works), every job that ended more
     than ``--older-than`` days ago, with its exported files, and exports of cache versions
-    this version no longer serves."""
+    this version no longer serves; with ``--dry-run``, print their ids (oldest first) and
+    delete nothing."""
     from datetime import timedelta
 
     from sqlalchemy import select
@@ -459,10 +460,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
     try:
         check_migrated(engine)
         with transaction(make_session_factory(engine)) as session:
-            ids = prune_jobs(session, finished_before=cutoff)
+            ids = prune_jobs(session, finished_before=cutoff, dry_run=args.dry_run)
             known = set(session.scalars(select(Job.id)))
     finally:
         engine.dispose()
+    if args.dry_run:
+        print(f"would delete {len(ids)} jobs that ended over {args.older_than:g} days ago",
+              file=sys.stderr)  # fmt: skip
+        print("\n".join(ids), end="\n" if ids else "")
+        return 0
     # Its jobs' folders, and those of jobs deleted before (a copy of their sub-network,
     # exported after, was written there), listed before the jobs were read: a job created
     # since may have written its own.
@@ -807,8 +813,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="give the database a new random identity (a restored or cloned copy: README)",
     )
-    sub.choices["serve"].add_argument("--host", default="127.0.0.1")
-    sub.choices["serve"].add_argument("--port", type=_port, default=8000)
+    sub.choices["serve"].add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)"
+    )
+    sub.choices["serve"].add_argument(
+        "--port", type=_port, default=8000, help="the port to listen on (default: 8000)"
+    )
     sub.choices["worker"].add_argument(
         "--devices",
         required=True,
@@ -819,14 +829,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["worker"].add_argument("--loglevel", default="info")
     _add_job_args(sub.choices["submit"])
     _add_job_args(sub.choices["run"])
-    sub.choices["run"].add_argument("--output-dir", default="out")
+    sub.choices["run"].add_argument(
+        "--output-dir",
+        default="out",
+        help="where the best sub-network's ONNX file goes (default: out)",
+    )
     calibrate = sub.choices["calibrate"]
     calibrate.add_argument("device", help="hardware profile id")
-    calibrate.add_argument("--supernet", default="fmnist-ofa-cnn")
+    calibrate.add_argument(
+        "--supernet", default="fmnist-ofa-cnn", help="whose latency (default: fmnist-ofa-cnn)"
+    )
     calibrate.add_argument(
         "--samples", type=int, help="sub-networks to measure (default: 50, or the server's cap)"
     )
-    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument(
+        "--seed", type=int, default=0, help="seeds the sample of sub-networks (default: 0)"
+    )
     calibrate.add_argument("--kind", default=None, help="predictor kind (default: the server's)")
     calibrate.add_argument("--no-wait", action="store_true", help="print the job id and exit")
     _add_label_arg(calibrate)
@@ -857,6 +875,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.choices["prune"].add_argument(
         "--older-than", type=_days, required=True, metavar="DAYS", help="days since a job ended"
+    )
+    sub.choices["prune"].add_argument(
+        "--dry-run", action="store_true", help="print the ids it would delete; delete nothing"
     )
     for name in ("wait", "calibrate"):
         sub.choices[name].add_argument(

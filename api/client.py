@@ -8,6 +8,7 @@ service that restarts or is briefly unreachable (a job survives that: it resumes
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
@@ -263,11 +264,12 @@ class HwnasClient:
         job_id: str,
         *,
         poll_s: float = 0.5,
-        out: TextIO = sys.stderr,
+        out: TextIO | None = sys.stderr,
         timeout_s: float | None = None,
         retry_s: float = 300.0,
     ) -> dict[str, Any]:
-        """Poll until the job finishes, drawing a progress bar on ``out``; the finished job.
+        """Poll until the job finishes, drawing a progress bar on ``out`` (None: nothing
+        drawn); the finished job.
 
         Raises ``WaitTimeout`` once ``timeout_s`` passed (each poll waits for an answer no
         longer than what is left of it). A service that does not answer or answers 502/503/504
@@ -275,6 +277,7 @@ class HwnasClient:
         back, ``timeout_s`` runs out, or it has failed for ``retry_s`` seconds in a row; then
         that ``ClientError`` is raised. Other errors (404, 401) are raised at once.
         """
+        out = out if out is not None else _Quiet()
         started = time.monotonic()
         last = last_note = said = ""
         failing_since: float | None = None
@@ -382,6 +385,13 @@ class HwnasClient:
                 return _save(response, Path(path))
         except httpx.HTTPError as exc:
             raise self._unreachable("GET", url, exc) from exc
+
+
+class _Quiet(io.StringIO):
+    """A stream that keeps nothing (``wait(out=None)``)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
 
 
 def _segment(value: str, what: str) -> str:

@@ -537,12 +537,16 @@ def delete_job(session: Session, job_id: str) -> None:
     _delete(session, [job_id])
 
 
-def prune_jobs(session: Session, *, finished_before: datetime) -> list[str]:
-    """Delete every job that finished before ``finished_before``, as ``delete_job`` does;
-    their ids."""
-    query = select(Job.id).where(Job.finished_at.is_not(None), Job.finished_at < finished_before)
+def prune_jobs(session: Session, *, finished_before: datetime, dry_run: bool = False) -> list[str]:
+    """Delete every job that finished before ``finished_before``, as ``delete_job`` does
+    (``dry_run``: none); their ids, oldest first."""
+    query = (
+        select(Job.id)
+        .where(Job.finished_at.is_not(None), Job.finished_at < finished_before)
+        .order_by(Job.finished_at, Job.id)
+    )
     ids = list(session.scalars(query))
-    for start in range(0, len(ids), _IN_LIST_MAX):
+    for start in range(0, len(ids) if not dry_run else 0, _IN_LIST_MAX):
         _delete(session, ids[start : start + _IN_LIST_MAX])
     return ids
 

@@ -383,3 +383,11 @@ def test_a_redirect_is_an_error_that_names_where_not_an_empty_file(tmp_path: Pat
 def test_a_url_without_its_scheme_is_refused_at_once() -> None:
     with pytest.raises(ClientError, match="needs its scheme: http://localhost:8000 or https://"):
         HwnasClient("localhost:8000")
+
+
+def test_a_wait_without_a_stream_draws_nothing() -> None:
+    answers = iter([{"status": "running"}, {"status": "succeeded"}])
+    job = {"id": "j", "progress": {"evaluations_done": 1, "budget": 2, "front_size": 1,
+                                   "fraction": 0.5}, "message": None}  # fmt: skip
+    client = _served(lambda request: httpx.Response(200, json={**job, **next(answers)}))
+    assert client.wait("j", poll_s=0.01, out=None)["status"] == "succeeded"

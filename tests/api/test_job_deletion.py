@@ -98,6 +98,13 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
     monkeypatch.setenv("HWNAS_DATA_DIR", str(data))
     get_settings.cache_clear()
     try:
+        assert main(["prune", "--older-than", "30", "--dry-run"]) == 0
+        said = capsys.readouterr()
+        assert said.out == f"{ids[0]}\n"
+        assert said.err == "would delete 1 jobs that ended over 30 days ago\n"
+        assert (data / "exports" / "1").exists()  # nothing removed
+        with transaction(factory) as session:
+            assert set(session.scalars(select(Job.id))) == set(ids)
         assert main(["prune", "--older-than", "30"]) == 0
     finally:
         get_settings.cache_clear()
