@@ -14,6 +14,7 @@ import re
 import socket
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -254,8 +255,16 @@ def _check_data_dir(data_dir: Path) -> None:
         ) from None
 
 
+#: How long ``hwnas submit`` asks again a service that restarts or does not answer.
+SUBMIT_RETRY_S = 60.0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    job = _client(args).submit(build_spec(args))
+    """Submit and print the job's id. Sent with an idempotency key (``--idempotency-key``,
+    or a new random one), so a service that restarts or does not answer is asked again for
+    up to ``SUBMIT_RETRY_S``, and stores the job once."""
+    key = args.idempotency_key or f"hwnas-cli-{uuid.uuid4().hex}"
+    job = _client(args).submit(build_spec(args), idempotency_key=key, retry_s=SUBMIT_RETRY_S)
     print(job["id"])
     return 0
 
@@ -684,11 +693,9 @@ def _cell(value: float | None, width: int, spec: str) -> str:
 
 def _add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--supernet", default="fmnist-ofa-cnn", help="(default: %(default)s; GET /v1/supernets)"
+        "--supernet", default="fmnist-ofa-cnn", help="(default: %(default)s; hwnas supernets)"
     )
-    parser.add_argument(
-        "--device", default="cpu-1t", help="(default: %(default)s; GET /v1/devices)"
-    )
+    parser.add_argument("--device", default="cpu-1t", help="(default: %(default)s; hwnas devices)")
     parser.add_argument(
         "--objective",
         action="append",
@@ -828,6 +835,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["worker"].add_argument("--name", default=None)
     sub.choices["worker"].add_argument("--loglevel", default="info")
     _add_job_args(sub.choices["submit"])
+    sub.choices["submit"].add_argument(
+        "--idempotency-key",
+        help="any string unique to this submission (a pipeline's run id): submitting again "
+        "with it prints the job it created (default: a new random key, which covers this "
+        "command's own retries)",
+    )
     _add_job_args(sub.choices["run"])
     sub.choices["run"].add_argument(
         "--output-dir",

@@ -137,9 +137,32 @@ class HwnasClient:
 
     # -- jobs -------------------------------------------------------------------------------
 
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Submit a search job (the body of ``POST /v1/jobs``); the job as stored (queued)."""
-        return dict(self._json("POST", "/v1/jobs", json=spec))
+    def submit(
+        self,
+        spec: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        retry_s: float = 0.0,
+        pause_s: float = 1.0,
+    ) -> dict[str, Any]:
+        """Submit a search job (the body of ``POST /v1/jobs``); the job as stored (queued).
+
+        With ``idempotency_key`` the service stores it once however often it is sent (a
+        retry gets the job the first request created), so a failure that may have stored
+        it (no answer, a 502/503/504) is sent again, every ``pause_s``, for up to
+        ``retry_s`` seconds, before it is raised. ``retry_s`` without a key is refused:
+        each retry could store another job."""
+        if retry_s > 0 and idempotency_key is None:
+            raise ClientError("retrying a submission needs an idempotency_key")
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        give_up = time.monotonic() + retry_s
+        while True:
+            try:
+                return dict(self._json("POST", "/v1/jobs", json=spec, headers=headers))
+            except ClientError as exc:
+                if not exc.transient or time.monotonic() + pause_s > give_up:
+                    raise
+            time.sleep(pause_s)
 
     def job(self, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
         """The job's state now: status, progress, timing, message, error."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import hashlib
 import json
 import re
 import uuid
@@ -29,6 +30,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult, result_tuple
 from sqlalchemy.orm import Session
 
@@ -93,6 +96,50 @@ def create_job(
     """A queued job. ``heartbeat_at`` of a queued job is when it was (last) published: now,
     since the caller publishes it right after this transaction commits."""
     return create_jobs(session, [(spec, message)])[0]
+
+
+#: The spec's key for the digest of a keyed submission's request (``create_job_once``).
+REQUEST_DIGEST = "request_digest"
+
+
+def keyed_job_id(key: str) -> str:
+    """The id of the job that a submission with idempotency key ``key`` creates: the same
+    for every retry of it, 32 hex digits as ``new_job_id``'s."""
+    return hashlib.sha256(b"hwnas idempotency key\0" + key.encode()).hexdigest()[:32]
+
+
+def request_digest(spec: Mapping[str, Any]) -> str:
+    """A digest of a submission's spec (JSON data), whatever the order of its keys."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def create_job_once(
+    session: Session, spec: dict[str, Any], key: str, *, message: str | None = None
+) -> tuple[JobRow, bool]:
+    """The job that the submission of ``spec`` with idempotency key ``key`` created, and
+    whether this call created it: a retry of that submission (its answer lost, or a
+    response it could not tell from a failure) finds the job the first one stored, where
+    ``create_job`` would store a second. ``Conflict`` if the key's job was submitted with
+    another spec. Once that job is deleted, the key creates a new one."""
+    job_id, digest = keyed_job_id(key), request_digest(spec)
+    values = _new_job_values({**spec, REQUEST_DIGEST: digest}, message, _now_as_read(session))
+    values["id"] = job_id
+    upsert = sqlite_insert if _dialect(session) == "sqlite" else postgresql_insert
+    statement = upsert(JOBS).values(values).on_conflict_do_nothing().returning(JOBS.c.id)
+    created = session.execute(statement).scalar_one_or_none() is not None
+    job = read_job(session, job_id)
+    if not created and job.spec.get(REQUEST_DIGEST) != digest:
+        raise Conflict(
+            f"the Idempotency-Key {shown(key)} was sent with another request, which created "
+            f"job {job_id}: use a new key for a new job"
+        )
+    labels = values["spec"].get(LABELS_KEY, {})
+    if created and labels:
+        session.execute(
+            _INSERT_LABELS, [{"job_id": job_id, "name": n, "value": v} for n, v in labels.items()]
+        )
+    return job, created
 
 
 def create_jobs(

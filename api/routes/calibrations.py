@@ -19,7 +19,7 @@ from api.bodies import json_body, json_body_doc
 from api.deps import FactoryDep
 from api.errors import error_answers
 from api.presenters import calibration_public
-from api.routes.jobs import accept_job
+from api.routes.jobs import IDEMPOTENCY_DOC, accept_job
 from api.schemas import CalibrationCreate, CalibrationsPublic, JobPublic
 from core.errors import NotFound, UnknownName
 from hardware_profiles import HardwareProfile
@@ -38,8 +38,8 @@ SAMPLING = "uniform"  # a calibration job's strategy: every gene drawn uniformly
     "/{device_id}/calibrations",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses=error_answers(404, 413),
-    openapi_extra=json_body_doc(CalibrationCreate),
+    responses=error_answers(404, 409, 413),
+    openapi_extra={**json_body_doc(CalibrationCreate), "parameters": [IDEMPOTENCY_DOC]},
 )
 async def create_calibration(device_id: str, request: Request) -> Response:
     """Queue a calibration job: a worker of the device measures sampled sub-networks, fits

@@ -4,6 +4,7 @@ Calibration jobs (``api.routes.calibrations``) are polled, listed and cancelled 
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from functools import partial
@@ -53,6 +54,21 @@ from store.front import constraints_of
 from store.tables import Job, JobKind, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+#: A submission's optional header: its retries (same key, same body) answer with the job
+#: the first one created, marked ``REPLAYED``, instead of storing another.
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IDEMPOTENCY_KEY_FORM = re.compile(r"[!-~]{1,255}")
+REPLAYED = "Idempotent-Replayed"
+IDEMPOTENCY_DOC = {
+    "name": IDEMPOTENCY_KEY,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "any string unique to this submission (such as a UUID, or a pipeline's "
+    "run id): a retry of it with the same key and body answers with the job the first "
+    f"request created (header {REPLAYED}: true) instead of creating another; the same key "
+    "with another body is 409. A key is free again once its job is deleted",
+}
 Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]  # the databases' largest OFFSET
 Limit = Annotated[int, Query(ge=1, le=500)]
 LABEL_SAID = (
@@ -71,8 +87,8 @@ AFTER_SAID = (
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses=error_answers(413),
-    openapi_extra=json_body_doc(JobCreate),
+    responses=error_answers(409, 413),
+    openapi_extra={**json_body_doc(JobCreate), "parameters": [IDEMPOTENCY_DOC]},
 )
 async def create_job(request: Request) -> Response:
     """Submit a search job: answers 202 at once with the job, queued (its URL also in
@@ -87,13 +103,37 @@ async def create_job(request: Request) -> Response:
 
 async def accept_job(request: Request, spec: dict[str, Any]) -> Response:
     """Store a job of any kind (``spec``: JSON data naming its device), dispatch it, and
-    answer 202 with it; the job says why it will wait if nobody serves its device."""
+    answer 202 with it; the job says why it will wait if nobody serves its device. With an
+    ``Idempotency-Key``, the job that key's first request created, if there is one."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
     message = dispatcher_of(request).waiting_message(spec["device"])
-    job = await submitter(request).submit(spec, message)
-    public = job_public(job, api_base(request))
+    if key is None:  # the batched path (api.submissions)
+        job, replayed = await submitter(request).submit(spec, message), False
+    else:
+        job, replayed = await run_in_threadpool(_accept_keyed, request, spec, key, message)
+    public = job_public(job, api_base(request), _stall_note(request, job) if replayed else None)
     answer = json_response(public, status.HTTP_202_ACCEPTED)
     answer.headers["location"] = public.url  # where to poll it, for tools that follow it
+    if replayed:
+        answer.headers[REPLAYED] = "true"
     return answer
+
+
+def _accept_keyed(
+    request: Request, spec: dict[str, Any], key: str, message: str | None
+) -> tuple[q.JobRow, bool]:
+    """A keyed submission, stored on its own (``store.jobs.create_job_once``) and
+    dispatched if it created the job; the job, and whether it was there before."""
+    if not IDEMPOTENCY_KEY_FORM.fullmatch(key):
+        raise InvalidInput(
+            f"{IDEMPOTENCY_KEY} must be 1-255 printable ASCII characters, no spaces",
+            field=IDEMPOTENCY_KEY,
+        )
+    with transaction(request.app.state.session_factory) as session:
+        job, created = q.create_job_once(session, spec, key, message=message)
+    if created:  # stored: its dispatch failing leaves it queued, as dispatch_many does
+        dispatcher_of(request).dispatch_many([(job.id, job.device)])
+    return job, not created
 
 
 @router.get("", response_model=JobsPublic)

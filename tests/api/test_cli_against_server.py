@@ -200,6 +200,18 @@ def _shows_the_job_its_evaluations_and_the_catalog(
                for line in table)  # fmt: skip
 
 
+def test_submitting_again_with_a_key_prints_the_job_it_created(server: str) -> None:
+    args = ("submit", "--device", "cpu-all", "--idempotency-key", "ci-run-7")
+    first, again = hwnas(server, *args), hwnas(server, *args)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout == again.stdout and len(first.stdout.split()) == 1
+    other = hwnas(server, *args, "--seed", "3")
+    assert other.returncode == 2 and "409" in other.stderr and "ci-run-7" in other.stderr
+    unkeyed = [hwnas(server, "submit", "--device", "cpu-all").stdout for _ in range(2)]
+    assert unkeyed[0] != unkeyed[1]  # each its own random key: two jobs
+    assert httpx.get(f"{server}/v1/jobs").json()["count"] == 3
+
+
 def test_calibrate_follows_the_job_and_prints_the_stored_version(server: str) -> None:
     done = hwnas(server, "calibrate", "cpu-1t", "--samples", "5", "--seed", "2")
     assert done.returncode == 0, done.stdout + done.stderr

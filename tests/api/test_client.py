@@ -391,3 +391,34 @@ def test_a_wait_without_a_stream_draws_nothing() -> None:
                                    "fraction": 0.5}, "message": None}  # fmt: skip
     client = _served(lambda request: httpx.Response(200, json={**job, **next(answers)}))
     assert client.wait("j", poll_s=0.01, out=None)["status"] == "succeeded"
+
+
+def test_a_keyed_submission_is_sent_again_after_a_failure_that_may_have_stored_it() -> None:
+    """503, then no answer, then the job: three sends of one key; a 422 is not sent again;
+    retrying without a key is refused (each retry could store another job)."""
+    keys: list[str | None] = []
+    answers: list[Any] = [
+        httpx.Response(503, json={"message": "database down"}),
+        httpx.ConnectError("refused"),
+        httpx.Response(202, json={"id": "j"}),
+    ]
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers.get("idempotency-key"))
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[no-any-return]
+
+    client = _served(serve)
+    assert client.submit({}, idempotency_key="k", retry_s=5, pause_s=0.01) == {"id": "j"}
+    assert keys == ["k", "k", "k"]
+    answers[:] = [httpx.Response(422, json={"message": "device: unknown"})] * 2
+    with pytest.raises(ClientError, match="422"):
+        client.submit({}, idempotency_key="k", retry_s=5, pause_s=0.01)
+    assert len(keys) == 4
+    answers[:] = [httpx.Response(503, json={"message": "down"})] * 3
+    with pytest.raises(ClientError, match="503"):
+        client.submit({}, idempotency_key="k", retry_s=0.015, pause_s=0.01)
+    with pytest.raises(ClientError, match="needs an idempotency_key"):
+        client.submit({}, retry_s=5)

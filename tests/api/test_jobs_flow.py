@@ -261,6 +261,40 @@ def test_a_repeated_status_lists_the_jobs_in_any_of_them(client: TestClient) -> 
     assert wrong.status_code == 422 and "status.1: Input should be 'queued'" in wrong.text
 
 
+def test_a_keyed_submission_sent_again_answers_with_the_job_it_created(
+    client: TestClient,
+) -> None:
+    """An ``Idempotency-Key``: a retry (same key, same body) stores no second job and gets
+    the first one's answer, marked replayed; the key with another body is 409; a key that
+    is no key is 422; once its job is deleted the key creates a new one. The keyed job
+    is dispatched like any other: it runs."""
+    spec = job_spec(budget={"evaluations": 2}, labels={"run": "7"})
+    key = {"Idempotency-Key": "pipeline-42/search"}
+    first = client.post("/v1/jobs", json=spec, headers=key)
+    assert first.status_code == 202, first.text
+    assert "idempotent-replayed" not in first.headers
+    again = client.post("/v1/jobs", json=dict(reversed(spec.items())), headers=key)
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] == q.keyed_job_id("pipeline-42/search")
+    assert again.headers["location"] == first.headers["location"]
+    listed = client.get("/v1/jobs", params={"label": "run=7"}).json()
+    assert [job["id"] for job in listed["data"]] == [first.json()["id"]]  # one, labelled once
+    other = client.post("/v1/jobs", json=dict(spec, seed=1), headers=key)
+    assert other.status_code == 409 and "pipeline-42/search" in other.json()["detail"]
+    assert other.json()["detail"].endswith("use a new key for a new job")
+    wrong_keys: list[str | bytes] = ["", "a b", "x" * 256, "é".encode()]
+    for wrong in wrong_keys:
+        refused = client.post("/v1/jobs", json=spec, headers={"Idempotency-Key": wrong})
+        assert refused.status_code == 422 and refused.json()["field"] == "Idempotency-Key", wrong
+    job = wait_for(client, first.json()["id"])
+    assert job["status"] == "succeeded" and job["progress"]["evaluations_done"] == 2
+    assert client.delete(job["url"]).status_code == 204
+    anew = client.post("/v1/jobs", json=spec, headers=key)
+    assert anew.status_code == 202 and "idempotent-replayed" not in anew.headers
+    assert anew.json()["id"] == job["id"] and anew.json()["progress"]["evaluations_done"] == 0
+    assert client.get("/v1/jobs").json()["count"] == 1
+
+
 def test_validation_data_is_checked_after_every_other_field() -> None:
     """Its validator reads the other fields (``info.data``): pydantic validates in the
     order of declaration, so a field declared after it would be missed there."""

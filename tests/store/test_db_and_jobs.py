@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Text, event, func, select
 
-from core.errors import InvalidInput, NotFound, StorageError
+from core.errors import Conflict, InvalidInput, NotFound, StorageError
 from store import jobs as q
 from store.db import (
     HeldConnectionWriter,
@@ -220,6 +220,41 @@ def test_changed_labels_replace_the_rows_the_listing_filters_on(
             assert q.read_job(connection, job_id).spec["labels"] == {}
         with pytest.raises(NotFound), transaction(factory) as session:
             q.change_labels(session, "nope", {"a": "1"}, limit=3)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_keyed_submission_is_stored_once_whatever_races_it(backend: str, tmp_path: Path) -> None:
+    """Eight threads submit the same keyed spec at once: one stores it (with its labels),
+    every one gets that job; the key with another spec is a ``Conflict``."""
+    spec = {**SPEC, "labels": {"run": "1"}}
+    with migrated_database(backend, tmp_path) as (_url, _engine, factory):
+        start, results, errors = threading.Barrier(8), [], []
+
+        def submit() -> None:
+            try:
+                start.wait()
+                with transaction(factory) as session:
+                    results.append(q.create_job_once(session, spec, "k-1"))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=submit) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert sorted(created for _, created in results) == [False] * 7 + [True]
+        assert {job.id for job, _ in results} == {q.keyed_job_id("k-1")}
+        with reading(factory) as connection:
+            assert q.list_jobs(connection, offset=0, limit=10)[1] == 1
+            assert connection.scalar(select(func.count()).select_from(q.LABELS)) == 1
+        conflict = pytest.raises(Conflict, match="'k-1' was sent with another request")
+        with conflict, transaction(factory) as session:
+            q.create_job_once(session, {**spec, "seed": 9}, "k-1")
+        with transaction(factory) as session:
+            job, created = q.create_job_once(session, SPEC, "k-2")
+        assert created and job.spec == {**SPEC, q.REQUEST_DIGEST: q.request_digest(SPEC)}
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
