@@ -118,13 +118,19 @@ class JobSubmitter:
         """The batch stored (one statement on PostgreSQL, on a held connection: one round
         trip; a transaction elsewhere), then its dispatch queued."""
         rows = self._store_batch.write(q.NewJobs(pairs).insert)
+        self.dispatch_later(rows)
+        return rows
+
+    def dispatch_later(self, rows: list[JobRow]) -> None:
+        """Hand stored jobs to the dispatcher, in order, on the dispatching thread (a slow
+        publish delays no answer); also for the jobs stored by other paths (a keyed
+        submission: ``api.routes.jobs``)."""
         try:
             self._dispatching.submit(self._dispatch, rows)
         except RuntimeError:  # shut down (interpreter exit): stored, so answered as such
             log.warning(
                 "%d stored jobs not dispatched (shutting down): they stay queued", len(rows)
             )
-        return rows
 
     def _dispatch(self, rows: list[JobRow]) -> None:
         try:

@@ -131,8 +131,8 @@ def _accept_keyed(
         )
     with transaction(request.app.state.session_factory) as session:
         job, created = q.create_job_once(session, spec, key, message=message)
-    if created:  # stored: its dispatch failing leaves it queued, as dispatch_many does
-        dispatcher_of(request).dispatch_many([(job.id, job.device)])
+    if created:
+        submitter(request).dispatch_later([job])
     return job, not created
 
 

@@ -83,8 +83,11 @@ def test_http_to_celery_worker_to_postgres_to_export_and_calibration(
 ) -> None:
     client = stack["client"]
     with workers(stack["env"], stack["tmp"]):
-        job = client.post("/v1/jobs", json=job_spec(budget={"evaluations": 4})).json()
+        keyed = {"json": job_spec(budget={"evaluations": 4}), "headers": {"Idempotency-Key": "d1"}}
+        job = client.post("/v1/jobs", **keyed).json()  # a keyed job: stored on its own
         job = wait_for(client, job["id"], timeout_s=180)
+        again = client.post("/v1/jobs", **keyed)
+        assert again.headers["idempotent-replayed"] == "true" and again.json()["id"] == job["id"]
         evaluations = _assert_complete(client, job, 4)
         assert all(e["details"]["worker"].startswith("celery-") for e in evaluations)
         front = client.get(f"/v1/jobs/{job['id']}/pareto").json()["data"]
