@@ -264,7 +264,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     or a new random one), so a service that restarts or does not answer is asked again for
     up to ``SUBMIT_RETRY_S``, and stores the job once."""
     key = args.idempotency_key or f"hwnas-cli-{uuid.uuid4().hex}"
-    job = _client(args).submit(build_spec(args), idempotency_key=key, retry_s=SUBMIT_RETRY_S)
+
+    def retrying(exc: ClientError) -> None:
+        print(f"hwnas: {exc}; trying again for up to {SUBMIT_RETRY_S:.0f} s (Ctrl+C stops)",
+              file=sys.stderr)  # fmt: skip
+
+    job = _client(args).submit(
+        build_spec(args), idempotency_key=key, retry_s=SUBMIT_RETRY_S, on_retry=retrying
+    )
     print(job["id"])
     return 0
 
@@ -845,7 +852,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["run"].add_argument(
         "--output-dir",
         default="out",
-        help="where the best sub-network's ONNX file goes (default: out)",
+        help="where the best sub-network's file goes (default: out)",
+    )
+    sub.choices["run"].add_argument(
+        "--format", default="onnx", help="onnx (default), torchscript or state_dict"
     )
     calibrate = sub.choices["calibrate"]
     calibrate.add_argument("device", help="hardware profile id")

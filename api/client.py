@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 import time
 import uuid
@@ -25,6 +26,9 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 
 #: How the service begins a job's message that says why the job is not progressing.
 WAITING = "waiting:"
+
+#: An Idempotency-Key as the service takes it (``api.routes.jobs.IDEMPOTENCY_KEY_FORM``).
+_KEY_FORM = re.compile(r"[!-~]{1,255}")
 
 #: Answers worth asking again: the service or a proxy in front of it is (re)starting.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
@@ -144,24 +148,34 @@ class HwnasClient:
         idempotency_key: str | None = None,
         retry_s: float = 0.0,
         pause_s: float = 1.0,
+        on_retry: Callable[[ClientError], None] | None = None,
     ) -> dict[str, Any]:
         """Submit a search job (the body of ``POST /v1/jobs``); the job as stored (queued).
 
         With ``idempotency_key`` the service stores it once however often it is sent (a
         retry gets the job the first request created), so a failure that may have stored
         it (no answer, a 502/503/504) is sent again, every ``pause_s``, for up to
-        ``retry_s`` seconds, before it is raised. ``retry_s`` without a key is refused:
-        each retry could store another job."""
+        ``retry_s`` seconds, before it is raised; ``on_retry`` hears of each failure that
+        differs from the one before. ``retry_s`` without a key is refused: each retry could
+        store another job."""
         if retry_s > 0 and idempotency_key is None:
             raise ClientError("retrying a submission needs an idempotency_key")
+        if idempotency_key is not None and not _KEY_FORM.fullmatch(idempotency_key):
+            raise ClientError(  # the service's rule: checked before anything is sent
+                f"an idempotency key is 1-255 printable ASCII characters, no spaces: "
+                f"{idempotency_key!r}"
+            )
         headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
-        give_up = time.monotonic() + retry_s
+        give_up, said = time.monotonic() + retry_s, ""
         while True:
             try:
                 return dict(self._json("POST", "/v1/jobs", json=spec, headers=headers))
             except ClientError as exc:
                 if not exc.transient or time.monotonic() + pause_s > give_up:
                     raise
+                if on_retry is not None and str(exc) != said:
+                    on_retry(exc)
+                said = str(exc)
             time.sleep(pause_s)
 
     def job(self, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
@@ -178,7 +192,8 @@ class HwnasClient:
         self._call("DELETE", f"/v1/jobs/{_job(job_id)}")
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        """Cancel a job; a ``ClientError`` with status 409 if it had already ended."""
+        """Cancel a job (one cancelled already: as it is); a ``ClientError`` with status 409
+        if it had succeeded or failed."""
         return dict(self._json("POST", f"/v1/jobs/{_job(job_id)}/cancel"))
 
     def label(self, job_id: str, labels: dict[str, str | None]) -> dict[str, Any]:
@@ -229,8 +244,8 @@ class HwnasClient:
                 raise ClientError(
                     "the service does not filter jobs by label (a version before labels)"
                 )
-        if len(statuses) > 1 and any(job["status"] not in statuses for job in page["data"]):
-            raise ClientError(  # an older server keeps the last of several
+        if len(statuses) > 1 and sorted(page.get("status", [])) != sorted(statuses):
+            raise ClientError(  # an older server filters on the last of several, and says not
                 "the service does not filter jobs by several statuses (a version before that)"
             )
         return page

@@ -153,9 +153,12 @@ def run_demo(args: argparse.Namespace) -> int:
         folder = Path(args.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         # The service names the file, as `hwnas download -o <folder>/` does.
-        path = client.download(job["id"], best["subnet_id"], "onnx", folder)
-        print(f"exported ONNX: {Path(str(path)).resolve()}")
+        path = client.download(job["id"], best["subnet_id"], args.format, folder)
+        print(f"exported {FORMAT_NAMES.get(args.format, args.format)}: {Path(str(path)).resolve()}")
     return 0
+
+
+FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "state_dict": "state_dict"}
 
 
 def best_point(points: list[dict[str, Any]], objectives: dict[str, str]) -> dict[str, Any]:

@@ -508,6 +508,10 @@ class JobPublic(BaseModel):
 class JobsPublic(BaseModel):
     data: list[JobPublic]
     count: int = Field(description="jobs that match the filters, in all")
+    status: list[str] = Field(
+        default_factory=list,
+        description="the statuses the jobs were filtered on, as asked (empty: any status)",
+    )
     offset: int
     limit: int
     next_after: str | None = Field(

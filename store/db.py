@@ -85,9 +85,10 @@ class _SQLiteWriterQueue:
     commit event fires before the COMMIT runs, so it cannot be the signal). pysqlite opens
     its transaction at the first statement that changes data (reads run outside one), which
     is where the lock is taken; or at a read marked ``LOCKING_READ`` (``SELECT ... FOR
-    UPDATE`` on PostgreSQL, which SQLite lacks): a read-change-write step then reads the row
-    as no other thread of the process can change it before its commit. Other processes on
-    the same file (not the embedded design) still meet SQLite's own busy timeout.
+    UPDATE`` on PostgreSQL, which SQLite lacks), which also begins SQLite's write transaction
+    (``BEGIN IMMEDIATE``): a read-change-write step then reads the row as no other thread,
+    nor another process on the same file (``hwnas run`` beside ``hwnas serve``), can change
+    it before its commit. Other processes' writers wait in SQLite's own busy timeout.
     """
 
     HELD = "hwnas_writer_lock"
@@ -113,6 +114,9 @@ class _SQLiteWriterQueue:
                 unreachable=True,
             )
         conn.info[self.HELD] = True
+        driver = conn.connection.driver_connection
+        if locking and not driver.in_transaction:  # and the file's write lock, which holds
+            driver.execute("BEGIN IMMEDIATE")  # other processes too (hwnas run beside serve)
 
     def _release(self, _dbapi_connection, record, *_args) -> None:  # type: ignore[no-untyped-def]
         if record is not None and record.info.pop(self.HELD, False):

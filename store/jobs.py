@@ -35,7 +35,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult, result_tuple
 from sqlalchemy.orm import Session
 
-from core.errors import Conflict, InvalidInput, NotFound, shown
+from core.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable, shown
 from search import Bound, is_feasible
 
 from .db import LOCKING_READ
@@ -102,43 +102,47 @@ def create_job(
 REQUEST_DIGEST = "request_digest"
 
 
-def keyed_job_id(key: str) -> str:
-    """The id of the job that a submission with idempotency key ``key`` creates: the same
-    for every retry of it, 32 hex digits as ``new_job_id``'s."""
-    return hashlib.sha256(b"hwnas idempotency key\0" + key.encode()).hexdigest()[:32]
-
-
-def request_digest(spec: Mapping[str, Any]) -> str:
-    """A digest of a submission's spec (JSON data), whatever the order of its keys."""
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def request_digest(asked: Mapping[str, Any]) -> str:
+    """A digest of a request's body as sent (JSON data; ``JobCreate`` with what it was not
+    given left out: defaults the server fills in may change between its retries),
+    whatever the order of its keys."""
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def create_job_once(
-    session: Session, spec: dict[str, Any], key: str, *, message: str | None = None
+    session: Session, spec: dict[str, Any], key: str, digest: str, *, message: str | None = None
 ) -> tuple[JobRow, bool]:
-    """The job that the submission of ``spec`` with idempotency key ``key`` created, and
-    whether this call created it: a retry of that submission (its answer lost, or a
-    response it could not tell from a failure) finds the job the first one stored, where
-    ``create_job`` would store a second. ``Conflict`` if the key's job was submitted with
-    another spec. Once that job is deleted, the key creates a new one."""
-    job_id, digest = keyed_job_id(key), request_digest(spec)
+    """The job that the submission with idempotency key ``key`` (its request's
+    ``request_digest``: ``digest``) created, and whether this call created it (a new job
+    of ``spec``): a retry of that submission (its answer lost, or a response it could not
+    tell from a failure) finds the job the first one stored, where ``create_job`` would
+    store a second. ``Conflict`` if the key's job was submitted with another request. Once
+    that job is deleted the key is free: the next job with it is new, with a new id."""
     values = _new_job_values({**spec, REQUEST_DIGEST: digest}, message, _now_as_read(session))
-    values["id"] = job_id
+    values["idempotency_key"] = key
     upsert = sqlite_insert if _dialect(session) == "sqlite" else postgresql_insert
-    statement = upsert(JOBS).values(values).on_conflict_do_nothing().returning(JOBS.c.id)
+    statement = (
+        upsert(JOBS)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=[JOBS.c.idempotency_key])
+        .returning(JOBS.c.id)
+    )
     created = session.execute(statement).scalar_one_or_none() is not None
-    job = read_job(session, job_id)
+    job = session.execute(select(JOBS).where(JOBS.c.idempotency_key == key)).first()
+    if job is None:  # the key's job was deleted between the two statements
+        raise ServiceUnavailable(
+            f"the job of Idempotency-Key {shown(key)} was deleted as this one came: send again"
+        )
     if not created and job.spec.get(REQUEST_DIGEST) != digest:
         raise Conflict(
             f"the Idempotency-Key {shown(key)} was sent with another request, which created "
-            f"job {job_id}: use a new key for a new job"
+            f"job {job.id}: use a new key for a new job"
         )
     labels = values["spec"].get(LABELS_KEY, {})
     if created and labels:
-        session.execute(
-            _INSERT_LABELS, [{"job_id": job_id, "name": n, "value": v} for n, v in labels.items()]
-        )
+        rows = [{"job_id": job.id, "name": n, "value": v} for n, v in labels.items()]
+        session.execute(_INSERT_LABELS, rows)
     return job, created
 
 
@@ -253,6 +257,7 @@ def _new_job_values(spec: dict[str, Any], message: str | None, now: datetime) ->
         created_at=now,
         started_at=None,
         finished_at=None,
+        idempotency_key=None,
     )
 
 
@@ -553,10 +558,14 @@ def request_cancel(session: Session, job_id: str, *, stale_after_s: float | None
     the evaluation in flight. With ``stale_after_s``: a running job whose worker has not
     heartbeated for that long (it died) is cancelled now too; nobody would honour the
     request until a worker took the job again. Should its worker be alive after all, its
-    next write finds the job finished and it stops."""
+    next write finds the job finished and it stops. A job cancelled already is answered as
+    it is (a cancel sent again, by a retry or a clean-up script, is no error); one that
+    succeeded or failed is a ``Conflict``: there is nothing to stop."""
     job = get_job(session, job_id, lock=True)
+    if job.status == JobStatus.cancelled:
+        return job
     if job.status.finished:
-        raise Conflict(f"job {job_id} already {job.status.value}")
+        raise Conflict(f"job {job_id} already {job.status.value}: there is nothing to cancel")
     job.cancel_requested = True
     now = utcnow()
     if job.status == JobStatus.queued:

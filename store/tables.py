@@ -96,6 +96,11 @@ class Job(Base):
     # Seconds spent inside evaluation calls vs the whole run: the search's own overhead.
     eval_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     run_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # The Idempotency-Key it was submitted with, if any: one job per key (its retries find
+    # it; once it is deleted the key is free, and the next job gets a new id).
+    idempotency_key: Mapped[str | None] = mapped_column(
+        String(255), nullable=True, unique=True, index=True
+    )
 
     @validates("message", "error")
     def _storable(self, _key: str, text: str | None) -> str | None:

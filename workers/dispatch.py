@@ -134,7 +134,10 @@ class EmbeddedDispatcher(Dispatcher):
         self._pool = ThreadPoolExecutor(max(1, settings.embedded_workers), "hwnas-job")
         self._futures: set[Future[JobStatus | None]] = set()
         self._mine: set[str] = set()  # jobs submitted to the pool and not ended yet
-        self._waiting: dict[str, None] = {}  # of those, the ones not started, in pool order
+        # Of those, the ones not started, by their number in the order they were submitted;
+        # how many were submitted, and how many of them left the wait (started or cancelled).
+        self._waiting: dict[str, int] = {}
+        self._submitted = self._left = 0
         self._submitting = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name="hwnas-orphans", daemon=True)
 
@@ -222,33 +225,42 @@ class EmbeddedDispatcher(Dispatcher):
     def _submit(self, job_id: str, *, takeover_from: str | None = None) -> None:
         """Queue the job on the pool, once: the watcher may find a job the submitter is
         about to dispatch."""
-        with self._submitting:
+
+        def run() -> JobStatus | None:
+            self._left_waiting(job_id)
+            return self.runner.run(job_id, takeover_from=takeover_from)
+
+        with self._submitting:  # the pool's order is the order of the numbers
             if job_id in self._mine:
                 return
             self._mine.add(job_id)
-            self._waiting[job_id] = None
-
-        def run() -> JobStatus | None:
-            with self._submitting:
-                self._waiting.pop(job_id, None)
-            return self.runner.run(job_id, takeover_from=takeover_from)
-
-        future = self._pool.submit(run)
+            self._waiting[job_id] = self._submitted
+            self._submitted += 1
+            future = self._pool.submit(run)
         self._futures.add(future)
 
         def ended(done: Future[JobStatus | None]) -> None:
             self._futures.discard(done)
+            self._left_waiting(job_id)  # cancelled before it started (a shutdown)
             with self._submitting:
                 self._mine.discard(job_id)
-                self._waiting.pop(job_id, None)  # cancelled before it started
 
         future.add_done_callback(ended)
 
-    def queue_reason(self, job_id: str) -> str | None:
+    def _left_waiting(self, job_id: str) -> None:
         with self._submitting:
-            if job_id not in self._waiting:
+            if self._waiting.pop(job_id, None) is not None:
+                self._left += 1
+
+    def queue_reason(self, job_id: str) -> str | None:
+        """O(1) (every poll of a queued job asks): the pool starts jobs in the order they
+        were numbered, so those numbered before this one and not started are its number
+        less the count that left the wait."""
+        with self._submitting:
+            number = self._waiting.get(job_id)
+            if number is None:
                 return None
-            ahead = len(self._mine) - len(self._waiting) + list(self._waiting).index(job_id)
+            ahead = len(self._mine) - len(self._waiting) + number - self._left
         workers = max(1, self.settings.embedded_workers)
         if ahead < workers:  # a thread is free: it starts now
             return None

@@ -827,10 +827,13 @@ class JobRunner:
 
     def _finish(self, job_id: str, plan: JobPlan, clock: _RunClock) -> JobStatus | None:
         def finish(session: Session) -> JobStatus | None:
-            if _lease(session, job_id, self.worker_id, lock=True) == "lost":
-                return None  # taken over meanwhile: the new run finishes it
+            # Read and summed up before the row is locked (on SQLite the lock is the
+            # process's one write slot, and a front of many objectives takes seconds): no
+            # other run adds evaluations while this one holds the lease, checked next.
             evaluations, _ = q.list_evaluations(session, job_id)
             summary = summarise_front(evaluations, plan.objectives, plan.constraints)
+            if _lease(session, job_id, self.worker_id, lock=True) == "lost":
+                return None  # taken over meanwhile: the new run finishes it
             q.set_front(session, job_id, [e.id for e in summary.front])
             if noisy := noisy_latency_note(evaluations, plan.evaluator.profile):
                 _add_message(q.get_job(session, job_id), noisy)

@@ -98,19 +98,22 @@ async def create_job(request: Request) -> Response:
     Stored and dispatched by ``api.submissions.JobSubmitter`` (batched commits, committed
     before dispatch, so a worker always finds the row it is told about)."""
     body = await json_body(request, JobCreate)  # not a parameter: see api.bodies
-    return await accept_job(request, body.model_dump(mode="json"))
+    asked = {"kind": JobKind.search.value, **body.model_dump(mode="json", exclude_unset=True)}
+    return await accept_job(request, body.model_dump(mode="json"), asked)
 
 
-async def accept_job(request: Request, spec: dict[str, Any]) -> Response:
+async def accept_job(request: Request, spec: dict[str, Any], asked: dict[str, Any]) -> Response:
     """Store a job of any kind (``spec``: JSON data naming its device), dispatch it, and
     answer 202 with it; the job says why it will wait if nobody serves its device. With an
-    ``Idempotency-Key``, the job that key's first request created, if there is one."""
+    ``Idempotency-Key``, the job that key's first request created, if there is one (the
+    request, ``asked``, is compared: what it gave, not the defaults filled in)."""
     key = request.headers.get(IDEMPOTENCY_KEY)
     message = dispatcher_of(request).waiting_message(spec["device"])
     if key is None:  # the batched path (api.submissions)
         job, replayed = await submitter(request).submit(spec, message), False
     else:
-        job, replayed = await run_in_threadpool(_accept_keyed, request, spec, key, message)
+        digest = q.request_digest(asked)
+        job, replayed = await run_in_threadpool(_accept_keyed, request, spec, key, digest, message)
     public = job_public(job, api_base(request), _stall_note(request, job) if replayed else None)
     answer = json_response(public, status.HTTP_202_ACCEPTED)
     answer.headers["location"] = public.url  # where to poll it, for tools that follow it
@@ -120,7 +123,7 @@ async def accept_job(request: Request, spec: dict[str, Any]) -> Response:
 
 
 def _accept_keyed(
-    request: Request, spec: dict[str, Any], key: str, message: str | None
+    request: Request, spec: dict[str, Any], key: str, digest: str, message: str | None
 ) -> tuple[q.JobRow, bool]:
     """A keyed submission, stored on its own (``store.jobs.create_job_once``) and
     dispatched if it created the job; the job, and whether it was there before."""
@@ -130,7 +133,7 @@ def _accept_keyed(
             field=IDEMPOTENCY_KEY,
         )
     with transaction(request.app.state.session_factory) as session:
-        job, created = q.create_job_once(session, spec, key, message=message)
+        job, created = q.create_job_once(session, spec, key, digest, message=message)
     if created:
         submitter(request).dispatch_later([job])
     return job, not created
@@ -164,7 +167,10 @@ def read_jobs(
     base = api_base(request)
     data = [job_public(j, base, _stall_note(request, j)) for j in rows]
     following = q.listing_cursor(rows[-1]) if more else None
-    page = JobsPublic(data=data, count=total, offset=offset, limit=limit, next_after=following)
+    page = JobsPublic(
+        data=data, count=total, status=[s.value for s in status_filter or []], offset=offset,
+        limit=limit, next_after=following,
+    )  # fmt: skip
     return json_response(page)
 
 
@@ -246,7 +252,8 @@ async def patch_job(job_id: str, request: Request) -> Response:
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=error_answers(404, 409))
 def cancel_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
     """Cancel a queued job at once; a running one stops after its evaluation in flight, or
-    at once when its worker has stopped heartbeating (HWNAS_STALE_AFTER_S)."""
+    at once when its worker has stopped heartbeating (HWNAS_STALE_AFTER_S). A job cancelled
+    already answers as it is; one that succeeded or failed is 409."""
     stale_after_s = request.app.state.settings.stale_after_s  # a dead worker's: ended now
     with transaction(factory) as session:
         job = q.request_cancel(session, job_id, stale_after_s=stale_after_s)

@@ -10,7 +10,15 @@ from typing import Any
 import httpx
 import pytest
 
-from api.client import ClientError, HwnasClient, Unreachable, WaitTimeout, _progress_line
+from api.client import (
+    _KEY_FORM,
+    ClientError,
+    HwnasClient,
+    Unreachable,
+    WaitTimeout,
+    _progress_line,
+)
+from api.routes.jobs import IDEMPOTENCY_KEY_FORM
 
 WAITING = "waiting: no live worker serves device 'cpu-ort'; start one with `hwnas worker`"
 
@@ -263,17 +271,23 @@ def test_changing_labels_sends_a_merge_and_an_older_server_is_named_as_such() ->
 def test_several_statuses_are_asked_for_and_an_older_server_keeping_one_is_an_error() -> None:
     asked: list[list[str]] = []
     served = [{"id": "a", "status": "queued"}, {"id": "b", "status": "running"}]
+    older = False
 
     def serve(request: httpx.Request) -> httpx.Response:
-        asked.append(request.url.params.get_list("status"))
-        return httpx.Response(200, json={"data": served, "count": 2})
+        statuses = request.url.params.get_list("status")
+        asked.append(statuses)
+        if older:  # FastAPI's single-valued parameter: the last one, not said back
+            data = [job for job in served if job["status"] == statuses[-1]]
+            return httpx.Response(200, json={"data": data, "count": len(data)})
+        return httpx.Response(200, json={"data": served, "count": 2, "status": statuses})
 
     client = _served(serve)
     assert client.jobs(status=["queued", "running"])["data"] == served
     assert asked == [["queued", "running"]]
-    served[1] = {"id": "b", "status": "succeeded"}  # an older server: the last one only
+    older = True
     with pytest.raises(ClientError, match="does not filter jobs by several statuses"):
         client.jobs(status=("queued", "running"))
+    assert client.jobs(status="running")["data"] == served[1:]  # one: any server filters it
 
 
 def test_ids_travel_as_one_path_segment_and_a_pasted_job_url_is_taken() -> None:
@@ -410,9 +424,13 @@ def test_a_keyed_submission_is_sent_again_after_a_failure_that_may_have_stored_i
             raise answer
         return answer  # type: ignore[no-any-return]
 
-    client = _served(serve)
-    assert client.submit({}, idempotency_key="k", retry_s=5, pause_s=0.01) == {"id": "j"}
-    assert keys == ["k", "k", "k"]
+    client, heard = _served(serve), []
+    job = client.submit({}, idempotency_key="k", retry_s=5, pause_s=0.01, on_retry=heard.append)
+    assert job == {"id": "j"} and keys == ["k", "k", "k"]
+    assert [str(exc).split(": ")[1] for exc in heard] == [
+        "503",
+        "cannot reach hwnas at http://hwnas.test",
+    ]
     answers[:] = [httpx.Response(422, json={"message": "device: unknown"})] * 2
     with pytest.raises(ClientError, match="422"):
         client.submit({}, idempotency_key="k", retry_s=5, pause_s=0.01)
@@ -422,3 +440,13 @@ def test_a_keyed_submission_is_sent_again_after_a_failure_that_may_have_stored_i
         client.submit({}, idempotency_key="k", retry_s=0.015, pause_s=0.01)
     with pytest.raises(ClientError, match="needs an idempotency_key"):
         client.submit({}, retry_s=5)
+
+
+def test_a_key_the_service_would_refuse_is_refused_before_anything_is_sent() -> None:
+    sent: list[httpx.Request] = []
+    client = _served(lambda request: sent.append(request) or httpx.Response(202, json={}))
+    for wrong in ["", "a b", "é", "x" * 256]:
+        with pytest.raises(ClientError, match="1-255 printable ASCII"):
+            client.submit({}, idempotency_key=wrong, retry_s=5)
+    assert sent == []
+    assert IDEMPOTENCY_KEY_FORM.pattern == _KEY_FORM.pattern  # the client's rule is the API's

@@ -103,6 +103,8 @@ def test_no_latency_limit_without_a_latency_objective_and_the_job_s_notes_shown(
     first = _hwnas_run(tmp_path, "cpu-1t", *args)
     assert first.returncode == 0, first.stderr
     assert "latency limit" not in first.stdout and "constraints {}" in first.stdout
-    again = _hwnas_run(tmp_path, "cpu-1t", *args, "--seed", "1")
+    again = _hwnas_run(tmp_path, "cpu-1t", *args, "--seed", "1", "--format", "state_dict")
     assert again.returncode == 0, again.stderr
     assert "note: warm start: 2 earlier measurements of fmnist-ofa-cnn on cpu-1t" in again.stdout
+    (exported,) = (tmp_path / "out").glob("*.zip")  # --format
+    assert f"exported state_dict: {exported}" in again.stdout

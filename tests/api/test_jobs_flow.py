@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 import api.presenters
 from api.app import create_app
 from api.schemas import JobCreate
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from hardware_profiles import device_lock
 from models import registry
 from models.fmnist_cnn import FmnistOFACNN
@@ -137,7 +137,8 @@ def test_cancel_stops_a_running_job(client: TestClient) -> None:
     job = wait_for(client, job["id"])
     assert job["status"] == "cancelled"
     assert job["progress"]["evaluations_done"] < 200
-    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
+    again = client.post(f"/v1/jobs/{job['id']}/cancel")  # a retry, a clean-up script
+    assert again.status_code == 200 and again.json() == client.get(job["url"]).json()
 
 
 def test_a_job_interrupted_by_shutdown_resumes_on_restart(settings: Settings) -> None:
@@ -251,7 +252,7 @@ def test_a_repeated_status_lists_the_jobs_in_any_of_them(client: TestClient) -> 
 
     def listed(*statuses: str) -> list[str]:
         page = client.get("/v1/jobs", params={"status": list(statuses)}).json()
-        assert page["count"] == len(page["data"])
+        assert page["count"] == len(page["data"]) and page["status"] == list(statuses)
         return [job["id"] for job in page["data"]]
 
     assert listed("queued") == ids[:0:-1] and listed("cancelled") == [ids[0]]
@@ -266,8 +267,9 @@ def test_a_keyed_submission_sent_again_answers_with_the_job_it_created(
 ) -> None:
     """An ``Idempotency-Key``: a retry (same key, same body) stores no second job and gets
     the first one's answer, marked replayed; the key with another body is 409; a key that
-    is no key is 422; once its job is deleted the key creates a new one. The keyed job
-    is dispatched like any other: it runs."""
+    is no key is 422; once its job is deleted the key creates a new job, under a new id
+    (nothing kept by job id may name two jobs). The keyed job is dispatched like any
+    other: it runs."""
     spec = job_spec(budget={"evaluations": 2}, labels={"run": "7"})
     key = {"Idempotency-Key": "pipeline-42/search"}
     first = client.post("/v1/jobs", json=spec, headers=key)
@@ -275,7 +277,7 @@ def test_a_keyed_submission_sent_again_answers_with_the_job_it_created(
     assert "idempotent-replayed" not in first.headers
     again = client.post("/v1/jobs", json=dict(reversed(spec.items())), headers=key)
     assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
-    assert again.json()["id"] == first.json()["id"] == q.keyed_job_id("pipeline-42/search")
+    assert again.json()["id"] == first.json()["id"]
     assert again.headers["location"] == first.headers["location"]
     listed = client.get("/v1/jobs", params={"label": "run=7"}).json()
     assert [job["id"] for job in listed["data"]] == [first.json()["id"]]  # one, labelled once
@@ -288,11 +290,38 @@ def test_a_keyed_submission_sent_again_answers_with_the_job_it_created(
         assert refused.status_code == 422 and refused.json()["field"] == "Idempotency-Key", wrong
     job = wait_for(client, first.json()["id"])
     assert job["status"] == "succeeded" and job["progress"]["evaluations_done"] == 2
+    ended = client.post(f"{job['url']}/cancel")  # succeeded: nothing to stop
+    assert ended.status_code == 409 and "nothing to cancel" in ended.json()["message"]
     assert client.delete(job["url"]).status_code == 204
     anew = client.post("/v1/jobs", json=spec, headers=key)
     assert anew.status_code == 202 and "idempotent-replayed" not in anew.headers
-    assert anew.json()["id"] == job["id"] and anew.json()["progress"]["evaluations_done"] == 0
+    assert anew.json()["id"] != job["id"] and anew.json()["progress"]["evaluations_done"] == 0
     assert client.get("/v1/jobs").json()["count"] == 1
+
+
+def test_a_keyed_retry_is_compared_as_sent_not_with_the_defaults_filled_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server restarts between a submission and its retry with a lower budget cap:
+    the default it fills in differs, the request does not: the retry gets the job."""
+    settings = embedded_settings(tmp_path, embedded_devices="none")
+    body = {"supernet": "fmnist-ofa-cnn", "device": "cpu-1t"}  # the budget: the default
+    key = {"Idempotency-Key": "pipeline-9"}
+    with TestClient(create_app(settings)) as client:
+        first = client.post("/v1/jobs", json=body, headers=key).json()
+    assert first["progress"]["budget"] == 60
+    monkeypatch.setenv("HWNAS_MAX_BUDGET", "10")
+    get_settings.cache_clear()
+    try:
+        with TestClient(create_app(settings)) as client:
+            again = client.post("/v1/jobs", json=body, headers=key)
+            given = client.post("/v1/jobs", json={**body, "budget": {"evaluations": 60}},
+                                headers=key)  # fmt: skip
+    finally:
+        get_settings.cache_clear()
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first["id"]
+    assert given.status_code == 422  # over the new cap: refused before the key is looked up
 
 
 def test_validation_data_is_checked_after_every_other_field() -> None:

@@ -191,6 +191,43 @@ def test_the_listing_filters_by_label_and_a_deleted_job_takes_its_labels(
             assert session.scalar(select(func.count()).select_from(q.LABELS)) == 1
 
 
+def test_a_locked_read_holds_the_row_against_another_process_on_the_file(
+    tmp_path: Path,
+) -> None:
+    """``hwnas run`` beside ``hwnas serve``: two engines on one SQLite file (each its own
+    write slot) stand for the two processes. A worker's read-change-write of the spec and
+    a label change in the other both land, in the spec and in the label rows."""
+    url = f"sqlite:///{tmp_path}/two.db"
+    upgrade(url)
+    worker, api = (make_session_factory(make_engine(url)) for _ in range(2))
+    with transaction(api) as session:
+        job_id = q.create_job(session, {**SPEC, "labels": {"a": "1"}}).id
+    read, errors = threading.Event(), []
+
+    def record() -> None:
+        try:
+            with transaction(worker) as session:
+                job = q.get_job(session, job_id, lock=True)
+                read.set()
+                time.sleep(0.3)  # the other process changes the labels meanwhile, unless held
+                job.spec = {**job.spec, "anchors": ["x"]}
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    assert read.wait(10)
+    with transaction(api) as session:
+        q.change_labels(session, job_id, {"b": "2"}, limit=16)
+    thread.join()
+    assert errors == []
+    with reading(api) as connection:
+        spec = q.read_job(connection, job_id).spec
+        rows = {(r.name, r.value) for r in connection.execute(select(q.LABELS))}
+    assert spec["labels"] == {"a": "1", "b": "2"} and spec["anchors"] == ["x"]
+    assert rows == {("a", "1"), ("b", "2")}
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_changed_labels_replace_the_rows_the_listing_filters_on(
     backend: str, tmp_path: Path
@@ -234,7 +271,7 @@ def test_a_keyed_submission_is_stored_once_whatever_races_it(backend: str, tmp_p
             try:
                 start.wait()
                 with transaction(factory) as session:
-                    results.append(q.create_job_once(session, spec, "k-1"))
+                    results.append(q.create_job_once(session, spec, "k-1", "d1"))
             except BaseException as exc:
                 errors.append(exc)
 
@@ -245,16 +282,24 @@ def test_a_keyed_submission_is_stored_once_whatever_races_it(backend: str, tmp_p
             thread.join()
         assert errors == []
         assert sorted(created for _, created in results) == [False] * 7 + [True]
-        assert {job.id for job, _ in results} == {q.keyed_job_id("k-1")}
+        assert len({job.id for job, _ in results}) == 1
         with reading(factory) as connection:
             assert q.list_jobs(connection, offset=0, limit=10)[1] == 1
             assert connection.scalar(select(func.count()).select_from(q.LABELS)) == 1
         conflict = pytest.raises(Conflict, match="'k-1' was sent with another request")
         with conflict, transaction(factory) as session:
-            q.create_job_once(session, {**spec, "seed": 9}, "k-1")
+            q.create_job_once(session, {**spec, "seed": 9}, "k-1", "d2")
         with transaction(factory) as session:
-            job, created = q.create_job_once(session, SPEC, "k-2")
-        assert created and job.spec == {**SPEC, q.REQUEST_DIGEST: q.request_digest(SPEC)}
+            job, created = q.create_job_once(session, SPEC, "k-2", "d3")
+        assert created and job.spec == {**SPEC, q.REQUEST_DIGEST: "d3"}
+        assert job.idempotency_key == "k-2"
+        with transaction(factory) as session:
+            q.get_job(session, job.id).status = JobStatus.cancelled
+        with transaction(factory) as session:
+            q.delete_job(session, job.id)
+        with transaction(factory) as session:  # the key is free again: a new job, a new id
+            anew, created = q.create_job_once(session, SPEC, "k-2", "d3")
+        assert created and anew.id != job.id
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
