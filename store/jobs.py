@@ -119,31 +119,36 @@ def create_job_once(
     tell from a failure) finds the job the first one stored, where ``create_job`` would
     store a second. ``Conflict`` if the key's job was submitted with another request. Once
     that job is deleted the key is free: the next job with it is new, with a new id."""
-    values = _new_job_values({**spec, REQUEST_DIGEST: digest}, message, _now_as_read(session))
-    values["idempotency_key"] = key
-    upsert = sqlite_insert if _dialect(session) == "sqlite" else postgresql_insert
-    statement = (
-        upsert(JOBS)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=[JOBS.c.idempotency_key])
-        .returning(JOBS.c.id)
-    )
-    created = session.execute(statement).scalar_one_or_none() is not None
-    job = session.execute(select(JOBS).where(JOBS.c.idempotency_key == key)).first()
-    if job is None:  # the key's job was deleted between the two statements
-        raise ServiceUnavailable(
-            f"the job of Idempotency-Key {shown(key)} was deleted as this one came: send again"
+    by_key = select(JOBS).where(JOBS.c.idempotency_key == key)
+    job = session.execute(by_key).first()  # a retry: a read, no write (SQLite's slot)
+    if job is None:
+        values = _new_job_values({**spec, REQUEST_DIGEST: digest}, message, _now_as_read(session))
+        values["idempotency_key"] = key
+        upsert = sqlite_insert if _dialect(session) == "sqlite" else postgresql_insert
+        statement = (
+            upsert(JOBS)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=[JOBS.c.idempotency_key])
+            .returning(*JOBS.c)
         )
-    if not created and job.spec.get(REQUEST_DIGEST) != digest:
+        job = session.execute(statement).first()
+        if job is not None:
+            labels = values["spec"].get(LABELS_KEY, {})
+            if labels:
+                rows = [{"job_id": job.id, "name": n, "value": v} for n, v in labels.items()]
+                session.execute(_INSERT_LABELS, rows)
+            return job, True
+        job = session.execute(by_key).first()  # a request with the key stored it meanwhile
+        if job is None:  # and its job was deleted since
+            raise ServiceUnavailable(
+                f"the job of Idempotency-Key {shown(key)} was deleted as this one came: send again"
+            )
+    if job.spec.get(REQUEST_DIGEST) != digest:
         raise Conflict(
             f"the Idempotency-Key {shown(key)} was sent with another request, which created "
             f"job {job.id}: use a new key for a new job"
         )
-    labels = values["spec"].get(LABELS_KEY, {})
-    if created and labels:
-        rows = [{"job_id": job.id, "name": n, "value": v} for n, v in labels.items()]
-        session.execute(_INSERT_LABELS, rows)
-    return job, created
+    return job, False
 
 
 def create_jobs(

@@ -359,8 +359,14 @@ def test_a_submitted_job_answers_as_it_reads_back(backend: str, tmp_path: Path) 
             set_timezone(url, "America/New_York")
         settings = embedded_settings(tmp_path, database_url=url, embedded_devices="none")
         with TestClient(create_app(settings)) as client:
-            for spec in (job_spec(), job_spec(seed=7, constraints={"latency_ms": {"max": 5}})):
-                posted = client.post("/v1/jobs", json=spec)
+            keyed = {"Idempotency-Key": "as-read"}  # stored on its own: the row it returns
+            for spec, headers in (
+                (job_spec(), {}),
+                (job_spec(seed=7, constraints={"latency_ms": {"max": 5}}), {}),
+                (job_spec(seed=8, labels={"a": "b"}), keyed),
+                (job_spec(seed=8, labels={"a": "b"}), keyed),  # the replay: the row read
+            ):
+                posted = client.post("/v1/jobs", json=spec, headers=headers)
                 assert posted.status_code == 202, posted.text
                 got = client.get(f"/v1/jobs/{posted.json()['id']}")
                 assert posted.json() == got.json()
