@@ -363,33 +363,43 @@ def _number(value: float | None) -> str:
 
 def cmd_supernets(args: argparse.Namespace) -> int:
     """The registered supernets: a table, or the API's JSON."""
-    supernets = _client(args).supernets()
-    if args.json:
-        print(json.dumps(supernets))
-        return 0
-    rows = [
-        [s["id"], str(s["genes"]), str(s["space_size"] or s["raw_space_size"]),
-         ",".join(s["metrics"]), "yes" if s["has_validation_data"] else "no", s["note"] or ""]
-        for s in supernets
-    ]  # fmt: skip
-    names = ["id", "genes", "sub-networks", "metrics", "own data", "note"]
-    print(format_table(names, rows, right={"genes", "sub-networks"}))
-    return 0
+    return _catalog(
+        args, _client(args).supernets(),
+        {"id": lambda s: s["id"], "genes": lambda s: str(s["genes"]),
+         "sub-networks": lambda s: str(s["space_size"] or s["raw_space_size"]),
+         "metrics": lambda s: ",".join(s["metrics"]),
+         "own data": lambda s: "yes" if s["has_validation_data"] else "no",
+         "note": lambda s: s["note"] or ""},
+        right={"genes", "sub-networks"},
+    )  # fmt: skip
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
     """The hardware profiles and whether a live worker serves each: a table, or JSON."""
-    devices = _client(args).devices()
+    return _catalog(
+        args, _client(args).devices(),
+        {"id": lambda d: d["id"], "kind": lambda d: d["kind"],
+         "runtime": lambda d: d["runtime"] or "-",
+         "threads": lambda d: "-" if d["threads"] is None else str(d["threads"]),
+         "batch": lambda d: str(d["batch_size"]),
+         "served": lambda d: "yes" if d["served"] else "no", "name": lambda d: d["name"]},
+        right={"threads", "batch"},
+    )  # fmt: skip
+
+
+def _catalog(
+    args: argparse.Namespace,
+    items: list[dict[str, Any]],
+    columns: dict[str, Callable[[dict[str, Any]], str]],
+    *,
+    right: set[str],
+) -> int:
+    """``items`` as the API's JSON (``--json``) or a table of ``columns``."""
     if args.json:
-        print(json.dumps(devices))
+        print(json.dumps(items))
         return 0
-    rows = [
-        [d["id"], d["kind"], d["runtime"] or "-", "-" if d["threads"] is None else
-         str(d["threads"]), str(d["batch_size"]), "yes" if d["served"] else "no", d["name"]]
-        for d in devices
-    ]  # fmt: skip
-    names = ["id", "kind", "runtime", "threads", "batch", "served", "name"]
-    print(format_table(names, rows, right={"threads", "batch"}))
+    rows = [[cell(item) for cell in columns.values()] for item in items]
+    print(format_table(list(columns), rows, right=right))
     return 0
 
 
