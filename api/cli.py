@@ -375,15 +375,18 @@ def cmd_supernets(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    """The hardware profiles and whether a live worker serves each: a table, or JSON."""
+    """The hardware profiles, whether a live worker serves each and how many of its jobs
+    are queued and running: a table, or JSON."""
     return _catalog(
         args, _client(args).devices(),
         {"id": lambda d: d["id"], "kind": lambda d: d["kind"],
          "runtime": lambda d: d["runtime"] or "-",
          "threads": lambda d: "-" if d["threads"] is None else str(d["threads"]),
          "batch": lambda d: str(d["batch_size"]),
-         "served": lambda d: "yes" if d["served"] else "no", "name": lambda d: d["name"]},
-        right={"threads", "batch"},
+         "served": lambda d: "yes" if d["served"] else "no",
+         "queued": lambda d: str(d.get("queued", "-")),
+         "running": lambda d: str(d.get("running", "-")), "name": lambda d: d["name"]},
+        right={"threads", "batch", "queued", "running"},
     )  # fmt: skip
 
 

@@ -587,6 +587,8 @@ class DevicePublic(BaseModel):
     threads: int | None
     batch_size: int
     served: bool = Field(description="a live worker measures on this device now")
+    queued: int = Field(0, description="its jobs waiting for a worker now")
+    running: int = Field(0, description="its jobs being measured now")
 
 
 class CalibrationCreate(BaseModel):

@@ -479,6 +479,20 @@ def count_queued(session: Session, device: str) -> int:
     return int(session.scalar(query) or 0)
 
 
+def unfinished_by_device(session: Session | Connection) -> dict[str, Counter[JobStatus]]:
+    """How many jobs of each device are queued and running now (devices with none left
+    out): one grouped count, which the status index serves."""
+    query = (
+        select(JOBS.c.device, JOBS.c.status, func.count())
+        .where(JOBS.c.status.in_([JobStatus.queued, JobStatus.running]))
+        .group_by(JOBS.c.device, JOBS.c.status)
+    )
+    counts: dict[str, Counter[JobStatus]] = {}
+    for device, status, n in session.execute(query):
+        counts.setdefault(device, Counter())[status] = n
+    return counts
+
+
 def heartbeat(session: Session, job_id: str, worker_id: str, run_seconds: float = 0.0) -> bool:
     """Refresh the lease and add ``run_seconds`` (the run's wall time since its last
     booking) to the job's; False when the job is no longer this worker's running job

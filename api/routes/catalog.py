@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from fastapi import APIRouter
 
-from api.deps import DispatcherDep
+from api.deps import DispatcherDep, FactoryDep
 from api.schemas import DevicePublic, SupernetPublic, usable_supernet
 from core.errors import HwnasError
 from hardware_profiles.configured import device_profiles
 from models.base import Supernet
 from models.metrics import metrics_of
 from models.registry import create_supernet, list_supernets
+from store import jobs as q
+from store.db import reading
+from store.tables import JobStatus
 
 router = APIRouter(tags=["catalog"])
 
@@ -57,10 +62,14 @@ def _public(name: str, supernet: Supernet, problem: str | None) -> SupernetPubli
 
 
 @router.get("/devices", response_model=list[DevicePublic])
-def read_devices(dispatcher: DispatcherDep) -> list[DevicePublic]:
-    """The hardware profiles a job can name: kind, runtime, threads, batch size, and
-    whether a live worker serves each now (``served``: a job for one that is not waits)."""
+def read_devices(dispatcher: DispatcherDep, factory: FactoryDep) -> list[DevicePublic]:
+    """The hardware profiles a job can name: kind, runtime, threads, batch size, whether
+    a live worker serves each now (``served``: a job for one that is not waits), and how
+    many of its jobs are queued and running."""
     served = dispatcher.served_devices()
+    with reading(factory) as connection:
+        counts = q.unfinished_by_device(connection)
+    none: Counter[JobStatus] = Counter()
     return [
         DevicePublic(
             id=pid,
@@ -70,6 +79,8 @@ def read_devices(dispatcher: DispatcherDep) -> list[DevicePublic]:
             threads=p.threads,
             batch_size=p.batch_size,
             served=pid in served,
+            queued=counts.get(pid, none)[JobStatus.queued],
+            running=counts.get(pid, none)[JobStatus.running],
         )
         for pid, p in sorted(device_profiles().items())
     ]

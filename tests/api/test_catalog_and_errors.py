@@ -51,6 +51,9 @@ def test_a_job_for_an_unserved_device_waits_and_says_so(
     """Why: not chosen for this server, or one this machine cannot measure on."""
     job = client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()
     assert job["status"] == "queued"
+    devices = {d["id"]: d for d in client.get("/v1/devices").json()}
+    assert (devices["cpu-all"]["queued"], devices["cpu-all"]["running"]) == (1, 0)
+    assert (devices["cpu-ort"]["queued"], devices["cpu-ort"]["running"]) == (0, 0)
     assert job["message"] == (
         "waiting: no live worker serves device 'cpu-all' (this server serves: cpu-1t; "
         "HWNAS_EMBEDDED_DEVICES chooses them)"

@@ -196,7 +196,7 @@ def _shows_the_job_its_evaluations_and_the_catalog(
     served = {d["id"] for d in json.loads(devices) if d["served"]}
     assert served == {"cpu-1t"}  # HWNAS_EMBEDDED_DEVICES
     table = hwnas(server, "devices").stdout.splitlines()
-    assert any(line.split()[:6] == ["cpu-1t", "cpu", "torch_eager", "1", "1", "yes"]
+    assert any(line.split()[:8] == ["cpu-1t", "cpu", "torch_eager", "1", "1", "yes", "0", "0"]
                for line in table)  # fmt: skip
 
 

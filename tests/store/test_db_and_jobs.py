@@ -303,6 +303,24 @@ def test_a_keyed_submission_is_stored_once_whatever_races_it(backend: str, tmp_p
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_unfinished_jobs_are_counted_by_device_and_status(backend: str, tmp_path: Path) -> None:
+    statuses = {"a": ["queued", "queued", "running", "succeeded"], "b": ["failed"],
+                "c": ["running"]}  # fmt: skip
+    with migrated_database(backend, tmp_path) as (_url, _engine, factory):
+        with transaction(factory) as session:
+            for device, listed in statuses.items():
+                for k, status in enumerate(listed):
+                    job = q.create_job(session, {**SPEC, "device": device, "seed": k})
+                    q.get_job(session, job.id).status = JobStatus(status)
+        with reading(factory) as connection:
+            counts = q.unfinished_by_device(connection)
+    assert counts == {
+        "a": {JobStatus.queued: 2, JobStatus.running: 1},
+        "c": {JobStatus.running: 1},
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_created_rows_are_the_rows_read_back(backend: str, tmp_path: Path) -> None:
     """``create_jobs`` makes its rows from what it inserted, not by reading them back: they
     must be what a read gives, column by column, time zones and types included."""
