@@ -55,6 +55,7 @@ def test_objectives_without_accuracy_pick_and_export_by_the_first(tmp_path: Path
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "best under the constraints by latency_ms: " in run.stdout
+    assert "outside measurement" in run.stdout
     best = run.stdout.split("best under")[1]
     assert "accuracy" not in best and " ms, macs " in best and " MMACs)" in best
     (exported,) = (tmp_path / "out").glob("*.onnx")
@@ -72,6 +73,7 @@ def test_a_recorded_supernet_searches_without_a_limit_and_exports_nothing(tmp_pa
     assert "no latency limit: nb201-cifar10 is a recorded table" in run.stdout
     assert "best under the constraints by accuracy: " in run.stdout
     assert "nothing to export: nb201-cifar10 is a recorded table" in run.stdout
+    assert "s, a recorded table: looked up, not measured" in run.stdout  # not "100% outside"
     assert not (tmp_path / "out").exists()
 
 
