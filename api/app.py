@@ -6,6 +6,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -28,6 +29,7 @@ from .bodies import document_json_bodies
 from .docs_pages import add_docs_pages
 from .errors import document_error_answers, install_error_handlers
 from .hot_routes import HotRoutes
+from .retention import RetentionSweeper
 from .routes import calibrations, catalog, health, jobs
 from .slash_redirects import redirect_slashes_to
 from .submissions import JobSubmitter
@@ -103,6 +105,12 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
             app.state.dispatcher = dispatcher = make_dispatcher(app_settings, factory)
             dispatcher.start()
             stack.callback(dispatcher.stop)
+            if app_settings.retention_days > 0:
+                sweeper = RetentionSweeper(
+                    factory, Path(app_settings.data_dir), app_settings.retention_days
+                )
+                sweeper.start()
+                stack.callback(sweeper.stop)
             app.state.submitter = submitter = JobSubmitter(factory, dispatcher)
             # What was accepted is stored and dispatched before the dispatcher stops.
             stack.push_async_callback(submitter.aclose)

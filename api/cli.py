@@ -469,40 +469,27 @@ def cmd_prune(args: argparse.Namespace) -> int:
     than ``--older-than`` days ago, with its exported files, and exports of cache versions
     this version no longer serves; with ``--dry-run``, print their ids (oldest first) and
     delete nothing."""
-    from datetime import timedelta
-
-    from sqlalchemy import select
-
-    from api.export_cache import job_folders, remove_exports, remove_old_versions
-    from store.db import check_migrated, make_engine, make_session_factory, transaction
-    from store.jobs import prune_jobs
-    from store.tables import Job, utcnow
+    from api.retention import prune
+    from store.db import check_migrated, make_engine, make_session_factory
 
     settings = get_settings()
-    try:
-        cutoff = utcnow() - timedelta(days=args.older_than)
-    except OverflowError:
-        raise InvalidInput(f"--older-than {args.older_than:g}: too many days") from None
-    data_dir = Path(settings.data_dir)
-    folders = job_folders(data_dir)
     engine = make_engine(settings.database_url)
     try:
         check_migrated(engine)
-        with transaction(make_session_factory(engine)) as session:
-            ids = prune_jobs(session, finished_before=cutoff, dry_run=args.dry_run)
-            known = set(session.scalars(select(Job.id)))
+        pruned = prune(
+            make_session_factory(engine), Path(settings.data_dir), args.older_than,
+            dry_run=args.dry_run,
+        )  # fmt: skip
+    except InvalidInput:
+        raise InvalidInput(f"--older-than {args.older_than:g}: too many days") from None
     finally:
         engine.dispose()
+    ids, stale = pruned.job_ids, pruned.old_cache_versions
     if args.dry_run:
         print(f"would delete {len(ids)} jobs that ended over {args.older_than:g} days ago",
               file=sys.stderr)  # fmt: skip
         print("\n".join(ids), end="\n" if ids else "")
         return 0
-    # Its jobs' folders, and those of jobs deleted before (a copy of their sub-network,
-    # exported after, was written there), listed before the jobs were read: a job created
-    # since may have written its own.
-    remove_exports(data_dir, ids + [name for name in folders if name not in known])
-    stale = remove_old_versions(data_dir)
     print(
         f"deleted {len(ids)} jobs that ended over {args.older_than:g} days ago"
         + (f"; removed {stale} old export cache folders" if stale else "")

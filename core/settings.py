@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # Warm start: at most this many earlier measurements of the same supernet on the same
     # device are reused by a new job (0 turns warm starts off for every job).
     warm_start_max: NonNegativeInt = 2000
+    # Jobs that ended more than this many days ago are deleted by the API itself, with
+    # their exported files, at its start and every hour (as `hwnas prune --older-than`);
+    # 0 (the default): nothing is removed on its own.
+    retention_days: Annotated[float, Field(ge=0, le=36_500)] = 0.0
     # Threads the API runs request handlers on (each holds one DB connection while it runs).
     # A few more than the cores is enough: handlers wait on the database, not on Python.
     api_threads: PositiveInt = 16

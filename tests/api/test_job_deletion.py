@@ -4,6 +4,8 @@ warm-start copies, and no way to remove any; soak probe, session 20)."""
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from api.app import create_app
 from api.cli import main
 from api.client import ClientError, HwnasClient
 from api.export_cache import EXPORTS
+from api.retention import RetentionSweeper
 from core.settings import get_settings
 from store.db import make_engine, make_session_factory, transaction
 from store.tables import Evaluation, Job, utcnow
@@ -120,6 +123,39 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
     assert main(["prune", "--older-than", "1e300"]) == 2  # too far back: said, no traceback
 
 
+def test_the_api_removes_what_ended_before_its_retention_on_its_own(tmp_path: Path) -> None:
+    """``HWNAS_RETENTION_DAYS``: at its start (then hourly) the API deletes the jobs that
+    ended longer ago and their files, as ``hwnas prune`` does; a queued job of any age,
+    and a job that ended since, stay. Without it, nothing goes."""
+    settings = embedded_settings(tmp_path, embedded_devices="none")
+    with TestClient(create_app(settings)) as client:
+        ids = [client.post("/v1/jobs", json=job_spec(seed=k)).json()["id"] for k in range(3)]
+        for job_id in ids[:2]:
+            client.post(f"/v1/jobs/{job_id}/cancel")
+    factory = make_session_factory(make_engine(settings.database_url))
+    long_ago = utcnow() - timedelta(days=40)
+    with transaction(factory) as session:  # ended 40 days ago; the third queued as long
+        session.execute(update(Job).where(Job.id == ids[0]).values(finished_at=long_ago))
+        session.execute(update(Job).where(Job.id == ids[2]).values(created_at=long_ago))
+    data = Path(settings.data_dir)
+    (data / EXPORTS / ids[0]).mkdir(parents=True)
+
+    def left() -> set[str]:
+        with transaction(factory) as session:
+            return set(session.scalars(select(Job.id)))
+
+    with TestClient(create_app(settings)):  # no retention: nothing removed
+        pass
+    assert left() == set(ids)
+    kept = embedded_settings(tmp_path, embedded_devices="none", retention_days=30)
+    with TestClient(create_app(kept)):
+        deadline = time.monotonic() + 10
+        while left() != set(ids[1:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert left() == set(ids[1:])
+    assert not (data / EXPORTS / ids[0]).exists()
+
+
 def test_deleting_a_running_job_whose_cancel_was_asked_says_to_wait(tmp_path: Path) -> None:
     """It said "cancel it first" to a user who just had (soak probe, session 21)."""
     settings = embedded_settings(tmp_path, embedded_devices="none")
@@ -136,3 +172,13 @@ def test_deleting_a_running_job_whose_cancel_was_asked_says_to_wait(tmp_path: Pa
         message = refused.json()["message"]
         assert "its cancel asked: it ends after the evaluation in flight" in message
         assert "cancel it first" not in message
+
+
+def test_a_retention_sweep_that_fails_is_logged_and_tried_again_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    unmigrated = make_session_factory(make_engine(f"sqlite:///{tmp_path}/empty.db"))
+    sweeper = RetentionSweeper(unmigrated, tmp_path / "data", 30)
+    with caplog.at_level(logging.ERROR, logger="api.retention"):
+        assert sweeper.sweep() is None
+    assert "retention: the sweep failed; trying again in 3600 s" in caplog.text

@@ -1,0 +1,103 @@
+"""Jobs that ended long ago, and their exported files, removed: by ``hwnas prune`` at an
+operator's command, or by the API itself every ``SWEEP_S`` with ``HWNAS_RETENTION_DAYS``.
+
+Both delete what ``DELETE /v1/jobs/{id}`` deletes (evaluations, labels, files), and the
+export folders of jobs deleted before and of cache versions this version no longer serves.
+A job still queued or running is never touched, whatever its age.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.export_cache import job_folders, remove_exports, remove_old_versions
+from core.errors import InvalidInput
+from store.db import transaction
+from store.jobs import prune_jobs
+from store.tables import Job, utcnow
+
+log = logging.getLogger(__name__)
+
+#: How often the API sweeps with ``HWNAS_RETENTION_DAYS`` set (and once at its start).
+SWEEP_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a prune removed (or would: ``dry_run``): the jobs' ids, oldest first, and the
+    folders of old export cache versions."""
+
+    job_ids: list[str]
+    old_cache_versions: int
+
+
+def prune(
+    factory: sessionmaker[Session], data_dir: Path, days: float, *, dry_run: bool = False
+) -> Pruned:
+    """Delete every job that ended more than ``days`` ago, its exported files, the export
+    folders of jobs deleted before, and those of old cache versions; ``dry_run``: none."""
+    try:
+        cutoff = utcnow() - timedelta(days=days)
+    except OverflowError:
+        raise InvalidInput(f"{days:g} days: too many", field="older_than") from None
+    folders = job_folders(data_dir)  # before the jobs are read: a new job may write its own
+    with transaction(factory) as session:
+        ids = prune_jobs(session, finished_before=cutoff, dry_run=dry_run)
+        known = set(session.scalars(select(Job.id)))
+    if dry_run:
+        return Pruned(ids, 0)
+    # Its jobs' folders, and those of jobs deleted before (a copy of their sub-network,
+    # exported after, was written there).
+    remove_exports(data_dir, ids + [name for name in folders if name not in known])
+    return Pruned(ids, remove_old_versions(data_dir))
+
+
+class RetentionSweeper:
+    """The API's own prune, on a thread of its own: at start, then every ``every_s``."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        data_dir: Path,
+        days: float,
+        *,
+        every_s: float = SWEEP_S,
+    ) -> None:
+        self._factory, self._data_dir, self._days, self._every_s = factory, data_dir, days, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hwnas-retention", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def sweep(self) -> Pruned | None:
+        """One prune; None if it failed (logged: the next sweep tries again)."""
+        try:
+            pruned = prune(self._factory, self._data_dir, self._days)
+        except Exception:
+            log.exception("retention: the sweep failed; trying again in %.0f s", self._every_s)
+            return None
+        if pruned.job_ids:
+            log.info(
+                "retention: deleted %d jobs that ended over %g days ago (HWNAS_RETENTION_DAYS)",
+                len(pruned.job_ids),
+                self._days,
+            )
+        return pruned
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sweep()
+            self._stop.wait(self._every_s)
