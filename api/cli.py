@@ -263,7 +263,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Submit and print the job's id. Sent with an idempotency key (``--idempotency-key``,
     or a new random one), so a service that restarts or does not answer is asked again for
     up to ``SUBMIT_RETRY_S``, and stores the job once."""
-    key = args.idempotency_key or f"hwnas-cli-{uuid.uuid4().hex}"
+    given = args.idempotency_key  # "" (an unset variable) is refused, not replaced
+    key = f"hwnas-cli-{uuid.uuid4().hex}" if given is None else given
 
     def retrying(exc: ClientError) -> None:
         print(f"hwnas: {exc}; trying again for up to {SUBMIT_RETRY_S:.0f} s (Ctrl+C stops)",

@@ -27,6 +27,7 @@ from core.errors import InvalidInput
 from core.settings import get_settings
 from hardware_profiles import measure_latency
 from hardware_profiles.configured import device_profile
+from models.export import list_formats
 from models.registry import check_checkpoints, get_supernet
 
 
@@ -113,6 +114,11 @@ def run_demo(args: argparse.Namespace) -> int:
     check_checkpoints()  # as `hwnas serve` does: a weights setting naming no supernet
     spec = build_spec(args)
     _checked(spec)
+    if args.format not in list_formats():  # before the search, not after it
+        raise InvalidInput(
+            f"--format must be one of {', '.join(list_formats())}, got {args.format!r}",
+            field="format",
+        )
     if not args.constraint:
         spec["constraints"] = _default_constraints(spec)
     with BackgroundServer() as server:

@@ -27,11 +27,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.api_load import POST_LUA, ROOT, SPEC, running, wrk  # noqa: E402
 from benchmarks.common import scratch_postgres, scratch_redis  # noqa: E402
 
-# A new key per request: wrk's setup() numbers the threads, each counts its requests.
+# A new key per request: wrk's setup() numbers the threads, each counts its requests, and
+# each wrk run has a prefix of its own (the same keys in the next round would be replays).
 KEYED_LUA = """local threads = 0
 function setup(thread)
   threads = threads + 1
@@ -40,7 +43,7 @@ end
 local n = 0
 request = function()
   n = n + 1
-  local key = "bench-" .. tid .. "-" .. n
+  local key = "{prefix}-" .. tid .. "-" .. n
   return wrk.format("POST", "/v1/jobs",
     {{["Content-Type"] = "application/json", ["Idempotency-Key"] = key}}, '{body}')
 end
@@ -85,15 +88,17 @@ def main() -> None:
                 f"{base}/healthz",
             )
         )
-        scripts = {}
-        for name, template in LOADS.items():
-            scripts[name] = Path(tmp) / f"{len(scripts)}.lua"
-            scripts[name].write_text(template.format(body=json.dumps(SPEC)))
         rounds: dict[str, list[dict[str, Any]]] = {}
-        for _ in range(args.rounds):
-            for name, script in scripts.items():
+        for round_number in range(args.rounds):
+            for k, (name, template) in enumerate(LOADS.items()):
+                script = Path(tmp) / f"{round_number}-{k}.lua"
+                prefix = f"bench-{round_number}"  # new keys each round; replays: one key
+                script.write_text(template.format(body=json.dumps(SPEC), prefix=prefix))
                 result = wrk(f"{base}/v1/jobs", args.connections, args.seconds, script)
                 rounds.setdefault(name, []).append(result)
+            if round_number == 0:
+                stored = httpx.get(f"{base}/v1/jobs", params={"limit": 1}).json()["count"]
+                print(f"jobs stored after round 1: {stored}", file=sys.stderr)
         if args.mode == "distributed":  # leave nothing queued in the scratch Redis db
             import redis
 

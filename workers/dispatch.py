@@ -139,6 +139,7 @@ class EmbeddedDispatcher(Dispatcher):
         self._waiting: dict[str, int] = {}
         self._submitted = self._left = 0
         self._submitting = threading.Lock()
+        self._numbering = threading.Lock()  # taken before _submitting, never after it
         self._watcher = threading.Thread(target=self._watch, name="hwnas-orphans", daemon=True)
 
     def served_devices(self) -> set[str]:
@@ -230,12 +231,16 @@ class EmbeddedDispatcher(Dispatcher):
             self._left_waiting(job_id)
             return self.runner.run(job_id, takeover_from=takeover_from)
 
-        with self._submitting:  # the pool's order is the order of the numbers
-            if job_id in self._mine:
-                return
-            self._mine.add(job_id)
-            self._waiting[job_id] = self._submitted
-            self._submitted += 1
+        # Numbered and queued under a lock of their own (the pool's order is the order of
+        # the numbers), not ``_submitting``: a shutdown cancels futures under the pool's
+        # lock, and their callbacks (``ended``) take ``_submitting``.
+        with self._numbering:
+            with self._submitting:
+                if job_id in self._mine:
+                    return
+                self._mine.add(job_id)
+                self._waiting[job_id] = self._submitted
+                self._submitted += 1
             future = self._pool.submit(run)
         self._futures.add(future)
 

@@ -98,7 +98,7 @@ async def create_job(request: Request) -> Response:
     Stored and dispatched by ``api.submissions.JobSubmitter`` (batched commits, committed
     before dispatch, so a worker always finds the row it is told about)."""
     body = await json_body(request, JobCreate)  # not a parameter: see api.bodies
-    asked = {"kind": JobKind.search.value, **body.model_dump(mode="json", exclude_unset=True)}
+    asked = {"route": "jobs", "body": body.model_dump(mode="json", exclude_unset=True)}
     return await accept_job(request, body.model_dump(mode="json"), asked)
 
 

@@ -176,7 +176,15 @@ def test_defaults_over_the_operators_cap_are_lowered_to_it(
 def test_a_calibration_for_a_device_nobody_serves_waits_and_says_why(client: TestClient) -> None:
     # This server serves cpu-1t only (conftest): a cpu-ort calibration waits for a worker.
     body = {"supernet": "fmnist-ofa-cnn", "labels": {"fleet": "edge"}}
-    response = client.post("/v1/devices/cpu-ort/calibrations", json=body)
+    key = {"Idempotency-Key": "calibrate-edge"}
+    response = client.post("/v1/devices/cpu-ort/calibrations", json=body, headers=key)
+    again = client.post("/v1/devices/cpu-ort/calibrations", json=body, headers=key)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == response.json()["id"]
+    elsewhere = client.post("/v1/devices/cpu-all/calibrations", json=body, headers=key)
+    assert elsewhere.status_code == 409  # the key's request named another device
+    search = client.post("/v1/jobs", json=job_spec(), headers=key)
+    assert search.status_code == 409  # nor is a search the same request
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["status"] == "queued" and "no live worker serves device 'cpu-ort'" in job["message"]

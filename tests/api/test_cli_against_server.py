@@ -207,6 +207,8 @@ def test_submitting_again_with_a_key_prints_the_job_it_created(server: str) -> N
     assert first.stdout == again.stdout and len(first.stdout.split()) == 1
     other = hwnas(server, *args, "--seed", "3")
     assert other.returncode == 2 and "409" in other.stderr and "ci-run-7" in other.stderr
+    empty = hwnas(server, "submit", "--device", "cpu-all", "--idempotency-key", "")
+    assert empty.returncode == 2 and "1-255 printable ASCII" in empty.stderr  # not a new key
     unkeyed = [hwnas(server, "submit", "--device", "cpu-all").stdout for _ in range(2)]
     assert unkeyed[0] != unkeyed[1]  # each its own random key: two jobs
     assert httpx.get(f"{server}/v1/jobs").json()["count"] == 3

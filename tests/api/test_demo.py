@@ -110,3 +110,6 @@ def test_no_latency_limit_without_a_latency_objective_and_the_job_s_notes_shown(
     assert "note: warm start: 2 earlier measurements of fmnist-ofa-cnn on cpu-1t" in again.stdout
     (exported,) = (tmp_path / "out").glob("*.zip")  # --format
     assert f"exported state_dict: {exported}" in again.stdout
+    typo = _hwnas_run(tmp_path, "cpu-1t", *args, "--format", "onx")  # before any search
+    assert typo.returncode == 2 and "--format must be one of onnx" in typo.stderr
+    assert "job " not in typo.stdout
