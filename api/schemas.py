@@ -587,6 +587,11 @@ class DevicePublic(BaseModel):
     threads: int | None
     batch_size: int
     served: bool = Field(description="a live worker measures on this device now")
+    supernets: list[str] = Field(
+        default_factory=list,
+        description="the registered supernets whose latency it gives (a recorded device: "
+        "those of its table; a live one: every trained one): what a job on it may search",
+    )
     queued: int = Field(0, description="its jobs waiting for a worker now")
     running: int = Field(0, description="its jobs being measured now")
 

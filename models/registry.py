@@ -372,6 +372,12 @@ def takes_validation_data(name: str) -> bool:
     return "validation_data" in init_keywords(_class_of(name))
 
 
+def supernet_class(name: str) -> type[Supernet]:
+    """The class of the supernet ``name`` (its class attributes: ``recorded``, ``source``),
+    built once at most to find it."""
+    return _class_of(name)
+
+
 def _class_of(name: str) -> type[Supernet]:
     """The class ``name``'s factory builds: the factory itself when it is a class
     (plugins); otherwise the type of the shared instance, or of one made for this, once

@@ -9,10 +9,10 @@ from fastapi import APIRouter
 from api.deps import DispatcherDep, FactoryDep
 from api.schemas import DevicePublic, SupernetPublic, usable_supernet
 from core.errors import HwnasError
-from hardware_profiles.configured import device_profiles
+from hardware_profiles.configured import device_profiles, measures
 from models.base import Supernet
 from models.metrics import metrics_of
-from models.registry import create_supernet, list_supernets
+from models.registry import create_supernet, list_supernets, supernet_class
 from store import jobs as q
 from store.db import reading
 from store.tables import JobStatus
@@ -61,6 +61,18 @@ def _public(name: str, supernet: Supernet, problem: str | None) -> SupernetPubli
     )
 
 
+def _supernet_classes() -> dict[str, type[Supernet]]:
+    """The registered supernets' classes; one that cannot even be built is left out (the
+    supernets' listing says why)."""
+    classes = {}
+    for name in list_supernets():
+        try:
+            classes[name] = supernet_class(name)
+        except Exception:  # its own listing names the reason
+            continue
+    return classes
+
+
 @router.get("/devices", response_model=list[DevicePublic])
 def read_devices(dispatcher: DispatcherDep, factory: FactoryDep) -> list[DevicePublic]:
     """The hardware profiles a job can name: kind, runtime, threads, batch size, whether
@@ -69,6 +81,7 @@ def read_devices(dispatcher: DispatcherDep, factory: FactoryDep) -> list[DeviceP
     served = dispatcher.served_devices()
     with reading(factory) as connection:
         counts = q.unfinished_by_device(connection)
+    classes = _supernet_classes()
     none: Counter[JobStatus] = Counter()
     return [
         DevicePublic(
@@ -79,6 +92,7 @@ def read_devices(dispatcher: DispatcherDep, factory: FactoryDep) -> list[DeviceP
             threads=p.threads,
             batch_size=p.batch_size,
             served=pid in served,
+            supernets=[name for name, cls in classes.items() if measures(p, cls)],
             queued=counts.get(pid, none)[JobStatus.queued],
             running=counts.get(pid, none)[JobStatus.running],
         )

@@ -42,6 +42,11 @@ def test_health_supernets_devices_and_openapi(client: TestClient) -> None:
     devices = {d["id"]: d for d in client.get("/v1/devices").json()}
     assert devices["cpu-1t"]["served"] is True
     assert devices["cpu-all"]["served"] is False  # this test server serves cpu-1t only
+    nb201 = ["nb201-cifar10", "nb201-cifar100", "nb201-imagenet16-120"]
+    assert devices["nb201-pixel3"]["supernets"] == nb201  # its table's, and only those
+    trained = devices["cpu-1t"]["supernets"]
+    assert "fmnist-ofa-cnn" in trained and not set(nb201) & set(trained)
+    assert set(trained) | set(nb201) == set(by_id)  # every supernet runs somewhere
     assert client.get("/docs").status_code == 200
 
 
