@@ -377,11 +377,11 @@ def claim_job(
     however fresh its heartbeat, if that worker still holds it.
 
     Two workers racing for the same job serialise here: on PostgreSQL the row lock makes the
-    loser see a fresh heartbeat and back off. SQLite has no row lock (the read is not
-    locked across processes: in one process the locked read takes the engine's write slot,
-    ``store.db.LOCKING_READ``), so the claim itself is also an UPDATE conditional on the row
-    as read: the loser's waits for the winner's commit, then matches nothing. A finished job
-    is never claimed again.
+    loser see a fresh heartbeat and back off. SQLite has no row lock: the locked read takes
+    the engine's write slot and begins the file's write transaction (``store.db.
+    LOCKING_READ``), and the claim is also an UPDATE conditional on the row as read (the
+    loser's matches nothing after the winner's commit), whatever holds the file. A finished
+    job is never claimed again.
     """
     job = get_job(session, job_id, lock=True)
     now = utcnow()
@@ -621,8 +621,9 @@ def prune_jobs(session: Session, *, finished_before: datetime, dry_run: bool = F
         .order_by(Job.finished_at, Job.id)
     )
     ids = list(session.scalars(query))
-    for start in range(0, len(ids) if not dry_run else 0, _IN_LIST_MAX):
-        _delete(session, ids[start : start + _IN_LIST_MAX])
+    if not dry_run:
+        for start in range(0, len(ids), _IN_LIST_MAX):
+            _delete(session, ids[start : start + _IN_LIST_MAX])
     return ids
 
 
