@@ -368,8 +368,9 @@ class HwnasClient:
         return list(self._json("GET", "/v1/supernets"))
 
     def devices(self) -> list[dict[str, Any]]:
-        """The hardware profiles: kind, runtime, threads, batch size, and whether a live
-        worker serves each now (``served``)."""
+        """The hardware profiles: kind, runtime, threads, batch size, whether a live worker
+        serves each now (``served``), the supernets it gives latencies of, and its jobs
+        ``queued`` and ``running``."""
         return list(self._json("GET", "/v1/devices"))
 
     # -- calibrations -----------------------------------------------------------------------
