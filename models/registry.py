@@ -58,6 +58,7 @@ def register_supernet(name: str) -> Callable[[F], F]:
             warnings.warn(f"supernet {name!r} registered again; replacing", stacklevel=2)
             _INSTANCES.pop(name, None)
             _CLASSES.pop(name, None)
+            _UNBUILT.pop(name, None)
             _FAILED.pop(name, None)
             for key in [key for key in _DATA_INSTANCES if key[0] == name]:
                 del _DATA_INSTANCES[key]
@@ -389,13 +390,21 @@ def _class_of(name: str) -> type[Supernet]:
     held = _INSTANCES.get(name)
     if held is not None:
         return type(held)
+    if name in _UNBUILT:  # it failed: not built again at every look-up (GET /v1/devices)
+        raise _UNBUILT[name]
     if name not in _CLASSES:
-        _CLASSES[name] = type(create_supernet(name))
+        try:
+            _CLASSES[name] = type(create_supernet(name))
+        except Exception as exc:
+            _UNBUILT[name] = exc
+            raise
     return _CLASSES[name]
 
 
 #: The classes of function factories, found by ``_class_of`` (cleared when re-registered).
 _CLASSES: dict[str, type[Supernet]] = {}
+#: Those whose factory raised instead (cleared when re-registered, as ``_CLASSES``).
+_UNBUILT: dict[str, Exception] = {}
 
 
 def init_keywords(cls: type) -> set[str]:

@@ -612,19 +612,35 @@ def delete_job(session: Session, job_id: str) -> None:
     _delete(session, [job_id])
 
 
-def prune_jobs(session: Session, *, finished_before: datetime, dry_run: bool = False) -> list[str]:
-    """Delete every job that finished before ``finished_before``, as ``delete_job`` does
-    (``dry_run``: none); their ids, oldest first."""
+def ended_before(session: Session, finished_before: datetime) -> list[str]:
+    """The ids of the jobs that finished before ``finished_before``, oldest first."""
     query = (
         select(Job.id)
         .where(Job.finished_at.is_not(None), Job.finished_at < finished_before)
         .order_by(Job.finished_at, Job.id)
     )
-    ids = list(session.scalars(query))
-    if not dry_run:
-        for start in range(0, len(ids), _IN_LIST_MAX):
-            _delete(session, ids[start : start + _IN_LIST_MAX])
-    return ids
+    return list(session.scalars(query))
+
+
+#: Jobs a prune deletes per transaction: each with up to HWNAS_WARM_START_MAX copies and
+#: its own measurements, so that no transaction holds the database (SQLite's one write
+#: slot) for long.
+DELETE_CHUNK = 100
+
+
+def delete_ended(session: Session, job_ids: Sequence[str]) -> None:
+    """Delete ``job_ids`` (at most ``DELETE_CHUNK``: ``_IN_LIST_MAX``) as ``delete_job``
+    does, jobs ``ended_before`` found: a job that ended stays ended."""
+    _delete(session, list(job_ids))
+
+
+def existing_jobs(session: Session, job_ids: Sequence[str]) -> set[str]:
+    """Those of ``job_ids`` that are jobs."""
+    found: set[str] = set()
+    for start in range(0, len(job_ids), _IN_LIST_MAX):
+        chunk = list(job_ids[start : start + _IN_LIST_MAX])
+        found.update(session.scalars(select(Job.id).where(Job.id.in_(chunk))))
+    return found
 
 
 def _delete(session: Session, ids: list[str]) -> None:

@@ -23,8 +23,11 @@ def test_start_up_builds_each_supernet_once_and_survives_a_broken_one(
     monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
     monkeypatch.setattr(registry, "_INSTANCES", {})
     monkeypatch.setattr(registry, "_FAILED", {})
+    monkeypatch.setattr(registry, "_UNBUILT", {})
+    calls: list[None] = []
 
     def broken(**_kwargs: Any) -> Any:
+        calls.append(None)
         raise RuntimeError("weights missing")
 
     registry._FACTORIES["broken-probe"] = broken
@@ -34,6 +37,11 @@ def test_start_up_builds_each_supernet_once_and_survives_a_broken_one(
         said = "could not be built: RuntimeError: weights missing"  # the class, not a traceback
         assert f"supernet broken-probe not preloaded: supernet 'broken-probe' {said}" in caplog.text
         assert client.get("/healthz").status_code == 200
+        before = len(calls)
+        for _ in range(3):  # the devices' supernets: built once at most to find its class
+            devices = client.get("/v1/devices").json()
+            assert all("broken-probe" not in d["supernets"] for d in devices)
+        assert len(calls) <= before + 1
 
 
 def test_the_start_up_line_says_the_mode(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ warm-start copies, and no way to remove any; soak probe, session 20)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -12,14 +13,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from api.app import create_app
 from api.cli import main
 from api.client import ClientError, HwnasClient
 from api.export_cache import EXPORTS
-from api.retention import RetentionSweeper
+from api.retention import RetentionSweeper, prune
 from core.settings import get_settings
+from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction
 from store.tables import Evaluation, Job, utcnow
 
@@ -139,6 +141,7 @@ def test_the_api_removes_what_ended_before_its_retention_on_its_own(tmp_path: Pa
         session.execute(update(Job).where(Job.id == ids[2]).values(created_at=long_ago))
     data = Path(settings.data_dir)
     (data / EXPORTS / ids[0]).mkdir(parents=True)
+    (data / "exports" / "99" / "a-newer-version").mkdir(parents=True)  # a rolling upgrade's
 
     def left() -> set[str]:
         with transaction(factory) as session:
@@ -154,6 +157,30 @@ def test_the_api_removes_what_ended_before_its_retention_on_its_own(tmp_path: Pa
             time.sleep(0.05)
     assert left() == set(ids[1:])
     assert not (data / EXPORTS / ids[0]).exists()
+    assert (data / "exports" / "99").is_dir()  # hwnas prune's to remove, not the sweep's
+
+
+def test_a_prune_deletes_a_chunk_per_transaction_and_stops_between_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = embedded_settings(tmp_path, embedded_devices="none")
+    with TestClient(create_app(settings)) as client:
+        ids = [client.post("/v1/jobs", json=job_spec(seed=k)).json()["id"] for k in range(5)]
+        for job_id in ids:
+            client.post(f"/v1/jobs/{job_id}/cancel")
+    factory = make_session_factory(make_engine(settings.database_url))
+    monkeypatch.setattr(q, "DELETE_CHUNK", 2)
+    commits: list[None] = []
+    event.listen(factory.kw["bind"], "commit", lambda _connection: commits.append(None))
+    stop = threading.Event()
+    stop.set()
+    assert prune(factory, tmp_path / "data", 0, stop=stop).job_ids == []  # stopped at once
+    commits.clear()
+    pruned = prune(factory, tmp_path / "data", 0)
+    # a read, then 2 + 2 + 1 jobs deleted, each chunk committed (no folder: no read of it)
+    assert pruned.job_ids == ids and len(commits) == 4
+    with transaction(factory) as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
 
 
 def test_deleting_a_running_job_whose_cancel_was_asked_says_to_wait(tmp_path: Path) -> None:
