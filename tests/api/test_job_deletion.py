@@ -20,7 +20,7 @@ from api.cli import main
 from api.client import ClientError, HwnasClient
 from api.export_cache import EXPORTS
 from api.retention import RetentionSweeper, prune
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction
 from store.tables import Evaluation, Job, utcnow
@@ -82,15 +82,21 @@ def test_the_client_deletes_and_says_why_it_cannot(tmp_path: Path) -> None:
         assert gone.value.status == 404
 
 
+def _submitted(settings: Settings, count: int, *, cancelled: int) -> tuple[list[str], Any]:
+    """``count`` jobs nobody serves, the first ``cancelled`` of them cancelled (ended); their
+    ids, and a session factory on their database."""
+    with TestClient(create_app(settings)) as client:
+        ids = [client.post("/v1/jobs", json=job_spec(seed=k)).json()["id"] for k in range(count)]
+        for job_id in ids[:cancelled]:
+            client.post(f"/v1/jobs/{job_id}/cancel")
+    return ids, make_session_factory(make_engine(settings.database_url))
+
+
 def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = embedded_settings(tmp_path, embedded_devices="none")
-    with TestClient(create_app(settings)) as client:
-        ids = [client.post("/v1/jobs", json=job_spec(seed=k)).json()["id"] for k in range(3)]
-        for job_id in ids[:2]:
-            client.post(f"/v1/jobs/{job_id}/cancel")
-    factory = make_session_factory(make_engine(settings.database_url))
+    ids, factory = _submitted(settings, 3, cancelled=2)
     with transaction(factory) as session:  # the first ended 40 days ago, the second now
         ended = utcnow() - timedelta(days=40)
         session.execute(update(Job).where(Job.id == ids[0]).values(finished_at=ended))
@@ -130,11 +136,7 @@ def test_the_api_removes_what_ended_before_its_retention_on_its_own(tmp_path: Pa
     ended longer ago and their files, as ``hwnas prune`` does; a queued job of any age,
     and a job that ended since, stay. Without it, nothing goes."""
     settings = embedded_settings(tmp_path, embedded_devices="none")
-    with TestClient(create_app(settings)) as client:
-        ids = [client.post("/v1/jobs", json=job_spec(seed=k)).json()["id"] for k in range(3)]
-        for job_id in ids[:2]:
-            client.post(f"/v1/jobs/{job_id}/cancel")
-    factory = make_session_factory(make_engine(settings.database_url))
+    ids, factory = _submitted(settings, 3, cancelled=2)
     long_ago = utcnow() - timedelta(days=40)
     with transaction(factory) as session:  # ended 40 days ago; the third queued as long
         session.execute(update(Job).where(Job.id == ids[0]).values(finished_at=long_ago))
@@ -163,12 +165,7 @@ def test_the_api_removes_what_ended_before_its_retention_on_its_own(tmp_path: Pa
 def test_a_prune_deletes_a_chunk_per_transaction_and_stops_between_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = embedded_settings(tmp_path, embedded_devices="none")
-    with TestClient(create_app(settings)) as client:
-        ids = [client.post("/v1/jobs", json=job_spec(seed=k)).json()["id"] for k in range(5)]
-        for job_id in ids:
-            client.post(f"/v1/jobs/{job_id}/cancel")
-    factory = make_session_factory(make_engine(settings.database_url))
+    ids, factory = _submitted(embedded_settings(tmp_path, embedded_devices="none"), 5, cancelled=5)
     monkeypatch.setattr(q, "DELETE_CHUNK", 2)
     commits: list[None] = []
     event.listen(factory.kw["bind"], "commit", lambda _connection: commits.append(None))
