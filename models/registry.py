@@ -235,7 +235,7 @@ def check_validation_data(
         if outputs is not None:
             check_class_count(resolved, class_names(resolved, roots=roots), outputs)
         return
-    if _class_of(name).check_data is Supernet.check_data:
+    if supernet_class(name).check_data is Supernet.check_data:
         return
     check = partial(_check_data, name, validation_data)
     state = file_state(resolved)
@@ -308,7 +308,7 @@ def configured_weights(name: str) -> dict[str, str]:
     if not path:
         return {}
     # Factories may take **kwargs: the keywords are those of the class they build.
-    keywords = init_keywords(_class_of(name))
+    keywords = init_keywords(supernet_class(name))
     for keyword in WEIGHTS_KEYWORDS:
         if keyword in keywords:
             return {keyword: path}
@@ -370,28 +370,23 @@ _WEIGHTS_LOADED: dict[str, tuple[Any, ...]] = {}
 
 def takes_validation_data(name: str) -> bool:
     """Whether the supernet ``name`` takes a ``validation_data`` path (its class's keyword)."""
-    return "validation_data" in init_keywords(_class_of(name))
+    return "validation_data" in init_keywords(supernet_class(name))
 
 
 def supernet_class(name: str) -> type[Supernet]:
-    """The class of the supernet ``name`` (its class attributes: ``recorded``, ``source``),
-    built once at most to find it."""
-    return _class_of(name)
-
-
-def _class_of(name: str) -> type[Supernet]:
-    """The class ``name``'s factory builds: the factory itself when it is a class
-    (plugins); otherwise the type of the shared instance, or of one made for this, once
-    (the built-ins' factories are functions: a supernet whose configured weights fail
-    would otherwise be built anew at every look-up)."""
+    """The class ``name``'s factory builds (its class attributes: ``recorded``, ``source``):
+    the factory itself when it is a class (plugins); otherwise the type of the shared
+    instance, or of one made for this, once (the built-ins' factories are functions: a
+    supernet whose configured weights fail would otherwise be built anew at every look-up;
+    one that cannot be built at all raises its error again without building)."""
     factory = _factory(name)
     if isinstance(factory, type):
         return factory
     held = _INSTANCES.get(name)
     if held is not None:
         return type(held)
-    if name in _UNBUILT:  # it failed: not built again at every look-up (GET /v1/devices)
-        raise _UNBUILT[name]
+    if name in _UNBUILT:  # a traceback of its own each raise: each raise of the one object
+        raise _UNBUILT[name].with_traceback(None)  # added its frames to the kept ones
     if name not in _CLASSES:
         try:
             _CLASSES[name] = type(create_supernet(name))
@@ -401,7 +396,7 @@ def _class_of(name: str) -> type[Supernet]:
     return _CLASSES[name]
 
 
-#: The classes of function factories, found by ``_class_of`` (cleared when re-registered).
+#: The classes of function factories found by ``supernet_class`` (cleared when re-registered).
 _CLASSES: dict[str, type[Supernet]] = {}
 #: Those whose factory raised instead (cleared when re-registered, as ``_CLASSES``).
 _UNBUILT: dict[str, Exception] = {}

@@ -629,8 +629,8 @@ DELETE_CHUNK = 100
 
 
 def delete_ended(session: Session, job_ids: Sequence[str]) -> None:
-    """Delete ``job_ids`` (at most ``DELETE_CHUNK``: ``_IN_LIST_MAX``) as ``delete_job``
-    does, jobs ``ended_before`` found: a job that ended stays ended."""
+    """Delete ``job_ids`` (at most ``_IN_LIST_MAX``; a prune gives ``DELETE_CHUNK``) as
+    ``delete_job`` does, jobs ``ended_before`` found: a job that ended stays ended."""
     _delete(session, list(job_ids))
 
 

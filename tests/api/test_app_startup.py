@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app, started_line
+from core.errors import InvalidInput
 from models import registry
 from models.registry import list_supernets
 
@@ -42,6 +43,13 @@ def test_start_up_builds_each_supernet_once_and_survives_a_broken_one(
             devices = client.get("/v1/devices").json()
             assert all("broken-probe" not in d["supernets"] for d in devices)
         assert len(calls) <= before + 1
+        for _ in range(20):  # a look-up per request, for the server's life
+            with pytest.raises(InvalidInput, match="could not be built: RuntimeError"):
+                registry.supernet_class("broken-probe")
+        frames, tb = 0, registry._UNBUILT["broken-probe"].__traceback__
+        while tb is not None:
+            frames, tb = frames + 1, tb.tb_next
+        assert frames < 10  # raised again, not grown by each look-up's frames
 
 
 def test_the_start_up_line_says_the_mode(tmp_path: Path) -> None:
