@@ -49,9 +49,7 @@ async def create_calibration(device_id: str, request: Request) -> Response:
     body = await json_body(request, CalibrationCreate)  # read as POST /v1/jobs reads its body
     # Off the event loop: the first use of a supernet loads it.
     spec = await run_in_threadpool(calibration_spec, device_id, body)
-    asked = {"route": "calibrations", "device": device_id,
-             "body": body.model_dump(mode="json", exclude_unset=True)}  # fmt: skip
-    return await accept_job(request, spec, asked)
+    return await accept_job(request, spec, body, {"route": "calibrations", "device": device_id})
 
 
 @router.get(

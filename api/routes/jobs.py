@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -98,21 +99,25 @@ async def create_job(request: Request) -> Response:
     Stored and dispatched by ``api.submissions.JobSubmitter`` (batched commits, committed
     before dispatch, so a worker always finds the row it is told about)."""
     body = await json_body(request, JobCreate)  # not a parameter: see api.bodies
-    asked = {"route": "jobs", "body": body.model_dump(mode="json", exclude_unset=True)}
-    return await accept_job(request, body.model_dump(mode="json"), asked)
+    asked = {"route": "jobs"}
+    return await accept_job(request, body.model_dump(mode="json"), body, asked)
 
 
-async def accept_job(request: Request, spec: dict[str, Any], asked: dict[str, Any]) -> Response:
+async def accept_job(
+    request: Request, spec: dict[str, Any], body: BaseModel, asked: dict[str, Any]
+) -> Response:
     """Store a job of any kind (``spec``: JSON data naming its device), dispatch it, and
     answer 202 with it; the job says why it will wait if nobody serves its device. With an
-    ``Idempotency-Key``, the job that key's first request created, if there is one (the
-    request, ``asked``, is compared: what it gave, not the defaults filled in)."""
+    ``Idempotency-Key``, the job that key's first request created, if there is one: the
+    request (``asked``, and the ``body`` as given, not the defaults filled in) is compared,
+    its digest made only then (not on the batched path, the hot one)."""
     key = request.headers.get(IDEMPOTENCY_KEY)
     message = dispatcher_of(request).waiting_message(spec["device"])
     if key is None:  # the batched path (api.submissions)
         job, replayed = await submitter(request).submit(spec, message), False
     else:
-        digest = q.request_digest(asked)
+        given = body.model_dump(mode="json", exclude_unset=True)
+        digest = q.request_digest({**asked, "body": given})
         job, replayed = await run_in_threadpool(_accept_keyed, request, spec, key, digest, message)
     public = job_public(job, api_base(request), _stall_note(request, job) if replayed else None)
     answer = json_response(public, status.HTTP_202_ACCEPTED)
