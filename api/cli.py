@@ -533,15 +533,41 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     """The file; its path on stdout, unless stdout is where the file went (``-o -``)."""
     client = _client(args)
+    fmt = _download_format(args.format, args.output)
     if args.output == "-":
-        client.download(args.job_id, args.subnet, args.format, sys.stdout.buffer)
+        client.download(args.job_id, args.subnet, fmt, sys.stdout.buffer)
         return 0
     if args.output.endswith(("/", os.sep)):  # a folder, made if need be: the file goes in it
         Path(args.output).mkdir(parents=True, exist_ok=True)
-    path = client.download(args.job_id, args.subnet, args.format, Path(args.output))
+    path = client.download(args.job_id, args.subnet, fmt, Path(args.output))
     if path is not None and path.is_file() and not _is_stdout(path):
         print(path)
     return 0
+
+
+#: The built-in formats' file name suffixes (the service names its files so).
+FORMAT_OF_SUFFIX = {".onnx": "onnx", ".pt": "torchscript", ".zip": "state_dict"}
+
+
+def _download_format(asked: str | None, output: str) -> str:
+    """The format to download: ``--format``, else the one ``-o``'s suffix names (``.onnx``,
+    ``.pt``, ``.zip``), else onnx. A ``--format`` that another built-in format's suffix
+    contradicts is refused: ``-o model.onnx --format torchscript`` wrote a TorchScript file
+    named .onnx, without a word (audit 28)."""
+    named = None
+    if output != "-" and not output.endswith(("/", os.sep)):
+        named = FORMAT_OF_SUFFIX.get(Path(output).suffix.lower())
+    if asked is None:
+        return named or "onnx"
+    if named is not None and named != asked:
+        own = [suffix for suffix, fmt in FORMAT_OF_SUFFIX.items() if fmt == asked]
+        rename = f"name the file {own[0]}" if own else "name the file for its format"
+        raise InvalidInput(
+            f"-o {output}: a {Path(output).suffix} file is {named}, but --format is {asked}: "
+            f"{rename}, or leave --format out to download {named}",
+            field="format",
+        )
+    return asked
 
 
 def _is_stdout(path: Path) -> bool:
@@ -914,7 +940,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--subnet", required=True, help="a subnet_id of the job's front (hwnas pareto)"
     )
     sub.choices["download"].add_argument(
-        "--format", default="onnx", help="onnx (default), torchscript or state_dict"
+        "--format",
+        help="onnx, torchscript or state_dict; by default the one -o's suffix names "
+        "(.onnx, .pt, .zip), else onnx",
     )
     sub.choices["download"].add_argument(
         "-o",

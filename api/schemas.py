@@ -590,7 +590,8 @@ class DevicePublic(BaseModel):
     supernets: list[str] = Field(
         default_factory=list,
         description="the registered supernets whose latency it gives (a recorded device: "
-        "those of its table; a live one: every trained one): what a job on it may search",
+        "those of its table; a live one: every trained one) and that can be searched as "
+        "configured (GET /v1/supernets says why one cannot): what a job on it may search",
     )
     queued: int = Field(0, description="its jobs waiting for a worker now")
     running: int = Field(0, description="its jobs being measured now")

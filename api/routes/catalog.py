@@ -12,7 +12,7 @@ from core.errors import HwnasError
 from hardware_profiles.configured import device_profiles, measures
 from models.base import Supernet
 from models.metrics import metrics_of
-from models.registry import create_supernet, list_supernets, supernet_class
+from models.registry import create_supernet, list_supernets
 from store import jobs as q
 from store.db import reading
 from store.tables import JobStatus
@@ -61,16 +61,18 @@ def _public(name: str, supernet: Supernet, problem: str | None) -> SupernetPubli
     )
 
 
-def _supernet_classes() -> dict[str, type[Supernet]]:
-    """The registered supernets' classes; one that cannot even be built is left out (the
-    supernets' listing says why)."""
-    classes = {}
+def _searchable() -> dict[str, Supernet]:
+    """The registered supernets a job can search as configured (their shared instances);
+    one that cannot (a weights file that does not load, a plugin that raises when built, a
+    space() that is no search space: its jobs are refused) is left out, and the supernets'
+    listing says why (a device named it among its supernets before: audit 28)."""
+    usable = {}
     for name in list_supernets():
         try:
-            classes[name] = supernet_class(name)
+            usable[name] = usable_supernet(name)
         except Exception:  # its own listing names the reason
             continue
-    return classes
+    return usable
 
 
 @router.get("/devices", response_model=list[DevicePublic])
@@ -81,7 +83,7 @@ def read_devices(dispatcher: DispatcherDep, factory: FactoryDep) -> list[DeviceP
     served = dispatcher.served_devices()
     with reading(factory) as connection:
         counts = q.unfinished_by_device(connection)
-    classes = _supernet_classes()
+    usable = _searchable()
     none: Counter[JobStatus] = Counter()
     return [
         DevicePublic(
@@ -92,7 +94,7 @@ def read_devices(dispatcher: DispatcherDep, factory: FactoryDep) -> list[DeviceP
             threads=p.threads,
             batch_size=p.batch_size,
             served=pid in served,
-            supernets=[name for name, cls in classes.items() if measures(p, cls)],
+            supernets=[name for name, supernet in usable.items() if measures(p, supernet)],
             queued=counts.get(pid, none)[JobStatus.queued],
             running=counts.get(pid, none)[JobStatus.running],
         )

@@ -292,6 +292,9 @@ def test_a_supernet_whose_weights_do_not_load_is_listed_with_why(
             by_id = {s["id"]: s for s in listed.json()}
             assert by_id[name]["note"].startswith("not usable as configured: ")
             assert by_id["fmnist-ofa-cnn"]["note"] is None
+            devices = {d["id"]: d for d in client.get("/v1/devices").json()}
+            assert "fmnist-ofa-cnn" in devices["cpu-1t"]["supernets"]
+            assert name not in devices["cpu-1t"]["supernets"]  # its jobs are refused
             spec = job_spec(supernet=name, objectives={"latency_ms": "min"}, constraints={})
             refused = client.post("/v1/jobs", json=spec)
             assert refused.status_code == 422, refused.text
@@ -377,6 +380,9 @@ def test_a_plugin_that_cannot_be_built_or_searched_is_listed_and_refused_with_wh
             )
             assert by_id[_NoChoices.name]["genes"] == len(_NoChoices().space())  # as its class is
             assert by_id["fmnist-ofa-cnn"]["note"] is None
+            devices = {d["id"]: d for d in client.get("/v1/devices").json()}
+            assert "fmnist-ofa-cnn" in devices["cpu-1t"]["supernets"]
+            assert not {_NotBuilt.name, _NoChoices.name} & set(devices["cpu-1t"]["supernets"])
             for plugin in (_NotBuilt, _NoChoices):
                 spec = job_spec(supernet=plugin.name, objectives={"accuracy": "max"})
                 refused = client.post("/v1/jobs", json=spec)

@@ -358,6 +358,49 @@ def test_download_into_a_folder_named_with_a_slash_makes_it(
     assert capsys.readouterr().out == f"{folder / 'net_s.onnx'}\n"
 
 
+@pytest.mark.parametrize(
+    ("output", "given", "asked"),
+    [
+        ("model.pt", None, "torchscript"),
+        ("model.ZIP", None, "state_dict"),
+        ("model.onnx", None, "onnx"),
+        ("model.bin", None, "onnx"),
+        ("-", None, "onnx"),
+        ("models/", None, "onnx"),
+        ("model.bin", "torchscript", "torchscript"),
+        ("model.pt", "torchscript", "torchscript"),
+        ("-", "state_dict", "state_dict"),
+    ],
+)
+def test_download_takes_its_format_from_the_file_name_unless_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str, given: str | None, asked: str
+) -> None:
+    import api.cli
+
+    formats: list[str] = []
+
+    def download(self: object, job: str, subnet: str, fmt: str, path: object) -> None:
+        formats.append(fmt)
+
+    monkeypatch.setattr(api.cli.HwnasClient, "download", download)
+    monkeypatch.chdir(tmp_path)
+    chosen = [] if given is None else ["--format", given]
+    argv = ["download", "j1", "--subnet", "s", "-o", output, *chosen, "--url", "http://x:1"]
+    assert main(argv) == 0
+    assert formats == [asked]
+
+
+def test_a_format_the_file_name_contradicts_is_refused_before_any_request(capsys) -> None:
+    """``-o model.onnx --format torchscript`` wrote a TorchScript file named .onnx (audit 28)."""
+    argv = ["download", "j1", "--subnet", "s", "-o", "model.onnx", "--format", "torchscript"]
+    assert main([*argv, "--url", "http://127.0.0.1:1"]) == 2  # no service there: not asked
+    err = capsys.readouterr().err
+    assert (
+        "-o model.onnx: a .onnx file is onnx, but --format is torchscript: name the file .pt, "
+        "or leave --format out to download onnx" in err
+    )
+
+
 @pytest.mark.parametrize("command", [["serve"], ["worker", "--devices", "cpu-1t"], ["run"]])
 def test_a_weights_setting_that_names_no_supernet_is_refused(
     env: pytest.MonkeyPatch, capsys, command: list[str]
