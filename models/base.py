@@ -11,10 +11,12 @@ from an exported file.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -123,6 +125,15 @@ class Supernet(ABC):
     metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
     #: True for table-backed supernets (see ``models.recorded``): nothing to extract or run.
     recorded: ClassVar[bool] = False
+    #: The version of the code that gives the metrics (``evaluate``, ``extract``,
+    #: ``complexity``): change it when a change of the code changes them. None (the
+    #: default): a class defined outside hwnas (a plugin) is told by the text of its source
+    #: files instead, so that any edit of them starts afresh (``fingerprint``).
+    version: ClassVar[str | None] = None
+    #: The files hwnas built this instance with (the configured weights file, the job's
+    #: validation data), set by ``models.registry``: what ``fingerprint`` hashes when
+    #: ``quality_inputs`` gives nothing.
+    given_files: tuple[Path, ...] = ()
 
     @abstractmethod
     def space(self) -> dict[str, list[Any]]:
@@ -236,12 +247,23 @@ class Supernet(ABC):
         return ()
 
     def fingerprint(self) -> str | None:
-        """A hash of ``quality_inputs`` (None when there are none), computed once per
-        instance: jobs reuse each other's measurements only when theirs are equal, so a
-        new checkpoint or a changed data file is not mixed with what the old ones gave."""
+        """A hash of what the metrics depend on, computed once per instance: jobs reuse
+        each other's measurements, and a job's sub-networks are exported, only where theirs
+        are equal, so a new checkpoint, a changed data file or a plugin's changed code is not
+        mixed with what the old ones gave.
+
+        It hashes ``quality_inputs``, or where they are empty the content of the files hwnas
+        built the instance with (``given_files``: a plugin that gives no ``quality_inputs``
+        was matched by nothing, and an export after its weights file was replaced carried
+        the old metrics: audit 29), and the code's ``version`` (a plugin's source text when
+        it sets none). None when there is nothing to hash (a recorded table)."""
         if "_fingerprint" not in self.__dict__:
             inputs = self.quality_inputs()
-            self.__dict__["_fingerprint"] = digest(inputs) if inputs else None
+            quality = digest(inputs) if inputs else files_digest(self.given_files)
+            code = code_version(type(self))
+            if code is not None:
+                quality = _hash_text(f"{quality}|code {code}")
+            self.__dict__["_fingerprint"] = quality
         fingerprint: str | None = self.__dict__["_fingerprint"]
         return fingerprint
 
@@ -252,6 +274,60 @@ class Supernet(ABC):
         for choices in space.values():
             size *= len(choices)
         return {"name": self.name, "space": space, "genes": len(space), "raw_space_size": size}
+
+
+#: The folder of hwnas's own supernets: their classes are told apart by ``version`` alone.
+_OWN_CODE = Path(__file__).resolve().parent
+
+
+def code_version(cls: type) -> str | None:
+    """What tells the code of the supernet class ``cls`` (``Supernet.version``): the
+    ``version`` the class or a base sets, else the text of the source files of its classes
+    defined outside hwnas (a plugin's, and the plugin bases it derives from); None for
+    hwnas's own classes without a version."""
+    version = getattr(cls, "version", None)
+    if version is not None:
+        return f"version {version}"
+    sources = []
+    for klass in cls.__mro__:
+        if not issubclass(klass, Supernet):  # ABC, object, a mixin: not what measures
+            continue
+        try:
+            source = Path(inspect.getfile(klass)).resolve()
+        except (TypeError, OSError):  # a built-in type (object, ABC)
+            continue
+        if source.is_relative_to(_OWN_CODE) or source.suffix != ".py" or not source.is_file():
+            continue  # hwnas's own; or no text to read (a class made in a notebook)
+        if source not in sources:
+            sources.append(source)
+    found = files_digest(sources)
+    return None if found is None else f"source {found}"
+
+
+def files_digest(paths: Sequence[Path]) -> str | None:
+    """A short hash of the content of ``paths`` (a directory: every file under it, by
+    relative name and content), in order; not of their names, so a file named by another
+    path hashes alike. None for no paths."""
+    if not paths:
+        return None
+    hasher = hashlib.blake2b(digest_size=12)
+    for path in paths:
+        hasher.update(b"\0path\0")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if file != path:
+                hasher.update(file.relative_to(path).as_posix().encode() + b"\0")
+            try:
+                with file.open("rb") as stream:
+                    while chunk := stream.read(1 << 20):
+                        hasher.update(chunk)
+            except OSError as exc:  # gone, or not readable: said as the data's problems are
+                raise InvalidInput(f"cannot read {file.name}: {exc.strerror or exc}") from None
+    return hasher.hexdigest()
+
+
+def _hash_text(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 def digest(parts: Iterable[Any]) -> str:

@@ -141,8 +141,11 @@ def get_supernet(name: str, *, validation_data: str | None = None) -> Supernet:
                     f"supernet {name!r} does not measure accuracy on user data",
                     field="validation_data",
                 )
-            instance = create_supernet(
-                name, validation_data=validation_data, **configured_weights(name)
+            given = configured_weights(name)
+            instance = _given(
+                create_supernet(name, validation_data=validation_data, **given),
+                given,
+                *_found(validation_data),
             )
             _DATA_INSTANCES[key] = held = (signature, instance)
             while len(_DATA_INSTANCES) > DATA_INSTANCES_MAX:
@@ -182,7 +185,7 @@ def _default_instance(name: str) -> Supernet:
         # this caller builds again; the others meanwhile are answered as before
         _FAILED[name] = (state, _monotonic() + FAILED_RETRY_S, *failed[2:])
     try:
-        instance = create_supernet(name, **weights)
+        instance = _given(create_supernet(name, **weights), weights)
     except UnknownName:
         raise
     except HwnasError as exc:
@@ -191,6 +194,22 @@ def _default_instance(name: str) -> Supernet:
         raise
     _FAILED.pop(name, None)
     return instance
+
+
+def _given(instance: Supernet, weights: Mapping[str, str], *data: Path) -> Supernet:
+    """``instance``, told the files it was built with (``Supernet.given_files``: what its
+    fingerprint hashes when it gives no ``quality_inputs``)."""
+    instance.given_files = (*(Path(path) for path in weights.values()), *data)
+    return instance
+
+
+def _found(validation_data: str) -> tuple[Path, ...]:
+    """The file or directory ``validation_data`` names, if it is there (when it is not,
+    the instance cannot measure: its ``evaluate``, or its fingerprint, then says why)."""
+    try:
+        return (confine(validation_data, configured_roots()),)
+    except InvalidInput:
+        return ()
 
 
 def _raise_if_kept(name: str, state: tuple[Any, ...]) -> None:

@@ -929,6 +929,17 @@ _IN_LIST_MAX = 5000
 #: The spec's key for the fingerprint of what a search job's supernet measured with (its
 #: weights and validation data: ``Supernet.fingerprint``), written at the job's first run.
 MEASURED_WITH = "measured_with"
+
+
+def measures_as_recorded(spec: Mapping[str, Any], now: str | None) -> bool:
+    """Whether a supernet whose fingerprint is ``now`` measures as the job of ``spec`` did:
+    the same fingerprint, or none recorded (a job of a version that did not fingerprint
+    its supernet, as plugins without ``quality_inputs`` were before 2026-12-07: unchecked,
+    as then)."""
+    recorded = spec.get(MEASURED_WITH)
+    return recorded is None or recorded == now
+
+
 #: The spec's key for the anchors a search job measures first (``workers.anchors``), by
 #: sub-network id, written at the job's first run so that a resumed run measures the same.
 ANCHORS = "anchors"

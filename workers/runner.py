@@ -455,7 +455,7 @@ class JobRunner:
         same. A resumed run whose supernet measures with something else now fails the job:
         its measurements would mix the two."""
         if q.MEASURED_WITH in spec:
-            if spec[q.MEASURED_WITH] != now:
+            if not q.measures_as_recorded(spec, now):
                 raise InvalidInput(
                     f"the weights or validation data of {spec['supernet']} changed since this "
                     "job began measuring (another checkpoint, or a data file changed on "

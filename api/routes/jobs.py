@@ -494,7 +494,7 @@ def _check_measured_with(job: q.JobRow, supernet: Supernet) -> None:
         raise Conflict(
             f"job {job.id!r} measured on validation data {data!r}, which cannot be read now: {exc}"
         ) from None
-    if q.MEASURED_WITH in job.spec and job.spec[q.MEASURED_WITH] != now:
+    if not q.measures_as_recorded(job.spec, now):
         raise Conflict(
             f"job {job.id!r} measured with other weights or validation data than "
             f"{job.supernet} has now (another checkpoint, or {data or 'its data'} changed on "

@@ -926,3 +926,13 @@ def test_a_locked_read_holds_the_row_until_its_writer_commits(backend: str, tmp_
         with reading(factory) as connection:
             spec = q.read_job(connection, job_id).spec
         assert spec["a"] is True and spec["b"] is True
+
+
+def test_a_job_measures_as_recorded_by_its_fingerprint_or_unchecked_without_one() -> None:
+    """A job stored by a version that recorded no fingerprint for its supernet (a plugin
+    without ``quality_inputs``, before 2026-12-07) is exported and resumed as then."""
+    assert q.measures_as_recorded({q.MEASURED_WITH: "fp"}, "fp")
+    assert not q.measures_as_recorded({q.MEASURED_WITH: "fp"}, "other")
+    assert not q.measures_as_recorded({q.MEASURED_WITH: "fp"}, None)
+    assert q.measures_as_recorded({q.MEASURED_WITH: None}, "now one")
+    assert q.measures_as_recorded({}, "now one")  # before fingerprints were recorded at all

@@ -1,0 +1,67 @@
+"""An export is refused once the supernet measures otherwise than the job did."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from core.settings import get_settings
+from models import registry
+from models.text_transformer import TextTransformerSupernet
+from tests.conftest import embedded_settings
+
+from .helpers import job_spec, wait_for
+
+NAME = "test-export-no-inputs"
+
+
+class NoQualityInputs(TextTransformerSupernet):
+    """A plugin with a weights file that leaves ``quality_inputs`` out (it is optional)."""
+
+    name = NAME
+
+    def quality_inputs(self) -> Sequence[Any]:
+        return ()
+
+
+@pytest.fixture
+def weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / "weights.pt"
+    torch.save(NoQualityInputs().module.state_dict(), path)
+    monkeypatch.setitem(registry._FACTORIES, NAME, NoQualityInputs)
+    monkeypatch.setenv("HWNAS_SUPERNET_CHECKPOINTS", f"{NAME}={path}")
+    get_settings.cache_clear()
+    yield path
+    get_settings.cache_clear()
+    registry._INSTANCES.pop(NAME, None)
+
+
+def test_a_plugin_without_quality_inputs_is_not_exported_after_its_weights_changed(
+    tmp_path: Path, weights: Path
+) -> None:
+    """Audit 29: the file was built from the new weights and carried the old job's
+    metrics on its card (accuracy 0.996 on the card, 0.23 measured), answered 200."""
+    spec = job_spec(supernet=NAME, strategy="random", budget={"evaluations": 2}, constraints={})
+    with TestClient(create_app(embedded_settings(tmp_path))) as client:
+        job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        assert job["status"] == "succeeded" and job["measured_with"] is not None
+        measured = client.get(f"/v1/jobs/{job['id']}/evaluations").json()["data"]
+        first, second = (e["subnet_id"] for e in measured)
+        url = f"/v1/jobs/{job['id']}/subnets/{{}}/export"
+        assert client.get(url.format(first)).status_code == 200
+        state = torch.load(weights, weights_only=True)
+        torch.save({k: v + 0.5 if v.is_floating_point() else v for k, v in state.items()}, weights)
+        later = time.time_ns() + 2_000_000_000
+        os.utime(weights, ns=(later, later))
+        refused = client.get(url.format(second))
+        assert refused.status_code == 409, refused.text
+        assert "measured with other weights or validation data" in refused.json()["message"]
+        assert client.get(url.format(first)).status_code == 200  # exported before: served

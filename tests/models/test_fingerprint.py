@@ -1,0 +1,140 @@
+"""``Supernet.fingerprint``: what tells measurements made alike (weights, data, code)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from core.settings import get_settings
+from models import registry
+from models.base import code_version, digest
+from models.registry import get_supernet
+from models.text_transformer import TextTransformerSupernet
+
+NAME = "test-no-inputs"
+
+
+class NoInputs(TextTransformerSupernet):
+    """A plugin that takes a weights file and data but gives no ``quality_inputs``."""
+
+    name = NAME
+
+    def quality_inputs(self) -> Sequence[Any]:
+        return ()
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """NoInputs registered, its weights file configured (returned) and data roots set."""
+    path = tmp_path / "weights.pt"
+    torch.save(NoInputs().module.state_dict(), path)
+    roots = tmp_path / "data"
+    roots.mkdir()
+    monkeypatch.setitem(registry._FACTORIES, NAME, NoInputs)
+    monkeypatch.setenv("HWNAS_SUPERNET_CHECKPOINTS", f"{NAME}={path}")
+    monkeypatch.setenv("HWNAS_DATA_ROOTS", str(roots))
+    get_settings.cache_clear()
+    yield path
+    get_settings.cache_clear()
+    registry._INSTANCES.pop(NAME, None)
+    for key in [key for key in registry._DATA_INSTANCES if key[0] == NAME]:
+        del registry._DATA_INSTANCES[key]
+
+
+def _rewrite(path: Path, shift: float) -> None:
+    """Other weights in ``path``, its modification time moved on (apart within a tick)."""
+    state = torch.load(path, weights_only=True)
+    torch.save({k: v + shift if v.is_floating_point() else v for k, v in state.items()}, path)
+    later = time.time_ns() + 2_000_000_000
+    os.utime(path, ns=(later, later))
+
+
+def test_a_plugin_without_quality_inputs_is_told_by_its_weights_file(plugin: Path) -> None:
+    """Its fingerprint was None: a replaced checkpoint went unnoticed, and an export of an
+    earlier job carried the old weights' metrics (audit 29: 0.996 on the card, 0.23 measured)."""
+    first = get_supernet(NAME).fingerprint()
+    assert first is not None
+    _rewrite(plugin, 0.5)
+    second = get_supernet(NAME).fingerprint()
+    assert second not in (None, first)
+    shutil.copy(plugin, plugin.with_name("copy.pt"))  # the same content, named otherwise
+    registry._INSTANCES.pop(NAME)
+    os.environ["HWNAS_SUPERNET_CHECKPOINTS"] = f"{NAME}={plugin.with_name('copy.pt')}"
+    get_settings.cache_clear()
+    assert get_supernet(NAME).fingerprint() == second
+
+
+def test_and_by_its_validation_data_by_content(plugin: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    tokens = np.ones((4, 8), np.int64)
+    np.savez(data / "v.npz", inputs=tokens, labels=np.arange(4) % 2)
+    shutil.copy(data / "v.npz", data / "same.npz")
+    np.savez(data / "other.npz", inputs=tokens, labels=np.arange(4) % 2 * 0)
+    own = get_supernet(NAME).fingerprint()
+    on_v = get_supernet(NAME, validation_data="v.npz").fingerprint()
+    assert on_v not in (None, own)
+    assert get_supernet(NAME, validation_data="./same.npz").fingerprint() == on_v
+    assert get_supernet(NAME, validation_data="other.npz").fingerprint() not in (None, on_v)
+
+
+_PLUGIN_SOURCE = """
+from models.text_transformer import TextTransformerSupernet
+
+
+class Edited(TextTransformerSupernet):
+    name = "test-edited"
+{body}
+"""
+
+
+def _load(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, module: str, body: str
+) -> type[TextTransformerSupernet]:
+    """The class ``Edited`` of a plugin module written with ``body`` in ``folder``,
+    imported as ``module`` (in ``sys.modules`` for the test, as a plugin's stays)."""
+    path = folder / f"{module}.py"
+    path.write_text(_PLUGIN_SOURCE.format(body=body))
+    spec = importlib.util.spec_from_file_location(module, path)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, module, loaded)
+    spec.loader.exec_module(loaded)
+    cls: type[TextTransformerSupernet] = loaded.Edited
+    return cls
+
+
+def test_a_plugin_is_told_by_its_source_unless_it_sets_a_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fixed bug in a plugin's evaluate left the buggy accuracies to the next job's warm
+    start (audit 29: 0.274 copied, 0.998 measured)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    before = _load(monkeypatch, tmp_path / "a", "plugin_a", "    pass")
+    after = _load(monkeypatch, tmp_path / "b", "plugin_b", "    pass  # the preprocessing fixed")
+    same = _load(monkeypatch, tmp_path / "b", "plugin_c", "    pass")  # same text, other file
+    assert before().fingerprint() != after().fingerprint()
+    assert before().fingerprint() == same().fingerprint()
+    versioned = [
+        _load(monkeypatch, tmp_path / "a", "plugin_d", '    version = "2"'),
+        _load(monkeypatch, tmp_path / "b", "plugin_e", '    version = "2"  # no new version'),
+    ]
+    assert code_version(versioned[0]) == code_version(versioned[1]) == "version 2"
+    assert versioned[0]().fingerprint() == versioned[1]().fingerprint()
+
+
+def test_hwnas_s_own_supernets_are_told_by_their_quality_inputs_alone() -> None:
+    """Their fingerprints are those stored before: the jobs stored keep being reused."""
+    supernet = TextTransformerSupernet()
+    assert code_version(TextTransformerSupernet) is None
+    assert supernet.fingerprint() == digest(supernet.quality_inputs())
