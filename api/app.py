@@ -73,11 +73,44 @@ def _freeze_startup_objects() -> None:
 
 def started_line(settings: Settings) -> str:
     """What an operator checks first in the log: the mode, the database and the broker
-    (passwords hidden); a misspelt variable gave the embedded mode without a word."""
-    database = hidden(settings.database_url)
+    (passwords hidden; a SQLite file by its absolute path), the data directory, whether
+    API keys are required and the retention (a misspelt variable gave the embedded mode
+    without a word; a relative path said nothing of the folder it was taken from, and
+    nothing said whether keys were on: ops audit 29)."""
+    database = hidden(_absolute_sqlite(settings.database_url))
+    keys = len(parse_api_keys(settings.api_keys))
+    days = settings.retention_days
+    rest = (
+        f"data {Path(settings.data_dir).resolve()}, "
+        + (
+            f"API keys required ({keys})"
+            if keys
+            else "no API keys (anyone who reaches it may use it)"
+        )
+        + (
+            f", jobs deleted {days:g} days after they end"
+            if days
+            else ", nothing deleted on its own"
+        )
+    )
     if settings.is_embedded:
-        return f"hwnas: embedded mode (in-process worker), database {database}"
-    return f"hwnas: distributed mode, database {database}, broker {hidden(settings.broker_url)}"
+        workers = settings.embedded_workers
+        mode = f"embedded mode ({workers} in-process worker{'s' * (workers > 1)})"
+        return f"hwnas: {mode}, database {database}, {rest}"
+    broker = hidden(settings.broker_url)
+    return f"hwnas: distributed mode, database {database}, broker {broker}, {rest}"
+
+
+def _absolute_sqlite(url: str) -> str:
+    """``url``, a SQLite file's relative path made absolute (as SQLite opens it: from the
+    working directory)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/") or url.endswith(":memory:"):
+        return url
+    path, query = url[len(prefix) :].partition("?")[::2]
+    if not path or path.startswith("file:"):
+        return url
+    return f"{prefix}{Path(path).resolve()}" + (f"?{query}" if query else "")
 
 
 def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> FastAPI:

@@ -613,6 +613,21 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    """A consistent copy of the SQLite database (``store.backup``), taken while servers
+    run; prints its path, and on stderr what it holds."""
+    from store.backup import backup_sqlite
+
+    made = backup_sqlite(get_settings().database_url, Path(args.path))
+    print(
+        f"backed up {made.jobs} jobs, {made.evaluations} evaluations (schema revision "
+        f"{made.revision})",
+        file=sys.stderr,
+    )
+    print(made.path)
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """A Celery worker that serves exactly the given devices (one queue each)."""
     from hardware_profiles.configured import device_profile, named_devices, servable
@@ -836,13 +851,14 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate": (cmd_calibrate, "fit a device's latency predictor (a job on its queue)"),
         "run": (cmd_run, "start the embedded service, run a real search, export the best"),
         "db-upgrade": (cmd_db_upgrade, "migrate the database to the newest schema"),
+        "db-backup": (cmd_db_backup, "copy the embedded mode's database, while servers run"),
         "prune": (cmd_prune, "delete the jobs that ended over N days ago (on the database)"),
         "worker": (cmd_worker, "a Celery worker for some devices (distributed mode)"),
     }
     for name, (func, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(func=func)
-        if name not in ("serve", "db-upgrade", "prune", "worker", "run"):  # run: its own
+        if name not in ("serve", "db-upgrade", "db-backup", "prune", "worker", "run"):
             p.add_argument(
                 "--url", default=DEFAULT_URL, help=f"the service (default: $HWNAS_URL or {_URL})"
             )
@@ -853,6 +869,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--new-identity",
         action="store_true",
         help="give the database a new random identity (a restored or cloned copy: README)",
+    )
+    sub.choices["db-backup"].add_argument(
+        "path", help="a new file, or a folder (the file is named hwnas-<UTC time>.db there)"
     )
     sub.choices["serve"].add_argument(
         "--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)"

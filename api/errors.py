@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -70,7 +73,39 @@ def error_response(exc: HwnasError, headers: dict[str, str] | None = None) -> JS
     status = status_of(exc)
     if status == 503:  # the database or a service is away: a client may ask again later
         headers = {RETRY_AFTER: str(RETRY_AFTER_S), **(headers or {})}
+        _unavailable.log(detail)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+class _Throttled:
+    """Logs a 503's reason at WARNING, each reason at most once per ``interval_s``, saying
+    how many answers it gave meanwhile: the server's log said nothing of why every write
+    was refused (a read-only database, a full disk: ops audit 29), only the access log's
+    "503" lines; one line per answer would flood it while pollers ask."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._said: dict[str, tuple[float, int]] = {}  # reason -> (logged at, since then)
+
+    def log(self, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            logged_at, since = self._said.get(reason, (-math.inf, 0))
+            if now - logged_at < self.interval_s:
+                self._said[reason] = (logged_at, since + 1)
+                return
+            if len(self._said) > 100:  # reasons that name ids or paths: keep it bounded
+                self._said.clear()
+            self._said[reason] = (now, 0)
+        more = (
+            f" (and {since} more such answers in the last {now - logged_at:.0f} s)" if since else ""
+        )
+        log.warning("answered 503: %s%s", reason, more)
+
+
+#: 503s' reasons in the log (``_Throttled``).
+_unavailable = _Throttled(interval_s=60.0)
 
 
 #: What a 503 tells a client: ask again after this many seconds (a database restart).

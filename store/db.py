@@ -662,8 +662,8 @@ def _database_problem(action: str, url: str | URL, exc: BaseException) -> Servic
 
 
 def check_migrated(engine: Engine) -> str:
-    """Refuse to run against a database whose schema is not at Alembic's head; that head
-    revision otherwise."""
+    """Refuse to run against a database whose schema is not at Alembic's head, or that
+    this process cannot write to (``check_writable``); that head revision otherwise."""
     head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
     try:
         with engine.connect() as connection:
@@ -678,7 +678,21 @@ def check_migrated(engine: Engine) -> str:
             "HWNAS_DATABASE_URL"
         )
     assert head is not None  # the scripts have a head: the check above passed
+    check_writable(engine)
     return head
+
+
+def check_writable(engine: Engine) -> None:
+    """Refuse a database this process can read but not write (a read-only SQLite file or
+    folder, a PostgreSQL standby or a user without write rights): a server started on one
+    answered every submission 503, a temporary error to its clients, with /healthz ok
+    (ops audit 29). A write that changes nothing, rolled back."""
+    try:
+        with engine.connect() as connection, connection.begin() as step:
+            connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            step.rollback()
+    except SQLAlchemyError as exc:
+        raise _database_problem("cannot write to", engine.url, exc) from exc
 
 
 def schema_revisions(url: str) -> frozenset[str]:

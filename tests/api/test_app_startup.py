@@ -54,6 +54,30 @@ def test_start_up_builds_each_supernet_once_and_survives_a_broken_one(
 
 def test_the_start_up_line_says_the_mode(tmp_path: Path) -> None:
     embedded = embedded_settings(tmp_path)
-    assert started_line(embedded).startswith("hwnas: embedded mode (in-process worker), database ")
+    assert started_line(embedded).startswith(
+        "hwnas: embedded mode (1 in-process worker), database "
+    )
     distributed = embedded.model_copy(update={"broker_url": "redis://:pw@127.0.0.1:6379/3"})
-    assert started_line(distributed).endswith(", broker redis://:***@127.0.0.1:6379/3")
+    assert ", broker redis://:***@127.0.0.1:6379/3, " in started_line(distributed)
+
+
+def test_the_start_up_line_says_where_the_files_are_and_what_guards_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said neither where a relative database path led, nor the data directory, nor
+    whether keys were required or old jobs deleted (ops audit 29)."""
+    monkeypatch.chdir(tmp_path)
+    default = embedded_settings(
+        tmp_path, database_url="sqlite:///./var/hwnas.db", data_dir=Path("var"), embedded_workers=2
+    )
+    assert started_line(default) == (
+        f"hwnas: embedded mode (2 in-process workers), database sqlite:///{tmp_path}/var/hwnas.db, "
+        f"data {tmp_path}/var, no API keys (anyone who reaches it may use it), nothing deleted "
+        "on its own"
+    )
+    guarded = default.model_copy(
+        update={"api_keys": f"{'k' * 32},{'j' * 32}", "retention_days": 30.0}
+    )
+    line = started_line(guarded)
+    assert line.endswith("API keys required (2), jobs deleted 30 days after they end")
+    assert "k" * 32 not in line

@@ -522,3 +522,30 @@ def test_every_operation_tells_its_user_what_it_does_and_nothing_of_its_insides(
             for inside in ("``api.", "``store.", "``models.", "``workers.", "event loop"):
                 assert inside not in said, (method, path, inside)
     assert "503" in spec["paths"]["/healthz"]["get"]["responses"]
+
+
+def test_the_reason_of_a_503_is_logged_once_a_minute_with_a_count(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log said nothing of why every write was refused (a read-only database, a full
+    disk), only the access log's "503" lines (ops audit 29)."""
+    import api.errors
+    from api.errors import _Throttled, error_response
+    from core.errors import StorageError
+
+    clock = [1000.0]
+    monkeypatch.setattr(api.errors.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(api.errors, "_unavailable", _Throttled(interval_s=60.0))
+    full = StorageError("database error: OperationalError: database or disk is full")
+    with caplog.at_level("WARNING", logger="api.errors"):
+        for step in (0.0, 10.0, 20.0, 70.0):
+            clock[0] = 1000.0 + step
+            assert error_response(full).status_code == 503
+        error_response(StorageError("another reason"))
+    said = [r.getMessage() for r in caplog.records if r.name == "api.errors"]
+    assert said == [
+        "answered 503: database error: OperationalError: database or disk is full",
+        "answered 503: database error: OperationalError: database or disk is full "
+        "(and 2 more such answers in the last 70 s)",
+        "answered 503: another reason",
+    ]

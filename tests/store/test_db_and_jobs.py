@@ -936,3 +936,20 @@ def test_a_job_measures_as_recorded_by_its_fingerprint_or_unchecked_without_one(
     assert not q.measures_as_recorded({q.MEASURED_WITH: "fp"}, None)
     assert q.measures_as_recorded({q.MEASURED_WITH: None}, "now one")
     assert q.measures_as_recorded({}, "now one")  # before fingerprints were recorded at all
+
+
+def test_a_database_that_cannot_be_written_is_refused_at_the_start(tmp_path: Path) -> None:
+    """A read-only file passed every start-up check: each submission then answered 503, a
+    temporary error to its clients, while /healthz said ok (ops audit 29)."""
+    from core.errors import ServiceUnavailable
+    from store.db import check_migrated
+
+    with migrated_database("sqlite", tmp_path) as (url, engine, _factory):
+        check_migrated(engine)  # writable: passes
+        path = url.split("///", 1)[1]
+        read_only = make_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+        try:
+            with pytest.raises(ServiceUnavailable, match="cannot write to the database .*readonly"):
+                check_migrated(read_only)
+        finally:
+            read_only.dispose()
