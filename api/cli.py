@@ -125,6 +125,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.config.dictConfig(serve_log_config())  # before the settings warn of anything
     settings = get_settings()
+    if settings.log_format != "text":
+        logging.config.dictConfig(serve_log_config(settings.log_format))
     if settings.api_processes > 1 and settings.is_embedded:
         raise InvalidInput(
             "HWNAS_API_PROCESSES > 1 needs the distributed mode (HWNAS_BROKER_URL set): "
@@ -148,7 +150,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=settings.access_log,
         loop=settings.serve_loop,
         log_level="info",
-        log_config=serve_log_config(),
+        log_config=serve_log_config(settings.log_format),
     )
     shown = f"[{args.host}]" if ":" in args.host else args.host
     logging.getLogger("api.cli").info(  # uvicorn says nothing of a socket it is handed

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # default; HWNAS_ACCESS_LOG=false turns it off.
     api_processes: PositiveInt = 1
     access_log: bool = True
+    # How `hwnas serve` writes its log lines: "text" (time, level, logger, message) or
+    # "json" (one object a line, for a log collector).
+    log_format: Literal["text", "json"] = "text"
     # uvicorn's event loop for `hwnas serve`: "asyncio", "uvloop", or "auto" (the default:
     # asyncio for one process, uvloop for more). One process, 100 clients keeping it busy:
     # uvloop served some connections seconds late (p99 1.2 s, 2 s client timeouts), asyncio
