@@ -78,8 +78,11 @@ def _sqlite_lock() -> Iterator[None]:
     lock = path.with_name(path.name + ".migrate-lock")
     try:
         handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        handle = os.open(lock, os.O_RDONLY)
+    except PermissionError as refused:
+        try:
+            handle = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:  # a folder it may not write in: say that, not "no file"
+            raise refused from None
     try:
         with suppress(PermissionError):  # not this process's file: its owner's mode stands
             os.fchmod(handle, 0o666)  # a umask of 077 would lock the others out

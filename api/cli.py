@@ -488,6 +488,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     ids, stale = pruned.job_ids, pruned.old_cache_versions
+    exports = Path(settings.data_dir).resolve() / "exports"
+    if not exports.is_dir():  # a prune run where the server's data directory is not
+        print(
+            f"hwnas: no exported files under {exports}: if the server keeps them elsewhere, "
+            "set HWNAS_DATA_DIR as for it (the files of the jobs deleted are left there "
+            "until a prune with it)",
+            file=sys.stderr,
+        )
     if args.dry_run:
         print(f"would delete {len(ids)} jobs that ended over {args.older_than:g} days ago",
               file=sys.stderr)  # fmt: skip
@@ -600,18 +608,38 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from store.db import make_engine, make_session_factory, renew_database_id, upgrade
+    """Migrate the database to the newest schema, saying from which revision to which
+    (it said "database at head" whatever it did: ops audit 29)."""
+    from store.db import (
+        current_revision,
+        make_engine,
+        make_session_factory,
+        renew_database_id,
+        upgrade,
+    )
 
     settings = get_settings()
     url = settings.database_url
-    upgrade(url, wait_s=settings.migration_wait_s)
-    print("database at head")
-    if args.new_identity:
+    try:
         engine = make_engine(url)
         try:
-            print(f"database identity {renew_database_id(make_session_factory(engine))}")
+            before: str | None = current_revision(engine)
         finally:
             engine.dispose()
+    except Exception:  # a URL it cannot use, a database away: the migration says why, below
+        before = "?"
+    upgrade(url, wait_s=settings.migration_wait_s)
+    engine = make_engine(url)
+    try:
+        after = current_revision(engine)
+        if before == after:
+            print(f"database at head: schema revision {after}, nothing to migrate")
+        else:
+            print(f"database migrated from schema revision {before or '(none)'} to {after}")
+        if args.new_identity:
+            print(f"database identity {renew_database_id(make_session_factory(engine))}")
+    finally:
+        engine.dispose()
     return 0
 
 

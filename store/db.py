@@ -661,15 +661,20 @@ def _database_problem(action: str, url: str | URL, exc: BaseException) -> Servic
     return ServiceUnavailable(f"{action} the database {where}: {_first_line(exc)}")
 
 
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision of ``engine``'s database (None: none, a new database)."""
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as exc:
+        raise _database_problem("cannot reach", engine.url, exc) from exc
+
+
 def check_migrated(engine: Engine) -> str:
     """Refuse to run against a database whose schema is not at Alembic's head, or that
     this process cannot write to (``check_writable``); that head revision otherwise."""
     head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
-    try:
-        with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-    except SQLAlchemyError as exc:
-        raise _database_problem("cannot reach", engine.url, exc) from exc
+    current = current_revision(engine)
     if current != head:
         where = _shown(engine.url)
         raise ServiceUnavailable(

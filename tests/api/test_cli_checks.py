@@ -261,7 +261,13 @@ def test_db_upgrade_makes_the_folder_of_a_new_sqlite_file(
     path = tmp_path / "not" / "yet" / "hwnas.db"
     _set(env, HWNAS_DATABASE_URL=f"sqlite:///{path}")
     assert main(["db-upgrade"]) == 0
-    assert capsys.readouterr().out == "database at head\n" and path.is_file()
+    said = capsys.readouterr().out
+    assert said.startswith("database migrated from schema revision (none) to ") and path.is_file()
+    assert main(["db-upgrade"]) == 0  # said what it did: "database at head" either way before
+    head = said.split()[-1]
+    assert (
+        capsys.readouterr().out == f"database at head: schema revision {head}, nothing to migrate\n"
+    )
 
 
 @pytest.mark.parametrize("command", [["db-upgrade"], ["serve", "--port", "1"]])
@@ -454,7 +460,7 @@ def test_db_upgrade_gives_a_copy_a_new_identity_when_asked(env: pytest.MonkeyPat
     from store.db import database_id, make_engine, make_session_factory
 
     assert main(["db-upgrade"]) == 0
-    assert capsys.readouterr().out == "database at head\n"
+    head = capsys.readouterr().out.split()[-1]
     engine = make_engine(get_settings().database_url)
     try:
         first = database_id(make_session_factory(engine))
@@ -462,7 +468,10 @@ def test_db_upgrade_gives_a_copy_a_new_identity_when_asked(env: pytest.MonkeyPat
         renewed = database_id(make_session_factory(engine))
     finally:
         engine.dispose()
-    assert capsys.readouterr().out == f"database at head\ndatabase identity {renewed}\n"
+    assert capsys.readouterr().out == (
+        f"database at head: schema revision {head}, nothing to migrate\n"
+        f"database identity {renewed}\n"
+    )
     assert first is not None and renewed != first
 
 

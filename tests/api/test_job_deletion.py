@@ -131,6 +131,27 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
     assert main(["prune", "--older-than", "1e300"]) == 2  # too far back: said, no traceback
 
 
+def test_a_prune_says_when_it_finds_no_exported_files_where_it_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run without the server's HWNAS_DATA_DIR it deleted the rows and left their files,
+    without a word (ops audit 29)."""
+    settings = embedded_settings(tmp_path, embedded_devices="none")
+    _submitted(settings, 1, cancelled=1)
+    monkeypatch.setenv("HWNAS_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("HWNAS_DATA_DIR", str(tmp_path / "elsewhere"))
+    get_settings.cache_clear()
+    try:
+        assert main(["prune", "--older-than", "30"]) == 0
+        err = capsys.readouterr().err
+        assert f"hwnas: no exported files under {tmp_path / 'elsewhere' / 'exports'}: " in err
+        (tmp_path / "elsewhere" / "exports").mkdir(parents=True)
+        assert main(["prune", "--older-than", "30"]) == 0
+        assert capsys.readouterr().err == ""
+    finally:
+        get_settings.cache_clear()
+
+
 def test_the_api_removes_what_ended_before_its_retention_on_its_own(tmp_path: Path) -> None:
     """``HWNAS_RETENTION_DAYS``: at its start (then hourly) the API deletes the jobs that
     ended longer ago and their files, as ``hwnas prune`` does; a queued job of any age,
