@@ -29,6 +29,7 @@ from core.errors import CheckpointMismatch, InvalidInput
 from .base import Arch, ImageFormat, InputSpec
 from .evaluation import predict, recalibrate_bn
 from .sliced import SlicedSupernet
+from .user_data import torch_load_reason
 
 if TYPE_CHECKING:
     from .user_data import UserData
@@ -198,9 +199,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"checkpoint {str(path)!r} does not exist", field=CHECKPOINT_FIELD
         ) from None
     except Exception as exc:  # UnpicklingError for pickled code, RuntimeError for bad zips
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointMismatch(
-            f"{path.name}: refused by torch.load(weights_only=True): {first}",
+            f"{path.name}: refused by torch.load(weights_only=True): {torch_load_reason(exc)}",
             field=CHECKPOINT_FIELD,
         ) from None
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):

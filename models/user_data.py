@@ -24,6 +24,7 @@ than that or number more than ``HWNAS_MAX_DATA_IMAGES``.
 from __future__ import annotations
 
 import os
+import re
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -323,6 +324,27 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}" if isinstance(exc, KeyError | MemoryError) else line
 
 
+#: Terminal colour codes, which torch's messages carry (bold around a warning).
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: What torch's refusal of a pickled object names (its long text offers ways to load it
+#: that run the file's code, which a service must not take).
+_UNPICKLER = re.compile(r"WeightsUnpickler error: (.+?)(?: Please use |\n|$)")
+
+
+def torch_load_reason(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a line: for pickled Python
+    objects, which ones (torch's text gave its first line, about "two options", and
+    terminal escape codes: audit 29); otherwise as ``_reason``."""
+    text = _ESCAPES.sub("", str(exc))
+    found = _UNPICKLER.search(text)
+    if found:
+        return (
+            f"it holds Python objects besides tensors ({found.group(1).rstrip('. ')}): "
+            "save a dict of tensors only"
+        )
+    return _ESCAPES.sub("", _reason(exc))
+
+
 def _read_npz(path: Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):
         raise _not_an_npz(path)
@@ -345,7 +367,8 @@ def _read_torch(path: Path) -> dict[str, Any]:
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for bad files
         hint = "" if zipfile.is_zipfile(path) else " (not the zip archive torch.save writes)"
         raise InvalidInput(
-            f"{path.name}: refused by torch.load(weights_only=True): {_reason(exc)}{hint}",
+            f"{path.name}: refused by torch.load(weights_only=True): "
+            f"{torch_load_reason(exc)}{hint}",
             field=FIELD,
         ) from None
     if not isinstance(loaded, Mapping):

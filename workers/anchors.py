@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 #: The most of a job's budget its anchors may take: a job of fewer than 10 evaluations
 #: does not spend two of them on the two ends of the front.
 ANCHOR_SHARE = 0.2
-ANCHORS_SAID = "measured first (Supernet.anchors)"
+#: Said of a job's anchors before they are measured (each one that fails is said after).
+ANCHORS_SAID = "to measure first (Supernet.anchors)"
 
 
 def job_anchors(

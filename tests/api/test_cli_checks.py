@@ -485,6 +485,24 @@ def test_failures_are_a_budget_of_their_own_with_or_without_an_evaluations_budge
     assert "budget" not in build_spec(parse(["submit"]))  # the server's defaults
 
 
+def test_data_without_a_supernet_says_it_searches_the_default(capsys) -> None:
+    """A user's own data, whose shape the default took, was searched on the built-in
+    Fashion-MNIST supernet without a word (audit 29)."""
+    from api.cli import build_parser, build_spec
+
+    parse = build_parser().parse_args
+    assert build_spec(parse(["submit", "--validation-data", "mine.npz"]))["supernet"] == (
+        "fmnist-ofa-cnn"
+    )
+    assert capsys.readouterr().err == (
+        "hwnas: searching fmnist-ofa-cnn, the default supernet, on mine.npz (--supernet "
+        "names another: hwnas supernets)\n"
+    )
+    for argv in (["submit"], ["submit", "--supernet", "fmnist-ofa-cnn", "--validation-data", "v"]):
+        build_spec(parse(argv))
+        assert capsys.readouterr().err == ""
+
+
 def test_the_latency_prior_is_sent_only_when_turned_off() -> None:
     """A server older than ``latency_prior`` refuses the key (422): sent only when needed."""
     from api.cli import build_parser, build_spec

@@ -65,3 +65,23 @@ def test_a_plugin_without_quality_inputs_is_not_exported_after_its_weights_chang
         assert refused.status_code == 409, refused.text
         assert "measured with other weights or validation data" in refused.json()["message"]
         assert client.get(url.format(first)).status_code == 200  # exported before: served
+
+
+def test_a_file_exported_before_is_served_while_the_weights_file_is_away(
+    tmp_path: Path, weights: Path
+) -> None:
+    """The supernet was built before the file was looked for: with its weights file moved
+    away, a download of a file exported before was 422 (audit 29)."""
+    spec = job_spec(supernet=NAME, strategy="random", budget={"evaluations": 2}, constraints={})
+    with TestClient(create_app(embedded_settings(tmp_path))) as client:
+        job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        measured = client.get(f"/v1/jobs/{job['id']}/evaluations").json()["data"]
+        first, second = (e["subnet_id"] for e in measured)
+        url = f"/v1/jobs/{job['id']}/subnets/{{}}/export"
+        exported = client.get(url.format(first))
+        assert exported.status_code == 200
+        weights.rename(weights.with_name("away.pt"))
+        registry._INSTANCES.pop(NAME, None)  # as in a server started since
+        again = client.get(url.format(first))
+        assert again.status_code == 200 and again.content == exported.content
+        assert client.get(url.format(second)).status_code == 422  # a new file needs them

@@ -512,6 +512,25 @@ def test_files_that_lie_or_are_not_what_they_are_named_are_refused_with_a_reason
             check_path(empty)
 
 
+class _Pickled:
+    """What a tensor file must not hold: an object torch would unpickle by running code."""
+
+
+def test_a_tensor_file_holding_python_objects_is_refused_in_one_plain_line(root: Path) -> None:
+    """torch's text was its first line, about "two options" it did not show, with terminal
+    escape codes (audit 29)."""
+    torch.save({"inputs": torch.zeros(4, 28, 28), "extra": _Pickled()}, root / "evil.pt")
+    with pytest.raises(InvalidInput) as refused:
+        load_user_data("evil.pt")
+    message = str(refused.value)
+    assert message.startswith(
+        "evil.pt: refused by torch.load(weights_only=True): it holds Python objects besides "
+        "tensors (Unsupported global: GLOBAL tests.models.test_user_data._Pickled was not an "
+        "allowed global by default): save a dict of tensors only"
+    )
+    assert "\x1b" not in message and "\n" not in message and "options" not in message
+
+
 def test_a_supernet_that_cannot_be_built_without_its_weights_is_left_to_its_worker(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
