@@ -51,6 +51,10 @@ class SubnetEvaluator:
         self.supernet = supernet
         self.profile = profile
         self.quality = quality
+        #: What this evaluator found wrong with the supernet's code, not said yet
+        #: (``take_notes``): the job goes on, its message says it.
+        self.notes: list[str] = []
+        self._complexity_checked = False
 
     def measure(self, arch: Arch, known: KnownQuality | None = None) -> Measurement:
         """Measure ``arch``: for real, or by table lookup for a recorded supernet; its
@@ -111,6 +115,9 @@ class SubnetEvaluator:
                 module = supernet.timing_module(arch)
                 module.eval()
             quality = known.metrics if known is not None else {}
+        if not self._complexity_checked:  # once: a forward pass of its own
+            self._complexity_checked = True
+            self.notes.extend(_complexity_mismatch(supernet, arch, module, complexity))
         with _step(f"timing, on example_input of batch {batch},", supernet, arch):
             example = supernet.example_input(arch, batch)
             latency = measure_latency(module, example, self.profile)
@@ -120,6 +127,11 @@ class SubnetEvaluator:
             details[QUALITY_FROM] = known.job_id
         return Measurement(metrics, details, time.perf_counter() - started)
 
+    def take_notes(self) -> list[str]:
+        """The notes not taken yet (``notes``), taken."""
+        taken, self.notes = self.notes, []
+        return taken
+
     def counted(self, arch: Arch) -> dict[str, float]:
         """The metrics counted without running ``arch``: MACs, params, model size."""
         complexity = self.supernet.complexity(arch)
@@ -128,6 +140,47 @@ class SubnetEvaluator:
             "params": float(complexity.params),
             "model_size_mb": complexity.params * BYTES_PER_PARAM / 1e6,
         }
+
+
+#: How far the network's own count may be from ``complexity()``'s before a job says so:
+#: torch's counter misses a plugin's custom operators (MACs), never a parameter.
+MACS_TOLERANCE, PARAMS_TOLERANCE = 0.1, 0.0
+
+
+def _complexity_mismatch(
+    supernet: Supernet, arch: Arch, module: torch.nn.Module, complexity: dict[str, float]
+) -> list[str]:
+    """A note when ``complexity()``'s MACs or params for ``arch`` are not those of the
+    network measured (``module``: its parameters, and torch's ``FlopCounterMode`` over a
+    forward pass at batch 1). A plugin's complexity() 10 times off put wrong MACs, params
+    and model sizes into the job's front and its constraints, without a word (audit 29);
+    the registry's contract test checks this, a deployed plugin may not have run it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        params = sum(p.numel() for p in module.parameters())
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            module(supernet.example_input(arch, 1))
+        macs = counter.get_total_flops() / 2
+    except Exception:  # a module this count cannot run (another device's): no check
+        return []
+    said = {"MACs": (complexity["macs"], macs), "params": (complexity["params"], params)}
+    off = [
+        f"{value:,.0f} {name} where the network measured counts {count:,.0f}"
+        for (name, (value, count)), tolerance in zip(
+            said.items(), (MACS_TOLERANCE, PARAMS_TOLERANCE), strict=True
+        )
+        if abs(value - count) > tolerance * max(count, 1.0)
+    ]
+    if not off:
+        return []
+    return [
+        f"{supernet.name}: complexity() gives {' and '.join(off)} (torch's FlopCounterMode "
+        f"at batch 1), for sub-network {_which(supernet, arch)}: the job's macs, params and "
+        "model_size_mb, and constraints on them, may be wrong (the registry's contract test "
+        "checks complexity(): docs/plugins.md)"
+    ]
 
 
 def _checked_metrics(supernet: Supernet, arch: Arch, quality: dict[str, Any]) -> dict[str, Any]:

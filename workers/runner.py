@@ -439,6 +439,8 @@ class JobRunner:
                     plan.strategy.tell_failed(arch)
                 lease = skipped  # a cancel or a takeover meanwhile ends the loop
                 continue
+            for note in plan.evaluator.take_notes():
+                self._note(job_id, note)
             lease = self._record(job_id, plan, arch, measurement, done, clock)
             if lease != "lost":
                 plan.strategy.tell(arch, measurement.metrics)

@@ -21,6 +21,7 @@ from api.schemas import JobCreate
 from core.settings import Settings, get_settings
 from hardware_profiles import device_lock
 from models import registry
+from models.base import Complexity
 from models.fmnist_cnn import FmnistOFACNN
 from models.registry import get_supernet
 from search import non_dominated
@@ -637,6 +638,40 @@ def test_a_budget_larger_than_the_space_says_the_space_was_exhausted(
         "search space exhausted: every distinct sub-network of test-two-networks was "
         "measured (2 new measurements of a budget of 5)"
     )
+
+
+class _ComplexityOff(FmnistOFACNN):
+    """A plugin whose complexity() divides by 10 (audit 29: a front 10 times off)."""
+
+    name = "test-complexity-off"
+
+    def complexity(self, arch: dict[str, Any]) -> Complexity:
+        counted = super().complexity(arch)
+        return Complexity(macs=counted.macs // 10, params=counted.params // 10)
+
+
+def test_a_plugin_whose_complexity_is_not_its_network_s_is_said_in_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MACs, params and model sizes 10 times off went into the front without a word."""
+    job = _plugin_job(tmp_path, monkeypatch, _ComplexityOff, budget={"evaluations": 3})
+    assert job["status"] == "succeeded"
+    said = [part for part in job["message"].split("; ") if "complexity()" in part]
+    assert len(said) == 1, job["message"]  # checked on the first measurement only
+    assert said[0].startswith("test-complexity-off: complexity() gives ")
+    assert " MACs where the network measured counts " in said[0]
+    assert " params where the network measured counts " in said[0]
+    assert said[0].endswith(
+        "may be wrong (the registry's contract test checks complexity(): docs/plugins.md)"
+    )
+
+
+def test_the_built_in_supernets_counts_are_their_networks(tmp_path: Path) -> None:
+    """The same check finds nothing to say of a job on the built-in supernet."""
+    body = job_spec(budget={"evaluations": 2}, strategy="random")
+    with TestClient(create_app(embedded_settings(tmp_path))) as client:
+        job = wait_for(client, client.post("/v1/jobs", json=body).json()["id"])
+    assert job["status"] == "succeeded" and "complexity()" not in (job["message"] or "")
 
 
 class _WrongMetricName(FmnistOFACNN):
