@@ -109,7 +109,7 @@ class SubnetEvaluator:
                 module.eval()  # not its return value: a train() override may return None
             with _step("evaluating on the validation data", supernet, arch, quality=True):
                 quality = supernet.evaluate(arch, module)
-            quality = _checked_metrics(supernet, arch, quality)
+            quality = checked_metrics(supernet, arch, quality)
         else:
             with _step("extracting (timing_module)", supernet, arch):
                 module = supernet.timing_module(arch)
@@ -183,7 +183,7 @@ def _complexity_mismatch(
     ]
 
 
-def _checked_metrics(supernet: Supernet, arch: Arch, quality: dict[str, Any]) -> dict[str, Any]:
+def checked_metrics(supernet: Supernet, arch: Arch, quality: dict[str, Any]) -> dict[str, Any]:
     """A plugin's ``evaluate`` must give the metrics its class declares, as finite real
     numbers (``accuracy`` a fraction, 0..1); a one-element tensor or a numpy scalar is
     taken as its float. A job naming a metric left out failed later, saying only that the
