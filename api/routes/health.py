@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request
 
 from api.auth import ANONYMOUS
 from api.deps import DispatcherDep, FactoryDep
+from api.disk_space import low_space
 from api.errors import error_answers
 from core.errors import ServiceUnavailable, StorageError
 from store.db import reading, schema_revision
@@ -16,7 +17,8 @@ def healthz(factory: FactoryDep, dispatcher: DispatcherDep, request: Request) ->
     """Liveness and readiness: ``ok``, or ``degraded`` with the ``problems`` that keep jobs
     from reaching workers (an unreachable broker: jobs are still accepted and stored, and
     dispatched once it clears), and the devices served; 503 when the database does not
-    answer, or its schema is older than this server's. With API keys set, a caller
+    answer, or its schema is older than this server's; ``degraded`` too when the disk its
+    data directory or SQLite file is on has under 256 MiB free. With API keys set, a caller
     without one gets the status alone.
     \f
     A server whose database answers ``SELECT 1`` is not ready unless the schema is the
@@ -48,6 +50,7 @@ def _health(factory: FactoryDep, dispatcher: DispatcherDep, request: Request) ->
             f"the database's schema is at revision {revision}, newer than this server's "
             f"{head}: replace this server with the version that migrated it"
         )
+    problems.extend(low_space(request.app.state.settings))
     return {
         "status": "degraded" if problems else "ok",
         "devices_served": sorted(dispatcher.served_devices()),

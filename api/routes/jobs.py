@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.bodies import json_body, json_body_doc
 from api.deps import FactoryDep, SettingsDep, dispatcher_of, loop_reads, submitter
+from api.disk_space import full_disk, low_space, no_room
 from api.errors import error_answers
 from api.export_cache import export_file, folder_lock, remove_exports
 from api.presenters import (
@@ -437,15 +438,20 @@ async def export(
             except ChildDied as exc:  # killed twice (out of memory?): worth asking again
                 if not exc.killed:  # it could not start: a fault here, which would recur
                     raise
+                if low_space(settings, min_free=_ROOM_FOR_A_FILE):  # torch aborts on a full
+                    # disk: not a memory problem, as the child's death alone would say
+                    raise full_disk(Path(settings.data_dir)) from exc
                 raise ServiceUnavailable(f"the file could not be written: {exc}") from exc
 
     if not path.exists():
         still_there = partial(_still_there, factory, Path(settings.data_dir), job_id, measured_in)
         try:
             await anyio.to_thread.run_sync(write, limiter=_export_limiter(request))
-        except (OSError, RuntimeError):  # its folder removed under it by another process's
-            # DELETE (torch's writers say "Parent directory ... does not exist")?
+        except (OSError, RuntimeError) as exc:  # its folder removed under it by another
+            # process's DELETE (torch's writers say "Parent directory ... does not exist")?
             await run_in_threadpool(still_there)
+            if full := no_room(exc, Path(settings.data_dir)):  # a full disk: said as such
+                raise full from exc
             raise  # no: the error is this one's
         await run_in_threadpool(still_there)
     return FileResponse(
@@ -453,6 +459,10 @@ async def export(
         filename=f"{job.supernet}_{subnet_id}{suffix_of(format)}",
         media_type="application/octet-stream",
     )
+
+
+#: Free bytes under which a TorchScript child's death is put down to a full disk.
+_ROOM_FOR_A_FILE = 64 * 2**20
 
 
 def _is_recorded(name: str) -> bool:
