@@ -147,6 +147,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             field="HWNAS_API_PROCESSES",
         )
     sock = _check_before_serving(settings, args.host, args.port)
+    if not settings.api_keys.strip() and os.environ.get("HWNAS_API_KEY"):
+        print(  # the client's variable, one letter short of the server's (ops audit 29)
+            "hwnas: warning: HWNAS_API_KEY is set, HWNAS_API_KEYS is not: this server "
+            "requires no key (HWNAS_API_KEY is what clients send; HWNAS_API_KEYS, the keys "
+            "a server takes)",
+            file=sys.stderr,
+        )
     if not settings.api_keys.strip() and not _loopback(args.host):
         print(
             f"hwnas: warning: serving on {args.host} without API keys: whoever reaches this "

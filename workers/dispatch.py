@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
@@ -156,8 +157,19 @@ class EmbeddedDispatcher(Dispatcher):
         self._watcher.start()
 
     def _watch(self) -> None:
+        """Look again every ``stale_after_s`` (or ``heartbeat_s`` if longer); every
+        ``heartbeat_s`` while this server has no job: a job queued on another server of the
+        database, busy with an earlier one, waited up to a minute while this one idled
+        (ops audit 29). A busy server's look stays rare: it reads every unfinished job while
+        this process may be timing a sub-network on the CPU."""
         interval = max(self.settings.stale_after_s, self.settings.heartbeat_s)
-        while not self._stop.wait(interval):
+        looked = time.monotonic()
+        while not self._stop.wait(self.settings.heartbeat_s):
+            with self._submitting:
+                idle = not self._mine
+            if not idle and time.monotonic() - looked < interval:
+                continue
+            looked = time.monotonic()
             try:
                 self._resume_orphans()
             except Exception as exc:  # the database may be away for a while: next time
@@ -165,7 +177,8 @@ class EmbeddedDispatcher(Dispatcher):
 
     def _resume_orphans(self) -> None:
         now, max_attempts = utcnow(), self.settings.max_attempts
-        orphans: list[tuple[str, str | None]] = []  # (job id, the gone worker to take from)
+        # (job id, the gone worker to take from, whether it ran before)
+        orphans: list[tuple[str, str | None, bool]] = []
         with transaction(self.factory) as session:
             for job in q.unfinished_jobs(session, sorted(self.devices)):
                 if job.id in self._mine:
@@ -177,9 +190,9 @@ class EmbeddedDispatcher(Dispatcher):
                     continue  # another live server runs it
                 if q.fail_exhausted(session, job, max_attempts):
                     continue
-                orphans.append((job.id, job.worker_id if ended else None))
-        for job_id, gone in orphans:
-            log.info("resuming job %s", job_id)
+                orphans.append((job.id, job.worker_id if ended else None, running))
+        for job_id, gone, ran in orphans:
+            log.info("%s job %s", "resuming" if ran else "taking queued", job_id)
             # A silent worker's lease is checked again when the job is claimed (later, if
             # the pool is busy): it is taken only if that worker is still silent then.
             self._submit(job_id, takeover_from=gone)

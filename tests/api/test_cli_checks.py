@@ -454,6 +454,13 @@ def test_serving_beyond_this_machine_without_keys_is_warned_of(
     assert main(["serve", "--host", "0.0.0.0"]) == 0
     assert "without API keys" not in capsys.readouterr().err
     assert served[-1] == "0.0.0.0"
+    # the client's variable for the server's, one letter short: no key was required
+    _set(env, HWNAS_API_KEYS="", HWNAS_API_KEY="k" * 32)
+    assert main(["serve"]) == 0
+    assert "HWNAS_API_KEY is set, HWNAS_API_KEYS is not" in capsys.readouterr().err
+    _set(env, HWNAS_API_KEYS="k" * 32)
+    assert main(["serve"]) == 0
+    assert "HWNAS_API_KEY is set" not in capsys.readouterr().err
 
 
 def test_db_upgrade_gives_a_copy_a_new_identity_when_asked(env: pytest.MonkeyPatch, capsys) -> None:

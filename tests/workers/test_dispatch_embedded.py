@@ -223,3 +223,37 @@ def test_a_gone_workers_lease_is_taken_only_from_that_worker(tmp_path: Path) -> 
         assert q.claim_job(session, job_id, "c", stale_after_s=60, takeover_from="a") is None
         taken = q.claim_job(session, job_id, "c", stale_after_s=60, takeover_from="server-b")
         assert taken is not None and taken.worker_id == "c"
+
+
+def test_an_idle_server_takes_another_server_s_queued_job_within_a_heartbeat(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two servers on one database: a job queued on the busy one waited up to
+    ``stale_after_s`` (a minute) while the other idled (ops audit 29). A busy server keeps
+    looking that rarely: its look reads every unfinished job while it may be timing."""
+    settings = embedded_settings(
+        tmp_path, embedded_devices="nb201-pixel3", stale_after_s=60, heartbeat_s=0.2
+    )
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    spec = JobCreate(**SPEC).model_dump(mode="json")
+    dispatcher = EmbeddedDispatcher(factory, settings)
+    taken: list[str] = []
+    dispatcher._submit = lambda job_id, takeover_from=None: taken.append(job_id)  # type: ignore[method-assign]
+    dispatcher.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="workers.dispatch"):
+            with transaction(factory) as session:
+                queued = q.create_jobs(session, [(spec, None)])[0].id  # another server's
+            deadline = time.monotonic() + 3
+            while queued not in taken and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert queued in taken
+        assert f"taking queued job {queued}" in caplog.text  # not "resuming": it never ran
+        dispatcher._mine.add("a job of its own")  # busy now
+        with transaction(factory) as session:
+            later = q.create_jobs(session, [(spec, None)])[0].id
+        time.sleep(1.0)  # five heartbeats
+        assert later not in taken
+    finally:
+        dispatcher.stop()
