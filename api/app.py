@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio.to_thread
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from core.redact import hidden
 from core.settings import Settings, get_settings
@@ -103,14 +104,17 @@ def started_line(settings: Settings) -> str:
 
 def _absolute_sqlite(url: str) -> str:
     """``url``, a SQLite file's relative path made absolute (as SQLite opens it: from the
-    working directory)."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or url.startswith(prefix + "/") or url.endswith(":memory:"):
+    working directory), whatever the driver's name in it (``sqlite+pysqlite:///``)."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # refused at start-up already
         return url
-    path, query = url[len(prefix) :].partition("?")[::2]
-    if not path or path.startswith("file:"):
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return url
-    return f"{prefix}{Path(path).resolve()}" + (f"?{query}" if query else "")
+    if database.startswith("file:") or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(Path(database).resolve())).render_as_string(hide_password=False)
 
 
 def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> FastAPI:

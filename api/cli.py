@@ -136,10 +136,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from api.log_config import serve_log_config
 
-    logging.config.dictConfig(serve_log_config())  # before the settings warn of anything
+    # Before the settings warn of anything (a misspelt variable): in the format asked for,
+    # so that a collector of JSON lines gets them as JSON too (review 29).
+    asked = os.environ.get("HWNAS_LOG_FORMAT", "text").strip().lower()
+    logging.config.dictConfig(serve_log_config(asked if asked == "json" else "text"))
     settings = get_settings()
-    if settings.log_format != "text":
-        logging.config.dictConfig(serve_log_config(settings.log_format))
+
+    def warn(text: str) -> None:
+        if settings.log_format == "json":
+            logging.getLogger("api.cli").warning("%s", text)
+        else:
+            print(f"hwnas: warning: {text}", file=sys.stderr)
+
     if settings.api_processes > 1 and settings.is_embedded:
         raise InvalidInput(
             "HWNAS_API_PROCESSES > 1 needs the distributed mode (HWNAS_BROKER_URL set): "
@@ -148,18 +156,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     sock = _check_before_serving(settings, args.host, args.port)
     if not settings.api_keys.strip() and os.environ.get("HWNAS_API_KEY"):
-        print(  # the client's variable, one letter short of the server's (ops audit 29)
-            "hwnas: warning: HWNAS_API_KEY is set, HWNAS_API_KEYS is not: this server "
-            "requires no key (HWNAS_API_KEY is what clients send; HWNAS_API_KEYS, the keys "
-            "a server takes)",
-            file=sys.stderr,
+        warn(  # the client's variable, one letter short of the server's (ops audit 29)
+            "HWNAS_API_KEY is set, HWNAS_API_KEYS is not: this server requires no key "
+            "(HWNAS_API_KEY is what clients send; HWNAS_API_KEYS, the keys a server takes)"
         )
     if not settings.api_keys.strip() and not _loopback(args.host):
-        print(
-            f"hwnas: warning: serving on {args.host} without API keys: whoever reaches this "
-            "port may submit jobs, cancel them and download every export; set "
-            "HWNAS_API_KEYS (README, API keys)",
-            file=sys.stderr,
+        warn(
+            f"serving on {args.host} without API keys: whoever reaches this port may submit "
+            "jobs, cancel them and download every export; set HWNAS_API_KEYS (README, API "
+            "keys)"
         )
     config = uvicorn.Config(
         "api.app:create_app",
@@ -508,12 +513,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     ids, stale = pruned.job_ids, pruned.old_cache_versions
-    exports = Path(settings.data_dir).resolve() / "exports"
-    if not exports.is_dir():  # a prune run where the server's data directory is not
+    data = Path(settings.data_dir).resolve()
+    if not data.is_dir():  # a prune run where the server's data directory is not (one
+        # with no export yet, a fresh install's, is no reason to say anything: review 29)
         print(
-            f"hwnas: no exported files under {exports}: if the server keeps them elsewhere, "
-            "set HWNAS_DATA_DIR as for it (the files of the jobs deleted are left there "
-            "until a prune with it)",
+            f"hwnas: no data directory at {data}: if the server keeps its exported files "
+            "elsewhere, set HWNAS_DATA_DIR as for it (the files of the jobs deleted are left "
+            "there until a prune with it)",
             file=sys.stderr,
         )
     if args.dry_run:
@@ -588,6 +594,12 @@ def _download_format(asked: str | None, output: str) -> str:
     if output != "-" and not output.endswith(("/", os.sep)):
         named = FORMAT_OF_SUFFIX.get(Path(output).suffix.lower())
     if asked is None:
+        if named is None and output != "-" and Path(output).suffix:
+            print(  # model.pth was written as ONNX without a word (review 29)
+                f"hwnas: {Path(output).suffix} names no format: downloading ONNX (--format "
+                "torchscript or state_dict for the others)",
+                file=sys.stderr,
+            )
         return named or "onnx"
     if named is not None and named != asked:
         own = [suffix for suffix, fmt in FORMAT_OF_SUFFIX.items() if fmt == asked]

@@ -35,24 +35,34 @@ def written_folders(settings: Settings) -> dict[str, Path]:
     return folders
 
 
-def low_space(settings: Settings, min_free: int = MIN_FREE_BYTES) -> list[str]:
+#: ... or below this share of the disk, on a disk smaller than 20 times that (a 200 MB
+#: volume was never ok: review 29).
+MIN_FREE_SHARE = 0.05
+
+
+def low_space(
+    settings: Settings, min_free: int = MIN_FREE_BYTES, *, only: str | None = None
+) -> list[str]:
     """A problem for each file system the service writes on with less than ``min_free``
-    bytes free (one per file system, naming the settings whose folders are on it)."""
+    bytes (or ``MIN_FREE_SHARE`` of a small disk) free, one per file system, naming the
+    settings whose folders are on it; ``only``: that setting's folder alone."""
     seen: dict[int, list[str]] = {}
-    free_of: dict[int, tuple[int, Path]] = {}
+    free_of: dict[int, tuple[int, int, Path]] = {}
     for setting, folder in written_folders(settings).items():
+        if only is not None and setting != only:
+            continue
         try:
             device = folder.stat().st_dev
-            free = shutil.disk_usage(folder).free
+            usage = shutil.disk_usage(folder)
         except OSError:  # not made yet, or away: other checks say so
             continue
         seen.setdefault(device, []).append(setting)
-        free_of[device] = (free, folder.resolve())
+        free_of[device] = (usage.free, usage.total, folder.resolve())
     return [
         f"{free / 2**20:.0f} MiB free where {' and '.join(seen[device])} write "
         f"({folder}): exports and the database's writes fail once it is full"
-        for device, (free, folder) in free_of.items()
-        if free < min_free
+        for device, (free, total, folder) in free_of.items()
+        if free < min(min_free, MIN_FREE_SHARE * total)
     ]
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import numbers
+import os
+import sysconfig
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -247,25 +249,32 @@ class Supernet(ABC):
         return ()
 
     def fingerprint(self) -> str | None:
-        """A hash of what the metrics depend on, computed once per instance: jobs reuse
-        each other's measurements, and a job's sub-networks are exported, only where theirs
-        are equal, so a new checkpoint, a changed data file or a plugin's changed code is not
-        mixed with what the old ones gave.
+        """A hash of the weights and data the metrics depend on, computed once per
+        instance: jobs reuse each other's measurements, and a job's sub-networks are
+        exported, only where theirs are equal, so a new checkpoint or a changed data file
+        is not mixed with what the old ones gave (``code_fingerprint``: the code's).
 
         It hashes ``quality_inputs``, or where they are empty the content of the files hwnas
         built the instance with (``given_files``: a plugin that gives no ``quality_inputs``
         was matched by nothing, and an export after its weights file was replaced carried
-        the old metrics: audit 29), and the code's ``version`` (a plugin's source text when
-        it sets none). None when there is nothing to hash (a recorded table)."""
+        the old metrics: audit 29). None when there is nothing to hash (a recorded table)."""
         if "_fingerprint" not in self.__dict__:
             inputs = self.quality_inputs()
-            quality = digest(inputs) if inputs else files_digest(self.given_files)
-            code = code_version(type(self))
-            if code is not None:
-                quality = _hash_text(f"{quality}|code {code}")
-            self.__dict__["_fingerprint"] = quality
+            self.__dict__["_fingerprint"] = (
+                digest(inputs) if inputs else files_digest(self.given_files)
+            )
         fingerprint: str | None = self.__dict__["_fingerprint"]
         return fingerprint
+
+    def code_fingerprint(self) -> str | None:
+        """What tells the code that gives the metrics (``code_version`` of the class),
+        computed once per instance: a fixed ``evaluate`` left its buggy accuracies to the
+        next job's warm start (audit 29). None for hwnas's own supernets without a
+        ``version``: their jobs are matched by ``fingerprint`` alone, as before."""
+        if "_code_fingerprint" not in self.__dict__:
+            self.__dict__["_code_fingerprint"] = code_version(type(self))
+        code: str | None = self.__dict__["_code_fingerprint"]
+        return code
 
     def describe(self) -> dict[str, Any]:
         """Public summary: name, genes and their choices, search-space size."""
@@ -276,28 +285,40 @@ class Supernet(ABC):
         return {"name": self.name, "space": space, "genes": len(space), "raw_space_size": size}
 
 
-#: The folder of hwnas's own supernets: their classes are told apart by ``version`` alone.
+#: hwnas's own supernets: told apart by ``version`` alone.
 _OWN_CODE = Path(__file__).resolve().parent
+_STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
+_INSTALLED = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+
+
+def _in_standard_library(source: Path) -> bool:
+    """Whether ``source`` is Python's own (``abc.ABC`` is in every supernet's bases), not a
+    package installed beside it (a plugin may be: its site-packages may be under stdlib)."""
+    return source.is_relative_to(_STDLIB) and not any(
+        source.is_relative_to(folder) for folder in _INSTALLED
+    )
 
 
 def code_version(cls: type) -> str | None:
     """What tells the code of the supernet class ``cls`` (``Supernet.version``): the
-    ``version`` the class or a base sets, else the text of the source files of its classes
-    defined outside hwnas (a plugin's, and the plugin bases it derives from); None for
+    ``version`` the class or a base sets (a string or a number: anything else, such as a
+    method or a property of that name, whose text names a memory address, is passed over),
+    else the text of the source files of the classes it derives from outside hwnas's
+    supernets and Python's standard library (a plugin's, its bases and mixins); None for
     hwnas's own classes without a version."""
     version = getattr(cls, "version", None)
-    if version is not None:
+    if isinstance(version, str | int | float) and not isinstance(version, bool):
         return f"version {version}"
     sources = []
     for klass in cls.__mro__:
-        if not issubclass(klass, Supernet):  # ABC, object, a mixin: not what measures
-            continue
         try:
             source = Path(inspect.getfile(klass)).resolve()
-        except (TypeError, OSError):  # a built-in type (object, ABC)
+        except (TypeError, OSError):  # a built-in type (object)
             continue
-        if source.is_relative_to(_OWN_CODE) or source.suffix != ".py" or not source.is_file():
-            continue  # hwnas's own; or no text to read (a class made in a notebook)
+        if source.suffix != ".py" or not source.is_file():
+            continue  # no text to read (compiled only, a class made in a notebook)
+        if source.is_relative_to(_OWN_CODE) or _in_standard_library(source):
+            continue
         if source not in sources:
             sources.append(source)
     found = files_digest(sources)
@@ -313,7 +334,7 @@ def files_digest(paths: Sequence[Path]) -> str | None:
     hasher = hashlib.blake2b(digest_size=12)
     for path in paths:
         hasher.update(b"\0path\0")
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        files = _files_under(path) if path.is_dir() else [path]
         for file in files:
             if file != path:
                 hasher.update(file.relative_to(path).as_posix().encode() + b"\0")
@@ -326,8 +347,21 @@ def files_digest(paths: Sequence[Path]) -> str | None:
     return hasher.hexdigest()
 
 
-def _hash_text(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+def _files_under(folder: Path) -> list[Path]:
+    """Every file under ``folder``, in name order, through symbolic links as the image
+    loader follows them (a class folder linked in from elsewhere hashed as an empty one:
+    review 29), each linked folder once."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree: once
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders.sort()
+        found.extend(Path(root) / name for name in files if os.path.isfile(Path(root) / name))
+    return sorted(found)
 
 
 def digest(parts: Iterable[Any]) -> str:

@@ -931,13 +931,24 @@ _IN_LIST_MAX = 5000
 MEASURED_WITH = "measured_with"
 
 
-def measures_as_recorded(spec: Mapping[str, Any], now: str | None) -> bool:
-    """Whether a supernet whose fingerprint is ``now`` measures as the job of ``spec`` did:
-    the same fingerprint, or none recorded (a job of a version that did not fingerprint
-    its supernet, as plugins without ``quality_inputs`` were before 2026-12-07: unchecked,
-    as then)."""
+#: The spec's key for the fingerprint of the code a search job's supernet measured with
+#: (``Supernet.code_fingerprint``: a plugin's ``version`` or source), written beside
+#: ``MEASURED_WITH`` at the job's first run; absent in jobs stored before 2026-12-07.
+MEASURED_CODE = "measured_code"
+
+
+def measuring_change(spec: Mapping[str, Any], now: str | None, code: str | None) -> str | None:
+    """What differs between how the job of ``spec`` measured and a supernet whose
+    fingerprints are now ``now`` (weights and data) and ``code``: "weights or data",
+    "code", or None when nothing does. A fingerprint the job did not record is not
+    compared (a job of a version that did not take it, as a plugin's without
+    ``quality_inputs`` or any code before 2026-12-07: unchecked, as then)."""
     recorded = spec.get(MEASURED_WITH)
-    return recorded is None or recorded == now
+    if recorded is not None and recorded != now:
+        return "weights or data"
+    if spec.get(MEASURED_CODE) is not None and spec[MEASURED_CODE] != code:
+        return "code"
+    return None
 
 
 #: The spec's key for the anchors a search job measures first (``workers.anchors``), by
@@ -998,6 +1009,7 @@ def prior_evaluations(
     exclude_job: str,
     limit: int,
     measured_with: str | None = None,
+    measured_code: str | None = None,
     other_devices: bool = False,
     before: datetime | None = None,
     usable: Callable[[Evaluation], bool] | None = None,
@@ -1014,8 +1026,10 @@ def prior_evaluations(
     ``measured_with``: only jobs whose supernet measured with the same weights and data
     (``spec.measured_with``, a ``Supernet.fingerprint``), whatever path named the data
     (``./v.npz`` and ``v.npz`` alike); None matches jobs that recorded none, as a recorded
-    table's do, with the same ``validation_data``. ``other_devices``: measurements on every
-    device but ``device`` instead (for the metrics that do not depend on the device);
+    table's do, with the same ``validation_data``; ``measured_code``: and with the same
+    code (``spec.measured_code``, a ``Supernet.code_fingerprint``). ``other_devices``:
+    measurements on every device but ``device`` instead (for the metrics that do not
+    depend on the device);
     ``before``: only those recorded before that time; ``jobs``: those jobs, as
     ``measuring_alike`` gave them for the same arguments (read once for this and
     ``prior_failures``)."""
@@ -1025,8 +1039,13 @@ def prior_evaluations(
     if jobs is None:
         jobs = list(
             _measuring_alike(
-                session, supernet, on_device, exclude_job, measured_with, validation_data
-            )
+                session,
+                supernet,
+                on_device,
+                exclude_job,
+                (measured_with, measured_code),
+                validation_data,
+            )  # fmt: skip
         )
     matching = [job.id for job in jobs]
     if not matching:
@@ -1075,14 +1094,20 @@ def measuring_alike(
     validation_data: str | None,
     exclude_job: str,
     measured_with: str | None = None,
+    measured_code: str | None = None,
 ) -> list[AlikeJob]:
     """The other search jobs of ``supernet`` on ``device`` that measured as
-    ``measured_with`` says (``prior_evaluations``), newest first: what a warm start reads
-    once for ``prior_evaluations`` and ``prior_failures`` (``jobs``)."""
+    ``measured_with`` and ``measured_code`` say (``prior_evaluations``), newest first: what
+    a warm start reads once for ``prior_evaluations`` and ``prior_failures`` (``jobs``)."""
     return list(
         _measuring_alike(
-            session, supernet, Job.device == device, exclude_job, measured_with, validation_data
-        )
+            session,
+            supernet,
+            Job.device == device,
+            exclude_job,
+            (measured_with, measured_code),
+            validation_data,
+        )  # fmt: skip
     )
 
 
@@ -1091,12 +1116,13 @@ def _measuring_alike(
     supernet: str,
     on_device: ColumnElement[bool],
     exclude_job: str,
-    measured_with: str | None,
+    measured: tuple[str | None, str | None],
     validation_data: str | None,
 ) -> Iterator[AlikeJob]:
     """(id, spec, measurements made) of the other search jobs of ``supernet`` on the
-    devices ``on_device`` selects that measured as ``measured_with`` says
-    (``prior_evaluations``), newest first."""
+    devices ``on_device`` selects that measured as ``measured`` (the weights' and data's
+    fingerprint, the code's) says (``prior_evaluations``), newest first."""
+    measured_with, measured_code = measured
     jobs = (
         select(Job.id, Job.spec, Job.evaluations_done, Job.finished_at)
         .where(Job.supernet == supernet, on_device, Job.id != exclude_job)
@@ -1107,11 +1133,14 @@ def _measuring_alike(
     # lone surrogate escape (a file name that is not UTF-8), which PostgreSQL's json
     # operators refuse for the whole document, and SQLite's driver refuses as a parameter.
     for job_id, spec, done, finished_at in session.execute(jobs):
-        if spec.get(MEASURED_WITH) == measured_with and (
-            # a fingerprint is the weights' and data's content, whatever path named the
-            # data; without one (a recorded table, a plugin that gives none), the path is
-            # all there is
-            measured_with is not None or spec.get("validation_data") == validation_data
+        if (
+            spec.get(MEASURED_WITH) == measured_with
+            and spec.get(MEASURED_CODE) == measured_code  # a job before it: unknown code
+            and (
+                # a fingerprint is the weights' and data's content, whatever path named
+                # the data; without one (a recorded table), the path is all there is
+                measured_with is not None or spec.get("validation_data") == validation_data
+            )
         ):
             yield AlikeJob(job_id, spec, done, finished_at)
 
@@ -1134,6 +1163,7 @@ def prior_failures(
     exclude_job: str,
     limit: int,
     measured_with: str | None = None,
+    measured_code: str | None = None,
     skip: Collection[str] = (),
     quality: bool = True,
     quality_metrics: Collection[str] = (),
@@ -1159,7 +1189,7 @@ def prior_failures(
     if jobs is None:
         jobs = measuring_alike(
             session, supernet=supernet, device=device, validation_data=validation_data,
-            exclude_job=exclude_job, measured_with=measured_with,
+            exclude_job=exclude_job, measured_with=measured_with, measured_code=measured_code,
         )  # fmt: skip
     ended = sorted(_in_utc(j.finished_at) for j in jobs if j.done and j.finished_at)
     for job in jobs:

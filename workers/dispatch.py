@@ -158,15 +158,16 @@ class EmbeddedDispatcher(Dispatcher):
 
     def _watch(self) -> None:
         """Look again every ``stale_after_s`` (or ``heartbeat_s`` if longer); every
-        ``heartbeat_s`` while this server has no job: a job queued on another server of the
+        ``heartbeat_s`` while a worker of its pool has no job: a job queued on another server of the
         database, busy with an earlier one, waited up to a minute while this one idled
         (ops audit 29). A busy server's look stays rare: it reads every unfinished job while
         this process may be timing a sub-network on the CPU."""
         interval = max(self.settings.stale_after_s, self.settings.heartbeat_s)
         looked = time.monotonic()
+        workers = max(1, self.settings.embedded_workers)
         while not self._stop.wait(self.settings.heartbeat_s):
             with self._submitting:
-                idle = not self._mine
+                idle = len(self._mine) < workers  # a worker of the pool waits for a job
             if not idle and time.monotonic() - looked < interval:
                 continue
             looked = time.monotonic()

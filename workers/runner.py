@@ -366,7 +366,7 @@ class JobRunner:
 
     def _search(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
         supernet = job_supernet(spec)  # once: with user data, a look-up stats its files
-        spec = self._measured_with(job_id, spec, supernet.fingerprint())
+        spec = self._measured_with(job_id, spec, supernet)
         stored = self._db(lambda s: q.list_evaluations(s, job_id)[0])
         warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
         passed_over = 0
@@ -450,14 +450,25 @@ class JobRunner:
             return self._cancelled_or_lost(job_id, clock, lease == "cancel")
         return self._finish(job_id, plan, clock)
 
-    def _measured_with(self, job_id: str, spec: dict[str, Any], now: str | None) -> dict[str, Any]:
-        """The job's spec with ``measured_with``: ``now``, the fingerprint of what its
-        supernet measures with (weights, validation data; ``Supernet.fingerprint``), recorded
-        at the job's first run. Warm starts and hints reuse only measurements made with the
-        same. A resumed run whose supernet measures with something else now fails the job:
-        its measurements would mix the two."""
+    def _measured_with(
+        self, job_id: str, spec: dict[str, Any], supernet: Supernet
+    ) -> dict[str, Any]:
+        """The job's spec with ``measured_with`` and ``measured_code``: the fingerprints of
+        what its supernet measures with (weights and validation data:
+        ``Supernet.fingerprint``; its code: ``code_fingerprint``), recorded at the job's
+        first run. Warm starts and hints reuse only measurements made with the same. A
+        resumed run whose supernet measures otherwise now fails the job: its measurements
+        would mix the two."""
+        now, code = supernet.fingerprint(), supernet.code_fingerprint()
         if q.MEASURED_WITH in spec:
-            if not q.measures_as_recorded(spec, now):
+            change = q.measuring_change(spec, now, code)
+            if change == "code":
+                raise InvalidInput(
+                    f"the code of {spec['supernet']} changed since this job began measuring "
+                    "(its version, or the text of its source: docs/plugins.md); its "
+                    "measurements would mix the two: submit it again"
+                )
+            if change is not None:
                 raise InvalidInput(
                     f"the weights or validation data of {spec['supernet']} changed since this "
                     "job began measuring (another checkpoint, or a data file changed on "
@@ -466,6 +477,9 @@ class JobRunner:
             return spec
 
         self._record_in_spec(job_id, q.MEASURED_WITH, now)
+        if code is not None:  # hwnas's own supernets: none, as before
+            self._record_in_spec(job_id, q.MEASURED_CODE, code)
+            return {**spec, q.MEASURED_WITH: now, q.MEASURED_CODE: code}
         return {**spec, q.MEASURED_WITH: now}
 
     def _skipped(

@@ -110,6 +110,7 @@ def measured_alike(job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         "device": spec["device"],
         "validation_data": spec.get("validation_data"),
         "measured_with": spec.get(q.MEASURED_WITH),
+        "measured_code": spec.get(q.MEASURED_CODE),
         "exclude_job": job_id,
     }
 

@@ -438,7 +438,9 @@ async def export(
             except ChildDied as exc:  # killed twice (out of memory?): worth asking again
                 if not exc.killed:  # it could not start: a fault here, which would recur
                     raise
-                if low_space(settings, min_free=_ROOM_FOR_A_FILE):  # torch aborts on a full
+                if low_space(
+                    settings, _ROOM_FOR_A_FILE, only="HWNAS_DATA_DIR"
+                ):  # torch aborts on a full
                     # disk: not a memory problem, as the child's death alone would say
                     raise full_disk(Path(settings.data_dir)) from exc
                 raise ServiceUnavailable(f"the file could not be written: {exc}") from exc
@@ -515,7 +517,15 @@ def _check_measured_with(job: q.JobRow, supernet: Supernet) -> None:
         raise Conflict(
             f"job {job.id!r} measured on validation data {data!r}, which cannot be read now: {exc}"
         ) from None
-    if not q.measures_as_recorded(job.spec, now):
+    change = q.measuring_change(job.spec, now, supernet.code_fingerprint())
+    if change == "code":
+        raise Conflict(
+            f"job {job.id!r} measured with other code of {job.supernet} than it has now (its "
+            "version, or the text of its source, changed: docs/plugins.md): an export built "
+            "now may not be the network that was measured; files exported before the change "
+            "are still served"
+        )
+    if change is not None:
         raise Conflict(
             f"job {job.id!r} measured with other weights or validation data than "
             f"{job.supernet} has now (another checkpoint, or {data or 'its data'} changed on "

@@ -396,6 +396,20 @@ def test_download_takes_its_format_from_the_file_name_unless_given(
     assert formats == [asked]
 
 
+def test_a_file_name_whose_suffix_names_no_format_is_said_to_get_onnx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import api.cli
+
+    monkeypatch.setattr(api.cli.HwnasClient, "download", lambda *args: None)
+    monkeypatch.chdir(tmp_path)
+    assert main(["download", "j1", "--subnet", "s", "-o", "model.pth", "--url", "http://x:1"]) == 0
+    assert capsys.readouterr().err == (
+        "hwnas: .pth names no format: downloading ONNX (--format torchscript or state_dict "
+        "for the others)\n"
+    )
+
+
 def test_a_format_the_file_name_contradicts_is_refused_before_any_request(capsys) -> None:
     """``-o model.onnx --format torchscript`` wrote a TorchScript file named .onnx (audit 28)."""
     argv = ["download", "j1", "--subnet", "s", "-o", "model.onnx", "--format", "torchscript"]

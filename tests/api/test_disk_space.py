@@ -38,6 +38,9 @@ def test_health_is_degraded_while_the_disk_it_writes_on_is_nearly_full(
     [problem] = health["problems"]  # one file system: the data directory and the database's
     assert problem.startswith("5 MiB free where HWNAS_DATA_DIR and HWNAS_DATABASE_URL write (")
     assert problem.endswith("): exports and the database's writes fail once it is full")
+    small = _Usage(200 * 2**20, 50 * 2**20, 150 * 2**20)  # a small volume, mostly free
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: small)
+    assert api.disk_space.low_space(settings) == []  # was degraded for good (review 29)
 
 
 def test_an_export_that_finds_no_room_says_so(

@@ -85,3 +85,19 @@ def test_a_file_exported_before_is_served_while_the_weights_file_is_away(
         again = client.get(url.format(first))
         assert again.status_code == 200 and again.content == exported.content
         assert client.get(url.format(second)).status_code == 422  # a new file needs them
+
+
+def test_a_job_is_not_exported_after_its_plugin_s_code_changed(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The code is a fingerprint of its own (``measured_code``), and its change is said as
+    such, not as other weights or data (review 29)."""
+    spec = job_spec(supernet=NAME, strategy="random", budget={"evaluations": 1}, constraints={})
+    with TestClient(create_app(embedded_settings(tmp_path))) as client:
+        job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        [measured] = client.get(f"/v1/jobs/{job['id']}/evaluations").json()["data"]
+        monkeypatch.setattr(NoQualityInputs, "version", "2", raising=False)  # code edited
+        registry._INSTANCES.pop(NAME, None)  # as in a server started since
+        refused = client.get(f"/v1/jobs/{job['id']}/subnets/{measured['subnet_id']}/export")
+    assert refused.status_code == 409, refused.text
+    assert f"measured with other code of {NAME} than it has now" in refused.json()["message"]

@@ -928,14 +928,19 @@ def test_a_locked_read_holds_the_row_until_its_writer_commits(backend: str, tmp_
         assert spec["a"] is True and spec["b"] is True
 
 
-def test_a_job_measures_as_recorded_by_its_fingerprint_or_unchecked_without_one() -> None:
-    """A job stored by a version that recorded no fingerprint for its supernet (a plugin
-    without ``quality_inputs``, before 2026-12-07) is exported and resumed as then."""
-    assert q.measures_as_recorded({q.MEASURED_WITH: "fp"}, "fp")
-    assert not q.measures_as_recorded({q.MEASURED_WITH: "fp"}, "other")
-    assert not q.measures_as_recorded({q.MEASURED_WITH: "fp"}, None)
-    assert q.measures_as_recorded({q.MEASURED_WITH: None}, "now one")
-    assert q.measures_as_recorded({}, "now one")  # before fingerprints were recorded at all
+def test_what_changed_since_a_job_measured_is_told_and_what_it_did_not_record_is_not() -> None:
+    """A job stored by a version that recorded no fingerprint (a plugin without
+    ``quality_inputs``, or any code, before 2026-12-07) is exported and resumed as then;
+    review 29: the code's fingerprint folded into ``measured_with`` made every stored job
+    of a plugin with ``quality_inputs`` unexportable after the upgrade."""
+    recorded = {q.MEASURED_WITH: "fp", q.MEASURED_CODE: "src"}
+    assert q.measuring_change(recorded, "fp", "src") is None
+    assert q.measuring_change(recorded, "other", "src") == "weights or data"
+    assert q.measuring_change(recorded, None, "src") == "weights or data"
+    assert q.measuring_change(recorded, "fp", "edited") == "code"
+    assert q.measuring_change({q.MEASURED_WITH: "fp"}, "fp", "src") is None  # before code
+    assert q.measuring_change({q.MEASURED_WITH: None}, "now one", "src") is None
+    assert q.measuring_change({}, "now one", None) is None  # before fingerprints at all
 
 
 def test_a_database_that_cannot_be_written_is_refused_at_the_start(tmp_path: Path) -> None:
