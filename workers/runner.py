@@ -198,6 +198,8 @@ class JobRunner:
         self.settings = settings
         self.worker_id = worker_id
         self.stop = stop or threading.Event()
+        #: The job this thread runs (``run``), named by the log's lines about the database.
+        self._running = threading.local()
 
     def _db(
         self,
@@ -217,7 +219,13 @@ class JobRunner:
             except StorageError as exc:
                 if not exc.unreachable or time.monotonic() > deadline:
                     raise
-                log.warning("database unavailable (%s); retrying in %.1f s", exc, delay)
+                job = getattr(self._running, "job_id", None)
+                log.warning(
+                    "%sdatabase unavailable (%s); retrying in %.1f s",
+                    f"job {job}: " if job else "",  # which job waits (ops audit 29)
+                    exc,
+                    delay,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -237,6 +245,7 @@ class JobRunner:
             )
             return None if job is None else dict(job.spec)
 
+        self._running.job_id = job_id
         spec = self._db(claim)
         if spec is None:
             return None
@@ -261,7 +270,9 @@ class JobRunner:
             if status is JobStatus.queued
             else status.value
         )
-        log.info("job %s: %s after %.1f s", job_id, ended, time.perf_counter() - started)
+        log.info(
+            "job %s: %s after %.1f s of this run", job_id, ended, time.perf_counter() - started
+        )
         return status
 
     def _run_claimed(self, job_id: str, spec: dict[str, Any]) -> JobStatus | None:
@@ -886,15 +897,15 @@ class JobRunner:
         healthy job as "its worker kept dying". A shutdown meanwhile leaves the job to the
         reaper, as before; a worker that took it over meanwhile keeps it (None)."""
         log.warning(
-            "job %s: the database stayed unreachable past %.0f s (%s); the job goes back to "
+            "job %s: the database stayed unavailable past %.0f s (%s); the job goes back to "
             "the queue once it answers",
             job_id,
             self.settings.db_retry_s,
             first_line(exc),
         )
-        message = (
-            f"interrupted: the database was unreachable for over {self.settings.db_retry_s:.0f}"
-            " s; resumes when a worker takes it again"
+        message = (  # unavailable: unreachable, or refusing writes (a full disk: ops audit 29)
+            f"interrupted: the database was unavailable for over {self.settings.db_retry_s:.0f}"
+            f" s ({first_line(exc)}); resumes when a worker takes it again"
         )
         while True:
             try:

@@ -3,6 +3,7 @@ embedded restart handed it on) neither ends the job nor writes in its message.""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,9 @@ def test_a_run_the_database_left_for_too_long_hands_its_job_back_uncounted(
     with transaction(factory) as session:
         job = q.get_job(session, job_id)
         assert (job.status, job.worker_id, job.attempts) == (JobStatus.queued, None, 0)
-        assert job.message == (
-            "interrupted: the database was unreachable for over 60 s; resumes when a worker "
-            "takes it again"
+        assert job.message == (  # and why: a full disk is not "unreachable" (ops audit 29)
+            "interrupted: the database was unavailable for over 60 s (database error: "
+            "OperationalError: connection refused); resumes when a worker takes it again"
         )
 
 
@@ -168,3 +169,28 @@ def test_the_job_goes_on_beating_while_its_front_is_summed_up(
     monkeypatch.setattr(workers.runner, "summarise_front", slow)
     assert JobRunner(factory, settings, "worker-1").run(job_id) is JobStatus.succeeded
     assert beats[1] > beats[0]
+
+
+def test_a_wait_for_the_database_names_the_job_that_waits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The runner's "database unavailable; retrying" lines named no job (ops audit 29)."""
+    from core.errors import StorageError
+
+    settings, factory, job_id = _queued(tmp_path)
+    calls: list[int] = []
+
+    class Flaky(JobRunner):
+        def _loop(self, job_id: str, spec: dict, clock: _RunClock) -> JobStatus | None:
+            def step(_session: Any) -> None:
+                calls.append(1)
+                if len(calls) == 1:
+                    raise StorageError("database error: disk I/O error", unreachable=True)
+
+            self._db(step)
+            return None  # as a run whose lease was lost: nothing more to do here
+
+    with caplog.at_level(logging.WARNING, logger="workers.runner"):
+        assert Flaky(factory, settings, "worker-1").run(job_id) is None
+    assert len(calls) == 2
+    assert f"job {job_id}: database unavailable (database error: disk I/O error)" in caplog.text
