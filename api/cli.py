@@ -591,10 +591,11 @@ def _download_format(asked: str | None, output: str) -> str:
     contradicts is refused: ``-o model.onnx --format torchscript`` wrote a TorchScript file
     named .onnx, without a word (audit 28)."""
     named = None
-    if output != "-" and not output.endswith(("/", os.sep)):
+    a_file = output != "-" and not output.endswith(("/", os.sep)) and not Path(output).is_dir()
+    if a_file:
         named = FORMAT_OF_SUFFIX.get(Path(output).suffix.lower())
     if asked is None:
-        if named is None and output != "-" and Path(output).suffix:
+        if named is None and a_file and Path(output).suffix:
             print(  # model.pth was written as ONNX without a word (review 29)
                 f"hwnas: {Path(output).suffix} names no format: downloading ONNX (--format "
                 "torchscript or state_dict for the others)",

@@ -41,11 +41,15 @@ MIN_FREE_SHARE = 0.05
 
 
 def low_space(
-    settings: Settings, min_free: int = MIN_FREE_BYTES, *, only: str | None = None
+    settings: Settings,
+    min_free: int = MIN_FREE_BYTES,
+    *,
+    only: str | None = None,
+    share: float = MIN_FREE_SHARE,
 ) -> list[str]:
     """A problem for each file system the service writes on with less than ``min_free``
-    bytes (or ``MIN_FREE_SHARE`` of a small disk) free, one per file system, naming the
-    settings whose folders are on it; ``only``: that setting's folder alone."""
+    bytes (or ``share`` of a small disk) free, one per file system, naming the settings
+    whose folders are on it; ``only``: that setting's folder alone."""
     seen: dict[int, list[str]] = {}
     free_of: dict[int, tuple[int, int, Path]] = {}
     for setting, folder in written_folders(settings).items():
@@ -62,7 +66,7 @@ def low_space(
         f"{free / 2**20:.0f} MiB free where {' and '.join(seen[device])} write "
         f"({folder}): exports and the database's writes fail once it is full"
         for device, (free, total, folder) in free_of.items()
-        if free < min(min_free, MIN_FREE_SHARE * total)
+        if free < min(min_free, share * total)
     ]
 
 

@@ -14,7 +14,7 @@ import hashlib
 import inspect
 import numbers
 import os
-import sysconfig
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -287,42 +287,53 @@ class Supernet(ABC):
 
 #: hwnas's own supernets: told apart by ``version`` alone.
 _OWN_CODE = Path(__file__).resolve().parent
-_STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
-_INSTALLED = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
-
-
-def _in_standard_library(source: Path) -> bool:
-    """Whether ``source`` is Python's own (``abc.ABC`` is in every supernet's bases), not a
-    package installed beside it (a plugin may be: its site-packages may be under stdlib)."""
-    return source.is_relative_to(_STDLIB) and not any(
-        source.is_relative_to(folder) for folder in _INSTALLED
-    )
 
 
 def code_version(cls: type) -> str | None:
     """What tells the code of the supernet class ``cls`` (``Supernet.version``): the
     ``version`` the class or a base sets (a string or a number: anything else, such as a
     method or a property of that name, whose text names a memory address, is passed over),
-    else the text of the source files of the classes it derives from outside hwnas's
-    supernets and Python's standard library (a plugin's, its bases and mixins); None for
-    hwnas's own classes without a version."""
+    else the text of the source files of the plugin's classes: those of the supernet classes
+    it derives from outside hwnas, and of every class of its own top-level package (its
+    mixins), not a library's (``torch.nn.Module``: an upgrade of torch would have refused
+    every export of the plugin: review 29b); None for hwnas's own classes without a
+    version. Read once per class, when it is first asked for (``remember_code``, at its
+    registration): the code loaded, not a file edited since (review 29b)."""
+    if cls in _CODE_VERSIONS:
+        return _CODE_VERSIONS[cls]
     version = getattr(cls, "version", None)
     if isinstance(version, str | int | float) and not isinstance(version, bool):
-        return f"version {version}"
-    sources = []
-    for klass in cls.__mro__:
-        try:
-            source = Path(inspect.getfile(klass)).resolve()
-        except (TypeError, OSError):  # a built-in type (object)
-            continue
-        if source.suffix != ".py" or not source.is_file():
-            continue  # no text to read (compiled only, a class made in a notebook)
-        if source.is_relative_to(_OWN_CODE) or _in_standard_library(source):
-            continue
-        if source not in sources:
+        found: str | None = f"version {version}"
+    else:
+        package = cls.__module__.partition(".")[0]
+        sources = []
+        for klass in cls.__mro__:
+            own = klass.__module__.partition(".")[0] == package
+            if not (own or issubclass(klass, Supernet)):
+                continue  # a library's base (torch's Module), the standard library's (ABC)
+            try:
+                source = Path(inspect.getfile(klass)).resolve()
+            except (TypeError, OSError):  # a built-in type (object)
+                continue
+            if source.suffix != ".py" or not source.is_file():
+                continue  # no text to read (compiled only, a class made in a notebook)
+            if source.is_relative_to(_OWN_CODE) or source in sources:
+                continue
             sources.append(source)
-    found = files_digest(sources)
-    return None if found is None else f"source {found}"
+        digest_of = files_digest(sources)
+        found = None if digest_of is None else f"source {digest_of}"
+    _CODE_VERSIONS[cls] = found
+    return found
+
+
+#: ``code_version`` of each class asked for, as its code was then.
+_CODE_VERSIONS: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
+
+
+def remember_code(cls: type) -> None:
+    """Take ``cls``'s ``code_version`` now, as it is loaded (``models.registry`` calls it
+    when a class is registered)."""
+    code_version(cls)
 
 
 def files_digest(paths: Sequence[Path]) -> str | None:

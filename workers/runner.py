@@ -487,11 +487,11 @@ class JobRunner:
                 )
             return spec
 
-        self._record_in_spec(job_id, q.MEASURED_WITH, now)
+        measured: dict[str, Any] = {q.MEASURED_WITH: now}
         if code is not None:  # hwnas's own supernets: none, as before
-            self._record_in_spec(job_id, q.MEASURED_CODE, code)
-            return {**spec, q.MEASURED_WITH: now, q.MEASURED_CODE: code}
-        return {**spec, q.MEASURED_WITH: now}
+            measured[q.MEASURED_CODE] = code
+        self._record_all_in_spec(job_id, measured)  # together: a crash between left no code
+        return {**spec, **measured}
 
     def _skipped(
         self,
@@ -560,11 +560,15 @@ class JobRunner:
     def _record_in_spec(self, job_id: str, key: str, value: Any) -> None:
         """Write ``key: value`` into the job's stored spec, if the job is still this run's:
         what its first run decided, which a resumed run must keep."""
+        self._record_all_in_spec(job_id, {key: value})
+
+    def _record_all_in_spec(self, job_id: str, values: dict[str, Any]) -> None:
+        """``_record_in_spec`` of several keys, in one transaction."""
 
         def record(session: Session) -> None:
             job = q.get_job(session, job_id, lock=True)
             if _lease_of(job, self.worker_id) == "held":
-                job.spec = {**job.spec, key: value}
+                job.spec = {**job.spec, **values}
 
         self._db(record)
 

@@ -438,10 +438,9 @@ async def export(
             except ChildDied as exc:  # killed twice (out of memory?): worth asking again
                 if not exc.killed:  # it could not start: a fault here, which would recur
                     raise
-                if low_space(
-                    settings, _ROOM_FOR_A_FILE, only="HWNAS_DATA_DIR"
-                ):  # torch aborts on a full
-                    # disk: not a memory problem, as the child's death alone would say
+                # torch aborts on a full disk: not a memory problem, as the child's death
+                # alone would say (the data directory's disk, whatever its size)
+                if low_space(settings, _ROOM_FOR_A_FILE, only="HWNAS_DATA_DIR", share=1.0):
                     raise full_disk(Path(settings.data_dir)) from exc
                 raise ServiceUnavailable(f"the file could not be written: {exc}") from exc
 

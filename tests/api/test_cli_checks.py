@@ -408,6 +408,10 @@ def test_a_file_name_whose_suffix_names_no_format_is_said_to_get_onnx(
         "hwnas: .pth names no format: downloading ONNX (--format torchscript or state_dict "
         "for the others)\n"
     )
+    (tmp_path / "exports.d").mkdir()  # folders, whatever their names: nothing to say
+    for folder in ("out.v2/", "exports.d"):
+        assert main(["download", "j1", "--subnet", "s", "-o", folder, "--url", "http://x:1"]) == 0
+        assert capsys.readouterr().err == ""
 
 
 def test_a_format_the_file_name_contradicts_is_refused_before_any_request(capsys) -> None:

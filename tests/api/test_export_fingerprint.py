@@ -96,8 +96,9 @@ def test_a_job_is_not_exported_after_its_plugin_s_code_changed(
     with TestClient(create_app(embedded_settings(tmp_path))) as client:
         job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
         [measured] = client.get(f"/v1/jobs/{job['id']}/evaluations").json()["data"]
-        monkeypatch.setattr(NoQualityInputs, "version", "2", raising=False)  # code edited
-        registry._INSTANCES.pop(NAME, None)  # as in a server started since
+        edited = type("NoQualityInputs", (NoQualityInputs,), {"version": "2"})  # code edited,
+        monkeypatch.setitem(registry._FACTORIES, NAME, edited)  # in a server started since
+        registry._INSTANCES.pop(NAME, None)
         refused = client.get(f"/v1/jobs/{job['id']}/subnets/{measured['subnet_id']}/export")
     assert refused.status_code == 409, refused.text
     assert f"measured with other code of {NAME} than it has now" in refused.json()["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
@@ -161,3 +162,48 @@ def test_a_data_folder_is_hashed_through_its_links(tmp_path: Path) -> None:
     assert first != files_digest([tmp_path / "empty"])
     (tmp_path / "real" / "cat" / "1.png").write_bytes(b"b")
     assert files_digest([tmp_path / "val"]) != first
+
+
+def test_the_code_is_read_once_per_class_as_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read at each build, a file edited before the restart gave the old code's jobs the
+    new code's fingerprint (review 29b)."""
+    loaded = _load(monkeypatch, tmp_path, "plugin_g", "    pass")
+    first = code_version(loaded)
+    (tmp_path / "plugin_g.py").write_text("# edited, not loaded yet\n")
+    assert code_version(loaded) == first and loaded().code_fingerprint() == first
+
+
+def test_the_code_hashed_is_the_plugin_package_s_not_a_library_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A base from torch (``nn.Module``) was hashed: an upgrade of torch refused every
+    export of the plugin (review 29b); a mixin of the plugin's own package is its code."""
+    package = tmp_path / "pkgx"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "mixins.py").write_text("class Evaluating:\n    pass\n")
+    (package / "net.py").write_text(
+        "import torch\n"
+        "from models.text_transformer import TextTransformerSupernet\n"
+        "from pkgx.mixins import Evaluating\n\n\n"
+        "class Net(Evaluating, TextTransformerSupernet, torch.nn.Module):\n"
+        '    name = "test-pkgx"\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hashed: list[list[Path]] = []
+    real = files_digest
+
+    def recording(paths: Sequence[Path]) -> str | None:
+        hashed.append(list(paths))
+        return real(paths)
+
+    monkeypatch.setattr("models.base.files_digest", recording)
+    net = importlib.import_module("pkgx.net")
+    try:
+        code_version(net.Net)
+    finally:
+        for name in ("pkgx", "pkgx.net", "pkgx.mixins"):
+            sys.modules.pop(name, None)
+    assert hashed == [[(package / "net.py").resolve(), (package / "mixins.py").resolve()]]
