@@ -361,17 +361,22 @@ def files_digest(paths: Sequence[Path]) -> str | None:
 def _files_under(folder: Path) -> list[Path]:
     """Every file under ``folder``, in name order, through symbolic links as the image
     loader follows them (a class folder linked in from elsewhere hashed as an empty one:
-    review 29), each linked folder once."""
+    review 29); a link back up the tree is not followed again (two class folders linked to
+    one real folder are both taken: review 29b)."""
     found: list[Path] = []
-    seen: set[str] = set()
-    for root, folders, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:  # a link back up the tree: once
-            folders[:] = []
-            continue
-        seen.add(real)
-        folders.sort()
-        found.extend(Path(root) / name for name in files if os.path.isfile(Path(root) / name))
+
+    def walk(path: str, above: frozenset[str]) -> None:
+        real = os.path.realpath(path)
+        if real in above:  # a loop
+            return
+        with os.scandir(path) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_dir():  # follows links
+                    walk(entry.path, above | {real})
+                elif entry.is_file():
+                    found.append(Path(entry.path))
+
+    walk(str(folder), frozenset())
     return sorted(found)
 
 

@@ -162,6 +162,9 @@ def test_a_data_folder_is_hashed_through_its_links(tmp_path: Path) -> None:
     assert first != files_digest([tmp_path / "empty"])
     (tmp_path / "real" / "cat" / "1.png").write_bytes(b"b")
     assert files_digest([tmp_path / "val"]) != first
+    second = files_digest([tmp_path / "val"])
+    (tmp_path / "val" / "dog").symlink_to(tmp_path / "real" / "cat")  # one folder linked twice
+    assert files_digest([tmp_path / "val"]) != second  # both taken (review 29b)
 
 
 def test_the_code_is_read_once_per_class_as_loaded(
