@@ -334,7 +334,8 @@ def configured_weights(name: str) -> dict[str, str]:
         if keyword in keywords:
             return {keyword: path}
     raise InvalidInput(
-        f"HWNAS_SUPERNET_CHECKPOINTS names supernet {name!r}, which takes no weights file",
+        f"HWNAS_SUPERNET_CHECKPOINTS names supernet {name!r}, which takes no weights file "
+        f"(its class's __init__ takes none of the keywords {', '.join(WEIGHTS_KEYWORDS)})",
         field="HWNAS_SUPERNET_CHECKPOINTS",
     )
 

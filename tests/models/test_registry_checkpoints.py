@@ -89,8 +89,9 @@ def test_a_bad_file_or_a_supernet_without_weights_is_refused(configure, tmp_path
     with pytest.raises(CheckpointMismatch):
         get_supernet(NAME)
     configure("nb201-cifar10=/some/file.pt")
-    with pytest.raises(InvalidInput, match="takes no weights file"):
+    with pytest.raises(InvalidInput, match="takes no weights file") as refused:
         configured_weights("nb201-cifar10")
+    assert "takes none of the keywords checkpoint, weights" in str(refused.value)  # audit 29
 
 
 @pytest.mark.parametrize("supernet", ["ofa_mbv3_d234_e346_k357_w1.0", "ofa_resnet50"])
