@@ -294,11 +294,12 @@ def code_version(cls: type) -> str | None:
     ``version`` the class or a base sets (a string or a number: anything else, such as a
     method or a property of that name, whose text names a memory address, is passed over),
     else the text of the source files of the plugin's classes: those of the supernet classes
-    it derives from outside hwnas, and of every class of its own top-level package (its
-    mixins), not a library's (``torch.nn.Module``: an upgrade of torch would have refused
-    every export of the plugin: review 29b); None for hwnas's own classes without a
-    version. Read once per class, when it is first asked for (``remember_code``, at its
-    registration): the code loaded, not a file edited since (review 29b)."""
+    it derives from outside hwnas, and of every class of its own top-level package or of a
+    module beside its own (its mixins), not a library's (``torch.nn.Module``: an upgrade of
+    torch would have refused every export of the plugin: review 29b); None for hwnas's own
+    classes without a version. Read once per class, when it is first asked for
+    (``remember_code``, at its registration): the code loaded, not a file edited since
+    (review 29b)."""
     if cls in _CODE_VERSIONS:
         return _CODE_VERSIONS[cls]
     version = getattr(cls, "version", None)
@@ -306,24 +307,30 @@ def code_version(cls: type) -> str | None:
         found: str | None = f"version {version}"
     else:
         package = cls.__module__.partition(".")[0]
+        own_file = _source_of(cls)
         sources = []
         for klass in cls.__mro__:
-            own = klass.__module__.partition(".")[0] == package
-            if not (own or issubclass(klass, Supernet)):
-                continue  # a library's base (torch's Module), the standard library's (ABC)
-            try:
-                source = Path(inspect.getfile(klass)).resolve()
-            except (TypeError, OSError):  # a built-in type (object)
-                continue
-            if source.suffix != ".py" or not source.is_file():
-                continue  # no text to read (compiled only, a class made in a notebook)
-            if source.is_relative_to(_OWN_CODE) or source in sources:
-                continue
-            sources.append(source)
+            source = _source_of(klass)
+            if source is None or source.is_relative_to(_OWN_CODE) or source in sources:
+                continue  # no text to read (compiled only, made in a notebook); hwnas's own
+            own = klass.__module__.partition(".")[0] == package or (
+                own_file is not None and source.parent == own_file.parent  # a sibling module
+            )
+            if own or issubclass(klass, Supernet):  # not a library's base (torch's Module)
+                sources.append(source)
         digest_of = files_digest(sources)
         found = None if digest_of is None else f"source {digest_of}"
     _CODE_VERSIONS[cls] = found
     return found
+
+
+def _source_of(cls: type) -> Path | None:
+    """The Python file that defines ``cls``, if there is one to read."""
+    try:
+        source = Path(inspect.getfile(cls)).resolve()
+    except (TypeError, OSError):  # a built-in type (object)
+        return None
+    return source if source.suffix == ".py" and source.is_file() else None
 
 
 #: ``code_version`` of each class asked for, as its code was then.
@@ -338,46 +345,61 @@ def remember_code(cls: type) -> None:
 
 def files_digest(paths: Sequence[Path]) -> str | None:
     """A short hash of the content of ``paths`` (a directory: every file under it, by
-    relative name and content), in order; not of their names, so a file named by another
-    path hashes alike. None for no paths."""
+    relative name and content: ``_folder_digest``), in order; not of their names, so a
+    file named by another path hashes alike. None for no paths."""
     if not paths:
         return None
     hasher = hashlib.blake2b(digest_size=12)
+    folders: dict[str, bytes] = {}
     for path in paths:
         hasher.update(b"\0path\0")
-        files = _files_under(path) if path.is_dir() else [path]
-        for file in files:
-            if file != path:
-                hasher.update(file.relative_to(path).as_posix().encode() + b"\0")
-            try:
-                with file.open("rb") as stream:
-                    while chunk := stream.read(1 << 20):
-                        hasher.update(chunk)
-            except OSError as exc:  # gone, or not readable: said as the data's problems are
-                raise InvalidInput(f"cannot read {file.name}: {exc.strerror or exc}") from None
+        if path.is_dir():
+            hasher.update(_folder_digest(str(path), frozenset(), folders))
+        else:
+            hasher.update(_file_digest(str(path)))
     return hasher.hexdigest()
 
 
-def _files_under(folder: Path) -> list[Path]:
-    """Every file under ``folder``, in name order, through symbolic links as the image
-    loader follows them (a class folder linked in from elsewhere hashed as an empty one:
-    review 29); a link back up the tree is not followed again (two class folders linked to
-    one real folder are both taken: review 29b)."""
-    found: list[Path] = []
+def _file_digest(path: str) -> bytes:
+    """A file's content, hashed; ``InvalidInput`` if it cannot be read."""
+    hasher = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as stream:
+            while chunk := stream.read(1 << 20):
+                hasher.update(chunk)
+    except OSError as exc:  # gone, or not readable: said as the data's problems are
+        raise InvalidInput(f"cannot read {Path(path).name}: {exc.strerror or exc}") from None
+    return hasher.digest()
 
-    def walk(path: str, above: frozenset[str]) -> None:
-        real = os.path.realpath(path)
-        if real in above:  # a loop
-            return
-        with os.scandir(path) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                if entry.is_dir():  # follows links
-                    walk(entry.path, above | {real})
-                elif entry.is_file():
-                    found.append(Path(entry.path))
 
-    walk(str(folder), frozenset())
-    return sorted(found)
+def _folder_digest(path: str, above: frozenset[str], folders: dict[str, bytes]) -> bytes:
+    """A folder's files and sub-folders by name and content, through symbolic links as the
+    image loader follows them (a class folder linked in from elsewhere hashed as an empty
+    one: review 29), hidden ones left out as the loader leaves them (an unreadable
+    ``.Trash``: review 29c); a link back up the tree is not followed again, and a folder
+    reached by several links is read once (``folders``, by real path: nested links to one
+    folder made the walk exponential: review 29c)."""
+    real = os.path.realpath(path)
+    if real in above:  # a loop
+        return b"loop"
+    if real in folders:
+        return folders[real]
+    hasher = hashlib.blake2b(digest_size=16)
+    try:
+        with os.scandir(path) as found:
+            entries = sorted(found, key=lambda e: e.name)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():  # follows links
+                inner = _folder_digest(entry.path, above | {real}, folders)
+                hasher.update(b"d" + entry.name.encode() + b"\0" + inner)
+            elif entry.is_file():
+                hasher.update(b"f" + entry.name.encode() + b"\0" + _file_digest(entry.path))
+    except OSError as exc:  # a folder it may not read: said as the data's problems are
+        raise InvalidInput(f"cannot read {Path(path).name}: {exc.strerror or exc}") from None
+    folders[real] = hasher.digest()
+    return folders[real]
 
 
 def digest(parts: Iterable[Any]) -> str:

@@ -210,3 +210,28 @@ def test_the_code_hashed_is_the_plugin_package_s_not_a_library_s(
         for name in ("pkgx", "pkgx.net", "pkgx.mixins"):
             sys.modules.pop(name, None)
     assert hashed == [[(package / "net.py").resolve(), (package / "mixins.py").resolve()]]
+
+
+def test_a_data_folder_s_hash_is_linear_in_its_folders_and_skips_hidden_ones(
+    tmp_path: Path,
+) -> None:
+    """Sixteen levels of two links each to one folder took 76 s (65,536 paths); an
+    unreadable hidden folder (a ``.Trash``) failed the hash where the loader skips it
+    (review 29c)."""
+    below = tmp_path / "level16"
+    below.mkdir()
+    (below / "x.png").write_bytes(b"x")
+    for level in range(15, -1, -1):
+        folder = tmp_path / f"level{level}"
+        folder.mkdir()
+        for name in ("a", "b"):
+            (folder / name).symlink_to(below)
+        below = folder
+    started = time.monotonic()
+    first = files_digest([below])
+    assert time.monotonic() - started < 2.0
+    (below / ".Trash-1000").mkdir()
+    (below / ".Trash-1000" / "deleted.png").write_bytes(b"y")
+    assert files_digest([below]) == first  # hidden: not the data's
+    (tmp_path / "level16" / "x.png").write_bytes(b"z")
+    assert files_digest([below]) != first
