@@ -235,3 +235,31 @@ def test_a_data_folder_s_hash_is_linear_in_its_folders_and_skips_hidden_ones(
     assert files_digest([below]) == first  # hidden: not the data's
     (tmp_path / "level16" / "x.png").write_bytes(b"z")
     assert files_digest([below]) != first
+
+
+def test_a_single_module_plugin_s_mixin_beside_it_is_its_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two top-level modules side by side: the mixin's edit went unnoticed (review 29c)."""
+    (tmp_path / "sib_mixin.py").write_text("class Evaluating:\n    pass\n")
+    (tmp_path / "sib_net.py").write_text(
+        "from models.text_transformer import TextTransformerSupernet\n"
+        "from sib_mixin import Evaluating\n\n\n"
+        "class Net(Evaluating, TextTransformerSupernet):\n"
+        '    name = "test-sib"\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hashed: list[list[Path]] = []
+    real = files_digest
+
+    def recording(paths: Sequence[Path]) -> str | None:
+        hashed.append(list(paths))
+        return real(paths)
+
+    monkeypatch.setattr("models.base.files_digest", recording)
+    try:
+        code_version(importlib.import_module("sib_net").Net)
+    finally:
+        for name in ("sib_net", "sib_mixin"):
+            sys.modules.pop(name, None)
+    assert hashed == [[(tmp_path / "sib_net.py").resolve(), (tmp_path / "sib_mixin.py").resolve()]]
