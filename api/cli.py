@@ -681,6 +681,8 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
     run; prints its path, and on stderr what it holds."""
     from store.backup import backup_sqlite
 
+    if args.path.endswith(("/", os.sep)):  # a folder, made if need be (as download's -o)
+        Path(args.path).mkdir(parents=True, exist_ok=True)
     made = backup_sqlite(get_settings().database_url, Path(args.path))
     print(
         f"backed up {made.jobs} jobs, {made.evaluations} evaluations (schema revision "

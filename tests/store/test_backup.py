@@ -98,5 +98,8 @@ def test_hwnas_db_backup_prints_the_file_and_what_it_holds(
             assert printed.err.startswith("backed up 1 jobs, 0 evaluations (schema revision ")
             assert main(["db-backup", str(tmp_path / "b.db")]) == 2  # not over a backup
             assert "exists: name a new file" in capsys.readouterr().err
+            assert main(["db-backup", f"{tmp_path / 'new' / 'folder'}/"]) == 0  # made
+            [made] = (tmp_path / "new" / "folder").iterdir()
+            assert capsys.readouterr().out == f"{made}\n" and made.name.startswith("hwnas-")
         finally:
             get_settings.cache_clear()
