@@ -178,8 +178,22 @@ def test_the_code_is_read_once_per_class_as_loaded(
     assert code_version(loaded) == first and loaded().code_fingerprint() == first
 
 
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[list[Path]]:
+    """The files each call of ``files_digest`` hashes, in order."""
+    calls: list[list[Path]] = []
+    real = files_digest
+
+    def recording(paths: Sequence[Path]) -> str | None:
+        calls.append(list(paths))
+        return real(paths)
+
+    monkeypatch.setattr("models.base.files_digest", recording)
+    return calls
+
+
 def test_the_code_hashed_is_the_plugin_package_s_not_a_library_s(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hashed: list[list[Path]]
 ) -> None:
     """A base from torch (``nn.Module``) was hashed: an upgrade of torch refused every
     export of the plugin (review 29b); a mixin of the plugin's own package is its code."""
@@ -195,14 +209,6 @@ def test_the_code_hashed_is_the_plugin_package_s_not_a_library_s(
         '    name = "test-pkgx"\n'
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    hashed: list[list[Path]] = []
-    real = files_digest
-
-    def recording(paths: Sequence[Path]) -> str | None:
-        hashed.append(list(paths))
-        return real(paths)
-
-    monkeypatch.setattr("models.base.files_digest", recording)
     net = importlib.import_module("pkgx.net")
     try:
         code_version(net.Net)
@@ -238,7 +244,7 @@ def test_a_data_folder_s_hash_is_linear_in_its_folders_and_skips_hidden_ones(
 
 
 def test_a_single_module_plugin_s_mixin_beside_it_is_its_code(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hashed: list[list[Path]]
 ) -> None:
     """Two top-level modules side by side: the mixin's edit went unnoticed (review 29c)."""
     (tmp_path / "sib_mixin.py").write_text("class Evaluating:\n    pass\n")
@@ -249,14 +255,6 @@ def test_a_single_module_plugin_s_mixin_beside_it_is_its_code(
         '    name = "test-sib"\n'
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    hashed: list[list[Path]] = []
-    real = files_digest
-
-    def recording(paths: Sequence[Path]) -> str | None:
-        hashed.append(list(paths))
-        return real(paths)
-
-    monkeypatch.setattr("models.base.files_digest", recording)
     try:
         code_version(importlib.import_module("sib_net").Net)
     finally:
