@@ -21,6 +21,7 @@ from store.db import (
     make_loop_reads,
     make_session_factory,
     schema_revisions,
+    sqlite_database,
     upgrade,
 )
 from workers.dispatch import Dispatcher, EmbeddedDispatcher
@@ -105,16 +106,11 @@ def started_line(settings: Settings) -> str:
 def _absolute_sqlite(url: str) -> str:
     """``url``, a SQLite file's relative path made absolute (as SQLite opens it: from the
     working directory), whatever the driver's name in it (``sqlite+pysqlite:///``)."""
-    try:
-        parsed = make_url(url)
-    except Exception:  # refused at start-up already
+    database = sqlite_database(url)
+    if database is None or database.is_absolute() or str(database).startswith("file:"):
         return url
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return url
-    if database.startswith("file:") or Path(database).is_absolute():
-        return url
-    return parsed.set(database=str(Path(database).resolve())).render_as_string(hide_password=False)
+    resolved = make_url(url).set(database=str(database.resolve()))
+    return resolved.render_as_string(hide_password=False)
 
 
 def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> FastAPI:

@@ -573,12 +573,23 @@ def cmd_download(args: argparse.Namespace) -> int:
     if args.output == "-":
         client.download(args.job_id, args.subnet, fmt, sys.stdout.buffer)
         return 0
-    if args.output.endswith(("/", os.sep)):  # a folder, made if need be: the file goes in it
-        Path(args.output).mkdir(parents=True, exist_ok=True)
+    _make_named_folder(args.output)  # the file goes in it
     path = client.download(args.job_id, args.subnet, fmt, Path(args.output))
     if path is not None and path.is_file() and not _is_stdout(path):
         print(path)
     return 0
+
+
+def _names_folder(path: str) -> bool:
+    """Whether a path argument names a folder by its ending (``models/``)."""
+    return path.endswith(("/", os.sep))
+
+
+def _make_named_folder(path: str) -> None:
+    """The folder a path argument names by its ending, made if need be (``-o models/``
+    for a folder not there yet wrote a file named "models")."""
+    if _names_folder(path):
+        Path(path).mkdir(parents=True, exist_ok=True)
 
 
 #: The built-in formats' file name suffixes (the service names its files so).
@@ -591,7 +602,7 @@ def _download_format(asked: str | None, output: str) -> str:
     contradicts is refused: ``-o model.onnx --format torchscript`` wrote a TorchScript file
     named .onnx, without a word (audit 28)."""
     named = None
-    a_file = output != "-" and not output.endswith(("/", os.sep)) and not Path(output).is_dir()
+    a_file = output != "-" and not _names_folder(output) and not Path(output).is_dir()
     if a_file:
         named = FORMAT_OF_SUFFIX.get(Path(output).suffix.lower())
     if asked is None:
@@ -681,8 +692,7 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
     run; prints its path, and on stderr what it holds."""
     from store.backup import backup_sqlite
 
-    if args.path.endswith(("/", os.sep)):  # a folder, made if need be (as download's -o)
-        Path(args.path).mkdir(parents=True, exist_ok=True)
+    _make_named_folder(args.path)  # the backup goes in it
     made = backup_sqlite(get_settings().database_url, Path(args.path))
     print(
         f"backed up {made.jobs} jobs, {made.evaluations} evaluations (schema revision "

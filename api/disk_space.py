@@ -11,10 +11,9 @@ import errno
 import shutil
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 from core.errors import ServiceUnavailable
 from core.settings import Settings
+from store.db import sqlite_database
 
 #: Below this many free bytes, where the service writes, /healthz says so (degraded).
 MIN_FREE_BYTES = 256 * 2**20
@@ -26,12 +25,8 @@ def written_folders(settings: Settings) -> dict[str, Path]:
     """Where the service writes, by the setting that names it: the data directory, and
     the folder of a SQLite database."""
     folders = {"HWNAS_DATA_DIR": Path(settings.data_dir)}
-    try:
-        url = make_url(settings.database_url)
-    except Exception:  # refused at start-up already
-        return folders
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        folders["HWNAS_DATABASE_URL"] = Path(url.database).parent
+    if (database := sqlite_database(settings.database_url)) is not None:
+        folders["HWNAS_DATABASE_URL"] = database.parent
     return folders
 
 

@@ -130,7 +130,7 @@ class Supernet(ABC):
     #: The version of the code that gives the metrics (``evaluate``, ``extract``,
     #: ``complexity``): change it when a change of the code changes them. None (the
     #: default): a class defined outside hwnas (a plugin) is told by the text of its source
-    #: files instead, so that any edit of them starts afresh (``fingerprint``).
+    #: files instead, so that any edit of them starts afresh (``code_fingerprint``).
     version: ClassVar[str | None] = None
     #: The files hwnas built this instance with (the configured weights file, the job's
     #: validation data), set by ``models.registry``: what ``fingerprint`` hashes when
@@ -298,8 +298,8 @@ def code_version(cls: type) -> str | None:
     module beside its own (its mixins), not a library's (``torch.nn.Module``: an upgrade of
     torch would have refused every export of the plugin: review 29b); None for hwnas's own
     classes without a version. Read once per class, when it is first asked for
-    (``remember_code``, at its registration): the code loaded, not a file edited since
-    (review 29b)."""
+    (``models.registry`` asks at its registration): the code loaded, not a file edited
+    since (review 29b)."""
     if cls in _CODE_VERSIONS:
         return _CODE_VERSIONS[cls]
     version = getattr(cls, "version", None)
@@ -335,12 +335,6 @@ def _source_of(cls: type) -> Path | None:
 
 #: ``code_version`` of each class asked for, as its code was then.
 _CODE_VERSIONS: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
-
-
-def remember_code(cls: type) -> None:
-    """Take ``cls``'s ``code_version`` now, as it is loaded (``models.registry`` calls it
-    when a class is registered)."""
-    code_version(cls)
 
 
 def files_digest(paths: Sequence[Path]) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from core.errors import HwnasError, InvalidInput, UnknownName, first_line
 from core.settings import comma_list, get_settings
 
-from .base import Supernet, remember_code
+from .base import Supernet, code_version
 from .check_memo import SKIPPED, CheckMemo
 from .user_data import configured_roots, confine, data_signature, file_state, recent
 from .user_images import check_class_count, class_names
@@ -64,7 +64,7 @@ def register_supernet(name: str) -> Callable[[F], F]:
                 del _DATA_INSTANCES[key]
         _FACTORIES[name] = factory
         if isinstance(factory, type):  # its code as loaded, not as a later edit reads
-            remember_code(factory)
+            code_version(factory)
         return factory
 
     return decorate

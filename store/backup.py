@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from core.errors import InvalidInput
+from store.db import sqlite_database
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,10 @@ def sqlite_file(url: str) -> Path:
             "its own tools (PostgreSQL: pg_dump --format=custom, restored with pg_restore)",
             field="HWNAS_DATABASE_URL",
         )
-    if not parsed.database or parsed.database == ":memory:":
+    database = sqlite_database(url)
+    if database is None:
         raise InvalidInput("HWNAS_DATABASE_URL names no database file", field="HWNAS_DATABASE_URL")
-    return Path(parsed.database).resolve()
+    return database.resolve()
 
 
 def backup_sqlite(url: str, destination: Path) -> Backup:

@@ -123,6 +123,19 @@ class _SQLiteWriterQueue:
             self._lock.release()
 
 
+def sqlite_database(url: str) -> Path | None:
+    """The file a SQLite URL names, as named (a relative path is taken from the working
+    directory, as SQLite opens it); None for another database, an in-memory one, or a URL
+    that is none (refused where the URL is used)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def ensure_sqlite_dir(url: str) -> None:
     """Make the folder of a SQLite database file (``./var`` on a fresh checkout)."""
     path = url.split("///", 1)[-1]

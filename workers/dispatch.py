@@ -158,10 +158,10 @@ class EmbeddedDispatcher(Dispatcher):
 
     def _watch(self) -> None:
         """Look again every ``stale_after_s`` (or ``heartbeat_s`` if longer); every
-        ``heartbeat_s`` while a worker of its pool has no job: a job queued on another server of the
-        database, busy with an earlier one, waited up to a minute while this one idled
-        (ops audit 29). A busy server's look stays rare: it reads every unfinished job while
-        this process may be timing a sub-network on the CPU."""
+        ``heartbeat_s`` while a worker of its pool has no job: a job queued on another
+        server of the database, busy with an earlier one, waited up to a minute while this
+        one idled (ops audit 29). A busy server's look stays rare: it reads every
+        unfinished job while this process may be timing a sub-network on the CPU."""
         interval = max(self.settings.stale_after_s, self.settings.heartbeat_s)
         looked = time.monotonic()
         workers = max(1, self.settings.embedded_workers)
