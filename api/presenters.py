@@ -29,6 +29,7 @@ from store.jobs import (
     with_notes,
     worker_lost_at,
 )
+from store.predictors import MEASURED_CODE
 from store.tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
 from workers.dispatch import Dispatcher
 
@@ -193,7 +194,8 @@ def pareto_point(evaluation: Evaluation, request: Request, exportable: bool) -> 
     )
 
 
-def calibration_public(record: LatencyPredictorRecord) -> CalibrationPublic:
+def calibration_public(record: LatencyPredictorRecord, *, code_alike: bool) -> CalibrationPublic:
+    """``code_alike``: it timed the supernet's code as it is now (``measured_code``)."""
     subnets = record.measurements.get("subnets", [])
     source = subnets[0].get("provenance", "measured") if subnets else "measured"
     return CalibrationPublic(
@@ -208,7 +210,8 @@ def calibration_public(record: LatencyPredictorRecord) -> CalibrationPublic:
         failed_samples=[FailedSample(**e) for e in record.measurements.get("failed", [])],
         latency_source=source,
         metrics=record.metrics,
-        steers_searches=trusted_as_prior(record.metrics),
+        measured_code=record.measurements.get(MEASURED_CODE),
+        steers_searches=code_alike and trusted_as_prior(record.metrics),
         seconds=round(record.seconds, 3),
         created_at=record.created_at,
     )

@@ -668,10 +668,15 @@ class CalibrationPublic(BaseModel):
     )
     latency_source: str  # measured on the device, or recorded (a table)
     metrics: dict[str, Any]
+    measured_code: str | None = Field(
+        default=None,
+        description="the code fingerprint of the supernet it timed (a plugin's version, or "
+        "a hash of its source: docs/plugins.md); null for hwnas's own supernets",
+    )
     steers_searches: bool = Field(
         description="its cross-validation is good enough to screen a search's proposals "
-        f"(Spearman >= {PRIOR_MIN_SPEARMAN} and >= {PRIOR_MIN_WITHIN_10PCT:.0%} within 10 %); "
-        "searches use the newest such version"
+        f"(Spearman >= {PRIOR_MIN_SPEARMAN} and >= {PRIOR_MIN_WITHIN_10PCT:.0%} within 10 %), "
+        "and it timed the supernet's code as it is now; searches use the newest such version"
     )
     seconds: float
     created_at: UtcDatetime

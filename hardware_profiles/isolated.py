@@ -13,7 +13,10 @@ caller's main script again), replaced once it has grown by ``RECYCLE_GROWTH_MB``
 
 The module, input and profile go to the child by pickle (the module's class must be
 importable there, as a plugin's is: the child gets this process's ``sys.path``); one that
-cannot be pickled is timed in this process instead, with a warning. The caller holds the
+cannot be pickled is timed in this process instead, with a warning. The child imports a
+plugin's modules afresh: where one changed on disk since this process loaded it
+(``core.loaded_code``), it refuses the request (a ``Conflict``) rather than time or
+export the new code's network under the old code's fingerprint. The caller holds the
 device's lock meanwhile (``device_lock``), so nothing else in this process runs on that
 device during the timing.
 """
@@ -32,6 +35,9 @@ import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
+
+from core import loaded_code
+from core.errors import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +218,10 @@ def _again_after(died: ChildDied, attempt: int) -> None:
 
 
 def _request(args: tuple[Any, ...]) -> bytes | Unloadable:
+    """``args`` pickled, with the source digests of the plugin modules this process loaded
+    (``core.loaded_code``): the child checks that it loaded the same."""
     try:
-        return pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((loaded_code.as_loaded(), args), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # a class defined in a function, a lambda attribute, ...
         return Unloadable(f"{type(exc).__name__}: {exc}")
 
@@ -257,23 +265,35 @@ def serve(measure: Measure, requests: Connection, answers: Connection) -> None:
             return
         answer: tuple[str, Any]
         try:
-            args = pickle.loads(request)
+            expected, args = pickle.loads(request)
         except Exception as exc:
             answer = ("unloadable", f"{type(exc).__name__}: {exc}")
         else:
-            try:
-                answer = ("ok", measure(*args))
-            except Exception as exc:
-                frames = traceback.extract_tb(exc.__traceback__)
-                with contextlib.suppress(AttributeError, TypeError):  # one without a __dict__
-                    setattr(
-                        exc, CHILD_FRAMES, [(f.filename, f.lineno, f.name, f.line) for f in frames]
-                    )
-                answer = ("error", exc)
+            answer = _answer(measure, expected, args)
         try:
             answers.send_bytes(_payload(answer))
         except OSError:  # the parent is gone (killed): nobody to answer
             return
+
+
+def _answer(measure: Measure, expected: dict[str, str], args: tuple[Any, ...]) -> tuple[str, Any]:
+    """("ok", ``measure(*args)``), or ("error", what it raised, its frames here in
+    ``CHILD_FRAMES``); a ``Conflict`` where a plugin module this child loaded is not the
+    code the parent loaded (``expected``: edited on disk since)."""
+    try:
+        if edited := loaded_code.changed(expected):
+            raise Conflict(
+                f"{', '.join(edited)} changed on disk since the service loaded it: a child "
+                "process, which loads it afresh, would run the new code, not the code the "
+                "service measures with; restart the service (and its workers) to load it, and "
+                "submit the job again (docs/plugins.md)"
+            )
+        return ("ok", measure(*args))
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        with contextlib.suppress(AttributeError, TypeError):  # one without a __dict__
+            setattr(exc, CHILD_FRAMES, [(f.filename, f.lineno, f.name, f.line) for f in frames])
+        return ("error", exc)
 
 
 def _payload(answer: tuple[str, Any]) -> bytes:

@@ -14,17 +14,22 @@ import hashlib
 import inspect
 import numbers
 import os
+import site
+import sys
+import sysconfig
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from core import loaded_code
 from core.errors import InvalidInput
 
 Arch = dict[str, Any]
@@ -293,35 +298,118 @@ def code_version(cls: type) -> str | None:
     """What tells the code of the supernet class ``cls`` (``Supernet.version``): the
     ``version`` the class or a base sets (a string or a number: anything else, such as a
     method or a property of that name, whose text names a memory address, is passed over),
-    else the text of the source files of the plugin's classes: those of the supernet classes
-    it derives from outside hwnas, and of every class of its own top-level package or of a
+    else the text of the source files of the plugin's code: those of the supernet classes
+    it derives from outside hwnas and of every class of its own top-level package or of a
     module beside its own (its mixins), not a library's (``torch.nn.Module``: an upgrade of
-    torch would have refused every export of the plugin: review 29b); None for hwnas's own
-    classes without a version. Read once per class, when it is first asked for
-    (``models.registry`` asks at its registration): the code loaded, not a file edited
-    since (review 29b)."""
+    torch would have refused every export of the plugin: review 29b), then those of the
+    plugin's other modules (:func:`_plugin_modules`: its layers in a module of their own
+    were not hashed: session 30); None for hwnas's own classes without a version. Read once
+    per class, when it is first asked for (``models.registry`` asks at its registration):
+    the code loaded, not a file edited since (review 29b); the plugin's modules are
+    remembered then for its child processes' check (``core.loaded_code``)."""
     if cls in _CODE_VERSIONS:
         return _CODE_VERSIONS[cls]
+    package = cls.__module__.partition(".")[0]
+    own_file = _source_of(cls)
+    sources = []
+    for klass in cls.__mro__:
+        source = _source_of(klass)
+        if source is None or source.is_relative_to(_OWN_CODE) or source in sources:
+            continue  # no text to read (compiled only, made in a notebook); hwnas's own
+        own = klass.__module__.partition(".")[0] == package or (
+            own_file is not None and source.parent == own_file.parent  # a sibling module
+        )
+        if own or issubclass(klass, Supernet):  # not a library's base (torch's Module)
+            sources.append(source)
+    modules = _plugin_modules(cls) if sources else []
+    loaded_code.remember(modules)
     version = getattr(cls, "version", None)
+    earlier = None
     if isinstance(version, str | int | float) and not isinstance(version, bool):
         found: str | None = f"version {version}"
+    elif not sources:
+        found = None
     else:
-        package = cls.__module__.partition(".")[0]
-        own_file = _source_of(cls)
-        sources = []
-        for klass in cls.__mro__:
-            source = _source_of(klass)
-            if source is None or source.is_relative_to(_OWN_CODE) or source in sources:
-                continue  # no text to read (compiled only, made in a notebook); hwnas's own
-            own = klass.__module__.partition(".")[0] == package or (
-                own_file is not None and source.parent == own_file.parent  # a sibling module
-            )
-            if own or issubclass(klass, Supernet):  # not a library's base (torch's Module)
-                sources.append(source)
-        digest_of = files_digest(sources)
-        found = None if digest_of is None else f"source {digest_of}"
+        files = [path for path in _module_files(modules) if path not in sources]
+        found = f"source {files_digest([*sources, *files])}"
+        if files:  # how hwnas hashed it before session 30: its jobs stay exportable
+            earlier = f"source {files_digest(sources)}"
     _CODE_VERSIONS[cls] = found
+    _EARLIER_CODE_VERSIONS[cls] = earlier
     return found
+
+
+def earlier_code_versions(cls: type) -> tuple[str, ...]:
+    """What an earlier hwnas gave as ``code_version`` of ``cls``'s code as it is loaded
+    now: the files of its supernet classes and mixins alone, before its other modules were
+    hashed too (session 30). A job that recorded it measured with this code as far as that
+    hwnas could tell: its exports and its resumed run are not refused for it."""
+    code_version(cls)
+    earlier = _EARLIER_CODE_VERSIONS.get(cls)
+    return () if earlier is None else (earlier,)
+
+
+#: hwnas's own packages (the folders beside ``models``): never a plugin's modules.
+_OWN_PACKAGES = tuple(
+    folder for folder in _OWN_CODE.parent.iterdir() if (folder / "__init__.py").is_file()
+)
+
+
+def _plugin_modules(cls: type) -> list[ModuleType]:
+    """The modules of the plugin that defines ``cls``, loaded now: every module of its
+    package (the outermost regular package its module is in: not a namespace package,
+    whose other parts are other distributions'), or, for a module of its own (not in a
+    package), that module and the modules beside it that it names (``import layers``,
+    ``from layers import Block``), unless it lies among installed libraries, whose modules
+    beside it are other libraries'. None of hwnas's own."""
+    parts = cls.__module__.split(".")
+    root = None
+    for end in range(1, len(parts) + 1):
+        candidate = sys.modules.get(".".join(parts[:end]))
+        if candidate is not None and loaded_code.source_file(candidate) is not None:
+            root = candidate
+            break
+    root_file = None if root is None else loaded_code.source_file(root)
+    if root is None or root_file is None or _is_own(root_file):
+        return []
+    if hasattr(root, "__path__"):  # a package: all of it
+        prefix = f"{root.__name__}."
+        return [
+            module
+            for name, module in sorted(sys.modules.copy().items())
+            if (name == root.__name__ or name.startswith(prefix))
+            and isinstance(module, ModuleType)  # not an import blocked by a None
+        ]
+    folder = root_file.resolve().parent
+    if folder in _library_folders():
+        return [root]
+    named = []
+    for value in vars(root).values():
+        module = value if isinstance(value, ModuleType) else None
+        if module is None and isinstance(getattr(value, "__module__", None), str):
+            module = sys.modules.get(value.__module__)
+        path = None if module is None else loaded_code.source_file(module)
+        if module is not None and path is not None and path.resolve().parent == folder:
+            named.append(module)
+    return [root, *sorted(set(named) - {root}, key=lambda module: module.__name__)]
+
+
+def _is_own(path: Path) -> bool:
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(folder) for folder in _OWN_PACKAGES)
+
+
+def _module_files(modules: Iterable[ModuleType]) -> list[Path]:
+    """The source files of ``modules`` (those that have one), resolved, sorted, once each."""
+    files = {loaded_code.source_file(module) for module in modules}
+    return sorted({path.resolve() for path in files if path is not None})
+
+
+def _library_folders() -> set[Path]:
+    """Where installed libraries live (site-packages and the standard library)."""
+    paths = [*site.getsitepackages(), site.getusersitepackages()]
+    paths += [sysconfig.get_paths()[key] for key in ("purelib", "platlib", "stdlib")]
+    return {Path(path).resolve() for path in paths}
 
 
 def _source_of(cls: type) -> Path | None:
@@ -333,8 +421,10 @@ def _source_of(cls: type) -> Path | None:
     return source if source.suffix == ".py" and source.is_file() else None
 
 
-#: ``code_version`` of each class asked for, as its code was then.
+#: ``code_version`` of each class asked for, as its code was then, and how hwnas hashed that
+#: code before session 30 where it differs (``earlier_code_versions``).
 _CODE_VERSIONS: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
+_EARLIER_CODE_VERSIONS: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
 
 
 def files_digest(paths: Sequence[Path]) -> str | None:

@@ -8,9 +8,10 @@ constraint rejects the second insert, and ``transaction`` reports it as a ``Stor
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
@@ -55,15 +56,27 @@ def add_predictor(
     return record
 
 
+#: The key of a stored predictor's ``measurements`` for the code fingerprint of the supernet
+#: its calibration measured with (``Supernet.code_fingerprint``: a plugin's); absent in
+#: versions stored before session 30, null for hwnas's own supernets.
+MEASURED_CODE = "measured_code"
+
+
 def predictor_versions(
-    session: Session, supernet: str, device: str
+    session: Session, supernet: str, device: str, codes: Collection[str | None] | None = None
 ) -> list[tuple[int, dict[str, Any]]]:
-    """(version, cross-validated metrics) of every version of the pair, newest first."""
+    """(version, cross-validated metrics) of every version of the pair, newest first;
+    ``codes``: only those calibrated with one of these code fingerprints, or that recorded
+    none (hwnas's own supernets, versions stored before session 30)."""
     query = (
         select(LatencyPredictorRecord.version, LatencyPredictorRecord.metrics)
         .where(LatencyPredictorRecord.supernet == supernet, LatencyPredictorRecord.device == device)
         .order_by(LatencyPredictorRecord.version.desc())
     )
+    if codes is not None:
+        recorded = LatencyPredictorRecord.measurements[MEASURED_CODE].as_string()
+        alike = [code for code in codes if code is not None]
+        query = query.where(or_(recorded.is_(None), recorded.in_(alike)))
     return [(int(version), dict(metrics)) for version, metrics in session.execute(query)]
 
 

@@ -9,7 +9,8 @@ device's real protocol, one measurement per device at a time; a table lookup on 
 devices), then ``fit_predictor`` and ``save_predictor`` store the pair's next version.
 ``latency_predictor_for`` hands the newest stored version of a (supernet, device) pair that
 is good enough to steer a search (``trusted_as_prior``) to a search as
-``predict_latency(archs) -> ndarray``.
+``predict_latency(archs) -> ndarray``, of those calibrated with the supernet's code as it is
+(a plugin's code fingerprint, recorded with each version: ``store.predictors.MEASURED_CODE``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.errors import InvalidInput
 from hardware_profiles.latency_features import FloatArray
 from hardware_profiles.latency_predictor import (
     ArchEncoder,
@@ -27,8 +29,9 @@ from hardware_profiles.latency_predictor import (
     fit_latency_predictor,
     trusted_as_prior,
 )
-from models.base import Arch
+from models.base import Arch, earlier_code_versions
 from models.registry import get_supernet
+from store import jobs
 from store import predictors as q
 from store.db import transaction
 from store.tables import Evaluation, LatencyPredictorRecord
@@ -72,7 +75,11 @@ def save_predictor(
         supernet=spec["supernet"],
         device=spec["device"],
         payload=predictor.to_payload(),
-        measurements={"subnets": subnets, "failed": left_out},
+        measurements={
+            "subnets": subnets,
+            "failed": left_out,
+            q.MEASURED_CODE: spec.get(jobs.MEASURED_CODE),
+        },
         seed=spec["seed"],
         seconds=sum(e.seconds for e in measured) + fit_seconds,
         job_id=job_id,
@@ -130,15 +137,23 @@ def latency_predictor_for(
     call, with the newer ones it passed over; the newest of all when none is (the caller
     says why it is not used); None if the pair was never calibrated. A poor calibration
     stored after a good one no longer turns the screening off."""
+    supernet = get_supernet(supernet_name)
+    codes = (supernet.code_fingerprint(), *earlier_code_versions(type(supernet)))
     with transaction(factory) as session:
-        versions = q.predictor_versions(session, supernet_name, device_id)
+        versions = q.predictor_versions(session, supernet_name, device_id, codes)
         if not versions:
+            if q.predictor_versions(session, supernet_name, device_id):
+                raise InvalidInput(
+                    f"every latency predictor stored for {supernet_name} on {device_id} was "
+                    "calibrated with other code of it than it has now (its version, or the "
+                    "text of its source, changed: docs/plugins.md): calibrate it again"
+                )
             return None
         trusted = [version for version, metrics in versions if trusted_as_prior(metrics)]
         version = trusted[0] if trusted else versions[0][0]
         payload = q.get_predictor(session, supernet_name, device_id, version).payload
     predictor = LatencyPredictor.from_payload(payload)
-    encoder = ArchEncoder.from_supernet(get_supernet(supernet_name))
+    encoder = ArchEncoder.from_supernet(supernet)
     encoder.check_spec(predictor.features)
     newer = tuple(v for v, _ in versions if v > version)
     return PredictedLatency(supernet_name, device_id, version, predictor, encoder, newer)

@@ -28,7 +28,7 @@ from hardware_profiles.latency_predictor import (
     PRIOR_MIN_WITHIN_10PCT,
 )
 from hardware_profiles.latency_sample import sample_archs
-from models.base import Supernet
+from models.base import Supernet, earlier_code_versions
 from models.metrics import device_independent
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
@@ -462,17 +462,19 @@ class JobRunner:
         return self._finish(job_id, plan, clock)
 
     def _measured_with(
-        self, job_id: str, spec: dict[str, Any], supernet: Supernet
+        self, job_id: str, spec: dict[str, Any], supernet: Supernet, *, quality: bool = True
     ) -> dict[str, Any]:
         """The job's spec with ``measured_with`` and ``measured_code``: the fingerprints of
         what its supernet measures with (weights and validation data:
         ``Supernet.fingerprint``; its code: ``code_fingerprint``), recorded at the job's
-        first run. Warm starts and hints reuse only measurements made with the same. A
-        resumed run whose supernet measures otherwise now fails the job: its measurements
-        would mix the two."""
-        now, code = supernet.fingerprint(), supernet.code_fingerprint()
-        if q.MEASURED_WITH in spec:
-            change = q.measuring_change(spec, now, code)
+        first run; a calibration's (``quality`` false: it times sub-networks, whatever their
+        weights) with its code's alone. Warm starts, hints and latency priors reuse only
+        measurements made with the same. A resumed run whose supernet measures otherwise now
+        fails the job: its measurements would mix the two."""
+        now = supernet.fingerprint() if quality else None
+        code = supernet.code_fingerprint()
+        if (q.MEASURED_WITH if quality else q.MEASURED_CODE) in spec:
+            change = q.measuring_change(spec, now, code, earlier_code_versions(type(supernet)))
             if change == "code":
                 raise InvalidInput(
                     f"the code of {spec['supernet']} changed since this job began measuring "
@@ -487,10 +489,11 @@ class JobRunner:
                 )
             return spec
 
-        measured: dict[str, Any] = {q.MEASURED_WITH: now}
+        measured: dict[str, Any] = {q.MEASURED_WITH: now} if quality else {}
         if code is not None:  # hwnas's own supernets: none, as before
             measured[q.MEASURED_CODE] = code
-        self._record_all_in_spec(job_id, measured)  # together: a crash between left no code
+        if measured:  # together: a crash between left no code
+            self._record_all_in_spec(job_id, measured)
         return {**spec, **measured}
 
     def _skipped(
@@ -577,6 +580,7 @@ class JobRunner:
         completes; a resumed job measures only what is missing), then fit the predictor and
         store it with the job's end, in one transaction, while the job is still ours."""
         supernet = get_supernet(spec["supernet"])
+        spec = self._measured_with(job_id, spec, supernet, quality=False)
         evaluator = SubnetEvaluator(supernet, device_profile(spec["device"]), quality=False)
         sample = sample_archs(supernet, spec["budget"]["evaluations"], spec["seed"])
         stored = {e.subnet_id for e in self._db(lambda s: q.list_evaluations(s, job_id)[0])}

@@ -21,11 +21,12 @@ from api.errors import error_answers
 from api.presenters import calibration_public
 from api.routes.jobs import IDEMPOTENCY_DOC, accept_job
 from api.schemas import CalibrationCreate, CalibrationsPublic, JobPublic
-from core.errors import NotFound, UnknownName
+from core.errors import HwnasError, NotFound, UnknownName
 from hardware_profiles import HardwareProfile
 from hardware_profiles.configured import check_measures, device_profile
 from hardware_profiles.latency_sample import sample_archs
-from models.registry import get_supernet, list_supernets
+from models.base import code_version, earlier_code_versions
+from models.registry import get_supernet, list_supernets, supernet_class
 from store import predictors as q
 from store.db import transaction
 from store.tables import JobKind
@@ -67,8 +68,24 @@ def read_calibrations(
         raise UnknownName("supernet", supernet, list_supernets())  # 422, naming the known
     with transaction(factory) as session:
         rows = q.list_predictors(session, device_id, supernet, job_id)
-    data = [calibration_public(r) for r in rows]
+    codes = {name: _codes_alike(name) for name in {row.supernet for row in rows}}
+    data = [
+        calibration_public(
+            row, code_alike=row.measurements.get(q.MEASURED_CODE) in codes[row.supernet]
+        )
+        for row in rows
+    ]
     return CalibrationsPublic(data=data, count=len(data))
+
+
+def _codes_alike(supernet: str) -> set[str | None]:
+    """The code fingerprints a calibration of ``supernet`` may have recorded to steer its
+    searches now (``workers.calibration.latency_predictor_for``): none, or its code's."""
+    try:
+        cls = supernet_class(supernet)
+    except HwnasError:  # not registered now, or not buildable: nothing steers its searches
+        return {None}
+    return {None, code_version(cls), *earlier_code_versions(cls)}
 
 
 def calibration_spec(device_id: str, body: CalibrationCreate) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,9 +15,13 @@ import torch
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from core import loaded_code
 from core.settings import get_settings
 from models import registry
+from models.base import code_version, earlier_code_versions
 from models.text_transformer import TextTransformerSupernet
+from store import jobs as q
+from store.db import transaction
 from tests.conftest import embedded_settings
 
 from .helpers import job_spec, wait_for
@@ -102,3 +108,67 @@ def test_a_job_is_not_exported_after_its_plugin_s_code_changed(
         refused = client.get(f"/v1/jobs/{job['id']}/subnets/{measured['subnet_id']}/export")
     assert refused.status_code == 409, refused.text
     assert f"measured with other code of {NAME} than it has now" in refused.json()["message"]
+
+
+#: The plugin's layer, in a module of its own: what its sub-networks run.
+_LAYERS = """import torch
+
+
+class Scale(torch.nn.Module):
+    def forward(self, x):
+        return x * {scale}
+"""
+
+
+def _package_plugin(folder: Path, monkeypatch: pytest.MonkeyPatch) -> type[Any]:
+    """A plugin package whose layers live in a module of their own, imported and
+    registered (as ``models.plugins`` registers one: its code read as loaded)."""
+    package = folder / "exp_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "layers.py").write_text(_LAYERS.format(scale=1))
+    (package / "net.py").write_text(
+        "import torch\n"
+        "from models.text_transformer import TextTransformerSupernet\n"
+        "from exp_pkg.layers import Scale\n\n\n"
+        "class Net(TextTransformerSupernet):\n"
+        '    name = "test-export-pkg"\n\n'
+        "    def extract(self, arch):\n"
+        "        return torch.nn.Sequential(super().extract(arch), Scale())\n"
+    )
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setattr(loaded_code, "_AS_LOADED", {})
+    cls: type[Any] = importlib.import_module("exp_pkg.net").Net
+    for name in ("exp_pkg", "exp_pkg.net", "exp_pkg.layers"):
+        monkeypatch.setitem(sys.modules, name, sys.modules[name])  # forgotten after the test
+    monkeypatch.setitem(registry._FACTORIES, cls.name, cls)
+    code_version(cls)  # at registration
+    return cls
+
+
+def test_a_job_stored_before_its_plugin_s_modules_were_hashed_is_exported_till_one_is_edited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Session 30 hashes a plugin's other modules too: a job that recorded the code as
+    session 29 hashed it is still exported. An edit of a module on disk while the service
+    runs: the TorchScript child, which imports it afresh, would trace the new code's network
+    (review 29c); it refuses."""
+    net = _package_plugin(tmp_path / "plugin", monkeypatch)
+    spec = job_spec(supernet=net.name, strategy="random", budget={"evaluations": 1}, constraints={})
+    with TestClient(create_app(embedded_settings(tmp_path))) as client:
+        job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        assert job["status"] == "succeeded", job
+        [measured] = client.get(f"/v1/jobs/{job['id']}/evaluations").json()["data"]
+        factory = client.app.state.session_factory  # type: ignore[attr-defined]
+        with transaction(factory) as session:
+            row = q.get_job(session, job["id"])
+            assert row.spec[q.MEASURED_CODE] == code_version(net)
+            [earlier] = earlier_code_versions(net)
+            row.spec = {**row.spec, q.MEASURED_CODE: earlier}  # as session 29 recorded it
+        url = f"/v1/jobs/{job['id']}/subnets/{measured['subnet_id']}/export?format={{}}"
+        assert client.get(url.format("onnx")).status_code == 200
+        layers = tmp_path / "plugin" / "exp_pkg" / "layers.py"
+        layers.write_text(_LAYERS.format(scale=2))
+        refused = client.get(url.format("torchscript"))
+    assert refused.status_code == 409, refused.text
+    assert "layers.py changed on disk since the service loaded it" in refused.json()["message"]

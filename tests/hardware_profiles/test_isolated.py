@@ -3,15 +3,16 @@ what it keeps of a traced network: 13 MB per cpu-ts timing of fmnist-ofa-cnn).""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-import pickle
 import signal
 import sys
 import threading
 import time
 import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ import torch
 from torch import nn
 
 import hardware_profiles.isolated as isolated
+from core import loaded_code
+from core.errors import Conflict
 from hardware_profiles import HardwareProfile, measure_latency
 
 ProfileFactory = Callable[..., HardwareProfile]
@@ -161,8 +164,9 @@ def test_a_request_left_unanswered_ends_its_child_so_no_answer_goes_astray(
     profile = _ts(fast_profile)
     measure_latency(tiny_net, example_input, profile)
     child = isolated._CHILDREN["cpu"]
-    request = pickle.dumps((Failing(), example_input, profile))
-    slow = pickle.dumps((Sleepy(), example_input, profile))
+    request = isolated._request((Failing(), example_input, profile))
+    slow = isolated._request((Sleepy(), example_input, profile))
+    assert isinstance(request, bytes) and isinstance(slow, bytes)
     with pytest.raises(TimeoutError):
         child.run(slow, timeout_s=0.2)
     assert not child.alive
@@ -305,3 +309,37 @@ def test_run_once_with_arguments_that_cannot_be_sent_calls_here_with_a_warning(
 def _children_of(pid: int) -> set[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as children:
         return {int(child) for child in children.read().split()}
+
+
+@pytest.fixture
+def edited_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
+    """A plugin module, ``iso_edited``, imported and remembered as a plugin's registration
+    remembers it (``core.loaded_code``); forgotten after the test."""
+    (tmp_path / "iso_edited.py").write_text(
+        "import torch\n\n\nclass Net(torch.nn.Module):\n"
+        "    def forward(self, x):\n        return x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(loaded_code, "_AS_LOADED", {})
+    module = importlib.import_module("iso_edited")
+    loaded_code.remember([module])
+    yield module
+    sys.modules.pop("iso_edited", None)
+
+
+def test_a_child_refuses_a_plugin_edited_since_the_service_loaded_it(
+    edited_plugin: types.ModuleType,
+    fast_profile: ProfileFactory,
+    example_input: torch.Tensor,
+) -> None:
+    """A child imports the plugin afresh: edited while the service ran, it exported or
+    timed the new code's network under the old code's fingerprint (review 29c)."""
+    pid, _ = isolated.run_once(_pid_and, edited_plugin.Net())
+    assert pid != os.getpid()  # the same code: sent and run there
+    path = Path(edited_plugin.__file__ or "")
+    path.write_text(path.read_text().replace("return x", "return x * 2"))
+    with pytest.raises(Conflict, match=r"iso_edited\.py changed on disk since the service"):
+        isolated.run_once(_pid_and, edited_plugin.Net())
+    with pytest.raises(Conflict, match="restart the service"):  # a timing child's too
+        measure_latency(edited_plugin.Net(), example_input, _ts(fast_profile))
+    assert isolated._CHILDREN["cpu"].alive  # it answered, and serves on

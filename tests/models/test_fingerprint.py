@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 import torch
 
+from core import loaded_code
 from core.settings import get_settings
 from models import registry
-from models.base import code_version, digest, files_digest
+from models.base import code_version, digest, earlier_code_versions, files_digest
 from models.registry import get_supernet
 from models.text_transformer import TextTransformerSupernet
+from store import jobs as q
 
 NAME = "test-no-inputs"
 
@@ -215,7 +217,101 @@ def test_the_code_hashed_is_the_plugin_package_s_not_a_library_s(
     finally:
         for name in ("pkgx", "pkgx.net", "pkgx.mixins"):
             sys.modules.pop(name, None)
-    assert hashed == [[(package / "net.py").resolve(), (package / "mixins.py").resolve()]]
+    net_and_mixin = [(package / "net.py").resolve(), (package / "mixins.py").resolve()]
+    # then its package's other modules; and how hwnas hashed it before (session 30)
+    assert hashed == [[*net_and_mixin, (package / "__init__.py").resolve()], net_and_mixin]
+
+
+def _import_fresh(monkeypatch: pytest.MonkeyPatch, folder: Path, name: str) -> Any:
+    """Module ``name`` from ``folder``, imported afresh: the modules of ``_FRESH`` that an
+    earlier call imported are forgotten first (``fresh`` forgets them after the test)."""
+    monkeypatch.syspath_prepend(str(folder))
+    _forget_fresh()
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def _forget_fresh() -> None:
+    for loaded in [key for key in sys.modules if key.partition(".")[0] in _FRESH]:
+        del sys.modules[loaded]
+
+
+@pytest.fixture
+def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The modules the test imports with ``_import_fresh``, and the source digests their
+    registration remembers, forgotten after it."""
+    monkeypatch.setattr(loaded_code, "_AS_LOADED", {})
+    yield
+    _forget_fresh()
+
+
+#: The top-level names of the plugins ``_import_fresh`` imports.
+_FRESH = ("pkgl", "solo_net", "solo_layers")
+_NET_USING_LAYERS = (
+    "from models.text_transformer import TextTransformerSupernet\n"
+    "from {layers} import Block\n\n\n"
+    "class Net(TextTransformerSupernet):\n"
+    '    name = "test-layers"\n'
+    "    block = Block\n"
+)
+
+
+def test_a_plugin_s_other_modules_are_its_code_as_it_loaded_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh: None
+) -> None:
+    """A plugin whose layers live in a module of their own (not a base of its supernet
+    class): an edit of their forward went unnoticed, its jobs' accuracies mixed (session
+    30). The fingerprint before session 30 is given as the same code's, so that jobs it
+    recorded stay exportable."""
+    fingerprints = []
+    for n, forward in enumerate(("return x", "return x * 2")):
+        package = tmp_path / str(n) / "pkgl"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "layers.py").write_text(
+            f"class Block:\n    def forward(self, x):\n        {forward}\n"
+        )
+        (package / "net.py").write_text(_NET_USING_LAYERS.format(layers="pkgl.layers"))
+        net = _import_fresh(monkeypatch, tmp_path / str(n), "pkgl.net").Net
+        fingerprints.append((code_version(net), earlier_code_versions(net)))
+    (first, [first_earlier]), (second, [second_earlier]) = fingerprints
+    assert first != second  # the layers' edit is seen
+    assert first_earlier == second_earlier != first  # before: only net.py was hashed
+    assert (
+        q.measuring_change(
+            {q.MEASURED_WITH: None, q.MEASURED_CODE: first_earlier}, None, second, [second_earlier]
+        )
+        is None
+    )
+    assert (
+        q.measuring_change(
+            {q.MEASURED_WITH: None, q.MEASURED_CODE: first}, None, second, [second_earlier]
+        )
+        == "code"
+    )
+    assert loaded_code.as_loaded()["pkgl.layers"]  # remembered for the child processes
+
+
+def test_a_single_module_plugin_s_modules_beside_it_are_its_code_unless_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hashed: list[list[Path]], fresh: None
+) -> None:
+    """Beside a module of its own, the modules it names are the plugin's; among installed
+    libraries (site-packages), those beside it are other libraries' (an upgrade of one
+    would have refused the plugin's exports)."""
+    (tmp_path / "solo_layers.py").write_text("class Block:\n    pass\n")
+    (tmp_path / "solo_net.py").write_text(_NET_USING_LAYERS.format(layers="solo_layers"))
+    net = _import_fresh(monkeypatch, tmp_path, "solo_net").Net
+    code_version(net)
+    solo_net, solo_layers = (
+        (tmp_path / "solo_net.py").resolve(),
+        (tmp_path / "solo_layers.py").resolve(),
+    )
+    assert hashed == [[solo_net, solo_layers], [solo_net]]
+    hashed.clear()
+    monkeypatch.setattr("models.base._library_folders", lambda: {tmp_path.resolve()})
+    installed = _import_fresh(monkeypatch, tmp_path, "solo_net").Net
+    assert code_version(installed) == earlier_code_versions(net)[0]  # net.py's alone
+    assert earlier_code_versions(installed) == () and hashed == [[solo_net]]
 
 
 def test_a_data_folder_s_hash_is_linear_in_its_folders_and_skips_hidden_ones(

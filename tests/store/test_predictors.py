@@ -118,3 +118,22 @@ def calibration_job_spec() -> dict[str, Any]:
             "strategy": "uniform", "seed": 0, "budget": {"evaluations": 10},
             "objectives": {}, "constraints": {}, "warm_start": False,
             "predictor_kind": "lut"}  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_versions_are_taken_by_the_code_they_timed(backend: str, tmp_path: Path) -> None:
+    """A plugin's calibration timed its code as it was: a version fitted before the code
+    changed kept steering the new code's searches (review 29b)."""
+    with migrated_database(backend, tmp_path) as (_url, _engine, factory):
+        for measurements in ({"subnets": []}, {q.MEASURED_CODE: None}, {q.MEASURED_CODE: "v1"},
+                             {q.MEASURED_CODE: "v2"}):  # fmt: skip
+            with transaction(factory) as session:
+                q.add_predictor(session, supernet="p", device="cpu-1t", payload=payload(),
+                                measurements=measurements, seed=0, seconds=1.0)  # fmt: skip
+        with transaction(factory) as session:
+            versions = {
+                codes: [v for v, _ in q.predictor_versions(session, "p", "cpu-1t", codes)]
+                for codes in [("v2",), ("v1", "v3"), (None,), ()]
+            }
+            assert [v for v, _ in q.predictor_versions(session, "p", "cpu-1t")] == [4, 3, 2, 1]
+    assert versions == {("v2",): [4, 2, 1], ("v1", "v3"): [3, 2, 1], (None,): [2, 1], (): [2, 1]}

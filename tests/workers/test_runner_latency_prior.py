@@ -7,10 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
+import models.base as models_base
 from api.app import create_app
+from core.errors import InvalidInput
 from hardware_profiles.latency_predictor import ArchEncoder, fit_latency_predictor
+from models import registry
+from models.recorded import NB201Supernet
 from models.registry import get_supernet
 from store.db import transaction
 from store.predictors import add_predictor
@@ -153,3 +158,38 @@ def test_a_poor_calibration_stored_later_leaves_the_good_one_steering(tmp_path: 
     assert job["status"] == "succeeded"
     assert "newer latency predictor v3, v2 not used: cross-validated below" in job["message"]
     assert "screened with latency predictor v1" in job["message"]
+
+
+class _Coded(NB201Supernet):
+    """nb201-cifar10 as a plugin whose code is at version 2."""
+
+    version = "2"
+
+
+def test_only_a_predictor_that_timed_the_supernet_s_code_as_it_is_steers_a_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin's calibration recorded no code: a version that timed the code before an
+    edit of its ``extract`` kept screening the new code's searches (review 29b)."""
+    monkeypatch.setitem(registry._FACTORIES, "nb201-cifar10", lambda: _Coded(dataset="cifar10"))
+    monkeypatch.delitem(registry._INSTANCES, "nb201-cifar10", raising=False)
+    monkeypatch.delitem(registry._CLASSES, "nb201-cifar10", raising=False)
+    with TestClient(create_app(embedded_settings(tmp_path, embedded_devices=""))) as client:
+        calibrate = {"supernet": "nb201-cifar10", "n_samples": 50, "seed": 0}
+        first = client.post(f"/v1/devices/{DEVICE}/calibrations", json=calibrate).json()
+        assert wait_for(client, first["id"])["status"] == "succeeded"
+        factory = client.app.state.session_factory  # type: ignore[attr-defined]
+        prior = latency_predictor_for(factory, "nb201-cifar10", DEVICE)
+        assert prior is not None and prior.version == 1 and prior.trustworthy
+        monkeypatch.setattr(_Coded, "version", "3")  # the code edited: a server started since
+        models_base._CODE_VERSIONS.pop(_Coded, None)
+        registry._INSTANCES.pop("nb201-cifar10")
+        with pytest.raises(InvalidInput, match="calibrated with other code of it than it has"):
+            latency_predictor_for(factory, "nb201-cifar10", DEVICE)
+        listed = client.get(f"/v1/devices/{DEVICE}/calibrations").json()["data"]
+        assert [(c["measured_code"], c["steers_searches"]) for c in listed] == [
+            ("version 2", False)
+        ]
+        job = wait_for(client, client.post("/v1/jobs", json=_spec(1.0, 1)).json()["id"])
+    assert job["status"] == "succeeded"
+    assert "stored latency predictor not used: every latency predictor stored" in job["message"]
