@@ -138,8 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # Before the settings warn of anything (a misspelt variable): in the format asked for,
     # so that a collector of JSON lines gets them as JSON too (review 29).
-    asked = os.environ.get("HWNAS_LOG_FORMAT", "text").strip().lower()
-    logging.config.dictConfig(serve_log_config(asked if asked == "json" else "text"))
+    logging.config.dictConfig(serve_log_config("json" if _json_logs() else "text"))
     settings = get_settings()
 
     def warn(text: str) -> None:
@@ -1060,7 +1059,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nhwnas: interrupted{going_on}", file=sys.stderr)
         return 130
     except (ClientError, HwnasError) as exc:
-        print(f"hwnas: {_with_variable(exc)}", file=sys.stderr)
+        if args.command == "serve" and _json_logs():  # a line of its log, as the others
+            logging.getLogger("api.cli").error("%s", _with_variable(exc))
+        else:
+            print(f"hwnas: {_with_variable(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `hwnas pareto JOB | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
@@ -1068,6 +1070,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a local file it cannot write (download -o to a folder, ...)
         print(f"hwnas: {exc}", file=sys.stderr)
         return 2
+
+
+def _json_logs() -> bool:
+    """Whether ``HWNAS_LOG_FORMAT`` asks for JSON lines, read before the settings are (a
+    setting they refuse is said in that format too)."""
+    return os.environ.get("HWNAS_LOG_FORMAT", "text").strip().lower() == "json"
 
 
 def _with_variable(exc: Exception) -> str:

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import pytest
 from pydantic import ValidationError
 
+from api.cli import main
 from api.log_config import serve_log_config
-from core.settings import Settings
+from core.settings import Settings, get_settings
 
 
 @pytest.fixture
@@ -69,3 +70,22 @@ def test_json_lines_carry_the_access_fields(restore_logging: None) -> None:
 def test_another_log_format_is_refused() -> None:
     with pytest.raises(ValidationError, match="log_format"):
         Settings(log_format="xml")  # type: ignore[arg-type]
+
+
+def test_serve_s_fatal_error_is_a_json_line_too(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that could not start said why in plain text among its JSON lines (ops
+    audit 29)."""
+    monkeypatch.setenv("HWNAS_LOG_FORMAT", "json")
+    monkeypatch.setenv("HWNAS_API_PROCESSES", "2")  # refused in the embedded mode
+    monkeypatch.delenv("HWNAS_BROKER_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert main(["serve", "--port", "0"]) == 2
+    finally:
+        get_settings.cache_clear()
+    [line] = capsys.readouterr().err.splitlines()
+    said = json.loads(line)
+    assert said["level"] == "ERROR" and said["logger"] == "api.cli"
+    assert said["message"].startswith("HWNAS_API_PROCESSES > 1 needs the distributed mode")
