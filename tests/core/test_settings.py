@@ -7,6 +7,7 @@ import logging
 import pytest
 from pydantic import ValidationError
 
+from core.errors import InvalidInput
 from core.settings import Settings, get_settings, unknown_variables
 
 
@@ -47,3 +48,22 @@ def test_the_public_url_is_an_http_base_kept_without_its_final_slash() -> None:
     for wrong in wrong_ones:
         with pytest.raises(ValidationError, match="public_url"):
             Settings(public_url=wrong)
+
+
+def test_strict_settings_make_an_unknown_variable_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A misspelt variable only warned, in a log an operator may not read (ops audit 29)."""
+    monkeypatch.setenv("HWNAS_STRICT_SETTINGS", "true")
+    monkeypatch.setenv("HWNAS_BROKER_ULR", "redis://127.0.0.1:6379/0")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(InvalidInput) as refused:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert str(refused.value) == (
+        "HWNAS_BROKER_ULR is not an hwnas setting; did you mean HWNAS_BROKER_URL? "
+        "(HWNAS_STRICT_SETTINGS is true: correct or unset it)"
+    )
+    assert refused.value.field == "HWNAS_BROKER_ULR"
