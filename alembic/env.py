@@ -19,13 +19,12 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
-from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
 from alembic import context
 from core.settings import get_settings
-from store.db import MIGRATION_LOCK, ensure_sqlite_dir
+from store.db import MIGRATION_LOCK, ensure_sqlite_dir, sqlite_database
 from store.tables import Base
 
 log = logging.getLogger("alembic.env")
@@ -70,11 +69,11 @@ def _sqlite_lock() -> Iterator[None]:
     file opened for appending locked other users out of migrating, and so out of starting
     a server). A file system that refuses the lock is warned of, and the migration runs
     unlocked, as it did before."""
-    database = make_url(url).database
-    if not database or database == ":memory:":
+    database = sqlite_database(url)
+    if database is None:  # in memory
         yield
         return
-    path = Path(database).resolve()
+    path = database.resolve()
     lock = path.with_name(path.name + ".migrate-lock")
     try:
         handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -125,22 +126,28 @@ class _SQLiteWriterQueue:
 
 def sqlite_database(url: str) -> Path | None:
     """The file a SQLite URL names, as named (a relative path is taken from the working
-    directory, as SQLite opens it); None for another database, an in-memory one, or a URL
-    that is none (refused where the URL is used)."""
+    directory, as SQLite opens it), also in SQLite's URI form (``sqlite:///file:x.db?
+    mode=rwc&uri=true``: it was taken for a file named ``file:x.db``, review 29b); None for
+    another database, an in-memory one, or a URL that is none (refused where it is used)."""
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
         return None
-    return Path(parsed.database)
+    if str(parsed.query.get("uri", "")).lower() == "true" and database.startswith("file:"):
+        if parsed.query.get("mode") == "memory":
+            return None
+        database = unquote(urlsplit(database).path)  # file:x.db, file:/x.db, file:///x.db
+    return Path(database) if database else None
 
 
 def ensure_sqlite_dir(url: str) -> None:
     """Make the folder of a SQLite database file (``./var`` on a fresh checkout)."""
-    path = url.split("///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_database(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,14 @@ from core.errors import InvalidInput
 from core.settings import get_settings
 from store import jobs as q
 from store.backup import backup_sqlite
-from store.db import check_migrated, make_engine, make_session_factory, transaction
+from store.db import (
+    check_migrated,
+    make_engine,
+    make_session_factory,
+    sqlite_database,
+    transaction,
+    upgrade,
+)
 
 from .backends import migrated_database
 
@@ -103,3 +110,22 @@ def test_hwnas_db_backup_prints_the_file_and_what_it_holds(
             assert capsys.readouterr().out == f"{made}\n" and made.name.startswith("hwnas-")
         finally:
             get_settings.cache_clear()
+
+
+def test_sqlite_s_uri_form_names_its_file(tmp_path: Path) -> None:
+    """``sqlite:///file:x.db?uri=true`` was taken for a file named ``file:x.db``: a backup
+    of it failed, the free-space check looked at the wrong folder (review 29b)."""
+    assert sqlite_database("sqlite:///file:var/x.db?mode=rwc&uri=true") == Path("var/x.db")
+    assert sqlite_database("sqlite:///file:///abs/x%20y.db?uri=true") == Path("/abs/x y.db")
+    assert sqlite_database("sqlite:///file:m?mode=memory&uri=true") is None
+    assert sqlite_database("sqlite:///file:x.db") == Path("file:x.db")  # no uri: a name
+    database = tmp_path / "uri.db"
+    url = f"sqlite:///file:{database}?mode=rwc&uri=true"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            q.create_jobs(session, [(SPEC, None)])
+    finally:
+        engine.dispose()
+    assert _jobs(backup_sqlite(url, tmp_path / "copy.db").path) == 1
