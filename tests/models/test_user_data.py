@@ -576,3 +576,22 @@ def test_a_supernet_that_reads_its_data_when_built_is_refused_then(
     np.savez(root / "v.npz", inputs=x, labels=np.full(len(y), 12))
     with pytest.raises(InvalidInput, match=r"labels must lie in 0\.\.9"):
         registry.check_validation_data(Eager.name, "v.npz")
+
+
+def test_images_in_a_linked_class_folder_changed_on_disk_are_read_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Class folders linked in from elsewhere (a train/val split made of links): their
+    images changed unseen, a running server measured and reused the old ones (audit 30)."""
+    from PIL import Image
+
+    monkeypatch.setattr(registry, "_DATA_INSTANCES", OrderedDict())
+    for label in ("a", "b"):
+        (root / "real" / label).mkdir(parents=True)
+        Image.new("L", (28, 28), 40).save(root / "real" / label / "0.png")
+        (root / "linked").mkdir(exist_ok=True)
+        (root / "linked" / label).symlink_to(root / "real" / label)
+    (root / "real" / "a" / "loop").symlink_to(root / "linked")  # walked once
+    first = get_supernet("fmnist-ofa-cnn", validation_data="linked").fingerprint()
+    Image.new("L", (28, 28), 200).save(root / "real" / "b" / "0.png")
+    assert get_supernet("fmnist-ofa-cnn", validation_data="linked").fingerprint() != first
