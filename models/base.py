@@ -141,6 +141,11 @@ class Supernet(ABC):
     #: validation data), set by ``models.registry``: what ``fingerprint`` hashes when
     #: ``quality_inputs`` gives nothing.
     given_files: tuple[Path, ...] = ()
+    #: The validation data file or directory hwnas built this instance with (the job's
+    #: ``validation_data``, resolved), set by ``models.registry``; None for the supernet's
+    #: own data. An export's card says how an image file became its input where it is a
+    #: directory of images (``models.export.architecture_card``).
+    data_path: Path | None = None
 
     @abstractmethod
     def space(self) -> dict[str, list[Any]]:
@@ -280,6 +285,13 @@ class Supernet(ABC):
             self.__dict__["_code_fingerprint"] = code_version(type(self))
         code: str | None = self.__dict__["_code_fingerprint"]
         return code
+
+    def quality_warning(self) -> str | None:
+        """What makes the quality metrics (accuracy) this instance measures meaningless, if
+        anything: random weights, no checkpoint given. A job that measures them says it,
+        and so does the card of each file it exports (the catalog alone said it: audit
+        30). None (the default): nothing known."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Public summary: name, genes and their choices, search-space size."""

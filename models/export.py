@@ -25,6 +25,7 @@ from core.errors import UnknownName
 from core.tracing import TRACING
 
 from .base import Arch, Supernet
+from .user_images import image_file_stage
 
 #: (module, example input, path, the architecture card). Each format carries the card, so
 #: whoever gets the file alone knows its input and preprocessing: ONNX in its metadata
@@ -171,10 +172,25 @@ def architecture_card(
         "supernet": supernet.name,
         "subnet_id": supernet.encode(canonical),
         "arch": canonical,
-        "input": asdict(supernet.input_spec(canonical)),
+        "input": _input_of(supernet, canonical),
         **({"output": output} if output else {}),
+        **({"warning": warning} if (warning := supernet.quality_warning()) else {}),
         **(extra or {}),
     }
+
+
+def _input_of(supernet: Supernet, arch: Arch) -> dict[str, Any]:
+    """The card's ``input``: the supernet's ``input_spec``, and where it measured on a
+    directory of images, how an image file became the pixels that spec starts from
+    (``image_file``, and first in ``preprocess``)."""
+    spec = asdict(supernet.input_spec(arch))
+    image_format = supernet.image_format()
+    if supernet.data_path is None or image_format is None or not supernet.data_path.is_dir():
+        return spec
+    stage = image_file_stage(image_format)
+    spec["image_file"] = {key: value for key, value in stage.items() if key != "text"}
+    spec["preprocess"] = f"{stage['text']}; then {spec['preprocess']}"
+    return spec
 
 
 def _output_of(

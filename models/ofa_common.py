@@ -30,6 +30,7 @@ from .base import Arch, ImageFormat, InputSpec
 from .evaluation import predict, recalibrate_bn
 from .sliced import SlicedSupernet
 from .user_data import torch_load_reason
+from .user_images import CALIB_DIR
 
 if TYPE_CHECKING:
     from .user_data import UserData
@@ -411,8 +412,10 @@ class OFASupernet(SlicedSupernet):
             std=IMAGENET_STD,
             layout="NCHW:RGB/255",
             preprocess=(
-                f"RGB image, shorter side resized to {math.ceil(r / CROP)} (bilinear, "
-                f"antialiased), centre crop {r} x {r}, /255, then (x - mean) / std per channel"
+                f"RGB 0..255 values, shorter side resized to {math.ceil(r / CROP)} "
+                "(torch.nn.functional.interpolate, bilinear, antialias=True; the other side "
+                f"size * long // short), centre crop {r} x {r} (offsets rounded down), /255, "
+                "then (x - mean) / std per channel"
             ),
         )
 
@@ -425,12 +428,28 @@ class OFASupernet(SlicedSupernet):
         info = super().describe()
         info["space_size"] = self.space_size()
         info["checkpoint"] = str(self.checkpoint) if self.checkpoint is not None else None
-        if self.checkpoint is None:
-            info["note"] = (
-                "random weights (no checkpoint given): accuracy is meaningless; MACs, params "
-                "and latency are real"
-            )
+        if (warning := self.quality_warning()) is not None:
+            info["note"] = f"{warning}; MACs, params and latency are real"
         return info
+
+    def quality_warning(self) -> str | None:
+        if self.checkpoint is None:
+            return "random weights (no checkpoint given): accuracy is meaningless"
+        if self.validation_data is not None and not self._calibrates():
+            return (  # audit 30: nothing said so
+                "no calibration images (an image directory's _calib/, a file's calib_inputs): "
+                "each sub-network keeps the checkpoint's BatchNorm statistics, which "
+                "Once-for-All's sub-networks need recalibrated: accuracy may be far below "
+                "what they reach"
+            )
+        return None
+
+    def _calibrates(self) -> bool:
+        """Whether the validation data holds calibration images (a directory's ``_calib``
+        folder looked up, not its images decoded)."""
+        if self.data_path is not None and self.data_path.is_dir():
+            return (self.data_path / CALIB_DIR).is_dir()
+        return self._data.calib is not None
 
     @abstractmethod
     def space_size(self) -> int:

@@ -11,7 +11,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
@@ -24,7 +24,7 @@ from core.settings import comma_list, get_settings
 from .base import Supernet, code_version
 from .check_memo import SKIPPED, CheckMemo
 from .user_data import configured_roots, confine, data_signature, file_state, recent
-from .user_images import check_class_count, class_names
+from .user_images import check_class_count, check_class_order, class_names
 
 _FACTORIES: dict[str, Callable[..., Supernet]] = {}
 _INSTANCES: dict[str, Supernet] = {}
@@ -202,6 +202,7 @@ def _given(instance: Supernet, weights: Mapping[str, str], *data: Path) -> Super
     """``instance``, told the files it was built with (``Supernet.given_files``: what its
     fingerprint hashes when it gives no ``quality_inputs``)."""
     instance.given_files = (*(Path(path) for path in weights.values()), *data)
+    instance.data_path = data[0] if data else None
     return instance
 
 
@@ -252,15 +253,28 @@ def check_validation_data(
     roots = configured_roots()
     resolved = confine(validation_data, roots)
     if resolved.is_dir():
-        outputs = _num_outputs(name)
+        outputs, classes = _num_outputs(name), class_names(resolved, roots=roots)
         if outputs is not None:
-            check_class_count(resolved, class_names(resolved, roots=roots), outputs)
+            check_class_count(resolved, classes, outputs)
+        if (known := _output_classes(name)) is not None:
+            check_class_order(resolved, classes, known)
         return
     if supernet_class(name).check_data is Supernet.check_data:
         return
     check = partial(_check_data, name, validation_data)
     state = file_state(resolved)
     _DATA_CHECKS.run((name, str(resolved)), None if recent(state) else state, check, guard)
+
+
+def _output_classes(name: str) -> Sequence[str] | None:
+    """The class names the shared instance of ``name`` gives (``output_classes``); None
+    where it names none, or its plugin's code breaks (logged, as ``_num_outputs``)."""
+    try:
+        known = get_supernet(name).output_classes()
+    except Exception as exc:  # a plugin's code
+        log.warning("supernet %r: output_classes() failed: %s", name, _reason(exc))
+        return None
+    return known if isinstance(known, Sequence) and not isinstance(known, str) else None
 
 
 def _num_outputs(name: str) -> int | None:

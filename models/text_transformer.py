@@ -354,12 +354,13 @@ class TextTransformerSupernet(Supernet):
             **super().describe(),
             "space_size": distinct,  # canonical architectures (inactive layers collapsed)
             "weights": str(self.weights) if trained else "seeded random initialisation",
-            "note": (
-                "accuracy is that of the given checkpoint"
-                if trained
-                else "random weights: accuracy is meaningless until trained weights are given"
-            ),
+            "note": self.quality_warning() or "accuracy is that of the given checkpoint",
         }
+
+    def quality_warning(self) -> str | None:
+        if self.weights is None:
+            return "random weights: accuracy is meaningless until trained weights are given"
+        return None
 
 
 @register_supernet(TextTransformerSupernet.name)

@@ -378,6 +378,8 @@ class JobRunner:
     def _search(self, job_id: str, spec: dict[str, Any], clock: _RunClock) -> JobStatus | None:
         supernet = job_supernet(spec)  # once: with user data, a look-up stats its files
         spec = self._measured_with(job_id, spec, supernet)
+        if measures_quality(spec, supernet) and (warning := supernet.quality_warning()):
+            self._note(job_id, f"{spec['supernet']}: {warning}")  # the catalog alone said it
         stored = self._db(lambda s: q.list_evaluations(s, job_id)[0])
         warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
         passed_over = 0

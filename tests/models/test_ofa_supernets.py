@@ -130,8 +130,9 @@ def test_onnx_export_runs_under_onnxruntime_with_equal_outputs(
         "layout": "NCHW:RGB/255",
         "variable_axes": [],
         "axis_names": [],
-        "preprocess": "RGB image, shorter side resized to 151 (bilinear, antialiased), centre "
-        "crop 132 x 132, /255, then (x - mean) / std per channel",
+        "preprocess": "RGB 0..255 values, shorter side resized to 151 (torch.nn.functional."
+        "interpolate, bilinear, antialias=True; the other side size * long // short), centre "
+        "crop 132 x 132 (offsets rounded down), /255, then (x - mean) / std per channel",
     }
 
 

@@ -305,3 +305,101 @@ def test_a_plugin_num_outputs_that_fails_checks_no_class_count(
     image_tree(root / "eleven", {f"c{i:02d}": 1 for i in range(11)})
     registry.check_validation_data("fmnist-ofa-cnn", "eleven")
     assert "num_outputs()" in caplog.text
+
+
+def test_an_export_card_says_how_an_image_file_became_the_input_measured(root: Path) -> None:
+    """An OFA card gave only the resize per resolution, not the one to 256 before it: a
+    deployer who followed it got other predictions on 14 % of the images (audit 30). The
+    card's recipe, followed step by step, gives the very tensor hwnas measured on."""
+    from models.export import architecture_card
+    from models.ofa_common import imagenet_preprocess
+
+    rng = np.random.default_rng(3)
+    for i, (height, width) in enumerate(((90, 120), (300, 200), (256, 256))):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        write_image(root / "imgs" / "a" / f"{i}.png", pixels)
+    net = get_supernet("ofa_mbv3_d234_e346_k357_w1.0", validation_data="imgs")
+    arch = {**{g: c[0] for g, c in net.space().items()}, "r": 160}
+    card_input = architecture_card(net, arch, None)["input"]
+    stage = card_input["image_file"]
+    assert stage == {"decoder": "Pillow", "mode": "RGB", "shorter_side": 256,
+                     "resample": "BILINEAR", "centre_crop": 256}  # fmt: skip
+    assert card_input["preprocess"].startswith("the image file decoded with Pillow")
+    assert "; then RGB 0..255 values, shorter side resized to 183" in card_input["preprocess"]
+    for i, path in enumerate(sorted((root / "imgs" / "a").iterdir())):
+        with Image.open(path) as image:
+            image = image.convert(stage["mode"])
+            short, (width, height) = stage["shorter_side"], image.size
+            if image.size != (short, short):
+                width, height = short * width // min(image.size), short * height // min(image.size)
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            crop = stage["centre_crop"]
+            left, top = (width - crop) // 2, (height - crop) // 2
+            pixels = np.asarray(image.crop((left, top, left + crop, top + crop)))
+        ours = imagenet_preprocess(torch.from_numpy(pixels.copy())[None], 160)
+        measured = imagenet_preprocess(net._data.inputs[i : i + 1], 160)  # type: ignore[attr-defined]
+        assert torch.equal(ours, measured)
+    # measured on arrays, or on its own data: no image stage
+    np.savez(root / "a.npz", inputs=rng.integers(0, 256, (2, 3, 64, 64), np.uint8),
+             labels=np.zeros(2, np.int64))  # fmt: skip
+    arrays = get_supernet("ofa_mbv3_d234_e346_k357_w1.0", validation_data="a.npz")
+    assert "image_file" not in architecture_card(arrays, arch, None)["input"]
+
+
+def test_16_bit_grey_images_are_scaled_and_a_byte_order_mark_is_no_class_name(
+    root: Path,
+) -> None:
+    """A 16-bit mid-grey PNG became white (Pillow's convert clips); a classes.txt saved
+    with a byte-order mark refused its first class as unlisted (audit 30)."""
+    (root / "deep" / "b").mkdir(parents=True)
+    Image.fromarray(np.full((12, 12), 32896, np.uint16)).save(root / "deep" / "b" / "0.png")
+    write_image(root / "deep" / "a" / "0.png", (7,))
+    (root / "deep" / "classes.txt").write_bytes("\ufeffb\r\na\r\n".encode())
+    loaded = load_user_data("deep", image_format=GREY8)
+    assert loaded.classes == ("b", "a")
+    by_label = dict(
+        zip(loaded.labels.tolist(), loaded.inputs.reshape(2, -1)[:, 0].tolist(), strict=True)
+    )
+    assert by_label == {0: 128, 1: 7}  # b: 32896 / 257 = 128, not 255
+
+
+def test_class_directories_of_the_model_s_classes_in_sorted_order_are_refused(
+    root: Path,
+) -> None:
+    """Fashion-MNIST's class folders without their classes.txt were labelled in sorted
+    order: Ankle_boot scored as T-shirt/top, accuracy 0.38 for 0.93, without a word (audit
+    30). Refused, with the classes.txt to write; given it, or in the model's order, or
+    other classes than the model's: taken."""
+    names = FMNIST_CLASSES.split()
+    image_tree(root / "fm", dict.fromkeys(names, 1))
+    with pytest.raises(InvalidInput) as refused:
+        registry.check_validation_data("fmnist-ofa-cnn", "fm")
+    assert "Ankle_boot would be class 0, the model's 9" in str(refused.value)
+    said = str(refused.value).rpartition("one a line: ")[2].split(", ")
+    (root / "fm" / "classes.txt").write_text("\n".join(said) + "\n")
+    assert said == names  # the folders' own names, in the model's order
+    registry.check_validation_data("fmnist-ofa-cnn", "fm")
+    image_tree(root / "few", {"Trouser": 1, "Coat": 1})  # sorted: Coat 0, the model's 4
+    with pytest.raises(InvalidInput, match=r"add a classes.txt .*: T-shirt/top, Trouser, "):
+        registry.check_validation_data("fmnist-ofa-cnn", "few")
+    image_tree(root / "own", {"cat": 1, "dog": 1})  # not the model's: the user's labels
+    registry.check_validation_data("fmnist-ofa-cnn", "own")
+
+
+def test_ofa_says_when_its_data_has_no_images_to_recalibrate_on(root: Path, tmp_path: Path) -> None:
+    """Without ``_calib/`` each sub-network kept the checkpoint's BatchNorm statistics,
+    with nothing said (audit 30)."""
+    torch.save(OFAMobileNetV3(num_classes=2).module.state_dict(), tmp_path / "w.pt")
+    image_tree(root / "plain", {"a": 1, "b": 1})
+    image_tree(root / "calibrated", {"a": 1, "b": 1, "_calib": 1})
+    warnings = {
+        data: OFAMobileNetV3(
+            checkpoint=tmp_path / "w.pt", validation_data=data, num_classes=2
+        ).quality_warning()
+        for data in ("plain", "calibrated")
+    }
+    assert (warnings["plain"] or "").startswith("no calibration images")
+    assert warnings["calibrated"] is None
+    assert OFAMobileNetV3().quality_warning() == (
+        "random weights (no checkpoint given): accuracy is meaningless"
+    )
