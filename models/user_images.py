@@ -286,10 +286,12 @@ def read_images(
     images: Sequence[ImageFile], image_format: ImageFormat, *, max_bytes: int
 ) -> torch.Tensor:
     """Decode ``images`` (from :func:`scan_images`) into one uint8 tensor, reading at most
-    ``max_bytes`` in all (a file may have grown since the scan)."""
+    ``max_bytes`` in all (a file may have grown since the scan). Images that do not decode
+    are refused together, the first named with its reason, the others after it (one job
+    each found the next: audit 30)."""
     size, rgb = image_format.size, image_format.mode == "RGB"
     out = torch.empty((len(images), *((3,) if rgb else ()), size, size), dtype=torch.uint8)
-    left = max_bytes
+    left, broken = max_bytes, []
     for i, image in enumerate(images):
         with lookup_errors(image.name), image.path.open("rb") as handle:
             data = handle.read(left + 1)
@@ -300,9 +302,26 @@ def read_images(
                 "in all (HWNAS_MAX_DATA_FILE_MB)",
                 field=FIELD,
             )
-        pixels = _decode(data, image_format, image.name)
+        try:
+            pixels = _decode(data, image_format, image.name)
+        except InvalidInput as exc:
+            broken.append((image.name, exc))
+            continue
         out[i] = torch.from_numpy(pixels.transpose(2, 0, 1) if rgb else pixels)
+    if broken:
+        (_, first), others = broken[0], [name for name, _ in broken[1:]]
+        also = ""
+        if others:
+            shown = ", ".join(others[:_NAMED_MAX])
+            more = f" and {len(others) - _NAMED_MAX} more" if len(others) > _NAMED_MAX else ""
+            counted = "1 other image does" if len(others) == 1 else f"{len(others)} other images do"
+            also = f"; {counted} not decode either: {shown}{more}"
+        raise InvalidInput(f"{first}{also}", field=FIELD) from None
     return out
+
+
+#: Most images that do not decode named in one refusal besides the first.
+_NAMED_MAX = 10
 
 
 def _decode(data: bytes, image_format: ImageFormat, name: str) -> np.ndarray:

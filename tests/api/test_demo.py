@@ -60,6 +60,12 @@ def test_objectives_without_accuracy_pick_and_export_by_the_first(tmp_path: Path
     assert "accuracy" not in best and " ms, macs " in best and " MMACs)" in best
     (exported,) = (tmp_path / "out").glob("*.onnx")
     assert f"exported ONNX: {exported}" in run.stdout
+    # timed in PyTorch eager, run under onnxruntime: said (audit 30: 2.7 times faster)
+    assert (
+        "note: its latency is torch_eager's on cpu-1t; the ONNX file runs under onnxruntime, "
+        "at another speed: search a device of that runtime to hold the file to the limit "
+        "(cpu-ort on this CPU: --device cpu-ort)"
+    ) in run.stdout
     # The service's name for the file, as `hwnas download -o out/` gives it.
     assert exported.name.startswith("fmnist-ofa-cnn_r"), exported.name
 

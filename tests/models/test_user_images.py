@@ -101,6 +101,16 @@ def test_a_file_that_does_not_decode_is_refused_by_name(root: Path) -> None:
     with pytest.raises(InvalidInput, match=r"set/a/script\.jpg: not a readable image") as caught:
         load_user_data("set", image_format=GREY8)
     assert "BytesIO" not in str(caught.value)  # Pillow's text named its buffer's address
+    for i in range(12):  # each job found the next one (audit 30): named together
+        (root / "set" / "a" / f"more{i:02d}.gif").write_bytes(b"GIF89a?")
+    with pytest.raises(InvalidInput) as caught:
+        load_user_data("set", image_format=GREY8)
+    assert str(caught.value).startswith("set/a/more00.gif: not a readable image (")
+    assert str(caught.value).endswith(
+        "; 12 other images do not decode either: set/a/more01.gif, set/a/more02.gif, "
+        "set/a/more03.gif, set/a/more04.gif, set/a/more05.gif, set/a/more06.gif, "
+        "set/a/more07.gif, set/a/more08.gif, set/a/more09.gif, set/a/more10.gif and 2 more"
+    )
 
 
 def test_a_directory_or_file_it_may_not_read_is_refused_by_name(
