@@ -127,3 +127,28 @@ def recorded_archs(
             continue
         out.append(arch)
     return out
+
+
+def out_of_reach(
+    measured: Sequence[Mapping[str, float]], constraints: Mapping[str, Bound]
+) -> str | None:
+    """A note where every anchor the job measured breaks one side of one constraint (by
+    default they are its cheapest and its costliest sub-networks: ``latency_ms <= 5`` met
+    by neither is likely met by none), or None. The search goes on: it spent the rest of its
+    budget on networks larger still, with nothing said until it ended (audit 30)."""
+    for name, bound in constraints.items():
+        values = [metrics[name] for metrics in measured if name in metrics]
+        if not values or len(values) < len(measured):
+            continue
+        if bound.max is not None and min(values) > bound.max:
+            broken, best = f"{name} <= {bound.max:g}", min(values)
+        elif bound.min is not None and max(values) < bound.min:
+            broken, best = f"{name} >= {bound.min:g}", max(values)
+        else:
+            continue
+        return (
+            f"none of its anchors meets {broken} (the nearest: {best:.4g}): likely no "
+            "sub-network does; the search goes on (cancel the job to keep its budget, or "
+            "loosen the constraint)"
+        )
+    return None

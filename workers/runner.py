@@ -39,7 +39,7 @@ from store.front import constraints_of, front_of_metrics, summarise_front
 from store.tables import Evaluation, Job, JobKind, JobStatus, storable_text
 
 from . import failures
-from .anchors import ANCHORS_SAID, job_anchors, recorded_archs
+from .anchors import ANCHORS_SAID, job_anchors, out_of_reach, recorded_archs
 from .busy_device import BUSY_RULE, noisy_latency_note
 from .calibration import (
     PredictedLatency,
@@ -428,6 +428,7 @@ class JobRunner:
         if done:
             self._note(job_id, f"resumed after {q.counted(done, 'measured evaluation')}")
         retrying: dict[str, str] = spec.get(q.RETRYING, {})
+        anchored: list[dict[str, float]] = []  # the anchors this run measured
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
         while lease == "held" and done < plan.budget:
             if self.stop.is_set():
@@ -456,9 +457,16 @@ class JobRunner:
                 self._note(job_id, note)
             lease = self._record(job_id, plan, arch, measurement, done, clock)
             if lease != "lost":
+                anchor = plan.strategy.is_initial(arch)
                 plan.strategy.tell(arch, measurement.metrics)
                 plan.failures.measured()
                 done += 1
+                if anchor:
+                    anchored.append(measurement.metrics)
+                    if not plan.strategy.initial_left and (
+                        unreachable := out_of_reach(anchored, plan.constraints)
+                    ):
+                        self._note(job_id, unreachable)
         if lease != "held":
             return self._cancelled_or_lost(job_id, clock, lease == "cancel")
         return self._finish(job_id, plan, clock)

@@ -252,3 +252,28 @@ def test_an_anchor_that_cannot_be_measured_is_skipped_not_the_job(
         message = q.get_job(session, job_id).message or ""
     assert f"anchor {LARGE} skipped: MemoryError: out of device memory" in message
     assert keys[0] == SMALL and LARGE not in keys and len(set(keys)) == len(keys) == 10
+
+
+def test_a_job_whose_anchors_all_break_a_constraint_says_likely_none_meets_it(
+    tmp_path: Path,
+) -> None:
+    """The cheapest sub-network missed the latency limit and the job spent the rest of its
+    budget on larger ones, saying nothing until it ended (audit 30)."""
+    settings = embedded_settings(tmp_path)
+    upgrade(settings.database_url)
+    factory = make_session_factory(make_engine(settings.database_url))
+    specs = [
+        {**SPEC, "constraints": {"latency_ms": {"max": 1e-6}}, "budget": {"evaluations": 5}},
+        {**SPEC, "constraints": {"latency_ms": {"max": 1e6}}},  # met by every one
+    ]
+    with transaction(factory) as session:
+        rows = q.create_jobs(
+            session, [(JobCreate(**spec).model_dump(mode="json"), None) for spec in specs]
+        )
+    for row in rows:
+        assert JobRunner(factory, settings, "worker-1").run(row.id) == JobStatus.succeeded
+    with transaction(factory) as session:
+        unreachable, reachable = (q.get_job(session, row.id).message or "" for row in rows)
+    assert "none of its anchors meets latency_ms <= 1e-06 (the nearest: " in unreachable
+    assert "likely no sub-network does; the search goes on" in unreachable
+    assert "none of its anchors" not in reachable
