@@ -16,10 +16,11 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from api.client import ClientError, HwnasClient, WaitTimeout
+from api.client import WAITING, ClientError, HwnasClient, Submitted, WaitTimeout
 from core.errors import HwnasError, InvalidInput
 from core.settings import Settings, get_settings
 
@@ -286,9 +287,19 @@ SUBMIT_RETRY_S = 60.0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Submit and print the job's id. Sent with an idempotency key (``--idempotency-key``,
-    or a new random one), so a service that restarts or does not answer is asked again for
-    up to ``SUBMIT_RETRY_S``, and stores the job once."""
+    """Submit and print the job's id (``_queued``)."""
+    client = _client(args)
+    job = _queued(args, partial(client.submit, build_spec(args)))
+    print(job["id"])
+    return 0
+
+
+def _queued(args: argparse.Namespace, post: Callable[..., Submitted]) -> Submitted:
+    """The job ``post`` queued (a search, a calibration), sent with an idempotency key
+    (``--idempotency-key``, or a new random one), so a service that restarts or does not
+    answer is asked again for up to ``SUBMIT_RETRY_S``, and stores the job once. Said on
+    stderr: a job the key had created before (whatever its outcome: a failed one is not
+    searched again), and a job no live worker takes (audit 30)."""
     given = args.idempotency_key  # "" (an unset variable) is refused, not replaced
     key = f"hwnas-cli-{uuid.uuid4().hex}" if given is None else given
 
@@ -296,11 +307,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"hwnas: {exc}; trying again for up to {SUBMIT_RETRY_S:.0f} s (Ctrl+C stops)",
               file=sys.stderr)  # fmt: skip
 
-    job = _client(args).submit(
-        build_spec(args), idempotency_key=key, retry_s=SUBMIT_RETRY_S, on_retry=retrying
-    )
-    print(job["id"])
-    return 0
+    job = post(idempotency_key=key, retry_s=SUBMIT_RETRY_S, on_retry=retrying)
+    if job.replayed and given is not None:
+        print(
+            f"hwnas: idempotency key {key!r} created job {job['id']} before ({job['status']} "
+            "now): that job answered, none was queued; a key stays bound to its job whatever "
+            "its outcome (a new key, such as the run id and its attempt, queues another)",
+            file=sys.stderr,
+        )
+    elif str(job.get("message") or "").startswith(WAITING):
+        print(f"hwnas: job {job['id']} {job['message']}", file=sys.stderr)
+    return job
 
 
 #: Exit code of ``wait`` and ``pareto`` for a search that succeeded but whose every
@@ -308,22 +325,33 @@ def cmd_submit(args: argparse.Namespace) -> int:
 NOTHING_FEASIBLE = 3
 
 
+#: Exit code of ``wait`` and ``calibrate`` when ``--timeout`` ran out before the job ended
+#: (it was 1, as a failed job's: a pipeline could not tell "cancel and retry" from "stop"
+#: without reading the JSON: audit 30).
+TIMED_OUT = 4
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
-    job = _follow(_client(args), args.job_id, args.timeout)
+    job, ended = _follow(_client(args), args.job_id, args.timeout)
     _print_job(job)
+    if not ended:
+        return TIMED_OUT
     if job["status"] != "succeeded":
         return 1
     empty = job.get("kind") != "calibration" and not job["progress"]["front_size"]
     return NOTHING_FEASIBLE if empty else 0
 
 
-def _follow(client: HwnasClient, job_id: str, timeout_s: float | None) -> dict[str, Any]:
-    """The job once finished, or as it stood when ``timeout_s`` ran out (said on stderr)."""
+def _follow(
+    client: HwnasClient, job_id: str, timeout_s: float | None
+) -> tuple[dict[str, Any], bool]:
+    """The job once finished, or as it stood when ``timeout_s`` ran out (said on stderr),
+    and whether it finished."""
     try:
-        return client.wait(job_id, timeout_s=timeout_s)
+        return client.wait(job_id, timeout_s=timeout_s), True
     except WaitTimeout as exc:
         print(f"hwnas: {exc}", file=sys.stderr)
-        return exc.job
+        return exc.job, False
 
 
 def _print_job(
@@ -544,14 +572,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         body["kind"] = args.kind
     if args.label:  # only then: a server before labels refuses the key (422)
         body["labels"] = parse_labels(args.label, values=True)
-    job = client.calibrate(args.device, body)
+    queued = _queued(args, partial(client.calibrate, args.device, body))
     if args.no_wait:
-        print(job["id"])
+        print(queued["id"])
         return 0
-    job = _follow(client, job["id"], args.timeout)
+    job, ended = _follow(client, queued["id"], args.timeout)
     if job["status"] != "succeeded":
         _print_job(job)
-        return 1
+        return 1 if ended else TIMED_OUT
     (stored,) = client.calibrations(args.device, job_id=job["id"])
     keys = ("device", "supernet", "version", "kind", "n_measurements", "metrics", "job_id")
     print(json.dumps({k: stored.get(k) for k in (*keys, "steers_searches")}))
@@ -960,12 +988,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["worker"].add_argument("--name", default=None)
     sub.choices["worker"].add_argument("--loglevel", default="info")
     _add_job_args(sub.choices["submit"])
-    sub.choices["submit"].add_argument(
-        "--idempotency-key",
-        help="any string unique to this submission (a pipeline's run id): submitting again "
-        "with it prints the job it created (default: a new random key, which covers this "
-        "command's own retries)",
-    )
+    for name in ("submit", "calibrate"):
+        sub.choices[name].add_argument(
+            "--idempotency-key",
+            help="any string unique to this submission (a pipeline's run id and attempt): "
+            "submitting again with it prints the job it created, whatever its outcome "
+            "(default: a new random key, which covers this command's own retries)",
+        )
     _add_job_args(sub.choices["run"])
     sub.choices["run"].add_argument(
         "--output-dir",
@@ -1022,7 +1051,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name in ("wait", "calibrate"):
         sub.choices[name].add_argument(
-            "--timeout", type=_seconds, help="give up after this many seconds (exit 1)"
+            "--timeout",
+            type=_seconds,
+            help=f"give up after this many seconds (exit {TIMED_OUT}; the job goes on)",
         )
     sub.choices["pareto"].add_argument(
         "--json", action="store_true", help="the front as the API's JSON, for scripts"
@@ -1047,7 +1078,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 1 the job did not succeed (``wait``, ``calibrate``, ``pareto``
-    of an ended job; ``wait`` also when it timed out); 2 an error
+    of an ended job); 4 ``wait`` or ``calibrate`` timed out (``TIMED_OUT``); 2 an error
     (bad arguments, the service refused the request or could not be reached, or answered
     what is not hwnas's); 3 a search succeeded with nothing feasible (``wait``, ``pareto``)."""
     args = build_parser().parse_args(argv)

@@ -30,6 +30,20 @@ WAITING = "waiting:"
 #: An Idempotency-Key as the service takes it (``api.routes.jobs.IDEMPOTENCY_KEY_FORM``).
 _KEY_FORM = re.compile(r"[!-~]{1,255}")
 
+#: The header with which the service says it answered with the job an earlier request with
+#: the same Idempotency-Key created.
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class Submitted(dict[str, Any]):
+    """A job as ``submit`` or ``calibrate`` got it back (a dict, as the service's JSON);
+    ``replayed``: the service answered with the job an earlier request with the same
+    idempotency key created, not a new one (a key stays bound to its job whatever its
+    outcome: a failed step sent again with its key gets the failed job back)."""
+
+    replayed: bool = False
+
+
 #: Answers worth asking again: the service or a proxy in front of it is (re)starting.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
@@ -120,7 +134,9 @@ class HwnasClient:
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._call(method, path, **kwargs)
+        return self._parsed(method, path, self._call(method, path, **kwargs))
+
+    def _parsed(self, method: str, path: str, response: httpx.Response) -> Any:
         try:
             return response.json()
         except ValueError:
@@ -149,15 +165,28 @@ class HwnasClient:
         retry_s: float = 0.0,
         pause_s: float = 1.0,
         on_retry: Callable[[ClientError], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Submitted:
         """Submit a search job (the body of ``POST /v1/jobs``); the job as stored (queued).
 
         With ``idempotency_key`` the service stores it once however often it is sent (a
-        retry gets the job the first request created), so a failure that may have stored
-        it (no answer, a 502/503/504) is sent again, every ``pause_s``, for up to
-        ``retry_s`` seconds, before it is raised; ``on_retry`` hears of each failure that
-        differs from the one before. ``retry_s`` without a key is refused: each retry could
-        store another job."""
+        retry gets the job the first request created: ``Submitted.replayed``, whatever that
+        job's status now, a failed one's too), so a failure that may have stored it (no
+        answer, a 502/503/504) is sent again, every ``pause_s``, for up to ``retry_s``
+        seconds, before it is raised; ``on_retry`` hears of each failure that differs from
+        the one before. ``retry_s`` without a key is refused: each retry could store
+        another job."""
+        return self._post_job("/v1/jobs", spec, idempotency_key, retry_s, pause_s, on_retry)
+
+    def _post_job(
+        self,
+        path: str,
+        body: dict[str, Any],
+        idempotency_key: str | None,
+        retry_s: float,
+        pause_s: float,
+        on_retry: Callable[[ClientError], None] | None,
+    ) -> Submitted:
+        """POST a job (a search, a calibration) as ``submit`` says."""
         if retry_s > 0 and idempotency_key is None:
             raise ClientError("retrying a submission needs an idempotency_key")
         if idempotency_key is not None and not _KEY_FORM.fullmatch(idempotency_key):
@@ -169,7 +198,10 @@ class HwnasClient:
         give_up, said = time.monotonic() + retry_s, ""
         while True:
             try:
-                return dict(self._json("POST", "/v1/jobs", json=spec, headers=headers))
+                response = self._call("POST", path, json=body, headers=headers)
+                job = Submitted(self._parsed("POST", path, response))
+                job.replayed = response.headers.get(REPLAYED_HEADER, "").lower() == "true"
+                return job
             except ClientError as exc:
                 if not exc.transient or time.monotonic() + pause_s > give_up:
                     raise
@@ -375,12 +407,21 @@ class HwnasClient:
 
     # -- calibrations -----------------------------------------------------------------------
 
-    def calibrate(self, device: str, body: dict[str, Any]) -> dict[str, Any]:
+    def calibrate(
+        self,
+        device: str,
+        body: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        retry_s: float = 0.0,
+        pause_s: float = 1.0,
+        on_retry: Callable[[ClientError], None] | None = None,
+    ) -> Submitted:
         """Queue a calibration of ``device`` (``supernet``, ``n_samples``, ``seed``,
-        ``kind``); the job, which ``wait`` follows like a search."""
-        return dict(
-            self._json("POST", f"/v1/devices/{_segment(device, 'device')}/calibrations", json=body)
-        )
+        ``kind``); the job, which ``wait`` follows like a search. ``idempotency_key``,
+        ``retry_s``: as ``submit`` (a retried step queued a second calibration: audit 30)."""
+        path = f"/v1/devices/{_segment(device, 'device')}/calibrations"
+        return self._post_job(path, body, idempotency_key, retry_s, pause_s, on_retry)
 
     def calibrations(
         self, device: str, *, supernet: str | None = None, job_id: str | None = None

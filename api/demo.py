@@ -111,6 +111,15 @@ def _checked(spec: dict[str, Any]) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if not get_settings().is_embedded:  # audit 30: a Celery worker ran it, timed elsewhere
+        raise InvalidInput(
+            "hwnas run starts an embedded service of its own, but HWNAS_BROKER_URL is set "
+            "(the distributed mode): its job would go to the workers, while it times the "
+            "latency limit here; on a distributed service use hwnas submit and hwnas wait, "
+            "or unset HWNAS_BROKER_URL (and give hwnas run a database of its own, "
+            "HWNAS_DATABASE_URL)",
+            field="HWNAS_BROKER_URL",
+        )
     check_checkpoints()  # as `hwnas serve` does: a weights setting naming no supernet
     spec = build_spec(args)
     _checked(spec)
@@ -125,7 +134,7 @@ def run_demo(args: argparse.Namespace) -> int:
         keys = parse_api_keys(get_settings().api_keys)  # its own server: any of them
         url = f"http://127.0.0.1:{server.port}"
         client = HwnasClient(url, api_key=keys[0].decode() if keys else None)
-        job = client.submit(spec)
+        job: dict[str, Any] = client.submit(spec)
         print(
             f"job {job['id']}: {spec['strategy']} on {spec['supernet']} for device "
             f"{spec['device']}, constraints {spec['constraints']}, "

@@ -205,6 +205,11 @@ def test_submitting_again_with_a_key_prints_the_job_it_created(server: str) -> N
     first, again = hwnas(server, *args), hwnas(server, *args)
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
     assert first.stdout == again.stdout and len(first.stdout.split()) == 1
+    # said: a re-run of a failed pipeline step with its run id got the failed job back,
+    # silently (audit 30)
+    assert "ci-run-7" not in first.stderr
+    assert f"idempotency key 'ci-run-7' created job {first.stdout.strip()} before (" in again.stderr
+    assert "a key stays bound to its job whatever its outcome" in again.stderr
     other = hwnas(server, *args, "--seed", "3")
     assert other.returncode == 2 and "409" in other.stderr and "ci-run-7" in other.stderr
     empty = hwnas(server, "submit", "--device", "cpu-all", "--idempotency-key", "")
@@ -225,9 +230,14 @@ def test_calibrate_follows_the_job_and_prints_the_stored_version(server: str) ->
     queued = hwnas(server, "calibrate", "cpu-ort", "--no-wait")  # nobody serves cpu-ort
     job = httpx.get(f"{server}/v1/jobs/{queued.stdout.strip()}").json()
     assert job["kind"] == "calibration" and job["status"] == "queued"
-    waited = hwnas(server, "calibrate", "cpu-ort", "--seed", "3", "--timeout", "1")
-    assert waited.returncode == 1 and "still queued after 1.0 s" in waited.stderr
+    assert "no live worker serves device 'cpu-ort'" in queued.stderr  # said (audit 30)
+    args = ("calibrate", "cpu-ort", "--seed", "3", "--timeout", "1", "--idempotency-key", "c-9")
+    waited = hwnas(server, *args)
+    assert waited.returncode == 4 and "still queued after 1.0 s" in waited.stderr  # timed out
     assert json.loads(waited.stdout)["status"] == "queued"
+    again = hwnas(server, *args)  # a retried step: the same calibration, not another one
+    assert json.loads(again.stdout)["id"] == json.loads(waited.stdout)["id"]
+    assert "idempotency key 'c-9' created job" in again.stderr
     refused = hwnas(server, "calibrate", "cpu-1t", "--kind", "oracle")
     assert refused.returncode == 2 and "predictor kind" in refused.stderr
 
@@ -252,7 +262,7 @@ def test_wait_gives_up_after_its_timeout_and_submit_sends_its_options(server: st
     job_id = queued.stdout.strip()
     assert httpx.get(f"{server}/v1/jobs/{job_id}").json()["warm_start"] is False
     waited = hwnas(server, "wait", job_id, "--timeout", "1")
-    assert waited.returncode == 1 and "still queued after 1.0 s" in waited.stderr
+    assert waited.returncode == 4 and "still queued after 1.0 s" in waited.stderr  # not 1
     assert hwnas(server, "pareto", job_id).returncode == 0  # not ended: its front so far
     assert json.loads(waited.stdout)["status"] == "queued"
     outside = hwnas(server, "submit", "--validation-data", "/etc/passwd")

@@ -442,6 +442,28 @@ def test_a_keyed_submission_is_sent_again_after_a_failure_that_may_have_stored_i
         client.submit({}, retry_s=5)
 
 
+def test_a_replayed_job_is_told_from_a_new_one_and_calibrations_are_keyed_too() -> None:
+    """The service's Idempotent-Replayed header was dropped: a pipeline could not tell the
+    failed job a re-run step got back from a new one; calibrations took no key (audit 30)."""
+    sent: list[tuple[str, str | None]] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        sent.append((request.url.path, request.headers.get("idempotency-key")))
+        replayed = {"Idempotent-Replayed": "true"} if len(sent) > 1 else {}
+        return httpx.Response(202, json={"id": "j", "status": "failed"}, headers=replayed)
+
+    client = _served(serve)
+    first = client.submit({}, idempotency_key="run-1")
+    again = client.submit({}, idempotency_key="run-1")
+    assert (first.replayed, again.replayed) == (False, True) and again == {
+        "id": "j",
+        "status": "failed",
+    }
+    calibration = client.calibrate("cpu-1t", {}, idempotency_key="cal-1", retry_s=5)
+    assert calibration.replayed
+    assert sent[-1] == ("/v1/devices/cpu-1t/calibrations", "cal-1")
+
+
 def test_a_key_the_service_would_refuse_is_refused_before_anything_is_sent() -> None:
     sent: list[httpx.Request] = []
     client = _served(lambda request: sent.append(request) or httpx.Response(202, json={}))

@@ -93,6 +93,18 @@ def test_a_recorded_supernet_on_another_device_is_refused_before_anything_starts
     assert "nb201-pixel3" in run.stderr and "job " not in run.stdout
 
 
+def test_run_refuses_the_distributed_mode(tmp_path: Path) -> None:
+    """With HWNAS_BROKER_URL set its job went to a Celery worker while it timed the latency
+    limit here, and it waited for ever where no worker served the device (audit 30)."""
+    env = {**os.environ, "HWNAS_BROKER_URL": "redis://127.0.0.1:1/0"}
+    run = subprocess.run([sys.executable, "-m", "api.cli", "run", "--budget", "3"], env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 2 and run.stdout == ""
+    assert "hwnas run starts an embedded service of its own, but HWNAS_BROKER_URL is set" in (
+        run.stderr
+    )
+
+
 def test_nothing_feasible_exits_3_as_wait_and_pareto_do(tmp_path: Path) -> None:
     run = _hwnas_run(
         tmp_path, "nb201-*", "--supernet", "nb201-cifar10", "--device", "nb201-pixel3",
