@@ -9,6 +9,7 @@ service that restarts or is briefly unreachable (a job survives that: it resumes
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import sys
@@ -33,6 +34,27 @@ _KEY_FORM = re.compile(r"[!-~]{1,255}")
 #: The header with which the service says it answered with the job an earlier request with
 #: the same Idempotency-Key created.
 REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class _LogLines:
+    """When ``wait``'s progress is worth a line of its own where its output is no terminal
+    (a CI log): a new status, each tenth of the budget, or ``EVERY_S`` since the last line;
+    a line per evaluation made 10,000 lines of a 10,000-evaluation job (audit 30)."""
+
+    EVERY_S = 30.0
+
+    def __init__(self) -> None:
+        self.status: str | None = None
+        self.tenth = -1
+        self.at = -math.inf
+
+    def due(self, job: dict[str, Any]) -> bool:
+        tenth = int(10 * float((job.get("progress") or {}).get("fraction") or 0.0))
+        now = time.monotonic()
+        if job["status"] == self.status and tenth == self.tenth and now - self.at < self.EVERY_S:
+            return False
+        self.status, self.tenth, self.at = job["status"], tenth, now
+        return True
 
 
 class Submitted(dict[str, Any]):
@@ -350,6 +372,7 @@ class HwnasClient:
         out = out if out is not None else _Quiet()
         started = time.monotonic()
         last = last_note = said = ""
+        logged = _LogLines()
         failing_since: float | None = None
         while True:
             left = None if timeout_s is None else timeout_s - (time.monotonic() - started)
@@ -366,7 +389,7 @@ class HwnasClient:
                 if str(exc) != said:  # once per distinct failure, on a line of its own
                     out.write(("\n" if last else "") + f"{exc}; trying again\n")
                     out.flush()
-                    last, said = "", str(exc)
+                    last, said, logged = "", str(exc), _LogLines()
                 pause = max(poll_s, 1.0)
                 time.sleep(pause if left is None else min(pause, left))
                 continue
@@ -376,10 +399,11 @@ class HwnasClient:
             note = message if waits else ""  # a running job waits when its worker died
             if note and note != last_note:  # why it waits: once, on a line of its own
                 out.write(("\n" if last else "") + note + "\n")
-                last, last_note = "", note
+                last, last_note, logged = "", note, _LogLines()  # the bar again after it
             line = _progress_line(job)
-            if line != last:  # redraw only on change: logs of a pipeline stay short
-                redraw = "\r\x1b[K" if out.isatty() else "\n" if last else ""
+            terminal = out.isatty()
+            if line != last and (terminal or logged.due(job)):  # redrawn on change; a log
+                redraw = "\r\x1b[K" if terminal else "\n" if last else ""  # gets fewer lines
                 out.write(redraw + line)
                 out.flush()
                 last = line

@@ -78,6 +78,26 @@ def test_wait_in_a_pipeline_log_writes_one_line_per_change() -> None:
     assert lines[0] == WAITING and len(lines) == 4 and "\r" not in out.getvalue()
 
 
+def test_wait_in_a_pipeline_log_writes_a_line_per_tenth_of_the_budget_not_per_evaluation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """44 lines for a 40-evaluation job: a 10,000-evaluation one made 10,000 (audit 30)."""
+
+    def logged() -> list[str]:
+        states = [_job("queued", 0), *(_job("running", i) for i in range(1, 40))]
+        states.append(_job("succeeded", 40))
+        for state in states:
+            state["progress"].update(budget=40, fraction=state["progress"]["evaluations_done"] / 40)
+        out = io.StringIO()
+        Scripted(states).wait("j1", poll_s=0, out=out)
+        return out.getvalue().splitlines()
+
+    lines = logged()
+    assert len(lines) == 12 and " 40/40 succeeded " in lines[-1]  # queued, 1/40, each tenth
+    monkeypatch.setattr("api.client._LogLines.EVERY_S", 0.0)  # and every EVERY_S
+    assert len(logged()) == 41
+
+
 def test_wait_says_once_that_a_running_jobs_worker_died_and_when_it_goes_on() -> None:
     died = "waiting: its worker stopped heartbeating at 2026-12-06 03:00:00 UTC; ..."
     states = [_job("running", 1, "warm start: 2"), _job("running", 1, f"{died}; warm start: 2"),
