@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from alembic import context
 from core.settings import get_settings
-from store.db import MIGRATION_LOCK, ensure_sqlite_dir, sqlite_database
+from store.db import MIGRATED_FROM, MIGRATION_LOCK, ensure_sqlite_dir, sqlite_database
 from store.tables import Base
 
 log = logging.getLogger("alembic.env")
@@ -123,6 +123,9 @@ def run_migrations() -> None:
                     lambda: bool(connection.execute(lock, {"key": MIGRATION_LOCK}).scalar()),
                     make_url(url).render_as_string(hide_password=True),
                 )
+            # read under the lock: another migration that held it has committed by now (two
+            # db-upgrade runs both said they migrated from none: audit 30)
+            context.config.attributes[MIGRATED_FROM] = context.get_context().get_current_revision()
             context.run_migrations()
     engine.dispose()
 

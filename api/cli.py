@@ -691,15 +691,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     url = settings.database_url
-    try:
-        engine = make_engine(url)
-        try:
-            before: str | None = current_revision(engine)
-        finally:
-            engine.dispose()
-    except Exception:  # a URL it cannot use, a database away: the migration says why, below
-        before = "?"
-    upgrade(url, wait_s=settings.migration_wait_s)
+    before = upgrade(url, wait_s=settings.migration_wait_s)  # read under the migration lock
     engine = make_engine(url)
     try:
         after = current_revision(engine)

@@ -650,12 +650,18 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, *, wait_s: float | None = None) -> None:
+#: The key under which ``alembic/env.py`` leaves the revision it found, read under the
+#: migration lock (``upgrade``'s answer).
+MIGRATED_FROM = "hwnas_migrated_from"
+
+
+def upgrade(url: str, *, wait_s: float | None = None) -> str | None:
     """``alembic upgrade head`` on ``url`` (a SQLite file's folder is made first, as
-    ``make_engine`` does). A database it cannot reach or migrate (no server, no driver, a
-    revision this code does not know, a folder it cannot make, another process's migration
-    still running after ``wait_s`` seconds: by default ``HWNAS_MIGRATION_WAIT_S``) is
-    ``ServiceUnavailable``."""
+    ``make_engine`` does); the revision the database was at, as read under the migration
+    lock (None: a fresh database). A database it cannot reach or migrate (no server, no
+    driver, a revision this code does not know, a folder it cannot make, another process's
+    migration still running after ``wait_s`` seconds: by default
+    ``HWNAS_MIGRATION_WAIT_S``) is ``ServiceUnavailable``."""
     try:
         if url.startswith("sqlite"):
             ensure_sqlite_dir(url)
@@ -664,6 +670,8 @@ def upgrade(url: str, *, wait_s: float | None = None) -> None:
         command.upgrade(config, "head")
     except (SQLAlchemyError, CommandError, ImportError, OSError) as exc:
         raise _database_problem("cannot migrate", url, exc) from exc
+    found: str | None = config.attributes.get(MIGRATED_FROM)
+    return found
 
 
 def _shown(url: URL) -> str:

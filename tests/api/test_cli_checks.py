@@ -3,8 +3,13 @@ stderr and exit code 2, not a traceback per process or a worker that fails every
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -268,6 +273,24 @@ def test_db_upgrade_makes_the_folder_of_a_new_sqlite_file(
     assert (
         capsys.readouterr().out == f"database at head: schema revision {head}, nothing to migrate\n"
     )
+
+
+def test_two_db_upgrades_at_once_say_that_one_migrated(tmp_path: Path) -> None:
+    """Both read the revision before waiting for the other's migration and both said they
+    migrated from none (audit 30): it is read under the migration lock now."""
+    database = tmp_path / "both.db"
+    env = {**os.environ, "HWNAS_DATABASE_URL": f"sqlite:///{database}"}
+    command = [sys.executable, "-m", "api.cli", "db-upgrade"]
+    with open(f"{database}.migrate-lock", "w") as lock:  # held as another migration holds it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runs = [
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+        ]
+        time.sleep(6)  # both started, read what they read before the lock, and wait on it
+    said = sorted(run.communicate(timeout=120)[0] for run in runs)
+    assert [run.returncode for run in runs] == [0, 0]
+    assert said[0].startswith("database at head: schema revision ")
+    assert said[1].startswith("database migrated from schema revision (none) to ")
 
 
 @pytest.mark.parametrize("command", [["db-upgrade"], ["serve", "--port", "1"]])
