@@ -39,7 +39,14 @@ def _health(factory: FactoryDep, dispatcher: DispatcherDep, request: Request) ->
     with reading(factory) as connection:
         revision = schema_revision(connection)
     head, known = request.app.state.schema_head, request.app.state.schema_known
+    served = sorted(dispatcher.served_devices())  # first: it asks the broker, problems() tells
     problems = dispatcher.problems()
+    distributed = not request.app.state.settings.is_embedded  # its workers are all there is
+    if distributed and not served and not problems:  # a broker away says why already
+        problems.append(  # "ok" with no worker at all: a pipeline's gate passed (audit 30)
+            "no live worker serves any device: jobs are accepted and wait queued until one "
+            "does (hwnas worker --devices ...)"
+        )
     if revision != head and (revision is None or revision in known):
         raise ServiceUnavailable(
             f"the database's schema is at revision {revision or '(none)'}, this server runs "
@@ -53,7 +60,7 @@ def _health(factory: FactoryDep, dispatcher: DispatcherDep, request: Request) ->
     problems.extend(low_space(request.app.state.settings))
     return {
         "status": "degraded" if problems else "ok",
-        "devices_served": sorted(dispatcher.served_devices()),
+        "devices_served": served,
         "problems": problems,
     }
 

@@ -215,6 +215,9 @@ def test_a_busy_worker_still_serves_its_device(stack: dict[str, Any]) -> None:
             wait_for(client, job_id, until={"cancelled"}, timeout_s=120)
     # A worker that stopped withdraws its devices at once.
     assert _served_when_seen(client, "cpu-all", timeout_s=8)["cpu-1t"] is False
+    health = client.get("/healthz").json()  # "ok" with no worker at all (audit 30)
+    assert health["status"] == "degraded" and health["devices_served"] == []
+    assert health["problems"][0].startswith("no live worker serves any device")
 
 
 @pytest.mark.parametrize(
