@@ -136,19 +136,21 @@ def latency_predictor_for(
     """The newest stored predictor of (supernet, device) that ``trusted_as_prior``, ready to
     call, with the newer ones it passed over; the newest of all when none is (the caller
     says why it is not used); None if the pair was never calibrated. A poor calibration
-    stored after a good one no longer turns the screening off."""
+    stored after a good one no longer turns the screening off. Only versions that timed the
+    supernet's code as it is now count (``InvalidInput`` where there is none)."""
+    with transaction(factory) as session:
+        if not q.predictor_versions(session, supernet_name, device_id):
+            return None  # never calibrated: nothing built for it
     supernet = get_supernet(supernet_name)
     codes = (supernet.code_fingerprint(), *earlier_code_versions(type(supernet)))
     with transaction(factory) as session:
         versions = q.predictor_versions(session, supernet_name, device_id, codes)
         if not versions:
-            if q.predictor_versions(session, supernet_name, device_id):
-                raise InvalidInput(
-                    f"every latency predictor stored for {supernet_name} on {device_id} was "
-                    "calibrated with other code of it than it has now (its version, or the "
-                    "text of its source, changed: docs/plugins.md): calibrate it again"
-                )
-            return None
+            raise InvalidInput(
+                f"every latency predictor stored for {supernet_name} on {device_id} was "
+                "calibrated with other code of it than it has now (its version, or the "
+                "text of its source, changed: docs/plugins.md): calibrate it again"
+            )
         trusted = [version for version, metrics in versions if trusted_as_prior(metrics)]
         version = trusted[0] if trusted else versions[0][0]
         payload = q.get_predictor(session, supernet_name, device_id, version).payload
