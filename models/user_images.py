@@ -344,17 +344,19 @@ def _decode(data: bytes, image_format: ImageFormat, name: str) -> np.ndarray:
     return np.array(fitted, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
 
 
-#: Pillow's modes of grey images deeper than 8 bits (16-bit PNG and TIFF): its ``convert``
-#: clips their values to 255 (a 16-bit mid-grey became white: audit 30).
-_WIDE_GREY = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+#: Pillow's modes of 16-bit grey images (PNG, TIFF): its ``convert`` clips their values to
+#: 255 (a 16-bit mid-grey became white: audit 30). Mode ``I`` (32-bit integers: a 16-bit
+#: PGM, some TIFFs) is taken as 16-bit where a value is over 255, else as 8-bit values.
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
     """``image``, a 16-bit grey one scaled to 8 bits (value / 257, rounded: 65535 -> 255)."""
-    if image.mode not in _WIDE_GREY:
+    if image.mode not in _SIXTEEN_BIT and image.mode != "I":
         return image
     wide = np.asarray(image, dtype=np.float64)
-    return Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
+    scale = 257.0 if image.mode in _SIXTEEN_BIT or wide.max(initial=0) > 255 else 1.0
+    return Image.fromarray(np.clip(np.rint(wide / scale), 0, 255).astype(np.uint8), mode="L")
 
 
 def image_file_stage(image_format: ImageFormat) -> dict[str, Any]:
