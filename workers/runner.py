@@ -429,6 +429,7 @@ class JobRunner:
             self._note(job_id, f"resumed after {q.counted(done, 'measured evaluation')}")
         retrying: dict[str, str] = spec.get(q.RETRYING, {})
         anchored: list[dict[str, float]] = []  # the anchors this run measured
+        anchor_failed = False  # then the cheapest may be missing from them
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
         while lease == "held" and done < plan.budget:
             if self.stop.is_set():
@@ -443,6 +444,7 @@ class JobRunner:
                 measurement = plan.evaluator.measure(arch, plan.known.get(key))
             except Exception as exc:
                 anchor = plan.strategy.is_initial(arch)
+                anchor_failed = anchor_failed or anchor
                 skipped = self._skipped(
                     job_id, plan.failures, key, exc, done, reused=reused, anchor=anchor,
                     retried_from=retrying.get(key),
@@ -463,7 +465,7 @@ class JobRunner:
                 done += 1
                 if anchor:
                     anchored.append(measurement.metrics)
-                    if not plan.strategy.initial_left and (
+                    if not (plan.strategy.initial_left or anchor_failed) and (
                         unreachable := out_of_reach(anchored, plan.constraints)
                     ):
                         self._note(job_id, unreachable)
