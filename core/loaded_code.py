@@ -55,6 +55,20 @@ def remember(modules: Iterable[ModuleType]) -> None:
                 _AS_LOADED.setdefault(module.__name__, found)
 
 
+def remember_files(files: Mapping[str, Path]) -> None:
+    """Keep the digest of each module's file of ``files`` (module name -> path), as read
+    now, replacing one remembered before: at a plugin's registration, the code this process
+    loaded or will load (a plugin reloaded and registered again was refused by the children
+    under its old digest: review 30)."""
+    for name, path in files.items():
+        try:
+            found = hashlib.blake2b(path.read_bytes(), digest_size=12).hexdigest()
+        except OSError:
+            continue
+        with _lock:
+            _AS_LOADED[name] = found
+
+
 def as_loaded() -> dict[str, str]:
     """The digests remembered, by module name (sent with each request to a child)."""
     with _lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import numbers
 import os
 import site
@@ -33,6 +34,7 @@ from core import loaded_code
 from core.errors import InvalidInput
 
 Arch = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ class Supernet(ABC):
     #: ``validation_data``, resolved), set by ``models.registry``; None for the supernet's
     #: own data. An export's card says how an image file became its input where it is a
     #: directory of images (``models.export.architecture_card``).
-    data_path: Path | None = None
+    given_data: Path | None = None
 
     @abstractmethod
     def space(self) -> dict[str, list[Any]]:
@@ -333,8 +335,8 @@ def code_version(cls: type) -> str | None:
         )
         if own or issubclass(klass, Supernet):  # not a library's base (torch's Module)
             sources.append(source)
-    modules = _plugin_modules(cls) if sources else []
-    loaded_code.remember(modules)
+    code = _plugin_code(cls) if sources else {}
+    loaded_code.remember_files(code)  # for the child processes' check
     version = getattr(cls, "version", None)
     earlier = None
     if isinstance(version, str | int | float) and not isinstance(version, bool):
@@ -342,7 +344,7 @@ def code_version(cls: type) -> str | None:
     elif not sources:
         found = None
     else:
-        files = [path for path in _module_files(modules) if path not in sources]
+        files = sorted({path.resolve() for path in code.values()} - set(sources))
         found = f"source {files_digest([*sources, *files])}"
         if files:  # how hwnas hashed it before session 30: its jobs stay exportable
             earlier = f"source {files_digest(sources)}"
@@ -361,39 +363,26 @@ def earlier_code_versions(cls: type) -> tuple[str, ...]:
     return () if earlier is None else (earlier,)
 
 
-#: hwnas's own packages (the folders beside ``models``): never a plugin's modules.
+#: hwnas's own packages: never a plugin's code (a plugin package beside them in a checkout
+#: is, review 30).
 _OWN_PACKAGES = tuple(
-    folder for folder in _OWN_CODE.parent.iterdir() if (folder / "__init__.py").is_file()
+    _OWN_CODE.parent / name
+    for name in ("api", "core", "hardware_profiles", "models", "search", "store", "workers")
 )
 
 
 def _plugin_modules(cls: type) -> list[ModuleType]:
-    """The modules of the plugin that defines ``cls``, loaded now: every module of its
-    package (the outermost regular package its module is in: not a namespace package,
-    whose other parts are other distributions'), or, for a module of its own (not in a
-    package), that module and the modules beside it that it names (``import layers``,
+    """The modules of the plugin that defines ``cls`` (for a module of its own, not in a
+    package): that module and the modules beside it that it names (``import layers``,
     ``from layers import Block``), unless it lies among installed libraries, whose modules
-    beside it are other libraries'. None of hwnas's own."""
-    parts = cls.__module__.split(".")
-    root = None
-    for end in range(1, len(parts) + 1):
-        candidate = sys.modules.get(".".join(parts[:end]))
-        if candidate is not None and loaded_code.source_file(candidate) is not None:
-            root = candidate
-            break
+    beside it are other libraries'; for a package, its root module alone (its files are
+    ``_package_files``). None of hwnas's own."""
+    root = _plugin_root(cls)
     root_file = None if root is None else loaded_code.source_file(root)
-    if root is None or root_file is None or _is_own(root_file):
+    if root is None or root_file is None:
         return []
-    if hasattr(root, "__path__"):  # a package: all of it
-        prefix = f"{root.__name__}."
-        return [
-            module
-            for name, module in sorted(sys.modules.copy().items())
-            if (name == root.__name__ or name.startswith(prefix))
-            and isinstance(module, ModuleType)  # not an import blocked by a None
-        ]
     folder = root_file.resolve().parent
-    if folder in _library_folders():
+    if hasattr(root, "__path__") or folder in _library_folders():
         return [root]
     named = []
     for value in vars(root).values():
@@ -406,15 +395,63 @@ def _plugin_modules(cls: type) -> list[ModuleType]:
     return [root, *sorted(set(named) - {root}, key=lambda module: module.__name__)]
 
 
+def _plugin_root(cls: type) -> ModuleType | None:
+    """The outermost regular package ``cls``'s module is in (a namespace package's other
+    parts are other distributions'), or that module where it is in none; None for hwnas's
+    own, or a module without a source file."""
+    parts = cls.__module__.split(".")
+    for end in range(1, len(parts) + 1):
+        candidate = sys.modules.get(".".join(parts[:end]))
+        path = None if candidate is None else loaded_code.source_file(candidate)
+        if path is not None:
+            return None if _is_own(path) else candidate
+    return None
+
+
+def _package_files(root: ModuleType) -> dict[str, Path]:
+    """The Python files of the package ``root`` on disk, by module name (hidden folders and
+    ``__pycache__`` aside): all of them, whichever were imported first (the modules loaded
+    at registration depended on the order plugins were named in: review 30)."""
+    top = Path(next(iter(getattr(root, "__path__", [])), "")).resolve()
+    if not top.is_dir():
+        return {}
+    found = {}
+    for folder, folders, files in os.walk(top):
+        folders[:] = sorted(f for f in folders if not f.startswith(".") and f != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py") and not name.startswith("."):
+                path = Path(folder, name)
+                parts = path.relative_to(top).with_suffix("").parts
+                parts = parts[:-1] if parts[-1] == "__init__" else parts
+                found[".".join((root.__name__, *parts))] = path
+    return found
+
+
 def _is_own(path: Path) -> bool:
     resolved = path.resolve()
     return any(resolved.is_relative_to(folder) for folder in _OWN_PACKAGES)
 
 
-def _module_files(modules: Iterable[ModuleType]) -> list[Path]:
-    """The source files of ``modules`` (those that have one), resolved, sorted, once each."""
-    files = {loaded_code.source_file(module) for module in modules}
-    return sorted({path.resolve() for path in files if path is not None})
+def _plugin_code(cls: type) -> dict[str, Path]:
+    """The plugin's Python files by module name (``_plugin_modules``, ``_package_files``),
+    those that can be read now: one gone from disk (generated, deleted since its import) is
+    left out, with a warning, not a refusal of every supernet (review 30)."""
+    root = _plugin_root(cls)
+    files = {
+        module.__name__: path
+        for module in _plugin_modules(cls)
+        if (path := loaded_code.source_file(module)) is not None
+    }
+    if root is not None and hasattr(root, "__path__"):
+        files.update(_package_files(root))
+    readable = {}
+    for name, path in files.items():
+        if path.is_file() and os.access(path, os.R_OK):
+            readable[name] = path
+        else:
+            log.warning("plugin %s: %s cannot be read: its code fingerprint leaves it out",
+                        cls.__name__, path)  # fmt: skip
+    return readable
 
 
 def _library_folders() -> set[Path]:

@@ -185,7 +185,7 @@ def _input_of(supernet: Supernet, arch: Arch) -> dict[str, Any]:
     (``image_file``, and first in ``preprocess``)."""
     spec = asdict(supernet.input_spec(arch))
     image_format = supernet.image_format()
-    if supernet.data_path is None or image_format is None or not supernet.data_path.is_dir():
+    if supernet.given_data is None or image_format is None or not supernet.given_data.is_dir():
         return spec
     stage = image_file_stage(image_format)
     spec["image_file"] = {key: value for key, value in stage.items() if key != "text"}

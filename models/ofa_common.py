@@ -447,8 +447,8 @@ class OFASupernet(SlicedSupernet):
     def _calibrates(self) -> bool:
         """Whether the validation data holds calibration images (a directory's ``_calib``
         folder looked up, not its images decoded)."""
-        if self.data_path is not None and self.data_path.is_dir():
-            return (self.data_path / CALIB_DIR).is_dir()
+        if self.given_data is not None and self.given_data.is_dir():
+            return (self.given_data / CALIB_DIR).is_dir()
         return self._data.calib is not None
 
     @abstractmethod

@@ -202,7 +202,8 @@ def _given(instance: Supernet, weights: Mapping[str, str], *data: Path) -> Super
     """``instance``, told the files it was built with (``Supernet.given_files``: what its
     fingerprint hashes when it gives no ``quality_inputs``)."""
     instance.given_files = (*(Path(path) for path in weights.values()), *data)
-    instance.data_path = data[0] if data else None
+    if data:  # else a plugin's own attribute of that name stands, if it has one
+        instance.given_data = data[0]
     return instance
 
 

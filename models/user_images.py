@@ -373,7 +373,8 @@ def image_file_stage(image_format: ImageFormat) -> dict[str, Any]:
         "centre_crop": size,
         "text": (
             f"the image file decoded with Pillow (first frame; EXIF orientation not applied; "
-            f"transparency dropped, not composited; 16-bit grey scaled by 1/257), converted "
+            "transparency dropped, not composited; 16-bit grey scaled by 1/257, 32-bit "
+            f"integer grey too where a value is over 255), converted "
             f"to {mode}, its shorter side resized to {size} (Image.resize, BILINEAR; the other "
             f"side {size} * long // short) unless it is {size} x {size} already, centre crop "
             f"{size} x {size} (offsets rounded down), as 0..255 values"

@@ -31,3 +31,15 @@ def test_a_module_is_remembered_as_first_read_and_compared_by_its_file(module: M
     assert loaded_code.as_loaded() == first and loaded_code.changed(first) == []
     other = {"lc_plugin": "0" * 24, "not_loaded_here": "1" * 24}
     assert loaded_code.changed(other) == [str(module.__file__)]  # the one loaded here only
+
+
+def test_a_registration_replaces_what_was_remembered(module: ModuleType) -> None:
+    """A plugin reloaded and registered again was refused by the child processes under
+    the digest of its first load (review 30)."""
+    path = Path(module.__file__ or "")
+    loaded_code.remember([module])
+    first = loaded_code.as_loaded()["lc_plugin"]
+    path.write_text("VALUE = 3\n")  # reloaded: registered again
+    loaded_code.remember_files({"lc_plugin": path})
+    assert loaded_code.as_loaded()["lc_plugin"] != first
+    assert loaded_code.changed({"lc_plugin": loaded_code.as_loaded()["lc_plugin"]}) == []

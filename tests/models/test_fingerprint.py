@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import models.base as models_base
 from core import loaded_code
 from core.settings import get_settings
 from models import registry
@@ -357,3 +358,37 @@ def test_a_single_module_plugin_s_mixin_beside_it_is_its_code(
         for name in ("sib_net", "sib_mixin"):
             sys.modules.pop(name, None)
     assert hashed == [[(tmp_path / "sib_net.py").resolve(), (tmp_path / "sib_mixin.py").resolve()]]
+
+
+def test_a_package_plugin_s_code_is_its_files_whatever_was_imported_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The modules of the package loaded at registration were hashed: naming another plugin
+    of the package first changed the fingerprint, no file changed (review 30); a module's
+    file gone since its import failed every supernet's registration (review 30)."""
+    package = tmp_path / "pkgl"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "layers.py").write_text("class Block:\n    pass\n")
+    (package / "other.py").write_text("X = 1\n")  # another plugin's module, or a helper
+    (package / "net.py").write_text(_NET_USING_LAYERS.format(layers="pkgl.layers"))
+    alone = code_version(_import_fresh(monkeypatch, tmp_path, "pkgl.net").Net)
+    _import_fresh(monkeypatch, tmp_path, "pkgl.other")
+    after_other = code_version(importlib.import_module("pkgl.net").Net)
+    assert alone == after_other
+    assert set(loaded_code.as_loaded()) >= {"pkgl", "pkgl.layers", "pkgl.other", "pkgl.net"}
+    (tmp_path / "solo_layers.py").write_text("class Block:\n    pass\n")
+    (tmp_path / "solo_net.py").write_text(_NET_USING_LAYERS.format(layers="solo_layers"))
+    solo = _import_fresh(monkeypatch, tmp_path, "solo_net").Net
+    (tmp_path / "solo_layers.py").unlink()  # imported, then gone (a generated module)
+    with caplog.at_level("WARNING", logger="models.base"):
+        assert code_version(solo) is not None  # it failed every supernet's registration
+    assert "solo_layers.py cannot be read: its code fingerprint leaves it out" in caplog.text
+
+
+def test_only_hwnas_s_own_packages_are_its_code(tmp_path: Path) -> None:
+    """Every folder with an __init__.py beside models/ was taken for hwnas's own: a plugin
+    package put in the checkout (a Docker image's /app/myplug) was hashed as nothing."""
+    checkout = Path(models_base.__file__).resolve().parent.parent
+    assert models_base._is_own(checkout / "models" / "base.py")
+    assert not models_base._is_own(checkout / "myplug" / "net.py")
