@@ -140,7 +140,7 @@ def sqlite_database(url: str) -> Path | None:
         if parsed.query.get("mode") == "memory":
             return None
         database = unquote(urlsplit(database).path)  # file:x.db, file:/x.db, file:///x.db
-    return Path(database) if database else None
+    return Path(database) if database not in ("", ":memory:") else None  # file::memory:
 
 
 def ensure_sqlite_dir(url: str) -> None:

@@ -118,6 +118,7 @@ def test_sqlite_s_uri_form_names_its_file(tmp_path: Path) -> None:
     assert sqlite_database("sqlite:///file:var/x.db?mode=rwc&uri=true") == Path("var/x.db")
     assert sqlite_database("sqlite:///file:///abs/x%20y.db?uri=true") == Path("/abs/x y.db")
     assert sqlite_database("sqlite:///file:m?mode=memory&uri=true") is None
+    assert sqlite_database("sqlite:///file::memory:?cache=shared&uri=true") is None
     assert sqlite_database("sqlite:///file:x.db") == Path("file:x.db")  # no uri: a name
     database = tmp_path / "uri.db"
     url = f"sqlite:///file:{database}?mode=rwc&uri=true"
