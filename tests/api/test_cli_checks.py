@@ -454,6 +454,8 @@ def test_a_weights_setting_that_names_no_supernet_is_refused(
 ) -> None:
     """A typo (``fmnist_ofa_cnn=`` for ``fmnist-ofa-cnn=``) was ignored: the supernet was
     searched with its built-in or random weights, and nothing said so (plugin probe)."""
+    if command == ["run"]:  # embedded only: a broker is refused first
+        _set(env, HWNAS_BROKER_URL="")
     _set(env, HWNAS_SUPERNET_CHECKPOINTS="fmnist_ofa_cnn=/ckpt/trained.pt")
     err = _refused(command, capsys)
     assert (
