@@ -411,19 +411,27 @@ def _plugin_root(cls: type) -> ModuleType | None:
 def _package_files(root: ModuleType) -> dict[str, Path]:
     """The Python files of the package ``root`` on disk, by module name (hidden folders and
     ``__pycache__`` aside): all of them, whichever were imported first (the modules loaded
-    at registration depended on the order plugins were named in: review 30)."""
-    top = Path(next(iter(getattr(root, "__path__", [])), "")).resolve()
-    if not top.is_dir():
-        return {}
-    found = {}
-    for folder, folders, files in os.walk(top):
-        folders[:] = sorted(f for f in folders if not f.startswith(".") and f != "__pycache__")
-        for name in sorted(files):
-            if name.endswith(".py") and not name.startswith("."):
-                path = Path(folder, name)
-                parts = path.relative_to(top).with_suffix("").parts
-                parts = parts[:-1] if parts[-1] == "__init__" else parts
-                found[".".join((root.__name__, *parts))] = path
+    at registration depended on the order plugins were named in: review 30), in each folder
+    of its ``__path__``, through links to folders (each real folder once)."""
+    found: dict[str, Path] = {}
+    walked: set[str] = set()
+    for entry in getattr(root, "__path__", []):
+        top = Path(entry)
+        if not top.is_dir():
+            continue
+        for folder, folders, files in os.walk(top, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in walked:  # a loop, or a folder reached twice
+                folders.clear()
+                continue
+            walked.add(real)
+            folders[:] = sorted(f for f in folders if not f.startswith(".") and f != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(".py") and not name.startswith("."):
+                    path = Path(folder, name)
+                    parts = path.relative_to(top).with_suffix("").parts
+                    parts = parts[:-1] if parts[-1] == "__init__" else parts
+                    found.setdefault(".".join((root.__name__, *parts)), path)
     return found
 
 

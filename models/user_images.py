@@ -345,8 +345,9 @@ def _decode(data: bytes, image_format: ImageFormat, name: str) -> np.ndarray:
 
 
 #: Pillow's modes of 16-bit grey images (PNG, TIFF): its ``convert`` clips their values to
-#: 255 (a 16-bit mid-grey became white: audit 30). Mode ``I`` (32-bit integers: a 16-bit
-#: PGM, some TIFFs) is taken as 16-bit where a value is over 255, else as 8-bit values.
+#: 255 (a 16-bit mid-grey became white: audit 30). Mode ``I`` (32-bit integers) is 16-bit
+#: from a PGM (Pillow scales a maxval over 255 to 65535), and taken as 16-bit elsewhere (a
+#: TIFF) where a value is over 255, else as 8-bit values.
 _SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 
@@ -355,7 +356,8 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     if image.mode not in _SIXTEEN_BIT and image.mode != "I":
         return image
     wide = np.asarray(image, dtype=np.float64)
-    scale = 257.0 if image.mode in _SIXTEEN_BIT or wide.max(initial=0) > 255 else 1.0
+    sixteen = image.mode in _SIXTEEN_BIT or image.format == "PPM"  # a dark PGM: 16-bit too
+    scale = 257.0 if sixteen or wide.max(initial=0) > 255 else 1.0
     return Image.fromarray(np.clip(np.rint(wide / scale), 0, 255).astype(np.uint8), mode="L")
 
 

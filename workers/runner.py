@@ -428,8 +428,10 @@ class JobRunner:
         if done:
             self._note(job_id, f"resumed after {q.counted(done, 'measured evaluation')}")
         retrying: dict[str, str] = spec.get(q.RETRYING, {})
-        anchored: list[dict[str, float]] = []  # the anchors this run measured
-        anchor_failed = False  # then the cheapest may be missing from them
+        # the anchors measured so far (by an earlier run, or copied by a warm start) ...
+        anchored = [e.metrics for e in stored if plan.strategy.is_initial(e.arch)]
+        # ... and whether one failed: then the cheapest may be missing from them
+        anchor_failed = any(entry.get("anchor") for entry in spec.get(q.FAILED, []))
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
         while lease == "held" and done < plan.budget:
             if self.stop.is_set():

@@ -377,6 +377,14 @@ def test_a_package_plugin_s_code_is_its_files_whatever_was_imported_first(
     after_other = code_version(importlib.import_module("pkgl.net").Net)
     assert alone == after_other
     assert set(loaded_code.as_loaded()) >= {"pkgl", "pkgl.layers", "pkgl.other", "pkgl.net"}
+    (tmp_path / "elsewhere").mkdir()  # a sub-package linked in: its files are the plugin's
+    (tmp_path / "elsewhere" / "__init__.py").write_text("")
+    (tmp_path / "elsewhere" / "blocks.py").write_text("Y = 1\n")
+    (package / "linked").symlink_to(tmp_path / "elsewhere")
+    with_link = code_version(_import_fresh(monkeypatch, tmp_path, "pkgl.net").Net)
+    assert "pkgl.linked.blocks" in loaded_code.as_loaded() and with_link != alone
+    (tmp_path / "elsewhere" / "blocks.py").write_text("Y = 2\n")
+    assert code_version(_import_fresh(monkeypatch, tmp_path, "pkgl.net").Net) != with_link
     (tmp_path / "solo_layers.py").write_text("class Block:\n    pass\n")
     (tmp_path / "solo_net.py").write_text(_NET_USING_LAYERS.format(layers="solo_layers"))
     solo = _import_fresh(monkeypatch, tmp_path, "solo_net").Net

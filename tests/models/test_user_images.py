@@ -366,12 +366,14 @@ def test_16_bit_grey_images_are_scaled_and_a_byte_order_mark_is_no_class_name(
     write_image(root / "deep" / "a" / "0.png", (7,))
     eight_in_32 = np.full((12, 12), 200, np.int32)  # mode I: 8-bit values kept as they are
     Image.fromarray(eight_in_32, mode="I").save(root / "deep" / "a" / "1.tif")
+    dark = np.full((12, 12), 2570, np.uint16)  # a dark 16-bit PGM: Pillow's mode I, scaled
+    Image.fromarray(dark).save(root / "deep" / "a" / "2.pgm")  # (review 30b: read as 8-bit)
     (root / "deep" / "classes.txt").write_bytes("\ufeffb\r\na\r\n".encode())
     loaded = load_user_data("deep", image_format=GREY8)
     assert loaded.classes == ("b", "a")
-    pixels = sorted(zip(loaded.labels.tolist(), loaded.inputs.reshape(3, -1)[:, 0].tolist(),
+    pixels = sorted(zip(loaded.labels.tolist(), loaded.inputs.reshape(4, -1)[:, 0].tolist(),
                         strict=True))  # fmt: skip
-    assert pixels == [(0, 128), (1, 7), (1, 200)]  # b: 32896 / 257 = 128, not 255
+    assert pixels == [(0, 128), (1, 7), (1, 10), (1, 200)]  # b: 32896 / 257 = 128, not 255
 
 
 def test_class_directories_of_the_model_s_classes_in_sorted_order_are_refused(
