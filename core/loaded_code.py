@@ -32,25 +32,22 @@ def source_file(module: ModuleType) -> Path | None:
     return Path(file)
 
 
-def _source_digest(module: ModuleType) -> str | None:
-    path = source_file(module)
+def _digest(path: Path | None) -> str | None:
+    """A digest of the file at ``path``; None where there is none to read (gone since)."""
     if path is None:
         return None
     try:
         return hashlib.blake2b(path.read_bytes(), digest_size=12).hexdigest()
-    except OSError:  # gone since: nothing to compare
+    except OSError:
         return None
 
 
 def remember(modules: Iterable[ModuleType]) -> None:
     """Keep the source digest of each of ``modules`` not remembered yet: the code this
-    process runs, read as close to its import as the caller can (at a plugin's
-    registration; in a child, when a request first needs the module)."""
+    process runs, read as close to its import as the caller can (in a child, when a
+    request first needs the module)."""
     for module in modules:
-        if module.__name__ in _AS_LOADED:
-            continue
-        found = _source_digest(module)
-        if found is not None:
+        if module.__name__ not in _AS_LOADED and (found := _digest(source_file(module))):
             with _lock:
                 _AS_LOADED.setdefault(module.__name__, found)
 
@@ -61,12 +58,9 @@ def remember_files(files: Mapping[str, Path]) -> None:
     loaded or will load (a plugin reloaded and registered again was refused by the children
     under its old digest: review 30)."""
     for name, path in files.items():
-        try:
-            found = hashlib.blake2b(path.read_bytes(), digest_size=12).hexdigest()
-        except OSError:
-            continue
-        with _lock:
-            _AS_LOADED[name] = found
+        if found := _digest(path):
+            with _lock:
+                _AS_LOADED[name] = found
 
 
 def as_loaded() -> dict[str, str]:

@@ -279,14 +279,11 @@ class Supernet(ABC):
         return fingerprint
 
     def code_fingerprint(self) -> str | None:
-        """What tells the code that gives the metrics (``code_version`` of the class),
-        computed once per instance: a fixed ``evaluate`` left its buggy accuracies to the
+        """What tells the code that gives the metrics (``code_version`` of the class, read
+        once per class): a fixed ``evaluate`` left its buggy accuracies to the
         next job's warm start (audit 29). None for hwnas's own supernets without a
         ``version``: their jobs are matched by ``fingerprint`` alone, as before."""
-        if "_code_fingerprint" not in self.__dict__:
-            self.__dict__["_code_fingerprint"] = code_version(type(self))
-        code: str | None = self.__dict__["_code_fingerprint"]
-        return code
+        return code_version(type(self))
 
     def quality_warning(self) -> str | None:
         """What makes the quality metrics (accuracy) this instance measures meaningless, if
@@ -316,11 +313,17 @@ def code_version(cls: type) -> str | None:
     it derives from outside hwnas and of every class of its own top-level package or of a
     module beside its own (its mixins), not a library's (``torch.nn.Module``: an upgrade of
     torch would have refused every export of the plugin: review 29b), then those of the
-    plugin's other modules (:func:`_plugin_modules`: its layers in a module of their own
+    plugin's other modules (:func:`_plugin_code`: its layers in a module of their own
     were not hashed: session 30); None for hwnas's own classes without a version. Read once
     per class, when it is first asked for (``models.registry`` asks at its registration):
     the code loaded, not a file edited since (review 29b); the plugin's modules are
     remembered then for its child processes' check (``core.loaded_code``)."""
+    return _code_versions(cls)[0]
+
+
+def _code_versions(cls: type) -> tuple[str | None, str | None]:
+    """``code_version`` of ``cls`` and the form an earlier hwnas gave it (None where the
+    same), computed once per class."""
     if cls in _CODE_VERSIONS:
         return _CODE_VERSIONS[cls]
     package = cls.__module__.partition(".")[0]
@@ -348,9 +351,8 @@ def code_version(cls: type) -> str | None:
         found = f"source {files_digest([*sources, *files])}"
         if files:  # how hwnas hashed it before session 30: its jobs stay exportable
             earlier = f"source {files_digest(sources)}"
-    _CODE_VERSIONS[cls] = found
-    _EARLIER_CODE_VERSIONS[cls] = earlier
-    return found
+    _CODE_VERSIONS[cls] = found, earlier
+    return found, earlier
 
 
 def earlier_code_versions(cls: type) -> tuple[str, ...]:
@@ -358,8 +360,7 @@ def earlier_code_versions(cls: type) -> tuple[str, ...]:
     now: the files of its supernet classes and mixins alone, before its other modules were
     hashed too (session 30). A job that recorded it measured with this code as far as that
     hwnas could tell: its exports and its resumed run are not refused for it."""
-    code_version(cls)
-    earlier = _EARLIER_CODE_VERSIONS.get(cls)
+    earlier = _code_versions(cls)[1]
     return () if earlier is None else (earlier,)
 
 
@@ -371,18 +372,13 @@ _OWN_PACKAGES = tuple(
 )
 
 
-def _plugin_modules(cls: type) -> list[ModuleType]:
-    """The modules of the plugin that defines ``cls`` (for a module of its own, not in a
-    package): that module and the modules beside it that it names (``import layers``,
-    ``from layers import Block``), unless it lies among installed libraries, whose modules
-    beside it are other libraries'; for a package, its root module alone (its files are
-    ``_package_files``). None of hwnas's own."""
-    root = _plugin_root(cls)
-    root_file = None if root is None else loaded_code.source_file(root)
-    if root is None or root_file is None:
-        return []
+def _modules_beside(root: ModuleType, root_file: Path) -> list[ModuleType]:
+    """A plugin that is a module of its own (not in a package): that module and the
+    modules beside it that it names (``import layers``, ``from layers import Block``),
+    unless it lies among installed libraries, whose modules beside it are other
+    libraries'."""
     folder = root_file.resolve().parent
-    if hasattr(root, "__path__") or folder in _library_folders():
+    if folder in _library_folders():
         return [root]
     named = []
     for value in vars(root).values():
@@ -441,17 +437,21 @@ def _is_own(path: Path) -> bool:
 
 
 def _plugin_code(cls: type) -> dict[str, Path]:
-    """The plugin's Python files by module name (``_plugin_modules``, ``_package_files``),
+    """The plugin's Python files by module name (``_package_files``, ``_modules_beside``),
     those that can be read now: one gone from disk (generated, deleted since its import) is
     left out, with a warning, not a refusal of every supernet (review 30)."""
     root = _plugin_root(cls)
-    files = {
-        module.__name__: path
-        for module in _plugin_modules(cls)
-        if (path := loaded_code.source_file(module)) is not None
-    }
-    if root is not None and hasattr(root, "__path__"):
-        files.update(_package_files(root))
+    root_file = None if root is None else loaded_code.source_file(root)
+    if root is None or root_file is None:
+        return {}
+    if hasattr(root, "__path__"):  # a package: its files, imported or not
+        files = _package_files(root)
+    else:
+        files = {
+            module.__name__: path
+            for module in _modules_beside(root, root_file)
+            if (path := loaded_code.source_file(module)) is not None
+        }
     readable = {}
     for name, path in files.items():
         if path.is_file() and os.access(path, os.R_OK):
@@ -480,8 +480,9 @@ def _source_of(cls: type) -> Path | None:
 
 #: ``code_version`` of each class asked for, as its code was then, and how hwnas hashed that
 #: code before session 30 where it differs (``earlier_code_versions``).
-_CODE_VERSIONS: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
-_EARLIER_CODE_VERSIONS: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
+_CODE_VERSIONS: weakref.WeakKeyDictionary[type, tuple[str | None, str | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def files_digest(paths: Sequence[Path]) -> str | None:
