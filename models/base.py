@@ -20,7 +20,7 @@ import sys
 import sysconfig
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -415,12 +415,7 @@ def _package_files(root: ModuleType) -> dict[str, Path]:
         top = Path(entry)
         if not top.is_dir():
             continue
-        for folder, folders, files in os.walk(top, followlinks=True):
-            real = os.path.realpath(folder)
-            if real in walked:  # a loop, or a folder reached twice
-                folders.clear()
-                continue
-            walked.add(real)
+        for folder, folders, files in walk_through_links(top, walked):
             folders[:] = sorted(f for f in folders if not f.startswith(".") and f != "__pycache__")
             for name in sorted(files):
                 if name.endswith(".py") and not name.startswith("."):
@@ -429,6 +424,22 @@ def _package_files(root: ModuleType) -> dict[str, Path]:
                     parts = parts[:-1] if parts[-1] == "__init__" else parts
                     found.setdefault(".".join((root.__name__, *parts)), path)
     return found
+
+
+def walk_through_links(
+    top: Path, walked: set[str] | None = None
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(top)`` through links to folders, each real folder once (``walked``: those
+    seen, shared between calls; a link back up the tree is a loop). The caller may prune
+    the folders it is given, as ``os.walk``'s."""
+    walked = set() if walked is None else walked
+    for folder, folders, files in os.walk(top, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in walked:
+            folders.clear()
+            continue
+        walked.add(real)
+        yield folder, folders, files
 
 
 def _is_own(path: Path) -> bool:

@@ -40,7 +40,7 @@ import torch
 from core.errors import InvalidInput, first_line
 from core.settings import comma_list, get_settings
 
-from .base import ImageFormat
+from .base import ImageFormat, walk_through_links
 from .check_memo import CheckMemo
 from .user_images import (
     FIELD,
@@ -126,17 +126,13 @@ def data_signature(path: str | Path, roots: Sequence[Path] | None = None) -> tup
         return ()
     if not resolved.is_dir():
         return file_state(resolved)
-    entries, walked = [], set()
     # Through links to folders, as the image loader reads them (class folders linked in
-    # from elsewhere changed unseen: a running server measured the old images; audit 30),
-    # each real folder once (a link back up the tree is a loop).
-    for folder, folders, files in os.walk(resolved, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in walked:
-            folders.clear()
-            continue
-        walked.add(real)
-        entries += [(folder, name, *file_state(Path(folder) / name)) for name in files]
+    # from elsewhere changed unseen: a running server measured the old images; audit 30).
+    entries = [
+        (folder, name, *file_state(Path(folder) / name))
+        for folder, _, files in walk_through_links(resolved)
+        for name in files
+    ]
     return tuple(sorted(entries))
 
 
