@@ -285,6 +285,12 @@ class Supernet(ABC):
         ``version``: their jobs are matched by ``fingerprint`` alone, as before."""
         return code_version(type(self))
 
+    def code_fingerprints(self) -> tuple[str | None, ...]:
+        """``code_fingerprint`` first, then what earlier hwnas versions recorded for the
+        same code (``accepted_code_versions``): a stored job that recorded any of them
+        measured with this code."""
+        return accepted_code_versions(type(self))
+
     def quality_warning(self) -> str | None:
         """What makes the quality metrics (accuracy) this instance measures meaningless, if
         anything: random weights, no checkpoint given. A job that measures them says it,
@@ -362,6 +368,12 @@ def earlier_code_versions(cls: type) -> tuple[str, ...]:
     hwnas could tell: its exports and its resumed run are not refused for it."""
     earlier = _code_versions(cls)[1]
     return () if earlier is None else (earlier,)
+
+
+def accepted_code_versions(cls: type) -> tuple[str | None, ...]:
+    """The code fingerprints a stored job or calibration may have recorded for ``cls``'s
+    code as it is loaded now: its ``code_version`` first, then ``earlier_code_versions``."""
+    return (code_version(cls), *earlier_code_versions(cls))
 
 
 #: hwnas's own packages: never a plugin's code (a plugin package beside them in a checkout

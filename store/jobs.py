@@ -938,19 +938,18 @@ MEASURED_CODE = "measured_code"
 
 
 def measuring_change(
-    spec: Mapping[str, Any], now: str | None, code: str | None, earlier: Sequence[str] = ()
+    spec: Mapping[str, Any], now: str | None, codes: Sequence[str | None]
 ) -> str | None:
     """What differs between how the job of ``spec`` measured and a supernet whose
-    fingerprints are now ``now`` (weights and data) and ``code``: "weights or data",
-    "code", or None when nothing does. A fingerprint the job did not record is not
+    fingerprints are now ``now`` (weights and data) and ``codes`` (its code's, with what an
+    earlier hwnas gave for the same code: ``Supernet.code_fingerprints``): "weights or
+    data", "code", or None when nothing does. A fingerprint the job did not record is not
     compared (a job of a version that did not take it, as a plugin's without
-    ``quality_inputs`` or any code before 2026-12-07: unchecked, as then); ``earlier``:
-    what an earlier hwnas gave as the same code's fingerprint
-    (``models.base.earlier_code_versions``), taken as the same code."""
+    ``quality_inputs`` or any code before 2026-12-07: unchecked, as then)."""
     recorded = spec.get(MEASURED_WITH)
     if recorded is not None and recorded != now:
         return "weights or data"
-    if spec.get(MEASURED_CODE) is not None and spec[MEASURED_CODE] not in (code, *earlier):
+    if spec.get(MEASURED_CODE) is not None and spec[MEASURED_CODE] not in codes:
         return "code"
     return None
 

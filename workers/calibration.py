@@ -29,7 +29,7 @@ from hardware_profiles.latency_predictor import (
     fit_latency_predictor,
     trusted_as_prior,
 )
-from models.base import Arch, earlier_code_versions
+from models.base import Arch
 from models.registry import get_supernet
 from store import jobs
 from store import predictors as q
@@ -142,7 +142,7 @@ def latency_predictor_for(
         if not q.predictor_versions(session, supernet_name, device_id):
             return None  # never calibrated: nothing built for it
     supernet = get_supernet(supernet_name)
-    codes = (supernet.code_fingerprint(), *earlier_code_versions(type(supernet)))
+    codes = supernet.code_fingerprints()
     with transaction(factory) as session:
         versions = q.predictor_versions(session, supernet_name, device_id, codes)
         if not versions:

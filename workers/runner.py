@@ -28,7 +28,7 @@ from hardware_profiles.latency_predictor import (
     PRIOR_MIN_WITHIN_10PCT,
 )
 from hardware_profiles.latency_sample import sample_archs
-from models.base import Supernet, earlier_code_versions
+from models.base import Supernet
 from models.metrics import device_independent
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
@@ -488,7 +488,7 @@ class JobRunner:
         now = supernet.fingerprint() if quality else None
         code = supernet.code_fingerprint()
         if (q.MEASURED_WITH if quality else q.MEASURED_CODE) in spec:
-            change = q.measuring_change(spec, now, code, earlier_code_versions(type(supernet)))
+            change = q.measuring_change(spec, now, supernet.code_fingerprints())
             if change == "code":
                 raise InvalidInput(
                     f"the code of {spec['supernet']} changed since this job began measuring "

@@ -25,7 +25,7 @@ from core.errors import HwnasError, NotFound, UnknownName
 from hardware_profiles import HardwareProfile
 from hardware_profiles.configured import check_measures, device_profile
 from hardware_profiles.latency_sample import sample_archs
-from models.base import code_version, earlier_code_versions
+from models.base import accepted_code_versions
 from models.registry import get_supernet, list_supernets, supernet_class
 from store import predictors as q
 from store.db import transaction
@@ -85,7 +85,7 @@ def _codes_alike(supernet: str) -> set[str | None]:
         cls = supernet_class(supernet)
     except HwnasError:  # not registered now, or not buildable: nothing steers its searches
         return {None}
-    return {None, code_version(cls), *earlier_code_versions(cls)}
+    return {None, *accepted_code_versions(cls)}
 
 
 def calibration_spec(device_id: str, body: CalibrationCreate) -> dict[str, Any]:

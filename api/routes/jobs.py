@@ -46,7 +46,7 @@ from api.schemas import (
 from core.errors import Conflict, HwnasError, InvalidInput, NotFound, ServiceUnavailable
 from hardware_profiles import device_lock
 from hardware_profiles.isolated import ChildDied, run_once
-from models.base import Supernet, earlier_code_versions
+from models.base import Supernet
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet, supernet_class
 from search import feasible_front, validate_objectives
@@ -516,8 +516,7 @@ def _check_measured_with(job: q.JobRow, supernet: Supernet) -> None:
         raise Conflict(
             f"job {job.id!r} measured on validation data {data!r}, which cannot be read now: {exc}"
         ) from None
-    code, earlier = supernet.code_fingerprint(), earlier_code_versions(type(supernet))
-    change = q.measuring_change(job.spec, now, code, earlier)
+    change = q.measuring_change(job.spec, now, supernet.code_fingerprints())
     if change == "code":
         raise Conflict(
             f"job {job.id!r} measured with other code of {job.supernet} than it has now (its "

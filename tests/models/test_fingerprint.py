@@ -280,13 +280,13 @@ def test_a_plugin_s_other_modules_are_its_code_as_it_loaded_them(
     assert first_earlier == second_earlier != first  # before: only net.py was hashed
     assert (
         q.measuring_change(
-            {q.MEASURED_WITH: None, q.MEASURED_CODE: first_earlier}, None, second, [second_earlier]
+            {q.MEASURED_WITH: None, q.MEASURED_CODE: first_earlier}, None, (second, second_earlier)
         )
         is None
     )
     assert (
         q.measuring_change(
-            {q.MEASURED_WITH: None, q.MEASURED_CODE: first}, None, second, [second_earlier]
+            {q.MEASURED_WITH: None, q.MEASURED_CODE: first}, None, (second, second_earlier)
         )
         == "code"
     )

@@ -934,13 +934,13 @@ def test_what_changed_since_a_job_measured_is_told_and_what_it_did_not_record_is
     review 29: the code's fingerprint folded into ``measured_with`` made every stored job
     of a plugin with ``quality_inputs`` unexportable after the upgrade."""
     recorded = {q.MEASURED_WITH: "fp", q.MEASURED_CODE: "src"}
-    assert q.measuring_change(recorded, "fp", "src") is None
-    assert q.measuring_change(recorded, "other", "src") == "weights or data"
-    assert q.measuring_change(recorded, None, "src") == "weights or data"
-    assert q.measuring_change(recorded, "fp", "edited") == "code"
-    assert q.measuring_change({q.MEASURED_WITH: "fp"}, "fp", "src") is None  # before code
-    assert q.measuring_change({q.MEASURED_WITH: None}, "now one", "src") is None
-    assert q.measuring_change({}, "now one", None) is None  # before fingerprints at all
+    assert q.measuring_change(recorded, "fp", ("src",)) is None
+    assert q.measuring_change(recorded, "other", ("src",)) == "weights or data"
+    assert q.measuring_change(recorded, None, ("src",)) == "weights or data"
+    assert q.measuring_change(recorded, "fp", ("edited",)) == "code"
+    assert q.measuring_change({q.MEASURED_WITH: "fp"}, "fp", ("src",)) is None  # before code
+    assert q.measuring_change({q.MEASURED_WITH: None}, "now one", ("src",)) is None
+    assert q.measuring_change({}, "now one", (None,)) is None  # before fingerprints at all
 
 
 def test_a_database_that_cannot_be_written_is_refused_at_the_start(tmp_path: Path) -> None:
