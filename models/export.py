@@ -182,8 +182,14 @@ def architecture_card(
 def _input_of(supernet: Supernet, arch: Arch) -> dict[str, Any]:
     """The card's ``input``: the supernet's ``input_spec``, and where it measured on a
     directory of images, how an image file became the pixels that spec starts from
-    (``image_file``, and first in ``preprocess``)."""
+    (``image_file``, and first in ``preprocess``). ``shape`` is what was measured (batch 1);
+    ``file_shape`` the shape the exported file takes, each axis of any size by its name, the
+    batch first (MLOps audit L3: a deployer read batch 1 as the file's), and ``onnx_name``
+    the ONNX file's name for it, as the output's."""
     spec = asdict(supernet.input_spec(arch))
+    names, variable = _axis_names(spec), (0, *spec["variable_axes"])
+    spec["file_shape"] = [names[a] if a in variable else n for a, n in enumerate(spec["shape"])]
+    spec["onnx_name"] = "input"
     image_format = supernet.image_format()
     if supernet.given_data is None or image_format is None or not supernet.given_data.is_dir():
         return spec

@@ -21,8 +21,10 @@ log = logging.getLogger(__name__)
 #: The most of a job's budget its anchors may take: a job of fewer than 10 evaluations
 #: does not spend two of them on the two ends of the front.
 ANCHOR_SHARE = 0.2
-#: Said of a job's anchors before they are measured (each one that fails is said after).
-ANCHORS_SAID = "to measure first (Supernet.anchors)"
+#: Said of a job's anchors as its run begins (each one that fails is said after); worded to
+#: stay true once they are measured, as the note stays in the job's message (vision audit
+#: L6: "to measure first" read as still pending on a finished job).
+ANCHORS_SAID = "measured ahead of the search's proposals (Supernet.anchors)"
 
 
 def job_anchors(

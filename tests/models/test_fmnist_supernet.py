@@ -107,6 +107,8 @@ def test_onnx_export_matches_pytorch_and_the_reported_accuracy(
     card = json.loads((tmp_path / "subnet.json").read_text())
     assert card["input"] == {
         "shape": [1, 1, arch["r"], arch["r"]],
+        "file_shape": ["batch", 1, arch["r"], arch["r"]],
+        "onnx_name": "input",
         "mean": [data.MEAN],
         "std": [data.STD],
         "layout": "NCHW:L/255",
@@ -120,6 +122,8 @@ def test_onnx_export_matches_pytorch_and_the_reported_accuracy(
     # the file itself carries the card: whoever gets only the download knows its input
     metadata = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(metadata["hwnas.card"]) == card
+    [given] = session.get_inputs()
+    assert [given.name, given.shape] == [card["input"]["onnx_name"], card["input"]["file_shape"]]
 
 
 def test_torchscript_and_state_dict_exports_load_back(supernet: FmnistOFACNN, tmp_path) -> None:

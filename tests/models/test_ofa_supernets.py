@@ -125,6 +125,8 @@ def test_onnx_export_runs_under_onnxruntime_with_equal_outputs(
     assert (spec.mean, spec.std) == (IMAGENET_MEAN, IMAGENET_STD)  # per channel, RGB order
     assert json.loads((tmp_path / "subnet.json").read_text())["input"] == {
         "shape": [1, 3, 132, 132],
+        "file_shape": ["batch", 3, 132, 132],
+        "onnx_name": "input",
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
         "layout": "NCHW:RGB/255",

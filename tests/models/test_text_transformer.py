@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from pathlib import Path
 
@@ -135,7 +136,10 @@ def test_onnx_and_torchscript_exports_match_pytorch(
         expected = supernet.extract(arch)(ids)
     path = export_subnet(supernet, arch, "onnx", tmp_path / "subnet.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert session.get_inputs()[0].shape == ["batch", "sequence"]
+    [given] = session.get_inputs()
+    assert given.shape == ["batch", "sequence"]
+    card = json.loads((tmp_path / "subnet.json").read_text())["input"]
+    assert [card["onnx_name"], card["file_shape"]] == [given.name, given.shape]  # as the file
     onnx_logits = session.run(None, {"input": ids.numpy()})[0]
     assert np.abs(onnx_logits - expected.numpy()).max() <= 1e-5
     scripted = torch.jit.load(str(export_subnet(supernet, arch, "torchscript", tmp_path / "s.pt")))
