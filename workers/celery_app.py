@@ -24,17 +24,22 @@ from celery.signals import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import NotFound
+from core.errors import HwnasError, NotFound
 from core.redact import hidden
 from core.settings import get_settings
 from store import jobs as q
-from store.db import check_migrated, make_engine, make_session_factory, transaction
+from store.db import check_migrated, database_id, make_engine, make_session_factory, transaction
 from store.tables import JobStatus
 
 from .runner import JobRunner
 
 log = logging.getLogger(__name__)
 TASK_RUN_JOB = "hwnas.run_job"
+#: The message header naming the database whose API (or worker's reaper) published the job
+#: (``store.db.database_id``): a worker that does not find the job tells a job deleted since
+#: it was queued from a message of another database (MLOps audit L7: both read as a
+#: possible misconfiguration). Workers of older versions ignore it.
+DATABASE_HEADER = "hwnas_database"
 
 
 def make_celery(broker_url: str) -> Celery:
@@ -102,14 +107,9 @@ def run_job_task(job_id: str) -> str | None:
     RUNNING_HERE.add(job_id)
     try:
         status = runner.run(job_id)
-    except NotFound:  # a message from an API on another database: not this worker's to run
-        where = hidden(get_settings().database_url)
-        log.warning(
-            "job %s is not in %s: deleted since it was queued, or this worker's "
-            "HWNAS_DATABASE_URL is not the API's (message dropped)",
-            job_id,
-            where,
-        )
+    except NotFound:  # deleted since it was queued, or a message of another database
+        level, said = _unknown_job(job_id, factory)
+        log.log(level, "%s", said)
         return None
     finally:
         RUNNING_HERE.discard(job_id)
@@ -118,9 +118,53 @@ def run_job_task(job_id: str) -> str | None:
 
         with transaction(factory) as session:
             device = q.get_job(session, job_id).device
-        publish(celery_app, job_id, device)
+        publish(celery_app, job_id, device, database=database_or_none(factory))
         log.info("job %s: handed back (a shutdown, or a database outage); published again", job_id)
     return status.value if status else None
+
+
+def _unknown_job(job_id: str, factory: sessionmaker[Session]) -> tuple[int, str]:
+    """The log level and line for a message naming a job this worker's database lacks,
+    told apart by the database the message says it was published for (``DATABASE_HEADER``;
+    a message of an older API says none)."""
+    sent_for = _sent_for()
+    here = database_or_none(factory)
+    where = hidden(get_settings().database_url)
+    if sent_for is not None and sent_for == here:
+        return logging.INFO, f"job {job_id} was deleted since it was queued (message dropped)"
+    if sent_for is not None and here is not None:
+        return logging.WARNING, (
+            f"job {job_id} was queued on another database (id {sent_for}) than this "
+            f"worker's, {where} (id {here}): this worker's HWNAS_DATABASE_URL is not the "
+            "API's, or another deployment shares the broker (message dropped)"
+        )
+    return logging.WARNING, (
+        f"job {job_id} is not in {where}: deleted since it was queued, or this worker's "
+        "HWNAS_DATABASE_URL is not the API's (message dropped)"
+    )
+
+
+def _sent_for() -> str | None:
+    """The running task's message's ``DATABASE_HEADER``: a worker puts a message's headers
+    in the task's request, ``Task.apply`` (tests) its ``headers`` argument under
+    ``headers``."""
+    from celery import current_task
+
+    request = getattr(current_task, "request", None)
+    if request is None:
+        return None
+    value = request.get(DATABASE_HEADER) or (request.get("headers") or {}).get(DATABASE_HEADER)
+    return value if isinstance(value, str) else None
+
+
+def database_or_none(factory: sessionmaker[Session]) -> str | None:
+    """The database's identity for a message's header; None where it cannot be read now
+    (the message then says none, as an older API's)."""
+    try:
+        return database_id(factory)
+    except HwnasError as exc:
+        log.warning("reading the database's identity failed: %s", exc)
+        return None
 
 
 celery_app = make_celery(get_settings().broker_url or "redis://127.0.0.1:6379/0")

@@ -19,7 +19,7 @@ from store.db import database_id, transaction
 from store.tables import JobStatus
 
 from . import presence
-from .celery_app import TASK_RUN_JOB, make_celery
+from .celery_app import DATABASE_HEADER, TASK_RUN_JOB, make_celery
 from .dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,13 @@ PERSISTENT = 2  # AMQP delivery mode, Celery's default for task messages
 
 
 def publish(
-    app: Celery, job_id: str, device: str, producer: Producer | None = None, *, queue: str = ""
+    app: Celery,
+    job_id: str,
+    device: str,
+    producer: Producer | None = None,
+    *,
+    queue: str = "",
+    database: str | None = None,
 ) -> None:
     """Publish ``hwnas.run_job(job_id)`` to the device's queue as Celery's own message.
 
@@ -49,7 +55,8 @@ def publish(
     task-sent events (hwnas connects none; workers report their own events to Flower).
     ``queue``: the device's queue when the caller knows it already (a profile lookup costs
     ~15 us). Inside ``producer.batch()`` the message is only buffered, so no retry there;
-    alone, it is sent with Celery's publish retry policy.
+    alone, it is sent with Celery's publish retry policy. ``database``: the identity of the
+    job's database, sent as the header ``DATABASE_HEADER``.
     """
     headers, properties, body, _ = app.amqp.create_task_message(
         uuid(),
@@ -61,6 +68,8 @@ def publish(
         argsrepr=repr([job_id]),  # the text Celery's saferepr would make, for logs and Flower
         kwargsrepr="{}",
     )
+    if database is not None:
+        headers[DATABASE_HEADER] = database
     options: dict[str, Any] = dict(
         exchange="",
         routing_key=queue or device_profile(device).queue,
@@ -159,9 +168,10 @@ class CeleryDispatcher(Dispatcher):
         does nothing)."""
         try:
             queues = {device: device_profile(device).queue for _, device in jobs}
+            db = self._database
             with self.app.producer_or_acquire() as producer, producer.batch():
                 for job_id, device in jobs:
-                    publish(self.app, job_id, device, producer, queue=queues[device])
+                    publish(self.app, job_id, device, producer, queue=queues[device], database=db)
             return
         except Exception as exc:  # kombu and redis raise several unrelated types
             log.warning("publishing %d jobs together failed (%s); one by one now", len(jobs), exc)
@@ -175,7 +185,7 @@ class CeleryDispatcher(Dispatcher):
         """
         for attempt in (1, 2):
             try:
-                publish(self.app, job_id, device)
+                publish(self.app, job_id, device, database=self._database)
                 return
             except Exception as exc:  # kombu and redis raise several unrelated types
                 # No pool reset: redis-py reconnects a dropped connection on its next

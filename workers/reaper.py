@@ -55,6 +55,7 @@ def reap_once(
     never sent). Re-publishing at every pass instead grew a backlog's queue by its size
     every ``stale_after_s`` (each extra message a no-op claim for the worker); waiting for
     an empty queue instead could leave a lost job behind a device that never runs dry."""
+    from .celery_app import database_or_none
     from .celery_dispatch import publish
 
     republished = []
@@ -75,8 +76,9 @@ def reap_once(
                     continue  # its message is there: the worker gets to it
                 job.heartbeat_at = utcnow()  # re-published now
             republished.append((job.id, job.device))
+    database = database_or_none(factory) if republished else None
     for job_id, device in republished:
-        publish(app, job_id, device)
+        publish(app, job_id, device, database=database)
         log.info("reaper: re-published job %s", job_id)
     return [job_id for job_id, _ in republished]
 

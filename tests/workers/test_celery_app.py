@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import get_settings
-from store.db import upgrade
+from store.db import database_id, upgrade
 from workers import celery_app
 
 
@@ -36,3 +36,27 @@ def test_a_job_from_another_database_is_dropped_saying_where_it_looked(
     assert f"job 0123456789abcdef is not in {worker_settings}" in caplog.text
     assert "deleted since it was queued, or this worker's HWNAS_DATABASE_URL" in caplog.text
     assert caplog.records[-1].levelno == logging.WARNING
+
+
+@pytest.mark.parametrize("sent_for", ["this", "another"])
+def test_the_message_tells_a_deleted_job_from_another_databases(
+    worker_settings: str, caplog: pytest.LogCaptureFixture, sent_for: str
+) -> None:
+    """A message says which database it was published for (MLOps audit L7: a job deleted
+    while queued was logged as a possible misconfiguration)."""
+    ours = database_id(celery_app._session_factory())
+    assert ours is not None
+    header = {celery_app.DATABASE_HEADER: ours if sent_for == "this" else "f" * 32}
+    task = celery_app.celery_app.tasks[celery_app.TASK_RUN_JOB]
+    with caplog.at_level(logging.INFO, logger="workers.celery_app"):
+        task.apply(args=["0123456789abcdef"], headers=header)
+    [record] = [r for r in caplog.records if "0123456789abcdef" in r.getMessage()]
+    if sent_for == "this":
+        assert record.levelno == logging.INFO
+        assert record.getMessage() == (
+            "job 0123456789abcdef was deleted since it was queued (message dropped)"
+        )
+    else:
+        assert record.levelno == logging.WARNING
+        assert f"queued on another database (id {'f' * 32})" in record.getMessage()
+        assert f"{worker_settings} (id {ours})" in record.getMessage()

@@ -17,6 +17,7 @@ from kombu import Connection
 from hardware_profiles.configured import device_profile
 from store.db import database_id, make_engine, make_session_factory, upgrade
 from workers import presence
+from workers.celery_app import DATABASE_HEADER
 from workers.celery_dispatch import CeleryDispatcher, publish
 
 from ..conftest import embedded_settings
@@ -98,6 +99,16 @@ def test_the_message_is_the_one_celerys_send_task_sends(dispatcher: Any) -> None
         "exchange": "",
         "routing_key": device_profile("cpu-1t").queue,
     }
+
+
+def test_each_message_names_the_database_it_was_published_for(dispatcher: Any) -> None:
+    """Read by a worker that does not find the job (``workers.celery_app._unknown_job``)."""
+    dispatcher._database = "d" * 32  # as start() reads it
+    dispatcher.dispatch("job-a", "cpu-1t")
+    dispatcher.dispatch_many(JOBS)
+    messages = _raw_messages(dispatcher.app.conf.broker_url, "cpu-1t")
+    assert len(messages) == 4
+    assert {m["headers"][DATABASE_HEADER] for m in messages} == {"d" * 32}
 
 
 def test_a_batch_reaches_each_device_queue_in_order(dispatcher: Any) -> None:

@@ -20,6 +20,8 @@ from api.app import create_app
 from core.settings import Settings
 from store.db import database_id, upgrade
 from workers import presence
+from workers.celery_app import make_celery
+from workers.celery_dispatch import publish
 
 from ..api.helpers import job_spec, wait_for
 from ..store.backends import temporary_postgres
@@ -122,6 +124,28 @@ def _served_when_seen(client: TestClient, device: str, timeout_s: float = 20) ->
         if devices[device] or time.monotonic() > deadline:
             return devices
         time.sleep(0.5)
+
+
+def test_a_worker_tells_a_deleted_jobs_message_from_another_databases(
+    stack: dict[str, Any],
+) -> None:
+    """A job deleted while its message waited, and a message published for another
+    database: a real worker drops both, saying which (MLOps audit L7: both were logged as
+    a possible misconfiguration)."""
+    client = stack["client"]
+    job_id = client.post("/v1/jobs", json=job_spec(warm_start=False)).json()["id"]
+    assert client.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 204  # its message stays
+    app = make_celery(stack["env"]["HWNAS_BROKER_URL"])
+    publish(app, "f" * 16, "cpu-1t", database="f" * 32)
+    app.close()
+    with workers(stack["env"], stack["tmp"]) as (worker,):
+        deadline = time.monotonic() + 60
+        while "f" * 16 not in worker.log() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        log = worker.log()
+    assert f"job {job_id} was deleted since it was queued (message dropped)" in log
+    assert f"job {'f' * 16} was queued on another database (id {'f' * 32})" in log
 
 
 def test_sigkilled_worker_job_is_finished_by_another(stack: dict[str, Any]) -> None:

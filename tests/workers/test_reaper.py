@@ -4,6 +4,7 @@ distributed-mode tests, against a real worker)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ from celery import Celery
 from api.schemas import JobCreate
 from hardware_profiles.configured import device_profile
 from store import jobs as q
-from store.db import make_engine, make_session_factory, transaction, upgrade
+from store.db import database_id, make_engine, make_session_factory, transaction, upgrade
 from store.tables import JobStatus
+from workers.celery_app import DATABASE_HEADER
 from workers.reaper import reap_once
 
 from ..conftest import embedded_settings
@@ -39,7 +41,8 @@ def test_an_exhausted_running_job_is_failed_a_given_back_one_republished(tmp_pat
         assert failed.error is not None and "gave up after 2 attempts" in failed.error
         assert q.get_job(session, given_back.id).status == JobStatus.queued
     queue = device_profile("nb201-pixel3").queue
-    assert redis.Redis.from_url(broker).llen(queue) == 1  # the given-back job, published once
+    [message] = redis.Redis.from_url(broker).lrange(queue, 0, -1)  # the given-back job, once
+    assert json.loads(message)["headers"][DATABASE_HEADER] == database_id(factory)  # whose
 
 
 def test_waiting_jobs_are_published_again_only_when_their_queue_lost_them(
