@@ -24,7 +24,7 @@ ANCHOR_SHARE = 0.2
 #: Said of a job's anchors as its run begins (each one that fails is said after); worded to
 #: stay true once they are measured, as the note stays in the job's message (vision audit
 #: L6: "to measure first" read as still pending on a finished job).
-ANCHORS_SAID = "measured ahead of the search's proposals (Supernet.anchors)"
+ANCHORS_SAID = "ahead of the search's proposals (Supernet.anchors)"
 
 
 def job_anchors(

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import HwnasError, InvalidInput, StorageError, first_line
+from core.errors import Conflict, HwnasError, InvalidInput, StorageError, first_line
 from core.settings import Settings
 from hardware_profiles.configured import device_profile
 from hardware_profiles.latency_predictor import (
@@ -539,8 +539,10 @@ class JobRunner:
         contract, the job's data): they would fail every measurement alike."""
         if isinstance(exc, StorageError) or self.stop.is_set():
             return None
-        if not anchor and isinstance(exc, HwnasError):
-            return None
+        if isinstance(exc, Conflict) or (not anchor and isinstance(exc, HwnasError)):
+            return (
+                None  # a Conflict: the plugin's code changed on disk (hardware_profiles.isolated)
+            )
         counted = not (anchor or retried_from)
         if counted and (ended := fails.ends_the_job(done + reused)):
             if fails.counted:  # said where it helps: "0 skipped before it" would not

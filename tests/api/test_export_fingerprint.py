@@ -155,7 +155,9 @@ def test_a_job_stored_before_its_plugin_s_modules_were_hashed_is_exported_till_o
     (review 29c); it refuses."""
     net = _package_plugin(tmp_path / "plugin", monkeypatch)
     spec = job_spec(supernet=net.name, strategy="random", budget={"evaluations": 1}, constraints={})
-    with TestClient(create_app(embedded_settings(tmp_path))) as client:
+    with TestClient(
+        create_app(embedded_settings(tmp_path, embedded_devices="cpu-1t,cpu-ts"))
+    ) as client:
         job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
         assert job["status"] == "succeeded", job
         [measured] = client.get(f"/v1/jobs/{job['id']}/evaluations").json()["data"]
@@ -170,5 +172,14 @@ def test_a_job_stored_before_its_plugin_s_modules_were_hashed_is_exported_till_o
         layers = tmp_path / "plugin" / "exp_pkg" / "layers.py"
         layers.write_text(_LAYERS.format(scale=2))
         refused = client.get(url.format("torchscript"))
+        # A job timed in a child (cpu-ts) fails at once, its first anchor too: skipped as a
+        # sub-network's fault, the next measurement failed it (review 30 L2)
+        timed = {**spec, "device": "cpu-ts", "budget": {"evaluations": 10}, "warm_start": False}
+        failed = wait_for(client, client.post("/v1/jobs", json=timed).json()["id"])
+        with transaction(factory) as session:
+            failures = q.get_job(session, failed["id"]).spec.get(q.FAILED, [])
     assert refused.status_code == 409, refused.text
     assert "layers.py changed on disk since the service loaded it" in refused.json()["message"]
+    assert failed["status"] == "failed" and failed["progress"]["evaluations_done"] == 0, failed
+    assert "layers.py changed on disk since the service loaded it" in failed["error"]
+    assert failures == [] and "skipped" not in (failed["message"] or "")
