@@ -13,9 +13,11 @@ that hung held the others, servers included, without a word.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
@@ -75,16 +77,29 @@ def _sqlite_lock() -> Iterator[None]:
         return
     path = database.resolve()
     lock = path.with_name(path.name + ".migrate-lock")
+    # Not through a link, and a mode changed only on a file of one name (security audit 31:
+    # a link put there made the migration give any file of its user mode 0666)
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT | flags, 0o666)
     except PermissionError as refused:
         try:
-            handle = os.open(lock, os.O_RDONLY)
+            handle = os.open(lock, os.O_RDONLY | flags)
         except FileNotFoundError:  # a folder it may not write in: say that, not "no file"
             raise refused from None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise OSError(
+            exc.errno,
+            "the migration's lock file is a symbolic link, which hwnas does not follow: remove it",
+            str(lock),
+        ) from None
     try:
-        with suppress(PermissionError):  # not this process's file: its owner's mode stands
-            os.fchmod(handle, 0o666)  # a umask of 077 would lock the others out
+        found = os.fstat(handle)
+        if found.st_nlink == 1 and stat.S_ISREG(found.st_mode):
+            with suppress(PermissionError):  # not this process's file: its owner's mode stands
+                os.fchmod(handle, 0o666)  # a umask of 077 would lock the others out
         try:
             _taken(lambda: _flocked(handle), f"{path} (lock file {lock})")
         except TimeoutError:

@@ -27,6 +27,7 @@ from core.errors import (
     ServiceUnavailable,
     StorageError,
     Unauthenticated,
+    printable,
 )
 
 from .openapi_doc import amend_openapi
@@ -64,7 +65,7 @@ def error_response(exc: HwnasError, headers: dict[str, str] | None = None) -> JS
     person reads, naming the field where one is at fault), like the 422s of request
     validation and the framework's 404/405 below; ``detail`` and ``error`` (the exception's
     class) are there too; so does a 500 of an unhandled exception (``_unhandled``)."""
-    detail = str(exc)
+    detail = printable(str(exc))  # a lone surrogate did not encode: a 500 (security audit 31)
     body: dict[str, object] = {"detail": detail, "error": type(exc).__name__, "message": detail}
     if isinstance(exc, InvalidInput) and exc.field:
         body["field"] = exc.field
@@ -117,7 +118,10 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     clean = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors]
-    return JSONResponse({"detail": clean, "message": validation_message(errors)}, status_code=422)
+    for error in clean:  # a lone surrogate (a file's name) did not encode: a 500
+        error["msg"] = printable(str(error.get("msg", "")))
+    message = printable(validation_message(errors))
+    return JSONResponse({"detail": clean, "message": message}, status_code=422)
 
 
 def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
@@ -145,7 +149,7 @@ async def _client_gone(request: Request, _exc: Exception) -> Response:
     answer, and it is no server error (it was logged as an unhandled one, with a traceback,
     which monitoring counts as a 500)."""
     log.info("client disconnected during %s %s before its body arrived", request.method,
-             request.url.path)  # fmt: skip
+             printable(request.url.path, lines=False))  # fmt: skip
     return Response(status_code=400)
 
 
@@ -156,7 +160,7 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     the server logs the traceback right below this line (not repeated here)."""
     reference = uuid.uuid4().hex[:12]
     log.error("unhandled error %s in %s %s: %s: %s", reference, request.method,
-              request.url.path, type(exc).__name__, exc)  # fmt: skip
+              printable(request.url.path, lines=False), type(exc).__name__, exc)  # fmt: skip
     message = f"internal server error (reference {reference} in the server's log)"
     body = {"detail": message, "error": "InternalServerError", "message": message}
     return JSONResponse(body, status_code=500)

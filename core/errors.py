@@ -7,10 +7,34 @@ each class to a status code in exactly one place (``api/errors.py``); the librar
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 #: The longest text of a user's value that an error message repeats.
 SHOWN_CHARS = 100
+
+
+#: Control characters (C0 but tab and newline, DEL, C1) and lone surrogates (a file name's
+#: bytes that are not UTF-8, as Python decodes them); with ``lines=False`` tab and newline too.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_UNPRINTABLE_IN_A_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: str, *, lines: bool = True) -> str:
+    """``text`` with each control character and lone surrogate as its backslash escape
+    (``\\x1b``; a name's byte that is not UTF-8 as that byte, ``\\xff``): a file's name
+    holding them forged log lines, put terminal escapes in a job's message, and made a
+    422's text unencodable, a 500 (security audit 31). ``lines``: keep newlines and tabs
+    (a message's own); False for a name."""
+    pattern = _UNPRINTABLE if lines else _UNPRINTABLE_IN_A_LINE
+    return pattern.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+        code -= 0xDC00
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def shown(value: object) -> str:

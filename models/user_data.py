@@ -32,7 +32,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from .user_images import (
     ImageFolder,
     check_class_count,
     lookup_errors,
+    open_regular,
     read_images,
     scan_images,
 )
@@ -348,10 +349,16 @@ def torch_load_reason(exc: BaseException) -> str:
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
-    if not zipfile.is_zipfile(path):
-        raise _not_an_npz(path)
+    with open_regular(path, path.name) as handle:
+        if not zipfile.is_zipfile(handle):
+            raise _not_an_npz(path)
+        handle.seek(0)
+        return _load_npz(handle, path)
+
+
+def _load_npz(handle: BinaryIO, path: Path) -> dict[str, Any]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(handle, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile, MemoryError) as exc:
         # MemoryError: an array whose header declares more than the zip holds (or than fits)
@@ -364,15 +371,16 @@ def _read_npz(path: Path) -> dict[str, Any]:
 
 
 def _read_torch(path: Path) -> dict[str, Any]:
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for bad files
-        hint = "" if zipfile.is_zipfile(path) else " (not the zip archive torch.save writes)"
-        raise InvalidInput(
-            f"{path.name}: refused by torch.load(weights_only=True): "
-            f"{torch_load_reason(exc)}{hint}",
-            field=FIELD,
-        ) from None
+    with open_regular(path, path.name) as handle:
+        try:
+            loaded = torch.load(handle, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for bad files
+            hint = "" if zipfile.is_zipfile(handle) else " (not the zip archive torch.save writes)"
+            raise InvalidInput(
+                f"{path.name}: refused by torch.load(weights_only=True): "
+                f"{torch_load_reason(exc)}{hint}",
+                field=FIELD,
+            ) from None
     if not isinstance(loaded, Mapping):
         raise InvalidInput(f"{path.name}: expected a dict of tensors", field=FIELD)
     return dict(loaded)

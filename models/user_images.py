@@ -34,18 +34,20 @@ for ``L``, (N, 3, H, W) for ``RGB``; an export's card says so (``image_file_stag
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, printable
 
 from .base import ImageFormat
 
@@ -91,8 +93,31 @@ def lookup_errors(given: str) -> Iterator[None]:
         reason = (
             exc.strerror if isinstance(exc, OSError) and exc.strerror else "a symbolic link loop"
         )
+        given = printable(given, lines=False)
         shown = given if len(given) <= 200 else given[:200] + "..."
         raise InvalidInput(f"{shown!r} cannot be looked up: {reason}", field=FIELD) from None
+
+
+def open_regular(path: Path, shown: str) -> BinaryIO:
+    """``path`` open for reading, if it is a regular file as opened: checked on the open
+    file, not by its name beforehand (a file swapped for a FIFO after the scan hung the
+    worker on its read until someone wrote to it, cancels and other jobs waiting: security
+    audit 31). ``shown``: the name errors give."""
+    with lookup_errors(shown):
+        # O_NONBLOCK: opening a FIFO with no writer returns at once, to be refused below
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(handle).st_mode):
+                raise InvalidInput(
+                    f"{shown}: not a regular file (a FIFO, socket or device, whose reader may "
+                    "wait for ever)",
+                    field=FIELD,
+                )
+            os.set_blocking(handle, True)
+            return os.fdopen(handle, "rb")
+        except BaseException:
+            os.close(handle)
+            raise
 
 
 class _Scan:
@@ -104,7 +129,7 @@ class _Scan:
         self.count = self.bytes = 0
 
     def name(self, path: Path) -> str:
-        return f"{self.root.name}/{path.relative_to(self.root).as_posix()}"
+        return printable(f"{self.root.name}/{path.relative_to(self.root).as_posix()}", lines=False)
 
     def resolved(self, path: Path) -> Path:
         with lookup_errors(self.name(path)):
@@ -145,12 +170,12 @@ class _Scan:
         self.count, self.bytes = self.count + 1, self.bytes + real.stat().st_size
         if self.count > self.max_images:
             raise InvalidInput(
-                f"{self.root.name}: more than {self.max_images} images (HWNAS_MAX_DATA_IMAGES)",
+                f"{_shown(self.root)}: more than {self.max_images} images (HWNAS_MAX_DATA_IMAGES)",
                 field=FIELD,
             )
         if self.bytes > self.max_bytes:
             raise InvalidInput(
-                f"{self.root.name}: the images are over the limit of "
+                f"{_shown(self.root)}: the images are over the limit of "
                 f"{self.max_bytes / 2**20:.1f} MiB in all (HWNAS_MAX_DATA_FILE_MB)",
                 field=FIELD,
             )
@@ -204,7 +229,7 @@ def check_class_count(root: Path, classes: Sequence[str], num_classes: int) -> N
         else f"{len(classes)} class directories"
     )
     raise InvalidInput(
-        f"{root.name}: {counted}, but the supernet predicts {num_classes} classes "
+        f"{_shown(root)}: {counted}, but the supernet predicts {num_classes} classes "
         f"(labels must lie in 0..{num_classes - 1})",
         field=FIELD,
     )
@@ -229,12 +254,17 @@ def check_class_order(root: Path, classes: Sequence[str], known: Sequence[str]) 
     lines = [by_id.get(index, name) for index, name in enumerate(known)]
     wrong = next(name for label, name in enumerate(classes) if found[name] != label)
     raise InvalidInput(
-        f"{root.name}: its class directories are the supernet's classes, but labelled in "
+        f"{_shown(root)}: its class directories are the supernet's classes, but labelled in "
         f"sorted order they are not the model's ({wrong} would be class "
         f"{classes.index(wrong)}, the model's {found[wrong]}); add a {CLASSES_FILE} naming "
         f"them in the model's order, one a line: {', '.join(lines)}",
         field=FIELD,
     )
+
+
+def _shown(path: Path) -> str:
+    """The name of ``path`` as a message gives it (``core.errors.printable``)."""
+    return printable(path.name, lines=False)
 
 
 def _plain(name: str) -> str:
@@ -253,12 +283,24 @@ def _class_names(scan: _Scan) -> tuple[tuple[str, ...], set[str]]:
         )
     if not present:
         raise InvalidInput(
-            f"{root.name}: no class sub-directories; expected <dir>/<class name>/<images>",
+            f"{_shown(root)}: no class sub-directories; expected <dir>/<class name>/<images>",
+            field=FIELD,
+        )
+    if odd := [name for name in present if printable(name, lines=False) != name]:
+        raise InvalidInput(  # a class name goes into every export's card (output.classes)
+            f"{scan.name(root / odd[0])}: a class directory's name must be UTF-8 text without "
+            "control characters",
             field=FIELD,
         )
     if not (root / CLASSES_FILE).is_file():
         return tuple(present), set(present)
     listed = _read_classes_file(scan, root / CLASSES_FILE)
+    if odd := [name for name in listed if printable(name, lines=False) != name]:
+        raise InvalidInput(
+            f"{scan.name(root / CLASSES_FILE)}: {printable(odd[0], lines=False)!r} holds "
+            "control characters; name each class with text",
+            field=FIELD,
+        )
     twice = sorted(name for name, count in Counter(listed).items() if count > 1)
     missing = sorted(set(present) - set(listed))
     if twice or missing:
@@ -271,7 +313,7 @@ def _class_names(scan: _Scan) -> tuple[tuple[str, ...], set[str]]:
 
 
 def _read_classes_file(scan: _Scan, path: Path) -> list[str]:
-    with lookup_errors(scan.name(path)), scan.resolved(path).open("rb") as handle:
+    with open_regular(scan.resolved(path), scan.name(path)) as handle:
         raw = handle.read(_MAX_CLASSES_FILE + 1)
     try:
         if len(raw) > _MAX_CLASSES_FILE:
@@ -293,7 +335,7 @@ def read_images(
     out = torch.empty((len(images), *((3,) if rgb else ()), size, size), dtype=torch.uint8)
     left, broken = max_bytes, []
     for i, image in enumerate(images):
-        with lookup_errors(image.name), image.path.open("rb") as handle:
+        with open_regular(image.path, image.name) as handle:
             data = handle.read(left + 1)
         left -= len(data)
         if left < 0:

@@ -22,17 +22,18 @@ from sqlalchemy import (
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
+from core.errors import printable
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 def storable_text(text: str) -> str:
-    """``text`` as a job's message or error stores it: a NUL or a lone surrogate as an
-    escape (``\\x00``, ``\\udcff``), everything else unchanged."""
-    if text.isascii() and "\x00" not in text:
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    """``text`` as a job's message or error stores it: a control character (but newline and
+    tab) or a lone surrogate as an escape (``\\x00``, ``\\x1b``, ``\\udcff``:
+    ``core.errors.printable``), everything else unchanged."""
+    return printable(text)
 
 
 class JobStatus(enum.StrEnum):

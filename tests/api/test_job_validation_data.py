@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from api.schemas import JobCreate
 from core.settings import get_settings
 from models.user_data import check_path
 
-from .helpers import job_spec
+from .helpers import job_spec, wait_for
 
 
 @pytest.fixture
@@ -249,3 +250,28 @@ def test_the_job_names_the_data_it_measures_on(root: Path, client: TestClient) -
     assert client.get(posted["url"]).json()["validation_data"] == "mine.npz"
     own = client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()
     assert own["validation_data"] is None
+
+
+def test_file_names_that_are_not_text_are_refused_escaped_not_a_500(
+    root: Path, client: TestClient
+) -> None:
+    """Security audit 31: a class directory named with a byte that is not UTF-8 made the
+    422's text unencodable, a 500; a file name with a newline and a terminal escape forged a
+    log line and coloured the job's message."""
+    from PIL import Image
+
+    odd = root / "odd"
+    (odd / "ok").mkdir(parents=True)
+    Image.new("L", (28, 28)).save(odd / "ok" / "0.png")
+    os.mkdir(os.fsencode(odd) + b"/\xff")
+    answer = client.post("/v1/jobs", json=job_spec(validation_data="odd"))
+    assert answer.status_code == 422, answer.text
+    assert "odd/\\xff: a class directory's name must be UTF-8 text" in answer.json()["message"]
+    os.rmdir(os.fsencode(odd) + b"/\xff")
+    (odd / "ok" / "b\n2026 ERROR forged \x1b[31m.png").write_bytes(b"not an image")
+    answer = client.post("/v1/jobs", json=job_spec(validation_data="odd"))
+    assert answer.status_code == 202, answer.text  # images are decoded by the job
+    failed = wait_for(client, answer.json()["id"], until={"failed"})
+    said = "odd/ok/b\\x0a2026 ERROR forged \\x1b[31m.png: not a readable image"
+    assert said in failed["error"] and said in failed["message"]
+    assert not {"\n", "\x1b"} & {*failed["error"], *failed["message"]}

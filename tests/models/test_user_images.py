@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -113,6 +115,36 @@ def test_a_file_that_does_not_decode_is_refused_by_name(root: Path) -> None:
     )
 
 
+def test_an_image_swapped_for_a_fifo_after_the_scan_is_refused_not_waited_on(root: Path) -> None:
+    """The scan checked each name; the read opened it later: a FIFO put there meanwhile hung
+    the worker on its read until someone wrote to it (security audit 31)."""
+    top = image_tree(root / "set", {"a": 2, "b": 1})
+    folder = user_images.scan_images(top, roots=[root], max_bytes=2**20, max_images=10)
+    fifo = top / "a" / "1.png"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            user_images.read_images(folder.samples, GREY8, max_bytes=2**20)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    if reader.is_alive():  # the old code: let it go before failing
+        with open(fifo, "wb"):
+            pass
+        reader.join(timeout=20)
+        pytest.fail("the read waited on the FIFO")
+    [refused] = outcome
+    assert isinstance(refused, InvalidInput), refused
+    assert str(refused).startswith("set/a/1.png: not a regular file (a FIFO")
+
+
 def test_a_directory_or_file_it_may_not_read_is_refused_by_name(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,11 +152,11 @@ def test_a_directory_or_file_it_may_not_read_is_refused_by_name(
     refusal is raised here as the system would): a 422 naming the user's path, not a 500
     whose text holds the data roots."""
     image_tree(root / "set", {"a": 1, "b": 1})
-    listing, opening = Path.iterdir, Path.open
+    listing, opening, os_open = Path.iterdir, Path.open, os.open
 
     def refuse(denied: Path, real):  # type: ignore[no-untyped-def]
         def call(self: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
-            if self == denied:
+            if Path(self) == denied:
                 raise PermissionError(13, "Permission denied", str(self))
             return real(self, *args, **kwargs)
 
@@ -135,11 +167,15 @@ def test_a_directory_or_file_it_may_not_read_is_refused_by_name(
         (root / "set" / "b", "iterdir", listing, "set/b"),
         (root / "set" / "a" / "0.png", "open", opening, "set/a/0.png"),
     ):
-        monkeypatch.setattr(Path, method, refuse(denied.resolve(), real))
+        if method == "open":  # opened by descriptor (user_images.open_regular)
+            monkeypatch.setattr(os, "open", refuse(denied.resolve(), os_open))
+        else:
+            monkeypatch.setattr(Path, method, refuse(denied.resolve(), real))
         with pytest.raises(InvalidInput, match="cannot be looked up: Permission denied") as caught:
             load_user_data("set", image_format=GREY8)
         assert shown in str(caught.value) and str(root) not in str(caught.value)
         monkeypatch.setattr(Path, method, real)
+        monkeypatch.setattr(os, "open", os_open)
 
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding(

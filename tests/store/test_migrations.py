@@ -7,6 +7,7 @@ import json
 import logging
 import multiprocessing
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -330,3 +331,26 @@ def test_a_migration_waits_for_another_at_most_its_wait_and_says_so(
         engine = make_engine(url)
         check_migrated(engine)
         engine.dispose()
+
+
+def test_the_sqlite_lock_file_is_not_followed_through_a_link_nor_another_name_chmodded(
+    tmp_path: Path,
+) -> None:
+    """Security audit 31: a link named as the lock file made each migration give the file it
+    points to mode 0666; a second name of a file (a hard link) must keep its mode too."""
+    target = tmp_path / "secret.txt"
+    target.write_text("mine")
+    target.chmod(0o600)
+    lock = tmp_path / "x.db.migrate-lock"
+    lock.symlink_to(target)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(Exception, match="lock file is a symbolic link, which hwnas does not"):
+        upgrade(url)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    lock.unlink()
+    os.link(target, lock)
+    upgrade(url)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    lock.unlink()
+    upgrade(url)  # a lock file of its own: readable and writable by all, as before
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o666
