@@ -20,9 +20,9 @@ from store.db import (
     make_engine,
     make_loop_reads,
     make_session_factory,
+    migrate_at_start,
     schema_revisions,
     sqlite_database,
-    upgrade,
 )
 from workers.dispatch import Dispatcher, EmbeddedDispatcher
 
@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
             engine = make_engine(app_settings.database_url, connections)
             stack.callback(engine.dispose)
             if app_settings.auto_migrate:
-                upgrade(app_settings.database_url, wait_s=app_settings.migration_wait_s)
+                migrate_at_start(app_settings.database_url, wait_s=app_settings.migration_wait_s)
             app.state.schema_head = check_migrated(engine)
             app.state.schema_known = schema_revisions(app_settings.database_url)
             factory = make_session_factory(engine)

@@ -225,7 +225,7 @@ def _check_before_serving(settings: Settings, host: str, port: int) -> socket.so
     processes exits 0 when they fail to start); the listening socket to serve on, bound."""
     from api.auth import parse_api_keys
     from models.registry import check_checkpoints
-    from store.db import check_migrated, make_engine, upgrade
+    from store.db import ready_database
     from workers.dispatch import local_devices
 
     parse_api_keys(settings.api_keys)  # a bad key would fail each process's start-up
@@ -233,13 +233,9 @@ def _check_before_serving(settings: Settings, host: str, port: int) -> socket.so
     check_checkpoints()  # loads the plugins: one that does not load is a PluginError now
     if settings.is_embedded:
         local_devices(settings)  # a device name that is no profile
-    if settings.auto_migrate:
-        upgrade(settings.database_url, wait_s=settings.migration_wait_s)
-    engine = make_engine(settings.database_url)
-    try:
-        check_migrated(engine)
-    finally:
-        engine.dispose()
+    ready_database(
+        settings.database_url, migrate=settings.auto_migrate, wait_s=settings.migration_wait_s
+    )
     return _bind(host, port)
 
 

@@ -29,6 +29,7 @@ from hardware_profiles import measure_latency
 from hardware_profiles.configured import device_profile
 from models.export import list_formats
 from models.registry import check_checkpoints, get_supernet
+from store.db import ready_database
 
 
 class BackgroundServer:
@@ -121,6 +122,11 @@ def run_demo(args: argparse.Namespace) -> int:
             field="HWNAS_BROKER_URL",
         )
     check_checkpoints()  # as `hwnas serve` does: a weights setting naming no supernet
+    settings = get_settings()  # and its database, before the latency limit is timed: one
+    # line and exit 2, not two tracebacks after it (upgrade audit 31)
+    ready_database(
+        settings.database_url, migrate=settings.auto_migrate, wait_s=settings.migration_wait_s
+    )
     spec = build_spec(args)
     _checked(spec)
     if args.format not in list_formats():  # before the search, not after it

@@ -668,10 +668,51 @@ def upgrade(url: str, *, wait_s: float | None = None) -> str | None:
         config = alembic_config(url)
         config.attributes["migration_wait_s"] = wait_s
         command.upgrade(config, "head")
-    except (SQLAlchemyError, CommandError, ImportError, OSError) as exc:
+    except CommandError as exc:  # e.g. a revision it does not know: a newer version's
+        engine = make_engine(url)
+        try:
+            current = current_revision(engine)
+        except ServiceUnavailable:
+            current = None
+        finally:
+            engine.dispose()
+        if current is not None and current not in schema_revisions(url):
+            raise ServiceUnavailable(_newer_schema(make_url(url), current, url)) from exc
+        raise _database_problem("cannot migrate", url, exc) from exc
+    except (SQLAlchemyError, ImportError, OSError) as exc:
         raise _database_problem("cannot migrate", url, exc) from exc
     found: str | None = config.attributes.get(MIGRATED_FROM)
     return found
+
+
+def migrate_at_start(url: str, *, wait_s: float | None = None) -> None:
+    """``upgrade`` as a server or worker runs it when it starts (``HWNAS_AUTO_MIGRATE``),
+    saying in its log when it migrated: only alembic's own lines said so, and nothing that
+    no backup was taken (upgrade audit 31)."""
+    before = upgrade(url, wait_s=wait_s)
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    if before is not None and before != head:
+        log.warning(
+            "migrated the database %s from schema revision %s to %s at start "
+            "(HWNAS_AUTO_MIGRATE); no backup was taken: an older version cannot serve it now "
+            "(README, Upgrading)",
+            hidden(url),
+            before,
+            head,
+        )
+
+
+def ready_database(url: str, *, migrate: bool, wait_s: float | None = None) -> None:
+    """What a process that serves ``url`` checks first: migrated when ``migrate``
+    (``migrate_at_start``), then at this code's head revision and writable
+    (``check_migrated``); ``ServiceUnavailable`` otherwise."""
+    if migrate:
+        migrate_at_start(url, wait_s=wait_s)
+    engine = make_engine(url)
+    try:
+        check_migrated(engine)
+    finally:
+        engine.dispose()
 
 
 def _shown(url: URL) -> str:
@@ -703,6 +744,8 @@ def check_migrated(engine: Engine) -> str:
     this process cannot write to (``check_writable``); that head revision otherwise."""
     head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
     current = current_revision(engine)
+    if current is not None and current != head and current not in schema_revisions(str(engine.url)):
+        raise ServiceUnavailable(_newer_schema(engine.url, current, str(engine.url)))
     if current != head:
         where = _shown(engine.url)
         raise ServiceUnavailable(
@@ -713,6 +756,19 @@ def check_migrated(engine: Engine) -> str:
     assert head is not None  # the scripts have a head: the check above passed
     check_writable(engine)
     return head
+
+
+def _newer_schema(url: URL, current: str, raw_url: str) -> str:
+    """Why this version cannot serve (nor migrate) a database at revision ``current``, which
+    its migrations do not know: `hwnas db-upgrade` was the advice, which failed in turn
+    (upgrade audit 31)."""
+    head = ScriptDirectory.from_config(alembic_config(raw_url)).get_current_head()
+    return (
+        f"database schema of {_shown(url)} is at revision {current}, newer than this "
+        f"version's {head}: a newer hwnas migrated it, and this version can neither serve nor "
+        "migrate it; run that newer version, or restore the backup taken before the upgrade "
+        "(README, Upgrading)"
+    )
 
 
 def check_writable(engine: Engine) -> None:
@@ -782,6 +838,8 @@ __all__ = [
     "ensure_sqlite_dir",
     "schema_revision",
     "schema_revisions",
+    "migrate_at_start",
+    "ready_database",
     "make_engine",
     "make_loop_reads",
     "make_session_factory",

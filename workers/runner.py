@@ -503,6 +503,20 @@ class JobRunner:
                 )
             return spec
 
+        begun = (
+            quality
+            and now is not None
+            and self._db(lambda s: q.list_evaluations(s, job_id, limit=0)[1])
+        )
+        if begun:
+            # Begun by an hwnas that recorded no fingerprint: what it measured with is not
+            # known. Recording today's would have let its measurements, made with whatever
+            # weights it had then, into other jobs' warm starts (upgrade audit 31): recorded
+            # as unknown, it resumes unchecked, as then, and is reused by no other job.
+            unknown = {q.MEASURED_WITH: None, q.MEASURED_CODE: None}
+            self._record_all_in_spec(job_id, unknown)
+            self._note(job_id, UNFINGERPRINTED)
+            return {**spec, **unknown}
         measured: dict[str, Any] = {q.MEASURED_WITH: now} if quality else {}
         if code is not None:  # hwnas's own supernets: none, as before
             measured[q.MEASURED_CODE] = code
@@ -986,6 +1000,14 @@ def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:
         f"search stopped early: {REJECTION_TRIES} random draws in a row found no sub-network "
         f"of {supernet} not measured yet ({spent})"
     )
+
+
+#: Said of a job an earlier hwnas began, which recorded no fingerprint of what it measured
+#: with (``JobRunner._measured_with``).
+UNFINGERPRINTED = (
+    "begun by an earlier hwnas that recorded no fingerprint of the weights, data and code it "
+    "measured with: resumed unchecked, and its measurements are reused by no other job"
+)
 
 
 def _add_message(job: Job, note: str) -> None:

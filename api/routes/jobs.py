@@ -424,6 +424,8 @@ async def export(
             card[q.QUALITY_FROM] = evaluation.details[q.QUALITY_FROM]
         supernet = get_supernet(job.supernet, validation_data=job.spec.get("validation_data"))
         _check_measured_with(job, supernet)
+        if unchecked := _unchecked_metrics(measurer, evaluation.metrics, supernet):
+            card["warning"] = "; ".join(filter(None, [supernet.quality_warning(), unchecked]))
         # Not while this process times a sub-network on the CPU (the embedded mode's worker
         # runs here): building the file (BatchNorm recalibration, tracing) would load the
         # cores being timed. It waits for the measurement in flight, at most its time cap.
@@ -504,6 +506,24 @@ def _export_limiter(request: Request) -> anyio.CapacityLimiter:
         state.export_limiter = anyio.CapacityLimiter(1)
     limiter: anyio.CapacityLimiter = state.export_limiter
     return limiter
+
+
+def _unchecked_metrics(
+    measurer: q.JobRow, metrics: dict[str, Any], supernet: Supernet
+) -> str | None:
+    """What an export's card says where the job that measured its quality metrics recorded
+    no fingerprint of the weights and data (begun before 2026-12-06): exported after a
+    checkpoint changed, the card gave the old weights' accuracy for the new weights' file,
+    unsaid (upgrade audit 31). None where it recorded one, or there is nothing to check."""
+    if measurer.spec.get(q.MEASURED_WITH) is not None or supernet.fingerprint() is None:
+        return None
+    if not set(metrics) & set(supernet.metrics):  # latency alone: the weights' no matter
+        return None
+    return (
+        f"job {measurer.id} was measured by an hwnas that recorded no fingerprint of the "
+        "weights and validation data: its metrics hold for this file only if they are the "
+        "ones configured now"
+    )
 
 
 def _check_measured_with(job: q.JobRow, supernet: Supernet) -> None:

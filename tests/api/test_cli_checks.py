@@ -323,14 +323,25 @@ def test_a_database_it_cannot_migrate_is_one_line(
 def test_a_revision_this_code_does_not_know_is_one_line(
     env: pytest.MonkeyPatch, tmp_path: Path, capsys
 ) -> None:
-    """A database migrated by newer code (then this code started against it)."""
+    """A database migrated by newer code (then this code started against it): said so in a
+    line, by every command that would serve it or migrate it."""
     assert main(["db-upgrade"]) == 0
     engine = create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
     with engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = 'ffff0000'"))
     engine.dispose()
-    err = _refused(["db-upgrade"], capsys)
-    assert "cannot migrate the database sqlite:///" in err and "'ffff0000'" in err
+    newer = "fresh.db is at revision ffff0000, newer than this version's"
+    for command, auto in (("db-upgrade", "true"), ("serve", "true"), ("serve", "false")):
+        _set(env, HWNAS_AUTO_MIGRATE=auto)
+        err = _refused([command, "--port", "1"] if command == "serve" else [command], capsys)
+        [said] = [line for line in err.splitlines() if line.startswith("hwnas:")]  # alembic's
+        assert newer in said and "Traceback" not in err  # INFO lines aside
+        assert "restore the backup taken before the upgrade" in said  # upgrade audit 31: it
+        assert "db-upgrade" not in said  # advised db-upgrade, which failed in turn
+    _set(env, HWNAS_BROKER_URL="")  # hwnas run: before it times the latency limit, one line
+    err = _refused(["run"], capsys)  # (it was two tracebacks and exit 1, after timing)
+    [said] = [line for line in err.splitlines() if line.startswith("hwnas:")]
+    assert newer in said and "Traceback" not in err and "latency limit" not in err
 
 
 def test_an_unreachable_database_without_migrating_is_one_line_too(

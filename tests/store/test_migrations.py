@@ -32,6 +32,7 @@ from store.db import (
     database_id,
     make_engine,
     make_session_factory,
+    migrate_at_start,
     renew_database_id,
     transaction,
     upgrade,
@@ -354,3 +355,36 @@ def test_the_sqlite_lock_file_is_not_followed_through_a_link_nor_another_name_ch
     lock.unlink()
     upgrade(url)  # a lock file of its own: readable and writable by all, as before
     assert stat.S_IMODE(lock.stat().st_mode) == 0o666
+
+
+def test_a_database_a_newer_version_migrated_is_refused_saying_so(tmp_path: Path) -> None:
+    """Upgrade audit 31: the advice was `hwnas db-upgrade`, which then failed with alembic's
+    "Can't locate revision"; neither said that a newer version had migrated it."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    newer = "is at revision 0999, newer than this version's"
+    with pytest.raises(ServiceUnavailable, match=newer) as refused:
+        check_migrated(engine)
+    assert "restore the backup taken before the upgrade" in str(refused.value)
+    assert "db-upgrade" not in str(refused.value)
+    with pytest.raises(ServiceUnavailable, match=newer):
+        upgrade(url)
+    engine.dispose()
+
+
+def test_a_migration_at_start_says_so_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upgrade audit 31: a server started on an older database (HWNAS_AUTO_MIGRATE) migrated
+    it with alembic's lines alone; nothing said that no backup was taken."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    command.upgrade(alembic_config(url), "0008")
+    with caplog.at_level(logging.WARNING, logger="store.db"):
+        migrate_at_start(url)
+        migrate_at_start(url)  # at head: nothing said
+    [said] = [r.getMessage() for r in caplog.records if r.name == "store.db"]
+    assert said.startswith(f"migrated the database {url} from schema revision 0008 to 0010")
+    assert "no backup was taken" in said

@@ -23,7 +23,7 @@ from search import LinasStrategy
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.tables import JobStatus
-from workers.runner import JobRunner
+from workers.runner import UNFINGERPRINTED, JobRunner
 
 from ..api.helpers import wait_for
 from ..conftest import embedded_settings
@@ -174,6 +174,35 @@ def test_measurements_made_with_other_weights_or_data_are_not_reused(
         export = client.get(url, params={"format": "onnx"})
         assert export.status_code == 409, export.text
         assert "not be the network that was measured" in export.json()["message"]
+
+
+def test_a_job_an_earlier_version_began_without_fingerprints_resumes_reused_by_none(
+    tmp_path: Path,
+) -> None:
+    """Upgrade audit 31: resumed, such a job recorded the fingerprint of the weights it
+    resumed with, and what it had measured before (with whatever weights that version
+    had) went into later jobs' warm starts and fronts; its exports said nothing."""
+    settings = embedded_settings(tmp_path)
+    factory = make_session_factory(make_engine(settings.database_url))
+    with TestClient(create_app(settings)) as client:
+        old = wait_for(client, client.post("/v1/jobs", json=FMNIST).json()["id"])
+        unrecorded = {q.MEASURED_WITH: None, q.MEASURED_CODE: None}  # keys removed
+        first, _ = as_if_died_after_its_first(factory, old["id"], **unrecorded)
+        assert JobRunner(factory, settings, "worker-2").run(old["id"]) == JobStatus.succeeded
+        with transaction(factory) as session:
+            spec = q.get_job(session, old["id"]).spec
+        assert q.MEASURED_WITH in spec and spec[q.MEASURED_WITH] is None  # known unknown
+        resumed = client.get(f"/v1/jobs/{old['id']}").json()
+        assert UNFINGERPRINTED in resumed["message"]
+        new = wait_for(client, client.post("/v1/jobs", json=dict(FMNIST, seed=4)).json()["id"])
+        assert new["progress"]["evaluations_reused"] == 0
+        url = f"/v1/jobs/{old['id']}/subnets/{first}/export?format=state_dict"
+        export = client.get(url)
+    assert export.status_code == 200, export.text
+    with zipfile.ZipFile(io.BytesIO(export.content)) as archive:
+        card = json.loads(archive.read("architecture.json"))
+    assert card["measured_with"] is None
+    assert "recorded no fingerprint of the weights and validation data" in card["warning"]
 
 
 def test_other_devices_measurements_guide_a_job_but_are_not_reused(tmp_path: Path) -> None:
