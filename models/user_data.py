@@ -121,19 +121,26 @@ def data_signature(path: str | Path, roots: Sequence[Path] | None = None) -> tup
     and inode; for a directory, those of every file under it. Data loaded before is stale
     when its signature differs. ``()`` where the path cannot be looked up (loading it then
     says why)."""
+    roots = configured_roots() if roots is None else roots
     try:
-        resolved = confine(path, configured_roots() if roots is None else roots)
+        resolved = confine(path, roots)
     except InvalidInput:
         return ()
     if not resolved.is_dir():
         return file_state(resolved)
     # Through links to folders, as the image loader reads them (class folders linked in
-    # from elsewhere changed unseen: a running server measured the old images; audit 30).
-    entries = [
-        (folder, name, *file_state(Path(folder) / name))
-        for folder, _, files in walk_through_links(resolved)
-        for name in files
-    ]
+    # from elsewhere changed unseen: a running server measured the old images; audit 30),
+    # but not out of the roots, which loading refuses: a link to /usr was walked whole,
+    # 126,000 files, at each job's start and export (security audit 31).
+    inside = [Path(root).resolve() for root in roots]
+    entries: list[tuple[Any, ...]] = []
+    for folder, folders, files in walk_through_links(resolved):
+        for name in list(folders):
+            real = Path(os.path.realpath(os.path.join(folder, name)))
+            if not any(real.is_relative_to(root) for root in inside):
+                folders.remove(name)
+                entries.append((folder, name, "outside the data roots"))
+        entries.extend((folder, name, *file_state(Path(folder) / name)) for name in files)
     return tuple(sorted(entries))
 
 
