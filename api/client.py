@@ -127,6 +127,13 @@ class HwnasClient:
                 f"the service's URL {base_url!r} needs its scheme: http://{base_url} or "
                 f"https://{base_url}"
             )
+        if (url := httpx.URL(base_url)).userinfo:  # httpx sent it as Basic auth, not the
+            raise ClientError(  # key, and the errors below printed it (security audit 31)
+                f"the service's URL {str(url.copy_with(userinfo=b''))!r} was given with a user "
+                "name or password: hwnas "
+                "takes an API key (--api-key, HWNAS_API_KEY), not credentials in its URL; "
+                "leave them out"
+            )
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)

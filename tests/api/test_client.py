@@ -492,3 +492,12 @@ def test_a_key_the_service_would_refuse_is_refused_before_anything_is_sent() -> 
             client.submit({}, idempotency_key=wrong, retry_s=5)
     assert sent == []
     assert IDEMPOTENCY_KEY_FORM.pattern == _KEY_FORM.pattern  # the client's rule is the API's
+
+
+def test_a_url_with_credentials_is_refused_without_showing_them() -> None:
+    """Security audit 31: httpx sent ``user:pass@`` as Basic auth in place of the API key,
+    and "cannot reach hwnas at http://bob:S3cret@..." printed the password."""
+    with pytest.raises(ClientError) as refused:
+        HwnasClient("http://bob:S3cret@127.0.0.1:1", api_key="k" * 16)
+    assert "S3cret" not in str(refused.value) and "bob" not in str(refused.value)
+    assert "'http://127.0.0.1:1' was given with a user name or password" in str(refused.value)
