@@ -8,24 +8,30 @@ plain ASGI middleware rather than a FastAPI dependency: it costs a header scan p
 where a dependency is solved per request (~100 us, see ``api.deps``); without keys it is
 not installed at all (the embedded default, listening on 127.0.0.1). Keys are shared
 secrets for a service behind TLS (a proxy's), not user accounts: every key may do
-everything.
+everything. Each request that changes something (not GET, HEAD or OPTIONS) is logged with the
+key's label (``key_label``: the start of its SHA-256, which names it without giving it), so
+that a job created, cancelled or deleted can be traced to the team holding the key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core.errors import InvalidInput, Unauthenticated
+from core.errors import InvalidInput, Unauthenticated, printable
 from core.settings import comma_list
 
 from .docs_pages import DOCS_STATIC, DOCS_URL, OAUTH2_REDIRECT_URL, REDOC_URL
 from .errors import error_response
 from .hot_routes import route_path
 from .openapi_doc import amend_openapi
+
+log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/healthz"
 OPEN_PATHS = frozenset({HEALTH_PATH, DOCS_URL, OAUTH2_REDIRECT_URL, REDOC_URL, "/openapi.json"})
@@ -53,6 +59,17 @@ def parse_api_keys(value: str) -> list[bytes]:
     return [key.encode() for key in keys]
 
 
+#: Requests that change nothing: not logged with their key.
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def key_label(key: bytes) -> str:
+    """What the log calls ``key``: the first 8 hex digits of its SHA-256 (an operator finds
+    a key's with ``printf %s KEY | sha256sum``), not the key (security audit 31: nothing
+    said which key had created, cancelled or deleted a job)."""
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
 class ApiKeyMiddleware:
     """Lets a request through only with a valid key (``OPEN_PATHS`` always)."""
 
@@ -61,6 +78,7 @@ class ApiKeyMiddleware:
             raise ValueError("ApiKeyMiddleware needs at least one key")
         self.app = app
         self.keys = keys
+        self.labels = [key_label(key) for key in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,11 +88,13 @@ class ApiKeyMiddleware:
         static = path.startswith(DOCS_STATIC + "/") and scope.get("method") in ("GET", "HEAD")
         if path in OPEN_PATHS or static:
             if path == HEALTH_PATH:  # open, but its details only for a caller with a key
-                scope.setdefault("state", {})[ANONYMOUS] = self._problem(scope) is not None
+                scope.setdefault("state", {})[ANONYMOUS] = self._checked(scope)[0] is not None
             await self.app(scope, receive, send)
             return
-        problem = self._problem(scope)
-        if problem is None:
+        problem, label = self._checked(scope)
+        if problem is None and scope.get("method", "GET") not in _READS:
+            await self._logged(scope, receive, send, label)
+        elif problem is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":  # none today; one added later is covered too
             await send({"type": "websocket.close", "code": 1008, "reason": problem})
@@ -82,21 +102,40 @@ class ApiKeyMiddleware:
             response = error_response(Unauthenticated(problem), headers=_CHALLENGE)
             await response(scope, receive, send)
 
-    def _problem(self, scope: Scope) -> str | None:
-        """Why the request may not pass, or None if it may."""
+    async def _logged(self, scope: Scope, receive: Receive, send: Send, label: str) -> None:
+        """Pass a request that changes something, then log it with its key's label and
+        the answer's status."""
+        status = 0
+
+        async def sent(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            path = printable(route_path(scope), lines=False)
+            log.info("API key %s: %s %s -> %s", label, scope["method"], path, status or "none")
+
+    def _checked(self, scope: Scope) -> tuple[str | None, str]:
+        """Why the request may not pass (None if it may), and the label of its key."""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 scheme, _, token = value.partition(b" ")
                 token = token.strip()
                 if scheme.lower() != b"bearer" or not token:
-                    return "the Authorization header must be 'Bearer <API key>'"
+                    return "the Authorization header must be 'Bearer <API key>'", ""
                 # every key compared (no early exit): the time taken says nothing of which
-                if sum(hmac.compare_digest(token, key) for key in self.keys) == 0:
-                    return "the API key is not valid"
-                return None
+                hits = [hmac.compare_digest(token, key) for key in self.keys]
+                if not any(hits):
+                    return "the API key is not valid", ""
+                return None, self.labels[hits.index(True)]
         return (
             "send an API key: the header 'Authorization: Bearer <key>' (one of the server's "
-            "HWNAS_API_KEYS; the CLI sends --api-key or $HWNAS_API_KEY, HwnasClient its api_key)"
+            "HWNAS_API_KEYS; the CLI sends --api-key or $HWNAS_API_KEY, HwnasClient its api_key)",
+            "",
         )
 
 

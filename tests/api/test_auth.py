@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +54,32 @@ def test_any_configured_key_opens_the_api_and_health_and_docs_stay_open(
         assert polled.status_code == 200
     for path in ("/healthz", "/docs", "/openapi.json"):
         assert secured.get(path).status_code == 200, path
+
+
+def test_each_change_is_logged_with_its_key_s_label_and_reads_are_not(
+    secured: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Security audit 31: nothing said which key (which team) created, cancelled or deleted
+    a job. The label is the start of the key's SHA-256, never the key."""
+    labels = [hashlib.sha256(key.encode()).hexdigest()[:8] for key in KEYS]
+    with caplog.at_level(logging.INFO, logger="api.auth"):
+        job = secured.post("/v1/jobs", json=job_spec(device="cpu-all"), headers=_bearer(0))
+        job_id = job.json()["id"]
+        secured.get(f"/v1/jobs/{job_id}", headers=_bearer(1))  # a read: not logged
+        secured.post(f"/v1/jobs/{job_id}/cancel", headers=_bearer(1))
+        secured.delete(f"/v1/jobs/{job_id}", headers=_bearer(1))
+        secured.delete("/v1/jobs/none", headers={"Authorization": "Bearer wrong-key-0123456"})
+    said = [r.getMessage() for r in caplog.records if r.name == "api.auth"]
+    assert said == [
+        f"API key {labels[0]}: POST /v1/jobs -> 202",
+        f"API key {labels[1]}: POST /v1/jobs/{job_id}/cancel -> 200",
+        f"API key {labels[1]}: DELETE /v1/jobs/{job_id} -> 204",
+    ]
+    assert not any(key in caplog.text for key in KEYS)
+
+
+def _bearer(index: int) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[index]}"}
 
 
 def test_openapi_says_which_operations_need_a_key(secured: TestClient) -> None:
