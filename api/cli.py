@@ -857,7 +857,7 @@ def _add_job_args(parser: argparse.ArgumentParser) -> None:
         "--no-latency-prior",
         action="store_true",
         help="no calibrated latency predictor screens the first proposals (a seed then "
-        "reproduces the job whatever was calibrated since)",
+        "reproduces the job whatever was calibrated since, as long as it is not resumed)",
     )
     parser.add_argument(
         "--validation-data", default=None, help="a file or image directory under the data roots"

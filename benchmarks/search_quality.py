@@ -508,7 +508,17 @@ def run_and_report(
     run_all: Callable[[argparse.Namespace], list[R]],
     report: Callable[[list[R], argparse.Namespace, float], str],
 ) -> None:
-    """Run a benchmark's tasks, print its Markdown report, and write it to ``--out`` too."""
+    """Run a benchmark's tasks, print its Markdown report, and write it to ``--out`` too
+    (its folder made first: a missing one failed the write after a 21-minute run, and a
+    missing ``--data`` file failed with a bare path: research audit 31)."""
+    data = getattr(args, "data", None)
+    if isinstance(data, Path) and not data.is_file():
+        raise SystemExit(
+            f"--data {data}: no such file; pass --data with the path of "
+            "nb201_acc_latency_merged.csv (shared/bench-data/nb201/, see its README)"
+        )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     text = report(run_all(args), args, time.perf_counter() - start)
     print(text)

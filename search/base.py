@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -29,10 +30,14 @@ ENUMERATION_LIMIT = 50_000
 REJECTION_TRIES = 64
 
 
-def _check_int(value: object, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInput(f"{field} must be an int >= {minimum}, got {value!r}", field=field)
-    return value
+def check_int(value: object, field: str, minimum: int) -> int:
+    """``value`` as an int, any integer type (numpy's from ``np.arange``: research audit
+    31) but a bool."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+        number = value.__index__()
+        if number >= minimum:
+            return number
+    raise InvalidInput(f"{field} must be an int >= {minimum}, got {value!r}", field=field)
 
 
 class Strategy(abc.ABC):
@@ -68,6 +73,8 @@ class Strategy(abc.ABC):
     accepts_prior: ClassVar[bool] = False
     #: Whether :meth:`hint` informs this strategy (its ``_on_hint`` learns from hints).
     uses_hints: ClassVar[bool] = False
+    #: The most hints per metric such a subclass keeps (the latest), None: all of them.
+    hints_kept: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -84,8 +91,8 @@ class Strategy(abc.ABC):
         self.space = space
         self.objectives = validate_objectives(objectives)
         self.constraints = validate_constraints(constraints)
-        self.seed = _check_int(seed, "seed", 0)
-        self.budget = _check_int(budget, "budget", 1)
+        self.seed = check_int(seed, "seed", 0)
+        self.budget = check_int(budget, "budget", 1)
         self._rng = np.random.default_rng(seed)
         self._told: dict[str, int] = {}  # key -> index into history
         self._pending: dict[str, Arch] = {}
@@ -149,7 +156,7 @@ class Strategy(abc.ABC):
     def ask(self, n: int) -> list[Arch]:
         """Up to ``n`` new architectures; fewer only when the budget or the space runs out.
         The ``initial`` architectures left come first."""
-        n = min(_check_int(n, "n", 0), self.remaining)
+        n = min(check_int(n, "n", 0), self.remaining)
         proposals = self.initial_left[:n]
         for arch in proposals:  # pending before ``_propose``, which must not propose them
             self._pending[self.space.key(arch)] = arch

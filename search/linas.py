@@ -45,13 +45,13 @@ and every hinted architecture not told.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from core.errors import InvalidInput
-from search.base import Strategy, register_strategy
+from search.base import Strategy, check_int, register_strategy
 from search.constraints import Constraints, Objectives, is_feasible
 from search.space import Arch, SearchSpace
 from search.surrogate import FeatureMap, PairwiseRidge
@@ -87,12 +87,6 @@ FAILURE_Z = 3.0
 #: Candidates whose predicted chance of failing (the model is a linear one of the 0/1
 #: outcome) exceeds this come after the others.
 FAILURE_CHANCE = 0.5
-
-
-def _check_option(value: object, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInput(f"{field} must be an int >= {minimum}, got {value!r}", field=field)
-    return value
 
 
 def _shows_a_pattern(tau: float, results: int, failures: int) -> bool:
@@ -153,6 +147,7 @@ class LinasStrategy(Strategy):
 
     accepts_prior = True
     uses_hints = True
+    hints_kept: ClassVar[int] = MAX_HINTS
 
     def __init__(
         self,
@@ -180,10 +175,10 @@ class LinasStrategy(Strategy):
             initial=initial,
         )
         if n_initial is None:
-            n_initial = min(20, max(4, budget // 5))
-        self.n_initial = _check_option(n_initial, "n_initial", 1)
-        self.pool_size = _check_option(pool_size, "pool_size", 1)
-        self.reselect_every = _check_option(reselect_every, "reselect_every", 1)
+            n_initial = min(20, max(4, self.budget // 5))
+        self.n_initial = check_int(n_initial, "n_initial", 1)
+        self.pool_size = check_int(pool_size, "pool_size", 1)
+        self.reselect_every = check_int(reselect_every, "reselect_every", 1)
         if not isinstance(interactions, bool):
             raise InvalidInput("interactions must be a bool", field="interactions")
         self.interactions = interactions
@@ -243,14 +238,15 @@ class LinasStrategy(Strategy):
             self._pool.close([indices])
 
     def _on_hint(self, key: str, arch: Arch, metrics: dict[str, float]) -> None:
-        """Kept per metric, the latest ``MAX_HINTS`` (the predictor's solve is cubic in its
-        training set: 500 hints take an ask from ~6 to ~50 ms here, 1,000 to ~220 ms)."""
+        """Kept per metric, the latest ``hints_kept`` (``MAX_HINTS``: the predictor's solve
+        is cubic in its training set: 500 hints take an ask from ~6 to ~50 ms here, 1,000 to
+        ~220 ms)."""
         indices = self.space.to_indices(arch)
         for name, value in metrics.items():
             hints = self._hints[name]
             hints.pop(key, None)
             hints[key] = (indices, value)
-            if len(hints) > MAX_HINTS:
+            if len(hints) > self.hints_kept:
                 del hints[next(iter(hints))]
         self._n_hints += 1
 

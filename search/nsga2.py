@@ -59,7 +59,7 @@ class NSGA2Strategy(OptunaStrategy):
             max_retries=max_retries,
         )
         if population_size is None:
-            population_size = min(20, max(4, budget // 4))
+            population_size = min(20, max(4, self.budget // 4))
         if isinstance(population_size, bool) or not isinstance(population_size, int):
             raise InvalidInput("population_size must be an int", field="population_size")
         if population_size < 2:

@@ -54,7 +54,7 @@ class TPEStrategy(OptunaStrategy):
             max_retries=max_retries,
         )
         if n_startup_trials is None:
-            n_startup_trials = min(10, max(1, budget // 5))
+            n_startup_trials = min(10, max(1, self.budget // 5))
         if (
             isinstance(n_startup_trials, bool)
             or not isinstance(n_startup_trials, int)

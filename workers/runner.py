@@ -801,11 +801,11 @@ class JobRunner:
                 log.info("job %s: hint from job %s skipped: %s", job_id, evaluation.job_id, exc)
         if hinted:
             names = ", ".join(sorted(kept))
-            self._note(
-                job_id,
-                f"search guided by the {names} of {q.counted(len(hinted), 'sub-network')} "
-                "measured on other devices",
-            )
+            count = q.counted(len(hinted), "sub-network")
+            cap = plan.strategy.hints_kept
+            if cap is not None and len(hinted) > cap:  # it said 544, linas kept 500 (audit 31)
+                count = f"the latest {cap} of {count}"
+            self._note(job_id, f"search guided by the {names} of {count} measured on other devices")
 
     def _record(
         self,

@@ -78,6 +78,15 @@ def test_same_seed_same_proposals(name: str) -> None:
 
 
 @parametrize_strategies
+def test_numpy_integers_are_seeds_and_budgets_as_ints_are(name: str) -> None:
+    """A researcher looping over ``np.arange`` was refused (research audit 31)."""
+    space = toy_space()
+    numpy_made = make(name, space, seed=np.int64(7), budget=np.int32(40))  # type: ignore[arg-type]
+    assert drive(numpy_made) == drive(make(name, space, seed=7, budget=40))
+    assert type(numpy_made.seed) is int and type(numpy_made.budget) is int
+
+
+@parametrize_strategies
 def test_different_seeds_differ(name: str) -> None:
     space = toy_space()
     assert drive(make(name, space, seed=1)) != drive(make(name, space, seed=2))
@@ -309,6 +318,9 @@ def test_unknown_strategy_lists_known_ones() -> None:
         ("budget", {"budget": 0}),
         ("budget", {"budget": 2.5}),
         ("seed", {"seed": -1}),
+        ("seed", {"seed": True}),
+        ("seed", {"seed": np.bool_(True)}),
+        ("budget", {"budget": np.float64(3.0)}),
         ("space", {"space": {"g0": [1, 2]}}),
         ("objectives", {"objectives": {}}),
         ("objectives", {"objectives": {"acc": "maximize"}}),

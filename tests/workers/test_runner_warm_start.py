@@ -205,7 +205,9 @@ def test_a_job_an_earlier_version_began_without_fingerprints_resumes_reused_by_n
     assert "recorded no fingerprint of the weights and validation data" in card["warning"]
 
 
-def test_other_devices_measurements_guide_a_job_but_are_not_reused(tmp_path: Path) -> None:
+def test_other_devices_measurements_guide_a_job_but_are_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Accuracy does not depend on the device: a job on fpga is hinted with what a job on
     pixel3 measured (Strategy.hint), yet measures its own budget and copies nothing."""
     with TestClient(create_app(embedded_settings(tmp_path, embedded_devices=""))) as client:
@@ -218,6 +220,12 @@ def test_other_devices_measurements_guide_a_job_but_are_not_reused(tmp_path: Pat
         assert (
             job["message"]
             == "search guided by the accuracy of 8 sub-networks measured on other devices"
+        )
+        monkeypatch.setattr(LinasStrategy, "hints_kept", 6)  # it said 8 while linas kept 6
+        job = wait_for(client, client.post("/v1/jobs", json=dict(on_fpga, seed=3)).json()["id"])
+        assert job["message"].endswith(  # after the warm start's note: the first job's 5
+            "search guided by the accuracy of the latest 6 of 8 sub-networks measured on other "
+            "devices"
         )
         assert (job["progress"]["evaluations_done"], job["progress"]["evaluations_reused"]) == (
             5,
