@@ -222,8 +222,8 @@ def test_other_devices_measurements_guide_a_job_but_are_not_reused(
             == "search guided by the accuracy of 8 sub-networks measured on other devices"
         )
         monkeypatch.setattr(LinasStrategy, "hints_kept", 6)  # it said 8 while linas kept 6
-        job = wait_for(client, client.post("/v1/jobs", json=dict(on_fpga, seed=3)).json()["id"])
-        assert job["message"].endswith(  # after the warm start's note: the first job's 5
+        capped = wait_for(client, client.post("/v1/jobs", json=dict(on_fpga, seed=3)).json()["id"])
+        assert capped["message"].endswith(  # after the warm start's note: the first job's 5
             "search guided by the accuracy of the latest 6 of 8 sub-networks measured on other "
             "devices"
         )
