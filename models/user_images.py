@@ -60,6 +60,11 @@ PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "PPM", "TIFF")
 #: Largest image (width x height) decoded; 40 MP is above any camera photo, and below
 #: Pillow's own bomb threshold (~89 MP), whose warning would not stop the decoding.
 MAX_PIXELS = 40_000_000
+#: Most pixels decoded in all for one directory: bytes on disk bound nothing (a blank 40 MP
+#: PNG is 39 KB and takes 0.2 s to decode: minutes of a worker's time within the size
+#: limits, security audit 31); 8 billion is 10,000 images of 800 000 pixels (ImageNet's
+#: are ~110 000 on average), about a minute of decoding on one core.
+MAX_TOTAL_PIXELS = 8_000_000_000
 _MAX_CLASSES_FILE = 2**20
 
 
@@ -333,7 +338,7 @@ def read_images(
     each found the next: audit 30)."""
     size, rgb = image_format.size, image_format.mode == "RGB"
     out = torch.empty((len(images), *((3,) if rgb else ()), size, size), dtype=torch.uint8)
-    left, broken = max_bytes, []
+    left, pixels_left, broken = max_bytes, MAX_TOTAL_PIXELS, []
     for i, image in enumerate(images):
         with open_regular(image.path, image.name) as handle:
             data = handle.read(left + 1)
@@ -342,6 +347,14 @@ def read_images(
             raise InvalidInput(
                 f"{image.name}: the images are over the limit of {max_bytes / 2**20:.1f} MiB "
                 "in all (HWNAS_MAX_DATA_FILE_MB)",
+                field=FIELD,
+            )
+        pixels_left -= _pixel_count(data)
+        if pixels_left < 0:
+            raise InvalidInput(
+                f"{image.name}: the images are over the limit of {MAX_TOTAL_PIXELS:,} pixels "
+                "in all (decoding them would hold the worker for minutes): give smaller "
+                "images, or fewer",
                 field=FIELD,
             )
         try:
@@ -364,6 +377,16 @@ def read_images(
 
 #: Most images that do not decode named in one refusal besides the first.
 _NAMED_MAX = 10
+
+
+def _pixel_count(data: bytes) -> int:
+    """Width x height from the image's header, read without decoding; 0 where Pillow does
+    not identify it (decoding it then says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
+            return int(image.width * image.height)
+    except Exception:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
+        return 0
 
 
 def _decode(data: bytes, image_format: ImageFormat, name: str) -> np.ndarray:

@@ -188,6 +188,26 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(
         load_user_data("set", image_format=GREY8)
 
 
+def test_images_over_the_pixel_limit_in_all_are_refused_before_decoding_them(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Security audit 31: only bytes on disk were counted, and a blank 40 MP PNG is 39 KB."""
+    image_tree(root / "set", {"a": 3})  # 12 x 12 each: 144 pixels
+    monkeypatch.setattr(user_images, "MAX_TOTAL_PIXELS", 144 * 3)
+    assert len(load_user_data("set", image_format=GREY8).labels) == 3
+    decoded: list[str] = []
+    decode = user_images._decode
+    monkeypatch.setattr(
+        user_images,
+        "_decode",
+        lambda data, fmt, name: decoded.append(name) or decode(data, fmt, name),
+    )
+    monkeypatch.setattr(user_images, "MAX_TOTAL_PIXELS", 144 * 3 - 1)
+    with pytest.raises(InvalidInput, match=r"set/a/2\.png: the images are over the limit of 431"):
+        load_user_data("set", image_format=GREY8)
+    assert decoded == ["set/a/0.png", "set/a/1.png"]  # the third, over the limit, was not
+
+
 def test_links_out_of_the_roots_are_refused(root: Path, tmp_path: Path) -> None:
     image_tree(root / "set", {"a": 1, "b": 1})
     outside = image_tree(tmp_path / "elsewhere", {"x": 1})
