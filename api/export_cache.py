@@ -62,11 +62,17 @@ def remove_exports(data_dir: Path, job_ids: Iterable[str]) -> None:
             shutil.rmtree(data_dir / EXPORTS / job_id, ignore_errors=True)
 
 
+def stale_version_folders(data_dir: Path) -> list[Path]:
+    """The folders of cache versions this version no longer serves (an earlier version's,
+    numbered or not), by name."""
+    return sorted(
+        v for v in (data_dir / EXPORTS.parent).glob("*") if v.is_dir() and v.name != EXPORTS.name
+    )
+
+
 def remove_old_versions(data_dir: Path) -> int:
     """Remove the folders of cache versions this version no longer serves; how many."""
-    old = [
-        v for v in (data_dir / EXPORTS.parent).glob("*") if v.is_dir() and v.name != EXPORTS.name
-    ]
+    old = stale_version_folders(data_dir)
     for version in old:
         shutil.rmtree(version, ignore_errors=True)
     return len(old)

@@ -19,7 +19,12 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.export_cache import job_folders, remove_exports, remove_old_versions
+from api.export_cache import (
+    job_folders,
+    remove_exports,
+    remove_old_versions,
+    stale_version_folders,
+)
 from core.errors import InvalidInput
 from store import jobs as q
 from store.db import transaction
@@ -59,8 +64,8 @@ def prune(
     folders = job_folders(data_dir)  # before the jobs are read: a new job may write its own
     with transaction(factory) as session:
         ids = q.ended_before(session, cutoff)
-    if dry_run:
-        return Pruned(ids, 0)
+    if dry_run:  # the old versions' folders too: the first thing asked after an upgrade
+        return Pruned(ids, len(stale_version_folders(data_dir)) if old_versions else 0)
     deleted: list[str] = []
     for start in range(0, len(ids), q.DELETE_CHUNK):
         if stop is not None and stop.is_set():

@@ -112,7 +112,10 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
         assert main(["prune", "--older-than", "30", "--dry-run"]) == 0
         said = capsys.readouterr()
         assert said.out == f"{ids[0]}\n"
-        assert said.err == "would delete 1 jobs that ended over 30 days ago\n"
+        assert said.err == (  # the old version's folder: unsaid before (upgrade audit 31)
+            "would delete 1 jobs that ended over 30 days ago; would remove 1 old export cache "
+            "folders\n"
+        )
         assert (data / "exports" / "1").exists()  # nothing removed
         with transaction(factory) as session:
             assert set(session.scalars(select(Job.id))) == set(ids)
