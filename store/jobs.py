@@ -1114,6 +1114,23 @@ def measuring_alike(
     )
 
 
+def unfingerprinted_measurements(
+    session: Session, supernet: str, device: str, exclude_job: str
+) -> int:
+    """How many measurements the other search jobs of ``supernet`` on ``device`` made that
+    recorded no fingerprint of what they measured with (jobs an earlier hwnas began, before
+    2026-12-06): a warm start reuses none, and says so (upgrade audit 31: weeks of history
+    went unused without a word)."""
+    jobs = select(Job.spec, Job.evaluations_done).where(
+        Job.supernet == supernet,
+        Job.device == device,
+        Job.id != exclude_job,
+        Job.kind == JobKind.search,
+        Job.evaluations_done > 0,
+    )
+    return sum(done for spec, done in session.execute(jobs) if spec.get(MEASURED_WITH) is None)
+
+
 def _measuring_alike(
     session: Session,
     supernet: str,

@@ -42,6 +42,9 @@ class WarmStart:
     #: The job's spec, with the failures taken (``store.jobs.FAILED``) and left to measure
     #: again (``store.jobs.RETRYING``).
     spec: dict[str, Any]
+    #: Measurements of the pair by jobs that recorded no fingerprint (an earlier hwnas's):
+    #: not reused (``store.jobs.unfingerprinted_measurements``).
+    unfingerprinted: int = 0
 
 
 def copy_earlier(
@@ -91,7 +94,15 @@ def copy_earlier(
         job.spec = {**job.spec, q.FAILED: [*failures.shared(taken), *listed], q.RETRYING: retrying}
     kept = {key: job.spec[key] for key in (q.FAILED, q.RETRYING) if key in job.spec}
     passed_over = len(noisy - {e.subnet_id for e in stored})
-    return WarmStart(stored, passed_over, {**spec, **kept})
+    return WarmStart(stored, passed_over, {**spec, **kept}, _unfingerprinted(session, job, spec))
+
+
+def _unfingerprinted(session: Session, job: Job, spec: dict[str, Any]) -> int:
+    """The measurements of the pair by jobs that recorded no fingerprint, where this job
+    has one (else they are alike, and reused)."""
+    if spec.get(q.MEASURED_WITH) is None:
+        return 0
+    return q.unfingerprinted_measurements(session, spec["supernet"], spec["device"], job.id)
 
 
 def earlier_measurements(

@@ -196,6 +196,10 @@ def test_a_job_an_earlier_version_began_without_fingerprints_resumes_reused_by_n
         assert UNFINGERPRINTED in resumed["message"]
         new = wait_for(client, client.post("/v1/jobs", json=dict(FMNIST, seed=4)).json()["id"])
         assert new["progress"]["evaluations_reused"] == 0
+        assert (  # said, where weeks of history went unused without a word
+            "warm start: 2 measurements of jobs an earlier hwnas began, which recorded no "
+            "fingerprint of their weights and data, not reused" in new["message"]
+        )
         url = f"/v1/jobs/{old['id']}/subnets/{first}/export?format=state_dict"
         export = client.get(url)
     assert export.status_code == 200, export.text
