@@ -33,6 +33,8 @@ from store.predictors import MEASURED_CODE
 from store.tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
 from workers.dispatch import Dispatcher
 
+from .client import WAITING
+
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:
     """Serialise an already-validated schema once, in pydantic's Rust core.
@@ -114,7 +116,7 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
         ),
         failed_evaluations=[FailedEvaluation(**entry) for entry in failed],
         calibration=calibration,
-        message=with_notes(note, job.message),
+        message=job_message(job, note),
         error=job.error,
         attempts=job.attempts,
         timing=Timing(
@@ -124,6 +126,19 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
         started_at=job.started_at,
         finished_at=job.finished_at,
     )
+
+
+def job_message(job: Job | JobRow, note: str | None) -> str | None:
+    """The job's message with ``note`` (``stall_note``) first, or in place of a queued
+    job's stored reason to wait, which the note brings up to date."""
+    if note is not None and job.status == JobStatus.queued and is_waiting(job.message):
+        return note or None
+    return with_notes(note, job.message)
+
+
+def is_waiting(message: str | None) -> bool:
+    """Whether ``message`` is a reason to wait, as stored with a queued job."""
+    return (message or "").startswith(WAITING)
 
 
 def _fraction(job: Job | JobRow, failed: int) -> float:
@@ -141,11 +156,17 @@ def stall_note(job: Job | JobRow, stale_after_s: float, dispatcher: Dispatcher) 
     queued job that no live worker serves now, or that waits behind others in this
     process's pool (``Dispatcher.queue_reason``), why it waits, unless its message says so
     already (it was stored at submission: a job re-queued by a shutdown said it "resumes",
-    and went on saying so after a restart that no longer serves its device). None for
-    every other job."""
+    and went on saying so after a restart that no longer serves its device); where its
+    message is a reason it waited when stored (``waiting: ...``) that is not today's, the
+    note replaces it (``job_message``; "" where it waits for nothing now). None for every
+    other job."""
     if job.status == JobStatus.queued:
         reason = dispatcher.waiting_reason(job.device) or dispatcher.queue_reason(job.id)
-        return None if reason is None or reason in (job.message or "") else f"waiting: {reason}"
+        now = None if reason is None else f"waiting: {reason}"
+        if is_waiting(job.message):  # why it waited when it was stored: may be stale now
+            # (a restart that serves its device said both: upgrade audit 31); "" drops it
+            return None if now == job.message else now or ""
+        return None if reason is None or reason in (job.message or "") else now
     beat = worker_lost_at(job, utcnow(), stale_after_s)
     if beat is None:
         return None

@@ -27,6 +27,7 @@ from api.export_cache import export_file, folder_lock, remove_exports
 from api.presenters import (
     api_base,
     evaluation_public,
+    job_message,
     job_public,
     json_response,
     pareto_point,
@@ -319,7 +320,7 @@ def read_pareto(job_id: str, factory: FactoryDep, request: Request) -> Response:
         status=job.status.value,
         objectives=job.spec["objectives"],
         data=[pareto_point(e, request, exportable) for e in rows],
-        message=q.with_notes(_stall_note(request, job), job.message),
+        message=job_message(job, _stall_note(request, job)),
     )
     return json_response(front)
 

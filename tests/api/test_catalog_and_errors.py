@@ -18,11 +18,13 @@ import hardware_profiles.registry
 from alembic import command
 from api.app import create_app
 from api.errors import ErrorAnswer
+from api.presenters import job_message, stall_note
 from api.schemas import JobCreate
 from core.settings import Settings, get_settings
 from models import registry
 from models.text_transformer import TextTransformerSupernet
-from store.db import alembic_config, make_engine
+from store import jobs as q
+from store.db import alembic_config, make_engine, make_session_factory, transaction
 from workers.dispatch import shown_devices
 
 from ..conftest import embedded_settings
@@ -71,6 +73,41 @@ def test_a_job_for_an_unserved_device_waits_and_says_so(
         "can (hwnas worker --devices cuda-0, the distributed mode: HWNAS_BROKER_URL) would "
         "take it"
     )
+
+
+def test_a_queued_job_says_why_it_waits_now_not_also_why_it_waited_before(
+    tmp_path: Path,
+) -> None:
+    """Upgrade audit 31: after a restart with other devices the stored reason ("this server
+    serves: cpu-ts") followed today's, which contradicted it; where the job waits for
+    nothing now, the stored reason is dropped."""
+    stored = (
+        "waiting: no live worker serves device 'cpu-all' (this server serves: cpu-1t; "
+        "HWNAS_EMBEDDED_DEVICES chooses them)"
+    )
+    now = stored.replace("serves: cpu-1t;", "serves: cpu-1t, cpu-ts;")
+    with TestClient(create_app(embedded_settings(tmp_path, embedded_devices="cpu-1t"))) as client:
+        job_id = client.post("/v1/jobs", json=job_spec(device="cpu-all")).json()["id"]
+        assert client.get(f"/v1/jobs/{job_id}").json()["message"] == stored  # as stored
+    restarted = embedded_settings(tmp_path, embedded_devices="cpu-1t,cpu-ts")
+    with TestClient(create_app(restarted)) as client:
+        assert client.get(f"/v1/jobs/{job_id}").json()["message"] == now
+        assert client.get("/v1/jobs").json()["data"][0]["message"] == now
+        assert client.get(f"/v1/jobs/{job_id}/pareto").json()["message"] == now
+
+    class ServedNow:  # the dispatcher of a server that serves its device, idle
+        def waiting_reason(self, device: str) -> None:
+            return None
+
+        def queue_reason(self, job_id: str) -> None:
+            return None
+
+    factory = make_session_factory(make_engine(restarted.database_url))
+    with transaction(factory) as session:
+        job = q.get_job(session, job_id)
+        note = stall_note(job, 60.0, ServedNow())  # type: ignore[arg-type]
+        assert note == "" and job_message(job, note) is None
+        assert job_message(job, None) == stored  # no note given: the stored message
 
 
 def test_many_devices_of_a_family_are_named_by_their_pattern() -> None:
