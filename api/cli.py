@@ -166,6 +166,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "jobs, cancel them and download every export; set HWNAS_API_KEYS (README, API "
             "keys)"
         )
+    if settings.api_keys.strip() and not settings.public_url and not _loopback(args.host):
+        warn(  # a shared service behind a proxy, most likely (security audit 31)
+            f"serving on {args.host} without HWNAS_PUBLIC_URL: job URLs and redirects take "
+            "their host from each request's Host header, which a client chooses; set "
+            "HWNAS_PUBLIC_URL to the address clients reach (README, Configuration)"
+        )
     config = uvicorn.Config(
         "api.app:create_app",
         factory=True,

@@ -506,8 +506,14 @@ def test_serving_beyond_this_machine_without_keys_is_warned_of(
         assert ("without API keys" in err) is warned, host
     _set(env, HWNAS_API_KEYS="k" * 32)
     assert main(["serve", "--host", "0.0.0.0"]) == 0
-    assert "without API keys" not in capsys.readouterr().err
-    assert served[-1] == "0.0.0.0"
+    err = capsys.readouterr().err
+    assert "without API keys" not in err and served[-1] == "0.0.0.0"
+    # keys, on a public address, no public URL: a client's Host header chose the job URLs
+    assert "serving on 0.0.0.0 without HWNAS_PUBLIC_URL: job URLs and redirects" in err
+    _set(env, HWNAS_PUBLIC_URL="https://nas.example.com")
+    assert main(["serve", "--host", "0.0.0.0"]) == 0
+    assert "HWNAS_PUBLIC_URL" not in capsys.readouterr().err
+    env.delenv("HWNAS_PUBLIC_URL")
     # the client's variable for the server's, one letter short: no key was required
     _set(env, HWNAS_API_KEYS="", HWNAS_API_KEY="k" * 32)
     assert main(["serve"]) == 0
