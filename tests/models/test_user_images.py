@@ -152,7 +152,7 @@ def test_a_directory_or_file_it_may_not_read_is_refused_by_name(
     refusal is raised here as the system would): a 422 naming the user's path, not a 500
     whose text holds the data roots."""
     image_tree(root / "set", {"a": 1, "b": 1})
-    listing, opening, os_open = Path.iterdir, Path.open, os.open
+    listing, opening, os_open, scandir = Path.iterdir, Path.open, os.open, os.scandir
 
     def refuse(denied: Path, real):  # type: ignore[no-untyped-def]
         def call(self: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -169,13 +169,15 @@ def test_a_directory_or_file_it_may_not_read_is_refused_by_name(
     ):
         if method == "open":  # opened by descriptor (user_images.open_regular)
             monkeypatch.setattr(os, "open", refuse(denied.resolve(), os_open))
-        else:
+        else:  # a class folder is listed by os.scandir (user_images._Scan._listed)
             monkeypatch.setattr(Path, method, refuse(denied.resolve(), real))
+            monkeypatch.setattr(os, "scandir", refuse(denied.resolve(), scandir))
         with pytest.raises(InvalidInput, match="cannot be looked up: Permission denied") as caught:
             load_user_data("set", image_format=GREY8)
         assert shown in str(caught.value) and str(root) not in str(caught.value)
         monkeypatch.setattr(Path, method, real)
         monkeypatch.setattr(os, "open", os_open)
+        monkeypatch.setattr(os, "scandir", scandir)
 
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding(
@@ -206,6 +208,19 @@ def test_images_over_the_pixel_limit_in_all_are_refused_before_decoding_them(
     with pytest.raises(InvalidInput, match=r"set/a/2\.png: the images are over the limit of 431"):
         load_user_data("set", image_format=GREY8)
     assert decoded == ["set/a/0.png", "set/a/1.png"]  # the third, over the limit, was not
+
+
+def test_a_directory_of_too_many_entries_is_refused_as_they_are_listed(root: Path) -> None:
+    """Security audit 31: only images counted, and 300,000 other files in a class folder
+    took 16 s to list at each submission."""
+    top = image_tree(root / "set", {"a": 1, "b": 1})
+    for i in range(1007):  # with the 2 images in a and b: 1,009 entries, one over
+        (top / "a" / f"{i}.txt").touch()
+    with pytest.raises(InvalidInput, match=r"^set: more than 1,008 files and folders \(4 for"):
+        user_images.scan_images(top, roots=[root], max_bytes=2**20, max_images=2)
+    (top / "a" / "0.txt").unlink()
+    folder = user_images.scan_images(top, roots=[root], max_bytes=2**20, max_images=2)
+    assert len(folder.samples) == 2
 
 
 def test_links_out_of_the_roots_are_refused(root: Path, tmp_path: Path) -> None:
