@@ -105,19 +105,25 @@ class ApiKeyMiddleware:
     async def _logged(self, scope: Scope, receive: Receive, send: Send, label: str) -> None:
         """Pass a request that changes something, then log it with its key's label and
         the answer's status."""
-        status = 0
+        answer = ""
 
         async def sent(message: Any) -> None:
-            nonlocal status
+            nonlocal answer
             if message["type"] == "http.response.start":
-                status = message["status"]
+                answer = str(message["status"])
+                for name, value in message.get("headers", ()):
+                    if name == b"location":  # a new job's: which job the key created
+                        answer += f" {printable(value.decode('latin-1'), lines=False)}"
             await send(message)
 
         try:
             await self.app(scope, receive, sent)
+        except BaseException:
+            answer = answer or "500 (an unhandled error)"
+            raise
         finally:
             path = printable(route_path(scope), lines=False)
-            log.info("API key %s: %s %s -> %s", label, scope["method"], path, status or "none")
+            log.info("API key %s: %s %s -> %s", label, scope["method"], path, answer or "none")
 
     def _checked(self, scope: Scope) -> tuple[str | None, str]:
         """Why the request may not pass (None if it may), and the label of its key."""

@@ -16,8 +16,9 @@ from pathlib import Path
 #: served for the new one: "2" the card inside each file, and the Transformer's ONNX at any
 #: length; "3" the card's ``output`` (shape, ONNX name, classes) and ``quality_from``; "4"
 #: the input's ``axis_names`` (the Transformer's ONNX axis ``sequence``, was ``dim1``); "5"
-#: the card's ``validation_data`` and ``measured_with``.
-EXPORTS = Path("exports") / "5"
+#: the card's ``validation_data`` and ``measured_with``; "6" the input's ``file_shape`` and
+#: ``onnx_name``, and the ``warning`` of a job that recorded no fingerprint.
+EXPORTS = Path("exports") / "6"
 
 
 #: job id -> its folder's lock and how many threads hold or wait for it (dropped at 0).

@@ -16,6 +16,7 @@ import logging
 import numbers
 import os
 import site
+import stat
 import sys
 import sysconfig
 import weakref
@@ -24,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -289,7 +290,7 @@ class Supernet(ABC):
         """``code_fingerprint`` first, then what earlier hwnas versions recorded for the
         same code (``accepted_code_versions``): a stored job that recorded any of them
         measured with this code."""
-        return accepted_code_versions(type(self))
+        return (self.code_fingerprint(), *earlier_code_versions(type(self)))
 
     def quality_warning(self) -> str | None:
         """What makes the quality metrics (accuracy) this instance measures meaningless, if
@@ -529,12 +530,38 @@ def _file_digest(path: str) -> bytes:
     """A file's content, hashed; ``InvalidInput`` if it cannot be read."""
     hasher = hashlib.blake2b(digest_size=16)
     try:
-        with open(path, "rb") as stream:
+        stream = open_if_regular(path)
+        if stream is None:
+            raise InvalidInput(f"cannot read {Path(path).name}: {NOT_REGULAR}")
+        with stream:
             while chunk := stream.read(1 << 20):
                 hasher.update(chunk)
     except OSError as exc:  # gone, or not readable: said as the data's problems are
         raise InvalidInput(f"cannot read {Path(path).name}: {exc.strerror or exc}") from None
     return hasher.digest()
+
+
+#: Why a file that is not a regular one is not read.
+NOT_REGULAR = "not a regular file (a FIFO, socket or device, whose reader may wait for ever)"
+
+
+def open_if_regular(path: str | Path, *, follow: bool = True) -> BinaryIO | None:
+    """``path`` open for reading if it is a regular file as opened, else None: checked on
+    the open file, not by its name beforehand (a file swapped for a FIFO after a check hung
+    the worker on its read until someone wrote to it: security audit 31). ``follow``:
+    through a symbolic link (False for a path resolved already: a link swapped in since
+    raises ``OSError``). Other failures to open raise ``OSError``."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    handle = os.open(path, flags)  # O_NONBLOCK: a FIFO without a writer opens at once
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            os.close(handle)
+            return None
+        os.set_blocking(handle, True)
+        return os.fdopen(handle, "rb")
+    except BaseException:
+        os.close(handle)
+        raise
 
 
 def _folder_digest(path: str, above: frozenset[str], folders: dict[str, bytes]) -> bytes:

@@ -47,6 +47,7 @@ from .user_images import (
     ImageFolder,
     check_class_count,
     lookup_errors,
+    name_of,
     open_regular,
     read_images,
     scan_images,
@@ -241,7 +242,7 @@ def load_user_data(
     if resolved.is_dir():
         if image_format is None:
             raise InvalidInput(
-                f"{resolved.name}: a directory, but this supernet does not take images; "
+                f"{name_of(resolved)}: a directory, but this supernet does not take images; "
                 f"give a tensor file ({', '.join(SUFFIXES)}) with 'inputs' and 'labels'",
                 field=FIELD,
             )
@@ -254,7 +255,7 @@ def load_user_data(
     labels = loaded.labels
     if num_classes is not None and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise InvalidInput(
-            f"{resolved.name}: labels must lie in 0..{num_classes - 1}, found "
+            f"{name_of(resolved)}: labels must lie in 0..{num_classes - 1}, found "
             f"{int(labels.min())}..{int(labels.max())}",
             field=FIELD,
         )
@@ -288,7 +289,7 @@ def _from_folder(
 def _check_file(resolved: Path, limit: int) -> None:
     if resolved.suffix not in SUFFIXES:
         raise InvalidInput(
-            f"{resolved.name}: unsupported file type; use one of {', '.join(SUFFIXES)}, "
+            f"{name_of(resolved)}: unsupported file type; use one of {', '.join(SUFFIXES)}, "
             "or a directory of images",
             field=FIELD,
         )
@@ -302,7 +303,7 @@ def _not_an_npz(path: Path) -> InvalidInput:
     """For a .npz that is not a zip: numpy reads any other file as a pickle, and refuses it
     with advice to load it unsafely; a text file named .npz is answered for what it is."""
     return InvalidInput(
-        f"{path.name}: not a .npz file (numpy.savez writes a zip archive of .npy arrays)",
+        f"{name_of(path)}: not a .npz file (numpy.savez writes a zip archive of .npy arrays)",
         field=FIELD,
     )
 
@@ -318,7 +319,7 @@ def _check_size(path: Path, limit: int, zipped: bool) -> None:
             size = max(size, sum(info.file_size for info in archive.infolist()))
     if size > limit:
         raise InvalidInput(
-            f"{path.name}: {size / 2**20:.1f} MiB is over the limit of {limit / 2**20:.1f} MiB "
+            f"{name_of(path)}: {size / 2**20:.1f} MiB is over the limit of {limit / 2**20:.1f} MiB "
             "(HWNAS_MAX_DATA_FILE_MB)",
             field=FIELD,
         )
@@ -356,7 +357,7 @@ def torch_load_reason(exc: BaseException) -> str:
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
-    with open_regular(path, path.name) as handle:
+    with open_regular(path, name_of(path)) as handle:
         if not zipfile.is_zipfile(handle):
             raise _not_an_npz(path)
         handle.seek(0)
@@ -373,23 +374,23 @@ def _load_npz(handle: BinaryIO, path: Path) -> dict[str, Any]:
         if "pickle" in reason:  # numpy's own words advise loading it unsafely
             reason = "it holds object arrays, which need pickles: save numeric arrays"
         raise InvalidInput(
-            f"{path.name}: not a readable .npz without pickles ({reason})", field=FIELD
+            f"{name_of(path)}: not a readable .npz without pickles ({reason})", field=FIELD
         ) from None
 
 
 def _read_torch(path: Path) -> dict[str, Any]:
-    with open_regular(path, path.name) as handle:
+    with open_regular(path, name_of(path)) as handle:
         try:
             loaded = torch.load(handle, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for bad files
             hint = "" if zipfile.is_zipfile(handle) else " (not the zip archive torch.save writes)"
             raise InvalidInput(
-                f"{path.name}: refused by torch.load(weights_only=True): "
+                f"{name_of(path)}: refused by torch.load(weights_only=True): "
                 f"{torch_load_reason(exc)}{hint}",
                 field=FIELD,
             ) from None
     if not isinstance(loaded, Mapping):
-        raise InvalidInput(f"{path.name}: expected a dict of tensors", field=FIELD)
+        raise InvalidInput(f"{name_of(path)}: expected a dict of tensors", field=FIELD)
     return dict(loaded)
 
 
@@ -403,21 +404,21 @@ def _pick(arrays: Mapping[str, Any], keys: Sequence[str]) -> Any:
 def _tensor(value: Any, what: str, path: Path) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biuf":
-            raise InvalidInput(f"{path.name}: {what} has dtype {value.dtype}", field=FIELD)
+            raise InvalidInput(f"{name_of(path)}: {what} has dtype {value.dtype}", field=FIELD)
         if value.dtype == np.uint64 and value.size and value.max() > np.iinfo(np.int64).max:
-            raise InvalidInput(f"{path.name}: {what} holds values over 2**63 - 1", field=FIELD)
+            raise InvalidInput(f"{name_of(path)}: {what} holds values over 2**63 - 1", field=FIELD)
         tensor = torch.from_numpy(np.ascontiguousarray(value))
     elif isinstance(value, torch.Tensor):
         tensor = value.detach().cpu()
         if tensor.dtype not in _REAL:
-            raise InvalidInput(f"{path.name}: {what} has dtype {tensor.dtype}", field=FIELD)
+            raise InvalidInput(f"{name_of(path)}: {what} has dtype {tensor.dtype}", field=FIELD)
     else:
         raise InvalidInput(
-            f"{path.name}: {what} is a {type(value).__name__}, not an array", field=FIELD
+            f"{name_of(path)}: {what} is a {type(value).__name__}, not an array", field=FIELD
         )
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
         # A network fed NaN answers something: the job would report a meaningless accuracy.
-        raise InvalidInput(f"{path.name}: {what} holds NaN or infinite values", field=FIELD)
+        raise InvalidInput(f"{name_of(path)}: {what} holds NaN or infinite values", field=FIELD)
     return tensor
 
 
@@ -432,14 +433,15 @@ def _user_data(arrays: Mapping[str, Any], path: Path) -> UserData:
     raw_inputs, raw_labels = _pick(arrays, INPUT_KEYS), _pick(arrays, LABEL_KEYS)
     if raw_inputs is None or raw_labels is None:
         raise InvalidInput(
-            f"{path.name}: needs keys 'inputs' and 'labels'; found {sorted(arrays)}", field=FIELD
+            f"{name_of(path)}: needs keys 'inputs' and 'labels'; found {sorted(arrays)}",
+            field=FIELD,
         )
     inputs, labels = _tensor(raw_inputs, "inputs", path), _tensor(raw_labels, "labels", path)
     if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise InvalidInput(f"{path.name}: labels must be a 1-D integer array", field=FIELD)
+        raise InvalidInput(f"{name_of(path)}: labels must be a 1-D integer array", field=FIELD)
     if inputs.dim() < 2 or len(inputs) != len(labels) or len(labels) == 0:
         raise InvalidInput(
-            f"{path.name}: inputs {tuple(inputs.shape)} and labels {tuple(labels.shape)} "
+            f"{name_of(path)}: inputs {tuple(inputs.shape)} and labels {tuple(labels.shape)} "
             "must hold the same number (> 0) of samples",
             field=FIELD,
         )
@@ -447,7 +449,7 @@ def _user_data(arrays: Mapping[str, Any], path: Path) -> UserData:
     calib = None if raw_calib is None else _tensor(raw_calib, "calib_inputs", path)
     if calib is not None and (calib.dim() < 2 or len(calib) == 0):
         raise InvalidInput(
-            f"{path.name}: calib_inputs {tuple(calib.shape)} holds no samples; leave it out "
+            f"{name_of(path)}: calib_inputs {tuple(calib.shape)} holds no samples; leave it out "
             "when there are none",
             field=FIELD,
         )

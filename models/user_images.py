@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -49,7 +48,7 @@ from PIL import Image
 
 from core.errors import InvalidInput, printable
 
-from .base import ImageFormat
+from .base import NOT_REGULAR, ImageFormat, open_if_regular
 
 FIELD = "validation_data"
 CALIB_DIR = "_calib"
@@ -107,25 +106,14 @@ def lookup_errors(given: str) -> Iterator[None]:
 
 
 def open_regular(path: Path, shown: str) -> BinaryIO:
-    """``path`` open for reading, if it is a regular file as opened: checked on the open
-    file, not by its name beforehand (a file swapped for a FIFO after the scan hung the
-    worker on its read until someone wrote to it, cancels and other jobs waiting: security
-    audit 31). ``shown``: the name errors give."""
+    """``path`` (resolved) open for reading, if it is a regular file as opened
+    (``models.base.open_if_regular``: not a FIFO swapped in after the scan, nor a link to
+    outside the roots). ``shown``: the name errors give."""
     with lookup_errors(shown):
-        # O_NONBLOCK: opening a FIFO with no writer returns at once, to be refused below
-        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(handle).st_mode):
-                raise InvalidInput(
-                    f"{shown}: not a regular file (a FIFO, socket or device, whose reader may "
-                    "wait for ever)",
-                    field=FIELD,
-                )
-            os.set_blocking(handle, True)
-            return os.fdopen(handle, "rb")
-        except BaseException:
-            os.close(handle)
-            raise
+        handle = open_if_regular(path, follow=False)
+    if handle is None:
+        raise InvalidInput(f"{shown}: {NOT_REGULAR}", field=FIELD)
+    return handle
 
 
 class _Scan:
@@ -182,7 +170,7 @@ class _Scan:
                 self.entries += 1
                 if self.entries > self.max_entries:
                     raise InvalidInput(
-                        f"{_shown(self.root)}: more than {self.max_entries:,} files and folders "
+                        f"{name_of(self.root)}: more than {self.max_entries:,} files and folders "
                         f"({ENTRIES_PER_IMAGE} for each image HWNAS_MAX_DATA_IMAGES allows, and "
                         "1,000): keep other files out of an image directory",
                         field=FIELD,
@@ -196,12 +184,12 @@ class _Scan:
         self.count, self.bytes = self.count + 1, self.bytes + real.stat().st_size
         if self.count > self.max_images:
             raise InvalidInput(
-                f"{_shown(self.root)}: more than {self.max_images} images (HWNAS_MAX_DATA_IMAGES)",
+                f"{name_of(self.root)}: more than {self.max_images} images (HWNAS_MAX_DATA_IMAGES)",
                 field=FIELD,
             )
         if self.bytes > self.max_bytes:
             raise InvalidInput(
-                f"{_shown(self.root)}: the images are over the limit of "
+                f"{name_of(self.root)}: the images are over the limit of "
                 f"{self.max_bytes / 2**20:.1f} MiB in all (HWNAS_MAX_DATA_FILE_MB)",
                 field=FIELD,
             )
@@ -255,7 +243,7 @@ def check_class_count(root: Path, classes: Sequence[str], num_classes: int) -> N
         else f"{len(classes)} class directories"
     )
     raise InvalidInput(
-        f"{_shown(root)}: {counted}, but the supernet predicts {num_classes} classes "
+        f"{name_of(root)}: {counted}, but the supernet predicts {num_classes} classes "
         f"(labels must lie in 0..{num_classes - 1})",
         field=FIELD,
     )
@@ -280,7 +268,7 @@ def check_class_order(root: Path, classes: Sequence[str], known: Sequence[str]) 
     lines = [by_id.get(index, name) for index, name in enumerate(known)]
     wrong = next(name for label, name in enumerate(classes) if found[name] != label)
     raise InvalidInput(
-        f"{_shown(root)}: its class directories are the supernet's classes, but labelled in "
+        f"{name_of(root)}: its class directories are the supernet's classes, but labelled in "
         f"sorted order they are not the model's ({wrong} would be class "
         f"{classes.index(wrong)}, the model's {found[wrong]}); add a {CLASSES_FILE} naming "
         f"them in the model's order, one a line: {', '.join(lines)}",
@@ -288,7 +276,7 @@ def check_class_order(root: Path, classes: Sequence[str], known: Sequence[str]) 
     )
 
 
-def _shown(path: Path) -> str:
+def name_of(path: Path) -> str:
     """The name of ``path`` as a message gives it (``core.errors.printable``)."""
     return printable(path.name, lines=False)
 
@@ -309,7 +297,7 @@ def _class_names(scan: _Scan) -> tuple[tuple[str, ...], set[str]]:
         )
     if not present:
         raise InvalidInput(
-            f"{_shown(root)}: no class sub-directories; expected <dir>/<class name>/<images>",
+            f"{name_of(root)}: no class sub-directories; expected <dir>/<class name>/<images>",
             field=FIELD,
         )
     if odd := [name for name in present if printable(name, lines=False) != name]:

@@ -8,8 +8,7 @@ from typing import Any
 from optuna.samplers import BaseSampler, NSGAIISampler
 from optuna.trial import TrialState
 
-from core.errors import InvalidInput
-from search.base import register_strategy
+from search.base import check_int, register_strategy
 from search.constraints import Constraints, Objectives
 from search.optuna_base import OptunaStrategy
 from search.space import SearchSpace
@@ -60,11 +59,7 @@ class NSGA2Strategy(OptunaStrategy):
         )
         if population_size is None:
             population_size = min(20, max(4, self.budget // 4))
-        if isinstance(population_size, bool) or not isinstance(population_size, int):
-            raise InvalidInput("population_size must be an int", field="population_size")
-        if population_size < 2:
-            raise InvalidInput("population_size must be >= 2", field="population_size")
-        self.population_size = population_size
+        self.population_size = check_int(population_size, "population_size", 2)
 
     def _make_sampler(self) -> BaseSampler:
         return NSGAIISampler(population_size=self.population_size, seed=self.seed)

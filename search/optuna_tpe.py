@@ -8,7 +8,7 @@ from typing import Any
 from optuna.samplers import BaseSampler, TPESampler
 
 from core.errors import InvalidInput
-from search.base import register_strategy
+from search.base import check_int, register_strategy
 from search.constraints import Constraints, Objectives
 from search.optuna_base import OptunaStrategy
 from search.space import SearchSpace
@@ -55,18 +55,8 @@ class TPEStrategy(OptunaStrategy):
         )
         if n_startup_trials is None:
             n_startup_trials = min(10, max(1, self.budget // 5))
-        if (
-            isinstance(n_startup_trials, bool)
-            or not isinstance(n_startup_trials, int)
-            or n_startup_trials < 0
-        ):
-            raise InvalidInput("n_startup_trials must be an int >= 0", field="n_startup_trials")
-        if (
-            isinstance(n_ei_candidates, bool)
-            or not isinstance(n_ei_candidates, int)
-            or n_ei_candidates < 1
-        ):
-            raise InvalidInput("n_ei_candidates must be an int >= 1", field="n_ei_candidates")
+        n_startup_trials = check_int(n_startup_trials, "n_startup_trials", 0)
+        n_ei_candidates = check_int(n_ei_candidates, "n_ei_candidates", 1)
         if not isinstance(multivariate, bool):
             raise InvalidInput("multivariate must be a bool", field="multivariate")
         self.n_startup_trials = n_startup_trials

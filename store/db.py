@@ -686,7 +686,8 @@ def upgrade(url: str, *, wait_s: float | None = None) -> str | None:
 
 
 def migrate_at_start(url: str, *, wait_s: float | None = None) -> None:
-    """``upgrade`` as a server or worker runs it when it starts (``HWNAS_AUTO_MIGRATE``),
+    """``upgrade`` as a server runs it when it starts (``HWNAS_AUTO_MIGRATE``: ``hwnas
+    serve``, ``hwnas run``; a worker migrates nothing),
     saying in its log when it migrated: only alembic's own lines said so, and nothing that
     no backup was taken (upgrade audit 31)."""
     before = upgrade(url, wait_s=wait_s)

@@ -31,8 +31,8 @@ def utcnow() -> datetime:
 
 def storable_text(text: str) -> str:
     """``text`` as a job's message or error stores it: a control character (but newline and
-    tab) or a lone surrogate as an escape (``\\x00``, ``\\x1b``, ``\\udcff``:
-    ``core.errors.printable``), everything else unchanged."""
+    tab) or a lone surrogate as an escape (``\\x00``, ``\\x1b``; a name's byte that is not
+    UTF-8, ``\\xff``: ``core.errors.printable``), everything else unchanged."""
     return printable(text)
 
 

@@ -509,6 +509,8 @@ class JobRunner:
                     "job began measuring (another checkpoint, or a data file changed on "
                     "disk); its measurements would mix the two: submit it again"
                 )
+            if quality and now is not None and spec.get(q.MEASURED_WITH) is None:
+                self._note(job_id, UNFINGERPRINTED)  # said again by each run (review 31)
             return spec
 
         begun = (
@@ -554,7 +556,8 @@ class JobRunner:
         not given) the job's first ``failures.FAILING_FROM_THE_START`` all failed with no
         result to show (every one would: a plugin or device at fault), or its last
         ``failures.FAILING_IN_A_ROW`` did (the device broke since). An ``anchor`` is
-        skipped without counting (said in the job's message), whatever it raised: a head
+        skipped without counting (said in the job's message), whatever it raised but a
+        ``Conflict`` (the plugin's code changed on disk: every measurement would fail): a head
         start the search itself chose; so is one that failed in job ``retried_from`` before
         (``failures.RETRY_ONE_IN``), but for hwnas's own errors. Never when the database
         failed or the worker stops, nor for hwnas's own errors (a plugin breaking its
@@ -562,9 +565,7 @@ class JobRunner:
         if isinstance(exc, StorageError) or self.stop.is_set():
             return None
         if isinstance(exc, Conflict) or (not anchor and isinstance(exc, HwnasError)):
-            return (
-                None  # a Conflict: the plugin's code changed on disk (hardware_profiles.isolated)
-            )
+            return None
         counted = not (anchor or retried_from)
         if counted and (ended := fails.ends_the_job(done + reused)):
             if fails.counted:  # said where it helps: "0 skipped before it" would not

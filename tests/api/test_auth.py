@@ -71,7 +71,7 @@ def test_each_change_is_logged_with_its_key_s_label_and_reads_are_not(
         secured.delete("/v1/jobs/none", headers={"Authorization": "Bearer wrong-key-0123456"})
     said = [r.getMessage() for r in caplog.records if r.name == "api.auth"]
     assert said == [
-        f"API key {labels[0]}: POST /v1/jobs -> 202",
+        f"API key {labels[0]}: POST /v1/jobs -> 202 http://testserver/v1/jobs/{job_id}",
         f"API key {labels[1]}: POST /v1/jobs/{job_id}/cancel -> 200",
         f"API key {labels[1]}: DELETE /v1/jobs/{job_id} -> 204",
     ]
@@ -144,3 +144,23 @@ def test_a_health_check_without_a_key_gets_the_status_alone(secured: TestClient)
         assert "revision" in secured.get("/healthz", headers=keyed).json()["message"]
     finally:
         app.state.schema_head = head
+
+
+def test_a_change_that_ends_in_a_server_error_is_logged_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review 31: it was logged "-> none"."""
+    import store.jobs
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(store.jobs, "request_cancel", broken)
+    settings = embedded_settings(tmp_path, api_keys=",".join(KEYS))
+    with (
+        TestClient(create_app(settings), raise_server_exceptions=False) as client,
+        caplog.at_level(logging.INFO, logger="api.auth"),
+    ):
+        assert client.post("/v1/jobs/j1/cancel", headers=_bearer(0)).status_code == 500
+    label = hashlib.sha256(KEYS[0].encode()).hexdigest()[:8]
+    assert f"API key {label}: POST /v1/jobs/j1/cancel -> 500 (an unhandled error)" in caplog.text

@@ -7,8 +7,9 @@ import importlib.util
 import os
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 
 import models.base as models_base
 from core import loaded_code
+from core.errors import InvalidInput
 from core.settings import get_settings
 from models import registry
 from models.base import code_version, digest, earlier_code_versions, files_digest
@@ -400,3 +402,31 @@ def test_only_hwnas_s_own_packages_are_its_code(tmp_path: Path) -> None:
     checkout = Path(models_base.__file__).resolve().parent.parent
     assert models_base._is_own(checkout / "models" / "base.py")
     assert not models_base._is_own(checkout / "myplug" / "net.py")
+
+
+def test_a_fifo_among_the_files_hashed_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Review 31: a plugin's data fingerprint (its files, where it gives no
+    ``quality_inputs``) opened a FIFO and waited for a writer for ever."""
+    os.mkfifo(tmp_path / "weights.pt")
+    outcome: list[BaseException | str | None] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(_outcome(lambda: files_digest([tmp_path / "weights.pt"]))),
+        daemon=True,
+    )
+    thread.start()
+    thread.join(timeout=20)
+    if thread.is_alive():  # the old code: let it go before failing
+        with open(tmp_path / "weights.pt", "wb"):
+            pass
+        thread.join(timeout=20)
+        pytest.fail("hashing waited on the FIFO")
+    [refused] = outcome
+    assert isinstance(refused, InvalidInput) and "not a regular file" in str(refused), refused
+
+
+def _outcome(call: Callable[[], object]) -> BaseException | str | None:
+    try:
+        call()
+    except BaseException as exc:
+        return exc
+    return None

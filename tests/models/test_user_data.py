@@ -620,3 +620,14 @@ def test_images_in_a_linked_class_folder_changed_on_disk_are_read_again(
     first = get_supernet("fmnist-ofa-cnn", validation_data="linked").fingerprint()
     Image.new("L", (28, 28), 200).save(root / "real" / "b" / "0.png")
     assert get_supernet("fmnist-ofa-cnn", validation_data="linked").fingerprint() != first
+
+
+def test_a_data_file_s_name_is_said_escaped(root: Path) -> None:
+    """Review 31: a .npz named with a newline and a terminal escape forged a log line in the
+    job's failure traceback (image names were escaped, single files not)."""
+    (root / "b\n2026 ERROR forged \x1b[31m.npz").write_bytes(b"not a zip")
+    with pytest.raises(InvalidInput) as refused:
+        load_user_data("b\n2026 ERROR forged \x1b[31m.npz")
+    said = str(refused.value)
+    assert said.startswith("b\\x0a2026 ERROR forged \\x1b[31m.npz: not a .npz file")
+    assert "\n" not in said and "\x1b" not in said

@@ -344,6 +344,20 @@ def test_nsga2_population_size_is_validated() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("name", "option"),
+    [("nsga2", "population_size"), ("tpe", "n_startup_trials"), ("tpe", "n_ei_candidates"),
+     ("linas", "n_initial"), ("linas", "pool_size")],
+)  # fmt: skip
+def test_numpy_integers_are_options_as_ints_are(name: str, option: str) -> None:
+    """Review 31: seeds and budgets took them, these options did not."""
+    kwargs = {"space": toy_space(), "objectives": OBJECTIVES, "budget": 10}
+    strategy = create_strategy(name, **kwargs, **{option: np.int64(4)})
+    assert getattr(strategy, option) == 4 and type(getattr(strategy, option)) is int
+    with pytest.raises(InvalidInput, match=option):
+        create_strategy(name, **kwargs, **{option: True})
+
+
 @parametrize_strategies
 def test_ask_rejects_negative_n(name: str) -> None:
     with pytest.raises(ValueError, match="n must"):

@@ -194,6 +194,9 @@ def test_a_job_an_earlier_version_began_without_fingerprints_resumes_reused_by_n
         assert q.MEASURED_WITH in spec and spec[q.MEASURED_WITH] is None  # known unknown
         resumed = client.get(f"/v1/jobs/{old['id']}").json()
         assert UNFINGERPRINTED in resumed["message"]
+        as_if_died_after_its_first(factory, old["id"])  # again: said again (review 31)
+        assert JobRunner(factory, settings, "worker-3").run(old["id"]) == JobStatus.succeeded
+        assert UNFINGERPRINTED in client.get(f"/v1/jobs/{old['id']}").json()["message"]
         new = wait_for(client, client.post("/v1/jobs", json=dict(FMNIST, seed=4)).json()["id"])
         assert new["progress"]["evaluations_reused"] == 0
         assert (  # said, where weeks of history went unused without a word
