@@ -553,7 +553,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         )
     if args.dry_run:
         print(f"would delete {len(ids)} jobs that ended over {args.older_than:g} days ago"
-              + (f"; would remove {stale} old export cache folders" if stale else ""),
+              + (f"; would remove {stale} old export cache folder{'s' * (stale != 1)}"
+                 if stale else ""),
               file=sys.stderr)  # fmt: skip
         print("\n".join(ids), end="\n" if ids else "")
         return 0

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from core import loaded_code
-from core.errors import InvalidInput
+from core.errors import InvalidInput, printable
 
 Arch = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -532,13 +532,19 @@ def _file_digest(path: str) -> bytes:
     try:
         stream = open_if_regular(path)
         if stream is None:
-            raise InvalidInput(f"cannot read {Path(path).name}: {NOT_REGULAR}")
+            raise _unreadable(path, NOT_REGULAR)
         with stream:
             while chunk := stream.read(1 << 20):
                 hasher.update(chunk)
     except OSError as exc:  # gone, or not readable: said as the data's problems are
-        raise InvalidInput(f"cannot read {Path(path).name}: {exc.strerror or exc}") from None
+        raise _unreadable(path, exc.strerror or exc) from None
     return hasher.digest()
+
+
+def _unreadable(path: str, reason: object) -> InvalidInput:
+    """A file or folder hashed that cannot be read, named as messages name files
+    (``core.errors.printable``: review 31b)."""
+    return InvalidInput(f"cannot read {printable(Path(path).name, lines=False)}: {reason}")
 
 
 #: Why a file that is not a regular one is not read.
@@ -589,7 +595,7 @@ def _folder_digest(path: str, above: frozenset[str], folders: dict[str, bytes]) 
             elif entry.is_file():
                 hasher.update(b"f" + entry.name.encode() + b"\0" + _file_digest(entry.path))
     except OSError as exc:  # a folder it may not read: said as the data's problems are
-        raise InvalidInput(f"cannot read {Path(path).name}: {exc.strerror or exc}") from None
+        raise _unreadable(path, exc.strerror or exc) from None
     folders[real] = hasher.digest()
     return folders[real]
 

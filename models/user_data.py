@@ -249,9 +249,7 @@ def load_user_data(
         folder = _scan(resolved, roots, max_bytes, max_images)
         loaded = _from_folder(folder, image_format, _limit(max_bytes), num_classes)
     else:
-        _check_file(resolved, _limit(max_bytes))
-        arrays = _read_npz(resolved) if resolved.suffix == ".npz" else _read_torch(resolved)
-        loaded = _user_data(arrays, resolved)
+        loaded = _user_data(_read_file(resolved, _limit(max_bytes)), resolved)
     labels = loaded.labels
     if num_classes is not None and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise InvalidInput(
@@ -287,16 +285,38 @@ def _from_folder(
 
 
 def _check_file(resolved: Path, limit: int) -> None:
+    """A single data file's type, and its size unpacked, checked on the file as opened
+    (by its name, a FIFO swapped in since the look-up hung the check: review 31b)."""
+    _check_suffix(resolved)
+    with open_regular(resolved, name_of(resolved)) as handle:
+        _check_opened(handle, resolved, limit)
+
+
+def _read_file(resolved: Path, limit: int) -> dict[str, Any]:
+    """A single data file's arrays, checked and read from one opening of it."""
+    _check_suffix(resolved)
+    with open_regular(resolved, name_of(resolved)) as handle:
+        _check_opened(handle, resolved, limit)
+        handle.seek(0)
+        if resolved.suffix == ".npz":
+            return _read_npz(handle, resolved)
+        return _read_torch(handle, resolved)
+
+
+def _check_suffix(resolved: Path) -> None:
     if resolved.suffix not in SUFFIXES:
         raise InvalidInput(
             f"{name_of(resolved)}: unsupported file type; use one of {', '.join(SUFFIXES)}, "
             "or a directory of images",
             field=FIELD,
         )
-    zipped = zipfile.is_zipfile(resolved)
-    _check_size(resolved, limit, zipped)
-    if resolved.suffix == ".npz" and not zipped:
-        raise _not_an_npz(resolved)
+
+
+def _check_opened(handle: BinaryIO, path: Path, limit: int) -> None:
+    zipped = zipfile.is_zipfile(handle)
+    _check_size(handle, path, limit, zipped)
+    if path.suffix == ".npz" and not zipped:
+        raise _not_an_npz(path)
 
 
 def _not_an_npz(path: Path) -> InvalidInput:
@@ -312,10 +332,11 @@ def _settings_limit() -> int:
     return int(get_settings().max_data_file_mb * 1024 * 1024)
 
 
-def _check_size(path: Path, limit: int, zipped: bool) -> None:
-    size = path.stat().st_size
+def _check_size(handle: BinaryIO, path: Path, limit: int, zipped: bool) -> None:
+    size = os.fstat(handle.fileno()).st_size
     if zipped:  # .npz and torch.save files: count the unpacked members
-        with zipfile.ZipFile(path) as archive:
+        handle.seek(0)
+        with zipfile.ZipFile(handle) as archive:
             size = max(size, sum(info.file_size for info in archive.infolist()))
     if size > limit:
         raise InvalidInput(
@@ -356,15 +377,7 @@ def torch_load_reason(exc: BaseException) -> str:
     return _ESCAPES.sub("", _reason(exc))
 
 
-def _read_npz(path: Path) -> dict[str, Any]:
-    with open_regular(path, name_of(path)) as handle:
-        if not zipfile.is_zipfile(handle):
-            raise _not_an_npz(path)
-        handle.seek(0)
-        return _load_npz(handle, path)
-
-
-def _load_npz(handle: BinaryIO, path: Path) -> dict[str, Any]:
+def _read_npz(handle: BinaryIO, path: Path) -> dict[str, Any]:
     try:
         with np.load(handle, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
@@ -378,17 +391,16 @@ def _load_npz(handle: BinaryIO, path: Path) -> dict[str, Any]:
         ) from None
 
 
-def _read_torch(path: Path) -> dict[str, Any]:
-    with open_regular(path, name_of(path)) as handle:
-        try:
-            loaded = torch.load(handle, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for bad files
-            hint = "" if zipfile.is_zipfile(handle) else " (not the zip archive torch.save writes)"
-            raise InvalidInput(
-                f"{name_of(path)}: refused by torch.load(weights_only=True): "
-                f"{torch_load_reason(exc)}{hint}",
-                field=FIELD,
-            ) from None
+def _read_torch(handle: BinaryIO, path: Path) -> dict[str, Any]:
+    try:
+        loaded = torch.load(handle, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for bad files
+        hint = "" if zipfile.is_zipfile(handle) else " (not the zip archive torch.save writes)"
+        raise InvalidInput(
+            f"{name_of(path)}: refused by torch.load(weights_only=True): "
+            f"{torch_load_reason(exc)}{hint}",
+            field=FIELD,
+        ) from None
     if not isinstance(loaded, Mapping):
         raise InvalidInput(f"{name_of(path)}: expected a dict of tensors", field=FIELD)
     return dict(loaded)

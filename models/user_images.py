@@ -59,7 +59,7 @@ PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "PPM", "TIFF")
 #: Largest image (width x height) decoded; 40 MP is above any camera photo, and below
 #: Pillow's own bomb threshold (~89 MP), whose warning would not stop the decoding.
 MAX_PIXELS = 40_000_000
-#: Most entries (files and folders, images or not) an image directory may hold, for each
+#: Most entries besides images (files and folders) an image directory may hold, for each
 #: image it may hold (``HWNAS_MAX_DATA_IMAGES``), plus 1,000: listing them all is the cost.
 ENTRIES_PER_IMAGE = 4
 #: Most pixels decoded in all for one directory: bytes on disk bound nothing (a blank 40 MP
@@ -123,7 +123,7 @@ class _Scan:
         self.root, self.roots = root, [Path(r).resolve() for r in roots]
         self.max_bytes, self.max_images = max_bytes, max_images
         self.max_entries = ENTRIES_PER_IMAGE * max_images + 1000
-        self.count = self.bytes = self.entries = 0
+        self.count = self.bytes = self.entries = self.images_listed = 0
 
     def name(self, path: Path) -> str:
         return printable(f"{self.root.name}/{path.relative_to(self.root).as_posix()}", lines=False)
@@ -149,33 +149,46 @@ class _Scan:
                 continue
             seen.add(real)
             with lookup_errors(self.name(current)):  # e.g. a directory it may not read
-                listed = sorted(self._listed(current))
+                listed = sorted(self.listed(current))
             subdirs = []
             for entry, is_dir in listed:
                 if entry.name.startswith("."):
                     continue
                 if is_dir:
                     subdirs.append(entry)
-                elif entry.suffix.lower() in EXTENSIONS:
+                elif _is_image(entry.name):
                     yield self.count_in(entry)
             stack.extend(reversed(subdirs))
 
-    def _listed(self, folder: Path) -> Iterator[tuple[Path, bool]]:
-        """``folder``'s entries (each, and whether it is a directory), counted against
-        ``max_entries`` as they are listed: only images count towards ``max_images``, and
-        300,000 other files in a class folder took 16 s to list at each submission
-        (security audit 31)."""
+    def listed(self, folder: Path) -> Iterator[tuple[Path, bool]]:
+        """``folder``'s entries (each, and whether it is a directory), counted as they are
+        listed: images against ``max_images``, the others against ``max_entries`` (only
+        images were counted, after the listing: 300,000 other files in a class folder took
+        16 s to list at each submission, security audit 31)."""
         with os.scandir(folder) as entries:
             for entry in entries:
-                self.entries += 1
-                if self.entries > self.max_entries:
-                    raise InvalidInput(
-                        f"{name_of(self.root)}: more than {self.max_entries:,} files and folders "
-                        f"({ENTRIES_PER_IMAGE} for each image HWNAS_MAX_DATA_IMAGES allows, and "
-                        "1,000): keep other files out of an image directory",
-                        field=FIELD,
-                    )
-                yield Path(entry.path), entry.is_dir()
+                is_dir = entry.is_dir()
+                if not is_dir and _is_image(entry.name):
+                    self.images_listed += 1
+                    if self.images_listed > self.max_images:
+                        raise self._too_many_images()
+                else:
+                    self.entries += 1
+                    if self.entries > self.max_entries:
+                        raise InvalidInput(
+                            f"{name_of(self.root)}: more than {self.max_entries:,} files and "
+                            f"folders besides images ({ENTRIES_PER_IMAGE} for each image "
+                            "HWNAS_MAX_DATA_IMAGES allows, and 1,000): keep other files out "
+                            "of an image directory",
+                            field=FIELD,
+                        )
+                yield Path(entry.path), is_dir
+
+    def _too_many_images(self) -> InvalidInput:
+        return InvalidInput(
+            f"{name_of(self.root)}: more than {self.max_images} images (HWNAS_MAX_DATA_IMAGES)",
+            field=FIELD,
+        )
 
     def count_in(self, path: Path) -> ImageFile:
         real = self.resolved(path)
@@ -183,10 +196,7 @@ class _Scan:
             raise InvalidInput(f"{self.name(path)} is not a readable file", field=FIELD)
         self.count, self.bytes = self.count + 1, self.bytes + real.stat().st_size
         if self.count > self.max_images:
-            raise InvalidInput(
-                f"{name_of(self.root)}: more than {self.max_images} images (HWNAS_MAX_DATA_IMAGES)",
-                field=FIELD,
-            )
+            raise self._too_many_images()
         if self.bytes > self.max_bytes:
             raise InvalidInput(
                 f"{name_of(self.root)}: the images are over the limit of "
@@ -276,6 +286,11 @@ def check_class_order(root: Path, classes: Sequence[str], known: Sequence[str]) 
     )
 
 
+def _is_image(name: str) -> bool:
+    """Whether a file named ``name`` is taken as an image (hidden files are not)."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in EXTENSIONS
+
+
 def name_of(path: Path) -> str:
     """The name of ``path`` as a message gives it (``core.errors.printable``)."""
     return printable(path.name, lines=False)
@@ -289,11 +304,11 @@ def _plain(name: str) -> str:
 def _class_names(scan: _Scan) -> tuple[tuple[str, ...], set[str]]:
     """The classes in label order, and those with a directory here."""
     root = scan.root
-    with lookup_errors(root.name):
+    with lookup_errors(root.name):  # its entries counted too (review 31b)
         present = sorted(
             entry.name
-            for entry in root.iterdir()
-            if entry.is_dir() and not entry.name.startswith(".") and entry.name != CALIB_DIR
+            for entry, is_dir in scan.listed(root)
+            if is_dir and not entry.name.startswith(".") and entry.name != CALIB_DIR
         )
     if not present:
         raise InvalidInput(

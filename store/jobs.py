@@ -1098,10 +1098,14 @@ def measuring_alike(
     exclude_job: str,
     measured_with: str | None = None,
     measured_code: str | None = None,
+    unknown: list[int] | None = None,
 ) -> list[AlikeJob]:
     """The other search jobs of ``supernet`` on ``device`` that measured as
     ``measured_with`` and ``measured_code`` say (``prior_evaluations``), newest first: what
-    a warm start reads once for ``prior_evaluations`` and ``prior_failures`` (``jobs``)."""
+    a warm start reads once for ``prior_evaluations`` and ``prior_failures`` (``jobs``).
+    ``unknown``: its one item gets the measurements, in the same reading, of the jobs that
+    recorded no fingerprint where ``measured_with`` is one (an earlier hwnas's: a warm
+    start reuses none, and says so: upgrade audit 31)."""
     return list(
         _measuring_alike(
             session,
@@ -1110,25 +1114,9 @@ def measuring_alike(
             exclude_job,
             (measured_with, measured_code),
             validation_data,
+            unknown,
         )  # fmt: skip
     )
-
-
-def unfingerprinted_measurements(
-    session: Session, supernet: str, device: str, exclude_job: str
-) -> int:
-    """How many measurements the other search jobs of ``supernet`` on ``device`` made that
-    recorded no fingerprint of what they measured with (jobs an earlier hwnas began, before
-    2026-12-06): a warm start reuses none, and says so (upgrade audit 31: weeks of history
-    went unused without a word)."""
-    jobs = select(Job.spec, Job.evaluations_done).where(
-        Job.supernet == supernet,
-        Job.device == device,
-        Job.id != exclude_job,
-        Job.kind == JobKind.search,
-        Job.evaluations_done > 0,
-    )
-    return sum(done for spec, done in session.execute(jobs) if spec.get(MEASURED_WITH) is None)
 
 
 def _measuring_alike(
@@ -1138,6 +1126,7 @@ def _measuring_alike(
     exclude_job: str,
     measured: tuple[str | None, str | None],
     validation_data: str | None,
+    unknown: list[int] | None = None,
 ) -> Iterator[AlikeJob]:
     """(id, spec, measurements made) of the other search jobs of ``supernet`` on the
     devices ``on_device`` selects that measured as ``measured`` (the weights' and data's
@@ -1153,6 +1142,8 @@ def _measuring_alike(
     # lone surrogate escape (a file name that is not UTF-8), which PostgreSQL's json
     # operators refuse for the whole document, and SQLite's driver refuses as a parameter.
     for job_id, spec, done, finished_at in session.execute(jobs):
+        if unknown is not None and measured_with is not None and spec.get(MEASURED_WITH) is None:
+            unknown[0] += done
         if (
             spec.get(MEASURED_WITH) == measured_with
             and spec.get(MEASURED_CODE) == measured_code  # a job before it: unknown code

@@ -43,7 +43,7 @@ class WarmStart:
     #: again (``store.jobs.RETRYING``).
     spec: dict[str, Any]
     #: Measurements of the pair by jobs that recorded no fingerprint (an earlier hwnas's):
-    #: not reused (``store.jobs.unfingerprinted_measurements``).
+    #: not reused (``store.jobs.measuring_alike``'s ``unknown``).
     unfingerprinted: int = 0
 
 
@@ -75,7 +75,8 @@ def copy_earlier(
         return True
 
     alike = measured_alike(job.id, spec)
-    jobs = q.measuring_alike(session, **alike)  # read once, for both
+    unknown = [0]  # measurements of the pair that recorded no fingerprint, not reused
+    jobs = q.measuring_alike(session, **alike, unknown=unknown)  # read once, for both
     prior = q.prior_evaluations(session, **alike, limit=limit, usable=usable, jobs=jobs)
     q.add_reused_evaluations(session, job, prior, constraints)
     stored, _ = q.list_evaluations(session, job.id)
@@ -94,15 +95,7 @@ def copy_earlier(
         job.spec = {**job.spec, q.FAILED: [*failures.shared(taken), *listed], q.RETRYING: retrying}
     kept = {key: job.spec[key] for key in (q.FAILED, q.RETRYING) if key in job.spec}
     passed_over = len(noisy - {e.subnet_id for e in stored})
-    return WarmStart(stored, passed_over, {**spec, **kept}, _unfingerprinted(session, job, spec))
-
-
-def _unfingerprinted(session: Session, job: Job, spec: dict[str, Any]) -> int:
-    """The measurements of the pair by jobs that recorded no fingerprint, where this job
-    has one (else they are alike, and reused)."""
-    if spec.get(q.MEASURED_WITH) is None:
-        return 0
-    return q.unfingerprinted_measurements(session, spec["supernet"], spec["device"], job.id)
+    return WarmStart(stored, passed_over, {**spec, **kept}, unknown[0])
 
 
 def earlier_measurements(

@@ -114,7 +114,7 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
         assert said.out == f"{ids[0]}\n"
         assert said.err == (  # the old version's folder: unsaid before (upgrade audit 31)
             "would delete 1 jobs that ended over 30 days ago; would remove 1 old export cache "
-            "folders\n"
+            "folder\n"
         )
         assert (data / "exports" / "1").exists()  # nothing removed
         with transaction(factory) as session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import threading
 import time
 import zipfile
 from collections import OrderedDict
@@ -17,7 +18,7 @@ import torch
 
 from core.errors import InvalidInput
 from core.settings import get_settings
-from models import data, registry
+from models import data, registry, user_data
 from models.check_memo import CheckMemo
 from models.evaluation import accuracy
 from models.fmnist_cnn import smallest_arch
@@ -631,3 +632,42 @@ def test_a_data_file_s_name_is_said_escaped(root: Path) -> None:
     said = str(refused.value)
     assert said.startswith("b\\x0a2026 ERROR forged \\x1b[31m.npz: not a .npz file")
     assert "\n" not in said and "\x1b" not in said
+
+
+@pytest.mark.parametrize("step", ["check_path", "load_user_data"])
+def test_a_data_file_swapped_for_a_fifo_after_its_look_up_is_refused_not_waited_on(
+    root: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """Review 31b: the zip and size checks opened the file by name after the look-up: a
+    FIFO put there meanwhile hung the check (holding the CPU lock) or the job's start."""
+    images, labels = images_and_labels()
+    np.savez(root / "val.npz", inputs=images, labels=labels)
+    real_confine = user_data.confine
+
+    def swapped(*args: Any, **kwargs: Any) -> Path:
+        resolved = real_confine(*args, **kwargs)
+        resolved.unlink()
+        os.mkfifo(resolved)  # between the look-up and the read, as a racing writer would
+        return resolved
+
+    monkeypatch.setattr(user_data, "confine", swapped)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            (check_path if step == "check_path" else load_user_data)("val.npz")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=run, daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    if reader.is_alive():  # the old code: let it go before failing
+        with open(root / "val.npz", "wb"):
+            pass
+        reader.join(timeout=20)
+        pytest.fail("the check waited on the FIFO")
+    [refused] = outcome
+    assert isinstance(refused, InvalidInput), refused
+    assert str(refused).startswith("val.npz: not a regular file")

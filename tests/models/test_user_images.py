@@ -214,13 +214,18 @@ def test_a_directory_of_too_many_entries_is_refused_as_they_are_listed(root: Pat
     """Security audit 31: only images counted, and 300,000 other files in a class folder
     took 16 s to list at each submission."""
     top = image_tree(root / "set", {"a": 1, "b": 1})
-    for i in range(1007):  # with the 2 images in a and b: 1,009 entries, one over
+    for i in range(1007):  # with the folders a and b: one over 4 x 2 + 1,000 besides images
         (top / "a" / f"{i}.txt").touch()
-    with pytest.raises(InvalidInput, match=r"^set: more than 1,008 files and folders \(4 for"):
+    with pytest.raises(InvalidInput, match=r"^set: more than 1,008 files and folders besides"):
         user_images.scan_images(top, roots=[root], max_bytes=2**20, max_images=2)
     (top / "a" / "0.txt").unlink()
     folder = user_images.scan_images(top, roots=[root], max_bytes=2**20, max_images=2)
     assert len(folder.samples) == 2
+    # Images over the limit are said as such, however many (review 31b: the entries' limit
+    # was said first of a folder of images alone)
+    image_tree(root / "many", {"a": 1100})
+    with pytest.raises(InvalidInput, match=r"^many: more than 2 images \(HWNAS_MAX_DATA_IMAGES"):
+        user_images.scan_images(root / "many", roots=[root], max_bytes=2**30, max_images=2)
 
 
 def test_links_out_of_the_roots_are_refused(root: Path, tmp_path: Path) -> None:
