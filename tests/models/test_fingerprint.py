@@ -7,9 +7,8 @@ import importlib.util
 import os
 import shutil
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ from models.base import code_version, digest, earlier_code_versions, files_diges
 from models.registry import get_supernet
 from models.text_transformer import TextTransformerSupernet
 from store import jobs as q
+
+from .fifo import raised_without_waiting
 
 NAME = "test-no-inputs"
 
@@ -407,26 +408,7 @@ def test_only_hwnas_s_own_packages_are_its_code(tmp_path: Path) -> None:
 def test_a_fifo_among_the_files_hashed_is_refused_not_waited_on(tmp_path: Path) -> None:
     """Review 31: a plugin's data fingerprint (its files, where it gives no
     ``quality_inputs``) opened a FIFO and waited for a writer for ever."""
-    os.mkfifo(tmp_path / "weights.pt")
-    outcome: list[BaseException | str | None] = []
-    thread = threading.Thread(
-        target=lambda: outcome.append(_outcome(lambda: files_digest([tmp_path / "weights.pt"]))),
-        daemon=True,
-    )
-    thread.start()
-    thread.join(timeout=20)
-    if thread.is_alive():  # the old code: let it go before failing
-        with open(tmp_path / "weights.pt", "wb"):
-            pass
-        thread.join(timeout=20)
-        pytest.fail("hashing waited on the FIFO")
-    [refused] = outcome
+    fifo = tmp_path / "weights.pt"
+    os.mkfifo(fifo)
+    refused = raised_without_waiting(fifo, lambda: files_digest([fifo]))
     assert isinstance(refused, InvalidInput) and "not a regular file" in str(refused), refused
-
-
-def _outcome(call: Callable[[], object]) -> BaseException | str | None:
-    try:
-        call()
-    except BaseException as exc:
-        return exc
-    return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-import threading
 import time
 import zipfile
 from collections import OrderedDict
@@ -25,6 +24,8 @@ from models.fmnist_cnn import smallest_arch
 from models.registry import create_supernet, get_supernet
 from models.text_transformer import synthetic_task
 from models.user_data import check_path, confine, data_signature, load_user_data
+
+from .fifo import raised_without_waiting
 
 
 def images_and_labels(n: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -651,23 +652,7 @@ def test_a_data_file_swapped_for_a_fifo_after_its_look_up_is_refused_not_waited_
         return resolved
 
     monkeypatch.setattr(user_data, "confine", swapped)
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            (check_path if step == "check_path" else load_user_data)("val.npz")
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    reader = threading.Thread(target=run, daemon=True)
-    reader.start()
-    reader.join(timeout=20)
-    if reader.is_alive():  # the old code: let it go before failing
-        with open(root / "val.npz", "wb"):
-            pass
-        reader.join(timeout=20)
-        pytest.fail("the check waited on the FIFO")
-    [refused] = outcome
+    check = check_path if step == "check_path" else load_user_data
+    refused = raised_without_waiting(root / "val.npz", lambda: check("val.npz"))
     assert isinstance(refused, InvalidInput), refused
     assert str(refused).startswith("val.npz: not a regular file")
