@@ -19,8 +19,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import Trial, TrialState, create_trial
 
-from core.errors import InvalidInput
-from search.base import Strategy
+from search.base import Strategy, check_int
 from search.constraints import Constraints, Objectives, constraint_values
 from search.space import Arch, SearchSpace
 
@@ -72,9 +71,7 @@ class OptunaStrategy(Strategy):
             budget=budget,
             initial=initial,
         )
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
-            raise InvalidInput("max_retries must be an int >= 1", field="max_retries")
-        self.max_retries = max_retries
+        self.max_retries = check_int(max_retries, "max_retries", 1)
         self._distributions: dict[str, BaseDistribution] = {
             name: CategoricalDistribution(list(range(len(space.choices(name)))))
             for name in space.names
