@@ -17,8 +17,9 @@ from pathlib import Path
 #: length; "3" the card's ``output`` (shape, ONNX name, classes) and ``quality_from``; "4"
 #: the input's ``axis_names`` (the Transformer's ONNX axis ``sequence``, was ``dim1``); "5"
 #: the card's ``validation_data`` and ``measured_with``; "6" the input's ``file_shape`` and
-#: ``onnx_name``, and the ``warning`` of a job that recorded no fingerprint.
-EXPORTS = Path("exports") / "6"
+#: ``onnx_name``, and the ``warning`` of a job that recorded no fingerprint; "7" the card's
+#: ``constraints`` and ``feasible``.
+EXPORTS = Path("exports") / "7"
 
 
 #: job id -> its folder's lock and how many threads hold or wait for it (dropped at 0).

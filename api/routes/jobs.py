@@ -50,7 +50,7 @@ from hardware_profiles.isolated import ChildDied, run_once
 from models.base import Supernet
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet, supernet_class
-from search import feasible_front, validate_objectives
+from search import feasible_front, is_feasible, validate_objectives
 from store import jobs as q
 from store.db import reading, transaction
 from store.front import constraints_of
@@ -420,6 +420,10 @@ async def export(
             "latency": evaluation.details.get("latency", {}),
             "validation_data": measurer.spec.get("validation_data"),
             "measured_with": measurer.spec.get(q.MEASURED_WITH),
+            # the bounds of that job and whether the sub-network kept them (vision audit L9:
+            # an infeasible one's file did not say so)
+            "constraints": measurer.spec.get("constraints", {}),
+            "feasible": is_feasible(evaluation.metrics, constraints_of(measurer.spec)),
         }
         if q.QUALITY_FROM in evaluation.details:  # its accuracy measured by that job
             card[q.QUALITY_FROM] = evaluation.details[q.QUALITY_FROM]
