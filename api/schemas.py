@@ -404,7 +404,9 @@ class Progress(BaseModel):
     hypervolume: float | None = Field(
         None,
         description="of the current front, normalised to the bounding box of the job's "
-        "evaluations so far (infeasible ones included): a progress signal that can fall when "
+        "evaluations so far (infeasible ones included), the reference a tenth of the box "
+        "beyond its worst corner (1: one point best in every objective): a progress signal "
+        "that can fall when "
         "a new evaluation widens the box; not comparable across jobs",
     )
 

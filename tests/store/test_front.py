@@ -1,0 +1,53 @@
+"""The normalised hypervolume a job reports as progress (``store.front``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from search import Bound
+from store.front import REFERENCE, front_of_metrics
+
+BOTH = {"accuracy": "max", "latency_ms": "min"}
+
+
+def _hv(metrics: list[dict[str, float]], constraints: dict[str, Bound] | None = None) -> float:
+    _, hv = front_of_metrics(metrics, BOTH, constraints or {})
+    assert hv is not None
+    return hv
+
+
+def test_a_single_evaluation_has_the_whole_volume() -> None:
+    """Research audit 31 L4: one evaluation's front had 0.0 (a maximised objective that
+    every evaluation shared was scaled to the worst end)."""
+    assert _hv([{"accuracy": 0.9, "latency_ms": 2.0}]) == pytest.approx(1.0)
+
+
+def test_two_extremes_count_through_the_margin_beyond_the_worst_corner() -> None:
+    """Two points, each the best in one objective, had 0.0 with the reference at the
+    corner itself."""
+    both = [{"accuracy": 0.9, "latency_ms": 4.0}, {"accuracy": 0.8, "latency_ms": 1.0}]
+    margin = REFERENCE - 1.0
+    expected = (2 * REFERENCE * margin - margin**2) / REFERENCE**2
+    assert _hv(both) == pytest.approx(expected)
+    assert 0.0 < _hv(both) < 1.0
+
+
+def test_a_dominating_point_alone_on_the_front_has_the_whole_volume() -> None:
+    rows = [{"accuracy": 0.9, "latency_ms": 1.0}, {"accuracy": 0.5, "latency_ms": 3.0}]
+    assert _hv(rows) == pytest.approx(1.0)
+
+
+def test_a_middle_point_adds_its_own_rectangle() -> None:
+    rows = [
+        {"accuracy": 0.9, "latency_ms": 4.0},
+        {"accuracy": 0.8, "latency_ms": 1.0},
+        {"accuracy": 0.85, "latency_ms": 2.5},
+    ]
+    corners = _hv(rows[:2])
+    assert _hv(rows) == pytest.approx(corners + 0.5 * 0.5 / REFERENCE**2)
+
+
+def test_nothing_feasible_is_zero_and_nothing_measured_is_none() -> None:
+    rows = [{"accuracy": 0.9, "latency_ms": 4.0}]
+    assert _hv(rows, {"latency_ms": Bound(max=1.0)}) == 0.0
+    assert front_of_metrics([], BOTH, {}) == ([], None)
