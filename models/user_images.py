@@ -33,6 +33,7 @@ for ``L``, (N, 3, H, W) for ``RGB``; an export's card says so (``image_file_stag
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from collections import Counter
@@ -110,10 +111,24 @@ def open_regular(path: Path, shown: str) -> BinaryIO:
     (``models.base.open_if_regular``: not a FIFO swapped in after the scan, nor a link to
     outside the roots). ``shown``: the name errors give."""
     with lookup_errors(shown):
-        handle = open_if_regular(path, follow=False)
+        try:
+            handle = open_if_regular(path, follow=False)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            # looked up as a file: a link put in its place since (the system's words were
+            # "Too many levels of symbolic links": review 31b L7)
+            raise InvalidInput(f"{shown}: {BECAME_A_LINK}", field=FIELD) from None
     if handle is None:
         raise InvalidInput(f"{shown}: {NOT_REGULAR}", field=FIELD)
     return handle
+
+
+#: Said of a file that a symbolic link replaced between its look-up and its reading.
+BECAME_A_LINK = (
+    "replaced by a symbolic link since it was looked up (data changing while a job "
+    "reads it): give the data again once it stays put"
+)
 
 
 class _Scan:

@@ -17,7 +17,7 @@ import torch
 
 from core.errors import InvalidInput
 from core.settings import get_settings
-from models import data, registry, user_data
+from models import data, registry, user_data, user_images
 from models.check_memo import CheckMemo
 from models.evaluation import accuracy
 from models.fmnist_cnn import smallest_arch
@@ -57,6 +57,19 @@ def test_paths_outside_the_roots_are_refused(root: Path, tmp_path: Path) -> None
         assert caught.value.field == "validation_data"
         if not Path(path).is_absolute():  # the server's layout is not disclosed
             assert str(root) not in str(caught.value)
+
+
+def test_a_data_file_that_became_a_link_since_its_look_up_is_refused_in_words(
+    root: Path,
+) -> None:
+    """Review 31b L7: a link put in place of a resolved file was refused as "Too many
+    levels of symbolic links" (here the resolved path is given a link directly)."""
+    x = np.zeros((2, 28, 28), dtype=np.float32)
+    np.savez(root / "val.npz", images=x, labels=np.zeros(2, dtype=np.int64))
+    (root / "now.npz").symlink_to(root / "val.npz")
+    with pytest.raises(InvalidInput) as refused:
+        user_data._read_file(root / "now.npz", 2**20)
+    assert str(refused.value) == f"now.npz: {user_images.BECAME_A_LINK}"
 
 
 def test_paths_that_cannot_be_looked_up_or_read_are_refused(root: Path) -> None:

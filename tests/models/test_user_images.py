@@ -131,6 +131,17 @@ def test_an_image_swapped_for_a_fifo_after_the_scan_is_refused_not_waited_on(roo
     assert str(refused).startswith("set/a/1.png: not a regular file (a FIFO")
 
 
+def test_an_image_swapped_for_a_link_after_the_scan_is_refused_in_words(root: Path) -> None:
+    """Review 31b L7: the refusal was the system's "Too many levels of symbolic links"."""
+    top = image_tree(root / "set", {"a": 2, "b": 1})
+    folder = user_images.scan_images(top, roots=[root], max_bytes=2**20, max_images=10)
+    (top / "a" / "1.png").unlink()
+    (top / "a" / "1.png").symlink_to(top / "a" / "0.png")  # inside the roots, and an image
+    with pytest.raises(InvalidInput) as refused:
+        user_images.read_images(folder.samples, GREY8, max_bytes=2**20)
+    assert str(refused.value) == f"set/a/1.png: {user_images.BECAME_A_LINK}"
+
+
 def test_a_directory_or_file_it_may_not_read_is_refused_by_name(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
