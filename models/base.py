@@ -316,15 +316,18 @@ def code_version(cls: type) -> str | None:
     """What tells the code of the supernet class ``cls`` (``Supernet.version``): the
     ``version`` the class or a base sets (a string or a number: anything else, such as a
     method or a property of that name, whose text names a memory address, is passed over),
-    else the text of the source files of the plugin's code: those of the supernet classes
-    it derives from outside hwnas and of every class of its own top-level package or of a
-    module beside its own (its mixins), not a library's (``torch.nn.Module``: an upgrade of
-    torch would have refused every export of the plugin: review 29b), then those of the
-    plugin's other modules (:func:`_plugin_code`: its layers in a module of their own
-    were not hashed: session 30); None for hwnas's own classes without a version. Read once
-    per class, when it is first asked for (``models.registry`` asks at its registration):
-    the code loaded, not a file edited since (review 29b); the plugin's modules are
-    remembered then for its child processes' check (``core.loaded_code``)."""
+    with, where a base of another top-level package sets it, the text of the classes
+    below that base and of ``cls``'s package (plugin audit 32: a subclass's edited metric
+    was reused under its base's version), else the text of the source files of the
+    plugin's code: those of the supernet classes it derives from outside hwnas and of
+    every class of its own top-level package or of a module beside its own (its mixins),
+    not a library's (``torch.nn.Module``: an upgrade of torch would have refused every
+    export of the plugin: review 29b), then those of the plugin's other modules
+    (:func:`_plugin_code`: its layers in a module of their own were not hashed: session
+    30); None for hwnas's own classes without a version. Read once per class, when it is
+    first asked for (``models.registry`` asks at its registration): the code loaded, not a
+    file edited since (review 29b); the plugin's modules are remembered then for its child
+    processes' check (``core.loaded_code``)."""
     return _code_versions(cls)[0]
 
 
@@ -335,7 +338,8 @@ def _code_versions(cls: type) -> tuple[str | None, str | None]:
         return _CODE_VERSIONS[cls]
     package = cls.__module__.partition(".")[0]
     own_file = _source_of(cls)
-    sources = []
+    definer = _version_definer(cls)
+    sources, beyond = [], []  # beyond: of classes outside the package setting the version
     for klass in cls.__mro__:
         source = _source_of(klass)
         if source is None or source.is_relative_to(_OWN_CODE) or source in sources:
@@ -345,12 +349,16 @@ def _code_versions(cls: type) -> tuple[str | None, str | None]:
         )
         if own or issubclass(klass, Supernet):  # not a library's base (torch's Module)
             sources.append(source)
+            if definer is not None and not _same_package(klass, definer):
+                beyond.append(source)
     code = _plugin_code(cls) if sources else {}
     loaded_code.remember_files(code)  # for the child processes' check
-    version = getattr(cls, "version", None)
     earlier = None
-    if isinstance(version, str | int | float) and not isinstance(version, bool):
-        found: str | None = f"version {version}"
+    if definer is not None:
+        found: str | None = f"version {vars(definer)['version']}"
+        if beyond:  # a subclass in another package: its own code is not the version's
+            files = sorted({path.resolve() for path in code.values()} - set(beyond))
+            found, earlier = f"{found}, source {files_digest([*beyond, *files])}", found
     elif not sources:
         found = None
     else:
@@ -360,6 +368,22 @@ def _code_versions(cls: type) -> tuple[str | None, str | None]:
             earlier = f"source {files_digest(sources)}"
     _CODE_VERSIONS[cls] = found, earlier
     return found, earlier
+
+
+def _version_definer(cls: type) -> type | None:
+    """The nearest class of ``cls``'s MRO that sets ``version``, where what it sets is a
+    string or a number (anything else, such as a method or a property of that name, whose
+    text names a memory address, leaves the code told by its source)."""
+    for klass in cls.__mro__:
+        if "version" in vars(klass):
+            version = vars(klass)["version"]
+            usable = isinstance(version, str | int | float) and not isinstance(version, bool)
+            return klass if usable else None
+    return None
+
+
+def _same_package(one: type, other: type) -> bool:
+    return one.__module__.partition(".")[0] == other.__module__.partition(".")[0]
 
 
 def earlier_code_versions(cls: type) -> tuple[str, ...]:

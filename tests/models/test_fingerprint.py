@@ -250,7 +250,7 @@ def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 #: The top-level names of the plugins ``_import_fresh`` imports.
-_FRESH = ("pkgl", "solo_net", "solo_layers")
+_FRESH = ("pkgl", "solo_net", "solo_layers", "pkgv_base", "pkgv_sub")
 _NET_USING_LAYERS = (
     "from models.text_transformer import TextTransformerSupernet\n"
     "from {layers} import Block\n\n\n"
@@ -294,6 +294,42 @@ def test_a_plugin_s_other_modules_are_its_code_as_it_loaded_them(
         == "code"
     )
     assert loaded_code.as_loaded()["pkgl.layers"]  # remembered for the child processes
+
+
+def test_a_version_set_in_another_package_does_not_cover_a_subclass_s_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh: None
+) -> None:
+    """Plugin audit 32: a subclass in a package of its own inherited its base's
+    ``version``; an edit of its metric went unseen and the next job's front mixed the old
+    values (0.82) with the new (0.41). Its base's version covers the base's package alone;
+    a job that recorded the version alone is still exported and resumed, not reused."""
+    (tmp_path / "pkgv_base").mkdir()
+    (tmp_path / "pkgv_base" / "__init__.py").write_text("")
+    (tmp_path / "pkgv_base" / "net.py").write_text(
+        "from models.text_transformer import TextTransformerSupernet\n\n\n"
+        "class Base(TextTransformerSupernet):\n"
+        '    name = "test-versioned-base"\n'
+        '    version = "2"\n'
+    )
+    fingerprints = []
+    for n, factor in enumerate(("1.0", "0.5")):
+        package = tmp_path / str(n) / "pkgv_sub"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "net.py").write_text(
+            "from pkgv_base.net import Base\n\n\n"
+            "class Sub(Base):\n"
+            '    name = "test-versioned-sub"\n'
+            f"    factor = {factor}\n"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
+        sub = _import_fresh(monkeypatch, tmp_path / str(n), "pkgv_sub.net").Sub
+        base = importlib.import_module("pkgv_base.net").Base
+        fingerprints.append((code_version(sub), earlier_code_versions(sub)))
+        assert (code_version(base), earlier_code_versions(base)) == ("version 2", ())
+    (first, first_earlier), (second, second_earlier) = fingerprints
+    assert first != second and first.startswith("version 2, source ")
+    assert first_earlier == second_earlier == ("version 2",)  # what an earlier hwnas gave
 
 
 def test_a_single_module_plugin_s_modules_beside_it_are_its_code_unless_installed(
