@@ -11,6 +11,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
@@ -1089,6 +1090,20 @@ class AlikeJob(NamedTuple):
     finished_at: datetime | None
 
 
+@dataclass
+class NotAlike:
+    """Measurements of other jobs of the pair that ``measuring_alike`` left out, counted in
+    the same reading: a warm start says why it reused none of them."""
+
+    #: Of jobs that recorded no fingerprint where the job has one (an earlier hwnas's:
+    #: upgrade audit 31).
+    unfingerprinted: int = 0
+    #: Of jobs that measured with the same weights and data but other code of a plugin
+    #: (its ``version`` or its source: plugin audit 32, where a script edited in the
+    #: plugin's package left a job with no word of why nothing was reused).
+    other_code: int = 0
+
+
 def measuring_alike(
     session: Session,
     *,
@@ -1098,14 +1113,12 @@ def measuring_alike(
     exclude_job: str,
     measured_with: str | None = None,
     measured_code: str | None = None,
-    unknown: list[int] | None = None,
+    not_alike: NotAlike | None = None,
 ) -> list[AlikeJob]:
     """The other search jobs of ``supernet`` on ``device`` that measured as
     ``measured_with`` and ``measured_code`` say (``prior_evaluations``), newest first: what
     a warm start reads once for ``prior_evaluations`` and ``prior_failures`` (``jobs``).
-    ``unknown``: its one item gets the measurements, in the same reading, of the jobs that
-    recorded no fingerprint where ``measured_with`` is one (an earlier hwnas's: a warm
-    start reuses none, and says so: upgrade audit 31)."""
+    ``not_alike``: counts what was left out, where it says why."""
     return list(
         _measuring_alike(
             session,
@@ -1114,7 +1127,7 @@ def measuring_alike(
             exclude_job,
             (measured_with, measured_code),
             validation_data,
-            unknown,
+            not_alike,
         )  # fmt: skip
     )
 
@@ -1126,7 +1139,7 @@ def _measuring_alike(
     exclude_job: str,
     measured: tuple[str | None, str | None],
     validation_data: str | None,
-    unknown: list[int] | None = None,
+    not_alike: NotAlike | None = None,
 ) -> Iterator[AlikeJob]:
     """(id, spec, measurements made) of the other search jobs of ``supernet`` on the
     devices ``on_device`` selects that measured as ``measured`` (the weights' and data's
@@ -1142,8 +1155,14 @@ def _measuring_alike(
     # lone surrogate escape (a file name that is not UTF-8), which PostgreSQL's json
     # operators refuse for the whole document, and SQLite's driver refuses as a parameter.
     for job_id, spec, done, finished_at in session.execute(jobs):
-        if unknown is not None and measured_with is not None and spec.get(MEASURED_WITH) is None:
-            unknown[0] += done
+        if not_alike is not None and measured_with is not None:
+            if spec.get(MEASURED_WITH) is None:
+                not_alike.unfingerprinted += done
+            elif spec[MEASURED_WITH] == measured_with and spec.get(MEASURED_CODE) not in (
+                None,  # a job before code was recorded: reused by nobody, said nowhere
+                measured_code,
+            ):
+                not_alike.other_code += done
         if (
             spec.get(MEASURED_WITH) == measured_with
             and spec.get(MEASURED_CODE) == measured_code  # a job before it: unknown code

@@ -382,11 +382,11 @@ class JobRunner:
             self._note(job_id, f"{spec['supernet']}: {warning}")  # the catalog alone said it
         stored = self._db(lambda s: q.list_evaluations(s, job_id)[0])
         warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
-        passed_over = unfingerprinted = 0
+        passed_over, not_alike = 0, q.NotAlike()
         if not stored and warm:
             started = self._warm_start(job_id, spec, supernet)
             stored, passed_over, spec = started.stored, started.passed_over, started.spec
-            unfingerprinted = started.unfingerprinted
+            not_alike = started.not_alike
         reused = sum(e.reused for e in stored)
         if reused or passed_over:  # said again by a resumed run: a claim clears the message
             name, device = spec["supernet"], spec["device"]
@@ -401,12 +401,19 @@ class JobRunner:
             self._note(job_id, said)
         if said_failed := failures.shared_said(spec):  # as above
             self._note(job_id, f"warm start: {said_failed}")
-        if unfingerprinted:  # the first run only, as the busy device's
+        if not_alike.unfingerprinted:  # the first run only, as the busy device's
             self._note(
                 job_id,
-                f"warm start: {q.counted(unfingerprinted, 'measurement')} of jobs an earlier "
-                "hwnas began, which recorded no fingerprint of their weights and data, not "
-                "reused",
+                f"warm start: {q.counted(not_alike.unfingerprinted, 'measurement')} of jobs "
+                "an earlier hwnas began, which recorded no fingerprint of their weights and "
+                "data, not reused",
+            )
+        if not_alike.other_code:  # as above
+            self._note(
+                job_id,
+                f"warm start: {q.counted(not_alike.other_code, 'measurement')} of jobs that "
+                f"measured with other code of {spec['supernet']} not reused (an edit of any "
+                "file of its package, or another version: docs/plugins.md)",
             )
         prior = self._latency_prior(job_id, spec)
         if q.ANCHORS not in spec and len(stored) > reused:  # begun without recorded anchors

@@ -17,7 +17,7 @@ search proposes them (``store.jobs.RETRYING``).
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -42,9 +42,9 @@ class WarmStart:
     #: The job's spec, with the failures taken (``store.jobs.FAILED``) and left to measure
     #: again (``store.jobs.RETRYING``).
     spec: dict[str, Any]
-    #: Measurements of the pair by jobs that recorded no fingerprint (an earlier hwnas's):
-    #: not reused (``store.jobs.measuring_alike``'s ``unknown``).
-    unfingerprinted: int = 0
+    #: Measurements of the pair left out for what they were made with, and why
+    #: (``store.jobs.NotAlike``).
+    not_alike: q.NotAlike = field(default_factory=q.NotAlike)
 
 
 def copy_earlier(
@@ -75,8 +75,8 @@ def copy_earlier(
         return True
 
     alike = measured_alike(job.id, spec)
-    unknown = [0]  # measurements of the pair that recorded no fingerprint, not reused
-    jobs = q.measuring_alike(session, **alike, unknown=unknown)  # read once, for both
+    not_alike = q.NotAlike()
+    jobs = q.measuring_alike(session, **alike, not_alike=not_alike)  # read once, for both
     prior = q.prior_evaluations(session, **alike, limit=limit, usable=usable, jobs=jobs)
     q.add_reused_evaluations(session, job, prior, constraints)
     stored, _ = q.list_evaluations(session, job.id)
@@ -95,7 +95,7 @@ def copy_earlier(
         job.spec = {**job.spec, q.FAILED: [*failures.shared(taken), *listed], q.RETRYING: retrying}
     kept = {key: job.spec[key] for key in (q.FAILED, q.RETRYING) if key in job.spec}
     passed_over = len(noisy - {e.subnet_id for e in stored})
-    return WarmStart(stored, passed_over, {**spec, **kept}, unknown[0])
+    return WarmStart(stored, passed_over, {**spec, **kept}, not_alike)
 
 
 def earlier_measurements(

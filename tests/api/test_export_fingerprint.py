@@ -106,8 +106,14 @@ def test_a_job_is_not_exported_after_its_plugin_s_code_changed(
         monkeypatch.setitem(registry._FACTORIES, NAME, edited)  # in a server started since
         registry._INSTANCES.pop(NAME, None)
         refused = client.get(f"/v1/jobs/{job['id']}/subnets/{measured['subnet_id']}/export")
+        later = wait_for(client, client.post("/v1/jobs", json=dict(spec, seed=1)).json()["id"])
     assert refused.status_code == 409, refused.text
     assert f"measured with other code of {NAME} than it has now" in refused.json()["message"]
+    assert later["progress"]["evaluations_reused"] == 0
+    assert (  # plugin audit 32: nothing said why nothing was reused
+        f"warm start: 1 measurement of jobs that measured with other code of {NAME} not "
+        "reused (an edit of any file of its package, or another version: docs/plugins.md)"
+    ) in later["message"]
 
 
 #: The plugin's layer, in a module of its own: what its sub-networks run.
