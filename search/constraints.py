@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 from core.errors import InvalidInput
 
@@ -28,10 +31,20 @@ __all__ = [
 ]
 
 
+def is_finite_number(value: object) -> bool:
+    """A finite real number, numpy's included (``np.float32``, ``np.int64``: search review
+    32), not a bool."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool | np.bool_)
+        and math.isfinite(value)
+    )
+
+
 def _check_limit(value: float | None, field: str) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise InvalidInput(f"bound {field} must be a finite number, got {value!r}", field=field)
 
 
@@ -45,6 +58,9 @@ class Bound:
     def __post_init__(self) -> None:
         _check_limit(self.min, "min")
         _check_limit(self.max, "max")
+        for side in ("min", "max"):  # numpy's numbers as Python's (they are checked above)
+            if (value := getattr(self, side)) is not None:
+                object.__setattr__(self, side, float(value))
         if self.min is None and self.max is None:
             raise InvalidInput("a bound needs min, max or both", field="min")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -115,11 +131,7 @@ def validate_metrics(metrics: object, required: list[str]) -> dict[str, float]:
                 f"metric {name!r} is missing; got {sorted(map(str, out))}", field="metrics"
             )
         value = out[name]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
+        if not is_finite_number(value):
             raise InvalidInput(
                 f"metric {name!r} must be a finite number, got {value!r}", field="metrics"
             )

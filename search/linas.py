@@ -259,7 +259,8 @@ class LinasStrategy(Strategy):
             out += self._sample_unseen(n_random - len(out), taken)
             if self._pool is not None:
                 self._pool.close([self.space.to_indices(a) for a in out])
-            if len(out) < n:
+            if len(out) < n and self.n_told >= 2:  # else the space has no more (a fit
+                # on fewer than 2 results raised with ``features``: search review 32)
                 out += self._propose_guided(n - len(out), taken)
         return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from core.errors import InvalidInput
@@ -13,6 +14,7 @@ from search import (
     validate_objectives,
     violation,
 )
+from search.constraints import validate_metrics
 
 
 def test_bound_validation_names_the_side() -> None:
@@ -77,3 +79,17 @@ def test_validate_constraints() -> None:
     assert validate_constraints(None) == {}
     with pytest.raises(InvalidInput, match="constraints"):
         validate_constraints({"lat": (0, 1)})
+
+
+def test_numpy_numbers_are_numbers_and_bools_are_not() -> None:
+    """Search review 32: np.float32 and np.int64 metrics and bounds were refused as "not a
+    finite number" (np.float64 alone passed, a subclass of float)."""
+    bound = Bound(min=np.int64(1), max=np.float32(3.0))
+    assert (bound.min, bound.max) == (1.0, 3.0) and type(bound.max) is float
+    metrics = validate_metrics({"acc": np.float32(0.5), "lat": np.int64(2)}, ["acc", "lat"])
+    assert metrics == {"acc": 0.5, "lat": 2.0} and all(type(v) is float for v in metrics.values())
+    for odd in (True, np.bool_(True), np.float32("nan")):
+        with pytest.raises(InvalidInput, match="finite number"):
+            validate_metrics({"acc": odd}, ["acc"])
+        with pytest.raises(InvalidInput, match="finite number"):
+            Bound(max=odd)  # type: ignore[arg-type]

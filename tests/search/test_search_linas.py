@@ -430,3 +430,22 @@ def test_guided_proposals_learn_which_architectures_fail(monkeypatch: pytest.Mon
             strategy.tell(proposals[0], measure(proposals[0]))
     assert isinstance(strategy, LinasStrategy)
     assert strategy.n_failed >= 10 and strategy._failure_model() is None
+
+
+def test_a_space_used_up_before_two_results_ends_the_proposals_with_features() -> None:
+    """Search review 32: with ``features``, a space used up before two results were told
+    (every architecture failed; a batch larger than the space) raised from a fit on no
+    rows instead of proposing what was left."""
+    space = SearchSpace({"a": [1, 2, 3]})
+
+    def make_small() -> Strategy:
+        return create_strategy(
+            "linas", space=space, objectives={"acc": "max"}, seed=0, budget=5,
+            features=lambda arch: [float(arch["a"])],
+        )  # fmt: skip
+
+    assert len(make_small().ask(5)) == 3
+    failing = make_small()
+    for _ in range(3):
+        failing.tell_failed(failing.ask(1)[0])
+    assert failing.ask(1) == []
