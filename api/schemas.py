@@ -405,7 +405,8 @@ class Progress(BaseModel):
         None,
         description="of the current front, normalised to the bounding box of the job's "
         "evaluations so far (infeasible ones included), the reference a tenth of the box "
-        "beyond its worst corner (1: one point best in every objective): a progress signal "
+        "beyond its worst corner (1: one point best in every objective; estimated within "
+        "about 0.01 for a large front in 3 or more objectives): a progress signal "
         "that can fall when "
         "a new evaluation widens the box; not comparable across jobs",
     )

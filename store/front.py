@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +77,30 @@ def _normalised_hv(
     low, high = values.min(0), values.max(0)
     scaled = (values - low) / np.where(high > low, high - low, 1.0)
     reference = np.full(len(names), REFERENCE)
-    volume = hypervolume(scaled[indices], ["min"] * len(names), reference)
-    return float(volume / REFERENCE ** len(names))
+    return float(_volume(scaled[indices], reference) / REFERENCE ** len(names))
+
+
+def _volume(points: np.ndarray, reference: np.ndarray) -> float:
+    """The hypervolume of ``points`` (minimised) below ``reference``: exact where that is
+    cheap, else estimated (``SAMPLES``). The exact one grows as points^(objectives-1):
+    16 s for 200 points in 5 objectives on this 2-core machine, after each evaluation
+    (search review 32)."""
+    count, objectives = points.shape
+    if objectives <= 2 or count ** (objectives - 1) * math.log2(max(count, 2)) <= EXACT_COST:
+        return hypervolume(points, ["min"] * objectives, reference)
+    left = np.random.default_rng(0).uniform(0.0, reference, size=(SAMPLES, objectives))
+    for chunk in np.array_split(points, math.ceil(count / 64)):  # a sample dominated once
+        hit = np.any(np.all(chunk[None, :, :] <= left[:, None, :], axis=2), axis=1)
+        left = left[~hit]
+    return float((1.0 - len(left) / SAMPLES) * np.prod(reference))
+
+
+#: Most points^(objectives-1) x log2(points) computed exactly (about 0.3 s): a front of
+#: about 700 points in 3 objectives, 120 in 4, 35 in 5; a larger one is estimated.
+EXACT_COST = 5e6
+#: Points an estimated hypervolume is counted on (the same ones each time): within about
+#: 0.01 of the exact one (three standard errors).
+SAMPLES = 20_000
 
 
 #: Where the normalised hypervolume's reference lies in each scaled objective: a tenth of
