@@ -55,6 +55,7 @@ class SubnetEvaluator:
         #: (``take_notes``): the job goes on, its message says it.
         self.notes: list[str] = []
         self._complexity_checked = False
+        self._undeclared_noted = False
 
     def measure(self, arch: Arch, known: KnownQuality | None = None) -> Measurement:
         """Measure ``arch``: for real, or by table lookup for a recorded supernet; its
@@ -110,6 +111,7 @@ class SubnetEvaluator:
             with _step("evaluating on the validation data", supernet, arch, quality=True):
                 quality = supernet.evaluate(arch, module)
             quality = checked_metrics(supernet, arch, quality)
+            self._note_undeclared(quality)
         else:
             with _step("extracting (timing_module)", supernet, arch):
                 module = supernet.timing_module(arch)
@@ -126,6 +128,21 @@ class SubnetEvaluator:
         if known is not None:
             details[QUALITY_FROM] = known.job_id
         return Measurement(metrics, details, time.perf_counter() - started)
+
+    def _note_undeclared(self, quality: dict[str, Any]) -> None:
+        """Once per evaluator: metrics ``evaluate`` returned that the class does not declare
+        are stored, yet no objective or constraint may name them (plugin audit 32: a user
+        saw the metric in the evaluations, then was told it was unknown)."""
+        undeclared = sorted(set(quality) - set(self.supernet.metrics))
+        if not undeclared or self._undeclared_noted:
+            return
+        self._undeclared_noted = True
+        self.notes.append(
+            f"{self.supernet.name}: evaluate() returned {', '.join(undeclared)}, which the "
+            f"class's metrics {list(self.supernet.metrics)} does not list: stored with each "
+            "evaluation, but no objective or constraint may name it (list it in metrics: "
+            "docs/plugins.md)"
+        )
 
     def take_notes(self) -> list[str]:
         """The notes not taken yet (``notes``), taken."""

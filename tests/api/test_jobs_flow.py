@@ -666,6 +666,29 @@ def test_a_plugin_whose_complexity_is_not_its_network_s_is_said_in_the_job(
     )
 
 
+class _Undeclared(FmnistOFACNN):
+    """A plugin whose evaluate() returns a metric its class does not declare."""
+
+    name = "test-undeclared-metric"
+
+    def evaluate(self, arch: dict[str, Any], module: Any = None) -> dict[str, float]:
+        return {**super().evaluate(arch, module), "macro_f1": 0.5}
+
+
+def test_a_metric_evaluate_returns_undeclared_is_said_in_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plugin audit 32: it was stored and shown, then refused as an unknown metric."""
+    job = _plugin_job(tmp_path, monkeypatch, _Undeclared, budget={"evaluations": 2})
+    assert job["status"] == "succeeded"
+    said = [part for part in job["message"].split("; ") if "macro_f1" in part]
+    assert said == [
+        "test-undeclared-metric: evaluate() returned macro_f1, which the class's metrics "
+        "['accuracy'] does not list: stored with each evaluation, but no objective or "
+        "constraint may name it (list it in metrics: docs/plugins.md)"
+    ], job["message"]
+
+
 def test_the_built_in_supernets_counts_are_their_networks(tmp_path: Path) -> None:
     """The same check finds nothing to say of a job on the built-in supernet."""
     body = job_spec(budget={"evaluations": 2}, strategy="random")
