@@ -7,6 +7,7 @@ import inspect
 import logging
 import numbers
 import os
+import pickle
 import threading
 import time
 import warnings
@@ -23,7 +24,14 @@ from core.settings import comma_list, get_settings
 
 from .base import Supernet, code_version
 from .check_memo import SKIPPED, CheckMemo
-from .user_data import configured_roots, confine, data_signature, file_state, recent
+from .user_data import (
+    configured_roots,
+    confine,
+    data_signature,
+    file_state,
+    recent,
+    torch_load_reason,
+)
 from .user_images import check_class_count, check_class_order, class_names
 
 _FACTORIES: dict[str, Callable[..., Supernet]] = {}
@@ -87,8 +95,11 @@ def create_supernet(name: str, **kwargs: Any) -> Supernet:
         raise
     except Exception as exc:
         log.warning("supernet %r could not be built", name, exc_info=True)
+        reason = _reason(exc)
+        if isinstance(exc, pickle.UnpicklingError):  # torch's text advises unsafe loading
+            reason = f"{type(exc).__name__}: {torch_load_reason(exc)}"
         raise InvalidInput(
-            f"supernet {name!r} could not be built: {_reason(exc)}", field="supernet"
+            f"supernet {name!r} could not be built: {reason}", field="supernet"
         ) from exc
 
 

@@ -360,7 +360,7 @@ def _reason(exc: BaseException) -> str:
 _ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: What torch's refusal of a pickled object names (its long text offers ways to load it
 #: that run the file's code, which a service must not take).
-_UNPICKLER = re.compile(r"WeightsUnpickler error: (.+?)(?: Please use |\n|$)")
+_UNPICKLER = re.compile(r"WeightsUnpickler error:\s*(.+?)(?: Please use |\n|$)")
 
 
 def torch_load_reason(exc: BaseException) -> str:
@@ -369,6 +369,8 @@ def torch_load_reason(exc: BaseException) -> str:
     terminal escape codes: audit 29); otherwise as ``_reason``."""
     text = _ESCAPES.sub("", str(exc))
     found = _UNPICKLER.search(text)
+    if found and found.group(1).startswith("Unsupported operand"):  # not a pickle at all
+        return f"not a file torch.save wrote, or a damaged one ({found.group(1).rstrip('. ')})"
     if found:
         return (
             f"it holds Python objects besides tensors ({found.group(1).rstrip('. ')}): "

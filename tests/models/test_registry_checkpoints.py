@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import threading
 import time
@@ -139,6 +140,44 @@ class Broken(TextTransformerSupernet):
         if weights is not None:
             raise RuntimeError(f"Error(s) in loading state_dict from {weights}\nsize mismatch")
         super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+class LoadsItsWeights(TextTransformerSupernet):
+    """A plugin that loads its weights file as docs/plugins.md's example does."""
+
+    name = "test-loads-its-weights"
+
+    def __init__(self, *, weights: str | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        if weights is not None:
+            self.module.load_state_dict(torch.load(weights, weights_only=True))
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"garbage\n", "not a file torch.save wrote, or a damaged one (Unsupported operand"),
+        (None, "it holds Python objects besides tensors (Unsupported global: GLOBAL "),
+    ],
+)
+def test_a_weights_file_torch_refuses_is_said_without_torch_s_unsafe_advice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: bytes | None, said: str
+) -> None:
+    """Plugin audit 32 L5: a damaged file gave torch's first line, which advises loading
+    with weights_only=False (running the file's code), and not what was wrong."""
+    path = tmp_path / "w.pt"
+    if content is None:
+        torch.save({"x": torch.zeros(1), "o": argparse.Namespace(a=1)}, path)
+    else:
+        path.write_bytes(content)
+    monkeypatch.setitem(registry._FACTORIES, LoadsItsWeights.name, LoadsItsWeights)
+    with pytest.raises(InvalidInput) as caught:
+        create_supernet(LoadsItsWeights.name, weights=str(path))
+    text = str(caught.value)
+    assert text.startswith(
+        f"supernet {LoadsItsWeights.name!r} could not be built: UnpicklingError: {said}"
+    ), text
+    assert "weights_only` set to `False" not in text
 
 
 def test_a_plugin_that_fails_to_build_is_an_input_error_kept_until_its_file_changes(
