@@ -143,7 +143,7 @@ class Broken(TextTransformerSupernet):
 
 
 class LoadsItsWeights(TextTransformerSupernet):
-    """A plugin that loads its weights file as docs/plugins.md's example does."""
+    """A plugin that loads its weights file with torch.load(weights_only=True) itself."""
 
     name = "test-loads-its-weights"
 
