@@ -312,11 +312,19 @@ def test_the_front_table_of_a_recorded_supernet_shows_dashes_for_macs_and_params
     row = {**point, "latency_ms": 2.5, "macs": None, "params": None}
     pareto = {"data": [{**row, "metrics": {"accuracy": 0.9312, "latency_ms": 2.5}}]}
     lines = format_front(pareto).splitlines()
-    assert lines[2].split() == [point["subnet_id"], "0.9312", "2.500", "-", "-"]
+    assert lines[2].split() == [point["subnet_id"], "0.9312", "2.5", "-", "-"]
     measured = {**pareto["data"][0], "macs": 1_500_000, "params": 12_345}
     assert format_front({"data": [measured]}).splitlines()[2].split()[-2:] == ["1.5", "12345"]
     tiny = {**measured, "macs": 12_345}  # a small plugin network showed 0.00
     assert format_front({"data": [tiny]}).splitlines()[2].split()[-2] == "0.012345"
+
+
+def test_the_catalog_shows_a_raw_space_size_as_an_upper_bound() -> None:
+    """Plugin audit 32: a plugin's 81 gene combinations (39 networks) showed as 81."""
+    from api.cli import _space_size
+
+    assert _space_size({"space_size": 39, "raw_space_size": 81}) == "39"
+    assert _space_size({"space_size": None, "raw_space_size": 81}) == "<=81"
 
 
 def test_the_front_table_shows_every_objective_best_first() -> None:
@@ -333,9 +341,20 @@ def test_the_front_table_shows_every_objective_best_first() -> None:
         "data": [point("small", 0.80, 0.1), point("big", 0.90, 0.4), point("tie", 0.90, 0.2)],
     }
     lines = format_front(pareto).splitlines()
-    assert lines[0].split()[-1] == "model_size_mb"
+    # the objectives first, in order (plugin audit 32), then the usual columns
+    assert lines[0].split() == [
+        "subnet_id",
+        "accuracy",
+        "model_size_mb",
+        "latency_ms",
+        "MMACs",
+        "params",
+    ]
     assert [line.split()[0] for line in lines[2:]] == ["tie", "big", "small"]
-    assert lines[2].split()[-1] == "0.2"
+    assert lines[2].split()[2] == "0.2"
+    close = {"objectives": {"latency_ms": "min"}, "data": [point("a", 0.8, 0.1)]}
+    close["data"][0]["latency_ms"] = 0.0037  # a small network's: 3 decimals showed 0.004
+    assert format_front(close).splitlines()[2].split()[1] == "0.0037"
 
 
 def test_serve_logs_its_mode_and_each_job_with_time_level_and_logger(tmp_path: Path) -> None:
