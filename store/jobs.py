@@ -1286,8 +1286,23 @@ def get_evaluation(session: Session, job_id: str, subnet_id: str) -> Evaluation:
         select(Evaluation).where(Evaluation.job_id == job_id, Evaluation.subnet_id == subnet_id)
     ).one_or_none()
     if evaluation is None:
-        raise NotFound(f"sub-network {shown(subnet_id)} was not measured in job {job_id}")
+        raise NotFound(
+            f"sub-network {shown(subnet_id)} was not measured in job {job_id}"
+            f"{_failed_said(session, job_id, subnet_id)}"
+        )
     return evaluation
+
+
+def _failed_said(session: Session, job_id: str, subnet_id: str) -> str:
+    """Where the job lists the sub-network as failed (``FAILED``): how, in its own words
+    (plugin audit 32: an export of it said only "was not measured")."""
+    job = session.get(Job, job_id)
+    for failed in [] if job is None else job.spec.get(FAILED, []):
+        if failed.get("subnet_id") == subnet_id:
+            where = failed.get(REUSED_FROM)
+            in_job = f" (in job {where}, which this one's warm start took it from)" if where else ""
+            return f": its measurement failed{in_job}: {failed.get('error', '')}".rstrip(": ")
+    return ""
 
 
 def set_front(session: Session, job_id: str, front_ids: list[int]) -> None:

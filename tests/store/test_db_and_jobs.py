@@ -958,3 +958,31 @@ def test_a_database_that_cannot_be_written_is_refused_at_the_start(tmp_path: Pat
                 check_migrated(read_only)
         finally:
             read_only.dispose()
+
+
+def test_a_sub_network_whose_measurement_failed_is_said_so_not_only_unmeasured(
+    tmp_path: Path,
+) -> None:
+    """Plugin audit 32: its export (and look-up) said only "was not measured"."""
+    failed = [
+        {"subnet_id": "r28-a", "error": "RuntimeError: Expected 3D", "anchor": False},
+        {"subnet_id": "r28-b", "error": "OSError: gone", "anchor": False, q.REUSED_FROM: "j0"},
+    ]
+    with migrated_database("sqlite", tmp_path) as (_url, _engine, factory):
+        with transaction(factory) as session:
+            job = q.create_job(session, {**SPEC, q.FAILED: failed})
+        with transaction(factory) as session:
+            said = {}
+            for subnet in ("r28-a", "r28-b", "r28-c"):
+                with pytest.raises(NotFound) as caught:
+                    q.get_evaluation(session, job.id, subnet)
+                said[subnet] = str(caught.value)
+    unmeasured = f"was not measured in job {job.id}"
+    assert said["r28-a"] == (
+        f"sub-network 'r28-a' {unmeasured}: its measurement failed: RuntimeError: Expected 3D"
+    )
+    assert said["r28-b"] == (
+        f"sub-network 'r28-b' {unmeasured}: its measurement failed (in job j0, which this "
+        "one's warm start took it from): OSError: gone"
+    )
+    assert said["r28-c"] == f"sub-network 'r28-c' {unmeasured}"
