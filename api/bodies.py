@@ -150,15 +150,18 @@ def _invalid(errors: list[Any]) -> RequestValidationError:
     return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
 
 
-def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` for a route whose body ``json_body`` reads as ``model``."""
+def json_body_doc(
+    model: type[BaseModel], media_types: tuple[str, ...] = ("application/json",)
+) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose body ``json_body`` reads as ``model``, sent as
+    any of ``media_types``."""
     _DOCUMENTED[model.__name__] = model
 
-    def json_of(name: str) -> dict[str, Any]:
-        return {"application/json": {"schema": {"$ref": _SCHEMA_REF.format(model=name)}}}
+    def json_of(name: str, types: tuple[str, ...] = ("application/json",)) -> dict[str, Any]:
+        return {kind: {"schema": {"$ref": _SCHEMA_REF.format(model=name)}} for kind in types}
 
     return {
-        "requestBody": {"content": json_of(model.__name__), "required": True},
+        "requestBody": {"content": json_of(model.__name__, media_types), "required": True},
         # FastAPI's own component, present while any route declares a parameter
         "responses": {"422": {"description": "Validation Error", "content": json_of(_ERRORS)}},
     }

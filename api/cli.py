@@ -937,15 +937,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hwnas",
         description="hwnas: serve the API, submit and follow jobs, download sub-networks.",
-        epilog="exit codes: 0 done; 1 the job did not succeed (or the wait timed out); 2 an "
-        "error (bad arguments, a request refused, a service not reached); 3 a search that "
-        "succeeded with nothing feasible; 130 interrupted",
+        epilog="exit codes: 0 done; 1 the job did not succeed; 2 an error (bad arguments, a "
+        "request refused, a service not reached); 3 a search that succeeded with nothing "
+        "feasible; 4 a wait that timed out (the job goes on); 130 interrupted",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "serve": (cmd_serve, "run the HTTP API (embedded worker unless HWNAS_BROKER_URL)"),
         "submit": (cmd_submit, "submit a search job; prints its id"),
-        "wait": (cmd_wait, "follow a job; exits non-zero unless it succeeded"),
+        "wait": (cmd_wait, "follow a job; exits 0 once it succeeded with a front (codes below)"),
         "jobs": (cmd_jobs, "list the newest jobs"),
         "show": (cmd_show, "print a job: status, progress, timing, labels (JSON)"),
         "evaluations": (cmd_evaluations, "list a job's measured sub-networks and metrics"),
@@ -993,8 +993,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated hardware profile ids or patterns (nb201-* for every recorded "
         "NAS-Bench-201 device)",
     )
-    sub.choices["worker"].add_argument("--name", default=None)
-    sub.choices["worker"].add_argument("--loglevel", default="info")
+    sub.choices["worker"].add_argument(
+        "--name", default=None, help="its Celery node name (default: hwnas-<devices>@<host>)"
+    )
+    sub.choices["worker"].add_argument(
+        "--loglevel", default="info", help="Celery's log level (default: %(default)s)"
+    )
     _add_job_args(sub.choices["submit"])
     for name in ("submit", "calibrate"):
         sub.choices[name].add_argument(

@@ -15,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from api.bodies import json_body, json_body_doc
+from api.bodies import json_body
 from api.deps import FactoryDep
 from api.errors import error_answers
 from api.presenters import calibration_public
-from api.routes.jobs import IDEMPOTENCY_DOC, accept_job
+from api.routes.jobs import accept_job, submission_doc
 from api.schemas import CalibrationCreate, CalibrationsPublic, JobPublic
 from core.errors import HwnasError, NotFound, UnknownName
 from hardware_profiles import HardwareProfile
@@ -40,7 +40,7 @@ SAMPLING = "uniform"  # a calibration job's strategy: every gene drawn uniformly
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
     responses=error_answers(404, 409, 413),
-    openapi_extra={**json_body_doc(CalibrationCreate), "parameters": [IDEMPOTENCY_DOC]},
+    openapi_extra=submission_doc(CalibrationCreate),
 )
 async def create_calibration(device_id: str, request: Request) -> Response:
     """Queue a calibration job: a worker of the device measures sampled sub-networks, fits

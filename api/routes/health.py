@@ -18,8 +18,8 @@ def healthz(factory: FactoryDep, dispatcher: DispatcherDep, request: Request) ->
     from reaching workers (an unreachable broker: jobs are still accepted and stored, and
     dispatched once it clears), and the devices served; 503 when the database does not
     answer, or its schema is older than this server's; ``degraded`` too when the disk its
-    data directory or SQLite file is on has under 256 MiB free. With API keys set, a caller
-    without one gets the status alone.
+    data directory or SQLite file is on has under 256 MiB free (on a disk under 5 GiB: 5 %
+    of it). With API keys set, a caller without one gets the status alone.
     \f
     A server whose database answers ``SELECT 1`` is not ready unless the schema is the
     one it started on: a SQLite file replaced under it answered from a new, empty file

@@ -66,12 +66,36 @@ IDEMPOTENCY_DOC = {
     "name": IDEMPOTENCY_KEY,
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-    "description": "any string unique to this submission (such as a UUID, or a pipeline's "
+    "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY_FORM.pattern}$"},
+    "description": "1-255 printable ASCII characters, no spaces, unique to this submission "
+    "(such as a UUID, or a pipeline's "
     "run id): a retry of it with the same key and body answers with the job the first "
     f"request created (header {REPLAYED}: true) instead of creating another; the same key "
     "with another body is 409. A key is free again once its job is deleted",
 }
+
+
+def submission_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` of a route that creates a job from a ``model`` body: the body, the
+    ``Idempotency-Key`` header and the 202's headers (docs audit 32: undeclared)."""
+    doc = json_body_doc(model)
+    text = {"type": "string"}
+    created = {
+        "202": {
+            "description": "Accepted",
+            "headers": {
+                "Location": {"description": "the job's URL", "schema": text},
+                REPLAYED: {
+                    "description": f"true where the {IDEMPOTENCY_KEY} had created the job "
+                    "before: this is that job (absent otherwise)",
+                    "schema": {**text, "enum": ["true"]},
+                },
+            },
+        }
+    }
+    return {**doc, "parameters": [IDEMPOTENCY_DOC], "responses": {**doc["responses"], **created}}
+
+
 Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]  # the databases' largest OFFSET
 Limit = Annotated[int, Query(ge=1, le=500)]
 LABEL_SAID = (
@@ -91,7 +115,7 @@ AFTER_SAID = (
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
     responses=error_answers(409, 413),
-    openapi_extra={**json_body_doc(JobCreate), "parameters": [IDEMPOTENCY_DOC]},
+    openapi_extra=submission_doc(JobCreate),
 )
 async def create_job(request: Request) -> Response:
     """Submit a search job: answers 202 at once with the job, queued (its URL also in
@@ -238,7 +262,7 @@ def _stall_note(request: Request, job: Job | q.JobRow) -> str | None:
     "/{job_id}",
     response_model=JobPublic,
     responses=error_answers(404, 413),
-    openapi_extra=json_body_doc(JobPatch),
+    openapi_extra=json_body_doc(JobPatch, ("application/json", "application/merge-patch+json")),
 )
 async def patch_job(job_id: str, request: Request) -> Response:
     """Change a job's labels, in any status (a finished job can be marked as the one
@@ -285,8 +309,10 @@ def read_evaluations(
     job_id: str, factory: FactoryDep, offset: Offset = 0, limit: Limit = 100
 ) -> Response:
     """The job's evaluations in the order measured; ``on_front`` as ``/pareto`` says: the
-    stored front once the job succeeded, the current one before or when it ended otherwise
-    (it was false for every point of a running, cancelled or failed job)."""
+    stored front once the job succeeded, the current one before or when it ended
+    otherwise.
+    \f
+    It was false for every point of a running, cancelled or failed job."""
     with transaction(factory) as session:
         job = q.read_job(session, job_id)
         rows, total = q.list_evaluations(session, job_id, offset=offset, limit=limit)

@@ -15,7 +15,8 @@ def test_a_misspelt_variable_is_named_with_the_setting_it_resembles() -> None:
     """HWNAS_BROKER_ULR silently gave the embedded mode (operator probe, session 22)."""
     warnings = unknown_variables(
         {"HWNAS_BROKER_ULR": "redis://x", "HWNAS_URL": "u", "HWNAS_API_KEY": "k",
-         "HWNAS_BROKER_URL": "", "HWNAS_WHATEVER_ELSE": "1", "PATH": "/bin"}
+         "HWNAS_BROKER_URL": "", "HWNAS_WHATEVER_ELSE": "1", "PATH": "/bin",
+         "HWNAS_CONTRACT_VALIDATION_DATA": "val.npz"}  # docs/plugins.md's (docs audit 32)
     )  # fmt: skip
     assert warnings == [
         "HWNAS_BROKER_ULR is not an hwnas setting: ignored; did you mean HWNAS_BROKER_URL?",
