@@ -37,3 +37,11 @@ def test_workers_get_time_to_hand_their_job_back() -> None:
     for name, service in _services().items():
         if name.startswith("worker-"):
             assert "stop_grace_period" in service, name
+
+
+def test_every_long_running_service_restarts_when_it_exits() -> None:
+    """Chaos drill 32: a worker killed (or started while the database was away, when it
+    exits) stayed down, and every job of its devices waited for someone to start it."""
+    for name, service in _services().items():
+        if name != "migrate":  # a one-shot step
+            assert service.get("restart") == "unless-stopped", name
