@@ -45,6 +45,8 @@ from alembic import command
 from core.errors import HwnasError, InvalidInput, ServiceUnavailable, StorageError, first_line
 from core.redact import hidden
 
+from . import clock
+
 log = logging.getLogger(__name__)
 ALEMBIC_DIR = Path(__file__).resolve().parents[1] / "alembic"
 T = TypeVar("T")
@@ -167,9 +169,12 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that commits on success, rolls back on error; DB errors -> StorageError."""
+    """A session that commits on success, rolls back on error; DB errors -> StorageError.
+    It measures this host's clock against the database's first, when that is due
+    (``store.clock``)."""
     session = factory()
     try:
+        clock.follow(session)
         yield session
         session.commit()
     except SQLAlchemyError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -24,9 +24,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
 from core.errors import printable
 
+from . import clock
+
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, by the database's clock (``store.clock``): every time a job records."""
+    return clock.now()
 
 
 def storable_text(text: str) -> str:

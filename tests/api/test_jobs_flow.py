@@ -390,7 +390,9 @@ def test_a_cancelled_run_keeps_its_notes_after_the_outcome(client: TestClient) -
     outcome, *notes = job["message"].split("; ")
     done = job["progress"]["evaluations_done"]
     assert outcome == f"cancelled after {done} evaluation{'' if done == 1 else 's'}"
-    assert notes and notes[0].startswith("warm start: 2 earlier measurements")
+    # "2 earlier measurements ... reused", or on a loaded machine "1 ... reused, 1 other
+    # not, their latency timed on a busy device" (CI under load, session 32)
+    assert notes and notes[0].startswith("warm start: ") and " reused" in notes[0], notes
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

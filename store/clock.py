@@ -1,0 +1,77 @@
+"""The time hwnas writes and compares: this host's clock, set to the database's.
+
+A lease is a time one process writes (a worker's heartbeat) and another compares with its
+own clock (a reaper, the API's "waiting:" note, a cancel). On hosts whose clocks differed by
+more than ``HWNAS_STALE_AFTER_S``, a healthy job was failed as "its worker kept dying" and a
+cancel ended a live run at once (chaos drill 32). So each process measures how far its
+clock is from the database's (PostgreSQL's ``clock_timestamp()``; a SQLite file is on this
+host) in a ``store.db.transaction``, at most every ``FOLLOW_EVERY_S``, and adds the
+difference to every time it reads where it is over ``TOLERANCE``, saying so in a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+#: A difference this small is left alone (a measurement's own error is milliseconds).
+TOLERANCE = timedelta(seconds=1)
+#: How often a process measures the difference again (a clock set meanwhile is followed).
+FOLLOW_EVERY_S = 60.0
+
+_lock = threading.Lock()
+_offset = timedelta(0)
+_followed_at: float | None = None  # time.monotonic() of the last measurement
+
+
+def now() -> datetime:
+    """The database's time as this process knows it (UTC)."""
+    return _local_now() + _offset
+
+
+def _local_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def offset() -> timedelta:
+    """What ``now`` adds to this host's clock."""
+    return _offset
+
+
+def follow(session: Session) -> None:
+    """Measure this host's clock against the database's, in ``session``, if it is due."""
+    global _offset, _followed_at
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    with _lock:
+        started = time.monotonic()
+        if _followed_at is not None and started - _followed_at < FOLLOW_EVERY_S:
+            return
+        _followed_at = started
+    before = _local_now()
+    database = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+    after = _local_now()
+    skew = database - (before + (after - before) / 2)
+    measured = skew if abs(skew) > TOLERANCE else timedelta(0)
+    with _lock:
+        if abs(measured - _offset) > TOLERANCE:
+            log.warning(
+                "this host's clock is %+.1f s off the database's: hwnas times leases and "
+                "records by the database's clock (set this host's clock: NTP)",
+                -measured.total_seconds(),
+            )
+        _offset = measured
+
+
+def forget() -> None:
+    """Drop what was measured (tests; a process that changes database)."""
+    global _offset, _followed_at
+    with _lock:
+        _offset, _followed_at = timedelta(0), None
