@@ -247,7 +247,9 @@ class JobRunner:
 
         self._running.job_id = job_id
         spec = self._db(claim)
-        if spec is None:
+        if spec is None:  # a message delivered again, or a reaper's that raced the first
+            why = self._db(lambda session: _not_ours(session, job_id))
+            log.info("job %s: not run here: %s", job_id, why)  # (chaos drill 32: silent)
             return None
         # Named in the log at both ends: an operator asked about a job greps for its id (the
         # Celery worker's own lines name only its task id; operator probe, session 22).
@@ -1024,6 +1026,18 @@ UNFINGERPRINTED = (
     "begun by an earlier hwnas that recorded no fingerprint of the weights, data and code it "
     "measured with: resumed unchecked, and its measurements are reused by no other job"
 )
+
+
+def _not_ours(session: Session, job_id: str) -> str:
+    """Why a claim of ``job_id`` took nothing, as a log line says it."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return "it was deleted"
+    if job.status.finished:
+        return f"it ended ({job.status.value})"
+    if job.status == JobStatus.running:
+        return f"worker {job.worker_id} runs it (its lease is alive)"
+    return "another worker claimed it first"
 
 
 def _add_message(job: Job, note: str) -> None:

@@ -194,3 +194,22 @@ def test_a_wait_for_the_database_names_the_job_that_waits(
         assert Flaky(factory, settings, "worker-1").run(job_id) is None
     assert len(calls) == 2
     assert f"job {job_id}: database unavailable (database error: disk I/O error)" in caplog.text
+
+
+def test_a_message_for_a_job_not_ours_to_run_says_why_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Chaos drill 32: a message delivered again (for a job running elsewhere, or ended)
+    was dropped without a word naming the job."""
+    settings, factory, job_id = _queued(tmp_path)
+    with transaction(factory) as session:  # a live lease of another worker
+        assert q.claim_job(session, job_id, "worker-2", stale_after_s=60) is not None
+    with caplog.at_level(logging.INFO, logger="workers.runner"):
+        assert JobRunner(factory, settings, "worker-1").run(job_id) is None
+        assert JobRunner(factory, settings, "worker-2").run(job_id) == JobStatus.succeeded
+        assert JobRunner(factory, settings, "worker-1").run(job_id) is None
+    said = [r.getMessage() for r in caplog.records if "not run here" in r.getMessage()]
+    assert said == [
+        f"job {job_id}: not run here: worker worker-2 runs it (its lease is alive)",
+        f"job {job_id}: not run here: it ended (succeeded)",
+    ]
