@@ -18,9 +18,10 @@ from functools import partial
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import HwnasError
+from core.errors import HwnasError, first_line
 from core.settings import Settings
 from hardware_profiles.configured import device_profile
 from store import jobs as q
@@ -96,6 +97,25 @@ def _messages_cover(session: Session, broker: redis.Redis | None, device: str) -
     return messages >= q.count_queued(session, device)
 
 
+def reap_logged(
+    app: Celery, factory: sessionmaker[Session], settings: Settings, client: redis.Redis | None
+) -> None:
+    """One pass of the reaper's thread: what fails is logged, and the next pass tries again."""
+    try:
+        reap_once(app, factory, settings, SERVED_DEVICES, client)
+    except HwnasError as exc:  # database briefly away
+        log.warning("reaper: %s", exc)
+    except (OperationalError, redis.RedisError, OSError) as exc:  # the broker away: one
+        # line, not a traceback of 60 at each pass (chaos drill 32)
+        log.warning(
+            "reaper: the broker cannot be reached (%s): the jobs it re-publishes go out "
+            "once it is back",
+            first_line(exc),
+        )
+    except Exception:
+        log.exception("reaper pass failed")
+
+
 def start_reaper(
     app: Celery, factory: sessionmaker[Session], settings: Settings, identity: str
 ) -> None:
@@ -114,12 +134,7 @@ def start_reaper(
 
     def loop() -> None:
         while not _stop.wait(settings.heartbeat_s):
-            try:
-                reap_once(app, factory, settings, SERVED_DEVICES, client)
-            except HwnasError as exc:  # database briefly away: try again next period
-                log.warning("reaper: %s", exc)
-            except Exception:
-                log.exception("reaper pass failed")
+            reap_logged(app, factory, settings, client)
 
     _thread = threading.Thread(target=loop, name="hwnas-reaper", daemon=True)
     _thread.start()

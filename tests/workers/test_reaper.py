@@ -5,6 +5,7 @@ distributed-mode tests, against a real worker)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,26 @@ def test_a_job_this_process_runs_is_not_reaped_while_its_run_waits_out_the_datab
     assert reap_once(app, factory, settings, ["nb201-pixel3"]) == []
     monkeypatch.setattr(reaper, "RUNNING_HERE", set())  # no run of it here: its worker died
     assert reap_once(app, factory, settings, ["nb201-pixel3"]) == [row.id]
+
+
+def test_a_broker_away_is_one_warning_a_pass_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Chaos drill 32: each pass while Redis was down logged ~60 lines at ERROR."""
+    from kombu.exceptions import OperationalError
+
+    import workers.reaper
+
+    def away(*_args: object) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6391. Connection refused.")
+
+    monkeypatch.setattr(workers.reaper, "reap_once", away)
+    settings = embedded_settings(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="workers.reaper"):
+        workers.reaper.reap_logged(Celery(), None, settings, None)  # type: ignore[arg-type]
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage() == (
+        "reaper: the broker cannot be reached (Error 111 connecting to 127.0.0.1:6391. "
+        "Connection refused.): the jobs it re-publishes go out once it is back"
+    )
