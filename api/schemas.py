@@ -440,8 +440,10 @@ class FailedEvaluation(FailedSample):
 
 class Timing(BaseModel):
     run_seconds: float = Field(
-        description="wall time of the job's runs so far; grows while it runs (at every "
-        "heartbeat), so a run cut short loses at most one heartbeat's worth"
+        description="wall time of the job's runs so far, summed (a run that lost its "
+        "lease, such as a worker frozen past HWNAS_STALE_AFTER_S while another took the job "
+        "over, counts too: the sum can exceed the time from start to finish); grows while it "
+        "runs (at every heartbeat), so a run cut short loses at most one heartbeat's worth"
     )
     eval_seconds: float = Field(description="time inside evaluation calls (measurement)")
 
