@@ -119,6 +119,8 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
         message=job_message(job, note),
         error=job.error,
         attempts=job.attempts,
+        worker=job.worker_id,
+        heartbeat_at=job.heartbeat_at if job.status == JobStatus.running else None,
         timing=Timing(
             run_seconds=round(job.run_seconds, 3), eval_seconds=round(job.eval_seconds, 3)
         ),

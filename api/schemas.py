@@ -504,6 +504,16 @@ class JobPublic(BaseModel):
     message: str | None
     error: str | None
     attempts: int
+    worker: str | None = Field(
+        None,
+        description="the worker that runs the job, or ran it last (none before its first "
+        "run); a job's evaluations name theirs in details.worker",
+    )
+    heartbeat_at: UtcDatetime | None = Field(
+        None,
+        description="while it runs, its worker's last heartbeat (every HWNAS_HEARTBEAT_S; "
+        "one older than HWNAS_STALE_AFTER_S: its worker stopped, and the message says so)",
+    )
     timing: Timing
     created_at: UtcDatetime
     started_at: UtcDatetime | None

@@ -387,6 +387,7 @@ def test_a_cancelled_run_keeps_its_notes_after_the_outcome(client: TestClient) -
     client.post(f"/v1/jobs/{job['id']}/cancel")
     job = wait_for(client, job["id"])
     assert job["status"] == "cancelled"
+    assert job["worker"].startswith("embedded:") and job["heartbeat_at"] is None  # ran last
     outcome, *notes = job["message"].split("; ")
     done = job["progress"]["evaluations_done"]
     assert outcome == f"cancelled after {done} evaluation{'' if done == 1 else 's'}"
@@ -412,6 +413,10 @@ def test_a_running_job_whose_worker_went_silent_says_so(
             polled = client.get(f"/v1/jobs/{job_id}").json()
             assert polled["status"] == "running" and polled["message"] is None
             beat = datetime.now(UTC)
+            # which worker holds it, and when it last beat (chaos drill 32 L7)
+            assert polled["worker"] == "worker-a"
+            beaten = datetime.fromisoformat(polled["heartbeat_at"].replace("Z", "+00:00"))
+            assert abs((beaten - beat).total_seconds()) < 5
             later = beat + timedelta(seconds=settings.stale_after_s + 1)
             monkeypatch.setattr(api.presenters, "utcnow", lambda: later)
             answers = {
