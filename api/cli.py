@@ -504,8 +504,21 @@ def format_table(names: list[str], rows: list[list[str]], *, right: set[str]) ->
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    job = _client(args).cancel(args.job_id)
-    _print_job(job, keys=("id", "status", "cancel_requested", "message"))
+    """Cancel the job given, or with ``--label`` every queued or running job carrying all
+    those labels (security audit 31 M2: a flood of jobs took one cancel each); one JSON
+    line per job cancelled, then their count on stderr."""
+    if (args.job_id is None) == (not args.label):
+        raise InvalidInput("give a job id, or --label NAME=VALUE (not both)", field="job_id")
+    client, keys = _client(args), ("id", "status", "cancel_requested", "message")
+    if args.job_id is not None:
+        _print_job(client.cancel(args.job_id), keys=keys)
+        return 0
+    labels = parse_labels(args.label, values=False)
+    unfinished = list(client.iter_jobs(status=["queued", "running"], labels=labels))
+    for job in unfinished:  # listed first: the cancels change what a listing would give
+        _print_job(client.cancel(job["id"]), keys=keys)
+    n = len(unfinished)
+    print(f"hwnas: {n} job{'' if n == 1 else 's'} cancelled", file=sys.stderr)
     return 0
 
 
@@ -952,7 +965,10 @@ def build_parser() -> argparse.ArgumentParser:
         "supernets": (cmd_supernets, "list the supernets that can be searched"),
         "devices": (cmd_devices, "list the devices and whether a worker serves each"),
         "label": (cmd_label, "set or remove a job's labels, in any status"),
-        "cancel": (cmd_cancel, "cancel a job (a running one stops after its evaluation)"),
+        "cancel": (
+            cmd_cancel,
+            "cancel a job, or all with --label (a running one stops after its evaluation)",
+        ),
         "delete": (cmd_delete, "delete a job that ended, its evaluations and exported files"),
         "pareto": (cmd_pareto, "print a job's Pareto front"),
         "download": (cmd_download, "download a measured sub-network"),
@@ -1030,9 +1046,17 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--kind", default=None, help="predictor kind (default: the server's)")
     calibrate.add_argument("--no-wait", action="store_true", help="print the job id and exit")
     _add_label_arg(calibrate)
-    for name in ("wait", "show", "evaluations", "label", "cancel", "delete", "pareto",
-                 "download"):  # fmt: skip
+    for name in ("wait", "show", "evaluations", "label", "delete", "pareto", "download"):
         sub.choices[name].add_argument("job_id")
+    cancel = sub.choices["cancel"]
+    cancel.add_argument("job_id", nargs="?", help="the job (or give --label)")
+    cancel.add_argument(
+        "--label",
+        action="append",
+        help="NAME=VALUE, or NAME for any value: every queued or running job carrying it "
+        "(repeatable: all of them); hwnas jobs --status queued --status running --label "
+        "... lists them first",
+    )
     for name in ("evaluations", "supernets", "devices"):
         sub.choices[name].add_argument("--json", action="store_true", help="the API's JSON")
     label = sub.choices["label"]

@@ -433,3 +433,22 @@ def test_jobs_lists_the_newest_as_a_table_or_json_lines(server: str) -> None:
     jobs = parser._subparsers._group_actions[0].choices["jobs"]  # type: ignore[union-attr]
     [status] = [a for a in jobs._actions if a.dest == "status"]
     assert status.choices == [s.value for s in JobStatus]
+
+
+def test_cancel_by_label_ends_every_unfinished_job_carrying_it(tmp_path: Path) -> None:
+    """Security audit 31 M2: a flood of jobs took one cancel each."""
+    with _serving(tmp_path, HWNAS_EMBEDDED_DEVICES="none") as url:  # they stay queued
+        ids = [
+            hwnas(url, "submit", "--label", label, "--budget", "2").stdout.strip()
+            for label in ("team=a", "team=a", "team=b")
+        ]
+        refused = hwnas(url, "cancel")
+        assert refused.returncode == 2 and "give a job id, or --label" in refused.stderr
+        cancelled = hwnas(url, "cancel", "--label", "team=a")
+        assert cancelled.returncode == 0, cancelled.stderr
+        lines = [json.loads(line) for line in cancelled.stdout.splitlines()]
+        assert sorted(job["id"] for job in lines) == sorted(ids[:2])
+        assert {job["status"] for job in lines} == {"cancelled"}
+        assert cancelled.stderr.strip().endswith("hwnas: 2 jobs cancelled")
+        left = json.loads(hwnas(url, "show", ids[2]).stdout)
+        assert left["status"] == "queued"
