@@ -4,6 +4,8 @@ Calibration jobs (``api.routes.calibrations``) are polled, listed and cancelled 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -436,20 +438,25 @@ async def export(
             f"job {job_id!r} searched {job.supernet!r}, a recorded table: it has no weights, "
             "so its sub-networks cannot be exported"
         )
-    path = export_file(Path(settings.data_dir), measured_in, f"{subnet_id}{suffix_of(format)}")
+    # The card says the bounds of the job downloaded from, and whether the sub-network kept
+    # them (vision audit L9); the measuring job's file serves the jobs with its bounds, a
+    # copy under other bounds has a file of its own (upgrade audit 32: a front point of a
+    # job without bounds was called infeasible by the bounds of the job it was copied from).
+    constraints = job.spec.get("constraints", {})
+    variant = "" if constraints == measurer.spec.get("constraints", {}) else _variant(constraints)
+    name = f"{subnet_id}{variant}{suffix_of(format)}"
+    path = export_file(Path(settings.data_dir), measured_in, name)
 
     def write() -> None:
-        card = {  # of the job that measured it: the file is that job's, its copies share it
+        card = {  # of the job that measured it (the file is in its folder), but the bounds
             "job_id": measured_in,
             "device": job.device,
             "metrics": evaluation.metrics,
             "latency": evaluation.details.get("latency", {}),
             "validation_data": measurer.spec.get("validation_data"),
             "measured_with": measurer.spec.get(q.MEASURED_WITH),
-            # the bounds of that job and whether the sub-network kept them (vision audit L9:
-            # an infeasible one's file did not say so)
-            "constraints": measurer.spec.get("constraints", {}),
-            "feasible": is_feasible(evaluation.metrics, constraints_of(measurer.spec)),
+            "constraints": constraints,
+            "feasible": is_feasible(evaluation.metrics, constraints_of(job.spec)),
         }
         if q.QUALITY_FROM in evaluation.details:  # its accuracy measured by that job
             card[q.QUALITY_FROM] = evaluation.details[q.QUALITY_FROM]
@@ -493,6 +500,12 @@ async def export(
         filename=f"{job.supernet}_{subnet_id}{suffix_of(format)}",
         media_type="application/octet-stream",
     )
+
+
+def _variant(constraints: dict[str, Any]) -> str:
+    """What an export's file name adds for bounds other than its measuring job's."""
+    text = json.dumps(constraints, sort_keys=True, separators=(",", ":"))
+    return ".c" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 #: Free bytes under which a TorchScript child's death is put down to a full disk.

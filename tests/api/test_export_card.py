@@ -9,6 +9,7 @@ import onnx
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.export_cache import EXPORTS
 from tests.conftest import embedded_settings
 
 from .helpers import job_spec, wait_for
@@ -23,7 +24,9 @@ def _card(client: TestClient, job_id: str, subnet_id: str) -> dict:
 
 def test_the_card_says_the_bounds_and_whether_the_sub_network_kept_them(tmp_path: Path) -> None:
     """Vision audit L9: an infeasible sub-network's file did not say it broke the job's
-    bounds (a deployer reading the card alone took it for a front point)."""
+    bounds (a deployer reading the card alone took it for a front point). Upgrade audit 32:
+    the bounds are those of the job downloaded from, not of the job a warm start copied the
+    measurement from (a front point of a job without bounds was called infeasible)."""
     bounds = {"accuracy": {"min": 0.0}, "params": {"max": 1.0}}  # no sub-network has <= 1
     spec = job_spec(
         supernet="text-transformer-synth",
@@ -32,20 +35,29 @@ def test_the_card_says_the_bounds_and_whether_the_sub_network_kept_them(tmp_path
         strategy="random",
         budget={"evaluations": 2},
     )
-    with TestClient(create_app(embedded_settings(tmp_path))) as client:
+    settings = embedded_settings(tmp_path)
+    with TestClient(create_app(settings)) as client:
         job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
         assert job["status"] == "succeeded", job
         measured = client.get(f"/v1/jobs/{job['id']}/evaluations").json()["data"]
         assert measured and not any(e["feasible"] for e in measured)
-        card = _card(client, job["id"], measured[0]["subnet_id"])
+        subnet = measured[0]["subnet_id"]
+        card = _card(client, job["id"], subnet)
         assert card["constraints"] == job["constraints"] and card["feasible"] is False
         assert card["constraints"]["params"] == {"min": None, "max": 1.0}  # as the job says
 
         loose = wait_for(
             client, client.post("/v1/jobs", json=dict(spec, constraints={}, seed=1)).json()["id"]
         )
-        kept = client.get(f"/v1/jobs/{loose['id']}/evaluations").json()["data"]
-        fresh = [e for e in kept if "reused_from" not in e["details"]]
-        assert fresh and fresh[0]["feasible"]
-        card = _card(client, loose["id"], fresh[0]["subnet_id"])
-        assert card["constraints"] == {} and card["feasible"] is True
+        kept = {e["subnet_id"]: e for e in client.get(f"/v1/jobs/{loose['id']}/evaluations")
+                .json()["data"]}  # fmt: skip
+        assert kept[subnet]["details"]["reused_from"] == job["id"] and kept[subnet]["feasible"]
+        copy = _card(client, loose["id"], subnet)
+        assert copy["constraints"] == {} and copy["feasible"] is True
+        assert copy["job_id"] == job["id"]  # measured there, whatever bounds it had
+
+        strict = wait_for(client, client.post("/v1/jobs", json=dict(spec, seed=2)).json()["id"])
+        assert _card(client, strict["id"], subnet) == card  # its bounds: that job's file
+    folder = Path(settings.data_dir) / EXPORTS / job["id"]
+    files = sorted(p.name for p in folder.glob("*.onnx"))
+    assert len(files) == 2 and f"{subnet}.onnx" in files  # one for each set of bounds
