@@ -339,7 +339,8 @@ def _code_versions(cls: type) -> tuple[str | None, str | None]:
     package = cls.__module__.partition(".")[0]
     own_file = _source_of(cls)
     definer = _version_definer(cls)
-    sources, beyond = [], []  # beyond: of classes outside the package setting the version
+    sources, beyond = [], []  # beyond: of subclasses of the class setting the version,
+    # outside its package (not its bases: a version covers what derives from a library)
     for klass in cls.__mro__:
         source = _source_of(klass)
         if source is None or source.is_relative_to(_OWN_CODE) or source in sources:
@@ -349,7 +350,8 @@ def _code_versions(cls: type) -> tuple[str | None, str | None]:
         )
         if own or issubclass(klass, Supernet):  # not a library's base (torch's Module)
             sources.append(source)
-            if definer is not None and not _same_package(klass, definer):
+            below = definer is not None and klass is not definer and issubclass(klass, definer)
+            if below and not _same_plugin(klass, definer):  # type: ignore[arg-type]
                 beyond.append(source)
     code = _plugin_code(cls) if sources else {}
     loaded_code.remember_files(code)  # for the child processes' check
@@ -382,8 +384,16 @@ def _version_definer(cls: type) -> type | None:
     return None
 
 
-def _same_package(one: type, other: type) -> bool:
-    return one.__module__.partition(".")[0] == other.__module__.partition(".")[0]
+def _same_plugin(one: type, other: type) -> bool:
+    """Whether two classes are of one plugin: one top-level package, or single modules
+    side by side outside the installed libraries (a module plugin and those beside it)."""
+    if one.__module__.partition(".")[0] == other.__module__.partition(".")[0]:
+        return True
+    if "." in one.__module__ or "." in other.__module__:
+        return False
+    files = (_source_of(one), _source_of(other))
+    folders = {file.resolve().parent for file in files if file is not None}
+    return len(folders) == 1 and None not in files and not folders & _library_folders()
 
 
 def earlier_code_versions(cls: type) -> tuple[str, ...]:

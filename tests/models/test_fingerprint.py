@@ -331,6 +331,24 @@ def test_a_version_set_in_another_package_does_not_cover_a_subclass_s_code(
     assert first != second and first.startswith("version 2, source ")
     assert first_earlier == second_earlier == ("version 2",)  # what an earlier hwnas gave
 
+    # a plugin that sets its own version over another package's class: its version covers
+    # its package, edits of its helpers included (review 32a: they changed it)
+    own = []
+    for n, helper in enumerate(("X = 1", "X = 2")):
+        package = tmp_path / f"own{n}" / "pkgv_sub"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "helpers.py").write_text(helper + "\n")
+        (package / "net.py").write_text(
+            "from pkgv_base.net import Base\n\n\n"
+            "class Sub(Base):\n"
+            '    name = "test-versioned-own"\n'
+            '    version = "5"\n'
+        )
+        sub = _import_fresh(monkeypatch, tmp_path / f"own{n}", "pkgv_sub.net").Sub
+        own.append((code_version(sub), earlier_code_versions(sub)))
+    assert own == [("version 5", ())] * 2
+
 
 def test_a_single_module_plugin_s_modules_beside_it_are_its_code_unless_installed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hashed: list[list[Path]], fresh: None
