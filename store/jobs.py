@@ -1102,6 +1102,9 @@ class NotAlike:
     #: (its ``version`` or its source: plugin audit 32, where a script edited in the
     #: plugin's package left a job with no word of why nothing was reused).
     other_code: int = 0
+    #: Of jobs that recorded the plugin's code as it is now in a form an earlier hwnas gave
+    #: it (``earlier`` of ``measuring_alike``): exported and resumed, not reused.
+    earlier_form: int = 0
 
 
 def measuring_alike(
@@ -1114,11 +1117,13 @@ def measuring_alike(
     measured_with: str | None = None,
     measured_code: str | None = None,
     not_alike: NotAlike | None = None,
+    earlier: Collection[str | None] = (),
 ) -> list[AlikeJob]:
     """The other search jobs of ``supernet`` on ``device`` that measured as
     ``measured_with`` and ``measured_code`` say (``prior_evaluations``), newest first: what
     a warm start reads once for ``prior_evaluations`` and ``prior_failures`` (``jobs``).
-    ``not_alike``: counts what was left out, where it says why."""
+    ``not_alike``: counts what was left out, where it says why; ``earlier``: the forms an
+    earlier hwnas gave the plugin's code as it is now (``Supernet.code_fingerprints``)."""
     return list(
         _measuring_alike(
             session,
@@ -1127,7 +1132,7 @@ def measuring_alike(
             exclude_job,
             (measured_with, measured_code),
             validation_data,
-            not_alike,
+            (not_alike, earlier),
         )  # fmt: skip
     )
 
@@ -1139,7 +1144,7 @@ def _measuring_alike(
     exclude_job: str,
     measured: tuple[str | None, str | None],
     validation_data: str | None,
-    not_alike: NotAlike | None = None,
+    counted: tuple[NotAlike | None, Collection[str | None]] = (None, ()),
 ) -> Iterator[AlikeJob]:
     """(id, spec, measurements made) of the other search jobs of ``supernet`` on the
     devices ``on_device`` selects that measured as ``measured`` (the weights' and data's
@@ -1154,25 +1159,25 @@ def _measuring_alike(
     # The specs are compared here, not by the database's JSON operators: a spec may hold a
     # lone surrogate escape (a file name that is not UTF-8), which PostgreSQL's json
     # operators refuse for the whole document, and SQLite's driver refuses as a parameter.
+    not_alike, earlier = counted
     for job_id, spec, done, finished_at in session.execute(jobs):
-        if not_alike is not None and measured_with is not None:
-            if spec.get(MEASURED_WITH) is None:
-                not_alike.unfingerprinted += done
-            elif spec[MEASURED_WITH] == measured_with and spec.get(MEASURED_CODE) not in (
-                None,  # a job before code was recorded: reused by nobody, said nowhere
-                measured_code,
-            ):
-                not_alike.other_code += done
-        if (
-            spec.get(MEASURED_WITH) == measured_with
-            and spec.get(MEASURED_CODE) == measured_code  # a job before it: unknown code
-            and (
-                # a fingerprint is the weights' and data's content, whatever path named
-                # the data; without one (a recorded table), the path is all there is
-                measured_with is not None or spec.get("validation_data") == validation_data
-            )
-        ):
+        same_data = spec.get(MEASURED_WITH) == measured_with and (
+            # a fingerprint is the weights' and data's content, whatever path named the
+            # data; without one (a recorded table, a plugin that gives none), the path
+            measured_with is not None or spec.get("validation_data") == validation_data
+        )
+        code = spec.get(MEASURED_CODE)
+        if same_data and code == measured_code:  # a job before codes: None, unknown code
             yield AlikeJob(job_id, spec, done, finished_at)
+        elif not_alike is None:
+            continue
+        elif measured_with is not None and spec.get(MEASURED_WITH) is None:
+            not_alike.unfingerprinted += done
+        elif same_data and code is not None and measured_code is not None:
+            if code in earlier:
+                not_alike.earlier_form += done
+            else:
+                not_alike.other_code += done
 
 
 #: ``prior_failures`` leaves out runs of this many failures in a row or more: a device's

@@ -417,6 +417,13 @@ class JobRunner:
                 f"measured with other code of {spec['supernet']} not reused (an edit of any "
                 "file of its package, or another version: docs/plugins.md)",
             )
+        if not_alike.earlier_form:  # as above
+            self._note(
+                job_id,
+                f"warm start: {q.counted(not_alike.earlier_form, 'measurement')} of jobs that "
+                f"recorded the code of {spec['supernet']} as an earlier hwnas told it not "
+                "reused (they are exported and resumed: docs/plugins.md version)",
+            )
         prior = self._latency_prior(job_id, spec)
         if q.ANCHORS not in spec and len(stored) > reused:  # begun without recorded anchors
             spec = {**spec, q.ANCHORS: []}
@@ -747,8 +754,9 @@ class JobRunner:
                 return WarmStart([], 0, spec)
             limit = self.settings.warm_start_max
             return copy_earlier(
-                session, job, spec, limit, profile, quality=quality, quality_metrics=metrics
-            )
+                session, job, spec, limit, profile, quality=quality, quality_metrics=metrics,
+                earlier_codes=supernet.code_fingerprints()[1:],
+            )  # fmt: skip
 
         return self._db(copy)
 

@@ -56,12 +56,14 @@ def copy_earlier(
     *,
     quality: bool,
     quality_metrics: Collection[str],
+    earlier_codes: Collection[str | None] = (),
 ) -> WarmStart:
     """Copy at most ``limit`` earlier measurements of the job's supernet on its device
     (``profile``) into ``job`` (its row locked by the caller), and the failures of earlier
     jobs into its spec; ``quality``: the job evaluates quality metrics (a job measuring
     latency only takes no failure of a step it never runs); ``quality_metrics``: the
-    supernet's (``store.jobs.prior_failures``)."""
+    supernet's (``store.jobs.prior_failures``); ``earlier_codes``: the forms an earlier
+    hwnas gave its code (``store.jobs.measuring_alike``'s ``earlier``)."""
     constraints = constraints_of(spec)
     needed = set(spec["objectives"]) | set(constraints)
     noisy: set[str] = set()
@@ -76,7 +78,9 @@ def copy_earlier(
 
     alike = measured_alike(job.id, spec)
     not_alike = q.NotAlike()
-    jobs = q.measuring_alike(session, **alike, not_alike=not_alike)  # read once, for both
+    jobs = q.measuring_alike(  # read once, for both
+        session, **alike, not_alike=not_alike, earlier=earlier_codes
+    )
     prior = q.prior_evaluations(session, **alike, limit=limit, usable=usable, jobs=jobs)
     q.add_reused_evaluations(session, job, prior, constraints)
     stored, _ = q.list_evaluations(session, job.id)

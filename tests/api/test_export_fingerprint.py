@@ -189,3 +189,34 @@ def test_a_job_stored_before_its_plugin_s_modules_were_hashed_is_exported_till_o
     assert failed["status"] == "failed" and failed["progress"]["evaluations_done"] == 0, failed
     assert "layers.py changed on disk since the service loaded it" in failed["error"]
     assert failures == [] and "skipped" not in (failed["message"] or "")
+
+
+def test_a_job_that_recorded_an_earlier_form_of_the_code_is_said_so_not_edited(
+    tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrade audit 32 L2: jobs that recorded the plugin's code as an earlier hwnas told
+    it were said to be of code edited since (nothing was); they are exported, not reused."""
+    spec = job_spec(supernet=NAME, strategy="random", budget={"evaluations": 1}, constraints={})
+    with TestClient(create_app(embedded_settings(tmp_path))) as client:
+        job = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        [measured] = client.get(f"/v1/jobs/{job['id']}/evaluations").json()["data"]
+        told_then = NoQualityInputs().code_fingerprint()
+
+        class TellsItNow(NoQualityInputs):  # the same code, told otherwise by this hwnas
+            def code_fingerprint(self) -> str | None:
+                return "source told-now"
+
+            def code_fingerprints(self) -> tuple[str | None, ...]:
+                return ("source told-now", told_then)
+
+        monkeypatch.setitem(registry._FACTORIES, NAME, TellsItNow)
+        registry._INSTANCES.pop(NAME, None)
+        exported = client.get(f"/v1/jobs/{job['id']}/subnets/{measured['subnet_id']}/export")
+        later = wait_for(client, client.post("/v1/jobs", json=dict(spec, seed=1)).json()["id"])
+    assert exported.status_code == 200, exported.text
+    assert later["progress"]["evaluations_reused"] == 0
+    assert (
+        f"warm start: 1 measurement of jobs that recorded the code of {NAME} as an earlier "
+        "hwnas told it not reused (they are exported and resumed: docs/plugins.md version)"
+    ) in later["message"]
+    assert "other code" not in later["message"]
