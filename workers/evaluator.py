@@ -15,6 +15,7 @@ import torch
 from core.errors import HwnasError, InvalidInput, PluginError
 from hardware_profiles import HardwareProfile, measure_latency
 from models.base import Arch, Supernet
+from models.metrics import metrics_of
 from models.recorded import RecordedSupernet
 from store.jobs import QUALITY_FROM
 
@@ -133,7 +134,8 @@ class SubnetEvaluator:
         """Once per evaluator: metrics ``evaluate`` returned that the class does not declare
         are stored, yet no objective or constraint may name them (plugin audit 32: a user
         saw the metric in the evaluations, then was told it was unknown)."""
-        undeclared = sorted(set(quality) - set(self.supernet.metrics))
+        undeclared = sorted(set(quality) - set(metrics_of(self.supernet)))  # hwnas's own:
+        # measured here, over what evaluate() gave (review 32a)
         if not undeclared or self._undeclared_noted:
             return
         self._undeclared_noted = True
