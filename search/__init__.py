@@ -26,7 +26,13 @@ from search.linas import LinasStrategy
 from search.nsga2 import NSGA2Strategy
 from search.optuna_base import OptunaStrategy
 from search.optuna_tpe import TPEStrategy
-from search.pareto import feasible_front, hypervolume, non_dominated
+from search.pareto import (
+    exact_hypervolume_cost,
+    feasible_front,
+    hypervolume,
+    non_dominated,
+    sampled_hypervolume,
+)
 from search.random_search import RandomStrategy
 from search.space import Arch, Choice, SearchSpace
 
@@ -48,6 +54,8 @@ __all__ = [
     "create_strategy",
     "feasible_front",
     "hypervolume",
+    "sampled_hypervolume",
+    "exact_hypervolume_cost",
     "is_feasible",
     "list_strategies",
     "non_dominated",

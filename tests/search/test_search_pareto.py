@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidInput
-from search import Bound, feasible_front, hypervolume, non_dominated
+from search import (
+    Bound,
+    exact_hypervolume_cost,
+    feasible_front,
+    hypervolume,
+    non_dominated,
+    sampled_hypervolume,
+)
 
 
 def test_non_dominated_minimisation() -> None:
@@ -133,3 +140,20 @@ def test_feasible_front() -> None:
 def test_feasible_front_empty_when_nothing_is_feasible() -> None:
     metrics = [{"acc": 0.9, "lat": 30.0}]
     assert feasible_front(metrics, {"acc": "max"}, {"lat": Bound(max=20)}) == []
+
+
+def test_a_sampled_hypervolume_is_close_to_the_exact_one_and_repeatable() -> None:
+    """Search review 32: the exact one grows as points^(objectives-1)."""
+    rng = np.random.default_rng(3)
+    for objectives, count in ((3, 40), (4, 30)):
+        points = np.abs(rng.normal(size=(count, objectives)))
+        points /= np.linalg.norm(points, axis=1, keepdims=True)
+        senses, reference = ["min"] * objectives, np.full(objectives, 1.2)
+        exact = hypervolume(points, senses, reference)
+        sampled = sampled_hypervolume(points, senses, reference, samples=20_000)
+        assert sampled == pytest.approx(exact, abs=0.01 * 1.2**objectives)
+        assert sampled_hypervolume(points, senses, reference, samples=20_000) == sampled
+    maximised = sampled_hypervolume([[0.9, 0.8]], ["max", "max"], [0.0, 0.0], samples=1000)
+    assert maximised == pytest.approx(0.72)  # one point: its box, whatever the samples
+    assert sampled_hypervolume([[2.0, 2.0]], ["min", "min"], [1.0, 1.0], samples=10) == 0.0
+    assert exact_hypervolume_cost(200, 5) > exact_hypervolume_cost(200, 3)
