@@ -46,7 +46,9 @@ def offset() -> timedelta:
 
 
 def follow(session: Session) -> None:
-    """Measure this host's clock against the database's, in ``session``, if it is due."""
+    """Measure this host's clock against the database's, in ``session``, if it is due. A
+    difference within ``TOLERANCE`` of the one followed already changes nothing (a warning
+    each minute for a clock hovering about a second off: review 32b)."""
     global _offset, _followed_at
     if session.get_bind().dialect.name != "postgresql":
         return
@@ -55,19 +57,28 @@ def follow(session: Session) -> None:
         if _followed_at is not None and started - _followed_at < FOLLOW_EVERY_S:
             return
         _followed_at = started
+    # Checked out (and pinged) first: waiting for the pool counted as skew (review 32b).
+    connection = session.connection()
     before = _local_now()
-    database = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+    database = connection.execute(text("SELECT clock_timestamp()")).scalar_one()
     after = _local_now()
+    if after - before > TOLERANCE / 2:  # too slow an answer to tell: the next one will
+        with _lock:
+            _followed_at = None
+        return
     skew = database - (before + (after - before) / 2)
-    measured = skew if abs(skew) > TOLERANCE else timedelta(0)
     with _lock:
-        if abs(measured - _offset) > TOLERANCE:
-            log.warning(
-                "this host's clock is %+.1f s off the database's: hwnas times leases and "
-                "records by the database's clock (set this host's clock: NTP)",
-                -measured.total_seconds(),
-            )
-        _offset = measured
+        if abs(skew - _offset) <= TOLERANCE:
+            return
+        _offset = skew if abs(skew) > TOLERANCE else timedelta(0)
+    if _offset:
+        log.warning(
+            "this host's clock is %+.1f s off the database's: hwnas times leases and records "
+            "by the database's clock (set this host's clock: NTP)",
+            -_offset.total_seconds(),
+        )
+    else:
+        log.info("this host's clock agrees with the database's again")
 
 
 def forget() -> None:
