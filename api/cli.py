@@ -515,10 +515,17 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return 0
     labels = parse_labels(args.label, values=False)
     unfinished = list(client.iter_jobs(status=["queued", "running"], labels=labels))
+    cancelled = 0
     for job in unfinished:  # listed first: the cancels change what a listing would give
-        _print_job(client.cancel(job["id"]), keys=keys)
-    n = len(unfinished)
-    print(f"hwnas: {n} job{'' if n == 1 else 's'} cancelled", file=sys.stderr)
+        try:
+            _print_job(client.cancel(job["id"]), keys=keys)
+        except ClientError as exc:  # it ended, or was deleted, since it was listed
+            if exc.status not in (404, 409):  # (review 32b: the rest were left queued)
+                raise
+            print(f"hwnas: job {job['id']} passed over: {exc}", file=sys.stderr)
+            continue
+        cancelled += 1
+    print(f"hwnas: {cancelled} job{'' if cancelled == 1 else 's'} cancelled", file=sys.stderr)
     return 0
 
 

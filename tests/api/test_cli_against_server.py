@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import onnx
@@ -452,3 +453,28 @@ def test_cancel_by_label_ends_every_unfinished_job_carrying_it(tmp_path: Path) -
         assert cancelled.stderr.strip().endswith("hwnas: 2 jobs cancelled")
         left = json.loads(hwnas(url, "show", ids[2]).stdout)
         assert left["status"] == "queued"
+
+
+def test_cancel_by_label_passes_over_a_job_that_ended_since_it_was_listed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 32b M2: the first 409 stopped the command, leaving the rest queued."""
+    import api.cli
+    from api.client import ClientError
+
+    class Listed:
+        def iter_jobs(self, **_where: Any) -> Iterator[dict[str, Any]]:
+            yield from ({"id": job} for job in ("a", "b", "c"))
+
+        def cancel(self, job_id: str) -> dict[str, Any]:
+            if job_id == "b":
+                raise ClientError("409: job 'b' already succeeded", status=409)
+            return {"id": job_id, "status": "cancelled", "cancel_requested": True, "message": ""}
+
+    monkeypatch.setattr(api.cli, "_client", lambda _args: Listed())
+    args = api.cli.build_parser().parse_args(["cancel", "--label", "team=a"])
+    assert api.cli.cmd_cancel(args) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["a", "c"]
+    assert "job b passed over: 409: job 'b' already succeeded" in err
+    assert err.strip().endswith("hwnas: 2 jobs cancelled")
