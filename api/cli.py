@@ -419,12 +419,12 @@ def _number(value: float | None) -> str:
 
 
 def _space_size(supernet: dict[str, Any]) -> str:
-    """Its distinct sub-networks, or where it does not say (a plugin's ``describe``), at
-    most its genes' combinations (they were shown as its count: 81 for 39, plugin audit
-    32)."""
+    """Its distinct sub-networks, or where it does not say (``describe``), at most its
+    genes' combinations (they were shown as its count: 81 for 39, plugin audit 32); "-"
+    for one that could not be built (no space to count)."""
     if supernet["space_size"] is not None:
         return str(supernet["space_size"])
-    return f"<={supernet['raw_space_size']}"
+    return f"<={supernet['raw_space_size']}" if supernet["raw_space_size"] else "-"
 
 
 def cmd_supernets(args: argparse.Namespace) -> int:
@@ -818,7 +818,7 @@ _Column = tuple[str, Callable[[dict[str, Any]], Any], int, str]
 #: showed 0.004 (plugin audit 32).
 _COLUMNS: dict[str, _Column] = {
     "accuracy": ("accuracy", lambda p: p["accuracy"], 8, ".4f"),
-    "latency_ms": ("latency_ms", lambda p: p["latency_ms"], 10, ".4g"),
+    "latency_ms": ("latency_ms", lambda p: p["latency_ms"], 10, "#.4g"),
     "macs": ("MMACs", lambda p: None if p["macs"] is None else p["macs"] / 1e6, 7, ".5g"),
     "params": ("params", lambda p: p["params"], 8, "d"),
 }
@@ -866,8 +866,13 @@ def best_first(objectives: dict[str, str]) -> Callable[[dict[str, Any]], tuple[f
 
 def _cell(value: float | None, width: int, spec: str) -> str:
     """``value`` right-aligned in ``width``; '-' where the supernet has no such number
-    (recorded supernets report no MACs or params)."""
-    return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
+    (recorded supernets report no MACs or params). Significant digits (``#.4g``: trailing
+    zeros kept, 10.00 beside 20.14) go plain from 10,000 (not 1.235e+04: review 32a)."""
+    if value is None:
+        return f"{'-':>{width}}"
+    if spec.endswith("g") and abs(value) >= 1e4:
+        spec = ".0f"
+    return f"{format(value, spec):>{width}}"
 
 
 def _add_job_args(parser: argparse.ArgumentParser) -> None:

@@ -99,6 +99,10 @@ class NB201Supernet(RecordedSupernet):
     def space(self) -> dict[str, list[Any]]:
         return {f"e{i}": list(NB201_OPS) for i in range(len(NB201_EDGES))}
 
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        return {**described, "space_size": described["raw_space_size"]}  # each a cell
+
     def canonical(self, arch: Arch) -> Arch:
         for gene in self.space():
             if arch.get(gene) not in NB201_OPS:

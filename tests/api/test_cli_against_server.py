@@ -313,7 +313,7 @@ def test_the_front_table_of_a_recorded_supernet_shows_dashes_for_macs_and_params
     row = {**point, "latency_ms": 2.5, "macs": None, "params": None}
     pareto = {"data": [{**row, "metrics": {"accuracy": 0.9312, "latency_ms": 2.5}}]}
     lines = format_front(pareto).splitlines()
-    assert lines[2].split() == [point["subnet_id"], "0.9312", "2.5", "-", "-"]
+    assert lines[2].split() == [point["subnet_id"], "0.9312", "2.500", "-", "-"]
     measured = {**pareto["data"][0], "macs": 1_500_000, "params": 12_345}
     assert format_front({"data": [measured]}).splitlines()[2].split()[-2:] == ["1.5", "12345"]
     tiny = {**measured, "macs": 12_345}  # a small plugin network showed 0.00
@@ -326,6 +326,7 @@ def test_the_catalog_shows_a_raw_space_size_as_an_upper_bound() -> None:
 
     assert _space_size({"space_size": 39, "raw_space_size": 81}) == "39"
     assert _space_size({"space_size": None, "raw_space_size": 81}) == "<=81"
+    assert _space_size({"space_size": None, "raw_space_size": 0}) == "-"  # not built
 
 
 def test_the_front_table_shows_every_objective_best_first() -> None:
@@ -355,7 +356,9 @@ def test_the_front_table_shows_every_objective_best_first() -> None:
     assert lines[2].split()[2] == "0.2"
     close = {"objectives": {"latency_ms": "min"}, "data": [point("a", 0.8, 0.1)]}
     close["data"][0]["latency_ms"] = 0.0037  # a small network's: 3 decimals showed 0.004
-    assert format_front(close).splitlines()[2].split()[1] == "0.0037"
+    assert format_front(close).splitlines()[2].split()[1] == "0.003700"
+    close["data"][0]["latency_ms"] = 12345.6  # 1.235e+04 before (review 32a)
+    assert format_front(close).splitlines()[2].split()[1] == "12346"
 
 
 def test_serve_logs_its_mode_and_each_job_with_time_level_and_logger(tmp_path: Path) -> None:
