@@ -34,11 +34,12 @@ __all__ = [
 def is_finite_number(value: object) -> bool:
     """A finite real number, numpy's included (``np.float32``, ``np.int64``: search review
     32), not a bool."""
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool | np.bool_)
-        and math.isfinite(value)
-    )
+    if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float's range (10**400: review 32a)
+        return False
 
 
 def _check_limit(value: float | None, field: str) -> None:

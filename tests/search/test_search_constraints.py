@@ -88,7 +88,7 @@ def test_numpy_numbers_are_numbers_and_bools_are_not() -> None:
     assert (bound.min, bound.max) == (1.0, 3.0) and type(bound.max) is float
     metrics = validate_metrics({"acc": np.float32(0.5), "lat": np.int64(2)}, ["acc", "lat"])
     assert metrics == {"acc": 0.5, "lat": 2.0} and all(type(v) is float for v in metrics.values())
-    for odd in (True, np.bool_(True), np.float32("nan")):
+    for odd in (True, np.bool_(True), np.float32("nan"), 10**400):
         with pytest.raises(InvalidInput, match="finite number"):
             validate_metrics({"acc": odd}, ["acc"])
         with pytest.raises(InvalidInput, match="finite number"):
