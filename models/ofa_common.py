@@ -195,9 +195,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     (the layout of Once-for-All's published files) is unwrapped."""
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InvalidInput(
-            f"checkpoint {str(path)!r} does not exist", field=CHECKPOINT_FIELD
+    except FileNotFoundError:  # by its name: the catalog and a 422 show it to API clients,
+        # not the operator's directories (review 32a), as the other refusals here
+        raise CheckpointMismatch(
+            f"{path.name}: does not exist (moved or deleted since it was configured)",
+            field=CHECKPOINT_FIELD,
         ) from None
     except Exception as exc:  # UnpicklingError for pickled code, RuntimeError for bad zips
         raise CheckpointMismatch(

@@ -368,6 +368,8 @@ def torch_load_reason(exc: BaseException) -> str:
     objects, which ones (torch's text gave its first line, about "two options", and
     terminal escape codes: audit 29); otherwise as ``_reason``."""
     text = _ESCAPES.sub("", str(exc))
+    if isinstance(exc, EOFError):  # an empty file, or one cut short (review 32a)
+        return f"empty, or cut short ({text or 'EOFError'})"
     found = _UNPICKLER.search(text)
     if found and found.group(1).startswith("Unsupported operand"):  # not a pickle at all
         return f"not a file torch.save wrote, or a damaged one ({found.group(1).rstrip('. ')})"

@@ -202,8 +202,13 @@ def test_pickled_code_and_missing_files_are_refused(tmp_path: Path) -> None:
         pickle.dump({"state_dict": _Payload()}, handle, protocol=2)
     with pytest.raises(CheckpointMismatch, match="weights_only"):
         OFAResNet50(checkpoint=tmp_path / "evil.pt")
-    with pytest.raises(InvalidInput, match="does not exist"):
+    with pytest.raises(CheckpointMismatch) as absent:
         OFAResNet50(checkpoint=tmp_path / "absent.pt")
+    assert str(absent.value).startswith("absent.pt: does not exist")  # by name (review 32a)
+    assert str(tmp_path) not in str(absent.value)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointMismatch, match=r"^empty\.pt: .*: empty, or cut short"):
+        OFAResNet50(checkpoint=tmp_path / "empty.pt")
 
 
 # --- evaluation -----------------------------------------------------------------------------
