@@ -1022,7 +1022,10 @@ def build_parser() -> argparse.ArgumentParser:
         "NAS-Bench-201 device)",
     )
     sub.choices["worker"].add_argument(
-        "--name", default=None, help="its Celery node name (default: hwnas-<devices>@<host>)"
+        "--name",
+        default=None,
+        help="its Celery node name (default: hwnas-<its devices joined by +, or N-devices "
+        "for over 3>@<host>)",
     )
     sub.choices["worker"].add_argument(
         "--loglevel", default="info", help="Celery's log level (default: %(default)s)"

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: test for a plugin's data (docs/plugins.md: it was warned of as "not an hwnas setting",
 #: docs audit 32), not by the service's settings; and the prefix of the test suite's own
 #: (``HWNAS_TEST_PG_ADMIN_URL``).
-CLIENT_VARIABLES = frozenset({"HWNAS_URL", "HWNAS_API_KEY", "HWNAS_CONTRACT_VALIDATION_DATA"})
+NOT_SETTINGS = frozenset({"HWNAS_URL", "HWNAS_API_KEY", "HWNAS_CONTRACT_VALIDATION_DATA"})
 TEST_PREFIX = "HWNAS_TEST_"
 
 
@@ -195,7 +195,7 @@ def _problem(error: Any) -> str:
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """A warning for each ``HWNAS_*`` variable that no setting reads: a misspelt
     ``HWNAS_BROKER_ULR`` silently gave the embedded mode (operator probe, session 22)."""
-    known = {f"HWNAS_{name.upper()}" for name in Settings.model_fields} | CLIENT_VARIABLES
+    known = {f"HWNAS_{name.upper()}" for name in Settings.model_fields} | NOT_SETTINGS
     warnings = []
     for name in sorted(v for v in environ if v.upper().startswith("HWNAS_")):
         if name.upper() in known or name.upper().startswith(TEST_PREFIX):

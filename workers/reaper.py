@@ -108,8 +108,9 @@ def reap_logged(
     except (OperationalError, redis.RedisError, OSError) as exc:  # the broker away: one
         # line, not a traceback of 60 at each pass (chaos drill 32)
         log.warning(
-            "reaper: the broker cannot be reached (%s): the jobs it re-publishes go out "
-            "once it is back",
+            "reaper: the broker cannot be reached (%s): a later pass re-publishes the "
+            "jobs once it is back (each once HWNAS_STALE_AFTER_S passed since it was last "
+            "published)",
             first_line(exc),
         )
     except Exception:

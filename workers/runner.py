@@ -248,7 +248,11 @@ class JobRunner:
         self._running.job_id = job_id
         spec = self._db(claim)
         if spec is None:  # a message delivered again, or a reaper's that raced the first
-            why = self._db(lambda session: _not_ours(session, job_id))
+            try:  # once, not retried: a log line's (review 32b)
+                with transaction(self.factory) as session:
+                    why = _not_ours(session, job_id)
+            except HwnasError as exc:
+                why = f"its state could not be read ({exc})"
             log.info("job %s: not run here: %s", job_id, why)  # (chaos drill 32: silent)
             return None
         # Named in the log at both ends: an operator asked about a job greps for its id (the

@@ -68,7 +68,12 @@ IDEMPOTENCY_DOC = {
     "name": IDEMPOTENCY_KEY,
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY_FORM.pattern}$"},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": f"^{IDEMPOTENCY_KEY_FORM.pattern}$",
+    },
     "description": "1-255 printable ASCII characters, no spaces, unique to this submission "
     "(such as a UUID, or a pipeline's "
     "run id): a retry of it with the same key and body answers with the job the first "

@@ -258,6 +258,16 @@ def test_openapi_documents_the_job_body_read_from_raw_bytes(client: TestClient) 
     assert job_create["required"] == ["supernet", "device"]
     for ref in _refs(job_create):  # every nested model is there too (BoundIn, BudgetIn)
         assert ref.removeprefix("#/components/schemas/") in components, ref
+    # what a submission answers and takes besides its body (docs audit 32)
+    calibrate = spec["paths"]["/v1/devices/{device_id}/calibrations"]["post"]
+    for route in (post, calibrate):
+        accepted = route["responses"]["202"]
+        assert set(accepted["headers"]) == {"Location", "Idempotent-Replayed"}
+        assert "application/json" in accepted["content"]  # the job, as before
+        [key] = [p for p in route["parameters"] if p["in"] == "header"]
+        assert key["name"] == "Idempotency-Key" and key["schema"]["pattern"] == "^[!-~]{1,255}$"
+    patch = spec["paths"]["/v1/jobs/{job_id}"]["patch"]["requestBody"]["content"]
+    assert set(patch) == {"application/json", "application/merge-patch+json"}
 
 
 def _refs(schema: object) -> list[str]:

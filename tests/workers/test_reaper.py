@@ -114,5 +114,6 @@ def test_a_broker_away_is_one_warning_a_pass_not_a_traceback(
     assert record.levelno == logging.WARNING and record.exc_info is None
     assert record.getMessage() == (
         "reaper: the broker cannot be reached (Error 111 connecting to 127.0.0.1:6391. "
-        "Connection refused.): the jobs it re-publishes go out once it is back"
+        "Connection refused.): a later pass re-publishes the jobs once it is back (each "
+        "once HWNAS_STALE_AFTER_S passed since it was last published)"
     )
