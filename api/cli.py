@@ -589,7 +589,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         return 0
     print(
         f"deleted {len(ids)} jobs that ended over {args.older_than:g} days ago"
-        + (f"; removed {stale} old export cache folders" if stale else "")
+        + (f"; removed {stale} old export cache folder{'s' * (stale != 1)}" if stale else "")
     )
     return 0
 
