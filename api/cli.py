@@ -581,14 +581,16 @@ def cmd_prune(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.dry_run:
-        print(f"would delete {len(ids)} jobs that ended over {args.older_than:g} days ago"
+        print(f"would delete {len(ids)} job{'s' * (len(ids) != 1)} that ended over "
+              f"{args.older_than:g} days ago"
               + (f"; would remove {stale} old export cache folder{'s' * (stale != 1)}"
                  if stale else ""),
               file=sys.stderr)  # fmt: skip
         print("\n".join(ids), end="\n" if ids else "")
         return 0
     print(
-        f"deleted {len(ids)} jobs that ended over {args.older_than:g} days ago"
+        f"deleted {len(ids)} job{'s' * (len(ids) != 1)} that ended over {args.older_than:g} "
+        "days ago"
         + (f"; removed {stale} old export cache folder{'s' * (stale != 1)}" if stale else "")
     )
     return 0

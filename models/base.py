@@ -314,11 +314,12 @@ _OWN_CODE = Path(__file__).resolve().parent
 
 def code_version(cls: type) -> str | None:
     """What tells the code of the supernet class ``cls`` (``Supernet.version``): the
-    ``version`` the class or a base sets (a string or a number: anything else, such as a
-    method or a property of that name, whose text names a memory address, is passed over),
-    with, where a base of another top-level package sets it, the text of the classes
-    below that base and of ``cls``'s package (plugin audit 32: a subclass's edited metric
-    was reused under its base's version), else the text of the source files of the
+    ``version`` the nearest of the class and its bases sets (a string or a number: where
+    it is anything else, such as a method or a property of that name, whose text names a
+    memory address, the code is told by its source), with, where a base of another
+    top-level package (or module) sets it, the text of the classes below that base and of
+    ``cls``'s package (plugin audit 32: a subclass's edited metric was reused under its
+    base's version), else the text of the source files of the
     plugin's code: those of the supernet classes it derives from outside hwnas and of
     every class of its own top-level package or of a module beside its own (its mixins),
     not a library's (``torch.nn.Module``: an upgrade of torch would have refused every
@@ -340,7 +341,7 @@ def _code_versions(cls: type) -> tuple[str | None, str | None]:
     own_file = _source_of(cls)
     definer = _version_definer(cls)
     sources, beyond = [], []  # beyond: of subclasses of the class setting the version,
-    # outside its package (not its bases: a version covers what derives from a library)
+    # outside its plugin (not its bases: a version covers what derives from a library)
     for klass in cls.__mro__:
         source = _source_of(klass)
         if source is None or source.is_relative_to(_OWN_CODE) or source in sources:
@@ -385,15 +386,9 @@ def _version_definer(cls: type) -> type | None:
 
 
 def _same_plugin(one: type, other: type) -> bool:
-    """Whether two classes are of one plugin: one top-level package, or single modules
-    side by side outside the installed libraries (a module plugin and those beside it)."""
-    if one.__module__.partition(".")[0] == other.__module__.partition(".")[0]:
-        return True
-    if "." in one.__module__ or "." in other.__module__:
-        return False
-    files = (_source_of(one), _source_of(other))
-    folders = {file.resolve().parent for file in files if file is not None}
-    return len(folders) == 1 and None not in files and not folders & _library_folders()
+    """Whether two classes are of one plugin: one top-level package (a single module beside
+    another is a plugin of its own, deriving from it: review 32c)."""
+    return one.__module__.partition(".")[0] == other.__module__.partition(".")[0]
 
 
 def earlier_code_versions(cls: type) -> tuple[str, ...]:

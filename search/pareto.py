@@ -138,10 +138,12 @@ def sampled_hypervolume(
     points' best corner and ``reference`` (the same ones for a seed): the share the points
     dominate, times the box's volume. Its standard error is at most 0.5/sqrt(samples) of
     the box. Linear in the points, where the exact one is not (``exact_hypervolume_cost``)."""
+    if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
+        raise InvalidInput(f"samples must be a whole number >= 1, got {samples!r}", field="samples")
     array = _as_minimisation(points, senses)
     ref = _as_minimisation(np.asarray(reference, dtype=float)[None, :], senses)[0]
-    if not np.isfinite(ref).all():
-        raise InvalidInput("reference must be finite", field="reference")
+    if not np.isfinite(ref).all() or not np.isfinite(array).all():
+        raise InvalidInput("points and reference must be finite", field="reference")
     inside = array[np.all(array < ref, axis=1)]
     if len(inside) == 0:
         return 0.0

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 TOLERANCE = timedelta(seconds=1)
 #: How often a process measures the difference again (a clock set meanwhile is followed).
 FOLLOW_EVERY_S = 60.0
+#: How soon it measures again after an answer too slow to tell.
+RETRY_S = 5.0
 
 _lock = threading.Lock()
 _offset = timedelta(0)
@@ -62,9 +64,9 @@ def follow(session: Session) -> None:
     before = _local_now()
     database = connection.execute(text("SELECT clock_timestamp()")).scalar_one()
     after = _local_now()
-    if after - before > TOLERANCE / 2:  # too slow an answer to tell: the next one will
-        with _lock:
-            _followed_at = None
+    if after - before > TOLERANCE / 2:  # too slow an answer to tell: measured again in
+        with _lock:  # RETRY_S (at every transaction, a database that answers slowly got a
+            _followed_at = started - FOLLOW_EVERY_S + RETRY_S  # query more each: review 32c)
         return
     skew = database - (before + (after - before) / 2)
     with _lock:

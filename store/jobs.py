@@ -1102,8 +1102,9 @@ class NotAlike:
     #: (its ``version`` or its source: plugin audit 32, where a script edited in the
     #: plugin's package left a job with no word of why nothing was reused).
     other_code: int = 0
-    #: Of jobs that recorded the plugin's code as it is now in a form an earlier hwnas gave
-    #: it (``earlier`` of ``measuring_alike``): exported and resumed, not reused.
+    #: Of jobs that recorded a form an earlier hwnas gave the plugin's code (``earlier`` of
+    #: ``measuring_alike``: the same code, as far as that hwnas could tell): exported and
+    #: resumed, not reused.
     earlier_form: int = 0
 
 

@@ -445,12 +445,14 @@ async def export(
         )
     # The card says the bounds of the job downloaded from, and whether the sub-network kept
     # them (vision audit L9); the measuring job's file serves the jobs with its bounds, a
-    # copy under other bounds has a file of its own (upgrade audit 32: a front point of a
-    # job without bounds was called infeasible by the bounds of the job it was copied from).
+    # copy under other bounds has a file of its own, in its job's folder, deleted with it
+    # (upgrade audit 32: a front point of a job without bounds was called infeasible by the
+    # bounds of the job it was copied from; review 32c).
     constraints = job.spec.get("constraints", {})
     variant = "" if constraints == measurer.spec.get("constraints", {}) else _variant(constraints)
+    folder = job_id if variant else measured_in
     name = f"{subnet_id}{variant}{suffix_of(format)}"
-    path = export_file(Path(settings.data_dir), measured_in, name)
+    path = export_file(Path(settings.data_dir), folder, name)
 
     def write() -> None:
         card = {  # of the job that measured it (the file is in its folder), but the bounds
@@ -475,7 +477,7 @@ async def export(
         # A TorchScript file is traced in a child process: what torch keeps of each traced
         # network (11 MB a file) would stay in this one's memory for good.
         # The folder's lock: a DELETE of the job waits for the file, then removes it.
-        with device_lock("cpu"), folder_lock(measured_in):
+        with device_lock("cpu"), folder_lock(folder):
             if path.exists():  # written while this one waited
                 return
             try:
@@ -490,7 +492,7 @@ async def export(
                 raise ServiceUnavailable(f"the file could not be written: {exc}") from exc
 
     if not path.exists():
-        still_there = partial(_still_there, factory, Path(settings.data_dir), job_id, measured_in)
+        still_there = partial(_still_there, factory, Path(settings.data_dir), job_id, folder)
         try:
             await anyio.to_thread.run_sync(write, limiter=_export_limiter(request))
         except (OSError, RuntimeError) as exc:  # its folder removed under it by another
@@ -528,22 +530,20 @@ def _is_recorded(name: str) -> bool:
     return bool(cls.recorded)
 
 
-def _still_there(
-    factory: sessionmaker[Session], data_dir: Path, job_id: str, measured_in: str
-) -> None:
+def _still_there(factory: sessionmaker[Session], data_dir: Path, job_id: str, folder: str) -> None:
     """After writing a file: NotFound if its job was deleted meanwhile (the file, written
     after the DELETE removed the folder, is removed too); ServiceUnavailable if only the
     job whose folder holds it (the one that measured a warm start's copy) was."""
-    with folder_lock(measured_in), transaction(factory) as session:
-        gone = [i for i in dict.fromkeys((job_id, measured_in)) if session.get(Job, i) is None]
+    with folder_lock(folder), transaction(factory) as session:
+        gone = [i for i in dict.fromkeys((job_id, folder)) if session.get(Job, i) is None]
     if not gone:
         return
-    if measured_in in gone:
-        remove_exports(data_dir, [measured_in])
+    if folder in gone:
+        remove_exports(data_dir, [folder])
     if job_id in gone:
         raise NotFound(f"job {job_id!r} was deleted while its file was written")
     raise ServiceUnavailable(
-        f"job {measured_in!r}, which measured this sub-network, was deleted while its file "
+        f"job {folder!r}, which measured this sub-network, was deleted while its file "
         "was written; ask again"
     )
 

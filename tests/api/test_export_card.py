@@ -58,6 +58,9 @@ def test_the_card_says_the_bounds_and_whether_the_sub_network_kept_them(tmp_path
 
         strict = wait_for(client, client.post("/v1/jobs", json=dict(spec, seed=2)).json()["id"])
         assert _card(client, strict["id"], subnet) == card  # its bounds: that job's file
-    folder = Path(settings.data_dir) / EXPORTS / job["id"]
-    files = sorted(p.name for p in folder.glob("*.onnx"))
-    assert len(files) == 2 and f"{subnet}.onnx" in files  # one for each set of bounds
+        exports = Path(settings.data_dir) / EXPORTS
+        assert [p.name for p in (exports / job["id"]).glob("*.onnx")] == [f"{subnet}.onnx"]
+        [own] = (exports / loose["id"]).glob("*.onnx")  # the copy's, in its job's folder
+        assert own.name.startswith(f"{subnet}.c")
+        assert client.delete(f"/v1/jobs/{loose['id']}").status_code == 204
+        assert not own.exists()  # deleted with its job (review 32c)

@@ -113,7 +113,7 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
         said = capsys.readouterr()
         assert said.out == f"{ids[0]}\n"
         assert said.err == (  # the old version's folder: unsaid before (upgrade audit 31)
-            "would delete 1 jobs that ended over 30 days ago; would remove 1 old export cache "
+            "would delete 1 job that ended over 30 days ago; would remove 1 old export cache "
             "folder\n"
         )
         assert (data / "exports" / "1").exists()  # nothing removed
@@ -122,7 +122,7 @@ def test_prune_deletes_the_jobs_that_ended_before_the_cutoff(
         assert main(["prune", "--older-than", "30"]) == 0
     finally:
         get_settings.cache_clear()
-    assert "deleted 1 jobs that ended over 30 days ago; removed 1 old export cache" in (
+    assert "deleted 1 job that ended over 30 days ago; removed 1 old export cache" in (
         capsys.readouterr().out
     )
     with transaction(factory) as session:

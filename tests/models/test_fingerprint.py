@@ -250,7 +250,7 @@ def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 #: The top-level names of the plugins ``_import_fresh`` imports.
-_FRESH = ("pkgl", "solo_net", "solo_layers", "pkgv_base", "pkgv_sub")
+_FRESH = ("pkgl", "solo_net", "solo_layers", "pkgv_base", "pkgv_sub", "solo_vbase", "solo_vsub")
 _NET_USING_LAYERS = (
     "from models.text_transformer import TextTransformerSupernet\n"
     "from {layers} import Block\n\n\n"
@@ -348,6 +348,25 @@ def test_a_version_set_in_another_package_does_not_cover_a_subclass_s_code(
         sub = _import_fresh(monkeypatch, tmp_path / f"own{n}", "pkgv_sub.net").Sub
         own.append((code_version(sub), earlier_code_versions(sub)))
     assert own == [("version 5", ())] * 2
+
+    # a single module deriving from a versioned module beside it is a plugin of its own:
+    # its edits are seen (review 32c: taken as one plugin, they were not)
+    singles = []
+    for n, factor in enumerate(("1.0", "0.5")):
+        folder = tmp_path / f"single{n}"
+        folder.mkdir()
+        (folder / "solo_vbase.py").write_text(
+            "from models.text_transformer import TextTransformerSupernet\n\n\n"
+            "class Base(TextTransformerSupernet):\n"
+            '    name = "test-solo-base"\n'
+            '    version = "7"\n'
+        )
+        (folder / "solo_vsub.py").write_text(
+            "from solo_vbase import Base\n\n\n"
+            f'class Sub(Base):\n    name = "test-solo-sub"\n    factor = {factor}\n'
+        )
+        singles.append(code_version(_import_fresh(monkeypatch, folder, "solo_vsub").Sub))
+    assert singles[0] != singles[1] and singles[0].startswith("version 7, source ")
 
 
 def test_a_single_module_plugin_s_modules_beside_it_are_its_code_unless_installed(
