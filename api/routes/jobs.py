@@ -455,7 +455,7 @@ async def export(
     path = export_file(Path(settings.data_dir), folder, name)
 
     def write() -> None:
-        card = {  # of the job that measured it (the file is in its folder), but the bounds
+        card = {  # of the job that measured it, but the bounds: the downloading job's
             "job_id": measured_in,
             "device": job.device,
             "metrics": evaluation.metrics,
