@@ -142,9 +142,11 @@ def sampled_hypervolume(
         raise InvalidInput(f"samples must be a whole number >= 1, got {samples!r}", field="samples")
     array = _as_minimisation(points, senses)
     ref = _as_minimisation(np.asarray(reference, dtype=float)[None, :], senses)[0]
-    if not np.isfinite(ref).all() or not np.isfinite(array).all():
-        raise InvalidInput("points and reference must be finite", field="reference")
-    inside = array[np.all(array < ref, axis=1)]
+    if not np.isfinite(ref).all():
+        raise InvalidInput("reference must be finite", field="reference")
+    inside = array[np.all(array < ref, axis=1)]  # as the exact one, the others add nothing
+    if not np.isfinite(inside).all():  # -inf: an unbounded volume
+        raise InvalidInput("points inside the reference must be finite", field="points")
     if len(inside) == 0:
         return 0.0
     low = inside.min(axis=0)

@@ -492,7 +492,9 @@ async def export(
                 raise ServiceUnavailable(f"the file could not be written: {exc}") from exc
 
     if not path.exists():
-        still_there = partial(_still_there, factory, Path(settings.data_dir), job_id, folder)
+        still_there = partial(
+            _still_there, factory, Path(settings.data_dir), job_id, path, measured_in
+        )
         try:
             await anyio.to_thread.run_sync(write, limiter=_export_limiter(request))
         except (OSError, RuntimeError) as exc:  # its folder removed under it by another
@@ -530,20 +532,28 @@ def _is_recorded(name: str) -> bool:
     return bool(cls.recorded)
 
 
-def _still_there(factory: sessionmaker[Session], data_dir: Path, job_id: str, folder: str) -> None:
-    """After writing a file: NotFound if its job was deleted meanwhile (the file, written
+def _still_there(
+    factory: sessionmaker[Session], data_dir: Path, job_id: str, path: Path, measured_in: str
+) -> None:
+    """After writing ``path``: NotFound if its job was deleted meanwhile (the file, written
     after the DELETE removed the folder, is removed too); ServiceUnavailable if only the
-    job whose folder holds it (the one that measured a warm start's copy) was."""
+    job that measured the sub-network (a warm start's copy) was, its file removed (its
+    card names that job; review 32d: a copy's file under other bounds, in the downloading
+    job's folder, was served so)."""
+    folder = path.parent.name
     with folder_lock(folder), transaction(factory) as session:
-        gone = [i for i in dict.fromkeys((job_id, folder)) if session.get(Job, i) is None]
+        named = dict.fromkeys((job_id, folder, measured_in))
+        gone = [i for i in named if session.get(Job, i) is None]
     if not gone:
         return
     if folder in gone:
         remove_exports(data_dir, [folder])
     if job_id in gone:
         raise NotFound(f"job {job_id!r} was deleted while its file was written")
+    with folder_lock(folder):
+        path.unlink(missing_ok=True)
     raise ServiceUnavailable(
-        f"job {folder!r}, which measured this sub-network, was deleted while its file "
+        f"job {measured_in!r}, which measured this sub-network, was deleted while its file "
         "was written; ask again"
     )
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import onnx
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -64,3 +65,37 @@ def test_the_card_says_the_bounds_and_whether_the_sub_network_kept_them(tmp_path
         assert own.name.startswith(f"{subnet}.c")
         assert client.delete(f"/v1/jobs/{loose['id']}").status_code == 204
         assert not own.exists()  # deleted with its job (review 32c)
+
+
+def test_a_copy_s_file_is_not_served_when_its_measuring_job_goes_while_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 32d: a copy's file under other bounds (in its own job's folder) was served
+    with a card naming the job deleted meanwhile; 503 "ask again", as for a shared file."""
+    import api.routes.jobs as routes
+
+    spec = job_spec(
+        supernet="text-transformer-synth",
+        objectives={"accuracy": "max", "latency_ms": "min"},
+        constraints={"params": {"max": 1.0}},
+        strategy="random",
+        budget={"evaluations": 1},
+    )
+    settings = embedded_settings(tmp_path)
+    with TestClient(create_app(settings)) as client:
+        first = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        [subnet] = [e["subnet_id"] for e in client.get(f"/v1/jobs/{first['id']}/evaluations")
+                    .json()["data"]]  # fmt: skip
+        loose = dict(spec, constraints={}, seed=1, budget={"evaluations": 1})
+        copy = wait_for(client, client.post("/v1/jobs", json=loose).json()["id"])
+        real = routes.export_subnet
+
+        def deleting_the_measurer(*args: object, **kwargs: object) -> None:
+            assert client.delete(f"/v1/jobs/{first['id']}").status_code == 204
+            real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(routes, "export_subnet", deleting_the_measurer)
+        answer = client.get(f"/v1/jobs/{copy['id']}/subnets/{subnet}/export")
+    assert answer.status_code == 503, answer.text
+    assert "which measured this sub-network, was deleted while its file" in answer.text
+    assert not list((Path(settings.data_dir) / EXPORTS / copy["id"]).glob("*.onnx"))

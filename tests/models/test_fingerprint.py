@@ -352,14 +352,14 @@ def test_a_version_set_in_another_package_does_not_cover_a_subclass_s_code(
     # a single module deriving from a versioned module beside it is a plugin of its own:
     # its edits are seen (review 32c: taken as one plugin, they were not)
     singles = []
-    for n, factor in enumerate(("1.0", "0.5")):
+    for n, (factor, base_edit) in enumerate((("1.0", ""), ("0.5", ""), ("0.5", "  # fixed"))):
         folder = tmp_path / f"single{n}"
         folder.mkdir()
         (folder / "solo_vbase.py").write_text(
             "from models.text_transformer import TextTransformerSupernet\n\n\n"
             "class Base(TextTransformerSupernet):\n"
             '    name = "test-solo-base"\n'
-            '    version = "7"\n'
+            f'    version = "7"{base_edit}\n'
         )
         (folder / "solo_vsub.py").write_text(
             "from solo_vbase import Base\n\n\n"
@@ -367,6 +367,8 @@ def test_a_version_set_in_another_package_does_not_cover_a_subclass_s_code(
         )
         singles.append(code_version(_import_fresh(monkeypatch, folder, "solo_vsub").Sub))
     assert singles[0] != singles[1] and singles[0].startswith("version 7, source ")
+    assert singles[1] == singles[2]  # an edit of the base's module, its version kept: its own
+    # version covers it (review 32d: it was hashed with the subclass)
 
 
 def test_a_single_module_plugin_s_modules_beside_it_are_its_code_unless_installed(

@@ -157,7 +157,9 @@ def test_a_sampled_hypervolume_is_close_to_the_exact_one_and_repeatable() -> Non
     assert maximised == pytest.approx(0.72)  # one point: its box, whatever the samples
     assert sampled_hypervolume([[2.0, 2.0]], ["min", "min"], [1.0, 1.0], samples=10) == 0.0
     assert exact_hypervolume_cost(200, 5) > exact_hypervolume_cost(200, 3)
-    for odd in ({"samples": 0}, {"samples": 10, "points": [[np.inf, 0.5]]}):  # review 32c
+    outside = sampled_hypervolume([[np.inf, 0.5], [0.5, 0.5]], ["min"] * 2, [1.0, 1.0], samples=10)
+    assert outside == pytest.approx(0.25)  # a point beyond the reference adds nothing
+    for odd in ({"samples": 0}, {"samples": 10, "points": [[-np.inf, 0.5]]}):  # review 32c
         given = {"points": [[0.5, 0.5]], "samples": 10, **odd}
         with pytest.raises(InvalidInput):
             sampled_hypervolume(given["points"], ["min"] * 2, [1.0, 1.0], samples=given["samples"])
