@@ -60,15 +60,17 @@ def follow(session: Session) -> None:
             return
         _followed_at = started
     # Checked out (and pinged) first: waiting for the pool counted as skew (review 32b).
+    # The round trip is timed by a clock that does not step (a step during the query
+    # skewed the measurement: review 32d).
     connection = session.connection()
-    before = _local_now()
+    before, sent = _local_now(), time.monotonic()
     database = connection.execute(text("SELECT clock_timestamp()")).scalar_one()
-    after = _local_now()
-    if after - before > TOLERANCE / 2:  # too slow an answer to tell: measured again in
+    round_trip = timedelta(seconds=time.monotonic() - sent)
+    if round_trip > TOLERANCE / 2:  # too slow an answer to tell: measured again in
         with _lock:  # RETRY_S (at every transaction, a database that answers slowly got a
             _followed_at = started - FOLLOW_EVERY_S + RETRY_S  # query more each: review 32c)
         return
-    skew = database - (before + (after - before) / 2)
+    skew = database - (before + round_trip / 2)
     with _lock:
         if abs(skew - _offset) <= TOLERANCE:
             return
