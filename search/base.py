@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -14,6 +13,7 @@ from core.errors import InvalidInput, UnknownName, shown
 from search.constraints import (
     Constraints,
     Objectives,
+    check_int,
     validate_constraints,
     validate_metrics,
     validate_objectives,
@@ -28,16 +28,6 @@ __all__ = ["Strategy", "create_strategy", "list_strategies", "register_strategy"
 ENUMERATION_LIMIT = 50_000
 # Uniform draws tried per wanted architecture before falling back to enumeration.
 REJECTION_TRIES = 64
-
-
-def check_int(value: object, field: str, minimum: int) -> int:
-    """``value`` as an int, any integer type (numpy's from ``np.arange``: research audit
-    31) but a bool."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
-        number = value.__index__()
-        if number >= minimum:
-            return number
-    raise InvalidInput(f"{field} must be an int >= {minimum}, got {value!r}", field=field)
 
 
 class Strategy(abc.ABC):

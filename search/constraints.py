@@ -22,6 +22,7 @@ __all__ = [
     "Constraints",
     "Objectives",
     "Sense",
+    "check_int",
     "constraint_values",
     "is_feasible",
     "validate_constraints",
@@ -40,6 +41,16 @@ def is_finite_number(value: object) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an int past float's range (10**400: review 32a)
         return False
+
+
+def check_int(value: object, field: str, minimum: int) -> int:
+    """``value`` as an int, any integer type (numpy's from ``np.arange``: research audit
+    31) but a bool."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+        number = value.__index__()
+        if number >= minimum:
+            return number
+    raise InvalidInput(f"{field} must be an int >= {minimum}, got {value!r}", field=field)
 
 
 def _check_limit(value: float | None, field: str) -> None:

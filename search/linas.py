@@ -51,8 +51,8 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from core.errors import InvalidInput
-from search.base import Strategy, check_int, register_strategy
-from search.constraints import Constraints, Objectives, is_feasible
+from search.base import Strategy, register_strategy
+from search.constraints import Constraints, Objectives, check_int, is_feasible
 from search.space import Arch, SearchSpace
 from search.surrogate import FeatureMap, PairwiseRidge
 

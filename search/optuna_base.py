@@ -19,8 +19,8 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import Trial, TrialState, create_trial
 
-from search.base import Strategy, check_int
-from search.constraints import Constraints, Objectives, constraint_values
+from search.base import Strategy
+from search.constraints import Constraints, Objectives, check_int, constraint_values
 from search.space import Arch, SearchSpace
 
 __all__ = ["OptunaStrategy"]

@@ -8,8 +8,8 @@ from typing import Any
 from optuna.samplers import BaseSampler, TPESampler
 
 from core.errors import InvalidInput
-from search.base import check_int, register_strategy
-from search.constraints import Constraints, Objectives
+from search.base import register_strategy
+from search.constraints import Constraints, Objectives, check_int
 from search.optuna_base import OptunaStrategy
 from search.space import SearchSpace
 

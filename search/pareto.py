@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from core.errors import InvalidInput
-from search.constraints import Constraints, Objectives, is_feasible
+from search.constraints import Constraints, Objectives, check_int, is_feasible
 
 __all__ = [
     "exact_hypervolume_cost",
@@ -138,8 +138,7 @@ def sampled_hypervolume(
     points' best corner and ``reference`` (the same ones for a seed): the share the points
     dominate, times the box's volume. Its standard error is at most 0.5/sqrt(samples) of
     the box. Linear in the points, where the exact one is not (``exact_hypervolume_cost``)."""
-    if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
-        raise InvalidInput(f"samples must be a whole number >= 1, got {samples!r}", field="samples")
+    samples = check_int(samples, "samples", 1)
     array = _as_minimisation(points, senses)
     ref = _as_minimisation(np.asarray(reference, dtype=float)[None, :], senses)[0]
     if not np.isfinite(ref).all():
