@@ -557,6 +557,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     delete nothing."""
     from api.retention import prune
     from store.db import check_migrated, make_engine, make_session_factory
+    from store.jobs import counted
 
     settings = get_settings()
     engine = make_engine(settings.database_url)
@@ -581,17 +582,16 @@ def cmd_prune(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.dry_run:
-        print(f"would delete {len(ids)} job{'s' * (len(ids) != 1)} that ended over "
+        print(f"would delete {counted(len(ids), 'job')} that ended over "
               f"{args.older_than:g} days ago"
-              + (f"; would remove {stale} old export cache folder{'s' * (stale != 1)}"
+              + (f"; would remove {counted(stale, 'old export cache folder')}"
                  if stale else ""),
               file=sys.stderr)  # fmt: skip
         print("\n".join(ids), end="\n" if ids else "")
         return 0
     print(
-        f"deleted {len(ids)} job{'s' * (len(ids) != 1)} that ended over {args.older_than:g} "
-        "days ago"
-        + (f"; removed {stale} old export cache folder{'s' * (stale != 1)}" if stale else "")
+        f"deleted {counted(len(ids), 'job')} that ended over {args.older_than:g} days ago"
+        + (f"; removed {counted(stale, 'old export cache folder')}" if stale else "")
     )
     return 0
 
