@@ -407,27 +407,18 @@ class JobRunner:
             self._note(job_id, said)
         if said_failed := failures.shared_said(spec):  # as above
             self._note(job_id, f"warm start: {said_failed}")
-        if not_alike.unfingerprinted:  # the first run only, as the busy device's
-            self._note(
-                job_id,
-                f"warm start: {q.counted(not_alike.unfingerprinted, 'measurement')} of jobs "
-                "an earlier hwnas began, which recorded no fingerprint of their weights and "
-                "data, not reused",
-            )
-        if not_alike.other_code:  # as above
-            self._note(
-                job_id,
-                f"warm start: {q.counted(not_alike.other_code, 'measurement')} of jobs that "
-                f"measured with other code of {spec['supernet']} not reused (an edit of any "
-                "file of its package, or another version: docs/plugins.md)",
-            )
-        if not_alike.earlier_form:  # as above
-            self._note(
-                job_id,
-                f"warm start: {q.counted(not_alike.earlier_form, 'measurement')} of jobs that "
-                f"recorded the code of {spec['supernet']} as an earlier hwnas told it not "
-                "reused (they are exported and resumed: docs/plugins.md version)",
-            )
+        name = spec["supernet"]  # measurements the warm start left out, and why
+        for left_out, why in (  # the first run only, as the busy device's
+            (not_alike.unfingerprinted, "an earlier hwnas began, which recorded no "
+             "fingerprint of their weights and data, not reused"),
+            (not_alike.other_code, f"that measured with other code of {name} not reused (an "
+             "edit of any file of its package, or another version: docs/plugins.md)"),
+            (not_alike.earlier_form, f"that recorded the code of {name} as an earlier hwnas "
+             "told it not reused (they are exported and resumed: docs/plugins.md version)"),
+        ):  # fmt: skip
+            if left_out:
+                measurements = q.counted(left_out, "measurement")
+                self._note(job_id, f"warm start: {measurements} of jobs {why}")
         prior = self._latency_prior(job_id, spec)
         if q.ANCHORS not in spec and len(stored) > reused:  # begun without recorded anchors
             spec = {**spec, q.ANCHORS: []}
