@@ -134,9 +134,11 @@ class SubnetEvaluator:
         """Once per evaluator: metrics ``evaluate`` returned that the class does not declare
         are stored, yet no objective or constraint may name them (plugin audit 32: a user
         saw the metric in the evaluations, then was told it was unknown)."""
+        if self._undeclared_noted:
+            return
         undeclared = sorted(set(quality) - set(metrics_of(self.supernet)))  # hwnas's own:
         # measured here, over what evaluate() gave (review 32a)
-        if not undeclared or self._undeclared_noted:
+        if not undeclared:
             return
         self._undeclared_noted = True
         self.notes.append(
