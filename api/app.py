@@ -144,7 +144,9 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
                 )
                 sweeper.start()
                 stack.callback(sweeper.stop)
-            app.state.submitter = submitter = JobSubmitter(factory, dispatcher)
+            app.state.submitter = submitter = JobSubmitter(
+                factory, dispatcher, limit=app_settings.max_active_jobs_per_key
+            )
             # What was accepted is stored and dispatched before the dispatcher stops.
             stack.push_async_callback(submitter.aclose)
             log.info("%s", started_line(app_settings))

@@ -24,7 +24,6 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.errors import InvalidInput, Unauthenticated, printable
-from core.settings import comma_list
 
 from .docs_pages import DOCS_STATIC, DOCS_URL, OAUTH2_REDIRECT_URL, REDOC_URL
 from .errors import error_response
@@ -38,6 +37,9 @@ OPEN_PATHS = frozenset({HEALTH_PATH, DOCS_URL, OAUTH2_REDIRECT_URL, REDOC_URL, "
 #: The request state's flag for a health check sent without a valid key (keys set): it is
 #: answered with its status alone, not the devices, broker or database it names.
 ANONYMOUS = "hwnas_anonymous"
+#: The request state's label of the key a request came with (``key_label``; absent without
+#: keys): a job records it (``Job.submitted_by``).
+KEY_LABEL = "hwnas_key_label"
 MIN_KEY_LENGTH = 16
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hwnas"'}
 _SCHEME = "apiKey"
@@ -46,8 +48,21 @@ _UNAUTHENTICATED = {"description": "no API key, or not one of the server's"}
 
 
 def parse_api_keys(value: str) -> list[bytes]:
-    """``HWNAS_API_KEYS`` (comma separated) as bytes; a short key is refused at start-up."""
-    keys = comma_list(value)
+    """``HWNAS_API_KEYS`` (comma separated) as bytes, each once; refused at start-up: a
+    short key, an empty entry (``"$TEAM_A_KEY,$TEAM_B_KEY"`` with secrets that never
+    reached the environment is ``","``: it served with no key at all, tenancy audit 33),
+    and two keys of one label (``key_label``: which key did what would be ambiguous)."""
+    if not value.strip():
+        return []
+    entries = [part.strip() for part in value.split(",")]
+    if "" in entries:
+        raise InvalidInput(
+            f"HWNAS_API_KEYS: entry {entries.index('') + 1} of {len(entries)} is empty (a "
+            "variable that did not expand?): list the keys separated by commas, or set it "
+            "to nothing for a server without keys",
+            field="HWNAS_API_KEYS",
+        )
+    keys = list(dict.fromkeys(entries))  # a key listed twice is one key
     for key in keys:
         if len(key) < MIN_KEY_LENGTH or not (key.isascii() and key.isprintable()) or " " in key:
             raise InvalidInput(
@@ -56,9 +71,20 @@ def parse_api_keys(value: str) -> list[bytes]:
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
                 field="HWNAS_API_KEYS",
             )
-    return [key.encode() for key in keys]
+    encoded = [key.encode() for key in keys]
+    labels = [key_label(key) for key in encoded]
+    if len(set(labels)) < len(labels):  # about 1 in 4e9 for a pair of keys
+        raise InvalidInput(
+            "HWNAS_API_KEYS: two keys share a label (the start of their SHA-256, which the "
+            "log and each job's submitted_by name them by): generate another key",
+            field="HWNAS_API_KEYS",
+        )
+    return encoded
 
 
+#: ``api.routes.jobs.REPLAYED`` as an ASGI message carries it: a keyed submission's answer
+#: that names the job an earlier request created (its log line says so).
+_REPLAYED = b"idempotent-replayed"
 #: Requests that change nothing: not logged with their key.
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -92,6 +118,8 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         problem, label = self._checked(scope)
+        if problem is None:
+            scope.setdefault("state", {})[KEY_LABEL] = label
         if problem is None and scope.get("method", "GET") not in _READS:
             await self._logged(scope, receive, send, label)
         elif problem is None:
@@ -114,6 +142,8 @@ class ApiKeyMiddleware:
                 for name, value in message.get("headers", ()):
                     if name == b"location":  # a new job's: which job the key created
                         answer += f" {printable(value.decode('latin-1'), lines=False)}"
+                    elif name == _REPLAYED:  # not created: the key's earlier job
+                        answer += " (replayed)"
             await send(message)
 
         try:

@@ -135,6 +135,7 @@ def parse_labels(
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.auth import parse_api_keys
     from api.log_config import serve_log_config
 
     # Before the settings warn of anything (a misspelt variable): in the format asked for,
@@ -155,18 +156,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             field="HWNAS_API_PROCESSES",
         )
     sock = _check_before_serving(settings, args.host, args.port)
-    if not settings.api_keys.strip() and os.environ.get("HWNAS_API_KEY"):
+    keyed = bool(parse_api_keys(settings.api_keys))  # "," is no key (tenancy audit 33)
+    if not keyed and os.environ.get("HWNAS_API_KEY"):
         warn(  # the client's variable, one letter short of the server's (ops audit 29)
             "HWNAS_API_KEY is set, HWNAS_API_KEYS is not: this server requires no key "
             "(HWNAS_API_KEY is what clients send; HWNAS_API_KEYS, the keys a server takes)"
         )
-    if not settings.api_keys.strip() and not _loopback(args.host):
+    if not keyed and not _loopback(args.host):
         warn(
             f"serving on {args.host} without API keys: whoever reaches this port may submit "
             "jobs, cancel them and download every export; set HWNAS_API_KEYS (README, API "
             "keys)"
         )
-    if settings.api_keys.strip() and not settings.public_url and not _loopback(args.host):
+    if keyed and not settings.public_url and not _loopback(args.host):
         warn(  # a shared service behind a proxy, most likely (security audit 31)
             f"serving on {args.host} without HWNAS_PUBLIC_URL: job URLs and redirects take "
             "their host from each request's Host header, which a client chooses; set "
@@ -1037,8 +1039,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument(
             "--idempotency-key",
             help="any string unique to this submission (a pipeline's run id and attempt): "
-            "submitting again with it prints the job it created, whatever its outcome "
-            "(default: a new random key, which covers this command's own retries)",
+            "submitting again with it (and the same API key: each key's are its own) prints "
+            "the job it created, whatever its outcome (default: a new random key, which "
+            "covers this command's own retries)",
         )
     _add_job_args(sub.choices["run"])
     sub.choices["run"].add_argument(

@@ -21,6 +21,7 @@ from core.errors import (
     Conflict,
     HwnasError,
     InvalidInput,
+    LimitReached,
     NotFound,
     PayloadTooLarge,
     PluginError,
@@ -39,6 +40,7 @@ STATUS_OF: dict[type[HwnasError], int] = {
     NotFound: 404,
     Unauthenticated: 401,
     Conflict: 409,
+    LimitReached: 429,
     PayloadTooLarge: 413,
     StorageError: 503,
     ServiceUnavailable: 503,
@@ -183,6 +185,7 @@ _MEANING = {
     409: "valid, but the job's state forbids it (finished, a calibration, a recorded table, "
     "weights or data changed since it measured)",
     413: "the body is over 1 MiB",
+    429: "the API key has as many jobs queued or running as HWNAS_MAX_ACTIVE_JOBS_PER_KEY allows",
     422: "the request is invalid",
     500: "a bug: the answer gives a reference to the traceback in the server's log",
     503: "the database does not answer or is not migrated",

@@ -19,16 +19,8 @@ from api.schemas import (
     Timing,
 )
 from hardware_profiles.latency_predictor import MIN_MEASUREMENTS, trusted_as_prior
-from store.jobs import (
-    FAILED,
-    LABELS_KEY,
-    MEASURED_WITH,
-    JobRow,
-    failures_allowed,
-    failures_counted,
-    with_notes,
-    worker_lost_at,
-)
+from store.job_keys import FAILED, MEASURED_WITH, failures_allowed, failures_counted
+from store.jobs import LABELS_KEY, JobRow, with_notes, worker_lost_at
 from store.predictors import MEASURED_CODE
 from store.tables import Evaluation, Job, JobKind, JobStatus, LatencyPredictorRecord, utcnow
 from workers.dispatch import Dispatcher
@@ -120,6 +112,7 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
         error=job.error,
         attempts=job.attempts,
         worker=job.worker_id,
+        submitted_by=job.submitted_by or None,
         heartbeat_at=job.heartbeat_at if job.status == JobStatus.running else None,
         timing=Timing(
             run_seconds=round(job.run_seconds, 3), eval_seconds=round(job.eval_seconds, 3)

@@ -476,6 +476,12 @@ class JobPublic(BaseModel):
     labels: dict[str, str] = Field(
         default_factory=dict, description="as submitted, then as PATCH /v1/jobs/{id} changed them"
     )
+    submitted_by: str | None = Field(
+        None,
+        description="the label of the API key that submitted it (the start of the key's "
+        "SHA-256, as the server's log names it: printf %s KEY | sha256sum | cut -c1-8); null "
+        "on a server without keys",
+    )
     warm_start: bool
     latency_prior: bool = Field(
         True, description="whether a calibrated latency predictor may screen its proposals"

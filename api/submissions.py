@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,30 +38,37 @@ from workers.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
-Waiting = tuple[dict[str, Any], str | None, "asyncio.Future[JobRow]"]
+Waiting = tuple[q.Submission, "asyncio.Future[JobRow]"]
 
 
 class JobSubmitter:
     """Group commit for new jobs (see the module's docstring); used from one event loop."""
 
     def __init__(
-        self, factory: sessionmaker[Session], dispatcher: Dispatcher, *, max_batch: int = 256
+        self,
+        factory: sessionmaker[Session],
+        dispatcher: Dispatcher,
+        *,
+        max_batch: int = 256,
+        limit: int = 0,
     ) -> None:
         self._store_batch = HeldConnectionWriter(factory)  # used on the writer thread only
         self._dispatcher = dispatcher
         self._max_batch = max_batch
+        self._limit = limit  # of each API key's active jobs (HWNAS_MAX_ACTIVE_JOBS_PER_KEY)
         self._writer = ThreadPoolExecutor(1, "hwnas-submit")
         self._dispatching = ThreadPoolExecutor(1, "hwnas-dispatch")
         self._waiting: list[Waiting] = []
         self._in_flight: asyncio.Future[None] | None = None
         self._closed = False
 
-    async def submit(self, spec: dict[str, Any], message: str | None) -> JobRow:
-        """Store a queued job for ``spec``; its row once committed (dispatch follows)."""
+    async def submit(self, new: q.Submission) -> JobRow:
+        """Store a queued job; its row once committed (dispatch follows). ``LimitReached``
+        if its API key has as many active jobs as the ``limit`` allows."""
         if self._closed:
             raise ServiceUnavailable("the API is shutting down: submit the job again")
         future: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
-        self._waiting.append((spec, message, future))
+        self._waiting.append((new, future))
         if self._in_flight is None:
             self._flush()
         return await future
@@ -77,7 +83,7 @@ class JobSubmitter:
         self._dispatching.shutdown(wait=True)
 
     def _flush(self) -> None:
-        waiting = [item for item in self._waiting if not item[2].cancelled()]
+        waiting = [item for item in self._waiting if not item[1].cancelled()]
         batch, self._waiting = waiting[: self._max_batch], waiting[self._max_batch :]
         if not batch:
             self._in_flight = None
@@ -98,10 +104,10 @@ class JobSubmitter:
         here. (``run_in_executor`` would settle it a turn of the loop later: its future's
         callbacks run a turn after the future is done, under load milliseconds.) The batch
         is settled whatever happens, so its requests and the next batch never hang."""
-        rows: list[JobRow] = []
+        rows: list[JobRow | None] = []
         error: Exception | None = None
         try:
-            rows = self._store([(spec, message) for spec, message, _ in batch])
+            rows = self._store([new for new, _ in batch])
         except Exception as exc:  # the batch's requests are answered with it
             error = exc
         except BaseException as exc:  # answered too, then let go on
@@ -114,11 +120,17 @@ class JobSubmitter:
             except RuntimeError:  # the loop is closed: nobody is left to answer
                 log.warning("%d job submissions not answered: the event loop closed", len(batch))
 
-    def _store(self, pairs: list[tuple[dict[str, Any], str | None]]) -> list[JobRow]:
+    def _store(self, batch: list[q.Submission]) -> list[JobRow | None]:
         """The batch stored (one statement on PostgreSQL, on a held connection: one round
-        trip; a transaction elsewhere), then its dispatch queued."""
-        rows = self._store_batch.write(q.NewJobs(pairs).insert)
-        self.dispatch_later(rows)
+        trip; a transaction elsewhere; with a ``limit``, a count before it), then its
+        dispatch queued; a row per submission, None for those refused by the limit."""
+        new = q.NewJobs(batch, limit=self._limit)
+        stored = self._store_batch.write(new.insert)
+        if stored:
+            self.dispatch_later(stored)
+        rows: list[JobRow | None] = list(stored)
+        for k in new.refused:
+            rows.insert(k, None)
         return rows
 
     def dispatch_later(self, rows: list[JobRow]) -> None:
@@ -138,15 +150,19 @@ class JobSubmitter:
         except Exception:  # dispatch_many logs its own; this thread must outlive anything
             log.exception("dispatching %d stored jobs failed; they stay queued", len(rows))
 
-    def _settle(self, batch: list[Waiting], rows: list[JobRow], error: Exception | None) -> None:
+    def _settle(
+        self, batch: list[Waiting], rows: list[JobRow | None], error: Exception | None
+    ) -> None:
         try:
-            for index, (_, _, future) in enumerate(batch):
+            for index, (new, future) in enumerate(batch):
                 if future.done():  # the request was cancelled (client gone) meanwhile
                     continue
                 if error is not None:
                     future.set_exception(error)
+                elif (row := rows[index]) is None:
+                    future.set_exception(q.over_limit(new.submitted_by, self._limit))
                 else:
-                    future.set_result(rows[index])
+                    future.set_result(row)
         finally:  # the next batch goes, whatever happened to this one's answers
             if self._in_flight is not None and not self._in_flight.done():
                 self._in_flight.set_result(None)

@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.schemas import JobCreate  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from store import evaluations as eq  # noqa: E402
+from store import job_keys  # noqa: E402
 from store import jobs as q  # noqa: E402
 from store.db import make_engine, make_session_factory, transaction, upgrade  # noqa: E402
 from store.tables import JobStatus  # noqa: E402
@@ -55,12 +57,12 @@ def run_job(folder: Path, **spec: Any) -> dict[str, Any]:
     assert JobRunner(factory, settings, "bench").run(job_id) == JobStatus.succeeded
     seconds = time.perf_counter() - started
     with transaction(factory) as session:
-        rows = [e for e in q.list_evaluations(session, job_id)[0] if not e.reused]
+        rows = [e for e in eq.list_evaluations(session, job_id)[0] if not e.reused]
         return {
             "seconds": seconds,
             "measured": len(rows),
-            "taken": [e.seconds for e in rows if q.QUALITY_FROM in e.details],
-            "evaluated": [e.seconds for e in rows if q.QUALITY_FROM not in e.details],
+            "taken": [e.seconds for e in rows if job_keys.QUALITY_FROM in e.details],
+            "evaluated": [e.seconds for e in rows if job_keys.QUALITY_FROM not in e.details],
         }
 
 

@@ -2,7 +2,7 @@
 them, and those of jobs ``SHARED_JOBS`` or more jobs old, costs and recovers.
 
 A warm start takes the sub-networks whose measurement failed in earlier jobs of the pair
-(``store.jobs.prior_failures``): never measured again, unless the job re-tries them
+(``store.prior.prior_failures``): never measured again, unless the job re-tries them
 (``workers.failures.RETRY_ONE_IN``, session 26; ``SHARED_JOBS``, session 27). Here
 ``--jobs`` ``linas`` jobs of ``--budget`` new measurements each run one after another
 through ``JobRunner.run`` on ``nb201-cifar10`` / ``nb201-pixel3`` (a recorded table: no
@@ -44,6 +44,8 @@ from api.schemas import JobCreate  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from hardware_profiles.configured import device_profile  # noqa: E402
 from models.registry import get_supernet  # noqa: E402
+from store import evaluations as eq  # noqa: E402
+from store import job_keys  # noqa: E402
 from store import jobs as q  # noqa: E402
 from store.db import make_engine, make_session_factory, transaction, upgrade  # noqa: E402
 from store.tables import JobStatus  # noqa: E402
@@ -123,10 +125,10 @@ def one(args: argparse.Namespace, seed: int, mode: str, lasting: set[str]) -> Ta
                 tally.ended += runner.run(job_id) != JobStatus.succeeded
                 with transaction(factory) as session:
                     spec = q.get_job(session, job_id).spec
-                for entry in spec.get(q.FAILED, []):
-                    if entry.get(q.REUSED_FROM):
+                for entry in spec.get(job_keys.FAILED, []):
+                    if entry.get(job_keys.REUSED_FROM):
                         continue
-                    if entry.get(q.RETRIED_FROM):
+                    if entry.get(job_keys.RETRIED_FROM):
                         tally.retried += 1
                         tally.retried_lasting += 1
                     elif entry["subnet_id"] in lasting:
@@ -134,11 +136,11 @@ def one(args: argparse.Namespace, seed: int, mode: str, lasting: set[str]) -> Ta
                     else:
                         tally.passing += 1
                 with transaction(factory) as session:  # re-tries that were measured
-                    measured = {e.subnet_id for e in q.list_evaluations(session, job_id)[0]}
-                tally.retried += len(measured & set(spec.get(q.RETRYING, {})))
+                    measured = {e.subnet_id for e in eq.list_evaluations(session, job_id)[0]}
+                tally.retried += len(measured & set(spec.get(job_keys.RETRYING, {})))
                 if k == args.jobs - 1:
-                    taken = [e["subnet_id"] for e in spec.get(q.FAILED, [])
-                             if e.get(q.REUSED_FROM)]  # fmt: skip
+                    taken = [e["subnet_id"] for e in spec.get(job_keys.FAILED, [])
+                             if e.get(job_keys.REUSED_FROM)]  # fmt: skip
                     tally.taken = len(taken)
                     tally.taken_passing = sum(key not in lasting for key in taken)
         finally:

@@ -1,9 +1,9 @@
 """What a warm start's two store reads cost under the job's row lock, as jobs accumulate.
 
-A warm start reads the other jobs of its pair twice: ``store.jobs.prior_evaluations``
+A warm start reads the other jobs of its pair twice: ``store.prior.prior_evaluations``
 (their measurements) and ``prior_failures`` (their specs' failures). Each used to read and
 compare every such job's spec; since session 26 the runner reads them once
-(``store.jobs.measuring_alike``) and gives both that list (``jobs=``). Both ways are timed
+(``store.prior.measuring_alike``) and gives both that list (``jobs=``). Both ways are timed
 here side by side, alternating, in one fresh database holding ``--jobs`` search jobs of one
 pair, each with ``--evaluations`` measurements and ``--failures`` failures in its spec:
 
@@ -25,7 +25,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import scratch_postgres  # noqa: E402
+from store import job_keys  # noqa: E402
 from store import jobs as q  # noqa: E402
+from store import prior as pq  # noqa: E402
 from store.db import make_engine, make_session_factory, transaction, upgrade  # noqa: E402
 from store.tables import Evaluation, utcnow  # noqa: E402
 
@@ -43,7 +45,7 @@ def fill(factory: Any, jobs: int, evaluations: int, failures: int) -> str:
         for i in range(failures)
     ]
     with transaction(factory) as session:
-        rows = q.create_jobs(session, [({**SPEC, "seed": i, q.FAILED: failed}, None)
+        rows = q.create_jobs(session, [({**SPEC, "seed": i, job_keys.FAILED: failed}, None)
                                        for i in range(jobs + 1)])  # fmt: skip
         now = utcnow()
         for n, row in enumerate(rows[:-1]):
@@ -64,9 +66,9 @@ def timed(factory: Any, job_id: str, once: bool) -> float:
              "measured_with": None, "exclude_job": job_id}  # fmt: skip
     with transaction(factory) as session:
         started = time.perf_counter()
-        jobs = q.measuring_alike(session, **alike) if once else None
-        q.prior_evaluations(session, **alike, limit=2000, jobs=jobs)
-        q.prior_failures(session, **alike, limit=50, jobs=jobs)
+        jobs = pq.measuring_alike(session, **alike) if once else None
+        pq.prior_evaluations(session, **alike, limit=2000, jobs=jobs)
+        pq.prior_failures(session, **alike, limit=50, jobs=jobs)
         return time.perf_counter() - started
 
 

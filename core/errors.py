@@ -84,6 +84,11 @@ class Conflict(HwnasError):
     """The request is valid but the resource's state forbids it (e.g. export before measured)."""
 
 
+class LimitReached(HwnasError):
+    """The caller already has as many jobs queued or running as it may
+    (``HWNAS_MAX_ACTIVE_JOBS_PER_KEY``)."""
+
+
 class StorageError(HwnasError):
     """The database failed; the transaction was rolled back. ``unreachable``: it could not
     be reached or was busy (a connection refused or cut, a lock not granted): the same

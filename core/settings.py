@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # send "Authorization: Bearer <one of them>"; empty = no authentication (the embedded
     # default, on 127.0.0.1). The CLI and client send HWNAS_API_KEY.
     api_keys: str = ""
+    # Jobs (searches and calibrations) one API key may have queued or running at once: a
+    # submission past it is 429 until one ends, so one team cannot fill the queue. Without
+    # API keys, the whole server's. 0: no limit.
+    max_active_jobs_per_key: NonNegativeInt = 0
     # The API's URL as its clients reach it ("https://nas.example.com", a proxy's path
     # included): job URLs and Location headers are built on it. Empty: on the request's own
     # scheme, Host header and root path, which any client can set to a host of its choosing.

@@ -205,9 +205,10 @@ def writing(factory: sessionmaker[Session]) -> Iterator[Connection]:
 
 @contextmanager
 def one_statement_writing(factory: sessionmaker[Session]) -> Iterator[Session | Connection]:
-    """Where a store write that is one statement on PostgreSQL runs (``store.jobs``' functions
-    say which): there, a bare connection in autocommit, so the statement commits as it runs,
-    with no BEGIN and COMMIT round trips; elsewhere (where it takes several statements) a
+    """Where a store write that is one statement on PostgreSQL runs (the docstrings of
+    ``store.jobs`` and ``store.evaluations`` say which): there, a bare connection in
+    autocommit, so the statement commits as it runs, with no BEGIN and COMMIT round trips;
+    elsewhere (where it takes several statements) a
     ``transaction``. The body must issue that one write, nothing else."""
     engine: Engine = factory.kw["bind"]
     if engine.dialect.name != "postgresql":

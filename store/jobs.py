@@ -1,29 +1,27 @@
-"""Queries on jobs and evaluations. Callers own the session (see ``store.db.transaction``)."""
+"""Queries on jobs: creating, listing, claiming and leasing, cancelling, finishing and
+deleting them (their evaluations: ``store.evaluations``; what other jobs measured, for a warm
+start: ``store.prior``). Callers own the session (see ``store.db.transaction``)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import hashlib
 import json
 import re
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Row,
     Select,
     Table,
     bindparam,
     delete,
-    false,
     func,
     insert,
     or_,
@@ -36,14 +34,28 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult, result_tuple
 from sqlalchemy.orm import Session
 
-from core.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable, shown
-from search import Bound, is_feasible
+from core.errors import (
+    Conflict,
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    ServiceUnavailable,
+    shown,
+)
 
 from .db import LOCKING_READ
-from .tables import Evaluation, Job, JobKind, JobLabel, JobStatus, LatencyPredictorRecord, utcnow
+from .tables import (
+    Evaluation,
+    Job,
+    JobKind,
+    JobLabel,
+    JobStatus,
+    LatencyPredictorRecord,
+    in_utc,
+    utcnow,
+)
 
 JOBS = cast(Table, Job.__table__)
-EVALUATIONS = cast(Table, Evaluation.__table__)
 LABELS = cast(Table, JobLabel.__table__)
 #: The spec's key for a job's labels, ``{name: value}`` (``JobCreate.labels``), also stored
 #: as rows of ``LABELS`` for the listing's filter.
@@ -92,11 +104,47 @@ def new_job_id() -> str:
 
 
 def create_job(
-    session: Session | Connection, spec: dict[str, Any], *, message: str | None = None
+    session: Session | Connection,
+    spec: dict[str, Any],
+    *,
+    message: str | None = None,
+    submitted_by: str = "",
 ) -> JobRow:
     """A queued job. ``heartbeat_at`` of a queued job is when it was (last) published: now,
     since the caller publishes it right after this transaction commits."""
-    return create_jobs(session, [(spec, message)])[0]
+    return create_jobs(session, [Submission(spec, message, submitted_by)])[0]
+
+
+class Submission(NamedTuple):
+    """A new job: its spec (JSON data), the message it starts with (why it will wait), and
+    the label of the API key that submitted it (``Job.submitted_by``)."""
+
+    spec: dict[str, Any]
+    message: str | None = None
+    submitted_by: str = ""
+
+
+#: The statuses a job counts against its API key's ``limit`` in: not ended.
+ACTIVE = (JobStatus.queued, JobStatus.running)
+
+
+def active_jobs(connection: Session | Connection, submitters: Collection[str]) -> Counter[str]:
+    """How many jobs each of ``submitters`` (API key labels) has queued or running."""
+    query = (
+        select(JOBS.c.submitted_by, func.count())
+        .where(JOBS.c.status.in_(ACTIVE), JOBS.c.submitted_by.in_(list(submitters)))
+        .group_by(JOBS.c.submitted_by)
+    )
+    return Counter({by: n for by, n in connection.execute(query)})
+
+
+def over_limit(submitted_by: str, limit: int) -> LimitReached:
+    """The error of a submission past its API key's ``limit`` of active jobs."""
+    whose = f"this API key ({submitted_by})" if submitted_by else "this server (no API keys)"
+    return LimitReached(
+        f"{whose} has {counted(limit, 'job')} queued or running, the most "
+        "HWNAS_MAX_ACTIVE_JOBS_PER_KEY allows: submit again when one has ended, or cancel one"
+    )
 
 
 #: The spec's key for the digest of a keyed submission's request (``create_job_once``).
@@ -112,24 +160,37 @@ def request_digest(asked: Mapping[str, Any]) -> str:
 
 
 def create_job_once(
-    session: Session, spec: dict[str, Any], key: str, digest: str, *, message: str | None = None
+    session: Session,
+    spec: dict[str, Any],
+    key: str,
+    digest: str,
+    *,
+    message: str | None = None,
+    submitted_by: str = "",
+    limit: int = 0,
 ) -> tuple[JobRow, bool]:
     """The job that the submission with idempotency key ``key`` (its request's
-    ``request_digest``: ``digest``) created, and whether this call created it (a new job
-    of ``spec``): a retry of that submission (its answer lost, or a response it could not
-    tell from a failure) finds the job the first one stored, where ``create_job`` would
-    store a second. ``Conflict`` if the key's job was submitted with another request. Once
-    that job is deleted the key is free: the next job with it is new, with a new id."""
-    by_key = select(JOBS).where(JOBS.c.idempotency_key == key)
+    ``request_digest``: ``digest``) by the API key ``submitted_by`` created, and whether
+    this call created it (a new job of ``spec``): a retry of that submission (its answer
+    lost, or a response it could not tell from a failure) finds the job the first one
+    stored, where ``create_job`` would store a second. ``Conflict`` if the key's job was
+    submitted with another request. Once that job is deleted the key is free: the next job
+    with it is new, with a new id. Another API key's jobs are not looked at: each has keys
+    of its own. ``limit``: ``LimitReached`` for a new job of an API key with that many
+    active already (a retry finds its job whatever the count); 0, no limit."""
+    by_key = select(JOBS).where(JOBS.c.submitted_by == submitted_by, JOBS.c.idempotency_key == key)
     job = session.execute(by_key).first()  # a retry: a read, no write (SQLite's slot)
     if job is None:
-        values = _new_job_values({**spec, REQUEST_DIGEST: digest}, message, _now_as_read(session))
+        if limit and active_jobs(session, [submitted_by])[submitted_by] >= limit:
+            raise over_limit(submitted_by, limit)
+        now = _now_as_read(session)
+        values = _new_job_values({**spec, REQUEST_DIGEST: digest}, message, now, submitted_by)
         values["idempotency_key"] = key
-        upsert = sqlite_insert if _dialect(session) == "sqlite" else postgresql_insert
+        upsert = sqlite_insert if dialect_of(session) == "sqlite" else postgresql_insert
         statement = (
             upsert(JOBS)
             .values(values)
-            .on_conflict_do_nothing(index_elements=[JOBS.c.idempotency_key])
+            .on_conflict_do_nothing(index_elements=[JOBS.c.submitted_by, JOBS.c.idempotency_key])
             .returning(*JOBS.c)
         )
         job = session.execute(statement).first()
@@ -153,9 +214,10 @@ def create_job_once(
 
 
 def create_jobs(
-    connection: Session | Connection, submissions: list[tuple[dict[str, Any], str | None]]
+    connection: Session | Connection, submissions: Sequence[Submission | tuple[Any, ...]]
 ) -> list[JobRow]:
-    """``create_job`` for each (spec, message), as one write (``NewJobs.insert``)."""
+    """``create_job`` for each submission (``Submission``, or a (spec, message) pair), as
+    one write (``NewJobs.insert``)."""
     return NewJobs(submissions).insert(connection)
 
 
@@ -179,25 +241,41 @@ class NewJobs:
     1.4-1.6x on SQLite (issue 5).
     """
 
-    def __init__(self, submissions: list[tuple[dict[str, Any], str | None]]) -> None:
-        self._submissions = submissions
+    def __init__(
+        self, submissions: Sequence[Submission | tuple[Any, ...]], *, limit: int = 0
+    ) -> None:
+        self._submissions = [Submission(*item) for item in submissions]
+        self._limit = limit
         self._values: list[dict[str, Any]] | None = None
+        #: The submissions refused (indices), their API key at its ``limit`` of active
+        #: jobs: known once ``insert`` has run; not in its rows.
+        self.refused: list[int] = []
 
     def __len__(self) -> int:
         return len(self._submissions)
 
     def insert(self, connection: Session | Connection) -> list[JobRow]:
-        """Insert the batch; its rows, in the order of the submissions."""
+        """Insert the batch; its rows, in the order of the submissions (those ``refused``
+        left out). ``limit``: a submission whose API key has that many jobs queued or
+        running, the batch's earlier ones included, is refused (counted at the first call:
+        a second, after a dropped connection, inserts what the first chose)."""
         if self._values is None:
-            now = _now_as_read(connection)
-            self._values = [_new_job_values(spec, note, now) for spec, note in self._submissions]
+            now, admitted = _now_as_read(connection), self._admitted(connection)
+            self._values = [
+                _new_job_values(spec, note, now, by)
+                for k, (spec, note, by) in enumerate(self._submissions)
+                if admitted[k]
+            ]
+            self.refused = [k for k, ok in enumerate(admitted) if not ok]
         values = self._values
+        if not values:
+            return []
         labels = [
             {"job_id": row["id"], "name": name, "value": value}
             for row in values
             for name, value in row["spec"].get(LABELS_KEY, {}).items()
         ]
-        if _dialect(connection) == "postgresql":
+        if dialect_of(connection) == "postgresql":
             documents = [{**row, "spec": json.dumps(row["spec"])} for row in values]
             rows = json.dumps(documents, default=_json_timestamp)
             if labels:
@@ -212,6 +290,17 @@ class NewJobs:
                 connection.execute(_INSERT_LABELS, labels)
         return [_job_row([row[name] for name in _JOB_COLUMNS]) for row in values]
 
+    def _admitted(self, connection: Session | Connection) -> list[bool]:
+        """Which submissions the ``limit`` lets in, in order."""
+        if not self._limit:
+            return [True] * len(self._submissions)
+        active = active_jobs(connection, {by for _, _, by in self._submissions})
+        admitted = []
+        for _, _, by in self._submissions:
+            admitted.append(active[by] < self._limit)
+            active[by] += admitted[-1]
+        return admitted
+
 
 def _json_timestamp(value: Any) -> str:
     if isinstance(value, datetime):
@@ -223,7 +312,7 @@ def _bind(connection: Session | Connection) -> Connection:
     return connection if isinstance(connection, Connection) else connection.connection()
 
 
-def _dialect(connection: Session | Connection) -> str:
+def dialect_of(connection: Session | Connection) -> str:
     return _bind(connection).dialect.name
 
 
@@ -237,7 +326,9 @@ def _now_as_read(connection: Session | Connection) -> datetime:
     return now.astimezone(bind.connection.driver_connection.info.timezone)  # type: ignore[union-attr]
 
 
-def _new_job_values(spec: dict[str, Any], message: str | None, now: datetime) -> dict[str, Any]:
+def _new_job_values(
+    spec: dict[str, Any], message: str | None, now: datetime, submitted_by: str = ""
+) -> dict[str, Any]:
     return dict(
         id=new_job_id(),
         kind=JobKind(spec.get("kind", JobKind.search)),
@@ -263,6 +354,7 @@ def _new_job_values(spec: dict[str, Any], message: str | None, now: datetime) ->
         created_at=now,
         started_at=None,
         finished_at=None,
+        submitted_by=submitted_by,
         idempotency_key=None,
     )
 
@@ -330,7 +422,7 @@ def list_jobs(
 def listing_cursor(job: JobRow) -> str:
     """Where ``list_jobs`` goes on after ``job`` (its ``after``): an opaque string (the
     job's creation time in UTC, and its id)."""
-    said = json.dumps([_in_utc(job.created_at).isoformat(), job.id])
+    said = json.dumps([in_utc(job.created_at).isoformat(), job.id])
     return base64.urlsafe_b64encode(said.encode()).decode().rstrip("=")
 
 
@@ -353,16 +445,11 @@ def _from_listing_cursor(cursor: str) -> tuple[datetime, str]:
         created_at, job_id = said
         if not _CURSOR_ID.fullmatch(job_id):
             raise ValueError("not a job id")
-        return _in_utc(datetime.fromisoformat(created_at)), job_id
+        return in_utc(datetime.fromisoformat(created_at)), job_id
     except (ValueError, UnicodeError, binascii.Error):
         raise InvalidInput(
             f"after {shown(cursor)} is not a page's next_after", field="after"
         ) from None
-
-
-def _in_utc(moment: datetime) -> datetime:
-    """``moment`` in UTC; a naive one is UTC already (SQLite's rows are)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def claim_job(
@@ -627,10 +714,12 @@ def ended_before(session: Session, finished_before: datetime) -> list[str]:
 #: its own measurements, so that no transaction holds the database (SQLite's one write
 #: slot) for long.
 DELETE_CHUNK = 100
+#: Most job ids a query puts in one IN list (SQLite allows 32,766 parameters).
+IN_LIST_MAX = 5000
 
 
 def delete_ended(session: Session, job_ids: Sequence[str]) -> None:
-    """Delete ``job_ids`` (at most ``_IN_LIST_MAX``; a prune gives ``DELETE_CHUNK``) as
+    """Delete ``job_ids`` (at most ``IN_LIST_MAX``; a prune gives ``DELETE_CHUNK``) as
     ``delete_job`` does, jobs ``ended_before`` found: a job that ended stays ended."""
     _delete(session, list(job_ids))
 
@@ -638,8 +727,8 @@ def delete_ended(session: Session, job_ids: Sequence[str]) -> None:
 def existing_jobs(session: Session, job_ids: Sequence[str]) -> set[str]:
     """Those of ``job_ids`` that are jobs."""
     found: set[str] = set()
-    for start in range(0, len(job_ids), _IN_LIST_MAX):
-        chunk = list(job_ids[start : start + _IN_LIST_MAX])
+    for start in range(0, len(job_ids), IN_LIST_MAX):
+        chunk = list(job_ids[start : start + IN_LIST_MAX])
         found.update(session.scalars(select(Job.id).where(Job.id.in_(chunk))))
     return found
 
@@ -726,594 +815,3 @@ def _finish(
     job.status, job.finished_at = status, now
     job.message = message if message is not None else job.message
     job.error = error
-
-
-def add_reused_evaluations(
-    session: Session, job: Job, copies: Sequence[Evaluation], constraints: dict[str, Bound]
-) -> None:
-    """Store evaluations copied from earlier jobs (warm start), in one flush: not measured
-    here, so they count as reused and took no evaluation time; ``details.reused_from``
-    names the job that measured each. Measured ones: ``record_evaluation``."""
-    now, first = utcnow(), job.evaluations_done + job.evaluations_reused
-    session.add_all(
-        Evaluation(
-            job_id=job.id,
-            seq=first + k,
-            subnet_id=original.subnet_id,
-            arch=original.arch,
-            metrics=original.metrics,
-            details={**original.details, REUSED_FROM: original.job_id},
-            feasible=is_feasible(original.metrics, constraints),
-            on_front=False,
-            reused=True,
-            seconds=0.0,
-            created_at=now,
-        )
-        for k, original in enumerate(copies)
-    )
-    job.evaluations_reused += len(copies)
-    job.heartbeat_at = now
-    session.flush()
-
-
-# A running job's next evaluation, for the worker holding its lease: the UPDATE takes the
-# row lock and checks the lease in one statement (its WHERE is re-checked under the lock) and
-# returns what the INSERT needs; no ORM objects. On PostgreSQL both run as one statement.
-_BOOK_EVALUATION = (
-    update(JOBS)
-    .where(
-        JOBS.c.id == bindparam("b_job_id"),
-        JOBS.c.worker_id == bindparam("b_worker_id"),
-        JOBS.c.status == JobStatus.running,
-        JOBS.c.evaluations_done == bindparam("b_done"),
-    )
-    .values(
-        evaluations_done=JOBS.c.evaluations_done + 1,
-        eval_seconds=JOBS.c.eval_seconds + bindparam("b_seconds"),
-        run_seconds=JOBS.c.run_seconds + bindparam("b_run_seconds"),
-        heartbeat_at=bindparam("b_now"),
-        front_size=bindparam("b_front_size"),
-        hypervolume=bindparam("b_hypervolume"),
-    )
-    .returning(JOBS.c.cancel_requested, JOBS.c.evaluations_done, JOBS.c.evaluations_reused)
-)
-_INSERT_EVALUATION = insert(EVALUATIONS)
-_EVALUATION_VALUES = ("subnet_id", "arch", "metrics", "details", "feasible")
-_BOOKED = _BOOK_EVALUATION.cte("booked")
-# PostgreSQL: both in one statement (a data-modifying CTE), atomic by itself.
-_RECORD_EVALUATION_PG = select(_BOOKED.c.cancel_requested).add_cte(
-    insert(EVALUATIONS)
-    .from_select(
-        ["job_id", "seq", *_EVALUATION_VALUES, "on_front", "reused", "seconds", "created_at"],
-        select(
-            bindparam("b_job_id", type_=EVALUATIONS.c.job_id.type),
-            _BOOKED.c.evaluations_done - 1 + _BOOKED.c.evaluations_reused,
-            *[bindparam(f"b_{c}", type_=EVALUATIONS.c[c].type) for c in _EVALUATION_VALUES],
-            false(),
-            false(),
-            bindparam("b_seconds", type_=EVALUATIONS.c.seconds.type),
-            bindparam("b_now", type_=EVALUATIONS.c.created_at.type),
-        ),
-    )
-    .cte("added")
-)
-
-
-def record_evaluation(
-    connection: Session | Connection,
-    job_id: str,
-    worker_id: str,
-    *,
-    done: int,
-    subnet_id: str,
-    arch: dict[str, Any],
-    metrics: dict[str, float],
-    details: dict[str, Any],
-    feasible: bool,
-    seconds: float,
-    front_size: int,
-    hypervolume: float | None,
-    run_seconds: float = 0.0,
-) -> bool | None:
-    """Store one measured evaluation of a job that ``worker_id`` runs, with the job's new
-    progress (``front_size``, ``hypervolume``: the caller's summary including this one) and
-    ``run_seconds`` more of run time (the run's wall time since it last booked some).
-
-    Returns None, storing nothing, when the job is no longer running under this worker
-    (taken over, finished or deleted); else whether cancellation has been asked. On
-    PostgreSQL this is one statement, atomic by itself (the caller may run it in autocommit:
-    one round trip); elsewhere two, which the caller runs in a transaction.
-
-    ``done``: the job's measured evaluations before this one, as the caller counts them.
-    The write applies only at that count, so a retry after a lost commit acknowledgement
-    (the connection dropped after the database committed) does not store the evaluation a
-    second time: it finds the count one higher and answers as the first write did.
-    """
-    params = {
-        "b_job_id": job_id,
-        "b_worker_id": worker_id,
-        "b_done": done,
-        "b_seconds": seconds,
-        "b_run_seconds": run_seconds,
-        "b_now": utcnow(),
-        "b_front_size": front_size,
-        "b_hypervolume": hypervolume,
-        "b_subnet_id": subnet_id,
-        "b_arch": arch,
-        "b_metrics": metrics,
-        "b_details": details,
-        "b_feasible": feasible,
-    }
-    if _dialect(connection) == "postgresql":
-        cancel_requested = connection.execute(_RECORD_EVALUATION_PG, params).scalar()
-        if cancel_requested is None:
-            return _already_recorded(connection, job_id, worker_id, done)
-        return bool(cancel_requested)
-    booked = connection.execute(_BOOK_EVALUATION, params).first()
-    if booked is None:
-        return _already_recorded(connection, job_id, worker_id, done)
-    cancel_requested, measured, reused = booked  # counts with this evaluation
-    connection.execute(
-        _INSERT_EVALUATION,
-        {
-            "job_id": job_id,
-            "seq": measured - 1 + reused,
-            **{c: params[f"b_{c}"] for c in _EVALUATION_VALUES},
-            "on_front": False,
-            "reused": False,
-            "seconds": seconds,
-            "created_at": params["b_now"],
-        },
-    )
-    return bool(cancel_requested)
-
-
-def _already_recorded(
-    connection: Session | Connection, job_id: str, worker_id: str, done: int
-) -> bool | None:
-    """After a refused ``record_evaluation``: whether cancellation was asked if the job is
-    still this worker's and counts ``done + 1`` (this evaluation was stored by an earlier
-    try), None otherwise (the lease is gone)."""
-    row = connection.execute(_READ_JOB, {"job_id": job_id}).first()
-    if (
-        row is None
-        or row.worker_id != worker_id
-        or row.status is not JobStatus.running
-        or row.evaluations_done != done + 1
-    ):
-        return None
-    return bool(row.cancel_requested)
-
-
-def list_evaluations(
-    session: Session,
-    job_id: str,
-    *,
-    offset: int = 0,
-    limit: int | None = None,
-    front_only: bool = False,
-    ids: Collection[int] | None = None,
-) -> tuple[list[Evaluation], int]:
-    """A page of the job's evaluations in the order measured, and how many there are; only
-    those its stored front holds (``front_only``), or those of ``ids``."""
-    query = select(Evaluation).where(Evaluation.job_id == job_id)
-    if front_only:
-        query = query.where(Evaluation.on_front.is_(True))
-    if ids is not None:
-        query = query.where(Evaluation.id.in_(ids))
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    query = query.order_by(Evaluation.seq).offset(offset)
-    if limit is not None:
-        query = query.limit(limit)
-    return list(session.scalars(query)), total
-
-
-def evaluation_metrics(session: Session, job_id: str) -> tuple[list[int], list[dict[str, Any]]]:
-    """Ids and metrics of the job's evaluations, in order: what its front is computed from,
-    without reading (and decoding) their architectures and details."""
-    query = (
-        select(Evaluation.id, Evaluation.metrics)
-        .where(Evaluation.job_id == job_id)
-        .order_by(Evaluation.seq)
-    )
-    rows = session.execute(query).all()
-    return [row[0] for row in rows], [row[1] for row in rows]
-
-
-#: The details key naming the job a warm start copied an evaluation from.
-REUSED_FROM = "reused_from"
-#: The key of an evaluation's ``details`` naming the job whose measurement gave its quality
-#: metrics (accuracy), taken from another device's (``workers.evaluator.KnownQuality``).
-QUALITY_FROM = "quality_from"
-#: Most job ids ``prior_evaluations`` puts in one IN list (SQLite allows 32,766 parameters).
-_IN_LIST_MAX = 5000
-#: The spec's key for the fingerprint of what a search job's supernet measured with (its
-#: weights and validation data: ``Supernet.fingerprint``), written at the job's first run.
-MEASURED_WITH = "measured_with"
-
-
-#: The spec's key for the fingerprint of the code a search job's supernet measured with
-#: (``Supernet.code_fingerprint``: a plugin's ``version`` or source), written beside
-#: ``MEASURED_WITH`` at the job's first run; absent in jobs stored before 2026-12-07.
-MEASURED_CODE = "measured_code"
-
-
-def measuring_change(
-    spec: Mapping[str, Any], now: str | None, codes: Sequence[str | None]
-) -> str | None:
-    """What differs between how the job of ``spec`` measured and a supernet whose
-    fingerprints are now ``now`` (weights and data) and ``codes`` (its code's, with what an
-    earlier hwnas gave for the same code: ``Supernet.code_fingerprints``): "weights or
-    data", "code", or None when nothing does. A fingerprint the job did not record is not
-    compared (a job of a version that did not take it, as a plugin's without
-    ``quality_inputs`` or any code before 2026-12-07: unchecked, as then)."""
-    recorded = spec.get(MEASURED_WITH)
-    if recorded is not None and recorded != now:
-        return "weights or data"
-    if spec.get(MEASURED_CODE) is not None and spec[MEASURED_CODE] not in codes:
-        return "code"
-    return None
-
-
-#: The spec's key for the anchors a search job measures first (``workers.anchors``), by
-#: sub-network id, written at the job's first run so that a resumed run measures the same.
-ANCHORS = "anchors"
-#: The spec's key for a search job's failed measurements: ``{"subnet_id", "error",
-#: "anchor", "after", "at"}`` each (``after``: the measurements the job had made then;
-#: ``at``: when, in UTC, ISO 8601;
-#: ``QUALITY_STEP`` where it failed in a step only a quality evaluation runs), written as
-#: they fail, so that a resumed run proposes none of them again and counts them towards the
-#: job's ``budget.failures``; a warm start adds those of earlier jobs on the pair first, with
-#: ``reused_from`` naming the job where each failed (``prior_failures``; not counted).
-FAILED = "failed"
-#: A failed measurement's key (``FAILED``), true where it failed while extracting the
-#: sub-network for, or evaluating it on, the validation data: a job that measures latency
-#: only never runs those steps, and takes no such failure from earlier jobs.
-QUALITY_STEP = "quality_step"
-#: The spec's key for the sub-networks whose measurement failed in earlier jobs that a warm
-#: start left for the job to measure again if its search proposes them (a failure may have
-#: been the device's state then, not the sub-network's): ``{subnet_id: job}``, the job where
-#: it failed. One that fails again is listed in ``FAILED`` with ``RETRIED_FROM``: that job
-#: (not counted).
-RETRYING = "retrying"
-RETRIED_FROM = "retried_from"
-#: The key ``prior_failures`` adds to each failure it finds: how many of the pair's jobs
-#: (measuring alike) that measured something ended after it failed: how old the failure is,
-#: in jobs.
-JOBS_SINCE = "jobs_since"
-
-
-def counts_as_failure(entry: Mapping[str, Any]) -> bool:
-    """Whether a failed measurement the job's spec lists (``FAILED``) counts against its
-    allowance: its anchors' do not, nor those that failed in earlier jobs (``REUSED_FROM``),
-    nor those it measured again after they failed in one (``RETRIED_FROM``)."""
-    return not (entry.get("anchor") or entry.get(REUSED_FROM) or entry.get(RETRIED_FROM))
-
-
-def failures_counted(spec: Mapping[str, Any]) -> int:
-    """How many of a job's recorded failed measurements count against its allowance."""
-    return sum(map(counts_as_failure, spec.get(FAILED, [])))
-
-
-def failures_allowed(budget: Mapping[str, Any], *, fit_needs: int = 0) -> int:
-    """How many failed measurements a job goes on after (its anchors' aside): its budget's
-    ``failures``, else half its ``evaluations``, at least 3; for a calibration, whose fit
-    needs ``fit_needs`` measurements of its sample, never more than leaves that many."""
-    given, evaluations = budget.get("failures"), int(budget["evaluations"])
-    allowed = int(given) if given is not None else max(3, evaluations // 2)
-    return min(allowed, max(0, evaluations - fit_needs)) if fit_needs else allowed
-
-
-def prior_evaluations(
-    session: Session,
-    *,
-    supernet: str,
-    device: str,
-    validation_data: str | None,
-    exclude_job: str,
-    limit: int,
-    measured_with: str | None = None,
-    measured_code: str | None = None,
-    other_devices: bool = False,
-    before: datetime | None = None,
-    usable: Callable[[Evaluation], bool] | None = None,
-    jobs: Sequence[AlikeJob] | None = None,
-) -> list[Evaluation]:
-    """Measurements of ``supernet`` on ``device`` (accuracy on ``validation_data``) made by
-    other search jobs: one per sub-network, the most recent that is ``usable`` (all, by
-    default), at most ``limit``. Copies
-    (``reused``; ``details.reused_from`` names their origin) are skipped: the original is
-    what counts; so are calibration jobs' measurements (latency only, a uniform sample:
-    they would shadow a search's full measurement of the same sub-network and fill the
-    ``limit`` with what a search cannot use).
-
-    ``measured_with``: only jobs whose supernet measured with the same weights and data
-    (``spec.measured_with``, a ``Supernet.fingerprint``), whatever path named the data
-    (``./v.npz`` and ``v.npz`` alike); None matches jobs that recorded none, as a recorded
-    table's do, with the same ``validation_data``; ``measured_code``: and with the same
-    code (``spec.measured_code``, a ``Supernet.code_fingerprint``). ``other_devices``:
-    measurements on every device but ``device`` instead (for the metrics that do not
-    depend on the device);
-    ``before``: only those recorded before that time; ``jobs``: those jobs, as
-    ``measuring_alike`` gave them for the same arguments (read once for this and
-    ``prior_failures``)."""
-    on_device = Job.device != device if other_devices else Job.device == device
-    if jobs is not None and other_devices:  # a caller's slip, not a user's
-        raise ValueError("jobs= lists the jobs on the device itself (measuring_alike)")
-    if jobs is None:
-        jobs = list(
-            _measuring_alike(
-                session,
-                supernet,
-                on_device,
-                exclude_job,
-                (measured_with, measured_code),
-                validation_data,
-            )  # fmt: skip
-        )
-    matching = [job.id for job in jobs]
-    if not matching:
-        return []
-    # Copies are left out by the database, through the index on (job_id, reused): every
-    # warm-started job adds one of each row it reused, so they outnumber the originals by
-    # the jobs run on the pair (reading them made a backlog of jobs drain ever more slowly).
-    query = (
-        select(Evaluation)
-        .where(Evaluation.reused.is_(False))
-        .order_by(Evaluation.id.desc())
-        .execution_options(yield_per=500)
-    )
-    if len(matching) <= _IN_LIST_MAX:
-        query = query.where(Evaluation.job_id.in_(matching))
-    else:  # beyond what one IN list should carry: the jobs' filter again, ids checked here
-        query = query.join(Job, Job.id == Evaluation.job_id).where(
-            Job.supernet == supernet, on_device, Job.kind == JobKind.search
-        )
-    if before is not None:
-        query = query.where(Evaluation.created_at < before)
-    ids = set(matching)
-    found: dict[str, Evaluation] = {}
-    for evaluation in session.scalars(query):
-        if evaluation.job_id in ids and (usable is None or usable(evaluation)):
-            found.setdefault(evaluation.subnet_id, evaluation)
-            if len(found) >= limit:
-                break
-    return list(found.values())
-
-
-class AlikeJob(NamedTuple):
-    """Another job as ``measuring_alike`` gives it."""
-
-    id: str
-    spec: dict[str, Any]
-    done: int  # measurements made
-    finished_at: datetime | None
-
-
-@dataclass
-class NotAlike:
-    """Measurements of other jobs of the pair that ``measuring_alike`` left out, counted in
-    the same reading: a warm start says why it reused none of them."""
-
-    #: Of jobs that recorded no fingerprint where the job has one (an earlier hwnas's:
-    #: upgrade audit 31).
-    unfingerprinted: int = 0
-    #: Of jobs that measured with the same weights and data but other code of a plugin
-    #: (its ``version`` or its source: plugin audit 32, where a script edited in the
-    #: plugin's package left a job with no word of why nothing was reused).
-    other_code: int = 0
-    #: Of jobs that recorded a form an earlier hwnas gave the plugin's code (``earlier`` of
-    #: ``measuring_alike``: the same code, as far as that hwnas could tell): exported and
-    #: resumed, not reused.
-    earlier_form: int = 0
-
-
-def measuring_alike(
-    session: Session,
-    *,
-    supernet: str,
-    device: str,
-    validation_data: str | None,
-    exclude_job: str,
-    measured_with: str | None = None,
-    measured_code: str | None = None,
-    not_alike: NotAlike | None = None,
-    earlier: Collection[str | None] = (),
-) -> list[AlikeJob]:
-    """The other search jobs of ``supernet`` on ``device`` that measured as
-    ``measured_with`` and ``measured_code`` say (``prior_evaluations``), newest first: what
-    a warm start reads once for ``prior_evaluations`` and ``prior_failures`` (``jobs``).
-    ``not_alike``: counts what was left out, where it says why; ``earlier``: the forms an
-    earlier hwnas gave the plugin's code as it is now (``Supernet.code_fingerprints``)."""
-    return list(
-        _measuring_alike(
-            session,
-            supernet,
-            Job.device == device,
-            exclude_job,
-            (measured_with, measured_code),
-            validation_data,
-            (not_alike, earlier),
-        )  # fmt: skip
-    )
-
-
-def _measuring_alike(
-    session: Session,
-    supernet: str,
-    on_device: ColumnElement[bool],
-    exclude_job: str,
-    measured: tuple[str | None, str | None],
-    validation_data: str | None,
-    counted: tuple[NotAlike | None, Collection[str | None]] = (None, ()),
-) -> Iterator[AlikeJob]:
-    """(id, spec, measurements made) of the other search jobs of ``supernet`` on the
-    devices ``on_device`` selects that measured as ``measured`` (the weights' and data's
-    fingerprint, the code's) says (``prior_evaluations``), newest first."""
-    measured_with, measured_code = measured
-    jobs = (
-        select(Job.id, Job.spec, Job.evaluations_done, Job.finished_at)
-        .where(Job.supernet == supernet, on_device, Job.id != exclude_job)
-        .where(Job.kind == JobKind.search)
-        .order_by(Job.created_at.desc(), Job.id.desc())
-    )
-    # The specs are compared here, not by the database's JSON operators: a spec may hold a
-    # lone surrogate escape (a file name that is not UTF-8), which PostgreSQL's json
-    # operators refuse for the whole document, and SQLite's driver refuses as a parameter.
-    not_alike, earlier = counted
-    for job_id, spec, done, finished_at in session.execute(jobs):
-        same_data = spec.get(MEASURED_WITH) == measured_with and (
-            # a fingerprint is the weights' and data's content, whatever path named the
-            # data; without one (a recorded table, a plugin that gives none), the path
-            measured_with is not None or spec.get("validation_data") == validation_data
-        )
-        code = spec.get(MEASURED_CODE)
-        if same_data and code == measured_code:  # a job before codes: None, unknown code
-            yield AlikeJob(job_id, spec, done, finished_at)
-        elif not_alike is None:
-            continue
-        elif measured_with is not None and spec.get(MEASURED_WITH) is None:
-            not_alike.unfingerprinted += done
-        elif same_data and code is not None and measured_code is not None:
-            if code in earlier:
-                not_alike.earlier_form += done
-            else:
-                not_alike.other_code += done
-
-
-#: ``prior_failures`` leaves out runs of this many failures in a row or more: a device's
-#: passing state (a few minutes of another process holding its memory) more than the
-#: sub-networks' (review 25b: a job whose measurements 4-8 failed, then the device worked).
-#: A sub-network measured again after it failed in an earlier job (``RETRIED_FROM``) is in
-#: the run too (not counted against the job's allowance, but the device failed it then),
-#: though itself shared whatever run it was in: it failed in two jobs.
-SHARED_RUN = 3
-
-
-def prior_failures(
-    session: Session,
-    *,
-    supernet: str,
-    device: str,
-    validation_data: str | None,
-    exclude_job: str,
-    limit: int,
-    measured_with: str | None = None,
-    measured_code: str | None = None,
-    skip: Collection[str] = (),
-    quality: bool = True,
-    quality_metrics: Collection[str] = (),
-    jobs: Sequence[AlikeJob] | None = None,
-) -> list[dict[str, Any]]:
-    """The sub-networks of ``supernet`` whose measurement failed on ``device`` in other
-    search jobs that measured alike (``prior_evaluations``'s ``measured_with`` rule), each
-    as the job that saw it fail lists it (``FAILED``) with ``REUSED_FROM``: that job, and
-    ``JOBS_SINCE``: how many of those jobs, having measured something, ended after it
-    failed (its ``at``; an entry written before it was recorded: when its job ended); the
-    newest first, at most ``limit``, none of ``skip``. Only failures the job measured
-    something after: not a run of failures that ended it or that it ended on (a device that
-    broke, a plugin that fails every measurement); not a run of ``SHARED_RUN`` or more in a
-    row; not its anchors' (skipped whatever they raised); not those it took from earlier
-    jobs (their origin lists them, while it is kept); and none of a sub-network that one of
-    those jobs measured (for a failure of a step only a quality evaluation runs,
-    ``QUALITY_STEP``: a measurement holding every one of ``quality_metrics``, the supernet's,
-    not taken from another device's). ``quality``: False for a job that measures latency
-    only, which takes no failure of a step it never runs. ``jobs``: as
-    ``prior_evaluations``'."""
-    found: dict[str, dict[str, Any]] = {}
-    read: list[str] = []
-    if jobs is None:
-        jobs = measuring_alike(
-            session, supernet=supernet, device=device, validation_data=validation_data,
-            exclude_job=exclude_job, measured_with=measured_with, measured_code=measured_code,
-        )  # fmt: skip
-    ended = sorted(_in_utc(j.finished_at) for j in jobs if j.done and j.finished_at)
-    for job in jobs:
-        read.append(job.id)
-        own = [e for e in job.spec.get(FAILED, []) if not (e.get("anchor") or e.get(REUSED_FROM))]
-        in_a_row = Counter(e.get("after") for e in own)  # the job's measurements then
-        for entry in reversed(own):
-            after = entry.get("after")  # None in entries written before it was
-            if entry["subnet_id"] in skip or not isinstance(after, int) or after >= job.done:
-                continue
-            if not quality and entry.get(QUALITY_STEP):
-                continue
-            if in_a_row[after] < SHARED_RUN or entry.get(RETRIED_FROM):
-                since = _jobs_ended_since(ended, _failed_at(entry, job), job)
-                held = found.get(entry["subnet_id"])
-                if held is None or since < held[JOBS_SINCE]:  # its newest failure
-                    found[entry["subnet_id"]] = {**entry, REUSED_FROM: job.id, JOBS_SINCE: since}
-        if len(found) >= _IN_LIST_MAX:  # enough to choose ``limit`` from
-            break
-    if found:  # measured in one of those jobs since, or before: not the sub-network's fault
-        measured = select(Evaluation.subnet_id, Evaluation.metrics, Evaluation.details).where(
-            Evaluation.reused.is_(False), Evaluation.subnet_id.in_(list(found))
-        )
-        if len(read) <= _IN_LIST_MAX:
-            measured = measured.where(Evaluation.job_id.in_(read))
-        else:  # as prior_evaluations: the jobs' filter again (a little wider: any data)
-            measured = measured.join(Job, Job.id == Evaluation.job_id).where(
-                Job.supernet == supernet, Job.device == device, Job.kind == JobKind.search
-            )
-        for subnet_id, metrics, details in session.execute(measured):
-            entry = found.get(subnet_id)
-            if entry is None:
-                continue
-            # a failure of the quality evaluation is cleared only by a measurement that ran
-            # it: one timed alone (latency only, or accuracy taken from another device) ran
-            # none of what failed
-            evaluated = QUALITY_FROM not in details and set(quality_metrics) <= set(metrics)
-            if evaluated or not entry.get(QUALITY_STEP):
-                del found[subnet_id]
-    return list(found.values())[:limit]
-
-
-def _failed_at(entry: Mapping[str, Any], job: AlikeJob) -> datetime | None:
-    """When a failure (``FAILED`` entry of ``job``) happened: its ``at``, else (an entry
-    written before it was recorded) when its job ended; None if neither is known."""
-    try:
-        return _in_utc(datetime.fromisoformat(entry["at"]))
-    except (KeyError, TypeError, ValueError):
-        return None if job.finished_at is None else _in_utc(job.finished_at)
-
-
-def _jobs_ended_since(ended: list[datetime], at: datetime | None, origin: AlikeJob) -> int:
-    """Of the jobs that measured something, ended at ``ended`` (sorted), how many ended after
-    ``at``, ``origin`` (the job where the failure was) aside; 0 when ``at`` is unknown."""
-    if at is None:
-        return 0
-    later = len(ended) - bisect.bisect_right(ended, at)
-    itself = bool(origin.done and origin.finished_at and _in_utc(origin.finished_at) > at)
-    return later - itself
-
-
-def get_evaluation(session: Session, job_id: str, subnet_id: str) -> Evaluation:
-    evaluation = session.scalars(
-        select(Evaluation).where(Evaluation.job_id == job_id, Evaluation.subnet_id == subnet_id)
-    ).one_or_none()
-    if evaluation is None:
-        raise NotFound(
-            f"sub-network {shown(subnet_id)} was not measured in job {job_id}"
-            f"{_failed_said(session, job_id, subnet_id)}"
-        )
-    return evaluation
-
-
-def _failed_said(session: Session, job_id: str, subnet_id: str) -> str:
-    """Where the job lists the sub-network as failed (``FAILED``): how, in its own words
-    (plugin audit 32: an export of it said only "was not measured")."""
-    job = session.get(Job, job_id)
-    for failed in [] if job is None else job.spec.get(FAILED, []):
-        if failed.get("subnet_id") == subnet_id:
-            where = failed.get(REUSED_FROM)
-            in_job = f" (in job {where}, which this one's warm start took it from)" if where else ""
-            return f": its measurement failed{in_job}: {failed.get('error', '')}".rstrip(": ")
-    return ""
-
-
-def set_front(session: Session, job_id: str, front_ids: list[int]) -> None:
-    session.execute(
-        update(Evaluation)
-        .where(Evaluation.job_id == job_id)
-        .values(on_front=Evaluation.id.in_(front_ids) if front_ids else False)
-    )

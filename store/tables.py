@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -30,6 +30,11 @@ from . import clock
 def utcnow() -> datetime:
     """Now, by the database's clock (``store.clock``): every time a job records."""
     return clock.now()
+
+
+def in_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive one is UTC already (SQLite's rows are)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def storable_text(text: str) -> str:
@@ -100,10 +105,20 @@ class Job(Base):
     # Seconds spent inside evaluation calls vs the whole run: the search's own overhead.
     eval_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     run_seconds: Mapped[float] = mapped_column(Float, default=0.0)
-    # The Idempotency-Key it was submitted with, if any: one job per key (its retries find
-    # it; once it is deleted the key is free, and the next job gets a new id).
-    idempotency_key: Mapped[str | None] = mapped_column(
-        String(255), nullable=True, unique=True, index=True
+    # The label of the API key that submitted it (``api.auth.key_label``), "" on a server
+    # without keys or before 0011: what ``HWNAS_MAX_ACTIVE_JOBS_PER_KEY`` counts.
+    submitted_by: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    # The Idempotency-Key it was submitted with, if any: one job per key and API key (its
+    # retries find it; once it is deleted the key is free, and the next job gets a new id).
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+    __table_args__ = (
+        Index(
+            "ix_jobs_submitted_by_idempotency_key",
+            "submitted_by",
+            "idempotency_key",
+            unique=True,
+        ),
     )
 
     @validates("message", "error")
@@ -122,7 +137,7 @@ class Evaluation(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "subnet_id", name="uq_evaluations_job_subnet"),
         UniqueConstraint("job_id", "seq", name="uq_evaluations_job_seq"),
-        # A warm start reads a job's originals only (store.jobs.prior_evaluations).
+        # A warm start reads a job's originals only (store.prior.prior_evaluations).
         Index("ix_evaluations_job_reused", "job_id", "reused"),
     )
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hardware_profiles import HardwareProfile
-from store import jobs as q
+from store import job_keys
 from store.tables import Evaluation
 
 #: A measurement whose median's 95 % interval ended wider than this many times its
@@ -78,7 +78,7 @@ BUSY_RULE = (
 def noisy_latency_note(evaluations: Sequence[Evaluation], profile: HardwareProfile) -> str | None:
     """What the job's message says when some of its latencies were measured on a busy
     device (the job's own measurements: copies keep their jobs' notes)."""
-    own = [e for e in evaluations if q.REUSED_FROM not in e.details and _measured_latency(e)]
+    own = [e for e in evaluations if job_keys.REUSED_FROM not in e.details and _measured_latency(e)]
     busy = [signs for signs in (_busy_signs(e, profile) for e in own) if signs != (None, None)]
     if not busy:
         return None

@@ -31,7 +31,7 @@ from hardware_profiles.latency_predictor import (
 )
 from models.base import Arch
 from models.registry import get_supernet
-from store import jobs
+from store import job_keys
 from store import predictors as q
 from store.db import transaction
 from store.tables import Evaluation, LatencyPredictorRecord
@@ -62,7 +62,7 @@ def save_predictor(
 ) -> LatencyPredictorRecord:
     """Store ``predictor`` as the pair's next version, with the measurements it was fitted
     on (sub-network, latency, spread and provenance) and the sample's sub-networks whose
-    measurement failed, left out of the fit (``failed``: the job's ``store.jobs.FAILED``
+    measurement failed, left out of the fit (``failed``: the job's ``store.job_keys.FAILED``
     entries); ``seconds``: measuring plus fitting."""
     left_out = [{"subnet_id": e["subnet_id"], "error": e["error"]} for e in failed]
     subnets = [
@@ -78,7 +78,7 @@ def save_predictor(
         measurements={
             "subnets": subnets,
             "failed": left_out,
-            q.MEASURED_CODE: spec.get(jobs.MEASURED_CODE),
+            q.MEASURED_CODE: spec.get(job_keys.MEASURED_CODE),
         },
         seed=spec["seed"],
         seconds=sum(e.seconds for e in measured) + fit_seconds,

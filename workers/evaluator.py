@@ -17,7 +17,7 @@ from hardware_profiles import HardwareProfile, measure_latency
 from models.base import Arch, Supernet
 from models.metrics import metrics_of
 from models.recorded import RecordedSupernet
-from store.jobs import QUALITY_FROM
+from store.job_keys import QUALITY_FROM
 
 BYTES_PER_PARAM = 4  # float32 weights
 
@@ -281,7 +281,7 @@ _QUALITY_STEP = "_hwnas_quality_step"
 def in_quality_step(exc: BaseException) -> bool:
     """Whether ``exc`` was raised while extracting a sub-network for, or evaluating it on,
     the validation data: a step that a measurement of latency alone never runs
-    (``store.jobs.QUALITY_STEP``)."""
+    (``store.job_keys.QUALITY_STEP``)."""
     return getattr(exc, _QUALITY_STEP, False) is True
 
 

@@ -1,9 +1,9 @@
 """A search job's failed measurements: which it skips and goes on after, which end it.
 
 A sub-network whose measurement raises (out of the device's memory, a timing process
-killed) is recorded in the job's spec (``store.jobs.FAILED``), told to the strategy as failed
+killed) is recorded in the job's spec (``store.job_keys.FAILED``), told to the strategy as failed
 (never proposed again, a resumed run too) and counted against the job's ``budget.failures``
-(``store.jobs.failures_allowed``); an anchor's failure is recorded without counting, as is
+(``store.job_keys.failures_allowed``); an anchor's failure is recorded without counting, as is
 that of a sub-network the job measured again after it failed in an earlier job
 (``RETRY_ONE_IN``, ``SHARED_JOBS``). The runner (``JobRunner._skipped``) decides with
 :meth:`Failures.ends_the_job` and writes the entry; a resumed run replays the spec's list
@@ -20,6 +20,7 @@ from typing import Any
 
 from models.base import Supernet
 from search import Strategy
+from store import job_keys
 from store import jobs as q
 from store.tables import utcnow
 
@@ -45,9 +46,9 @@ SHARED_MAX = 50
 SHARED_ERROR_CHARS = 200
 #: Of the failures a warm start finds in earlier jobs, it leaves one in this many out of the
 #: job's spec, for the job to measure again if its search proposes them
-#: (``store.jobs.RETRYING``): a failure may have been the device's state then, not the
+#: (``store.job_keys.RETRYING``): a failure may have been the device's state then, not the
 #: sub-network's, and one never measured again would be shared for good. One that fails
-#: again costs the job a measurement's time, not its allowance (``store.jobs.RETRIED_FROM``).
+#: again costs the job a measurement's time, not its allowance (``store.job_keys.RETRIED_FROM``).
 RETRY_ONE_IN = 10
 #: A failure found in an earlier job after which this many of the pair's jobs that measured
 #: something ended is left for the job to measure again too (``RETRYING``), not taken: the
@@ -84,14 +85,14 @@ class Failures:
     def of(cls, spec: dict[str, Any]) -> Failures:
         """A search job's, from its spec's budget (none counted yet)."""
         budget = spec["budget"]
-        return cls(q.failures_allowed(budget), by_default=budget.get("failures") is None)
+        return cls(job_keys.failures_allowed(budget), by_default=budget.get("failures") is None)
 
     @classmethod
     def of_calibration(cls, spec: dict[str, Any], needed: int) -> Failures:
         """A calibration job's: the search's default, but never so many that fewer than
         ``needed`` of its sample (what its fit needs) would be measured."""
         samples = int(spec["budget"]["evaluations"])
-        allowed = q.failures_allowed({"evaluations": samples}, fit_needs=needed)
+        allowed = job_keys.failures_allowed({"evaluations": samples}, fit_needs=needed)
         return cls(allowed, source=f"a sample of {samples}, whose fit needs {needed}")
 
     def ends_the_job(self, results: int) -> str | None:
@@ -139,10 +140,10 @@ def entry(
     quality_step: bool = False,
     retried_from: str | None = None,
 ) -> dict[str, Any]:
-    """A failed measurement as the job's spec lists it (``store.jobs.FAILED``), with the
+    """A failed measurement as the job's spec lists it (``store.job_keys.FAILED``), with the
     measurements the job had made then (``after``: a resumed run counts the failures in a
     row from it, and a warm start shares only the failures a job measured something after:
-    ``store.jobs.prior_failures``) and when (``at``: a warm start counts the jobs that
+    ``store.prior.prior_failures``) and when (``at``: a warm start counts the jobs that
     ended since, ``SHARED_JOBS``); ``quality_step``: it failed in a step only a quality
     evaluation runs; ``retried_from``: the earlier job where it failed before."""
     listed = {
@@ -153,9 +154,9 @@ def entry(
         "at": utcnow().isoformat(),
     }
     if quality_step:
-        listed[q.QUALITY_STEP] = True
+        listed[job_keys.QUALITY_STEP] = True
     if retried_from:
-        listed[q.RETRIED_FROM] = retried_from
+        listed[job_keys.RETRIED_FROM] = retried_from
     return listed
 
 
@@ -178,13 +179,13 @@ def retried(job_id: str, subnet_id: str) -> bool:
 
 
 def to_retry(job_id: str, earlier: list[dict[str, Any]]) -> dict[str, str]:
-    """Of the failures of earlier jobs a warm start found (``store.jobs.prior_failures``),
+    """Of the failures of earlier jobs a warm start found (``store.prior.prior_failures``),
     those job ``job_id`` may measure again (``retried``, or ``SHARED_JOBS`` old), as
-    ``store.jobs.RETRYING`` lists them: the job where each failed, by sub-network id."""
+    ``store.job_keys.RETRYING`` lists them: the job where each failed, by sub-network id."""
     return {
-        e["subnet_id"]: e[q.REUSED_FROM]
+        e["subnet_id"]: e[job_keys.REUSED_FROM]
         for e in earlier
-        if e.get(q.JOBS_SINCE, 0) >= SHARED_JOBS or retried(job_id, e["subnet_id"])
+        if e.get(job_keys.JOBS_SINCE, 0) >= SHARED_JOBS or retried(job_id, e["subnet_id"])
     }
 
 
@@ -193,26 +194,28 @@ def recorded(spec: dict[str, Any], failures: Failures, done: int) -> tuple[list[
     and earlier jobs' aside) in ``failures`` (those after its last measurement, ``done``
     being how many it made, as in a row; the earlier jobs' in ``from_earlier_jobs``), and the notes
     they gave, to say again (a claim clears the job's message)."""
-    failed = spec.get(q.FAILED, [])
-    failures.counted = q.failures_counted(spec)
-    failures.in_a_row = sum(q.counts_as_failure(e) and e.get("after") == done for e in failed)
+    failed = spec.get(job_keys.FAILED, [])
+    failures.counted = job_keys.failures_counted(spec)
+    failures.in_a_row = sum(
+        job_keys.counts_as_failure(e) and e.get("after") == done for e in failed
+    )
     failures.from_earlier_jobs = taken_from_earlier_jobs(spec)
-    failures.failed_again = sum(bool(e.get(q.RETRIED_FROM)) for e in failed)
+    failures.failed_again = sum(bool(e.get(job_keys.RETRIED_FROM)) for e in failed)
     notes = [
         anchor_said(e["subnet_id"], e["error"]) if e.get("anchor")
-        else retried_said(e["subnet_id"], e[q.RETRIED_FROM], e["error"])
-        for e in failed if e.get("anchor") or e.get(q.RETRIED_FROM)
+        else retried_said(e["subnet_id"], e[job_keys.RETRIED_FROM], e["error"])
+        for e in failed if e.get("anchor") or e.get(job_keys.RETRIED_FROM)
     ]  # fmt: skip
     return [e["subnet_id"] for e in failed], notes + ([failures.said()] if failures.counted else [])
 
 
 def shared(earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The failures of earlier jobs on the pair (``store.jobs.prior_failures``) as a warm
+    """The failures of earlier jobs on the pair (``store.prior.prior_failures``) as a warm
     start adds them to the job's spec: not anchors of this job, not counted, never in a
     row (no ``after``)."""
     return [
         {"subnet_id": e["subnet_id"], "error": e["error"][:SHARED_ERROR_CHARS],
-         "anchor": False, q.REUSED_FROM: e[q.REUSED_FROM]}
+         "anchor": False, job_keys.REUSED_FROM: e[job_keys.REUSED_FROM]}
         for e in earlier
     ]  # fmt: skip
 
@@ -220,13 +223,13 @@ def shared(earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def taken_from_earlier_jobs(spec: dict[str, Any]) -> int:
     """How many of the failures the job's spec lists a warm start took from earlier jobs
     (:func:`shared`)."""
-    return sum(bool(e.get(q.REUSED_FROM)) for e in spec.get(q.FAILED, []))
+    return sum(bool(e.get(job_keys.REUSED_FROM)) for e in spec.get(job_keys.FAILED, []))
 
 
 def shared_said(spec: dict[str, Any]) -> str | None:
     """The warm start's words on the failures it took from earlier jobs, and on those it
     left for the job to measure again, if any."""
-    n, retrying = taken_from_earlier_jobs(spec), len(spec.get(q.RETRYING, {}))
+    n, retrying = taken_from_earlier_jobs(spec), len(spec.get(job_keys.RETRYING, {}))
     failed = "whose measurement failed in earlier jobs"
     said = []
     if n:

@@ -33,7 +33,10 @@ from models.metrics import device_independent
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
 from search.base import ENUMERATION_LIMIT, REJECTION_TRIES
+from store import evaluations as eq
+from store import job_keys
 from store import jobs as q
+from store import prior as pq
 from store.db import one_statement_writing, transaction
 from store.front import constraints_of, front_of_metrics, summarise_front
 from store.tables import Evaluation, Job, JobKind, JobStatus, storable_text
@@ -71,7 +74,7 @@ class JobPlan:
     metrics: list[dict[str, float]] = field(default_factory=list)
     # Quality metrics other devices' jobs measured, by sub-network (``_from_other_devices``).
     known: dict[str, KnownQuality] = field(default_factory=dict)
-    # Failed measurements the search goes on after (``store.jobs.failures_allowed``), and
+    # Failed measurements the search goes on after (``store.job_keys.failures_allowed``), and
     # how many failed so far (anchors aside), this run and earlier ones.
     failures: Failures = field(default_factory=lambda: Failures(0))
 
@@ -99,8 +102,8 @@ def build_plan(
     options: dict[str, Any] = {}
     if latency_prior is not None and strategy_class(spec["strategy"]).accepts_prior:
         options["prior"] = {"latency_ms": latency_prior}
-    if q.ANCHORS in spec:  # chosen at the job's first run: a resumed run keeps them
-        anchors = recorded_archs(supernet, space, spec[q.ANCHORS])
+    if job_keys.ANCHORS in spec:  # chosen at the job's first run: a resumed run keeps them
+        anchors = recorded_archs(supernet, space, spec[job_keys.ANCHORS])
     else:
         quality = {key: value.metrics for key, value in known.items()}
         anchors = job_anchors(
@@ -386,9 +389,9 @@ class JobRunner:
         spec = self._measured_with(job_id, spec, supernet)
         if measures_quality(spec, supernet) and (warning := supernet.quality_warning()):
             self._note(job_id, f"{spec['supernet']}: {warning}")  # the catalog alone said it
-        stored = self._db(lambda s: q.list_evaluations(s, job_id)[0])
+        stored = self._db(lambda s: eq.list_evaluations(s, job_id)[0])
         warm = spec.get("warm_start", True) and self.settings.warm_start_max > 0
-        passed_over, not_alike = 0, q.NotAlike()
+        passed_over, not_alike = 0, pq.NotAlike()
         if not stored and warm:
             started = self._warm_start(job_id, spec, supernet)
             stored, passed_over, spec = started.stored, started.passed_over, started.spec
@@ -420,14 +423,14 @@ class JobRunner:
                 measurements = q.counted(left_out, "measurement")
                 self._note(job_id, f"warm start: {measurements} of jobs {why}")
         prior = self._latency_prior(job_id, spec)
-        if q.ANCHORS not in spec and len(stored) > reused:  # begun without recorded anchors
-            spec = {**spec, q.ANCHORS: []}
+        if job_keys.ANCHORS not in spec and len(stored) > reused:  # begun without recorded anchors
+            spec = {**spec, job_keys.ANCHORS: []}
         measured, known = self._from_other_devices(job_id, spec, supernet) if warm else ([], {})
         plan = build_plan(spec, reused, prior, supernet, known)
-        if q.ANCHORS not in spec:  # by id: a resumed run takes them from there, whatever
+        if job_keys.ANCHORS not in spec:  # by id: a resumed run takes them from there, whatever
             # predictor or plugin code would choose then
             anchors = [plan.strategy.space.key(arch) for arch in plan.strategy.initial_left]
-            self._record_in_spec(job_id, q.ANCHORS, anchors)
+            self._record_in_spec(job_id, job_keys.ANCHORS, anchors)
         if measured and plan.strategy.uses_hints:
             self._hint(job_id, plan, measured, {e.subnet_id for e in stored})
         for evaluation in stored:  # replay: the strategy continues where the job stopped
@@ -446,11 +449,11 @@ class JobRunner:
             self._note(job_id, f"{q.counted(left, 'anchor')} of {spec['supernet']} {ANCHORS_SAID}")
         if done:
             self._note(job_id, f"resumed after {q.counted(done, 'measured evaluation')}")
-        retrying: dict[str, str] = spec.get(q.RETRYING, {})
+        retrying: dict[str, str] = spec.get(job_keys.RETRYING, {})
         # the anchors measured so far (by an earlier run, or copied by a warm start) ...
         anchored = [e.metrics for e in stored if plan.strategy.is_initial(e.arch)]
         # ... and whether one failed: then the cheapest may be missing from them
-        anchor_failed = any(entry.get("anchor") for entry in spec.get(q.FAILED, []))
+        anchor_failed = any(entry.get("anchor") for entry in spec.get(job_keys.FAILED, []))
         lease = self._db(lambda s: _lease(s, job_id, self.worker_id))
         while lease == "held" and done < plan.budget:
             if self.stop.is_set():
@@ -506,8 +509,8 @@ class JobRunner:
         fails the job: its measurements would mix the two."""
         now = supernet.fingerprint() if quality else None
         code = supernet.code_fingerprint()
-        if (q.MEASURED_WITH if quality else q.MEASURED_CODE) in spec:
-            change = q.measuring_change(spec, now, supernet.code_fingerprints())
+        if (job_keys.MEASURED_WITH if quality else job_keys.MEASURED_CODE) in spec:
+            change = job_keys.measuring_change(spec, now, supernet.code_fingerprints())
             if change == "code":
                 raise InvalidInput(
                     f"the code of {spec['supernet']} changed since this job began measuring "
@@ -520,27 +523,27 @@ class JobRunner:
                     "job began measuring (another checkpoint, or a data file changed on "
                     "disk); its measurements would mix the two: submit it again"
                 )
-            if quality and now is not None and spec.get(q.MEASURED_WITH) is None:
+            if quality and now is not None and spec.get(job_keys.MEASURED_WITH) is None:
                 self._note(job_id, UNFINGERPRINTED)  # said again by each run (review 31)
             return spec
 
         begun = (
             quality
             and now is not None
-            and self._db(lambda s: q.list_evaluations(s, job_id, limit=0)[1])
+            and self._db(lambda s: eq.list_evaluations(s, job_id, limit=0)[1])
         )
         if begun:
             # Begun by an hwnas that recorded no fingerprint: what it measured with is not
             # known. Recording today's would have let its measurements, made with whatever
             # weights it had then, into other jobs' warm starts (upgrade audit 31): recorded
             # as unknown, it resumes unchecked, as then, and is reused by no other job.
-            unknown = {q.MEASURED_WITH: None, q.MEASURED_CODE: None}
+            unknown = {job_keys.MEASURED_WITH: None, job_keys.MEASURED_CODE: None}
             self._record_all_in_spec(job_id, unknown)
             self._note(job_id, UNFINGERPRINTED)
             return {**spec, **unknown}
-        measured: dict[str, Any] = {q.MEASURED_WITH: now} if quality else {}
+        measured: dict[str, Any] = {job_keys.MEASURED_WITH: now} if quality else {}
         if code is not None:  # hwnas's own supernets: none, as before
-            measured[q.MEASURED_CODE] = code
+            measured[job_keys.MEASURED_CODE] = code
         if measured:  # together: a crash between left no code
             self._record_all_in_spec(job_id, measured)
         return {**spec, **measured}
@@ -562,7 +565,7 @@ class JobRunner:
         took from earlier jobs); None if
         ``exc`` ends the job. A sub-network the device cannot run (out of its memory, say)
         is no reason to lose the job: it is recorded in the job's spec
-        (``store.jobs.FAILED``: listed, never measured again, a resumed run too) and
+        (``store.job_keys.FAILED``: listed, never measured again, a resumed run too) and
         counted in ``fails``, up to ``budget.failures`` of them, unless (``budget.failures``
         not given) the job's first ``failures.FAILING_FROM_THE_START`` all failed with no
         result to show (every one would: a plugin or device at fault), or its last
@@ -599,7 +602,10 @@ class JobRunner:
             job = q.get_job(session, job_id, lock=True)
             lease = _lease_of(job, self.worker_id)
             if lease != "lost":
-                job.spec = {**job.spec, q.FAILED: [*job.spec.get(q.FAILED, []), entry]}
+                job.spec = {
+                    **job.spec,
+                    job_keys.FAILED: [*job.spec.get(job_keys.FAILED, []), entry],
+                }
                 _add_message(job, note)
             return lease
 
@@ -633,7 +639,7 @@ class JobRunner:
         spec = self._measured_with(job_id, spec, supernet, quality=False)
         evaluator = SubnetEvaluator(supernet, device_profile(spec["device"]), quality=False)
         sample = sample_archs(supernet, spec["budget"]["evaluations"], spec["seed"])
-        stored = {e.subnet_id for e in self._db(lambda s: q.list_evaluations(s, job_id)[0])}
+        stored = {e.subnet_id for e in self._db(lambda s: eq.list_evaluations(s, job_id)[0])}
         fails = Failures.of_calibration(spec, MIN_MEASUREMENTS)
         failed, notes = failures.recorded(spec, fails, len(stored))
         for note in notes:  # said again, as a search says them
@@ -663,7 +669,7 @@ class JobRunner:
                 done += 1
         if lease != "held":
             return self._cancelled_or_lost(job_id, clock, lease == "cancel")
-        measured = self._db(lambda s: q.list_evaluations(s, job_id)[0])
+        measured = self._db(lambda s: eq.list_evaluations(s, job_id)[0])
         started = time.perf_counter()
         predictor = fit_predictor(spec, measured)
         fit_seconds = time.perf_counter() - started
@@ -681,7 +687,7 @@ class JobRunner:
                     "storing the predictor",
                 )
                 return JobStatus.cancelled
-            failed = q.get_job(session, job_id).spec.get(q.FAILED, [])  # this run's too
+            failed = q.get_job(session, job_id).spec.get(job_keys.FAILED, [])  # this run's too
             record = save_predictor(session, job_id, spec, measured, predictor, fit_seconds, failed)
             q.finish_job(session, job_id, JobStatus.succeeded, message=summary(record))
             return JobStatus.succeeded
@@ -794,7 +800,7 @@ class JobRunner:
             except HwnasError:
                 same = False
             if same:  # it holds the quality metrics: read as usable only then
-                origin = evaluation.details.get(q.QUALITY_FROM, evaluation.job_id)
+                origin = evaluation.details.get(job_keys.QUALITY_FROM, evaluation.job_id)
                 known[evaluation.subnet_id] = KnownQuality(
                     {name: evaluation.metrics[name] for name in supernet.metrics}, origin
                 )
@@ -837,7 +843,7 @@ class JobRunner:
         done: int,
         clock: _RunClock,
     ) -> Lease:
-        """Store one evaluation (one write, ``store.jobs.record_evaluation``; ``done``: the
+        """Store one evaluation (one write, ``store.evaluations.record_evaluation``; ``done``: the
         job's measured evaluations before it) and say whether the job is still ours.
 
         "lost": another worker took the job over, the evaluation is dropped; "cancel": it was
@@ -875,13 +881,13 @@ class JobRunner:
         front_size: int = 0,
         hypervolume: float | None = None,
     ) -> Lease:
-        """One write (``store.jobs.record_evaluation``) of a canonical ``arch``'s
+        """One write (``store.evaluations.record_evaluation``) of a canonical ``arch``'s
         measurement with the job's new progress, booking the run's time so far with it (so
         a run killed later never shows less run time than evaluation time); the lease as
         ``_record`` says."""
 
         def record(connection: Session | Connection, run_seconds: float) -> Lease:
-            cancel_requested = q.record_evaluation(
+            cancel_requested = eq.record_evaluation(
                 connection,
                 job_id,
                 self.worker_id,
@@ -917,13 +923,13 @@ class JobRunner:
         # clock (the heartbeat books under its lock: a job that stops beating is taken
         # over) nor the row's lock (on SQLite the process's one write slot) may be held.
         # No other run adds evaluations while this one holds the lease, checked in it.
-        evaluations = self._db(lambda session: q.list_evaluations(session, job_id)[0])
+        evaluations = self._db(lambda session: eq.list_evaluations(session, job_id)[0])
         summary = summarise_front(evaluations, plan.objectives, plan.constraints)
 
         def finish(session: Session) -> JobStatus | None:
             if _lease(session, job_id, self.worker_id, lock=True) == "lost":
                 return None  # taken over meanwhile: the new run finishes it
-            q.set_front(session, job_id, [e.id for e in summary.front])
+            eq.set_front(session, job_id, [e.id for e in summary.front])
             if noisy := noisy_latency_note(evaluations, plan.evaluator.profile):
                 _add_message(q.get_job(session, job_id), noisy)
             if taken := _quality_taken_note(evaluations, plan.evaluator.supernet):
@@ -1073,14 +1079,14 @@ def _add_run_seconds(session: Session, job_id: str, seconds: float) -> None:
 def _quality_taken_note(evaluations: Sequence[Evaluation], supernet: Supernet) -> str | None:
     """What the job's message says of the measurements whose quality metrics came from
     another device's (``KnownQuality``)."""
-    taken = [e for e in evaluations if q.QUALITY_FROM in e.details and not e.reused]
+    taken = [e for e in evaluations if job_keys.QUALITY_FROM in e.details and not e.reused]
     if not taken:
         return None
     names = ", ".join(supernet.metrics)
     return (
         f"{names} of {q.counted(len(taken), 'new measurement')} taken from other devices' "
         "measurements of the same sub-networks (same weights and validation data; "
-        f"details.{q.QUALITY_FROM} names the job): only their latency was timed here"
+        f"details.{job_keys.QUALITY_FROM} names the job): only their latency was timed here"
     )
 
 

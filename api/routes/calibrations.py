@@ -39,7 +39,7 @@ SAMPLING = "uniform"  # a calibration job's strategy: every gene drawn uniformly
     "/{device_id}/calibrations",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses=error_answers(404, 409, 413),
+    responses=error_answers(404, 409, 413, 429),
     openapi_extra=submission_doc(CalibrationCreate),
 )
 async def create_calibration(device_id: str, request: Request) -> Response:

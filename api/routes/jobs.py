@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import KEY_LABEL
 from api.bodies import json_body, json_body_doc
 from api.deps import FactoryDep, SettingsDep, dispatcher_of, loop_reads, submitter
 from api.disk_space import full_disk, low_space, no_room
@@ -53,6 +54,8 @@ from models.base import Supernet
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet, supernet_class
 from search import feasible_front, is_feasible, validate_objectives
+from store import evaluations as eq
+from store import job_keys
 from store import jobs as q
 from store.db import reading, transaction
 from store.front import constraints_of
@@ -121,7 +124,7 @@ AFTER_SAID = (
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses=error_answers(409, 413),
+    responses=error_answers(409, 413, 429),
     openapi_extra=submission_doc(JobCreate),
 )
 async def create_job(request: Request) -> Response:
@@ -145,13 +148,17 @@ async def accept_job(
     request (``asked``, and the ``body`` as given, not the defaults filled in) is compared,
     its digest made only then (not on the batched path, the hot one)."""
     key = request.headers.get(IDEMPOTENCY_KEY)
-    message = dispatcher_of(request).waiting_message(spec["device"])
+    new = q.Submission(
+        spec,
+        dispatcher_of(request).waiting_message(spec["device"]),
+        getattr(request.state, KEY_LABEL, ""),
+    )
     if key is None:  # the batched path (api.submissions)
-        job, replayed = await submitter(request).submit(spec, message), False
+        job, replayed = await submitter(request).submit(new), False
     else:
         given = body.model_dump(mode="json", exclude_unset=True)
         digest = q.request_digest({**asked, "body": given})
-        job, replayed = await run_in_threadpool(_accept_keyed, request, spec, key, digest, message)
+        job, replayed = await run_in_threadpool(_accept_keyed, request, new, key, digest)
     public = job_public(job, api_base(request), _stall_note(request, job) if replayed else None)
     answer = json_response(public, status.HTTP_202_ACCEPTED)
     answer.headers["location"] = public.url  # where to poll it, for tools that follow it
@@ -161,7 +168,7 @@ async def accept_job(
 
 
 def _accept_keyed(
-    request: Request, spec: dict[str, Any], key: str, digest: str, message: str | None
+    request: Request, new: q.Submission, key: str, digest: str
 ) -> tuple[q.JobRow, bool]:
     """A keyed submission, stored on its own (``store.jobs.create_job_once``) and
     dispatched if it created the job; the job, and whether it was there before."""
@@ -170,8 +177,12 @@ def _accept_keyed(
             f"{IDEMPOTENCY_KEY} must be 1-255 printable ASCII characters, no spaces",
             field=IDEMPOTENCY_KEY,
         )
+    limit = request.app.state.settings.max_active_jobs_per_key
     with transaction(request.app.state.session_factory) as session:
-        job, created = q.create_job_once(session, spec, key, digest, message=message)
+        job, created = q.create_job_once(
+            session, new.spec, key, digest, message=new.message,
+            submitted_by=new.submitted_by, limit=limit,
+        )  # fmt: skip
     if created:
         submitter(request).dispatch_later([job])
     return job, not created
@@ -322,7 +333,7 @@ def read_evaluations(
     It was false for every point of a running, cancelled or failed job."""
     with transaction(factory) as session:
         job = q.read_job(session, job_id)
-        rows, total = q.list_evaluations(session, job_id, offset=offset, limit=limit)
+        rows, total = eq.list_evaluations(session, job_id, offset=offset, limit=limit)
         front: frozenset[int] | None = None
         if job.kind == JobKind.search and job.status != JobStatus.succeeded and rows:
             front = _front_ids(session, job)
@@ -341,7 +352,7 @@ def read_pareto(job_id: str, factory: FactoryDep, request: Request) -> Response:
                 f"fitted is listed at {predictors_path(job)}"
             )
         if job.status == JobStatus.succeeded:
-            rows, _ = q.list_evaluations(session, job_id, front_only=True)
+            rows, _ = eq.list_evaluations(session, job_id, front_only=True)
         else:
             rows = _current_front(session, job)
     try:
@@ -372,7 +383,7 @@ def _front_ids(session: Any, job: q.JobRow) -> frozenset[int]:
         if key in _FRONTS:
             _FRONTS.move_to_end(key)
             return _FRONTS[key]
-    ids, metrics = q.evaluation_metrics(session, job.id)
+    ids, metrics = eq.evaluation_metrics(session, job.id)
     objectives = validate_objectives(job.spec["objectives"])
     front = frozenset(ids[i] for i in feasible_front(metrics, objectives, constraints_of(job.spec)))
     with _FRONTS_LOCK:
@@ -384,7 +395,7 @@ def _front_ids(session: Any, job: q.JobRow) -> frozenset[int]:
 
 def _current_front(session: Any, job: q.JobRow) -> list[Any]:
     """The front of a job that has not succeeded, as its evaluations stand (in seq order)."""
-    return q.list_evaluations(session, job.id, ids=_front_ids(session, job))[0]
+    return eq.list_evaluations(session, job.id, ids=_front_ids(session, job))[0]
 
 
 @router.get(
@@ -426,12 +437,12 @@ async def export(
         with transaction(factory) as session:
             job, evaluation = (
                 q.read_job(session, job_id),
-                q.get_evaluation(session, job_id, subnet_id),
+                eq.get_evaluation(session, job_id, subnet_id),
             )
             # A warm start's copy is the file of the job that measured it (exporting the
             # copies of one cheap job wrote each, up to ~100 MB, again under its id), while
             # that job exists: a deleted one's folder would be left for nobody to remove.
-            origin = evaluation.details.get(q.REUSED_FROM)
+            origin = evaluation.details.get(job_keys.REUSED_FROM)
             if isinstance(origin, str) and session.get(Job, origin) is not None:
                 return job, evaluation, q.read_job(session, origin)
             return job, evaluation, job
@@ -461,12 +472,12 @@ async def export(
             "metrics": evaluation.metrics,
             "latency": evaluation.details.get("latency", {}),
             "validation_data": measurer.spec.get("validation_data"),
-            "measured_with": measurer.spec.get(q.MEASURED_WITH),
+            "measured_with": measurer.spec.get(job_keys.MEASURED_WITH),
             "constraints": constraints,
             "feasible": is_feasible(evaluation.metrics, constraints_of(job.spec)),
         }
-        if q.QUALITY_FROM in evaluation.details:  # its accuracy measured by that job
-            card[q.QUALITY_FROM] = evaluation.details[q.QUALITY_FROM]
+        if job_keys.QUALITY_FROM in evaluation.details:  # its accuracy measured by that job
+            card[job_keys.QUALITY_FROM] = evaluation.details[job_keys.QUALITY_FROM]
         supernet = get_supernet(job.supernet, validation_data=job.spec.get("validation_data"))
         _check_measured_with(job, supernet)
         if unchecked := _unchecked_metrics(measurer, evaluation.metrics, supernet):
@@ -482,6 +493,8 @@ async def export(
                 return
             try:
                 export_subnet(supernet, evaluation.arch, format, path, extra=card, isolate=run_once)
+                if folder == measured_in == job_id:  # a copy whose measuring job is gone
+                    _remove_variants(path.parent, subnet_id)
             except ChildDied as exc:  # killed twice (out of memory?): worth asking again
                 if not exc.killed:  # it could not start: a fault here, which would recur
                     raise
@@ -515,6 +528,17 @@ def _variant(constraints: dict[str, Any]) -> str:
     """What an export's file name adds for bounds other than its measuring job's."""
     text = json.dumps(constraints, sort_keys=True, separators=(",", ":"))
     return ".c" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _remove_variants(folder: Path, subnet_id: str) -> None:
+    """Remove the files of ``subnet_id`` in ``folder`` written under other bounds
+    (``_variant``: any format's, and their cards) while another job measured it: that job is
+    gone, and this job's own files serve it now (review 32d: they stayed, unused, until this
+    job was deleted)."""
+    written = re.compile(re.escape(subnet_id) + r"\.c[0-9a-f]{12}\.\w+")
+    for old in folder.iterdir():
+        if written.fullmatch(old.name):
+            old.unlink(missing_ok=True)
 
 
 #: Free bytes under which a TorchScript child's death is put down to a full disk.
@@ -574,7 +598,7 @@ def _unchecked_metrics(
     no fingerprint of the weights and data (begun before 2026-12-06): exported after a
     checkpoint changed, the card gave the old weights' accuracy for the new weights' file,
     unsaid (upgrade audit 31). None where it recorded one, or there is nothing to check."""
-    if measurer.spec.get(q.MEASURED_WITH) is not None or supernet.fingerprint() is None:
+    if measurer.spec.get(job_keys.MEASURED_WITH) is not None or supernet.fingerprint() is None:
         return None
     if not set(metrics) & set(supernet.metrics):  # latency alone: the weights' no matter
         return None
@@ -595,7 +619,7 @@ def _check_measured_with(job: q.JobRow, supernet: Supernet) -> None:
         raise Conflict(
             f"job {job.id!r} measured on validation data {data!r}, which cannot be read now: {exc}"
         ) from None
-    change = q.measuring_change(job.spec, now, supernet.code_fingerprints())
+    change = job_keys.measuring_change(job.spec, now, supernet.code_fingerprints())
     if change == "code":
         raise Conflict(
             f"job {job.id!r} measured with other code of {job.supernet} than it has now (its "

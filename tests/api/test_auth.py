@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from api.app import create_app
+from api.auth import parse_api_keys
 from api.client import ClientError, HwnasClient
 from core.errors import InvalidInput
 
@@ -110,6 +111,21 @@ def test_no_keys_means_no_authentication(client: TestClient) -> None:
 def test_weak_or_malformed_keys_are_refused_at_start_up(tmp_path: Path, keys: str) -> None:
     with pytest.raises(InvalidInput, match="at least 16 printable ASCII characters, no spaces"):
         create_app(embedded_settings(tmp_path, api_keys=keys))
+
+
+@pytest.mark.parametrize(
+    "keys", [",", " , ", f"{KEYS[0]},", f",{KEYS[0]}", f"{KEYS[0]},,{KEYS[1]}"]
+)
+def test_an_empty_entry_is_refused_not_taken_for_no_keys(tmp_path: Path, keys: str) -> None:
+    """Tenancy audit 33: "$TEAM_A_KEY,$TEAM_B_KEY" with secrets that never reached the
+    environment is ",", which served with no key at all."""
+    with pytest.raises(InvalidInput, match=r"HWNAS_API_KEYS: entry \d of \d is empty"):
+        create_app(embedded_settings(tmp_path, api_keys=keys))
+
+
+def test_a_key_listed_twice_is_one_key() -> None:
+    assert parse_api_keys(f"{KEYS[0]}, {KEYS[0]},{KEYS[1]}") == [k.encode() for k in KEYS]
+    assert parse_api_keys("  ") == []
 
 
 def test_a_websocket_without_a_key_is_closed_as_a_policy_violation(secured: TestClient) -> None:

@@ -614,7 +614,7 @@ def test_the_jobs_table_fits_its_longest_names_and_shows_labels_as_json() -> Non
 
 def test_the_default_budget_of_failures_is_half_the_evaluations_at_least_3() -> None:
     from api.schemas import BudgetIn
-    from store.jobs import failures_allowed
+    from store.job_keys import failures_allowed
 
     assert BudgetIn(evaluations=60).failures is None  # stored as not given: a default
     assert failures_allowed(BudgetIn(evaluations=60).model_dump()) == 30

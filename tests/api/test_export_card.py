@@ -99,3 +99,35 @@ def test_a_copy_s_file_is_not_served_when_its_measuring_job_goes_while_it_is_wri
     assert answer.status_code == 503, answer.text
     assert "which measured this sub-network, was deleted while its file" in answer.text
     assert not list((Path(settings.data_dir) / EXPORTS / copy["id"]).glob("*.onnx"))
+
+
+def test_a_copy_s_file_under_other_bounds_goes_when_its_measuring_job_does(tmp_path: Path) -> None:
+    """Review 32d: after the measuring job was deleted, the copy's file under other bounds
+    stayed in its job's folder, unused (the job's own file serves it then), until that job
+    was deleted."""
+    spec = job_spec(
+        supernet="text-transformer-synth",
+        objectives={"accuracy": "max", "latency_ms": "min"},
+        constraints={"params": {"max": 1.0}},
+        strategy="random",
+        budget={"evaluations": 1},
+    )
+    settings = embedded_settings(tmp_path)
+    with TestClient(create_app(settings)) as client:
+        first = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+        [subnet] = [e["subnet_id"] for e in client.get(f"/v1/jobs/{first['id']}/evaluations")
+                    .json()["data"]]  # fmt: skip
+        loose = dict(spec, constraints={}, seed=1, budget={"evaluations": 1})
+        copy = wait_for(client, client.post("/v1/jobs", json=loose).json()["id"])
+        assert _card(client, copy["id"], subnet)["job_id"] == first["id"]
+        folder = Path(settings.data_dir) / EXPORTS / copy["id"]
+        [variant] = folder.glob("*.onnx")
+        assert variant.name.startswith(f"{subnet}.c")
+        (folder / f"{subnet}.c0123456789ab.pt").write_bytes(b"another format's")
+        (folder / f"{subnet}x.c0123456789ab.onnx").write_bytes(b"another sub-network's")
+        assert client.delete(f"/v1/jobs/{first['id']}").status_code == 204
+        card = _card(client, copy["id"], subnet)
+    assert card["job_id"] == copy["id"] and card["feasible"] is True
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{subnet}.onnx", f"{subnet}.json", f"{subnet}x.c0123456789ab.onnx"]
+    )  # the variants of every format went, and their card; another sub-network's stayed

@@ -20,6 +20,7 @@ from core.settings import get_settings
 from models import registry
 from models.base import code_version, earlier_code_versions
 from models.text_transformer import TextTransformerSupernet
+from store import job_keys
 from store import jobs as q
 from store.db import transaction
 from tests.conftest import embedded_settings
@@ -170,9 +171,9 @@ def test_a_job_stored_before_its_plugin_s_modules_were_hashed_is_exported_till_o
         factory = client.app.state.session_factory  # type: ignore[attr-defined]
         with transaction(factory) as session:
             row = q.get_job(session, job["id"])
-            assert row.spec[q.MEASURED_CODE] == code_version(net)
+            assert row.spec[job_keys.MEASURED_CODE] == code_version(net)
             [earlier] = earlier_code_versions(net)
-            row.spec = {**row.spec, q.MEASURED_CODE: earlier}  # as session 29 recorded it
+            row.spec = {**row.spec, job_keys.MEASURED_CODE: earlier}  # as session 29 recorded it
         url = f"/v1/jobs/{job['id']}/subnets/{measured['subnet_id']}/export?format={{}}"
         assert client.get(url.format("onnx")).status_code == 200
         layers = tmp_path / "plugin" / "exp_pkg" / "layers.py"
@@ -183,7 +184,7 @@ def test_a_job_stored_before_its_plugin_s_modules_were_hashed_is_exported_till_o
         timed = {**spec, "device": "cpu-ts", "budget": {"evaluations": 10}, "warm_start": False}
         failed = wait_for(client, client.post("/v1/jobs", json=timed).json()["id"])
         with transaction(factory) as session:
-            failures = q.get_job(session, failed["id"]).spec.get(q.FAILED, [])
+            failures = q.get_job(session, failed["id"]).spec.get(job_keys.FAILED, [])
     assert refused.status_code == 409, refused.text
     assert "layers.py changed on disk since the service loaded it" in refused.json()["message"]
     assert failed["status"] == "failed" and failed["progress"]["evaluations_done"] == 0, failed

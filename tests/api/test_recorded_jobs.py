@@ -69,6 +69,7 @@ def test_the_evaluations_of_a_job_that_did_not_succeed_flag_the_front_pareto_lis
 ) -> None:
     """on_front was stored only when a job succeeded: a cancelled (or running, or failed)
     job's listing said false for every point while /pareto showed a front."""
+    from store import evaluations as eq
     from store import jobs as q
     from store.db import transaction
     from store.tables import JobStatus
@@ -77,7 +78,7 @@ def test_the_evaluations_of_a_job_that_did_not_succeed_flag_the_front_pareto_lis
         job_id = wait_for(client, client.post("/v1/jobs", json=SPEC).json()["id"])["id"]
         factory = client.app.state.session_factory  # type: ignore[attr-defined]
         with transaction(factory) as session:  # as a cancel before its end leaves it
-            q.set_front(session, job_id, [])
+            eq.set_front(session, job_id, [])
             q.get_job(session, job_id).status = JobStatus.cancelled
         front = {p["subnet_id"] for p in client.get(f"/v1/jobs/{job_id}/pareto").json()["data"]}
         listed = client.get(f"/v1/jobs/{job_id}/evaluations", params={"limit": 500}).json()

@@ -100,7 +100,9 @@ def test_concurrent_submissions_share_commits_and_each_is_dispatched_once(
     monkeypatch.setattr(q.NewJobs, "insert", counting)  # what both kinds of writes call
 
     async def scenario() -> list[Any]:
-        rows = await asyncio.gather(*(submitter.submit(_spec(seed=i), None) for i in range(60)))
+        rows = await asyncio.gather(
+            *(submitter.submit(q.Submission(_spec(seed=i))) for i in range(60))
+        )
         await submitter.aclose()
         return rows
 
@@ -120,12 +122,12 @@ def test_a_failing_batch_fails_all_its_requests_and_stores_none_of_them(url: str
 
     async def scenario() -> list[Any]:
         results = await asyncio.gather(
-            submitter.submit(_spec(seed=1), None),
-            submitter.submit(_spec(seed=2), None),
-            submitter.submit(broken, None),
+            submitter.submit(q.Submission(_spec(seed=1))),
+            submitter.submit(q.Submission(_spec(seed=2))),
+            submitter.submit(q.Submission(broken)),
             return_exceptions=True,
         )
-        after = await submitter.submit(_spec(seed=3), None)  # the next batch is fine
+        after = await submitter.submit(q.Submission(_spec(seed=3)))  # the next batch is fine
         await submitter.aclose()
         return [*results, after]
 
@@ -146,13 +148,13 @@ def test_a_batch_whose_connection_dropped_is_stored_on_a_new_one(tmp_path: Path)
         submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
 
         async def scenario() -> list[Any]:
-            first = await submitter.submit(_spec(seed=1), None)
+            first = await submitter.submit(q.Submission(_spec(seed=1)))
             for _ in range(500):  # its dispatch (which reads it back) done first
                 if dispatcher.dispatched:
                     break
                 await asyncio.sleep(0.01)
             end_other_sessions(url)
-            second = await submitter.submit(_spec(seed=2), None)
+            second = await submitter.submit(q.Submission(_spec(seed=2)))
             await submitter.aclose()
             return [first, second]
 
@@ -169,7 +171,9 @@ def test_a_failing_dispatch_is_logged_and_its_job_stays_stored(
     submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
 
     async def scenario() -> list[Any]:
-        rows = [await submitter.submit(_spec(device=d), None) for d in ("unplugged", "cpu-1t")]
+        rows = [
+            await submitter.submit(q.Submission(_spec(device=d))) for d in ("unplugged", "cpu-1t")
+        ]
         await submitter.aclose()
         return rows
 
@@ -184,8 +188,8 @@ def test_a_slow_dispatch_delays_neither_the_answer_nor_the_next_batch(url: str) 
     submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
 
     async def scenario() -> None:
-        slow = await asyncio.wait_for(submitter.submit(_spec(device="slow"), None), 30)
-        after = await asyncio.wait_for(submitter.submit(_spec(seed=9), None), 30)
+        slow = await asyncio.wait_for(submitter.submit(q.Submission(_spec(device="slow"))), 30)
+        after = await asyncio.wait_for(submitter.submit(q.Submission(_spec(seed=9))), 30)
         assert dispatcher.dispatched == []  # both answered while the first publish hangs
         dispatcher.release.set()
         await submitter.aclose()  # waits for the dispatches, in order
@@ -199,8 +203,8 @@ def test_a_request_cancelled_before_its_batch_stores_nothing(url: str) -> None:
     submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
 
     async def scenario() -> None:
-        first = asyncio.ensure_future(submitter.submit(_spec(seed=1), None))
-        gone = asyncio.ensure_future(submitter.submit(_spec(seed=2), None))
+        first = asyncio.ensure_future(submitter.submit(q.Submission(_spec(seed=1))))
+        gone = asyncio.ensure_future(submitter.submit(q.Submission(_spec(seed=2))))
         await asyncio.sleep(0)  # the first is being written, the second waits behind it
         gone.cancel()
         assert (await first).seed == 1
@@ -215,7 +219,9 @@ def test_closing_stores_what_was_submitted_and_refuses_more(url: str) -> None:
     submitter = JobSubmitter(make_session_factory(make_engine(url)), dispatcher)
 
     async def scenario() -> None:
-        pending = [asyncio.ensure_future(submitter.submit(_spec(seed=i), None)) for i in range(5)]
+        pending = [
+            asyncio.ensure_future(submitter.submit(q.Submission(_spec(seed=i)))) for i in range(5)
+        ]
         await asyncio.sleep(0)  # all five are waiting or in flight
         await submitter.aclose()
         # Everything is stored and dispatched once aclose returns. Each request's answer is
@@ -226,7 +232,7 @@ def test_closing_stores_what_was_submitted_and_refuses_more(url: str) -> None:
         rows = await asyncio.wait_for(asyncio.gather(*pending), timeout=5)
         assert len({row.id for row in rows}) == 5
         with pytest.raises(ServiceUnavailable, match="shutting down"):
-            await submitter.submit(_spec(), None)
+            await submitter.submit(q.Submission(_spec()))
 
     asyncio.run(scenario())
     assert _stored(url) == 5 and len(dispatcher.dispatched) == 5
@@ -251,9 +257,10 @@ def test_an_interrupted_batch_is_answered_and_the_next_one_goes(sqlite_url: str)
 
     async def scenario() -> list[Any]:
         first = await asyncio.wait_for(
-            asyncio.gather(submitter.submit(_spec(seed=1), None), return_exceptions=True), 10
+            asyncio.gather(submitter.submit(q.Submission(_spec(seed=1))), return_exceptions=True),
+            10,
         )
-        after = await asyncio.wait_for(submitter.submit(_spec(seed=2), None), 10)
+        after = await asyncio.wait_for(submitter.submit(q.Submission(_spec(seed=2))), 10)
         await asyncio.wait_for(submitter.aclose(), 10)
         return [*first, after]
 
@@ -280,8 +287,8 @@ def test_a_writer_that_refuses_work_fails_that_batch_only(sqlite_url: str) -> No
 
     async def scenario() -> Any:
         with pytest.raises(ServiceUnavailable, match="shutting down"):
-            await asyncio.wait_for(submitter.submit(_spec(seed=1), None), 10)
-        after = await asyncio.wait_for(submitter.submit(_spec(seed=2), None), 10)
+            await asyncio.wait_for(submitter.submit(q.Submission(_spec(seed=1))), 10)
+        after = await asyncio.wait_for(submitter.submit(q.Submission(_spec(seed=2))), 10)
         await asyncio.wait_for(submitter.aclose(), 10)
         return after
 
@@ -297,7 +304,7 @@ def test_stored_jobs_are_answered_as_stored_when_dispatch_is_shut_down(
     submitter._dispatching.shutdown(wait=True)
 
     async def scenario() -> Any:
-        row = await asyncio.wait_for(submitter.submit(_spec(seed=1), None), 10)
+        row = await asyncio.wait_for(submitter.submit(q.Submission(_spec(seed=1))), 10)
         await asyncio.wait_for(submitter.aclose(), 10)
         return row
 

@@ -24,7 +24,7 @@ from models import registry
 from models.base import code_version, digest, earlier_code_versions, files_digest
 from models.registry import get_supernet
 from models.text_transformer import TextTransformerSupernet
-from store import jobs as q
+from store import job_keys
 
 from .fifo import raised_without_waiting
 
@@ -282,14 +282,18 @@ def test_a_plugin_s_other_modules_are_its_code_as_it_loaded_them(
     assert first != second  # the layers' edit is seen
     assert first_earlier == second_earlier != first  # before: only net.py was hashed
     assert (
-        q.measuring_change(
-            {q.MEASURED_WITH: None, q.MEASURED_CODE: first_earlier}, None, (second, second_earlier)
+        job_keys.measuring_change(
+            {job_keys.MEASURED_WITH: None, job_keys.MEASURED_CODE: first_earlier},
+            None,
+            (second, second_earlier),
         )
         is None
     )
     assert (
-        q.measuring_change(
-            {q.MEASURED_WITH: None, q.MEASURED_CODE: first}, None, (second, second_earlier)
+        job_keys.measuring_change(
+            {job_keys.MEASURED_WITH: None, job_keys.MEASURED_CODE: first},
+            None,
+            (second, second_earlier),
         )
         == "code"
     )

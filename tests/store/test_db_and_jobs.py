@@ -15,7 +15,10 @@ import pytest
 from sqlalchemy import Connection, Text, event, func, select
 
 from core.errors import Conflict, InvalidInput, NotFound, StorageError
+from store import evaluations as eq
+from store import job_keys
 from store import jobs as q
+from store import prior as pq
 from store.db import (
     HeldConnectionWriter,
     make_engine,
@@ -466,7 +469,7 @@ def test_sqlite_write_slot_is_released_by_rollback_and_by_close(tmp_path: Path) 
 def _record(factory: Any, job_id: str, worker_id: str, n: int) -> bool | None:
     """Store evaluation ``n`` (the job's measured count before it is ``n``)."""
     with one_statement_writing(factory) as connection:
-        return q.record_evaluation(
+        return eq.record_evaluation(
             connection,
             job_id,
             worker_id,
@@ -505,7 +508,7 @@ def test_record_evaluation_books_the_job_with_it_under_the_lease_only(
         assert _record(factory, job_id, "w1", 3) is True  # stored; cancellation asked
         with transaction(factory) as session:
             job = q.get_job(session, job_id)
-            evaluations, total = q.list_evaluations(session, job_id)
+            evaluations, total = eq.list_evaluations(session, job_id)
             assert (job.evaluations_done, job.front_size, job.hypervolume) == (4, 4, 0.3)
             assert job.eval_seconds == pytest.approx(1.0) and job.heartbeat_at is not None
             assert total == 4 and [e.seq for e in evaluations] == [0, 1, 2, 3]
@@ -516,7 +519,7 @@ def test_record_evaluation_books_the_job_with_it_under_the_lease_only(
         assert _record(factory, job_id, "w1", 4) is None  # finished: nothing stored
         assert _record(factory, job_id, "w1", 3) is None  # nor a retry once finished
         with transaction(factory) as session:
-            assert q.list_evaluations(session, job_id)[1] == 4
+            assert eq.list_evaluations(session, job_id)[1] == 4
             assert q.get_job(session, job_id).evaluations_done == 4
 
 
@@ -537,7 +540,7 @@ def test_prior_evaluations_on_other_devices_and_before_a_time(backend: str, tmp_
                 feasible=True, on_front=False, seconds=0.0, created_at=utcnow(),
             )  # fmt: skip
             if copied:  # a warm start's copy of it (reused_from: this job)
-                q.add_reused_evaluations(session, job, [measured], {})
+                eq.add_reused_evaluations(session, job, [measured], {})
             else:
                 session.add(measured)
                 job.evaluations_done += 1
@@ -567,7 +570,7 @@ def test_prior_evaluations_on_other_devices_and_before_a_time(backend: str, tmp_
 
         def subnets(**kwargs: Any) -> set[str]:
             with transaction(factory) as session:
-                found = q.prior_evaluations(
+                found = pq.prior_evaluations(
                     session, supernet=SPEC["supernet"], device="cpu-1t",
                     exclude_job="none", limit=100, **{"validation_data": None, **kwargs},
                 )  # fmt: skip
@@ -615,7 +618,7 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
             {"subnet_id": "m", "after": 0},  # measured in the old job
             {"subnet_id": "a", "reused_from": old},  # a copy: its origin lists it
             {"subnet_id": "b", "after": 1},
-            {"subnet_id": "v", "after": 1, q.QUALITY_STEP: True},  # evaluating accuracy
+            {"subnet_id": "v", "after": 1, job_keys.QUALITY_STEP: True},  # evaluating accuracy
             {"subnet_id": "z"},  # an older version's entry: when it failed is not known
         )
         create(3, {"subnet_id": "c", "after": 0}, device="cuda-0")
@@ -631,7 +634,7 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
 
         def found(**kwargs: Any) -> list[tuple[str, str]]:
             with transaction(factory) as session:
-                entries = q.prior_failures(
+                entries = pq.prior_failures(
                     session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
                     exclude_job=mine, **{"limit": 100, **kwargs},
                 )  # fmt: skip
@@ -643,7 +646,7 @@ def test_prior_failures_of_the_pair_newest_first_with_their_origin(
         assert found(quality=False) == [("b", new), ("a", old)]
         assert found(measured_with="fp") == [("d", other)]
         with transaction(factory) as session:  # the jobs read once, for prior_evaluations too
-            jobs = q.measuring_alike(
+            jobs = pq.measuring_alike(
                 session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
                 exclude_job=mine,
             )  # fmt: skip
@@ -682,7 +685,7 @@ def test_a_failure_s_age_is_the_jobs_that_measured_and_ended_after_it(
         # run of 3, which keeps the others (the device's state, perhaps), not it
         again = create(
             2, 28, *({"subnet_id": k, "at": at(25)} for k in "pq"),
-            {"subnet_id": "x", "at": at(25), q.RETRIED_FROM: "some-job"},
+            {"subnet_id": "x", "at": at(25), job_keys.RETRIED_FROM: "some-job"},
         )  # fmt: skip
         create(2, 5)  # ended after x's first failure
         origin = create(3, 10, {"subnet_id": "x", "at": at(1)}, {"subnet_id": "y"})  # y: at 10
@@ -691,11 +694,11 @@ def test_a_failure_s_age_is_the_jobs_that_measured_and_ended_after_it(
         create(5, None)  # still running
         mine = create(1, 40)  # the job asking: not counted
         with transaction(factory) as session:
-            entries = q.prior_failures(
+            entries = pq.prior_failures(
                 session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
                 exclude_job=mine, limit=10,
             )  # fmt: skip
-        found = {e["subnet_id"]: (e[q.JOBS_SINCE], e[q.REUSED_FROM]) for e in entries}
+        found = {e["subnet_id"]: (e[job_keys.JOBS_SINCE], e[job_keys.REUSED_FROM]) for e in entries}
         assert found == {"x": (0, again), "y": (2, origin)}  # x: its newest failure
 
 
@@ -713,9 +716,9 @@ def test_a_failure_of_the_evaluation_is_cleared_only_by_a_measurement_that_ran_i
 
         def create(*failed: str, done: int = 0) -> str:
             entries = [{"subnet_id": k, "error": "MemoryError: out", "anchor": False,
-                        "after": 0, q.QUALITY_STEP: True} for k in failed]  # fmt: skip
+                        "after": 0, job_keys.QUALITY_STEP: True} for k in failed]  # fmt: skip
             with transaction(factory) as session:
-                job_id = q.create_job(session, {**SPEC, q.FAILED: entries}).id
+                job_id = q.create_job(session, {**SPEC, job_keys.FAILED: entries}).id
                 q.get_job(session, job_id).evaluations_done = done
                 return job_id
 
@@ -734,13 +737,13 @@ def test_a_failure_of_the_evaluation_is_cleared_only_by_a_measurement_that_ran_i
         measured(
             create(),
             x=({"latency_ms": 1.0}, {}),  # a latency-only job
-            y=({"accuracy": 0.5, "latency_ms": 1.0}, {q.QUALITY_FROM: failed_in}),  # taken
+            y=({"accuracy": 0.5, "latency_ms": 1.0}, {job_keys.QUALITY_FROM: failed_in}),  # taken
         )
         mine = create()
 
         def found(**kwargs: Any) -> list[str]:
             with transaction(factory) as session:
-                entries = q.prior_failures(
+                entries = pq.prior_failures(
                     session, supernet=SPEC["supernet"], device="cpu-1t", validation_data=None,
                     exclude_job=mine, limit=10, quality_metrics=["accuracy"], **kwargs,
                 )  # fmt: skip
@@ -933,14 +936,16 @@ def test_what_changed_since_a_job_measured_is_told_and_what_it_did_not_record_is
     ``quality_inputs``, or any code, before 2026-12-07) is exported and resumed as then;
     review 29: the code's fingerprint folded into ``measured_with`` made every stored job
     of a plugin with ``quality_inputs`` unexportable after the upgrade."""
-    recorded = {q.MEASURED_WITH: "fp", q.MEASURED_CODE: "src"}
-    assert q.measuring_change(recorded, "fp", ("src",)) is None
-    assert q.measuring_change(recorded, "other", ("src",)) == "weights or data"
-    assert q.measuring_change(recorded, None, ("src",)) == "weights or data"
-    assert q.measuring_change(recorded, "fp", ("edited",)) == "code"
-    assert q.measuring_change({q.MEASURED_WITH: "fp"}, "fp", ("src",)) is None  # before code
-    assert q.measuring_change({q.MEASURED_WITH: None}, "now one", ("src",)) is None
-    assert q.measuring_change({}, "now one", (None,)) is None  # before fingerprints at all
+    recorded = {job_keys.MEASURED_WITH: "fp", job_keys.MEASURED_CODE: "src"}
+    assert job_keys.measuring_change(recorded, "fp", ("src",)) is None
+    assert job_keys.measuring_change(recorded, "other", ("src",)) == "weights or data"
+    assert job_keys.measuring_change(recorded, None, ("src",)) == "weights or data"
+    assert job_keys.measuring_change(recorded, "fp", ("edited",)) == "code"
+    assert (
+        job_keys.measuring_change({job_keys.MEASURED_WITH: "fp"}, "fp", ("src",)) is None
+    )  # before code
+    assert job_keys.measuring_change({job_keys.MEASURED_WITH: None}, "now one", ("src",)) is None
+    assert job_keys.measuring_change({}, "now one", (None,)) is None  # before fingerprints at all
 
 
 def test_a_database_that_cannot_be_written_is_refused_at_the_start(tmp_path: Path) -> None:
@@ -966,16 +971,21 @@ def test_a_sub_network_whose_measurement_failed_is_said_so_not_only_unmeasured(
     """Plugin audit 32: its export (and look-up) said only "was not measured"."""
     failed = [
         {"subnet_id": "r28-a", "error": "RuntimeError: Expected 3D", "anchor": False},
-        {"subnet_id": "r28-b", "error": "OSError: gone", "anchor": False, q.REUSED_FROM: "j0"},
+        {
+            "subnet_id": "r28-b",
+            "error": "OSError: gone",
+            "anchor": False,
+            job_keys.REUSED_FROM: "j0",
+        },
     ]
     with migrated_database("sqlite", tmp_path) as (_url, _engine, factory):
         with transaction(factory) as session:
-            job = q.create_job(session, {**SPEC, q.FAILED: failed})
+            job = q.create_job(session, {**SPEC, job_keys.FAILED: failed})
         with transaction(factory) as session:
             said = {}
             for subnet in ("r28-a", "r28-b", "r28-c"):
                 with pytest.raises(NotFound) as caught:
-                    q.get_evaluation(session, job.id, subnet)
+                    eq.get_evaluation(session, job.id, subnet)
                 said[subnet] = str(caught.value)
     unmeasured = f"was not measured in job {job.id}"
     assert said["r28-a"] == (

@@ -146,6 +146,43 @@ def test_upgrading_to_the_reused_flag_marks_the_copies_stored_before(
         assert "reused" not in columns and "details" in columns
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_revision_0011_keeps_keyed_jobs_and_scopes_their_keys_by_submitter(
+    backend: str, tmp_path: Path
+) -> None:
+    """A job keyed before 0011 is found again without API keys (submitted_by ""); after it
+    two API keys may hold the same Idempotency-Key; back at 0010 the key is unique again."""
+    with migrated_database(backend, tmp_path) as (url, engine, factory):
+        spec = {"supernet": "nb201-cifar10", "device": "nb201-pixel3", "strategy": "random",
+                "seed": 0, "budget": {"evaluations": 5}}  # fmt: skip
+        command.downgrade(alembic_config(url), "0010")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (id, kind, supernet, device, strategy, seed, budget, "
+                    "spec, status, evaluations_done, evaluations_reused, front_size, "
+                    "cancel_requested, attempts, created_at, eval_seconds, run_seconds, "
+                    "idempotency_key) VALUES ('old', 'search', 'nb201-cifar10', "
+                    "'nb201-pixel3', 'random', 0, 5, :spec, 'queued', 0, 0, 0, false, 0, "
+                    "CURRENT_TIMESTAMP, 0, 0, 'run-1')"
+                ),
+                {"spec": json.dumps({**spec, jobs.REQUEST_DIGEST: "d"})},
+            )
+        upgrade(url)
+        with transaction(factory) as session:
+            found, created = jobs.create_job_once(session, spec, "run-1", "d")
+            assert (found.id, created, found.submitted_by) == ("old", False, "")
+            theirs, created = jobs.create_job_once(session, spec, "run-1", "d", submitted_by="b")
+            assert created and theirs.id != "old" and theirs.submitted_by == "b"
+        with engine.begin() as connection:  # two jobs of one key could not go back
+            connection.execute(text("DELETE FROM jobs WHERE id = :id"), {"id": theirs.id})
+        command.downgrade(alembic_config(url), "0010")
+        columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
+        assert "submitted_by" not in columns and "idempotency_key" in columns
+        unique = [i for i in inspect(engine).get_indexes("jobs") if i["unique"]]
+        assert [i["column_names"] for i in unique] == [["idempotency_key"]]
+
+
 def test_each_database_gets_an_identity_of_its_own(tmp_path: Path) -> None:
     """Workers announce it with their devices; an API counts only its own database's."""
     ids = []
@@ -386,5 +423,5 @@ def test_a_migration_at_start_says_so_in_the_log(
         migrate_at_start(url)
         migrate_at_start(url)  # at head: nothing said
     [said] = [r.getMessage() for r in caplog.records if r.name == "store.db"]
-    assert said.startswith(f"migrated the database {url} from schema revision 0008 to 0010")
+    assert said.startswith(f"migrated the database {url} from schema revision 0008 to 0011")
     assert "no backup was taken" in said

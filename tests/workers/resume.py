@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from store import evaluations as eq
 from store import jobs as q
 from store.db import transaction
 from store.tables import JobStatus
@@ -20,7 +21,7 @@ def as_if_died_after_its_first(
     stored spec (``None``: removed), as if a version that wrote them otherwise began it."""
     with transaction(factory) as session:
         job = q.get_job(session, job_id)
-        evaluations, _ = q.list_evaluations(session, job_id)
+        evaluations, _ = eq.list_evaluations(session, job_id)
         for evaluation in evaluations[1:]:
             session.delete(evaluation)
         job.status, job.evaluations_done, job.worker_id = JobStatus.queued, 1, None

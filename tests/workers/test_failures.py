@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from store import jobs as q
+from store import job_keys
 from store.tables import utcnow
 from workers import failures
 from workers.failures import Failures
@@ -33,7 +33,7 @@ def test_a_resumed_run_counts_the_row_since_its_last_result() -> None:
     """Entries written after the job's last result are in the row; those before it, the
     anchors', earlier jobs', and entries written before "after" was, are not."""
     spec = {
-        q.FAILED: [
+        job_keys.FAILED: [
             _entry("a", after=2),
             _entry("b", after=3),
             _entry("c", after=3, anchor=True),
@@ -65,12 +65,12 @@ def test_a_warm_start_adds_failures_of_earlier_jobs_that_never_count() -> None:
     ]
     assert not any("after" in e for e in taken)  # never in a row
     assert len(taken[1]["error"]) == failures.SHARED_ERROR_CHARS
-    assert q.failures_counted({q.FAILED: taken}) == 0
-    assert failures.shared_said({q.FAILED: taken}) == (
+    assert job_keys.failures_counted({job_keys.FAILED: taken}) == 0
+    assert failures.shared_said({job_keys.FAILED: taken}) == (
         "2 sub-networks whose measurement failed in earlier jobs not measured again "
         "(failed_evaluations; warm_start false measures them)"
     )
-    assert failures.shared_said({q.FAILED: earlier[:0]}) is None
+    assert failures.shared_said({job_keys.FAILED: earlier[:0]}) is None
 
 
 def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again() -> None:
@@ -82,12 +82,14 @@ def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again() -> None:
     assert set(retry.values()) == {"job-0"}
     assert 150 <= len(retry) <= 250  # 2000 / 10, give or take 5 standard deviations
     assert len(set(retry) & set(failures.to_retry("job-2", earlier))) <= 40  # ~ 20 by chance
-    assert failures.shared_said({q.RETRYING: {"s1": "job-0"}}) == (
+    assert failures.shared_said({job_keys.RETRYING: {"s1": "job-0"}}) == (
         "1 sub-network whose measurement failed in earlier jobs measured again if the search "
         "proposes it (one in 10, and those 5 or more jobs old: a failure may have been the "
         "device's state then; failing again, not counted)"
     )
-    said = failures.shared_said({q.FAILED: failures.shared(earlier[:3]), q.RETRYING: retry})
+    said = failures.shared_said(
+        {job_keys.FAILED: failures.shared(earlier[:3]), job_keys.RETRYING: retry}
+    )
     assert (said or "").startswith(
         "3 sub-networks whose measurement failed in earlier jobs not measured again "
         f"(failed_evaluations; warm_start false measures them), {len(retry)} others measured "
@@ -97,19 +99,21 @@ def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again() -> None:
 
 def test_a_warm_start_leaves_every_failure_of_an_old_job_to_measure_again() -> None:
     """A failure after which ``SHARED_JOBS`` of the pair's jobs measured something
-    (``store.jobs.JOBS_SINCE``) is measured again if proposed, whatever its hash."""
+    (``store.job_keys.JOBS_SINCE``) is measured again if proposed, whatever its hash."""
     old = failures.SHARED_JOBS
     earlier = [
-        _entry(f"s{i}-{since}", reused_from=f"job-{since}", after=1, **{q.JOBS_SINCE: since})
+        _entry(f"s{i}-{since}", reused_from=f"job-{since}", after=1, **{job_keys.JOBS_SINCE: since})
         for i in range(200)
         for since in (old - 1, old, old + 3)
     ]
     retry = failures.to_retry("job-9", earlier)
-    assert {e["subnet_id"] for e in earlier if e[q.JOBS_SINCE] >= old} <= set(retry)
-    younger = [e for e in earlier if e[q.JOBS_SINCE] < old]
+    assert {e["subnet_id"] for e in earlier if e[job_keys.JOBS_SINCE] >= old} <= set(retry)
+    younger = [e for e in earlier if e[job_keys.JOBS_SINCE] < old]
     assert 0 < sum(e["subnet_id"] in retry for e in younger) < len(younger) / 4  # by hash
     hashed = [e for e in younger if failures.retried("job-9", e["subnet_id"])]
-    assert failures.to_retry("job-9", younger) == {e["subnet_id"]: e[q.REUSED_FROM] for e in hashed}
+    assert failures.to_retry("job-9", younger) == {
+        e["subnet_id"]: e[job_keys.REUSED_FROM] for e in hashed
+    }
 
 
 def test_an_entry_says_where_it_failed_and_whether_it_counts() -> None:
@@ -119,6 +123,6 @@ def test_an_entry_says_where_it_failed_and_whether_it_counts() -> None:
     assert before <= at <= utcnow() and at.tzinfo is not None
     assert plain == {"subnet_id": "a", "error": "MemoryError: out", "anchor": False, "after": 4}
     again = failures.entry("b", "x" * 900, False, 4, quality_step=True, retried_from="job-0")
-    assert again[q.QUALITY_STEP] and again[q.RETRIED_FROM] == "job-0"
+    assert again[job_keys.QUALITY_STEP] and again[job_keys.RETRIED_FROM] == "job-0"
     assert len(again["error"]) == failures.ERROR_CHARS
-    assert [q.counts_as_failure(e) for e in (plain, again)] == [True, False]
+    assert [job_keys.counts_as_failure(e) for e in (plain, again)] == [True, False]

@@ -14,6 +14,8 @@ from models import registry
 from models.base import Complexity
 from models.fmnist_cnn import FmnistOFACNN, largest_arch, smallest_arch
 from models.registry import get_supernet
+from store import evaluations as eq
+from store import job_keys
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.tables import JobStatus
@@ -112,7 +114,7 @@ def test_a_job_screens_its_anchors_with_the_accuracy_other_devices_measured(
         assert runner.run(job_id) == JobStatus.succeeded
         with transaction(factory) as session:
             job = q.get_job(session, job_id)
-            evaluations = {e.subnet_id: e.metrics for e in q.list_evaluations(session, job_id)[0]}
+            evaluations = {e.subnet_id: e.metrics for e in eq.list_evaluations(session, job_id)[0]}
             return job.spec, evaluations
 
     _, first = run(SPEC)  # measures both ends' accuracy on cpu-1t
@@ -120,7 +122,7 @@ def test_a_job_screens_its_anchors_with_the_accuracy_other_devices_measured(
     on_another = {**SPEC, "device": "cpu-all", "objectives": {"latency_ms": "min"}}
     meets = {**on_another, "constraints": {"accuracy": {"min": accuracy}}}
     spec, measured = run(meets)
-    assert spec[q.ANCHORS][0] == SMALL  # known to meet the floor (it was left out)
+    assert spec[job_keys.ANCHORS][0] == SMALL  # known to meet the floor (it was left out)
     assert measured[SMALL]["accuracy"] == accuracy  # taken, not evaluated again
     breaks = {**on_another, "constraints": {"accuracy": {"min": accuracy + 1e-6}}}
     with transaction(factory) as session:
@@ -178,10 +180,12 @@ def test_a_plugin_whose_anchors_fail_is_searched_without_them(
 def test_a_plan_from_a_spec_that_records_anchors_takes_them_from_there() -> None:
     """A resumed run's: whatever a stored predictor or the plugin's code would choose by
     then; a job begun by a version without anchors records none."""
-    assert _first(build_plan({**SPEC, q.ANCHORS: [LARGE]}, 0, _estimate(1.0, 9.0))) == [LARGE]
-    assert _first(build_plan({**SPEC, q.ANCHORS: []})) == []
+    assert _first(build_plan({**SPEC, job_keys.ANCHORS: [LARGE]}, 0, _estimate(1.0, 9.0))) == [
+        LARGE
+    ]
+    assert _first(build_plan({**SPEC, job_keys.ANCHORS: []})) == []
     # one that no longer decodes (the plugin changed since) is skipped, not the job
-    assert _first(build_plan({**SPEC, q.ANCHORS: ["r99-bogus", SMALL]})) == [SMALL]
+    assert _first(build_plan({**SPEC, job_keys.ANCHORS: ["r99-bogus", SMALL]})) == [SMALL]
 
 
 def test_a_resumed_run_measures_the_anchors_its_first_run_chose(tmp_path: Path) -> None:
@@ -195,18 +199,20 @@ def test_a_resumed_run_measures_the_anchors_its_first_run_chose(tmp_path: Path) 
     def resumed_after_one(forget_anchors: bool) -> tuple[list[str], str]:
         """Run the job again as if its worker had died after its first evaluation (and, with
         ``forget_anchors``, as if a version without anchors had begun it)."""
-        as_if_died_after_its_first(factory, job_id, **({q.ANCHORS: None} if forget_anchors else {}))
+        as_if_died_after_its_first(
+            factory, job_id, **({job_keys.ANCHORS: None} if forget_anchors else {})
+        )
         assert runner.run(job_id) == JobStatus.succeeded
         with transaction(factory) as session:
-            keys = [e.subnet_id for e in q.list_evaluations(session, job_id)[0]]
+            keys = [e.subnet_id for e in eq.list_evaluations(session, job_id)[0]]
             return keys, q.get_job(session, job_id).message or ""
 
     assert runner.run(job_id) == JobStatus.succeeded
     with transaction(factory) as session:
-        whole = [e.subnet_id for e in q.list_evaluations(session, job_id)[0]]
+        whole = [e.subnet_id for e in eq.list_evaluations(session, job_id)[0]]
         job = q.get_job(session, job_id)
     assert f"2 anchors of fmnist-ofa-cnn {ANCHORS_SAID}" in (job.message or "")
-    assert job.spec[q.ANCHORS] == [SMALL, LARGE]  # recorded at the first run
+    assert job.spec[job_keys.ANCHORS] == [SMALL, LARGE]  # recorded at the first run
     assert whole[:2] == [SMALL, LARGE] and len(set(whole)) == len(whole) == 10
     keys, message = resumed_after_one(forget_anchors=False)
     assert keys == whole  # the same proposals, the second anchor included
@@ -248,7 +254,7 @@ def test_an_anchor_that_cannot_be_measured_is_skipped_not_the_job(
     finally:
         registry._INSTANCES.pop(_NoRoomForTheLargest.name, None)
     with transaction(factory) as session:
-        keys = [e.subnet_id for e in q.list_evaluations(session, job_id)[0]]
+        keys = [e.subnet_id for e in eq.list_evaluations(session, job_id)[0]]
         message = q.get_job(session, job_id).message or ""
     assert f"anchor {LARGE} skipped: MemoryError: out of device memory" in message
     assert keys[0] == SMALL and LARGE not in keys and len(set(keys)) == len(keys) == 10

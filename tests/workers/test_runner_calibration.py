@@ -15,6 +15,8 @@ from api.routes.calibrations import calibration_spec
 from api.schemas import CalibrationCreate
 from hardware_profiles.latency_sample import sample_archs
 from models.registry import get_supernet
+from store import evaluations as eq
+from store import job_keys
 from store import jobs as q
 from store import predictors as p
 from store.db import make_engine, make_session_factory, transaction, upgrade
@@ -63,7 +65,7 @@ def test_a_stopped_calibration_resumes_without_measuring_twice(
     sample = [supernet.encode(a) for a in sample_archs(supernet, N, 4)]
     assert measured == sample  # the seeded sample, in order, each sub-network once
     with transaction(factory) as session:
-        evaluations, total = q.list_evaluations(session, row.id)
+        evaluations, total = eq.list_evaluations(session, row.id)
         assert total == N and [e.subnet_id for e in evaluations] == sample
         assert [e.details["worker"] for e in evaluations] == ["worker-1"] * 5 + ["worker-2"] * 7
         (record,) = p.list_predictors(session, DEVICE)
@@ -175,7 +177,7 @@ def test_a_calibration_skips_the_samples_that_cannot_be_measured(
     with transaction(factory) as session:
         job = q.get_job(session, row.id)
         [predictor] = p.list_predictors(session, DEVICE)
-        assert [f["subnet_id"] for f in job.spec[q.FAILED]] == [sample[1], sample[4]]
+        assert [f["subnet_id"] for f in job.spec[job_keys.FAILED]] == [sample[1], sample[4]]
         assert job.evaluations_done == N - 2
         assert {s["subnet_id"] for s in predictor.measurements["subnets"]} == set(sample) - failing
         assert [(f["subnet_id"], f["error"]) for f in predictor.measurements["failed"]] == [
@@ -198,7 +200,7 @@ def test_a_calibration_skips_the_samples_that_cannot_be_measured(
     assert JobRunner(factory, settings, "worker-1").run(again.id) == JobStatus.failed
     with transaction(factory) as session:
         job = q.get_job(session, again.id)
-        assert len(job.spec[q.FAILED]) == 4 and job.evaluations_done == 0
+        assert len(job.spec[job_keys.FAILED]) == 4 and job.evaluations_done == 0
         assert "and none succeeded: every measurement fails" in (job.message or "")
         assert job_public(job, "http://x").progress.fraction == round(4 / N, 4)
 
@@ -215,7 +217,7 @@ def test_a_small_calibration_fails_at_the_failure_that_leaves_too_few_to_fit(
     assert JobRunner(factory, settings, "worker-1").run(row.id) == JobStatus.failed
     with transaction(factory) as session:
         job = q.get_job(session, row.id)
-        assert [f["subnet_id"] for f in job.spec[q.FAILED]] == sample[:1]
+        assert [f["subnet_id"] for f in job.spec[job_keys.FAILED]] == sample[:1]
         assert job.evaluations_done == 0  # ended at the second sample, not after all six
         said = "1 failed measurement skipped before it: a sample of 6, whose fit needs 5 allows 1"
         assert said in (job.message or "")

@@ -16,6 +16,8 @@ from core.errors import PluginError
 from models import registry
 from models.fmnist_cnn import FmnistOFACNN
 from search.random_search import RandomStrategy
+from store import evaluations as eq
+from store import job_keys
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.tables import JobStatus
@@ -79,7 +81,7 @@ def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def _stored(factory: Any, job_id: str) -> tuple[list[str], Any]:
     with transaction(factory) as session:
-        keys = [e.subnet_id for e in q.list_evaluations(session, job_id)[0]]
+        keys = [e.subnet_id for e in eq.list_evaluations(session, job_id)[0]]
         job = q.get_job(session, job_id)
         session.expunge(job)
         return keys, job
@@ -89,7 +91,7 @@ def test_failed_measurements_are_skipped_recorded_and_never_measured_again(job: 
     job_id = job()
     assert job.runner.run(job_id) == JobStatus.succeeded
     keys, stored = _stored(job.factory, job_id)
-    failed = stored.spec[q.FAILED]
+    failed = stored.spec[job_keys.FAILED]
     assert len(keys) == len(set(keys)) == 10  # the budget: failures did not spend it
     assert failed[0]["anchor"] and failed[0]["subnet_id"].startswith("r28-")  # the largest
     assert sum(not f["anchor"] for f in failed) >= 1  # seed 1 draws one or more at r = 28
@@ -97,7 +99,7 @@ def test_failed_measurements_are_skipped_recorded_and_never_measured_again(job: 
                f"(timing_module) sub-network {f['subnet_id']} of {_NoRoomForWideInputs.name})"
                for f in failed)  # fmt: skip
     assert not {f["subnet_id"] for f in failed} & set(keys)
-    assert not any(q.QUALITY_STEP in f for f in failed)  # timed: any job may take them
+    assert not any(job_keys.QUALITY_STEP in f for f in failed)  # timed: any job may take them
     assert all(n == 1 for n in _NoRoomForWideInputs.attempts.values())  # none measured twice
     assert "failed measurements are skipped, at most 6 (budget.failures" in (stored.message or "")
 
@@ -106,7 +108,7 @@ def test_failed_measurements_are_skipped_recorded_and_never_measured_again(job: 
     assert job.runner.run(job_id) == JobStatus.succeeded
     again, resumed = _stored(job.factory, job_id)
     assert again == keys  # the same proposals: the failures told to the strategy again
-    assert resumed.spec[q.FAILED] == failed  # none failed again: none was measured again
+    assert resumed.spec[job_keys.FAILED] == failed  # none failed again: none was measured again
     said = resumed.message or ""  # said again: the claim cleared the message
     assert "failed measurements are skipped, at most 6" in said
     assert f"anchor {failed[0]['subnet_id']} skipped: MemoryError" in said
@@ -118,7 +120,7 @@ def test_the_failure_after_the_budget_of_failures_fails_the_job(job: Any) -> Non
     _NoRoomForWideInputs.error = (RuntimeError, "no memory left")
     status = job.runner.run(job_id)
     keys, stored = _stored(job.factory, job_id)
-    failed = stored.spec[q.FAILED]
+    failed = stored.spec[job_keys.FAILED]
     assert status == JobStatus.failed
     assert [f["anchor"] for f in failed] == [True, False]
     assert stored.message.startswith("failed: RuntimeError: no memory left")
@@ -133,7 +135,7 @@ def test_hwnas_own_errors_fail_the_job_at_the_first(job: Any) -> None:
     status = job.runner.run(job_id)
     _, stored = _stored(job.factory, job_id)
     assert status == JobStatus.failed
-    assert [f["anchor"] for f in stored.spec[q.FAILED]] == [True]  # an anchor is skipped
+    assert [f["anchor"] for f in stored.spec[job_keys.FAILED]] == [True]  # an anchor is skipped
     assert "timing_module broke its contract" in stored.message
 
 
@@ -144,7 +146,10 @@ def test_a_job_whose_every_measurement_fails_fails_at_the_fifth(job: Any) -> Non
     _NoRoomForWideInputs.fails = staticmethod(lambda arch: True)
     assert job.runner.run(job_id) == JobStatus.failed
     keys, stored = _stored(job.factory, job_id)
-    assert keys == [] and [f["anchor"] for f in stored.spec[q.FAILED]] == [True] * 2 + [False] * 4
+    assert (
+        keys == []
+        and [f["anchor"] for f in stored.spec[job_keys.FAILED]] == [True] * 2 + [False] * 4
+    )
     assert sum(_NoRoomForWideInputs.attempts.values()) == 2 + 5  # two anchors, then five
     assert "4 failed measurements skipped before it, and none succeeded" in stored.message
 
@@ -165,7 +170,7 @@ def test_a_warm_started_job_has_results_before_its_first_failure(job: Any) -> No
     assert job.runner.run(again) == JobStatus.failed
     keys, stored = _stored(job.factory, again)
     assert keys and stored.evaluations_done == 0  # every result reused
-    assert q.failures_counted(stored.spec) == 5  # the 6th ends the job
+    assert job_keys.failures_counted(stored.spec) == 5  # the 6th ends the job
     assert "5 failed measurements skipped before it: budget.failures allows 5" in stored.message
 
 
@@ -182,7 +187,7 @@ def test_a_cancel_asked_while_a_measurement_fails_stops_the_job(job: Any) -> Non
     _NoRoomForWideInputs.before_failing = staticmethod(cancel)
     assert job.runner.run(job_id) == JobStatus.cancelled
     keys, stored = _stored(job.factory, job_id)
-    [failed] = stored.spec[q.FAILED]  # not the largest anchor: its d1 is 3
+    [failed] = stored.spec[job_keys.FAILED]  # not the largest anchor: its d1 is 3
     attempts = _NoRoomForWideInputs.attempts
     assert sum(attempts.values()) == len(keys) + 1  # nothing measured after the failure
     assert list(attempts)[-1] == failed["subnet_id"]
@@ -209,7 +214,7 @@ def test_a_job_whose_device_breaks_fails_at_its_tenth_failure_in_a_row(job: Any)
     assert job.runner.run(job_id) == JobStatus.failed
     keys, stored = _stored(job.factory, job_id)
     assert len(keys) == 3 and sum(_NoRoomForWideInputs.attempts.values()) == 3 + 10
-    failed = stored.spec[q.FAILED]
+    failed = stored.spec[job_keys.FAILED]
     assert len(failed) == 9 and {f["after"] for f in failed} == {3}
     assert "the last 10 measurements all failed, 10 in all: the device" in stored.message
 
@@ -219,7 +224,7 @@ def test_a_job_whose_device_breaks_fails_at_its_tenth_failure_in_a_row(job: Any)
     assert job.runner.run(given) == JobStatus.failed
     assert sum(_NoRoomForWideInputs.attempts.values()) == 3 + 13
     _, stored = _stored(job.factory, given)  # its warm start took none of the broken run's
-    assert not any(f.get(q.REUSED_FROM) for f in stored.spec[q.FAILED])
+    assert not any(f.get(job_keys.REUSED_FROM) for f in stored.spec[job_keys.FAILED])
 
 
 def test_failures_in_a_row_are_counted_across_a_resume(job: Any) -> None:
@@ -237,12 +242,12 @@ def test_failures_in_a_row_are_counted_across_a_resume(job: Any) -> None:
     _NoRoomForWideInputs.before_failing = staticmethod(shutdown_at_the_fifth)
     assert job.runner.run(job_id) == JobStatus.queued
     _, stored = _stored(job.factory, job_id)
-    assert len(stored.spec[q.FAILED]) == 4
+    assert len(stored.spec[job_keys.FAILED]) == 4
     job.runner.stop.clear()
     assert job.runner.run(job_id) == JobStatus.failed
     keys, stored = _stored(job.factory, job_id)
     assert len(keys) == 3 and failing[0] == 5 + 6
-    assert len(stored.spec[q.FAILED]) == 4 + 5
+    assert len(stored.spec[job_keys.FAILED]) == 4 + 5
     assert "the last 10 measurements all failed, 10 in all" in stored.message
 
 
@@ -260,7 +265,7 @@ def test_a_takeover_while_a_measurement_fails_ends_this_run(job: Any) -> None:
     assert job.runner.run(job_id) is None
     keys, stored = _stored(job.factory, job_id)
     attempts = _NoRoomForWideInputs.attempts
-    assert q.FAILED not in stored.spec or not stored.spec[q.FAILED]
+    assert job_keys.FAILED not in stored.spec or not stored.spec[job_keys.FAILED]
     assert sum(attempts.values()) == len(keys) + 1  # nothing measured after the failure
     assert stored.worker_id == "worker-2" and stored.status == JobStatus.running
 
@@ -274,21 +279,23 @@ def test_a_warm_start_takes_the_failures_of_earlier_jobs_without_counting_them(
     first = job()
     assert job.runner.run(first) == JobStatus.succeeded
     _, earlier = _stored(job.factory, first)
-    failed = earlier.spec[q.FAILED]
+    failed = earlier.spec[job_keys.FAILED]
     failed_before = [f["subnet_id"] for f in reversed(failed) if not f["anchor"]]  # newest first
     [anchor] = [f["subnet_id"] for f in failed if f["anchor"]]  # skipped whatever it raised
 
     second = job(seed=5, budget={"evaluations": 12})
     assert job.runner.run(second) == JobStatus.succeeded
     keys, stored = _stored(job.factory, second)
-    failed = stored.spec[q.FAILED]
-    taken = [f for f in failed if f.get(q.REUSED_FROM)]
+    failed = stored.spec[job_keys.FAILED]
+    taken = [f for f in failed if f.get(job_keys.REUSED_FROM)]
     assert [f["subnet_id"] for f in taken] == failed_before
-    assert {f[q.REUSED_FROM] for f in taken} == {first} and not any(f["anchor"] for f in taken)
+    assert {f[job_keys.REUSED_FROM] for f in taken} == {first} and not any(
+        f["anchor"] for f in taken
+    )
     assert all(_NoRoomForWideInputs.attempts[k] == 1 for k in failed_before)  # not again
     assert _NoRoomForWideInputs.attempts[anchor] == 2  # anchors' failures are not taken:
     assert [f["subnet_id"] for f in failed if f["anchor"]] == [anchor]  # measured again
-    assert q.failures_counted(stored.spec) == len(failed) - len(taken) - 1  # nor the anchor
+    assert job_keys.failures_counted(stored.spec) == len(failed) - len(taken) - 1  # nor the anchor
     assert not set(failed_before) & set(keys)
     said = f"warm start: {q.counted(len(taken), 'sub-network')} whose measurement failed in"
     assert said in (stored.message or "")
@@ -296,14 +303,14 @@ def test_a_warm_start_takes_the_failures_of_earlier_jobs_without_counting_them(
     third = job(seed=6, warm_start=False, budget={"evaluations": 10, "failures": 20})
     assert job.runner.run(third) == JobStatus.succeeded  # measures what it proposes
     _, alone = _stored(job.factory, third)
-    assert not any(f.get(q.REUSED_FROM) for f in alone.spec[q.FAILED])
+    assert not any(f.get(job_keys.REUSED_FROM) for f in alone.spec[job_keys.FAILED])
     assert "failed in earlier jobs" not in (alone.message or "")
 
     # a job of the pair resumed: its failures as they were, none taken twice
     as_if_died_after_its_first(job.factory, second)
     assert job.runner.run(second) == JobStatus.succeeded
     _, resumed = _stored(job.factory, second)
-    assert resumed.spec[q.FAILED][: len(taken)] == taken
+    assert resumed.spec[job_keys.FAILED][: len(taken)] == taken
     assert said in (resumed.message or "")
 
 
@@ -330,7 +337,7 @@ def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again(
     first = job(budget={"evaluations": 20, "failures": 15})
     assert job.runner.run(first) == JobStatus.succeeded
     _, earlier = _stored(job.factory, first)
-    failed_before = [f["subnet_id"] for f in earlier.spec[q.FAILED] if not f["anchor"]]
+    failed_before = [f["subnet_id"] for f in earlier.spec[job_keys.FAILED] if not f["anchor"]]
     assert len(failed_before) >= 2
     again, *_ = failed_before
     monkeypatch.setattr(failures, "retried", lambda job_id, subnet_id: subnet_id == again)
@@ -343,13 +350,13 @@ def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again(
     second = job(seed=5, budget={"evaluations": 6, "failures": 0})  # none may count
     assert job.runner.run(second) == JobStatus.succeeded
     keys, stored = _stored(job.factory, second)
-    assert stored.spec[q.RETRYING] == {again: first}
-    taken = [f["subnet_id"] for f in stored.spec[q.FAILED] if f.get(q.REUSED_FROM)]
+    assert stored.spec[job_keys.RETRYING] == {again: first}
+    taken = [f["subnet_id"] for f in stored.spec[job_keys.FAILED] if f.get(job_keys.REUSED_FROM)]
     assert sorted(taken) == sorted(set(failed_before) - {again})
-    [retried] = [f for f in stored.spec[q.FAILED] if f.get(q.RETRIED_FROM)]
-    assert retried["subnet_id"] == again and retried[q.RETRIED_FROM] == first
+    [retried] = [f for f in stored.spec[job_keys.FAILED] if f.get(job_keys.RETRIED_FROM)]
+    assert retried["subnet_id"] == again and retried[job_keys.RETRIED_FROM] == first
     assert _NoRoomForWideInputs.attempts[again] == 2  # measured again, failed again
-    assert q.failures_counted(stored.spec) == 0  # "failures": 0 did not end the job
+    assert job_keys.failures_counted(stored.spec) == 0  # "failures": 0 did not end the job
     said = stored.message or ""
     assert (
         f"{len(taken)} sub-networks whose measurement failed in earlier jobs not measured" in said
@@ -361,10 +368,10 @@ def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again(
     as_if_died_after_its_first(job.factory, second)
     assert job.runner.run(second) == JobStatus.succeeded
     _, resumed = _stored(job.factory, second)
-    assert resumed.spec[q.RETRYING] == {again: first}
-    assert [f for f in resumed.spec[q.FAILED] if f.get(q.RETRIED_FROM)] == [retried]
+    assert resumed.spec[job_keys.RETRYING] == {again: first}
+    assert [f for f in resumed.spec[job_keys.FAILED] if f.get(job_keys.RETRIED_FROM)] == [retried]
     assert _NoRoomForWideInputs.attempts[again] == 2  # not measured a third time
-    assert q.failures_counted(resumed.spec) == 0
+    assert job_keys.failures_counted(resumed.spec) == 0
     said = resumed.message or ""  # said again: the claim cleared the message
     assert "1 other measured again if the search proposes it (one in 10" in said
     assert f"sub-network {again} failed again, as in job {first} (not counted)" in said
@@ -375,12 +382,12 @@ def test_a_warm_start_leaves_one_in_ten_failures_to_measure_again(
     third = job(seed=6, budget={"evaluations": 6})
     assert job.runner.run(third) == JobStatus.succeeded
     keys, stored = _stored(job.factory, third)
-    assert again in keys and stored.spec[q.RETRYING] == {again: second}  # the newest failure
+    assert again in keys and stored.spec[job_keys.RETRYING] == {again: second}  # the newest failure
     monkeypatch.setattr(failures, "retried", lambda job_id, subnet_id: False)
     fourth = job(seed=7, budget={"evaluations": 2})
     assert job.runner.run(fourth) == JobStatus.succeeded
     _, stored = _stored(job.factory, fourth)
-    taken = {f["subnet_id"] for f in stored.spec[q.FAILED] if f.get(q.REUSED_FROM)}
+    taken = {f["subnet_id"] for f in stored.spec[job_keys.FAILED] if f.get(job_keys.REUSED_FROM)}
     assert taken == set(failed_before) - {again}
 
 
@@ -395,13 +402,15 @@ def test_a_warm_start_measures_again_the_failures_of_jobs_long_before(
     first = job(budget={"evaluations": 20, "failures": 15})
     assert job.runner.run(first) == JobStatus.succeeded
     _, earlier = _stored(job.factory, first)
-    failed_before = sorted(f["subnet_id"] for f in earlier.spec[q.FAILED] if not f["anchor"])
+    failed_before = sorted(f["subnet_id"] for f in earlier.spec[job_keys.FAILED] if not f["anchor"])
     assert len(failed_before) >= 2
 
     def taken_and_retrying(job_id: str) -> tuple[list[str], dict[str, str]]:
         _, stored = _stored(job.factory, job_id)
-        taken = sorted(f["subnet_id"] for f in stored.spec[q.FAILED] if f.get(q.REUSED_FROM))
-        return taken, stored.spec.get(q.RETRYING, {})
+        taken = sorted(
+            f["subnet_id"] for f in stored.spec[job_keys.FAILED] if f.get(job_keys.REUSED_FROM)
+        )
+        return taken, stored.spec.get(job_keys.RETRYING, {})
 
     _NoRoomForWideInputs.fails = staticmethod(lambda arch: False)  # type: ignore[method-assign]
     second = job(seed=5, budget={"evaluations": 3})
@@ -421,8 +430,8 @@ def test_a_warm_start_measures_again_the_failures_of_jobs_long_before(
     fifth = job(seed=8, budget={"evaluations": 3})
     assert job.runner.run(fifth) == JobStatus.succeeded
     keys, stored = _stored(job.factory, fifth)
-    assert left[0] in keys and not stored.spec[q.FAILED]
-    assert set(stored.spec[q.RETRYING]) == set(left)
+    assert left[0] in keys and not stored.spec[job_keys.FAILED]
+    assert set(stored.spec[job_keys.RETRYING]) == set(left)
 
 
 class _NoRoomToEvaluate(_NoRoomForWideInputs):
@@ -453,19 +462,21 @@ def test_a_job_measuring_latency_only_takes_no_failure_of_the_evaluation(
     try:
         assert job.runner.run(first) == JobStatus.succeeded
         _, earlier = _stored(job.factory, first)
-        own = [f for f in earlier.spec[q.FAILED] if not f["anchor"]]
-        assert own and all(f[q.QUALITY_STEP] for f in own)
+        own = [f for f in earlier.spec[job_keys.FAILED] if not f["anchor"]]
+        assert own and all(f[job_keys.QUALITY_STEP] for f in own)
         assert all("while evaluating on the validation data" in f["error"] for f in own)
 
         latency_only = job(supernet=name, seed=5)
         assert job.runner.run(latency_only) == JobStatus.succeeded
         _, stored = _stored(job.factory, latency_only)
-        assert not any(f.get(q.REUSED_FROM) for f in stored.spec.get(q.FAILED, []))
+        assert not any(f.get(job_keys.REUSED_FROM) for f in stored.spec.get(job_keys.FAILED, []))
 
         again = job(supernet=name, seed=6, **accuracy)
         assert job.runner.run(again) == JobStatus.succeeded
         _, stored = _stored(job.factory, again)
-        taken = {f["subnet_id"] for f in stored.spec[q.FAILED] if f.get(q.REUSED_FROM)}
+        taken = {
+            f["subnet_id"] for f in stored.spec[job_keys.FAILED] if f.get(job_keys.REUSED_FROM)
+        }
         assert taken == {f["subnet_id"] for f in own}  # timed since, not evaluated: all
     finally:
         registry._INSTANCES.pop(name, None)

@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from api.schemas import JobCreate
+from store import evaluations as eq
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.front import constraints_of, summarise_front
@@ -54,7 +55,7 @@ def test_progress_is_the_summary_of_the_stored_evaluations(
         def after_commit(_session: Session) -> None:  # what a poller sees after each commit
             with Session(engine) as reader:
                 job = q.get_job(reader, row.id)
-                evaluations, total = q.list_evaluations(reader, row.id)
+                evaluations, total = eq.list_evaluations(reader, row.id)
                 summary = summarise_front(evaluations, spec["objectives"], constraints_of(spec))
                 assert (job.front_size, job.hypervolume) == (
                     len(summary.front),

@@ -20,6 +20,8 @@ from core.settings import get_settings
 from models.fmnist_cnn import FmnistOFACNN
 from models.registry import get_supernet
 from search import LinasStrategy
+from store import evaluations as eq
+from store import job_keys
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.tables import JobStatus
@@ -156,7 +158,7 @@ def test_measurements_made_with_other_weights_or_data_are_not_reused(
         before = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
         subnet = _evaluations(client, before["id"])[0]["subnet_id"]
         with transaction(factory) as session:
-            recorded = q.get_job(session, before["id"]).spec[q.MEASURED_WITH]
+            recorded = q.get_job(session, before["id"]).spec[job_keys.MEASURED_WITH]
         assert recorded == get_supernet("fmnist-ofa-cnn").fingerprint() is not None
         again = wait_for(client, client.post("/v1/jobs", json=dict(spec, seed=4)).json()["id"])
         assert again["progress"]["evaluations_reused"] == 2  # same weights: reused
@@ -164,7 +166,7 @@ def test_measurements_made_with_other_weights_or_data_are_not_reused(
         monkeypatch.setattr(FmnistOFACNN, "fingerprint", lambda self: "other-weights")
         after = wait_for(client, client.post("/v1/jobs", json=dict(spec, seed=5)).json()["id"])
         assert after["progress"]["evaluations_reused"] == 0
-        began = {**JobCreate(**spec).model_dump(mode="json"), q.MEASURED_WITH: recorded}
+        began = {**JobCreate(**spec).model_dump(mode="json"), job_keys.MEASURED_WITH: recorded}
         with transaction(factory) as session:  # began under the old weights, then stopped
             job_id = q.create_jobs(session, [(began, None)])[0].id
         assert JobRunner(factory, settings, "worker-2").run(job_id) == JobStatus.failed
@@ -186,12 +188,14 @@ def test_a_job_an_earlier_version_began_without_fingerprints_resumes_reused_by_n
     factory = make_session_factory(make_engine(settings.database_url))
     with TestClient(create_app(settings)) as client:
         old = wait_for(client, client.post("/v1/jobs", json=FMNIST).json()["id"])
-        unrecorded = {q.MEASURED_WITH: None, q.MEASURED_CODE: None}  # keys removed
+        unrecorded = {job_keys.MEASURED_WITH: None, job_keys.MEASURED_CODE: None}  # keys removed
         first, _ = as_if_died_after_its_first(factory, old["id"], **unrecorded)
         assert JobRunner(factory, settings, "worker-2").run(old["id"]) == JobStatus.succeeded
         with transaction(factory) as session:
             spec = q.get_job(session, old["id"]).spec
-        assert q.MEASURED_WITH in spec and spec[q.MEASURED_WITH] is None  # known unknown
+        assert (
+            job_keys.MEASURED_WITH in spec and spec[job_keys.MEASURED_WITH] is None
+        )  # known unknown
         resumed = client.get(f"/v1/jobs/{old['id']}").json()
         assert UNFINGERPRINTED in resumed["message"]
         as_if_died_after_its_first(factory, old["id"])  # again: said again (review 31)
@@ -360,7 +364,7 @@ def test_hints_are_what_other_devices_measured_before_the_job_was_created(
     run(on_fpga)
     assert hinted[-1] == first_hints
     with transaction(factory) as session:
-        again = [e.subnet_id for e in q.list_evaluations(session, on_fpga)[0]]
+        again = [e.subnet_id for e in eq.list_evaluations(session, on_fpga)[0]]
     assert again == kept  # the same proposals after the resume
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hardware_profiles.configured import device_profile
+from store import job_keys
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from workers import failures
@@ -34,11 +35,11 @@ def test_a_warm_start_run_again_keeps_what_it_left_to_measure_again(
     factory = make_session_factory(make_engine(url))
     entry = {"error": "MemoryError: out", "anchor": False, "after": 0}
     with transaction(factory) as session:
-        earlier = q.create_job(session, {**SPEC, q.FAILED: [
+        earlier = q.create_job(session, {**SPEC, job_keys.FAILED: [
             {**entry, "subnet_id": key} for key in ("kept", "left")
         ]}).id  # fmt: skip
         q.get_job(session, earlier).evaluations_done = 1
-        job_id = q.create_job(session, {**SPEC, q.RETRYING: {"left": earlier}}).id
+        job_id = q.create_job(session, {**SPEC, job_keys.RETRYING: {"left": earlier}}).id
     monkeypatch.setattr(failures, "retried", lambda job_id, subnet_id: False)  # none now
     with transaction(factory) as session:
         job = q.get_job(session, job_id, lock=True)
@@ -46,5 +47,5 @@ def test_a_warm_start_run_again_keeps_what_it_left_to_measure_again(
             session, job, dict(job.spec), 100, device_profile("cpu-1t"), quality=True,
             quality_metrics=["accuracy"],
         )  # fmt: skip
-    taken = [e["subnet_id"] for e in started.spec[q.FAILED]]
-    assert taken == ["kept"] and started.spec[q.RETRYING] == {"left": earlier}
+    taken = [e["subnet_id"] for e in started.spec[job_keys.FAILED]]
+    assert taken == ["kept"] and started.spec[job_keys.RETRYING] == {"left": earlier}
