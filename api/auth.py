@@ -15,7 +15,6 @@ that a job created, cancelled or deleted can be traced to the team holding the k
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from typing import Any
@@ -24,6 +23,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.errors import InvalidInput, Unauthenticated, printable
+from core.redact import key_label
 
 from .docs_pages import DOCS_STATIC, DOCS_URL, OAUTH2_REDIRECT_URL, REDOC_URL
 from .errors import error_response
@@ -87,13 +87,6 @@ def parse_api_keys(value: str) -> list[bytes]:
 _REPLAYED = b"idempotent-replayed"
 #: Requests that change nothing: not logged with their key.
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def key_label(key: bytes) -> str:
-    """What the log calls ``key``: the first 8 hex digits of its SHA-256 (an operator finds
-    a key's with ``printf %s KEY | sha256sum``), not the key (security audit 31: nothing
-    said which key had created, cancelled or deleted a job)."""
-    return hashlib.sha256(key).hexdigest()[:8]
 
 
 class ApiKeyMiddleware:

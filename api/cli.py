@@ -371,7 +371,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     prints nothing), or with ``--json`` one job per line as the API gives it."""
     labels = parse_labels(args.label or [], values=False)
     client, where = _client(args), {"status": args.status, "kind": args.kind, "labels": labels}
-    jobs = client.iter_jobs(page=min(args.limit or 500, 500), **where)
+    jobs = client.iter_jobs(
+        page=min(args.limit or 500, 500), submitted_by=_mine(args, client), **where
+    )
     listed = itertools.islice(jobs, args.limit or None)
     if args.json:
         for job in listed:
@@ -507,16 +509,23 @@ def format_table(names: list[str], rows: list[list[str]], *, right: set[str]) ->
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel the job given, or with ``--label`` every queued or running job carrying all
-    those labels (security audit 31 M2: a flood of jobs took one cancel each); one JSON
-    line per job cancelled, then their count on stderr."""
-    if (args.job_id is None) == (not args.label):
-        raise InvalidInput("give a job id, or --label NAME=VALUE (not both)", field="job_id")
+    those labels (security audit 31 M2: a flood of jobs took one cancel each), with
+    ``--mine`` only (or all) those of this API key; one JSON line per job cancelled, then
+    their count on stderr."""
+    if (args.job_id is None) == (not (args.label or args.mine)):
+        raise InvalidInput(
+            "give a job id, or --label NAME=VALUE and/or --mine (not both)", field="job_id"
+        )
     client, keys = _client(args), ("id", "status", "cancel_requested", "message")
     if args.job_id is not None:
         _print_job(client.cancel(args.job_id), keys=keys)
         return 0
-    labels = parse_labels(args.label, values=False)
-    unfinished = list(client.iter_jobs(status=["queued", "running"], labels=labels))
+    labels = parse_labels(args.label or [], values=False)
+    unfinished = list(
+        client.iter_jobs(
+            status=["queued", "running"], labels=labels, submitted_by=_mine(args, client)
+        )
+    )
     cancelled = 0
     for job in unfinished:  # listed first: the cancels change what a listing would give
         try:
@@ -816,6 +825,15 @@ def _client(args: argparse.Namespace) -> HwnasClient:
     return HwnasClient(args.url, api_key=args.api_key)
 
 
+def _mine(args: argparse.Namespace, client: HwnasClient) -> str | None:
+    """With ``--mine``: the label of the client's API key (jobs it submitted), else None."""
+    if not args.mine:
+        return None
+    if client.key_label is None:
+        raise InvalidInput("--mine needs an API key (--api-key, HWNAS_API_KEY)", field="mine")
+    return client.key_label
+
+
 _Column = tuple[str, Callable[[dict[str, Any]], Any], int, str]
 #: The front table's columns every job has, by metric: (heading, the point's value, width,
 #: format). Latency in significant digits: a small network's 0.0037 and 0.0042 ms both
@@ -1077,6 +1095,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable: all of them); hwnas jobs --status queued --status running --label "
         "... lists them first",
     )
+    for name in ("cancel", "jobs"):
+        sub.choices[name].add_argument(
+            "--mine",
+            action="store_true",
+            help="only jobs submitted with this API key (on a server that several teams "
+            "share, every key may see and cancel every job)",
+        )
     for name in ("evaluations", "supernets", "devices"):
         sub.choices[name].add_argument("--json", action="store_true", help="the API's JSON")
     label = sub.choices["label"]

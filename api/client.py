@@ -22,6 +22,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from core.redact import key_label
+
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 
@@ -135,6 +137,9 @@ class HwnasClient:
                 "leave them out"
             )
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        #: How the service names this client's API key (a job's ``submitted_by``; None
+        #: without a key): ``jobs(submitted_by=client.key_label)`` lists its own jobs.
+        self.key_label = key_label(api_key.encode()) if api_key else None
         self.timeout = timeout
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
 
@@ -282,13 +287,16 @@ class HwnasClient:
         kind: str | None = None,
         after: str | None = None,
         labels: dict[str, str | None] | None = None,
+        submitted_by: str | None = None,
     ) -> dict[str, Any]:
         """One page of jobs, newest first, of one ``status`` (or any of several) and
         ``kind`` if given, carrying every one of ``labels`` (a value of None: the name with
-        any value): ``data``, ``count`` (the number of all that match) and ``next_after``,
-        the next page's ``after`` (None after the last). ``iter_jobs`` reads every page."""
+        any value), submitted with the API key labelled ``submitted_by`` if given
+        (``key_label``: this client's): ``data``, ``count`` (the number of all that match)
+        and ``next_after``, the next page's ``after`` (None after the last). ``iter_jobs``
+        reads every page."""
         statuses = [status] if isinstance(status, str) else list(status or [])
-        given = (("kind", kind), ("after", after))
+        given = (("kind", kind), ("after", after), ("submitted_by", submitted_by))
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         params.update({k: v for k, v in given if v is not None})
         if statuses:
@@ -318,12 +326,15 @@ class HwnasClient:
         status: str | Sequence[str] | None = None,
         kind: str | None = None,
         labels: dict[str, str | None] | None = None,
+        submitted_by: str | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Every job of that ``status``, ``kind`` and ``labels``, newest first, a page at a
-        time, each once: a page starts after the last job of the one before (``after``), so
-        jobs submitted meanwhile move none (a server that gives no ``next_after``: by
-        offset)."""
-        where: dict[str, Any] = {"status": status, "kind": kind, "labels": labels}
+        """Every job of that ``status``, ``kind``, ``labels`` and ``submitted_by``, newest
+        first, a page at a time, each once: a page starts after the last job of the one
+        before (``after``), so jobs submitted meanwhile move none (a server that gives no
+        ``next_after``: by offset)."""
+        where: dict[str, Any] = {
+            "status": status, "kind": kind, "labels": labels, "submitted_by": submitted_by
+        }  # fmt: skip
         answer = self.jobs(limit=page, **where)
         if "next_after" not in answer:  # an older server: its first page read again
             yield from self._pages(lambda offset: self.jobs(offset=offset, limit=page, **where))
@@ -457,10 +468,15 @@ class HwnasClient:
     def calibrations(
         self, device: str, *, supernet: str | None = None, job_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """Stored predictor versions of ``device`` (newest first per supernet)."""
-        params = {k: v for k, v in (("supernet", supernet), ("job_id", job_id)) if v}
+        """Stored predictor versions of ``device`` (newest first per supernet), every page."""
+        given = {k: v for k, v in (("supernet", supernet), ("job_id", job_id)) if v}
         url = f"/v1/devices/{_segment(device, 'device')}/calibrations"
-        return list(self._json("GET", url, params=params)["data"])
+
+        def page(offset: int) -> dict[str, Any]:
+            params = {**given, "offset": offset, "limit": 500}
+            return dict(self._json("GET", url, params=params))
+
+        return list(self._pages(page))
 
     # -- exports ----------------------------------------------------------------------------
 

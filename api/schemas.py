@@ -705,4 +705,6 @@ class CalibrationPublic(BaseModel):
 
 class CalibrationsPublic(BaseModel):
     data: list[CalibrationPublic]
-    count: int
+    count: int = Field(description="the versions that match, on every page")
+    offset: int
+    limit: int

@@ -25,7 +25,9 @@ start, Celery's reaper re-publishes them). A request cancelled before its batch 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -56,6 +58,11 @@ class JobSubmitter:
         self._dispatcher = dispatcher
         self._max_batch = max_batch
         self._limit = limit  # of each API key's active jobs (HWNAS_MAX_ACTIVE_JOBS_PER_KEY)
+        #: Held, with a ``limit``, over a count of a key's active jobs and the insert it
+        #: lets in, on both paths (a batch; a keyed submission: ``api.routes.jobs``), so
+        #: that two do not both count below the limit and both insert (review 33a: 20
+        #: keyed submissions at once, limit 2: 9 stored).
+        self.limit_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, "hwnas-submit")
         self._dispatching = ThreadPoolExecutor(1, "hwnas-dispatch")
         self._waiting: list[Waiting] = []
@@ -125,7 +132,8 @@ class JobSubmitter:
         trip; a transaction elsewhere; with a ``limit``, a count before it), then its
         dispatch queued; a row per submission, None for those refused by the limit."""
         new = q.NewJobs(batch, limit=self._limit)
-        stored = self._store_batch.write(new.insert)
+        with self.limit_lock if self._limit else contextlib.nullcontext():
+            stored = self._store_batch.write(new.insert)
         if stored:
             self.dispatch_later(stored)
         rows: list[JobRow | None] = list(stored)

@@ -212,5 +212,6 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 
 def comma_list(text: str) -> list[str]:
     """A comma-separated setting's entries, stripped, empty ones dropped (``"a, b,"`` is
-    ``["a", "b"]``): every list-valued ``HWNAS_*`` setting is read this way."""
+    ``["a", "b"]``): every list-valued ``HWNAS_*`` setting is read this way, but
+    ``HWNAS_API_KEYS``, where an empty entry stops the start-up (``api.auth``)."""
     return [part.strip() for part in text.split(",") if part.strip()]

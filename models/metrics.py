@@ -11,6 +11,8 @@ COMMON_METRICS: dict[str, str] = {
     "params": "min",
     "model_size_mb": "min",
 }
+#: Metrics counted of a sub-network without running it (``Supernet.complexity``).
+COUNTED_METRICS: frozenset[str] = frozenset({"macs", "params", "model_size_mb"})
 #: Direction of metrics supernets report from ``evaluate`` (unknown ones default to max).
 QUALITY_DIRECTIONS: dict[str, str] = {"accuracy": "max", "loss": "min", "error": "min"}
 #: The values a metric can take, (lowest, highest; None: unbounded): a constraint outside

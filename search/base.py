@@ -28,6 +28,10 @@ __all__ = ["Strategy", "create_strategy", "list_strategies", "register_strategy"
 ENUMERATION_LIMIT = 50_000
 # Uniform draws tried per wanted architecture before falling back to enumeration.
 REJECTION_TRIES = 64
+# Proposals one ask passes over because what is counted of them for free breaks a
+# constraint (``Strategy.screen_with``); past it, proposals go on to be measured (the
+# constraints may be out of reach of most of the space: the search must still end).
+SCREEN_MAX = 256
 
 
 class Strategy(abc.ABC):
@@ -52,6 +56,11 @@ class Strategy(abc.ABC):
 
     A proposal whose measurement fails is told so (:meth:`tell_failed`): it is never
     proposed again and counts neither as a result nor towards ``budget``.
+
+    Metrics known of any architecture without measuring it (a supernet's MACs and params,
+    counted): :meth:`screen_with`. A proposal whose known values break a constraint is
+    passed over before it is asked (``n_screened``), never proposed again, and counts
+    neither as a result nor towards ``budget``.
 
     Subclasses implement :meth:`_propose` and may override :meth:`_on_tell`,
     :meth:`_on_fail` and :meth:`_on_hint` (metrics known without a measurement, see
@@ -87,6 +96,9 @@ class Strategy(abc.ABC):
         self._told: dict[str, int] = {}  # key -> index into history
         self._pending: dict[str, Arch] = {}
         self._failed: set[str] = set()  # told as failed: never proposed again
+        self._screened: set[str] = set()  # passed over by the screen: never proposed again
+        self._screen: Callable[[Arch], Mapping[str, float]] | None = None
+        self._screens_left = 0  # this ask's (SCREEN_MAX)
         self._history: list[tuple[Arch, dict[str, float]]] = []
         self._enumerated: list[tuple[str, Arch]] | None = None
         self._initial = self._check_initial(space, initial)
@@ -143,6 +155,21 @@ class Strategy(abc.ABC):
         self._failed.add(key)
         self._on_fail(key, normal, was_asked)
 
+    @property
+    def n_screened(self) -> int:
+        """How many proposals the screen passed over (:meth:`screen_with`)."""
+        return len(self._screened)
+
+    def screen_with(self, known: Callable[[Arch], Mapping[str, float]]) -> None:
+        """``known(arch)``: metrics of any architecture known without measuring it (MACs,
+        params, model size, counted). A proposal whose known values break one of the
+        constraints on them is passed over: not asked, never proposed again, neither a
+        result nor counted towards ``budget`` (the ``initial`` ones aside: chosen by the
+        caller). Up to ``SCREEN_MAX`` an ask; then proposals are asked whatever they break.
+        A scale audit's job (33) measured 13 of its 20 proposals to find them infeasible by
+        MACs and params alone."""
+        self._screen = known
+
     def ask(self, n: int) -> list[Arch]:
         """Up to ``n`` new architectures; fewer only when the budget or the space runs out.
         The ``initial`` architectures left come first."""
@@ -150,13 +177,21 @@ class Strategy(abc.ABC):
         proposals = self.initial_left[:n]
         for arch in proposals:  # pending before ``_propose``, which must not propose them
             self._pending[self.space.key(arch)] = arch
-        own = self._propose(n - len(proposals)) if n > len(proposals) else []
-        for arch in own:
-            key = self.space.key(arch)
-            if self._is_seen(key):  # a subclass bug, never a user error
-                raise RuntimeError(f"{type(self).__name__} proposed a seen architecture {key}")
-            self._pending[key] = arch
-        return [dict(a) for a in [*proposals, *own]]
+        self._screens_left = SCREEN_MAX
+        while len(proposals) < n:
+            screened = self.n_screened
+            own = self._propose(n - len(proposals))
+            for arch in own:
+                key = self.space.key(arch)
+                if self._is_seen(key):  # a subclass bug, never a user error
+                    raise RuntimeError(f"{type(self).__name__} proposed a seen architecture {key}")
+                self._pending[key] = arch
+                if self._screened_out(arch, key, asked=True):
+                    continue
+                proposals.append(arch)
+            if not own or self.n_screened == screened:  # nothing passed over: all there is
+                break
+        return [dict(a) for a in proposals]
 
     def tell(self, arch: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         """Record ``metrics`` (every objective and constrained metric) measured for ``arch``.
@@ -170,6 +205,7 @@ class Strategy(abc.ABC):
         clean = validate_metrics(metrics, [*self.objectives, *self.constraints])
         was_asked = self._pending.pop(key, None) is not None
         self._failed.discard(key)  # measured after all (by another run): a result now
+        self._screened.discard(key)
         self._told[key] = len(self._history)
         self._history.append((normal, clean))
         self._on_tell(key, normal, clean, was_asked)
@@ -265,8 +301,36 @@ class Strategy(abc.ABC):
     # ---- helpers for subclasses -----------------------------------------------------------
 
     def _is_seen(self, key: str) -> bool:
-        """Told, pending, or failed: not to be proposed."""
-        return key in self._told or key in self._pending or key in self._failed
+        """Told, pending, failed or screened: not to be proposed."""
+        return (
+            key in self._told
+            or key in self._pending
+            or key in self._failed
+            or key in self._screened
+        )
+
+    def _screened_out(self, arch: Arch, key: str, *, asked: bool = False) -> bool:
+        """Whether the screen passes ``arch`` over (:meth:`screen_with`); if so it is seen
+        from now on (no longer pending where ``asked``) and ``_on_screen`` is called.
+        Subclasses that rank many candidates ask it of their pick before proposing it."""
+        if self._screen is None or self._screens_left <= 0:
+            return False
+        known = self._screen(arch)
+        bounds = {name: bound for name, bound in self.constraints.items() if name in known}
+        if not bounds or violation(known, bounds) == 0.0:
+            return False
+        self._screens_left -= 1
+        self._screened.add(key)
+        if asked:
+            self._pending.pop(key, None)
+        self._on_screen(key, arch, asked)
+        return True
+
+    def _on_screen(self, key: str, arch: Arch, asked: bool) -> None:
+        """Called when the screen passes ``arch`` over; ``asked``: after ``_propose``
+        proposed it (whatever it keeps of an open proposal is dropped as for a failure)."""
+        if asked:
+            self._on_fail(key, arch, True)
 
     def _told_metrics(self, key: str) -> dict[str, float] | None:
         index = self._told.get(key)

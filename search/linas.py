@@ -237,6 +237,12 @@ class LinasStrategy(Strategy):
         if self._pool is not None:
             self._pool.close([indices])
 
+    def _on_screen(self, key: str, arch: Arch, asked: bool) -> None:
+        """Not measurable is not what the screen says (the failure model learns nothing):
+        its pool row is closed, as for a proposal."""
+        if self._pool is not None:
+            self._pool.close([self.space.to_indices(arch)])
+
     def _on_hint(self, key: str, arch: Arch, metrics: dict[str, float]) -> None:
         """Kept per metric, the latest ``hints_kept`` (``MAX_HINTS``: the predictor's solve
         is cubic in its training set: 500 hints take an ask from ~6 to ~50 ms here, 1,000 to
@@ -375,7 +381,9 @@ class LinasStrategy(Strategy):
             pick = self._first_unseen(pool, rows[order], taken)
             if pick is None:
                 break
-            out.append(self.space.from_indices(pool.indices[pick].tolist()))
+            arch = self.space.from_indices(pool.indices[pick].tolist())
+            if not self._screened_out(arch, self.space.key(arch)):  # its row closed already
+                out.append(arch)
         if len(out) < n:  # the pool ran dry (canonical duplicates, or a sampled pool)
             out += self._sample_unseen(n - len(out), taken)
         return out

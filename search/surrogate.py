@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 
 from core.errors import InvalidInput, UnknownName
@@ -158,6 +159,13 @@ class FeatureMap:
             ids += self._pair_offsets
             out[start : start + step, self.n_genes :] = ids
         return out
+
+
+def _one_hot(columns: IntArray, width: int) -> sparse.csr_matrix:
+    """Rows of ``width`` zeros with a one at each of the row's ids in ``columns`` (n, m)."""
+    n, m = columns.shape
+    ones = np.ones(n * m, dtype=np.float32)  # counts to 2^24 exact: far past any row's ids
+    return sparse.csr_matrix((ones, columns.ravel(), np.arange(0, n * m + 1, m)), shape=(n, width))
 
 
 @dataclass(frozen=True)
@@ -315,11 +323,15 @@ class PairwiseRidge:
                 new[:kept, :kept] = old[:kept, :kept]
         if kept == n:
             return counts
-        for k in range(active.shape[1]):  # one column at a time: no (n, n, n_active) array
-            column = active[:, k]
-            counts[0 if k < genes else 1][kept:] += column[kept:, None] == column[None, :]
-        for count in counts:
-            count[:kept, kept:] = count[kept:, :kept].T
+        # The shared features of two rows are the inner product of their one-hot rows (a
+        # row's ids are distinct: each gene and pair has ids of its own): a sparse product,
+        # 4x faster than comparing column by column at 2,500 rows (a warm start's first
+        # fit: scale audit 33).
+        for count, columns in zip(counts, (active[:, :genes], active[:, genes:]), strict=True):
+            if columns.shape[1]:
+                one_hot = _one_hot(columns, self.features.n_features)
+                count[kept:] = (one_hot[kept:] @ one_hot.T).toarray()
+                count[:kept, kept:] = count[kept:, :kept].T
         return counts
 
     def _prior_variances(self, rho: float) -> FloatArray:

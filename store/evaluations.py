@@ -8,6 +8,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, false, func, insert, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound, shown
@@ -28,22 +29,24 @@ def add_reused_evaluations(
     here, so they count as reused and took no evaluation time; ``details.reused_from``
     names the job that measured each. Measured ones: ``record_evaluation``."""
     now, first = utcnow(), job.evaluations_done + job.evaluations_reused
-    session.add_all(
-        Evaluation(
-            job_id=job.id,
-            seq=first + k,
-            subnet_id=original.subnet_id,
-            arch=original.arch,
-            metrics=original.metrics,
-            details={**original.details, REUSED_FROM: original.job_id},
-            feasible=is_feasible(original.metrics, constraints),
-            on_front=False,
-            reused=True,
-            seconds=0.0,
-            created_at=now,
-        )
+    rows = [
+        {
+            "job_id": job.id,
+            "seq": first + k,
+            "subnet_id": original.subnet_id,
+            "arch": original.arch,
+            "metrics": original.metrics,
+            "details": {**original.details, REUSED_FROM: original.job_id},
+            "feasible": is_feasible(original.metrics, constraints),
+            "on_front": False,
+            "reused": True,
+            "seconds": 0.0,
+            "created_at": now,
+        }
         for k, original in enumerate(copies)
-    )
+    ]
+    if rows:  # one executemany, not an ORM object each (2,000: 1.3 s, scale audit 33)
+        session.execute(_INSERT_EVALUATION, rows)
     job.evaluations_reused += len(copies)
     job.heartbeat_at = now
     session.flush()
@@ -188,14 +191,22 @@ def list_evaluations(
     ids: Collection[int] | None = None,
 ) -> tuple[list[Evaluation], int]:
     """A page of the job's evaluations in the order measured, and how many there are; only
-    those its stored front holds (``front_only``), or those of ``ids``."""
+    those its stored front holds (``front_only``), or those of ``ids``.
+
+    A page of all of them starts at ``seq`` ``offset``: a job's ``seq`` runs 0, 1, ... with
+    no gap (``record_evaluation``, ``add_reused_evaluations``; nothing deletes one), so it
+    is the same page as OFFSET gives, read from the index (an OFFSET of 49,900 sorted the
+    job's 50,000 rows on disk: 265 ms, 0.1 ms so; scale audit 33)."""
     query = select(Evaluation).where(Evaluation.job_id == job_id)
     if front_only:
         query = query.where(Evaluation.on_front.is_(True))
     if ids is not None:
         query = query.where(Evaluation.id.in_(ids))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    query = query.order_by(Evaluation.seq).offset(offset)
+    if front_only or ids is not None:
+        query = query.order_by(Evaluation.seq).offset(offset)
+    else:
+        query = query.where(Evaluation.seq >= offset).order_by(Evaluation.seq)
     if limit is not None:
         query = query.limit(limit)
     return list(session.scalars(query)), total
@@ -237,9 +248,14 @@ def _failed_said(session: Session, job_id: str, subnet_id: str) -> str:
     return ""
 
 
-def set_front(session: Session, job_id: str, front_ids: list[int]) -> None:
-    session.execute(
+def set_front(session: Session, job_id: str, front_ids: list[int]) -> int:
+    """Mark the job's front; how many rows it changed: only those whose flag changes are
+    written (every row of a 50,000-evaluation job was: 4.6 s and 151 MB of WAL on
+    PostgreSQL, scale audit 33)."""
+    on_front = Evaluation.id.in_(front_ids) if front_ids else false()
+    changed = session.execute(
         update(Evaluation)
-        .where(Evaluation.job_id == job_id)
-        .values(on_front=Evaluation.id.in_(front_ids) if front_ids else False)
+        .where(Evaluation.job_id == job_id, Evaluation.on_front.is_distinct_from(on_front))
+        .values(on_front=on_front)
     )
+    return cast(CursorResult[Any], changed).rowcount

@@ -388,10 +388,12 @@ def list_jobs(
     kind: JobKind | None = None,
     after: str | None = None,
     labels: Sequence[tuple[str, str | None]] = (),
+    submitted_by: str | None = None,
 ) -> tuple[list[JobRow], int]:
     """A page of jobs, newest first (``created_at``, then id), of one ``status`` (or any
     of several) and ``kind`` if given, carrying every one of ``labels`` (name and value, or
-    a name alone: any value), and how many match in all. ``after``: a ``listing_cursor`` of
+    a name alone: any value), submitted with the API key labelled ``submitted_by`` if
+    given, and how many match in all. ``after``: a ``listing_cursor`` of
     the last job of the previous page; the page starts after it (``offset`` counts from there):
     the index on ``created_at`` finds it, where a deep ``offset`` walks every row before it,
     and jobs submitted meanwhile, being newer, do not move the pages."""
@@ -403,6 +405,8 @@ def list_jobs(
         query = query.where(JOBS.c.status.in_(list(status)))
     if kind is not None:
         query = query.where(JOBS.c.kind == kind)
+    if submitted_by is not None:
+        query = query.where(JOBS.c.submitted_by == submitted_by)
     for name, value in labels:
         carrying = select(LABELS.c.job_id).where(LABELS.c.name == name)
         if value is not None:

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from core.errors import NotFound
 
@@ -95,14 +95,25 @@ def get_predictor(
 
 
 def list_predictors(
-    session: Session, device: str, supernet: str | None = None, job_id: str | None = None
-) -> list[LatencyPredictorRecord]:
-    """Every version for ``device`` (optionally one supernet, or the one a job fitted),
-    newest first per supernet."""
+    session: Session,
+    device: str,
+    supernet: str | None = None,
+    job_id: str | None = None,
+    *,
+    offset: int = 0,
+    limit: int | None = None,
+) -> tuple[list[LatencyPredictorRecord], int]:
+    """A page of the versions for ``device`` (optionally one supernet, or the one a job
+    fitted), newest first per supernet, and how many there are; their ``payload`` is not
+    read (a listing shows none of it: scale audit 33, every version's JSON decoded)."""
     query = select(LatencyPredictorRecord).where(LatencyPredictorRecord.device == device)
     if supernet is not None:
         query = query.where(LatencyPredictorRecord.supernet == supernet)
     if job_id is not None:
         query = query.where(LatencyPredictorRecord.job_id == job_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     order = (LatencyPredictorRecord.supernet, LatencyPredictorRecord.version.desc())
-    return list(session.scalars(query.order_by(*order)))
+    query = query.options(defer(LatencyPredictorRecord.payload)).order_by(*order).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query)), total

@@ -45,8 +45,9 @@ def prior_evaluations(
     jobs: Sequence[AlikeJob] | None = None,
 ) -> list[Evaluation]:
     """Measurements of ``supernet`` on ``device`` (accuracy on ``validation_data``) made by
-    other search jobs: one per sub-network, the most recent that is ``usable`` (all, by
-    default), at most ``limit``. Copies
+    other search jobs: one per sub-network, the latest that is ``usable`` (all, by
+    default) among the newest jobs that have one (read ``JOBS_A_READ`` jobs at a time,
+    newest first), at most ``limit``. Copies
     (``reused``; ``details.reused_from`` names their origin) are skipped: the original is
     what counts; so are calibration jobs' measurements (latency only, a uniform sample:
     they would shadow a search's full measurement of the same sub-network and fill the
@@ -77,33 +78,37 @@ def prior_evaluations(
             )  # fmt: skip
         )
     matching = [job.id for job in jobs]
-    if not matching:
-        return []
-    # Copies are left out by the database, through the index on (job_id, reused): every
-    # warm-started job adds one of each row it reused, so they outnumber the originals by
-    # the jobs run on the pair (reading them made a backlog of jobs drain ever more slowly).
-    query = (
-        select(Evaluation)
-        .where(Evaluation.reused.is_(False))
-        .order_by(Evaluation.id.desc())
-        .execution_options(yield_per=500)
-    )
-    if len(matching) <= IN_LIST_MAX:
-        query = query.where(Evaluation.job_id.in_(matching))
-    else:  # beyond what one IN list should carry: the jobs' filter again, ids checked here
-        query = query.join(Job, Job.id == Evaluation.job_id).where(
-            Job.supernet == supernet, on_device, Job.kind == JobKind.search
-        )
-    if before is not None:
-        query = query.where(Evaluation.created_at < before)
-    ids = set(matching)
     found: dict[str, Evaluation] = {}
-    for evaluation in session.scalars(query):
-        if evaluation.job_id in ids and (usable is None or usable(evaluation)):
-            found.setdefault(evaluation.subnet_id, evaluation)
-            if len(found) >= limit:
-                break
+    # A few jobs at a time, newest first, each read through the index on (job_id, reused),
+    # which leaves the copies out (every warm-started job adds one of each row it reused,
+    # so they outnumber the originals by the jobs run on the pair). One query over all the
+    # jobs, newest row first, walked the whole table's primary key backwards from its end:
+    # the longer since the pair was last used, the more rows of other pairs it passed
+    # (4.6 s at 3.7 M rows; 0.36 s so: scale audit 33).
+    for start in range(0, len(matching), JOBS_A_READ):
+        query = (
+            select(Evaluation)
+            .where(
+                Evaluation.job_id.in_(matching[start : start + JOBS_A_READ]),
+                Evaluation.reused.is_(False),
+            )
+            .order_by(Evaluation.id.desc())
+            .execution_options(yield_per=500)
+        )
+        if before is not None:
+            query = query.where(Evaluation.created_at < before)
+        read = session.scalars(query)
+        for evaluation in read:
+            if usable is None or usable(evaluation):
+                found.setdefault(evaluation.subnet_id, evaluation)
+                if len(found) >= limit:
+                    read.close()
+                    return list(found.values())
     return list(found.values())
+
+
+#: How many jobs' measurements ``prior_evaluations`` reads in one query.
+JOBS_A_READ = 100
 
 
 class AlikeJob(NamedTuple):

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
@@ -139,6 +140,22 @@ class Evaluation(Base):
         UniqueConstraint("job_id", "seq", name="uq_evaluations_job_seq"),
         # A warm start reads a job's originals only (store.prior.prior_evaluations).
         Index("ix_evaluations_job_reused", "job_id", "reused"),
+        # Where a sub-network was measured, its copies aside (store.prior.prior_failures:
+        # a scan of the whole table without it, scale audit 33).
+        Index(
+            "ix_evaluations_subnet_original",
+            "subnet_id",
+            postgresql_where=text("reused IS false"),
+            sqlite_where=text("reused IS 0"),
+        ),
+        # A finished job's front (/pareto): a dozen rows of its thousands.
+        Index(
+            "ix_evaluations_job_front",
+            "job_id",
+            "seq",
+            postgresql_where=text("on_front IS true"),  # as .is_(True) reads: matched
+            sqlite_where=text("on_front IS 1"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -154,7 +154,8 @@ class SubnetEvaluator:
         return taken
 
     def counted(self, arch: Arch) -> dict[str, float]:
-        """The metrics counted without running ``arch``: MACs, params, model size."""
+        """The metrics counted without running ``arch``: MACs, params, model size
+        (``COUNTED_METRICS``)."""
         complexity = self.supernet.complexity(arch)
         return {
             "macs": float(complexity.macs),

@@ -29,7 +29,7 @@ from hardware_profiles.latency_predictor import (
 )
 from hardware_profiles.latency_sample import sample_archs
 from models.base import Supernet
-from models.metrics import device_independent
+from models.metrics import COUNTED_METRICS, device_independent
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
 from search.base import ENUMERATION_LIMIT, REJECTION_TRIES
@@ -119,6 +119,8 @@ def build_plan(
         initial=anchors,
         **options,
     )
+    if not supernet.recorded and COUNTED_METRICS & set(constraints):
+        strategy.screen_with(evaluator.counted)  # a bound they break needs no measurement
     return JobPlan(
         budget, spec["objectives"], constraints, evaluator, strategy, known=known,
         failures=Failures.of(spec),
@@ -934,6 +936,8 @@ class JobRunner:
                 _add_message(q.get_job(session, job_id), noisy)
             if taken := _quality_taken_note(evaluations, plan.evaluator.supernet):
                 _add_message(q.get_job(session, job_id), taken)
+            if screened := plan.strategy.n_screened:
+                _add_message(q.get_job(session, job_id), _screened_note(screened))
             # nothing feasible (summary.message): said first, the run's notes after it
             job = q.finish_job(session, job_id, JobStatus.succeeded, message=summary.message)
             job.front_size, job.hypervolume = len(summary.front), summary.hypervolume
@@ -1073,6 +1077,14 @@ def _add_run_seconds(session: Session, job_id: str, seconds: float) -> None:
     heartbeats book theirs (a read-add-write would erase theirs)."""
     session.execute(
         update(Job).where(Job.id == job_id).values(run_seconds=Job.run_seconds + seconds)
+    )
+
+
+def _screened_note(screened: int) -> str:
+    """What the search's screen passed over (``Strategy.screen_with``)."""
+    return (
+        f"{q.counted(screened, 'proposal')} of the search passed over unmeasured: their "
+        "MACs, params or model size, counted, break the constraints"
     )
 
 

@@ -19,7 +19,7 @@ from api.bodies import json_body
 from api.deps import FactoryDep
 from api.errors import error_answers
 from api.presenters import calibration_public
-from api.routes.jobs import accept_job, submission_doc
+from api.routes.jobs import Limit, Offset, accept_job, submission_doc
 from api.schemas import CalibrationCreate, CalibrationsPublic, JobPublic
 from core.errors import HwnasError, NotFound, UnknownName
 from hardware_profiles import HardwareProfile
@@ -61,13 +61,18 @@ def read_calibrations(
     factory: FactoryDep,
     supernet: Annotated[str | None, Query(description="only this supernet")] = None,
     job_id: Annotated[str | None, Query(description="only the version this job fitted")] = None,
+    offset: Offset = 0,
+    limit: Limit = 50,
 ) -> CalibrationsPublic:
-    """Stored predictor versions of the device, newest first per supernet."""
+    """A page of the device's stored predictor versions, newest first per supernet;
+    ``count`` counts them all."""
     _profile(device_id)
     if supernet is not None and supernet not in list_supernets():
         raise UnknownName("supernet", supernet, list_supernets())  # 422, naming the known
     with transaction(factory) as session:
-        rows = q.list_predictors(session, device_id, supernet, job_id)
+        rows, total = q.list_predictors(
+            session, device_id, supernet, job_id, offset=offset, limit=limit
+        )
     codes = {name: _codes_alike(name) for name in {row.supernet for row in rows}}
     data = [
         calibration_public(
@@ -75,7 +80,7 @@ def read_calibrations(
         )
         for row in rows
     ]
-    return CalibrationsPublic(data=data, count=len(data))
+    return CalibrationsPublic(data=data, count=total, offset=offset, limit=limit)
 
 
 def _codes_alike(supernet: str) -> set[str | None]:

@@ -4,6 +4,7 @@ Calibration jobs (``api.routes.calibrations``) are polled, listed and cancelled 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -112,6 +113,10 @@ LABEL_SAID = (
     "name=value: only jobs carrying that label (JobCreate.labels); a name alone: that label "
     "with any value; repeated: every one of them"
 )
+SUBMITTED_SAID = (
+    "only jobs submitted with the API key of this label (a job's submitted_by: the first 8 "
+    "hex digits of the key's SHA-256); empty: those of a server without keys"
+)
 STATUS_SAID = "only jobs in this status; repeated (status=queued&status=running): in any of them"
 AFTER_SAID = (
     "next_after of the previous page: this page starts after its last job (offset counts "
@@ -178,7 +183,8 @@ def _accept_keyed(
             field=IDEMPOTENCY_KEY,
         )
     limit = request.app.state.settings.max_active_jobs_per_key
-    with transaction(request.app.state.session_factory) as session:
+    counting = submitter(request).limit_lock if limit else contextlib.nullcontext()
+    with counting, transaction(request.app.state.session_factory) as session:
         job, created = q.create_job_once(
             session, new.spec, key, digest, message=new.message,
             submitted_by=new.submitted_by, limit=limit,
@@ -200,6 +206,7 @@ def read_jobs(
     kind: Annotated[JobKind | None, Query(description="search or calibration")] = None,
     after: Annotated[str | None, Query(max_length=200, description=AFTER_SAID)] = None,
     label: Annotated[list[str] | None, Query(max_length=MAX_LABELS, description=LABEL_SAID)] = None,
+    submitted_by: Annotated[str | None, Query(max_length=16, description=SUBMITTED_SAID)] = None,
 ) -> Response:
     """A page of jobs, newest first, of the statuses, kind and labels asked for; ``count``
     counts every job that matches, ``next_after`` leads to the next page.
@@ -210,7 +217,7 @@ def read_jobs(
     with reading(factory) as connection:  # one row more: whether another page follows
         rows, total = q.list_jobs(
             connection, offset=offset, limit=limit + 1, status=status_filter, kind=kind,
-            after=after, labels=labels,
+            after=after, labels=labels, submitted_by=submitted_by,
         )  # fmt: skip
     rows, more = rows[:limit], len(rows) > limit
     base = api_base(request)

@@ -76,6 +76,11 @@ def test_a_recorded_device_is_calibrated_by_a_job_versioned_and_reused(
     listed = client.get(RECORDED, params={"supernet": "nb201-cifar10"}).json()
     assert listed["count"] == 2 and [c["version"] for c in listed["data"]] == [2, 1]
     assert client.get(RECORDED, params={"supernet": "fmnist-ofa-cnn"}).json()["count"] == 0
+    # a page at a time (scale audit 33: 450 versions, every one's JSON, in one answer)
+    second_page = client.get(RECORDED, params={"offset": 1, "limit": 1}).json()
+    assert second_page["count"] == 2 and [c["version"] for c in second_page["data"]] == [1]
+    assert (second_page["offset"], second_page["limit"]) == (1, 1)
+    assert client.get(RECORDED, params={"limit": 501}).status_code == 422
 
     factory = client.app.state.session_factory  # type: ignore[attr-defined]
     predicted = latency_predictor_for(factory, "nb201-cifar10", DEVICE)

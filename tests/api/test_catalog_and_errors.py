@@ -294,6 +294,28 @@ def test_a_job_body_with_a_byte_order_mark_or_in_utf16_is_read(
     assert response.status_code == 422 and response.json()["message"].startswith("seed:")
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_key_given_twice_is_422_not_the_last_one_silently(
+    client: TestClient, encoding: str
+) -> None:
+    """Multi-objective audit 33: {"accuracy": "max", "accuracy": "min"} ran a job that
+    minimised accuracy (a JSON parser keeps the last)."""
+    twice = (
+        '{"supernet": "fmnist-ofa-cnn", "device": "cpu-all", '
+        '"objectives": {"accuracy": "max", "accuracy": "min", "macs": "min"}, '
+        '"constraints": {"params": {"max": 600}, "params": {"min": 5000}}}'
+    )
+    response = client.post(
+        "/v1/jobs", content=twice.encode(encoding), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["message"] == (
+        "body: 'accuracy', 'params' given twice in one object (the last would win): give "
+        "each key once"
+    )
+    assert client.get("/v1/jobs").json()["count"] == 0
+
+
 def test_a_body_that_is_not_utf8_json_is_422_not_a_server_error(client: TestClient) -> None:
     response = client.post(
         "/v1/jobs",

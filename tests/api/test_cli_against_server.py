@@ -481,3 +481,26 @@ def test_cancel_by_label_passes_over_a_job_that_ended_since_it_was_listed(
     assert [json.loads(line)["id"] for line in out.splitlines()] == ["a", "c"]
     assert "job b passed over: 409: job 'b' already succeeded" in err
     assert err.strip().endswith("hwnas: 2 jobs cancelled")
+
+
+def test_mine_lists_and_cancels_only_this_key_s_jobs(tmp_path: Path) -> None:
+    """Tenancy audit 33: on a shared server `hwnas cancel --label project=kws` cancelled
+    every team's jobs with that label; `--mine` keeps to the key's own."""
+    other = "other-team-key-0123456789"
+    keys = f"{API_KEY},{other}"
+    with _serving(tmp_path, HWNAS_EMBEDDED_DEVICES="none", HWNAS_API_KEYS=keys) as url:
+        ours, theirs = (
+            hwnas(
+                url, "submit", "--label", "project=kws", "--budget", "2", HWNAS_API_KEY=key
+            ).stdout.strip()
+            for key in (API_KEY, other)
+        )
+        listed = hwnas(url, "jobs", "--mine", "--json", HWNAS_API_KEY=API_KEY).stdout
+        assert [json.loads(line)["id"] for line in listed.splitlines()] == [ours]
+        cancelled = hwnas(url, "cancel", "--label", "project=kws", "--mine", HWNAS_API_KEY=API_KEY)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert [json.loads(line)["id"] for line in cancelled.stdout.splitlines()] == [ours]
+        left = json.loads(hwnas(url, "show", theirs, HWNAS_API_KEY=other).stdout)
+        assert left["status"] == "queued"
+        keyless = hwnas(url, "jobs", "--mine", HWNAS_API_KEY="")
+        assert keyless.returncode == 2 and "--mine needs an API key" in keyless.stderr

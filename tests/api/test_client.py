@@ -329,7 +329,7 @@ def test_ids_travel_as_one_path_segment_and_a_pasted_job_url_is_taken() -> None:
         "/v1/jobs/j%3Fx%3D1%23y",
         "/v1/jobs/abc",
         "/v1/jobs/abc",
-        "/v1/devices/nb201%20pixel3/calibrations",
+        "/v1/devices/nb201%20pixel3/calibrations?offset=0&limit=500",
     ]
     for wrong, said in [("", "give a job id"), (" ", "give a job id"),
                         ("j/pareto", "'j/pareto' is not a job id"),

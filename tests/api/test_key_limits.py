@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import key_label
 from api.submissions import JobSubmitter
 from core.errors import LimitReached
+from core.redact import key_label
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
 from store.tables import JobStatus
@@ -61,6 +63,8 @@ def test_a_key_past_its_limit_is_refused_429_and_other_keys_are_not(shared: Test
     assert other.status_code == 202 and other.json()["submitted_by"] == key_label(TEAM_B.encode())
     listed = shared.get("/v1/jobs", headers=_as(TEAM_B)).json()["data"]
     assert len(listed) == 3  # every key still sees every job: the limit is not isolation
+    own = shared.get("/v1/jobs", params={"submitted_by": LABEL_A}, headers=_as(TEAM_B)).json()
+    assert own["count"] == 2 and {j["submitted_by"] for j in own["data"]} == {LABEL_A}
 
     cancelled = shared.post(f"/v1/jobs/{first.json()['id']}/cancel", headers=_as(TEAM_A))
     assert cancelled.json()["status"] == "cancelled"  # a queued job ends at once
@@ -94,6 +98,33 @@ def test_idempotency_keys_are_each_api_key_s_own(
         "/v1/jobs", json=WAITING, headers=_as(TEAM_A, **{"Idempotency-Key": "nightly-43"})
     )
     assert fresh.status_code == 429 and fresh.json()["error"] == "LimitReached"
+
+
+def test_keyed_submissions_at_once_stop_at_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 33a: keyed submissions (every ``hwnas submit`` sends a key) each counted the
+    key's jobs, then inserted: 20 at once with a limit of 2 stored 9. A pause after the
+    count makes the window wide."""
+    count = q.active_jobs
+
+    def slow_count(*args: Any, **kwargs: Any) -> Any:
+        found = count(*args, **kwargs)
+        time.sleep(0.05)
+        return found
+
+    monkeypatch.setattr(q, "active_jobs", slow_count)
+    settings = embedded_settings(tmp_path, api_keys=TEAM_A, max_active_jobs_per_key=2)
+    with TestClient(create_app(settings)) as client:
+
+        def submit(seed: int) -> int:
+            keyed = _as(TEAM_A, **{"Idempotency-Key": f"run-{seed}"})
+            return client.post("/v1/jobs", json=dict(WAITING, seed=seed), headers=keyed).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(submit, range(8)))
+        stored = client.get("/v1/jobs", headers=_as(TEAM_A)).json()["count"]
+    assert (sorted(answers), stored) == ([202, 202] + [429] * 6, 2)
 
 
 def test_one_batch_admits_a_key_s_jobs_up_to_its_limit(tmp_path: Path) -> None:

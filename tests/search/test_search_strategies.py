@@ -417,6 +417,44 @@ def test_failed_proposals_are_never_proposed_again_and_cost_no_budget(name: str)
 
 
 @parametrize_strategies
+def test_proposals_a_screen_knows_to_break_a_constraint_are_never_asked(name: str) -> None:
+    """Multi-objective audit 33: a job measured 13 of its 20 proposals to find them
+    infeasible by MACs and params, counted for free. With ``screen_with`` such a proposal
+    is passed over: not asked, never again, no budget; the rest of the space is asked."""
+    space = toy_space(genes=3, choices=3)  # 27 architectures
+    measure = toy_metrics(space)
+
+    def known(arch: dict) -> Metrics:
+        return {"mem": measure(arch)["mem"]}
+
+    breaking = {space.key(a) for a in space.enumerate() if known(a)["mem"] > 3}
+    strategy = make(name, space, budget=27)
+    strategy.screen_with(known)
+    proposals = drive(strategy, batch=3)
+    keys = [space.key(a) for a in proposals]
+    assert len(keys) == len(set(keys)) == 27 - len(breaking)
+    assert not breaking & set(keys) and strategy.n_screened == len(breaking)
+    assert all(is_feasible(m, MEM_CAP) for _, m in strategy.history)
+    budgeted = make(name, space, budget=6)
+    budgeted.screen_with(known)
+    assert len(drive(budgeted, batch=2)) == 6  # passing over costs no budget
+
+
+@parametrize_strategies
+def test_a_screen_that_breaks_everything_lets_proposals_through_after_its_limit(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import search.base
+
+    monkeypatch.setattr(search.base, "SCREEN_MAX", 4)
+    space = toy_space(genes=3, choices=3)
+    strategy = make(name, space, budget=5)
+    strategy.screen_with(lambda arch: {"mem": 99.0})  # nothing meets mem <= 3
+    first = strategy.ask(2)
+    assert len(first) == 2 and strategy.n_screened == 4  # the search goes on, measured
+
+
+@parametrize_strategies
 def test_a_resumed_search_told_its_failures_does_not_propose_them(name: str) -> None:
     space = toy_space(genes=3, choices=3)
     first = make(name, space, seed=5, budget=27)

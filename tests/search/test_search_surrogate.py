@@ -154,6 +154,29 @@ def test_a_fit_that_extends_the_last_one_equals_a_fresh_fit(
     assert factored.count(1) >= 20, factored
 
 
+@pytest.mark.parametrize("interactions", [True, False])
+def test_gene_matches_count_what_two_rows_share_from_scratch_and_extended(
+    interactions: bool,
+) -> None:
+    """The matches (a sparse product since session 33) are the plain definition: how many
+    genes, and gene pairs, two rows have equal; the rows a fit shares with the last one are
+    kept, and the new ones filled in."""
+    rng = np.random.default_rng(5)
+    features = FeatureMap([3, 4, 2, 5, 3], interactions=interactions)
+    active = features.active(rng.integers(0, [3, 4, 2, 5, 3], (40, 5)))
+    genes = features.n_genes
+    plain = [
+        (active[:, None, cols] == active[None, :, cols]).sum(axis=2).astype(float)
+        for cols in (slice(0, genes), slice(genes, None))
+    ]
+    model = PairwiseRidge(features)
+    for got, want in zip(model._matches(active), plain, strict=True):
+        np.testing.assert_array_equal(got, want)
+    model.fit(active[:30], np.arange(30.0), select=False)
+    for got, want in zip(model._matches(active, kept=30), plain, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_selection_looks_at_a_bounded_subsample_and_the_fit_at_every_row(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -24,6 +24,15 @@ def test_a_single_evaluation_has_the_whole_volume() -> None:
     assert _hv([{"accuracy": 0.9, "latency_ms": 2.0}]) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("count", range(1, 8))
+def test_one_point_best_in_everything_is_1_not_past_it(count: int) -> None:
+    """Multi-objective audit 33: 1.0000000000000002 from 4 objectives (the volume and the
+    reference's, computed apart, differed in the last bit)."""
+    objectives = {f"m{k}": "max" if k % 2 else "min" for k in range(count)}
+    _, hv = front_of_metrics([dict.fromkeys(objectives, 1.0)], objectives, {})
+    assert hv == 1.0
+
+
 def test_two_extremes_count_through_the_margin_beyond_the_worst_corner() -> None:
     """Two points, each the best in one objective, had 0.0 with the reference at the
     corner itself."""

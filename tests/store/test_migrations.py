@@ -423,5 +423,5 @@ def test_a_migration_at_start_says_so_in_the_log(
         migrate_at_start(url)
         migrate_at_start(url)  # at head: nothing said
     [said] = [r.getMessage() for r in caplog.records if r.name == "store.db"]
-    assert said.startswith(f"migrated the database {url} from schema revision 0008 to 0011")
+    assert said.startswith(f"migrated the database {url} from schema revision 0008 to 0012")
     assert "no backup was taken" in said

@@ -48,9 +48,9 @@ def test_versions_count_up_per_pair_and_the_latest_is_reused(backend: str, tmp_p
             latest = q.get_predictor(session, "fmnist-ofa-cnn", "cpu-1t", 2)
             assert latest.kind == "ridge" and latest.payload["metrics"]["n"] == 50
             assert q.predictor_versions(session, "nb201-cifar10", "cpu-1t") == []
-            versions = [r.version for r in q.list_predictors(session, "cpu-1t")]
+            versions = [r.version for r in q.list_predictors(session, "cpu-1t")[0]]
             assert versions == [2, 1]
-            assert q.list_predictors(session, "cpu-1t", "nb201-cifar10") == []
+            assert q.list_predictors(session, "cpu-1t", "nb201-cifar10")[0] == []
             assert q.get_predictor(session, "fmnist-ofa-cnn", "cpu-ort", 1).id == other.id
             with pytest.raises(NotFound, match="version 3"):
                 q.get_predictor(session, "fmnist-ofa-cnn", "cpu-ort", 3)
@@ -109,8 +109,8 @@ def test_a_calibration_job_stores_at_most_one_version(backend: str, tmp_path: Pa
         store(factory, "nb201-cifar10", "nb201-pixel3")  # no job: any number of them
         store(factory, "nb201-cifar10", "nb201-pixel3")
         with transaction(factory) as session:
-            assert len(q.list_predictors(session, "nb201-pixel3")) == 3
-            assert len(q.list_predictors(session, "nb201-pixel3", job_id=job.id)) == 1
+            assert len(q.list_predictors(session, "nb201-pixel3")[0]) == 3
+            assert len(q.list_predictors(session, "nb201-pixel3", job_id=job.id)[0]) == 1
 
 
 def calibration_job_spec() -> dict[str, Any]:

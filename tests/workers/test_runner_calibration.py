@@ -58,7 +58,7 @@ def test_a_stopped_calibration_resumes_without_measuring_twice(
     with transaction(factory) as session:
         job = q.get_job(session, row.id)
         assert (job.status, job.evaluations_done) == (JobStatus.queued, 5)
-        assert p.list_predictors(session, DEVICE) == []
+        assert p.list_predictors(session, DEVICE)[0] == []
 
     assert JobRunner(factory, settings, "worker-2").run(row.id) == JobStatus.succeeded
     supernet = get_supernet("nb201-cifar10")
@@ -68,7 +68,7 @@ def test_a_stopped_calibration_resumes_without_measuring_twice(
         evaluations, total = eq.list_evaluations(session, row.id)
         assert total == N and [e.subnet_id for e in evaluations] == sample
         assert [e.details["worker"] for e in evaluations] == ["worker-1"] * 5 + ["worker-2"] * 7
-        (record,) = p.list_predictors(session, DEVICE)
+        (record,) = p.list_predictors(session, DEVICE)[0]
         assert (record.job_id, record.version, record.n_measurements) == (row.id, 1, N)
         assert [s["subnet_id"] for s in record.measurements["subnets"]] == sample
         job = q.get_job(session, row.id)
@@ -92,7 +92,7 @@ def test_a_calibration_whose_fit_fails_fails_with_the_reason(tmp_path: Path) -> 
     with transaction(factory) as session:
         job = q.get_job(session, row.id)
         assert job.evaluations_done == 2 and "need >=" in (job.error or "")
-        assert p.list_predictors(session, DEVICE) == []
+        assert p.list_predictors(session, DEVICE)[0] == []
 
 
 def _queued_calibration(tmp_path: Path) -> tuple[Any, Any, str]:
@@ -119,7 +119,7 @@ def test_a_cancel_asked_while_fitting_stores_nothing(
     assert JobRunner(factory, settings, "worker-1").run(job_id) == JobStatus.cancelled
     with transaction(factory) as session:
         assert q.get_job(session, job_id).evaluations_done == 8
-        assert p.list_predictors(session, DEVICE) == []
+        assert p.list_predictors(session, DEVICE)[0] == []
 
 
 def test_a_fit_that_fails_after_a_takeover_leaves_the_new_runners_job_alone(
@@ -176,7 +176,7 @@ def test_a_calibration_skips_the_samples_that_cannot_be_measured(
     assert JobRunner(factory, settings, "worker-1").run(row.id) == JobStatus.succeeded
     with transaction(factory) as session:
         job = q.get_job(session, row.id)
-        [predictor] = p.list_predictors(session, DEVICE)
+        [predictor] = p.list_predictors(session, DEVICE)[0]
         assert [f["subnet_id"] for f in job.spec[job_keys.FAILED]] == [sample[1], sample[4]]
         assert job.evaluations_done == N - 2
         assert {s["subnet_id"] for s in predictor.measurements["subnets"]} == set(sample) - failing
