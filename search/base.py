@@ -166,8 +166,8 @@ class Strategy(abc.ABC):
         constraints on them is passed over: not asked, never proposed again, neither a
         result nor counted towards ``budget`` (the ``initial`` ones aside: chosen by the
         caller). Up to ``SCREEN_MAX`` an ask; then proposals are asked whatever they break.
-        A scale audit's job (33) measured 13 of its 20 proposals to find them infeasible by
-        MACs and params alone."""
+        A job of a multi-objective audit (33) measured 13 of its 20 proposals to find them
+        infeasible by MACs and params alone."""
         self._screen = known
 
     def ask(self, n: int) -> list[Arch]:
