@@ -150,7 +150,7 @@ def out_of_reach(
             continue
         return (
             f"none of its anchors meets {broken} (the nearest: {best:.4g}): likely no "
-            "sub-network does; the search goes on (cancel the job to keep its budget, or "
-            "loosen the constraint)"
+            "sub-network does; the search went on after them (while it runs, cancel it to "
+            "keep its budget; or loosen the constraint)"
         )
     return None

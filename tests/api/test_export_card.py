@@ -74,20 +74,9 @@ def test_a_copy_s_file_is_not_served_when_its_measuring_job_goes_while_it_is_wri
     with a card naming the job deleted meanwhile; 503 "ask again", as for a shared file."""
     import api.routes.jobs as routes
 
-    spec = job_spec(
-        supernet="text-transformer-synth",
-        objectives={"accuracy": "max", "latency_ms": "min"},
-        constraints={"params": {"max": 1.0}},
-        strategy="random",
-        budget={"evaluations": 1},
-    )
     settings = embedded_settings(tmp_path)
     with TestClient(create_app(settings)) as client:
-        first = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
-        [subnet] = [e["subnet_id"] for e in client.get(f"/v1/jobs/{first['id']}/evaluations")
-                    .json()["data"]]  # fmt: skip
-        loose = dict(spec, constraints={}, seed=1, budget={"evaluations": 1})
-        copy = wait_for(client, client.post("/v1/jobs", json=loose).json()["id"])
+        first, copy, subnet = _measured_then_copied_under_other_bounds(client)
         real = routes.export_subnet
 
         def deleting_the_measurer(*args: object, **kwargs: object) -> None:
@@ -105,20 +94,9 @@ def test_a_copy_s_file_under_other_bounds_goes_when_its_measuring_job_does(tmp_p
     """Review 32d: after the measuring job was deleted, the copy's file under other bounds
     stayed in its job's folder, unused (the job's own file serves it then), until that job
     was deleted."""
-    spec = job_spec(
-        supernet="text-transformer-synth",
-        objectives={"accuracy": "max", "latency_ms": "min"},
-        constraints={"params": {"max": 1.0}},
-        strategy="random",
-        budget={"evaluations": 1},
-    )
     settings = embedded_settings(tmp_path)
     with TestClient(create_app(settings)) as client:
-        first = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
-        [subnet] = [e["subnet_id"] for e in client.get(f"/v1/jobs/{first['id']}/evaluations")
-                    .json()["data"]]  # fmt: skip
-        loose = dict(spec, constraints={}, seed=1, budget={"evaluations": 1})
-        copy = wait_for(client, client.post("/v1/jobs", json=loose).json()["id"])
+        first, copy, subnet = _measured_then_copied_under_other_bounds(client)
         assert _card(client, copy["id"], subnet)["job_id"] == first["id"]
         folder = Path(settings.data_dir) / EXPORTS / copy["id"]
         [variant] = folder.glob("*.onnx")
@@ -131,3 +109,20 @@ def test_a_copy_s_file_under_other_bounds_goes_when_its_measuring_job_does(tmp_p
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [f"{subnet}.onnx", f"{subnet}.json", f"{subnet}x.c0123456789ab.onnx"]
     )  # the variants of every format went, and their card; another sub-network's stayed
+
+
+def _measured_then_copied_under_other_bounds(client: TestClient) -> tuple[dict, dict, str]:
+    """A job measuring one sub-network under a bound it breaks, then a job without bounds
+    that a warm start copies it into: both jobs, and the sub-network."""
+    spec = job_spec(
+        supernet="text-transformer-synth",
+        objectives={"accuracy": "max", "latency_ms": "min"},
+        constraints={"params": {"max": 1.0}},
+        strategy="random",
+        budget={"evaluations": 1},
+    )
+    first = wait_for(client, client.post("/v1/jobs", json=spec).json()["id"])
+    [subnet] = [e["subnet_id"] for e in client.get(f"/v1/jobs/{first['id']}/evaluations")
+                .json()["data"]]  # fmt: skip
+    loose = dict(spec, constraints={}, seed=1)
+    return first, wait_for(client, client.post("/v1/jobs", json=loose).json()["id"]), subnet
