@@ -18,8 +18,8 @@ from pathlib import Path
 #: the input's ``axis_names`` (the Transformer's ONNX axis ``sequence``, was ``dim1``); "5"
 #: the card's ``validation_data`` and ``measured_with``; "6" the input's ``file_shape`` and
 #: ``onnx_name``, and the ``warning`` of a job that recorded no fingerprint; "7" the card's
-#: ``constraints`` and ``feasible``.
-EXPORTS = Path("exports") / "7"
+#: ``constraints`` and ``feasible``; "8" its ``objectives``.
+EXPORTS = Path("exports") / "8"
 
 
 #: job id -> its folder's lock and how many threads hold or wait for it (dropped at 0).

@@ -466,8 +466,15 @@ async def export(
     # copy under other bounds has a file of its own, in its job's folder, deleted with it
     # (upgrade audit 32: a front point of a job without bounds was called infeasible by the
     # bounds of the job it was copied from; review 32c).
-    constraints = job.spec.get("constraints", {})
-    variant = "" if constraints == measurer.spec.get("constraints", {}) else _variant(constraints)
+    # The objectives too (multi-objective audit 33: a consumer could not tell what trade-off
+    # the file was chosen from).
+    chosen = {key: job.spec.get(key, {}) for key in ("objectives", "constraints")}
+    measured = {key: measurer.spec.get(key, {}) for key in ("objectives", "constraints")}
+    constraints = chosen["constraints"]
+    same = chosen["constraints"] == measured["constraints"] and list(
+        chosen["objectives"].items()
+    ) == list(measured["objectives"].items())  # in order: the first is the one hwnas run picks by
+    variant = "" if same else _variant(chosen)
     folder = job_id if variant else measured_in
     name = f"{subnet_id}{variant}{suffix_of(format)}"
     path = export_file(Path(settings.data_dir), folder, name)
@@ -480,6 +487,7 @@ async def export(
             "latency": evaluation.details.get("latency", {}),
             "validation_data": measurer.spec.get("validation_data"),
             "measured_with": measurer.spec.get(job_keys.MEASURED_WITH),
+            "objectives": chosen["objectives"],
             "constraints": constraints,
             "feasible": is_feasible(evaluation.metrics, constraints_of(job.spec)),
         }
@@ -531,9 +539,14 @@ async def export(
     )
 
 
-def _variant(constraints: dict[str, Any]) -> str:
-    """What an export's file name adds for bounds other than its measuring job's."""
-    text = json.dumps(constraints, sort_keys=True, separators=(",", ":"))
+def _variant(chosen: dict[str, Any]) -> str:
+    """What an export's file name adds for objectives or bounds other than its measuring
+    job's (``chosen``: the downloading job's); the objectives' order counts."""
+    text = json.dumps(
+        {"constraints": chosen["constraints"], "objectives": list(chosen["objectives"].items())},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return ".c" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -45,6 +45,7 @@ def test_the_card_says_the_bounds_and_whether_the_sub_network_kept_them(tmp_path
         subnet = measured[0]["subnet_id"]
         card = _card(client, job["id"], subnet)
         assert card["constraints"] == job["constraints"] and card["feasible"] is False
+        assert list(card["objectives"].items()) == [("accuracy", "max"), ("latency_ms", "min")]
         assert card["constraints"]["params"] == {"min": None, "max": 1.0}  # as the job says
 
         loose = wait_for(
@@ -59,6 +60,11 @@ def test_the_card_says_the_bounds_and_whether_the_sub_network_kept_them(tmp_path
 
         strict = wait_for(client, client.post("/v1/jobs", json=dict(spec, seed=2)).json()["id"])
         assert _card(client, strict["id"], subnet) == card  # its bounds: that job's file
+        reordered = dict(spec, seed=3, objectives={"latency_ms": "min", "accuracy": "max"})
+        other_aim = wait_for(client, client.post("/v1/jobs", json=reordered).json()["id"])
+        aimed = _card(client, other_aim["id"], subnet)  # the objectives in its order
+        assert list(aimed["objectives"]) == ["latency_ms", "accuracy"]
+        assert aimed["job_id"] == job["id"] and aimed["constraints"] == card["constraints"]
         exports = Path(settings.data_dir) / EXPORTS
         assert [p.name for p in (exports / job["id"]).glob("*.onnx")] == [f"{subnet}.onnx"]
         [own] = (exports / loose["id"]).glob("*.onnx")  # the copy's, in its job's folder
