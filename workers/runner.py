@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import Connection, update
@@ -33,6 +34,7 @@ from models.metrics import COUNTED_METRICS, device_independent
 from models.registry import get_supernet
 from search import Bound, SearchSpace, create_strategy, is_feasible, strategy_class
 from search.base import ENUMERATION_LIMIT, REJECTION_TRIES
+from search.space import Arch
 from store import evaluations as eq
 from store import job_keys
 from store import jobs as q
@@ -120,11 +122,22 @@ def build_plan(
         **options,
     )
     if not supernet.recorded and COUNTED_METRICS & set(constraints):
-        strategy.screen_with(evaluator.counted)  # a bound they break needs no measurement
+        strategy.screen_with(partial(_counted_or_nothing, evaluator))  # a bound they break
     return JobPlan(
         budget, spec["objectives"], constraints, evaluator, strategy, known=known,
         failures=Failures.of(spec),
     )  # fmt: skip
+
+
+def _counted_or_nothing(evaluator: SubnetEvaluator, arch: Arch) -> dict[str, float]:
+    """What the screen knows of ``arch`` for free (``SubnetEvaluator.counted``); nothing
+    where counting raises (a plugin's ``complexity()``): the proposal is measured, and
+    fails there as a measurement, counted against ``budget.failures`` (review 33b: the
+    screen's exception failed the whole job)."""
+    try:
+        return evaluator.counted(arch)
+    except Exception:
+        return {}
 
 
 def job_space(supernet: Supernet) -> SearchSpace:
@@ -1023,9 +1036,14 @@ def _exhausted(supernet: str, plan: JobPlan, done: int) -> str:
         among += [f"{again} in earlier jobs and again here"] if again else []
         if among:
             spent += f" ({', '.join(among)})"
+    if screened := plan.strategy.n_screened:  # in this run
+        spent += f", {screened} passed over (their counted metrics break the constraints)"
     if plan.strategy.space.size <= ENUMERATION_LIMIT:
         every = f"every distinct sub-network of {supernet}"
-        measured = "was measured or failed" if failed else "was measured"
+        outcomes = ["measured", *(["failed"] if failed else [])]
+        outcomes += ["passed over"] if screened else []
+        ends = f"{', '.join(outcomes[:-1])} or {outcomes[-1]}" if len(outcomes) > 1 else "measured"
+        measured = f"was {ends}"
         return f"search space exhausted: {every} {measured} ({spent})"
     return (
         f"search stopped early: {REJECTION_TRIES} random draws in a row found no sub-network "
