@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from store import evaluations as eq
@@ -144,18 +144,28 @@ def test_the_partial_indexes_serve_their_queries(backend: str, tmp_path: Path) -
 def test_a_warm_start_s_streamed_read_is_planned_for_every_row(tmp_path: Path) -> None:
     """Verify 33: streamed through a server-side cursor, PostgreSQL planned the read for its
     first tenth of rows (a backward walk of the whole primary key: 1.3-1.6 s for an old
-    pair at 3.7 M rows, 0.12-0.15 s planned for every row), for this transaction only."""
-    with migrated_database("postgresql", tmp_path) as (_, _, factory):
+    pair at 3.7 M rows, 0.12-0.15 s planned for every row): the setting comes before the
+    read, and lasts for this transaction only."""
+    with migrated_database("postgresql", tmp_path) as (_, engine, factory):
         with factory.begin() as session:
             job = q.create_job(session, SPEC)
             _measure(session, job.id, "a")
+        sent: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            sent.append(" ".join(statement.split()))
+
+        event.listen(engine, "before_cursor_execute", record)
         with factory.begin() as session:
-            assert session.execute(text("SHOW cursor_tuple_fraction")).scalar() == "0.1"
             found = pq.prior_evaluations(
                 session, supernet=SPEC["supernet"], device=SPEC["device"],
                 validation_data=None, exclude_job="none", limit=10,
             )  # fmt: skip
             assert [e.subnet_id for e in found] == ["a"]
             assert session.execute(text("SHOW cursor_tuple_fraction")).scalar() == "1"
+        event.remove(engine, "before_cursor_execute", record)
+        setting = sent.index("SET LOCAL cursor_tuple_fraction = 1.0")
+        read = next(k for k, s in enumerate(sent) if s.startswith("SELECT evaluations.id"))
+        assert setting < read, sent
         with factory.begin() as session:
             assert session.execute(text("SHOW cursor_tuple_fraction")).scalar() == "0.1"
