@@ -191,9 +191,16 @@ def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measure
     from workers.runner import _exhausted
 
     def plan(
-        size: int, failed: int = 0, counted: int = 0, earlier: int = 0, again: int = 0
+        size: int,
+        failed: int = 0,
+        counted: int = 0,
+        earlier: int = 0,
+        again: int = 0,
+        screened: int = 0,
     ) -> object:
-        strategy = SimpleNamespace(space=SimpleNamespace(size=size), n_failed=failed)
+        strategy = SimpleNamespace(
+            space=SimpleNamespace(size=size), n_failed=failed, n_screened=screened
+        )
         failures = SimpleNamespace(  # anchors are the failures not these
             counted=counted, from_earlier_jobs=earlier, failed_again=again
         )
@@ -218,6 +225,16 @@ def test_a_job_stopped_before_its_budget_says_whether_the_space_is_known_measure
     )
     assert _exhausted("net", plan(9, failed=7, counted=1, earlier=3, again=1), 2).endswith(
         "7 failed (2 anchors, 3 in earlier jobs, 1 in earlier jobs and again here))"
+    )
+    # the screen's (session 33): sub-networks passed over unmeasured
+    assert _exhausted("net", plan(6, screened=4), 2) == (
+        "search space exhausted: every distinct sub-network of net was measured or passed "
+        "over (2 new measurements of a budget of 10, 4 passed over (their counted metrics "
+        "break the constraints))"
+    )
+    assert _exhausted("net", plan(7, failed=1, counted=1, screened=4), 2).startswith(
+        "search space exhausted: every distinct sub-network of net was measured, failed or "
+        "passed over (2 new measurements of a budget of 10, 1 failed, 4 passed over"
     )
 
 
