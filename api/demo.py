@@ -143,7 +143,7 @@ def run_demo(args: argparse.Namespace) -> int:
         job: dict[str, Any] = client.submit(spec)
         print(
             f"job {job['id']}: {spec['strategy']} on {spec['supernet']} for device "
-            f"{spec['device']}, constraints {spec['constraints']}, "
+            f"{spec['device']}, objectives {job['objectives']}, constraints {spec['constraints']}, "
             f"budget {job['progress']['budget']}"
         )
         job = client.wait(job["id"])

@@ -633,3 +633,12 @@ def test_an_ipv6_host_is_bound_as_ipv6() -> None:
         assert sock.family == socket.AF_INET6 and sock.getsockname()[0] == "::1"
         with socket.socket(socket.AF_INET6) as client:  # listening already
             client.connect(("::1", sock.getsockname()[1]))
+
+
+def test_the_evaluations_table_prints_counts_plainly() -> None:
+    """Multi-objective audit 33: `hwnas evaluations` printed MACs as 4.93682e+06."""
+    from api.cli import _number
+
+    assert [_number(v) for v in (4936820.0, 52714.0, 0.91234567, 12345.6, None)] == [
+        "4936820", "52714", "0.912346", "12345.6", "-",
+    ]  # fmt: skip
