@@ -25,10 +25,10 @@ start, Celery's reaper re-publishes them). A request cancelled before its batch 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -68,6 +68,11 @@ class JobSubmitter:
         self._waiting: list[Waiting] = []
         self._in_flight: asyncio.Future[None] | None = None
         self._closed = False
+
+    def counting(self) -> AbstractContextManager[object]:
+        """Held over a count of a key's active jobs and the insert it lets in
+        (``limit_lock``), where there is a ``limit``; nothing to hold otherwise."""
+        return self.limit_lock if self._limit else nullcontext()
 
     async def submit(self, new: q.Submission) -> JobRow:
         """Store a queued job; its row once committed (dispatch follows). ``LimitReached``
@@ -132,7 +137,7 @@ class JobSubmitter:
         trip; a transaction elsewhere; with a ``limit``, a count before it), then its
         dispatch queued; a row per submission, None for those refused by the limit."""
         new = q.NewJobs(batch, limit=self._limit)
-        with self.limit_lock if self._limit else contextlib.nullcontext():
+        with self.counting():
             stored = self._store_batch.write(new.insert)
         if stored:
             self.dispatch_later(stored)

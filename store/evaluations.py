@@ -15,11 +15,10 @@ from core.errors import NotFound, shown
 from search import Bound, is_feasible
 
 from .job_keys import FAILED, REUSED_FROM
-from .jobs import JOBS, dialect_of
+from .jobs import JOBS, dialect_of, find_job
 from .tables import Evaluation, Job, JobStatus, utcnow
 
 EVALUATIONS = cast(Table, Evaluation.__table__)
-_READ_JOB = select(JOBS).where(JOBS.c.id == bindparam("job_id"))
 
 
 def add_reused_evaluations(
@@ -170,7 +169,7 @@ def _already_recorded(
     """After a refused ``record_evaluation``: whether cancellation was asked if the job is
     still this worker's and counts ``done + 1`` (this evaluation was stored by an earlier
     try), None otherwise (the lease is gone)."""
-    row = connection.execute(_READ_JOB, {"job_id": job_id}).first()
+    row = find_job(connection, job_id)
     if (
         row is None
         or row.worker_id != worker_id

@@ -373,10 +373,15 @@ def get_job(session: Session, job_id: str, *, lock: bool = False) -> Job:
 
 def read_job(session: Session | Connection, job_id: str) -> JobRow:
     """The job as a read-only row (the API's reads); ``get_job`` for one to change."""
-    row = session.execute(_READ_JOB, {"job_id": job_id}).first()
+    row = find_job(session, job_id)
     if row is None:
         raise NotFound(f"job {shown(job_id)} not found")
     return row
+
+
+def find_job(connection: Session | Connection, job_id: str) -> JobRow | None:
+    """The job as a read-only row, None where there is none."""
+    return connection.execute(_READ_JOB, {"job_id": job_id}).first()
 
 
 def list_jobs(

@@ -4,7 +4,6 @@ Calibration jobs (``api.routes.calibrations``) are polled, listed and cancelled 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
@@ -183,8 +182,7 @@ def _accept_keyed(
             field=IDEMPOTENCY_KEY,
         )
     limit = request.app.state.settings.max_active_jobs_per_key
-    counting = submitter(request).limit_lock if limit else contextlib.nullcontext()
-    with counting, transaction(request.app.state.session_factory) as session:
+    with submitter(request).counting(), transaction(request.app.state.session_factory) as session:
         job, created = q.create_job_once(
             session, new.spec, key, digest, message=new.message,
             submitted_by=new.submitted_by, limit=limit,
@@ -468,13 +466,9 @@ async def export(
     # bounds of the job it was copied from; review 32c).
     # The objectives too (multi-objective audit 33: a consumer could not tell what trade-off
     # the file was chosen from).
-    chosen = {key: job.spec.get(key, {}) for key in ("objectives", "constraints")}
-    measured = {key: measurer.spec.get(key, {}) for key in ("objectives", "constraints")}
+    chosen = _aims(job.spec)
     constraints = chosen["constraints"]
-    same = chosen["constraints"] == measured["constraints"] and list(
-        chosen["objectives"].items()
-    ) == list(measured["objectives"].items())  # in order: the first is the one hwnas run picks by
-    variant = "" if same else _variant(chosen)
+    variant = "" if chosen == _aims(measurer.spec) else _variant(chosen)
     folder = job_id if variant else measured_in
     name = f"{subnet_id}{variant}{suffix_of(format)}"
     path = export_file(Path(settings.data_dir), folder, name)
@@ -487,7 +481,7 @@ async def export(
             "latency": evaluation.details.get("latency", {}),
             "validation_data": measurer.spec.get("validation_data"),
             "measured_with": measurer.spec.get(job_keys.MEASURED_WITH),
-            "objectives": chosen["objectives"],
+            "objectives": job.spec.get("objectives", {}),
             "constraints": constraints,
             "feasible": is_feasible(evaluation.metrics, constraints_of(job.spec)),
         }
@@ -539,14 +533,19 @@ async def export(
     )
 
 
-def _variant(chosen: dict[str, Any]) -> str:
-    """What an export's file name adds for objectives or bounds other than its measuring
-    job's (``chosen``: the downloading job's); the objectives' order counts."""
-    text = json.dumps(
-        {"constraints": chosen["constraints"], "objectives": list(chosen["objectives"].items())},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+def _aims(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a job's export card says of its aims: its constraints, and its objectives as
+    (name, direction) pairs in order (the first is the one ``hwnas run`` picks by)."""
+    return {
+        "constraints": spec.get("constraints", {}),
+        "objectives": list(spec.get("objectives", {}).items()),
+    }
+
+
+def _variant(aims: dict[str, Any]) -> str:
+    """What an export's file name adds for objectives or bounds (``_aims``) other than its
+    measuring job's."""
+    text = json.dumps(aims, sort_keys=True, separators=(",", ":"))
     return ".c" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
