@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy.engine import make_url
 
 from core.redact import hidden
@@ -26,7 +27,7 @@ from store.db import (
 )
 from workers.dispatch import Dispatcher, EmbeddedDispatcher
 
-from .auth import parse_api_keys, require_api_keys
+from .auth import document_api_keys, parse_api_keys, require_api_keys
 from .bodies import document_json_bodies
 from .docs_pages import add_docs_pages
 from .errors import document_error_answers, install_error_handlers
@@ -113,6 +114,10 @@ def _absolute_sqlite(url: str) -> str:
     return resolved.render_as_string(hide_password=False)
 
 
+def operation_id(route: APIRoute) -> str:
+    return route.name
+
+
 def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> FastAPI:
     """The app; ``hot_routes=False`` leaves every request to FastAPI's routing (the tests
     compare the two ways, see ``api.hot_routes``)."""
@@ -162,6 +167,10 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
         description="Hardware-aware neural architecture search as a service.",
         docs_url=None,  # add_docs_pages: with their scripts served here, not from a CDN
         redoc_url=None,
+        # operationIds as the routes are named (read_job, create_job, ...), which a
+        # generated client's methods take: FastAPI's own add the path and method
+        # (read_job_v1_jobs__job_id__get: audit 34)
+        generate_unique_id_function=operation_id,
     )
     install_error_handlers(app)
     document_json_bodies(app)
@@ -177,4 +186,5 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
         app.add_middleware(HotRoutes, api=app, endpoints=HOT_ENDPOINTS)
     if keys := parse_api_keys(app_settings.api_keys):
         require_api_keys(app, keys)  # added last: the outermost, so it runs first
+    document_api_keys(app, required=bool(keys))
     return app

@@ -44,7 +44,6 @@ MIN_KEY_LENGTH = 16
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hwnas"'}
 _SCHEME = "apiKey"
 _DOC = "One of the server's HWNAS_API_KEYS, sent as 'Authorization: Bearer <key>'."
-_UNAUTHENTICATED = {"description": "no API key, or not one of the server's"}
 
 
 def parse_api_keys(value: str) -> list[bytes]:
@@ -169,17 +168,37 @@ class ApiKeyMiddleware:
 
 
 def require_api_keys(app: FastAPI, keys: list[bytes]) -> None:
-    """Install the middleware and say so in the OpenAPI document (a bearer scheme on every
-    operation outside ``OPEN_PATHS``)."""
+    """Install the middleware (``document_api_keys`` says so in the OpenAPI document)."""
     app.add_middleware(ApiKeyMiddleware, keys=keys)
 
+
+def document_api_keys(app: FastAPI, *, required: bool) -> None:
+    """The bearer scheme on every operation outside ``OPEN_PATHS``, with its 401, where the
+    server has keys; declared optional where it has none (a client generated from a
+    server without keys had no way to send one, nor a 401 to expect: audit 34)."""
+    scheme = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": _DOC if required else f"{_DOC} This server has none: optional.",
+    }
+    unauthenticated = {
+        "description": "no API key, or not one of the server's",
+        "headers": {
+            "WWW-Authenticate": {
+                "schema": {"type": "string"},
+                "example": _CHALLENGE["WWW-Authenticate"],
+            }
+        },
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorAnswer"}}},
+    }
+
     def amend(spec: dict[str, Any]) -> None:
-        schemes = spec.setdefault("components", {}).setdefault("securitySchemes", {})
-        schemes[_SCHEME] = {"type": "http", "scheme": "bearer", "description": _DOC}
+        spec.setdefault("components", {}).setdefault("securitySchemes", {})[_SCHEME] = scheme
         for path, operations in spec.get("paths", {}).items():
             if path not in OPEN_PATHS:
                 for operation in operations.values():
-                    operation["security"] = [{_SCHEME: []}]
-                    operation.setdefault("responses", {})["401"] = _UNAUTHENTICATED
+                    operation["security"] = [{_SCHEME: []}] if required else [{}, {_SCHEME: []}]
+                    if required:
+                        operation.setdefault("responses", {})["401"] = unauthenticated
 
     amend_openapi(app, amend)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import inspect
 import ipaddress
 import itertools
@@ -15,7 +16,7 @@ import socket
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def _finite(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def parse_objectives(items: list[str]) -> dict[str, str]:
+def parse_objectives(items: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         name, _, sense = item.partition("=")
@@ -83,6 +84,10 @@ def parse_objectives(items: list[str]) -> dict[str, str]:
 DEFAULT_SUPERNET = "fmnist-ofa-cnn"
 
 
+#: A job's objectives where no --objective is given.
+DEFAULT_OBJECTIVES = ("accuracy=max", "latency_ms=min")
+
+
 def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     """The job the options ask for. Data given without ``--supernet`` is searched on the
     default supernet, which is said on stderr (a user's own data, whose shape the default
@@ -93,10 +98,19 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
             f"{args.validation_data} (--supernet names another: hwnas supernets)",
             file=sys.stderr,
         )
+    objectives = parse_objectives(args.objective or DEFAULT_OBJECTIVES)
+    dropped = [aim for aim in DEFAULT_OBJECTIVES if aim.partition("=")[0] not in objectives]
+    if dropped:  # help audit 34: --objective params=min searched params alone, unsaid
+        print(
+            f"hwnas: objectives {', '.join(f'{n}={d}' for n, d in objectives.items())} "
+            f"(--objective replaces the defaults: add --objective {' --objective '.join(dropped)} "
+            "to keep them)",
+            file=sys.stderr,
+        )
     spec = {
         "supernet": args.supernet or DEFAULT_SUPERNET,
         "device": args.device,
-        "objectives": parse_objectives(args.objective or ["accuracy=max", "latency_ms=min"]),
+        "objectives": objectives,
         "constraints": parse_constraints(args.constraint or []),
         "strategy": args.strategy,
         "seed": args.seed,
@@ -419,8 +433,8 @@ def cmd_evaluations(args: argparse.Namespace) -> int:
 
 
 def _number(value: float | None) -> str:
-    """A metric in 6 significant digits, plain from a million (MACs were 4.93682e+06 here
-    and 4.9368 MMACs in ``pareto``: multi-objective audit 33)."""
+    """A metric in 6 significant digits, plain from a million (MACs were 4.93682e+06 here:
+    multi-objective audit 33)."""
     if value is None:
         return "-"
     return f"{value:.0f}" if abs(value) >= 1e6 else f"{value:.6g}"
@@ -841,11 +855,12 @@ def _mine(args: argparse.Namespace, client: HwnasClient) -> str | None:
 _Column = tuple[str, Callable[[dict[str, Any]], Any], int, str]
 #: The front table's columns every job has, by metric: (heading, the point's value, width,
 #: format). Latency in significant digits: a small network's 0.0037 and 0.0042 ms both
-#: showed 0.004 (plugin audit 32).
+#: showed 0.004 (plugin audit 32). MACs counted, as a constraint on them is given (a column
+#: of millions, "MMACs", read 2.664: `macs<=3` was taken for 3 million, help audit 34).
 _COLUMNS: dict[str, _Column] = {
     "accuracy": ("accuracy", lambda p: p["accuracy"], 8, ".4f"),
     "latency_ms": ("latency_ms", lambda p: p["latency_ms"], 10, "#.4g"),
-    "macs": ("MMACs", lambda p: None if p["macs"] is None else p["macs"] / 1e6, 7, ".5g"),
+    "macs": ("macs", lambda p: p["macs"], 10, "d"),
     "params": ("params", lambda p: p["params"], 8, "d"),
 }
 
@@ -853,23 +868,45 @@ _COLUMNS: dict[str, _Column] = {
 def format_front(pareto: dict[str, Any]) -> str:
     """The front as a table: the job's objectives first, in order, then the usual columns
     it does not name (a first objective shown last, after accuracy that no objective
-    named: plugin audit 32); best first by the first objective."""
+    named: plugin audit 32), then any other metric a constraint names; best first by the
+    first objective; under it, each objective's direction and the constraints every row
+    meets (multi-objective audit 33 L3: neither was shown)."""
     rows = pareto["data"]
     if not rows:
         return f"(empty front) {pareto.get('message') or ''}"
     objectives: dict[str, str] = pareto.get("objectives") or {}
-    columns = [
-        _COLUMNS.get(name)
-        or (name, lambda p, name=name: p["metrics"].get(name), max(10, len(name)), ".4g")
-        for name in objectives
-    ] + [column for name, column in _COLUMNS.items() if name not in objectives]
+    constraints: dict[str, dict[str, float | None]] = pareto.get("constraints") or {}
+    others = [n for n in constraints if n not in objectives and n not in _COLUMNS]
+    columns = (
+        [
+            _COLUMNS.get(name)
+            or (name, lambda p, name=name: p["metrics"].get(name), max(10, len(name)), ".4g")
+            for name in objectives
+        ]
+        + [column for name, column in _COLUMNS.items() if name not in objectives]
+        + [
+            (name, lambda p, name=name: p["metrics"].get(name), max(10, len(name)), ".4g")
+            for name in others
+        ]
+    )
     ids = max(48, *(len(r["subnet_id"]) for r in rows))
     header = " ".join([f"{'subnet_id':<{ids}}", *(f"{h:>{w}}" for h, _, w, _ in columns)])
     lines = [header, "-" * len(header)]
     for p in sorted(rows, key=best_first(objectives)):
         cells = (_cell(value(p), width, spec) for _, value, width, spec in columns)
         lines.append(" ".join([f"{p['subnet_id']:<{ids}}", *cells]))
+    if objectives:
+        aims = ", then ".join(f"{name} ({sense})" for name, sense in objectives.items())
+        bounds = ", ".join(f"{name} {_bound_text(bound)}" for name, bound in constraints.items())
+        lines.append(f"best first by {aims}" + (f"; every row meets {bounds}" if bounds else ""))
     return "\n".join(lines)
+
+
+def _bound_text(bound: dict[str, float | None]) -> str:
+    """``{"min": 1, "max": 2}`` as ``>= 1 and <= 2``."""
+    parts = [f"{op} {bound[side]:g}" for side, op in (("min", ">="), ("max", "<=")) if
+             bound.get(side) is not None]  # fmt: skip
+    return " and ".join(parts)
 
 
 def best_first(objectives: dict[str, str]) -> Callable[[dict[str, Any]], tuple[float, ...]]:
@@ -901,15 +938,22 @@ def _cell(value: float | None, width: int, spec: str) -> str:
     return f"{format(value, spec):>{width}}"
 
 
-def _add_job_args(parser: argparse.ArgumentParser) -> None:
+def _add_job_args(parser: argparse.ArgumentParser, default_constraint: str = "none") -> None:
     parser.add_argument("--supernet", help=f"(default: {DEFAULT_SUPERNET}; hwnas supernets)")
     parser.add_argument("--device", default="cpu-1t", help="(default: %(default)s; hwnas devices)")
     parser.add_argument(
         "--objective",
         action="append",
-        help="NAME=min|max (repeatable; default: accuracy=max and latency_ms=min)",
+        help="NAME=min|max (repeatable: the ones given replace the default, accuracy=max and "
+        "latency_ms=min, so name each objective wanted)",
     )
-    parser.add_argument("--constraint", action="append", help="NAME<=V or NAME>=V (repeatable)")
+    parser.add_argument(
+        "--constraint",
+        action="append",
+        help="NAME<=V or NAME>=V (repeatable): latency_ms in milliseconds, macs and params "
+        "counted (3e6, not 3), model_size_mb in MB, accuracy 0..1, or a metric of the "
+        f"supernet (hwnas supernets); default: {default_constraint}",
+    )
     parser.add_argument(
         "--budget", type=int, help="new measurements (default: 60, or the server's cap if lower)"
     )
@@ -984,6 +1028,28 @@ def _count(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("hwnas")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout not installed
+        return "(not installed)"
+
+
+#: What a subcommand's own --help says besides its one line (help audit 34: only usage).
+_MORE = {
+    "calibrate": " Optional: a search measures latency on the device itself. A calibration "
+    "measures a sample of sub-networks there and fits a latency predictor, which then screens "
+    "later searches' proposals on that device and supernet before they are measured (fewer "
+    "measurements spent on sub-networks over a latency bound). hwnas devices says which "
+    "devices a worker serves; GET /v1/devices/DEVICE/calibrations lists a device's.",
+    "run": " The embedded mode on its own: SQLite and files under ./var (HWNAS_DATA_DIR, "
+    "HWNAS_DATABASE_URL), the worker in-process, the best sub-network's file in --output-dir.",
+    "serve": " Data under ./var by default (HWNAS_DATA_DIR, HWNAS_DATABASE_URL); without "
+    "HWNAS_BROKER_URL a worker in the process serves this machine's devices (which: "
+    "HWNAS_EMBEDDED_DEVICES).",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hwnas",
@@ -992,6 +1058,7 @@ def build_parser() -> argparse.ArgumentParser:
         "request refused, a service not reached); 3 a search that succeeded with nothing "
         "feasible; 4 a wait that timed out (the job goes on); 130 interrupted",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "serve": (cmd_serve, "run the HTTP API (embedded worker unless HWNAS_BROKER_URL)"),
@@ -1018,8 +1085,9 @@ def build_parser() -> argparse.ArgumentParser:
         "worker": (cmd_worker, "a Celery worker for some devices (distributed mode)"),
     }
     for name, (func, help_text) in commands.items():
-        p = sub.add_parser(name, help=help_text)
-        p.set_defaults(func=func)
+        description = f"{help_text[0].upper()}{help_text[1:]}.{_MORE.get(name, '')}"
+        p = sub.add_parser(name, help=help_text, description=description)
+        p.set_defaults(func=func, command_parser=p)
         if name not in ("serve", "db-upgrade", "db-backup", "prune", "worker", "run"):
             p.add_argument(
                 "--url", default=DEFAULT_URL, help=f"the service (default: $HWNAS_URL or {_URL})"
@@ -1065,7 +1133,11 @@ def build_parser() -> argparse.ArgumentParser:
             "the job it created, whatever its outcome (default: a new random key, which "
             "covers this command's own retries)",
         )
-    _add_job_args(sub.choices["run"])
+    _add_job_args(
+        sub.choices["run"],
+        "latency_ms <= halfway between the smallest and the largest sub-network's, measured "
+        "first (any --constraint replaces it)",
+    )
     sub.choices["run"].add_argument(
         "--output-dir",
         default="out",
@@ -1085,11 +1157,13 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--seed", type=int, default=0, help="seeds the sample of sub-networks (default: 0)"
     )
-    calibrate.add_argument("--kind", default=None, help="predictor kind (default: the server's)")
+    calibrate.add_argument(
+        "--kind", default=None, help="lut, scaled-lut, ridge or gbrt (default: the server's)"
+    )
     calibrate.add_argument("--no-wait", action="store_true", help="print the job id and exit")
     _add_label_arg(calibrate)
     for name in ("wait", "show", "evaluations", "label", "delete", "pareto", "download"):
-        sub.choices[name].add_argument("job_id")
+        sub.choices[name].add_argument("job_id", help="the job's id (hwnas jobs lists them)")
     cancel = sub.choices["cancel"]
     cancel.add_argument("job_id", nargs="?", help="the job (or give --label)")
     cancel.add_argument(
@@ -1166,7 +1240,10 @@ def main(argv: list[str] | None = None) -> int:
     of an ended job); 4 ``wait`` or ``calibrate`` timed out (``TIMED_OUT``); 2 an error
     (bad arguments, the service refused the request or could not be reached, or answered
     what is not hwnas's); 3 a search succeeded with nothing feasible (``wait``, ``pareto``)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's usage, not the list of every command (help audit 34)
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args))
     except KeyboardInterrupt:  # Ctrl+C: a job followed goes on in the service
@@ -1178,7 +1255,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve" and _json_logs():  # a line of its log, as the others
             logging.getLogger("api.cli").error("%s", _with_variable(exc))
         else:
-            print(f"hwnas: {_with_variable(exc)}", file=sys.stderr)
+            print(f"hwnas: {_with_variable(exc)}{_next_step(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `hwnas pareto JOB | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
@@ -1186,6 +1263,18 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a local file it cannot write (download -o to a folder, ...)
         print(f"hwnas: {exc}", file=sys.stderr)
         return 2
+
+
+def _next_step(exc: Exception) -> str:
+    """What to do after a 404 (help audit 34: "not found", and no more): a job's id that is
+    none lists the jobs; a path the service does not have is a --url with a path."""
+    if not isinstance(exc, ClientError) or exc.status != 404:
+        return ""
+    if exc.error == "NotFound" and "job " in str(exc):
+        return " (hwnas jobs lists the jobs)"
+    if exc.error is None:  # the framework's own 404: no such path
+        return " (--url is the service's root, such as http://127.0.0.1:8000, no /v1)"
+    return ""
 
 
 def _json_logs() -> bool:

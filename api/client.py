@@ -313,6 +313,12 @@ class HwnasClient:
                 raise ClientError(
                     "the service does not filter jobs by label (a version before labels)"
                 )
+        if submitted_by is not None and any(
+            job.get("submitted_by") != (submitted_by or None) for job in page["data"]
+        ):  # a version before 0011 ignores it too: --mine cancelled every team's jobs
+            raise ClientError(  # (upgrade audit 34)
+                "the service does not filter jobs by API key (a version before submitted_by)"
+            )
         if len(statuses) > 1 and sorted(page.get("status", [])) != sorted(statuses):
             raise ClientError(  # an older server filters on the last of several, and says not
                 "the service does not filter jobs by several statuses (a version before that)"
@@ -405,7 +411,8 @@ class HwnasClient:
                     out.flush()
                     raise
                 if str(exc) != said:  # once per distinct failure, on a line of its own
-                    out.write(("\n" if last else "") + f"{exc}; trying again\n")
+                    out.write(("\n" if last else "") + f"hwnas: {exc}; trying again for up "
+                              f"to {retry_s:.0f} s (Ctrl+C stops)\n")  # fmt: skip
                     out.flush()
                     last, said, logged = "", str(exc), _LogLines()
                 pause = max(poll_s, 1.0)

@@ -215,6 +215,6 @@ def _shown(name: str, value: float | None) -> str:
     """An objective's value as the front's table shows it."""
     if value is None:
         return f"{name} -"
-    units = {"latency_ms": f"{value:.3f} ms", "macs": f"{value / 1e6:.2f} MMACs"}
-    default = f"{value:,.0f}" if name == "params" else f"{value:.4f}"
+    units = {"latency_ms": f"{value:.3f} ms"}
+    default = f"{value:,.0f}" if name in ("params", "macs") else f"{value:.4f}"
     return f"{name} {units.get(name, default)}"

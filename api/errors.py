@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -123,7 +123,9 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     for error in clean:  # a lone surrogate (a file's name) did not encode: a 500
         error["msg"] = printable(str(error.get("msg", "")))
     message = printable(validation_message(errors))
-    return JSONResponse({"detail": clean, "message": message}, status_code=422)
+    field = error_field(errors[0]) if errors else "body"
+    body = {"detail": clean, "error": InvalidInput.__name__, "message": message, "field": field}
+    return JSONResponse(body, status_code=422)
 
 
 def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
@@ -169,8 +171,8 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 
 
 class ErrorAnswer(BaseModel):
-    """The body of every error answer but request validation's 422 (whose ``detail`` is
-    the list of FastAPI's ``HTTPValidationError``) and ``/healthz``'s 503."""
+    """The body of every error answer but request validation's 422 (``ValidationAnswer``,
+    whose ``detail`` is a list)."""
 
     detail: str = Field(description="what went wrong")
     message: str = Field(description="what a person reads; a 422 names the field at fault")
@@ -178,6 +180,23 @@ class ErrorAnswer(BaseModel):
         None, description="the error's class (absent on the framework's own 404 and 405)"
     )
     field: str | None = Field(None, description="the input at fault (a 422)")
+
+
+class ValidationProblem(BaseModel):
+    loc: list[str | int] = Field(description="where: 'body', 'query' or 'path', then the field")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. 'missing', 'int_type'")
+
+
+class ValidationAnswer(BaseModel):
+    """A 422 of request validation: ``ErrorAnswer``'s fields, ``detail`` the list of
+    problems (an HTTP-only integrator's client read two shapes, one lacking ``error``,
+    ``field`` and, in the document, ``message``: audit 34)."""
+
+    detail: list[ValidationProblem]
+    message: str = Field(description="what a person reads: each field at fault and why")
+    error: Literal["InvalidInput"]
+    field: str = Field(description="the first input at fault ('body': the body as a whole)")
 
 
 _MEANING = {
@@ -198,28 +217,44 @@ def error_answers(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorAnswer, "description": _MEANING[code]} for code in codes}
 
 
+#: What a 503 declares besides its body.
+_RETRY_HEADER = {
+    RETRY_AFTER: {
+        "description": "seconds to wait before asking again",
+        "schema": {"type": "integer", "example": RETRY_AFTER_S},
+    }
+}
+
+
 def document_error_answers(app: FastAPI) -> None:
-    """Every operation's OpenAPI answers: 500 and 503 with ``ErrorAnswer``, and a 422 that
-    is either FastAPI's validation list or an ``ErrorAnswer`` (raised by a route itself,
-    ``InvalidInput``: its ``detail`` is a string). ``/healthz`` answers its own 503."""
+    """Every operation's OpenAPI answers: 500 and 503 with ``ErrorAnswer`` (a 503 with its
+    ``Retry-After``), and a 422 that is either ``ValidationAnswer`` or an ``ErrorAnswer``
+    (``InvalidInput`` raised by a route itself: its ``detail`` is a string), in place of
+    FastAPI's ``HTTPValidationError``, which lacks ``message``, ``error`` and ``field``."""
     ref = {"$ref": "#/components/schemas/ErrorAnswer"}
+    either = {"anyOf": [{"$ref": "#/components/schemas/ValidationAnswer"}, ref]}
 
     def amend(spec: dict[str, Any]) -> None:
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         schemas.setdefault("ErrorAnswer", ErrorAnswer.model_json_schema())
-        for path, item in spec.get("paths", {}).items():
+        validation = ValidationAnswer.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(validation.pop("$defs", {}))
+        schemas["ValidationAnswer"] = validation
+        for item in spec.get("paths", {}).values():
             for operation in item.values():
                 answers = operation.setdefault("responses", {})
-                codes = (500,) if path == "/healthz" else (500, 503)
-                for code in codes:
+                for code in (500, 503):
                     answers.setdefault(
                         str(code),
                         {"description": _MEANING[code],
                          "content": {"application/json": {"schema": ref}}},
                     )  # fmt: skip
+                answers["503"]["headers"] = _RETRY_HEADER
                 body = answers.get("422", {}).get("content", {}).get("application/json")
                 if body is not None and "schema" in body and body["schema"] != ref:
-                    body["schema"] = {"anyOf": [body["schema"], ref]}
+                    body["schema"] = either
+        for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's, replaced
+            schemas.pop(unused, None)
 
     amend_openapi(app, amend)
 

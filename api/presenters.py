@@ -80,8 +80,8 @@ def job_public(job: Job | JobRow, base: str, note: str | None = None) -> JobPubl
     return JobPublic(
         id=job.id,
         url=f"{base}/v1/jobs/{job.id}",
-        kind=job.kind.value,
-        status=job.status.value,
+        kind=JobKind(job.kind),
+        status=JobStatus(job.status),
         cancel_requested=bool(job.cancel_requested),
         supernet=job.supernet,
         device=job.device,

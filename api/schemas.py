@@ -40,6 +40,7 @@ from models.registry import (
 from models.user_data import check_path, configured_roots, confine
 from search import list_strategies
 from search.space import SearchSpace
+from store.tables import JobKind, JobStatus
 
 Sense = Literal["min", "max"]
 
@@ -51,6 +52,17 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class Answer(BaseModel):
+    """A response body: every field is in every answer (null where it has no value), so
+    the OpenAPI document lists them all as required, defaults included (an HTTP-only
+    integrator's generated client made about 20 always-present fields optional: audit
+    34)."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
 # Request bodies: JSON types as declared (no "5" for 5, no "yes" for true) and finite numbers.
 STRICT_INPUT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -379,7 +391,7 @@ def _check_quality_measurable(job: dict[str, Any]) -> None:
         )
 
 
-class Progress(BaseModel):
+class Progress(Answer):
     evaluations_done: int = Field(description="measured by this job; the budget counts these")
     evaluations_reused: int = Field(0, description="copied from earlier jobs (warm start)")
     evaluations_failed: int = Field(
@@ -412,7 +424,7 @@ class Progress(BaseModel):
     )
 
 
-class FailedSample(BaseModel):
+class FailedSample(Answer):
     """A sub-network whose measurement raised, skipped."""
 
     subnet_id: str
@@ -438,7 +450,7 @@ class FailedEvaluation(FailedSample):
     )
 
 
-class Timing(BaseModel):
+class Timing(Answer):
     run_seconds: float = Field(
         description="wall time of the job's runs so far, summed (a run that lost its "
         "lease, such as a worker frozen past HWNAS_STALE_AFTER_S while another took the job "
@@ -448,7 +460,7 @@ class Timing(BaseModel):
     eval_seconds: float = Field(description="time inside evaluation calls (measurement)")
 
 
-class CalibrationOfJob(BaseModel):
+class CalibrationOfJob(Answer):
     """What a calibration job fits, and where the version it stores is listed."""
 
     predictor_kind: str
@@ -458,20 +470,23 @@ class CalibrationOfJob(BaseModel):
     )
 
 
-class JobPublic(BaseModel):
+class JobPublic(Answer):
     id: str
     url: str
-    kind: str = Field(
+    kind: JobKind = Field(
         description="'search', or 'calibration' (POST /v1/devices/{id}/calibrations: "
         "measures `budget` sampled sub-networks and fits the device's latency predictor)"
     )
-    status: str
+    status: JobStatus
     cancel_requested: bool = Field(
         description="a cancel was asked; a running job stops after its evaluation in flight"
     )
     supernet: str
     device: str
-    strategy: str
+    strategy: str = Field(
+        description="a search's strategy (as JobCreate.strategy); 'uniform' for a "
+        "calibration (it measures a uniform sample)"
+    )
     seed: int
     labels: dict[str, str] = Field(
         default_factory=dict, description="as submitted, then as PATCH /v1/jobs/{id} changed them"
@@ -486,7 +501,7 @@ class JobPublic(BaseModel):
     latency_prior: bool = Field(
         True, description="whether a calibrated latency predictor may screen its proposals"
     )
-    objectives: dict[str, str]
+    objectives: dict[str, Sense]
     constraints: dict[str, dict[str, float | None]]
     validation_data: str | None = Field(
         None,
@@ -526,7 +541,7 @@ class JobPublic(BaseModel):
     finished_at: UtcDatetime | None
 
 
-class JobsPublic(BaseModel):
+class JobsPublic(Answer):
     data: list[JobPublic]
     count: int = Field(description="jobs that match the filters, in all")
     status: list[str] = Field(
@@ -543,7 +558,7 @@ class JobsPublic(BaseModel):
     )
 
 
-class EvaluationPublic(BaseModel):
+class EvaluationPublic(Answer):
     subnet_id: str
     seq: int
     arch: dict[str, Any]
@@ -557,14 +572,14 @@ class EvaluationPublic(BaseModel):
     seconds: float
 
 
-class EvaluationsPublic(BaseModel):
+class EvaluationsPublic(Answer):
     data: list[EvaluationPublic]
     count: int
     offset: int
     limit: int
 
 
-class ParetoPoint(BaseModel):
+class ParetoPoint(Answer):
     subnet_id: str
     arch: dict[str, Any]
     accuracy: float | None
@@ -576,15 +591,18 @@ class ParetoPoint(BaseModel):
     export_url: str | None = Field(description="none for recorded (table-backed) supernets")
 
 
-class ParetoPublic(BaseModel):
+class ParetoPublic(Answer):
     job_id: str
-    status: str
-    objectives: dict[str, str]
+    status: JobStatus
+    objectives: dict[str, Sense]
+    constraints: dict[str, dict[str, float | None]] = Field(
+        default_factory=dict, description="the job's constraints, which every point meets"
+    )
     data: list[ParetoPoint]
     message: str | None
 
 
-class SupernetPublic(BaseModel):
+class SupernetPublic(Answer):
     id: str
     genes: int
     raw_space_size: int
@@ -600,7 +618,7 @@ class SupernetPublic(BaseModel):
     note: str | None = Field(None, description="what its numbers mean, e.g. random weights")
 
 
-class DevicePublic(BaseModel):
+class DevicePublic(Answer):
     id: str
     name: str
     kind: str
@@ -671,7 +689,7 @@ class CalibrationCreate(BaseModel):
         return _known("predictor kind", value, list(PREDICTOR_KINDS))
 
 
-class CalibrationPublic(BaseModel):
+class CalibrationPublic(Answer):
     """One stored predictor version; ``metrics`` is its cross-validated error."""
 
     id: int
@@ -703,8 +721,21 @@ class CalibrationPublic(BaseModel):
     created_at: UtcDatetime
 
 
-class CalibrationsPublic(BaseModel):
+class CalibrationsPublic(Answer):
     data: list[CalibrationPublic]
     count: int = Field(description="the versions that match, on every page")
     offset: int
     limit: int
+
+
+class HealthPublic(BaseModel):
+    """``GET /healthz``: a caller without a key (API keys set) gets ``status`` alone."""
+
+    status: Literal["ok", "degraded"]
+    devices_served: list[str] = Field(
+        default_factory=list, description="devices a live worker serves (absent: no key)"
+    )
+    problems: list[str] = Field(
+        default_factory=list,
+        description="what keeps jobs from reaching workers, or the disk low (absent: no key)",
+    )

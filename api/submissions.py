@@ -61,7 +61,9 @@ class JobSubmitter:
         #: Held, with a ``limit``, over a count of a key's active jobs and the insert it
         #: lets in, on both paths (a batch; a keyed submission: ``api.routes.jobs``), so
         #: that two do not both count below the limit and both insert (review 33a: 20
-        #: keyed submissions at once, limit 2: 9 stored).
+        #: keyed submissions at once, limit 2: 9 stored). Other processes on the database
+        #: wait in ``store.jobs.counting_across_processes``; this keeps the threads of one
+        #: from queueing there, each on a connection of the pool.
         self.limit_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, "hwnas-submit")
         self._dispatching = ThreadPoolExecutor(1, "hwnas-dispatch")

@@ -14,7 +14,10 @@ one job of ``--big`` measurements. Then, each the median of ``--repeats`` runs:
 - marking the big job's front of 12 (``set_front``): every row written (before) against
   the rows whose flag changes (now), each in a transaction rolled back;
 - the last page of 100 of the big job: OFFSET (before) against ``seq >=`` (now);
-- the big job's stored front, without and with ``ix_evaluations_job_front``.
+- the big job's stored front, without and with ``ix_evaluations_job_front``;
+- the big job's current front as a poll of it running computes it after one more
+  evaluation: from every row (before), against the front so far and the new row
+  (``store.current_front``, session 34).
 
     .venv/bin/python benchmarks/evaluations_at_scale.py --old-jobs 300 --busy-jobs 4000
 """
@@ -22,11 +25,13 @@ one job of ``--big`` measurements. Then, each the median of ``--repeats`` runs:
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,10 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import Connection, false, select, text, update  # noqa: E402
 
 from benchmarks.common import scratch_postgres  # noqa: E402
+from search import feasible_front  # noqa: E402
 from store import evaluations as eq  # noqa: E402
 from store import prior as pq  # noqa: E402
+from store.current_front import CurrentFronts  # noqa: E402
 from store.db import make_engine, make_session_factory, upgrade  # noqa: E402
-from store.tables import Evaluation  # noqa: E402
+from store.tables import Evaluation, JobStatus, utcnow  # noqa: E402
 
 SUPERNET = "nb201-cifar10"
 PER_JOB = 200
@@ -228,6 +235,38 @@ def main() -> None:
 
         results.append((f"stored front of the {args.big:,}-row job", stored_front(True),
                         stored_front(False)))  # fmt: skip
+
+        # a running job's /pareto after each new evaluation: its front from every row
+        # (before) against the front so far and the rows since (store.current_front)
+        running = SimpleNamespace(
+            id=big, status=JobStatus.running, evaluations_reused=0, evaluations_done=args.big,
+            spec={"objectives": {"accuracy": "max", "latency_ms": "min"}},
+        )  # fmt: skip
+        fronts = CurrentFronts()
+
+        def poll(incremental: bool) -> float:
+            def run() -> None:
+                with factory.begin() as session:
+                    seq = running.evaluations_done
+                    metrics = {"accuracy": random.random(), "latency_ms": random.random()}
+                    session.add(Evaluation(
+                        job_id=big, seq=seq, subnet_id=f"x{seq}", arch={}, metrics=metrics,
+                        details={}, feasible=True, on_front=False, seconds=0.1, created_at=utcnow(),
+                    ))  # fmt: skip
+                    session.flush()
+                    running.evaluations_done += 1
+                    if incremental:
+                        fronts.ids(session, running)
+                    else:
+                        rows = eq.evaluation_metrics(session, big)
+                        feasible_front([m for _, _, m in rows], running.spec["objectives"], {})
+
+            return timed(run, args.repeats)
+
+        with factory() as session:
+            fronts.ids(session, running)  # the polls before
+        results.append((f"running {args.big:,}-row job's front, one more row", poll(False),
+                        poll(True)))  # fmt: skip
         engine.dispose()
     print(f"{'read':<48} {'before ms':>10} {'now ms':>10} {'ratio':>8}")
     for name, before, now in results:

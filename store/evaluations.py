@@ -211,16 +211,18 @@ def list_evaluations(
     return list(session.scalars(query)), total
 
 
-def evaluation_metrics(session: Session, job_id: str) -> tuple[list[int], list[dict[str, Any]]]:
-    """Ids and metrics of the job's evaluations, in order: what its front is computed from,
-    without reading (and decoding) their architectures and details."""
+def evaluation_metrics(
+    session: Session, job_id: str, after_seq: int = -1
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """(id, seq, metrics) of the job's evaluations after ``after_seq``, in order: what its
+    front is computed from, without reading (and decoding) their architectures and
+    details."""
     query = (
-        select(Evaluation.id, Evaluation.metrics)
-        .where(Evaluation.job_id == job_id)
+        select(Evaluation.id, Evaluation.seq, Evaluation.metrics)
+        .where(Evaluation.job_id == job_id, Evaluation.seq > after_seq)
         .order_by(Evaluation.seq)
     )
-    rows = session.execute(query).all()
-    return [row[0] for row in rows], [row[1] for row in rows]
+    return [(row[0], row[1], row[2]) for row in session.execute(query)]
 
 
 def get_evaluation(session: Session, job_id: str, subnet_id: str) -> Evaluation:

@@ -11,7 +11,8 @@ import json
 import re
 import uuid
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
@@ -32,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult, result_tuple
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core.errors import (
@@ -138,6 +140,44 @@ def active_jobs(connection: Session | Connection, submitters: Collection[str]) -
     return Counter({by: n for by, n in connection.execute(query)})
 
 
+#: The PostgreSQL advisory lock (its number: "hwnasLIM" in ASCII) held over a count of
+#: API keys' active jobs and the insert it lets in, across the processes that share the
+#: database: several API processes (``HWNAS_API_PROCESSES``) or servers each hold a lock
+#: of their own (``api.submissions.JobSubmitter.limit_lock``), and with only those two
+#: keyed submissions to two processes at once both counted below the limit.
+LIMIT_LOCK = int.from_bytes(b"hwnasLIM", "big")
+
+
+@contextmanager
+def counting_across_processes(connection: Session | Connection) -> Iterator[None]:
+    """Held over a count of active jobs and the insert it lets in, on PostgreSQL: a
+    transaction's lock (released as it ends, the insert committed or not) or, where each
+    statement commits on its own (autocommit), a session's lock released after the insert.
+    On SQLite, the file's write lock, taken before the count (a read, which began no
+    transaction there: ``LOCKING_READ``), held until the transaction ends."""
+    bind = _bind(connection)
+    if bind.dialect.name == "sqlite":
+        bind.execute(text("SELECT 1").execution_options(**{LOCKING_READ: True}))
+        yield
+        return
+    if bind.dialect.name != "postgresql":
+        yield
+        return
+    if not bind.connection.dbapi_connection.autocommit:  # type: ignore[union-attr]
+        bind.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LIMIT_LOCK})
+        yield
+        return
+    bind.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LIMIT_LOCK})
+    unlock = text("SELECT pg_advisory_unlock(:k)")
+    try:
+        yield
+    except BaseException:
+        with suppress(SQLAlchemyError):  # a dropped connection: the server let the lock go
+            bind.execute(unlock, {"k": LIMIT_LOCK})
+        raise
+    bind.execute(unlock, {"k": LIMIT_LOCK})
+
+
 def over_limit(submitted_by: str, limit: int) -> LimitReached:
     """The error of a submission past its API key's ``limit`` of active jobs."""
     whose = f"this API key ({submitted_by})" if submitted_by else "this server (no API keys)"
@@ -154,8 +194,14 @@ REQUEST_DIGEST = "request_digest"
 def request_digest(asked: Mapping[str, Any]) -> str:
     """A digest of a request's body as sent (JSON data; ``JobCreate`` with what it was not
     given left out: defaults the server fills in may change between its retries),
-    whatever the order of its keys."""
+    whatever the order of its keys but the objectives': their order is the job's (the
+    columns of its front, its exports' cards), so objectives reordered under one
+    Idempotency-Key are another request (multi-objective audit 33 L4). Objectives in
+    sorted order digest as before that."""
     canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    order = list(asked.get("body", {}).get("objectives") or ())
+    if order != sorted(order):
+        canonical += "\nobjectives:" + json.dumps(order, ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -181,8 +227,10 @@ def create_job_once(
     by_key = select(JOBS).where(JOBS.c.submitted_by == submitted_by, JOBS.c.idempotency_key == key)
     job = session.execute(by_key).first()  # a retry: a read, no write (SQLite's slot)
     if job is None:
-        if limit and active_jobs(session, [submitted_by])[submitted_by] >= limit:
-            raise over_limit(submitted_by, limit)
+        if limit:  # until the transaction ends: the insert below counts for the next
+            with counting_across_processes(session):
+                if active_jobs(session, [submitted_by])[submitted_by] >= limit:
+                    raise over_limit(submitted_by, limit)
         now = _now_as_read(session)
         values = _new_job_values({**spec, REQUEST_DIGEST: digest}, message, now, submitted_by)
         values["idempotency_key"] = key
@@ -259,7 +307,9 @@ class NewJobs:
         left out). ``limit``: a submission whose API key has that many jobs queued or
         running, the batch's earlier ones included, is refused (counted at the first call:
         a second, after a dropped connection, inserts what the first chose)."""
-        if self._values is None:
+        if self._values is not None:  # a second call: what the first chose, uncounted
+            return self._insert(connection, self._values)
+        with counting_across_processes(connection) if self._limit else nullcontext():
             now, admitted = _now_as_read(connection), self._admitted(connection)
             self._values = [
                 _new_job_values(spec, note, now, by)
@@ -267,7 +317,11 @@ class NewJobs:
                 if admitted[k]
             ]
             self.refused = [k for k, ok in enumerate(admitted) if not ok]
-        values = self._values
+            return self._insert(connection, self._values)
+
+    def _insert(
+        self, connection: Session | Connection, values: list[dict[str, Any]]
+    ) -> list[JobRow]:
         if not values:
             return []
         labels = [

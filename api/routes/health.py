@@ -6,13 +6,18 @@ from api.auth import ANONYMOUS
 from api.deps import DispatcherDep, FactoryDep
 from api.disk_space import low_space
 from api.errors import error_answers
+from api.schemas import HealthPublic
 from core.errors import ServiceUnavailable, StorageError
 from store.db import reading, schema_revision
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", responses=error_answers(503))
+@router.get(
+    "/healthz",
+    response_model=None,
+    responses={200: {"model": HealthPublic, "description": "ok or degraded"}, **error_answers(503)},
+)
 def healthz(factory: FactoryDep, dispatcher: DispatcherDep, request: Request) -> dict[str, object]:
     """Liveness and readiness: ``ok``, or ``degraded`` with the ``problems`` that keep jobs
     from reaching workers (an unreachable broker: jobs are still accepted and stored, and

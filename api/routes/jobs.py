@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
-from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -53,10 +51,11 @@ from hardware_profiles.isolated import ChildDied, run_once
 from models.base import Supernet
 from models.export import export_subnet, list_formats, suffix_of
 from models.registry import get_supernet, supernet_class
-from search import feasible_front, is_feasible, validate_objectives
+from search import is_feasible
 from store import evaluations as eq
 from store import job_keys
 from store import jobs as q
+from store.current_front import CurrentFronts
 from store.db import reading, transaction
 from store.front import constraints_of
 from store.tables import Job, JobKind, JobStatus
@@ -323,6 +322,7 @@ def delete_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
     with transaction(factory) as session:
         q.delete_job(session, job_id)
     loop_reads(request).forget(job_id)
+    _FRONTS.forget(job_id)
     remove_exports(Path(request.app.state.settings.data_dir), [job_id])
     return Response(status_code=204)
 
@@ -368,34 +368,19 @@ def read_pareto(job_id: str, factory: FactoryDep, request: Request) -> Response:
         job_id=job.id,
         status=job.status.value,
         objectives=job.spec["objectives"],
+        constraints=job.spec.get("constraints", {}),
         data=[pareto_point(e, request, exportable) for e in rows],
         message=job_message(job, _stall_note(request, job)),
     )
     return json_response(front)
 
 
-#: The current front of jobs that have not succeeded, by (job, status, evaluations): it
-#: changes only when an evaluation lands, and computing it decodes every evaluation's
-#: metrics (2,000: 30-40 ms a page, against 6-10 ms for the page alone).
-_FRONTS: OrderedDict[tuple[str, str, int, int], frozenset[int]] = OrderedDict()
-_FRONTS_MAX = 256
-_FRONTS_LOCK = threading.Lock()
+#: The current front of jobs that have not succeeded (``store.current_front``).
+_FRONTS = CurrentFronts()
 
 
 def _front_ids(session: Any, job: q.JobRow) -> frozenset[int]:
-    key = (job.id, job.status.value, job.evaluations_done, job.evaluations_reused)
-    with _FRONTS_LOCK:
-        if key in _FRONTS:
-            _FRONTS.move_to_end(key)
-            return _FRONTS[key]
-    ids, metrics = eq.evaluation_metrics(session, job.id)
-    objectives = validate_objectives(job.spec["objectives"])
-    front = frozenset(ids[i] for i in feasible_front(metrics, objectives, constraints_of(job.spec)))
-    with _FRONTS_LOCK:
-        _FRONTS[key] = front
-        while len(_FRONTS) > _FRONTS_MAX:
-            _FRONTS.popitem(last=False)
-    return front
+    return _FRONTS.ids(session, job)
 
 
 def _current_front(session: Any, job: q.JobRow) -> list[Any]:

@@ -87,7 +87,9 @@ def test_openapi_says_which_operations_need_a_key(secured: TestClient) -> None:
     spec = secured.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
     assert spec["paths"]["/v1/jobs"]["post"]["security"] == [{"apiKey": []}]
-    assert "401" in spec["paths"]["/v1/jobs"]["post"]["responses"]
+    refused = spec["paths"]["/v1/jobs"]["post"]["responses"]["401"]
+    assert "WWW-Authenticate" in refused["headers"]  # and the body every error has
+    assert refused["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorAnswer")
     assert "security" not in spec["paths"]["/healthz"]["get"]
 
 
@@ -104,7 +106,11 @@ def test_the_client_sends_its_key(secured: TestClient) -> None:
 
 def test_no_keys_means_no_authentication(client: TestClient) -> None:
     assert client.get("/v1/jobs").status_code == 200
-    assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})
+    spec = client.get("/openapi.json").json()
+    # declared optional: a client generated here can send a key to a server that has them
+    assert spec["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert spec["paths"]["/v1/jobs"]["post"]["security"] == [{}, {"apiKey": []}]
+    assert "401" not in spec["paths"]["/v1/jobs"]["post"]["responses"]
 
 
 @pytest.mark.parametrize("keys", ["short", "ok-length-but-has space-in-it", "k" * 15 + ",x"])

@@ -251,7 +251,9 @@ def test_openapi_documents_the_job_body_read_from_raw_bytes(client: TestClient) 
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert post["requestBody"]["required"] is True
     assert schema == {"$ref": "#/components/schemas/JobCreate"}
-    assert "422" in post["responses"] and "HTTPValidationError" in spec["components"]["schemas"]
+    invalid = post["responses"]["422"]["content"]["application/json"]["schema"]["anyOf"]
+    assert [ref["$ref"].rsplit("/", 1)[1] for ref in invalid] == ["ValidationAnswer", "ErrorAnswer"]
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's, replaced
     components = spec["components"]["schemas"]
     job_create = components["JobCreate"]
     assert set(job_create["properties"]) == set(JobCreate.model_fields)
@@ -618,3 +620,27 @@ def test_the_reason_of_a_503_is_logged_once_a_minute_with_a_count(
         "(and 2 more such answers in the last 70 s)",
         "answered 503: another reason",
     ]
+
+
+def test_openapi_types_answers_as_they_come(client: TestClient) -> None:
+    """HTTP-only integrator audit 34: a client generated from the document got ~20 fields
+    that every answer has as optional, statuses as bare strings, a 422 whose ``message``
+    was undeclared, and no Retry-After on a 503; /healthz's 200 was a free-form object."""
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    job = schemas["JobPublic"]
+    assert set(job["required"]) == set(job["properties"])  # defaults too: always sent
+    assert job["properties"]["status"] == {"$ref": "#/components/schemas/JobStatus"}
+    validation = schemas["ValidationAnswer"]
+    assert set(validation["required"]) == {"detail", "message", "error", "field"}
+    refused = client.post("/v1/jobs", json=job_spec(budget={"evaluations": "six"}))
+    assert refused.status_code == 422
+    assert set(refused.json()) == {"detail", "message", "error", "field"}
+    assert refused.json()["field"] == "budget.evaluations"
+    assert refused.json()["error"] == "InvalidInput"
+    poll = spec["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]
+    assert "Retry-After" in poll["503"]["headers"]
+    operations = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
+    assert len(set(operations)) == len(operations) and "read_job" in operations  # as named
+    health = spec["paths"]["/healthz"]["get"]["responses"]["200"]["content"]
+    assert health["application/json"]["schema"] == {"$ref": "#/components/schemas/HealthPublic"}

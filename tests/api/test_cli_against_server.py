@@ -315,9 +315,8 @@ def test_the_front_table_of_a_recorded_supernet_shows_dashes_for_macs_and_params
     lines = format_front(pareto).splitlines()
     assert lines[2].split() == [point["subnet_id"], "0.9312", "2.500", "-", "-"]
     measured = {**pareto["data"][0], "macs": 1_500_000, "params": 12_345}
-    assert format_front({"data": [measured]}).splitlines()[2].split()[-2:] == ["1.5", "12345"]
-    tiny = {**measured, "macs": 12_345}  # a small plugin network showed 0.00
-    assert format_front({"data": [tiny]}).splitlines()[2].split()[-2] == "0.012345"
+    # counted, as a constraint on them is given (help audit 34: a column of millions)
+    assert format_front({"data": [measured]}).splitlines()[2].split()[-2:] == ["1500000", "12345"]
 
 
 def test_the_catalog_shows_a_raw_space_size_as_an_upper_bound() -> None:
@@ -349,11 +348,19 @@ def test_the_front_table_shows_every_objective_best_first() -> None:
         "accuracy",
         "model_size_mb",
         "latency_ms",
-        "MMACs",
+        "macs",
         "params",
     ]
-    assert [line.split()[0] for line in lines[2:]] == ["tie", "big", "small"]
+    assert [line.split()[0] for line in lines[2:-1]] == ["tie", "big", "small"]
     assert lines[2].split()[2] == "0.2"
+    assert lines[-1] == "best first by accuracy (max), then model_size_mb (min)"
+    # a metric only a constraint names gets a column; the bounds are said under the table
+    bounded = {**pareto, "constraints": {"energy_mj": {"max": 3.0}, "params": {"min": 5}}}
+    for row in bounded["data"]:
+        row["metrics"]["energy_mj"] = 2.5
+    lines = format_front(bounded).splitlines()
+    assert lines[0].split()[-1] == "energy_mj" and lines[2].split()[-1] == "2.5"
+    assert lines[-1].endswith("; every row meets energy_mj <= 3, params >= 5")
     close = {"objectives": {"latency_ms": "min"}, "data": [point("a", 0.8, 0.1)]}
     close["data"][0]["latency_ms"] = 0.0037  # a small network's: 3 decimals showed 0.004
     assert format_front(close).splitlines()[2].split()[1] == "0.003700"
@@ -504,3 +511,26 @@ def test_mine_lists_and_cancels_only_this_key_s_jobs(tmp_path: Path) -> None:
         assert left["status"] == "queued"
         keyless = hwnas(url, "jobs", "--mine", HWNAS_API_KEY="")
         assert keyless.returncode == 2 and "--mine needs an API key" in keyless.stderr
+
+
+def test_a_mistake_gets_the_subcommand_s_usage_and_a_404_the_next_step(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Help audit 34: a mistyped option printed the list of every command; a job id that is
+    none, or a --url with a path, said "not found" and no more; no --version."""
+    from api.cli import _next_step, main
+    from api.client import ClientError
+
+    with pytest.raises(SystemExit) as exited:
+        main(["submit", "--budjet", "3"])
+    assert exited.value.code == 2
+    said = capsys.readouterr().err
+    assert said.startswith("usage: hwnas submit") and "unrecognized arguments: --budjet 3" in said
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("hwnas ")
+    no_job = ClientError("GET /v1/jobs/x: 404: job 'x' not found", status=404, error="NotFound")
+    assert _next_step(no_job) == " (hwnas jobs lists the jobs)"
+    no_path = ClientError("GET /v1/v1/jobs: 404: Not Found", status=404)
+    assert "--url is the service's root" in _next_step(no_path)
+    assert _next_step(ClientError("GET /v1/jobs: 409: ...", status=409)) == ""

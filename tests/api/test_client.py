@@ -196,8 +196,9 @@ def test_wait_rides_out_a_service_that_restarts() -> None:
         patch.setattr("api.client.time.sleep", lambda _s: None)
         assert Scripted(states).wait("j1", poll_s=0, out=out)["status"] == "succeeded"
     lines = out.getvalue().splitlines()
-    assert lines == [_progress_line(_job("running", 1)), f"{down}; trying again",
-                     _progress_line(_job("running", 2)), f"{busy}; trying again",
+    retry = "; trying again for up to 300 s (Ctrl+C stops)"  # how long (help audit 34)
+    assert lines == [_progress_line(_job("running", 1)), f"hwnas: {down}{retry}",
+                     _progress_line(_job("running", 2)), f"hwnas: {busy}{retry}",
                      _progress_line(_job("succeeded", 4))]  # fmt: skip
 
 
@@ -271,6 +272,22 @@ def test_a_label_filter_an_older_server_ignores_is_an_error_not_every_job() -> N
         client.jobs(labels={"run": None})
     served[1:] = []
     assert client.jobs(labels={"run": "42", "x": None})["data"] == served
+
+
+def test_a_submitter_filter_an_older_server_ignores_is_an_error_not_every_job() -> None:
+    """Upgrade audit 34: a server before revision 0011 answered ``?submitted_by=`` with
+    every job, and ``hwnas cancel --mine`` cancelled every team's."""
+    served: list[dict[str, Any]] = [{"id": "a"}, {"id": "b"}]  # no "submitted_by": older
+    client = _served(lambda request: httpx.Response(200, json={"data": served, "count": 2}))
+    with pytest.raises(ClientError, match="does not filter jobs by API key"):
+        client.jobs(submitted_by="1a2b3c4d")
+    with pytest.raises(ClientError, match="does not filter jobs by API key"):
+        list(client.iter_jobs(submitted_by="1a2b3c4d"))
+    served[:] = [{"id": "a", "submitted_by": "1a2b3c4d"}, {"id": "b", "submitted_by": "ffff0000"}]
+    with pytest.raises(ClientError, match="does not filter"):  # one of another key's
+        client.jobs(submitted_by="1a2b3c4d")
+    served[1:] = []
+    assert client.jobs(submitted_by="1a2b3c4d")["data"] == served
 
 
 def test_changing_labels_sends_a_merge_and_an_older_server_is_named_as_such() -> None:

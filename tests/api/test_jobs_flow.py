@@ -284,6 +284,9 @@ def test_a_keyed_submission_sent_again_answers_with_the_job_it_created(
     assert [job["id"] for job in listed["data"]] == [first.json()["id"]]  # one, labelled once
     other = client.post("/v1/jobs", json=dict(spec, seed=1), headers=key)
     assert other.status_code == 409 and "pipeline-42/search" in other.json()["detail"]
+    # the objectives' order is the job's (its front's columns, its cards): not a retry
+    turned = dict(spec, objectives=dict(reversed(spec["objectives"].items())))
+    assert client.post("/v1/jobs", json=turned, headers=key).status_code == 409
     assert other.json()["detail"].endswith("use a new key for a new job")
     wrong_keys: list[str | bytes] = ["", "a b", "x" * 256, "é".encode()]
     for wrong in wrong_keys:

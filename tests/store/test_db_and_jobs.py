@@ -4,17 +4,19 @@ the submitter's held connection writes a batch once, even across a dropped conne
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Text, event, func, select
+from sqlalchemy import Connection, Text, event, func, select, text
 
-from core.errors import Conflict, InvalidInput, NotFound, StorageError
+from core.errors import Conflict, InvalidInput, LimitReached, NotFound, StorageError
 from store import evaluations as eq
 from store import job_keys
 from store import jobs as q
@@ -996,3 +998,70 @@ def test_a_sub_network_whose_measurement_failed_is_said_so_not_only_unmeasured(
         "one's warm start took it from): OSError: gone"
     )
     assert said["r28-c"] == f"sub-network 'r28-c' {unmeasured}"
+
+
+def test_a_request_digest_keeps_the_objectives_order_only() -> None:
+    """Keys in any order digest alike, but objectives reordered are another request; ones
+    in sorted order digest as before the order counted (a retry across an upgrade)."""
+    body = {"supernet": "s", "objectives": {"accuracy": "max", "latency_ms": "min"}}
+    asked = {"kind": "search", "body": body}
+    turned = {"body": dict(reversed(body.items())), "kind": "search"}
+    assert q.request_digest(asked) == q.request_digest(turned)
+    before = hashlib.sha256(
+        json.dumps(asked, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    assert q.request_digest(asked) == before
+    reordered = {"latency_ms": "min", "accuracy": "max"}
+    assert q.request_digest({**asked, "body": {**body, "objectives": reordered}}) != before
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_sharing_one_database_count_a_key_s_jobs_one_at_a_time(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each API process counts under a lock of its own (``JobSubmitter.limit_lock``): two
+    processes on one PostgreSQL database both counted a key below its limit and both
+    inserted (``LIMIT_LOCK`` now makes them wait). Here each "process" has an engine of its
+    own, and a pause after each count widens the window: a batch per process (a held
+    autocommit connection, as ``api.submissions`` writes), then keyed submissions (a
+    transaction each, as ``create_job_once`` runs)."""
+    count = q.active_jobs
+
+    def slow_count(*args: Any, **kwargs: Any) -> Any:
+        found = count(*args, **kwargs)
+        time.sleep(0.2)
+        return found
+
+    monkeypatch.setattr(q, "active_jobs", slow_count)
+    with migrated_database(backend, tmp_path) as (url, engine, _):
+
+        def batch(seed: int) -> int:
+            own = make_engine(url)
+            writer = HeldConnectionWriter(make_session_factory(own))
+            new = q.NewJobs([q.Submission({**SPEC, "seed": seed}, None, "a")] * 2, limit=2)
+            try:
+                return len(writer.write(new.insert))
+            finally:
+                writer.close()
+                own.dispose()
+
+        def keyed(seed: int) -> bool:
+            own = make_engine(url)
+            try:
+                with transaction(make_session_factory(own)) as session:
+                    q.create_job_once(session, SPEC, f"k-{seed}", "d", submitted_by="b", limit=2)
+                return True
+            except LimitReached:
+                return False
+            finally:
+                own.dispose()
+
+        with ThreadPoolExecutor(4) as pool:
+            stored = list(pool.map(batch, range(3)))
+            created = list(pool.map(keyed, range(4)))
+        assert sum(stored) == 2 and sum(created) == 2, (stored, created)
+        with reading(make_session_factory(engine)) as connection:
+            assert q.active_jobs(connection, ["a", "b"]) == {"a": 2, "b": 2}
+            if backend == "postgresql":  # every lock let go, none left on a pooled connection
+                held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                assert connection.execute(text(held)).scalar_one() == 0

@@ -174,8 +174,15 @@ def test_revision_0011_keeps_keyed_jobs_and_scopes_their_keys_by_submitter(
             assert (found.id, created, found.submitted_by) == ("old", False, "")
             theirs, created = jobs.create_job_once(session, spec, "run-1", "d", submitted_by="b")
             assert created and theirs.id != "old" and theirs.submitted_by == "b"
-        with engine.begin() as connection:  # two jobs of one key could not go back
-            connection.execute(text("DELETE FROM jobs WHERE id = :id"), {"id": theirs.id})
+        # two jobs of one key cannot go back: refused, naming both and how to free one
+        both = f"(?s)'run-1': job old .*'run-1': job {theirs.id}"
+        with pytest.raises(RuntimeError, match=both) as caught:
+            command.downgrade(alembic_config(url), "0010")
+        assert "UPDATE jobs SET idempotency_key = NULL WHERE id" in str(caught.value)
+        with engine.begin() as connection:  # as it says: the job stays, its key freed
+            connection.execute(
+                text("UPDATE jobs SET idempotency_key = NULL WHERE id = :id"), {"id": theirs.id}
+            )
         command.downgrade(alembic_config(url), "0010")
         columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
         assert "submitted_by" not in columns and "idempotency_key" in columns
