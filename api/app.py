@@ -27,7 +27,7 @@ from store.db import (
 )
 from workers.dispatch import Dispatcher, EmbeddedDispatcher
 
-from .auth import document_api_keys, parse_api_keys, require_api_keys
+from .auth import document_api_keys, require_api_keys, server_keys
 from .bodies import document_json_bodies
 from .docs_pages import add_docs_pages
 from .errors import document_error_answers, install_error_handlers
@@ -81,13 +81,14 @@ def started_line(settings: Settings) -> str:
     without a word; a relative path said nothing of the folder it was taken from, and
     nothing said whether keys were on: ops audit 29)."""
     database = hidden(_absolute_sqlite(settings.database_url))
-    keys = len(parse_api_keys(settings.api_keys))
+    keys = server_keys(settings)
     days = settings.retention_days
+    whose = f", each sees its own jobs ({len(keys.admins)} admin)" if keys.own_jobs_only else ""
     rest = (
         f"data {Path(settings.data_dir).resolve()}, "
         + (
-            f"API keys required ({keys})"
-            if keys
+            f"API keys required ({len(keys.keys)}){whose}"
+            if keys.keys
             else "no API keys (anyone who reaches it may use it)"
         )
         + (
@@ -184,7 +185,9 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
     redirect_slashes_to(app, app_settings.public_url)
     if hot_routes:
         app.add_middleware(HotRoutes, api=app, endpoints=HOT_ENDPOINTS)
-    if keys := parse_api_keys(app_settings.api_keys):
+    keys = server_keys(app_settings)
+    if keys.keys:
         require_api_keys(app, keys)  # added last: the outermost, so it runs first
-    document_api_keys(app, required=bool(keys))
+    document_api_keys(app, required=bool(keys.keys))
+    app.state.own_jobs_only = keys.own_jobs_only  # api.deps.owner_of
     return app

@@ -8,15 +8,18 @@ plain ASGI middleware rather than a FastAPI dependency: it costs a header scan p
 where a dependency is solved per request (~100 us, see ``api.deps``); without keys it is
 not installed at all (the embedded default, listening on 127.0.0.1). Keys are shared
 secrets for a service behind TLS (a proxy's), not user accounts: every key may do
-everything. Each request that changes something (not GET, HEAD or OPTIONS) is logged with the
-key's label (``key_label``: the start of its SHA-256, which names it without giving it), so
-that a job created, cancelled or deleted can be traced to the team holding the key.
+everything, unless ``HWNAS_JOB_VISIBILITY=own`` keeps each key to the jobs it submitted
+(``api.deps.owner_of``; ``HWNAS_ADMIN_API_KEYS`` see every job). Each request that
+changes something (not GET, HEAD or OPTIONS) is logged with the key's label
+(``key_label``: the start of its SHA-256, which names it without giving it), so that a job
+created, cancelled or deleted can be traced to the team holding the key.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.errors import InvalidInput, Unauthenticated, printable
 from core.redact import key_label
+from core.settings import Settings
 
 from .docs_pages import DOCS_STATIC, DOCS_URL, OAUTH2_REDIRECT_URL, REDOC_URL
 from .errors import error_response
@@ -40,45 +44,81 @@ ANONYMOUS = "hwnas_anonymous"
 #: The request state's label of the key a request came with (``key_label``; absent without
 #: keys): a job records it (``Job.submitted_by``).
 KEY_LABEL = "hwnas_key_label"
+#: The request state's flag for a request with one of ``HWNAS_ADMIN_API_KEYS``.
+ADMIN = "hwnas_admin"
 MIN_KEY_LENGTH = 16
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hwnas"'}
 _SCHEME = "apiKey"
 _DOC = "One of the server's HWNAS_API_KEYS, sent as 'Authorization: Bearer <key>'."
 
 
-def parse_api_keys(value: str) -> list[bytes]:
-    """``HWNAS_API_KEYS`` (comma separated) as bytes, each once; refused at start-up: a
-    short key, an empty entry (``"$TEAM_A_KEY,$TEAM_B_KEY"`` with secrets that never
-    reached the environment is ``","``: it served with no key at all, tenancy audit 33),
-    and two keys of one label (``key_label``: which key did what would be ambiguous)."""
+def parse_api_keys(value: str, variable: str = "HWNAS_API_KEYS") -> list[bytes]:
+    """``HWNAS_API_KEYS`` (or ``variable``: comma separated) as bytes, each once; refused
+    at start-up: a short key, an empty entry (``"$TEAM_A_KEY,$TEAM_B_KEY"`` with secrets
+    that never reached the environment is ``","``: it served with no key at all, tenancy
+    audit 33), and two keys of one label (``key_label``: which key did what would be
+    ambiguous)."""
     if not value.strip():
         return []
     entries = [part.strip() for part in value.split(",")]
     if "" in entries:
         raise InvalidInput(
-            f"HWNAS_API_KEYS: entry {entries.index('') + 1} of {len(entries)} is empty (a "
+            f"{variable}: entry {entries.index('') + 1} of {len(entries)} is empty (a "
             "variable that did not expand?): list the keys separated by commas, or set it "
             "to nothing for a server without keys",
-            field="HWNAS_API_KEYS",
+            field=variable,
         )
     keys = list(dict.fromkeys(entries))  # a key listed twice is one key
     for key in keys:
         if len(key) < MIN_KEY_LENGTH or not (key.isascii() and key.isprintable()) or " " in key:
             raise InvalidInput(
-                f"HWNAS_API_KEYS: every key must be at least {MIN_KEY_LENGTH} printable ASCII "
+                f"{variable}: every key must be at least {MIN_KEY_LENGTH} printable ASCII "
                 "characters, no spaces "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
-                field="HWNAS_API_KEYS",
+                field=variable,
             )
     encoded = [key.encode() for key in keys]
-    labels = [key_label(key) for key in encoded]
+    _one_label_each(encoded, variable)
+    return encoded
+
+
+def _one_label_each(keys: list[bytes], variable: str) -> None:
+    labels = [key_label(key) for key in keys]
     if len(set(labels)) < len(labels):  # about 1 in 4e9 for a pair of keys
         raise InvalidInput(
-            "HWNAS_API_KEYS: two keys share a label (the start of their SHA-256, which the "
+            f"{variable}: two keys share a label (the start of their SHA-256, which the "
             "log and each job's submitted_by name them by): generate another key",
-            field="HWNAS_API_KEYS",
+            field=variable,
         )
-    return encoded
+
+
+@dataclass(frozen=True)
+class ServerKeys:
+    """The keys a server takes, as its settings give them (``server_keys``)."""
+
+    #: Every key it takes: ``HWNAS_API_KEYS``' then ``HWNAS_ADMIN_API_KEYS``' (none: open).
+    keys: list[bytes]
+    #: The labels of the keys that see every job (``HWNAS_ADMIN_API_KEYS``).
+    admins: frozenset[str]
+    #: Whether a key sees only the jobs it submitted (``HWNAS_JOB_VISIBILITY=own``).
+    own_jobs_only: bool
+
+
+def server_keys(settings: Settings) -> ServerKeys:
+    """The server's keys; refused at start-up as ``parse_api_keys`` says, and where
+    ``HWNAS_JOB_VISIBILITY=own`` has no key to tell whose a request is."""
+    members = parse_api_keys(settings.api_keys)
+    admins = parse_api_keys(settings.admin_api_keys, "HWNAS_ADMIN_API_KEYS")
+    keys = list(dict.fromkeys(members + admins))
+    _one_label_each(keys, "HWNAS_ADMIN_API_KEYS")
+    own = settings.job_visibility == "own"
+    if own and not keys:
+        raise InvalidInput(
+            "HWNAS_JOB_VISIBILITY=own needs API keys (HWNAS_API_KEYS): without them no "
+            "request says whose it is",
+            field="HWNAS_JOB_VISIBILITY",
+        )
+    return ServerKeys(keys, frozenset(key_label(key) for key in admins), own)
 
 
 #: ``api.routes.jobs.REPLAYED`` as an ASGI message carries it: a keyed submission's answer
@@ -91,12 +131,15 @@ _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 class ApiKeyMiddleware:
     """Lets a request through only with a valid key (``OPEN_PATHS`` always)."""
 
-    def __init__(self, app: ASGIApp, keys: list[bytes]) -> None:
+    def __init__(
+        self, app: ASGIApp, keys: list[bytes], admins: frozenset[str] = frozenset()
+    ) -> None:
         if not keys:
             raise ValueError("ApiKeyMiddleware needs at least one key")
         self.app = app
         self.keys = keys
         self.labels = [key_label(key) for key in keys]
+        self.admins = admins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -111,7 +154,8 @@ class ApiKeyMiddleware:
             return
         problem, label = self._checked(scope)
         if problem is None:
-            scope.setdefault("state", {})[KEY_LABEL] = label
+            state = scope.setdefault("state", {})
+            state[KEY_LABEL], state[ADMIN] = label, label in self.admins
         if problem is None and scope.get("method", "GET") not in _READS:
             await self._logged(scope, receive, send, label)
         elif problem is None:
@@ -167,9 +211,9 @@ class ApiKeyMiddleware:
         )
 
 
-def require_api_keys(app: FastAPI, keys: list[bytes]) -> None:
+def require_api_keys(app: FastAPI, keys: ServerKeys) -> None:
     """Install the middleware (``document_api_keys`` says so in the OpenAPI document)."""
-    app.add_middleware(ApiKeyMiddleware, keys=keys)
+    app.add_middleware(ApiKeyMiddleware, keys=keys.keys, admins=keys.admins)
 
 
 def document_api_keys(app: FastAPI, *, required: bool) -> None:

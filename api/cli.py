@@ -149,7 +149,7 @@ def parse_labels(
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.auth import parse_api_keys
+    from api.auth import server_keys
     from api.log_config import serve_log_config
 
     # Before the settings warn of anything (a misspelt variable): in the format asked for,
@@ -170,7 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             field="HWNAS_API_PROCESSES",
         )
     sock = _check_before_serving(settings, args.host, args.port)
-    keyed = bool(parse_api_keys(settings.api_keys))  # "," is no key (tenancy audit 33)
+    keyed = bool(server_keys(settings).keys)  # "," is no key (tenancy audit 33)
     if not keyed and os.environ.get("HWNAS_API_KEY"):
         warn(  # the client's variable, one letter short of the server's (ops audit 29)
             "HWNAS_API_KEY is set, HWNAS_API_KEYS is not: this server requires no key "
@@ -245,12 +245,12 @@ def _check_before_serving(settings: Settings, host: str, port: int) -> socket.so
     """What would stop the app's start-up, checked here, so it is one line and an exit
     code of 2 (uvicorn prints a traceback per process, and its supervisor of several
     processes exits 0 when they fail to start); the listening socket to serve on, bound."""
-    from api.auth import parse_api_keys
+    from api.auth import server_keys
     from models.registry import check_checkpoints
     from store.db import ready_database
     from workers.dispatch import local_devices
 
-    parse_api_keys(settings.api_keys)  # a bad key would fail each process's start-up
+    server_keys(settings)  # a bad key would fail each process's start-up
     _check_data_dir(settings.data_dir)
     check_checkpoints()  # loads the plugins: one that does not load is a PluginError now
     if settings.is_embedded:
@@ -476,6 +476,32 @@ def cmd_devices(args: argparse.Namespace) -> int:
          "running": lambda d: str(d.get("running", "-")), "name": lambda d: d["name"]},
         right={"threads", "batch", "queued", "running"},
     )  # fmt: skip
+
+
+def cmd_calibrations(args: argparse.Namespace) -> int:
+    """A device's latency predictors (what ``calibrate`` fitted), newest first per
+    supernet, and whether each steers searches: a table, or JSON (help audit 34: no
+    command said whether a device was calibrated)."""
+    found = _client(args).calibrations(args.device, supernet=args.supernet)
+    if not found and not args.json:
+        print(f"no calibration of {args.device} (hwnas calibrate {args.device} makes one; "
+              "a search needs none)")  # fmt: skip
+        return 0
+    return _catalog(
+        args, found,
+        {"version": lambda c: str(c["version"]), "supernet": lambda c: c["supernet"],
+         "kind": lambda c: c["kind"], "measured": lambda c: str(c["n_measurements"]),
+         "spearman": lambda c: _metric(c, "spearman"),
+         "within_10pct": lambda c: _metric(c, "within_10pct"),
+         "steers": lambda c: "yes" if c["steers_searches"] else "no",
+         "created_at": lambda c: c["created_at"][:19], "job": lambda c: c["job_id"] or "-"},
+        right={"version", "measured", "spearman", "within_10pct"},
+    )  # fmt: skip
+
+
+def _metric(calibration: dict[str, Any], name: str) -> str:
+    value = calibration["metrics"].get(name)
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _catalog(
@@ -745,6 +771,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Migrate the database to the newest schema, saying from which revision to which
     (it said "database at head" whatever it did: ops audit 29)."""
+    from api.auth import server_keys
     from store.db import (
         current_revision,
         make_engine,
@@ -754,6 +781,9 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     )
 
     settings = get_settings()
+    # keys the new version refuses, said before the point of no return: a server of this
+    # version would not start on the migrated database (upgrade audit 34 L1)
+    server_keys(settings)
     url = settings.database_url
     before = upgrade(url, wait_s=settings.migration_wait_s)  # read under the migration lock
     engine = make_engine(url)
@@ -1040,8 +1070,8 @@ _MORE = {
     "calibrate": " Optional: a search measures latency on the device itself. A calibration "
     "measures a sample of sub-networks there and fits a latency predictor, which then screens "
     "later searches' proposals on that device and supernet before they are measured (fewer "
-    "measurements spent on sub-networks over a latency bound). hwnas devices says which "
-    "devices a worker serves; GET /v1/devices/DEVICE/calibrations lists a device's.",
+    "measurements spent on sub-networks over a latency bound). hwnas calibrations DEVICE "
+    "lists a device's, and whether each steers searches.",
     "run": " The embedded mode on its own: SQLite and files under ./var (HWNAS_DATA_DIR, "
     "HWNAS_DATABASE_URL), the worker in-process, the best sub-network's file in --output-dir.",
     "serve": " Data under ./var by default (HWNAS_DATA_DIR, HWNAS_DATABASE_URL); without "
@@ -1078,6 +1108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pareto": (cmd_pareto, "print a job's Pareto front"),
         "download": (cmd_download, "download a measured sub-network"),
         "calibrate": (cmd_calibrate, "fit a device's latency predictor (a job on its queue)"),
+        "calibrations": (cmd_calibrations, "list a device's latency predictors (calibrate)"),
         "run": (cmd_run, "start the embedded service, run a real search, export the best"),
         "db-upgrade": (cmd_db_upgrade, "migrate the database to the newest schema"),
         "db-backup": (cmd_db_backup, "copy the embedded mode's database, while servers run"),
@@ -1180,8 +1211,10 @@ def build_parser() -> argparse.ArgumentParser:
             help="only jobs submitted with this API key (on a server that several teams "
             "share, every key may see and cancel every job)",
         )
-    for name in ("evaluations", "supernets", "devices"):
+    for name in ("evaluations", "supernets", "devices", "calibrations"):
         sub.choices[name].add_argument("--json", action="store_true", help="the API's JSON")
+    sub.choices["calibrations"].add_argument("device", help="hardware profile id (hwnas devices)")
+    sub.choices["calibrations"].add_argument("--supernet", help="only this supernet's")
     label = sub.choices["label"]
     label.add_argument("labels", nargs="*", metavar="NAME=VALUE", help="labels to set")
     label.add_argument(
@@ -1270,7 +1303,7 @@ def _next_step(exc: Exception) -> str:
     none lists the jobs; a path the service does not have is a --url with a path."""
     if not isinstance(exc, ClientError) or exc.status != 404:
         return ""
-    if exc.error == "NotFound" and "job " in str(exc):
+    if exc.error == "NotFound" and re.search(r": job '[^']*' not found$", str(exc)):
         return " (hwnas jobs lists the jobs)"
     if exc.error is None:  # the framework's own 404: no such path
         return " (--url is the service's root, such as http://127.0.0.1:8000, no /v1)"

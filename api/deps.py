@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.auth import ADMIN, KEY_LABEL
 from core.settings import Settings
 from store.db import LoopReads
 from workers.dispatch import Dispatcher
@@ -61,3 +62,15 @@ def dispatcher_of(request: Request) -> Dispatcher:
     """The dispatcher (``DispatcherDep`` is the same, as a dependency)."""
     dispatcher: Dispatcher = request.app.state.dispatcher
     return dispatcher
+
+
+def owner_of(request: Request) -> str | None:
+    """The submitter (``Job.submitted_by``) whose jobs alone the request may see and
+    change: its key's label where ``HWNAS_JOB_VISIBILITY=own`` and the key is no admin's
+    (``api.auth``); None where it may see every job."""
+    if not getattr(request.app.state, "own_jobs_only", False):
+        return None
+    if getattr(request.state, ADMIN, False):
+        return None
+    label: str = getattr(request.state, KEY_LABEL, "")
+    return label

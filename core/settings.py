@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     # send "Authorization: Bearer <one of them>"; empty = no authentication (the embedded
     # default, on 127.0.0.1). The CLI and client send HWNAS_API_KEY.
     api_keys: str = ""
+    # Keys (comma separated, as HWNAS_API_KEYS, and taken as well as them) that see and
+    # change every team's jobs where HWNAS_JOB_VISIBILITY is "own": an operator's.
+    admin_api_keys: str = ""
+    # Whose jobs a key sees: "all" (every key sees, changes and exports every job), or "own"
+    # (those it submitted; another's is 404, its listing leaves them out; its searches
+    # warm-start from its own jobs only): needs API keys.
+    job_visibility: Literal["all", "own"] = "all"
     # Jobs (searches and calibrations) one API key may have queued or running at once: a
     # submission past it is 429 until one ends, so one team cannot fill the queue. Without
     # API keys, the whole server's. 0: no limit.

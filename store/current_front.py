@@ -30,7 +30,8 @@ _Seen = tuple[str, int, int]
 class _Front:
     seen: _Seen
     last_seq: int  # of the last evaluation compared (-1: none yet)
-    members: tuple[tuple[int, dict[str, Any]], ...]  # (evaluation id, metrics), in seq order
+    #: (evaluation id, its metrics that the objectives and constraints name), in seq order
+    members: tuple[tuple[int, dict[str, Any]], ...]
 
     @property
     def ids(self) -> frozenset[int]:
@@ -38,13 +39,16 @@ class _Front:
 
 
 class CurrentFronts:
-    """The ids of each job's current front, for up to ``size`` jobs (the least recently
-    asked one is dropped); thread-safe. Computing a job's front holds no lock: two requests
-    for one job may both read its new rows, and the one that saw more is kept."""
+    """The ids of each job's current front, for up to ``size`` jobs and ``points`` front
+    members in all (the least recently asked job is dropped first: a front of thousands in
+    many objectives is a few MB, review 34a); thread-safe. Computing a job's front holds no
+    lock: two requests for one job may both read its new rows, and the one that saw more
+    is kept."""
 
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
+    def __init__(self, size: int = 256, points: int = 200_000) -> None:
+        self._size, self._points = size, points
         self._fronts: OrderedDict[str, _Front] = OrderedDict()
+        self._held = 0  # front members of all jobs
         self._lock = threading.Lock()
 
     def ids(self, session: Session, job: Any) -> frozenset[int]:
@@ -59,22 +63,33 @@ class CurrentFronts:
                     return known.ids
         after = -1 if known is None else known.last_seq
         new = evaluation_metrics(session, job.id, after_seq=after)
-        members = [*(() if known is None else known.members), *((i, m) for i, _, m in new)]
-        kept = feasible_front(
-            [metrics for _, metrics in members],
+        objectives, constraints = (
             validate_objectives(job.spec["objectives"]),
             constraints_of(job.spec),
         )
+        named = {*objectives, *constraints}
+        members = [
+            *(() if known is None else known.members),
+            *((i, {n: v for n, v in m.items() if n in named}) for i, _, m in new),
+        ]
+        kept = feasible_front([metrics for _, metrics in members], objectives, constraints)
         front = _Front(seen, new[-1][1] if new else after, tuple(members[k] for k in kept))
         with self._lock:
             current = self._fronts.get(job.id)
             if current is None or current.last_seq <= front.last_seq:
+                self._drop(job.id)
                 self._fronts[job.id] = front
-                self._fronts.move_to_end(job.id)
-            while len(self._fronts) > self._size:
-                self._fronts.popitem(last=False)
+                self._held += len(front.members)
+            while len(self._fronts) > self._size or (
+                self._held > self._points and len(self._fronts) > 1
+            ):
+                self._drop(next(iter(self._fronts)))
         return front.ids
 
     def forget(self, job_id: str) -> None:
         with self._lock:
-            self._fronts.pop(job_id, None)
+            self._drop(job_id)
+
+    def _drop(self, job_id: str) -> None:
+        dropped = self._fronts.pop(job_id, None)
+        self._held -= 0 if dropped is None else len(dropped.members)

@@ -40,6 +40,12 @@ def measuring_change(
     return None
 
 
+#: The spec's key, where keys see their own jobs only (``HWNAS_JOB_VISIBILITY=own``), for
+#: the ``submitted_by`` whose earlier jobs alone a warm start reads: a team's measurements
+#: and failures are not copied into another's jobs.
+REUSES_OF = "reuses_of"
+
+
 #: The spec's key for the anchors a search job measures first (``workers.anchors``), by
 #: sub-network id, written at the job's first run so that a resumed run measures the same.
 ANCHORS = "anchors"

@@ -191,16 +191,17 @@ def over_limit(submitted_by: str, limit: int) -> LimitReached:
 REQUEST_DIGEST = "request_digest"
 
 
-def request_digest(asked: Mapping[str, Any]) -> str:
+def request_digest(asked: Mapping[str, Any], *, objectives_order: bool = True) -> str:
     """A digest of a request's body as sent (JSON data; ``JobCreate`` with what it was not
     given left out: defaults the server fills in may change between its retries),
     whatever the order of its keys but the objectives': their order is the job's (the
     columns of its front, its exports' cards), so objectives reordered under one
     Idempotency-Key are another request (multi-objective audit 33 L4). Objectives in
-    sorted order digest as before that."""
+    sorted order digest as before that; ``objectives_order=False``: every request as
+    before that (``create_job_once``'s ``earlier_digest``)."""
     canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     order = list(asked.get("body", {}).get("objectives") or ())
-    if order != sorted(order):
+    if objectives_order and order != sorted(order):
         canonical += "\nobjectives:" + json.dumps(order, ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -214,6 +215,7 @@ def create_job_once(
     message: str | None = None,
     submitted_by: str = "",
     limit: int = 0,
+    earlier_digest: str | None = None,
 ) -> tuple[JobRow, bool]:
     """The job that the submission with idempotency key ``key`` (its request's
     ``request_digest``: ``digest``) by the API key ``submitted_by`` created, and whether
@@ -223,37 +225,43 @@ def create_job_once(
     submitted with another request. Once that job is deleted the key is free: the next job
     with it is new, with a new id. Another API key's jobs are not looked at: each has keys
     of its own. ``limit``: ``LimitReached`` for a new job of an API key with that many
-    active already (a retry finds its job whatever the count); 0, no limit."""
+    active already (a retry finds its job whatever the count); 0, no limit.
+    ``earlier_digest``: the request's digest as versions before 2026-12-08 made it (the
+    objectives' order not counted): a job stored then is found by it where its objectives
+    are in the request's order (review 34a: such a retry across the upgrade was 409)."""
     by_key = select(JOBS).where(JOBS.c.submitted_by == submitted_by, JOBS.c.idempotency_key == key)
     job = session.execute(by_key).first()  # a retry: a read, no write (SQLite's slot)
     if job is None:
-        if limit:  # until the transaction ends: the insert below counts for the next
-            with counting_across_processes(session):
-                if active_jobs(session, [submitted_by])[submitted_by] >= limit:
-                    raise over_limit(submitted_by, limit)
-        now = _now_as_read(session)
-        values = _new_job_values({**spec, REQUEST_DIGEST: digest}, message, now, submitted_by)
-        values["idempotency_key"] = key
-        upsert = sqlite_insert if dialect_of(session) == "sqlite" else postgresql_insert
-        statement = (
-            upsert(JOBS)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=[JOBS.c.submitted_by, JOBS.c.idempotency_key])
-            .returning(*JOBS.c)
-        )
-        job = session.execute(statement).first()
-        if job is not None:
-            labels = values["spec"].get(LABELS_KEY, {})
-            if labels:
-                rows = [{"job_id": job.id, "name": n, "value": v} for n, v in labels.items()]
-                session.execute(_INSERT_LABELS, rows)
-            return job, True
+        with counting_across_processes(session) if limit else nullcontext():
+            if limit and active_jobs(session, [submitted_by])[submitted_by] >= limit:
+                raise over_limit(submitted_by, limit)
+            now = _now_as_read(session)
+            values = _new_job_values({**spec, REQUEST_DIGEST: digest}, message, now, submitted_by)
+            values["idempotency_key"] = key
+            upsert = sqlite_insert if dialect_of(session) == "sqlite" else postgresql_insert
+            statement = (
+                upsert(JOBS)
+                .values(values)
+                .on_conflict_do_nothing(
+                    index_elements=[JOBS.c.submitted_by, JOBS.c.idempotency_key]
+                )
+                .returning(*JOBS.c)
+            )
+            job = session.execute(statement).first()
+            if job is not None:
+                labels = values["spec"].get(LABELS_KEY, {})
+                if labels:
+                    rows = [{"job_id": job.id, "name": n, "value": v} for n, v in labels.items()]
+                    session.execute(_INSERT_LABELS, rows)
+                return job, True
         job = session.execute(by_key).first()  # a request with the key stored it meanwhile
         if job is None:  # and its job was deleted since
             raise ServiceUnavailable(
                 f"the job of Idempotency-Key {shown(key)} was deleted as this one came: send again"
             )
-    if job.spec.get(REQUEST_DIGEST) != digest:
+    stored = job.spec.get(REQUEST_DIGEST)
+    in_order = list(job.spec.get("objectives") or ()) == list(spec.get("objectives") or ())
+    if stored != digest and not (stored == earlier_digest and in_order):
         raise Conflict(
             f"the Idempotency-Key {shown(key)} was sent with another request, which created "
             f"job {job.id}: use a new key for a new job"
@@ -425,12 +433,22 @@ def get_job(session: Session, job_id: str, *, lock: bool = False) -> Job:
     return job
 
 
-def read_job(session: Session | Connection, job_id: str) -> JobRow:
-    """The job as a read-only row (the API's reads); ``get_job`` for one to change."""
+def read_job(session: Session | Connection, job_id: str, *, owner: str | None = None) -> JobRow:
+    """The job as a read-only row (the API's reads); ``get_job`` for one to change.
+    ``owner``: one ``submitted_by`` that one did not is not found either (the same error:
+    whether another's job exists is not told)."""
     row = find_job(session, job_id)
     if row is None:
         raise NotFound(f"job {shown(job_id)} not found")
+    check_owner(row, owner)
     return row
+
+
+def check_owner(job: JobRow | Job, owner: str | None) -> None:
+    """``NotFound``, as for no such job, unless ``owner`` (a ``submitted_by``; None:
+    anyone) may see ``job``."""
+    if owner is not None and job.submitted_by != owner:
+        raise NotFound(f"job {shown(job.id)} not found")
 
 
 def find_job(connection: Session | Connection, job_id: str) -> JobRow | None:

@@ -43,6 +43,7 @@ def prior_evaluations(
     before: datetime | None = None,
     usable: Callable[[Evaluation], bool] | None = None,
     jobs: Sequence[AlikeJob] | None = None,
+    submitted_by: str | None = None,
 ) -> list[Evaluation]:
     """Measurements of ``supernet`` on ``device`` (accuracy on ``validation_data``) made by
     other search jobs: one per sub-network, the latest that is ``usable`` (all, by
@@ -62,7 +63,7 @@ def prior_evaluations(
     depend on the device);
     ``before``: only those recorded before that time; ``jobs``: those jobs, as
     ``measuring_alike`` gave them for the same arguments (read once for this and
-    ``prior_failures``)."""
+    ``prior_failures``); ``submitted_by``: only jobs that API key submitted (``REUSES_OF``)."""
     on_device = Job.device != device if other_devices else Job.device == device
     if jobs is not None and other_devices:  # a caller's slip, not a user's
         raise ValueError("jobs= lists the jobs on the device itself (measuring_alike)")
@@ -75,6 +76,7 @@ def prior_evaluations(
                 exclude_job,
                 (measured_with, measured_code),
                 validation_data,
+                submitted_by=submitted_by,
             )  # fmt: skip
         )
     matching = [job.id for job in jobs]
@@ -156,12 +158,14 @@ def measuring_alike(
     measured_code: str | None = None,
     not_alike: NotAlike | None = None,
     earlier: Collection[str | None] = (),
+    submitted_by: str | None = None,
 ) -> list[AlikeJob]:
     """The other search jobs of ``supernet`` on ``device`` that measured as
     ``measured_with`` and ``measured_code`` say (``prior_evaluations``), newest first: what
     a warm start reads once for ``prior_evaluations`` and ``prior_failures`` (``jobs``).
     ``not_alike``: counts what was left out, where it says why; ``earlier``: the forms an
-    earlier hwnas gave the plugin's code as it is now (``Supernet.code_fingerprints``)."""
+    earlier hwnas gave the plugin's code as it is now (``Supernet.code_fingerprints``);
+    ``submitted_by``: only jobs that API key submitted."""
     return list(
         _measuring_alike(
             session,
@@ -171,6 +175,7 @@ def measuring_alike(
             (measured_with, measured_code),
             validation_data,
             (not_alike, earlier),
+            submitted_by=submitted_by,
         )  # fmt: skip
     )
 
@@ -183,6 +188,8 @@ def _measuring_alike(
     measured: tuple[str | None, str | None],
     validation_data: str | None,
     counted: tuple[NotAlike | None, Collection[str | None]] = (None, ()),
+    *,
+    submitted_by: str | None = None,
 ) -> Iterator[AlikeJob]:
     """(id, spec, measurements made) of the other search jobs of ``supernet`` on the
     devices ``on_device`` selects that measured as ``measured`` (the weights' and data's
@@ -194,6 +201,8 @@ def _measuring_alike(
         .where(Job.kind == JobKind.search)
         .order_by(Job.created_at.desc(), Job.id.desc())
     )
+    if submitted_by is not None:
+        jobs = jobs.where(Job.submitted_by == submitted_by)
     # The specs are compared here, not by the database's JSON operators: a spec may hold a
     # lone surrogate escape (a file name that is not UTF-8), which PostgreSQL's json
     # operators refuse for the whole document, and SQLite's driver refuses as a parameter.
@@ -241,6 +250,7 @@ def prior_failures(
     quality: bool = True,
     quality_metrics: Collection[str] = (),
     jobs: Sequence[AlikeJob] | None = None,
+    submitted_by: str | None = None,
 ) -> list[dict[str, Any]]:
     """The sub-networks of ``supernet`` whose measurement failed on ``device`` in other
     search jobs that measured alike (``prior_evaluations``'s ``measured_with`` rule), each
@@ -255,7 +265,7 @@ def prior_failures(
     those jobs measured (for a failure of a step only a quality evaluation runs,
     ``QUALITY_STEP``: a measurement holding every one of ``quality_metrics``, the supernet's,
     not taken from another device's). ``quality``: False for a job that measures latency
-    only, which takes no failure of a step it never runs. ``jobs``: as
+    only, which takes no failure of a step it never runs. ``jobs``, ``submitted_by``: as
     ``prior_evaluations``'."""
     found: dict[str, dict[str, Any]] = {}
     read: list[str] = []
@@ -263,6 +273,7 @@ def prior_failures(
         jobs = measuring_alike(
             session, supernet=supernet, device=device, validation_data=validation_data,
             exclude_job=exclude_job, measured_with=measured_with, measured_code=measured_code,
+            submitted_by=submitted_by,
         )  # fmt: skip
     ended = sorted(in_utc(j.finished_at) for j in jobs if j.done and j.finished_at)
     for job in jobs:

@@ -20,6 +20,8 @@ def embedded_settings(tmp_path: Path, **overrides: object) -> Settings:
         "broker_url": "",
         "embedded_devices": "cpu-1t",
         "api_keys": "",  # whatever the shell says: tests that want keys pass them
+        "admin_api_keys": "",
+        "job_visibility": "all",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -126,6 +126,7 @@ def measured_alike(job_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         "measured_with": spec.get(job_keys.MEASURED_WITH),
         "measured_code": spec.get(job_keys.MEASURED_CODE),
         "exclude_job": job_id,
+        "submitted_by": spec.get(job_keys.REUSES_OF),  # None: every key's jobs
     }
 
 

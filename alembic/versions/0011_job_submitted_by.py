@@ -56,7 +56,9 @@ def downgrade() -> None:
             "cannot go back below revision 0011: these jobs hold the same Idempotency-Key, "
             "which an earlier revision allows once:\n" + "\n".join(lines) + more + "\n"
             "Free one job's key (the job stays; a retry with that key no longer finds it): "
-            "UPDATE jobs SET idempotency_key = NULL WHERE id = '<job id>'; then downgrade again."
+            "UPDATE jobs SET idempotency_key = NULL WHERE id = '<job id>'; then downgrade again. "
+            "(On SQLite the later revisions' downgrades stay done: alembic current says "
+            "where it stands.)"
         )
     op.drop_index('ix_jobs_submitted_by_idempotency_key', table_name='jobs')
     op.create_index('ix_jobs_idempotency_key', 'jobs', ['idempotency_key'], unique=True)

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import KEY_LABEL
 from api.bodies import json_body, json_body_doc
-from api.deps import FactoryDep, SettingsDep, dispatcher_of, loop_reads, submitter
+from api.deps import FactoryDep, SettingsDep, dispatcher_of, loop_reads, owner_of, submitter
 from api.disk_space import full_disk, low_space, no_room
 from api.errors import error_answers
 from api.export_cache import export_file, folder_lock, remove_exports
@@ -151,17 +151,17 @@ async def accept_job(
     request (``asked``, and the ``body`` as given, not the defaults filled in) is compared,
     its digest made only then (not on the batched path, the hot one)."""
     key = request.headers.get(IDEMPOTENCY_KEY)
-    new = q.Submission(
-        spec,
-        dispatcher_of(request).waiting_message(spec["device"]),
-        getattr(request.state, KEY_LABEL, ""),
-    )
+    submitted_by = getattr(request.state, KEY_LABEL, "")
+    if request.app.state.own_jobs_only:  # each key's jobs its own: their measurements too
+        spec = {**spec, job_keys.REUSES_OF: submitted_by}
+    new = q.Submission(spec, dispatcher_of(request).waiting_message(spec["device"]), submitted_by)
     if key is None:  # the batched path (api.submissions)
         job, replayed = await submitter(request).submit(new), False
     else:
         given = body.model_dump(mode="json", exclude_unset=True)
-        digest = q.request_digest({**asked, "body": given})
-        job, replayed = await run_in_threadpool(_accept_keyed, request, new, key, digest)
+        request_of = {**asked, "body": given}
+        digests = q.request_digest(request_of), q.request_digest(request_of, objectives_order=False)
+        job, replayed = await run_in_threadpool(_accept_keyed, request, new, key, digests)
     public = job_public(job, api_base(request), _stall_note(request, job) if replayed else None)
     answer = json_response(public, status.HTTP_202_ACCEPTED)
     answer.headers["location"] = public.url  # where to poll it, for tools that follow it
@@ -171,7 +171,7 @@ async def accept_job(
 
 
 def _accept_keyed(
-    request: Request, new: q.Submission, key: str, digest: str
+    request: Request, new: q.Submission, key: str, digests: tuple[str, str]
 ) -> tuple[q.JobRow, bool]:
     """A keyed submission, stored on its own (``store.jobs.create_job_once``) and
     dispatched if it created the job; the job, and whether it was there before."""
@@ -183,8 +183,8 @@ def _accept_keyed(
     limit = request.app.state.settings.max_active_jobs_per_key
     with submitter(request).counting(), transaction(request.app.state.session_factory) as session:
         job, created = q.create_job_once(
-            session, new.spec, key, digest, message=new.message,
-            submitted_by=new.submitted_by, limit=limit,
+            session, new.spec, key, digests[0], message=new.message,
+            submitted_by=new.submitted_by, limit=limit, earlier_digest=digests[1],
         )  # fmt: skip
     if created:
         submitter(request).dispatch_later([job])
@@ -211,11 +211,15 @@ def read_jobs(
     On the thread pool: counting and sorting a large table takes long enough (~0.1 s for
     20,000 jobs) that it must not hold the event loop."""
     labels = _label_filters(label or [])
-    with reading(factory) as connection:  # one row more: whether another page follows
-        rows, total = q.list_jobs(
-            connection, offset=offset, limit=limit + 1, status=status_filter, kind=kind,
-            after=after, labels=labels, submitted_by=submitted_by,
-        )  # fmt: skip
+    owner = owner_of(request)
+    rows: list[q.JobRow] = []
+    total = 0
+    if owner is None or submitted_by in (None, owner):  # another key's jobs: none seen
+        with reading(factory) as connection:  # one row more: whether another page follows
+            rows, total = q.list_jobs(
+                connection, offset=offset, limit=limit + 1, status=status_filter, kind=kind,
+                after=after, labels=labels, submitted_by=submitted_by if owner is None else owner,
+            )  # fmt: skip
     rows, more = rows[:limit], len(rows) > limit
     base = api_base(request)
     data = [job_public(j, base, _stall_note(request, j)) for j in rows]
@@ -253,6 +257,7 @@ async def read_job(job_id: str, request: Request) -> Response:
     fixed = base == request.app.state.settings.public_url
     read = reads.cached if fixed or len(base) <= MEMO_BASE_MAX else reads
     body, job = await read(_job_json, job_id, base)
+    q.check_owner(job, owner_of(request))  # after the memo: it holds every key's
     note = _stall_note(request, job)  # depends on the time: never memoised
     if note is not None:
         body = _job_json_of(job, base, note)
@@ -270,6 +275,14 @@ def _job_json(connection: Connection, job_id: str, base: str) -> tuple[bytes, q.
 
 def _job_json_of(job: q.JobRow, base: str, note: str | None) -> bytes:
     return job_public(job, base, note).model_dump_json().encode()
+
+
+def _check_owner(session: Session, job_id: str, request: Request) -> None:
+    """``NotFound`` for another key's job where keys see their own only (``owner_of``);
+    nothing read where they see every job."""
+    owner = owner_of(request)
+    if owner is not None:
+        q.read_job(session, job_id, owner=owner)
 
 
 def _stall_note(request: Request, job: Job | q.JobRow) -> str | None:
@@ -295,6 +308,7 @@ async def patch_job(job_id: str, request: Request) -> Response:
 
     def change() -> Job:
         with transaction(factory) as session:
+            _check_owner(session, job_id, request)
             return q.change_labels(session, job_id, body.labels, limit=MAX_LABELS)
 
     job = await run_in_threadpool(change)
@@ -309,6 +323,7 @@ def cancel_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
     already answers as it is; one that succeeded or failed is 409."""
     stale_after_s = request.app.state.settings.stale_after_s  # a dead worker's: ended now
     with transaction(factory) as session:
+        _check_owner(session, job_id, request)
         job = q.request_cancel(session, job_id, stale_after_s=stale_after_s)
     loop_reads(request).forget(job_id)
     return json_response(job_public(job, api_base(request), _stall_note(request, job)))
@@ -320,6 +335,7 @@ def delete_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
     running one is 409: cancel it first). Jobs that reused its measurements keep their
     copies, and their downloads are built again when asked for."""
     with transaction(factory) as session:
+        _check_owner(session, job_id, request)
         q.delete_job(session, job_id)
     loop_reads(request).forget(job_id)
     _FRONTS.forget(job_id)
@@ -329,7 +345,7 @@ def delete_job(job_id: str, factory: FactoryDep, request: Request) -> Response:
 
 @router.get("/{job_id}/evaluations", response_model=EvaluationsPublic, responses=error_answers(404))
 def read_evaluations(
-    job_id: str, factory: FactoryDep, offset: Offset = 0, limit: Limit = 100
+    job_id: str, factory: FactoryDep, request: Request, offset: Offset = 0, limit: Limit = 100
 ) -> Response:
     """The job's evaluations in the order measured; ``on_front`` as ``/pareto`` says: the
     stored front once the job succeeded, the current one before or when it ended
@@ -337,7 +353,7 @@ def read_evaluations(
     \f
     It was false for every point of a running, cancelled or failed job."""
     with transaction(factory) as session:
-        job = q.read_job(session, job_id)
+        job = q.read_job(session, job_id, owner=owner_of(request))
         rows, total = eq.list_evaluations(session, job_id, offset=offset, limit=limit)
         front: frozenset[int] | None = None
         if job.kind == JobKind.search and job.status != JobStatus.succeeded and rows:
@@ -350,7 +366,7 @@ def read_evaluations(
 def read_pareto(job_id: str, factory: FactoryDep, request: Request) -> Response:
     """Non-dominated measured points that satisfy the constraints (final once succeeded)."""
     with transaction(factory) as session:
-        job = q.read_job(session, job_id)
+        job = q.read_job(session, job_id, owner=owner_of(request))
         if job.kind == JobKind.calibration:
             raise Conflict(
                 f"job {job_id!r} is a calibration: it has no Pareto front; the predictor it "
@@ -423,10 +439,12 @@ async def export(
             f"format must be one of {', '.join(list_formats())}, got {format!r}", field="format"
         )
 
+    owner = owner_of(request)
+
     def read() -> tuple[q.JobRow, Any, q.JobRow]:
         with transaction(factory) as session:
             job, evaluation = (
-                q.read_job(session, job_id),
+                q.read_job(session, job_id, owner=owner),
                 eq.get_evaluation(session, job_id, subnet_id),
             )
             # A warm start's copy is the file of the job that measured it (exporting the

@@ -228,6 +228,14 @@ def test_calibrate_follows_the_job_and_prints_the_stored_version(server: str) ->
     assert stored["kind"] == "scaled-lut" and stored["job_id"]
     assert isinstance(stored["steers_searches"], bool)
     assert ("too poorly" in done.stderr) is not stored["steers_searches"]
+    listed = hwnas(server, "calibrations", "cpu-1t").stdout.splitlines()  # help audit 34
+    assert listed[0].split() == ["version", "supernet", "kind", "measured", "spearman",
+                                 "within_10pct", "steers", "created_at", "job"]  # fmt: skip
+    row = listed[2].split()
+    assert row[:4] == ["1", "fmnist-ofa-cnn", "scaled-lut", "5"] and row[-1] == stored["job_id"]
+    assert row[6] == ("yes" if stored["steers_searches"] else "no")
+    none = hwnas(server, "calibrations", "cpu-all")
+    assert none.returncode == 0 and none.stdout.startswith("no calibration of cpu-all")
     queued = hwnas(server, "calibrate", "cpu-ort", "--no-wait")  # nobody serves cpu-ort
     job = httpx.get(f"{server}/v1/jobs/{queued.stdout.strip()}").json()
     assert job["kind"] == "calibration" and job["status"] == "queued"
@@ -531,6 +539,8 @@ def test_a_mistake_gets_the_subcommand_s_usage_and_a_404_the_next_step(
     assert exited.value.code == 0 and capsys.readouterr().out.startswith("hwnas ")
     no_job = ClientError("GET /v1/jobs/x: 404: job 'x' not found", status=404, error="NotFound")
     assert _next_step(no_job) == " (hwnas jobs lists the jobs)"
+    subnet = "GET /v1/jobs/x/subnets/s/export: 404: sub-network 's' was not measured in job x"
+    assert _next_step(ClientError(subnet, status=404, error="NotFound")) == ""  # review 34a L4
     no_path = ClientError("GET /v1/v1/jobs: 404: Not Found", status=404)
     assert "--url is the service's root" in _next_step(no_path)
     assert _next_step(ClientError("GET /v1/jobs: 409: ...", status=409)) == ""

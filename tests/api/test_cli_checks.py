@@ -273,6 +273,11 @@ def test_db_upgrade_makes_the_folder_of_a_new_sqlite_file(
     assert (
         capsys.readouterr().out == f"database at head: schema revision {head}, nothing to migrate\n"
     )
+    # keys this version refuses: said before migrating, not at serve's start after it
+    other = tmp_path / "other.db"
+    _set(env, HWNAS_DATABASE_URL=f"sqlite:///{other}", HWNAS_API_KEYS="team-a-key-0123456789,")
+    assert main(["db-upgrade"]) == 2 and not other.exists()
+    assert "HWNAS_API_KEYS: entry 2 of 2 is empty" in capsys.readouterr().err
 
 
 def test_two_db_upgrades_at_once_say_that_one_migrated(tmp_path: Path) -> None:

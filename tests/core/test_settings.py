@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -68,3 +69,11 @@ def test_strict_settings_make_an_unknown_variable_an_error(
         "(HWNAS_STRICT_SETTINGS is true: correct or unset it)"
     )
     assert refused.value.field == "HWNAS_BROKER_ULR"
+
+
+def test_every_setting_is_in_the_readme_s_table() -> None:
+    """The README's configuration table is where an operator looks a variable up."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = {line.split("|")[1].strip() for line in readme.splitlines() if line.startswith("| `")}
+    variables = [f"HWNAS_{name.upper()}" for name in Settings.model_fields]
+    assert [v for v in variables if f"`{v}`" not in rows] == []

@@ -118,3 +118,28 @@ def test_an_infeasible_job_has_no_front_and_jobs_are_kept_apart(tmp_path: Path) 
         _add(session, one.id, [{"accuracy": 0.4, "latency_ms": 3.0, "params": 1.0}])
         assert fronts.ids(session, q.get_job(session, one.id)) == _full(session, one.id)
         assert len(_full(session, one.id)) == 1
+
+
+def test_fronts_past_the_points_held_are_dropped_oldest_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 34a L5: fronts of thousands kept per job could hold hundreds of MB."""
+    reads: list[int] = []
+
+    def counted(session: Session, job_id: str, after_seq: int = -1) -> Any:
+        rows = eq.evaluation_metrics(session, job_id, after_seq=after_seq)
+        reads.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(current_front, "evaluation_metrics", counted)
+    fronts = CurrentFronts(points=3)
+    with migrated_database("sqlite", tmp_path) as (_, _, factory), factory.begin() as session:
+        one, two = q.create_job(session, SPEC), q.create_job(session, SPEC)
+        tied = [{"accuracy": 0.5, "latency_ms": 2.0, "params": 1.0, "other": 7.0}] * 2
+        _add(session, one.id, tied)  # two equal points: a front of two
+        _add(session, two.id, tied)
+        assert len(fronts.ids(session, q.get_job(session, one.id))) == 2
+        assert len(fronts.ids(session, q.get_job(session, two.id))) == 2  # 4 held: one dropped
+        reads.clear()
+        assert len(fronts.ids(session, q.get_job(session, two.id))) == 2 and reads == []
+        assert len(fronts.ids(session, q.get_job(session, one.id))) == 2 and reads == [2]

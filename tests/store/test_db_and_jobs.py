@@ -1065,3 +1065,25 @@ def test_processes_sharing_one_database_count_a_key_s_jobs_one_at_a_time(
             if backend == "postgresql":  # every lock let go, none left on a pooled connection
                 held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
                 assert connection.execute(text(held)).scalar_one() == 0
+
+
+def test_a_keyed_job_stored_before_the_objectives_order_counted_is_found_again(
+    tmp_path: Path,
+) -> None:
+    """Review 34a: a job keyed by an earlier version, its objectives unsorted, was 409 for
+    the same request sent again after the upgrade (its digest now counts the order)."""
+    turned = {**SPEC, "objectives": {"latency_ms": "min", "accuracy": "max"}}
+    asked = {"route": "jobs", "body": {"objectives": turned["objectives"]}}
+    now, before = q.request_digest(asked), q.request_digest(asked, objectives_order=False)
+    assert now != before
+    with migrated_database("sqlite", tmp_path) as (_, _, factory):
+        with transaction(factory) as session:  # as the earlier version stored it
+            old, created = q.create_job_once(session, turned, "k-old", before)
+        assert created
+        with transaction(factory) as session:
+            found, created = q.create_job_once(session, turned, "k-old", now, earlier_digest=before)
+        assert (found.id, created) == (old.id, False)
+        # the earlier digest with the objectives in another order: another request
+        other = {**turned, "objectives": {"accuracy": "max", "latency_ms": "min"}}
+        with pytest.raises(Conflict), transaction(factory) as session:
+            q.create_job_once(session, other, "k-old", "d-x", earlier_digest=before)
