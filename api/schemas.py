@@ -98,7 +98,8 @@ class BudgetIn(BaseModel):
         default_factory=lambda: _capped(DEFAULT_EVALUATIONS),
         validate_default=True,
         description=f"real measurements the search may spend (default {DEFAULT_EVALUATIONS}, "
-        "or HWNAS_MAX_BUDGET when that is lower)",
+        "or HWNAS_MAX_BUDGET when that is lower), at most HWNAS_MAX_BUDGET",
+        json_schema_extra={"minimum": 1},  # the check is the validator's: its message
     )
 
     failures: int | None = Field(
@@ -232,7 +233,9 @@ class JobCreate(BaseModel):
     )
     budget: BudgetIn = Field(default_factory=BudgetIn)
     strategy: str = Field(
-        "linas", description=f"the search strategy: {', '.join(list_strategies())}"
+        "linas",
+        description=f"the search strategy: {', '.join(list_strategies())}",
+        json_schema_extra={"enum": list_strategies()},
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds the search's random choices")
     warm_start: bool = Field(
@@ -650,7 +653,11 @@ class CalibrationCreate(BaseModel):
     seed: int = Field(
         0, ge=0, le=2**31 - 1, description="seeds the sample and the cross-validation folds"
     )
-    kind: str = Field(DEFAULT_KIND, description=f"predictor kind: {', '.join(PREDICTOR_KINDS)}")
+    kind: str = Field(
+        DEFAULT_KIND,
+        description=f"predictor kind: {', '.join(PREDICTOR_KINDS)}",
+        json_schema_extra={"enum": list(PREDICTOR_KINDS)},
+    )
     labels: Labels = Field(default_factory=dict, max_length=MAX_LABELS, description=LABELS_SAID)
 
     @field_validator("supernet")

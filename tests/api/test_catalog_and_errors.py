@@ -23,6 +23,7 @@ from api.schemas import JobCreate
 from core.settings import Settings, get_settings
 from models import registry
 from models.text_transformer import TextTransformerSupernet
+from search import list_strategies
 from store import jobs as q
 from store.db import alembic_config, make_engine, make_session_factory, transaction
 from workers.dispatch import shown_devices
@@ -631,6 +632,7 @@ def test_openapi_types_answers_as_they_come(client: TestClient) -> None:
     job = schemas["JobPublic"]
     assert set(job["required"]) == set(job["properties"])  # defaults too: always sent
     assert job["properties"]["status"] == {"$ref": "#/components/schemas/JobStatus"}
+    assert schemas["JobCreate"]["properties"]["strategy"]["enum"] == list_strategies()
     validation = schemas["ValidationAnswer"]
     assert set(validation["required"]) == {"detail", "message", "error", "field"}
     refused = client.post("/v1/jobs", json=job_spec(budget={"evaluations": "six"}))

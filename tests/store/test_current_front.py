@@ -52,6 +52,20 @@ def _add(session: Session, job_id: str, metrics: list[dict[str, float]]) -> None
         session.flush()
 
 
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many rows each read of the evaluations since a front's last brought back."""
+    counts: list[int] = []
+
+    def counted(session: Session, job_id: str, after_seq: int = -1) -> Any:
+        rows = eq.evaluation_metrics(session, job_id, after_seq=after_seq)
+        counts.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(current_front, "evaluation_metrics", counted)
+    return counts
+
+
 def _points(rng: random.Random, count: int) -> list[dict[str, float]]:
     # few distinct values: ties and equal points, which stay on a front together
     return [
@@ -72,18 +86,7 @@ def _full(session: Session, job_id: str) -> frozenset[int]:
     return frozenset(rows[k][0] for k in kept)
 
 
-def test_the_front_brought_up_to_date_is_the_front_of_all(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    reads: list[int] = []
-    real = eq.evaluation_metrics
-
-    def counted(session: Session, job_id: str, after_seq: int = -1) -> Any:
-        rows = real(session, job_id, after_seq=after_seq)
-        reads.append(len(rows))
-        return rows
-
-    monkeypatch.setattr(current_front, "evaluation_metrics", counted)
+def test_the_front_brought_up_to_date_is_the_front_of_all(tmp_path: Path, reads: list[int]) -> None:
     rng, fronts = random.Random(5), CurrentFronts()
     with migrated_database("sqlite", tmp_path) as (_, _, factory), factory.begin() as session:
         job = q.create_job(session, SPEC)
@@ -121,17 +124,9 @@ def test_an_infeasible_job_has_no_front_and_jobs_are_kept_apart(tmp_path: Path) 
 
 
 def test_fronts_past_the_points_held_are_dropped_oldest_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, reads: list[int]
 ) -> None:
     """Review 34a L5: fronts of thousands kept per job could hold hundreds of MB."""
-    reads: list[int] = []
-
-    def counted(session: Session, job_id: str, after_seq: int = -1) -> Any:
-        rows = eq.evaluation_metrics(session, job_id, after_seq=after_seq)
-        reads.append(len(rows))
-        return rows
-
-    monkeypatch.setattr(current_front, "evaluation_metrics", counted)
     fronts = CurrentFronts(points=3)
     with migrated_database("sqlite", tmp_path) as (_, _, factory), factory.begin() as session:
         one, two = q.create_job(session, SPEC), q.create_job(session, SPEC)
