@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -235,7 +236,7 @@ class JobCreate(BaseModel):
     strategy: str = Field(
         "linas",
         description=f"the search strategy: {', '.join(list_strategies())}",
-        json_schema_extra={"enum": list_strategies()},
+        json_schema_extra={"enum": list[JsonValue](list_strategies())},
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds the search's random choices")
     warm_start: bool = Field(
@@ -656,7 +657,7 @@ class CalibrationCreate(BaseModel):
     kind: str = Field(
         DEFAULT_KIND,
         description=f"predictor kind: {', '.join(PREDICTOR_KINDS)}",
-        json_schema_extra={"enum": list(PREDICTOR_KINDS)},
+        json_schema_extra={"enum": list[JsonValue](PREDICTOR_KINDS)},
     )
     labels: Labels = Field(default_factory=dict, max_length=MAX_LABELS, description=LABELS_SAID)
 
