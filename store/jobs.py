@@ -9,6 +9,7 @@ import binascii
 import hashlib
 import json
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -164,10 +165,10 @@ def counting_across_processes(connection: Session | Connection) -> Iterator[None
         yield
         return
     if not bind.connection.dbapi_connection.autocommit:  # type: ignore[union-attr]
-        bind.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LIMIT_LOCK})
+        _take(bind, "pg_try_advisory_xact_lock")
         yield
         return
-    bind.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LIMIT_LOCK})
+    _take(bind, "pg_try_advisory_lock")
     unlock = text("SELECT pg_advisory_unlock(:k)")
     try:
         yield
@@ -176,6 +177,26 @@ def counting_across_processes(connection: Session | Connection) -> Iterator[None
             bind.execute(unlock, {"k": LIMIT_LOCK})
         raise
     bind.execute(unlock, {"k": LIMIT_LOCK})
+
+
+#: The longest a count waits for ``LIMIT_LOCK`` (held for a count and an insert: a few
+#: milliseconds) before the submission is 503: a holder that hangs (a half-open
+#: connection) stopped every process's submissions (review 34a L3).
+LIMIT_LOCK_WAIT_S = 10.0
+
+
+def _take(bind: Connection, function: str) -> None:
+    """``LIMIT_LOCK`` by ``function`` (a try-lock), tried until ``LIMIT_LOCK_WAIT_S``."""
+    attempt = text(f"SELECT {function}(:k)")
+    deadline, pause = time.monotonic() + LIMIT_LOCK_WAIT_S, 0.002
+    while not bind.execute(attempt, {"k": LIMIT_LOCK}).scalar_one():
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(
+                f"another submission held the count of active jobs for over "
+                f"{LIMIT_LOCK_WAIT_S:.0f} s: submit again"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def over_limit(submitted_by: str, limit: int) -> LimitReached:

@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Text, event, func, select, text
 
-from core.errors import Conflict, InvalidInput, LimitReached, NotFound, StorageError
+from core.errors import (
+    Conflict,
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    ServiceUnavailable,
+    StorageError,
+)
 from store import evaluations as eq
 from store import job_keys
 from store import jobs as q
@@ -1087,3 +1094,26 @@ def test_a_keyed_job_stored_before_the_objectives_order_counted_is_found_again(
         other = {**turned, "objectives": {"accuracy": "max", "latency_ms": "min"}}
         with pytest.raises(Conflict), transaction(factory) as session:
             q.create_job_once(session, other, "k-old", "d-x", earlier_digest=before)
+
+
+def test_a_count_waits_for_the_lock_a_while_then_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 34a L3: a holder that hung (a half-open connection) would have stopped every
+    process's submissions for good; now each waits ``LIMIT_LOCK_WAIT_S``, then is 503."""
+    monkeypatch.setattr(q, "LIMIT_LOCK_WAIT_S", 0.3)
+    with migrated_database("postgresql", tmp_path) as (_, engine, factory):
+        with engine.connect() as holder:
+            holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": q.LIMIT_LOCK})
+            started = time.monotonic()
+            refused = pytest.raises(ServiceUnavailable, match="held the count")
+            with refused, transaction(factory) as session:
+                q.create_job_once(session, SPEC, "k-1", "d", submitted_by="a", limit=2)
+            assert 0.3 <= time.monotonic() - started < 5
+            writer = HeldConnectionWriter(factory)  # the batched path: the same
+            with pytest.raises(ServiceUnavailable, match="held the count"):
+                writer.write(q.NewJobs([q.Submission(SPEC, None, "a")], limit=2).insert)
+            writer.close()
+            holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": q.LIMIT_LOCK})
+        with transaction(factory) as session:
+            assert q.create_job_once(session, SPEC, "k-1", "d", submitted_by="a", limit=2)[1]
