@@ -170,7 +170,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             field="HWNAS_API_PROCESSES",
         )
     sock = _check_before_serving(settings, args.host, args.port)
-    keyed = bool(server_keys(settings).keys)  # "," is no key (tenancy audit 33)
+    keys = server_keys(settings)
+    keyed = bool(keys.keys)  # "," is no key (tenancy audit 33)
+    if keys.admins and not keys.own_jobs_only:
+        warn(  # security test 34 L5: they did nothing, unsaid
+            "HWNAS_ADMIN_API_KEYS are keys like the others while HWNAS_JOB_VISIBILITY is "
+            "all: every key sees every job (set it to own to keep teams to their own jobs)"
+        )
     if not keyed and os.environ.get("HWNAS_API_KEY"):
         warn(  # the client's variable, one letter short of the server's (ops audit 29)
             "HWNAS_API_KEY is set, HWNAS_API_KEYS is not: this server requires no key "
@@ -1209,7 +1215,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--mine",
             action="store_true",
             help="only jobs submitted with this API key (on a server that several teams "
-            "share, every key may see and cancel every job)",
+            "share, every key sees every job unless it runs with HWNAS_JOB_VISIBILITY=own)",
         )
     for name in ("evaluations", "supernets", "devices", "calibrations"):
         sub.choices[name].add_argument("--json", action="store_true", help="the API's JSON")

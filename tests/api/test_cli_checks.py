@@ -526,6 +526,13 @@ def test_serving_beyond_this_machine_without_keys_is_warned_of(
     _set(env, HWNAS_API_KEYS="k" * 32)
     assert main(["serve"]) == 0
     assert "HWNAS_API_KEY is set" not in capsys.readouterr().err
+    # admin keys that change nothing: every key sees every job (security test 34 L5)
+    _set(env, HWNAS_ADMIN_API_KEYS="a" * 32)
+    assert main(["serve"]) == 0
+    assert "HWNAS_ADMIN_API_KEYS are keys like the others" in capsys.readouterr().err
+    _set(env, HWNAS_JOB_VISIBILITY="own")
+    assert main(["serve"]) == 0
+    assert "HWNAS_ADMIN_API_KEYS" not in capsys.readouterr().err
 
 
 def test_db_upgrade_gives_a_copy_a_new_identity_when_asked(env: pytest.MonkeyPatch, capsys) -> None:
