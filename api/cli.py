@@ -499,10 +499,16 @@ def cmd_calibrations(args: argparse.Namespace) -> int:
          "kind": lambda c: c["kind"], "measured": lambda c: str(c["n_measurements"]),
          "spearman": lambda c: _metric(c, "spearman"),
          "within_10pct": lambda c: _metric(c, "within_10pct"),
-         "steers": lambda c: "yes" if c["steers_searches"] else "no",
+         "steers": _steers,
          "created_at": lambda c: c["created_at"][:19], "job": lambda c: c["job_id"] or "-"},
         right={"version", "measured", "spearman", "within_10pct"},
     )  # fmt: skip
+
+
+def _steers(calibration: dict[str, Any]) -> str:
+    """Whether it steers searches; '-' from a server before 2026-12-07, which did not say."""
+    said = calibration.get("steers_searches")
+    return "-" if said is None else "yes" if said else "no"
 
 
 def _metric(calibration: dict[str, Any], name: str) -> str:

@@ -27,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -74,7 +75,22 @@ class JobSubmitter:
     def counting(self) -> AbstractContextManager[object]:
         """Held over a count of a key's active jobs and the insert it lets in
         (``limit_lock``), where there is a ``limit``; nothing to hold otherwise."""
-        return self.limit_lock if self._limit else nullcontext()
+        return self._counting() if self._limit else nullcontext()
+
+    @contextmanager
+    def _counting(self) -> Iterator[None]:
+        """``limit_lock``, waited for at most ``LIMIT_LOCK_WAIT_S`` (503 after): its holder
+        waits as long for the other processes' lock at most, so a request waits about
+        twice that in all, not that for each submission queued before it (review 34b)."""
+        if not self.limit_lock.acquire(timeout=q.LIMIT_LOCK_WAIT_S):
+            raise ServiceUnavailable(
+                "other submissions held the count of active jobs for over "
+                f"{q.LIMIT_LOCK_WAIT_S:g} s: submit again"
+            )
+        try:
+            yield
+        finally:
+            self.limit_lock.release()
 
     async def submit(self, new: q.Submission) -> JobRow:
         """Store a queued job; its row once committed (dispatch follows). ``LimitReached``

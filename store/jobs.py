@@ -193,7 +193,7 @@ def _take(bind: Connection, function: str) -> None:
         if time.monotonic() > deadline:
             raise ServiceUnavailable(
                 f"another submission held the count of active jobs for over "
-                f"{LIMIT_LOCK_WAIT_S:.0f} s: submit again"
+                f"{LIMIT_LOCK_WAIT_S:g} s: submit again"
             )
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
@@ -254,40 +254,60 @@ def create_job_once(
     job = session.execute(by_key).first()  # a retry: a read, no write (SQLite's slot)
     if job is None:
         with counting_across_processes(session) if limit else nullcontext():
-            if limit and active_jobs(session, [submitted_by])[submitted_by] >= limit:
-                raise over_limit(submitted_by, limit)
-            now = _now_as_read(session)
-            values = _new_job_values({**spec, REQUEST_DIGEST: digest}, message, now, submitted_by)
-            values["idempotency_key"] = key
-            upsert = sqlite_insert if dialect_of(session) == "sqlite" else postgresql_insert
-            statement = (
-                upsert(JOBS)
-                .values(values)
-                .on_conflict_do_nothing(
-                    index_elements=[JOBS.c.submitted_by, JOBS.c.idempotency_key]
-                )
-                .returning(*JOBS.c)
-            )
-            job = session.execute(statement).first()
-            if job is not None:
-                labels = values["spec"].get(LABELS_KEY, {})
-                if labels:
-                    rows = [{"job_id": job.id, "name": n, "value": v} for n, v in labels.items()]
-                    session.execute(_INSERT_LABELS, rows)
-                return job, True
-        job = session.execute(by_key).first()  # a request with the key stored it meanwhile
+            if limit:  # looked up again under the lock: another process may have stored
+                # the key's job meanwhile, the one that reached the limit (drill 34: 429)
+                job = session.execute(by_key).first()
+                if job is None and active_jobs(session, [submitted_by])[submitted_by] >= limit:
+                    raise over_limit(submitted_by, limit)
+            if job is None:
+                created = _insert_keyed(session, spec, key, digest, message, submitted_by)
+                if created is not None:
+                    return created, True
+        if job is None:
+            job = session.execute(by_key).first()  # a request with the key stored it meanwhile
         if job is None:  # and its job was deleted since
             raise ServiceUnavailable(
                 f"the job of Idempotency-Key {shown(key)} was deleted as this one came: send again"
             )
     stored = job.spec.get(REQUEST_DIGEST)
+    # the order checked on both: a digest made before the order counted matches the same
+    # objectives sorted as well (review 34b L1)
     in_order = list(job.spec.get("objectives") or ()) == list(spec.get("objectives") or ())
-    if stored != digest and not (stored == earlier_digest and in_order):
+    if stored not in (digest, earlier_digest) or not in_order:
         raise Conflict(
             f"the Idempotency-Key {shown(key)} was sent with another request, which created "
             f"job {job.id}: use a new key for a new job"
         )
     return job, False
+
+
+def _insert_keyed(
+    session: Session,
+    spec: dict[str, Any],
+    key: str,
+    digest: str,
+    message: str | None,
+    submitted_by: str,
+) -> JobRow | None:
+    """A new job with the idempotency key ``key``; None where a job of the key (of the API
+    key ``submitted_by``) is there already (stored by a request meanwhile)."""
+    now = _now_as_read(session)
+    values = _new_job_values({**spec, REQUEST_DIGEST: digest}, message, now, submitted_by)
+    values["idempotency_key"] = key
+    upsert = sqlite_insert if dialect_of(session) == "sqlite" else postgresql_insert
+    statement = (
+        upsert(JOBS)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=[JOBS.c.submitted_by, JOBS.c.idempotency_key])
+        .returning(*JOBS.c)
+    )
+    job = session.execute(statement).first()
+    if job is not None:
+        labels = values["spec"].get(LABELS_KEY, {})
+        if labels:
+            rows = [{"job_id": job.id, "name": n, "value": v} for n, v in labels.items()]
+            session.execute(_INSERT_LABELS, rows)
+    return job
 
 
 def create_jobs(

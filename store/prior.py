@@ -303,6 +303,8 @@ def prior_failures(
             measured = measured.join(Job, Job.id == Evaluation.job_id).where(
                 Job.supernet == supernet, Job.device == device, Job.kind == JobKind.search
             )
+            if submitted_by is not None:  # another team's measurement clears none of its
+                measured = measured.where(Job.submitted_by == submitted_by)  # (review 34b)
         for subnet_id, metrics, details in session.execute(measured):
             entry = found.get(subnet_id)
             if entry is None:

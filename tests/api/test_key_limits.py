@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.submissions import JobSubmitter
-from core.errors import LimitReached
+from core.errors import LimitReached, ServiceUnavailable
 from core.redact import key_label
 from store import jobs as q
 from store.db import make_engine, make_session_factory, transaction, upgrade
@@ -167,3 +167,22 @@ def test_without_keys_jobs_name_no_submitter_and_the_limit_is_the_server_s(
         second = client.post("/v1/jobs", json=dict(WAITING, seed=1))
     assert second.status_code == 429
     assert second.json()["detail"].startswith("this server (no API keys) has 1 job queued")
+
+
+def test_the_process_s_own_lock_is_waited_for_a_while_then_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 34b M1: each submission queued behind a hung holder waited its own 10 s for
+    the other processes' lock after this process's (4 at once: 503s after 1, 2, 3, 4 s)."""
+    monkeypatch.setattr(q, "LIMIT_LOCK_WAIT_S", 0.2)
+    url = f"sqlite:///{tmp_path / 'lock.db'}"
+    upgrade(url)
+    submitter = JobSubmitter(make_session_factory(make_engine(url)), None, limit=2)  # type: ignore[arg-type]
+    with submitter.limit_lock:  # held, as by a submission waiting on a hung holder
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable, match="held the count"), submitter.counting():
+            pass
+        assert 0.2 <= time.monotonic() - started < 2
+    with submitter.counting():  # let go: taken at once
+        assert submitter.limit_lock.locked()
+    assert not submitter.limit_lock.locked()

@@ -1063,7 +1063,9 @@ def test_processes_sharing_one_database_count_a_key_s_jobs_one_at_a_time(
             finally:
                 own.dispose()
 
-        with ThreadPoolExecutor(4) as pool:
+        # one connection kept open, as a server's pool keeps them: on SQLite the last one
+        # to close resets the WAL file, which one opening then may find busy (a flake)
+        with engine.connect(), ThreadPoolExecutor(4) as pool:
             stored = list(pool.map(batch, range(3)))
             created = list(pool.map(keyed, range(4)))
         assert sum(stored) == 2 and sum(created) == 2, (stored, created)
@@ -1090,6 +1092,11 @@ def test_a_keyed_job_stored_before_the_objectives_order_counted_is_found_again(
         with transaction(factory) as session:
             found, created = q.create_job_once(session, turned, "k-old", now, earlier_digest=before)
         assert (found.id, created) == (old.id, False)
+        # sorted, they digest as the earlier version did, but are in another order than
+        # the job's: another request (review 34b L1)
+        ordered = {**turned, "objectives": dict(sorted(turned["objectives"].items()))}
+        with pytest.raises(Conflict), transaction(factory) as session:
+            q.create_job_once(session, ordered, "k-old", before, earlier_digest=before)
         # the earlier digest with the objectives in another order: another request
         other = {**turned, "objectives": {"accuracy": "max", "latency_ms": "min"}}
         with pytest.raises(Conflict), transaction(factory) as session:
@@ -1117,3 +1124,38 @@ def test_a_count_waits_for_the_lock_a_while_then_says_so(
             holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": q.LIMIT_LOCK})
         with transaction(factory) as session:
             assert q.create_job_once(session, SPEC, "k-1", "d", submitted_by="a", limit=2)[1]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_keyed_retry_beside_its_first_try_finds_its_job_at_the_limit(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drill 34: the same keyed request sent twice at once to two API processes: one
+    stored the key's job, the key's last allowed, while the other, having looked the key
+    up before the lock, then counted it and was 429. Each "process" an engine of its own."""
+    count = q.active_jobs
+
+    def slow_count(*args: Any, **kwargs: Any) -> Any:
+        found = count(*args, **kwargs)
+        time.sleep(0.2)
+        return found
+
+    with migrated_database(backend, tmp_path) as (url, engine, factory):
+        with transaction(factory) as session:
+            q.create_job_once(session, SPEC, "first", "d0", submitted_by="a", limit=2)
+        monkeypatch.setattr(q, "active_jobs", slow_count)
+
+        def send(_: int) -> str:
+            own = make_engine(url)
+            try:
+                with transaction(make_session_factory(own)) as session:
+                    job, _created = q.create_job_once(
+                        session, SPEC, "again", "d1", submitted_by="a", limit=2
+                    )
+                return str(job.id)
+            finally:
+                own.dispose()
+
+        with engine.connect(), ThreadPoolExecutor(2) as pool:  # kept open: as above
+            answers = list(pool.map(send, range(2)))
+        assert len(set(answers)) == 1  # one job, no LimitReached
