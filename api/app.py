@@ -12,16 +12,19 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.redact import hidden
 from core.settings import Settings, get_settings
 from models.registry import get_supernet, list_supernets
+from store import jobs as q
 from store.db import (
     check_migrated,
     make_engine,
     make_loop_reads,
     make_session_factory,
     migrate_at_start,
+    reading,
     schema_revisions,
     sqlite_database,
 )
@@ -72,6 +75,19 @@ def _freeze_startup_objects() -> None:
     handed back to the collector when it stops: a process may start several apps)."""
     gc.collect()
     gc.freeze()
+
+
+def _warn_of_unscoped_searches(factory: sessionmaker[Session]) -> None:
+    """Searches submitted before ``HWNAS_JOB_VISIBILITY=own`` and not ended: said, as each
+    warm-starts from every key's jobs when it runs (security test 34 L2)."""
+    with reading(factory) as connection:
+        count = q.unscoped_searches(connection)
+    if count:
+        log.warning(
+            "%d searches queued or running were submitted before HWNAS_JOB_VISIBILITY=own: "
+            "each warm-starts from every API key's jobs (cancel them if that matters)",
+            count,
+        )
 
 
 def started_line(settings: Settings) -> str:
@@ -141,6 +157,8 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
             app.state.settings, app.state.session_factory = app_settings, factory
             app.state.loop_reads = reads = make_loop_reads(app_settings.database_url)
             stack.push_async_callback(reads.aclose)
+            if app.state.own_jobs_only:
+                _warn_of_unscoped_searches(factory)
             app.state.dispatcher = dispatcher = make_dispatcher(app_settings, factory)
             dispatcher.start()
             stack.callback(dispatcher.stop)

@@ -47,6 +47,7 @@ from core.errors import (
 )
 
 from .db import LOCKING_READ
+from .job_keys import REUSES_OF
 from .tables import (
     Evaluation,
     Job,
@@ -197,6 +198,13 @@ def _take(bind: Connection, function: str) -> None:
             )
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
+
+
+def unscoped_searches(connection: Session | Connection) -> int:
+    """Searches queued or running that were submitted without ``REUSES_OF`` (before
+    ``HWNAS_JOB_VISIBILITY=own``): their warm starts read every key's jobs."""
+    query = select(JOBS.c.spec).where(JOBS.c.kind == JobKind.search, JOBS.c.status.in_(ACTIVE))
+    return sum(REUSES_OF not in spec for (spec,) in connection.execute(query))
 
 
 def over_limit(submitted_by: str, limit: int) -> LimitReached:

@@ -4,6 +4,7 @@ alone; admin keys (HWNAS_ADMIN_API_KEYS) see every job (tenancy audit 33 H2)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,18 @@ def test_a_search_warm_starts_from_its_own_key_s_jobs_only(apart: TestClient) ->
 def test_own_visibility_needs_api_keys(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="HWNAS_JOB_VISIBILITY=own needs API keys"):
         create_app(embedded_settings(tmp_path, job_visibility="own"))
+
+
+def test_searches_queued_before_own_was_set_are_said_at_the_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Security test 34 L2: such a search warm-starts from every key's jobs when it runs."""
+    keys = {"api_keys": f"{TEAM_A},{TEAM_B}", "embedded_devices": "nb201-pixel3"}
+    with TestClient(create_app(embedded_settings(tmp_path, **keys))) as before:
+        for _ in range(2):
+            assert before.post("/v1/jobs", json=WAITING, headers=_as(TEAM_A)).status_code == 202
+    caplog.set_level(logging.WARNING, logger="api.app")
+    with TestClient(create_app(embedded_settings(tmp_path, job_visibility="own", **keys))) as now:
+        assert now.post("/v1/jobs", json=WAITING, headers=_as(TEAM_B)).status_code == 202
+    said = [r.getMessage() for r in caplog.records if "HWNAS_JOB_VISIBILITY=own" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("2 searches queued or running")
