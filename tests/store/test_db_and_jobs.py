@@ -1032,14 +1032,7 @@ def test_processes_sharing_one_database_count_a_key_s_jobs_one_at_a_time(
     own, and a pause after each count widens the window: a batch per process (a held
     autocommit connection, as ``api.submissions`` writes), then keyed submissions (a
     transaction each, as ``create_job_once`` runs)."""
-    count = q.active_jobs
-
-    def slow_count(*args: Any, **kwargs: Any) -> Any:
-        found = count(*args, **kwargs)
-        time.sleep(0.2)
-        return found
-
-    monkeypatch.setattr(q, "active_jobs", slow_count)
+    _slow_counts(monkeypatch)
     with migrated_database(backend, tmp_path) as (url, engine, _):
 
         def batch(seed: int) -> int:
@@ -1133,17 +1126,10 @@ def test_a_keyed_retry_beside_its_first_try_finds_its_job_at_the_limit(
     """Drill 34: the same keyed request sent twice at once to two API processes: one
     stored the key's job, the key's last allowed, while the other, having looked the key
     up before the lock, then counted it and was 429. Each "process" an engine of its own."""
-    count = q.active_jobs
-
-    def slow_count(*args: Any, **kwargs: Any) -> Any:
-        found = count(*args, **kwargs)
-        time.sleep(0.2)
-        return found
-
     with migrated_database(backend, tmp_path) as (url, engine, factory):
         with transaction(factory) as session:
             q.create_job_once(session, SPEC, "first", "d0", submitted_by="a", limit=2)
-        monkeypatch.setattr(q, "active_jobs", slow_count)
+        _slow_counts(monkeypatch)
 
         def send(_: int) -> str:
             own = make_engine(url)
@@ -1159,3 +1145,16 @@ def test_a_keyed_retry_beside_its_first_try_finds_its_job_at_the_limit(
         with engine.connect(), ThreadPoolExecutor(2) as pool:  # kept open: as above
             answers = list(pool.map(send, range(2)))
         assert len(set(answers)) == 1  # one job, no LimitReached
+
+
+def _slow_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pause after each count of active jobs: the window between a count and its insert
+    made wide, where another "process" would count too without the lock."""
+    count = q.active_jobs
+
+    def slow_count(*args: Any, **kwargs: Any) -> Any:
+        found = count(*args, **kwargs)
+        time.sleep(0.2)
+        return found
+
+    monkeypatch.setattr(q, "active_jobs", slow_count)
